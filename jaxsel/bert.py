@@ -1,0 +1,143 @@
+"""A BERT-family encoder in Flax NNX, with a loader for Hugging Face safetensors weights.
+
+The CPU-sized sentence encoder (all-MiniLM-L6-v2) and, with a head, the CPU-sized finetuning
+target. Post-LayerNorm, exact GELU, absolute positions, as in the original BERT.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxsel.errors import JaxselError
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden: int = 384
+    layers: int = 6
+    heads: int = 12
+    intermediate: int = 1536
+    max_positions: int = 512
+    type_vocab: int = 2
+    eps: float = 1e-12
+
+    @classmethod
+    def from_hf(cls, path: Path) -> "BertConfig":
+        c = json.loads(Path(path).read_text())
+        return cls(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                   c["intermediate_size"], c["max_position_embeddings"], c.get("type_vocab_size", 2),
+                   c.get("layer_norm_eps", 1e-12))
+
+
+class BertLayer(nnx.Module):
+    def __init__(self, cfg: BertConfig, *, dtype, rngs: nnx.Rngs):
+        h, kw = cfg.hidden, dict(dtype=dtype, rngs=rngs)
+        self.heads = cfg.heads
+        self.query, self.key, self.value = (nnx.Linear(h, h, **kw) for _ in range(3))
+        self.attn_out = nnx.Linear(h, h, **kw)
+        self.attn_norm = nnx.LayerNorm(h, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
+        self.up = nnx.Linear(h, cfg.intermediate, **kw)
+        self.down = nnx.Linear(cfg.intermediate, h, **kw)
+        self.out_norm = nnx.LayerNorm(h, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
+        """x: (B, T, h); bias: (B, 1, 1, T) additive attention mask."""
+        b, t, h = x.shape
+        split = lambda y: y.reshape(b, t, self.heads, h // self.heads)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(h // self.heads).astype(x.dtype) + bias
+        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, t, h)
+        x = self.attn_norm(x + self.attn_out(ctx))
+        return self.out_norm(x + self.down(jax.nn.gelu(self.up(x), approximate=False)))
+
+
+class Bert(nnx.Module):
+    """BERT encoder: token ids (B, T) and attention mask (B, T) -> hidden states (B, T, h)."""
+
+    def __init__(self, cfg: BertConfig, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
+        self.cfg = cfg
+        self.word = nnx.Embed(cfg.vocab_size, cfg.hidden, dtype=dtype, rngs=rngs)
+        self.position = nnx.Embed(cfg.max_positions, cfg.hidden, dtype=dtype, rngs=rngs)
+        self.token_type = nnx.Embed(cfg.type_vocab, cfg.hidden, dtype=dtype, rngs=rngs)
+        self.emb_norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([BertLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.layers)])
+
+    def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
+        t = ids.shape[1]
+        x = self.word(ids) + self.position(jnp.arange(t))[None] + self.token_type(jnp.zeros_like(ids))
+        x = self.emb_norm(x)
+        bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(x.dtype)
+        for layer in self.layers:
+            x = layer(x, bias)
+        return x
+
+
+def mean_pool(hidden: jax.Array, mask: jax.Array, normalize: bool = True) -> jax.Array:
+    """Mean of hidden (B, T, h) over the positions where mask (B, T) is set, then L2-normalised."""
+    m = mask[..., None].astype(jnp.float32)
+    pooled = (hidden.astype(jnp.float32) * m).sum(1) / jnp.clip(m.sum(1), 1e-9)
+    if normalize:
+        pooled = pooled / jnp.clip(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    return pooled
+
+
+_LAYER_KEYS = {
+    "query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+    "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
+    "up": "intermediate.dense", "down": "output.dense", "out_norm": "output.LayerNorm",
+}
+
+
+def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
+    """Copy Hugging Face BERT weights (optionally ``bert.``-prefixed) into ``model`` in place."""
+    if any(k.startswith("bert.") for k in weights):
+        weights = {k.removeprefix("bert."): v for k, v in weights.items()}
+
+    def get(key: str) -> np.ndarray:
+        if key not in weights:
+            raise JaxselError(f"BERT checkpoint has no tensor {key!r}: not a BERT-family checkpoint?")
+        return np.asarray(weights[key], dtype=np.float32)
+
+    def put(param: nnx.Param, value: np.ndarray) -> None:
+        if param.shape != value.shape:
+            raise JaxselError(f"BERT checkpoint shape mismatch: {value.shape} for a {param.shape} parameter")
+        param[...] = jnp.asarray(value, dtype=param.dtype)
+
+    def linear(mod: nnx.Linear, prefix: str) -> None:
+        put(mod.kernel, get(prefix + ".weight").T)
+        put(mod.bias, get(prefix + ".bias"))
+
+    def norm(mod: nnx.LayerNorm, prefix: str) -> None:
+        put(mod.scale, get(prefix + ".weight"))
+        put(mod.bias, get(prefix + ".bias"))
+
+    put(model.word.embedding, get("embeddings.word_embeddings.weight"))
+    put(model.position.embedding, get("embeddings.position_embeddings.weight"))
+    put(model.token_type.embedding, get("embeddings.token_type_embeddings.weight"))
+    norm(model.emb_norm, "embeddings.LayerNorm")
+    for i, layer in enumerate(model.layers):
+        for attr, key in _LAYER_KEYS.items():
+            (norm if attr.endswith("norm") else linear)(getattr(layer, attr), f"encoder.layer.{i}.{key}")
+
+
+def from_pretrained(folder: Path, *, dtype=jnp.float32) -> Bert:
+    """A :class:`Bert` from a folder with ``config.json`` and ``model.safetensors``."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    for f in ("config.json", "model.safetensors"):
+        if not (folder / f).exists():
+            raise JaxselError(f"{folder}: missing {f}")
+    model = Bert(BertConfig.from_hf(folder / "config.json"), dtype=dtype)
+    load_weights(model, load_file(str(folder / "model.safetensors")))
+    return model

@@ -1,0 +1,135 @@
+"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``.
+
+User mistakes end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from jaxsel.errors import JaxselError
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", default="tweets",
+                   help="built-in name (tweets, rotten_tomatoes, bbc_news), a CSV/TSV/JSONL/Parquet file, or a hub dataset")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--split-col", default=None, help="column with an existing train/validation/test split")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified 80/10/10 split")
+    p.add_argument("--dedup", action="store_true", help="drop exact duplicate texts (off by default)")
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="minilm", help="minilm, hash (weight-free), or a local BERT folder")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+
+
+def _load(a):
+    from jaxsel import data
+    return data.load(a.data, text_col=a.text_col, label_col=a.label_col, split_col=a.split_col,
+                     seed=a.split_seed, dedup=a.dedup)
+
+
+def _embed(a, dd):
+    from jaxsel import embed
+    return embed.embed_dataset(dd, a.model, max_length=a.max_length, dtype=a.dtype)
+
+
+def cmd_data(a) -> None:
+    from jaxsel import data
+    s = data.summary(_load(a))
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return
+    names = s["labels"]
+    print(f"dataset {a.data}  fingerprint {s['fingerprint']}  duplicate texts in source: {s['duplicates_in_source']}")
+    print(f"{'split':<11}{'rows':>7}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'dup texts':>11}")
+    for split, r in s["splits"].items():
+        print(f"{split:<11}{r['rows']:>7}" + "".join(f"{r['label_counts'][n]:>13}" for n in names)
+              + f"{r['duplicate_texts']:>11}")
+
+
+def cmd_embed(a) -> None:
+    from jaxsel import data, embed
+    dd = _load(a)
+    t = time.perf_counter()
+    emb = _embed(a, dd)
+    path = embed.cache_file(data.dataset_fingerprint(dd), a.model, a.max_length)
+    for s, e in emb.items():
+        print(f"{s:<11}{e.shape[0]:>7} x {e.shape[1]}")
+    print(f"embeddings cached at {path} ({time.perf_counter() - t:.1f}s)")
+
+
+def cmd_cluster(a) -> None:
+    from jaxsel import cluster, data
+    dd = _load(a)
+    emb = _embed(a, dd)["train"]
+    t = time.perf_counter()
+    labels = dd["train"]["label"] if a.stratified else None
+    c = cluster.kmeans(emb, a.k, seed=a.seed, method=a.method, labels=labels, table_size=a.table_size, progress=True)
+    out = Path(a.out or f"runs/{Path(a.data).stem}/clustering-k{a.k}{'-strat' if a.stratified else ''}.npz")
+    c.meta.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), embed_model=a.model)
+    c.save(out)
+    print(f"{c.k} clusters of {len(c.assignment)} train examples in {time.perf_counter() - t:.1f}s: "
+          f"sizes min {c.sizes.min()} / median {int(sorted(c.sizes)[c.k // 2])} / max {c.sizes.max()}, "
+          f"inertia {c.inertia:.1f}")
+    print(f"wrote {out}")
+
+
+def parse_budget(text: str) -> float:
+    """A budget as a fraction in (0, 1): ``0.05`` or ``1/16``."""
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise JaxselError(f"budget must be a number like 0.05 or 1/16, got {text!r}")
+    if not 0 < value < 1:
+        raise JaxselError(f"budget must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxsel", description="RL-guided data selection for finetuning, in JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("data", help="splits, label counts and duplicates of a dataset")
+    _dataset_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("embed", help="embed and cache all splits")
+    _dataset_args(p)
+    _embed_args(p)
+    p.set_defaults(func=cmd_embed)
+    p = sub.add_parser("cluster", help="k-means the train split's embeddings and write a clustering")
+    _dataset_args(p)
+    _embed_args(p)
+    p.add_argument("--k", type=int, default=256, help="number of clusters")
+    p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
+    p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"))
+    p.add_argument("--table-size", type=int, default=32, help="members sampled per cluster for fixed-size proxies")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz)")
+    p.set_defaults(func=cmd_cluster)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except JaxselError as e:
+        print(f"jaxsel: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxsel: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""k-means in JAX: k-means++ seeding, Lloyd iterations, a stratified and a mini-batch variant.
+
+``kmeans(x, k)`` returns a :class:`Clustering`: assignments (N,), centroids (K, d), sizes (K,)
+and a padded per-cluster index table (K, s) for fixed-size subsampling downstream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, asdict
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsel.errors import JaxselError
+from jaxsel.io import atomic_path
+
+CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """A partition of N rows into K clusters.
+
+    assignment: (N,) int32 cluster id per row; centroids: (K, d) float32; sizes: (K,) int32;
+    table: (K, s) int32 row indices per cluster, a seeded sample of at most s members, padded
+    with -1; inertia: sum of squared distances to the assigned centroid; labels: per-cluster
+    majority label for stratified clusterings (label-pure), else None.
+    """
+
+    assignment: np.ndarray
+    centroids: np.ndarray
+    sizes: np.ndarray
+    table: np.ndarray
+    inertia: float
+    meta: dict
+
+    @property
+    def k(self) -> int:
+        return len(self.sizes)
+
+    def members(self, cluster: int) -> np.ndarray:
+        """All row indices of one cluster, ascending."""
+        return np.flatnonzero(self.assignment == cluster)
+
+    def save(self, path: str | Path) -> None:
+        """Write arrays and metadata to one ``.npz`` file, atomically."""
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, assignment=self.assignment, centroids=self.centroids, sizes=self.sizes,
+                     table=self.table, inertia=self.inertia, meta=json.dumps(self.meta))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Clustering":
+        try:
+            with np.load(path) as z:
+                return cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
+                           json.loads(str(z["meta"])))
+        except (OSError, KeyError, ValueError) as e:
+            raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__})")
+
+
+def _sq_dists(x: jax.Array, c: jax.Array) -> jax.Array:
+    """Squared distances (n, K) between rows x (n, d) and centroids c (K, d)."""
+    return jnp.maximum(jnp.sum(x * x, 1)[:, None] - 2 * x @ c.T + jnp.sum(c * c, 1)[None], 0.0)
+
+
+def _assign(x: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Nearest centroid and its squared distance for every row, in row blocks of CHUNK."""
+    def one(xi):
+        d = _sq_dists(xi[None], c)[0]
+        return jnp.argmin(d).astype(jnp.int32), jnp.min(d)
+    return jax.lax.map(one, x, batch_size=min(CHUNK, x.shape[0]))
+
+
+@partial(jax.jit, static_argnames="k")
+def kmeans_pp(key: jax.Array, x: jax.Array, k: int) -> jax.Array:
+    """Greedy k-means++ seeding (as scikit-learn): each step draws 2 + log(k) candidates with
+    probability proportional to D(x)^2 and keeps the one that lowers the potential most."""
+    n, trials = x.shape[0], 2 + int(np.log(k))
+    first = jax.random.randint(key, (), 0, n)
+    c0 = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
+    d0 = jnp.sum((x - x[first]) ** 2, 1)
+
+    def pick(i, carry):
+        c, d = carry
+        cand = jax.random.categorical(jax.random.fold_in(key, i), jnp.log(jnp.maximum(d, 1e-30)), shape=(trials,))
+        d_new = jnp.minimum(d[None], _sq_dists(x, x[cand]).T)  # (trials, n)
+        best = jnp.argmin(d_new.sum(1))
+        return c.at[i].set(x[cand[best]]), d_new[best]
+
+    return jax.lax.fori_loop(1, k, pick, (c0, d0))[0]
+
+
+def _update(x: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One Lloyd step: new centroids (empty clusters re-seeded at the farthest rows), assignment, inertia."""
+    k = c.shape[0]
+    a, d = _assign(x, c)
+    sums = jax.ops.segment_sum(x, a, k)
+    counts = jax.ops.segment_sum(jnp.ones_like(d), a, k)
+    new = sums / jnp.maximum(counts, 1)[:, None]
+    empty = counts == 0
+    far = jax.lax.top_k(d, k)[1]
+    new = jnp.where(empty[:, None], x[far[jnp.cumsum(empty) - 1]], new)
+    return new, a, d.sum()
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def lloyd(x: jax.Array, c: jax.Array, max_iter: int = 100, tol: float = 1e-4) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Lloyd iterations until the centroid shift falls under ``tol`` x mean feature variance."""
+    thresh = tol * jnp.mean(jnp.var(x, 0))
+
+    def cond(s):
+        i, _, shift = s
+        return (i < max_iter) & (shift > thresh)
+
+    def body(s):
+        i, c, _ = s
+        new, _, _ = _update(x, c)
+        return i + 1, new, jnp.sum((new - c) ** 2)
+
+    _, c, _ = jax.lax.while_loop(cond, body, (0, c, jnp.inf))
+    a, d = _assign(x, c)
+    return c, a, d.sum()
+
+
+@partial(jax.jit, static_argnames=("k", "batch", "steps"))
+def minibatch(key: jax.Array, x: jax.Array, k: int, batch: int = 4096, steps: int = 200) -> jax.Array:
+    """Mini-batch k-means (Sculley 2010): per-centroid step size 1/count; returns centroids."""
+    c0 = kmeans_pp(key, x[jax.random.choice(key, x.shape[0], (min(x.shape[0], max(3 * batch, 20 * k)),), replace=False)], k)
+
+    def step(carry, i):
+        c, counts = carry
+        xb = x[jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, x.shape[0])]
+        a, _ = _assign(xb, c)
+        bsum = jax.ops.segment_sum(xb, a, k)
+        bcnt = jax.ops.segment_sum(jnp.ones(batch), a, k)
+        counts = counts + bcnt
+        c = c + (bsum - bcnt[:, None] * c) / jnp.maximum(counts, 1)[:, None]
+        return (c, counts), None
+
+    return jax.lax.scan(step, (c0, jnp.zeros(k)), jnp.arange(steps))[0][0]
+
+
+def _check(x: np.ndarray, k: int) -> None:
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise JaxselError(f"embeddings must be a non-empty (N, d) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise JaxselError("embeddings contain NaN or inf")
+    if not 1 <= k <= x.shape[0]:
+        raise JaxselError(f"cannot make {k} clusters from {x.shape[0]} examples (need 1 <= k <= N)")
+
+
+def index_table(assignment: np.ndarray, k: int, size: int, seed: int = 0) -> np.ndarray:
+    """(k, size) int32: a seeded random sample of at most ``size`` members per cluster, padded with -1."""
+    rng = np.random.default_rng(seed)
+    table = np.full((k, size), -1, np.int32)
+    order = np.argsort(assignment, kind="stable")
+    bounds = np.searchsorted(assignment[order], np.arange(k + 1))
+    for j in range(k):
+        m = order[bounds[j]:bounds[j + 1]]
+        m = np.sort(rng.choice(m, size, replace=False)) if len(m) > size else m
+        table[j, :len(m)] = m
+    return table
+
+
+def _fit(x: np.ndarray, k: int, seed: int, n_init: int, max_iter: int, tol: float, method: str):
+    key = jax.random.key(seed)
+    xj = jnp.asarray(x, jnp.float32)
+    if method == "minibatch":
+        c = minibatch(key, xj, k)
+        a, d = jax.jit(_assign)(xj, c)
+        return c, a, d.sum()
+    best = None
+    for i in range(n_init):
+        c, a, inertia = lloyd(xj, kmeans_pp(jax.random.fold_in(key, i), xj, k), max_iter, tol)
+        if best is None or inertia < best[2]:
+            best = (c, a, inertia)
+    return best
+
+
+def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: int = 100, tol: float = 1e-4,
+           method: str = "lloyd", labels: np.ndarray | None = None, table_size: int = 32,
+           progress: bool = False) -> Clustering:
+    """Cluster rows of x (N, d) into k clusters.
+
+    method: ``lloyd`` (k-means++ then Lloyd to tolerance, best of ``n_init``) or ``minibatch``
+    (for millions of rows). With ``labels`` (N,), the stratified variant: each label is
+    clustered separately with a share of k proportional to its count (at least one), so every
+    cluster is label-pure. Same seed, same result.
+    """
+    x = np.asarray(x, np.float32)
+    _check(x, k)
+    if method not in ("lloyd", "minibatch"):
+        raise JaxselError(f"unknown k-means method {method!r} (lloyd or minibatch)")
+    if labels is None:
+        c, a, inertia = _fit(x, k, seed, n_init, max_iter, tol, method)
+        assignment, centroids, inertia = np.asarray(a, np.int32), np.asarray(c), float(inertia)
+    else:
+        labels = np.asarray(labels)
+        if labels.shape != (x.shape[0],):
+            raise JaxselError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
+        classes, counts = np.unique(labels, return_counts=True)
+        ks = allocate(counts, k)
+        assignment = np.zeros(x.shape[0], np.int32)
+        centroids, inertia, offset = [], 0.0, 0
+        for cls, kc in tqdm(list(zip(classes, ks)), desc="stratified k-means", disable=not progress):
+            rows = np.flatnonzero(labels == cls)
+            c, a, part = _fit(x[rows], int(kc), seed, n_init, max_iter, tol, method)
+            assignment[rows] = np.asarray(a) + offset
+            centroids.append(np.asarray(c))
+            inertia += float(part)
+            offset += int(kc)
+        centroids = np.concatenate(centroids)
+    sizes = np.bincount(assignment, minlength=k).astype(np.int32)
+    meta = dict(k=k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, method=method,
+                stratified=labels is not None, table_size=table_size)
+    return Clustering(assignment, centroids, sizes, index_table(assignment, k, table_size, seed), inertia, meta)
+
+
+def allocate(counts: np.ndarray, k: int) -> np.ndarray:
+    """Split k clusters over classes proportionally to ``counts`` (largest remainder), >= 1 each, <= count."""
+    counts = np.asarray(counts)
+    if k < len(counts):
+        raise JaxselError(f"stratified k-means needs k >= number of classes ({len(counts)}), got {k}")
+    share = counts / counts.sum() * k
+    ks = np.maximum(np.floor(share).astype(int), 1)
+    while ks.sum() < k:
+        ks[np.argmax(np.where(ks < counts, share - ks, -np.inf))] += 1
+    while ks.sum() > k:
+        ks[np.argmax(np.where(ks > 1, ks - share, -np.inf))] -= 1
+    return np.minimum(ks, counts)

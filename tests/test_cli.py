@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from jaxsel import cli, cluster
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "jaxsel.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_data_prints_splits(table_file, capsys):
+    assert cli.main(["data", str(table_file)]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "validation" in out and "test" in out and "neg" in out
+
+
+def test_user_error_is_one_line_exit_2():
+    p = run("data", "missing.csv")
+    assert p.returncode == 2
+    assert p.stderr.strip() == "jaxsel: error: no such file: missing.csv"
+
+
+def test_cluster_writes_file(table_file, tmp_path, tmp_cache):
+    out = tmp_path / "c.npz"
+    assert cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--out", str(out)]) == 0
+    c = cluster.Clustering.load(out)
+    assert c.k == 4 and c.sizes.sum() == 48 and c.meta["embed_model"] == "hash"
+
+
+def test_cluster_k_too_large(table_file, tmp_cache, capsys):
+    assert cli.main(["cluster", str(table_file), "--k", "100", "--model", "hash"]) == 2
+    assert "cannot make 100 clusters from 48" in capsys.readouterr().err
+
+
+def test_parse_budget():
+    assert cli.parse_budget("1/16") == 0.0625 and cli.parse_budget("0.05") == 0.05
+    for bad in ("0", "1", "-0.1", "abc", "1/0"):
+        try:
+            cli.parse_budget(bad)
+        except cli.JaxselError:
+            continue
+        raise AssertionError(bad)
+    assert np.isclose(cli.parse_budget("0.5"), 0.5)

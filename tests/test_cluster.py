@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+
+from jaxsel import cluster
+from jaxsel.errors import JaxselError
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return make_blobs(6000, n_features=16, centers=24, cluster_std=1.5, random_state=0)
+
+
+def test_inertia_within_2_percent_of_sklearn(blobs):
+    x, _ = blobs
+    ours = np.mean([cluster.kmeans(x, 24, seed=s).inertia for s in range(3)])
+    theirs = np.mean([KMeans(24, n_init=1, random_state=s).fit(x).inertia_ for s in range(3)])
+    assert ours <= 1.02 * theirs
+
+
+def test_assignment_and_inertia_match_definition(blobs):
+    x, _ = blobs
+    c = cluster.kmeans(x, 10, seed=1)
+    d = ((x[:, None, :] - c.centroids[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(c.assignment, d.argmin(1))
+    np.testing.assert_allclose(c.inertia, d.min(1).sum(), rtol=1e-4)
+    np.testing.assert_allclose(c.centroids, np.stack([x[c.assignment == j].mean(0) for j in range(10)]), atol=1e-2)
+    assert c.sizes.sum() == len(x) and (c.sizes > 0).all()
+
+
+def test_same_seed_same_result(blobs):
+    x, _ = blobs
+    a, b = cluster.kmeans(x, 12, seed=5), cluster.kmeans(x, 12, seed=5)
+    np.testing.assert_array_equal(a.assignment, b.assignment)
+    np.testing.assert_array_equal(a.table, b.table)
+
+
+def test_stratified_is_label_pure_and_proportional(blobs):
+    x, y = blobs
+    labels = y % 3
+    c = cluster.kmeans(x, 30, labels=labels)
+    assert c.k == 30 and c.sizes.sum() == len(x)
+    for j in range(30):
+        assert len(np.unique(labels[c.members(j)])) == 1
+    counts = np.bincount(labels)
+    per_label = np.bincount([labels[c.members(j)[0]] for j in range(30)], minlength=3)
+    np.testing.assert_array_equal(per_label, cluster.allocate(counts, 30))
+
+
+def test_allocate():
+    np.testing.assert_array_equal(cluster.allocate(np.array([50, 30, 20]), 10), [5, 3, 2])
+    np.testing.assert_array_equal(cluster.allocate(np.array([1000, 1, 1]), 10), [8, 1, 1])
+    assert cluster.allocate(np.array([7, 5, 3]), 8).sum() == 8
+
+
+def test_minibatch_as_good_as_sklearn_minibatch(blobs):
+    from sklearn.cluster import MiniBatchKMeans
+    x, _ = blobs
+    ours = np.mean([cluster.kmeans(x, 24, seed=s, method="minibatch").inertia for s in range(3)])
+    theirs = np.mean([MiniBatchKMeans(24, n_init=1, random_state=s).fit(x).inertia_ for s in range(3)])
+    assert ours <= 1.02 * theirs
+
+
+def test_empty_cluster_reseeded():
+    x = np.concatenate([np.zeros((50, 2)), np.ones((50, 2)) * 10]).astype(np.float32)
+    c = np.array([[0, 0], [10, 10], [100, 100]], np.float32)  # the third attracts nothing
+    new, _, _ = cluster._update(x, c)
+    assert not np.allclose(np.asarray(new)[2], [100, 100])
+    assert np.asarray(new)[2].tolist() in ([0.0, 0.0], [10.0, 10.0])
+
+
+def test_index_table():
+    a = np.array([0, 1, 0, 2, 0, 0, 1])
+    t = cluster.index_table(a, 4, 3, seed=0)
+    assert t.shape == (4, 3)
+    assert set(t[0]) <= {0, 2, 4, 5} and len(set(t[0])) == 3
+    assert t[1].tolist() == [1, 6, -1] and t[2].tolist() == [3, -1, -1] and t[3].tolist() == [-1, -1, -1]
+
+
+def test_save_load_round_trip(tmp_path, blobs):
+    x, _ = blobs
+    c = cluster.kmeans(x[:500], 8)
+    c.save(tmp_path / "c.npz")
+    d = cluster.Clustering.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(c.assignment, d.assignment)
+    assert d.meta == c.meta and d.inertia == pytest.approx(c.inertia)
+
+
+def test_corrupt_file(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(JaxselError, match="not a jaxsel clustering"):
+        cluster.Clustering.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("x,k,message", [
+    (np.zeros((5, 3)), 6, "cannot make 6 clusters"),
+    (np.zeros((5, 3)), 0, "cannot make 0 clusters"),
+    (np.full((5, 3), np.nan), 2, "NaN"),
+    (np.zeros((0, 3)), 1, "non-empty"),
+])
+def test_bad_input(x, k, message):
+    with pytest.raises(JaxselError, match=message):
+        cluster.kmeans(x, k)

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+
+from jaxsel import data
+from jaxsel.errors import JaxselError
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("name,rows,labels", [
+    ("tweets", 38158, ["negative", "neutral", "positive"]),
+    ("rotten_tomatoes", 12808, ["fresh", "rotten"]),
+    ("bbc_news", 2225, ["business", "entertainment", "politics", "sports", "tech"]),
+])
+def test_builtin_datasets(name, rows, labels):
+    dd = data.load(name)
+    assert sum(len(dd[s]) for s in data.SPLITS) == rows
+    assert dd["train"].features["label"].names == labels
+    assert abs(len(dd["train"]) / rows - 0.8) < 0.01
+    s = data.summary(dd)
+    assert s["fingerprint"] == data.dataset_fingerprint(dd)
+    for split in data.SPLITS:
+        assert all(v > 0 for v in s["splits"][split]["label_counts"].values())
+
+
+@pytest.mark.assets
+def test_tweets_duplicates_reported_not_dropped():
+    dd = data.load("tweets")
+    assert data.summary(dd)["duplicates_in_source"] == 915
+    deduped = data.load("tweets", dedup=True)
+    assert sum(len(deduped[s]) for s in data.SPLITS) == 38158 - 915
+
+
+def test_stratified_split_is_proportional_and_seeded():
+    labels = np.repeat([0, 1, 2], [500, 300, 200])
+    parts = data.stratified_split(labels, (0.8, 0.1, 0.1), seed=3)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    for c, n in zip(range(3), (500, 300, 200)):
+        assert [int((labels[p] == c).sum()) for p in parts] == [round(0.8 * n), round(0.1 * n), n - round(0.8 * n) - round(0.1 * n)]
+    again = data.stratified_split(labels, (0.8, 0.1, 0.1), seed=3)
+    assert all((a == b).all() for a, b in zip(parts, again))
+    other = data.stratified_split(labels, (0.8, 0.1, 0.1), seed=4)
+    assert any((a != b).any() for a, b in zip(parts, other))
+
+
+def test_local_csv_and_fingerprint(table_file):
+    dd = data.load(str(table_file))
+    assert [len(dd[s]) for s in data.SPLITS] == [48, 6, 6]
+    assert dd["train"].features["label"].names == ["neg", "neu", "pos"]
+    fp = data.dataset_fingerprint(dd)
+    assert fp == data.dataset_fingerprint(data.load(str(table_file)))
+    assert fp != data.dataset_fingerprint(data.load(str(table_file), seed=1))
+
+
+def test_jsonl_parquet_and_split_column(tmp_path, table_file):
+    import pandas as pd
+    df = pd.read_csv(table_file).rename(columns={"text": "sentence", "label": "y"})
+    df["part"] = np.array(["train"] * 40 + ["validation"] * 10 + ["test"] * 10)
+    df.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    df.to_parquet(tmp_path / "d.parquet")
+    for f in ("d.jsonl", "d.parquet"):
+        dd = data.load(str(tmp_path / f), text_col="sentence", label_col="y", split_col="part")
+        assert [len(dd[s]) for s in data.SPLITS] == [40, 10, 10]
+        assert dd["validation"]["text"][0] == df["sentence"][40]
+
+
+def test_cleaning_strips_drops_empty_and_counts_duplicates():
+    raw = data.Raw(["  a ", "", "   ", "a", "b"], ["x", "y", "y", "x", "y"])
+    cleaned, dups = data.clean(raw)
+    assert cleaned.texts == ["a", "a", "b"] and dups == 1
+    cleaned, dups = data.clean(raw, dedup=True)
+    assert cleaned.texts == ["a", "b"] and dups == 1
+
+
+@pytest.mark.parametrize("content,kwargs,message", [
+    ("text,label\n", {}, "no non-empty text"),
+    ("text,y\na,1\n", {}, "missing column 'label'"),
+    ("text,label\n" + "".join(f"t{i},same\n" for i in range(30)), {}, "at least 2 classes"),
+    ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "absent from"),
+    ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
+])
+def test_bad_input_one_line_errors(tmp_path, content, kwargs, message):
+    p = tmp_path / "bad.csv"
+    p.write_text(content)
+    with pytest.raises(JaxselError, match=message) as e:
+        data.load(str(p), **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file():
+    with pytest.raises(JaxselError, match="no such file"):
+        data.load("does/not/exist.csv")
+
+
+def test_bad_fractions(table_file):
+    with pytest.raises(JaxselError, match="fractions"):
+        data.load(str(table_file), fractions=(0.9, 0.1, 0.0))
+
+
+def test_summary_is_json_serialisable(table_file):
+    s = data.summary(data.load(str(table_file)))
+    assert json.loads(json.dumps(s))["splits"]["train"]["rows"] == 48

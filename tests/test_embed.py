@@ -1,0 +1,51 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxsel import data, embed
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "minilm_l6_v2.json").read_text())
+
+
+@pytest.mark.assets
+def test_tokenizer_matches_golden_ids():
+    enc = embed.load_encoder("minilm")
+    assert enc.tokenize(GOLDEN["sentences"], 256) == GOLDEN["token_ids"]
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("batch_size,bucketed", [(8, True), (3, True), (8, False)])
+def test_minilm_matches_sentence_transformers(batch_size, bucketed):
+    got = embed.encode(GOLDEN["sentences"], batch_size=batch_size, bucketed=bucketed, progress=False)
+    want = np.array(GOLDEN["embeddings"], np.float32)
+    err = np.abs(got - want).max(axis=1)
+    assert got.dtype == np.float32 and got.shape == (8, 384)
+    assert err.max() <= 1e-4, err
+
+
+def test_bucket_length():
+    assert [embed.bucket_length(n, 256) for n in (1, 8, 9, 33, 200, 256, 300)] == [8, 8, 16, 48, 256, 256, 256]
+    assert embed.bucket_length(100, 100) == 100
+
+
+def test_hash_embedder_deterministic_and_normalised():
+    texts = ["good movie", "bad movie", "", "good movie"]
+    a, b = embed.hash_encode(texts), embed.hash_encode(texts)
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a[[0, 1, 3]], axis=1), 1.0, rtol=1e-5)
+    assert np.all(a[2] == 0)
+    assert np.array_equal(a[0], a[3])
+    assert a[0] @ a[1] > 0.2  # shared word and n-grams
+
+
+def test_embed_dataset_cache_round_trip(tmp_cache, table_file):
+    dd = data.load(str(table_file))
+    first = embed.embed_dataset(dd, "hash", progress=False)
+    path = embed.cache_file(data.dataset_fingerprint(dd), "hash", 256)
+    assert path.exists()
+    second = embed.embed_dataset(dd, "hash", progress=False)
+    for s in data.SPLITS:
+        assert first[s].shape == (len(dd[s]), 384)
+        assert np.array_equal(first[s], second[s])
