@@ -1,0 +1,73 @@
+"""Shared benchmark plumbing: environment record, timing, table printing, JSON results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def environment() -> dict:
+    import jax
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    dev = jax.devices()[0]
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "device_count": jax.device_count(),
+        "versions": versions,
+    }
+
+
+def timeit(fn, *, repeat: int = 3, min_time: float = 0.0) -> float:
+    """Median seconds of ``fn()`` (which must block until done) over ``repeat`` runs, after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if min_time and sum(times) > min_time and len(times) >= 2:
+            break
+    times.sort()
+    return times[len(times) // 2]
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+    widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
+    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))
+    return "\n".join([line(cols), line("-" * w for w in widths)] + [line(fmt(r.get(c, "")) for c in cols) for r in rows])
+
+
+def report(name: str, rows: list[dict], cols: list[str], summary: dict, quick: bool) -> None:
+    """Print the table, save everything under bench/results/, and print ``summary`` as the last line."""
+    env = environment()
+    print(table(rows, cols))
+    RESULTS.mkdir(exist_ok=True)
+    tag = f"{name}-{env['backend']}{'-quick' if quick else ''}.json"
+    out = {"benchmark": name, "quick": quick, "environment": env, "rows": rows, "summary": summary}
+    tmp = RESULTS / f".{tag}.tmp"
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp, RESULTS / tag)
+    print(f"saved bench/results/{tag}", file=sys.stderr)
+    print(json.dumps(summary))

@@ -1,0 +1,55 @@
+"""MiniLM embedding throughput on the tweets train split: length-bucketed vs padded-to-max jit loop.
+
+    python bench/embed.py [--quick] [--n N]
+
+Both loops run the same jit-compiled Flax encoder with the same batch size; the plain loop pads
+every batch to max_length (256), the bucketed one sorts by length and pads to a few bucket sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np  # noqa: E402
+from common import report  # noqa: E402
+
+from jaxsel import data, embed  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a 512-text sample (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--n", type=int, default=None, help="number of train texts (default 4096, quick 512)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--dtype", default="float32")
+    a = ap.parse_args()
+    n = a.n or (512 if a.quick else 4096)
+    texts = data.load("tweets")["train"]["text"]
+    texts = [texts[i] for i in np.random.default_rng(0).choice(len(texts), min(n, len(texts)), replace=False)]
+    enc = embed.load_encoder("minilm", a.dtype)
+    tokens = sum(len(x) for x in enc.tokenize(texts, 256))
+    rows = []
+    for mode, bucketed in (("bucketed", True), ("padded-to-max", False)):
+        kw = dict(batch_size=a.batch_size, dtype=a.dtype, bucketed=bucketed, progress=False)
+        embed.encode(texts[: a.batch_size * 2], **kw)  # compile the shapes once
+        embed.encode(texts, **kw)  # warm every bucket
+        t = time.perf_counter()
+        out = embed.encode(texts, **kw)
+        secs = time.perf_counter() - t
+        rows.append({"mode": mode, "texts": len(texts), "seconds": secs, "texts_per_s": len(texts) / secs,
+                     "real_tokens_per_s": tokens / secs})
+        if bucketed:
+            ref = out
+        else:
+            rows[-1]["max_abs_diff_vs_bucketed"] = float(np.abs(out - ref).max())
+    summary = {"texts_per_s": rows[0]["texts_per_s"], "bucketed_vs_plain": rows[0]["texts_per_s"] / rows[1]["texts_per_s"]}
+    report("embed", rows, ["mode", "texts", "seconds", "texts_per_s", "real_tokens_per_s", "max_abs_diff_vs_bucketed"],
+           summary, a.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""Proxy models: a cluster mask -> a validation score, as pure jit/vmap-able functions.
+
+A proxy is prepared once from train embeddings + labels + a clustering + validation embeddings
++ labels (``make``), and is then a pytree: ``proxy.score(mask)`` maps a (K,) bool mask to
+:class:`Scores` (tie-aware accuracy and mean log-likelihood on the validation set),
+``proxy.score_batch(masks)`` does a (B, K) batch (jit + vmap, the batch axis sharded over all
+devices), and ``init`` / ``add`` / ``score_state`` are the incremental form an MDP step uses.
+
+Kinds:
+- ``ridge``: closed-form ridge classifier from per-cluster sufficient statistics
+  (X_k^T X_k, X_k^T Y_k); adding a cluster adds its statistics, so a step costs O(r^2) + one
+  (r+1)-dimensional Cholesky solve whatever the number of examples.
+- ``linear`` / ``mlp``: a softmax head trained with Adam inside ``lax.scan`` on a fixed-size
+  sample of each chosen cluster (the clustering's index table), with a masked loss so shapes
+  never change.
+- ``transformer``: a small BERT (the first layers of MiniLM or a tiny random one) finetuned on
+  the token ids of the same sample: the paper's "smaller model of the same family".
+
+The empty subset scores as chance: accuracy 1/C and log-likelihood -log C (a uniform
+prediction), for every kind. Reward = score(mask + cluster) - score(mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxsel.errors import JaxselError
+
+KINDS = ("ridge", "linear", "mlp", "transformer")
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class Scores(NamedTuple):
+    """Validation accuracy (ties share credit) and mean log-likelihood of the true label."""
+
+    accuracy: jax.Array
+    loglik: jax.Array
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How a proxy is prepared. ``project``: reduce embeddings to this many dimensions first
+    (``projection`` = "pca" or "random"); ``val_size``: score on a stratified validation subsample
+    of this size (None: all of it); ``max_clusters``: most clusters a mask may hold for the
+    trained kinds (None: all K)."""
+
+    kind: str = "ridge"
+    lam: float = 1.0
+    project: int | None = None
+    projection: str = "pca"
+    temperature: float = 5.0
+    val_size: int | None = None
+    seed: int = 0
+    steps: int = 50
+    lr: float = 0.05
+    weight_decay: float = 1e-4
+    hidden: int = 64
+    max_clusters: int | None = None
+    layers: int = 2  # transformer
+    tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:
+    """Tie-aware accuracy and mean log-likelihood of labels y (M,) under logits (M, C)."""
+    top = logits >= logits.max(-1, keepdims=True)
+    credit = jnp.take_along_axis(top, y[:, None], 1)[:, 0] / top.sum(-1)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    return Scores(credit.mean(), jnp.take_along_axis(logp, y[:, None], 1).mean())
+
+
+def chance(num_classes: int) -> Scores:
+    """The score of the empty subset: a uniform prediction."""
+    return Scores(jnp.float32(1.0 / num_classes), jnp.float32(-np.log(num_classes)))
+
+
+def _projector(x: np.ndarray, cfg: ProxyConfig):
+    """Mean and (d, r) matrix of the projection, fitted on train embeddings only."""
+    d = x.shape[1]
+    mean = x.mean(0)
+    if cfg.project is None or cfg.project >= d:
+        return mean * 0, np.eye(d, dtype=np.float32)
+    if cfg.projection == "random":
+        rng = np.random.default_rng(cfg.seed)
+        return mean * 0, (rng.standard_normal((d, cfg.project)) / np.sqrt(cfg.project)).astype(np.float32)
+    if cfg.projection != "pca":
+        raise JaxselError(f"unknown projection {cfg.projection!r} (pca or random)")
+    xc = (x - mean).astype(np.float64)
+    _, vecs = np.linalg.eigh(xc.T @ xc)
+    return mean, vecs[:, ::-1][:, : cfg.project].astype(np.float32)
+
+
+def features(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """Projected features with a trailing bias column: (n, r + 1)."""
+    z = (x - mean) @ proj
+    return np.concatenate([z, np.ones((len(z), 1), np.float32)], 1).astype(np.float32)
+
+
+def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, label-stratified sample of ``size`` rows (all rows if None)."""
+    if size is None or size >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    take = np.maximum(np.round(counts / counts.sum() * size).astype(int), 1)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), min(t, n), replace=False)
+                                   for c, t, n in zip(classes, take, counts)]))
+
+
+def max_clusters_for_budget(sizes: np.ndarray, budget: int) -> int:
+    """The most clusters an episode can pick before reaching ``budget`` examples: it ends at the
+    first pick whose total reaches the budget, so at most the count of smallest clusters whose
+    running sum first reaches it."""
+    run = np.cumsum(np.sort(sizes))
+    return int(min(np.searchsorted(run, budget) + 1, len(sizes)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The proxy pytree
+
+
+@struct.dataclass
+class Proxy:
+    """A prepared proxy: arrays are pytree leaves, ``kind`` and ``cfg`` are static."""
+
+    kind: str = struct.field(pytree_node=False)
+    cfg: ProxyConfig = struct.field(pytree_node=False)
+    num_classes: int = struct.field(pytree_node=False)
+    xv: jax.Array  # (M, r+1) validation features (ridge, linear, mlp) or (M, T) token ids
+    yv: jax.Array  # (M,)
+    stats: dict = field(default_factory=dict)  # kind-specific arrays
+
+    @property
+    def k(self) -> int:
+        return int(self.stats["sizes"].shape[0])
+
+    # incremental form ------------------------------------------------------------------------
+    def init(self):
+        """State of the empty subset."""
+        if self.kind == "ridge":
+            r1, c = self.stats["xty"].shape[1:]
+            return RidgeState(jnp.zeros((r1, r1)), jnp.zeros((r1, c)), jnp.zeros((), jnp.int32))
+        return jnp.zeros(self.k, bool)
+
+    def add(self, state, cluster: jax.Array):
+        """State after adding one cluster (ridge: O(r^2) update of the running sums)."""
+        if self.kind == "ridge":
+            return RidgeState(state.xtx + self.stats["xtx"][cluster], state.xty + self.stats["xty"][cluster],
+                              state.n + self.stats["sizes"][cluster])
+        return state.at[cluster].set(True)
+
+    def score_state(self, state) -> Scores:
+        if self.kind == "ridge":
+            return _ridge_score(self, state)
+        return _trained_score(self, state)
+
+    # whole-mask form -------------------------------------------------------------------------
+    def score(self, mask: jax.Array) -> Scores:
+        """Scores of the subset ``mask`` (K,) bool. Pure; jit and vmap freely."""
+        if self.kind == "ridge":
+            m = mask.astype(jnp.float32)
+            state = RidgeState(jnp.einsum("k,kij->ij", m, self.stats["xtx"], precision=HIGHEST),
+                               jnp.einsum("k,kij->ij", m, self.stats["xty"], precision=HIGHEST),
+                               (mask * self.stats["sizes"]).sum())
+            return _ridge_score(self, state)
+        return _trained_score(self, mask)
+
+    def score_batch(self, masks) -> Scores:
+        """Scores of a (B, K) batch of masks; jit + vmap, batch axis sharded over all devices."""
+        masks = check_masks(masks, self.k)
+        return _sharded_score_batch(self, masks)
+
+    def reward(self, mask: jax.Array, cluster: jax.Array) -> jax.Array:
+        """Change in accuracy from adding ``cluster`` to ``mask``."""
+        return self.score(mask.at[cluster].set(True)).accuracy - self.score(mask).accuracy
+
+
+class RidgeState(NamedTuple):
+    xtx: jax.Array  # (r+1, r+1) running sum of X^T X
+    xty: jax.Array  # (r+1, C) running sum of X^T Y
+    n: jax.Array  # examples in the subset
+
+
+def ridge_weights(xtx: jax.Array, xty: jax.Array, lam: float) -> jax.Array:
+    """W = (X^T X + lam I)^-1 X^T Y by Cholesky."""
+    a = xtx + lam * jnp.eye(xtx.shape[0], dtype=xtx.dtype)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), xty)
+
+
+def _ridge_score(p: Proxy, s: RidgeState) -> Scores:
+    w = ridge_weights(s.xtx, s.xty, p.cfg.lam)
+    logits = p.cfg.temperature * jnp.dot(p.xv, w, precision=HIGHEST)
+    return jax.tree.map(lambda a, b: jnp.where(s.n > 0, a, b), scores_from_logits(logits, p.yv), chance(p.num_classes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained proxies: linear / mlp / transformer
+
+
+def _init_head(kind: str, r1: int, c: int, hidden: int, seed: int):
+    if kind == "linear":
+        return {"w": jnp.zeros((r1, c))}
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {"w1": jax.random.normal(k1, (r1, hidden)) * np.sqrt(2.0 / r1), "b1": jnp.zeros(hidden),
+            "w2": jax.random.normal(k2, (hidden, c)) * np.sqrt(1.0 / hidden), "b2": jnp.zeros(c)}
+
+
+def head_logits(params: dict, x: jax.Array) -> jax.Array:
+    """Logits of the linear or one-hidden-layer head on features x (n, r+1)."""
+    if "w" in params:
+        return jnp.dot(x, params["w"], precision=HIGHEST)
+    h = jax.nn.relu(jnp.dot(x, params["w1"], precision=HIGHEST) + params["b1"])
+    return jnp.dot(h, params["w2"], precision=HIGHEST) + params["b2"]
+
+
+def train_head(params, x: jax.Array, y: jax.Array, w: jax.Array, cfg: ProxyConfig, apply=head_logits):
+    """``cfg.steps`` full-batch AdamW steps on the weighted mean cross-entropy; returns params.
+
+    x: (n, ...) inputs, y: (n,) labels, w: (n,) row weights (0 for padding). Pure; vmap freely.
+    """
+    opt = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
+    denom = jnp.maximum(w.sum(), 1.0)
+
+    def loss(p):
+        ce = optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y)
+        return (ce * w).sum() / denom
+
+    def step(carry, _):
+        p, o = carry
+        g = jax.grad(loss)(p)
+        upd, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, upd), o), None
+
+    return jax.lax.scan(step, (params, opt.init(params)), None, length=cfg.steps)[0][0]
+
+
+def _gather(p: Proxy, mask: jax.Array):
+    """Rows of the chosen clusters' samples: (m*s, ...) inputs, labels and weights (0 = padding)."""
+    m = p.cfg.max_clusters
+    ids = jnp.nonzero(mask, size=m, fill_value=-1)[0]
+    valid = (ids >= 0)[:, None] & p.stats["valid"][jnp.maximum(ids, 0)]
+    x = p.stats["xs"][jnp.maximum(ids, 0)]
+    y = p.stats["ys"][jnp.maximum(ids, 0)]
+    return x.reshape(-1, *x.shape[2:]), y.reshape(-1), valid.reshape(-1).astype(jnp.float32)
+
+
+def _trained_score(p: Proxy, mask: jax.Array) -> Scores:
+    x, y, w = _gather(p, mask)
+    if p.kind == "transformer":
+        from jaxsel import transformer_proxy
+        logits = transformer_proxy.train_and_predict(p, x, y, w)
+    else:
+        params = train_head(p.stats["init"], x, y, w, p.cfg)
+        logits = head_logits(params, p.xv)
+    return jax.tree.map(lambda a, b: jnp.where(mask.any(), a, b), scores_from_logits(logits, p.yv), chance(p.num_classes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparation and batch scoring
+
+
+def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray, val_y: np.ndarray,
+         cfg: ProxyConfig = ProxyConfig(), *, train_tokens: np.ndarray | None = None,
+         val_tokens: np.ndarray | None = None) -> Proxy:
+    """Prepare a proxy of kind ``cfg.kind`` (checks inputs here, outside jit).
+
+    train_x (N, d), train_y (N,), val_x (M, d), val_y (M,); the transformer kind also needs
+    token ids ``train_tokens`` (N, T) and ``val_tokens`` (M, T) (0 = padding).
+    """
+    if cfg.kind not in KINDS:
+        raise JaxselError(f"unknown proxy {cfg.kind!r}; choose one of {', '.join(KINDS)}")
+    train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
+    train_y, val_y = np.asarray(train_y), np.asarray(val_y)
+    for name, a in (("train", train_x), ("validation", val_x)):
+        if a.ndim != 2 or not len(a):
+            raise JaxselError(f"{name} embeddings must be a non-empty (n, d) array, got {a.shape}")
+        if not np.isfinite(a).all():
+            raise JaxselError(f"{name} embeddings contain NaN or inf")
+    if len(train_y) != len(train_x) or len(val_y) != len(val_x):
+        raise JaxselError("embeddings and labels have different lengths")
+    if train_x.shape[1] != val_x.shape[1]:
+        raise JaxselError(f"train and validation embeddings differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
+    if len(clustering.assignment) != len(train_x):
+        raise JaxselError(f"clustering covers {len(clustering.assignment)} rows, train has {len(train_x)}")
+    c = int(max(train_y.max(), val_y.max())) + 1
+    keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
+    val_x, val_y = val_x[keep], val_y[keep]
+    sizes = np.asarray(clustering.sizes, np.int32)
+    mean, proj = _projector(train_x, cfg)
+    xf = features(train_x, mean, proj)
+    stats: dict = {"sizes": jnp.asarray(sizes)}
+    if cfg.kind == "ridge":
+        onehot = np.eye(c, dtype=np.float64)[train_y]
+        k, r1 = clustering.k, xf.shape[1]
+        xtx, xty = np.zeros((k, r1, r1)), np.zeros((k, r1, c))
+        a = clustering.assignment
+        for j in range(k):
+            rows = xf[a == j].astype(np.float64)
+            xtx[j], xty[j] = rows.T @ rows, rows.T @ onehot[a == j]
+        stats.update(xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
+        return Proxy("ridge", cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats)
+    table = np.asarray(clustering.table)
+    cfg = replace(cfg, max_clusters=min(cfg.max_clusters or clustering.k, clustering.k))
+    stats.update(valid=jnp.asarray(table >= 0), ys=jnp.asarray(train_y[np.maximum(table, 0)]))
+    if cfg.kind == "transformer":
+        if train_tokens is None or val_tokens is None:
+            raise JaxselError("the transformer proxy needs train_tokens and val_tokens")
+        from jaxsel import transformer_proxy
+        stats.update(xs=jnp.asarray(train_tokens[np.maximum(table, 0)]), init=transformer_proxy.init_params(cfg, c))
+        return Proxy("transformer", cfg, c, jnp.asarray(val_tokens[keep]), jnp.asarray(val_y), stats)
+    stats.update(xs=jnp.asarray(xf[np.maximum(table, 0)]), init=_init_head(cfg.kind, xf.shape[1], c, cfg.hidden, cfg.seed))
+    return Proxy(cfg.kind, cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats)
+
+
+def check_masks(masks, k: int, max_clusters: int | None = None) -> np.ndarray:
+    """Validate a (B, K) or (K,) mask array outside jit; returns it as (B, K) bool."""
+    masks = np.asarray(masks)
+    if masks.ndim == 1:
+        masks = masks[None]
+    if masks.ndim != 2 or masks.shape[1] != k:
+        raise JaxselError(f"masks must have shape (B, {k}) for {k} clusters, got {masks.shape}")
+    if masks.dtype != bool:
+        if not np.isin(masks, (0, 1)).all():
+            raise JaxselError("masks must be boolean (or 0/1)")
+        masks = masks.astype(bool)
+    if max_clusters is not None and (masks.sum(1) > max_clusters).any():
+        raise JaxselError(f"a mask holds {masks.sum(1).max()} clusters, more than this proxy's max_clusters={max_clusters}")
+    return masks
+
+
+def mesh():
+    """A 1-D mesh named ``batch`` over all devices."""
+    return jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+
+
+@jax.jit
+def _score_batch(proxy: Proxy, masks: jax.Array) -> Scores:
+    return jax.vmap(proxy.score)(masks)
+
+
+def _sharded_score_batch(proxy: Proxy, masks: np.ndarray) -> Scores:
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    n_dev = jax.device_count()
+    if proxy.kind != "ridge":
+        check_masks(masks, proxy.k, proxy.cfg.max_clusters)
+    b = masks.shape[0]
+    pad = (-b) % n_dev
+    if pad:
+        masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), bool)])
+    if n_dev > 1:
+        masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
+    out = _score_batch(proxy, masks)
+    return Scores(out.accuracy[:b], out.loglik[:b])
+
+
+def fit_ridge(proxy: Proxy, mask) -> np.ndarray:
+    """The ridge weights (r+1, C) of one subset; refuses the empty subset."""
+    mask = check_masks(mask, proxy.k)[0]
+    if not mask.any():
+        raise JaxselError("cannot fit a proxy on an empty subset (all-false mask)")
+    m = jnp.asarray(mask, jnp.float32)
+    return np.asarray(ridge_weights(jnp.einsum("k,kij->ij", m, proxy.stats["xtx"], precision=HIGHEST),
+                                    jnp.einsum("k,kij->ij", m, proxy.stats["xty"], precision=HIGHEST), proxy.cfg.lam))
+
+
+class RewardCache:
+    """Host-side memo of proxy scores keyed by the packed mask, with hit counts."""
+
+    def __init__(self, proxy: Proxy):
+        self.proxy, self.table, self.hits, self.misses = proxy, {}, 0, 0
+
+    def scores(self, masks) -> np.ndarray:
+        """Accuracy of each mask in a (B, K) batch, computing only the masks not seen before."""
+        masks = check_masks(masks, self.proxy.k)
+        keys = [np.packbits(m).tobytes() for m in masks]
+        todo = {k: i for i, k in enumerate(keys) if k not in self.table}
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            acc = np.asarray(self.proxy.score_batch(masks[list(todo.values())]).accuracy)
+            self.table.update(zip(todo, acc.tolist()))
+        return np.array([self.table[k] for k in keys], np.float32)

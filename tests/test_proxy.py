@@ -1,0 +1,230 @@
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsel import cluster, proxy
+from jaxsel.errors import JaxselError
+
+N, D, C, K, S = 1200, 24, 3, 30, 8
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.standard_normal(N) > 0).astype(int) + (x[:, 1] > 1)
+    xv = rng.standard_normal((300, D)).astype(np.float32)
+    yv = (xv[:, 0] > 0).astype(int) + (xv[:, 1] > 1)
+    return x, y, cluster.kmeans(x, K, table_size=S), xv, yv
+
+
+def masks(k=K, n=6, seed=1):
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, k), bool)
+    for i in range(n):
+        out[i, rng.choice(k, i + 1, replace=False)] = True
+    return out
+
+
+def ridge_reference(x, y, xv, cfg, mean, proj):
+    """From-scratch float64 ridge on the given rows."""
+    f = lambda a: np.concatenate([(a - mean) @ proj, np.ones((len(a), 1))], 1).astype(np.float64)
+    xf, yo = f(x), np.eye(C)[y]
+    w = np.linalg.solve(xf.T @ xf + cfg.lam * np.eye(xf.shape[1]), xf.T @ yo)
+    return cfg.temperature * f(xv) @ w
+
+
+@pytest.mark.parametrize("project,projection", [(None, "pca"), (8, "pca"), (8, "random")])
+def test_ridge_equals_fit_on_union(problem, project, projection):
+    x, y, cl, xv, yv = problem
+    cfg = proxy.ProxyConfig(kind="ridge", project=project, projection=projection, lam=0.5)
+    p = proxy.make(x, y, cl, xv, yv, cfg)
+    mean, proj = proxy._projector(x, cfg)
+    for m in masks():
+        rows = np.isin(cl.assignment, np.flatnonzero(m))
+        want = ridge_reference(x[rows], y[rows], xv, cfg, mean, proj)
+        w = proxy.fit_ridge(p, m)
+        got = np.asarray(p.xv) @ w * cfg.temperature
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+        s = p.score(jnp.asarray(m))
+        assert float(s.accuracy) == pytest.approx((want.argmax(1) == yv).mean(), abs=1e-6)
+        logp = want - np.log(np.exp(want).sum(1, keepdims=True))
+        assert float(s.loglik) == pytest.approx(logp[np.arange(len(yv)), yv].mean(), abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "linear", "mlp"])
+def test_incremental_jit_and_vmap_agree(problem, kind):
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, max_clusters=8, steps=10))
+    ms = masks()
+    batch = p.score_batch(ms)
+    score = jax.jit(lambda p, m: p.score(m))
+    add, score_state = jax.jit(lambda p, s, c: p.add(s, c)), jax.jit(lambda p, s: p.score_state(s))
+    for i, m in enumerate(ms):
+        one = score(p, m)
+        state = p.init()
+        for c in np.flatnonzero(m):
+            state = add(p, state, c)
+        inc = score_state(p, state)
+        for a in (one, inc):
+            assert float(a.accuracy) == pytest.approx(float(batch.accuracy[i]), abs=1e-5)
+            assert float(a.loglik) == pytest.approx(float(batch.loglik[i]), abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "linear", "mlp"])
+def test_empty_subset_is_chance(problem, kind):
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, steps=2))
+    s = p.score(jnp.zeros(K, bool))
+    assert float(s.accuracy) == pytest.approx(1 / C) and float(s.loglik) == pytest.approx(-np.log(C))
+    assert float(p.score_state(p.init()).accuracy) == pytest.approx(1 / C)
+
+
+def reference_training(apply, params, x, y, cfg):
+    """A plain Python loop of the same optimiser on the unpadded rows."""
+    opt = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
+    state = opt.init(params)
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
+    for _ in range(cfg.steps):
+        g = jax.grad(loss)(params)
+        upd, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, upd)
+    return params
+
+
+def gathered_rows(cl, m):
+    rows = cl.table[np.flatnonzero(m)].ravel()
+    return rows[rows >= 0]
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_trained_head_equals_training_on_gathered_subset(problem, kind):
+    x, y, cl, xv, yv = problem
+    cfg = proxy.ProxyConfig(kind=kind, steps=15, max_clusters=8)
+    p = proxy.make(x, y, cl, xv, yv, cfg)
+    mean, proj = proxy._projector(x, cfg)
+    for m in masks()[[0, 3, 5]]:
+        rows = gathered_rows(cl, m)
+        params = reference_training(proxy.head_logits, p.stats["init"], jnp.asarray(proxy.features(x[rows], mean, proj)),
+                                    jnp.asarray(y[rows]), cfg)
+        want = np.asarray(proxy.head_logits(params, p.xv))
+        got = proxy.scores_from_logits(jnp.asarray(want), jnp.asarray(yv))
+        s = p.score(jnp.asarray(m))
+        assert float(s.accuracy) == pytest.approx(float(got.accuracy), abs=1e-6)
+        assert float(s.loglik) == pytest.approx(float(got.loglik), abs=1e-4)
+
+
+def test_transformer_equals_training_on_gathered_subset(problem):
+    from jaxsel import transformer_proxy as tp
+    x, y, cl, xv, yv = problem
+    rng = np.random.default_rng(0)
+    tok = rng.integers(1, 500, (N, 10))
+    tok[:, 7:] = 0
+    tokv = rng.integers(1, 500, (len(xv), 10))
+    cfg = proxy.ProxyConfig(kind="transformer", tiny=True, steps=3, max_clusters=4, lr=1e-2)
+    p = proxy.make(x, y, cl, xv, yv, cfg, train_tokens=tok, val_tokens=tokv)
+    m = masks()[2]
+    rows = gathered_rows(cl, m)
+    apply = lambda prm, t: tp._apply(cfg, p.stats["init"]["frozen"], prm, t)
+    params = reference_training(apply, p.stats["init"]["train"], jnp.asarray(tok[rows]), jnp.asarray(y[rows]), cfg)
+    want = proxy.scores_from_logits(apply(params, jnp.asarray(tokv)), jnp.asarray(yv))
+    got = p.score_batch(np.stack([m, m]))
+    np.testing.assert_allclose(np.asarray(got.accuracy), float(want.accuracy), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got.loglik), float(want.loglik), atol=1e-4)
+
+
+def test_reward_is_score_difference(problem):
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv)
+    m = jnp.asarray(masks()[2])
+    r = p.reward(m, 0 if not m[0] else 1)
+    c = 0 if not m[0] else 1
+    assert float(r) == pytest.approx(float(p.score(m.at[c].set(True)).accuracy - p.score(m).accuracy))
+
+
+def test_validation_subsample_is_stratified_and_seeded():
+    y = np.repeat([0, 1, 2], [600, 300, 100])
+    a = proxy.stratified_subsample(y, 100, seed=0)
+    assert np.bincount(y[a]).tolist() == [60, 30, 10]
+    assert np.array_equal(a, proxy.stratified_subsample(y, 100, seed=0))
+    assert len(proxy.stratified_subsample(y, None, 0)) == 1000
+
+
+def test_max_clusters_for_budget_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sizes = rng.integers(1, 50, 12)
+        budget = int(rng.integers(1, sizes.sum()))
+        want = 0
+        for order in (np.argsort(sizes), rng.permutation(12)):  # smallest-first is the worst case
+            total, n = 0, 0
+            for s in sizes[order]:
+                n += 1
+                total += s
+                if total >= budget:
+                    break
+            want = max(want, n)
+        assert proxy.max_clusters_for_budget(sizes, budget) == want
+
+
+def test_reward_cache_counts_hits(problem):
+    x, y, cl, xv, yv = problem
+    cache = proxy.RewardCache(proxy.make(x, y, cl, xv, yv))
+    ms = masks()
+    first = cache.scores(ms)
+    again = cache.scores(np.concatenate([ms[:3], ms[:3]]))
+    assert cache.misses == 6 and cache.hits == 6
+    np.testing.assert_array_equal(again, np.concatenate([first[:3], first[:3]]))
+
+
+def test_bad_input(problem):
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv)
+    with pytest.raises(JaxselError, match=r"shape \(B, 30\)"):
+        p.score_batch(np.zeros((2, 29), bool))
+    with pytest.raises(JaxselError, match="empty subset"):
+        proxy.fit_ridge(p, np.zeros(K, bool))
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(JaxselError, match="NaN"):
+        proxy.make(bad, y, cl, xv, yv)
+    with pytest.raises(JaxselError, match="unknown proxy"):
+        proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="svm"))
+    lin = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="linear", max_clusters=2))
+    with pytest.raises(JaxselError, match="max_clusters=2"):
+        lin.score_batch(masks()[[4]])
+
+
+SHARDED = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, numpy as np
+    sys.path.insert(0, "tests")
+    from test_proxy import masks, N, D, K
+    from jaxsel import cluster, proxy
+    assert jax.device_count() == 4
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, D)).astype(np.float32); y = (x[:, 0] > 0).astype(int)
+    xv = rng.standard_normal((200, D)).astype(np.float32); yv = (xv[:, 0] > 0).astype(int)
+    cl = cluster.kmeans(x, K, table_size=8)
+    ms = masks(n=7)
+    for kind in ("ridge", "linear"):
+        p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, steps=5))
+        sharded = p.score_batch(ms)
+        single = [p.score(m) for m in ms]
+        np.testing.assert_allclose(np.asarray(sharded.accuracy), [float(s.accuracy) for s in single], atol=1e-6)
+        np.testing.assert_allclose(np.asarray(sharded.loglik), [float(s.loglik) for s in single], atol=1e-4)
+    print("sharded ok")
+""")
+
+
+def test_sharded_equals_single_device():
+    p = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "sharded ok" in p.stdout
