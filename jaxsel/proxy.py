@@ -50,7 +50,8 @@ class ProxyConfig:
     """How a proxy is prepared. ``project``: reduce embeddings to this many dimensions first
     (``projection`` = "pca" or "random"); ``val_size``: score on a stratified validation subsample
     of this size (None: all of it); ``max_clusters``: most clusters a mask may hold for the
-    trained kinds (None: all K)."""
+    trained kinds (None: all K); ``batch_mode``: how each device walks its slice of a batch
+    ("auto": sequential for trained kinds on CPU, where XLA runs vmapped training loops slowly)."""
 
     kind: str = "ridge"
     lam: float = 1.0
@@ -66,6 +67,7 @@ class ProxyConfig:
     max_clusters: int | None = None
     layers: int = 2  # transformer
     tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
+    batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one mask after another), "auto"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,11 +218,36 @@ def _init_head(kind: str, r1: int, c: int, hidden: int, seed: int):
             "w2": jax.random.normal(k2, (hidden, c)) * np.sqrt(1.0 / hidden), "b2": jnp.zeros(c)}
 
 
-def head_logits(params: dict, x: jax.Array) -> jax.Array:
-    """Logits of the linear or one-hidden-layer head on features x (n, r+1)."""
+class Fixed(NamedTuple):
+    """Training inputs x (n, r) with their transpose (r, n) laid out once, outside the loop."""
+
+    x: jax.Array
+    xt: jax.Array
+
+
+@jax.custom_vjp
+def _data_dot(x: Fixed, w: jax.Array) -> jax.Array:
+    return jnp.dot(x.x, w, precision=HIGHEST)
+
+
+def _data_dot_fwd(x, w):
+    return _data_dot(x, w), x
+
+
+def _data_dot_bwd(x, g):
+    # dW = x^T g from the stored transpose: XLA:CPU otherwise re-transposes x every step (2x slower)
+    return jax.tree.map(jnp.zeros_like, x), jnp.dot(x.xt, g, precision=HIGHEST)
+
+
+_data_dot.defvjp(_data_dot_fwd, _data_dot_bwd)
+
+
+def head_logits(params: dict, x: jax.Array | Fixed) -> jax.Array:
+    """Logits of the linear or one-hidden-layer head on features x (n, r+1) (or :class:`Fixed`)."""
+    dot = _data_dot if isinstance(x, Fixed) else partial(jnp.dot, precision=HIGHEST)
     if "w" in params:
-        return jnp.dot(x, params["w"], precision=HIGHEST)
-    h = jax.nn.relu(jnp.dot(x, params["w1"], precision=HIGHEST) + params["b1"])
+        return dot(x, params["w"])
+    h = jax.nn.relu(dot(x, params["w1"]) + params["b1"])
     return jnp.dot(h, params["w2"], precision=HIGHEST) + params["b2"]
 
 
@@ -261,7 +288,7 @@ def _trained_score(p: Proxy, mask: jax.Array) -> Scores:
         from jaxsel import transformer_proxy
         logits = transformer_proxy.train_and_predict(p, x, y, w)
     else:
-        params = train_head(p.stats["init"], x, y, w, p.cfg)
+        params = train_head(p.stats["init"], Fixed(*jax.lax.optimization_barrier((x, x.T))), y, w, p.cfg)
         logits = head_logits(params, p.xv)
     return jax.tree.map(lambda a, b: jnp.where(mask.any(), a, b), scores_from_logits(logits, p.yv), chance(p.num_classes))
 
@@ -304,10 +331,12 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         onehot = np.eye(c, dtype=np.float64)[train_y]
         k, r1 = clustering.k, xf.shape[1]
         xtx, xty = np.zeros((k, r1, r1)), np.zeros((k, r1, c))
-        a = clustering.assignment
+        order = np.argsort(clustering.assignment, kind="stable")
+        bounds = np.searchsorted(clustering.assignment[order], np.arange(k + 1))
         for j in range(k):
-            rows = xf[a == j].astype(np.float64)
-            xtx[j], xty[j] = rows.T @ rows, rows.T @ onehot[a == j]
+            rows = order[bounds[j]:bounds[j + 1]]
+            xj = xf[rows].astype(np.float64)
+            xtx[j], xty[j] = xj.T @ xj, xj.T @ onehot[rows]
         stats.update(xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
         return Proxy("ridge", cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats)
     table = np.asarray(clustering.table)
@@ -344,9 +373,15 @@ def mesh():
     return jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
 
 
-@jax.jit
-def _score_batch(proxy: Proxy, masks: jax.Array) -> Scores:
-    return jax.vmap(proxy.score)(masks)
+@partial(jax.jit, static_argnames="sequential")
+def _score_batch(proxy: Proxy, masks: jax.Array, sequential: bool) -> Scores:
+    """Each device scores its slice of the batch: vmapped, or one mask after another."""
+    from jax.sharding import PartitionSpec as P
+
+    def local(ms):
+        return jax.lax.map(proxy.score, ms) if sequential else jax.vmap(proxy.score)(ms)
+
+    return jax.shard_map(local, mesh=mesh(), in_specs=P("batch"), out_specs=P("batch"), check_vma=False)(masks)
 
 
 def _sharded_score_batch(proxy: Proxy, masks: np.ndarray) -> Scores:
@@ -359,9 +394,11 @@ def _sharded_score_batch(proxy: Proxy, masks: np.ndarray) -> Scores:
     pad = (-b) % n_dev
     if pad:
         masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), bool)])
-    if n_dev > 1:
-        masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
-    out = _score_batch(proxy, masks)
+    masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
+    mode = proxy.cfg.batch_mode
+    if mode == "auto":  # XLA:CPU runs vmapped small training loops slower than one after another
+        mode = "map" if proxy.kind != "ridge" and jax.default_backend() == "cpu" else "vmap"
+    out = _score_batch(proxy, masks, mode == "map")
     return Scores(out.accuracy[:b], out.loglik[:b])
 
 
