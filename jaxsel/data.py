@@ -142,25 +142,13 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def load(
-    name_or_path: str = DEFAULT,
-    *,
-    text_col: str = "text",
-    label_col: str = "label",
-    split_col: str | None = None,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-    dedup: bool = False,
-):
-    """Load a labelled text dataset as a ``DatasetDict`` with train/validation/test splits.
+def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str = "label",
+          split_col: str | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+          seed: int = 0, dedup: bool = False):
+    """Read, clean and split without building a DatasetDict (no ``datasets`` import).
 
-    ``name_or_path``: a built-in name, a local file, or a hub dataset name. ``split_col``
-    names a column of an existing split (values train/validation/test); otherwise a seeded
-    stratified split with ``fractions`` is made. The returned dict has ``info`` attributes set on
-    each split: ``jaxsel_fingerprint`` (content + split parameters) and ``jaxsel_duplicates``.
+    Returns (texts, label ids (n,), label names, [train, validation, test] row indices, duplicates).
     """
-    import datasets
-
     if name_or_path in _READERS:
         raw = _READERS[name_or_path]()
     elif Path(name_or_path).exists():
@@ -183,16 +171,41 @@ def load(
         parts = [np.flatnonzero(sp == s) for s in SPLITS]
     else:
         parts = stratified_split(label_ids, fractions, seed)
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
-    dd = datasets.DatasetDict()
     for s, idx in zip(SPLITS, parts):
         if len(idx) == 0:
             raise JaxselError(f"split {s!r} is empty")
         missing = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))
         if missing:
             raise JaxselError(f"class {names[missing[0]]!r} is absent from the {s} split")
+    return raw.texts, label_ids, names, parts, dups
+
+
+def load(
+    name_or_path: str = DEFAULT,
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    split_col: str | None = None,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    dedup: bool = False,
+):
+    """Load a labelled text dataset as a ``DatasetDict`` with train/validation/test splits.
+
+    ``name_or_path``: a built-in name, a local file, or a hub dataset name. ``split_col``
+    names a column of an existing split (values train/validation/test); otherwise a seeded
+    stratified split with ``fractions`` is made. The returned dict has ``info`` attributes set on
+    each split: ``jaxsel_fingerprint`` (content + split parameters) and ``jaxsel_duplicates``.
+    """
+    import datasets
+
+    texts, label_ids, names, parts, dups = split(name_or_path, text_col=text_col, label_col=label_col,
+                                                 split_col=split_col, fractions=fractions, seed=seed, dedup=dedup)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    dd = datasets.DatasetDict()
+    for s, idx in zip(SPLITS, parts):
         dd[s] = datasets.Dataset.from_dict(
-            {"text": [raw.texts[i] for i in idx], "label": label_ids[idx].tolist()}, features=features)
+            {"text": [texts[i] for i in idx], "label": label_ids[idx].tolist()}, features=features)
     params = f"{name_or_path}|{fractions}|{seed}|{dedup}|{split_col}"
     fp = fingerprint(dd, params)
     for d in dd.values():

@@ -1,0 +1,34 @@
+"""Build .devcache/: a compact asset cache to carry to a lent GPU machine (which reaches no registry).
+
+    python bench/devcache.py
+
+Copies the tweets CSV and MiniLM's tokenizer/config, and stores MiniLM's weights in float16
+(~45 MB instead of 90 MB; the loader upcasts to float32). Good for throughput, not for the
+golden test. Point JAXSEL_CACHE at .devcache there.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from jaxsel import assets, embed
+
+DEST = Path(__file__).resolve().parent.parent / ".devcache" / "assets"
+
+
+def main() -> None:
+    for name in ("tweets", "minilm"):
+        src = assets.fetch(name)
+        dst = DEST / src.name
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(str(assets.path("minilm", embed.MINILM_DIR) / "model.safetensors"))
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in weights.items()}
+    save_file(half, str(DEST / f"minilm-{assets.ARTIFACTS['minilm'].version}" / embed.MINILM_DIR / "model.safetensors"))
+    print(f"wrote {DEST}")
+
+
+if __name__ == "__main__":
+    main()
