@@ -204,6 +204,7 @@ def test_bad_input(problem):
 SHARDED = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"  # forced host devices; on a GPU machine too
     import jax, numpy as np
     sys.path.insert(0, "tests")
     from test_proxy import masks, N, D, K
