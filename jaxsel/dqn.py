@@ -1,0 +1,151 @@
+"""DQN for the selection MDP: ``make_chunks`` / ``make_train`` in the same shape as ``jaxsel.ppo``.
+
+A masked Q-network (``jaxsel.networks``: one Q-value per cluster), a replay buffer held on device
+(circular arrays of the compact state: mask, examples chosen, step), double Q-learning targets
+from rlax, a linearly decaying epsilon, a periodically copied target network, and masked
+argmax actions. Everything is inside ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+import rlax
+
+from jaxsel import networks
+from jaxsel.env import EnvState
+from jaxsel.episodes import Best, empty_best, track_best
+
+HISTORY = 64
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    num_envs: int = 32
+    total_timesteps: int = 100_000
+    buffer_size: int = 20_000
+    batch_size: int = 128
+    learning_starts: int = 1_000
+    train_every: int = 1  # gradient steps per env step of all envs
+    target_every: int = 100
+    lr: float = 5e-4
+    gamma: float = 1.0
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    eps_fraction: float = 0.5
+    max_grad_norm: float = 10.0
+    hidden: int = 64
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // self.num_envs)
+
+
+class Buffer(NamedTuple):
+    mask: jax.Array  # (N, K) bool
+    chosen: jax.Array  # (N,)
+    step: jax.Array  # (N,)
+    action: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    next_mask: jax.Array
+    next_chosen: jax.Array
+    next_step: jax.Array
+    ptr: jax.Array
+    full: jax.Array
+
+
+class Runner(NamedTuple):
+    params: dict
+    target: dict
+    opt_state: optax.OptState
+    buffer: Buffer
+    env_state: object
+    key: jax.Array
+    update: jax.Array
+    best: Best
+    history: jax.Array
+
+
+def make_chunks(config: DQNConfig, env, env_params):
+    c = config
+    k = env_params.sizes.shape[0]
+    n_features = env.reset(jax.random.PRNGKey(0), env_params)[0].shape[-1]
+    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+    qnet = jax.vmap(lambda p, o: networks.apply(p, o)[0], in_axes=(None, 0))
+
+    def obs_of(mask, chosen, step):
+        state = EnvState(mask, None, chosen, step, None, None)
+        return jax.vmap(env.observation, in_axes=(0, None))(state, env_params)
+
+    def init(key: jax.Array) -> Runner:
+        key, k_net, k_env = jax.random.split(key, 3)
+        params = networks.init(k_net, n_features, c.hidden)
+        _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
+        n = c.buffer_size
+        z = jnp.zeros(n, jnp.int32)
+        buf = Buffer(jnp.zeros((n, k), bool), z, z, z, jnp.zeros(n), jnp.zeros(n, bool), jnp.zeros((n, k), bool), z, z,
+                     jnp.int32(0), jnp.bool_(False))
+        return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
+                      jnp.zeros(HISTORY))
+
+    def _loss(params, target, batch):
+        q_tm1 = qnet(params, obs_of(batch.mask, batch.chosen, batch.step))
+        obs_t = obs_of(batch.next_mask, batch.next_chosen, batch.next_step)
+        q_t_value = qnet(target, obs_t)
+        q_t_selector = networks.masked(qnet(params, obs_t), ~batch.next_mask)
+        discount = c.gamma * (1.0 - batch.done.astype(jnp.float32))
+        td = jax.vmap(rlax.double_q_learning)(q_tm1, batch.action, batch.reward, discount, q_t_value, q_t_selector)
+        return rlax.huber_loss(td, 1.0).mean()
+
+    def _update(runner: Runner, _):
+        key, k_eps, k_rand, k_env, k_batch = jax.random.split(runner.key, 5)
+        frac = jnp.clip(runner.update / (c.eps_fraction * c.num_updates), 0.0, 1.0)
+        eps = c.eps_start + frac * (c.eps_end - c.eps_start)
+        s = runner.env_state
+        valid = ~s.mask
+        obs = obs_of(s.mask, s.chosen, s.step)
+        greedy = jnp.argmax(networks.masked(qnet(runner.params, obs), valid), -1)
+        rand = jax.random.categorical(k_rand, jnp.where(valid, 0.0, -1e9))
+        action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,)) < eps, rand, greedy)
+        _, s2, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(k_env, c.num_envs), s, action, env_params)
+        b = runner.buffer
+        idx = (b.ptr + jnp.arange(c.num_envs)) % c.buffer_size
+        b = Buffer(b.mask.at[idx].set(s.mask), b.chosen.at[idx].set(s.chosen), b.step.at[idx].set(s.step),
+                   b.action.at[idx].set(action), b.reward.at[idx].set(reward), b.done.at[idx].set(done),
+                   b.next_mask.at[idx].set(s2.mask), b.next_chosen.at[idx].set(s2.chosen),
+                   b.next_step.at[idx].set(s2.step), (b.ptr + c.num_envs) % c.buffer_size,
+                   b.full | (b.ptr + c.num_envs >= c.buffer_size))
+        filled = jnp.where(b.full, c.buffer_size, b.ptr)
+        rows = jax.random.randint(k_batch, (c.batch_size,), 0, jnp.maximum(filled, 1))
+        batch = jax.tree.map(lambda x: x[rows], b._replace(ptr=None, full=None))
+        grads = jax.grad(_loss)(runner.params, runner.target, batch)
+        learn = filled * 1 >= c.learning_starts
+        updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
+        params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),
+                              runner.params)
+        opt_state = jax.tree.map(lambda new, old: jnp.where(learn, new, old), opt_state, runner.opt_state)
+        copy = (runner.update % c.target_every) == 0
+        target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, runner.target)
+        best = track_best(runner.best, done, info)
+        slot = runner.update * HISTORY // c.num_updates
+        mean_score = jnp.where(done.any(), jnp.where(done, info["final_score"], 0.0).sum() / jnp.maximum(done.sum(), 1),
+                               jnp.nan)
+        history = runner.history.at[slot].set(jnp.where(jnp.isnan(mean_score), runner.history[slot], mean_score))
+        return Runner(params, target, opt_state, b, s2, key, runner.update + 1, best, history), None
+
+    def update(runner: Runner, n: int) -> Runner:
+        return jax.lax.scan(_update, runner, None, n)[0]
+
+    return init, update
+
+
+def make_train(config: DQNConfig, env, env_params):
+    """train(key) -> Runner after ``config.num_updates`` iterations; pure, so jit and vmap it."""
+    init, update = make_chunks(config, env, env_params)
+    return lambda key: update(init(key), config.num_updates)

@@ -1,0 +1,120 @@
+"""The selection MDP as a gymnax-style environment.
+
+State: the cluster mask, the pick order, the examples chosen, and the proxy's incremental state.
+Action: one not-yet-chosen cluster. Reward: the change in the proxy's validation score (x
+``reward_scale``). The episode ends at the first pick whose running total of examples reaches
+the budget (the exported subset is then trimmed to the exact budget; see
+``jaxsel.selection.indices_for``). The undiscounted return is (score(final) - score(empty)) x
+reward_scale. ``step`` auto-resets, so vmapped rollouts run inside ``lax.scan``.
+
+    env, params = make_env(proxy, clustering, train_labels, budget=0.05)
+    obs, state = env.reset(key, params)
+    obs, state, reward, done, info = env.step(key, state, action, params)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxsel.errors import JaxselError
+from jaxsel.proxy import Proxy, max_clusters_for_budget
+
+
+@struct.dataclass
+class EnvParams:
+    proxy: Proxy
+    sizes: jax.Array  # (K,) int32 examples per cluster
+    features: jax.Array  # (K, F) static per-cluster features
+    budget: jax.Array  # () int32 example budget
+    reward_scale: float = struct.field(pytree_node=False, default=100.0)
+    max_steps: int = struct.field(pytree_node=False, default=1)  # most picks an episode can take
+
+
+class EnvState(NamedTuple):
+    mask: jax.Array  # (K,) bool
+    order: jax.Array  # (max_steps,) int32 picks in order, -1 padded
+    chosen: jax.Array  # () int32 examples chosen
+    step: jax.Array  # () int32
+    pstate: object  # the proxy's incremental state
+    score: jax.Array  # () float32 current proxy accuracy
+
+
+def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: int, dims: int = 8) -> np.ndarray:
+    """(K, 2 + C + dims) float32: log size, size / budget, label histogram, PCA of the centroids."""
+    k = clustering.k
+    sizes = np.asarray(clustering.sizes, np.float32)
+    hist = np.zeros((k, num_classes), np.float32)
+    np.add.at(hist, (clustering.assignment, np.asarray(labels)), 1.0)
+    hist /= np.maximum(hist.sum(1, keepdims=True), 1)
+    c = clustering.centroids - clustering.centroids.mean(0)
+    dims = min(dims, c.shape[1], k)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
+    proj = c @ vt[:dims].T
+    proj /= np.maximum(proj.std(0, keepdims=True), 1e-6)
+    return np.concatenate([np.log1p(sizes)[:, None] / np.log1p(sizes.max()), (sizes / budget)[:, None], hist, proj],
+                          1).astype(np.float32)
+
+
+def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_scale: float = 100.0,
+             feature_dims: int = 8) -> tuple["SelectionEnv", EnvParams]:
+    """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train set."""
+    if not 0 < budget < 1:
+        raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
+    n = int(np.sum(clustering.sizes))
+    examples = max(1, int(round(budget * n)))
+    labels = np.asarray(train_labels)
+    feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims)
+    params = EnvParams(proxy, jnp.asarray(clustering.sizes, jnp.int32), jnp.asarray(feats), jnp.int32(examples),
+                       reward_scale, max_clusters_for_budget(np.asarray(clustering.sizes), examples))
+    return SelectionEnv(), params
+
+
+class SelectionEnv:
+    """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely."""
+
+    def observation(self, state: EnvState, params: EnvParams) -> jax.Array:
+        """(K, F + 3): chosen flag, budget used, clusters picked / max, then the static features."""
+        k = params.sizes.shape[0]
+        used = jnp.full((k, 1), state.chosen / params.budget)
+        steps = jnp.full((k, 1), state.step / params.max_steps)
+        return jnp.concatenate([state.mask[:, None].astype(jnp.float32), used, steps, params.features], 1)
+
+    def action_mask(self, state: EnvState) -> jax.Array:
+        """(K,) bool: the clusters that may be picked (not yet chosen)."""
+        return ~state.mask
+
+    def initial_state(self, params: EnvParams) -> EnvState:
+        k = params.sizes.shape[0]
+        empty = params.proxy.init()
+        return EnvState(jnp.zeros(k, bool), jnp.full(params.max_steps, -1, jnp.int32), jnp.int32(0), jnp.int32(0),
+                        empty, params.proxy.score_state(empty).accuracy)
+
+    def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        state = self.initial_state(params)
+        return self.observation(state, params), state
+
+    def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
+        """One transition without auto-reset."""
+        pstate = params.proxy.add(state.pstate, action)
+        score = params.proxy.score_state(pstate).accuracy
+        chosen = state.chosen + params.sizes[action]
+        mask = state.mask.at[action].set(True)
+        order = state.order.at[jnp.minimum(state.step, params.max_steps - 1)].set(action)
+        new = EnvState(mask, order, chosen, state.step + 1, pstate, score)
+        done = (chosen >= params.budget) | mask.all()
+        reward = (score - state.score) * params.reward_scale
+        return new, reward, done
+
+    def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
+        """Transition, then reset if the episode ended. ``info`` has the finished episode's
+        mask, order and score (valid where ``done``)."""
+        new, reward, done = self.step_env(state, action, params)
+        info = {"final_mask": new.mask, "final_order": new.order, "final_score": new.score, "chosen": new.chosen}
+        reset = self.initial_state(params)
+        state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset, new)
+        return self.observation(state, params), state, reward, done, info

@@ -1,0 +1,47 @@
+"""What agents keep of finished episodes: the best one seen, and greedy rollouts of a network."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxsel import networks
+
+
+class Best(NamedTuple):
+    score: jax.Array  # () proxy accuracy of the final subset
+    mask: jax.Array  # (K,) bool
+    order: jax.Array  # (max_steps,) int32 picks in order, -1 padded
+
+
+def empty_best(env_params) -> Best:
+    k = env_params.sizes.shape[0]
+    return Best(jnp.float32(-jnp.inf), jnp.zeros(k, bool), jnp.full(env_params.max_steps, -1, jnp.int32))
+
+
+def track_best(best: Best, done: jax.Array, info: dict) -> Best:
+    """Keep the best finished episode among ``done`` envs (done: (E,), info arrays (E, ...))."""
+    score = jnp.where(done, info["final_score"], -jnp.inf)
+    i = jnp.argmax(score)
+    better = score[i] > best.score
+    return Best(jnp.where(better, score[i], best.score), jnp.where(better, info["final_mask"][i], best.mask),
+                jnp.where(better, info["final_order"][i], best.order))
+
+
+def greedy_rollout(params: dict, env, env_params, key: jax.Array) -> Best:
+    """One episode taking the network's highest-scoring valid cluster (policy logit or Q) each step."""
+    obs, state = env.reset(key, env_params)
+
+    def body(carry, _):
+        obs, state, out, finished = carry
+        scores, _ = networks.apply(params, obs)
+        action = jnp.argmax(networks.masked(scores, env.action_mask(state)))
+        obs, state, _, done, info = env.step(key, state, action, env_params)
+        out = track_best(out, (done & ~finished)[None], jax.tree.map(lambda a: a[None], info))
+        return (obs, state, out, finished | done), None
+
+    (_, _, out, _), _ = jax.lax.scan(body, (obs, state, empty_best(env_params), jnp.bool_(False)), None,
+                                     env_params.max_steps)
+    return out

@@ -1,0 +1,44 @@
+"""A permutation-equivariant network over clusters (Deep Sets), shared by the PPO actor-critic
+and the DQN Q-network: one score per cluster plus a pooled value.
+
+obs (K, F) -> per-cluster embedding h (K, H) -> context = [mean h, mean of chosen h] (2H)
+-> per-cluster output from [h_k, context] (K,) and a value from the context ().
+Parameters are a plain dict of arrays so agents stay pure functions.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
+    w = jax.nn.initializers.orthogonal(scale)(key, (n_in, n_out))
+    return {"w": w, "b": jnp.zeros(n_out)}
+
+
+def init(key: jax.Array, features: int, hidden: int = 64) -> dict:
+    k = jax.random.split(key, 6)
+    return {"enc1": _dense(k[0], features, hidden, 2 ** 0.5), "enc2": _dense(k[1], hidden, hidden, 2 ** 0.5),
+            "out1": _dense(k[2], 3 * hidden, hidden, 2 ** 0.5), "out2": _dense(k[3], hidden, 1, 0.01),
+            "val1": _dense(k[4], 2 * hidden, hidden, 2 ** 0.5), "val2": _dense(k[5], hidden, 1, 1.0)}
+
+
+def _apply(p: dict, x: jax.Array) -> jax.Array:
+    return x @ p["w"] + p["b"]
+
+
+def apply(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """obs (K, F) with the chosen flag in column 0 -> (per-cluster outputs (K,), value ())."""
+    h = jax.nn.relu(_apply(params["enc2"], jax.nn.relu(_apply(params["enc1"], obs))))
+    chosen = obs[:, :1]
+    ctx = jnp.concatenate([h.mean(0), (h * chosen).sum(0) / jnp.maximum(chosen.sum(), 1.0)])
+    per = jnp.concatenate([h, jnp.broadcast_to(ctx, (h.shape[0], ctx.shape[0]))], 1)
+    out = _apply(params["out2"], jax.nn.relu(_apply(params["out1"], per)))[:, 0]
+    value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], ctx)))[0]
+    return out, value
+
+
+def masked(logits: jax.Array, valid: jax.Array) -> jax.Array:
+    """Logits with invalid actions pushed to a large negative value."""
+    return jnp.where(valid, logits, -1e9)

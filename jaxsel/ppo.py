@@ -1,0 +1,165 @@
+"""PPO in the PureJaxRL style: ``make_train(config, env, env_params) -> train(key)``.
+
+Everything after ``make_train`` is one pure function of the key: vmapped environments, a masked
+categorical actor-critic (``jaxsel.networks``), GAE and the clipped surrogate from rlax, minibatch
+epochs, an entropy bonus and a linearly annealed learning rate, all inside ``lax.scan``, so
+``jax.jit(jax.vmap(train))(keys)`` trains several seeds at once. ``make_chunks`` exposes the same
+run as ``init`` + ``update(runner, n)`` for checkpointed host loops (``jaxsel.agents``).
+
+Logged per run (fixed-size, never grows with the run): the best finished episode (score, mask,
+pick order) and a history of ``HISTORY`` mean episode scores sampled evenly over the updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+import rlax
+
+from jaxsel import networks
+from jaxsel.episodes import Best, empty_best, track_best
+
+HISTORY = 64
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    num_envs: int = 64
+    num_steps: int = 16
+    total_timesteps: int = 200_000
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 3e-4
+    anneal_lr: bool = True
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden: int = 64
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_timesteps // (self.num_envs * self.num_steps))
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.num_envs * self.num_steps // self.num_minibatches
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    valid: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+
+
+class Runner(NamedTuple):
+    params: dict
+    opt_state: optax.OptState
+    env_state: object
+    obs: jax.Array
+    key: jax.Array
+    update: jax.Array
+    best: Best
+    history: jax.Array
+
+
+def make_chunks(config: PPOConfig, env, env_params):
+    """(init(key) -> Runner, update(runner, n) -> Runner): the training run in resumable pieces."""
+    c = config
+    n_features = env.reset(jax.random.PRNGKey(0), env_params)[0].shape[-1]
+    schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
+                if c.anneal_lr else c.lr)
+    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5))
+    policy = jax.vmap(networks.apply, in_axes=(None, 0))
+
+    def init(key: jax.Array) -> Runner:
+        key, k_net, k_env = jax.random.split(key, 3)
+        params = networks.init(k_net, n_features, c.hidden)
+        obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
+        return Runner(params, tx.init(params), env_state, obs, key, jnp.int32(0), empty_best(env_params),
+                      jnp.zeros(HISTORY))
+
+    def _env_step(carry, _):
+        params, env_state, obs, key, best, score_sum, episodes = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        valid = jax.vmap(env.action_mask)(env_state)
+        logits, value = policy(params, obs)
+        logits = networks.masked(logits, valid)
+        action = jax.random.categorical(k_act, logits)
+        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], 1)[:, 0]
+        obs2, env_state, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(k_env, c.num_envs), env_state, action, env_params)
+        best = track_best(best, done, info)
+        score_sum += jnp.where(done, info["final_score"], 0.0).sum()
+        episodes += done.sum()
+        return (params, env_state, obs2, key, best, score_sum, episodes), Transition(
+            obs, valid, action, log_prob, value, reward, done)
+
+    def _loss(params, batch: Transition, adv, target):
+        logits, value = policy(params, batch.obs)
+        logits = networks.masked(logits, batch.valid)
+        logp_all = jax.nn.log_softmax(logits)
+        logp = jnp.take_along_axis(logp_all, batch.action[:, None], 1)[:, 0]
+        ratio = jnp.exp(logp - batch.log_prob)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg = rlax.clipped_surrogate_pg_loss(ratio, adv, c.clip_eps)
+        v_clipped = batch.value + jnp.clip(value - batch.value, -c.clip_eps, c.clip_eps)
+        v_loss = 0.5 * jnp.maximum((value - target) ** 2, (v_clipped - target) ** 2).mean()
+        probs = jnp.exp(logp_all)
+        entropy = -jnp.sum(jnp.where(batch.valid, probs * logp_all, 0.0), -1).mean()
+        return pg + c.vf_coef * v_loss - c.ent_coef * entropy
+
+    def _update_minibatch(carry, mb):
+        params, opt_state = carry
+        batch, adv, target = mb
+        grads = jax.grad(_loss)(params, batch, adv, target)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    def _update_epoch(carry, key):
+        params, opt_state, traj, adv, target = carry
+        n = c.num_envs * c.num_steps
+        perm = jax.random.permutation(key, n)
+        flat = jax.tree.map(lambda x: x.reshape(n, *x.shape[2:])[perm].reshape(
+            c.num_minibatches, c.minibatch_size, *x.shape[2:]), (traj, adv, target))
+        (params, opt_state), _ = jax.lax.scan(_update_minibatch, (params, opt_state), flat)
+        return (params, opt_state, traj, adv, target), None
+
+    def _update(runner: Runner, _):
+        carry = (runner.params, runner.env_state, runner.obs, runner.key, runner.best, 0.0, 0)
+        (params, env_state, obs, key, best, score_sum, episodes), traj = jax.lax.scan(
+            _env_step, carry, None, c.num_steps)
+        _, last_value = policy(params, obs)
+        values = jnp.concatenate([traj.value, last_value[None]], 0)
+        discount = c.gamma * (1.0 - traj.done.astype(jnp.float32))
+        gae = jax.vmap(rlax.truncated_generalized_advantage_estimation, in_axes=(1, 1, None, 1), out_axes=1)
+        adv = gae(traj.reward, discount, c.gae_lambda, values)
+        target = adv + traj.value
+        key, k_epochs = jax.random.split(key)
+        (params, opt_state, *_), _ = jax.lax.scan(
+            _update_epoch, (params, runner.opt_state, traj, adv, target), jax.random.split(k_epochs, c.update_epochs))
+        slot = runner.update * HISTORY // c.num_updates
+        mean_score = jnp.where(episodes > 0, score_sum / jnp.maximum(episodes, 1), jnp.nan)
+        history = runner.history.at[slot].set(mean_score)
+        return Runner(params, opt_state, env_state, obs, key, runner.update + 1, best, history), None
+
+    def update(runner: Runner, n: int) -> Runner:
+        return jax.lax.scan(_update, runner, None, n)[0]
+
+    return init, update
+
+
+def make_train(config: PPOConfig, env, env_params):
+    """train(key) -> Runner after ``config.num_updates`` updates; pure, so jit and vmap it."""
+    init, update = make_chunks(config, env, env_params)
+    return lambda key: update(init(key), config.num_updates)

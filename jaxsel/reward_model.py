@@ -1,0 +1,68 @@
+"""A learned reward model: an ensemble of small MLPs from a cluster mask to a proxy score.
+
+Used for WarmStart (fit on proxy-scored random masks before search) and by CLIMB-Disc to choose
+which candidates deserve a true proxy evaluation. The ensemble's spread is the uncertainty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    members: int = 4
+    hidden: int = 64
+    steps: int = 300
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+
+
+def _init_one(key, k: int, hidden: int) -> dict:
+    k1, k2 = jax.random.split(key)
+    return {"w1": jax.random.normal(k1, (k, hidden)) / jnp.sqrt(k), "b1": jnp.zeros(hidden),
+            "w2": jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden), "b2": jnp.zeros(1)}
+
+
+def _predict_one(p: dict, masks: jax.Array) -> jax.Array:
+    h = jax.nn.relu(masks @ p["w1"] + p["b1"])
+    return (h @ p["w2"] + p["b2"])[:, 0]
+
+
+def fit(key: jax.Array, masks, scores, cfg: RewardModelConfig = RewardModelConfig()) -> dict:
+    """Fit the ensemble to (B, K) masks and (B,) scores; each member sees a bootstrap resample."""
+    x = jnp.asarray(masks, jnp.float32)
+    y = jnp.asarray(scores, jnp.float32)
+    mu, sd = y.mean(), y.std() + 1e-6
+    yn = (y - mu) / sd
+    keys = jax.random.split(key, cfg.members)
+    tx = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
+
+    def train_one(k):
+        k_init, k_boot = jax.random.split(k)
+        p = _init_one(k_init, x.shape[1], cfg.hidden)
+        w = jnp.bincount(jax.random.randint(k_boot, (len(y),), 0, len(y)), length=len(y)).astype(jnp.float32)
+        loss = lambda p: (w * (_predict_one(p, x) - yn) ** 2).sum() / w.sum()
+
+        def step(carry, _):
+            p, o = carry
+            g = jax.grad(loss)(p)
+            u, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, u), o), None
+
+        return jax.lax.scan(step, (p, tx.init(p)), None, cfg.steps)[0][0]
+
+    return {"members": jax.jit(jax.vmap(train_one))(keys), "mu": mu, "sd": sd}
+
+
+@jax.jit
+def predict(model: dict, masks) -> tuple[jax.Array, jax.Array]:
+    """Mean and ensemble standard deviation of the predicted score for (B, K) masks."""
+    x = jnp.asarray(masks, jnp.float32)
+    preds = jax.vmap(_predict_one, in_axes=(0, None))(model["members"], x) * model["sd"] + model["mu"]
+    return preds.mean(0), preds.std(0)

@@ -1,0 +1,80 @@
+"""A selection: the chosen clusters, the exported example indices, scores and provenance.
+
+Exact budget rule: clusters are taken in pick order; every cluster but the last contributes all
+its examples, and the last contributes a seeded random sample of its members that brings the
+total to exactly the example budget (when the picked clusters hold fewer examples, all of them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxsel.errors import JaxselError
+from jaxsel.io import atomic_path, write_json
+
+FORMAT = "jaxsel.selection/1"
+
+
+def indices_for(clustering, order, budget: int, seed: int = 0) -> np.ndarray:
+    """Sorted train indices of the clusters ``order`` (pick order), trimmed to ``budget`` examples."""
+    order = [int(c) for c in order if c >= 0]
+    rng = np.random.default_rng(seed)
+    parts, total = [], 0
+    for i, c in enumerate(order):
+        members = clustering.members(c)
+        if i == len(order) - 1 and total + len(members) > budget:
+            members = np.sort(rng.choice(members, budget - total, replace=False))
+        parts.append(members)
+        total += len(members)
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+@dataclass
+class Selection:
+    """cluster_ids in pick order; indices into the train split; scores from the proxy; metadata
+    with the dataset fingerprint, config, seed, method and jaxsel version."""
+
+    cluster_ids: list[int]
+    indices: np.ndarray
+    scores: dict
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy``, each atomically."""
+        path = Path(path)
+        with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
+            np.save(tmp, np.asarray(self.indices, np.int64))
+        write_json(path, {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids],
+                          "num_examples": int(len(self.indices)), "scores": self.scores, "meta": self.meta})
+
+    @staticmethod
+    def indices_path(path: Path) -> Path:
+        return path.with_suffix(".indices.npy")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Selection":
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+            indices = np.load(cls.indices_path(path))
+        except FileNotFoundError as e:
+            raise JaxselError(f"selection file missing: {e.filename}")
+        except (json.JSONDecodeError, ValueError, OSError) as e:
+            raise JaxselError(f"{path}: not a readable selection file ({type(e).__name__})")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise JaxselError(f"{path}: not a jaxsel selection file")
+        if len(indices) != doc["num_examples"]:
+            raise JaxselError(f"{path}: index file holds {len(indices)} rows, the JSON says {doc['num_examples']}")
+        return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"])
+
+    def apply(self, dd):
+        """The selected rows of ``dd['train']``; refuses a dataset with another fingerprint."""
+        from jaxsel import data
+        fp = data.dataset_fingerprint(dd)
+        if fp != self.meta.get("fingerprint"):
+            raise JaxselError(f"selection was made for dataset {self.meta.get('fingerprint')}, not {fp}")
+        return dd["train"].select(self.indices.tolist())
