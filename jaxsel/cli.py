@@ -12,6 +12,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 from jaxsel.errors import JaxselError
 
 
@@ -83,6 +85,35 @@ def cmd_cluster(a) -> None:
     print(f"wrote {out}")
 
 
+def cmd_select(a) -> None:
+    from jaxsel import agents, cluster, data, proxy
+    dd = _load(a)
+    emb = _embed(a, dd)
+    fp = data.dataset_fingerprint(dd)
+    out = Path(a.out or f"runs/{Path(a.data).stem}/{a.method}")
+    labels = np.asarray(dd["train"]["label"])
+    cpath = out.parent / f"clustering-{fp}-{a.model}-k{a.k}{'-strat' if a.stratified else ''}-s{a.seed}.npz"
+    if cpath.exists():
+        c = cluster.Clustering.load(cpath)
+    else:
+        c = cluster.kmeans(emb["train"], a.k, seed=a.seed, labels=labels if a.stratified else None, progress=True)
+        c.save(cpath)
+    t = time.perf_counter()
+    p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
+                   proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size))
+    cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed,
+                              ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
+    meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
+            "project": a.project, "stratified": a.stratified}
+    sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume)
+    sel.meta["selection_seconds"] = time.perf_counter() - t
+    sel.save(out / "selection.json")
+    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({len(sel.cluster_ids)} clusters), "
+          f"proxy accuracy {sel.scores['proxy_accuracy']:.4f} (empty subset {sel.scores['proxy_accuracy_empty']:.4f}), "
+          f"{sel.meta['selection_seconds']:.1f}s")
+    print(f"wrote {out / 'selection.json'}")
+
+
 def parse_budget(text: str) -> float:
     """A budget as a fraction in (0, 1): ``0.05`` or ``1/16``."""
     try:
@@ -115,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz)")
     p.set_defaults(func=cmd_cluster)
+    p = sub.add_parser("select", help="choose a budget of the train set with an RL agent or a search baseline")
+    _dataset_args(p)
+    _embed_args(p)
+    p.add_argument("--method", default="ppo", choices=("ppo", "dqn", "random", "greedy", "climb", "full"))
+    p.add_argument("--budget", type=parse_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
+    p.add_argument("--proxy", default="ridge", choices=("ridge", "linear", "mlp"))
+    p.add_argument("--project", type=int, default=64, help="PCA dimensions for the proxy (0: none)")
+    p.add_argument("--val-size", type=int, default=None, help="score on a stratified validation sample of this size")
+    p.add_argument("--k", type=int, default=256)
+    p.add_argument("--stratified", action="store_true")
+    p.add_argument("--steps", type=int, default=100_000, help="environment steps for ppo/dqn")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.set_defaults(func=cmd_select)
     return parser
 
 

@@ -1,0 +1,135 @@
+"""One entry point for every selection method: ``select(proxy, clustering, labels, config)``.
+
+Methods: ``ppo`` and ``dqn`` (trained on device in chunks of ``checkpoint_every`` updates, with an
+orbax checkpoint after each chunk so ``resume=True`` continues where a run stopped and ends with
+the same selection), and the search baselines ``random``, ``greedy``, ``climb`` and ``full``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsel import __version__, dqn, ppo, search
+from jaxsel.env import make_env
+from jaxsel.episodes import greedy_rollout
+from jaxsel.errors import JaxselError
+from jaxsel.proxy import RewardCache
+from jaxsel.selection import Selection, indices_for
+
+METHODS = ("ppo", "dqn", "random", "greedy", "climb", "full")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """``final``: for RL, "best" (best finished episode seen in training) or "greedy" (a greedy
+    rollout of the trained network)."""
+
+    method: str = "ppo"
+    budget: float = 0.05
+    seed: int = 0
+    final: str = "best"
+    checkpoint_every: int = 20
+    random_samples: int = 1024
+    climb_rounds: int = 4
+    reward_scale: float = 100.0
+    ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
+    dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp
+    return ocp.StandardCheckpointer()
+
+
+def _latest(ckpt_dir: Path) -> Path | None:
+    steps = sorted((int(p.name.split("_")[1]), p) for p in ckpt_dir.glob("update_*") if p.name.split("_")[1].isdigit())
+    return steps[-1][1] if steps else None
+
+
+def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = None, every: int = 20,
+                resume: bool = False, progress: bool = True, signature: dict | None = None):
+    """Run ``module.make_chunks`` to ``cfg.num_updates`` in chunks, checkpointing after each chunk."""
+    init, update = module.make_chunks(cfg, env, env_params)
+    update_n = jax.jit(update, static_argnums=1)
+    runner = jax.jit(init)(key)
+    ck = _checkpointer() if ckpt_dir is not None else None
+    sig = json.dumps(signature or {}, sort_keys=True, default=str)
+    if ckpt_dir is not None:
+        ckpt_dir = Path(ckpt_dir).absolute()
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        last = _latest(ckpt_dir)
+        if resume and last is not None:
+            stored = (ckpt_dir / "signature.json").read_text() if (ckpt_dir / "signature.json").exists() else None
+            if stored != sig:
+                raise JaxselError(f"checkpoint in {ckpt_dir} was written by another run configuration; "
+                                  "use a new --out or drop --resume")
+            try:
+                runner = ck.restore(last, runner)
+            except Exception as e:  # orbax raises many types for a damaged checkpoint
+                raise JaxselError(f"cannot restore checkpoint {last}: {type(e).__name__}")
+        elif not resume:
+            for old in ckpt_dir.glob("update_*"):
+                shutil.rmtree(old)
+        (ckpt_dir / "signature.json").write_text(sig)
+    total = cfg.num_updates
+    with tqdm(total=total, initial=int(runner.update), desc=module.__name__.split(".")[-1], unit="update",
+              disable=not progress) as bar:
+        while int(runner.update) < total:
+            n = min(every, total - int(runner.update))
+            runner = update_n(runner, n)
+            if ck is not None:
+                ck.save(ckpt_dir / f"update_{int(runner.update)}", runner)
+                ck.wait_until_finished()
+                for old in ckpt_dir.glob("update_*"):
+                    if old.name != f"update_{int(runner.update)}" and old.name.split("_")[1].isdigit():
+                        shutil.rmtree(old)
+            bar.update(n)
+            bar.set_postfix(best=f"{float(runner.best.score):.4f}")
+    return runner
+
+
+def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
+           ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> Selection:
+    """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`."""
+    c = config
+    if c.method not in METHODS:
+        raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
+    env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale)
+    budget = int(params.budget)
+    sizes = np.asarray(clustering.sizes)
+    cache = RewardCache(proxy)
+    extra: dict = {}
+    if c.method in ("ppo", "dqn"):
+        module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
+        runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
+                             every=c.checkpoint_every, resume=resume, progress=progress,
+                             signature={"config": asdict(c), "k": clustering.k, "meta": meta})
+        best = runner.best if c.final == "best" else greedy_rollout(runner.params, env, params, jax.random.PRNGKey(c.seed))
+        order = [int(a) for a in np.asarray(best.order) if a >= 0]
+        score = float(best.score)
+        extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
+        extra["env_steps"] = int(runner.update) * (cfg.num_envs * getattr(cfg, "num_steps", 1))
+    else:
+        if c.method == "random":
+            found = search.random_search(cache, sizes, budget, c.random_samples, c.seed)
+        elif c.method == "greedy":
+            found = search.greedy(cache, sizes, budget)
+        elif c.method == "climb":
+            found = search.climb(cache, sizes, budget, rounds=c.climb_rounds, seed=c.seed)
+        else:
+            found = search.full(cache, clustering.k)
+        order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
+    empty = float(proxy.score(jax.numpy.zeros(clustering.k, bool)).accuracy)
+    n_budget = len(train_labels) if c.method == "full" else budget
+    indices = indices_for(clustering, order, n_budget, c.seed)
+    scores = {"proxy_accuracy": score, "proxy_accuracy_empty": empty, "proxy": proxy.kind, **extra}
+    info = {"method": c.method, "budget": c.budget, "budget_examples": n_budget, "seed": c.seed,
+            "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
+    return Selection(order, indices, scores, info)

@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+
+from jaxsel import cluster, data
+from jaxsel.errors import JaxselError
+from jaxsel.selection import Selection, indices_for
+
+
+@pytest.fixture(scope="module")
+def cl():
+    rng = np.random.default_rng(0)
+    return cluster.kmeans(rng.standard_normal((300, 4)).astype(np.float32), 10)
+
+
+def test_exact_budget_and_trim_rule(cl):
+    order = list(np.argsort(cl.sizes)[::-1][:3])
+    full = sum(cl.sizes[order])
+    budget = full - 5
+    idx = indices_for(cl, order, budget, seed=1)
+    assert len(idx) == budget and len(set(idx.tolist())) == budget
+    for c in order[:-1]:  # all but the last cluster come whole
+        assert set(cl.members(c)) <= set(idx.tolist())
+    last = set(cl.members(order[-1]))
+    assert len(last & set(idx.tolist())) == cl.sizes[order[-1]] - 5
+    np.testing.assert_array_equal(idx, indices_for(cl, order, budget, seed=1))
+    assert len(indices_for(cl, order, full + 50)) == full  # fewer than the budget: all of them
+
+
+def test_save_load_apply(tmp_path, table_file, cl):
+    dd = data.load(str(table_file))
+    sel = Selection([1, 2], np.array([0, 3, 5]), {"proxy_accuracy": 0.5},
+                    {"fingerprint": data.dataset_fingerprint(dd), "method": "random"})
+    out = tmp_path / "sel"
+    sel.save(out / "s.json")
+    assert sorted(p.name for p in out.iterdir()) == ["s.indices.npy", "s.json"]  # no temporary files left
+    back = Selection.load(out / "s.json")
+    np.testing.assert_array_equal(back.indices, sel.indices)
+    assert back.scores == sel.scores and back.cluster_ids == [1, 2]
+    assert back.apply(dd)["text"] == [dd["train"]["text"][i] for i in (0, 3, 5)]
+    other = data.load(str(table_file), seed=5)
+    with pytest.raises(JaxselError, match="selection was made for dataset"):
+        back.apply(other)
+
+
+def test_bad_files(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    np.save(tmp_path / "x.indices.npy", np.arange(3))
+    with pytest.raises(JaxselError, match="not a readable selection"):
+        Selection.load(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text(json.dumps({"format": "other"}))
+    np.save(tmp_path / "y.indices.npy", np.arange(3))
+    with pytest.raises(JaxselError, match="not a jaxsel selection"):
+        Selection.load(tmp_path / "y.json")
+    with pytest.raises(JaxselError, match="missing"):
+        Selection.load(tmp_path / "z.json")
