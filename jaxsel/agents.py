@@ -54,8 +54,12 @@ def _latest(ckpt_dir: Path) -> Path | None:
 
 
 def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = None, every: int = 20,
-                resume: bool = False, progress: bool = True, signature: dict | None = None):
-    """Run ``module.make_chunks`` to ``cfg.num_updates`` in chunks, checkpointing after each chunk."""
+                resume: bool = False, progress: bool = True, signature: dict | None = None,
+                stop_after: int | None = None):
+    """Run ``module.make_chunks`` to ``cfg.num_updates`` in chunks, checkpointing after each chunk.
+
+    ``stop_after`` ends this call once that many updates are done (a time-sliced job; continue
+    it with ``resume=True``)."""
     init, update = module.make_chunks(cfg, env, env_params)
     update_n = jax.jit(update, static_argnums=1)
     runner = jax.jit(init)(key)
@@ -78,7 +82,7 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
             for old in ckpt_dir.glob("update_*"):
                 shutil.rmtree(old)
         (ckpt_dir / "signature.json").write_text(sig)
-    total = cfg.num_updates
+    total = cfg.num_updates if stop_after is None else min(stop_after, cfg.num_updates)
     with tqdm(total=total, initial=int(runner.update), desc=module.__name__.split(".")[-1], unit="update",
               disable=not progress) as bar:
         while int(runner.update) < total:
@@ -96,7 +100,8 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
 
 
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
-           ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> Selection:
+           ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+           stop_after: int | None = None) -> Selection:
     """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`."""
     c = config
     if c.method not in METHODS:
@@ -109,7 +114,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     if c.method in ("ppo", "dqn"):
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
-                             every=c.checkpoint_every, resume=resume, progress=progress,
+                             every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature={"config": asdict(c), "k": clustering.k, "meta": meta})
         best = runner.best if c.final == "best" else greedy_rollout(runner.params, env, params, jax.random.PRNGKey(c.seed))
         order = [int(a) for a in np.asarray(best.order) if a >= 0]
