@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All GPU checks and benchmarks in one device call (see bench/README.md).
-#   bash bench/gpu.sh            # on the lent GPU machine, from the repository root
+#   bash bench/gpu.sh [all|rl]   # on the lent GPU machine, from the repository root
 # Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets; made by bench/devcache.py).
 # Results land in bench/results/*-gpu.json and, when $OUT is set, are copied there.
 set -uo pipefail
@@ -9,9 +9,14 @@ OUT=${OUT:-/tmp/jaxsel-gpu}; mkdir -p "$OUT"
 step() { local limit=$1; shift; echo "=== $* (limit ${limit}s)"; timeout "$limit" "$@" 2>&1 | tee -a "$OUT/gpu.log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.log"
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/gpu.log"
-step 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_proxy.py tests/test_cluster.py
-step 240 python3 bench/proxy.py --batches 1,64,1024,4096
-step 150 python3 bench/cluster.py
-step 90 python3 bench/embed.py --n 8192 --batch-size 256
+if [ "${1:-all}" = all ]; then
+  step 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_proxy.py tests/test_cluster.py
+  step 240 python3 bench/proxy.py --batches 1,64,1024,4096
+  step 150 python3 bench/cluster.py
+  step 90 python3 bench/embed.py --n 8192 --batch-size 256
+fi
+if [ "${1:-all}" = all ] || [ "$1" = rl ]; then
+  step 150 python3 bench/rl.py --updates 10
+fi
 cp bench/results/*-gpu.json "$OUT"/ 2>/dev/null
 ls -la "$OUT"

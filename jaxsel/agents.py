@@ -60,9 +60,9 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
 
     ``stop_after`` ends this call once that many updates are done (a time-sliced job; continue
     it with ``resume=True``)."""
-    init, update = module.make_chunks(cfg, env, env_params)
-    update_n = jax.jit(update, static_argnums=1)
-    runner = jax.jit(init)(key)
+    fns = module.make_chunks(cfg, env, env_params)
+    update_n = jax.jit(fns.update, static_argnums=1)
+    runner = jax.jit(fns.init)(key)
     ck = _checkpointer() if ckpt_dir is not None else None
     sig = json.dumps(signature or {}, sort_keys=True, default=str)
     if ckpt_dir is not None:

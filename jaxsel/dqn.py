@@ -18,7 +18,7 @@ import rlax
 
 from jaxsel import networks
 from jaxsel.env import EnvState
-from jaxsel.episodes import Best, empty_best, track_best
+from jaxsel.episodes import Best, Chunks, empty_best, track_best
 
 HISTORY = 64
 
@@ -142,10 +142,10 @@ def make_chunks(config: DQNConfig, env, env_params):
     def update(runner: Runner, n: int) -> Runner:
         return jax.lax.scan(_update, runner, None, n)[0]
 
-    return init, update
+    return Chunks(init, update)
 
 
 def make_train(config: DQNConfig, env, env_params):
     """train(key) -> Runner after ``config.num_updates`` iterations; pure, so jit and vmap it."""
-    init, update = make_chunks(config, env, env_params)
-    return lambda key: update(init(key), config.num_updates)
+    fns = make_chunks(config, env, env_params)
+    return lambda key: fns.update(fns.init(key), config.num_updates)

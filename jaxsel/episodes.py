@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxsel import networks
+
+
+class Chunks(NamedTuple):
+    """An agent's training run in pieces: ``init(key) -> runner``, ``update(runner, n) -> runner``;
+    PPO also exposes its rollout step and learner for host-driven loops."""
+
+    init: Callable
+    update: Callable
+    rollout_start: Callable | None = None
+    env_step: Callable | None = None
+    learn: Callable | None = None
 
 
 class Best(NamedTuple):

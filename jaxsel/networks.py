@@ -33,8 +33,9 @@ def apply(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = jax.nn.relu(_apply(params["enc2"], jax.nn.relu(_apply(params["enc1"], obs))))
     chosen = obs[:, :1]
     ctx = jnp.concatenate([h.mean(0), (h * chosen).sum(0) / jnp.maximum(chosen.sum(), 1.0)])
-    per = jnp.concatenate([h, jnp.broadcast_to(ctx, (h.shape[0], ctx.shape[0]))], 1)
-    out = _apply(params["out2"], jax.nn.relu(_apply(params["out1"], per)))[:, 0]
+    hidden = h.shape[1]  # [h_k, ctx] @ W1 split as h_k @ W1[:H] + ctx @ W1[H:]: the context once, not per cluster
+    pre = h @ params["out1"]["w"][:hidden] + (ctx @ params["out1"]["w"][hidden:] + params["out1"]["b"])[None]
+    out = _apply(params["out2"], jax.nn.relu(pre))[:, 0]
     value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], ctx)))[0]
     return out, value
 

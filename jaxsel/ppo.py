@@ -21,7 +21,7 @@ import optax
 import rlax
 
 from jaxsel import networks
-from jaxsel.episodes import Best, empty_best, track_best
+from jaxsel.episodes import Best, Chunks, empty_best, track_best
 
 HISTORY = 64
 
@@ -74,7 +74,8 @@ class Runner(NamedTuple):
 
 
 def make_chunks(config: PPOConfig, env, env_params):
-    """(init(key) -> Runner, update(runner, n) -> Runner): the training run in resumable pieces."""
+    """The training run in resumable pieces: ``init(key)``, ``update(runner, n)``, and for
+    host-driven loops (the benchmark's baseline) ``rollout_start``, ``env_step`` and ``learn``."""
     c = config
     n_features = env.reset(jax.random.PRNGKey(0), env_params)[0].shape[-1]
     schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
@@ -135,10 +136,9 @@ def make_chunks(config: PPOConfig, env, env_params):
         (params, opt_state), _ = jax.lax.scan(_update_minibatch, (params, opt_state), flat)
         return (params, opt_state, traj, adv, target), None
 
-    def _update(runner: Runner, _):
-        carry = (runner.params, runner.env_state, runner.obs, runner.key, runner.best, 0.0, 0)
-        (params, env_state, obs, key, best, score_sum, episodes), traj = jax.lax.scan(
-            _env_step, carry, None, c.num_steps)
+    def _learn(runner: Runner, carry, traj: Transition) -> Runner:
+        """GAE, minibatch epochs and bookkeeping after a rollout that ended in ``carry``."""
+        params, env_state, obs, key, best, score_sum, episodes = carry
         _, last_value = policy(params, obs)
         values = jnp.concatenate([traj.value, last_value[None]], 0)
         discount = c.gamma * (1.0 - traj.done.astype(jnp.float32))
@@ -151,15 +151,22 @@ def make_chunks(config: PPOConfig, env, env_params):
         slot = runner.update * HISTORY // c.num_updates
         mean_score = jnp.where(episodes > 0, score_sum / jnp.maximum(episodes, 1), jnp.nan)
         history = runner.history.at[slot].set(mean_score)
-        return Runner(params, opt_state, env_state, obs, key, runner.update + 1, best, history), None
+        return Runner(params, opt_state, env_state, obs, key, runner.update + 1, best, history)
+
+    def rollout_start(runner: Runner):
+        return (runner.params, runner.env_state, runner.obs, runner.key, runner.best, 0.0, 0)
+
+    def _update(runner: Runner, _):
+        carry, traj = jax.lax.scan(_env_step, rollout_start(runner), None, c.num_steps)
+        return _learn(runner, carry, traj), None
 
     def update(runner: Runner, n: int) -> Runner:
         return jax.lax.scan(_update, runner, None, n)[0]
 
-    return init, update
+    return Chunks(init, update, rollout_start, _env_step, _learn)
 
 
 def make_train(config: PPOConfig, env, env_params):
     """train(key) -> Runner after ``config.num_updates`` updates; pure, so jit and vmap it."""
-    init, update = make_chunks(config, env, env_params)
-    return lambda key: update(init(key), config.num_updates)
+    fns = make_chunks(config, env, env_params)
+    return lambda key: fns.update(fns.init(key), config.num_updates)
