@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # All GPU checks and benchmarks in one device call (see bench/README.md).
 #   bash bench/gpu.sh [all|rl]   # on the lent GPU machine, from the repository root
-# Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets; made by bench/devcache.py).
+# Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets; made by bench/devcache.py) and,
+# for the RL benchmark, wheels of rlax, distrax, dm-env, dm-tree, tfp-nightly, gast, decorator in .whl/.
 # Results land in bench/results/*-gpu.json and, when $OUT is set, are copied there.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD JAXSEL_CACHE=$PWD/.devcache TOKENIZERS_PARALLELISM=false
+if ls .whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rlax and its needs), carried as wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+fi
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:/tmp/site JAXSEL_CACHE=$PWD/.devcache TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/jaxsel-gpu}; mkdir -p "$OUT"
 step() { local limit=$1; shift; echo "=== $* (limit ${limit}s)"; timeout "$limit" "$@" 2>&1 | tee -a "$OUT/gpu.log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.log"
