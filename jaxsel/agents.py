@@ -16,9 +16,9 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel import __version__, dqn, ppo, search
+from jaxsel import __version__, dqn, ppo, reward_model, search
 from jaxsel.env import make_env
-from jaxsel.episodes import greedy_rollout
+from jaxsel.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import Selection, indices_for
@@ -29,13 +29,18 @@ METHODS = ("ppo", "dqn", "random", "greedy", "climb", "full")
 @dataclass(frozen=True)
 class SelectConfig:
     """``final``: for RL, "best" (best finished episode seen in training) or "greedy" (a greedy
-    rollout of the trained network)."""
+    rollout of the trained network). ``surrogate_rounds`` > 0 trains the agent on the reward
+    model's predicted rewards instead of the proxy's (WarmStart, then rounds of: train, score the
+    policy's rollouts with the true proxy, refit); the result is the best truly scored subset."""
 
     method: str = "ppo"
     budget: float = 0.05
     seed: int = 0
     final: str = "best"
     checkpoint_every: int = 20
+    surrogate_rounds: int = 0  # >0: WarmStart + reward-model rollouts in this many rounds
+    warm_start: int = 256  # proxy-scored random masks the reward model is first fitted on
+    surrogate_eval: int = 64  # policy rollouts scored by the true proxy after each round
     random_samples: int = 1024
     climb_rounds: int = 4
     reward_scale: float = 100.0
@@ -99,6 +104,33 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
     return runner
 
 
+def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCache, progress: bool):
+    """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info)."""
+    sizes, budget, k = np.asarray(params.sizes), int(params.budget), params.sizes.shape[0]
+    rng = np.random.default_rng(c.seed)
+    orders = [search.complete([], sizes, budget, rng) for _ in range(c.warm_start)]
+    scores = list(cache.scores(np.stack([search.to_mask(o, k) for o in orders])))
+    key = jax.random.PRNGKey(c.seed)
+    runner, per_round = None, max(1, cfg.num_updates // c.surrogate_rounds)
+    rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
+                                in_axes=(None, None, 0)))
+    for r in tqdm(range(c.surrogate_rounds), desc=f"{c.method} on reward model", disable=not progress):
+        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([search.to_mask(o, k) for o in orders]),
+                                 np.array(scores))
+        sur_params = params.replace(proxy=reward_model.Surrogate(model, params.proxy.num_classes, k))
+        fns = module.make_chunks(cfg, env, sur_params)
+        runner = jax.jit(fns.init)(key) if runner is None else runner._replace(best=empty_best(sur_params))
+        runner = jax.jit(fns.update, static_argnums=1)(runner, per_round)
+        outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
+        new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
+        new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])
+        scores += list(cache.scores(np.stack([search.to_mask(o, k) for o in new])))
+        orders += new
+    i = int(np.argmax(scores))
+    return orders[i], float(scores[i]), {"evaluations": len(orders), "proxy_cache_hits": cache.hits,
+                                         "warm_start_best": float(max(scores[:c.warm_start]))}
+
+
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None) -> Selection:
@@ -111,7 +143,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(proxy)
     extra: dict = {}
-    if c.method in ("ppo", "dqn"):
+    if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
+        module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
+        order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress)
+    elif c.method in ("ppo", "dqn"):
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,

@@ -101,7 +101,7 @@ def cmd_select(a) -> None:
     t = time.perf_counter()
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size))
-    cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed,
+    cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
             "project": a.project, "stratified": a.stratified}
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=256)
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--steps", type=int, default=100_000, help="environment steps for ppo/dqn")
+    p.add_argument("--surrogate-rounds", type=int, default=0,
+                   help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

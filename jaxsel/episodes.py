@@ -41,18 +41,20 @@ def track_best(best: Best, done: jax.Array, info: dict) -> Best:
                 jnp.where(better, info["final_order"][i], best.order))
 
 
-def greedy_rollout(params: dict, env, env_params, key: jax.Array) -> Best:
-    """One episode taking the network's highest-scoring valid cluster (policy logit or Q) each step."""
+def greedy_rollout(params: dict, env, env_params, key: jax.Array, sample: bool = False) -> Best:
+    """One episode taking the network's highest-scoring valid cluster (policy logit or Q) each step,
+    or, with ``sample``, drawing it from the softmax of those scores."""
     obs, state = env.reset(key, env_params)
 
-    def body(carry, _):
+    def body(carry, k):
         obs, state, out, finished = carry
         scores, _ = networks.apply(params, obs)
-        action = jnp.argmax(networks.masked(scores, env.action_mask(state)))
+        scores = networks.masked(scores, env.action_mask(state))
+        action = jax.random.categorical(k, scores) if sample else jnp.argmax(scores)
         obs, state, _, done, info = env.step(key, state, action, env_params)
         out = track_best(out, (done & ~finished)[None], jax.tree.map(lambda a: a[None], info))
         return (obs, state, out, finished | done), None
 
-    (_, _, out, _), _ = jax.lax.scan(body, (obs, state, empty_best(env_params), jnp.bool_(False)), None,
-                                     env_params.max_steps)
+    (_, _, out, _), _ = jax.lax.scan(body, (obs, state, empty_best(env_params), jnp.bool_(False)),
+                                     jax.random.split(key, env_params.max_steps))
     return out

@@ -1,7 +1,9 @@
 """A learned reward model: an ensemble of small MLPs from a cluster mask to a proxy score.
 
-Used for WarmStart (fit on proxy-scored random masks before search) and by CLIMB-Disc to choose
-which candidates deserve a true proxy evaluation. The ensemble's spread is the uncertainty.
+Used for WarmStart (fit on proxy-scored random masks before RL starts), for reward-model rollouts
+(``Surrogate`` stands in for the proxy in the environment; see ``jaxsel.agents``), and by
+CLIMB-Disc to choose which candidates deserve a true proxy evaluation. The ensemble's spread is
+the uncertainty.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,28 @@ def predict(model: dict, masks) -> tuple[jax.Array, jax.Array]:
     x = jnp.asarray(masks, jnp.float32)
     preds = jax.vmap(_predict_one, in_axes=(0, None))(model["members"], x) * model["sd"] + model["mu"]
     return preds.mean(0), preds.std(0)
+
+
+@struct.dataclass
+class Surrogate:
+    """The reward model in the proxy interface (``init`` / ``add`` / ``score_state`` / ``score``), so
+    the selection environment can train an agent on predicted rewards."""
+
+    model: dict
+    num_classes: int = struct.field(pytree_node=False)
+    k: int = struct.field(pytree_node=False)
+    kind: str = struct.field(pytree_node=False, default="surrogate")
+
+    def init(self):
+        return jnp.zeros(self.k, bool)
+
+    def add(self, state, cluster):
+        return state.at[cluster].set(True)
+
+    def score_state(self, state):
+        from jaxsel.proxy import Scores
+        mean, _ = predict(self.model, state[None])
+        return Scores(mean[0], jnp.float32(0.0))
+
+    def score(self, mask):
+        return self.score_state(mask)

@@ -110,3 +110,19 @@ def test_reward_model_learns_additive_scores():
     mean, std = reward_model.predict(model, masks[300:])
     corr = np.corrcoef(np.asarray(mean), scores[300:])[0, 1]
     assert corr > 0.95 and (np.asarray(std) >= 0).all()
+
+
+def test_reward_model_rollouts_beat_random(truth):
+    p, cl, y = truth
+    cfg = agents.SelectConfig(method="ppo", budget=0.25, surrogate_rounds=2, warm_start=128, surrogate_eval=32,
+                              ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=12_000))
+    sel = agents.select(p, cl, y, cfg, progress=False)
+    rand = agents.select(p, cl, y, agents.SelectConfig(method="random", budget=0.25, random_samples=128), progress=False)
+    assert sel.scores["evaluations"] == 128 + 2 * (32 + 1)  # warm start + per round: rollouts and the best episode
+    assert sel.scores["proxy_accuracy"] >= sel.scores["warm_start_best"]
+    assert sel.scores["proxy_accuracy"] > rand.scores["mean"] + 0.05
+    assert corrupted(sel) <= 1
+    # the reported score is the true proxy's, not the reward model's
+    mask = np.zeros(cl.k, bool)
+    mask[sel.cluster_ids] = True
+    assert float(p.score(jnp.asarray(mask)).accuracy) == pytest.approx(sel.scores["proxy_accuracy"], abs=1e-6)
