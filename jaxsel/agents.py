@@ -59,7 +59,7 @@ def _latest(ckpt_dir: Path) -> Path | None:
 
 
 def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = None, every: int = 20,
-                resume: bool = False, progress: bool = True, signature: dict | None = None,
+                resume: bool = False, progress: bool = True, signature: str = "",
                 stop_after: int | None = None):
     """Run ``module.make_chunks`` to ``cfg.num_updates`` in chunks, checkpointing after each chunk.
 
@@ -69,14 +69,13 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
     update_n = jax.jit(fns.update, static_argnums=1)
     runner = jax.jit(fns.init)(key)
     ck = _checkpointer() if ckpt_dir is not None else None
-    sig = json.dumps(signature or {}, sort_keys=True, default=str)
     if ckpt_dir is not None:
         ckpt_dir = Path(ckpt_dir).absolute()
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         last = _latest(ckpt_dir)
         if resume and last is not None:
             stored = (ckpt_dir / "signature.json").read_text() if (ckpt_dir / "signature.json").exists() else None
-            if stored != sig:
+            if stored != signature:
                 raise JaxselError(f"checkpoint in {ckpt_dir} was written by another run configuration; "
                                   "use a new --out or drop --resume")
             try:
@@ -86,7 +85,7 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
         elif not resume:
             for old in ckpt_dir.glob("update_*"):
                 shutil.rmtree(old)
-        (ckpt_dir / "signature.json").write_text(sig)
+        (ckpt_dir / "signature.json").write_text(signature)
     total = cfg.num_updates if stop_after is None else min(stop_after, cfg.num_updates)
     with tqdm(total=total, initial=int(runner.update), desc=module.__name__.split(".")[-1], unit="update",
               disable=not progress) as bar:
@@ -104,37 +103,52 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
     return runner
 
 
-def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCache, progress: bool):
-    """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info)."""
+def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCache, progress: bool, *,
+                    ckpt_dir: Path | None = None, resume: bool = False, signature: str = "",
+                    stop_after: int | None = None):
+    """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info).
+
+    With ``ckpt_dir``, the search log (JSON) and the agent (orbax) are saved after every round."""
     sizes, budget, k = np.asarray(params.sizes), int(params.budget), params.sizes.shape[0]
-    rng = np.random.default_rng(c.seed)
-    orders = [search.complete([], sizes, budget, rng) for _ in range(c.warm_start)]
-    scores = list(cache.scores(np.stack([search.to_mask(o, k) for o in orders])))
+    log_path = None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json"
+    log, rng = search._start(log_path, signature, c.seed, cache, sizes, budget, c.warm_start, resume)
     key = jax.random.PRNGKey(c.seed)
-    runner, per_round = None, max(1, cfg.num_updates // c.surrogate_rounds)
+    per_round = max(1, cfg.num_updates // c.surrogate_rounds)
     rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
                                 in_axes=(None, None, 0)))
-    for r in tqdm(range(c.surrogate_rounds), desc=f"{c.method} on reward model", disable=not progress):
-        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([search.to_mask(o, k) for o in orders]),
-                                 np.array(scores))
+    runner = None
+    last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
+    for r in tqdm(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
+        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([search.to_mask(o, k) for o in log.orders]),
+                                 np.array(log.scores))
         sur_params = params.replace(proxy=reward_model.Surrogate(model, params.proxy.num_classes, k))
         fns = module.make_chunks(cfg, env, sur_params)
-        runner = jax.jit(fns.init)(key) if runner is None else runner._replace(best=empty_best(sur_params))
-        runner = jax.jit(fns.update, static_argnums=1)(runner, per_round)
+        if runner is None:
+            runner = jax.jit(fns.init)(key)
+            if r > 0:  # resuming: the agent as it was after the previous round
+                runner = _checkpointer().restore(log_path.parent / f"round_{r - 1}", runner)
+        runner = jax.jit(fns.update, static_argnums=1)(runner._replace(best=empty_best(sur_params)), per_round)
         outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
         new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])
-        scores += list(cache.scores(np.stack([search.to_mask(o, k) for o in new])))
-        orders += new
-    i = int(np.argmax(scores))
-    return orders[i], float(scores[i]), {"evaluations": len(orders), "proxy_cache_hits": cache.hits,
-                                         "warm_start_best": float(max(scores[:c.warm_start]))}
+        if log_path is not None:
+            ck = _checkpointer()
+            ck.save(log_path.parent / f"round_{r}", runner, force=True)
+            ck.wait_until_finished()
+        search._advance(log, new, cache, rng, k, log_path)
+    i = int(np.argmax(log.scores))
+    return log.orders[i], float(log.scores[i]), {"evaluations": len(log.orders),
+                                                 "warm_start_best": float(max(log.scores[:c.warm_start]))}
 
 
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None) -> Selection:
-    """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`."""
+    """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`.
+
+    With ``ckpt_dir`` the run is checkpointed (RL: every ``checkpoint_every`` updates; climb and
+    reward-model rounds: every round); ``resume`` continues from there. ``stop_after`` ends the
+    call early (after that many updates, or rounds) as a time-sliced job would."""
     c = config
     if c.method not in METHODS:
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
@@ -143,14 +157,18 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(proxy)
     extra: dict = {}
+    signature = json.dumps({"config": asdict(c), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
+    if ckpt_dir is not None:
+        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
     if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
-        order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress)
+        order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
+                                              resume=resume, signature=signature, stop_after=stop_after)
     elif c.method in ("ppo", "dqn"):
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
-                             signature={"config": asdict(c), "k": clustering.k, "meta": meta})
+                             signature=signature)
         best = runner.best if c.final == "best" else greedy_rollout(runner.params, env, params, jax.random.PRNGKey(c.seed))
         order = [int(a) for a in np.asarray(best.order) if a >= 0]
         score = float(best.score)
@@ -162,7 +180,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         elif c.method == "greedy":
             found = search.greedy(cache, sizes, budget)
         elif c.method == "climb":
-            found = search.climb(cache, sizes, budget, rounds=c.climb_rounds, seed=c.seed)
+            found = search.climb(cache, sizes, budget, rounds=c.climb_rounds, seed=c.seed, resume=resume,
+                                 signature=signature, stop_after=stop_after,
+                                 log_path=None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json")
         else:
             found = search.full(cache, clustering.k)
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)

@@ -7,13 +7,17 @@ the running total of examples first reaches the budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsel import reward_model
+from jaxsel.errors import JaxselError
+from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache
 
 
@@ -24,6 +28,56 @@ class Found:
     score: float
     evaluations: int
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchLog:
+    """The state of a round-based search, saved as JSON after every round so a stopped run resumes:
+    every scored pick order, its true proxy score, the next round, and the numpy RNG state."""
+
+    orders: list
+    scores: list
+    round: int
+    rng_state: dict
+    signature: str = ""
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def resume(cls, path: Path | None, signature: str) -> "SearchLog | None":
+        """The saved log at ``path`` (None if there is none); refuses one written by another run."""
+        if path is None or not Path(path).exists():
+            return None
+        try:
+            log = cls(**json.loads(Path(path).read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise JaxselError(f"{path}: not a readable search checkpoint ({type(e).__name__})")
+        if log.signature != signature:
+            raise JaxselError(f"search checkpoint {path} was written by another run configuration")
+        return log
+
+
+def _start(log_path, signature, seed, cache, sizes, budget, n, resume):
+    """(log, rng): resumed from ``log_path``, or ``n`` freshly scored budget-matched random orders."""
+    log = SearchLog.resume(log_path, signature) if resume else None
+    rng = np.random.default_rng(seed)
+    if log is not None:
+        rng.bit_generator.state = log.rng_state
+        return log, rng
+    orders = [complete([], sizes, budget, rng) for _ in range(n)]
+    scores = [float(v) for v in cache.scores(np.stack([to_mask(o, len(sizes)) for o in orders]))]
+    return SearchLog(orders, scores, 0, rng.bit_generator.state, signature), rng
+
+
+def _advance(log: SearchLog, new: list, cache: RewardCache, rng, k: int, log_path) -> None:
+    """Score ``new`` orders with the true proxy, append them, move to the next round, save."""
+    log.scores += [float(v) for v in cache.scores(np.stack([to_mask(o, k) for o in new]))]
+    log.orders += new
+    log.round += 1
+    log.rng_state = rng.bit_generator.state
+    if log_path is not None:
+        log.save(Path(log_path))
 
 
 def complete(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Generator) -> list[int]:
@@ -90,28 +144,26 @@ def _mutate(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Gen
 
 def climb(cache: RewardCache, sizes: np.ndarray, budget: int, *, rounds: int = 4, init: int = 256,
           candidates: int = 2048, evaluate: int = 128, top: int = 16, seed: int = 0,
-          model_cfg: reward_model.RewardModelConfig = reward_model.RewardModelConfig()) -> Found:
+          model_cfg: reward_model.RewardModelConfig = reward_model.RewardModelConfig(),
+          log_path: Path | None = None, resume: bool = False, signature: str = "",
+          stop_after: int | None = None) -> Found:
     """CLIMB-Disc: score random masks, fit the reward model, propose mutations of the best masks,
     evaluate the ones the model ranks highest (mean + std), refit, and repeat with a shrinking
-    number of evaluations."""
-    rng = np.random.default_rng(seed)
+    number of evaluations. With ``log_path`` the state is saved after every round (``resume``)."""
     k = len(sizes)
-    orders = [complete([], sizes, budget, rng) for _ in range(init)]
-    scores = list(cache.scores(np.stack([to_mask(o, k) for o in orders])))
+    log, rng = _start(log_path, signature, seed, cache, sizes, budget, init, resume)
     key = jax.random.PRNGKey(seed)
-    for r in tqdm(range(rounds), desc="climb", leave=False):
-        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([to_mask(o, k) for o in orders]),
-                                 np.array(scores), model_cfg)
-        best = np.argsort(scores)[::-1][:top]
-        props = [_mutate(orders[best[i % len(best)]], sizes, budget, rng) for i in range(candidates)]
+    for r in tqdm(range(log.round, rounds if stop_after is None else min(stop_after, rounds)), desc="climb",
+                  leave=False):
+        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([to_mask(o, k) for o in log.orders]),
+                                 np.array(log.scores), model_cfg)
+        best = np.argsort(log.scores)[::-1][:top]
+        props = [_mutate(log.orders[best[i % len(best)]], sizes, budget, rng) for i in range(candidates)]
         mean, std = map(np.asarray, reward_model.predict(model, np.stack([to_mask(o, k) for o in props])))
-        n_eval = max(8, evaluate >> r)
-        pick = np.argsort(mean + std)[::-1][:n_eval]
-        new = [props[i] for i in pick]
-        scores += list(cache.scores(np.stack([to_mask(o, k) for o in new])))
-        orders += new
-    i = int(np.argmax(scores))
-    return Found(to_mask(orders[i], k), orders[i], float(scores[i]), len(orders))
+        pick = np.argsort(mean + std)[::-1][:max(8, evaluate >> r)]
+        _advance(log, [props[i] for i in pick], cache, rng, k, log_path)
+    i = int(np.argmax(log.scores))
+    return Found(to_mask(log.orders[i], k), log.orders[i], float(log.scores[i]), len(log.orders))
 
 
 def full(cache: RewardCache, k: int) -> Found:

@@ -126,3 +126,17 @@ def test_reward_model_rollouts_beat_random(truth):
     mask = np.zeros(cl.k, bool)
     mask[sel.cluster_ids] = True
     assert float(p.score(jnp.asarray(mask)).accuracy) == pytest.approx(sel.scores["proxy_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("method,extra", [("climb", {"climb_rounds": 3}),
+                                          ("ppo", {"surrogate_rounds": 3, "warm_start": 64, "surrogate_eval": 8})])
+def test_round_based_search_resumes(truth, tmp_path, method, extra):
+    p, cl, y = truth
+    cfg = agents.SelectConfig(method=method, budget=0.25, seed=2, ppo=ppo.PPOConfig(num_envs=8, num_steps=8,
+                                                                                   total_timesteps=8 * 8 * 6), **extra)
+    whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
+    agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=1)  # stopped after a round
+    resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed.cluster_ids == whole.cluster_ids
+    assert resumed.scores["evaluations"] == whole.scores["evaluations"]
+    assert resumed.scores["proxy_accuracy"] == pytest.approx(whole.scores["proxy_accuracy"])
