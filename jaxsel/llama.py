@@ -1,0 +1,256 @@
+"""A Llama-family decoder in Flax NNX, with loaders for GGUF (SmolLM2) and Hugging Face folders.
+
+RMSNorm, rotary position embeddings (Hugging Face's rotate-half layout), grouped-query attention,
+SwiGLU feed-forward, optionally tied input/output embeddings. ``from_gguf`` dequantises with the
+``gguf`` package and undoes llama.cpp's row permutation of the q/k projections; the tokenizer is
+rebuilt from the GGUF's BPE vocabulary and merges.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxsel.errors import JaxselError
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int = 49152
+    hidden: int = 576
+    layers: int = 30
+    heads: int = 9
+    kv_heads: int = 3
+    intermediate: int = 1536
+    rope_theta: float = 100_000.0
+    eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, dtype):
+        self.scale = nnx.Param(jnp.ones(dim, jnp.float32))
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)
+        return (y * self.scale[...]).astype(self.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding (rotate-half layout) of x (B, T, H, D) at positions (B, T)."""
+    d = x.shape[-1]
+    inv = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    ang = positions[..., None].astype(jnp.float32) * inv  # (B, T, D/2)
+    cos = jnp.cos(jnp.concatenate([ang, ang], -1))[:, :, None, :]
+    sin = jnp.sin(jnp.concatenate([ang, ang], -1))[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, -1)
+    rotated = jnp.concatenate([-x2, x1], -1)
+    return (x.astype(jnp.float32) * cos + rotated * sin).astype(x.dtype)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
+        h, hd = cfg.hidden, cfg.head_dim
+        lin = lambda i, o: nnx.Linear(i, o, use_bias=False, dtype=dtype, rngs=rngs)
+        self.cfg = cfg
+        self.attn_norm = RMSNorm(h, cfg.eps, dtype)
+        self.q, self.k, self.v = lin(h, cfg.heads * hd), lin(h, cfg.kv_heads * hd), lin(h, cfg.kv_heads * hd)
+        self.o = lin(cfg.heads * hd, h)
+        self.mlp_norm = RMSNorm(h, cfg.eps, dtype)
+        self.gate, self.up, self.down = lin(h, cfg.intermediate), lin(h, cfg.intermediate), lin(cfg.intermediate, h)
+
+    def __call__(self, x, positions, bias):
+        c = self.cfg
+        b, t, _ = x.shape
+        y = self.attn_norm(x)
+        q = rope(self.q(y).reshape(b, t, c.heads, c.head_dim), positions, c.rope_theta)
+        k = rope(self.k(y).reshape(b, t, c.kv_heads, c.head_dim), positions, c.rope_theta)
+        v = self.v(y).reshape(b, t, c.kv_heads, c.head_dim)
+        group = c.heads // c.kv_heads
+        q = q.reshape(b, t, c.kv_heads, group, c.head_dim)
+        logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / np.sqrt(c.head_dim) + bias[:, None, None]
+        attn = jax.nn.softmax(logits, -1).astype(x.dtype)
+        ctx = jnp.einsum("bkgqs,bskd->bqkgd", attn, v).reshape(b, t, c.heads * c.head_dim)
+        x = x + self.o(ctx)
+        y = self.mlp_norm(x)
+        return x + self.down(jax.nn.silu(self.gate(y)) * self.up(y))
+
+
+class Llama(nnx.Module):
+    """Decoder: token ids (B, T) and a padding mask (B, T) -> logits (B, T, V) (or hidden states)."""
+
+    def __init__(self, cfg: LlamaConfig, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
+        self.cfg = cfg
+        self.embed = nnx.Embed(cfg.vocab_size, cfg.hidden, dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List([Block(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.layers)])
+        self.norm = RMSNorm(cfg.hidden, cfg.eps, dtype)
+        self.lm_head = None if cfg.tie_embeddings else nnx.Linear(cfg.hidden, cfg.vocab_size, use_bias=False,
+                                                                   dtype=dtype, rngs=rngs)
+
+    def hidden_states(self, ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        mask = jnp.ones_like(ids) if mask is None else mask
+        t = ids.shape[1]
+        positions = jnp.broadcast_to(jnp.arange(t), ids.shape)
+        allowed = jnp.tril(jnp.ones((t, t), bool))[None] & (mask[:, None, :] > 0)
+        bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
+        x = self.embed(ids)
+        for blk in self.blocks:
+            x = blk(x, positions, bias)
+        return self.norm(x)
+
+    def __call__(self, ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        h = self.hidden_states(ids, mask)
+        if self.lm_head is None:
+            return self.embed.attend(h).astype(jnp.float32)
+        return self.lm_head(h).astype(jnp.float32)
+
+
+def unpermute(w: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation (out, in) -> Hugging Face's rotate-half layout."""
+    out = w.shape[0]
+    return w.reshape(heads, out // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _put(param, value: np.ndarray) -> None:
+    if param.shape != value.shape:
+        raise JaxselError(f"checkpoint shape mismatch: {value.shape} for a {param.shape} parameter")
+    param[...] = jnp.asarray(value, dtype=param.dtype)
+
+
+def load_tensors(model: Llama, get) -> None:
+    """Fill ``model`` from ``get(hf_name) -> np.ndarray`` in Hugging Face layout ([out, in])."""
+    _put(model.embed.embedding, get("model.embed_tokens.weight"))
+    _put(model.norm.scale, get("model.norm.weight"))
+    if model.lm_head is not None:
+        _put(model.lm_head.kernel, get("lm_head.weight").T)
+    names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+             "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+    for i, blk in enumerate(model.blocks):
+        for attr, name in names.items():
+            _put(getattr(blk, attr).kernel, get(f"model.layers.{i}.{name}.weight").T)
+        _put(blk.attn_norm.scale, get(f"model.layers.{i}.input_layernorm.weight"))
+        _put(blk.mlp_norm.scale, get(f"model.layers.{i}.post_attention_layernorm.weight"))
+
+
+_GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+               "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def _field(reader, key: str):
+    f = reader.fields.get(key)
+    if f is None:
+        raise JaxselError(f"GGUF file has no field {key!r}")
+    if len(f.data) == 1:
+        v = f.parts[f.data[0]]
+        return bytes(v).decode() if f.types[0].name == "STRING" else v.tolist()[0]
+    return [bytes(f.parts[i]).decode() if f.types[-1].name == "STRING" else f.parts[i].tolist()[0] for i in f.data]
+
+
+def gguf_config(reader) -> LlamaConfig:
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise JaxselError(f"GGUF architecture {arch!r} is not supported (llama only)")
+    g = lambda k: _field(reader, f"llama.{k}")
+    f32 = lambda k: float(str(np.float32(g(k))))  # the float32 field's shortest decimal: 1e-05, not 9.99e-06
+    names = {t.name for t in reader.tensors}
+    return LlamaConfig(len(reader.fields["tokenizer.ggml.tokens"].data), g("embedding_length"), g("block_count"),
+                       g("attention.head_count"), g("attention.head_count_kv"), g("feed_forward_length"),
+                       f32("rope.freq_base"), f32("attention.layer_norm_rms_epsilon"),
+                       "output.weight" not in names)
+
+
+def from_gguf(path: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
+    """(model, tokenizer) from a llama-architecture GGUF file (dequantised to float32)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    try:
+        reader = GGUFReader(str(path))
+    except (OSError, ValueError) as e:
+        raise JaxselError(f"{path}: not a readable GGUF file ({type(e).__name__})")
+    cfg = gguf_config(reader)
+    tensors = {t.name: t for t in reader.tensors}
+
+    def get(hf: str) -> np.ndarray:
+        if hf == "model.embed_tokens.weight":
+            name = "token_embd.weight"
+        elif hf == "model.norm.weight":
+            name = "output_norm.weight"
+        elif hf == "lm_head.weight":
+            name = "output.weight"
+        else:
+            _, _, i, rest = hf.split(".", 3)
+            name = f"blk.{i}.{_GGUF_NAMES[rest.removesuffix('.weight')]}.weight"
+        if name not in tensors:
+            raise JaxselError(f"GGUF file has no tensor {name}")
+        t = tensors[name]
+        w = np.asarray(dequantize(t.data, t.tensor_type), np.float32).reshape(tuple(int(s) for s in t.shape[::-1]))
+        if name.endswith("attn_q.weight"):
+            w = unpermute(w, cfg.heads)
+        elif name.endswith("attn_k.weight"):
+            w = unpermute(w, cfg.kv_heads)
+        return w
+
+    model = Llama(cfg, dtype=dtype)
+    load_tensors(model, get)
+    return model, gguf_tokenizer(reader)
+
+
+def gguf_tokenizer(reader):
+    """A ``tokenizers.Tokenizer`` rebuilt from the GGUF's byte-level BPE fields (digits split)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    if _field(reader, "tokenizer.ggml.model") != "gpt2":
+        raise JaxselError("only byte-level BPE (gpt2-style) GGUF tokenizers are supported")
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    types = _field(reader, "tokenizer.ggml.token_type")
+    merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges")]
+    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == 3])
+    return tok
+
+
+def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
+    """(model, tokenizer) from a local Llama/Qwen2-style folder (config.json, *.safetensors, tokenizer.json)."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise JaxselError(f"{folder}: missing config.json")
+    c = json.loads((folder / "config.json").read_text())
+    cfg = LlamaConfig(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                      c.get("num_key_value_heads", c["num_attention_heads"]), c["intermediate_size"],
+                      float(c.get("rope_theta", 10_000.0)), float(c.get("rms_norm_eps", 1e-6)),
+                      bool(c.get("tie_word_embeddings", False)))
+    weights = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(str(f)))
+    if not weights:
+        raise JaxselError(f"{folder}: no .safetensors files")
+
+    def get(name):
+        if name not in weights:
+            raise JaxselError(f"{folder}: checkpoint has no tensor {name}")
+        return np.asarray(weights[name], np.float32)
+
+    model = Llama(cfg, dtype=dtype)
+    load_tensors(model, get)
+    return model, Tokenizer.from_file(str(folder / "tokenizer.json"))

