@@ -1,0 +1,71 @@
+"""Text classifiers for finetuning: a BERT encoder with a head, or a decoder scoring label words.
+
+``BertClassifier``: mean-pooled encoder states -> linear head (C classes).
+``DecoderClassifier``: a prompt template around the text; the logits of the label words'
+first tokens at the last real position (``head="verbalizer"``, default), or a linear head on
+the last hidden state (``head="linear"``). Both map (ids (B, T), mask (B, T)) -> logits (B, C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxsel import bert, llama
+
+TEMPLATE = "Text: {text}\nLabel:"
+
+
+class BertClassifier(nnx.Module):
+    def __init__(self, encoder: bert.Bert, num_classes: int, *, rngs: nnx.Rngs):
+        self.encoder = encoder
+        self.head = nnx.Linear(encoder.cfg.hidden, num_classes, rngs=rngs)
+
+    def __call__(self, ids, mask):
+        pooled = bert.mean_pool(self.encoder(ids, mask), mask, normalize=False)
+        return self.head(pooled).astype(jnp.float32)
+
+
+def last_position(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """x (B, T, ...) at each row's last real position (right padding)."""
+    return x[jnp.arange(x.shape[0]), jnp.maximum(mask.sum(1) - 1, 0)]
+
+
+class DecoderClassifier(nnx.Module):
+    def __init__(self, decoder: llama.Llama, label_token_ids: list[int], *, head: str = "verbalizer",
+                 rngs: nnx.Rngs):
+        self.decoder = decoder
+        self.label_ids = nnx.Variable(jnp.asarray(label_token_ids, jnp.int32))
+        self.head = nnx.Linear(decoder.cfg.hidden, len(label_token_ids), rngs=rngs) if head == "linear" else None
+
+    def __call__(self, ids, mask):
+        h = last_position(self.decoder.hidden_states(ids, mask), mask)
+        if self.head is not None:
+            return self.head(h).astype(jnp.float32)
+        emb = self.decoder.embed.embedding[...][self.label_ids[...]] if self.decoder.lm_head is None else \
+            self.decoder.lm_head.kernel[...].T[self.label_ids[...]]
+        return (h.astype(jnp.float32) @ emb.T.astype(jnp.float32))
+
+
+@dataclass
+class TextEncoder:
+    """Turns texts into token id lists for a classifier (truncated to ``max_length``)."""
+
+    tokenizer: object
+    template: str | None = None
+
+    def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
+        if self.template is None:
+            self.tokenizer.enable_truncation(max_length)
+            return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        # keep the template's tail (the label cue) when truncating: cut the text, not the prompt
+        head, tail = self.template.split("{text}")
+        tail_ids = self.tokenizer.encode(tail).ids
+        head_ids = self.tokenizer.encode(head).ids if head else []
+        self.tokenizer.no_truncation()
+        body = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        room = max(1, max_length - len(head_ids) - len(tail_ids))
+        return [head_ids + b[:room] + tail_ids for b in body]
