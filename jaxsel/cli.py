@@ -1,4 +1,4 @@
-"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``.
+"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``, ``finetune``.
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -114,6 +114,34 @@ def cmd_select(a) -> None:
     print(f"wrote {out / 'selection.json'}")
 
 
+def cmd_finetune(a) -> None:
+    from jaxsel import data, finetune
+    from jaxsel.io import write_json
+    from jaxsel.selection import Selection
+    dd = _load(a)
+    n = len(dd["train"])
+    if a.selection and a.random_fraction:
+        raise JaxselError("give --selection or --random-fraction, not both")
+    if a.selection:
+        indices, source = Selection.load(a.selection).indices, f"selection {a.selection}"
+        Selection.load(a.selection).apply(dd)  # refuses another dataset's selection
+    elif a.random_fraction:
+        k = max(1, round(a.random_fraction * n))
+        indices = np.sort(np.random.default_rng(a.seed).choice(n, k, replace=False))
+        source = f"random {a.random_fraction:g} (seed {a.seed})"
+    else:
+        indices, source = None, "full train set"
+    cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                  max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum)
+    out = Path(a.out or f"runs/{Path(a.data).stem}/finetune-{a.model}-{'sel' if a.selection else 'rand' if a.random_fraction else 'full'}")
+    m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
+    m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source)
+    write_json(out / "metrics.json", m)
+    print(f"{a.model} on {m['examples_used']} examples ({source}): test accuracy {m['test_accuracy']:.4f}, "
+          f"macro-F1 {m['test_macro_f1']:.4f}, {m['train_seconds']:.1f}s training, {m['tokens_per_s']:,.0f} tokens/s")
+    print(f"wrote {out / 'metrics.json'}")
+
+
 def parse_budget(text: str) -> float:
     """A budget as a fraction in (0, 1): ``0.05`` or ``1/16``."""
     try:
@@ -163,6 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(func=cmd_select)
+    p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything")
+    _dataset_args(p)
+    p.add_argument("--model", default="minilm", help="minilm, smollm2-135m, tiny-bert, or a local HF Llama folder")
+    p.add_argument("--selection", default=None, help="a selection.json from jaxsel select")
+    p.add_argument("--random-fraction", type=parse_budget, default=None, help="train on a random subset this size")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--head", default="verbalizer", choices=("verbalizer", "linear"), help="decoder classification")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 

@@ -138,9 +138,13 @@ def data_sharding():
 
 
 def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = FinetuneConfig(), *,
-             ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict:
+             ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+             stop_after_epochs: int | None = None) -> dict | None:
     """Train on ``dd['train']`` rows ``train_indices`` (None: all) and return metrics (test accuracy,
-    macro-F1, wall-clock, tokens seen, examples used, per-epoch validation accuracy)."""
+    macro-F1, wall-clock, tokens seen, examples used, per-epoch validation accuracy).
+
+    ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
+    as a preempted job would; ``resume=True`` then continues it."""
     names = dd["train"].features["label"].names
     train = dd["train"] if train_indices is None else dd["train"].select(np.asarray(train_indices).tolist())
     if len(train) == 0:
@@ -197,6 +201,8 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
         batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
     tokens_per_s = 0.0
     while state["epoch"] < cfg.epochs and state["step"] < total and state["bad_epochs"] < cfg.patience:
+        if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
+            return None
         plan = batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
         t0, ep_tokens = time.perf_counter(), 0
         bar = tqdm(plan, desc=f"finetune {cfg.model} epoch {state['epoch'] + 1}", disable=not progress, leave=False)

@@ -1,0 +1,103 @@
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxsel import classifier, cli, finetune, llama
+from jaxsel.errors import JaxselError
+
+TINY = dict(model="tiny-bert", epochs=2, batch_size=8, max_length=32, lr=1e-3)
+
+
+def test_macro_f1_matches_sklearn():
+    from sklearn.metrics import f1_score
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    assert finetune.macro_f1(y, p, 4) == pytest.approx(f1_score(y, p, average="macro"))
+
+
+def test_batches_cover_every_row_once_and_bucket_lengths():
+    lengths = np.random.default_rng(0).integers(1, 100, 1000)
+    out = finetune.batches(lengths, 32, np.random.default_rng(1))
+    rows = np.concatenate(out)
+    assert sorted(rows.tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in out])
+    assert spread < np.ptp(lengths) / 4  # batches hold similar lengths
+
+
+@pytest.mark.assets
+def test_tiny_run_reports_metrics(table_file, tmp_cache):
+    from jaxsel import data
+    dd = data.load(str(table_file))
+    m = finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**TINY), progress=False)
+    assert m["examples_used"] == 40 and m["epochs_run"] == 2 and m["steps"] == 2 * 5
+    assert 0 <= m["test_accuracy"] <= 1 and m["tokens_seen"] > 0
+    with pytest.raises(JaxselError, match="empty"):
+        finetune.finetune(dd, np.arange(0), finetune.FinetuneConfig(**TINY), progress=False)
+
+
+@pytest.mark.assets
+def test_resume_ends_with_the_same_metrics(table_file, tmp_path):
+    from jaxsel import data
+    dd = data.load(str(table_file))
+    cfg = finetune.FinetuneConfig(**{**TINY, "epochs": 3, "patience": 9})
+    whole = finetune.finetune(dd, None, cfg, ckpt_dir=tmp_path / "a", progress=False)
+    assert finetune.finetune(dd, None, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after_epochs=1) is None
+    resumed = finetune.finetune(dd, None, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
+    for key in ("test_accuracy", "validation_accuracy", "val_accuracy_per_epoch", "tokens_seen", "steps"):
+        assert resumed[key] == whole[key]
+
+
+def test_decoder_classifier_scores_label_words():
+    cfg = llama.LlamaConfig(vocab_size=40, hidden=16, layers=1, heads=2, kv_heads=1, intermediate=32)
+    dec = llama.Llama(cfg, rngs=nnx.Rngs(0))
+    clf = classifier.DecoderClassifier(dec, [5, 9, 11], rngs=nnx.Rngs(0))
+    ids = jax.numpy.array([[3, 4, 6, 0, 0], [7, 8, 1, 2, 3]])
+    mask = jax.numpy.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    got = np.asarray(clf(ids, mask))
+    full = np.asarray(dec(ids, mask))
+    np.testing.assert_allclose(got[0], full[0, 2, [5, 9, 11]], atol=1e-5)
+    np.testing.assert_allclose(got[1], full[1, 4, [5, 9, 11]], atol=1e-5)
+
+
+SHARDED = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax, numpy as np, optax
+    from flax import nnx
+    from jaxsel import bert, classifier, finetune
+    assert jax.device_count() == 4
+    model = classifier.BertClassifier(bert.Bert(bert.BertConfig(vocab_size=100, hidden=16, layers=1, heads=2,
+                                                                intermediate=32)), 3, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.sgd(0.5)  # linear in the gradient: Adam would amplify rounding in near-zero gradients
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (2, 8, 12)).astype(np.int32)
+    mask = (rng.random((2, 8, 12)) < 0.9).astype(np.int32); mask[..., 0] = 1
+    y = rng.integers(0, 3, (2, 8)).astype(np.int32); w = np.ones((2, 8), np.float32)
+    copy = lambda t: jax.tree.map(lambda a: np.array(a), t)
+    step = finetune.make_step(graphdef, tx, 2)
+    p1, _, l1 = step(copy(params), rest, tx.init(copy(params)), ids, mask, y, w)
+    sh, _ = finetune.data_sharding()
+    p4, _, l4 = step(copy(params), rest, tx.init(copy(params)), *[jax.device_put(a, sh) for a in (ids, mask, y, w)])
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert abs(float(l1) - float(l4)) < 1e-6
+    print("sharded step ok")
+""")
+
+
+def test_sharded_step_equals_single_device():
+    p = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "sharded step ok" in p.stdout
+
+
+def test_cli_rejects_both_sources(table_file, capsys):
+    assert cli.main(["finetune", str(table_file), "--selection", "x.json", "--random-fraction", "0.5"]) == 2
+    assert "not both" in capsys.readouterr().err
