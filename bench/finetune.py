@@ -1,0 +1,84 @@
+"""Finetuning throughput: training tokens/s at sequence length 64 for MiniLM and SmolLM2-135M.
+
+    python bench/finetune.py [--quick] [--steps N]
+
+Each model runs the real jitted train step (forward, backward, AdamW) on batches of tweets
+padded to 64 tokens; the first steps (compilation) are excluded. On accelerators the compute is
+bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from common import report  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from jaxsel import data, finetune  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a few steps (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--models", default="minilm,smollm2-135m")
+    a = ap.parse_args()
+    cpu = jax.default_backend() == "cpu"
+    steps = a.steps or (3 if a.quick else 10)
+    texts, labels, names, (train, _, _), _ = data.split("tweets")
+    rows = []
+    for model_name in a.models.split(","):
+        bs = a.batch_size or ((8 if model_name != "minilm" else 32) if cpu else 64)
+        cfg = finetune.FinetuneConfig(model=model_name, batch_size=bs, max_length=64)
+        model, encode = finetune.build(cfg, names)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        n_params = sum(x.size for x in jax.tree.leaves(params))
+        tx = optax.adamw(1e-5)
+        opt_state = tx.init(params)
+        step = finetune.make_step(graphdef, tx, 1)
+        ids = encode([texts[i] for i in train[: bs * (steps + 2)]], 64)
+        batch_sh, _ = finetune.data_sharding()
+
+        def batch(i):
+            tok = np.zeros((1, bs, 64), np.int32)
+            mask = np.zeros((1, bs, 64), np.int32)
+            for r in range(bs):
+                x = ids[i * bs + r][:64]
+                tok[0, r, :len(x)], mask[0, r, :len(x)] = x, 1
+            y = np.asarray(labels[train[i * bs:(i + 1) * bs]], np.int32)[None]
+            return [jax.device_put(v, batch_sh) for v in (tok, mask, y, np.ones((1, bs), np.float32))]
+
+        for i in range(2):  # compile and warm up
+            params, opt_state, loss = step(params, rest, opt_state, *batch(i))
+        jax.block_until_ready(params)
+        t = time.perf_counter()
+        for i in range(2, steps + 2):
+            params, opt_state, loss = step(params, rest, opt_state, *batch(i))
+        jax.block_until_ready(params)
+        secs = time.perf_counter() - t
+        tok_s = steps * bs * 64 / secs
+        row = {"model": model_name, "params_M": n_params / 1e6, "batch": bs, "seq": 64, "steps": steps,
+               "seconds": secs, "tokens_per_s": tok_s, "dtype": "bf16" if not cpu else "fp32"}
+        peak = finetune.PEAK_BF16_FLOPS.get(getattr(jax.devices()[0], "device_kind", ""))
+        if peak:
+            row["mfu"] = 6 * n_params * tok_s / (peak * jax.device_count())
+        rows.append(row)
+        print(row, file=sys.stderr)
+    by = {r["model"]: r for r in rows}
+    summary = {"minilm_tokens_per_s": by.get("minilm", {}).get("tokens_per_s"),
+               "smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("tokens_per_s"),
+               "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
+    report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "tokens_per_s", "dtype", "mfu"],
+           summary, a.quick)
+
+
+if __name__ == "__main__":
+    main()
