@@ -123,8 +123,9 @@ def cmd_finetune(a) -> None:
     if a.selection and a.random_fraction:
         raise JaxselError("give --selection or --random-fraction, not both")
     if a.selection:
-        indices, source = Selection.load(a.selection).indices, f"selection {a.selection}"
-        Selection.load(a.selection).apply(dd)  # refuses another dataset's selection
+        sel = Selection.load(a.selection)
+        sel.apply(dd)  # refuses another dataset's selection
+        indices, source = sel.indices, f"selection {a.selection}"
     elif a.random_fraction:
         k = max(1, round(a.random_fraction * n))
         indices = np.sort(np.random.default_rng(a.seed).choice(n, k, replace=False))
