@@ -1,13 +1,15 @@
 """jaxsel: RL-guided data selection for language model finetuning, in JAX.
 
-Data flow: ``data.load`` -> ``embed.embed_dataset`` -> ``cluster.kmeans`` -> ``proxy`` (reward)
--> selection agents -> finetuning. Modules are imported lazily so ``import jaxsel`` is cheap.
+Data flow: ``data.load`` -> ``embed.embed_dataset`` -> ``cluster.kmeans`` -> ``proxy.make`` (reward)
+-> ``agents.select`` (ppo, dqn, random, greedy, climb, full) -> ``Selection`` -> ``finetune.finetune``. Modules are imported lazily so ``import jaxsel`` is cheap.
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["assets", "bert", "cluster", "data", "embed", "errors", "io", "proxy"]
+__all__ = ["agents", "assets", "bert", "classifier", "cluster", "data", "dqn", "embed", "env", "episodes", "errors",
+           "finetune", "io", "llama", "networks", "ppo", "proxy", "reward_model", "search", "selection",
+           "transformer_proxy"]
 
 
 def __getattr__(name: str):

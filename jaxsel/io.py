@@ -20,6 +20,7 @@ def atomic_path(path: str | Path, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the result is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
