@@ -133,7 +133,8 @@ def cmd_finetune(a) -> None:
     else:
         indices, source = None, "full train set"
     cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                  max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum)
+                                  max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
+                                  lora_rank=a.lora_rank)
     out = Path(a.out or f"runs/{Path(a.data).stem}/finetune-{a.model}-{'sel' if a.selection else 'rand' if a.random_fraction else 'full'}")
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source)
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--head", default="verbalizer", choices=("verbalizer", "linear"), help="decoder classification")
+    p.add_argument("--lora-rank", type=int, default=0, help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")

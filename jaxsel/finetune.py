@@ -44,6 +44,7 @@ class FinetuneConfig:
     max_length: int = 128
     patience: int = 2
     head: str = "verbalizer"
+    lora_rank: int = 0  # decoders: train rank-r LoRA adapters on q/v (and the head) instead of all weights
     dtype: str = "auto"
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
@@ -68,11 +69,20 @@ def build(cfg: FinetuneConfig, label_names: list[str]):
         dec, tok = llama.from_hf_folder(cfg.model, dtype=dtype)
     else:
         raise JaxselError(f"unknown model {cfg.model!r}: use one of {', '.join(MODELS)} or a local HF Llama folder")
+    if cfg.lora_rank:
+        llama.add_lora(dec, cfg.lora_rank, rngs=rngs)
     words = [tok.encode(" " + n.replace("_", " ")).ids[0] for n in label_names]
     if len(set(words)) < len(words):
         raise JaxselError(f"label words {label_names} share a first token; use --head linear")
     return (classifier.DecoderClassifier(dec, words, head=cfg.head, rngs=rngs),
             classifier.TextEncoder(tok, classifier.TEMPLATE))
+
+
+def trainable(cfg: FinetuneConfig):
+    """The nnx filter of the parameters the optimiser updates: all of them, or LoRA adapters + head."""
+    if cfg.lora_rank:
+        return nnx.Any(nnx.LoRAParam, nnx.All(nnx.Param, nnx.PathContains("head")))
+    return nnx.Param
 
 
 def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None):
@@ -154,7 +164,7 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
     model, encode = build(cfg, names)
     splits = {s: (encode(d["text"], cfg.max_length), np.asarray(d["label"]))
               for s, d in (("train", train), ("validation", dd["validation"]), ("test", dd["test"]))}
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
     lengths = np.array([len(x) for x in splits["train"][0]])
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)

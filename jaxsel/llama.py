@@ -118,6 +118,20 @@ class Llama(nnx.Module):
         return self.lm_head(h).astype(jnp.float32)
 
 
+def add_lora(model: Llama, rank: int, targets: tuple[str, ...] = ("q", "v"), *, rngs: nnx.Rngs) -> None:
+    """Replace each block's ``targets`` projections by LoRA linears of ``rank`` (in place).
+
+    The base kernel is kept; the adapter's B matrix starts at zero, so outputs are unchanged until
+    training. Train only ``nnx.LoRAParam`` (and any head) to finetune the adapters alone."""
+    for blk in model.blocks:
+        for name in targets:
+            old = getattr(blk, name)
+            new = nnx.LoRALinear(old.in_features, old.out_features, lora_rank=rank, use_bias=False, dtype=old.dtype,
+                                 rngs=rngs)
+            new.kernel[...] = old.kernel[...]
+            setattr(blk, name, new)
+
+
 def unpermute(w: np.ndarray, heads: int) -> np.ndarray:
     """Undo llama.cpp's q/k row permutation (out, in) -> Hugging Face's rotate-half layout."""
     out = w.shape[0]

@@ -101,3 +101,24 @@ def test_sharded_step_equals_single_device():
 def test_cli_rejects_both_sources(table_file, capsys):
     assert cli.main(["finetune", str(table_file), "--selection", "x.json", "--random-fraction", "0.5"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_lora_starts_at_the_base_model_and_trains_only_adapters():
+    import optax
+    cfg = llama.LlamaConfig(vocab_size=40, hidden=16, layers=2, heads=2, kv_heads=1, intermediate=32)
+    base = llama.Llama(cfg, rngs=nnx.Rngs(0))
+    ids = jax.numpy.array([[3, 4, 6, 7]])
+    before = np.asarray(base(ids))
+    llama.add_lora(base, 4, rngs=nnx.Rngs(1))
+    np.testing.assert_allclose(np.asarray(base(ids)), before, atol=1e-6)
+    clf = classifier.DecoderClassifier(base, [5, 9], head="linear", rngs=nnx.Rngs(0))
+    fcfg = finetune.FinetuneConfig(lora_rank=4)
+    graphdef, params, rest = nnx.split(clf, finetune.trainable(fcfg), ...)
+    names = {"/".join(map(str, path)) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+    assert names and all("lora" in n or "head" in n for n in names)
+    tx = optax.sgd(0.1)
+    step = finetune.make_step(graphdef, tx, 1)
+    mask = np.ones((1, 2, 4), np.int32)
+    new, _, _ = step(jax.tree.map(np.array, params), rest, tx.init(params), np.array([[[3, 4, 6, 7], [1, 2, 3, 4]]]),
+                     mask, np.array([[0, 1]], np.int32), np.ones((1, 2), np.float32))
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)))
