@@ -7,7 +7,7 @@ and a padded per-cluster index table (K, s) for fixed-size subsampling downstrea
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,8 +28,7 @@ class Clustering:
 
     assignment: (N,) int32 cluster id per row; centroids: (K, d) float32; sizes: (K,) int32;
     table: (K, s) int32 row indices per cluster, a seeded sample of at most s members, padded
-    with -1; inertia: sum of squared distances to the assigned centroid; labels: per-cluster
-    majority label for stratified clusterings (label-pure), else None.
+    with -1; inertia: sum of squared distances to the assigned centroid; meta: how it was made.
     """
 
     assignment: np.ndarray

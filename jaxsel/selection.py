@@ -8,7 +8,7 @@ total to exactly the example budget (when the picked clusters hold fewer example
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

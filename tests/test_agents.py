@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import agents, cluster, dqn, ppo, proxy, reward_model
+from jaxsel import agents, dqn, ppo, proxy, reward_model
 from jaxsel.cluster import Clustering, index_table
 from jaxsel.env import make_env
 
