@@ -67,14 +67,37 @@ def test_every_agent_beats_random_on_known_truth(truth):
         assert bad <= rand_corrupt / 2, (method, bad, rand_corrupt)
 
 
-def test_ppo_trains_several_seeds_at_once(truth):
-    p, cl, y = truth
-    env, params = make_env(p, cl, y, 0.25)
-    cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=4096)
-    out = jax.jit(jax.vmap(ppo.make_train(cfg, env, params)))(jax.random.split(jax.random.PRNGKey(0), 3))
-    assert out.best.score.shape == (3,) and out.update.tolist() == [cfg.num_updates] * 3
-    single = jax.jit(ppo.make_train(cfg, env, params))(jax.random.split(jax.random.PRNGKey(0), 3)[1])
-    np.testing.assert_allclose(float(single.best.score), float(out.best.score[1]), atol=1e-5)
+SEEDS = """
+import sys; sys.path.insert(0, "tests")
+import jax, numpy as np
+from test_agents import known_truth
+from jaxsel import ppo, proxy
+from jaxsel.env import make_env
+x, y, cl, xv, yv = known_truth()
+env, params = make_env(proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(lam=1.0)), cl, y, 0.25)
+cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=4096)
+out = jax.jit(jax.vmap(ppo.make_train(cfg, env, params)))(jax.random.split(jax.random.PRNGKey(0), 3))
+assert out.best.score.shape == (3,) and out.update.tolist() == [cfg.num_updates] * 3
+single = jax.jit(ppo.make_train(cfg, env, params))(jax.random.split(jax.random.PRNGKey(0), 3)[1])
+np.testing.assert_allclose(float(single.best.score), float(out.best.score[1]), atol=1e-5)
+print("seeds ok")
+"""
+
+
+def test_ppo_trains_several_seeds_at_once():
+    # In a subprocess with a time limit: XLA:CPU once deadlocked (all threads idle) in this vmapped
+    # training on 2 cores; one retry separates that runtime hang from a wrong result.
+    import subprocess
+    import sys
+    for attempt in range(2):
+        try:
+            p = subprocess.run([sys.executable, "-c", SEEDS], capture_output=True, text=True, timeout=240)
+        except subprocess.TimeoutExpired:
+            continue
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "seeds ok" in p.stdout
+        return
+    raise AssertionError("vmapped PPO training hung twice")
 
 
 @pytest.mark.parametrize("method", ["ppo", "dqn"])
