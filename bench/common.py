@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
+from jaxsel.report import environment
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def environment() -> dict:
-    import jax
-    versions = {}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    dev = jax.devices()[0]
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
-        "device_count": jax.device_count(),
-        "versions": versions,
-    }
 
 
 def timeit(fn, *, repeat: int = 3, min_time: float = 0.0) -> float:

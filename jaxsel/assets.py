@@ -162,3 +162,11 @@ def fetch(name: str, *, wheel: Path | None = None) -> Path:
 def path(name: str, member: str) -> Path:
     """Path of one extracted member (or folder) of artifact ``name``."""
     return fetch(name) / member
+
+
+def enable_compilation_cache() -> None:
+    """Keep XLA executables in ``$JAXSEL_CACHE/xla`` so repeated runs (and the many short finetunes of
+    ``jaxsel run``) skip recompiling the same shapes."""
+    import jax
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,4 +1,4 @@
-"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``, ``finetune``.
+"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``, ``finetune``, ``run``.
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -9,12 +9,12 @@ import argparse
 import json
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from jaxsel.errors import JaxselError
+from jaxsel.selection import parse_budget
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -144,15 +144,13 @@ def cmd_finetune(a) -> None:
     print(f"wrote {out / 'metrics.json'}")
 
 
-def parse_budget(text: str) -> float:
-    """A budget as a fraction in (0, 1): ``0.05`` or ``1/16``."""
-    try:
-        value = float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise JaxselError(f"budget must be a number like 0.05 or 1/16, got {text!r}")
-    if not 0 < value < 1:
-        raise JaxselError(f"budget must be strictly between 0 and 1, got {text}")
-    return value
+def cmd_run(a) -> None:
+    from jaxsel import experiment
+    doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
+                         split_col=a.split_col)
+    out = Path(doc["out"])
+    print(f"{len(doc['rows'])} finetunes in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
+          f"results: {out / 'results.json'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     p.set_defaults(func=cmd_finetune)
+    p = sub.add_parser("run", help="the whole comparison from a config: select with every method, finetune, report")
+    p.add_argument("--config", default="configs/quick", help="a TOML run config (configs/NAME finds configs/NAME.toml)")
+    p.add_argument("--data", default=None, help="replace the config's dataset: a built-in name, a file, or a hub name")
+    p.add_argument("--text-col", default=None)
+    p.add_argument("--label-col", default=None)
+    p.add_argument("--split-col", default=None)
+    p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

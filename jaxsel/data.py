@@ -248,3 +248,29 @@ def summary(dd) -> dict:
         out["splits"][s] = {"rows": len(d), "label_counts": {n: counts.get(i, 0) for i, n in enumerate(out["labels"])},
                             "duplicate_texts": len(texts) - len(set(texts))}
     return out
+
+
+def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None = None, tag: str):
+    """A new DatasetDict of the given rows of each split (missing splits: all rows), optionally with
+    new train labels; its fingerprint combines the parent's, ``tag`` and the rows/labels taken."""
+    import datasets
+
+    parent = dataset_fingerprint(dd)
+    out = datasets.DatasetDict()
+    h = hashlib.sha256(f"{parent}|{tag}".encode())
+    for s in SPLITS:
+        idx = np.asarray(rows.get(s, np.arange(len(dd[s]))), np.int64)
+        d = dd[s].select(idx.tolist())
+        if s == "train" and train_labels is not None:
+            labels = np.asarray(train_labels, np.int64)
+            if labels.shape != idx.shape:
+                raise JaxselError(f"train_labels has {labels.shape[0]} rows, the derived train split {len(idx)}")
+            d = datasets.Dataset.from_dict({"text": d["text"], "label": labels.tolist()}, features=d.features)
+            h.update(labels.tobytes())
+        h.update(f"|{s}|".encode() + idx.tobytes())
+        out[s] = d
+    fp = h.hexdigest()[:16]
+    for d in out.values():
+        d.info.description = f"jaxsel_fingerprint={fp};jaxsel_duplicates={_info(dd, 'jaxsel_duplicates')}"
+    return out
+

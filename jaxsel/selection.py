@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,17 @@ from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path, write_json
 
 FORMAT = "jaxsel.selection/1"
+
+
+def parse_budget(text: str) -> float:
+    """A budget as a fraction in (0, 1): ``0.05`` or ``1/16``."""
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise JaxselError(f"budget must be a number like 0.05 or 1/16, got {text!r}")
+    if not 0 < value < 1:
+        raise JaxselError(f"budget must be strictly between 0 and 1, got {text}")
+    return value
 
 
 def indices_for(clustering, order, budget: int, seed: int = 0) -> np.ndarray:

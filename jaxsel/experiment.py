@@ -1,0 +1,393 @@
+"""``jaxsel run``: the whole comparison from one config file.
+
+data -> embed -> cluster -> (per variant: clean, noisy) proxy -> select with every method and
+budget -> finetune the target on each selection, on random subsets of the same size and on the
+full train split, for every seed -> ``results.json`` + report (see :mod:`jaxsel.report`).
+
+Every stage writes its result atomically into ``RUN/stages/`` under a name that carries a hash of
+its inputs, so a second run reuses finished stages, a changed config recomputes only what changed,
+and an interrupted run resumes (RL and CLIMB from their checkpoints, long finetunes from their
+last epoch). Selection sees the train and validation splits only; the test split is read by the
+finetuner's final evaluation alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsel.errors import JaxselError
+from jaxsel.finetune import FinetuneConfig
+from jaxsel.io import write_json
+from jaxsel.proxy import ProxyConfig
+from jaxsel.selection import parse_budget
+
+SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy")
+BASELINES = ("random", "full")
+VARIANTS = ("clean", "noisy")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Dataset and optional stratified caps on each split's rows (seeded, applied before anything)."""
+
+    name: str = "tweets"
+    text_col: str = "text"
+    label_col: str = "label"
+    split_col: str | None = None
+    max_train: int | None = None
+    max_validation: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """The noisy variant (:func:`jaxsel.noise.corrupt`)."""
+
+    flip_fraction: float = 0.2
+    duplicate_fraction: float = 0.1
+    copies: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    model: str = "minilm"
+    max_length: int = 128
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    k: int = 100
+    seed: int = 0
+    stratified: bool = False
+
+
+@dataclass(frozen=True)
+class SelectSpec:
+    """Settings shared by the search methods; ``ppo`` / ``dqn`` override fields of their configs."""
+
+    rl_steps: int = 20_000
+    climb_rounds: int = 4
+    final: str = "best"
+    ppo: dict = field(default_factory=dict)
+    dqn: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``jaxsel run`` does; loaded from a TOML file by :func:`load_config`."""
+
+    name: str = "run"
+    methods: tuple[str, ...] = ("ppo", "dqn", "climb", "greedy", "random", "full")
+    budgets: tuple[float, ...] = (0.05, 0.0625)
+    variants: tuple[str, ...] = ("clean", "noisy")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    data: DataSpec = field(default_factory=DataSpec)
+    embed: EmbedSpec = field(default_factory=EmbedSpec)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(project=64))
+    select: SelectSpec = field(default_factory=SelectSpec)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
+    checkpoint_min_examples: int = 1000  # finetunes on fewer examples are not checkpointed (they are short)
+
+
+SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,
+            "select": SelectSpec, "finetune": FinetuneConfig, "noise": NoiseSpec}
+
+
+def _build(cls, table: dict, where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise JaxselError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    try:
+        return cls(**table)
+    except (TypeError, ValueError) as e:
+        raise JaxselError(f"{where}: {e}")
+
+
+def load_config(path: str | Path, **data_overrides) -> RunConfig:
+    """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
+    (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None."""
+    path = Path(path)
+    if not path.exists() and path.with_suffix(".toml").exists():
+        path = path.with_suffix(".toml")
+    if not path.is_file():
+        raise JaxselError(f"no such config: {path}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise JaxselError(f"{path}: not valid TOML: {e}")
+    doc = dict(doc)
+    doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
+    for name, cls in SECTIONS.items():
+        table = doc.pop(name, {})
+        if not isinstance(table, dict):
+            raise JaxselError(f"{path}: [{name}] must be a table")
+        doc[name] = _build(cls, table, f"{path} [{name}]")
+    for key in ("methods", "variants", "seeds"):
+        if key in doc:
+            doc[key] = tuple(doc[key])
+    if "budgets" in doc:
+        doc["budgets"] = tuple(parse_budget(str(b)) for b in doc["budgets"])
+    cfg = _build(RunConfig, doc, str(path))
+    for m in cfg.methods:
+        if m not in SEARCH_METHODS + BASELINES:
+            raise JaxselError(f"{path}: unknown method {m!r} (choose from {', '.join(SEARCH_METHODS + BASELINES)})")
+    for v in cfg.variants:
+        if v not in VARIANTS:
+            raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
+    if not cfg.seeds or not cfg.budgets or not cfg.methods:
+        raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
+    return cfg
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _budget_tag(b: float) -> str:
+    return f"{b * 100:g}pct"
+
+
+class Run:
+    """One run folder: stage files under ``stages/``, ``results.json`` and the report at the top."""
+
+    def __init__(self, cfg: RunConfig, out: Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.stages = self.out / "stages"
+        self.stages.mkdir(parents=True, exist_ok=True)
+        self.timings: dict = {}
+        self.search_logs: dict = {}
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            tqdm.write(msg)
+
+    # -- shared stages ---------------------------------------------------------------------
+
+    def dataset(self):
+        from jaxsel import data, proxy
+        d = self.cfg.data
+        dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col)
+        caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
+        if any(caps.values()):
+            rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}
+            dd = data.derive(dd, rows, tag=f"caps={caps};seed={d.seed}")
+        return dd
+
+    def embeddings(self, dd) -> dict[str, np.ndarray]:
+        from jaxsel import data, embed
+        spec = self.cfg.embed
+        rec = self.stages / f"embed-{_key(data.dataset_fingerprint(dd), spec)}.json"
+        t = time.perf_counter()
+        emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, progress=self.progress)
+        if not rec.exists():
+            write_json(rec, {"seconds": time.perf_counter() - t})
+        self.timings["embed_seconds"] = json.loads(rec.read_text())["seconds"]
+        return emb
+
+    def clustering(self, dd, emb):
+        from jaxsel import cluster, data
+        spec = self.cfg.cluster
+        path = self.stages / f"cluster-{_key(data.dataset_fingerprint(dd), self.cfg.embed, spec)}.npz"
+        if path.exists():
+            c = cluster.Clustering.load(path)
+        else:
+            t = time.perf_counter()
+            labels = np.asarray(dd["train"]["label"]) if spec.stratified else None
+            c = cluster.kmeans(emb["train"], spec.k, seed=spec.seed, labels=labels, progress=self.progress)
+            c.meta["seconds"] = time.perf_counter() - t
+            c.save(path)
+        self.timings["cluster_seconds"] = c.meta["seconds"]
+        return c
+
+    def variant(self, name: str, dd, emb, clean):
+        """(dataset, train embeddings, clustering, corrupted-row flags) of one variant."""
+        from jaxsel import cluster, data, noise
+        if name == "clean":
+            return dd, emb["train"], clean, np.zeros(len(dd["train"]), bool)
+        n = self.cfg.noise
+        labels = np.asarray(dd["train"]["label"])
+        corr = noise.corrupt(labels, clean.assignment, dd["train"].features["label"].num_classes,
+                             flip_fraction=n.flip_fraction, duplicate_fraction=n.duplicate_fraction,
+                             copies=n.copies, seed=n.seed)
+        noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, tag=f"noise={n}")
+        k = clean.k
+        c = cluster.Clustering(corr.assignment.astype(np.int32), clean.centroids,
+                               np.bincount(corr.assignment, minlength=k).astype(np.int32),
+                               cluster.index_table(corr.assignment, k, clean.table.shape[1], clean.meta["seed"]),
+                               float("nan"), dict(clean.meta, noise=dataclasses.asdict(n)))
+        return noisy, emb["train"][corr.source], c, corr.corrupted
+
+    def make_proxy(self, dd, train_x, c, emb):
+        from jaxsel import proxy
+        t = time.perf_counter()
+        p = proxy.make(train_x, np.asarray(dd["train"]["label"]), c, emb["validation"],
+                       np.asarray(dd["validation"]["label"]), self.cfg.proxy)
+        return p, time.perf_counter() - t
+
+    # -- per-cell stages -------------------------------------------------------------------
+
+    def selection(self, variant: str, method: str, budget: float, seed: int, dd, p, c):
+        """The selection of one (variant, method, budget, seed), computed once and kept."""
+        from jaxsel import agents, data
+        from jaxsel.selection import Selection
+        spec = self.cfg.select
+        cfg = agents.SelectConfig(
+            method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
+            ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
+            dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
+        fp = data.dataset_fingerprint(dd)
+        folder = self.stages / f"{variant}-{method}-{_budget_tag(budget)}-s{seed}-{_key(fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg)}"
+        path = folder / "selection.json"
+        self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
+        if path.exists():
+            return Selection.load(path)
+        t = time.perf_counter()
+        sel = agents.select(p, c, np.asarray(dd["train"]["label"]), cfg, meta={"fingerprint": fp, "variant": variant},
+                            ckpt_dir=folder / "checkpoints", resume=True, progress=self.progress)
+        sel.meta["selection_seconds"] = time.perf_counter() - t
+        sel.save(path)
+        return sel
+
+    def finetune(self, name: str, dd, indices: np.ndarray | None, seed: int) -> dict:
+        from jaxsel import data, finetune
+        cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
+        idx = None if indices is None else np.asarray(indices, np.int64)
+        key = _key(data.dataset_fingerprint(dd), cfg, None if idx is None else hashlib.sha256(idx.tobytes()).hexdigest())
+        folder = self.stages / f"{name}-{key}"
+        path = folder / "metrics.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        n = len(dd["train"]) if idx is None else len(idx)
+        ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
+        m = finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=True, progress=self.progress)
+        write_json(path, m)
+        if ckpt is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        return m
+
+    def explored(self, budget: float, p, c, sels: dict, logs: list, seed: int = 0, samples: int = 512) -> dict:
+        """Masks for the map of the search space: random budget-sized picks, CLIMB's explored
+        masks, and each method's final pick, with their proxy scores."""
+        from jaxsel import search
+        from jaxsel.env import make_env
+        from jaxsel.proxy import RewardCache
+        _, params = make_env(p, c, np.zeros(len(c.assignment), np.int64), budget)
+        rng = np.random.default_rng(seed)
+        orders = [search.complete([], np.asarray(c.sizes), int(params.budget), rng) for _ in range(samples)]
+        kinds = ["sampled"] * samples
+        for (m, sel), log in zip(sels.items(), logs):
+            orders.append(sel.cluster_ids)
+            kinds.append(m)
+            if log is not None and log.exists():
+                explored = json.loads(log.read_text())["orders"]
+                orders += explored
+                kinds += [f"{m} explored"] * len(explored)
+        masks = np.stack([search.to_mask(o, c.k) for o in orders])
+        scores = RewardCache(p).scores(masks)
+        return {"masks": masks, "scores": scores, "kinds": kinds}
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    def cells(self) -> list[tuple]:
+        """(seed, variant, budget, method) in the order they run: one seed of everything first, so
+        a stopped run already has every cell once."""
+        out = []
+        for seed in self.cfg.seeds:
+            for v in self.cfg.variants:
+                if "full" in self.cfg.methods:
+                    out.append((seed, v, None, "full"))
+                for b in self.cfg.budgets:
+                    out += [(seed, v, b, m) for m in self.cfg.methods if m != "full"]
+        return out
+
+    def report(self, dd, rows: list, selections: dict, variants: dict, seconds: float) -> dict:
+        """Write ``results.json`` and the report for the rows so far (after every seed)."""
+        from jaxsel import data, report
+        maps = {}
+        seed, budget = self.cfg.seeds[0], self.cfg.budgets[0]
+        for v, (_, c, p, _) in variants.items():
+            sels = {m: s for (vv, b, sd, m), s in selections.items() if vv == v and b == budget and sd == seed}
+            if sels:
+                logs = [self.search_logs.get((v, budget, seed, m)) for m in sels]
+                maps[v] = self.explored(budget, p, c, sels, logs, seed)
+        doc = {"config": dataclasses.asdict(self.cfg), "dataset": data.summary(dd), "timings": self.timings,
+               "rows": rows, "environment": report.environment(), "run_seconds": seconds,
+               "complete": len(rows) == len(self.cells())}
+        doc["summary"] = report.summarize(rows, self.timings)
+        write_json(self.out / "results.json", doc)
+        report.write(self.out, doc, maps)
+        return doc
+
+    def execute(self) -> dict:
+        """Run (or resume) every stage and return the results document."""
+        t_start = time.perf_counter()
+        dd = self.dataset()
+        emb = self.embeddings(dd)
+        clean = self.clustering(dd, emb)
+        variants = {}
+        for v in self.cfg.variants:
+            vdd, train_x, c, corrupted = self.variant(v, dd, emb, clean)
+            p, secs = self.make_proxy(vdd, train_x, c, emb)
+            variants[v] = (vdd, c, p, corrupted)
+            self.timings[f"proxy_seconds_{v}"] = secs
+        rows, selections = [], {}
+        cells = self.cells()
+        bar = tqdm(cells, desc=f"run {self.cfg.name}", disable=not self.progress)
+        for i, (seed, v, budget, method) in enumerate(bar):
+            vdd, c, p, corrupted = variants[v]
+            bar.set_postfix_str(f"{v} {method} {'' if budget is None else _budget_tag(budget)} seed {seed}")
+            labels = np.asarray(vdd["train"]["label"])
+            n = len(labels)
+            row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
+                   "proxy_accuracy": None}
+            if method == "full":
+                indices = None
+            elif method == "random":
+                k = max(1, int(round(budget * n)))
+                indices = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+            else:
+                sel = self.selection(v, method, budget, seed, vdd, p, c)
+                selections[(v, budget, seed, method)] = sel
+                indices = sel.indices
+                row.update(selection_seconds=sel.meta["selection_seconds"],
+                           proxy_accuracy=sel.scores["proxy_accuracy"])
+            tag = f"{v}-{method}-{'all' if budget is None else _budget_tag(budget)}-s{seed}-finetune"
+            m = self.finetune(tag, vdd, indices, seed)
+            chosen = np.arange(n) if indices is None else indices
+            row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
+                       validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
+                       examples=int(len(chosen)), corrupted_chosen=int(corrupted[chosen].sum()),
+                       label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist())
+            rows.append(row)
+            if i + 1 == len(cells) or cells[i + 1][0] != seed:
+                doc = self.report(dd, rows, selections, variants, time.perf_counter() - t_start)
+        return doc
+
+
+def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
+        **data_overrides) -> dict:
+    """Run (or resume) a config; returns the results document also written to ``OUT/results.json``."""
+    from jaxsel import assets
+    cfg = config if isinstance(config, RunConfig) else load_config(config, **data_overrides)
+    assets.enable_compilation_cache()
+    if out is None:
+        given = data_overrides.get("name")
+        out = f"runs/{cfg.name}" + (f"-{Path(given).stem}" if given else "")
+    doc = Run(cfg, Path(out), progress).execute()
+    doc["out"] = str(out)
+    return doc

@@ -1,0 +1,206 @@
+"""Summaries, tables and plots of a ``jaxsel run``: mean and 95% confidence interval over seeds.
+
+``summarize(rows, timings)`` groups result rows by (variant, method, budget); ``markdown(summary)``
+is the table printed at the end of a run and written to ``report.md``; ``write`` adds the plots:
+accuracy vs budget, the wall-clock breakdown, and a 2-D PCA map of explored masks coloured by
+proxy score (the paper's Figure 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from jaxsel.io import atomic_path
+
+# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+ORDER = ("ppo", "dqn", "climb", "greedy", "random", "full")
+
+
+def environment() -> dict:
+    """Date, Python, platform, CPU count, JAX backend and device, and package versions."""
+    import jax
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    dev = jax.devices()[0]
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
+            "device_count": jax.device_count(), "versions": versions}
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its two-sided 95% Student-t interval (0 for one value)."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    t = _T95[len(v) - 2] if len(v) - 1 <= len(_T95) else 1.96
+    return float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def _overhead(method: str, variant: str, timings: dict) -> float:
+    """Seconds of the shared selection pipeline (embed, cluster, proxy) a search method pays."""
+    if method in ("random", "full"):
+        return 0.0
+    return timings.get("embed_seconds", 0.0) + timings.get("cluster_seconds", 0.0) + \
+        timings.get(f"proxy_seconds_{variant}", 0.0)
+
+
+def summarize(rows: list[dict], timings: dict) -> list[dict]:
+    """One entry per (variant, method, budget): seeds, accuracy mean and CI, macro-F1, wall-clock."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["method"], r["budget"]), []).append(r)
+    full_secs = {v: np.mean([r["finetune_seconds"] for r in rs]) for (v, m, _), rs in groups.items() if m == "full"}
+    out = []
+    for (v, m, b), rs in groups.items():
+        acc, ci = mean_ci([r["test_accuracy"] for r in rs])
+        total = [_overhead(m, v, timings) + r["selection_seconds"] + r["finetune_seconds"] for r in rs]
+        s = {"variant": v, "method": m, "budget": b, "seeds": sorted(r["seed"] for r in rs),
+             "test_accuracy": acc, "test_accuracy_ci95": ci,
+             "test_macro_f1": float(np.mean([r["test_macro_f1"] for r in rs])),
+             "examples": float(np.mean([r["examples"] for r in rs])),
+             "selection_seconds": float(np.mean([r["selection_seconds"] for r in rs])),
+             "finetune_seconds": float(np.mean([r["finetune_seconds"] for r in rs])),
+             "total_seconds": float(np.mean(total)),
+             "total_vs_full": float(np.mean(total) / full_secs[v]) if v in full_secs else None,
+             "corrupted_chosen": float(np.mean([r["corrupted_chosen"] for r in rs]))}
+        out.append(s)
+    key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
+    return sorted(out, key=key)
+
+
+def markdown(summary: list[dict], noisy: bool | None = None) -> str:
+    """The results table; the corrupted-examples column appears when a noisy variant is present."""
+    noisy = any(s["variant"] == "noisy" for s in summary) if noisy is None else noisy
+    head = ["variant", "method", "budget", "seeds", "test acc (95% CI)", "macro-F1", "examples",
+            "selection s", "finetune s", "total s", "total / full"] + (["corrupted chosen"] if noisy else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        cells = [s["variant"], s["method"], "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%"),
+                 str(len(s["seeds"])), f"{s['test_accuracy']:.3f} ± {s['test_accuracy_ci95']:.3f}",
+                 f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}", f"{s['selection_seconds']:.1f}",
+                 f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
+                 "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
+        if noisy:
+            cells.append(f"{s['corrupted_chosen']:.0f}" if s["variant"] == "noisy" else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+
+
+def plot_accuracy(summary: list[dict], path: Path) -> None:
+    """Test accuracy vs budget per method (error bars: 95% CI), one panel per variant; full data
+    as a horizontal band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = sorted({s["variant"] for s in summary})
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False)
+    for ax, v in zip(axes[0], variants):
+        for m in ORDER:
+            ss = sorted((s for s in summary if s["variant"] == v and s["method"] == m and s["budget"] is not None),
+                        key=lambda s: s["budget"])
+            if ss:
+                ax.errorbar([s["budget"] * 100 for s in ss], [s["test_accuracy"] for s in ss],
+                            yerr=[s["test_accuracy_ci95"] for s in ss], marker="o", capsize=3, label=m)
+        for s in summary:
+            if s["variant"] == v and s["method"] == "full":
+                ax.axhline(s["test_accuracy"], color="k", ls="--", label="full data")
+                ax.axhspan(s["test_accuracy"] - s["test_accuracy_ci95"], s["test_accuracy"] + s["test_accuracy_ci95"],
+                           color="k", alpha=0.08)
+        ax.set(title=f"{v} data", xlabel="budget (% of train)", ylabel="test accuracy")
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
+    """Stacked seconds per method at the first budget: embed + cluster + proxy, selection, finetune."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = sorted({s["variant"] for s in summary})
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False)
+    for ax, v in zip(axes[0], variants):
+        budgets = sorted({s["budget"] for s in summary if s["variant"] == v and s["budget"] is not None})
+        ss = [s for s in summary if s["variant"] == v and (s["budget"] is None or (budgets and s["budget"] == budgets[0]))]
+        names = [s["method"] for s in ss]
+        parts = [("embed + cluster + proxy", [_overhead(s["method"], v, timings) for s in ss]),
+                 ("selection", [s["selection_seconds"] for s in ss]),
+                 ("finetune", [s["finetune_seconds"] for s in ss])]
+        bottom = np.zeros(len(ss))
+        for label, vals in parts:
+            ax.bar(names, vals, bottom=bottom, label=label)
+            bottom += np.asarray(vals)
+        ax.set(title=f"{v} data, budget {budgets[0]:.2%}" if budgets else v, ylabel="seconds")
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_mask_map(maps: dict, path: Path) -> None:
+    """2-D PCA of explored cluster masks coloured by proxy score; each method's pick marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 4.5), squeeze=False)
+    for ax, (v, mp) in zip(axes[0], sorted(maps.items())):
+        x = mp["masks"].astype(np.float64)
+        x = x - x.mean(0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T
+        kinds = np.array(mp["kinds"])
+        cloud = np.array([k not in ORDER for k in kinds])
+        sc = ax.scatter(xy[cloud, 0], xy[cloud, 1], c=mp["scores"][cloud], s=8, cmap="viridis")
+        for m in ORDER:
+            hit = kinds == m
+            if hit.any():
+                ax.scatter(xy[hit, 0], xy[hit, 1], marker="*", s=220, edgecolor="k", label=f"{m} pick",
+                           c=mp["scores"][hit], cmap="viridis", vmin=mp["scores"].min(), vmax=mp["scores"].max())
+        fig.colorbar(sc, ax=ax, label="proxy validation accuracy")
+        ax.set(title=f"{v} data: explored subsets (PCA of cluster masks)", xlabel="PC 1", ylabel="PC 2")
+        ax.legend(fontsize=7, loc="best")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def write(out: Path, doc: dict, maps: dict) -> None:
+    """``report.md`` and the three PNG plots in ``out``; prints the table."""
+    out = Path(out)
+    table = markdown(doc["summary"])
+    cfg = doc["config"]
+    env = doc["environment"]
+    text = (f"# jaxsel run `{cfg['name']}` on {cfg['data']['name']}\n\n"
+            f"{env['date']}, {env['device']} x{env['device_count']} ({env['backend']}), {env['cpu_count']} CPUs, "
+            f"jax {env['versions'].get('jax', '?')}; run wall-clock {doc['run_seconds']:.0f} s "
+            f"(stages reused from earlier runs count as their recorded time).\n\n"
+            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval. `total s` adds the "
+            f"shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
+            f"to selection and finetuning; `total / full` divides it by the full-data finetune.\n\n"
+            f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")
+    plot_accuracy(doc["summary"], out / "accuracy_vs_budget.png")
+    plot_wallclock(doc["summary"], doc["timings"], out / "wallclock.png")
+    if maps:
+        plot_mask_map(maps, out / "mask_map.png")
+        text += "![explored masks](mask_map.png)\n"
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(text)
+    print(table)

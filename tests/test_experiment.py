@@ -1,0 +1,141 @@
+"""``jaxsel run`` end to end on a tiny config: hash embeddings, a tiny BERT target."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxsel import cli, experiment
+
+pytestmark = pytest.mark.assets  # the tiny BERT uses MiniLM's tokenizer
+
+WORDS = {"pos": "good great fine lovely nice superb", "neg": "bad awful poor dull grim weak",
+         "neu": "ok plain so-so average fair usual"}
+
+
+def write_data(path, test_labels_seed=None, n=360):
+    """A 3-class CSV with a split column; ``test_labels_seed`` scrambles the test labels."""
+    rng = np.random.default_rng(0)
+    lines = ["text,label,split"]
+    scramble = None if test_labels_seed is None else np.random.default_rng(test_labels_seed)
+    for i in range(n):
+        lab = list(WORDS)[i % 3]
+        split = "train" if i < 0.7 * n else "validation" if i < 0.85 * n else "test"
+        if split == "test" and scramble is not None:
+            lab = list(WORDS)[scramble.integers(3)]
+        lines.append(f"\"{' '.join(rng.choice(WORDS[lab].split(), 5))} topic{i % 7}\",{lab},{split}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+TINY = """
+name = "tiny"
+methods = [{methods}]
+budgets = ["0.1"]
+variants = [{variants}]
+seeds = [0, 1]
+
+[data]
+split_col = "split"
+
+[embed]
+model = "hash"
+
+[cluster]
+k = 12
+
+[proxy]
+kind = "ridge"
+project = 16
+
+[select]
+rl_steps = 512
+climb_rounds = 2
+ppo = {{num_envs = 8, num_steps = 8}}
+
+[noise]
+flip_fraction = 0.25
+duplicate_fraction = 0.25
+copies = 2
+
+[finetune]
+model = "tiny-bert"
+epochs = 1
+batch_size = 8
+max_length = 16
+lr = 1e-3
+"""
+
+
+def write_config(path, methods=("greedy", "random", "full"), variants=("clean", "noisy")):
+    path.write_text(TINY.format(methods=", ".join(f'"{m}"' for m in methods),
+                                variants=", ".join(f'"{v}"' for v in variants)))
+    return path
+
+
+def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
+    data = write_data(tmp_path / "d.csv")
+    cfg = write_config(tmp_path / "tiny.toml", methods=("ppo", "climb", "greedy", "random", "full"))
+    out = tmp_path / "run"
+    assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["complete"] and len(doc["rows"]) == 2 * 2 * 5
+    for name in ("report.md", "accuracy_vs_budget.png", "wallclock.png", "mask_map.png"):
+        assert (out / name).stat().st_size > 0
+    rows = {(r["variant"], r["method"], r["seed"]): r for r in doc["rows"]}
+    n_train = 252
+    for seed in (0, 1):
+        assert rows[("clean", "full", seed)]["examples"] == n_train
+        assert rows[("clean", "greedy", seed)]["examples"] == round(0.1 * n_train)
+        assert rows[("clean", "random", seed)]["corrupted_chosen"] == 0
+        noisy_full = rows[("noisy", "full", seed)]
+        # 3 of 12 clusters flipped, 3 duplicated twice: every flipped row and every copy is corrupted
+        assert noisy_full["corrupted_chosen"] > 0 and noisy_full["examples"] > n_train
+    assert "| clean | greedy | 10% | 2 |" in (out / "report.md").read_text()
+    # a second run reuses every stage: the same rows, no finetuning
+    before = {p.name for p in (out / "stages").iterdir()}
+    doc2 = experiment.run(cfg, out, progress=False, name=str(data))
+    assert {p.name for p in (out / "stages").iterdir()} == before
+    strip = lambda rs: [{k: v for k, v in r.items()} for r in rs]
+    assert strip(doc2["rows"]) == strip(doc["rows"])
+
+
+def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
+    cfg = write_config(tmp_path / "tiny.toml", methods=("greedy", "climb"), variants=("noisy",))
+    picks = []
+    for seed in (None, 7):
+        data = write_data(tmp_path / f"d{seed}.csv", test_labels_seed=seed)
+        out = tmp_path / f"run{seed}"
+        doc = experiment.run(cfg, out, progress=False, name=str(data))
+        picks.append({(r["method"], r["seed"]): (r["proxy_accuracy"], r["examples"]) for r in doc["rows"]})
+        sels = sorted((out / "stages").glob("*/selection.json"))
+        picks[-1]["files"] = [json.loads(p.read_text())["cluster_ids"] for p in sels]
+    assert picks[0] == picks[1]
+
+
+@pytest.mark.parametrize("text,needle", [("bogus = 1", "unknown key 'bogus'"),
+                                         ('methods = ["magic"]', "unknown method 'magic'"),
+                                         ("[finetune]\nepochz = 2", "unknown key 'epochz'"),
+                                         ("budgets = [\"2\"]", "budget must be strictly between 0 and 1"),
+                                         ("name = [", "not valid TOML")])
+def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text + "\n")
+    assert cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_missing_config_is_one_line_error(tmp_path, capsys):
+    assert cli.main(["run", "--config", str(tmp_path / "nope")]) == 2
+    assert "no such config" in capsys.readouterr().err
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+    root = Path(__file__).parent.parent / "configs"
+    names = sorted(p.stem for p in root.glob("*.toml"))
+    assert {"quick", "tweets-cpu", "rotten_tomatoes-cpu"} <= set(names)
+    for name in names:
+        cfg = experiment.load_config(root / name)
+        assert cfg.name == name

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from jaxsel import report
+
+
+def test_t_quantiles_match_scipy():
+    from scipy import stats  # comes with scikit-learn (dev extra)
+    for df, t in enumerate(report._T95, start=1):
+        assert abs(t - stats.t.ppf(0.975, df)) < 1e-3
+
+
+def test_mean_ci_closed_form():
+    v = [0.70, 0.74, 0.75]
+    mean, half = report.mean_ci(v)
+    assert mean == pytest.approx(np.mean(v))
+    assert half == pytest.approx(4.303 * np.std(v, ddof=1) / np.sqrt(3))
+    assert report.mean_ci([0.5]) == (0.5, 0.0)
+
+
+def _rows():
+    rows = []
+    for seed, (a, b, f) in enumerate([(0.7, 0.6, 0.8), (0.72, 0.62, 0.78)]):
+        rows += [dict(variant="noisy", method="ppo", budget=0.05, seed=seed, test_accuracy=a, test_macro_f1=a,
+                      selection_seconds=10.0, finetune_seconds=5.0, examples=100, corrupted_chosen=3),
+                 dict(variant="noisy", method="random", budget=0.05, seed=seed, test_accuracy=b, test_macro_f1=b,
+                      selection_seconds=0.0, finetune_seconds=5.0, examples=100, corrupted_chosen=30),
+                 dict(variant="noisy", method="full", budget=None, seed=seed, test_accuracy=f, test_macro_f1=f,
+                      selection_seconds=0.0, finetune_seconds=100.0, examples=2000, corrupted_chosen=600)]
+    return rows
+
+
+def test_summarize_groups_and_charges_the_pipeline_to_search_methods():
+    timings = {"embed_seconds": 20.0, "cluster_seconds": 2.0, "proxy_seconds_noisy": 3.0}
+    s = {x["method"]: x for x in report.summarize(_rows(), timings)}
+    assert [x["method"] for x in report.summarize(_rows(), timings)] == ["ppo", "random", "full"]
+    assert s["ppo"]["test_accuracy"] == pytest.approx(0.71)
+    assert s["ppo"]["total_seconds"] == pytest.approx(25 + 10 + 5)
+    assert s["ppo"]["total_vs_full"] == pytest.approx(40 / 100)
+    assert s["random"]["total_seconds"] == pytest.approx(5.0)
+    assert s["full"]["corrupted_chosen"] == 600 and s["ppo"]["seeds"] == [0, 1]
+    table = report.markdown(report.summarize(_rows(), timings))
+    assert "| noisy | ppo | 5% | 2 | 0.710 ± 0.127 |" in table and "corrupted chosen" in table
+
+
+def test_plots_are_written(tmp_path):
+    summary = report.summarize(_rows(), {})
+    report.plot_accuracy(summary, tmp_path / "a.png")
+    report.plot_wallclock(summary, {}, tmp_path / "w.png")
+    masks = np.random.default_rng(0).random((40, 10)) < 0.3
+    report.plot_mask_map({"noisy": {"masks": masks, "scores": masks.mean(1), "kinds": ["sampled"] * 39 + ["ppo"]}},
+                         tmp_path / "m.png")
+    for name in ("a.png", "w.png", "m.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
