@@ -1,15 +1,17 @@
 """jaxsel: RL-guided data selection for language model finetuning, in JAX.
 
 Data flow: ``data.load`` -> ``embed.embed_dataset`` -> ``cluster.kmeans`` -> ``proxy.make`` (reward)
--> ``agents.select`` (ppo, dqn, random, greedy, climb, full) -> ``Selection`` -> ``finetune.finetune``. Modules are imported lazily so ``import jaxsel`` is cheap.
+-> ``agents.select`` (ppo, dqn, random, greedy, climb, full) -> ``Selection`` -> ``finetune.finetune``;
+``experiment.run(config)`` does all of it and ``report`` summarises. Modules are imported lazily so
+``import jaxsel`` is cheap.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 __all__ = ["agents", "assets", "bert", "classifier", "cluster", "data", "dqn", "embed", "env", "episodes", "errors",
-           "finetune", "io", "llama", "networks", "ppo", "proxy", "reward_model", "search", "selection",
-           "transformer_proxy"]
+           "experiment", "finetune", "io", "llama", "networks", "noise", "ppo", "proxy", "report", "reward_model",
+           "search", "selection", "transformer_proxy"]
 
 
 def __getattr__(name: str):

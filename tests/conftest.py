@@ -25,5 +25,24 @@ def table_file(tmp_path):
     return p
 
 
+WORDS = {"pos": "good great fine lovely nice superb", "neg": "bad awful poor dull grim weak",
+         "neu": "ok plain so-so average fair usual"}
+
+
+def write_data(path, test_labels_seed=None, n=360):
+    """A 3-class CSV with a split column; ``test_labels_seed`` scrambles the test labels."""
+    rng = np.random.default_rng(0)
+    lines = ["text,label,split"]
+    scramble = None if test_labels_seed is None else np.random.default_rng(test_labels_seed)
+    for i in range(n):
+        lab = list(WORDS)[i % 3]
+        split = "train" if i < 0.7 * n else "validation" if i < 0.85 * n else "test"
+        if split == "test" and scramble is not None:
+            lab = list(WORDS)[scramble.integers(3)]
+        lines.append(f"\"{' '.join(rng.choice(WORDS[lab].split(), 5))} topic{i % 7}\",{lab},{split}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
