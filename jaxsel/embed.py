@@ -65,6 +65,17 @@ def bucket_length(n: int, max_length: int) -> int:
     return min(next((b for b in BUCKETS if b >= n), max_length), max_length)
 
 
+def pad_batch(ids: list[list[int]], rows, batch_size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, mask) of ``rows`` of ``ids`` padded (or cut) to (batch_size, length); rows beyond
+    ``len(rows)`` are all padding, so every batch has one shape."""
+    tok = np.zeros((batch_size, length), np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    for r, i in enumerate(rows):
+        n = min(len(ids[i]), length)
+        tok[r, :n], mask[r, :n] = ids[i][:n], 1
+    return tok, mask
+
+
 def _batches(lengths: np.ndarray, batch_size: int, max_length: int, bucketed: bool):
     """Yield (indices, padded length) covering all rows; rows sorted by length when bucketed."""
     order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
@@ -90,11 +101,7 @@ def encode(texts: list[str], model: str = "minilm", *, max_length: int = 256, ba
     n_batches = -(-len(ids) // batch_size)
     for idx, t in tqdm(_batches(lengths, batch_size, max_length, bucketed), total=n_batches,
                        desc=f"embed ({model})", unit="batch", disable=not progress or n_batches < 2):
-        tok = np.zeros((batch_size, t), np.int32)
-        mask = np.zeros((batch_size, t), np.int32)
-        for row, i in enumerate(idx):
-            tok[row, :lengths[i]] = ids[i]
-            mask[row, :lengths[i]] = 1
+        tok, mask = pad_batch(ids, idx, batch_size, t)
         out[idx] = np.asarray(enc.forward(tok, mask))[:len(idx)]
     return out
 

@@ -100,13 +100,7 @@ def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | Non
 
 def pad(ids: list[list[int]], rows, batch_size: int, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) padded to (batch_size, bucketed length); missing rows are all padding."""
-    t = embed.bucket_length(max(len(ids[i]) for i in rows), max_length)
-    tok = np.zeros((batch_size, t), np.int32)
-    mask = np.zeros((batch_size, t), np.int32)
-    for r, i in enumerate(rows):
-        n = min(len(ids[i]), t)
-        tok[r, :n], mask[r, :n] = ids[i][:n], 1
-    return tok, mask
+    return embed.pad_batch(ids, rows, batch_size, embed.bucket_length(max(len(ids[i]) for i in rows), max_length))
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:

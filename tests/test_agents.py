@@ -7,7 +7,6 @@ import pytest
 
 from jaxsel import agents, dqn, ppo, proxy, reward_model
 from jaxsel.cluster import Clustering, index_table
-from jaxsel.env import make_env
 
 K, PER, D = 40, 60, 12
 CORRUPT = 10
