@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.selection import parse_budget
+from jaxsel.selection import budget_examples, parse_budget
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -127,8 +127,7 @@ def cmd_finetune(a) -> None:
         sel.apply(dd)  # refuses another dataset's selection
         indices, source = sel.indices, f"selection {a.selection}"
     elif a.random_fraction:
-        k = max(1, round(a.random_fraction * n))
-        indices = np.sort(np.random.default_rng(a.seed).choice(n, k, replace=False))
+        indices = np.sort(np.random.default_rng(a.seed).choice(n, budget_examples(a.random_fraction, n), replace=False))
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"

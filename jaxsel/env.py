@@ -23,6 +23,7 @@ from flax import struct
 
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import Proxy, max_clusters_for_budget
+from jaxsel.selection import budget_examples
 
 
 @struct.dataclass
@@ -66,7 +67,7 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
     if not 0 < budget < 1:
         raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
     n = int(np.sum(clustering.sizes))
-    examples = max(1, int(round(budget * n)))
+    examples = budget_examples(budget, n)
     labels = np.asarray(train_labels)
     feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims)
     params = EnvParams(proxy, jnp.asarray(clustering.sizes, jnp.int32), jnp.asarray(feats), jnp.int32(examples),

@@ -29,7 +29,7 @@ from jaxsel.errors import JaxselError
 from jaxsel.finetune import FinetuneConfig
 from jaxsel.io import write_json
 from jaxsel.proxy import ProxyConfig
-from jaxsel.selection import parse_budget
+from jaxsel.selection import budget_examples, parse_budget
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy")
 BASELINES = ("random", "full")
@@ -172,10 +172,6 @@ class Run:
         self.timings: dict = {}
         self.search_logs: dict = {}
 
-    def log(self, msg: str) -> None:
-        if self.progress:
-            tqdm.write(msg)
-
     # -- shared stages ---------------------------------------------------------------------
 
     def dataset(self):
@@ -284,11 +280,9 @@ class Run:
         """Masks for the map of the search space: random budget-sized picks, CLIMB's explored
         masks, and each method's final pick, with their proxy scores."""
         from jaxsel import search
-        from jaxsel.env import make_env
         from jaxsel.proxy import RewardCache
-        _, params = make_env(p, c, np.zeros(len(c.assignment), np.int64), budget)
-        rng = np.random.default_rng(seed)
-        orders = [search.complete([], np.asarray(c.sizes), int(params.budget), rng) for _ in range(samples)]
+        rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
+        orders = [search.complete([], np.asarray(c.sizes), examples, rng) for _ in range(samples)]
         kinds = ["sampled"] * samples
         for (m, sel), log in zip(sels.items(), logs):
             orders.append(sel.cluster_ids)
@@ -358,8 +352,7 @@ class Run:
             if method == "full":
                 indices = None
             elif method == "random":
-                k = max(1, int(round(budget * n)))
-                indices = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+                indices = np.sort(np.random.default_rng(seed).choice(n, budget_examples(budget, n), replace=False))
             else:
                 sel = self.selection(v, method, budget, seed, vdd, p, c)
                 selections[(v, budget, seed, method)] = sel

@@ -31,6 +31,11 @@ def parse_budget(text: str) -> float:
     return value
 
 
+def budget_examples(budget: float, n: int) -> int:
+    """The example budget for a fraction ``budget`` of ``n`` rows: rounded, at least one."""
+    return max(1, int(round(budget * n)))
+
+
 def indices_for(clustering, order, budget: int, seed: int = 0) -> np.ndarray:
     """Sorted train indices of the clusters ``order`` (pick order), trimmed to ``budget`` examples."""
     order = [int(c) for c in order if c >= 0]
