@@ -113,7 +113,7 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     variants = sorted({s["variant"] for s in summary})
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False, layout="constrained")
     for ax, v in zip(axes[0], variants):
         for m in ORDER:
             ss = sorted((s for s in summary if s["variant"] == v and s["method"] == m and s["budget"] is not None),
@@ -138,7 +138,7 @@ def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     variants = sorted({s["variant"] for s in summary})
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False, layout="constrained")
     for ax, v in zip(axes[0], variants):
         budgets = sorted({s["budget"] for s in summary if s["variant"] == v and s["budget"] is not None})
         ss = [s for s in summary if s["variant"] == v and (s["budget"] is None or (budgets and s["budget"] == budgets[0]))]
@@ -161,22 +161,26 @@ def plot_mask_map(maps: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(6.5 * len(maps), 4.5), squeeze=False, layout="constrained")
     for ax, (v, mp) in zip(axes[0], sorted(maps.items())):
         x = mp["masks"].astype(np.float64)
         x = x - x.mean(0)
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         xy = x @ vt[:2].T
-        kinds = np.array(mp["kinds"])
-        cloud = np.array([k not in ORDER for k in kinds])
-        sc = ax.scatter(xy[cloud, 0], xy[cloud, 1], c=mp["scores"][cloud], s=8, cmap="viridis")
-        for m in ORDER:
+        kinds, scores = np.array(mp["kinds"]), np.asarray(mp["scores"])
+        norm = dict(cmap="viridis", vmin=scores.min(), vmax=scores.max())
+        sampled = kinds == "sampled"
+        explored = np.char.endswith(kinds.astype(str), " explored")
+        sc = ax.scatter(xy[sampled, 0], xy[sampled, 1], c=scores[sampled], s=10, label="random budget-sized", **norm)
+        if explored.any():
+            ax.scatter(xy[explored, 0], xy[explored, 1], c=scores[explored], s=14, marker="x", label="CLIMB explored",
+                       **norm)
+        for i, m in enumerate(m for m in ORDER if (kinds == m).any()):
             hit = kinds == m
-            if hit.any():
-                ax.scatter(xy[hit, 0], xy[hit, 1], marker="*", s=220, edgecolor="k", label=f"{m} pick",
-                           c=mp["scores"][hit], cmap="viridis", vmin=mp["scores"].min(), vmax=mp["scores"].max())
+            ax.scatter(xy[hit, 0], xy[hit, 1], marker="*P^sD"[i % 5], s=200, edgecolor="k", c=scores[hit],
+                       label=f"{m} pick", **norm)
         fig.colorbar(sc, ax=ax, label="proxy validation accuracy")
-        ax.set(title=f"{v} data: explored subsets (PCA of cluster masks)", xlabel="PC 1", ylabel="PC 2")
+        ax.set(title=f"{v} data: subsets (PCA of cluster masks)", xlabel="PC 1", ylabel="PC 2")
         ax.legend(fontsize=7, loc="best")
     _save(fig, path)
     plt.close(fig)
