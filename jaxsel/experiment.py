@@ -329,6 +329,7 @@ class Run:
 
     def execute(self) -> dict:
         """Run (or resume) every stage and return the results document."""
+        from jaxsel import report
         t_start = time.perf_counter()
         dd = self.dataset()
         emb = self.embeddings(dd)
@@ -369,6 +370,8 @@ class Run:
             rows.append(row)
             if i + 1 == len(cells) or cells[i + 1][0] != seed:
                 doc = self.report(dd, rows, selections, variants, time.perf_counter() - t_start)
+        if self.progress:
+            print(report.markdown(doc["summary"]))
         return doc
 
 

@@ -187,7 +187,7 @@ def plot_mask_map(maps: dict, path: Path) -> None:
 
 
 def write(out: Path, doc: dict, maps: dict) -> None:
-    """``report.md`` and the three PNG plots in ``out``; prints the table."""
+    """``report.md`` and the three PNG plots in ``out``."""
     out = Path(out)
     table = markdown(doc["summary"])
     cfg = doc["config"]
@@ -207,4 +207,3 @@ def write(out: Path, doc: dict, maps: dict) -> None:
         text += "![explored masks](mask_map.png)\n"
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
-    print(table)
