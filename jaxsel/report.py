@@ -65,6 +65,7 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     for r in rows:
         groups.setdefault((r["variant"], r["method"], r["budget"]), []).append(r)
     full_secs = {v: np.mean([r["finetune_seconds"] for r in rs]) for (v, m, _), rs in groups.items() if m == "full"}
+    rand = {(r["variant"], r["budget"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == "random"}
     out = []
     for (v, m, b), rs in groups.items():
         acc, ci = mean_ci([r["test_accuracy"] for r in rs])
@@ -78,6 +79,9 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
              "total_seconds": float(np.mean(total)),
              "total_vs_full": float(np.mean(total) / full_secs[v]) if v in full_secs else None,
              "corrupted_chosen": float(np.mean([r["corrupted_chosen"] for r in rs]))}
+        paired = [r["test_accuracy"] - rand[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in rand]
+        if m not in ("random", "full") and paired:
+            s["vs_random"], s["vs_random_ci95"] = mean_ci(paired)
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
@@ -86,12 +90,13 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
 def markdown(summary: list[dict], noisy: bool | None = None) -> str:
     """The results table; the corrupted-examples column appears when a noisy variant is present."""
     noisy = any(s["variant"] == "noisy" for s in summary) if noisy is None else noisy
-    head = ["variant", "method", "budget", "seeds", "test acc (95% CI)", "macro-F1", "examples",
+    head = ["variant", "method", "budget", "seeds", "test acc (95% CI)", "vs random, paired", "macro-F1", "examples",
             "selection s", "finetune s", "total s", "total / full"] + (["corrupted chosen"] if noisy else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = [s["variant"], s["method"], "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%"),
                  str(len(s["seeds"])), f"{s['test_accuracy']:.3f} ± {s['test_accuracy_ci95']:.3f}",
+                 f"{s['vs_random']:+.3f} ± {s['vs_random_ci95']:.3f}" if "vs_random" in s else "-",
                  f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}", f"{s['selection_seconds']:.1f}",
                  f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
                  "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
@@ -196,7 +201,8 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"{env['date']}, {env['device']} x{env['device_count']} ({env['backend']}), {env['cpu_count']} CPUs, "
             f"jax {env['versions'].get('jax', '?')}; run wall-clock {doc['run_seconds']:.0f} s "
             f"(stages reused from earlier runs count as their recorded time).\n\n"
-            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval. `total s` adds the "
+            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval; `vs random, paired`: "
+            f"mean and 95% interval of (method - random subset of the same size) over seeds, paired by seed. `total s` adds the "
             f"shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
             f"to selection and finetuning; `total / full` divides it by the full-data finetune.\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")

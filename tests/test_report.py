@@ -40,7 +40,9 @@ def test_summarize_groups_and_charges_the_pipeline_to_search_methods():
     assert s["random"]["total_seconds"] == pytest.approx(5.0)
     assert s["full"]["corrupted_chosen"] == 600 and s["ppo"]["seeds"] == [0, 1]
     table = report.markdown(report.summarize(_rows(), timings))
-    assert "| noisy | ppo | 5% | 2 | 0.710 ± 0.127 |" in table and "corrupted chosen" in table
+    assert s["ppo"]["vs_random"] == pytest.approx(0.10) and s["ppo"]["vs_random_ci95"] == pytest.approx(0.0)
+    assert "vs_random" not in s["random"] and "vs_random" not in s["full"]
+    assert "| noisy | ppo | 5% | 2 | 0.710 ± 0.127 | +0.100 ± 0.000 |" in table and "corrupted chosen" in table
 
 
 def test_plots_are_written(tmp_path):
