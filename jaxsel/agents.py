@@ -186,10 +186,14 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         else:
             found = search.full(cache, clustering.k)
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
-    empty = float(proxy.score(jax.numpy.zeros(clustering.k, bool)).accuracy)
+    empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
+    final = proxy.score(jax.numpy.asarray(search.to_mask(order, clustering.k)))
     n_budget = len(train_labels) if c.method == "full" else budget
     indices = indices_for(clustering, order, n_budget, c.seed)
-    scores = {"proxy_accuracy": score, "proxy_accuracy_empty": empty, "proxy": proxy.kind, **extra}
+    accuracy = score if proxy.cfg.objective == "accuracy" else float(final.accuracy)
+    scores = {"proxy_accuracy": accuracy, "proxy_accuracy_empty": float(empty.accuracy),
+              "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective, "proxy_score": score,
+              "proxy": proxy.kind, **extra}
     info = {"method": c.method, "budget": c.budget, "budget_examples": n_budget, "seed": c.seed,
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
     return Selection(order, indices, scores, info)

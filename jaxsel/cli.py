@@ -100,16 +100,19 @@ def cmd_select(a) -> None:
         c.save(cpath)
     t = time.perf_counter()
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
-                   proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size))
+                   proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
+                                     objective=a.objective))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
+            "objective": a.objective,
             "project": a.project, "stratified": a.stratified}
     sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume)
     sel.meta["selection_seconds"] = time.perf_counter() - t
     sel.save(out / "selection.json")
     print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({len(sel.cluster_ids)} clusters), "
           f"proxy accuracy {sel.scores['proxy_accuracy']:.4f} (empty subset {sel.scores['proxy_accuracy_empty']:.4f}), "
+          f"log-likelihood {sel.scores['proxy_loglik']:.4f}, "
           f"{sel.meta['selection_seconds']:.1f}s")
     print(f"wrote {out / 'selection.json'}")
 
@@ -181,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy", default="ridge", choices=("ridge", "linear", "mlp"))
     p.add_argument("--project", type=int, default=64, help="PCA dimensions for the proxy (0: none)")
     p.add_argument("--val-size", type=int, default=None, help="score on a stratified validation sample of this size")
+    p.add_argument("--objective", default="accuracy", choices=("accuracy", "loglik"),
+                   help="what the proxy rewards: validation accuracy or mean log-likelihood")
     p.add_argument("--k", type=int, default=256)
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--steps", type=int, default=100_000, help="environment steps for ppo/dqn")

@@ -93,7 +93,7 @@ class SelectionEnv:
         k = params.sizes.shape[0]
         empty = params.proxy.init()
         return EnvState(jnp.zeros(k, bool), jnp.full(params.max_steps, -1, jnp.int32), jnp.int32(0), jnp.int32(0),
-                        empty, params.proxy.score_state(empty).accuracy)
+                        empty, params.proxy.value(params.proxy.score_state(empty)))
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         state = self.initial_state(params)
@@ -102,7 +102,7 @@ class SelectionEnv:
     def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
         """One transition without auto-reset."""
         pstate = params.proxy.add(state.pstate, action)
-        score = params.proxy.score_state(pstate).accuracy
+        score = params.proxy.value(params.proxy.score_state(pstate))
         chosen = state.chosen + params.sizes[action]
         mask = state.mask.at[action].set(True)
         order = state.order.at[jnp.minimum(state.step, params.max_steps - 1)].set(action)

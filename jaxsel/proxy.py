@@ -68,6 +68,7 @@ class ProxyConfig:
     layers: int = 2  # transformer
     tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
     batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one mask after another), "auto"
+    objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,9 +184,13 @@ class Proxy:
         masks = check_masks(masks, self.k)
         return _sharded_score_batch(self, masks)
 
+    def value(self, scores: Scores) -> jax.Array:
+        """The objective selection maximises (``cfg.objective``) out of ``scores``."""
+        return scores.loglik if self.cfg.objective == "loglik" else scores.accuracy
+
     def reward(self, mask: jax.Array, cluster: jax.Array) -> jax.Array:
-        """Change in accuracy from adding ``cluster`` to ``mask``."""
-        return self.score(mask.at[cluster].set(True)).accuracy - self.score(mask).accuracy
+        """Change in the objective from adding ``cluster`` to ``mask``."""
+        return self.value(self.score(mask.at[cluster].set(True))) - self.value(self.score(mask))
 
 
 class RidgeState(NamedTuple):
@@ -307,6 +312,8 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     """
     if cfg.kind not in KINDS:
         raise JaxselError(f"unknown proxy {cfg.kind!r}; choose one of {', '.join(KINDS)}")
+    if cfg.objective not in ("accuracy", "loglik"):
+        raise JaxselError(f"unknown proxy objective {cfg.objective!r} (accuracy or loglik)")
     train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
     train_y, val_y = np.asarray(train_y), np.asarray(val_y)
     for name, a in (("train", train_x), ("validation", val_x)):
@@ -413,19 +420,19 @@ def fit_ridge(proxy: Proxy, mask) -> np.ndarray:
 
 
 class RewardCache:
-    """Host-side memo of proxy scores keyed by the packed mask, with hit counts."""
+    """Host-side memo of proxy objective values keyed by the packed mask, with hit counts."""
 
     def __init__(self, proxy: Proxy):
         self.proxy, self.table, self.hits, self.misses = proxy, {}, 0, 0
 
     def scores(self, masks) -> np.ndarray:
-        """Accuracy of each mask in a (B, K) batch, computing only the masks not seen before."""
+        """The objective (``Proxy.value``) of each mask in a (B, K) batch, computing only new masks."""
         masks = check_masks(masks, self.proxy.k)
         keys = [np.packbits(m).tobytes() for m in masks]
         todo = {k: i for i, k in enumerate(keys) if k not in self.table}
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
-            acc = np.asarray(self.proxy.score_batch(masks[list(todo.values())]).accuracy)
+            acc = np.asarray(self.proxy.value(self.proxy.score_batch(masks[list(todo.values())])))
             self.table.update(zip(todo, acc.tolist()))
         return np.array([self.table[k] for k in keys], np.float32)

@@ -93,3 +93,7 @@ class Surrogate:
 
     def score(self, mask):
         return self.score_state(mask)
+
+    def value(self, scores):
+        """The predicted objective (carried in the ``accuracy`` slot of the scores)."""
+        return scores.accuracy

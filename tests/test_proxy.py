@@ -229,3 +229,26 @@ def test_sharded_equals_single_device():
     p = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "sharded ok" in p.stdout
+
+
+def test_loglik_objective_drives_rewards_and_the_cache(problem):
+    """With ``objective="loglik"`` the env reward, ``Proxy.reward`` and ``RewardCache`` all use the
+    mean validation log-likelihood, and the empty subset is -log C."""
+    from jaxsel.env import make_env
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(objective="loglik"))
+    mask = np.zeros(cl.k, bool)
+    mask[[0, 2]] = True
+    full = p.score(jnp.asarray(mask))
+    assert float(p.reward(jnp.asarray(mask).at[2].set(False), 2)) == pytest.approx(
+        float(full.loglik - p.score(jnp.asarray(mask).at[2].set(False)).loglik), abs=1e-5)
+    assert proxy.RewardCache(p).scores(mask[None])[0] == pytest.approx(float(full.loglik), abs=1e-5)
+    env, params = make_env(p, cl, y, 0.5, reward_scale=1.0)
+    _, s = env.reset(jax.random.PRNGKey(0), params)
+    assert float(s.score) == pytest.approx(-np.log(p.num_classes), abs=1e-5)
+    _, s, r, _, _ = env.step(jax.random.PRNGKey(0), s, jnp.int32(0), params)
+    one = np.zeros(cl.k, bool)
+    one[0] = True
+    assert float(r) == pytest.approx(float(p.score(jnp.asarray(one)).loglik) + np.log(p.num_classes), abs=1e-4)
+    with pytest.raises(JaxselError):
+        proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(objective="f1"))
