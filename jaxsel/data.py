@@ -273,4 +273,3 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
     for d in out.values():
         d.info.description = f"jaxsel_fingerprint={fp};jaxsel_duplicates={_info(dd, 'jaxsel_duplicates')}"
     return out
-

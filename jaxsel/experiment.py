@@ -89,7 +89,7 @@ class RunConfig:
     """Everything ``jaxsel run`` does; loaded from a TOML file by :func:`load_config`."""
 
     name: str = "run"
-    methods: tuple[str, ...] = ("ppo", "dqn", "climb", "greedy", "random", "full")
+    methods: tuple[str, ...] = SEARCH_METHODS + BASELINES
     budgets: tuple[float, ...] = (0.05, 0.0625)
     variants: tuple[str, ...] = ("clean", "noisy")
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -237,7 +237,7 @@ class Run:
 
     # -- per-cell stages -------------------------------------------------------------------
 
-    def selection(self, variant: str, method: str, budget: float, seed: int, dd, p, c):
+    def selection(self, variant: str, method: str, budget: float, seed: int, dd, labels: np.ndarray, p, c):
         """The selection of one (variant, method, budget, seed), computed once and kept."""
         from jaxsel import agents, data
         from jaxsel.selection import Selection
@@ -253,7 +253,7 @@ class Run:
         if path.exists():
             return Selection.load(path)
         t = time.perf_counter()
-        sel = agents.select(p, c, np.asarray(dd["train"]["label"]), cfg, meta={"fingerprint": fp, "variant": variant},
+        sel = agents.select(p, c, labels, cfg, meta={"fingerprint": fp, "variant": variant},
                             ckpt_dir=folder / "checkpoints", resume=True, progress=self.progress)
         sel.meta["selection_seconds"] = time.perf_counter() - t
         sel.save(path)
@@ -309,16 +309,20 @@ class Run:
                     out += [(seed, v, b, m) for m in self.cfg.methods if m != "full"]
         return out
 
-    def report(self, dd, rows: list, selections: dict, variants: dict, seconds: float) -> dict:
-        """Write ``results.json`` and the report for the rows so far (after every seed)."""
-        from jaxsel import data, report
+    def maps(self, selections: dict, variants: dict) -> dict:
+        """The mask map of each variant at the first seed and budget (see :meth:`explored`)."""
         maps = {}
         seed, budget = self.cfg.seeds[0], self.cfg.budgets[0]
-        for v, (_, c, p, _) in variants.items():
+        for v, (_, _, c, p, _) in variants.items():
             sels = {m: s for (vv, b, sd, m), s in selections.items() if vv == v and b == budget and sd == seed}
             if sels:
                 logs = [self.search_logs.get((v, budget, seed, m)) for m in sels]
                 maps[v] = self.explored(budget, p, c, sels, logs, seed)
+        return maps
+
+    def report(self, dd, rows: list, maps: dict, seconds: float) -> dict:
+        """Write ``results.json`` and the report for the rows so far (after every seed)."""
+        from jaxsel import data, report
         doc = {"config": dataclasses.asdict(self.cfg), "dataset": data.summary(dd), "timings": self.timings,
                "rows": rows, "environment": report.environment(), "run_seconds": seconds,
                "complete": len(rows) == len(self.cells())}
@@ -338,15 +342,14 @@ class Run:
         for v in self.cfg.variants:
             vdd, train_x, c, corrupted = self.variant(v, dd, emb, clean)
             p, secs = self.make_proxy(vdd, train_x, c, emb)
-            variants[v] = (vdd, c, p, corrupted)
+            variants[v] = (vdd, np.asarray(vdd["train"]["label"]), c, p, corrupted)
             self.timings[f"proxy_seconds_{v}"] = secs
-        rows, selections = [], {}
+        rows, selections, maps = [], {}, None
         cells = self.cells()
         bar = tqdm(cells, desc=f"run {self.cfg.name}", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
-            vdd, c, p, corrupted = variants[v]
+            vdd, labels, c, p, corrupted = variants[v]
             bar.set_postfix_str(f"{v} {method} {'' if budget is None else _budget_tag(budget)} seed {seed}")
-            labels = np.asarray(vdd["train"]["label"])
             n = len(labels)
             row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
                    "proxy_accuracy": None}
@@ -355,7 +358,7 @@ class Run:
             elif method == "random":
                 indices = np.sort(np.random.default_rng(seed).choice(n, budget_examples(budget, n), replace=False))
             else:
-                sel = self.selection(v, method, budget, seed, vdd, p, c)
+                sel = self.selection(v, method, budget, seed, vdd, labels, p, c)
                 selections[(v, budget, seed, method)] = sel
                 indices = sel.indices
                 row.update(selection_seconds=sel.meta["selection_seconds"],
@@ -369,7 +372,8 @@ class Run:
                        label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist())
             rows.append(row)
             if i + 1 == len(cells) or cells[i + 1][0] != seed:
-                doc = self.report(dd, rows, selections, variants, time.perf_counter() - t_start)
+                maps = self.maps(selections, variants) if maps is None else maps  # the first seed's picks
+                doc = self.report(dd, rows, maps, time.perf_counter() - t_start)
         if self.progress:
             print(report.markdown(doc["summary"]))
         return doc

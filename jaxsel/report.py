@@ -87,9 +87,9 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     return sorted(out, key=key)
 
 
-def markdown(summary: list[dict], noisy: bool | None = None) -> str:
+def markdown(summary: list[dict]) -> str:
     """The results table; the corrupted-examples column appears when a noisy variant is present."""
-    noisy = any(s["variant"] == "noisy" for s in summary) if noisy is None else noisy
+    noisy = any(s["variant"] == "noisy" for s in summary)
     head = ["variant", "method", "budget", "seeds", "test acc (95% CI)", "vs random, paired", "macro-F1", "examples",
             "selection s", "finetune s", "total s", "total / full"] + (["corrupted chosen"] if noisy else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -106,6 +106,15 @@ def markdown(summary: list[dict], noisy: bool | None = None) -> str:
     return "\n".join(lines)
 
 
+def _panels(n: int, width: float, height: float):
+    """(pyplot, figure, row of n axes) on the headless Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, layout="constrained")
+    return plt, fig, axes[0]
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
@@ -114,12 +123,9 @@ def _save(fig, path: Path) -> None:
 def plot_accuracy(summary: list[dict], path: Path) -> None:
     """Test accuracy vs budget per method (error bars: 95% CI), one panel per variant; full data
     as a horizontal band."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     variants = sorted({s["variant"] for s in summary})
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False, layout="constrained")
-    for ax, v in zip(axes[0], variants):
+    plt, fig, axes = _panels(len(variants), 5.5, 4)
+    for ax, v in zip(axes, variants):
         for m in ORDER:
             ss = sorted((s for s in summary if s["variant"] == v and s["method"] == m and s["budget"] is not None),
                         key=lambda s: s["budget"])
@@ -139,12 +145,9 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
 
 def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
     """Stacked seconds per method at the first budget: embed + cluster + proxy, selection, finetune."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     variants = sorted({s["variant"] for s in summary})
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False, layout="constrained")
-    for ax, v in zip(axes[0], variants):
+    plt, fig, axes = _panels(len(variants), 5.5, 4)
+    for ax, v in zip(axes, variants):
         budgets = sorted({s["budget"] for s in summary if s["variant"] == v and s["budget"] is not None})
         ss = [s for s in summary if s["variant"] == v and (s["budget"] is None or (budgets and s["budget"] == budgets[0]))]
         names = [s["method"] for s in ss]
@@ -163,11 +166,8 @@ def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
 
 def plot_mask_map(maps: dict, path: Path) -> None:
     """2-D PCA of explored cluster masks coloured by proxy score; each method's pick marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(maps), figsize=(6.5 * len(maps), 4.5), squeeze=False, layout="constrained")
-    for ax, (v, mp) in zip(axes[0], sorted(maps.items())):
+    plt, fig, axes = _panels(len(maps), 6.5, 4.5)
+    for ax, (v, mp) in zip(axes, sorted(maps.items())):
         x = mp["masks"].astype(np.float64)
         x = x - x.mean(0)
         _, _, vt = np.linalg.svd(x, full_matrices=False)
