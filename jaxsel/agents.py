@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from jaxsel.env import make_env
 from jaxsel.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import Selection, indices_for
+from jaxsel.selection import Selection, rows_for, take_for
 
 METHODS = ("ppo", "dqn", "random", "greedy", "climb", "full")
 
@@ -46,6 +47,18 @@ class SelectConfig:
     reward_scale: float = 100.0
     ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, one line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def min_steps(cfg, max_steps: int) -> int:
+    """Environment steps for every environment of an RL config to finish at least one episode of
+    ``max_steps`` picks (PPO: whole rollouts of ``num_steps``; DQN: steps of all environments)."""
+    per_env = max_steps if not hasattr(cfg, "num_steps") else -(-max_steps // cfg.num_steps) * cfg.num_steps
+    return per_env * cfg.num_envs
 
 
 def _checkpointer():
@@ -119,9 +132,10 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     runner = None
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
     for r in tqdm(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
-        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([search.to_mask(o, k) for o in log.orders]),
+        model = reward_model.fit(jax.random.fold_in(key, r),
+                                 reward_model.coverage(search.takes(log.orders, sizes, budget), sizes),
                                  np.array(log.scores))
-        sur_params = params.replace(proxy=reward_model.Surrogate(model, params.proxy.num_classes, k))
+        sur_params = params.replace(proxy=reward_model.Surrogate(model, params.sizes, params.proxy.num_classes))
         fns = module.make_chunks(cfg, env, sur_params)
         if runner is None:
             runner = jax.jit(fns.init)(key)
@@ -135,7 +149,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
             ck = _checkpointer()
             ck.save(log_path.parent / f"round_{r}", runner, force=True)
             ck.wait_until_finished()
-        search._advance(log, new, cache, rng, k, log_path)
+        search._advance(log, new, cache, rng, sizes, budget, log_path)
     i = int(np.argmax(log.scores))
     return log.orders[i], float(log.scores[i]), {"evaluations": len(log.orders),
                                                  "warm_start_best": float(max(log.scores[:c.warm_start]))}
@@ -155,7 +169,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale)
     budget = int(params.budget)
     sizes = np.asarray(clustering.sizes)
-    cache = RewardCache(proxy)
+    cache = RewardCache(params.proxy)
     extra: dict = {}
     signature = json.dumps({"config": asdict(c), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
     if ckpt_dir is not None:
@@ -169,11 +183,20 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature=signature)
-        best = runner.best if c.final == "best" else greedy_rollout(runner.params, env, params, jax.random.PRNGKey(c.seed))
+        env_steps = int(runner.update) * (cfg.num_envs * getattr(cfg, "num_steps", 1))
+        best = runner.best
+        if c.final == "greedy" or not np.isfinite(float(best.score)):
+            if c.final == "best":
+                warn(f"{c.method}: no episode finished in {env_steps} environment steps ({cfg.num_envs} "
+                     f"environments; an episode takes up to {params.max_steps} picks); the selection is a "
+                     f"greedy rollout of the trained network. Raise the steps (--steps / rl_steps) to at least "
+                     f"{min_steps(cfg, params.max_steps)} for the agent to see whole episodes")
+                extra["completed_by"] = "greedy rollout"
+            best = greedy_rollout(runner.params, env, params, jax.random.PRNGKey(c.seed))
         order = [int(a) for a in np.asarray(best.order) if a >= 0]
         score = float(best.score)
         extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
-        extra["env_steps"] = int(runner.update) * (cfg.num_envs * getattr(cfg, "num_steps", 1))
+        extra["env_steps"] = env_steps
     else:
         if c.method == "random":
             found = search.random_search(cache, sizes, budget, c.random_samples, c.seed)
@@ -186,14 +209,24 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         else:
             found = search.full(cache, clustering.k)
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
-    empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
-    final = proxy.score(jax.numpy.asarray(search.to_mask(order, clustering.k)))
     n_budget = len(train_labels) if c.method == "full" else budget
-    indices = indices_for(clustering, order, n_budget, c.seed)
-    accuracy = score if proxy.cfg.objective == "accuracy" else float(final.accuracy)
-    scores = {"proxy_accuracy": accuracy, "proxy_accuracy_empty": float(empty.accuracy),
-              "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective, "proxy_score": score,
-              "proxy": proxy.kind, **extra}
+    take = take_for(order, sizes, n_budget)
+    indices = rows_for(clustering, take)
+    if len(indices) != min(n_budget, int(sizes.sum())):
+        raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
+    empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
+    final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last cluster trimmed
+    whole = proxy.score(jax.numpy.asarray(search.to_mask(order, clustering.k)))
+    scores = {"proxy_accuracy": float(final.accuracy), "proxy_accuracy_empty": float(empty.accuracy),
+              "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective,
+              "proxy_score": float(proxy.value(final)), "proxy": proxy.kind,
+              "proxy_accuracy_whole_clusters": float(whole.accuracy),
+              "search_score": score, **extra}
+    labels = np.asarray(train_labels)
+    counts = np.bincount(labels[indices], minlength=proxy.num_classes)
+    train_counts = np.bincount(labels, minlength=proxy.num_classes)
     info = {"method": c.method, "budget": c.budget, "budget_examples": n_budget, "seed": c.seed,
+            "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
+            "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
     return Selection(order, indices, scores, info)

@@ -110,10 +110,20 @@ def cmd_select(a) -> None:
     sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume)
     sel.meta["selection_seconds"] = time.perf_counter() - t
     sel.save(out / "selection.json")
-    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({len(sel.cluster_ids)} clusters), "
-          f"proxy accuracy {sel.scores['proxy_accuracy']:.4f} (empty subset {sel.scores['proxy_accuracy_empty']:.4f}), "
-          f"log-likelihood {sel.scores['proxy_loglik']:.4f}, "
+    names = dd["train"].features["label"].names
+    trimmed = int(c.sizes[sel.cluster_ids].sum()) > len(sel.indices)
+    whole = f"whole clusters {sel.scores['proxy_accuracy_whole_clusters']:.4f}, " if trimmed else ""
+    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({len(sel.cluster_ids)} clusters"
+          f"{', the last trimmed to the budget' if trimmed else ''}), proxy accuracy of these examples "
+          f"{sel.scores['proxy_accuracy']:.4f} ({whole}empty subset "
+          f"{sel.scores['proxy_accuracy_empty']:.4f}), log-likelihood {sel.scores['proxy_loglik']:.4f}, "
           f"{sel.meta['selection_seconds']:.1f}s")
+    print("label mix: " + ", ".join(f"{n} {c} (train {t})" for n, c, t in
+                                    zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
+    if sel.meta["missing_classes"]:
+        print(f"warning: the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
+              f"a model finetuned on it cannot predict that class (try --stratified clusters or a larger budget)",
+              file=sys.stderr)
     print(f"wrote {out / 'selection.json'}")
 
 

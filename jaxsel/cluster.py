@@ -154,16 +154,37 @@ def _check(x: np.ndarray, k: int) -> None:
 
 
 def index_table(assignment: np.ndarray, k: int, size: int, seed: int = 0) -> np.ndarray:
-    """(k, size) int32: a seeded random sample of at most ``size`` members per cluster, padded with -1."""
+    """(k, size) int32: the first ``size`` members of a seeded random permutation of each cluster
+    (in that order), padded with -1. It is the head of :func:`member_order`."""
     rng = np.random.default_rng(seed)
     table = np.full((k, size), -1, np.int32)
     order = np.argsort(assignment, kind="stable")
     bounds = np.searchsorted(assignment[order], np.arange(k + 1))
     for j in range(k):
-        m = order[bounds[j]:bounds[j + 1]]
-        m = np.sort(rng.choice(m, size, replace=False)) if len(m) > size else m
+        m = rng.permutation(order[bounds[j]:bounds[j + 1]])[:size]
         table[j, :len(m)] = m
     return table
+
+
+def member_order(clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
+    """The within-cluster order in which a partly taken cluster gives up its rows.
+
+    Returns ``rows`` (N,) int: train row indices grouped by cluster, and ``start`` (K + 1,) int:
+    cluster j's rows are ``rows[start[j]:start[j + 1]]``. Each cluster lists its index-table
+    sample first (so trained proxies, which see a cluster through its table, see exactly the
+    first rows of a partial cluster), then its other members in a seeded random order
+    (seed: the clustering's). Deterministic: the exact-budget trim and the proxies share it."""
+    k, table = clustering.k, np.asarray(clustering.table)
+    seed = int(clustering.meta.get("seed", 0))
+    rng = np.random.default_rng([seed, 1])
+    order = np.argsort(clustering.assignment, kind="stable")
+    bounds = np.searchsorted(clustering.assignment[order], np.arange(k + 1))
+    parts = []
+    for j in range(k):
+        head = table[j][table[j] >= 0]
+        rest = np.setdiff1d(order[bounds[j]:bounds[j + 1]], head)
+        parts.append(np.concatenate([head, rng.permutation(rest)]).astype(np.int64))
+    return np.concatenate(parts), bounds.astype(np.int64)
 
 
 def _fit(x: np.ndarray, k: int, seed: int, n_init: int, max_iter: int, tol: float, method: str):

@@ -1,11 +1,13 @@
 """The selection MDP as a gymnax-style environment.
 
 State: the cluster mask, the pick order, the examples chosen, and the proxy's incremental state.
-Action: one not-yet-chosen cluster. Reward: the change in the proxy's validation score (x
-``reward_scale``). The episode ends at the first pick whose running total of examples reaches
-the budget (the exported subset is then trimmed to the exact budget; see
-``jaxsel.selection.indices_for``). The undiscounted return is (score(final) - score(empty)) x
-reward_scale. ``step`` auto-resets, so vmapped rollouts run inside ``lax.scan``.
+Action: one not-yet-chosen cluster. Transition: the cluster's rows are taken, all of them while
+they fit the budget; the pick that reaches the budget takes only the rows that fit, its first in
+the within-cluster order, and ends the episode (the exact budget rule of
+:mod:`jaxsel.selection`). Reward: the change in the proxy's validation score of the rows taken
+(x ``reward_scale``), so no pick is credited for rows the selection will not export. The
+undiscounted return is (score(exported) - score(empty)) x reward_scale. ``step`` auto-resets,
+so vmapped rollouts run inside ``lax.scan``.
 
     env, params = make_env(proxy, clustering, train_labels, budget=0.05)
     obs, state = env.reset(key, params)
@@ -39,7 +41,7 @@ class EnvParams:
 class EnvState(NamedTuple):
     mask: jax.Array  # (K,) bool
     order: jax.Array  # (max_steps,) int32 picks in order, -1 padded
-    chosen: jax.Array  # () int32 examples chosen
+    chosen: jax.Array  # () int32 examples taken (never above the budget)
     step: jax.Array  # () int32
     pstate: object  # the proxy's incremental state
     score: jax.Array  # () float32 current proxy accuracy
@@ -70,7 +72,8 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
     examples = budget_examples(budget, n)
     labels = np.asarray(train_labels)
     feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims)
-    params = EnvParams(proxy, jnp.asarray(clustering.sizes, jnp.int32), jnp.asarray(feats), jnp.int32(examples),
+    params = EnvParams(proxy.with_partial_cap(examples), jnp.asarray(clustering.sizes, jnp.int32),
+                       jnp.asarray(feats), jnp.int32(examples),
                        reward_scale, max_clusters_for_budget(np.asarray(clustering.sizes), examples))
     return SelectionEnv(), params
 
@@ -101,9 +104,10 @@ class SelectionEnv:
 
     def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
         """One transition without auto-reset."""
-        pstate = params.proxy.add(state.pstate, action)
+        count = jnp.minimum(params.sizes[action], params.budget - state.chosen)
+        pstate = params.proxy.add(state.pstate, action, count)
         score = params.proxy.value(params.proxy.score_state(pstate))
-        chosen = state.chosen + params.sizes[action]
+        chosen = state.chosen + count
         mask = state.mask.at[action].set(True)
         order = state.order.at[jnp.minimum(state.step, params.max_steps - 1)].set(action)
         new = EnvState(mask, order, chosen, state.step + 1, pstate, score)

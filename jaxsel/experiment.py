@@ -292,7 +292,7 @@ class Run:
                 orders += explored
                 kinds += [f"{m} explored"] * len(explored)
         masks = np.stack([search.to_mask(o, c.k) for o in orders])
-        scores = RewardCache(p).scores(masks)
+        scores = RewardCache(p.with_partial_cap(examples)).scores(search.takes(orders, np.asarray(c.sizes), examples))
         return {"masks": masks, "scores": scores, "kinds": kinds}
 
     # -- the whole run ---------------------------------------------------------------------
@@ -369,13 +369,14 @@ class Run:
             row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
                        validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
                        examples=int(len(chosen)), corrupted_chosen=int(corrupted[chosen].sum()),
-                       label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist())
+                       label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
+                       train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist())
             rows.append(row)
             if i + 1 == len(cells) or cells[i + 1][0] != seed:
                 maps = self.maps(selections, variants) if maps is None else maps  # the first seed's picks
                 doc = self.report(dd, rows, maps, time.perf_counter() - t_start)
         if self.progress:
-            print(report.markdown(doc["summary"]))
+            print(report.markdown(doc["summary"], doc["dataset"]["labels"]))
         return doc
 
 

@@ -1,18 +1,29 @@
 """Proxy models: a cluster mask -> a validation score, as pure jit/vmap-able functions.
 
 A proxy is prepared once from train embeddings + labels + a clustering + validation embeddings
-+ labels (``make``), and is then a pytree: ``proxy.score(mask)`` maps a (K,) bool mask to
++ labels (``make``), and is then a pytree: ``proxy.score(subset)`` maps a subset to
 :class:`Scores` (tie-aware accuracy and mean log-likelihood on the validation set),
-``proxy.score_batch(masks)`` does a (B, K) batch (jit + vmap, the batch axis sharded over all
+``proxy.score_batch(subsets)`` does a (B, K) batch (jit + vmap, the batch axis sharded over all
 devices), and ``init`` / ``add`` / ``score_state`` are the incremental form an MDP step uses.
+
+A subset is a (K,) bool mask of whole clusters, or a (K,) int "take": the number of rows taken
+from each cluster, counted in the clustering's within-cluster order
+(:func:`jaxsel.cluster.member_order`), with at most one cluster taken in part. That is the shape
+of every exported selection (whole clusters, then the rows of the last pick that fit the budget;
+:func:`jaxsel.selection.take_for`), so the score of a selection is the score of what it exports.
+``score_rows(indices)`` scores any set of train rows directly (the reference the take form is
+tested against).
 
 Kinds:
 - ``ridge``: closed-form ridge classifier from per-cluster sufficient statistics
   (X_k^T X_k, X_k^T Y_k); adding a cluster adds its statistics, so a step costs O(r^2) + one
-  (r+1)-dimensional Cholesky solve whatever the number of examples.
+  (r+1)-dimensional Cholesky solve whatever the number of examples. A partly taken cluster adds
+  the statistics of its first rows, gathered from the train features (at most ``partial_cap``
+  rows: O(partial_cap r^2)).
 - ``linear`` / ``mlp``: a softmax head trained with Adam inside ``lax.scan`` on a fixed-size
-  sample of each chosen cluster (the clustering's index table), with a masked loss so shapes
-  never change.
+  sample of each chosen cluster (the clustering's index table, which is the head of the
+  within-cluster order, so a partly taken cluster contributes its first table rows), with a
+  masked loss so shapes never change.
 - ``transformer``: a small BERT (the first layers of MiniLM or a tiny random one) finetuned on
   the token ids of the same sample: the paper's "smaller model of the same family".
 
@@ -32,6 +43,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 
 KINDS = ("ridge", "linear", "mlp", "transformer")
@@ -143,10 +155,16 @@ class Proxy:
     xv: jax.Array  # (M, r+1) validation features (ridge, linear, mlp) or (M, T) token ids
     yv: jax.Array  # (M,)
     stats: dict = field(default_factory=dict)  # kind-specific arrays
+    partial_cap: int = struct.field(pytree_node=False, default=1)  # most rows of a partly taken cluster
 
     @property
     def k(self) -> int:
         return int(self.stats["sizes"].shape[0])
+
+    def with_partial_cap(self, rows: int) -> "Proxy":
+        """The same proxy computing partial clusters of at most ``rows`` rows (cheaper steps when
+        the budget is smaller than the largest cluster)."""
+        return self.replace(partial_cap=max(1, min(self.partial_cap, int(rows))))
 
     # incremental form ------------------------------------------------------------------------
     def init(self):
@@ -154,35 +172,68 @@ class Proxy:
         if self.kind == "ridge":
             r1, c = self.stats["xty"].shape[1:]
             return RidgeState(jnp.zeros((r1, r1)), jnp.zeros((r1, c)), jnp.zeros((), jnp.int32))
-        return jnp.zeros(self.k, bool)
+        return jnp.zeros(self.k, jnp.int32)
 
-    def add(self, state, cluster: jax.Array):
-        """State after adding one cluster (ridge: O(r^2) update of the running sums)."""
+    def add(self, state, cluster: jax.Array, count: jax.Array | None = None):
+        """State after taking the first ``count`` rows of ``cluster`` (default: all of them).
+
+        ridge: O(r^2) update of the running sums (plus O(partial_cap r^2) to gather a partial
+        cluster); trained kinds: the state is the take (K,) int32."""
+        size = self.stats["sizes"][cluster]
+        count = size if count is None else jnp.minimum(count, size)
         if self.kind == "ridge":
-            return RidgeState(state.xtx + self.stats["xtx"][cluster], state.xty + self.stats["xty"][cluster],
-                              state.n + self.stats["sizes"][cluster])
-        return state.at[cluster].set(True)
+            part = _ridge_partial(self, cluster, count)
+            whole = count >= size
+            return RidgeState(state.xtx + jnp.where(whole, self.stats["xtx"][cluster], part.xtx),
+                              state.xty + jnp.where(whole, self.stats["xty"][cluster], part.xty),
+                              state.n + count)
+        return state.at[cluster].add(count.astype(jnp.int32))
 
     def score_state(self, state) -> Scores:
         if self.kind == "ridge":
             return _ridge_score(self, state)
-        return _trained_score(self, state)
+        return _trained_score(self, _take_weights(self, state))
 
-    # whole-mask form -------------------------------------------------------------------------
-    def score(self, mask: jax.Array) -> Scores:
-        """Scores of the subset ``mask`` (K,) bool. Pure; jit and vmap freely."""
+    # whole-subset form -----------------------------------------------------------------------
+    def take(self, subset: jax.Array) -> jax.Array:
+        """(K,) int32 rows taken per cluster: a bool mask means whole clusters."""
+        if subset.dtype == jnp.bool_:
+            return subset * self.stats["sizes"]
+        return jnp.minimum(subset.astype(jnp.int32), self.stats["sizes"])
+
+    def score(self, subset: jax.Array) -> Scores:
+        """Scores of ``subset``: (K,) bool mask or (K,) int take (at most one cluster in part).
+        Pure; jit and vmap freely."""
+        take = self.take(subset)
         if self.kind == "ridge":
-            m = mask.astype(jnp.float32)
-            state = RidgeState(jnp.einsum("k,kij->ij", m, self.stats["xtx"], precision=HIGHEST),
-                               jnp.einsum("k,kij->ij", m, self.stats["xty"], precision=HIGHEST),
-                               (mask * self.stats["sizes"]).sum())
+            whole = take >= self.stats["sizes"]
+            part = (take > 0) & ~whole
+            j = jnp.argmax(part)
+            extra = _ridge_partial(self, j, jnp.where(part.any(), take[j], 0))
+            m = whole.astype(jnp.float32)
+            state = RidgeState(jnp.einsum("k,kij->ij", m, self.stats["xtx"], precision=HIGHEST) + extra.xtx,
+                               jnp.einsum("k,kij->ij", m, self.stats["xty"], precision=HIGHEST) + extra.xty,
+                               take.sum())
             return _ridge_score(self, state)
-        return _trained_score(self, mask)
+        return _trained_score(self, _take_weights(self, take))
 
-    def score_batch(self, masks) -> Scores:
-        """Scores of a (B, K) batch of masks; jit + vmap, batch axis sharded over all devices."""
-        masks = check_masks(masks, self.k)
-        return _sharded_score_batch(self, masks)
+    def score_batch(self, subsets) -> Scores:
+        """Scores of a (B, K) batch of masks or takes; jit + vmap, batch axis sharded over all devices."""
+        subsets = check_masks(subsets, self.k, sizes=self.stats["sizes"], partial_cap=self.partial_cap)
+        return _sharded_score_batch(self, subsets)
+
+    def score_rows(self, rows) -> Scores:
+        """Scores of the subset holding exactly the train rows ``rows`` (int indices), whatever
+        their shape. ridge: fitted on those rows' features; trained kinds: on the rows of each
+        cluster's index table that are in ``rows`` (what they see of any subset)."""
+        rows = np.unique(np.asarray(rows, np.int64))
+        if self.kind == "ridge":
+            n = int(self.stats["xf"].shape[0])
+            if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
+            return _ridge_rows(self, jnp.asarray(rows))
+        table = np.asarray(self.stats["table"])
+        return jax.jit(_trained_score)(self, jnp.asarray(np.isin(table, rows) & (table >= 0)))
 
     def value(self, scores: Scores) -> jax.Array:
         """The objective selection maximises (``cfg.objective``) out of ``scores``."""
@@ -203,6 +254,24 @@ def ridge_weights(xtx: jax.Array, xty: jax.Array, lam: float) -> jax.Array:
     """W = (X^T X + lam I)^-1 X^T Y by Cholesky."""
     a = xtx + lam * jnp.eye(xtx.shape[0], dtype=xtx.dtype)
     return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), xty)
+
+
+def _ridge_partial(p: Proxy, cluster: jax.Array, count: jax.Array) -> RidgeState:
+    """Statistics of the first ``count`` (<= ``p.partial_cap``) rows of ``cluster`` in the
+    within-cluster order."""
+    i = jnp.arange(p.partial_cap)
+    n = p.stats["xf"].shape[0]
+    rows = p.stats["rows"][jnp.minimum(p.stats["start"][cluster] + i, n - 1)]
+    x = p.stats["xf"][rows] * (i < count)[:, None]
+    y = jax.nn.one_hot(p.stats["yf"][rows], p.num_classes, dtype=jnp.float32)
+    return RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST), count)
+
+
+@jax.jit
+def _ridge_rows(p: Proxy, rows: jax.Array) -> Scores:
+    x, y = p.stats["xf"][rows], jax.nn.one_hot(p.stats["yf"][rows], p.num_classes, dtype=jnp.float32)
+    return _ridge_score(p, RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST),
+                                      jnp.int32(len(rows))))
 
 
 def _ridge_score(p: Proxy, s: RidgeState) -> Scores:
@@ -277,18 +346,27 @@ def train_head(params, x: jax.Array, y: jax.Array, w: jax.Array, cfg: ProxyConfi
     return jax.lax.scan(step, (params, opt.init(params)), None, length=cfg.steps)[0][0]
 
 
-def _gather(p: Proxy, mask: jax.Array):
+def _take_weights(p: Proxy, take: jax.Array) -> jax.Array:
+    """(K, s) bool: the index-table rows a take (K,) int covers (the table is the head of the
+    within-cluster order, so a cluster taken in part covers its first rows)."""
+    s = p.stats["valid"].shape[1]
+    return p.stats["valid"] & (jnp.arange(s)[None] < take[:, None])
+
+
+def _gather(p: Proxy, weights: jax.Array):
     """Rows of the chosen clusters' samples: (m*s, ...) inputs, labels and weights (0 = padding)."""
     m = p.cfg.max_clusters
-    ids = jnp.nonzero(mask, size=m, fill_value=-1)[0]
-    valid = (ids >= 0)[:, None] & p.stats["valid"][jnp.maximum(ids, 0)]
+    ids = jnp.nonzero(weights.any(1), size=m, fill_value=-1)[0]
+    valid = (ids >= 0)[:, None] & weights[jnp.maximum(ids, 0)]
     x = p.stats["xs"][jnp.maximum(ids, 0)]
     y = p.stats["ys"][jnp.maximum(ids, 0)]
     return x.reshape(-1, *x.shape[2:]), y.reshape(-1), valid.reshape(-1).astype(jnp.float32)
 
 
-def _trained_score(p: Proxy, mask: jax.Array) -> Scores:
-    x, y, w = _gather(p, mask)
+def _trained_score(p: Proxy, weights: jax.Array) -> Scores:
+    """Train on the index-table rows ``weights`` (K, s) bool marks; score on validation."""
+    mask = weights.any(1)
+    x, y, w = _gather(p, weights)
     if p.kind == "transformer":
         from jaxsel import transformer_proxy
         logits = transformer_proxy.train_and_predict(p, x, y, w)
@@ -334,6 +412,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     mean, proj = _projector(train_x, cfg)
     xf = features(train_x, mean, proj)
     stats: dict = {"sizes": jnp.asarray(sizes)}
+    cap = int(sizes.max())
     if cfg.kind == "ridge":
         onehot = np.eye(c, dtype=np.float64)[train_y]
         k, r1 = clustering.k, xf.shape[1]
@@ -344,34 +423,54 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
             rows = order[bounds[j]:bounds[j + 1]]
             xj = xf[rows].astype(np.float64)
             xtx[j], xty[j] = xj.T @ xj, xj.T @ onehot[rows]
-        stats.update(xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
-        return Proxy("ridge", cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats)
+        rows, start = member_order(clustering)
+        stats.update(xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32), xf=jnp.asarray(xf),
+                     yf=jnp.asarray(train_y, jnp.int32), rows=jnp.asarray(rows, jnp.int32),
+                     start=jnp.asarray(start, jnp.int32))
+        return Proxy("ridge", cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats, cap)
     table = np.asarray(clustering.table)
     cfg = replace(cfg, max_clusters=min(cfg.max_clusters or clustering.k, clustering.k))
-    stats.update(valid=jnp.asarray(table >= 0), ys=jnp.asarray(train_y[np.maximum(table, 0)]))
+    stats.update(valid=jnp.asarray(table >= 0), ys=jnp.asarray(train_y[np.maximum(table, 0)]), table=jnp.asarray(table))
     if cfg.kind == "transformer":
         if train_tokens is None or val_tokens is None:
             raise JaxselError("the transformer proxy needs train_tokens and val_tokens")
         from jaxsel import transformer_proxy
         stats.update(xs=jnp.asarray(train_tokens[np.maximum(table, 0)]), init=transformer_proxy.init_params(cfg, c))
-        return Proxy("transformer", cfg, c, jnp.asarray(val_tokens[keep]), jnp.asarray(val_y), stats)
+        return Proxy("transformer", cfg, c, jnp.asarray(val_tokens[keep]), jnp.asarray(val_y), stats, cap)
     stats.update(xs=jnp.asarray(xf[np.maximum(table, 0)]), init=_init_head(cfg.kind, xf.shape[1], c, cfg.hidden, cfg.seed))
-    return Proxy(cfg.kind, cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats)
+    return Proxy(cfg.kind, cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats, cap)
 
 
-def check_masks(masks, k: int, max_clusters: int | None = None) -> np.ndarray:
-    """Validate a (B, K) or (K,) mask array outside jit; returns it as (B, K) bool."""
+def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
+                partial_cap: int | None = None) -> np.ndarray:
+    """Validate a (B, K) or (K,) batch of subsets outside jit: bool masks (or 0/1 when ``sizes``
+    is not given), or, with ``sizes`` (K,), int takes with at most one cluster taken in part and
+    that part below ``partial_cap`` rows. Returns (B, K) bool or int32."""
     masks = np.asarray(masks)
     if masks.ndim == 1:
         masks = masks[None]
     if masks.ndim != 2 or masks.shape[1] != k:
         raise JaxselError(f"masks must have shape (B, {k}) for {k} clusters, got {masks.shape}")
-    if masks.dtype != bool:
+    if masks.dtype != bool and sizes is None:
         if not np.isin(masks, (0, 1)).all():
             raise JaxselError("masks must be boolean (or 0/1)")
         masks = masks.astype(bool)
-    if max_clusters is not None and (masks.sum(1) > max_clusters).any():
-        raise JaxselError(f"a mask holds {masks.sum(1).max()} clusters, more than this proxy's max_clusters={max_clusters}")
+    if masks.dtype != bool:
+        if not np.issubdtype(masks.dtype, np.integer):
+            raise JaxselError(f"subsets must be bool masks or int takes, got dtype {masks.dtype}")
+        sizes = np.asarray(sizes)
+        if (masks < 0).any() or (masks > sizes).any():
+            raise JaxselError("a take must lie between 0 and its cluster's size")
+        part = (masks > 0) & (masks < sizes)
+        if (part.sum(1) > 1).any():
+            raise JaxselError("a take may hold at most one cluster in part")
+        if partial_cap is not None and (masks[part] > partial_cap).any():
+            raise JaxselError(f"a partly taken cluster holds {masks[part].max()} rows, more than this proxy's "
+                              f"partial_cap={partial_cap}")
+        masks = masks.astype(np.int32)
+    if max_clusters is not None and ((masks > 0).sum(1) > max_clusters).any():
+        raise JaxselError(f"a mask holds {(masks > 0).sum(1).max()} clusters, more than this proxy's "
+                          f"max_clusters={max_clusters}")
     return masks
 
 
@@ -396,11 +495,11 @@ def _sharded_score_batch(proxy: Proxy, masks: np.ndarray) -> Scores:
 
     n_dev = jax.device_count()
     if proxy.kind != "ridge":
-        check_masks(masks, proxy.k, proxy.cfg.max_clusters)
+        check_masks(masks, proxy.k, proxy.cfg.max_clusters, sizes=proxy.stats["sizes"])
     b = masks.shape[0]
     pad = (-b) % n_dev
     if pad:
-        masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), bool)])
+        masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), masks.dtype)])
     masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
     mode = proxy.cfg.batch_mode
     if mode == "auto":  # XLA:CPU runs vmapped small training loops slower than one after another
@@ -420,15 +519,19 @@ def fit_ridge(proxy: Proxy, mask) -> np.ndarray:
 
 
 class RewardCache:
-    """Host-side memo of proxy objective values keyed by the packed mask, with hit counts."""
+    """Host-side memo of proxy objective values keyed by the subset (mask or take), with hit counts."""
 
     def __init__(self, proxy: Proxy):
         self.proxy, self.table, self.hits, self.misses = proxy, {}, 0, 0
 
     def scores(self, masks) -> np.ndarray:
-        """The objective (``Proxy.value``) of each mask in a (B, K) batch, computing only new masks."""
-        masks = check_masks(masks, self.proxy.k)
-        keys = [np.packbits(m).tobytes() for m in masks]
+        """The objective (``Proxy.value``) of each subset in a (B, K) batch of masks or takes,
+        computing only new ones."""
+        sizes = np.asarray(self.proxy.stats["sizes"])
+        masks = check_masks(masks, self.proxy.k, sizes=sizes, partial_cap=self.proxy.partial_cap)
+        if masks.dtype == bool:
+            masks = masks * sizes.astype(np.int32)
+        keys = [m.tobytes() for m in masks]
         todo = {k: i for i, k in enumerate(keys) if k not in self.table}
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)

@@ -79,6 +79,7 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
              "total_seconds": float(np.mean(total)),
              "total_vs_full": float(np.mean(total) / full_secs[v]) if v in full_secs else None,
              "corrupted_chosen": float(np.mean([r["corrupted_chosen"] for r in rs]))}
+        s.update(_label_mix(rs))
         paired = [r["test_accuracy"] - rand[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in rand]
         if m not in ("random", "full") and paired:
             s["vs_random"], s["vs_random_ci95"] = mean_ci(paired)
@@ -87,23 +88,56 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     return sorted(out, key=key)
 
 
-def markdown(summary: list[dict]) -> str:
-    """The results table; the corrupted-examples column appears when a noisy variant is present."""
+def _label_mix(rs: list[dict]) -> dict:
+    """Label shares of a group's selections (summed over seeds) and of its train split, and the
+    classes with a train example that some seed's selection left out."""
+    if not all("label_counts" in r for r in rs):
+        return {}
+    counts = np.sum([r["label_counts"] for r in rs], 0)
+    out = {"label_share": (counts / max(counts.sum(), 1)).tolist()}
+    if all("train_label_counts" in r for r in rs):
+        train = np.asarray(rs[0]["train_label_counts"])
+        out["train_label_share"] = (train / max(train.sum(), 1)).tolist()
+        out["missing_classes"] = sorted({c for r in rs for c in np.flatnonzero((np.asarray(r["label_counts"]) == 0)
+                                                                                  & (train > 0)).tolist()})
+    return out
+
+
+def _interval(mean: float, half: float, seeds: int, sign: str = "") -> str:
+    """``mean ± half``, or the mean alone for one seed (no interval to show)."""
+    return f"{mean:{sign}.3f}" + (f" ± {half:.3f}" if seeds > 1 else "")
+
+
+def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
+    """The results table (the corrupted-examples column appears when a noisy variant is present),
+    then a warning line for every selection that left out a class. ``labels``: class names."""
     noisy = any(s["variant"] == "noisy" for s in summary)
-    head = ["variant", "method", "budget", "seeds", "test acc (95% CI)", "vs random, paired", "macro-F1", "examples",
-            "selection s", "finetune s", "total s", "total / full"] + (["corrupted chosen"] if noisy else [])
+    mix = any("label_share" in s for s in summary)
+    head = (["variant", "method", "budget", "seeds", "test acc (95% CI)", "vs random, paired", "macro-F1", "examples"]
+            + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
+            + (["corrupted chosen"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    warnings = []
     for s in summary:
-        cells = [s["variant"], s["method"], "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%"),
-                 str(len(s["seeds"])), f"{s['test_accuracy']:.3f} ± {s['test_accuracy_ci95']:.3f}",
-                 f"{s['vs_random']:+.3f} ± {s['vs_random_ci95']:.3f}" if "vs_random" in s else "-",
-                 f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}", f"{s['selection_seconds']:.1f}",
-                 f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
-                 "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
+        n = len(s["seeds"])
+        budget = "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%")
+        cells = [s["variant"], s["method"], budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n),
+                 _interval(s["vs_random"], s["vs_random_ci95"], n, "+") if "vs_random" in s else "-",
+                 f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
+        if mix:
+            cells.append("/".join(f"{100 * v:.0f}" for v in s["label_share"]) if "label_share" in s else "-")
+        cells += [f"{s['selection_seconds']:.1f}", f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
+                  "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
         if noisy:
             cells.append(f"{s['corrupted_chosen']:.0f}" if s["variant"] == "noisy" else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        if s.get("missing_classes"):
+            names = [labels[c] if labels else str(c) for c in s["missing_classes"]]
+            train = "/".join(f"{100 * v:.0f}" for v in s["train_label_share"])
+            warnings.append(f"warning: {s['variant']} {s['method']} {budget} selected no example of class "
+                            f"{', '.join(names)} in at least one seed (label mix % "
+                            f"{'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; train {train})")
+    return "\n".join(lines + ([""] + warnings if warnings else []))
 
 
 def _panels(n: int, width: float, height: float):
@@ -194,7 +228,7 @@ def plot_mask_map(maps: dict, path: Path) -> None:
 def write(out: Path, doc: dict, maps: dict) -> None:
     """``report.md`` and the three PNG plots in ``out``."""
     out = Path(out)
-    table = markdown(doc["summary"])
+    table = markdown(doc["summary"], doc.get("dataset", {}).get("labels"))
     cfg = doc["config"]
     env = doc["environment"]
     text = (f"# jaxsel run `{cfg['name']}` on {cfg['data']['name']}\n\n"
@@ -204,7 +238,8 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval; `vs random, paired`: "
             f"mean and 95% interval of (method - random subset of the same size) over seeds, paired by seed. `total s` adds the "
             f"shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
-            f"to selection and finetuning; `total / full` divides it by the full-data finetune.\n\n"
+            f"to selection and finetuning; `total / full` divides it by the full-data finetune. `label mix %`: "
+            f"the selections' label shares over all seeds (full data: the train split's).\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")
     plot_accuracy(doc["summary"], out / "accuracy_vs_budget.png")
     plot_wallclock(doc["summary"], doc["timings"], out / "wallclock.png")

@@ -1,4 +1,5 @@
-"""A learned reward model: an ensemble of small MLPs from a cluster mask to a proxy score.
+"""A learned reward model: an ensemble of small MLPs from the share of each cluster a subset takes
+(a (K,) mask for whole clusters, :func:`coverage` for a take) to a proxy score.
 
 Used for WarmStart (fit on proxy-scored random masks before RL starts), for reward-model rollouts
 (``Surrogate`` stands in for the proxy in the environment; see ``jaxsel.agents``), and by
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -73,27 +75,36 @@ def predict(model: dict, masks) -> tuple[jax.Array, jax.Array]:
 @struct.dataclass
 class Surrogate:
     """The reward model in the proxy interface (``init`` / ``add`` / ``score_state`` / ``score``), so
-    the selection environment can train an agent on predicted rewards."""
+    the selection environment can train an agent on predicted rewards. Its input is the share of
+    each cluster taken (1 for a whole cluster), as in :func:`coverage`."""
 
     model: dict
+    sizes: jax.Array  # (K,) int32 examples per cluster
     num_classes: int = struct.field(pytree_node=False)
-    k: int = struct.field(pytree_node=False)
     kind: str = struct.field(pytree_node=False, default="surrogate")
 
     def init(self):
-        return jnp.zeros(self.k, bool)
+        return jnp.zeros(self.sizes.shape[0], jnp.float32)
 
-    def add(self, state, cluster):
-        return state.at[cluster].set(True)
+    def add(self, state, cluster, count=None):
+        size = self.sizes[cluster]
+        count = size if count is None else jnp.minimum(count, size)
+        return state.at[cluster].add(count / jnp.maximum(size, 1))
 
     def score_state(self, state):
         from jaxsel.proxy import Scores
         mean, _ = predict(self.model, state[None])
         return Scores(mean[0], jnp.float32(0.0))
 
-    def score(self, mask):
-        return self.score_state(mask)
+    def score(self, subset):
+        take = subset * self.sizes if subset.dtype == jnp.bool_ else subset
+        return self.score_state(take / jnp.maximum(self.sizes, 1))
 
     def value(self, scores):
         """The predicted objective (carried in the ``accuracy`` slot of the scores)."""
         return scores.accuracy
+
+
+def coverage(take: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(..., K) float32 share of each cluster a take holds: the reward model's input."""
+    return (np.asarray(take) / np.maximum(np.asarray(sizes), 1)).astype(np.float32)

@@ -1,8 +1,9 @@
 """Search baselines with the agents' output type: random, greedy marginal gain, CLIMB-Disc, full.
 
 Each returns a :class:`Found` (the best mask, its pick order, its proxy score, and the number of
-true proxy evaluations). Masks are built the way the MDP builds them: clusters are added until
-the running total of examples first reaches the budget.
+true proxy evaluations). Subsets are built the way the MDP builds them: clusters are added until
+the running total of examples first reaches the budget, and the last one contributes only the
+rows that fit (:func:`jaxsel.selection.take_for`); that take is what the proxy scores.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jaxsel import reward_model
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache
+from jaxsel.selection import take_for
 
 
 @dataclass
@@ -66,13 +68,13 @@ def _start(log_path, signature, seed, cache, sizes, budget, n, resume):
         rng.bit_generator.state = log.rng_state
         return log, rng
     orders = [complete([], sizes, budget, rng) for _ in range(n)]
-    scores = [float(v) for v in cache.scores(np.stack([to_mask(o, len(sizes)) for o in orders]))]
+    scores = [float(v) for v in cache.scores(takes(orders, sizes, budget))]
     return SearchLog(orders, scores, 0, rng.bit_generator.state, signature), rng
 
 
-def _advance(log: SearchLog, new: list, cache: RewardCache, rng, k: int, log_path) -> None:
+def _advance(log: SearchLog, new: list, cache: RewardCache, rng, sizes: np.ndarray, budget: int, log_path) -> None:
     """Score ``new`` orders with the true proxy, append them, move to the next round, save."""
-    log.scores += [float(v) for v in cache.scores(np.stack([to_mask(o, k) for o in new]))]
+    log.scores += [float(v) for v in cache.scores(takes(new, sizes, budget))]
     log.orders += new
     log.round += 1
     log.rng_state = rng.bit_generator.state
@@ -101,11 +103,16 @@ def to_mask(order: list[int], k: int) -> np.ndarray:
     return m
 
 
+def takes(orders: list, sizes: np.ndarray, budget: int) -> np.ndarray:
+    """(B, K) int32: the take of each pick order under the exact budget rule."""
+    return np.stack([take_for(o, sizes, budget) for o in orders])
+
+
 def random_search(cache: RewardCache, sizes: np.ndarray, budget: int, samples: int, seed: int) -> Found:
     """Score ``samples`` budget-matched random subsets; best one, plus mean and std of all."""
     rng = np.random.default_rng(seed)
     orders = [complete([], sizes, budget, rng) for _ in range(samples)]
-    scores = cache.scores(np.stack([to_mask(o, len(sizes)) for o in orders]))
+    scores = cache.scores(takes(orders, sizes, budget))
     i = int(np.argmax(scores))
     return Found(to_mask(orders[i], len(sizes)), orders[i], float(scores[i]), samples,
                  {"mean": float(scores.mean()), "std": float(scores.std()), "first": float(scores[0]),
@@ -113,21 +120,23 @@ def random_search(cache: RewardCache, sizes: np.ndarray, budget: int, samples: i
 
 
 def greedy(cache: RewardCache, sizes: np.ndarray, budget: int) -> Found:
-    """Add the cluster with the largest marginal gain (all remaining scored as one batch) each step."""
+    """Add the cluster with the largest marginal gain (all remaining scored as one batch) each step;
+    a cluster that would overshoot the budget is scored for the rows of it that fit."""
     k = len(sizes)
     order, total, evals, score = [], 0, 0, float("nan")
     with tqdm(total=budget, desc="greedy", unit="ex", leave=False) as bar:
         while total < budget and len(order) < k:
             rest = np.setdiff1d(np.arange(k), order)
-            cands = np.repeat(to_mask(order, k)[None], len(rest), 0)
-            cands[np.arange(len(rest)), rest] = True
+            cands = np.repeat(take_for(order, sizes, budget)[None], len(rest), 0)
+            cands[np.arange(len(rest)), rest] = np.minimum(sizes[rest], budget - total)
             s = cache.scores(cands)
             evals += len(rest)
             j = int(np.argmax(s))
             order.append(int(rest[j]))
             score = float(s[j])
-            total += int(sizes[rest[j]])
-            bar.update(int(sizes[rest[j]]))
+            step = min(int(sizes[rest[j]]), budget - total)
+            total += step
+            bar.update(step)
     return Found(to_mask(order, k), order, score, evals)
 
 
@@ -155,13 +164,14 @@ def climb(cache: RewardCache, sizes: np.ndarray, budget: int, *, rounds: int = 4
     key = jax.random.PRNGKey(seed)
     for r in tqdm(range(log.round, rounds if stop_after is None else min(stop_after, rounds)), desc="climb",
                   leave=False):
-        model = reward_model.fit(jax.random.fold_in(key, r), np.stack([to_mask(o, k) for o in log.orders]),
+        model = reward_model.fit(jax.random.fold_in(key, r),
+                                 reward_model.coverage(takes(log.orders, sizes, budget), sizes),
                                  np.array(log.scores), model_cfg)
         best = np.argsort(log.scores)[::-1][:top]
         props = [_mutate(log.orders[best[i % len(best)]], sizes, budget, rng) for i in range(candidates)]
-        mean, std = map(np.asarray, reward_model.predict(model, np.stack([to_mask(o, k) for o in props])))
+        mean, std = map(np.asarray, reward_model.predict(model, reward_model.coverage(takes(props, sizes, budget), sizes)))
         pick = np.argsort(mean + std)[::-1][:max(8, evaluate >> r)]
-        _advance(log, [props[i] for i in pick], cache, rng, k, log_path)
+        _advance(log, [props[i] for i in pick], cache, rng, sizes, budget, log_path)
     i = int(np.argmax(log.scores))
     return Found(to_mask(log.orders[i], k), log.orders[i], float(log.scores[i]), len(log.orders))
 

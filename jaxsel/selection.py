@@ -1,11 +1,11 @@
 """A selection: the chosen clusters, the exported example indices, scores and provenance.
 
-Exact budget rule: clusters are taken in pick order; every cluster but the last contributes all
-its examples, and the last contributes a seeded random sample of its members that brings the
-total to exactly the example budget (when the picked clusters hold fewer examples, all of them).
+Exact budget rule (the MDP, every search and the export share it): clusters are taken in pick
+order, each whole while it fits; the pick that reaches the budget contributes only its first
+rows in the within-cluster order (:func:`jaxsel.cluster.member_order`) that bring the total to
+exactly the example budget (when the picked clusters hold fewer examples, all of them). The
+proxy scores that same take, so a selection's recorded score is the score of its exported rows.
 """
-
-from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path, write_json
 
@@ -36,18 +37,31 @@ def budget_examples(budget: float, n: int) -> int:
     return max(1, int(round(budget * n)))
 
 
-def indices_for(clustering, order, budget: int, seed: int = 0) -> np.ndarray:
-    """Sorted train indices of the clusters ``order`` (pick order), trimmed to ``budget`` examples."""
-    order = [int(c) for c in order if c >= 0]
-    rng = np.random.default_rng(seed)
-    parts, total = [], 0
-    for i, c in enumerate(order):
-        members = clustering.members(c)
-        if i == len(order) - 1 and total + len(members) > budget:
-            members = np.sort(rng.choice(members, budget - total, replace=False))
-        parts.append(members)
-        total += len(members)
+def take_for(order, sizes: np.ndarray, budget: int) -> np.ndarray:
+    """(K,) int32 rows taken per cluster under the exact budget rule for the pick order ``order``
+    (-1 entries ignored): whole clusters until the budget, then the part of the last that fits."""
+    sizes = np.asarray(sizes)
+    take = np.zeros(len(sizes), np.int32)
+    left = int(budget)
+    for c in (int(c) for c in order if c >= 0):
+        if left <= 0:
+            break
+        take[c] = min(int(sizes[c]), left)
+        left -= int(take[c])
+    return take
+
+
+def rows_for(clustering, take: np.ndarray) -> np.ndarray:
+    """Sorted train indices of a take (K,): the first ``take[j]`` rows of cluster j in the
+    within-cluster order."""
+    rows, start = member_order(clustering)
+    parts = [rows[start[j]:start[j] + t] for j, t in enumerate(np.asarray(take)) if t > 0]
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def indices_for(clustering, order, budget: int) -> np.ndarray:
+    """Sorted train indices of the clusters ``order`` (pick order), trimmed to ``budget`` examples."""
+    return rows_for(clustering, take_for(order, clustering.sizes, budget))
 
 
 @dataclass

@@ -43,3 +43,19 @@ def test_parse_budget():
             continue
         raise AssertionError(bad)
     assert np.isclose(cli.parse_budget("0.5"), 0.5)
+
+
+def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path, tmp_cache, capsys):
+    """A budget smaller than one label-pure cluster: the selection is one trimmed cluster, so two
+    classes are missing; the printout and the file carry the score of the exported rows."""
+    from conftest import write_data
+    from jaxsel.selection import Selection
+    csv = write_data(tmp_path / "d.csv")
+    out = tmp_path / "sel"
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",
+                     "--method", "greedy", "--budget", "0.05", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    sel = Selection.load(out / "selection.json")
+    assert len(sel.indices) == 13 and "the last trimmed to the budget" in captured.out
+    assert f"proxy accuracy of these examples {sel.scores['proxy_accuracy']:.4f}" in captured.out
+    assert len(sel.meta["missing_classes"]) == 2 and "holds no example of class" in captured.err

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from jaxsel import cluster, proxy
+from jaxsel import cluster, proxy, selection
 from jaxsel.env import make_env
 from jaxsel.errors import JaxselError
 
@@ -40,18 +40,21 @@ def test_episode_invariants(setup, seed):
         assert chosen < int(params.budget)  # the episode never continues past the budget
         obs, state, reward, done, info = step(jax.random.PRNGKey(t), state, action, params)
         total += float(reward)
-        chosen += int(cl.sizes[action])
+        chosen = min(chosen + int(cl.sizes[action]), int(params.budget))  # the last pick only fills the budget
         assert int(info["chosen"]) == chosen
         if done:
             break
-    assert bool(done) and chosen >= int(params.budget)
-    assert chosen - int(cl.sizes[picked[-1]]) < int(params.budget)  # the last pick crossed it
+    assert bool(done) and chosen == int(params.budget)
     mask = np.zeros(K, bool)
     mask[picked] = True
     np.testing.assert_array_equal(np.asarray(info["final_mask"]), mask)
     assert [int(a) for a in np.asarray(info["final_order"]) if a >= 0] == picked
-    want = float(p.score(jnp.asarray(mask)).accuracy) - float(p.score(jnp.zeros(K, bool)).accuracy)
+    # the return is the score of the exported rows (last cluster trimmed), scored from those rows
+    exported = selection.indices_for(cl, picked, int(params.budget))
+    assert len(exported) == int(params.budget)
+    want = float(p.score_rows(exported).accuracy) - float(p.score(jnp.zeros(K, bool)).accuracy)
     assert total == pytest.approx(want, abs=1e-5)
+    assert float(info["final_score"]) == pytest.approx(float(p.score_rows(exported).accuracy), abs=1e-5)
     assert not np.asarray(state.mask).any() and int(state.step) == 0  # auto-reset
 
 

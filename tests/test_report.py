@@ -54,3 +54,15 @@ def test_plots_are_written(tmp_path):
                          tmp_path / "m.png")
     for name in ("a.png", "w.png", "m.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_mix_and_missing_classes_and_one_seed_has_no_interval():
+    rows = [dict(r, label_counts=[60, 40, 0] if r["method"] == "ppo" else [70, 25, 5],
+                 train_label_counts=[1400, 500, 100]) for r in _rows() if r["seed"] == 0]
+    s = {x["method"]: x for x in report.summarize(rows, {})}
+    assert s["ppo"]["label_share"] == pytest.approx([0.6, 0.4, 0.0]) and s["ppo"]["missing_classes"] == [2]
+    assert s["random"]["missing_classes"] == [] and s["full"]["train_label_share"] == pytest.approx([0.7, 0.25, 0.05])
+    table = report.markdown(report.summarize(rows, {}), ["a", "b", "c"])
+    assert "| noisy | ppo | 5% | 1 | 0.700 | +0.100 |" in table and "±" not in table
+    assert "| 60/40/0 |" in table
+    assert "warning: noisy ppo 5% selected no example of class c" in table and "train 70/25/5" in table

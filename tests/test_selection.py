@@ -5,7 +5,7 @@ import pytest
 
 from jaxsel import cluster, data
 from jaxsel.errors import JaxselError
-from jaxsel.selection import Selection, indices_for
+from jaxsel.selection import Selection, indices_for, take_for
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +18,32 @@ def test_exact_budget_and_trim_rule(cl):
     order = list(np.argsort(cl.sizes)[::-1][:3])
     full = sum(cl.sizes[order])
     budget = full - 5
-    idx = indices_for(cl, order, budget, seed=1)
+    idx = indices_for(cl, order, budget)
     assert len(idx) == budget and len(set(idx.tolist())) == budget
     for c in order[:-1]:  # all but the last cluster come whole
         assert set(cl.members(c)) <= set(idx.tolist())
     last = set(cl.members(order[-1]))
     assert len(last & set(idx.tolist())) == cl.sizes[order[-1]] - 5
-    np.testing.assert_array_equal(idx, indices_for(cl, order, budget, seed=1))
+    # the last cluster gives up its first rows in the within-cluster order
+    rows, start = cluster.member_order(cl)
+    head = rows[start[order[-1]]:start[order[-1]] + cl.sizes[order[-1]] - 5]
+    assert set(head.tolist()) == last & set(idx.tolist())
+    np.testing.assert_array_equal(idx, indices_for(cl, order, budget))
     assert len(indices_for(cl, order, full + 50)) == full  # fewer than the budget: all of them
+    # picks after the budget is reached add nothing
+    assert take_for(order + [int(np.argmin(cl.sizes))], cl.sizes, budget).sum() == budget
+
+
+def test_member_order_is_a_partition_led_by_the_table(cl):
+    rows, start = cluster.member_order(cl)
+    assert sorted(rows.tolist()) == list(range(len(cl.assignment)))
+    for j in range(cl.k):
+        part = rows[start[j]:start[j + 1]]
+        assert (cl.assignment[part] == j).all()
+        head = cl.table[j][cl.table[j] >= 0]
+        np.testing.assert_array_equal(part[:len(head)], head)
+    again = cluster.member_order(cl)
+    np.testing.assert_array_equal(rows, again[0])
 
 
 def test_save_load_apply(tmp_path, table_file, cl):
