@@ -2,7 +2,9 @@
 
 Methods: ``ppo`` and ``dqn`` (trained on device in chunks of ``checkpoint_every`` updates, with an
 orbax checkpoint after each chunk so ``resume=True`` continues where a run stopped and ends with
-the same selection), and the search baselines ``random``, ``greedy``, ``climb`` and ``full``.
+the same selection), the cluster searches ``random-search`` (best of ``random_samples`` random
+budget-sized cluster picks), ``greedy`` and ``climb``, and the example-level baselines ``random``
+(a seeded uniform subset of the budget) and ``full``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from jaxsel.env import make_env
 from jaxsel.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import Selection, rows_for, take_for
-
-METHODS = ("ppo", "dqn", "random", "greedy", "climb", "full")
+from jaxsel.selection import METHODS, Selection, random_indices, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -197,8 +197,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         score = float(best.score)
         extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
         extra["env_steps"] = env_steps
+    elif c.method == "random":
+        order, score = [], float("nan")
     else:
-        if c.method == "random":
+        if c.method == "random-search":
             found = search.random_search(cache, sizes, budget, c.random_samples, c.seed)
         elif c.method == "greedy":
             found = search.greedy(cache, sizes, budget)
@@ -210,13 +212,17 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             found = search.full(cache, clustering.k)
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
     n_budget = len(train_labels) if c.method == "full" else budget
-    take = take_for(order, sizes, n_budget)
-    indices = rows_for(clustering, take)
+    if c.method == "random":
+        indices = random_indices(len(train_labels), n_budget, c.seed)
+        final = whole = proxy.score_rows(indices)
+    else:
+        take = take_for(order, sizes, n_budget)
+        indices = rows_for(clustering, take)
+        final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last cluster trimmed
+        whole = proxy.score(jax.numpy.asarray(search.to_mask(order, clustering.k)))
     if len(indices) != min(n_budget, int(sizes.sum())):
         raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
     empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
-    final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last cluster trimmed
-    whole = proxy.score(jax.numpy.asarray(search.to_mask(order, clustering.k)))
     scores = {"proxy_accuracy": float(final.accuracy), "proxy_accuracy_empty": float(empty.accuracy),
               "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective,
               "proxy_score": float(proxy.value(final)), "proxy": proxy.kind,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.selection import budget_examples, parse_budget
+from jaxsel.selection import METHODS, budget_examples, parse_budget, random_indices
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -140,7 +140,7 @@ def cmd_finetune(a) -> None:
         sel.apply(dd)  # refuses another dataset's selection
         indices, source = sel.indices, f"selection {a.selection}"
     elif a.random_fraction:
-        indices = np.sort(np.random.default_rng(a.seed).choice(n, budget_examples(a.random_fraction, n), replace=False))
+        indices = random_indices(n, budget_examples(a.random_fraction, n), a.seed)
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
@@ -157,7 +157,8 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_run(a) -> None:
-    from jaxsel import experiment
+    from jaxsel import assets, experiment
+    assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
     doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
                          split_col=a.split_col)
     out = Path(doc["out"])
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="choose a budget of the train set with an RL agent or a search baseline")
     _dataset_args(p)
     _embed_args(p)
-    p.add_argument("--method", default="ppo", choices=("ppo", "dqn", "random", "greedy", "climb", "full"))
+    p.add_argument("--method", default="ppo", choices=METHODS,
+                   help="RL (ppo, dqn), cluster searches (random-search: best of many random cluster picks, greedy, "
+                        "climb), or example-level baselines (random: a uniform subset of the budget, full)")
     p.add_argument("--budget", type=parse_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
     p.add_argument("--proxy", default="ridge", choices=("ridge", "linear", "mlp"))
     p.add_argument("--project", type=int, default=64, help="PCA dimensions for the proxy (0: none)")

@@ -29,9 +29,9 @@ from jaxsel.errors import JaxselError
 from jaxsel.finetune import FinetuneConfig
 from jaxsel.io import write_json
 from jaxsel.proxy import ProxyConfig
-from jaxsel.selection import budget_examples, parse_budget
+from jaxsel.selection import budget_examples, parse_budget, random_indices
 
-SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy")
+SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
 BASELINES = ("random", "full")
 VARIANTS = ("clean", "noisy")
 
@@ -356,7 +356,8 @@ class Run:
             if method == "full":
                 indices = None
             elif method == "random":
-                indices = np.sort(np.random.default_rng(seed).choice(n, budget_examples(budget, n), replace=False))
+                indices = random_indices(n, budget_examples(budget, n), seed)
+                row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
             else:
                 sel = self.selection(v, method, budget, seed, vdd, labels, p, c)
                 selections[(v, budget, seed, method)] = sel
@@ -382,10 +383,11 @@ class Run:
 
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
         **data_overrides) -> dict:
-    """Run (or resume) a config; returns the results document also written to ``OUT/results.json``."""
-    from jaxsel import assets
+    """Run (or resume) a config; returns the results document also written to ``OUT/results.json``.
+
+    Leaves jax's configuration alone: call :func:`jaxsel.assets.enable_compilation_cache` first to
+    keep compiled programs on disk across runs, as ``jaxsel run`` does."""
     cfg = config if isinstance(config, RunConfig) else load_config(config, **data_overrides)
-    assets.enable_compilation_cache()
     if out is None:
         given = data_overrides.get("name")
         out = f"runs/{cfg.name}" + (f"-{Path(given).stem}" if given else "")

@@ -19,11 +19,7 @@ import numpy as np
 
 from jaxsel.io import atomic_path
 
-# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; 1.96 beyond
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
-ORDER = ("ppo", "dqn", "climb", "greedy", "random", "full")
+ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "full")
 
 
 def environment() -> dict:
@@ -43,12 +39,13 @@ def environment() -> dict:
 
 
 def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its two-sided 95% Student-t interval (0 for one value)."""
+    """Mean and the half-width of its two-sided 95% Student-t interval (0 for one value; the
+    quantile from ``scipy.stats.t``)."""
+    from scipy import stats
     v = np.asarray(values, np.float64)
     if len(v) < 2:
         return float(v.mean()), 0.0
-    t = _T95[len(v) - 2] if len(v) - 1 <= len(_T95) else 1.96
-    return float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def _overhead(method: str, variant: str, timings: dict) -> float:
@@ -141,12 +138,10 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
 
 
 def _panels(n: int, width: float, height: float):
-    """(pyplot, figure, row of n axes) on the headless Agg backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, layout="constrained")
-    return plt, fig, axes[0]
+    """(figure, row of n axes): a ``matplotlib.figure.Figure`` (no pyplot, no global backend)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    return fig, fig.subplots(1, n, squeeze=False)[0]
 
 
 def _save(fig, path: Path) -> None:
@@ -158,7 +153,7 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
     """Test accuracy vs budget per method (error bars: 95% CI), one panel per variant; full data
     as a horizontal band."""
     variants = sorted({s["variant"] for s in summary})
-    plt, fig, axes = _panels(len(variants), 5.5, 4)
+    fig, axes = _panels(len(variants), 5.5, 4)
     for ax, v in zip(axes, variants):
         for m in ORDER:
             ss = sorted((s for s in summary if s["variant"] == v and s["method"] == m and s["budget"] is not None),
@@ -174,13 +169,12 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
         ax.set(title=f"{v} data", xlabel="budget (% of train)", ylabel="test accuracy")
         ax.legend(fontsize=8)
     _save(fig, path)
-    plt.close(fig)
 
 
 def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
     """Stacked seconds per method at the first budget: embed + cluster + proxy, selection, finetune."""
     variants = sorted({s["variant"] for s in summary})
-    plt, fig, axes = _panels(len(variants), 5.5, 4)
+    fig, axes = _panels(len(variants), 5.5, 4)
     for ax, v in zip(axes, variants):
         budgets = sorted({s["budget"] for s in summary if s["variant"] == v and s["budget"] is not None})
         ss = [s for s in summary if s["variant"] == v and (s["budget"] is None or (budgets and s["budget"] == budgets[0]))]
@@ -195,12 +189,11 @@ def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
         ax.set(title=f"{v} data, budget {budgets[0]:.2%}" if budgets else v, ylabel="seconds")
         ax.legend(fontsize=8)
     _save(fig, path)
-    plt.close(fig)
 
 
 def plot_mask_map(maps: dict, path: Path) -> None:
     """2-D PCA of explored cluster masks coloured by proxy score; each method's pick marked."""
-    plt, fig, axes = _panels(len(maps), 6.5, 4.5)
+    fig, axes = _panels(len(maps), 6.5, 4.5)
     for ax, (v, mp) in zip(axes, sorted(maps.items())):
         x = mp["masks"].astype(np.float64)
         x = x - x.mean(0)
@@ -222,7 +215,6 @@ def plot_mask_map(maps: dict, path: Path) -> None:
         ax.set(title=f"{v} data: subsets (PCA of cluster masks)", xlabel="PC 1", ylabel="PC 2")
         ax.legend(fontsize=7, loc="best")
     _save(fig, path)
-    plt.close(fig)
 
 
 def write(out: Path, doc: dict, maps: dict) -> None:

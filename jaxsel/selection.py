@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path, write_json
 
 FORMAT = "jaxsel.selection/1"
+# every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
+METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "full")
 
 
 def parse_budget(text: str) -> float:
@@ -35,6 +36,12 @@ def parse_budget(text: str) -> float:
 def budget_examples(budget: float, n: int) -> int:
     """The example budget for a fraction ``budget`` of ``n`` rows: rounded, at least one."""
     return max(1, int(round(budget * n)))
+
+
+def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded uniform sample of ``examples`` of ``n`` rows: the ``random``
+    baseline (an example-level subset, what users mean by a random subset)."""
+    return np.sort(np.random.default_rng(seed).choice(n, examples, replace=False))
 
 
 def take_for(order, sizes: np.ndarray, budget: int) -> np.ndarray:
@@ -54,6 +61,7 @@ def take_for(order, sizes: np.ndarray, budget: int) -> np.ndarray:
 def rows_for(clustering, take: np.ndarray) -> np.ndarray:
     """Sorted train indices of a take (K,): the first ``take[j]`` rows of cluster j in the
     within-cluster order."""
+    from jaxsel.cluster import member_order  # lazily: the CLI imports this module before jax
     rows, start = member_order(clustering)
     parts = [rows[start[j]:start[j] + t] for j, t in enumerate(np.asarray(take)) if t > 0]
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)

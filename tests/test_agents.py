@@ -50,13 +50,13 @@ def test_every_agent_beats_random_on_known_truth(truth):
     fast = dict(ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=24_000),
                 dqn=dqn.DQNConfig(num_envs=16, total_timesteps=16_000, learning_starts=400, target_every=50))
     results = {}
-    for method in ("random", "ppo", "dqn", "greedy", "climb"):
+    for method in ("random-search", "ppo", "dqn", "greedy", "climb"):
         runs = []
         for seed in (0, 1):
             cfg = agents.SelectConfig(method=method, budget=budget, seed=seed, random_samples=256, **fast)
             runs.append(agents.select(p, cl, y, cfg, progress=False))
         results[method] = runs
-    rand_mean = np.mean([r.scores["mean"] for r in results["random"]])
+    rand_mean = np.mean([r.scores["mean"] for r in results["random-search"]])
     # random's expected share of corrupted clusters: 10 picks from 40, a quarter corrupted
     rand_corrupt = 10 * CORRUPT / K
     for method in ("ppo", "dqn", "greedy", "climb"):
@@ -139,7 +139,8 @@ def test_reward_model_rollouts_beat_random(truth):
     cfg = agents.SelectConfig(method="ppo", budget=0.25, surrogate_rounds=2, warm_start=128, surrogate_eval=32,
                               ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=12_000))
     sel = agents.select(p, cl, y, cfg, progress=False)
-    rand = agents.select(p, cl, y, agents.SelectConfig(method="random", budget=0.25, random_samples=128), progress=False)
+    rand = agents.select(p, cl, y, agents.SelectConfig(method="random-search", budget=0.25, random_samples=128),
+                         progress=False)
     assert sel.scores["evaluations"] == 128 + 2 * (32 + 1)  # warm start + per round: rollouts and the best episode
     assert sel.scores["proxy_accuracy"] >= sel.scores["warm_start_best"]
     assert sel.scores["proxy_accuracy"] > rand.scores["mean"] + 0.05
@@ -187,7 +188,7 @@ def test_recorded_score_is_the_exported_rows_score(uneven, kind):
     small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
                  dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 40, learning_starts=64), random_samples=16,
                  climb_rounds=1)
-    methods = agents.METHODS if kind == "ridge" else ("greedy", "random")
+    methods = agents.METHODS if kind == "ridge" else ("greedy", "random-search", "random")
     trimmed = 0
     for method in methods:
         sel = agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.1, **small), progress=False)
