@@ -49,8 +49,8 @@ def main() -> None:
     rows = []
     for n_envs in envs:
         cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
-        fns = ppo.make_chunks(cfg, env, params)
-        runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0))
+        fns = ppo.make_chunks(cfg, env)
+        runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
         update = jax.jit(fns.update, static_argnums=1)
         step, learn = jax.jit(fns.env_step), jax.jit(fns.learn)
 
@@ -58,14 +58,14 @@ def main() -> None:
             for _ in range(n_updates):
                 carry, trs = fns.rollout_start(runner), []
                 for _ in range(cfg.num_steps):
-                    carry, tr = step(carry, None)
+                    carry, tr = step(params, carry, None)
                     trs.append(tr)
                 runner = learn(runner, carry, jax.tree.map(lambda *t: jnp.stack(t), *trs))
             return runner
 
-        jax.block_until_ready(update(runner0, n_updates))  # compile
+        jax.block_until_ready(update(runner0, n_updates, params))  # compile
         jax.block_until_ready(host(runner0))
-        dev = min(timed(lambda: update(runner0, n_updates)) for _ in range(2))
+        dev = min(timed(lambda: update(runner0, n_updates, params)) for _ in range(2))
         hst = min(timed(lambda: host(runner0)) for _ in range(2))
         steps = n_updates * n_envs * cfg.num_steps
         rows.append({"agent": "ppo", "envs": n_envs, "env_steps": steps, "device_s": dev, "host_loop_s": hst,
@@ -73,11 +73,11 @@ def main() -> None:
         print(rows[-1], file=sys.stderr)
     n_envs = 64
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
-    fns = dqn.make_chunks(cfg, env, params)
-    runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0))
+    fns = dqn.make_chunks(cfg, env)
+    runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
     update = jax.jit(fns.update, static_argnums=1)
-    jax.block_until_ready(update(runner0, 50))
-    dev = min(timed(lambda: update(runner0, 50)) for _ in range(2))
+    jax.block_until_ready(update(runner0, 50, params))
+    dev = min(timed(lambda: update(runner0, 50, params)) for _ in range(2))
     rows.append({"agent": "dqn", "envs": n_envs, "env_steps": 50 * n_envs, "device_s": dev,
                  "device_steps_per_s": 50 * n_envs / dev})
     best = max((r for r in rows if r["agent"] == "ppo"), key=lambda r: r["device_steps_per_s"])

@@ -78,9 +78,9 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
 
     ``stop_after`` ends this call once that many updates are done (a time-sliced job; continue
     it with ``resume=True``)."""
-    fns = module.make_chunks(cfg, env, env_params)
+    fns = module.make_chunks(cfg, env)
     update_n = jax.jit(fns.update, static_argnums=1)
-    runner = jax.jit(fns.init)(key)
+    runner = jax.jit(fns.init)(key, env_params)
     ck = _checkpointer() if ckpt_dir is not None else None
     if ckpt_dir is not None:
         ckpt_dir = Path(ckpt_dir).absolute()
@@ -104,7 +104,7 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
               disable=not progress) as bar:
         while int(runner.update) < total:
             n = min(every, total - int(runner.update))
-            runner = update_n(runner, n)
+            runner = update_n(runner, n, env_params)
             if ck is not None:
                 ck.save(ckpt_dir / f"update_{int(runner.update)}", runner)
                 ck.wait_until_finished()
@@ -129,6 +129,8 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     per_round = max(1, cfg.num_updates // c.surrogate_rounds)
     rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
                                 in_axes=(None, None, 0)))
+    fns = module.make_chunks(cfg, env)
+    update = jax.jit(fns.update, static_argnums=1)  # compiled once: each round's reward model is an argument
     runner = None
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
     for r in tqdm(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
@@ -136,12 +138,11 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
                                  reward_model.coverage(search.takes(log.orders, sizes, budget), sizes),
                                  np.array(log.scores))
         sur_params = params.replace(proxy=reward_model.Surrogate(model, params.sizes, params.proxy.num_classes))
-        fns = module.make_chunks(cfg, env, sur_params)
         if runner is None:
-            runner = jax.jit(fns.init)(key)
+            runner = jax.jit(fns.init)(key, sur_params)
             if r > 0:  # resuming: the agent as it was after the previous round
                 runner = _checkpointer().restore(log_path.parent / f"round_{r - 1}", runner)
-        runner = jax.jit(fns.update, static_argnums=1)(runner._replace(best=empty_best(sur_params)), per_round)
+        runner = update(runner._replace(best=empty_best(sur_params)), per_round, sur_params)
         outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
         new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])

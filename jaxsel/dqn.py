@@ -9,6 +9,7 @@ argmax actions. Everything is inside ``lax.scan``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -17,7 +18,6 @@ import optax
 import rlax
 
 from jaxsel import networks
-from jaxsel.env import EnvState
 from jaxsel.episodes import Best, Chunks, empty_best, track_best
 
 HISTORY = 64
@@ -71,19 +71,16 @@ class Runner(NamedTuple):
     history: jax.Array
 
 
-def make_chunks(config: DQNConfig, env, env_params):
+def make_chunks(config: DQNConfig, env):
+    """The training run in resumable pieces: ``init(key, env_params)`` and ``update(runner, n,
+    env_params)``; the environment's params are arguments, not constants of the program."""
     c = config
-    k = env_params.sizes.shape[0]
-    n_features = env.reset(jax.random.PRNGKey(0), env_params)[0].shape[-1]
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
     qnet = jax.vmap(lambda p, o: networks.apply(p, o)[0], in_axes=(None, 0))
 
-    def obs_of(mask, chosen, step):
-        state = EnvState(mask, None, chosen, step, None, None)
-        return jax.vmap(env.observation, in_axes=(0, None))(state, env_params)
-
-    def init(key: jax.Array) -> Runner:
+    def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
+        k, n_features = env.observation_shape(env_params)
         params = networks.init(k_net, n_features, c.hidden)
         _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         n = c.buffer_size
@@ -93,7 +90,7 @@ def make_chunks(config: DQNConfig, env, env_params):
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
                       jnp.zeros(HISTORY))
 
-    def _loss(params, target, batch):
+    def _loss(params, target, batch, obs_of):
         q_tm1 = qnet(params, obs_of(batch.mask, batch.chosen, batch.step))
         obs_t = obs_of(batch.next_mask, batch.next_chosen, batch.next_step)
         q_t_value = qnet(target, obs_t)
@@ -102,7 +99,8 @@ def make_chunks(config: DQNConfig, env, env_params):
         td = jax.vmap(rlax.double_q_learning)(q_tm1, batch.action, batch.reward, discount, q_t_value, q_t_selector)
         return rlax.huber_loss(td, 1.0).mean()
 
-    def _update(runner: Runner, _):
+    def _update(env_params, runner: Runner, _):
+        obs_of = jax.vmap(lambda mask, chosen, step: env.observe(mask, chosen, step, env_params))
         key, k_eps, k_rand, k_env, k_batch = jax.random.split(runner.key, 5)
         frac = jnp.clip(runner.update / (c.eps_fraction * c.num_updates), 0.0, 1.0)
         eps = c.eps_start + frac * (c.eps_end - c.eps_start)
@@ -124,7 +122,7 @@ def make_chunks(config: DQNConfig, env, env_params):
         filled = jnp.where(b.full, c.buffer_size, b.ptr)
         rows = jax.random.randint(k_batch, (c.batch_size,), 0, jnp.maximum(filled, 1))
         batch = jax.tree.map(lambda x: x[rows], b._replace(ptr=None, full=None))
-        grads = jax.grad(_loss)(runner.params, runner.target, batch)
+        grads = jax.grad(_loss)(runner.params, runner.target, batch, obs_of)
         learn = filled * 1 >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
         params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),
@@ -139,13 +137,14 @@ def make_chunks(config: DQNConfig, env, env_params):
         history = runner.history.at[slot].set(jnp.where(jnp.isnan(mean_score), runner.history[slot], mean_score))
         return Runner(params, target, opt_state, b, s2, key, runner.update + 1, best, history), None
 
-    def update(runner: Runner, n: int) -> Runner:
-        return jax.lax.scan(_update, runner, None, n)[0]
+    def update(runner: Runner, n: int, env_params) -> Runner:
+        return jax.lax.scan(partial(_update, env_params), runner, None, n)[0]
 
     return Chunks(init, update)
 
 
-def make_train(config: DQNConfig, env, env_params):
-    """train(key) -> Runner after ``config.num_updates`` iterations; pure, so jit and vmap it."""
-    fns = make_chunks(config, env, env_params)
-    return lambda key: fns.update(fns.init(key), config.num_updates)
+def make_train(config: DQNConfig, env):
+    """train(key, env_params) -> Runner after ``config.num_updates`` iterations; pure, so jit and
+    vmap it."""
+    fns = make_chunks(config, env)
+    return lambda key, env_params: fns.update(fns.init(key, env_params), config.num_updates, env_params)

@@ -81,12 +81,25 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
 class SelectionEnv:
     """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely."""
 
-    def observation(self, state: EnvState, params: EnvParams) -> jax.Array:
-        """(K, F + 3): chosen flag, budget used, clusters picked / max, then the static features."""
+    def observation_shape(self, params: EnvParams) -> tuple[int, int]:
+        """(K, F + 3): one row of features per cluster."""
+        return params.sizes.shape[0], params.features.shape[1] + 3
+
+    def num_actions(self, params: EnvParams) -> int:
+        """K: one action per cluster."""
+        return params.sizes.shape[0]
+
+    def observe(self, mask: jax.Array, chosen: jax.Array, step: jax.Array, params: EnvParams) -> jax.Array:
+        """(K, F + 3) observation of the state fields it depends on (what a replay buffer keeps):
+        chosen flag, budget used, clusters picked / max, then the static features."""
         k = params.sizes.shape[0]
-        used = jnp.full((k, 1), state.chosen / params.budget)
-        steps = jnp.full((k, 1), state.step / params.max_steps)
-        return jnp.concatenate([state.mask[:, None].astype(jnp.float32), used, steps, params.features], 1)
+        used = jnp.full((k, 1), chosen / params.budget, jnp.float32)
+        steps = jnp.full((k, 1), step / params.max_steps, jnp.float32)
+        return jnp.concatenate([mask[:, None].astype(jnp.float32), used, steps, params.features], 1)
+
+    def observation(self, state: EnvState, params: EnvParams) -> jax.Array:
+        """(K, F + 3): see :meth:`observe`."""
+        return self.observe(state.mask, state.chosen, state.step, params)
 
     def action_mask(self, state: EnvState) -> jax.Array:
         """(K,) bool: the clusters that may be picked (not yet chosen)."""

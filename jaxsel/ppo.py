@@ -1,10 +1,13 @@
-"""PPO in the PureJaxRL style: ``make_train(config, env, env_params) -> train(key)``.
+"""PPO in the PureJaxRL style: ``make_train(config, env) -> train(key, env_params)``.
 
-Everything after ``make_train`` is one pure function of the key: vmapped environments, a masked
-categorical actor-critic (``jaxsel.networks``), GAE and the clipped surrogate from rlax, minibatch
-epochs, an entropy bonus and a linearly annealed learning rate, all inside ``lax.scan``, so
-``jax.jit(jax.vmap(train))(keys)`` trains several seeds at once. ``make_chunks`` exposes the same
-run as ``init`` + ``update(runner, n)`` for checkpointed host loops (``jaxsel.agents``).
+Everything after ``make_train`` is one pure function of the key and the environment's params:
+vmapped environments, a masked categorical actor-critic (``jaxsel.networks``), GAE and the
+clipped surrogate from rlax, minibatch epochs, an entropy bonus and a linearly annealed learning
+rate, all inside ``lax.scan``, so ``jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, params)``
+trains several seeds at once. The params (proxy arrays included) are arguments, not constants
+baked into the program, so one compilation serves every set of params of the same shapes (each
+reward-model round, each budget's proxy). ``make_chunks`` exposes the same run as ``init`` +
+``update(runner, n, env_params)`` for checkpointed host loops (``jaxsel.agents``).
 
 Logged per run (fixed-size, never grows with the run): the best finished episode (score, mask,
 pick order) and a history of ``HISTORY`` mean episode scores sampled evenly over the updates.
@@ -13,6 +16,7 @@ pick order) and a history of ``HISTORY`` mean episode scores sampled evenly over
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -73,24 +77,25 @@ class Runner(NamedTuple):
     history: jax.Array
 
 
-def make_chunks(config: PPOConfig, env, env_params):
-    """The training run in resumable pieces: ``init(key)``, ``update(runner, n)``, and for
-    host-driven loops (the benchmark's baseline) ``rollout_start``, ``env_step`` and ``learn``."""
+def make_chunks(config: PPOConfig, env):
+    """The training run in resumable pieces: ``init(key, env_params)``, ``update(runner, n,
+    env_params)``, and for host-driven loops (the benchmark's baseline) ``rollout_start``,
+    ``env_step(env_params, carry, _)`` and ``learn``. The environment's params are arguments, not
+    constants of the program: one compiled ``update`` serves any params of the same shapes."""
     c = config
-    n_features = env.reset(jax.random.PRNGKey(0), env_params)[0].shape[-1]
     schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
                 if c.anneal_lr else c.lr)
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5))
     policy = jax.vmap(networks.apply, in_axes=(None, 0))
 
-    def init(key: jax.Array) -> Runner:
+    def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
-        params = networks.init(k_net, n_features, c.hidden)
+        params = networks.init(k_net, env.observation_shape(env_params)[-1], c.hidden)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         return Runner(params, tx.init(params), env_state, obs, key, jnp.int32(0), empty_best(env_params),
                       jnp.zeros(HISTORY))
 
-    def _env_step(carry, _):
+    def _env_step(env_params, carry, _):
         params, env_state, obs, key, best, score_sum, episodes = carry
         key, k_act, k_env = jax.random.split(key, 3)
         valid = jax.vmap(env.action_mask)(env_state)
@@ -156,17 +161,18 @@ def make_chunks(config: PPOConfig, env, env_params):
     def rollout_start(runner: Runner):
         return (runner.params, runner.env_state, runner.obs, runner.key, runner.best, 0.0, 0)
 
-    def _update(runner: Runner, _):
-        carry, traj = jax.lax.scan(_env_step, rollout_start(runner), None, c.num_steps)
-        return _learn(runner, carry, traj), None
+    def update(runner: Runner, n: int, env_params) -> Runner:
+        def _update(runner: Runner, _):
+            carry, traj = jax.lax.scan(partial(_env_step, env_params), rollout_start(runner), None, c.num_steps)
+            return _learn(runner, carry, traj), None
 
-    def update(runner: Runner, n: int) -> Runner:
         return jax.lax.scan(_update, runner, None, n)[0]
 
     return Chunks(init, update, rollout_start, _env_step, _learn)
 
 
-def make_train(config: PPOConfig, env, env_params):
-    """train(key) -> Runner after ``config.num_updates`` updates; pure, so jit and vmap it."""
-    fns = make_chunks(config, env, env_params)
-    return lambda key: fns.update(fns.init(key), config.num_updates)
+def make_train(config: PPOConfig, env):
+    """train(key, env_params) -> Runner after ``config.num_updates`` updates; pure, so jit and
+    vmap it (over keys, or over params of the same shapes)."""
+    fns = make_chunks(config, env)
+    return lambda key, env_params: fns.update(fns.init(key, env_params), config.num_updates, env_params)

@@ -75,9 +75,9 @@ from jaxsel.env import make_env
 x, y, cl, xv, yv = known_truth()
 env, params = make_env(proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(lam=1.0)), cl, y, 0.25)
 cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=4096)
-out = jax.jit(jax.vmap(ppo.make_train(cfg, env, params)))(jax.random.split(jax.random.PRNGKey(0), 3))
+out = jax.jit(jax.vmap(ppo.make_train(cfg, env), in_axes=(0, None)))(jax.random.split(jax.random.PRNGKey(0), 3), params)
 assert out.best.score.shape == (3,) and out.update.tolist() == [cfg.num_updates] * 3
-single = jax.jit(ppo.make_train(cfg, env, params))(jax.random.split(jax.random.PRNGKey(0), 3)[1])
+single = jax.jit(ppo.make_train(cfg, env))(jax.random.split(jax.random.PRNGKey(0), 3)[1], params)
 np.testing.assert_allclose(float(single.best.score), float(out.best.score[1]), atol=1e-5)
 print("seeds ok")
 """
