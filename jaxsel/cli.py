@@ -25,6 +25,8 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-col", default=None, help="column with an existing train/validation/test split")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate texts (off by default)")
+    p.add_argument("--encoding", default=None,
+                   help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +38,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 def _load(a):
     from jaxsel import data
     return data.load(a.data, text_col=a.text_col, label_col=a.label_col, split_col=a.split_col,
-                     seed=a.split_seed, dedup=a.dedup)
+                     seed=a.split_seed, dedup=a.dedup, encoding=a.encoding)
 
 
 def _embed(a, dd):
@@ -52,10 +54,14 @@ def cmd_data(a) -> None:
         return
     names = s["labels"]
     print(f"dataset {a.data}  fingerprint {s['fingerprint']}  duplicate texts in source: {s['duplicates_in_source']}")
+    print(f"rows dropped when loading: {s['dropped']['missing_label']} without a label, "
+          f"{s['dropped']['empty_text']} with an empty text")
     print(f"{'split':<11}{'rows':>7}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'dup texts':>11}")
     for split, r in s["splits"].items():
         print(f"{split:<11}{r['rows']:>7}" + "".join(f"{r['label_counts'][n]:>13}" for n in names)
               + f"{r['duplicate_texts']:>11}")
+    for line in data.summary_warnings(s):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def cmd_embed(a) -> None:
@@ -160,7 +166,7 @@ def cmd_run(a) -> None:
     from jaxsel import assets, experiment
     assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
     doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
-                         split_col=a.split_col)
+                         split_col=a.split_col, encoding=a.encoding)
     out = Path(doc["out"])
     print(f"{len(doc['rows'])} finetunes in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
           f"results: {out / 'results.json'}")
@@ -230,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default=None)
     p.add_argument("--label-col", default=None)
     p.add_argument("--split-col", default=None)
+    p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")
     p.set_defaults(func=cmd_run)
     return parser

@@ -27,13 +27,69 @@ DEFAULT = "tweets"
 _FILE_TYPES = (".csv", ".tsv", ".gz", ".jsonl", ".json", ".parquet")
 
 
+# label cells that mean "no label" (compared after stripping, case-insensitively)
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none", "-", "?", "<na>", "nat"})
+
+
 @dataclass(frozen=True)
 class Raw:
-    """Cleaned rows before splitting; ``split`` is an existing split per row, or None."""
+    """Rows before splitting; ``split`` is an existing split per row, or None; ``missing_labels``
+    counts rows already dropped because their label cell was empty or a missing-value marker."""
 
     texts: list[str]
     labels: list[str]
     split: list[str] | None = None
+    missing_labels: int = 0
+    empty_texts: int = 0
+
+
+def label_name(value) -> str | None:
+    """A label cell as a class name: stripped text, None for a missing value (empty, NaN, null,
+    "N/A", ...; see ``MISSING_LABELS``)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return None if text.lower() in MISSING_LABELS else text
+
+
+def numeric_names(labels: list[str]) -> list[str]:
+    """When every label is a number, one spelling per number ("1", "1.0" and "01" -> "1");
+    otherwise the labels unchanged."""
+    try:
+        values = [float(v) for v in labels]
+    except ValueError:
+        return labels
+    if not all(np.isfinite(values)):
+        return labels
+    return [str(int(v)) if v.is_integer() else repr(v) for v in values]
+
+
+def decode(data: bytes, path: Path, encoding: str | None) -> str:
+    """The text of a file's bytes: ``encoding`` if given, else UTF-8/UTF-16/UTF-32 by byte-order
+    mark, else UTF-8, else Windows-1252 (with a note on stderr). Raises JaxselError naming the
+    encoding that failed and the option that chooses another."""
+    import codecs
+    import sys
+    if encoding is None:
+        for bom, enc in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+                         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+            if data.startswith(bom):
+                encoding = enc
+                break
+    if encoding is None:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding = "cp1252"
+            print(f"note: {path} is not UTF-8; reading it as Windows-1252 (pass --encoding to choose another)",
+                  file=sys.stderr)
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise JaxselError(f"unknown encoding {encoding!r}")
+    except UnicodeDecodeError as e:
+        raise JaxselError(f"{path}: not valid {encoding} at byte {e.start}; pass --encoding with the file's "
+                          f"encoding (e.g. --encoding latin-1)")
 
 
 def _read_tweets() -> Raw:
@@ -58,23 +114,50 @@ def _read_bbc_news() -> Raw:
 _READERS = {"tweets": _read_tweets, "rotten_tomatoes": _read_rotten_tomatoes, "bbc_news": _read_bbc_news}
 
 
-def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None) -> Raw:
+def _read_frame(path: Path, encoding: str | None):
+    """A pandas DataFrame of a CSV/TSV(.gz)/JSON(L)/Parquet file; one-line errors for folders,
+    empty, undecodable and malformed files."""
+    import gzip
     import pandas as pd
 
+    if path.is_dir():
+        raise JaxselError(f"{path}: is a folder, not a data file")
     suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix.lower() in (".csv", ".tsv") or suffixes.endswith((".csv.gz", ".tsv.gz")):
-        df = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", dtype=str, keep_default_na=False)
-    elif path.suffix.lower() in (".jsonl", ".json"):
-        df = pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
-    elif path.suffix.lower() == ".parquet":
-        df = pd.read_parquet(path)
-    else:
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".tsv", ".jsonl", ".json", ".parquet") and not suffixes.endswith((".csv.gz", ".tsv.gz")):
         raise JaxselError(f"{path}: unsupported file type {path.suffix!r} (use .csv, .tsv, .jsonl, .json or .parquet)")
+    try:
+        if kind == ".parquet":
+            return pd.read_parquet(path)
+        data = path.read_bytes()
+        if suffixes.endswith(".gz"):
+            data = gzip.decompress(data)
+        if not data.strip():
+            raise JaxselError(f"{path}: the file is empty")
+        text = decode(data, path, encoding)
+        if kind in (".jsonl", ".json"):
+            return pd.read_json(io.StringIO(text), lines=kind == ".jsonl", dtype=False)
+        return pd.read_csv(io.StringIO(text), sep="\t" if ".tsv" in suffixes else ",", dtype=str,
+                           keep_default_na=False)
+    except JaxselError:
+        raise
+    except (ValueError, OSError, EOFError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise JaxselError(f"{path}: cannot be parsed: {first}")
+
+
+def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None,
+                encoding: str | None = None) -> Raw:
+    df = _read_frame(path, encoding)
     for col in (text_col, label_col) + ((split_col,) if split_col else ()):
         if col not in df.columns:
             raise JaxselError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, df.columns))})")
-    split = None if split_col is None else [str(s) for s in df[split_col]]
-    return Raw([str(t) for t in df[text_col]], [str(v) for v in df[label_col]], split)
+    labels = [label_name(v) for v in df[label_col]]
+    keep = [i for i, v in enumerate(labels) if v is not None]
+    texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in df[text_col]]
+    split = None if split_col is None else [str(s).strip() for s in df[split_col]]
+    return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
+               None if split is None else [split[i] for i in keep], len(labels) - len(keep))
 
 
 def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
@@ -102,7 +185,8 @@ def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
 def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
     """Strip whitespace, drop empty texts, optionally drop exact duplicate texts.
 
-    Returns the cleaned rows and the number of duplicate texts (counted, dropped only if ``dedup``).
+    Returns the cleaned rows (``empty_texts`` counts the empty ones dropped) and the number of
+    duplicate texts (counted, dropped only if ``dedup``).
     """
     keep, seen, dups = [], set(), 0
     for i, t in enumerate(raw.texts):
@@ -120,7 +204,8 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
     texts = [raw.texts[i].strip() for i in keep]
     labels = [raw.labels[i].strip() for i in keep]
     split = None if raw.split is None else [raw.split[i] for i in keep]
-    return Raw(texts, labels, split), dups
+    empty = sum(1 for t in raw.texts if not t.strip())
+    return Raw(texts, labels, split, raw.missing_labels, empty), dups
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], seed: int) -> list[np.ndarray]:
@@ -144,15 +229,16 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
 
 def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str = "label",
           split_col: str | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-          seed: int = 0, dedup: bool = False):
+          seed: int = 0, dedup: bool = False, encoding: str | None = None):
     """Read, clean and split without building a DatasetDict (no ``datasets`` import).
 
-    Returns (texts, label ids (n,), label names, [train, validation, test] row indices, duplicates).
+    Returns (texts, label ids (n,), label names, [train, validation, test] row indices, counts):
+    ``counts`` has the rows dropped for a missing label or an empty text and the duplicate texts.
     """
     if name_or_path in _READERS:
         raw = _READERS[name_or_path]()
     elif Path(name_or_path).exists():
-        raw = _read_table(Path(name_or_path), text_col, label_col, split_col)
+        raw = _read_table(Path(name_or_path), text_col, label_col, split_col, encoding)
     elif Path(name_or_path).suffix.lower() in _FILE_TYPES or name_or_path.startswith((".", "/", "~")):
         raise JaxselError(f"no such file: {name_or_path}")
     else:
@@ -161,6 +247,11 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     names = sorted(set(raw.labels), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
     if len(names) < 2:
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
+    folded = Counter(n.casefold() for n in names)
+    for n in sorted(n for n in folded if folded[n] > 1):
+        import sys
+        print(f"note: labels {', '.join(repr(m) for m in names if m.casefold() == n)} differ only by case; "
+              f"they are kept as separate classes", file=sys.stderr)
     index = {n: i for i, n in enumerate(names)}
     label_ids = np.array([index[v] for v in raw.labels])
     if raw.split is not None:
@@ -177,7 +268,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         missing = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))
         if missing:
             raise JaxselError(f"class {names[missing[0]]!r} is absent from the {s} split")
-    return raw.texts, label_ids, names, parts, dups
+    counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts}
+    return raw.texts, label_ids, names, parts, counts
 
 
 def load(
@@ -189,18 +281,23 @@ def load(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     dedup: bool = False,
+    encoding: str | None = None,
 ):
     """Load a labelled text dataset as a ``DatasetDict`` with train/validation/test splits.
 
     ``name_or_path``: a built-in name, a local file, or a hub dataset name. ``split_col``
     names a column of an existing split (values train/validation/test); otherwise a seeded
-    stratified split with ``fractions`` is made. The returned dict has ``info`` attributes set on
-    each split: ``jaxsel_fingerprint`` (content + split parameters) and ``jaxsel_duplicates``.
+    stratified split with ``fractions`` is made. ``encoding``: of a CSV/TSV/JSON file (default:
+    detected, see :func:`decode`). Rows whose label is missing (empty, NaN, null, "N/A", ...) or
+    whose text is empty are dropped and counted; numeric labels that are the same number ("1",
+    "1.0") are one class. The returned dict has ``info`` attributes set on each split:
+    ``jaxsel_fingerprint`` (content + split parameters) and the counts :func:`summary` reports.
     """
     import datasets
 
-    texts, label_ids, names, parts, dups = split(name_or_path, text_col=text_col, label_col=label_col,
-                                                 split_col=split_col, fractions=fractions, seed=seed, dedup=dedup)
+    texts, label_ids, names, parts, counts = split(name_or_path, text_col=text_col, label_col=label_col,
+                                                   split_col=split_col, fractions=fractions, seed=seed, dedup=dedup,
+                                                   encoding=encoding)
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
     dd = datasets.DatasetDict()
     for s, idx in zip(SPLITS, parts):
@@ -209,7 +306,7 @@ def load(
     params = f"{name_or_path}|{fractions}|{seed}|{dedup}|{split_col}"
     fp = fingerprint(dd, params)
     for d in dd.values():
-        d.info.description = f"jaxsel_fingerprint={fp};jaxsel_duplicates={dups}"
+        d.info.description = f"jaxsel_fingerprint={fp};" + ";".join(f"jaxsel_{k}={v}" for k, v in counts.items())
     return dd
 
 
@@ -238,15 +335,37 @@ def dataset_fingerprint(dd) -> str:
 
 
 def summary(dd) -> dict:
-    """Rows, label counts and duplicate texts of each split, as a plain dict."""
+    """Rows, label counts and duplicate texts of each split, rows dropped when loading (missing
+    label, empty text), and texts shared between train and validation/test (leakage), as a plain dict."""
+    desc = dd["train"].info.description or ""
     out = {"fingerprint": dataset_fingerprint(dd), "labels": dd["train"].features["label"].names,
-           "duplicates_in_source": int(_info(dd, "jaxsel_duplicates")), "splits": {}}
+           "duplicates_in_source": int(_info(dd, "jaxsel_duplicates")),
+           "dropped": {k: int(_info(dd, f"jaxsel_{k}")) if f"jaxsel_{k}=" in desc else 0
+                       for k in ("missing_label", "empty_text")},
+           "splits": {}}
+    train = set(dd["train"]["text"])
+    out["shared_with_train"] = {s: sum(t in train for t in set(dd[s]["text"])) for s in SPLITS[1:]}
     for s in SPLITS:
         d = dd[s]
         counts = Counter(d["label"])
         texts = d["text"]
         out["splits"][s] = {"rows": len(d), "label_counts": {n: counts.get(i, 0) for i, n in enumerate(out["labels"])},
                             "duplicate_texts": len(texts) - len(set(texts))}
+    return out
+
+
+def summary_warnings(s: dict) -> list[str]:
+    """What a user should know about a :func:`summary`: rows dropped when loading, and texts of
+    validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
+    out = []
+    d = s.get("dropped", {})
+    if d.get("missing_label") or d.get("empty_text"):
+        out.append(f"dropped {d.get('missing_label', 0)} rows without a label and {d.get('empty_text', 0)} "
+                   f"with an empty text")
+    shared = {k: v for k, v in s.get("shared_with_train", {}).items() if v}
+    if shared:
+        out.append("texts also in train (leakage): " + ", ".join(f"{v} in {k}" for k, v in shared.items())
+                   + " (--dedup drops exact duplicates before a random split)")
     return out
 
 
@@ -271,5 +390,6 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
         out[s] = d
     fp = h.hexdigest()[:16]
     for d in out.values():
-        d.info.description = f"jaxsel_fingerprint={fp};jaxsel_duplicates={_info(dd, 'jaxsel_duplicates')}"
+        d.info.description = (dd["train"].info.description or "").replace(f"jaxsel_fingerprint={parent}",
+                                                                           f"jaxsel_fingerprint={fp}")
     return out

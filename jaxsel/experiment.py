@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class DataSpec:
     max_validation: int | None = None
     max_test: int | None = None
     seed: int = 0
+    encoding: str | None = None  # of a CSV/TSV/JSON file; None: detected
 
 
 @dataclass(frozen=True)
@@ -177,11 +179,14 @@ class Run:
     def dataset(self):
         from jaxsel import data, proxy
         d = self.cfg.data
-        dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col)
+        dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col, encoding=d.encoding)
         caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
         if any(caps.values()):
             rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}
             dd = data.derive(dd, rows, tag=f"caps={caps};seed={d.seed}")
+        if self.progress:
+            for line in data.summary_warnings(data.summary(dd)):
+                print(f"warning: {line}", file=sys.stderr)
         return dd
 
     def embeddings(self, dd) -> dict[str, np.ndarray]:

@@ -46,3 +46,7 @@ def write_data(path, test_labels_seed=None, n=360):
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The suite builds the same small programs many times (agents, proxies, finetune steps): keep
+    # compiled executables on disk as `jaxsel run` does (the library itself leaves this to callers).
+    from jaxsel import assets
+    assets.enable_compilation_cache()

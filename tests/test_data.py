@@ -101,3 +101,62 @@ def test_bad_fractions(table_file):
 def test_summary_is_json_serialisable(table_file):
     s = data.summary(data.load(str(table_file)))
     assert json.loads(json.dumps(s))["splits"]["train"]["rows"] == 48
+
+
+ROWS = [("a fine film", "pos"), ("a dull film", "neg"), ("café au lait, très bon", "pos"), ("naïve plot", "neg")] * 10
+
+
+def _csv(rows, header="text,label"):
+    return header + "\n" + "\n".join(f'"{t}",{y}' for t, y in rows) + "\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "cp1252"])
+def test_csv_in_common_encodings_reads_the_same_text(tmp_path, encoding):
+    p = tmp_path / "d.csv"
+    p.write_bytes(_csv(ROWS).encode(encoding))
+    texts, _, names, _, _ = data.split(str(p))
+    assert "café au lait, très bon" in texts and "naïve plot" in texts and names == ["neg", "pos"]
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text(_csv(ROWS[:5]) + '"too","many","fields"\n' + _csv(ROWS[:5], header="")[1:])
+    with pytest.raises(JaxselError, match=r"ragged.csv: cannot be parsed: .*line 7"):
+        data.split(str(ragged))
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(JaxselError, match="empty.csv: the file is empty"):
+        data.split(str(tmp_path / "empty.csv"))
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(JaxselError, match="folder.csv: is a folder"):
+        data.split(str(tmp_path / "folder.csv"))
+    (tmp_path / "cut.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "lab')
+    with pytest.raises(JaxselError, match="cut.jsonl: cannot be parsed"):
+        data.split(str(tmp_path / "cut.jsonl"))
+    (tmp_path / "latin.csv").write_bytes(_csv(ROWS).encode("cp1252"))
+    with pytest.raises(JaxselError, match="not valid utf-8 .* --encoding"):
+        data.split(str(tmp_path / "latin.csv"), encoding="utf-8")
+
+
+def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_path):
+    rows = [(f"text {i}", ["1", "1.0", "2", "2.0", "", "NaN", "N/A", " null "][i % 8]) for i in range(80)]
+    p = tmp_path / "d.csv"
+    p.write_text(_csv(rows))
+    dd = data.load(str(p))
+    s = data.summary(dd)
+    assert s["labels"] == ["1", "2"] and s["dropped"] == {"missing_label": 40, "empty_text": 0}
+    j = tmp_path / "d.jsonl"
+    j.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in
+                           [(None, 1), ("", 0), ("   ", 1)] + [(f"t{i}", i % 2) for i in range(40)] + [("x", None)]))
+    s = data.summary(data.load(str(j)))
+    assert s["dropped"] == {"missing_label": 1, "empty_text": 3} and s["labels"] == ["0", "1"]
+    assert any("dropped 1 rows without a label and 3 with an empty text" in w for w in data.summary_warnings(s))
+
+
+def test_texts_shared_across_splits_are_counted(tmp_path):
+    rows = [(f"t{i}", "ab"[i % 2], "train") for i in range(40)] + \
+           [(f"t{i}", "ab"[i % 2], "test") for i in range(6)] + [(f"v{i}", "ab"[i % 2], "validation") for i in range(6)]
+    p = tmp_path / "d.csv"
+    p.write_text("text,label,split\n" + "\n".join(f"{t},{y},{s}" for t, y, s in rows) + "\n")
+    s = data.summary(data.load(str(p), split_col="split"))
+    assert s["shared_with_train"] == {"validation": 0, "test": 6}
+    assert any("6 in test" in w for w in data.summary_warnings(s))
