@@ -1,7 +1,7 @@
 """jaxsel: RL-guided data selection for language model finetuning, in JAX.
 
 Data flow: ``data.load`` -> ``embed.embed_dataset`` -> ``cluster.kmeans`` -> ``proxy.make`` (reward)
--> ``agents.select`` (ppo, dqn, random, greedy, climb, full) -> ``Selection`` -> ``finetune.finetune``;
+-> ``agents.select`` (ppo, dqn, greedy, climb, random-search, random, full) -> ``Selection`` -> ``finetune.finetune``;
 ``experiment.run(config)`` does all of it and ``report`` summarises. Modules are imported lazily so
 ``import jaxsel`` is cheap.
 """

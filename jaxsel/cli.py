@@ -6,6 +6,7 @@ User mistakes end with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -173,7 +174,9 @@ def cmd_run(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxsel import __version__
     parser = argparse.ArgumentParser(prog="jaxsel", description="RL-guided data selection for finetuning, in JAX")
+    parser.add_argument("--version", action="version", version=f"jaxsel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="splits, label counts and duplicates of a dataset")
     _dataset_args(p)
@@ -248,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except JaxselError as e:
         print(f"jaxsel: error: {e}", file=sys.stderr)
+        return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+        # a location the user named cannot be written (read-only folder, a file where a folder goes)
+        print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxsel: interrupted", file=sys.stderr)

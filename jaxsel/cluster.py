@@ -214,6 +214,10 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     """
     x = np.asarray(x, np.float32)
     _check(x, k)
+    distinct = len(np.unique(x, axis=0))
+    if k > distinct:
+        raise JaxselError(f"cannot make {k} clusters: the {x.shape[0]} examples hold only {distinct} distinct "
+                          f"embeddings (exact duplicate texts embed alike); use k <= {distinct} or --dedup")
     if method not in ("lloyd", "minibatch"):
         raise JaxselError(f"unknown k-means method {method!r} (lloyd or minibatch)")
     if labels is None:
@@ -223,7 +227,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
         labels = np.asarray(labels)
         if labels.shape != (x.shape[0],):
             raise JaxselError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
-        classes, counts = np.unique(labels, return_counts=True)
+        classes = np.unique(labels)
+        counts = np.array([len(np.unique(x[labels == c], axis=0)) for c in classes])  # distinct points per class
         ks = allocate(counts, k)
         assignment = np.zeros(x.shape[0], np.int32)
         centroids, inertia, offset = [], 0.0, 0
@@ -236,6 +241,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
             offset += int(kc)
         centroids = np.concatenate(centroids)
     sizes = np.bincount(assignment, minlength=k).astype(np.int32)
+    if (sizes == 0).any():  # Lloyd re-seeds empty clusters; this guards what selection relies on
+        raise JaxselError(f"k-means left {int((sizes == 0).sum())} of {k} clusters empty; use a smaller k")
     meta = dict(k=k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, method=method,
                 stratified=labels is not None, table_size=table_size)
     return Clustering(assignment, centroids, sizes, index_table(assignment, k, table_size, seed), inertia, meta)

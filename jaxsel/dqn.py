@@ -85,10 +85,10 @@ def make_chunks(config: DQNConfig, env):
         _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         n = c.buffer_size
         z = jnp.zeros(n, jnp.int32)
-        buf = Buffer(jnp.zeros((n, k), bool), z, z, z, jnp.zeros(n), jnp.zeros(n, bool), jnp.zeros((n, k), bool), z, z,
+        buf = Buffer(jnp.zeros((n, k), bool), z, z, z, jnp.zeros(n, jnp.float32), jnp.zeros(n, bool), jnp.zeros((n, k), bool), z, z,
                      jnp.int32(0), jnp.bool_(False))
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
-                      jnp.zeros(HISTORY))
+                      jnp.zeros(HISTORY, jnp.float32))
 
     def _loss(params, target, batch, obs_of):
         q_tm1 = qnet(params, obs_of(batch.mask, batch.chosen, batch.step))

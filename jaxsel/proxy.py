@@ -92,7 +92,8 @@ def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:
     top = logits >= logits.max(-1, keepdims=True)
     credit = jnp.take_along_axis(top, y[:, None], 1)[:, 0] / top.sum(-1)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-    return Scores(credit.mean(), jnp.take_along_axis(logp, y[:, None], 1).mean())
+    # float32 whatever jax_enable_x64 says: scores flow into scan carries of fixed dtype
+    return Scores(credit.mean().astype(jnp.float32), jnp.take_along_axis(logp, y[:, None], 1).mean().astype(jnp.float32))
 
 
 def chance(num_classes: int) -> Scores:
@@ -171,7 +172,7 @@ class Proxy:
         """State of the empty subset."""
         if self.kind == "ridge":
             r1, c = self.stats["xty"].shape[1:]
-            return RidgeState(jnp.zeros((r1, r1)), jnp.zeros((r1, c)), jnp.zeros((), jnp.int32))
+            return RidgeState(jnp.zeros((r1, r1), jnp.float32), jnp.zeros((r1, c), jnp.float32), jnp.zeros((), jnp.int32))
         return jnp.zeros(self.k, jnp.int32)
 
     def add(self, state, cluster: jax.Array, count: jax.Array | None = None):
@@ -286,7 +287,7 @@ def _ridge_score(p: Proxy, s: RidgeState) -> Scores:
 
 def _init_head(kind: str, r1: int, c: int, hidden: int, seed: int):
     if kind == "linear":
-        return {"w": jnp.zeros((r1, c))}
+        return {"w": jnp.zeros((r1, c), jnp.float32)}
     k1, k2 = jax.random.split(jax.random.key(seed))
     return {"w1": jax.random.normal(k1, (r1, hidden)) * np.sqrt(2.0 / r1), "b1": jnp.zeros(hidden),
             "w2": jax.random.normal(k2, (hidden, c)) * np.sqrt(1.0 / hidden), "b2": jnp.zeros(c)}

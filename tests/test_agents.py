@@ -211,3 +211,32 @@ def test_rl_with_too_few_steps_still_fills_the_budget(uneven, capsys):
         assert len(sel.indices) == int(round(0.5 * len(y)))
         assert np.isfinite(sel.scores["proxy_accuracy"]) and sel.scores["completed_by"] == "greedy rollout"
         assert "no episode finished" in capsys.readouterr().err
+
+
+X64 = """
+import os, sys, json; sys.path.insert(0, "tests")
+import numpy as np
+from test_agents import known_truth
+from jaxsel import agents, dqn, ppo, proxy
+x, y, cl, xv, yv = known_truth()
+p = proxy.make(x, y, cl, xv, yv)
+small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
+             dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 20, learning_starts=32), climb_rounds=1)
+out = {m: agents.select(p, cl, y, agents.SelectConfig(method=m, budget=0.2, **small), progress=False).indices.tolist()
+       for m in ("ppo", "dqn", "greedy", "climb")}
+print(json.dumps(out))
+"""
+
+
+def test_same_selection_with_jax_enable_x64():
+    """JAX_ENABLE_X64=1 (a common notebook setting) gives the same selections: dtypes are pinned
+    where scores and states cross scan and jit boundaries."""
+    import json
+    import os
+    import subprocess
+    import sys
+    runs = [subprocess.run([sys.executable, "-c", X64], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "JAX_ENABLE_X64": flag}) for flag in ("0", "1")]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(runs[0].stdout.splitlines()[-1]) == json.loads(runs[1].stdout.splitlines()[-1])

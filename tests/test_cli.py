@@ -59,3 +59,25 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
     assert len(sel.indices) == 13 and "the last trimmed to the budget" in captured.out
     assert f"proxy accuracy of these examples {sel.scores['proxy_accuracy']:.4f}" in captured.out
     assert len(sel.meta["missing_classes"]) == 2 and "holds no example of class" in captured.err
+
+
+def test_version():
+    from jaxsel import __version__
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"jaxsel {__version__}"
+
+
+def test_unwritable_output_is_one_line(table_file, tmp_path, tmp_cache, capsys):
+    import os
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a file where a folder must go
+            locked = tmp_path / "a-file"
+            locked.write_text("")
+        code = cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--out", str(locked / "sub" / "c.npz")])
+    finally:
+        os.chmod(tmp_path / "locked", 0o700)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("jaxsel: error: cannot write") and str(locked) in err and "\n" not in err

@@ -103,3 +103,15 @@ def test_corrupt_file(tmp_path):
 def test_bad_input(x, k, message):
     with pytest.raises(JaxselError, match=message):
         cluster.kmeans(x, k)
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_k_above_distinct_points_is_an_error_and_no_cluster_is_empty(stratified):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((6, 4)).astype(np.float32)
+    x = base[np.arange(60) % 6]  # 60 rows, 6 distinct points
+    labels = (np.arange(60) % 6) % 2 if stratified else None
+    with pytest.raises(JaxselError, match="only 6 distinct"):
+        cluster.kmeans(x, 16, labels=labels)
+    c = cluster.kmeans(x, 6, labels=labels)
+    assert (c.sizes > 0).all() and c.sizes.sum() == 60
