@@ -80,7 +80,7 @@ def kmeans_pp(key: jax.Array, x: jax.Array, k: int) -> jax.Array:
     """Greedy k-means++ seeding (as scikit-learn): each step draws 2 + log(k) candidates with
     probability proportional to D(x)^2 and keeps the one that lowers the potential most."""
     n, trials = x.shape[0], 2 + int(np.log(k))
-    first = jax.random.randint(key, (), 0, n)
+    first = jax.random.randint(key, (), 0, n, jnp.int32)
     c0 = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
     d0 = jnp.sum((x - x[first]) ** 2, 1)
 
@@ -133,7 +133,7 @@ def minibatch(key: jax.Array, x: jax.Array, k: int, batch: int = 4096, steps: in
 
     def step(carry, i):
         c, counts = carry
-        xb = x[jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, x.shape[0])]
+        xb = x[jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, x.shape[0], jnp.int32)]
         a, _ = _assign(xb, c)
         bsum = jax.ops.segment_sum(xb, a, k)
         bcnt = jax.ops.segment_sum(jnp.ones(batch), a, k)

@@ -102,14 +102,14 @@ def make_chunks(config: DQNConfig, env):
     def _update(env_params, runner: Runner, _):
         obs_of = jax.vmap(lambda mask, chosen, step: env.observe(mask, chosen, step, env_params))
         key, k_eps, k_rand, k_env, k_batch = jax.random.split(runner.key, 5)
-        frac = jnp.clip(runner.update / (c.eps_fraction * c.num_updates), 0.0, 1.0)
-        eps = c.eps_start + frac * (c.eps_end - c.eps_start)
+        frac = jnp.clip(runner.update / (c.eps_fraction * c.num_updates), 0.0, 1.0).astype(jnp.float32)
+        eps = c.eps_start + frac * (c.eps_end - c.eps_start)  # float32 even under x64, like every draw below
         s = runner.env_state
         valid = ~s.mask
         obs = obs_of(s.mask, s.chosen, s.step)
         greedy = jnp.argmax(networks.masked(qnet(runner.params, obs), valid), -1)
-        rand = jax.random.categorical(k_rand, jnp.where(valid, 0.0, -1e9))
-        action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,)) < eps, rand, greedy)
+        rand = jax.random.categorical(k_rand, jnp.where(valid, 0.0, -1e9).astype(jnp.float32))
+        action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,), jnp.float32) < eps, rand, greedy)
         _, s2, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             jax.random.split(k_env, c.num_envs), s, action, env_params)
         b = runner.buffer
@@ -120,7 +120,7 @@ def make_chunks(config: DQNConfig, env):
                    b.next_step.at[idx].set(s2.step), (b.ptr + c.num_envs) % c.buffer_size,
                    b.full | (b.ptr + c.num_envs >= c.buffer_size))
         filled = jnp.where(b.full, c.buffer_size, b.ptr)
-        rows = jax.random.randint(k_batch, (c.batch_size,), 0, jnp.maximum(filled, 1))
+        rows = jax.random.randint(k_batch, (c.batch_size,), 0, jnp.maximum(filled, 1), jnp.int32)
         batch = jax.tree.map(lambda x: x[rows], b._replace(ptr=None, full=None))
         grads = jax.grad(_loss)(runner.params, runner.target, batch, obs_of)
         learn = filled * 1 >= c.learning_starts

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 
 
 def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
-    w = jax.nn.initializers.orthogonal(scale)(key, (n_in, n_out))
-    return {"w": w, "b": jnp.zeros(n_out)}
+    w = jax.nn.initializers.orthogonal(scale)(key, (n_in, n_out), jnp.float32)  # float32 even under x64
+    return {"w": w, "b": jnp.zeros(n_out, jnp.float32)}
 
 
 def init(key: jax.Array, features: int, hidden: int = 64) -> dict:

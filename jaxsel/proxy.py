@@ -289,8 +289,9 @@ def _init_head(kind: str, r1: int, c: int, hidden: int, seed: int):
     if kind == "linear":
         return {"w": jnp.zeros((r1, c), jnp.float32)}
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return {"w1": jax.random.normal(k1, (r1, hidden)) * np.sqrt(2.0 / r1), "b1": jnp.zeros(hidden),
-            "w2": jax.random.normal(k2, (hidden, c)) * np.sqrt(1.0 / hidden), "b2": jnp.zeros(c)}
+    f32 = jnp.float32
+    return {"w1": jax.random.normal(k1, (r1, hidden), f32) * np.float32(np.sqrt(2.0 / r1)), "b1": jnp.zeros(hidden, f32),
+            "w2": jax.random.normal(k2, (hidden, c), f32) * np.float32(np.sqrt(1.0 / hidden)), "b2": jnp.zeros(c, f32)}
 
 
 class Fixed(NamedTuple):

@@ -29,8 +29,9 @@ class RewardModelConfig:
 
 def _init_one(key, k: int, hidden: int) -> dict:
     k1, k2 = jax.random.split(key)
-    return {"w1": jax.random.normal(k1, (k, hidden)) / jnp.sqrt(k), "b1": jnp.zeros(hidden),
-            "w2": jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden), "b2": jnp.zeros(1)}
+    f32 = jnp.float32
+    return {"w1": jax.random.normal(k1, (k, hidden), f32) / np.float32(np.sqrt(k)), "b1": jnp.zeros(hidden, f32),
+            "w2": jax.random.normal(k2, (hidden, 1), f32) / np.float32(np.sqrt(hidden)), "b2": jnp.zeros(1, f32)}
 
 
 def _predict_one(p: dict, masks: jax.Array) -> jax.Array:
@@ -50,7 +51,7 @@ def fit(key: jax.Array, masks, scores, cfg: RewardModelConfig = RewardModelConfi
     def train_one(k):
         k_init, k_boot = jax.random.split(k)
         p = _init_one(k_init, x.shape[1], cfg.hidden)
-        w = jnp.bincount(jax.random.randint(k_boot, (len(y),), 0, len(y)), length=len(y)).astype(jnp.float32)
+        w = jnp.bincount(jax.random.randint(k_boot, (len(y),), 0, len(y), jnp.int32), length=len(y)).astype(jnp.float32)
         loss = lambda p: (w * (_predict_one(p, x) - yn) ** 2).sum() / w.sum()
 
         def step(carry, _):
