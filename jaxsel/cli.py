@@ -120,7 +120,8 @@ def cmd_select(a) -> None:
     names = dd["train"].features["label"].names
     trimmed = int(c.sizes[sel.cluster_ids].sum()) > len(sel.indices)
     whole = f"whole clusters {sel.scores['proxy_accuracy_whole_clusters']:.4f}, " if trimmed else ""
-    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({len(sel.cluster_ids)} clusters"
+    n = len(sel.cluster_ids)
+    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({n} cluster{'' if n == 1 else 's'}"
           f"{', the last trimmed to the budget' if trimmed else ''}), proxy accuracy of these examples "
           f"{sel.scores['proxy_accuracy']:.4f} ({whole}empty subset "
           f"{sel.scores['proxy_accuracy_empty']:.4f}), log-likelihood {sel.scores['proxy_loglik']:.4f}, "

@@ -117,6 +117,7 @@ class SelectionEnv:
 
     def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
         """One transition without auto-reset."""
+        action = jnp.asarray(action, jnp.int32)  # int64 from samplers under JAX_ENABLE_X64
         count = jnp.minimum(params.sizes[action], params.budget - state.chosen)
         pstate = params.proxy.add(state.pstate, action, count)
         score = params.proxy.value(params.proxy.score_state(pstate))
