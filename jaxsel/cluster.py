@@ -153,13 +153,19 @@ def _check(x: np.ndarray, k: int) -> None:
         raise JaxselError(f"cannot make {k} clusters from {x.shape[0]} examples (need 1 <= k <= N)")
 
 
+def grouped(assignment: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order (N,), bounds (K + 1,)): row indices sorted by cluster (stable); cluster j's rows are
+    ``order[bounds[j]:bounds[j + 1]]``."""
+    order = np.argsort(assignment, kind="stable")
+    return order, np.searchsorted(assignment[order], np.arange(k + 1))
+
+
 def index_table(assignment: np.ndarray, k: int, size: int, seed: int = 0) -> np.ndarray:
     """(k, size) int32: the first ``size`` members of a seeded random permutation of each cluster
     (in that order), padded with -1. It is the head of :func:`member_order`."""
     rng = np.random.default_rng(seed)
     table = np.full((k, size), -1, np.int32)
-    order = np.argsort(assignment, kind="stable")
-    bounds = np.searchsorted(assignment[order], np.arange(k + 1))
+    order, bounds = grouped(assignment, k)
     for j in range(k):
         m = rng.permutation(order[bounds[j]:bounds[j + 1]])[:size]
         table[j, :len(m)] = m
@@ -177,8 +183,7 @@ def member_order(clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
     k, table = clustering.k, np.asarray(clustering.table)
     seed = int(clustering.meta.get("seed", 0))
     rng = np.random.default_rng([seed, 1])
-    order = np.argsort(clustering.assignment, kind="stable")
-    bounds = np.searchsorted(clustering.assignment[order], np.arange(k + 1))
+    order, bounds = grouped(clustering.assignment, k)
     parts = []
     for j in range(k):
         head = table[j][table[j] >= 0]

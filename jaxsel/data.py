@@ -188,10 +188,11 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
     Returns the cleaned rows (``empty_texts`` counts the empty ones dropped) and the number of
     duplicate texts (counted, dropped only if ``dedup``).
     """
-    keep, seen, dups = [], set(), 0
+    keep, seen, dups, empty = [], set(), 0, 0
     for i, t in enumerate(raw.texts):
         t = t.strip()
         if not t:
+            empty += 1
             continue
         if t in seen:
             dups += 1
@@ -204,7 +205,6 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
     texts = [raw.texts[i].strip() for i in keep]
     labels = [raw.labels[i].strip() for i in keep]
     split = None if raw.split is None else [raw.split[i] for i in keep]
-    empty = sum(1 for t in raw.texts if not t.strip())
     return Raw(texts, labels, split, raw.missing_labels, empty), dups
 
 

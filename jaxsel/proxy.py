@@ -43,7 +43,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxsel.cluster import member_order
+from jaxsel.cluster import grouped, member_order
 from jaxsel.errors import JaxselError
 
 KINDS = ("ridge", "linear", "mlp", "transformer")
@@ -263,16 +263,20 @@ def _ridge_partial(p: Proxy, cluster: jax.Array, count: jax.Array) -> RidgeState
     i = jnp.arange(p.partial_cap)
     n = p.stats["xf"].shape[0]
     rows = p.stats["rows"][jnp.minimum(p.stats["start"][cluster] + i, n - 1)]
-    x = p.stats["xf"][rows] * (i < count)[:, None]
+    return _row_stats(p, rows, i < count)
+
+
+def _row_stats(p: Proxy, rows: jax.Array, keep: jax.Array) -> RidgeState:
+    """Sufficient statistics of the train rows ``rows`` where ``keep`` (both (n,))."""
+    x = p.stats["xf"][rows] * keep[:, None]
     y = jax.nn.one_hot(p.stats["yf"][rows], p.num_classes, dtype=jnp.float32)
-    return RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST), count)
+    return RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST),
+                      keep.sum(dtype=jnp.int32))
 
 
 @jax.jit
 def _ridge_rows(p: Proxy, rows: jax.Array) -> Scores:
-    x, y = p.stats["xf"][rows], jax.nn.one_hot(p.stats["yf"][rows], p.num_classes, dtype=jnp.float32)
-    return _ridge_score(p, RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST),
-                                      jnp.int32(len(rows))))
+    return _ridge_score(p, _row_stats(p, rows, jnp.ones(rows.shape, bool)))
 
 
 def _ridge_score(p: Proxy, s: RidgeState) -> Scores:
@@ -419,8 +423,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         onehot = np.eye(c, dtype=np.float64)[train_y]
         k, r1 = clustering.k, xf.shape[1]
         xtx, xty = np.zeros((k, r1, r1)), np.zeros((k, r1, c))
-        order = np.argsort(clustering.assignment, kind="stable")
-        bounds = np.searchsorted(clustering.assignment[order], np.arange(k + 1))
+        order, bounds = grouped(clustering.assignment, k)
         for j in range(k):
             rows = order[bounds[j]:bounds[j + 1]]
             xj = xf[rows].astype(np.float64)
@@ -525,14 +528,14 @@ class RewardCache:
 
     def __init__(self, proxy: Proxy):
         self.proxy, self.table, self.hits, self.misses = proxy, {}, 0, 0
+        self.sizes = np.asarray(proxy.stats["sizes"])
 
     def scores(self, masks) -> np.ndarray:
         """The objective (``Proxy.value``) of each subset in a (B, K) batch of masks or takes,
         computing only new ones."""
-        sizes = np.asarray(self.proxy.stats["sizes"])
-        masks = check_masks(masks, self.proxy.k, sizes=sizes, partial_cap=self.proxy.partial_cap)
+        masks = check_masks(masks, self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap)
         if masks.dtype == bool:
-            masks = masks * sizes.astype(np.int32)
+            masks = masks * self.sizes.astype(np.int32)
         keys = [m.tobytes() for m in masks]
         todo = {k: i for i, k in enumerate(keys) if k not in self.table}
         self.hits += len(keys) - len(todo)
