@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from common import report  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -41,9 +40,9 @@ def main() -> None:
         model, encode = finetune.build(cfg, names)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         n_params = sum(x.size for x in jax.tree.leaves(params))
-        tx = optax.adamw(1e-5)
+        tx = finetune.optimizer(1.0, 0.01)
         opt_state = tx.init(params)
-        step = finetune.make_step(graphdef, tx, 1)
+        step = lambda *args: finetune.train_step(*args[:3], np.float32(1e-5), *args[3:], graphdef=graphdef, tx=tx)
         ids = encode([texts[i] for i in train[: bs * (steps + 2)]], 64)
         batch_sh, _ = finetune.data_sharding()
 

@@ -9,6 +9,7 @@ checkpoints after every epoch (``resume`` continues and ends with the same metri
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -112,27 +113,59 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     return float(np.mean(f1))
 
 
-def make_step(graphdef, tx, grad_accum: int):
-    """A jitted train step: (params, rest, opt_state, ids (A, B, T), mask, y (A, B), w (A, B)) -> new
-    params, opt_state, mean loss; the A micro-batches are accumulated inside the step."""
+@functools.lru_cache(maxsize=None)
+def optimizer(clip: float, weight_decay: float) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW (decoupled weight decay) at unit learning rate: ``train_step``
+    multiplies the update by the scheduled rate, so one compiled step serves every schedule. Cached,
+    so equal settings give the same (hashable) transformation and ``train_step`` compiles once."""
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adamw(1.0, weight_decay=weight_decay))
 
-    def loss_fn(params, rest, ids, mask, y, w):
+
+def learning_rates(cfg: FinetuneConfig, total: int) -> np.ndarray:
+    """(total,) float32 learning rate of each optimizer step: linear warmup over ``cfg.warmup`` of the
+    steps, then cosine or linear decay to 0 (optax schedules)."""
+    warm = max(1, int(cfg.warmup * total))
+    decay = optax.cosine_decay_schedule(cfg.lr, max(1, total - warm)) if cfg.schedule == "cosine" else \
+        optax.linear_schedule(cfg.lr, 0.0, max(1, total - warm))
+    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm), decay], [warm])
+    return np.asarray(jax.vmap(sched)(jnp.arange(total)), np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(0, 2))
+def train_step(params, rest, opt_state, lr, ids, mask, y, w, *, graphdef, tx: optax.GradientTransformation):
+    """One optimizer step: (params, rest, opt_state, lr (), ids (A, B, T) int32, mask (A, B, T), y (A, B)
+    int32, w (A, B) float32) -> (new params, new opt_state, mean loss). The A micro-batches are
+    accumulated inside the step; ``tx``'s update is scaled by ``lr``. Compiled once per (model
+    structure, optimizer, shapes), so every finetune of a run with the same model reuses it."""
+
+    def loss_fn(params, ids, mask, y, w):
         logits = nnx.merge(graphdef, params, rest)(ids, mask)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return (ce * w).sum(), w.sum()
 
-    def step(params, rest, opt_state, ids, mask, y, w):
-        def micro(acc, xs):
-            (l, n), g = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, *xs)
-            return jax.tree.map(jnp.add, acc, (g, l, n)), None
+    def micro(acc, xs):
+        (l, n), g = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
+        return jax.tree.map(jnp.add, acc, (g, l, n)), None
 
-        zero = (jax.tree.map(jnp.zeros_like, params), 0.0, 0.0)
-        (g, l, n), _ = jax.lax.scan(micro, zero, (ids, mask, y, w))
-        g = jax.tree.map(lambda a: a / jnp.maximum(n, 1.0), g)
-        updates, opt_state = tx.update(g, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, l / jnp.maximum(n, 1.0)
+    zero = (jax.tree.map(jnp.zeros_like, params), 0.0, 0.0)
+    (g, l, n), _ = jax.lax.scan(micro, zero, (ids, mask, y, w))
+    g = jax.tree.map(lambda a: a / jnp.maximum(n, 1.0), g)
+    params, opt_state = apply_scaled(tx, g, opt_state, params, lr)
+    return params, opt_state, l / jnp.maximum(n, 1.0)
 
-    return jax.jit(step, donate_argnums=(0, 2))
+
+def apply_scaled(tx: optax.GradientTransformation, grads, opt_state, params, lr):
+    """(new params, new opt_state): ``tx``'s update of ``grads`` multiplied by the learning rate ``lr``
+    (a scalar), as optax's ``scale_by_learning_rate`` would with a schedule."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    updates = jax.tree.map(lambda u: jnp.asarray(lr, u.dtype) * u, updates)
+    return optax.apply_updates(params, updates), opt_state
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def predict(params, rest, ids, mask, *, graphdef):
+    """Predicted class ids (B,) for ids/mask (B, T); compiled once per model structure and shape."""
+    return nnx.merge(graphdef, params, rest)(ids, mask).argmax(-1)
 
 
 def data_sharding():
@@ -162,18 +195,10 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
     lengths = np.array([len(x) for x in splits["train"][0]])
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    warm = max(1, int(cfg.warmup * total))
-    decay = optax.cosine_decay_schedule(cfg.lr, max(1, total - warm)) if cfg.schedule == "cosine" else \
-        optax.linear_schedule(cfg.lr, 0.0, max(1, total - warm))
-    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm), decay], [warm])
-    tx = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
+    lrs = learning_rates(cfg, total)
+    tx = optimizer(cfg.clip, cfg.weight_decay)
     opt_state = tx.init(params)
-    step = make_step(graphdef, tx, cfg.grad_accum)
-    batch_sh, repl = data_sharding()
-
-    @jax.jit
-    def predict(params, rest, ids, mask):
-        return nnx.merge(graphdef, params, rest)(ids, mask).argmax(-1)
+    batch_sh, _ = data_sharding()
 
     def evaluate(params, split):
         ids, y = splits[split]
@@ -181,7 +206,7 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
         pred = np.zeros(len(y), np.int64)
         for rows in batches(lens, cfg.batch_size, None):
             tok, mask = pad(ids, rows, cfg.batch_size, cfg.max_length)
-            pred[rows] = np.asarray(predict(params, rest, tok, mask))[:len(rows)]
+            pred[rows] = np.asarray(predict(params, rest, tok, mask, graphdef=graphdef))[:len(rows)]
         return float((pred == y).mean()), macro_f1(y, pred, len(names))
 
     state = {"epoch": 0, "step": 0, "best_acc": -1.0, "bad_epochs": 0, "tokens": 0, "seconds": 0.0, "val_acc": []}
@@ -219,7 +244,8 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
             w = (np.arange(len(tok)) < len(rows)).astype(np.float32)
             shape = lambda a: a.reshape(cfg.grad_accum, cfg.batch_size, *a.shape[1:])
             args = [jax.device_put(shape(a), batch_sh) for a in (tok, mask, y, w)]
-            params, opt_state, loss = step(params, rest, opt_state, *args)
+            params, opt_state, loss = train_step(params, rest, opt_state, lrs[state["step"]], *args,
+                                                 graphdef=graphdef, tx=tx)
             ep_tokens += int(mask.sum())
             state["step"] += 1
             if progress:

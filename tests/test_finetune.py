@@ -52,6 +52,43 @@ def test_resume_ends_with_the_same_metrics(table_file, tmp_path):
         assert resumed[key] == whole[key]
 
 
+def test_unit_rate_optimizer_times_schedule_is_optax_scheduled_adamw():
+    """The clipped unit-rate AdamW scaled by the host-side schedule equals optax's clipped AdamW
+    with that schedule, step by step."""
+    import optax
+    cfg = finetune.FinetuneConfig(lr=3e-3, warmup=0.25, clip=0.5, weight_decay=0.1)
+    total = 6
+    lrs = finetune.learning_rates(cfg, total)
+    warm = int(cfg.warmup * total)
+    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm),
+                                  optax.cosine_decay_schedule(cfg.lr, total - warm)], [warm])
+    ref_tx = optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
+    tx = finetune.optimizer(cfg.clip, cfg.weight_decay)
+    rng = np.random.default_rng(0)
+    ours = ref = {"w": rng.standard_normal((5, 3)).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32)}
+    state, ref_state = tx.init(ours), ref_tx.init(ref)
+    step = jax.jit(finetune.apply_scaled, static_argnums=0)
+    for i in range(total):
+        g = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(np.float32), ours)
+        ours, state = step(tx, g, state, ours, lrs[i])
+        updates, ref_state = ref_tx.update(g, ref_state, ref)
+        ref = optax.apply_updates(ref, updates)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.assets
+def test_finetunes_of_different_sizes_share_compiled_steps(tmp_path, tmp_cache):
+    from conftest import write_data
+
+    from jaxsel import data
+    dd = data.load(str(write_data(tmp_path / "d.csv")), split_col="split")
+    finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**TINY), progress=False)
+    compiled = finetune.train_step._cache_size(), finetune.predict._cache_size()
+    finetune.finetune(dd, np.arange(40, 104), finetune.FinetuneConfig(**{**TINY, "seed": 1}), progress=False)
+    assert (finetune.train_step._cache_size(), finetune.predict._cache_size()) == compiled
+
+
 def test_decoder_classifier_scores_label_words():
     cfg = llama.LlamaConfig(vocab_size=40, hidden=16, layers=1, heads=2, kv_heads=1, intermediate=32)
     dec = llama.Llama(cfg, rngs=nnx.Rngs(0))
@@ -81,10 +118,10 @@ SHARDED = textwrap.dedent("""
     mask = (rng.random((2, 8, 12)) < 0.9).astype(np.int32); mask[..., 0] = 1
     y = rng.integers(0, 3, (2, 8)).astype(np.int32); w = np.ones((2, 8), np.float32)
     copy = lambda t: jax.tree.map(lambda a: np.array(a), t)
-    step = finetune.make_step(graphdef, tx, 2)
-    p1, _, l1 = step(copy(params), rest, tx.init(copy(params)), ids, mask, y, w)
+    step = lambda *a: finetune.train_step(*a, graphdef=graphdef, tx=tx)
+    p1, _, l1 = step(copy(params), rest, tx.init(copy(params)), 1.0, ids, mask, y, w)
     sh, _ = finetune.data_sharding()
-    p4, _, l4 = step(copy(params), rest, tx.init(copy(params)), *[jax.device_put(a, sh) for a in (ids, mask, y, w)])
+    p4, _, l4 = step(copy(params), rest, tx.init(copy(params)), 1.0, *[jax.device_put(a, sh) for a in (ids, mask, y, w)])
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert abs(float(l1) - float(l4)) < 1e-6
@@ -117,8 +154,8 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters():
     names = {"/".join(map(str, path)) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
     assert names and all("lora" in n or "head" in n for n in names)
     tx = optax.sgd(0.1)
-    step = finetune.make_step(graphdef, tx, 1)
     mask = np.ones((1, 2, 4), np.int32)
-    new, _, _ = step(jax.tree.map(np.array, params), rest, tx.init(params), np.array([[[3, 4, 6, 7], [1, 2, 3, 4]]]),
-                     mask, np.array([[0, 1]], np.int32), np.ones((1, 2), np.float32))
+    new, _, _ = finetune.train_step(jax.tree.map(np.array, params), rest, tx.init(params), 1.0,
+                                    np.array([[[3, 4, 6, 7], [1, 2, 3, 4]]]), mask, np.array([[0, 1]], np.int32),
+                                    np.ones((1, 2), np.float32), graphdef=graphdef, tx=tx)
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)))
