@@ -19,12 +19,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel import __version__, dqn, ppo, reward_model, search
+from jaxsel import __version__, baselines, dqn, ppo, reward_model, search
 from jaxsel.env import make_env
 from jaxsel.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import METHODS, Selection, random_indices, rows_for, take_for
+from jaxsel.selection import METHODS, Selection, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -158,12 +158,14 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
 
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-           stop_after: int | None = None) -> Selection:
+           stop_after: int | None = None, train_x: np.ndarray | None = None) -> Selection:
     """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`.
 
     With ``ckpt_dir`` the run is checkpointed (RL: every ``checkpoint_every`` updates; climb and
     reward-model rounds: every round); ``resume`` continues from there. ``stop_after`` ends the
-    call early (after that many updates, or rounds) as a time-sliced job would."""
+    call early (after that many updates, or rounds) as a time-sliced job would. ``train_x`` (N, d):
+    the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
+    Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
     if c.method not in METHODS:
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
@@ -198,7 +200,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         score = float(best.score)
         extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
         extra["env_steps"] = env_steps
-    elif c.method == "random":
+    elif c.method in baselines.METHODS:
         order, score = [], float("nan")
     else:
         if c.method == "random-search":
@@ -213,8 +215,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             found = search.full(cache, clustering.k)
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
     n_budget = len(train_labels) if c.method == "full" else budget
-    if c.method == "random":
-        indices = random_indices(len(train_labels), n_budget, c.seed)
+    if c.method in baselines.METHODS:
+        indices = baselines.indices(c.method, n_budget, c.seed, labels=np.asarray(train_labels), clustering=clustering,
+                                    x=train_x)
         final = whole = proxy.score_rows(indices)
     else:
         take = take_for(order, sizes, n_budget)

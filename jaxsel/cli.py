@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.selection import METHODS, budget_examples, parse_budget, random_indices
+from jaxsel.baselines import random_indices
+from jaxsel.selection import METHODS, budget_examples, parse_budget
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -114,7 +115,8 @@ def cmd_select(a) -> None:
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
             "objective": a.objective,
             "project": a.project, "stratified": a.stratified}
-    sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume)
+    sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume,
+                        train_x=emb["train"])
     sel.meta["selection_seconds"] = time.perf_counter() - t
     sel.save(out / "selection.json")
     names = dd["train"].features["label"].names
@@ -202,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     _embed_args(p)
     p.add_argument("--method", default="ppo", choices=METHODS,
                    help="RL (ppo, dqn), cluster searches (random-search: best of many random cluster picks, greedy, "
-                        "climb), or example-level baselines (random: a uniform subset of the budget, full)")
+                        "climb), or example-level baselines of the budget's size (random: uniform; stratified: class- and "
+                        "cluster-proportional random; typical: per-cluster quotas nearest the centroids), or full")
     p.add_argument("--budget", type=parse_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
     p.add_argument("--proxy", default="ridge", choices=("ridge", "linear", "mlp"))
     p.add_argument("--project", type=int, default=64, help="PCA dimensions for the proxy (0: none)")

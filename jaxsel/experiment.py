@@ -30,10 +30,11 @@ from jaxsel.errors import JaxselError
 from jaxsel.finetune import FinetuneConfig
 from jaxsel.io import write_json
 from jaxsel.proxy import ProxyConfig
-from jaxsel.selection import budget_examples, parse_budget, random_indices
+from jaxsel import baselines
+from jaxsel.selection import budget_examples, parse_budget
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
-BASELINES = ("random", "full")
+BASELINES = baselines.METHODS + ("full",)
 VARIANTS = ("clean", "noisy")
 
 
@@ -318,7 +319,7 @@ class Run:
         """The mask map of each variant at the first seed and budget (see :meth:`explored`)."""
         maps = {}
         seed, budget = self.cfg.seeds[0], self.cfg.budgets[0]
-        for v, (_, _, c, p, _) in variants.items():
+        for v, (_, _, c, p, _, _) in variants.items():
             sels = {m: s for (vv, b, sd, m), s in selections.items() if vv == v and b == budget and sd == seed}
             if sels:
                 logs = [self.search_logs.get((v, budget, seed, m)) for m in sels]
@@ -347,21 +348,22 @@ class Run:
         for v in self.cfg.variants:
             vdd, train_x, c, corrupted = self.variant(v, dd, emb, clean)
             p, secs = self.make_proxy(vdd, train_x, c, emb)
-            variants[v] = (vdd, np.asarray(vdd["train"]["label"]), c, p, corrupted)
+            variants[v] = (vdd, np.asarray(vdd["train"]["label"]), c, p, corrupted, train_x)
             self.timings[f"proxy_seconds_{v}"] = secs
         rows, selections, maps = [], {}, None
         cells = self.cells()
         bar = tqdm(cells, desc=f"run {self.cfg.name}", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
-            vdd, labels, c, p, corrupted = variants[v]
+            vdd, labels, c, p, corrupted, train_x = variants[v]
             bar.set_postfix_str(f"{v} {method} {'' if budget is None else _budget_tag(budget)} seed {seed}")
             n = len(labels)
             row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
                    "proxy_accuracy": None}
             if method == "full":
                 indices = None
-            elif method == "random":
-                indices = random_indices(n, budget_examples(budget, n), seed)
+            elif method in baselines.METHODS:
+                indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c,
+                                            x=train_x)
                 row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
             else:
                 sel = self.selection(v, method, budget, seed, vdd, labels, p, c)

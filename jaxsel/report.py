@@ -19,7 +19,8 @@ import numpy as np
 
 from jaxsel.io import atomic_path
 
-ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "full")
+ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "stratified", "typical", "full")
+REFERENCES = ("random", "stratified")  # baselines every other method is compared with, paired by seed
 
 
 def environment() -> dict:
@@ -49,11 +50,12 @@ def mean_ci(values) -> tuple[float, float]:
 
 
 def _overhead(method: str, variant: str, timings: dict) -> float:
-    """Seconds of the shared selection pipeline (embed, cluster, proxy) a search method pays."""
+    """Seconds of the shared selection pipeline a method pays: none for random and full data,
+    embed + cluster for the cluster-based baselines, embed + cluster + proxy for searches."""
     if method in ("random", "full"):
         return 0.0
-    return timings.get("embed_seconds", 0.0) + timings.get("cluster_seconds", 0.0) + \
-        timings.get(f"proxy_seconds_{variant}", 0.0)
+    shared = timings.get("embed_seconds", 0.0) + timings.get("cluster_seconds", 0.0)
+    return shared if method in ("stratified", "typical") else shared + timings.get(f"proxy_seconds_{variant}", 0.0)
 
 
 def summarize(rows: list[dict], timings: dict) -> list[dict]:
@@ -62,7 +64,8 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     for r in rows:
         groups.setdefault((r["variant"], r["method"], r["budget"]), []).append(r)
     full_secs = {v: np.mean([r["finetune_seconds"] for r in rs]) for (v, m, _), rs in groups.items() if m == "full"}
-    rand = {(r["variant"], r["budget"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == "random"}
+    refs = {m: {(r["variant"], r["budget"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == m}
+            for m in REFERENCES}
     out = []
     for (v, m, b), rs in groups.items():
         acc, ci = mean_ci([r["test_accuracy"] for r in rs])
@@ -77,9 +80,10 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
              "total_vs_full": float(np.mean(total) / full_secs[v]) if v in full_secs else None,
              "corrupted_chosen": float(np.mean([r["corrupted_chosen"] for r in rs]))}
         s.update(_label_mix(rs))
-        paired = [r["test_accuracy"] - rand[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in rand]
-        if m not in ("random", "full") and paired:
-            s["vs_random"], s["vs_random_ci95"] = mean_ci(paired)
+        for ref, acc_of in refs.items():
+            paired = [r["test_accuracy"] - acc_of[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in acc_of]
+            if m not in (ref, "full") and paired:
+                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = mean_ci(paired)
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
@@ -110,7 +114,9 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     then a warning line for every selection that left out a class. ``labels``: class names."""
     noisy = any(s["variant"] == "noisy" for s in summary)
     mix = any("label_share" in s for s in summary)
-    head = (["variant", "method", "budget", "seeds", "test acc (95% CI)", "vs random, paired", "macro-F1", "examples"]
+    refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] or ["random"]
+    head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
+            + ["macro-F1", "examples"]
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
             + (["corrupted chosen"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -118,9 +124,9 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     for s in summary:
         n = len(s["seeds"])
         budget = "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%")
-        cells = [s["variant"], s["method"], budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n),
-                 _interval(s["vs_random"], s["vs_random_ci95"], n, "+") if "vs_random" in s else "-",
-                 f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
+        cells = [s["variant"], s["method"], budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
+        cells += [_interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], n, "+") if f"vs_{ref}" in s else "-" for ref in refs]
+        cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
         if mix:
             cells.append("/".join(f"{100 * v:.0f}" for v in s["label_share"]) if "label_share" in s else "-")
         cells += [f"{s['selection_seconds']:.1f}", f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
@@ -227,9 +233,9 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"{env['date']}, {env['device']} x{env['device_count']} ({env['backend']}), {env['cpu_count']} CPUs, "
             f"jax {env['versions'].get('jax', '?')}; run wall-clock {doc['run_seconds']:.0f} s "
             f"(stages reused from earlier runs count as their recorded time).\n\n"
-            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval; `vs random, paired`: "
-            f"mean and 95% interval of (method - random subset of the same size) over seeds, paired by seed. `total s` adds the "
-            f"shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
+            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval; `vs random, paired` "
+            f"(and `vs stratified`): mean and 95% interval of (method - that baseline's subset of the same size) "
+            f"over seeds, paired by seed. `total s` adds the shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
             f"to selection and finetuning; `total / full` divides it by the full-data finetune. `label mix %`: "
             f"the selections' label shares over all seeds (full data: the train split's).\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")

@@ -19,7 +19,7 @@ from jaxsel.io import atomic_path, write_json
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
-METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "full")
+METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "stratified", "typical", "full")
 
 
 def parse_budget(text: str) -> float:
@@ -36,12 +36,6 @@ def parse_budget(text: str) -> float:
 def budget_examples(budget: float, n: int) -> int:
     """The example budget for a fraction ``budget`` of ``n`` rows: rounded, at least one."""
     return max(1, int(round(budget * n)))
-
-
-def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded uniform sample of ``examples`` of ``n`` rows: the ``random``
-    baseline (an example-level subset, what users mean by a random subset)."""
-    return np.sort(np.random.default_rng(seed).choice(n, examples, replace=False))
 
 
 def take_for(order, sizes: np.ndarray, budget: int) -> np.ndarray:

@@ -191,7 +191,8 @@ def test_recorded_score_is_the_exported_rows_score(uneven, kind):
     methods = agents.METHODS if kind == "ridge" else ("greedy", "random-search", "random")
     trimmed = 0
     for method in methods:
-        sel = agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.1, **small), progress=False)
+        sel = agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.1, **small), progress=False,
+                            train_x=x)
         budget = len(y) if method == "full" else int(round(0.1 * len(y)))
         assert len(sel.indices) == len(np.unique(sel.indices)) == budget, method
         rescored = p.score_rows(sel.indices)

@@ -56,11 +56,12 @@ def write_config(path, methods=("greedy", "random", "full"), variants=("clean", 
 
 def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
     data = write_data(tmp_path / "d.csv")
-    cfg = write_config(tmp_path / "tiny.toml", methods=("ppo", "climb", "greedy", "random", "full"))
+    methods = ("ppo", "climb", "greedy", "random", "stratified", "typical", "full")
+    cfg = write_config(tmp_path / "tiny.toml", methods=methods)
     out = tmp_path / "run"
     assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(out)]) == 0
     doc = json.loads((out / "results.json").read_text())
-    assert doc["complete"] and len(doc["rows"]) == 2 * 2 * 5
+    assert doc["complete"] and len(doc["rows"]) == 2 * 2 * len(methods)
     for name in ("report.md", "accuracy_vs_budget.png", "wallclock.png", "mask_map.png"):
         assert (out / name).stat().st_size > 0
     rows = {(r["variant"], r["method"], r["seed"]): r for r in doc["rows"]}
@@ -69,10 +70,14 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
         assert rows[("clean", "full", seed)]["examples"] == n_train
         assert rows[("clean", "greedy", seed)]["examples"] == round(0.1 * n_train)
         assert rows[("clean", "random", seed)]["corrupted_chosen"] == 0
+        for m in ("stratified", "typical"):
+            assert rows[("noisy", m, seed)]["examples"] == round(0.1 * rows[("noisy", "full", seed)]["examples"])
+        assert sorted(rows[("clean", "stratified", seed)]["label_counts"]) == [8, 8, 9]  # 84/84/84 rows, 25 picks
         noisy_full = rows[("noisy", "full", seed)]
         # 3 of 12 clusters flipped, 3 duplicated twice: every flipped row and every copy is corrupted
         assert noisy_full["corrupted_chosen"] > 0 and noisy_full["examples"] > n_train
     assert "| clean | greedy | 10% | 2 |" in (out / "report.md").read_text()
+    assert "vs stratified, paired" in (out / "report.md").read_text()
     # a second run reuses every stage: the same rows, no finetuning
     before = {p.name for p in (out / "stages").iterdir()}
     doc2 = experiment.run(cfg, out, progress=False, name=str(data))

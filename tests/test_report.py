@@ -60,3 +60,14 @@ def test_label_mix_and_missing_classes_and_one_seed_has_no_interval():
     assert "| noisy | ppo | 5% | 1 | 0.700 | +0.100 |" in table and "±" not in table
     assert "| 60/40/0 |" in table
     assert "warning: noisy ppo 5% selected no example of class c" in table and "train 70/25/5" in table
+
+
+def test_every_method_is_paired_with_random_and_stratified():
+    rows = _rows() + [dict(r, method="stratified", test_accuracy=r["test_accuracy"] + 0.05 * (1 + r["seed"]))
+                      for r in _rows() if r["method"] == "random"]
+    s = {x["method"]: x for x in report.summarize(rows, {"embed_seconds": 20.0, "cluster_seconds": 2.0})}
+    assert s["ppo"]["vs_stratified"] == pytest.approx(np.mean([0.7 - 0.65, 0.72 - 0.72]))
+    assert s["stratified"]["vs_random"] == pytest.approx(0.075) and "vs_stratified" not in s["stratified"]
+    assert s["stratified"]["total_seconds"] == pytest.approx(22 + 5)  # embed + cluster, no proxy
+    table = report.markdown(list(s.values()))
+    assert "vs stratified, paired" in table and "| noisy | random | 5% | 2 | 0.610 ± 0.127 | - | -0.075" in table

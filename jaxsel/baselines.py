@@ -1,0 +1,100 @@
+"""Example-level baseline subsets of exactly a budget's size: what a data selection must beat.
+
+- ``random``: a seeded uniform sample (:func:`jaxsel.selection.random_indices`).
+- ``stratified``: stratified random sampling with proportional allocation (Cochran, *Sampling
+  Techniques*, 1977, ch. 5): the budget is split over classes in proportion to their counts,
+  each class's share over the clusters holding that class in proportion to its rows there, and
+  each (class, cluster) cell is sampled uniformly. Same label mix as the pool, same spread over
+  the embedding space: the honest comparator for a cluster-based selection.
+- ``typical``: cluster-proportional quotas, and in every cluster the members nearest its
+  centroid (the k-means-with-quotas recipe of TypiClust, Hacohen et al., "Active Learning on a
+  Budget", ICML 2022, with distance to the centroid as the typicality).
+
+Every function returns sorted, distinct train-row indices (int64) and is deterministic in its seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxsel.errors import JaxselError
+
+METHODS = ("random", "stratified", "typical")
+
+
+def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded uniform sample of ``examples`` of ``n`` rows: the ``random``
+    baseline (an example-level subset, what users mean by a random subset)."""
+    return np.sort(np.random.default_rng(seed).choice(n, examples, replace=False))
+
+
+def indices(method: str, examples: int, seed: int, *, labels: np.ndarray, clustering,
+            x: np.ndarray | None = None) -> np.ndarray:
+    """The ``method`` baseline (one of :data:`METHODS`) of ``examples`` rows. labels: (N,) train
+    labels; clustering: of the train rows; x: (N, d) its embeddings (needed by ``typical``)."""
+    if method == "random":
+        return random_indices(len(labels), examples, seed)
+    if method == "stratified":
+        return stratified_indices(labels, clustering.assignment, examples, seed)
+    if method == "typical":
+        if x is None:
+            raise JaxselError("the typical baseline needs the train embeddings")
+        return typical_indices(x, clustering, examples, seed)
+    raise JaxselError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def apportion(weights: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """(len(weights),) int64 shares of ``total`` proportional to ``weights`` (largest remainder,
+    Hamilton's method; ties broken at random by ``rng``). Shares sum to ``total`` and, when
+    ``total <= weights.sum()`` with integer weights, never exceed their weight."""
+    w = np.asarray(weights, np.float64)
+    if total < 0 or w.sum() <= 0:
+        raise JaxselError(f"cannot apportion {total} over weights summing to {w.sum()}")
+    exact = w / w.sum() * total
+    share = np.floor(exact).astype(np.int64)
+    left = int(total - share.sum())
+    if left:
+        frac = exact - share
+        order = np.lexsort((rng.random(len(w)), -frac))  # largest remainder first, ties random
+        share[order[:left]] += 1
+    return share
+
+
+def stratified_indices(labels: np.ndarray, assignment: np.ndarray, examples: int, seed: int) -> np.ndarray:
+    """Class-proportional, then cluster-proportional (within each class) random sample of
+    ``examples`` rows. labels, assignment: (N,) ints."""
+    labels, assignment = np.asarray(labels), np.asarray(assignment)
+    _check(len(labels), examples)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    out = []
+    for c, q in zip(classes, apportion(counts, examples, rng)):
+        rows = np.flatnonzero(labels == c)
+        cells, sizes = np.unique(assignment[rows], return_counts=True)
+        for j, m in zip(cells, apportion(sizes, int(q), rng)):
+            if m:
+                out.append(rng.choice(rows[assignment[rows] == j], int(m), replace=False))
+    return np.sort(np.concatenate(out)).astype(np.int64)
+
+
+def typical_indices(x: np.ndarray, clustering, examples: int, seed: int) -> np.ndarray:
+    """Cluster-proportional quotas of ``examples`` rows, each filled with the cluster's members
+    nearest its centroid. x: (N, d) the embeddings the clustering was fitted on."""
+    x = np.asarray(x, np.float32)
+    if x.shape[0] != len(clustering.assignment):
+        raise JaxselError(f"typical: {x.shape[0]} embeddings for a clustering of {len(clustering.assignment)} rows")
+    _check(x.shape[0], examples)
+    from jaxsel.cluster import grouped
+    order, bounds = grouped(np.asarray(clustering.assignment), clustering.k)
+    quotas = apportion(np.diff(bounds), examples, np.random.default_rng(seed))
+    out = []
+    for j in np.flatnonzero(quotas):
+        rows = order[bounds[j]:bounds[j + 1]]
+        d = np.sum((x[rows] - np.asarray(clustering.centroids[j], np.float32)) ** 2, axis=1)
+        out.append(rows[np.argsort(d, kind="stable")[:quotas[j]]])
+    return np.sort(np.concatenate(out)).astype(np.int64)
+
+
+def _check(n: int, examples: int) -> None:
+    if not 0 < examples <= n:
+        raise JaxselError(f"cannot choose {examples} of {n} training examples")
