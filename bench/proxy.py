@@ -99,7 +99,7 @@ def main() -> None:
     x, y, xv, yv = xv[:n], yv[:n], xv[n:], yv[n:]
     cl = cluster.kmeans(x, k, max_iter=20)
     budget = int(frac * n)
-    m_max = proxy.max_clusters_for_budget(cl.sizes, budget)
+    m_max = proxy.max_picks(cl.sizes, budget)
     masks = budget_masks(cl.sizes, budget, max(batches), 1)
     rows, summary = [], {}
     configs = [("ridge", {}), ("ridge", {"project": 64}), ("linear", {}), ("linear", {"project": 64}),

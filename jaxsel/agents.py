@@ -19,12 +19,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel import __version__, baselines, dqn, ppo, reward_model, search
+from jaxsel import __version__, baselines, dqn, label_issues, ppo, reward_model, search
 from jaxsel.env import make_env
 from jaxsel.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import METHODS, Selection, rows_for, take_for
+from jaxsel.selection import METHODS, Selection, budget_examples, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,17 @@ class SelectConfig:
     """``final``: for RL, "best" (best finished episode seen in training) or "greedy" (a greedy
     rollout of the trained network). ``surrogate_rounds`` > 0 trains the agent on the reward
     model's predicted rewards instead of the proxy's (WarmStart, then rounds of: train, score the
-    policy's rollouts with the true proxy, refit); the result is the best truly scored subset."""
+    policy's rollouts with the true proxy, refit); the result is the best truly scored subset.
+    ``granularity``: "cluster" (a pick adds a whole cluster: the paper's MDP) or "quota" (a pick
+    adds a cluster's next ``quota`` rows in the within-cluster order, default budget / ``horizon``;
+    a cluster can be picked until exhausted), for the RL agents and every cluster search."""
 
     method: str = "ppo"
     budget: float = 0.05
     seed: int = 0
+    granularity: str = "cluster"
+    quota: int | None = None
+    horizon: int = 32
     final: str = "best"
     checkpoint_every: int = 20
     surrogate_rounds: int = 0  # >0: WarmStart + reward-model rollouts in this many rounds
@@ -122,9 +128,9 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info).
 
     With ``ckpt_dir``, the search log (JSON) and the agent (orbax) are saved after every round."""
-    sizes, budget, k = np.asarray(params.sizes), int(params.budget), params.sizes.shape[0]
+    sizes, budget, quota = np.asarray(params.sizes), int(params.budget), params.quota
     log_path = None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json"
-    log, rng = search._start(log_path, signature, c.seed, cache, sizes, budget, c.warm_start, resume)
+    log, rng = search._start(log_path, signature, c.seed, cache, sizes, budget, c.warm_start, resume, quota)
     key = jax.random.PRNGKey(c.seed)
     per_round = max(1, cfg.num_updates // c.surrogate_rounds)
     rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
@@ -135,7 +141,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
     for r in tqdm(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
         model = reward_model.fit(jax.random.fold_in(key, r),
-                                 reward_model.coverage(search.takes(log.orders, sizes, budget), sizes),
+                                 reward_model.coverage(search.takes(log.orders, sizes, budget, quota), sizes),
                                  np.array(log.scores))
         sur_params = params.replace(proxy=reward_model.Surrogate(model, params.sizes, params.proxy.num_classes))
         if runner is None:
@@ -150,7 +156,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
             ck = _checkpointer()
             ck.save(log_path.parent / f"round_{r}", runner, force=True)
             ck.wait_until_finished()
-        search._advance(log, new, cache, rng, sizes, budget, log_path)
+        search._advance(log, new, cache, rng, sizes, budget, log_path, quota)
     i = int(np.argmax(log.scores))
     return log.orders[i], float(log.scores[i]), {"evaluations": len(log.orders),
                                                  "warm_start_best": float(max(log.scores[:c.warm_start]))}
@@ -169,7 +175,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     c = config
     if c.method not in METHODS:
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
-    env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale)
+    quota = quota_for(c.granularity, c.quota, c.horizon, budget_examples(c.budget, len(train_labels)))
+    env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota)
+    proxy = params.proxy  # scores takes of quota chunks
     budget = int(params.budget)
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(params.proxy)
@@ -204,26 +212,27 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         order, score = [], float("nan")
     else:
         if c.method == "random-search":
-            found = search.random_search(cache, sizes, budget, c.random_samples, c.seed)
+            found = search.random_search(cache, sizes, budget, c.random_samples, c.seed, quota)
         elif c.method == "greedy":
-            found = search.greedy(cache, sizes, budget)
+            found = search.greedy(cache, sizes, budget, quota)
         elif c.method == "climb":
             found = search.climb(cache, sizes, budget, rounds=c.climb_rounds, seed=c.seed, resume=resume,
-                                 signature=signature, stop_after=stop_after,
+                                 signature=signature, stop_after=stop_after, quota=quota,
                                  log_path=None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json")
         else:
-            found = search.full(cache, clustering.k)
+            found = search.full(cache, sizes)
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
     n_budget = len(train_labels) if c.method == "full" else budget
     if c.method in baselines.METHODS:
+        issues = label_issues.find(proxy, train_labels, clustering.assignment) if c.method == "cleanlab" else None
         indices = baselines.indices(c.method, n_budget, c.seed, labels=np.asarray(train_labels), clustering=clustering,
-                                    x=train_x)
+                                    x=train_x, issues=issues)
         final = whole = proxy.score_rows(indices)
     else:
-        take = take_for(order, sizes, n_budget)
+        take = sizes.astype(np.int32) if c.method == "full" else take_for(order, sizes, n_budget, quota)
         indices = rows_for(clustering, take)
-        final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last cluster trimmed
-        whole = proxy.score(jax.numpy.asarray(search.to_mask(order, clustering.k)))
+        final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last pick trimmed
+        whole = proxy.score(jax.numpy.asarray(take_for(order, sizes, int(sizes.sum()), quota)))
     if len(indices) != min(n_budget, int(sizes.sum())):
         raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
     empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
@@ -236,6 +245,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     counts = np.bincount(labels[indices], minlength=proxy.num_classes)
     train_counts = np.bincount(labels, minlength=proxy.num_classes)
     info = {"method": c.method, "budget": c.budget, "budget_examples": n_budget, "seed": c.seed,
+            "granularity": c.granularity, "quota": quota,
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
             "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}

@@ -9,6 +9,9 @@
 - ``typical``: cluster-proportional quotas, and in every cluster the members nearest its
   centroid (the k-means-with-quotas recipe of TypiClust, Hacohen et al., "Active Learning on a
   Budget", ICML 2022, with distance to the centroid as the typicality).
+- ``cleanlab``: a seeded uniform sample of the rows that confident learning does not flag as
+  label issues (:func:`jaxsel.label_issues.find`: cleanlab on the ridge proxy's
+  leave-one-cluster-out probabilities).
 
 Every function returns sorted, distinct train-row indices (int64) and is deterministic in its seed.
 """
@@ -19,7 +22,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 
-METHODS = ("random", "stratified", "typical")
+METHODS = ("random", "stratified", "typical", "cleanlab")
 
 
 def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
@@ -29,9 +32,10 @@ def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
 
 
 def indices(method: str, examples: int, seed: int, *, labels: np.ndarray, clustering,
-            x: np.ndarray | None = None) -> np.ndarray:
+            x: np.ndarray | None = None, issues: np.ndarray | None = None) -> np.ndarray:
     """The ``method`` baseline (one of :data:`METHODS`) of ``examples`` rows. labels: (N,) train
-    labels; clustering: of the train rows; x: (N, d) its embeddings (needed by ``typical``)."""
+    labels; clustering: of the train rows; x: (N, d) its embeddings (needed by ``typical``);
+    issues: (N,) bool flagged label issues (needed by ``cleanlab``)."""
     if method == "random":
         return random_indices(len(labels), examples, seed)
     if method == "stratified":
@@ -40,6 +44,13 @@ def indices(method: str, examples: int, seed: int, *, labels: np.ndarray, cluste
         if x is None:
             raise JaxselError("the typical baseline needs the train embeddings")
         return typical_indices(x, clustering, examples, seed)
+    if method == "cleanlab":
+        if issues is None:
+            raise JaxselError("the cleanlab baseline needs the flagged label issues")
+        keep = np.flatnonzero(~np.asarray(issues, bool))
+        if examples > len(keep):
+            raise JaxselError(f"cleanlab: only {len(keep)} examples are not flagged, fewer than the budget of {examples}")
+        return np.sort(keep[random_indices(len(keep), examples, seed)]).astype(np.int64)
     raise JaxselError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -79,20 +90,13 @@ def stratified_indices(labels: np.ndarray, assignment: np.ndarray, examples: int
 
 def typical_indices(x: np.ndarray, clustering, examples: int, seed: int) -> np.ndarray:
     """Cluster-proportional quotas of ``examples`` rows, each filled with the cluster's members
-    nearest its centroid. x: (N, d) the embeddings the clustering was fitted on."""
-    x = np.asarray(x, np.float32)
-    if x.shape[0] != len(clustering.assignment):
-        raise JaxselError(f"typical: {x.shape[0]} embeddings for a clustering of {len(clustering.assignment)} rows")
-    _check(x.shape[0], examples)
-    from jaxsel.cluster import grouped
-    order, bounds = grouped(np.asarray(clustering.assignment), clustering.k)
-    quotas = apportion(np.diff(bounds), examples, np.random.default_rng(seed))
-    out = []
-    for j in np.flatnonzero(quotas):
-        rows = order[bounds[j]:bounds[j + 1]]
-        d = np.sum((x[rows] - np.asarray(clustering.centroids[j], np.float32)) ** 2, axis=1)
-        out.append(rows[np.argsort(d, kind="stable")[:quotas[j]]])
-    return np.sort(np.concatenate(out)).astype(np.int64)
+    nearest its centroid (:func:`jaxsel.cluster.typical_order`). x: (N, d) the embeddings the
+    clustering was fitted on."""
+    from jaxsel.cluster import member_order, typical_order
+    _check(len(clustering.assignment), examples)
+    rows, start = member_order(typical_order(clustering, x))
+    quotas = apportion(np.asarray(clustering.sizes), examples, np.random.default_rng(seed))
+    return np.sort(np.concatenate([rows[start[j]:start[j] + q] for j, q in enumerate(quotas) if q])).astype(np.int64)
 
 
 def _check(n: int, examples: int) -> None:

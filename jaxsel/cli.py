@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
-from jaxsel.selection import METHODS, budget_examples, parse_budget
+from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,10 @@ def _embed(a, dd):
 
 def cmd_data(a) -> None:
     from jaxsel import data
-    s = data.summary(_load(a))
+    dd = _load(a)
+    s = data.summary(dd)
+    if a.label_issues:
+        s["label_issues"] = _label_issues(a, dd)
     if a.json:
         print(json.dumps(s, indent=2))
         return
@@ -64,6 +67,31 @@ def cmd_data(a) -> None:
               + f"{r['duplicate_texts']:>11}")
     for line in data.summary_warnings(s):
         print(f"warning: {line}", file=sys.stderr)
+    if a.label_issues:
+        li = s["label_issues"]
+        print(f"label issues (cleanlab on leave-one-cluster-out ridge predictions, k={li['k']}): "
+              f"{li['flagged']} of {li['rows']} train examples ({li['flagged'] / li['rows']:.1%})")
+        for c in li["clusters"]:
+            print(f"  cluster {c['cluster']:>4}: {c['size']:>5} examples, {c['flagged']:>5} flagged, "
+                  f"{c['agreement']:.0%} agree with the rest of the data, mostly labelled {c['label']!r}")
+
+
+def _label_issues(a, dd) -> dict:
+    """Flag likely label errors of the train split: embed, k-means, ridge proxy, cleanlab."""
+    from jaxsel import cluster, label_issues, proxy
+    emb = _embed(a, dd)
+    labels = np.asarray(dd["train"]["label"])
+    names = dd["train"].features["label"].names
+    c = cluster.kmeans(emb["train"], min(a.k, len(labels)), seed=a.seed)
+    p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"], proxy.ProxyConfig(project=64))
+    flagged = label_issues.find(p, labels, c.assignment)
+    agree = label_issues.cluster_agreement(labels, label_issues.out_of_cluster_probs(p, c.assignment), c.assignment, c.k)
+    per = np.bincount(c.assignment, flagged, c.k)
+    worst = [j for j in np.argsort(-per / np.maximum(c.sizes, 1), kind="stable")[:10] if per[j] > 0]
+    return {"k": c.k, "rows": len(labels), "flagged": int(flagged.sum()),
+            "clusters": [{"cluster": int(j), "size": int(c.sizes[j]), "flagged": int(per[j]),
+                          "agreement": float(agree[j, 0]),
+                          "label": names[int(np.bincount(labels[c.assignment == j]).argmax())]} for j in worst]}
 
 
 def cmd_embed(a) -> None:
@@ -106,24 +134,30 @@ def cmd_select(a) -> None:
     else:
         c = cluster.kmeans(emb["train"], a.k, seed=a.seed, labels=labels if a.stratified else None, progress=True)
         c.save(cpath)
+    if a.order == "typical":
+        c = cluster.typical_order(c, emb["train"])
     t = time.perf_counter()
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
                                      objective=a.objective))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
+                              granularity=a.granularity, quota=a.quota, horizon=a.horizon,
                               ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
             "objective": a.objective,
-            "project": a.project, "stratified": a.stratified}
+            "project": a.project, "stratified": a.stratified, "order": a.order}
     sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume,
                         train_x=emb["train"])
     sel.meta["selection_seconds"] = time.perf_counter() - t
     sel.save(out / "selection.json")
     names = dd["train"].features["label"].names
-    trimmed = int(c.sizes[sel.cluster_ids].sum()) > len(sel.indices)
-    whole = f"whole clusters {sel.scores['proxy_accuracy_whole_clusters']:.4f}, " if trimmed else ""
+    quota = sel.meta["quota"]
+    trimmed = int(take_for(sel.cluster_ids, c.sizes, int(c.sizes.sum()), quota).sum()) > len(sel.indices)
+    whole = f"untrimmed {sel.scores['proxy_accuracy_whole_clusters']:.4f}, " if trimmed else ""
     n = len(sel.cluster_ids)
-    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({n} cluster{'' if n == 1 else 's'}"
+    picks = f"{n} {'pick' if quota else 'cluster'}{'' if n == 1 else 's'}" + (f" of up to {quota} examples" if quota else "")
+    picks = picks if n else "example-level"
+    print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({picks}"
           f"{', the last trimmed to the budget' if trimmed else ''}), proxy accuracy of these examples "
           f"{sel.scores['proxy_accuracy']:.4f} ({whole}empty subset "
           f"{sel.scores['proxy_accuracy_empty']:.4f}), log-likelihood {sel.scores['proxy_loglik']:.4f}, "
@@ -184,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="splits, label counts and duplicates of a dataset")
     _dataset_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--label-issues", action="store_true",
+                   help="also embed, cluster (--k) and flag likely label errors of the train split with cleanlab")
+    p.add_argument("--k", type=int, default=100, help="clusters for --label-issues")
+    p.add_argument("--seed", type=int, default=0)
+    _embed_args(p)
     p.set_defaults(func=cmd_data)
     p = sub.add_parser("embed", help="embed and cache all splits")
     _dataset_args(p)
@@ -205,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="ppo", choices=METHODS,
                    help="RL (ppo, dqn), cluster searches (random-search: best of many random cluster picks, greedy, "
                         "climb), or example-level baselines of the budget's size (random: uniform; stratified: class- and "
-                        "cluster-proportional random; typical: per-cluster quotas nearest the centroids), or full")
+                        "cluster-proportional random; typical: per-cluster quotas nearest the centroids; cleanlab: uniform "
+                        "among the examples not flagged as label issues), or full")
     p.add_argument("--budget", type=parse_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
     p.add_argument("--proxy", default="ridge", choices=("ridge", "linear", "mlp"))
     p.add_argument("--project", type=int, default=64, help="PCA dimensions for the proxy (0: none)")
@@ -215,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=256)
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--steps", type=int, default=100_000, help="environment steps for ppo/dqn")
+    p.add_argument("--granularity", default="cluster", choices=("cluster", "quota"),
+                   help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")
+    p.add_argument("--quota", type=int, default=None, help="examples per pick with --granularity quota "
+                                                           "(default: budget / --horizon)")
+    p.add_argument("--horizon", type=int, default=32, help="picks per episode that set the default quota")
+    p.add_argument("--order", default="random", choices=("random", "typical"),
+                   help="within-cluster order of quota picks and of the trimmed last pick: seeded, or nearest "
+                        "the centroid first")
     p.add_argument("--surrogate-rounds", type=int, default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,7 @@ and a padded per-cluster index table (K, s) for fixed-size subsampling downstrea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -27,8 +28,11 @@ class Clustering:
     """A partition of N rows into K clusters.
 
     assignment: (N,) int32 cluster id per row; centroids: (K, d) float32; sizes: (K,) int32;
-    table: (K, s) int32 row indices per cluster, a seeded sample of at most s members, padded
-    with -1; inertia: sum of squared distances to the assigned centroid; meta: how it was made.
+    table: (K, s) int32 row indices per cluster, the first s members in the within-cluster order
+    (a seeded sample by default), padded with -1; inertia: sum of squared distances to the
+    assigned centroid; meta: how it was made; within: None (the seeded order of
+    :func:`member_order`) or (N,) int64 rows grouped by cluster in an explicit within-cluster
+    order (:func:`typical_order`).
     """
 
     assignment: np.ndarray
@@ -37,6 +41,7 @@ class Clustering:
     table: np.ndarray
     inertia: float
     meta: dict
+    within: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -48,16 +53,17 @@ class Clustering:
 
     def save(self, path: str | Path) -> None:
         """Write arrays and metadata to one ``.npz`` file, atomically."""
+        extra = {} if self.within is None else {"within": self.within}
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, assignment=self.assignment, centroids=self.centroids, sizes=self.sizes,
-                     table=self.table, inertia=self.inertia, meta=json.dumps(self.meta))
+                     table=self.table, inertia=self.inertia, meta=json.dumps(self.meta), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "Clustering":
         try:
             with np.load(path) as z:
                 return cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
-                           json.loads(str(z["meta"])))
+                           json.loads(str(z["meta"])), z["within"] if "within" in z else None)
         except (OSError, KeyError, ValueError) as e:
             raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__})")
 
@@ -179,7 +185,10 @@ def member_order(clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
     cluster j's rows are ``rows[start[j]:start[j + 1]]``. Each cluster lists its index-table
     sample first (so trained proxies, which see a cluster through its table, see exactly the
     first rows of a partial cluster), then its other members in a seeded random order
-    (seed: the clustering's). Deterministic: the exact-budget trim and the proxies share it."""
+    (seed: the clustering's); or the clustering's explicit order (``within``, e.g.
+    :func:`typical_order`). Deterministic: the exact-budget trim and the proxies share it."""
+    if clustering.within is not None:
+        return np.asarray(clustering.within, np.int64), grouped(clustering.assignment, clustering.k)[1].astype(np.int64)
     k, table = clustering.k, np.asarray(clustering.table)
     seed = int(clustering.meta.get("seed", 0))
     rng = np.random.default_rng([seed, 1])
@@ -190,6 +199,26 @@ def member_order(clustering: Clustering) -> tuple[np.ndarray, np.ndarray]:
         rest = np.setdiff1d(order[bounds[j]:bounds[j + 1]], head)
         parts.append(np.concatenate([head, rng.permutation(rest)]).astype(np.int64))
     return np.concatenate(parts), bounds.astype(np.int64)
+
+
+def typical_order(clustering: Clustering, x: np.ndarray) -> Clustering:
+    """The same partition with each cluster's members ordered nearest its centroid first (the
+    typicality order of TypiClust, Hacohen et al. 2022, with distance to the centroid; ties by
+    row index); the index table holds the most typical members. x: (N, d) the clustered rows."""
+    x = np.asarray(x, np.float32)
+    if x.shape[0] != len(clustering.assignment):
+        raise JaxselError(f"typical order: {x.shape[0]} embeddings for a clustering of {len(clustering.assignment)} rows")
+    order, bounds = grouped(np.asarray(clustering.assignment), clustering.k)
+    table = np.full_like(np.asarray(clustering.table), -1)
+    parts = []
+    for j in range(clustering.k):
+        rows = order[bounds[j]:bounds[j + 1]]
+        d = np.sum((x[rows] - np.asarray(clustering.centroids[j], np.float32)) ** 2, axis=1)
+        rows = rows[np.argsort(d, kind="stable")]
+        table[j, :min(len(rows), table.shape[1])] = rows[:table.shape[1]]
+        parts.append(rows)
+    return dataclasses.replace(clustering, table=table, within=np.concatenate(parts).astype(np.int64),
+                               meta=dict(clustering.meta, order="typical"))
 
 
 def _fit(x: np.ndarray, k: int, seed: int, n_init: int, max_iter: int, tol: float, method: str):

@@ -1,7 +1,7 @@
 """DQN for the selection MDP: ``make_chunks`` / ``make_train`` in the same shape as ``jaxsel.ppo``.
 
 A masked Q-network (``jaxsel.networks``: one Q-value per cluster), a replay buffer held on device
-(circular arrays of the compact state: mask, examples chosen, step), double Q-learning targets
+(circular arrays of the compact state: rows taken per cluster, examples chosen, step), double Q-learning targets
 from rlax, a linearly decaying epsilon, a periodically copied target network, and masked
 argmax actions. Everything is inside ``lax.scan``.
 """
@@ -46,13 +46,13 @@ class DQNConfig:
 
 
 class Buffer(NamedTuple):
-    mask: jax.Array  # (N, K) bool
+    taken: jax.Array  # (N, K) int32 rows taken per cluster
     chosen: jax.Array  # (N,)
     step: jax.Array  # (N,)
     action: jax.Array
     reward: jax.Array
     done: jax.Array
-    next_mask: jax.Array
+    next_taken: jax.Array
     next_chosen: jax.Array
     next_step: jax.Array
     ptr: jax.Array
@@ -85,28 +85,30 @@ def make_chunks(config: DQNConfig, env):
         _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         n = c.buffer_size
         z = jnp.zeros(n, jnp.int32)
-        buf = Buffer(jnp.zeros((n, k), bool), z, z, z, jnp.zeros(n, jnp.float32), jnp.zeros(n, bool), jnp.zeros((n, k), bool), z, z,
+        buf = Buffer(jnp.zeros((n, k), jnp.int32), z, z, z, jnp.zeros(n, jnp.float32), jnp.zeros(n, bool),
+                     jnp.zeros((n, k), jnp.int32), z, z,
                      jnp.int32(0), jnp.bool_(False))
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
                       jnp.zeros(HISTORY, jnp.float32))
 
-    def _loss(params, target, batch, obs_of):
-        q_tm1 = qnet(params, obs_of(batch.mask, batch.chosen, batch.step))
-        obs_t = obs_of(batch.next_mask, batch.next_chosen, batch.next_step)
+    def _loss(params, target, batch, obs_of, valid_of):
+        q_tm1 = qnet(params, obs_of(batch.taken, batch.chosen, batch.step))
+        obs_t = obs_of(batch.next_taken, batch.next_chosen, batch.next_step)
         q_t_value = qnet(target, obs_t)
-        q_t_selector = networks.masked(qnet(params, obs_t), ~batch.next_mask)
+        q_t_selector = networks.masked(qnet(params, obs_t), valid_of(batch.next_taken))
         discount = c.gamma * (1.0 - batch.done.astype(jnp.float32))
         td = jax.vmap(rlax.double_q_learning)(q_tm1, batch.action, batch.reward, discount, q_t_value, q_t_selector)
         return rlax.huber_loss(td, 1.0).mean()
 
     def _update(env_params, runner: Runner, _):
-        obs_of = jax.vmap(lambda mask, chosen, step: env.observe(mask, chosen, step, env_params))
+        obs_of = jax.vmap(lambda taken, chosen, step: env.observe(taken, chosen, step, env_params))
+        valid_of = jax.vmap(lambda taken: env.valid(taken, env_params))
         key, k_eps, k_rand, k_env, k_batch = jax.random.split(runner.key, 5)
         frac = jnp.clip(runner.update / (c.eps_fraction * c.num_updates), 0.0, 1.0).astype(jnp.float32)
         eps = c.eps_start + frac * (c.eps_end - c.eps_start)  # float32 even under x64, like every draw below
         s = runner.env_state
-        valid = ~s.mask
-        obs = obs_of(s.mask, s.chosen, s.step)
+        valid = valid_of(s.taken)
+        obs = obs_of(s.taken, s.chosen, s.step)
         greedy = jnp.argmax(networks.masked(qnet(runner.params, obs), valid), -1)
         rand = jax.random.categorical(k_rand, jnp.where(valid, 0.0, -1e9).astype(jnp.float32))
         action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,), jnp.float32) < eps, rand, greedy)
@@ -114,15 +116,15 @@ def make_chunks(config: DQNConfig, env):
             jax.random.split(k_env, c.num_envs), s, action, env_params)
         b = runner.buffer
         idx = (b.ptr + jnp.arange(c.num_envs)) % c.buffer_size
-        b = Buffer(b.mask.at[idx].set(s.mask), b.chosen.at[idx].set(s.chosen), b.step.at[idx].set(s.step),
+        b = Buffer(b.taken.at[idx].set(s.taken), b.chosen.at[idx].set(s.chosen), b.step.at[idx].set(s.step),
                    b.action.at[idx].set(action), b.reward.at[idx].set(reward), b.done.at[idx].set(done),
-                   b.next_mask.at[idx].set(s2.mask), b.next_chosen.at[idx].set(s2.chosen),
+                   b.next_taken.at[idx].set(s2.taken), b.next_chosen.at[idx].set(s2.chosen),
                    b.next_step.at[idx].set(s2.step), (b.ptr + c.num_envs) % c.buffer_size,
                    b.full | (b.ptr + c.num_envs >= c.buffer_size))
         filled = jnp.where(b.full, c.buffer_size, b.ptr)
         rows = jax.random.randint(k_batch, (c.batch_size,), 0, jnp.maximum(filled, 1), jnp.int32)
         batch = jax.tree.map(lambda x: x[rows], b._replace(ptr=None, full=None))
-        grads = jax.grad(_loss)(runner.params, runner.target, batch, obs_of)
+        grads = jax.grad(_loss)(runner.params, runner.target, batch, obs_of, valid_of)
         learn = filled * 1 >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
         params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),

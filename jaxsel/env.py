@@ -1,10 +1,11 @@
 """The selection MDP as a gymnax-style environment.
 
-State: the cluster mask, the pick order, the examples chosen, and the proxy's incremental state.
-Action: one not-yet-chosen cluster. Transition: the cluster's rows are taken, all of them while
-they fit the budget; the pick that reaches the budget takes only the rows that fit, its first in
-the within-cluster order, and ends the episode (the exact budget rule of
-:mod:`jaxsel.selection`). Reward: the change in the proxy's validation score of the rows taken
+State: the rows taken per cluster, the pick order, the examples chosen, and the proxy's
+incremental state. Action: a cluster not yet exhausted. Transition: the cluster's next rows in
+the within-cluster order are taken: all of them (granularity "cluster", the paper's MDP) or its
+next ``quota`` rows (granularity "quota"; a cluster can be picked again), while they fit the
+budget; the pick that reaches the budget takes only the rows that fit and ends the episode (the
+exact budget rule of :mod:`jaxsel.selection`). Reward: the change in the proxy's validation score of the rows taken
 (x ``reward_scale``), so no pick is credited for rows the selection will not export. The
 undiscounted return is (score(exported) - score(empty)) x reward_scale. ``step`` auto-resets,
 so vmapped rollouts run inside ``lax.scan``.
@@ -24,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from jaxsel.errors import JaxselError
-from jaxsel.proxy import Proxy, max_clusters_for_budget
+from jaxsel.proxy import Proxy, max_picks
 from jaxsel.selection import budget_examples
 
 
@@ -36,10 +37,11 @@ class EnvParams:
     budget: jax.Array  # () int32 example budget
     reward_scale: float = struct.field(pytree_node=False, default=100.0)
     max_steps: int = struct.field(pytree_node=False, default=1)  # most picks an episode can take
+    quota: int = struct.field(pytree_node=False, default=0)  # rows per pick; 0: whole clusters
 
 
 class EnvState(NamedTuple):
-    mask: jax.Array  # (K,) bool
+    taken: jax.Array  # (K,) int32 rows taken per cluster
     order: jax.Array  # (max_steps,) int32 picks in order, -1 padded
     chosen: jax.Array  # () int32 examples taken (never above the budget)
     step: jax.Array  # () int32
@@ -64,17 +66,18 @@ def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: i
 
 
 def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_scale: float = 100.0,
-             feature_dims: int = 8) -> tuple["SelectionEnv", EnvParams]:
-    """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train set."""
+             feature_dims: int = 8, quota: int = 0) -> tuple["SelectionEnv", EnvParams]:
+    """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train
+    set, a pick adding a whole cluster (``quota`` 0) or its next ``quota`` rows."""
     if not 0 < budget < 1:
         raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
     n = int(np.sum(clustering.sizes))
     examples = budget_examples(budget, n)
     labels = np.asarray(train_labels)
     feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims)
-    params = EnvParams(proxy.with_partial_cap(examples), jnp.asarray(clustering.sizes, jnp.int32),
+    params = EnvParams(proxy.with_quota(quota).with_partial_cap(examples), jnp.asarray(clustering.sizes, jnp.int32),
                        jnp.asarray(feats), jnp.int32(examples),
-                       reward_scale, max_clusters_for_budget(np.asarray(clustering.sizes), examples))
+                       reward_scale, max_picks(np.asarray(clustering.sizes), examples, quota), quota)
     return SelectionEnv(), params
 
 
@@ -89,27 +92,33 @@ class SelectionEnv:
         """K: one action per cluster."""
         return params.sizes.shape[0]
 
-    def observe(self, mask: jax.Array, chosen: jax.Array, step: jax.Array, params: EnvParams) -> jax.Array:
+    def observe(self, taken: jax.Array, chosen: jax.Array, step: jax.Array, params: EnvParams) -> jax.Array:
         """(K, F + 3) observation of the state fields it depends on (what a replay buffer keeps):
-        chosen flag, budget used, clusters picked / max, then the static features."""
+        share of the cluster taken (0 or 1 with whole clusters), budget used, picks / max, then
+        the static features."""
         k = params.sizes.shape[0]
         used = jnp.full((k, 1), chosen / params.budget, jnp.float32)
         steps = jnp.full((k, 1), step / params.max_steps, jnp.float32)
-        return jnp.concatenate([mask[:, None].astype(jnp.float32), used, steps, params.features], 1)
+        share = (taken / params.sizes).astype(jnp.float32)[:, None]
+        return jnp.concatenate([share, used, steps, params.features], 1)
 
     def observation(self, state: EnvState, params: EnvParams) -> jax.Array:
         """(K, F + 3): see :meth:`observe`."""
-        return self.observe(state.mask, state.chosen, state.step, params)
+        return self.observe(state.taken, state.chosen, state.step, params)
 
-    def action_mask(self, state: EnvState) -> jax.Array:
-        """(K,) bool: the clusters that may be picked (not yet chosen)."""
-        return ~state.mask
+    def valid(self, taken: jax.Array, params: EnvParams) -> jax.Array:
+        """(K,) bool: the clusters that may be picked (not exhausted) given the rows taken."""
+        return taken < params.sizes
+
+    def action_mask(self, state: EnvState, params: EnvParams) -> jax.Array:
+        """(K,) bool: the clusters that may be picked in ``state``."""
+        return self.valid(state.taken, params)
 
     def initial_state(self, params: EnvParams) -> EnvState:
         k = params.sizes.shape[0]
         empty = params.proxy.init()
-        return EnvState(jnp.zeros(k, bool), jnp.full(params.max_steps, -1, jnp.int32), jnp.int32(0), jnp.int32(0),
-                        empty, params.proxy.value(params.proxy.score_state(empty)))
+        return EnvState(jnp.zeros(k, jnp.int32), jnp.full(params.max_steps, -1, jnp.int32), jnp.int32(0),
+                        jnp.int32(0), empty, params.proxy.value(params.proxy.score_state(empty)))
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         state = self.initial_state(params)
@@ -118,22 +127,25 @@ class SelectionEnv:
     def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
         """One transition without auto-reset."""
         action = jnp.asarray(action, jnp.int32)  # int64 from samplers under JAX_ENABLE_X64
-        count = jnp.minimum(params.sizes[action], params.budget - state.chosen)
-        pstate = params.proxy.add(state.pstate, action, count)
+        start = state.taken[action]
+        count = jnp.minimum(params.sizes[action] - start, params.budget - state.chosen)
+        if params.quota:
+            count = jnp.minimum(count, params.quota)
+        pstate = params.proxy.add(state.pstate, action, count, start)
         score = params.proxy.value(params.proxy.score_state(pstate))
         chosen = state.chosen + count
-        mask = state.mask.at[action].set(True)
+        taken = state.taken.at[action].add(count)
         order = state.order.at[jnp.minimum(state.step, params.max_steps - 1)].set(action)
-        new = EnvState(mask, order, chosen, state.step + 1, pstate, score)
-        done = (chosen >= params.budget) | mask.all()
+        new = EnvState(taken, order, chosen, state.step + 1, pstate, score)
+        done = (chosen >= params.budget) | ~self.valid(taken, params).any()
         reward = (score - state.score) * params.reward_scale
         return new, reward, done
 
     def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
         """Transition, then reset if the episode ended. ``info`` has the finished episode's
-        mask, order and score (valid where ``done``)."""
+        take, order and score (valid where ``done``)."""
         new, reward, done = self.step_env(state, action, params)
-        info = {"final_mask": new.mask, "final_order": new.order, "final_score": new.score, "chosen": new.chosen}
+        info = {"final_take": new.taken, "final_order": new.order, "final_score": new.score, "chosen": new.chosen}
         reset = self.initial_state(params)
         state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset, new)
         return self.observation(state, params), state, reward, done, info

@@ -23,13 +23,13 @@ class Chunks(NamedTuple):
 
 class Best(NamedTuple):
     score: jax.Array  # () proxy accuracy of the final subset
-    mask: jax.Array  # (K,) bool
+    take: jax.Array  # (K,) int32 rows taken per cluster
     order: jax.Array  # (max_steps,) int32 picks in order, -1 padded
 
 
 def empty_best(env_params) -> Best:
     k = env_params.sizes.shape[0]
-    return Best(jnp.float32(-jnp.inf), jnp.zeros(k, bool), jnp.full(env_params.max_steps, -1, jnp.int32))
+    return Best(jnp.float32(-jnp.inf), jnp.zeros(k, jnp.int32), jnp.full(env_params.max_steps, -1, jnp.int32))
 
 
 def track_best(best: Best, done: jax.Array, info: dict) -> Best:
@@ -37,7 +37,7 @@ def track_best(best: Best, done: jax.Array, info: dict) -> Best:
     score = jnp.where(done, info["final_score"], -jnp.inf)
     i = jnp.argmax(score)
     better = score[i] > best.score
-    return Best(jnp.where(better, score[i], best.score), jnp.where(better, info["final_mask"][i], best.mask),
+    return Best(jnp.where(better, score[i], best.score), jnp.where(better, info["final_take"][i], best.take),
                 jnp.where(better, info["final_order"][i], best.order))
 
 
@@ -49,7 +49,7 @@ def greedy_rollout(params: dict, env, env_params, key: jax.Array, sample: bool =
     def body(carry, k):
         obs, state, out, finished = carry
         scores, _ = networks.apply(params, obs)
-        scores = networks.masked(scores, env.action_mask(state))
+        scores = networks.masked(scores, env.action_mask(state, env_params))
         action = jax.random.categorical(k, scores) if sample else jnp.argmax(scores)
         obs, state, _, done, info = env.step(key, state, action, env_params)
         out = track_best(out, (done & ~finished)[None], jax.tree.map(lambda a: a[None], info))

@@ -31,7 +31,7 @@ from jaxsel.finetune import FinetuneConfig
 from jaxsel.io import write_json
 from jaxsel.proxy import ProxyConfig
 from jaxsel import baselines
-from jaxsel.selection import budget_examples, parse_budget
+from jaxsel.selection import budget_examples, parse_budget, quota_for
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
 BASELINES = baselines.METHODS + ("full",)
@@ -71,18 +71,27 @@ class EmbedSpec:
 
 @dataclass(frozen=True)
 class ClusterSpec:
+    """k-means settings; ``order``: the within-cluster order quota picks and trims follow,
+    "random" (seeded) or "typical" (nearest the centroid first)."""
+
     k: int = 100
     seed: int = 0
     stratified: bool = False
+    order: str = "random"
 
 
 @dataclass(frozen=True)
 class SelectSpec:
-    """Settings shared by the search methods; ``ppo`` / ``dqn`` override fields of their configs."""
+    """Settings shared by the search methods; ``ppo`` / ``dqn`` override fields of their configs.
+    ``granularity`` "cluster" or "quota" (with ``quota`` rows per pick, default budget / ``horizon``):
+    see :class:`jaxsel.agents.SelectConfig`."""
 
     rl_steps: int = 20_000
     climb_rounds: int = 4
     final: str = "best"
+    granularity: str = "cluster"
+    quota: int | None = None
+    horizon: int = 32
     ppo: dict = field(default_factory=dict)
     dqn: dict = field(default_factory=dict)
 
@@ -154,6 +163,12 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
     if not cfg.seeds or not cfg.budgets or not cfg.methods:
         raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
+    if cfg.cluster.order not in ("random", "typical"):
+        raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
+    try:  # a bad setting fails here, before any work
+        quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
+    except JaxselError as e:
+        raise JaxselError(f"{path}: [select] {e}")
     return cfg
 
 
@@ -211,6 +226,8 @@ class Run:
             t = time.perf_counter()
             labels = np.asarray(dd["train"]["label"]) if spec.stratified else None
             c = cluster.kmeans(emb["train"], spec.k, seed=spec.seed, labels=labels, progress=self.progress)
+            if spec.order == "typical":
+                c = cluster.typical_order(c, emb["train"])
             c.meta["seconds"] = time.perf_counter() - t
             c.save(path)
         self.timings["cluster_seconds"] = c.meta["seconds"]
@@ -227,12 +244,14 @@ class Run:
                              flip_fraction=n.flip_fraction, duplicate_fraction=n.duplicate_fraction,
                              copies=n.copies, seed=n.seed)
         noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, tag=f"noise={n}")
-        k = clean.k
+        k, x = clean.k, emb["train"][corr.source]
         c = cluster.Clustering(corr.assignment.astype(np.int32), clean.centroids,
                                np.bincount(corr.assignment, minlength=k).astype(np.int32),
                                cluster.index_table(corr.assignment, k, clean.table.shape[1], clean.meta["seed"]),
                                float("nan"), dict(clean.meta, noise=dataclasses.asdict(n)))
-        return noisy, emb["train"][corr.source], c, corr.corrupted
+        if clean.within is not None:
+            c = cluster.typical_order(c, x)
+        return noisy, x, c, corr.corrupted
 
     def make_proxy(self, dd, train_x, c, emb):
         from jaxsel import proxy
@@ -250,6 +269,7 @@ class Run:
         spec = self.cfg.select
         cfg = agents.SelectConfig(
             method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
+            granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon,
             ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
@@ -283,12 +303,15 @@ class Run:
         return m
 
     def explored(self, budget: float, p, c, sels: dict, logs: list, seed: int = 0, samples: int = 512) -> dict:
-        """Masks for the map of the search space: random budget-sized picks, CLIMB's explored
-        masks, and each method's final pick, with their proxy scores."""
-        from jaxsel import search
+        """Subsets for the map of the search space (the share of each cluster taken): random
+        budget-sized picks, CLIMB's explored subsets, and each method's final pick, with their
+        proxy scores."""
+        from jaxsel import reward_model, search
         from jaxsel.proxy import RewardCache
         rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
-        orders = [search.complete([], np.asarray(c.sizes), examples, rng) for _ in range(samples)]
+        quota = next(iter(sels.values())).meta.get("quota", 0)
+        sizes = np.asarray(c.sizes)
+        orders = [search.complete([], sizes, examples, rng, quota) for _ in range(samples)]
         kinds = ["sampled"] * samples
         for (m, sel), log in zip(sels.items(), logs):
             orders.append(sel.cluster_ids)
@@ -297,9 +320,9 @@ class Run:
                 explored = json.loads(log.read_text())["orders"]
                 orders += explored
                 kinds += [f"{m} explored"] * len(explored)
-        masks = np.stack([search.to_mask(o, c.k) for o in orders])
-        scores = RewardCache(p.with_partial_cap(examples)).scores(search.takes(orders, np.asarray(c.sizes), examples))
-        return {"masks": masks, "scores": scores, "kinds": kinds}
+        takes = search.takes(orders, sizes, examples, quota)
+        scores = RewardCache(p.with_quota(quota).with_partial_cap(examples)).scores(takes)
+        return {"masks": reward_model.coverage(takes, sizes), "scores": scores, "kinds": kinds}
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -350,7 +373,7 @@ class Run:
             p, secs = self.make_proxy(vdd, train_x, c, emb)
             variants[v] = (vdd, np.asarray(vdd["train"]["label"]), c, p, corrupted, train_x)
             self.timings[f"proxy_seconds_{v}"] = secs
-        rows, selections, maps = [], {}, None
+        rows, selections, maps, issues = [], {}, None, {}
         cells = self.cells()
         bar = tqdm(cells, desc=f"run {self.cfg.name}", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
@@ -362,8 +385,11 @@ class Run:
             if method == "full":
                 indices = None
             elif method in baselines.METHODS:
+                if method == "cleanlab" and v not in issues:
+                    from jaxsel import label_issues
+                    issues[v] = label_issues.find(p, labels, c.assignment)
                 indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c,
-                                            x=train_x)
+                                            x=train_x, issues=issues.get(v))
                 row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
             else:
                 sel = self.selection(v, method, budget, seed, vdd, labels, p, c)

@@ -9,7 +9,7 @@ baked into the program, so one compilation serves every set of params of the sam
 reward-model round, each budget's proxy). ``make_chunks`` exposes the same run as ``init`` +
 ``update(runner, n, env_params)`` for checkpointed host loops (``jaxsel.agents``).
 
-Logged per run (fixed-size, never grows with the run): the best finished episode (score, mask,
+Logged per run (fixed-size, never grows with the run): the best finished episode (score, take,
 pick order) and a history of ``HISTORY`` mean episode scores sampled evenly over the updates.
 """
 
@@ -98,7 +98,7 @@ def make_chunks(config: PPOConfig, env):
     def _env_step(env_params, carry, _):
         params, env_state, obs, key, best, score_sum, episodes = carry
         key, k_act, k_env = jax.random.split(key, 3)
-        valid = jax.vmap(env.action_mask)(env_state)
+        valid = jax.vmap(env.action_mask, in_axes=(0, None))(env_state, env_params)
         logits, value = policy(params, obs)
         logits = networks.masked(logits, valid)
         action = jax.random.categorical(k_act, logits)

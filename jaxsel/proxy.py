@@ -8,16 +8,19 @@ devices), and ``init`` / ``add`` / ``score_state`` are the incremental form an M
 
 A subset is a (K,) bool mask of whole clusters, or a (K,) int "take": the number of rows taken
 from each cluster, counted in the clustering's within-cluster order
-(:func:`jaxsel.cluster.member_order`), with at most one cluster taken in part. That is the shape
-of every exported selection (whole clusters, then the rows of the last pick that fit the budget;
-:func:`jaxsel.selection.take_for`), so the score of a selection is the score of what it exports.
+(:func:`jaxsel.cluster.member_order`). A cluster is cut into chunks of ``quota`` rows in that
+order (``quota`` 0: one chunk, the whole cluster); a take holds whole chunks of every cluster
+but at most one, which also holds the first rows of its next chunk. That is the shape of every
+exported selection (whole clusters or quota chunks, then the rows of the last pick that fit the
+budget; :func:`jaxsel.selection.take_for`), so the score of a selection is the score of what it
+exports.
 ``score_rows(indices)`` scores any set of train rows directly (the reference the take form is
 tested against).
 
 Kinds:
-- ``ridge``: closed-form ridge classifier from per-cluster sufficient statistics
-  (X_k^T X_k, X_k^T Y_k); adding a cluster adds its statistics, so a step costs O(r^2) + one
-  (r+1)-dimensional Cholesky solve whatever the number of examples. A partly taken cluster adds
+- ``ridge``: closed-form ridge classifier from per-chunk sufficient statistics
+  (X^T X, X^T Y of each chunk); adding a chunk adds its statistics, so a step costs O(r^2) + one
+  (r+1)-dimensional Cholesky solve whatever the number of examples. A partly taken chunk adds
   the statistics of its first rows, gathered from the train features (at most ``partial_cap``
   rows: O(partial_cap r^2)).
 - ``linear`` / ``mlp``: a softmax head trained with Adam inside ``lax.scan`` on a fixed-size
@@ -43,7 +46,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxsel.cluster import grouped, member_order
+from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 
 KINDS = ("ridge", "linear", "mlp", "transformer")
@@ -134,12 +137,14 @@ def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarr
                                    for c, t, n in zip(classes, take, counts)]))
 
 
-def max_clusters_for_budget(sizes: np.ndarray, budget: int) -> int:
-    """The most clusters an episode can pick before reaching ``budget`` examples: it ends at the
-    first pick whose total reaches the budget, so at most the count of smallest clusters whose
-    running sum first reaches it."""
-    run = np.cumsum(np.sort(sizes))
-    return int(min(np.searchsorted(run, budget) + 1, len(sizes)))
+def max_picks(sizes: np.ndarray, budget: int, quota: int = 0) -> int:
+    """The most picks an episode can make before reaching ``budget`` examples when a pick adds a
+    whole cluster (``quota`` 0) or a chunk of ``quota`` rows: it ends at the first pick whose
+    total reaches the budget, so at most the count of smallest chunks whose running sum first
+    reaches it."""
+    ch = chunks(sizes, quota)
+    run = np.cumsum(np.sort(ch["chunk_end"] - ch["chunk_begin"]))
+    return int(min(np.searchsorted(run, budget) + 1, len(run)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,16 +161,40 @@ class Proxy:
     xv: jax.Array  # (M, r+1) validation features (ridge, linear, mlp) or (M, T) token ids
     yv: jax.Array  # (M,)
     stats: dict = field(default_factory=dict)  # kind-specific arrays
-    partial_cap: int = struct.field(pytree_node=False, default=1)  # most rows of a partly taken cluster
+    partial_cap: int = struct.field(pytree_node=False, default=1)  # most rows of a partly taken chunk
+    quota: int = struct.field(pytree_node=False, default=0)  # rows per chunk; 0: whole clusters
 
     @property
     def k(self) -> int:
         return int(self.stats["sizes"].shape[0])
 
     def with_partial_cap(self, rows: int) -> "Proxy":
-        """The same proxy computing partial clusters of at most ``rows`` rows (cheaper steps when
-        the budget is smaller than the largest cluster)."""
+        """The same proxy computing partial chunks of at most ``rows`` rows (cheaper steps when
+        the budget is smaller than the largest chunk)."""
         return self.replace(partial_cap=max(1, min(self.partial_cap, int(rows))))
+
+    def with_quota(self, quota: int) -> "Proxy":
+        """The same proxy over chunks of ``quota`` rows of each cluster (0: whole clusters); ridge
+        recomputes its per-chunk statistics (O(N r^2), on the host). Partial chunks may then hold
+        up to ``quota`` rows (the largest cluster for 0): apply :meth:`with_partial_cap` after."""
+        quota = int(quota)
+        if quota < 0:
+            raise JaxselError(f"quota must be >= 0 rows, got {quota}")
+        if quota == self.quota:
+            return self
+        sizes = np.asarray(self.stats["sizes"])
+        stats = dict(self.stats)
+        if self.kind == "ridge":
+            stats.update(_chunk_stats(np.asarray(self.stats["xf"]), np.asarray(self.stats["yf"]), self.num_classes,
+                                      np.asarray(self.stats["rows"]), np.asarray(self.stats["start"]), sizes, quota))
+        return self.replace(stats=stats, quota=quota, partial_cap=int(sizes.max()) if quota == 0 else
+                            max(1, min(quota, int(sizes.max()))))
+
+    def boundary(self, take: jax.Array) -> jax.Array:
+        """(K,) rows of each cluster's take held in whole chunks (the rest is a partial chunk)."""
+        sizes = self.stats["sizes"]
+        whole = take >= sizes
+        return jnp.where(whole, sizes, 0 if self.quota == 0 else (take // self.quota) * self.quota)
 
     # incremental form ------------------------------------------------------------------------
     def init(self):
@@ -175,18 +204,21 @@ class Proxy:
             return RidgeState(jnp.zeros((r1, r1), jnp.float32), jnp.zeros((r1, c), jnp.float32), jnp.zeros((), jnp.int32))
         return jnp.zeros(self.k, jnp.int32)
 
-    def add(self, state, cluster: jax.Array, count: jax.Array | None = None):
-        """State after taking the first ``count`` rows of ``cluster`` (default: all of them).
+    def add(self, state, cluster: jax.Array, count: jax.Array | None = None, start: jax.Array | int = 0):
+        """State after taking rows ``start .. start + count`` of ``cluster`` in the within-cluster
+        order (default: all of it). ``start`` is a chunk boundary (the rows already taken).
 
-        ridge: O(r^2) update of the running sums (plus O(partial_cap r^2) to gather a partial
-        cluster); trained kinds: the state is the take (K,) int32."""
+        ridge: O(r^2) update of the running sums when the rows are one whole chunk, else
+        O(partial_cap r^2) to gather them; trained kinds: the state is the take (K,) int32."""
         size = self.stats["sizes"][cluster]
-        count = size if count is None else jnp.minimum(count, size)
+        count = size - start if count is None else jnp.minimum(count, size - start)
         if self.kind == "ridge":
-            part = _ridge_partial(self, cluster, count)
-            whole = count >= size
-            return RidgeState(state.xtx + jnp.where(whole, self.stats["xtx"][cluster], part.xtx),
-                              state.xty + jnp.where(whole, self.stats["xty"][cluster], part.xty),
+            part = _ridge_partial(self, cluster, start, count)
+            chunk = self.stats["chunk_first"][cluster] + (0 if self.quota == 0 else start // self.quota)
+            end = start + count
+            whole = (end >= size) | ((self.quota > 0) & (count >= self.quota))
+            return RidgeState(state.xtx + jnp.where(whole, self.stats["xtx"][chunk], part.xtx),
+                              state.xty + jnp.where(whole, self.stats["xty"][chunk], part.xty),
                               state.n + count)
         return state.at[cluster].add(count.astype(jnp.int32))
 
@@ -203,24 +235,17 @@ class Proxy:
         return jnp.minimum(subset.astype(jnp.int32), self.stats["sizes"])
 
     def score(self, subset: jax.Array) -> Scores:
-        """Scores of ``subset``: (K,) bool mask or (K,) int take (at most one cluster in part).
-        Pure; jit and vmap freely."""
+        """Scores of ``subset``: (K,) bool mask or (K,) int take (whole chunks, and at most one
+        cluster with a partial chunk). Pure; jit and vmap freely."""
         take = self.take(subset)
         if self.kind == "ridge":
-            whole = take >= self.stats["sizes"]
-            part = (take > 0) & ~whole
-            j = jnp.argmax(part)
-            extra = _ridge_partial(self, j, jnp.where(part.any(), take[j], 0))
-            m = whole.astype(jnp.float32)
-            state = RidgeState(jnp.einsum("k,kij->ij", m, self.stats["xtx"], precision=HIGHEST) + extra.xtx,
-                               jnp.einsum("k,kij->ij", m, self.stats["xty"], precision=HIGHEST) + extra.xty,
-                               take.sum())
-            return _ridge_score(self, state)
+            return _ridge_score(self, _take_stats(self, take))
         return _trained_score(self, _take_weights(self, take))
 
     def score_batch(self, subsets) -> Scores:
         """Scores of a (B, K) batch of masks or takes; jit + vmap, batch axis sharded over all devices."""
-        subsets = check_masks(subsets, self.k, sizes=self.stats["sizes"], partial_cap=self.partial_cap)
+        subsets = check_masks(subsets, self.k, sizes=self.stats["sizes"], partial_cap=self.partial_cap,
+                              quota=self.quota)
         return _sharded_score_batch(self, subsets)
 
     def score_rows(self, rows) -> Scores:
@@ -257,13 +282,55 @@ def ridge_weights(xtx: jax.Array, xty: jax.Array, lam: float) -> jax.Array:
     return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), xty)
 
 
-def _ridge_partial(p: Proxy, cluster: jax.Array, count: jax.Array) -> RidgeState:
-    """Statistics of the first ``count`` (<= ``p.partial_cap``) rows of ``cluster`` in the
-    within-cluster order."""
+def _ridge_partial(p: Proxy, cluster: jax.Array, offset: jax.Array, count: jax.Array) -> RidgeState:
+    """Statistics of rows ``offset .. offset + count`` (count <= ``p.partial_cap``) of ``cluster``
+    in the within-cluster order."""
     i = jnp.arange(p.partial_cap)
     n = p.stats["xf"].shape[0]
-    rows = p.stats["rows"][jnp.minimum(p.stats["start"][cluster] + i, n - 1)]
+    rows = p.stats["rows"][jnp.minimum(p.stats["start"][cluster] + offset + i, n - 1)]
     return _row_stats(p, rows, i < count)
+
+
+def _take_stats(p: Proxy, take: jax.Array) -> RidgeState:
+    """Sufficient statistics of a take (K,): its whole chunks (one weighted sum over the chunk
+    statistics) plus the gathered rows of its one partial chunk."""
+    bound = p.boundary(take)
+    rest = take - bound
+    j = jnp.argmax(rest > 0)
+    extra = _ridge_partial(p, j, bound[j], rest[j])
+    w = (p.stats["chunk_end"] <= bound[p.stats["chunk_cluster"]]).astype(jnp.float32)
+    return RidgeState(jnp.einsum("k,kij->ij", w, p.stats["xtx"], precision=HIGHEST) + extra.xtx,
+                      jnp.einsum("k,kij->ij", w, p.stats["xty"], precision=HIGHEST) + extra.xty, take.sum())
+
+
+def chunks(sizes: np.ndarray, quota: int) -> dict[str, np.ndarray]:
+    """The chunks of ``quota`` rows (0: one per cluster) in cluster-major order: ``chunk_cluster``
+    (P,), ``chunk_begin`` / ``chunk_end`` (P,) row offsets within the cluster, ``chunk_first`` (K,)
+    index of each cluster's first chunk."""
+    sizes = np.asarray(sizes, np.int64)
+    per = np.ones_like(sizes) if quota == 0 else -(-sizes // quota)
+    cluster = np.repeat(np.arange(len(sizes)), per)
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    i = np.arange(len(cluster)) - first[cluster]
+    begin = np.zeros_like(i) if quota == 0 else i * quota
+    end = sizes[cluster] if quota == 0 else np.minimum(begin + quota, sizes[cluster])
+    return {"chunk_cluster": cluster, "chunk_begin": begin, "chunk_end": end, "chunk_first": first}
+
+
+def _chunk_stats(xf: np.ndarray, yf: np.ndarray, num_classes: int, rows: np.ndarray, start: np.ndarray,
+                 sizes: np.ndarray, quota: int) -> dict:
+    """Per-chunk ridge statistics (P, r+1, r+1) and (P, r+1, C), summed in float64, with the chunk
+    layout of :func:`chunks`; ``rows``/``start``: the within-cluster order."""
+    ch = chunks(sizes, quota)
+    onehot = np.eye(num_classes, dtype=np.float64)[yf]
+    r1, p = xf.shape[1], len(ch["chunk_cluster"])
+    xtx, xty = np.zeros((p, r1, r1)), np.zeros((p, r1, num_classes))
+    for i, (j, b, e) in enumerate(zip(ch["chunk_cluster"], ch["chunk_begin"], ch["chunk_end"])):
+        idx = rows[start[j] + b:start[j] + e]
+        x = xf[idx].astype(np.float64)
+        xtx[i], xty[i] = x.T @ x, x.T @ onehot[idx]
+    out = {k: jnp.asarray(v, jnp.int32) for k, v in ch.items() if k != "chunk_begin"}
+    return dict(out, xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
 
 
 def _row_stats(p: Proxy, rows: jax.Array, keep: jax.Array) -> RidgeState:
@@ -420,16 +487,8 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     stats: dict = {"sizes": jnp.asarray(sizes)}
     cap = int(sizes.max())
     if cfg.kind == "ridge":
-        onehot = np.eye(c, dtype=np.float64)[train_y]
-        k, r1 = clustering.k, xf.shape[1]
-        xtx, xty = np.zeros((k, r1, r1)), np.zeros((k, r1, c))
-        order, bounds = grouped(clustering.assignment, k)
-        for j in range(k):
-            rows = order[bounds[j]:bounds[j + 1]]
-            xj = xf[rows].astype(np.float64)
-            xtx[j], xty[j] = xj.T @ xj, xj.T @ onehot[rows]
         rows, start = member_order(clustering)
-        stats.update(xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32), xf=jnp.asarray(xf),
+        stats.update(_chunk_stats(xf, train_y, c, rows, start, sizes, 0), xf=jnp.asarray(xf),
                      yf=jnp.asarray(train_y, jnp.int32), rows=jnp.asarray(rows, jnp.int32),
                      start=jnp.asarray(start, jnp.int32))
         return Proxy("ridge", cfg, c, jnp.asarray(features(val_x, mean, proj)), jnp.asarray(val_y), stats, cap)
@@ -447,10 +506,11 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
 
 
 def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
-                partial_cap: int | None = None) -> np.ndarray:
+                partial_cap: int | None = None, quota: int = 0) -> np.ndarray:
     """Validate a (B, K) or (K,) batch of subsets outside jit: bool masks (or 0/1 when ``sizes``
-    is not given), or, with ``sizes`` (K,), int takes with at most one cluster taken in part and
-    that part below ``partial_cap`` rows. Returns (B, K) bool or int32."""
+    is not given), or, with ``sizes`` (K,), int takes holding whole chunks of ``quota`` rows
+    (0: whole clusters) but for at most one cluster, whose partial chunk holds at most
+    ``partial_cap`` rows. Returns (B, K) bool or int32."""
     masks = np.asarray(masks)
     if masks.ndim == 1:
         masks = masks[None]
@@ -466,11 +526,13 @@ def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
         sizes = np.asarray(sizes)
         if (masks < 0).any() or (masks > sizes).any():
             raise JaxselError("a take must lie between 0 and its cluster's size")
-        part = (masks > 0) & (masks < sizes)
+        rest = np.where(masks >= sizes, 0, masks if quota == 0 else masks % quota)
+        part = rest > 0
         if (part.sum(1) > 1).any():
-            raise JaxselError("a take may hold at most one cluster in part")
-        if partial_cap is not None and (masks[part] > partial_cap).any():
-            raise JaxselError(f"a partly taken cluster holds {masks[part].max()} rows, more than this proxy's "
+            unit = "cluster" if quota == 0 else f"chunk of {quota} rows"
+            raise JaxselError(f"a take may hold at most one {unit} in part")
+        if partial_cap is not None and (rest > partial_cap).any():
+            raise JaxselError(f"a partly taken chunk holds {rest.max()} rows, more than this proxy's "
                               f"partial_cap={partial_cap}")
         masks = masks.astype(np.int32)
     if max_clusters is not None and ((masks > 0).sum(1) > max_clusters).any():
@@ -500,7 +562,7 @@ def _sharded_score_batch(proxy: Proxy, masks: np.ndarray) -> Scores:
 
     n_dev = jax.device_count()
     if proxy.kind != "ridge":
-        check_masks(masks, proxy.k, proxy.cfg.max_clusters, sizes=proxy.stats["sizes"])
+        check_masks(masks, proxy.k, proxy.cfg.max_clusters, sizes=proxy.stats["sizes"], quota=proxy.quota)
     b = masks.shape[0]
     pad = (-b) % n_dev
     if pad:
@@ -518,9 +580,8 @@ def fit_ridge(proxy: Proxy, mask) -> np.ndarray:
     mask = check_masks(mask, proxy.k)[0]
     if not mask.any():
         raise JaxselError("cannot fit a proxy on an empty subset (all-false mask)")
-    m = jnp.asarray(mask, jnp.float32)
-    return np.asarray(ridge_weights(jnp.einsum("k,kij->ij", m, proxy.stats["xtx"], precision=HIGHEST),
-                                    jnp.einsum("k,kij->ij", m, proxy.stats["xty"], precision=HIGHEST), proxy.cfg.lam))
+    s = _take_stats(proxy, proxy.take(jnp.asarray(mask)))
+    return np.asarray(ridge_weights(s.xtx, s.xty, proxy.cfg.lam))
 
 
 class RewardCache:
@@ -533,7 +594,8 @@ class RewardCache:
     def scores(self, masks) -> np.ndarray:
         """The objective (``Proxy.value``) of each subset in a (B, K) batch of masks or takes,
         computing only new ones."""
-        masks = check_masks(masks, self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap)
+        masks = check_masks(masks, self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap,
+                            quota=self.proxy.quota)
         if masks.dtype == bool:
             masks = masks * self.sizes.astype(np.int32)
         keys = [m.tobytes() for m in masks]

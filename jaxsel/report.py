@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxsel.io import atomic_path
 
-ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "stratified", "typical", "full")
+ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "stratified", "typical", "cleanlab", "full")
 REFERENCES = ("random", "stratified")  # baselines every other method is compared with, paired by seed
 
 

@@ -87,9 +87,9 @@ class Surrogate:
     def init(self):
         return jnp.zeros(self.sizes.shape[0], jnp.float32)
 
-    def add(self, state, cluster, count=None):
+    def add(self, state, cluster, count=None, start=0):
         size = self.sizes[cluster]
-        count = size if count is None else jnp.minimum(count, size)
+        count = size - start if count is None else jnp.minimum(count, size - start)
         return state.at[cluster].add(count / jnp.maximum(size, 1))
 
     def score_state(self, state):

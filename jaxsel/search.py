@@ -1,9 +1,10 @@
 """Search baselines with the agents' output type: random, greedy marginal gain, CLIMB-Disc, full.
 
-Each returns a :class:`Found` (the best mask, its pick order, its proxy score, and the number of
-true proxy evaluations). Subsets are built the way the MDP builds them: clusters are added until
-the running total of examples first reaches the budget, and the last one contributes only the
-rows that fit (:func:`jaxsel.selection.take_for`); that take is what the proxy scores.
+Each returns a :class:`Found` (the best take, its pick order, its proxy score, and the number of
+true proxy evaluations). Subsets are built the way the MDP builds them: picks (whole clusters,
+or with ``quota`` > 0 a cluster's next ``quota`` rows, so a cluster can recur in an order) are
+added until the running total of examples first reaches the budget, and the last one contributes
+only the rows that fit (:func:`jaxsel.selection.take_for`); that take is what the proxy scores.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from jaxsel.selection import take_for
 
 @dataclass
 class Found:
-    mask: np.ndarray
+    take: np.ndarray  # (K,) int32 rows taken per cluster
     order: list[int]
     score: float
     evaluations: int
@@ -60,21 +61,22 @@ class SearchLog:
         return log
 
 
-def _start(log_path, signature, seed, cache, sizes, budget, n, resume):
+def _start(log_path, signature, seed, cache, sizes, budget, n, resume, quota: int = 0):
     """(log, rng): resumed from ``log_path``, or ``n`` freshly scored budget-matched random orders."""
     log = SearchLog.resume(log_path, signature) if resume else None
     rng = np.random.default_rng(seed)
     if log is not None:
         rng.bit_generator.state = log.rng_state
         return log, rng
-    orders = [complete([], sizes, budget, rng) for _ in range(n)]
-    scores = [float(v) for v in cache.scores(takes(orders, sizes, budget))]
+    orders = [complete([], sizes, budget, rng, quota) for _ in range(n)]
+    scores = [float(v) for v in cache.scores(takes(orders, sizes, budget, quota))]
     return SearchLog(orders, scores, 0, rng.bit_generator.state, signature), rng
 
 
-def _advance(log: SearchLog, new: list, cache: RewardCache, rng, sizes: np.ndarray, budget: int, log_path) -> None:
+def _advance(log: SearchLog, new: list, cache: RewardCache, rng, sizes: np.ndarray, budget: int, log_path,
+             quota: int = 0) -> None:
     """Score ``new`` orders with the true proxy, append them, move to the next round, save."""
-    log.scores += [float(v) for v in cache.scores(takes(new, sizes, budget))]
+    log.scores += [float(v) for v in cache.scores(takes(new, sizes, budget, quota))]
     log.orders += new
     log.round += 1
     log.rng_state = rng.bit_generator.state
@@ -82,101 +84,108 @@ def _advance(log: SearchLog, new: list, cache: RewardCache, rng, sizes: np.ndarr
         log.save(Path(log_path))
 
 
-def complete(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Generator) -> list[int]:
-    """Extend a pick order with random unchosen clusters until the budget is first reached."""
+def complete(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Generator, quota: int = 0) -> list[int]:
+    """Extend a pick order with random picks until the budget is first reached: unchosen clusters
+    (whole clusters), or clusters not yet exhausted, uniformly (``quota`` > 0)."""
     order = list(order)
-    total = int(sizes[order].sum()) if order else 0
-    if total >= budget:
+    taken = take_for(order, sizes, int(np.sum(sizes)), quota)
+    total = int(taken.sum())
+    if quota == 0:
+        for c in rng.permutation(np.flatnonzero(taken == 0)):
+            if total >= budget:
+                break
+            order.append(int(c))
+            total += int(sizes[c])
         return order
-    rest = rng.permutation(np.setdiff1d(np.arange(len(sizes)), order))
-    for c in rest:
-        order.append(int(c))
-        total += int(sizes[c])
-        if total >= budget:
-            break
+    while total < budget and (taken < sizes).any():
+        c = int(rng.choice(np.flatnonzero(taken < sizes)))
+        step = min(quota, int(sizes[c] - taken[c]))
+        order.append(c)
+        taken[c] += step
+        total += step
     return order
 
 
-def to_mask(order: list[int], k: int) -> np.ndarray:
-    m = np.zeros(k, bool)
-    m[order] = True
-    return m
-
-
-def takes(orders: list, sizes: np.ndarray, budget: int) -> np.ndarray:
+def takes(orders: list, sizes: np.ndarray, budget: int, quota: int = 0) -> np.ndarray:
     """(B, K) int32: the take of each pick order under the exact budget rule."""
-    return np.stack([take_for(o, sizes, budget) for o in orders])
+    return np.stack([take_for(o, sizes, budget, quota) for o in orders])
 
 
-def random_search(cache: RewardCache, sizes: np.ndarray, budget: int, samples: int, seed: int) -> Found:
+def random_search(cache: RewardCache, sizes: np.ndarray, budget: int, samples: int, seed: int,
+                  quota: int = 0) -> Found:
     """Score ``samples`` budget-matched random subsets; best one, plus mean and std of all."""
     rng = np.random.default_rng(seed)
-    orders = [complete([], sizes, budget, rng) for _ in range(samples)]
-    scores = cache.scores(takes(orders, sizes, budget))
+    orders = [complete([], sizes, budget, rng, quota) for _ in range(samples)]
+    found = takes(orders, sizes, budget, quota)
+    scores = cache.scores(found)
     i = int(np.argmax(scores))
-    return Found(to_mask(orders[i], len(sizes)), orders[i], float(scores[i]), samples,
+    return Found(found[i], orders[i], float(scores[i]), samples,
                  {"mean": float(scores.mean()), "std": float(scores.std()), "first": float(scores[0]),
                   "first_order": orders[0]})
 
 
-def greedy(cache: RewardCache, sizes: np.ndarray, budget: int) -> Found:
-    """Add the cluster with the largest marginal gain (all remaining scored as one batch) each step;
-    a cluster that would overshoot the budget is scored for the rows of it that fit."""
+def greedy(cache: RewardCache, sizes: np.ndarray, budget: int, quota: int = 0) -> Found:
+    """Take the pick (a whole cluster, or a cluster's next ``quota`` rows) with the largest
+    marginal gain each step, all candidates scored as one batch; a pick that would overshoot the
+    budget is scored for the rows of it that fit."""
     k = len(sizes)
-    order, total, evals, score = [], 0, 0, float("nan")
+    order, take, evals, score = [], np.zeros(k, np.int32), 0, float("nan")
     with tqdm(total=budget, desc="greedy", unit="ex", leave=False) as bar:
-        while total < budget and len(order) < k:
-            rest = np.setdiff1d(np.arange(k), order)
-            cands = np.repeat(take_for(order, sizes, budget)[None], len(rest), 0)
-            cands[np.arange(len(rest)), rest] = np.minimum(sizes[rest], budget - total)
+        while take.sum() < budget and (take < sizes).any():
+            rest = np.flatnonzero(take < sizes) if quota else np.flatnonzero(take == 0)
+            left = budget - int(take.sum())
+            step = np.minimum(sizes[rest] - take[rest], left)
+            if quota:
+                step = np.minimum(step, quota)
+            cands = np.repeat(take[None], len(rest), 0)
+            cands[np.arange(len(rest)), rest] += step.astype(np.int32)
             s = cache.scores(cands)
             evals += len(rest)
             j = int(np.argmax(s))
             order.append(int(rest[j]))
-            score = float(s[j])
-            step = min(int(sizes[rest[j]]), budget - total)
-            total += step
-            bar.update(step)
-    return Found(to_mask(order, k), order, score, evals)
+            take, score = cands[j], float(s[j])
+            bar.update(int(step[j]))
+    return Found(take, order, score, evals)
 
 
-def _mutate(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Generator) -> list[int]:
-    """Swap one chosen cluster for an unchosen one, then re-complete to the budget."""
+def _mutate(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Generator, quota: int = 0) -> list[int]:
+    """Swap one pick for a pick of another cluster (unchosen; with ``quota``, not exhausted), drop
+    the picks the budget no longer needs, then re-complete to the budget."""
     order = list(order)
     order.pop(int(rng.integers(len(order))))
-    rest = np.setdiff1d(np.arange(len(sizes)), order)
-    order.append(int(rng.choice(rest)))
-    while len(order) > 1 and sizes[order[:-1]].sum() >= budget:  # drop surplus picks
+    taken = take_for(order, sizes, int(np.sum(sizes)), quota)
+    order.append(int(rng.choice(np.flatnonzero((taken < sizes) if quota else (taken == 0)))))
+    while len(order) > 1 and take_for(order[1:], sizes, budget, quota).sum() >= budget:  # drop surplus picks
         order.pop(0)
-    return complete(order, sizes, budget, rng)
+    return complete(order, sizes, budget, rng, quota)
 
 
 def climb(cache: RewardCache, sizes: np.ndarray, budget: int, *, rounds: int = 4, init: int = 256,
           candidates: int = 2048, evaluate: int = 128, top: int = 16, seed: int = 0,
           model_cfg: reward_model.RewardModelConfig = reward_model.RewardModelConfig(),
           log_path: Path | None = None, resume: bool = False, signature: str = "",
-          stop_after: int | None = None) -> Found:
+          stop_after: int | None = None, quota: int = 0) -> Found:
     """CLIMB-Disc: score random masks, fit the reward model, propose mutations of the best masks,
     evaluate the ones the model ranks highest (mean + std), refit, and repeat with a shrinking
     number of evaluations. With ``log_path`` the state is saved after every round (``resume``)."""
-    k = len(sizes)
-    log, rng = _start(log_path, signature, seed, cache, sizes, budget, init, resume)
+    log, rng = _start(log_path, signature, seed, cache, sizes, budget, init, resume, quota)
     key = jax.random.PRNGKey(seed)
     for r in tqdm(range(log.round, rounds if stop_after is None else min(stop_after, rounds)), desc="climb",
                   leave=False):
         model = reward_model.fit(jax.random.fold_in(key, r),
-                                 reward_model.coverage(takes(log.orders, sizes, budget), sizes),
+                                 reward_model.coverage(takes(log.orders, sizes, budget, quota), sizes),
                                  np.array(log.scores), model_cfg)
         best = np.argsort(log.scores)[::-1][:top]
-        props = [_mutate(log.orders[best[i % len(best)]], sizes, budget, rng) for i in range(candidates)]
-        mean, std = map(np.asarray, reward_model.predict(model, reward_model.coverage(takes(props, sizes, budget), sizes)))
+        props = [_mutate(log.orders[best[i % len(best)]], sizes, budget, rng, quota) for i in range(candidates)]
+        cover = reward_model.coverage(takes(props, sizes, budget, quota), sizes)
+        mean, std = map(np.asarray, reward_model.predict(model, cover))
         pick = np.argsort(mean + std)[::-1][:max(8, evaluate >> r)]
-        _advance(log, [props[i] for i in pick], cache, rng, sizes, budget, log_path)
+        _advance(log, [props[i] for i in pick], cache, rng, sizes, budget, log_path, quota)
     i = int(np.argmax(log.scores))
-    return Found(to_mask(log.orders[i], k), log.orders[i], float(log.scores[i]), len(log.orders))
+    return Found(take_for(log.orders[i], sizes, budget, quota), log.orders[i], float(log.scores[i]), len(log.orders))
 
 
-def full(cache: RewardCache, k: int) -> Found:
+def full(cache: RewardCache, sizes: np.ndarray) -> Found:
     """All clusters (the full training set)."""
-    m = np.ones(k, bool)
-    return Found(m, list(range(k)), float(cache.scores(m[None])[0]), 1)
+    take = np.asarray(sizes, np.int32)
+    return Found(take, list(range(len(take))), float(cache.scores(take[None])[0]), 1)

@@ -1,10 +1,12 @@
 """A selection: the chosen clusters, the exported example indices, scores and provenance.
 
-Exact budget rule (the MDP, every search and the export share it): clusters are taken in pick
-order, each whole while it fits; the pick that reaches the budget contributes only its first
-rows in the within-cluster order (:func:`jaxsel.cluster.member_order`) that bring the total to
-exactly the example budget (when the picked clusters hold fewer examples, all of them). The
-proxy scores that same take, so a selection's recorded score is the score of its exported rows.
+Exact budget rule (the MDP, every search and the export share it): picks are taken in order;
+a pick of cluster j takes its next rows in the within-cluster order
+(:func:`jaxsel.cluster.member_order`): the whole cluster (granularity "cluster", quota 0) or its
+next ``quota`` rows (granularity "quota"; a cluster can be picked again until it is exhausted).
+The pick that reaches the budget contributes only the rows that bring the total to exactly the
+example budget (when the picks hold fewer examples, all of them). The proxy scores that same
+take, so a selection's recorded score is the score of its exported rows.
 """
 
 import json
@@ -19,7 +21,7 @@ from jaxsel.io import atomic_path, write_json
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
-METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "stratified", "typical", "full")
+METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "stratified", "typical", "cleanlab", "full")
 
 
 def parse_budget(text: str) -> float:
@@ -38,17 +40,20 @@ def budget_examples(budget: float, n: int) -> int:
     return max(1, int(round(budget * n)))
 
 
-def take_for(order, sizes: np.ndarray, budget: int) -> np.ndarray:
+def take_for(order, sizes: np.ndarray, budget: int, quota: int = 0) -> np.ndarray:
     """(K,) int32 rows taken per cluster under the exact budget rule for the pick order ``order``
-    (-1 entries ignored): whole clusters until the budget, then the part of the last that fits."""
+    (-1 entries ignored): each pick adds the cluster's next ``quota`` rows (0: all of it) while
+    they fit, the pick that reaches the budget the part that fits; picks of exhausted clusters
+    add nothing."""
     sizes = np.asarray(sizes)
     take = np.zeros(len(sizes), np.int32)
     left = int(budget)
     for c in (int(c) for c in order if c >= 0):
         if left <= 0:
             break
-        take[c] = min(int(sizes[c]), left)
-        left -= int(take[c])
+        step = min(int(sizes[c] - take[c]), left, quota or left)
+        take[c] += step
+        left -= step
     return take
 
 
@@ -61,9 +66,25 @@ def rows_for(clustering, take: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
-def indices_for(clustering, order, budget: int) -> np.ndarray:
-    """Sorted train indices of the clusters ``order`` (pick order), trimmed to ``budget`` examples."""
-    return rows_for(clustering, take_for(order, clustering.sizes, budget))
+def indices_for(clustering, order, budget: int, quota: int = 0) -> np.ndarray:
+    """Sorted train indices of the picks ``order`` (see :func:`take_for`), trimmed to ``budget`` examples."""
+    return rows_for(clustering, take_for(order, clustering.sizes, budget, quota))
+
+
+def quota_for(granularity: str, quota: int | None, horizon: int, budget: int) -> int:
+    """Rows per pick: 0 for whole clusters (granularity "cluster"); for "quota", ``quota`` or else
+    budget / horizon rounded up (at least 1)."""
+    if granularity == "cluster":
+        return 0
+    if granularity != "quota":
+        raise JaxselError(f"unknown granularity {granularity!r} (cluster or quota)")
+    if quota is not None:
+        if quota < 1:
+            raise JaxselError(f"quota must be at least 1 example, got {quota}")
+        return int(quota)
+    if horizon < 1:
+        raise JaxselError(f"horizon must be at least 1 pick, got {horizon}")
+    return max(1, -(-int(budget) // int(horizon)))
 
 
 @dataclass

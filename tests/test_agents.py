@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import agents, dqn, ppo, proxy, reward_model
+from jaxsel import agents, dqn, ppo, proxy, reward_model, selection
 from jaxsel.cluster import Clustering, index_table
 
 K, PER, D = 40, 60, 12
@@ -99,10 +99,11 @@ def test_ppo_trains_several_seeds_at_once():
     raise AssertionError("vmapped PPO training hung twice")
 
 
-@pytest.mark.parametrize("method", ["ppo", "dqn"])
-def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method):
+@pytest.mark.parametrize("method,granularity", [("ppo", "cluster"), ("dqn", "quota")])
+def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularity):
     p, cl, y = truth
     cfg = agents.SelectConfig(method=method, budget=0.25, seed=3, checkpoint_every=2, final="greedy",
+                              granularity=granularity, horizon=8,
                               ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 8),
                               dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 12, learning_starts=16, batch_size=16))
     whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
@@ -149,7 +150,7 @@ def test_reward_model_rollouts_beat_random(truth):
     assert float(p.score_rows(sel.indices).accuracy) == pytest.approx(sel.scores["proxy_accuracy"], abs=1e-5)
 
 
-@pytest.mark.parametrize("method,extra", [("climb", {"climb_rounds": 3}),
+@pytest.mark.parametrize("method,extra", [("climb", {"climb_rounds": 3, "granularity": "quota", "horizon": 8}),
                                           ("ppo", {"surrogate_rounds": 3, "warm_start": 64, "surrogate_eval": 8})])
 def test_round_based_search_resumes(truth, tmp_path, method, extra):
     p, cl, y = truth
@@ -179,27 +180,31 @@ def uneven():
     return x, y, cl, xv, (xv @ w > 0).astype(int)
 
 
-@pytest.mark.parametrize("kind", ["ridge", "linear"])
-def test_recorded_score_is_the_exported_rows_score(uneven, kind):
-    """For every method, rescoring the exported indices with the proxy gives the recorded score,
-    and the selection holds exactly the budget."""
+@pytest.mark.parametrize("kind,granularity", [("ridge", "cluster"), ("linear", "cluster"), ("ridge", "quota"),
+                                              ("linear", "quota")])
+def test_recorded_score_is_the_exported_rows_score(uneven, kind, granularity):
+    """For every method and granularity, rescoring the exported indices with the proxy gives the
+    recorded score, and the selection holds exactly the budget, each example once."""
     x, y, cl, xv, yv = uneven
     p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, steps=10))
     small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
                  dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 40, learning_starts=64), random_samples=16,
                  climb_rounds=1)
     methods = agents.METHODS if kind == "ridge" else ("greedy", "random-search", "random")
-    trimmed = 0
+    trimmed, repeats = 0, 0
     for method in methods:
-        sel = agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.1, **small), progress=False,
-                            train_x=x)
+        cfg = agents.SelectConfig(method=method, budget=0.1, granularity=granularity, horizon=8, **small)
+        sel = agents.select(p, cl, y, cfg, progress=False, train_x=x)
         budget = len(y) if method == "full" else int(round(0.1 * len(y)))
         assert len(sel.indices) == len(np.unique(sel.indices)) == budget, method
         rescored = p.score_rows(sel.indices)
         assert float(rescored.accuracy) == pytest.approx(sel.scores["proxy_accuracy"], abs=1e-5), method
         assert float(rescored.loglik) == pytest.approx(sel.scores["proxy_loglik"], abs=1e-4), method
-        trimmed += cl.sizes[sel.cluster_ids].sum() > budget
+        untrimmed = selection.take_for(sel.cluster_ids, cl.sizes, int(cl.sizes.sum()), sel.meta["quota"])
+        trimmed += untrimmed.sum() > budget
+        repeats += len(set(sel.cluster_ids)) < len(sel.cluster_ids)
     assert trimmed  # the case where reported and exported used to differ did occur
+    assert bool(repeats) == (granularity == "quota")  # quota picks revisit clusters
 
 
 def test_rl_with_too_few_steps_still_fills_the_budget(uneven, capsys):

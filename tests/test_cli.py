@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -59,6 +60,13 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
     assert len(sel.indices) == 13 and "the last trimmed to the budget" in captured.out
     assert f"proxy accuracy of these examples {sel.scores['proxy_accuracy']:.4f}" in captured.out
     assert len(sel.meta["missing_classes"]) == 2 and "holds no example of class" in captured.err
+    # quota picks: 4 examples of a cluster per pick, so every class can be reached within the budget
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",
+                     "--method", "greedy", "--budget", "0.05", "--granularity", "quota", "--quota", "4",
+                     "--out", str(tmp_path / "q")]) == 0
+    sel = Selection.load(tmp_path / "q" / "selection.json")
+    assert len(sel.indices) == 13 and sel.meta["quota"] == 4 and len(sel.cluster_ids) == 4
+    assert "(4 picks of up to 4 examples, the last trimmed to the budget)" in capsys.readouterr().out
 
 
 def test_version():
@@ -81,3 +89,14 @@ def test_unwritable_output_is_one_line(table_file, tmp_path, tmp_cache, capsys):
         os.chmod(tmp_path / "locked", 0o700)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("jaxsel: error: cannot write") and str(locked) in err and "\n" not in err
+
+
+def test_data_label_issues(tmp_path, tmp_cache, capsys):
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    assert cli.main(["data", str(csv), "--split-col", "split", "--model", "hash", "--k", "12", "--label-issues"]) == 0
+    out = capsys.readouterr().out
+    assert "label issues (cleanlab on leave-one-cluster-out ridge predictions, k=12):" in out
+    assert cli.main(["data", str(csv), "--split-col", "split", "--model", "hash", "--label-issues", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["label_issues"]["rows"] == 252 and 0 <= doc["label_issues"]["flagged"] < 252

@@ -23,39 +23,66 @@ def setup():
     return env, params, p, cl
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000))
-def test_episode_invariants(setup, seed):
+@pytest.fixture(scope="module")
+def quota_setup(setup):
     env, params, p, cl = setup
+    return (*make_env(p, cl, np.zeros(1500, int), 0.2, reward_scale=1.0, quota=7), p, cl)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), granularity=st.sampled_from(["cluster", "quota"]))
+def test_episode_invariants(setup, quota_setup, seed, granularity):
+    """Random valid picks: the budget is exact, the take follows the budget rule, and the return
+    is the score of the exported rows, computed from those rows."""
+    env, params, p, cl = setup if granularity == "cluster" else quota_setup
+    quota, sizes = params.quota, np.asarray(cl.sizes)
     step = jax.jit(env.step)
     rng = np.random.default_rng(seed)
     obs, state = env.reset(jax.random.PRNGKey(0), params)
-    total, picked, chosen = 0.0, [], 0
-    for t in range(K):
-        valid = np.asarray(env.action_mask(state))
-        assert valid.sum() == K - t
+    total, picked, take = 0.0, [], np.zeros(K, np.int32)
+    for t in range(params.max_steps):
+        valid = np.asarray(env.action_mask(state, params))
+        np.testing.assert_array_equal(valid, take < sizes)
         action = int(rng.choice(np.flatnonzero(valid)))
-        assert action not in picked
         picked.append(action)
-        assert chosen < int(params.budget)  # the episode never continues past the budget
+        assert take.sum() < int(params.budget)  # the episode never continues past the budget
         obs, state, reward, done, info = step(jax.random.PRNGKey(t), state, action, params)
         total += float(reward)
-        chosen = min(chosen + int(cl.sizes[action]), int(params.budget))  # the last pick only fills the budget
-        assert int(info["chosen"]) == chosen
+        take = selection.take_for(picked, sizes, int(params.budget), quota)
+        assert int(info["chosen"]) == take.sum()
         if done:
             break
-    assert bool(done) and chosen == int(params.budget)
-    mask = np.zeros(K, bool)
-    mask[picked] = True
-    np.testing.assert_array_equal(np.asarray(info["final_mask"]), mask)
+    assert bool(done) and take.sum() == int(params.budget)
+    if quota == 0:
+        assert len(set(picked)) == len(picked)
+    np.testing.assert_array_equal(np.asarray(info["final_take"]), take)
     assert [int(a) for a in np.asarray(info["final_order"]) if a >= 0] == picked
-    # the return is the score of the exported rows (last cluster trimmed), scored from those rows
-    exported = selection.indices_for(cl, picked, int(params.budget))
-    assert len(exported) == int(params.budget)
+    # the return is the score of the exported rows (last pick trimmed), scored from those rows
+    exported = selection.indices_for(cl, picked, int(params.budget), quota)
+    assert len(exported) == len(np.unique(exported)) == int(params.budget)
     want = float(p.score_rows(exported).accuracy) - float(p.score(jnp.zeros(K, bool)).accuracy)
     assert total == pytest.approx(want, abs=1e-5)
     assert float(info["final_score"]) == pytest.approx(float(p.score_rows(exported).accuracy), abs=1e-5)
-    assert not np.asarray(state.mask).any() and int(state.step) == 0  # auto-reset
+    assert not np.asarray(state.taken).any() and int(state.step) == 0  # auto-reset
+
+
+def test_quota_chunk_statistics_equal_a_fit_on_their_rows(setup):
+    """Every take of whole quota chunks (and one partial chunk) scores as a ridge fit on its rows."""
+    env, params, p, cl = setup
+    q = p.with_quota(7).with_partial_cap(7)
+    rng = np.random.default_rng(1)
+    sizes = np.asarray(cl.sizes)
+    for _ in range(20):
+        take = np.minimum((rng.integers(0, 6, K) * 7), sizes).astype(np.int32)
+        j = rng.integers(K)
+        take[j] = min(sizes[j], take[j] + rng.integers(1, 7)) if take[j] < sizes[j] else take[j]
+        rows = selection.rows_for(cl, take)
+        got, want = q.score(jnp.asarray(take)), p.score_rows(rows)
+        assert float(got.loglik) == pytest.approx(float(want.loglik), abs=1e-4)
+        assert float(got.accuracy) == pytest.approx(float(want.accuracy), abs=1e-5)
+    assert p.with_quota(0) is p and q.with_quota(0).quota == 0
+    with pytest.raises(JaxselError, match="at most one chunk of 7 rows in part"):
+        q.score_batch(np.array([[3, 3] + [0] * (K - 2)]))
 
 
 def test_vmapped_rollout_in_scan(setup):
@@ -66,7 +93,7 @@ def test_vmapped_rollout_in_scan(setup):
 
     def body(carry, key):
         states, ret = carry
-        valid = jax.vmap(env.action_mask)(states)
+        valid = jax.vmap(env.action_mask, in_axes=(0, None))(states, params)
         action = jax.random.categorical(key, jnp.where(valid, 0.0, -1e9))
         _, states, r, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(jax.random.split(key, 8), states, action, params)
         return (states, ret + r), (done, info["final_score"])

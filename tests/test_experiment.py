@@ -24,6 +24,7 @@ model = "hash"
 
 [cluster]
 k = 12
+{cluster_extra}
 
 [proxy]
 kind = "ridge"
@@ -33,6 +34,7 @@ project = 16
 rl_steps = 512
 climb_rounds = 2
 ppo = {{num_envs = 8, num_steps = 8}}
+{select_extra}
 
 [noise]
 flip_fraction = 0.25
@@ -48,9 +50,11 @@ lr = 1e-3
 """
 
 
-def write_config(path, methods=("greedy", "random", "full"), variants=("clean", "noisy")):
+def write_config(path, methods=("greedy", "random", "full"), variants=("clean", "noisy"), select_extra="",
+                 cluster_extra=""):
     path.write_text(TINY.format(methods=", ".join(f'"{m}"' for m in methods),
-                                variants=", ".join(f'"{v}"' for v in variants)))
+                                variants=", ".join(f'"{v}"' for v in variants), select_extra=select_extra,
+                                cluster_extra=cluster_extra))
     return path
 
 
@@ -93,15 +97,21 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
 
 
 def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
-    cfg = write_config(tmp_path / "tiny.toml", methods=("greedy", "climb"), variants=("noisy",))
+    """Scrambled test labels change no selection (cluster searches with quota picks in the typical
+    order, and the example-level baselines)."""
+    cfg = write_config(tmp_path / "tiny.toml", methods=("greedy", "climb", "stratified", "typical", "cleanlab"),
+                       variants=("noisy",),
+                       select_extra='granularity = "quota"\nhorizon = 8', cluster_extra='order = "typical"')
     picks = []
     for seed in (None, 7):
         data = write_data(tmp_path / f"d{seed}.csv", test_labels_seed=seed)
         out = tmp_path / f"run{seed}"
         doc = experiment.run(cfg, out, progress=False, name=str(data))
-        picks.append({(r["method"], r["seed"]): (r["proxy_accuracy"], r["examples"]) for r in doc["rows"]})
+        picks.append({(r["method"], r["seed"]): (r["proxy_accuracy"], r["examples"], r["label_counts"])
+                      for r in doc["rows"]})
         sels = sorted((out / "stages").glob("*/selection.json"))
         picks[-1]["files"] = [json.loads(p.read_text())["cluster_ids"] for p in sels]
+        assert all(len(set(ids)) < len(ids) for ids in picks[-1]["files"])  # quota picks revisit clusters
     assert picks[0] == picks[1]
 
 
@@ -109,6 +119,8 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ('methods = ["magic"]', "unknown method 'magic'"),
                                          ("[finetune]\nepochz = 2", "unknown key 'epochz'"),
                                          ("budgets = [\"2\"]", "budget must be strictly between 0 and 1"),
+                                         ('[select]\ngranularity = "rows"', "unknown granularity 'rows'"),
+                                         ('[cluster]\norder = "best"', "unknown order 'best'"),
                                          ("name = [", "not valid TOML")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"

@@ -156,7 +156,7 @@ def test_validation_subsample_is_stratified_and_seeded():
     assert len(proxy.stratified_subsample(y, None, 0)) == 1000
 
 
-def test_max_clusters_for_budget_matches_brute_force():
+def test_max_picks_matches_brute_force():
     rng = np.random.default_rng(0)
     for _ in range(20):
         sizes = rng.integers(1, 50, 12)
@@ -170,7 +170,7 @@ def test_max_clusters_for_budget_matches_brute_force():
                 if total >= budget:
                     break
             want = max(want, n)
-        assert proxy.max_clusters_for_budget(sizes, budget) == want
+        assert proxy.max_picks(sizes, budget) == want
 
 
 def test_reward_cache_counts_hits(problem):

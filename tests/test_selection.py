@@ -34,7 +34,13 @@ def test_exact_budget_and_trim_rule(cl):
     assert take_for(order + [int(np.argmin(cl.sizes))], cl.sizes, budget).sum() == budget
 
 
-def test_member_order_is_a_partition_led_by_the_table(cl):
+@pytest.mark.parametrize("order", ["random", "typical"])
+def test_member_order_is_a_partition_led_by_the_table(cl, order, tmp_path):
+    x = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)  # the rows cl clustered
+    if order == "typical":
+        cl = cluster.typical_order(cl, x)
+        cl.save(tmp_path / "c.npz")
+        np.testing.assert_array_equal(cluster.Clustering.load(tmp_path / "c.npz").within, cl.within)
     rows, start = cluster.member_order(cl)
     assert sorted(rows.tolist()) == list(range(len(cl.assignment)))
     for j in range(cl.k):
@@ -42,8 +48,31 @@ def test_member_order_is_a_partition_led_by_the_table(cl):
         assert (cl.assignment[part] == j).all()
         head = cl.table[j][cl.table[j] >= 0]
         np.testing.assert_array_equal(part[:len(head)], head)
+        if order == "typical":  # nearest the centroid first
+            assert (np.diff(np.linalg.norm(x[part] - cl.centroids[j], axis=1)) >= -1e-6).all()
     again = cluster.member_order(cl)
     np.testing.assert_array_equal(rows, again[0])
+
+
+def test_quota_takes_follow_the_typical_order(cl):
+    """Quota picks on a typical-ordered clustering take each cluster's most central rows, and the
+    ridge proxy's chunk statistics score them as a fit on exactly those rows."""
+    import jax.numpy as jnp
+
+    from jaxsel import proxy, selection
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 4)).astype(np.float32)
+    typ = cluster.typical_order(cl, x)
+    y = (x[:, 0] > 0).astype(int)
+    p = proxy.make(x, y, typ, x[:50], y[:50]).with_quota(3).with_partial_cap(3)
+    order = [0, 1, 0, 2, 0]
+    take = take_for(order, typ.sizes, 14, quota=3)
+    assert take.tolist()[:3] == [8, 3, 3] and take.sum() == 14  # the 5th pick is trimmed to 2 rows
+    rows = selection.rows_for(typ, take)
+    d0 = np.linalg.norm(x[typ.assignment == 0] - typ.centroids[0], axis=1)
+    assert np.isclose(np.sort(d0)[:8], np.sort(np.linalg.norm(x[rows[typ.assignment[rows] == 0]] - typ.centroids[0],
+                                                                 axis=1))).all()
+    assert float(p.score(jnp.asarray(take)).loglik) == pytest.approx(float(p.score_rows(rows).loglik), abs=1e-5)
 
 
 def test_save_load_apply(tmp_path, table_file, cl):
