@@ -1,7 +1,8 @@
 """jaxsel: RL-guided data selection for language model finetuning, in JAX.
 
 Data flow: ``data.load`` -> ``embed.embed_dataset`` -> ``cluster.kmeans`` -> ``proxy.make`` (reward)
--> ``agents.select`` (ppo, dqn, greedy, climb, random-search, random, full) -> ``Selection`` -> ``finetune.finetune``;
+-> ``agents.select`` (ppo, dqn, greedy, climb, random-search; baselines random, stratified, typical,
+cleanlab; full) -> ``Selection`` -> ``finetune.finetune``;
 ``experiment.run(config)`` does all of it and ``report`` summarises. Modules are imported lazily so
 ``import jaxsel`` is cheap.
 """
@@ -9,9 +10,9 @@ Data flow: ``data.load`` -> ``embed.embed_dataset`` -> ``cluster.kmeans`` -> ``p
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["agents", "assets", "bert", "classifier", "cluster", "data", "dqn", "embed", "env", "episodes", "errors",
-           "experiment", "finetune", "io", "llama", "networks", "noise", "ppo", "proxy", "report", "reward_model",
-           "search", "selection", "transformer_proxy"]
+__all__ = ["agents", "assets", "baselines", "bert", "classifier", "cluster", "data", "dqn", "embed", "env", "episodes",
+           "errors", "experiment", "finetune", "io", "label_issues", "llama", "networks", "noise", "ppo", "proxy", "report",
+           "reward_model", "search", "selection", "transformer_proxy"]
 
 
 def __getattr__(name: str):

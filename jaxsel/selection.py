@@ -89,8 +89,9 @@ def quota_for(granularity: str, quota: int | None, horizon: int, budget: int) ->
 
 @dataclass
 class Selection:
-    """cluster_ids in pick order; indices into the train split; scores from the proxy; metadata
-    with the dataset fingerprint, config, seed, method and jaxsel version."""
+    """cluster_ids in pick order (a cluster recurs with quota picks; empty for example-level
+    baselines); indices into the train split; scores from the proxy; metadata with the dataset
+    fingerprint, config, seed, method, granularity, quota and jaxsel version."""
 
     cluster_ids: list[int]
     indices: np.ndarray
