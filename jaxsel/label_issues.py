@@ -58,4 +58,5 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray) -> np.ndarray
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise JaxselError("label issues need at least two classes")
-    return np.asarray(find_label_issues(labels, probs.astype(np.float64)), bool)
+    # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
+    return np.asarray(find_label_issues(labels, probs.astype(np.float64), n_jobs=1), bool)
