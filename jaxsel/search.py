@@ -21,7 +21,7 @@ from jaxsel import reward_model
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import take_for
+from jaxsel.selection import open_clusters, pick_rows, take_for
 
 
 @dataclass
@@ -91,15 +91,15 @@ def complete(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Ge
     taken = take_for(order, sizes, int(np.sum(sizes)), quota)
     total = int(taken.sum())
     if quota == 0:
-        for c in rng.permutation(np.flatnonzero(taken == 0)):
+        for c in rng.permutation(open_clusters(sizes, taken)):
             if total >= budget:
                 break
             order.append(int(c))
             total += int(sizes[c])
         return order
     while total < budget and (taken < sizes).any():
-        c = int(rng.choice(np.flatnonzero(taken < sizes)))
-        step = min(quota, int(sizes[c] - taken[c]))
+        c = int(rng.choice(open_clusters(sizes, taken, quota)))
+        step = int(pick_rows(sizes[c], taken[c], budget - total, quota))
         order.append(c)
         taken[c] += step
         total += step
@@ -132,11 +132,8 @@ def greedy(cache: RewardCache, sizes: np.ndarray, budget: int, quota: int = 0) -
     order, take, evals, score = [], np.zeros(k, np.int32), 0, float("nan")
     with tqdm(total=budget, desc="greedy", unit="ex", leave=False) as bar:
         while take.sum() < budget and (take < sizes).any():
-            rest = np.flatnonzero(take < sizes) if quota else np.flatnonzero(take == 0)
-            left = budget - int(take.sum())
-            step = np.minimum(sizes[rest] - take[rest], left)
-            if quota:
-                step = np.minimum(step, quota)
+            rest = open_clusters(sizes, take, quota)
+            step = pick_rows(sizes[rest], take[rest], budget - int(take.sum()), quota)
             cands = np.repeat(take[None], len(rest), 0)
             cands[np.arange(len(rest)), rest] += step.astype(np.int32)
             s = cache.scores(cands)
@@ -154,7 +151,7 @@ def _mutate(order: list[int], sizes: np.ndarray, budget: int, rng: np.random.Gen
     order = list(order)
     order.pop(int(rng.integers(len(order))))
     taken = take_for(order, sizes, int(np.sum(sizes)), quota)
-    order.append(int(rng.choice(np.flatnonzero((taken < sizes) if quota else (taken == 0)))))
+    order.append(int(rng.choice(open_clusters(sizes, taken, quota))))
     while len(order) > 1 and take_for(order[1:], sizes, budget, quota).sum() >= budget:  # drop surplus picks
         order.pop(0)
     return complete(order, sizes, budget, rng, quota)

@@ -40,6 +40,19 @@ def budget_examples(budget: float, n: int) -> int:
     return max(1, int(round(budget * n)))
 
 
+def open_clusters(sizes: np.ndarray, taken: np.ndarray, quota: int = 0) -> np.ndarray:
+    """Indices of the clusters a pick may choose given ``taken`` (K,) rows per cluster: those not
+    yet taken (whole clusters, ``quota`` 0) or not yet exhausted (``quota`` > 0)."""
+    return np.flatnonzero(taken < sizes) if quota else np.flatnonzero(taken == 0)
+
+
+def pick_rows(sizes, taken, left: int, quota: int = 0):
+    """Rows a pick adds (elementwise over clusters): min(rows left in the cluster, ``left`` rows of
+    budget, ``quota`` or all). The one statement of the per-pick rule; the MDP's jit copy is
+    :func:`jaxsel.env.step_env`."""
+    return np.minimum(np.minimum(np.asarray(sizes) - taken, left), quota or left)
+
+
 def take_for(order, sizes: np.ndarray, budget: int, quota: int = 0) -> np.ndarray:
     """(K,) int32 rows taken per cluster under the exact budget rule for the pick order ``order``
     (-1 entries ignored): each pick adds the cluster's next ``quota`` rows (0: all of it) while
@@ -51,7 +64,7 @@ def take_for(order, sizes: np.ndarray, budget: int, quota: int = 0) -> np.ndarra
     for c in (int(c) for c in order if c >= 0):
         if left <= 0:
             break
-        step = min(int(sizes[c] - take[c]), left, quota or left)
+        step = int(pick_rows(sizes[c], take[c], left, quota))
         take[c] += step
         left -= step
     return take
