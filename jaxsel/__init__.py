@@ -12,7 +12,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = ["agents", "assets", "baselines", "bert", "classifier", "cluster", "data", "dqn", "embed", "env", "episodes",
            "errors", "experiment", "finetune", "io", "label_issues", "llama", "networks", "noise", "ppo", "proxy", "report",
-           "reward_model", "search", "selection", "transformer_proxy"]
+           "reward_model", "search", "selection"]
 
 
 def __getattr__(name: str):

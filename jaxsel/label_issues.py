@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.proxy import HIGHEST, Proxy, ridge_weights
+from jaxsel.proxy import HIGHEST, Ridge, ridge_weights
 
 
-def out_of_cluster_probs(proxy: Proxy, assignment: np.ndarray) -> np.ndarray:
+def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray) -> np.ndarray:
     """(N, C) float32: each train row's predicted class distribution from the ridge fit on every
     other cluster. ``assignment`` (N,): the clustering the proxy was made with. Raises
     :class:`JaxselError` for a proxy that is not ridge."""
@@ -27,16 +27,16 @@ def out_of_cluster_probs(proxy: Proxy, assignment: np.ndarray) -> np.ndarray:
         raise JaxselError(f"label-issue scores need the ridge proxy, not {proxy.kind!r}")
     p = proxy.with_quota(0)  # one chunk per cluster: its statistics are the cluster's
     assignment = np.asarray(assignment)
-    if assignment.shape != (p.stats["xf"].shape[0],):
-        raise JaxselError(f"assignment must have shape ({p.stats['xf'].shape[0]},), got {assignment.shape}")
+    if assignment.shape != (p.xf.shape[0],):
+        raise JaxselError(f"assignment must have shape ({p.xf.shape[0]},), got {assignment.shape}")
     return np.asarray(_probs(p, jnp.asarray(assignment, jnp.int32)))
 
 
 @jax.jit
-def _probs(p: Proxy, assignment: jax.Array) -> jax.Array:
-    xtx, xty = p.stats["xtx"], p.stats["xty"]
+def _probs(p: Ridge, assignment: jax.Array) -> jax.Array:
+    xtx, xty = p.xtx, p.xty
     w = jax.vmap(lambda a, b: ridge_weights(xtx.sum(0) - a, xty.sum(0) - b, p.cfg.lam))(xtx, xty)  # (K, r+1, C)
-    logits = p.cfg.temperature * jnp.einsum("nr,nrc->nc", p.stats["xf"], w[assignment], precision=HIGHEST)
+    logits = p.cfg.temperature * jnp.einsum("nr,nrc->nc", p.xf, w[assignment], precision=HIGHEST)
     return jax.nn.softmax(logits, -1)
 
 

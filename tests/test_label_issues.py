@@ -28,7 +28,7 @@ def test_leave_one_cluster_out_equals_a_fit_without_that_cluster(noisy):
     p, corr, cl = noisy
     probs = label_issues.out_of_cluster_probs(p, cl.assignment)
     assert probs.shape == (1200, C) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    xf, y = np.asarray(p.stats["xf"], np.float64), corr.labels
+    xf, y = np.asarray(p.xf, np.float64), corr.labels
     for j in (0, 17, K - 1):  # from scratch, in float64: ridge on every row outside cluster j
         out = cl.assignment != j
         a = xf[out].T @ xf[out] + p.cfg.lam * np.eye(xf.shape[1])

@@ -45,7 +45,7 @@ def test_ridge_equals_fit_on_union(problem, project, projection):
     x, y, cl, xv, yv = problem
     cfg = proxy.ProxyConfig(kind="ridge", project=project, projection=projection, lam=0.5)
     p = proxy.make(x, y, cl, xv, yv, cfg)
-    mean, proj = proxy._projector(x, cfg)
+    mean, proj = proxy.projector(x, cfg)
     for m in masks():
         rows = np.isin(cl.assignment, np.flatnonzero(m))
         want = ridge_reference(x[rows], y[rows], xv, cfg, mean, proj)
@@ -108,10 +108,10 @@ def test_trained_head_equals_training_on_gathered_subset(problem, kind):
     x, y, cl, xv, yv = problem
     cfg = proxy.ProxyConfig(kind=kind, steps=15, max_clusters=8)
     p = proxy.make(x, y, cl, xv, yv, cfg)
-    mean, proj = proxy._projector(x, cfg)
+    mean, proj = proxy.projector(x, cfg)
     for m in masks()[[0, 3, 5]]:
         rows = gathered_rows(cl, m)
-        params = reference_training(proxy.head_logits, p.stats["init"], jnp.asarray(proxy.features(x[rows], mean, proj)),
+        params = reference_training(proxy.head_logits, p.params0, jnp.asarray(proxy.features(x[rows], mean, proj)),
                                     jnp.asarray(y[rows]), cfg)
         want = np.asarray(proxy.head_logits(params, p.xv))
         got = proxy.scores_from_logits(jnp.asarray(want), jnp.asarray(yv))
@@ -121,7 +121,7 @@ def test_trained_head_equals_training_on_gathered_subset(problem, kind):
 
 
 def test_transformer_equals_training_on_gathered_subset(problem):
-    from jaxsel import transformer_proxy as tp
+    from jaxsel.proxy import transformer as tp
     x, y, cl, xv, yv = problem
     rng = np.random.default_rng(0)
     tok = rng.integers(1, 500, (N, 10))
@@ -131,8 +131,8 @@ def test_transformer_equals_training_on_gathered_subset(problem):
     p = proxy.make(x, y, cl, xv, yv, cfg, train_tokens=tok, val_tokens=tokv)
     m = masks()[2]
     rows = gathered_rows(cl, m)
-    apply = lambda prm, t: tp._apply(cfg, p.stats["init"]["frozen"], prm, t)
-    params = reference_training(apply, p.stats["init"]["train"], jnp.asarray(tok[rows]), jnp.asarray(y[rows]), cfg)
+    apply = lambda prm, t: tp.apply(cfg, p.params0["frozen"], prm, t)
+    params = reference_training(apply, p.params0["train"], jnp.asarray(tok[rows]), jnp.asarray(y[rows]), cfg)
     want = proxy.scores_from_logits(apply(params, jnp.asarray(tokv)), jnp.asarray(yv))
     got = p.score_batch(np.stack([m, m]))
     np.testing.assert_allclose(np.asarray(got.accuracy), float(want.accuracy), atol=1e-6)
@@ -262,7 +262,7 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
     x, y, cl, xv, yv = problem
     cfg = proxy.ProxyConfig(kind="ridge", lam=0.5)
     p = proxy.make(x, y, cl, xv, yv, cfg)
-    mean, proj = proxy._projector(x, cfg)
+    mean, proj = proxy.projector(x, cfg)
     big = int(np.argmax(cl.sizes))
     take = np.zeros(K, np.int32)
     take[[3, 7]] = cl.sizes[[3, 7]]

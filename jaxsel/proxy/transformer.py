@@ -15,6 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsel import bert
+from jaxsel.proxy.base import ProxyConfig
+from jaxsel.proxy.head import Trained, train_head
 
 TINY = bert.BertConfig(hidden=32, layers=2, heads=2, intermediate=64, max_positions=512)
 
@@ -34,11 +36,11 @@ def _graphdef(cfg: bert.BertConfig, n: int):
     return nnx.split(nnx.eval_shape(lambda: Layers(cfg, n, nnx.Rngs(0))))[0]
 
 
-def _bert_config(cfg) -> bert.BertConfig:
+def _bert_config(cfg: ProxyConfig) -> bert.BertConfig:
     return TINY if cfg.tiny else bert.BertConfig()
 
 
-def init_params(cfg, num_classes: int) -> dict:
+def init_params(cfg: ProxyConfig, num_classes: int) -> dict:
     """{'frozen': token-embedding arrays, 'train': layer state and head}, from MiniLM or random."""
     bcfg = _bert_config(cfg)
     if cfg.tiny:
@@ -56,7 +58,8 @@ def init_params(cfg, num_classes: int) -> dict:
     return {"frozen": frozen, "train": {"layers": nnx.state(layers, nnx.Param), "head": head}}
 
 
-def _apply(cfg, frozen: dict, params: dict, tokens: jax.Array) -> jax.Array:
+def apply(cfg: ProxyConfig, frozen: dict, params: dict, tokens: jax.Array) -> jax.Array:
+    """Logits (n, C) of token ids (n, T) (0 = padding) under trainable ``params``."""
     bcfg = _bert_config(cfg)
     mask = tokens > 0
     x = frozen["word"][tokens] + frozen["position"][: tokens.shape[1]][None] + frozen["type"]
@@ -68,11 +71,9 @@ def _apply(cfg, frozen: dict, params: dict, tokens: jax.Array) -> jax.Array:
     return jnp.concatenate([pooled, jnp.ones((len(pooled), 1))], 1) @ params["head"]
 
 
-def train_and_predict(p, tokens: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
-    """Finetune on (tokens (n, T), y, w) and return validation logits (M, C)."""
-    from jaxsel.proxy import train_head
+class Transformer(Trained):
+    """The transformer proxy: ``xs`` and ``xv`` hold token ids, ``params0`` :func:`init_params`."""
 
-    init = p.stats["init"]
-    apply = functools.partial(_apply, p.cfg, init["frozen"])
-    params = train_head(init["train"], tokens, y, w, p.cfg, apply=apply)
-    return apply(params, p.xv)
+    def logits(self, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
+        fn = functools.partial(apply, self.cfg, self.params0["frozen"])
+        return fn(train_head(self.params0["train"], x, y, w, self.cfg, apply=fn), self.xv)

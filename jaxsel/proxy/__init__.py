@@ -1,0 +1,101 @@
+"""Proxy models: a subset of the train clusters -> a validation score, as pure jit/vmap-able functions.
+
+A proxy is prepared once from train embeddings + labels + a clustering + validation embeddings
++ labels (:func:`make`), and is then a pytree implementing the protocol of
+:class:`~jaxsel.proxy.base.Proxy`: ``proxy.score(subset)`` maps a subset to :class:`Scores`
+(tie-aware accuracy and mean log-likelihood on the validation set), ``proxy.score_batch(subsets)``
+does a (B, K) batch (jit + vmap, the batch axis sharded over all devices), and ``init`` / ``add``
+/ ``score_state`` are the incremental form an MDP step uses.
+
+A subset is a (K,) bool mask of whole clusters, or a (K,) int "take": the number of rows taken
+from each cluster, counted in the clustering's within-cluster order
+(:func:`jaxsel.cluster.member_order`). A cluster is cut into chunks of ``quota`` rows in that
+order (``quota`` 0: one chunk, the whole cluster); a take holds whole chunks of every cluster
+but at most one, which also holds the first rows of its next chunk. That is the shape of every
+exported selection (:func:`jaxsel.selection.take_for`), so the score of a selection is the score
+of what it exports. ``score_rows(indices)`` scores any set of train rows directly (the reference
+the take form is tested against).
+
+Kinds, one module each: ``ridge`` (:mod:`~jaxsel.proxy.ridge`, closed form from per-chunk
+sufficient statistics), ``linear`` / ``mlp`` (:mod:`~jaxsel.proxy.head`, a softmax head trained
+with AdamW inside ``lax.scan``), ``transformer`` (:mod:`~jaxsel.proxy.transformer`, the first
+layers of MiniLM: the paper's "smaller model of the same family"). Batches:
+:mod:`~jaxsel.proxy.batch`; the searches' memo: :mod:`~jaxsel.proxy.cache`.
+
+The empty subset scores as chance: accuracy 1/C and log-likelihood -log C (a uniform
+prediction), for every kind. Reward = score(subset + pick) - score(subset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsel.errors import JaxselError
+from jaxsel.proxy import ridge
+from jaxsel.proxy.base import (HIGHEST, KINDS, Proxy, ProxyConfig, Scores, chance, chunks, features, max_picks,
+                               projector, scores_from_logits, stratified_subsample)
+from jaxsel.proxy.batch import check_masks, mesh
+from jaxsel.proxy.cache import RewardCache
+from jaxsel.proxy.head import Head, Trained, head_logits, init_head
+from jaxsel.proxy.ridge import Ridge, RidgeState, fit_ridge, ridge_weights
+
+__all__ = ["HIGHEST", "KINDS", "Head", "Proxy", "ProxyConfig", "RewardCache", "Ridge", "RidgeState", "Scores",
+           "Trained", "chance", "check_masks", "chunks", "features", "fit_ridge", "head_logits", "make", "max_picks",
+           "mesh", "projector", "ridge_weights", "scores_from_logits", "stratified_subsample"]
+
+
+def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
+    if cfg.kind not in KINDS:
+        raise JaxselError(f"unknown proxy {cfg.kind!r}; choose one of {', '.join(KINDS)}")
+    if cfg.objective not in ("accuracy", "loglik"):
+        raise JaxselError(f"unknown proxy objective {cfg.objective!r} (accuracy or loglik)")
+    train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
+    train_y, val_y = np.asarray(train_y), np.asarray(val_y)
+    for name, a in (("train", train_x), ("validation", val_x)):
+        if a.ndim != 2 or not len(a):
+            raise JaxselError(f"{name} embeddings must be a non-empty (n, d) array, got {a.shape}")
+        if not np.isfinite(a).all():
+            raise JaxselError(f"{name} embeddings contain NaN or inf")
+    if len(train_y) != len(train_x) or len(val_y) != len(val_x):
+        raise JaxselError("embeddings and labels have different lengths")
+    if train_x.shape[1] != val_x.shape[1]:
+        raise JaxselError(f"train and validation embeddings differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
+    if len(clustering.assignment) != len(train_x):
+        raise JaxselError(f"clustering covers {len(clustering.assignment)} rows, train has {len(train_x)}")
+    return train_x, train_y, val_x, val_y
+
+
+def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray, val_y: np.ndarray,
+         cfg: ProxyConfig = ProxyConfig(), *, train_tokens: np.ndarray | None = None,
+         val_tokens: np.ndarray | None = None) -> Proxy:
+    """Prepare a proxy of kind ``cfg.kind`` over whole clusters (checks inputs here, outside jit).
+
+    train_x (N, d), train_y (N,), val_x (M, d), val_y (M,); the transformer kind also needs
+    token ids ``train_tokens`` (N, T) and ``val_tokens`` (M, T) (0 = padding). Raises
+    JaxselError for an unknown kind or objective, non-finite or misshapen inputs.
+    """
+    train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
+    c = int(max(train_y.max(), val_y.max())) + 1
+    keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
+    val_x, val_y = val_x[keep], val_y[keep]
+    mean, proj = projector(train_x, cfg)
+    xf, xv = features(train_x, mean, proj), features(val_x, mean, proj)
+    if cfg.kind == "ridge":
+        return ridge.make(cfg, c, clustering, xf, train_y, xv, val_y)
+    sizes = np.asarray(clustering.sizes, np.int32)
+    table = np.asarray(clustering.table)
+    rows = np.maximum(table, 0)
+    common = dict(cfg=replace(cfg, max_clusters=min(cfg.max_clusters or clustering.k, clustering.k)), num_classes=c,
+                  partial_cap=int(sizes.max()), quota=0, yv=jnp.asarray(val_y), sizes=jnp.asarray(sizes),
+                  valid=jnp.asarray(table >= 0), table=jnp.asarray(table), ys=jnp.asarray(train_y[rows]))
+    if cfg.kind == "transformer":
+        if train_tokens is None or val_tokens is None:
+            raise JaxselError("the transformer proxy needs train_tokens and val_tokens")
+        from jaxsel.proxy import transformer
+        return transformer.Transformer(xv=jnp.asarray(val_tokens[keep]), xs=jnp.asarray(train_tokens[rows]),
+                                       params0=transformer.init_params(cfg, c), **common)
+    return Head(xv=jnp.asarray(xv), xs=jnp.asarray(xf[rows]), params0=init_head(cfg.kind, xf.shape[1], c, cfg.hidden,
+                                                                                    cfg.seed), **common)

@@ -1,0 +1,236 @@
+"""What every proxy kind shares: its config, its scores, the feature projection, the chunk layout
+of takes, and the :class:`Proxy` base class that states the protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxsel.errors import JaxselError
+from jaxsel.proxy import batch
+
+KINDS = ("ridge", "linear", "mlp", "transformer")
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class Scores(NamedTuple):
+    """Validation accuracy (ties share credit) and mean log-likelihood of the true label."""
+
+    accuracy: jax.Array
+    loglik: jax.Array
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How a proxy is prepared. ``project``: reduce embeddings to this many dimensions first
+    (``projection`` = "pca" or "random"); ``val_size``: score on a stratified validation subsample
+    of this size (None: all of it); ``max_clusters``: most clusters a mask may hold for the
+    trained kinds (None: all K); ``batch_mode``: how each device walks its slice of a batch
+    ("auto": sequential for trained kinds on CPU, where XLA runs vmapped training loops slowly)."""
+
+    kind: str = "ridge"
+    lam: float = 1.0
+    project: int | None = None
+    projection: str = "pca"
+    temperature: float = 5.0
+    val_size: int | None = None
+    seed: int = 0
+    steps: int = 50
+    lr: float = 0.05
+    weight_decay: float = 1e-4
+    hidden: int = 64
+    max_clusters: int | None = None
+    layers: int = 2  # transformer
+    tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
+    batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one mask after another), "auto"
+    objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
+
+
+def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:
+    """Tie-aware accuracy and mean log-likelihood of labels y (M,) under logits (M, C)."""
+    top = logits >= logits.max(-1, keepdims=True)
+    credit = jnp.take_along_axis(top, y[:, None], 1)[:, 0] / top.sum(-1)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    # float32 whatever jax_enable_x64 says: scores flow into scan carries of fixed dtype
+    return Scores(credit.mean().astype(jnp.float32), jnp.take_along_axis(logp, y[:, None], 1).mean().astype(jnp.float32))
+
+
+def chance(num_classes: int) -> Scores:
+    """The score of the empty subset: a uniform prediction."""
+    return Scores(jnp.float32(1.0 / num_classes), jnp.float32(-np.log(num_classes)))
+
+
+def or_chance(scores: Scores, nonempty: jax.Array, num_classes: int) -> Scores:
+    """``scores`` where ``nonempty``, else :func:`chance` (jit-safe)."""
+    return jax.tree.map(lambda a, b: jnp.where(nonempty, a, b), scores, chance(num_classes))
+
+
+def projector(x: np.ndarray, cfg: ProxyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and (d, r) matrix of the projection, fitted on train embeddings x (N, d) only."""
+    d = x.shape[1]
+    mean = x.mean(0)
+    if cfg.project is None or cfg.project >= d:
+        return mean * 0, np.eye(d, dtype=np.float32)
+    if cfg.projection == "random":
+        rng = np.random.default_rng(cfg.seed)
+        return mean * 0, (rng.standard_normal((d, cfg.project)) / np.sqrt(cfg.project)).astype(np.float32)
+    if cfg.projection != "pca":
+        raise JaxselError(f"unknown projection {cfg.projection!r} (pca or random)")
+    xc = (x - mean).astype(np.float64)
+    _, vecs = np.linalg.eigh(xc.T @ xc)
+    return mean, vecs[:, ::-1][:, : cfg.project].astype(np.float32)
+
+
+def features(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """Projected features with a trailing bias column: (n, r + 1)."""
+    z = (x - mean) @ proj
+    return np.concatenate([z, np.ones((len(z), 1), np.float32)], 1).astype(np.float32)
+
+
+def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, label-stratified sample of ``size`` rows (all rows if None)."""
+    if size is None or size >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    take = np.maximum(np.round(counts / counts.sum() * size).astype(int), 1)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), min(t, n), replace=False)
+                                   for c, t, n in zip(classes, take, counts)]))
+
+
+def chunks(sizes: np.ndarray, quota: int) -> dict[str, np.ndarray]:
+    """The chunks of ``quota`` rows (0: one per cluster) in cluster-major order: ``chunk_cluster``
+    (P,), ``chunk_begin`` / ``chunk_end`` (P,) row offsets within the cluster, ``chunk_first`` (K,)
+    index of each cluster's first chunk."""
+    sizes = np.asarray(sizes, np.int64)
+    per = np.ones_like(sizes) if quota == 0 else -(-sizes // quota)
+    cluster = np.repeat(np.arange(len(sizes)), per)
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    i = np.arange(len(cluster)) - first[cluster]
+    begin = np.zeros_like(i) if quota == 0 else i * quota
+    end = sizes[cluster] if quota == 0 else np.minimum(begin + quota, sizes[cluster])
+    return {"chunk_cluster": cluster, "chunk_begin": begin, "chunk_end": end, "chunk_first": first}
+
+
+def max_picks(sizes: np.ndarray, budget: int, quota: int = 0) -> int:
+    """The most picks an episode can make before reaching ``budget`` examples when a pick adds a
+    whole cluster (``quota`` 0) or a chunk of ``quota`` rows: it ends at the first pick whose
+    total reaches the budget, so at most the count of smallest chunks whose running sum first
+    reaches it."""
+    ch = chunks(sizes, quota)
+    run = np.cumsum(np.sort(ch["chunk_end"] - ch["chunk_begin"]))
+    return int(min(np.searchsorted(run, budget) + 1, len(run)))
+
+
+class Proxy(struct.PyTreeNode):
+    """A prepared proxy: a subset of the train clusters -> :class:`Scores` on validation.
+
+    The protocol every kind implements (pure, jit/vmap-able): ``init()`` the state of the empty
+    subset, ``add(state, cluster, count, start)`` the state after taking more rows of a cluster,
+    ``score_state(state)``, ``score(subset)`` for a whole subset at once, ``score_rows(indices)``
+    for any set of train rows (the reference), and ``value(scores)`` the objective selection
+    maximises. Arrays are pytree leaves; ``cfg``, ``num_classes``, ``partial_cap`` and ``quota``
+    are static.
+    """
+
+    cfg: ProxyConfig = struct.field(pytree_node=False)
+    num_classes: int = struct.field(pytree_node=False)
+    partial_cap: int = struct.field(pytree_node=False)  # most rows of a partly taken chunk
+    quota: int = struct.field(pytree_node=False)  # rows per chunk; 0: whole clusters
+    xv: jax.Array  # (M, r+1) validation features, or (M, T) token ids
+    yv: jax.Array  # (M,) validation labels
+    sizes: jax.Array  # (K,) int32 rows per cluster
+
+    sequential_on_cpu: ClassVar[bool] = False  # score_batch "auto": one subset after another on CPU
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.kind
+
+    @property
+    def k(self) -> int:
+        return int(self.sizes.shape[0])
+
+    @property
+    def max_clusters(self) -> int | None:
+        """Most clusters a subset may hold (None: any number)."""
+        return None
+
+    def with_partial_cap(self, rows: int) -> "Proxy":
+        """The same proxy computing partial chunks of at most ``rows`` rows (cheaper steps when
+        the budget is smaller than the largest chunk)."""
+        return self.replace(partial_cap=max(1, min(self.partial_cap, int(rows))))
+
+    def with_quota(self, quota: int) -> "Proxy":
+        """The same proxy over chunks of ``quota`` rows of each cluster (0: whole clusters).
+        Partial chunks may then hold up to ``quota`` rows (the largest cluster for 0): apply
+        :meth:`with_partial_cap` after."""
+        quota = int(quota)
+        if quota < 0:
+            raise JaxselError(f"quota must be >= 0 rows, got {quota}")
+        if quota == self.quota:
+            return self
+        largest = int(np.asarray(self.sizes).max())
+        return self._chunked(quota).replace(quota=quota, partial_cap=largest if quota == 0 else max(1, min(quota, largest)))
+
+    def _chunked(self, quota: int) -> "Proxy":
+        """Kind hook of :meth:`with_quota`: the arrays for chunks of ``quota`` rows."""
+        return self
+
+    def boundary(self, take: jax.Array) -> jax.Array:
+        """(K,) rows of each cluster's take held in whole chunks (the rest is a partial chunk)."""
+        whole = take >= self.sizes
+        return jnp.where(whole, self.sizes, 0 if self.quota == 0 else (take // self.quota) * self.quota)
+
+    def count(self, cluster: jax.Array, count: jax.Array | None, start: jax.Array | int) -> jax.Array:
+        """Rows an ``add`` takes: ``count`` (default: the rest of the cluster) clipped to the cluster."""
+        size = self.sizes[cluster]
+        return size - start if count is None else jnp.minimum(count, size - start)
+
+    def take(self, subset: jax.Array) -> jax.Array:
+        """(K,) int32 rows taken per cluster: a bool mask means whole clusters."""
+        if subset.dtype == jnp.bool_:
+            return subset * self.sizes
+        return jnp.minimum(subset.astype(jnp.int32), self.sizes)
+
+    # the protocol -------------------------------------------------------------------------------
+    def init(self):
+        """State of the empty subset."""
+        raise NotImplementedError
+
+    def add(self, state, cluster: jax.Array, count: jax.Array | None = None, start: jax.Array | int = 0):
+        """State after taking rows ``start .. start + count`` of ``cluster`` in the within-cluster
+        order (default: all of it). ``start`` is a chunk boundary (the rows already taken)."""
+        raise NotImplementedError
+
+    def score_state(self, state) -> Scores:
+        raise NotImplementedError
+
+    def score_take(self, take: jax.Array) -> Scores:
+        """Scores of a (K,) int take (whole chunks, and at most one cluster with a partial chunk)."""
+        raise NotImplementedError
+
+    def score_rows(self, rows) -> Scores:
+        """Scores of the subset holding exactly the train rows ``rows`` (int indices)."""
+        raise NotImplementedError
+
+    def score(self, subset: jax.Array) -> Scores:
+        """Scores of ``subset``: (K,) bool mask or (K,) int take. Pure; jit and vmap freely."""
+        return self.score_take(self.take(subset))
+
+    def score_batch(self, subsets) -> Scores:
+        """Scores of a (B, K) batch of masks or takes; jit + vmap, batch axis sharded over all devices."""
+        return batch.score_batch(self, subsets)
+
+    def value(self, scores: Scores) -> jax.Array:
+        """The objective selection maximises (``cfg.objective``) out of ``scores``."""
+        return scores.loglik if self.cfg.objective == "loglik" else scores.accuracy
+
+    def reward(self, mask: jax.Array, cluster: jax.Array) -> jax.Array:
+        """Change in the objective from adding ``cluster`` to ``mask``."""
+        return self.value(self.score(mask.at[cluster].set(True))) - self.value(self.score(mask))

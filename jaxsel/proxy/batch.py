@@ -1,0 +1,79 @@
+"""Batches of subsets: validation outside jit, and scoring with the batch axis sharded over
+every device (``shard_map`` on a 1-D ``batch`` mesh; each device vmaps or maps its slice)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxsel.errors import JaxselError
+
+
+def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
+                partial_cap: int | None = None, quota: int = 0) -> np.ndarray:
+    """Validate a (B, K) or (K,) batch of subsets outside jit: bool masks (or 0/1 when ``sizes``
+    is not given), or, with ``sizes`` (K,), int takes holding whole chunks of ``quota`` rows
+    (0: whole clusters) but for at most one cluster, whose partial chunk holds at most
+    ``partial_cap`` rows. Returns (B, K) bool or int32; raises JaxselError naming the fault."""
+    masks = np.asarray(masks)
+    if masks.ndim == 1:
+        masks = masks[None]
+    if masks.ndim != 2 or masks.shape[1] != k:
+        raise JaxselError(f"masks must have shape (B, {k}) for {k} clusters, got {masks.shape}")
+    if masks.dtype != bool and sizes is None:
+        if not np.isin(masks, (0, 1)).all():
+            raise JaxselError("masks must be boolean (or 0/1)")
+        masks = masks.astype(bool)
+    if masks.dtype != bool:
+        if not np.issubdtype(masks.dtype, np.integer):
+            raise JaxselError(f"subsets must be bool masks or int takes, got dtype {masks.dtype}")
+        sizes = np.asarray(sizes)
+        if (masks < 0).any() or (masks > sizes).any():
+            raise JaxselError("a take must lie between 0 and its cluster's size")
+        rest = np.where(masks >= sizes, 0, masks if quota == 0 else masks % quota)
+        part = rest > 0
+        if (part.sum(1) > 1).any():
+            unit = "cluster" if quota == 0 else f"chunk of {quota} rows"
+            raise JaxselError(f"a take may hold at most one {unit} in part")
+        if partial_cap is not None and (rest > partial_cap).any():
+            raise JaxselError(f"a partly taken chunk holds {rest.max()} rows, more than this proxy's "
+                              f"partial_cap={partial_cap}")
+        masks = masks.astype(np.int32)
+    if max_clusters is not None and ((masks > 0).sum(1) > max_clusters).any():
+        raise JaxselError(f"a mask holds {(masks > 0).sum(1).max()} clusters, more than this proxy's "
+                          f"max_clusters={max_clusters}")
+    return masks
+
+
+def mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh named ``batch`` over all devices."""
+    return jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+
+
+@partial(jax.jit, static_argnames="sequential")
+def _score_sharded(proxy, masks: jax.Array, sequential: bool):
+    """Each device scores its slice of the batch: vmapped, or one mask after another."""
+
+    def local(ms):
+        return jax.lax.map(proxy.score, ms) if sequential else jax.vmap(proxy.score)(ms)
+
+    return jax.shard_map(local, mesh=mesh(), in_specs=P("batch"), out_specs=P("batch"), check_vma=False)(masks)
+
+
+def score_batch(proxy, subsets):
+    """``proxy``'s :class:`~jaxsel.proxy.base.Scores` of a (B, K) batch of masks or takes (checked
+    by :func:`check_masks`), padded to a multiple of the device count and sharded over it."""
+    masks = check_masks(subsets, proxy.k, proxy.max_clusters, sizes=proxy.sizes, partial_cap=proxy.partial_cap,
+                        quota=proxy.quota)
+    b = masks.shape[0]
+    pad = (-b) % jax.device_count()
+    if pad:
+        masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), masks.dtype)])
+    masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
+    mode = proxy.cfg.batch_mode
+    if mode == "auto":  # XLA:CPU runs vmapped small training loops slower than one after another
+        mode = "map" if proxy.sequential_on_cpu and jax.default_backend() == "cpu" else "vmap"
+    return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map"))

@@ -1,0 +1,32 @@
+"""The reward cache: searches score many subsets, often the same ones again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxsel.proxy.base import Proxy
+from jaxsel.proxy.batch import check_masks
+
+
+class RewardCache:
+    """Host-side memo of proxy objective values keyed by the subset (mask or take), with hit counts."""
+
+    def __init__(self, proxy: Proxy):
+        self.proxy, self.table, self.hits, self.misses = proxy, {}, 0, 0
+        self.sizes = np.asarray(proxy.sizes)
+
+    def scores(self, masks) -> np.ndarray:
+        """(B,) float32: the objective (``Proxy.value``) of each subset in a (B, K) batch of masks
+        or takes, computing only new ones."""
+        masks = check_masks(masks, self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap,
+                            quota=self.proxy.quota)
+        if masks.dtype == bool:
+            masks = masks * self.sizes.astype(np.int32)
+        keys = [m.tobytes() for m in masks]
+        todo = {k: i for i, k in enumerate(keys) if k not in self.table}
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            acc = np.asarray(self.proxy.value(self.proxy.score_batch(masks[list(todo.values())])))
+            self.table.update(zip(todo, acc.tolist()))
+        return np.array([self.table[k] for k in keys], np.float32)

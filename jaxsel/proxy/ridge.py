@@ -1,0 +1,151 @@
+"""The ``ridge`` proxy: a closed-form ridge classifier from per-chunk sufficient statistics.
+
+Each chunk's X^T X and X^T Y are summed once (in float64, on the host); adding a whole chunk adds
+its statistics, so a step costs O(r^2) + one (r+1)-dimensional Cholesky solve whatever the number
+of examples. A partly taken chunk adds the statistics of its first rows, gathered from the train
+features (at most ``partial_cap`` rows: O(partial_cap r^2)). Scores are those of the logits
+``temperature * X_val W`` with W = (X^T X + lam I)^-1 X^T Y.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsel.cluster import member_order
+from jaxsel.errors import JaxselError
+from jaxsel.proxy.batch import check_masks
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
+
+
+class RidgeState(NamedTuple):
+    xtx: jax.Array  # (r+1, r+1) running sum of X^T X
+    xty: jax.Array  # (r+1, C) running sum of X^T Y
+    n: jax.Array  # examples in the subset
+
+
+def ridge_weights(xtx: jax.Array, xty: jax.Array, lam: float) -> jax.Array:
+    """W = (X^T X + lam I)^-1 X^T Y by Cholesky: (r+1, r+1), (r+1, C) -> (r+1, C)."""
+    a = xtx + lam * jnp.eye(xtx.shape[0], dtype=xtx.dtype)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), xty)
+
+
+def chunk_stats(xf: np.ndarray, yf: np.ndarray, num_classes: int, rows: np.ndarray, start: np.ndarray,
+                sizes: np.ndarray, quota: int) -> dict[str, jax.Array]:
+    """Per-chunk ridge statistics ``xtx`` (P, r+1, r+1) and ``xty`` (P, r+1, C), summed in float64,
+    with the chunk layout of :func:`jaxsel.proxy.base.chunks`; ``rows``/``start``: the
+    within-cluster order."""
+    ch = chunks(sizes, quota)
+    onehot = np.eye(num_classes, dtype=np.float64)[yf]
+    r1, p = xf.shape[1], len(ch["chunk_cluster"])
+    xtx, xty = np.zeros((p, r1, r1)), np.zeros((p, r1, num_classes))
+    for i, (j, b, e) in enumerate(zip(ch["chunk_cluster"], ch["chunk_begin"], ch["chunk_end"])):
+        idx = rows[start[j] + b:start[j] + e]
+        x = xf[idx].astype(np.float64)
+        xtx[i], xty[i] = x.T @ x, x.T @ onehot[idx]
+    out = {k: jnp.asarray(v, jnp.int32) for k, v in ch.items() if k != "chunk_begin"}
+    return dict(out, xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
+
+
+class Ridge(Proxy):
+    """The ridge proxy; build it with :func:`make`."""
+
+    xf: jax.Array  # (N, r+1) train features
+    yf: jax.Array  # (N,) int32 train labels
+    rows: jax.Array  # (N,) int32 train rows in the within-cluster order
+    start: jax.Array  # (K,) int32 offset of each cluster in ``rows``
+    xtx: jax.Array  # (P, r+1, r+1) per-chunk X^T X
+    xty: jax.Array  # (P, r+1, C) per-chunk X^T Y
+    chunk_cluster: jax.Array  # (P,) int32 cluster of each chunk
+    chunk_end: jax.Array  # (P,) int32 end of each chunk within its cluster
+    chunk_first: jax.Array  # (K,) int32 each cluster's first chunk
+
+    def _chunked(self, quota: int) -> "Ridge":
+        return self.replace(**chunk_stats(np.asarray(self.xf), np.asarray(self.yf), self.num_classes,
+                                          np.asarray(self.rows), np.asarray(self.start), np.asarray(self.sizes), quota))
+
+    def init(self) -> RidgeState:
+        r1, c = self.xty.shape[1:]
+        return RidgeState(jnp.zeros((r1, r1), jnp.float32), jnp.zeros((r1, c), jnp.float32), jnp.zeros((), jnp.int32))
+
+    def add(self, state: RidgeState, cluster: jax.Array, count: jax.Array | None = None,
+            start: jax.Array | int = 0) -> RidgeState:
+        """O(r^2) update of the running sums when the rows are one whole chunk, else
+        O(partial_cap r^2) to gather them."""
+        count = self.count(cluster, count, start)
+        part = self._partial(cluster, start, count)
+        chunk = self.chunk_first[cluster] + (0 if self.quota == 0 else start // self.quota)
+        whole = (start + count >= self.sizes[cluster]) | ((self.quota > 0) & (count >= self.quota))
+        return RidgeState(state.xtx + jnp.where(whole, self.xtx[chunk], part.xtx),
+                          state.xty + jnp.where(whole, self.xty[chunk], part.xty), state.n + count)
+
+    def score_state(self, state: RidgeState) -> Scores:
+        w = ridge_weights(state.xtx, state.xty, self.cfg.lam)
+        logits = self.cfg.temperature * jnp.dot(self.xv, w, precision=HIGHEST)
+        return or_chance(scores_from_logits(logits, self.yv), state.n > 0, self.num_classes)
+
+    def score_take(self, take: jax.Array) -> Scores:
+        return self.score_state(self.take_stats(take))
+
+    def score_rows(self, rows) -> Scores:
+        """Scores of a fit on exactly the train rows ``rows`` (any shape of int indices)."""
+        rows = np.unique(np.asarray(rows, np.int64))
+        n = int(self.xf.shape[0])
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
+        return _score_rows(self, jnp.asarray(rows))
+
+    def take_stats(self, take: jax.Array) -> RidgeState:
+        """Sufficient statistics of a take (K,): its whole chunks (one weighted sum over the chunk
+        statistics) plus the gathered rows of its one partial chunk."""
+        bound = self.boundary(take)
+        rest = take - bound
+        j = jnp.argmax(rest > 0)
+        extra = self._partial(j, bound[j], rest[j])
+        w = (self.chunk_end <= bound[self.chunk_cluster]).astype(jnp.float32)
+        return RidgeState(jnp.einsum("k,kij->ij", w, self.xtx, precision=HIGHEST) + extra.xtx,
+                          jnp.einsum("k,kij->ij", w, self.xty, precision=HIGHEST) + extra.xty, take.sum())
+
+    def row_stats(self, rows: jax.Array, keep: jax.Array) -> RidgeState:
+        """Sufficient statistics of the train rows ``rows`` where ``keep`` (both (n,))."""
+        x = self.xf[rows] * keep[:, None]
+        y = jax.nn.one_hot(self.yf[rows], self.num_classes, dtype=jnp.float32)
+        return RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST),
+                          keep.sum(dtype=jnp.int32))
+
+    def _partial(self, cluster: jax.Array, offset: jax.Array, count: jax.Array) -> RidgeState:
+        """Statistics of rows ``offset .. offset + count`` (count <= ``partial_cap``) of ``cluster``
+        in the within-cluster order."""
+        i = jnp.arange(self.partial_cap)
+        n = self.xf.shape[0]
+        rows = self.rows[jnp.minimum(self.start[cluster] + offset + i, n - 1)]
+        return self.row_stats(rows, i < count)
+
+
+@jax.jit
+def _score_rows(p: Ridge, rows: jax.Array) -> Scores:
+    return p.score_state(p.row_stats(rows, jnp.ones(rows.shape, bool)))
+
+
+def make(cfg: ProxyConfig, num_classes: int, clustering, xf: np.ndarray, train_y: np.ndarray,
+         xv: np.ndarray, yv: np.ndarray) -> Ridge:
+    """The ridge proxy over whole clusters from train features xf (N, r+1), labels (N,), and
+    validation features xv (M, r+1), labels (M,)."""
+    sizes = np.asarray(clustering.sizes, np.int32)
+    rows, start = member_order(clustering)
+    return Ridge(cfg=cfg, num_classes=num_classes, partial_cap=int(sizes.max()), quota=0, xv=jnp.asarray(xv),
+                 yv=jnp.asarray(yv), sizes=jnp.asarray(sizes), xf=jnp.asarray(xf),
+                 yf=jnp.asarray(train_y, jnp.int32), rows=jnp.asarray(rows, jnp.int32),
+                 start=jnp.asarray(start, jnp.int32), **chunk_stats(xf, train_y, num_classes, rows, start, sizes, 0))
+
+
+def fit_ridge(proxy: Ridge, mask) -> np.ndarray:
+    """The ridge weights (r+1, C) of one subset (a (K,) bool mask); refuses the empty subset."""
+    mask = check_masks(mask, proxy.k)[0]
+    if not mask.any():
+        raise JaxselError("cannot fit a proxy on an empty subset (all-false mask)")
+    s = proxy.take_stats(proxy.take(jnp.asarray(mask)))
+    return np.asarray(ridge_weights(s.xtx, s.xty, proxy.cfg.lam))
