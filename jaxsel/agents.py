@@ -10,7 +10,6 @@ budget-sized cluster picks), ``greedy`` and ``climb``, and the example-level bas
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsel import __version__, baselines, dqn, label_issues, ppo, reward_model, search
+from jaxsel.checkpoint import Checkpoints
 from jaxsel.env import make_env
 from jaxsel.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
@@ -67,16 +67,6 @@ def min_steps(cfg, max_steps: int) -> int:
     return per_env * cfg.num_envs
 
 
-def _checkpointer():
-    import orbax.checkpoint as ocp
-    return ocp.StandardCheckpointer()
-
-
-def _latest(ckpt_dir: Path) -> Path | None:
-    steps = sorted((int(p.name.split("_")[1]), p) for p in ckpt_dir.glob("update_*") if p.name.split("_")[1].isdigit())
-    return steps[-1][1] if steps else None
-
-
 def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = None, every: int = 20,
                 resume: bool = False, progress: bool = True, signature: str = "",
                 stop_after: int | None = None):
@@ -87,24 +77,9 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
     fns = module.make_chunks(cfg, env)
     update_n = jax.jit(fns.update, static_argnums=1)
     runner = jax.jit(fns.init)(key, env_params)
-    ck = _checkpointer() if ckpt_dir is not None else None
-    if ckpt_dir is not None:
-        ckpt_dir = Path(ckpt_dir).absolute()
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        last = _latest(ckpt_dir)
-        if resume and last is not None:
-            stored = (ckpt_dir / "signature.json").read_text() if (ckpt_dir / "signature.json").exists() else None
-            if stored != signature:
-                raise JaxselError(f"checkpoint in {ckpt_dir} was written by another run configuration; "
-                                  "use a new --out or drop --resume")
-            try:
-                runner = ck.restore(last, runner)
-            except Exception as e:  # orbax raises many types for a damaged checkpoint
-                raise JaxselError(f"cannot restore checkpoint {last}: {type(e).__name__}")
-        elif not resume:
-            for old in ckpt_dir.glob("update_*"):
-                shutil.rmtree(old)
-        (ckpt_dir / "signature.json").write_text(signature)
+    ck = None if ckpt_dir is None else Checkpoints(Path(ckpt_dir) / "agent", signature, resume=resume)
+    if ck is not None and ck.step is not None:
+        runner, _ = ck.restore(runner)
     total = cfg.num_updates if stop_after is None else min(stop_after, cfg.num_updates)
     with tqdm(total=total, initial=int(runner.update), desc=module.__name__.split(".")[-1], unit="update",
               disable=not progress) as bar:
@@ -112,11 +87,7 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
             n = min(every, total - int(runner.update))
             runner = update_n(runner, n, env_params)
             if ck is not None:
-                ck.save(ckpt_dir / f"update_{int(runner.update)}", runner)
-                ck.wait_until_finished()
-                for old in ckpt_dir.glob("update_*"):
-                    if old.name != f"update_{int(runner.update)}" and old.name.split("_")[1].isdigit():
-                        shutil.rmtree(old)
+                ck.save(int(runner.update), runner)
             bar.update(n)
             bar.set_postfix(best=f"{float(runner.best.score):.4f}")
     return runner
@@ -127,10 +98,17 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
                     stop_after: int | None = None):
     """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info).
 
-    With ``ckpt_dir``, the search log (JSON) and the agent (orbax) are saved after every round."""
+    With ``ckpt_dir``, the agent and the search log are saved together after every round (one
+    checkpoint step, so they never disagree); ``search.json`` mirrors the log for reports."""
     sizes, budget, quota = np.asarray(params.sizes), int(params.budget), params.quota
+    ck = None if ckpt_dir is None else Checkpoints(Path(ckpt_dir) / "agent", signature, resume=resume)
     log_path = None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json"
-    log, rng = search._start(log_path, signature, c.seed, cache, sizes, budget, c.warm_start, resume, quota)
+    restore = ck is not None and ck.step is not None
+    if restore:  # the log as it was after the saved round; the agent is restored below
+        log, rng = search.SearchLog(**ck.record()["log"]), np.random.default_rng(c.seed)
+        rng.bit_generator.state = log.rng_state
+    else:
+        log, rng = search._start(None, signature, c.seed, cache, sizes, budget, c.warm_start, False, quota)
     key = jax.random.PRNGKey(c.seed)
     per_round = max(1, cfg.num_updates // c.surrogate_rounds)
     rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
@@ -146,17 +124,15 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
         sur_params = params.replace(proxy=reward_model.Surrogate(model, params.sizes, params.proxy.num_classes))
         if runner is None:
             runner = jax.jit(fns.init)(key, sur_params)
-            if r > 0:  # resuming: the agent as it was after the previous round
-                runner = _checkpointer().restore(log_path.parent / f"round_{r - 1}", runner)
+            if restore:  # resuming: the agent as it was after the previous round
+                runner, _ = ck.restore(runner)
         runner = update(runner._replace(best=empty_best(sur_params)), per_round, sur_params)
         outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
         new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])
-        if log_path is not None:
-            ck = _checkpointer()
-            ck.save(log_path.parent / f"round_{r}", runner, force=True)
-            ck.wait_until_finished()
         search._advance(log, new, cache, rng, sizes, budget, log_path, quota)
+        if ck is not None:
+            ck.save(r, runner, {"log": asdict(log)})
     i = int(np.argmax(log.scores))
     return log.orders[i], float(log.scores[i]), {"evaluations": len(log.orders),
                                                  "warm_start_best": float(max(log.scores[:c.warm_start]))}

@@ -16,7 +16,11 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
+from jaxsel.config import ClusterSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
+
+# the CLI's defaults are the config dataclasses' defaults (one config system)
+EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -32,8 +36,8 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="minilm", help="minilm, hash (weight-free), or a local BERT folder")
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--model", default=EMBED.model, help="minilm, hash (weight-free), or a local BERT folder")
+    p.add_argument("--max-length", type=int, default=EMBED.max_length, help="tokens per text when embedding")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
 
 
@@ -122,20 +126,14 @@ def cmd_cluster(a) -> None:
 
 
 def cmd_select(a) -> None:
-    from jaxsel import agents, cluster, data, proxy
+    from jaxsel import agents, data, proxy, stages
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
     out = Path(a.out or f"runs/{Path(a.data).stem}/{a.method}")
     labels = np.asarray(dd["train"]["label"])
-    cpath = out.parent / f"clustering-{fp}-{a.model}-k{a.k}{'-strat' if a.stratified else ''}-s{a.seed}.npz"
-    if cpath.exists():
-        c = cluster.Clustering.load(cpath)
-    else:
-        c = cluster.kmeans(emb["train"], a.k, seed=a.seed, labels=labels if a.stratified else None, progress=True)
-        c.save(cpath)
-    if a.order == "typical":
-        c = cluster.typical_order(c, emb["train"])
+    spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
+    c = stages.clustering(out.parent / "stages", fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
     t = time.perf_counter()
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
@@ -220,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--label-issues", action="store_true",
                    help="also embed, cluster (--k) and flag likely label errors of the train split with cleanlab")
-    p.add_argument("--k", type=int, default=100, help="clusters for --label-issues")
+    p.add_argument("--k", type=int, default=CLUSTER.k, help="clusters for --label-issues")
     p.add_argument("--seed", type=int, default=0)
     _embed_args(p)
     p.set_defaults(func=cmd_data)
@@ -231,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="k-means the train split's embeddings and write a clustering")
     _dataset_args(p)
     _embed_args(p)
-    p.add_argument("--k", type=int, default=256, help="number of clusters")
+    p.add_argument("--k", type=int, default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
     p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"))
     p.add_argument("--table-size", type=int, default=32, help="members sampled per cluster for fixed-size proxies")
@@ -247,20 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster-proportional random; typical: per-cluster quotas nearest the centroids; cleanlab: uniform "
                         "among the examples not flagged as label issues), or full")
     p.add_argument("--budget", type=parse_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
-    p.add_argument("--proxy", default="ridge", choices=("ridge", "linear", "mlp"))
-    p.add_argument("--project", type=int, default=64, help="PCA dimensions for the proxy (0: none)")
+    p.add_argument("--proxy", default=PROXY.kind, choices=("ridge", "linear", "mlp"))
+    p.add_argument("--project", type=int, default=PROXY.project, help="PCA dimensions for the proxy (0: none)")
     p.add_argument("--val-size", type=int, default=None, help="score on a stratified validation sample of this size")
-    p.add_argument("--objective", default="accuracy", choices=("accuracy", "loglik"),
+    p.add_argument("--objective", default=PROXY.objective, choices=("accuracy", "loglik"),
                    help="what the proxy rewards: validation accuracy or mean log-likelihood")
-    p.add_argument("--k", type=int, default=256)
+    p.add_argument("--k", type=int, default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true")
-    p.add_argument("--steps", type=int, default=100_000, help="environment steps for ppo/dqn")
-    p.add_argument("--granularity", default="cluster", choices=("cluster", "quota"),
+    p.add_argument("--steps", type=int, default=SELECT.rl_steps, help="environment steps for ppo/dqn")
+    p.add_argument("--granularity", default=SELECT.granularity, choices=("cluster", "quota"),
                    help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")
     p.add_argument("--quota", type=int, default=None, help="examples per pick with --granularity quota "
                                                            "(default: budget / --horizon)")
-    p.add_argument("--horizon", type=int, default=32, help="picks per episode that set the default quota")
-    p.add_argument("--order", default="random", choices=("random", "typical"),
+    p.add_argument("--horizon", type=int, default=SELECT.horizon, help="picks per episode that set the default quota")
+    p.add_argument("--order", default=CLUSTER.order, choices=("random", "typical"),
                    help="within-cluster order of quota picks and of the trimmed last pick: seeded, or nearest "
                         "the centroid first")
     p.add_argument("--surrogate-rounds", type=int, default=0,
@@ -271,16 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything")
     _dataset_args(p)
-    p.add_argument("--model", default="minilm", help="minilm, smollm2-135m, tiny-bert, or a local HF Llama folder")
+    p.add_argument("--model", default=FINETUNE.model, help="minilm, smollm2-135m, tiny-bert, or a local HF Llama folder")
     p.add_argument("--selection", default=None, help="a selection.json from jaxsel select")
     p.add_argument("--random-fraction", type=parse_budget, default=None, help="train on a random subset this size")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--head", default="verbalizer", choices=("verbalizer", "linear"), help="decoder classification")
-    p.add_argument("--lora-rank", type=int, default=0, help="decoders: train LoRA adapters of this rank only")
+    p.add_argument("--epochs", type=int, default=FINETUNE.epochs)
+    p.add_argument("--batch-size", type=int, default=FINETUNE.batch_size)
+    p.add_argument("--grad-accum", type=int, default=FINETUNE.grad_accum)
+    p.add_argument("--lr", type=float, default=FINETUNE.lr)
+    p.add_argument("--max-length", type=int, default=FINETUNE.max_length, help="tokens per text when finetuning")
+    p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
+    p.add_argument("--lora-rank", type=int, default=FINETUNE.lora_rank,
+                   help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")

@@ -19,174 +19,23 @@ import json
 import shutil
 import sys
 import time
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel.errors import JaxselError
-from jaxsel.finetune import FinetuneConfig
+from jaxsel import baselines, stages
+from jaxsel.config import RunConfig, load_config
 from jaxsel.io import write_json
-from jaxsel.proxy import ProxyConfig
-from jaxsel import baselines
-from jaxsel.selection import budget_examples, parse_budget, quota_for
-
-SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
-BASELINES = baselines.METHODS + ("full",)
-VARIANTS = ("clean", "noisy")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Dataset and optional stratified caps on each split's rows (seeded, applied before anything)."""
-
-    name: str = "tweets"
-    text_col: str = "text"
-    label_col: str = "label"
-    split_col: str | None = None
-    max_train: int | None = None
-    max_validation: int | None = None
-    max_test: int | None = None
-    seed: int = 0
-    encoding: str | None = None  # of a CSV/TSV/JSON file; None: detected
-
-
-@dataclass(frozen=True)
-class NoiseSpec:
-    """The noisy variant (:func:`jaxsel.noise.corrupt`)."""
-
-    flip_fraction: float = 0.2
-    duplicate_fraction: float = 0.1
-    copies: int = 3
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    model: str = "minilm"
-    max_length: int = 128
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """k-means settings; ``order``: the within-cluster order quota picks and trims follow,
-    "random" (seeded) or "typical" (nearest the centroid first)."""
-
-    k: int = 100
-    seed: int = 0
-    stratified: bool = False
-    order: str = "random"
-
-
-@dataclass(frozen=True)
-class SelectSpec:
-    """Settings shared by the search methods; ``ppo`` / ``dqn`` override fields of their configs.
-    ``granularity`` "cluster" or "quota" (with ``quota`` rows per pick, default budget / ``horizon``):
-    see :class:`jaxsel.agents.SelectConfig`."""
-
-    rl_steps: int = 20_000
-    climb_rounds: int = 4
-    final: str = "best"
-    granularity: str = "cluster"
-    quota: int | None = None
-    horizon: int = 32
-    ppo: dict = field(default_factory=dict)
-    dqn: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything ``jaxsel run`` does; loaded from a TOML file by :func:`load_config`."""
-
-    name: str = "run"
-    methods: tuple[str, ...] = SEARCH_METHODS + BASELINES
-    budgets: tuple[float, ...] = (0.05, 0.0625)
-    variants: tuple[str, ...] = ("clean", "noisy")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    data: DataSpec = field(default_factory=DataSpec)
-    embed: EmbedSpec = field(default_factory=EmbedSpec)
-    cluster: ClusterSpec = field(default_factory=ClusterSpec)
-    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(project=64))
-    select: SelectSpec = field(default_factory=SelectSpec)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    noise: NoiseSpec = field(default_factory=NoiseSpec)
-    checkpoint_min_examples: int = 1000  # finetunes on fewer examples are not checkpointed (they are short)
-
-
-SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,
-            "select": SelectSpec, "finetune": FinetuneConfig, "noise": NoiseSpec}
-
-
-def _build(cls, table: dict, where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise JaxselError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    try:
-        return cls(**table)
-    except (TypeError, ValueError) as e:
-        raise JaxselError(f"{where}: {e}")
-
-
-def load_config(path: str | Path, **data_overrides) -> RunConfig:
-    """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
-    (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None."""
-    path = Path(path)
-    if not path.exists() and path.with_suffix(".toml").exists():
-        path = path.with_suffix(".toml")
-    if not path.is_file():
-        raise JaxselError(f"no such config: {path}")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise JaxselError(f"{path}: not valid TOML: {e}")
-    doc = dict(doc)
-    doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
-    for name, cls in SECTIONS.items():
-        table = doc.pop(name, {})
-        if not isinstance(table, dict):
-            raise JaxselError(f"{path}: [{name}] must be a table")
-        doc[name] = _build(cls, table, f"{path} [{name}]")
-    for key in ("methods", "variants", "seeds"):
-        if key in doc:
-            doc[key] = tuple(doc[key])
-    if "budgets" in doc:
-        doc["budgets"] = tuple(parse_budget(str(b)) for b in doc["budgets"])
-    cfg = _build(RunConfig, doc, str(path))
-    for m in cfg.methods:
-        if m not in SEARCH_METHODS + BASELINES:
-            raise JaxselError(f"{path}: unknown method {m!r} (choose from {', '.join(SEARCH_METHODS + BASELINES)})")
-    for v in cfg.variants:
-        if v not in VARIANTS:
-            raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
-    if not cfg.seeds or not cfg.budgets or not cfg.methods:
-        raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
-    if cfg.cluster.order not in ("random", "typical"):
-        raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
-    try:  # a bad setting fails here, before any work
-        quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
-    except JaxselError as e:
-        raise JaxselError(f"{path}: [select] {e}")
-    return cfg
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _budget_tag(b: float) -> str:
-    return f"{b * 100:g}pct"
-
+from jaxsel.selection import budget_examples
 
 class Run:
     """One run folder: stage files under ``stages/``, ``results.json`` and the report at the top."""
 
     def __init__(self, cfg: RunConfig, out: Path, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.stages = self.out / "stages"
-        self.stages.mkdir(parents=True, exist_ok=True)
+        self.stage_dir = self.out / "stages"
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict = {}
         self.search_logs: dict = {}
 
@@ -208,7 +57,7 @@ class Run:
     def embeddings(self, dd) -> dict[str, np.ndarray]:
         from jaxsel import data, embed
         spec = self.cfg.embed
-        rec = self.stages / f"embed-{_key(data.dataset_fingerprint(dd), spec)}.json"
+        rec = self.stage_dir / f"embed-{stages.key(data.dataset_fingerprint(dd), spec)}.json"
         t = time.perf_counter()
         emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, progress=self.progress)
         if not rec.exists():
@@ -217,19 +66,10 @@ class Run:
         return emb
 
     def clustering(self, dd, emb):
-        from jaxsel import cluster, data
-        spec = self.cfg.cluster
-        path = self.stages / f"cluster-{_key(data.dataset_fingerprint(dd), self.cfg.embed, spec)}.npz"
-        if path.exists():
-            c = cluster.Clustering.load(path)
-        else:
-            t = time.perf_counter()
-            labels = np.asarray(dd["train"]["label"]) if spec.stratified else None
-            c = cluster.kmeans(emb["train"], spec.k, seed=spec.seed, labels=labels, progress=self.progress)
-            if spec.order == "typical":
-                c = cluster.typical_order(c, emb["train"])
-            c.meta["seconds"] = time.perf_counter() - t
-            c.save(path)
+        from jaxsel import data
+        labels = np.asarray(dd["train"]["label"])
+        c = stages.clustering(self.stage_dir, data.dataset_fingerprint(dd), emb["train"], self.cfg.cluster,
+                              self.cfg.embed, labels, self.progress)
         self.timings["cluster_seconds"] = c.meta["seconds"]
         return c
 
@@ -273,7 +113,7 @@ class Run:
             ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
-        folder = self.stages / f"{variant}-{method}-{_budget_tag(budget)}-s{seed}-{_key(fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg)}"
+        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg)}"
         path = folder / "selection.json"
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         if path.exists():
@@ -289,8 +129,8 @@ class Run:
         from jaxsel import data, finetune
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         idx = None if indices is None else np.asarray(indices, np.int64)
-        key = _key(data.dataset_fingerprint(dd), cfg, None if idx is None else hashlib.sha256(idx.tobytes()).hexdigest())
-        folder = self.stages / f"{name}-{key}"
+        key = stages.key(data.dataset_fingerprint(dd), cfg, None if idx is None else hashlib.sha256(idx.tobytes()).hexdigest())
+        folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
         if path.exists():
             return json.loads(path.read_text())
@@ -378,7 +218,7 @@ class Run:
         bar = tqdm(cells, desc=f"run {self.cfg.name}", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
             vdd, labels, c, p, corrupted, train_x = variants[v]
-            bar.set_postfix_str(f"{v} {method} {'' if budget is None else _budget_tag(budget)} seed {seed}")
+            bar.set_postfix_str(f"{v} {method} {'' if budget is None else stages.budget_tag(budget)} seed {seed}")
             n = len(labels)
             row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
                    "proxy_accuracy": None}
@@ -397,7 +237,7 @@ class Run:
                 indices = sel.indices
                 row.update(selection_seconds=sel.meta["selection_seconds"],
                            proxy_accuracy=sel.scores["proxy_accuracy"])
-            tag = f"{v}-{method}-{'all' if budget is None else _budget_tag(budget)}-s{seed}-finetune"
+            tag = f"{v}-{method}-{'all' if budget is None else stages.budget_tag(budget)}-s{seed}-finetune"
             m = self.finetune(tag, vdd, indices, seed)
             chosen = np.arange(n) if indices is None else indices
             row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],

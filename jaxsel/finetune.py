@@ -12,9 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -25,30 +24,12 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxsel import assets, bert, classifier, embed, llama
+from jaxsel.checkpoint import Checkpoints
+from jaxsel.config import FinetuneConfig
 from jaxsel.errors import JaxselError
 
 MODELS = ("minilm", "smollm2-135m", "tiny-bert")
 PEAK_BF16_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    model: str = "minilm"
-    epochs: int = 3
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-4
-    warmup: float = 0.1
-    schedule: str = "cosine"
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    max_length: int = 128
-    patience: int = 2
-    head: str = "verbalizer"
-    lora_rank: int = 0  # decoders: train rank-r LoRA adapters on q/v (and the head) instead of all weights
-    dtype: str = "auto"
-    seed: int = 0
-    max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
 
 
 def build(cfg: FinetuneConfig, label_names: list[str]):
@@ -211,20 +192,13 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
 
     state = {"epoch": 0, "step": 0, "best_acc": -1.0, "bad_epochs": 0, "tokens": 0, "seconds": 0.0, "val_acc": []}
     best_params = params
-    ck, ckpt_dir = None, None if ckpt_dir is None else Path(ckpt_dir).absolute()
+    ck = None
     if ckpt_dir is not None:
-        import orbax.checkpoint as ocp
-        ck = ocp.StandardCheckpointer()
-        meta = ckpt_dir / "finetune.json"
-        if resume and meta.exists():
-            saved = json.loads(meta.read_text())
-            if saved["config"] != asdict(cfg) or saved["examples"] != len(train):
-                raise JaxselError(f"checkpoint in {ckpt_dir} belongs to another finetuning run")
-            state = saved["state"]
-            params, opt_state, best_params = ck.restore(ckpt_dir / "latest", (params, opt_state, best_params))
-        elif ckpt_dir.exists() and not resume:
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        signature = json.dumps({"config": asdict(cfg), "examples": len(train)}, sort_keys=True)
+        ck = Checkpoints(ckpt_dir, signature, resume=resume)
+        if ck.step is not None:
+            (params, opt_state, best_params), record = ck.restore((params, opt_state, best_params))
+            state = record["state"]
     rng = np.random.default_rng(cfg.seed)
     for _ in range(state["epoch"]):  # the same shuffles as an uninterrupted run
         batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
@@ -263,10 +237,7 @@ def finetune(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = Finetun
             state["bad_epochs"] += 1
         state["epoch"] += 1
         if ck is not None:
-            ck.save(ckpt_dir / "latest", (params, opt_state, best_params), force=True)
-            ck.wait_until_finished()
-            (ckpt_dir / "finetune.json").write_text(json.dumps(
-                {"config": asdict(cfg), "examples": len(train), "state": state}))
+            ck.save(state["epoch"], (params, opt_state, best_params), {"state": state})
     test_acc, test_f1 = evaluate(best_params, "test")
     out = {"test_accuracy": test_acc, "test_macro_f1": test_f1, "validation_accuracy": state["best_acc"],
            "val_accuracy_per_epoch": state["val_acc"], "train_seconds": state["seconds"], "tokens_seen": state["tokens"],

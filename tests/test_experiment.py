@@ -123,7 +123,15 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ("budgets = [\"2\"]", "budget must be strictly between 0 and 1"),
                                          ('[select]\ngranularity = "rows"', "unknown granularity 'rows'"),
                                          ('[cluster]\norder = "best"', "unknown order 'best'"),
-                                         ("name = [", "not valid TOML")])
+                                         ("name = [", "not valid TOML"),
+                                         ('[cluster]\nk = "ten"', "[cluster]: k must be an integer, got 'ten'"),
+                                         ("[cluster]\nk = 2.5", "k must be an integer, got 2.5"),
+                                         ("[cluster]\nstratified = 1", "stratified must be true or false"),
+                                         ('seeds = [0, "1"]', "seeds must be a list (an integer each)"),
+                                         ("[proxy]\nproject = \"64\"", "project must be an integer, got '64'"),
+                                         ('[finetune]\nlr = "fast"', "lr must be a number"),
+                                         ("[select.ppo]\nnum_envs = 0.5", "[select.ppo]: num_envs must be an integer"),
+                                         ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text + "\n")
@@ -135,6 +143,29 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
 def test_missing_config_is_one_line_error(tmp_path, capsys):
     assert cli.main(["run", "--config", str(tmp_path / "nope")]) == 2
     assert "no such config" in capsys.readouterr().err
+
+
+def test_config_numbers_are_coerced_to_their_fields(tmp_path):
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text('seeds = [3]\nbudgets = [0.05, "1/16"]\n[finetune]\nlr = 1\n[proxy]\nproject = 32\n')
+    c = experiment.load_config(cfg)
+    assert c.seeds == (3,) and c.budgets == (0.05, 0.0625) and c.finetune.lr == 1.0 and type(c.finetune.lr) is float
+    assert c.proxy.project == 32 and c.cluster == experiment.RunConfig().cluster
+
+
+def test_cli_defaults_are_the_config_defaults():
+    from jaxsel.config import ClusterSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
+    parser = cli.build_parser()
+    select = parser.parse_args(["select"])
+    assert (select.k, select.order, select.steps, select.granularity, select.horizon) == \
+        (ClusterSpec.k, ClusterSpec.order, SelectSpec.rl_steps, SelectSpec.granularity, SelectSpec.horizon)
+    assert (select.max_length, select.model) == (EmbedSpec.max_length, EmbedSpec.model)
+    assert (select.project, select.proxy, select.objective) == (RunConfig().proxy.project, "ridge", "accuracy")
+    assert parser.parse_args(["cluster"]).k == ClusterSpec.k == parser.parse_args(["data"]).k
+    ft = parser.parse_args(["finetune"])
+    want = FinetuneConfig()
+    assert (ft.model, ft.epochs, ft.batch_size, ft.grad_accum, ft.lr, ft.max_length, ft.head, ft.lora_rank) == \
+        (want.model, want.epochs, want.batch_size, want.grad_accum, want.lr, want.max_length, want.head, want.lora_rank)
 
 
 def test_shipped_configs_load():

@@ -3,7 +3,6 @@ of takes, and the :class:`Proxy` base class that states the protocol."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxsel.config import ProxyConfig
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import batch
 
@@ -23,32 +23,6 @@ class Scores(NamedTuple):
 
     accuracy: jax.Array
     loglik: jax.Array
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How a proxy is prepared. ``project``: reduce embeddings to this many dimensions first
-    (``projection`` = "pca" or "random"); ``val_size``: score on a stratified validation subsample
-    of this size (None: all of it); ``max_clusters``: most clusters a mask may hold for the
-    trained kinds (None: all K); ``batch_mode``: how each device walks its slice of a batch
-    ("auto": sequential for trained kinds on CPU, where XLA runs vmapped training loops slowly)."""
-
-    kind: str = "ridge"
-    lam: float = 1.0
-    project: int | None = None
-    projection: str = "pca"
-    temperature: float = 5.0
-    val_size: int | None = None
-    seed: int = 0
-    steps: int = 50
-    lr: float = 0.05
-    weight_decay: float = 1e-4
-    hidden: int = 64
-    max_clusters: int | None = None
-    layers: int = 2  # transformer
-    tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
-    batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one mask after another), "auto"
-    objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
 
 
 def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:

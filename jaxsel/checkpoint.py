@@ -1,0 +1,79 @@
+"""Checkpoints of long work (RL training, surrogate rounds, finetunes) over orbax's
+``CheckpointManager``.
+
+A step saves the pytree state and a JSON record (the run's signature and its host-side state)
+together, as one orbax composite checkpoint: orbax writes the step into a temporary folder and
+renames it once complete, so a stop at any moment leaves the previous step or the new one, never
+a state without its record or a record without its state. Only the newest step is kept.
+
+    ck = Checkpoints(folder, signature, resume=True)
+    if ck.step is not None:
+        state, record = ck.restore(state)
+    ...
+    ck.save(step, state, {"epoch": 3})
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from jaxsel.errors import JaxselError
+
+
+def _ocp():
+    import orbax.checkpoint as ocp  # lazily: slow to import
+    return ocp
+
+
+class Checkpoints:
+    """The checkpoints of one run in ``folder``. Without ``resume``, anything there is deleted; with
+    it, a stored step written under another ``signature`` raises :class:`JaxselError`."""
+
+    def __init__(self, folder: str | Path, signature: str, *, resume: bool):
+        ocp = _ocp()
+        self.folder, self.signature = Path(folder).absolute(), signature
+        if not resume and self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+        try:
+            self._manager = ocp.CheckpointManager(self.folder, options=options)
+            self.step = self._manager.latest_step()
+        except Exception as e:  # orbax raises many types for a folder it cannot read
+            raise JaxselError(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
+        if self.step is not None and self.record().get("signature") != signature:
+            raise JaxselError(f"checkpoint in {self.folder} was written by another run configuration; "
+                              "use a new output folder or drop --resume")
+
+    def record(self) -> dict:
+        """The JSON record of the newest step (it holds ``signature``)."""
+        ocp = _ocp()
+        try:
+            return self._manager.restore(self.step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
+        except Exception as e:
+            raise JaxselError(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
+
+    def restore(self, target):
+        """(state shaped like ``target``, record dict) of the newest step."""
+        ocp = _ocp()
+        if self.step is None:
+            raise JaxselError(f"no checkpoint to resume in {self.folder}")
+        try:
+            out = self._manager.restore(self.step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                           record=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise JaxselError(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
+        return out["state"], out["record"]
+
+    def save(self, step: int, state, record: dict | None = None) -> None:
+        """Save ``state`` (a pytree of arrays) and ``record`` (JSON-able) as step ``step``, atomically;
+        older steps are deleted once it is complete."""
+        ocp = _ocp()
+        record = {**(record or {}), "signature": self.signature}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+        try:
+            self._manager.save(int(step), args=args, force=True)
+        finally:  # on failure too: no write of this step may still be running when the caller goes on
+            self._manager.wait_until_finished()
+        self.step = int(step)

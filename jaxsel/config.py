@@ -1,0 +1,256 @@
+"""Run configs: the typed dataclasses behind ``jaxsel run``'s TOML files, the CLI's defaults and
+the library's keyword arguments, and :func:`load_config`.
+
+One config system: every section of a TOML file is one dataclass here or in the module that uses
+it (``[proxy]`` :class:`jaxsel.proxy.ProxyConfig`, ``[finetune]``
+:class:`jaxsel.finetune.FinetuneConfig`, ``[select.ppo]`` :class:`jaxsel.ppo.PPOConfig`,
+``[select.dqn]`` :class:`jaxsel.dqn.DQNConfig`); the CLI takes its defaults from the same fields.
+Every value is checked against its field's type when loaded, so a wrong type stops with one line
+naming the file, the section, the key and the type expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jaxsel import baselines
+from jaxsel.errors import JaxselError
+from jaxsel.selection import parse_budget, quota_for
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How a proxy is prepared (:func:`jaxsel.proxy.make`)."""
+
+    kind: str = "ridge"  # "ridge", "linear", "mlp" or "transformer"
+    lam: float = 1.0  # ridge penalty on the (projected) features
+    project: int | None = None  # reduce embeddings to this many dimensions first; None: keep all
+    projection: str = "pca"  # "pca" or "random"
+    temperature: float = 5.0  # ridge: logits = temperature x scores, for the log-likelihood
+    val_size: int | None = None  # score on a stratified validation sample of this many rows; None: all
+    seed: int = 0
+    steps: int = 50  # trained kinds: full-batch AdamW steps per subset
+    lr: float = 0.05  # trained kinds: learning rate
+    weight_decay: float = 1e-4  # trained kinds
+    hidden: int = 64  # mlp: hidden units
+    max_clusters: int | None = None  # trained kinds: most clusters a subset may hold; None: all K
+    layers: int = 2  # transformer: MiniLM layers kept
+    tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
+    batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one subset after another), "auto"
+    objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How the target model is finetuned (:func:`jaxsel.finetune.finetune`)."""
+
+    model: str = "minilm"  # minilm, smollm2-135m, tiny-bert, or a local HF Llama folder
+    epochs: int = 3  # passes over the training subset
+    batch_size: int = 32  # examples per optimizer step (before accumulation)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-4  # peak learning rate
+    warmup: float = 0.1  # share of the steps spent warming up (0..1)
+    schedule: str = "cosine"  # decay after warmup: "cosine" or "linear"
+    weight_decay: float = 0.01  # AdamW
+    clip: float = 1.0  # global gradient-norm clip
+    max_length: int = 128  # tokens per text, longer texts truncated
+    patience: int = 2  # epochs without a better validation accuracy before stopping
+    head: str = "verbalizer"  # decoders: "verbalizer" (label words) or "linear"
+    lora_rank: int = 0  # decoders: train rank-r LoRA adapters on q/v (and the head) instead of all weights
+    dtype: str = "auto"  # "auto" (bf16 on accelerators), "float32" or "bfloat16"
+    seed: int = 0
+    max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
+
+
+SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
+BASELINES = baselines.METHODS + ("full",)
+VARIANTS = ("clean", "noisy")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Dataset and optional stratified caps on each split's rows (seeded, applied before anything)."""
+
+    name: str = "tweets"  # built-in name, a CSV/TSV/JSONL/Parquet file, or a hub dataset
+    text_col: str = "text"
+    label_col: str = "label"
+    split_col: str | None = None  # column holding train/validation/test; None: a seeded 80/10/10 split
+    max_train: int | None = None  # rows (examples) kept of each split, stratified by label; None: all
+    max_validation: int | None = None
+    max_test: int | None = None
+    seed: int = 0  # of the caps' sampling
+    encoding: str | None = None  # of a CSV/TSV/JSON file; None: detected
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """The noisy variant (:func:`jaxsel.noise.corrupt`)."""
+
+    flip_fraction: float = 0.2  # share of clusters whose labels are shifted (0..1)
+    duplicate_fraction: float = 0.1  # share of clusters whose examples are copied (0..1)
+    copies: int = 3  # extra copies of each example of a duplicated cluster
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    model: str = "minilm"  # minilm, hash, or a local BERT folder
+    max_length: int = 128  # tokens per text, longer texts truncated
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """k-means settings; ``order``: the within-cluster order quota picks and trims follow,
+    "random" (seeded) or "typical" (nearest the centroid first)."""
+
+    k: int = 100  # clusters
+    seed: int = 0
+    stratified: bool = False  # cluster each label separately: label-pure clusters
+    order: str = "random"  # "random" or "typical"
+
+
+@dataclass(frozen=True)
+class SelectSpec:
+    """Settings shared by the search methods; ``ppo`` / ``dqn`` override fields of their configs.
+    ``granularity`` "cluster" or "quota" (with ``quota`` rows per pick, default budget / ``horizon``):
+    see :class:`jaxsel.agents.SelectConfig`."""
+
+    rl_steps: int = 20_000  # environment steps of PPO and DQN (all environments together)
+    climb_rounds: int = 4  # CLIMB-Disc rounds
+    final: str = "best"  # RL result: "best" episode seen, or a "greedy" rollout
+    granularity: str = "cluster"  # "cluster" or "quota"
+    quota: int | None = None  # examples per pick with granularity "quota"; None: budget / horizon
+    horizon: int = 32  # picks per episode that set the default quota
+    ppo: dict = field(default_factory=dict)  # fields of jaxsel.ppo.PPOConfig
+    dqn: dict = field(default_factory=dict)  # fields of jaxsel.dqn.DQNConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``jaxsel run`` does; loaded from a TOML file by :func:`load_config`."""
+
+    name: str = "run"
+    methods: tuple[str, ...] = SEARCH_METHODS + BASELINES
+    budgets: tuple[float, ...] = (0.05, 0.0625)  # fractions of the train split
+    variants: tuple[str, ...] = ("clean", "noisy")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    data: DataSpec = field(default_factory=DataSpec)
+    embed: EmbedSpec = field(default_factory=EmbedSpec)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(project=64))
+    select: SelectSpec = field(default_factory=SelectSpec)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
+    checkpoint_min_examples: int = 1000  # finetunes on fewer examples are not checkpointed (they are short)
+
+
+SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,
+            "select": SelectSpec, "finetune": FinetuneConfig, "noise": NoiseSpec}
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
+
+
+def _expected(hint) -> str:
+    """How a type reads in an error message."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return f"a list ({_expected(typing.get_args(hint)[0])} each)"
+    return _NAMES.get(typing.get_origin(hint) or hint, str(hint))
+
+
+def _coerce(value, hint):
+    """``value`` as ``hint`` (ints become floats, lists tuples); raises TypeError if it is not one."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arm)
+            except TypeError:
+                pass
+        raise TypeError
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return tuple(_coerce(v, args[0]) for v in value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool, dict) and isinstance(value, hint):
+        return value
+    if hint in (int, float, str, bool, dict):
+        raise TypeError
+    return value  # nested dataclasses are built by their own section
+
+
+def build(cls, table: dict, where: str):
+    """``cls(**table)`` with every value checked against its field's type; raises JaxselError
+    naming ``where``, the key and the expected type, or an unknown key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise JaxselError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    values = {}
+    for key, value in table.items():
+        try:
+            values[key] = _coerce(value, hints[key])
+        except TypeError:
+            raise JaxselError(f"{where}: {key} must be {_expected(hints[key])}, got {value!r}") from None
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise JaxselError(f"{where}: {e}")
+
+
+def load_config(path: str | Path, **data_overrides) -> RunConfig:
+    """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
+    (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
+    Raises JaxselError for a missing file, invalid TOML, an unknown key, a value of the wrong
+    type or an unknown method, variant, granularity or order."""
+    path = Path(path)
+    if not path.exists() and path.with_suffix(".toml").exists():
+        path = path.with_suffix(".toml")
+    if not path.is_file():
+        raise JaxselError(f"no such config: {path}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise JaxselError(f"{path}: not valid TOML: {e}")
+    doc = dict(doc)
+    doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
+    for name, cls in SECTIONS.items():
+        table = doc.pop(name, {})
+        if not isinstance(table, dict):
+            raise JaxselError(f"{path}: [{name}] must be a table")
+        doc[name] = build(cls, table, f"{path} [{name}]")
+    from jaxsel import dqn, ppo
+    for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # fail here, before any work
+        build(cls, getattr(doc["select"], name), f"{path} [select.{name}]")
+    if "budgets" in doc:
+        if not isinstance(doc["budgets"], list):
+            raise JaxselError(f"{path}: budgets must be a list of fractions like [0.05, \"1/16\"]")
+        doc["budgets"] = [parse_budget(str(b)) for b in doc["budgets"]]
+    cfg = build(RunConfig, doc, str(path))
+    for m in cfg.methods:
+        if m not in SEARCH_METHODS + BASELINES:
+            raise JaxselError(f"{path}: unknown method {m!r} (choose from {', '.join(SEARCH_METHODS + BASELINES)})")
+    for v in cfg.variants:
+        if v not in VARIANTS:
+            raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
+    if not cfg.seeds or not cfg.budgets or not cfg.methods:
+        raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
+    if cfg.cluster.order not in ("random", "typical"):
+        raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
+    try:
+        quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
+    except JaxselError as e:
+        raise JaxselError(f"{path}: [select] {e}")
+    return cfg

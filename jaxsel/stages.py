@@ -1,0 +1,43 @@
+"""The stage cache: each stage's result is written atomically under a name carrying a hash of
+its inputs, so a rerun reuses finished stages and a changed setting recomputes only what it
+changes. Shared by ``jaxsel run`` (``RUN/stages/``) and the CLI subcommands (``runs/DATA/stages/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def key(*parts) -> str:
+    """A short, stable hash of JSON-able parts (dataclasses through ``str``)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def budget_tag(budget: float) -> str:
+    """A budget fraction as a file-name tag: 0.05 -> "5pct"."""
+    return f"{budget * 100:g}pct"
+
+
+def clustering(folder: Path, fingerprint: str, x: np.ndarray, spec, embed, labels: np.ndarray | None = None,
+               progress: bool = True):
+    """The k-means :class:`~jaxsel.cluster.Clustering` of train embeddings ``x`` (N, d) with
+    :class:`~jaxsel.config.ClusterSpec` ``spec`` (label-pure with ``spec.stratified``, which
+    needs ``labels`` (N,); typical within-cluster order with ``spec.order == "typical"``),
+    computed once per (dataset fingerprint, ``embed`` settings, spec) and kept in ``folder``;
+    ``meta["seconds"]`` is the time it took when computed."""
+    from jaxsel import cluster
+    path = Path(folder) / f"cluster-{key(fingerprint, embed, spec)}.npz"
+    if path.exists():
+        return cluster.Clustering.load(path)
+    t = time.perf_counter()
+    c = cluster.kmeans(x, spec.k, seed=spec.seed, labels=labels if spec.stratified else None, progress=progress)
+    if spec.order == "typical":
+        c = cluster.typical_order(c, x)
+    c.meta["seconds"] = time.perf_counter() - t
+    c.save(path)
+    return c

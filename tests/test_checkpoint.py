@@ -1,0 +1,48 @@
+"""Checkpoints: state and record saved as one step, a failed save leaves the previous step, a
+foreign signature is refused, no resume starts afresh."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsel.checkpoint import Checkpoints
+from jaxsel.errors import JaxselError
+
+
+def tree(x: float):
+    return {"w": jnp.full((3,), x), "n": jnp.int32(int(x))}
+
+
+def test_state_and_record_round_trip_and_only_the_newest_step_is_kept(tmp_path):
+    ck = Checkpoints(tmp_path / "c", "sig", resume=False)
+    assert ck.step is None
+    ck.save(1, tree(1.0), {"epoch": 1})
+    ck.save(2, tree(2.0), {"epoch": 2})
+    again = Checkpoints(tmp_path / "c", "sig", resume=True)
+    state, record = again.restore(tree(0.0))
+    assert again.step == 2 and record == {"epoch": 2, "signature": "sig"}
+    np.testing.assert_array_equal(state["w"], np.full(3, 2.0))
+    assert int(state["n"]) == 2
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["2"]
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_step(tmp_path):
+    ck = Checkpoints(tmp_path / "c", "sig", resume=False)
+    ck.save(1, tree(1.0), {"epoch": 1})
+    with pytest.raises(TypeError):  # the record cannot be written: the state was, in the temporary step
+        ck.save(2, tree(2.0), {"epoch": object()})
+    again = Checkpoints(tmp_path / "c", "sig", resume=True)
+    state, record = again.restore(tree(0.0))
+    assert again.step == 1 and record["epoch"] == 1 and float(state["w"][0]) == 1.0
+    again.save(2, tree(2.0), {"epoch": 2})  # and the run goes on from there
+    assert Checkpoints(tmp_path / "c", "sig", resume=True).restore(tree(0.0))[1]["epoch"] == 2
+
+
+def test_foreign_signature_is_refused_and_no_resume_starts_afresh(tmp_path):
+    Checkpoints(tmp_path / "c", "a", resume=False).save(5, tree(5.0))
+    with pytest.raises(JaxselError, match="another run configuration"):
+        Checkpoints(tmp_path / "c", "b", resume=True)
+    fresh = Checkpoints(tmp_path / "c", "b", resume=False)
+    assert fresh.step is None and not any((tmp_path / "c").iterdir())
+    with pytest.raises(JaxselError, match="no checkpoint"):
+        fresh.restore(tree(0.0))
