@@ -34,7 +34,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, out: Path, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.stage_dir = self.out / "stages"
+        self.stage_dir = Path(cfg.stages) if cfg.stages else self.out / "stages"
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict = {}
         self.search_logs: dict = {}
