@@ -151,6 +151,10 @@ def test_config_numbers_are_coerced_to_their_fields(tmp_path):
     c = experiment.load_config(cfg)
     assert c.seeds == (3,) and c.budgets == (0.05, 0.0625) and c.finetune.lr == 1.0 and type(c.finetune.lr) is float
     assert c.proxy.project == 32 and c.cluster == experiment.RunConfig().cluster
+    assert experiment.Run(c, tmp_path / "run", progress=False).stage_dir == tmp_path / "run" / "stages"
+    cfg.write_text(f'stages = "{tmp_path / "shared"}"\n')
+    shared = experiment.Run(experiment.load_config(cfg), tmp_path / "other", progress=False)
+    assert shared.stage_dir == tmp_path / "shared" and shared.stage_dir.is_dir()
 
 
 def test_cli_defaults_are_the_config_defaults():
