@@ -45,18 +45,52 @@ class DQNConfig:
         return max(1, self.total_timesteps // self.num_envs)
 
 
-class Buffer(NamedTuple):
-    taken: jax.Array  # (N, K) int32 rows taken per cluster
-    chosen: jax.Array  # (N,)
-    step: jax.Array  # (N,)
-    action: jax.Array
-    reward: jax.Array
-    done: jax.Array
+class Transition(NamedTuple):
+    """One environment step as the replay buffer keeps it: the state fields the observation is
+    computed from (not the (K, F) observation itself), before and after the action."""
+
+    taken: jax.Array  # (K,) int32 rows taken per cluster
+    chosen: jax.Array  # () int32 examples taken
+    step: jax.Array  # () int32
+    action: jax.Array  # () int32
+    reward: jax.Array  # () float32
+    done: jax.Array  # () bool
     next_taken: jax.Array
     next_chosen: jax.Array
     next_step: jax.Array
-    ptr: jax.Array
-    full: jax.Array
+
+
+class Buffer(NamedTuple):
+    """A ring buffer of transitions: every field of ``data`` has a leading (N,) axis."""
+
+    data: Transition
+    ptr: jax.Array  # () int32 next row to write
+    full: jax.Array  # () bool: every row has been written once
+
+
+def buffer_init(item: Transition, size: int) -> Buffer:
+    """An empty buffer of ``size`` rows shaped like ``item`` (one transition, no batch axis)."""
+    return Buffer(jax.tree.map(lambda x: jnp.zeros((size, *jnp.shape(x)), jnp.asarray(x).dtype), item),
+                  jnp.int32(0), jnp.bool_(False))
+
+
+def buffer_add(b: Buffer, items: Transition) -> Buffer:
+    """Write a batch of E transitions (leading (E,) axis) at the pointer, wrapping around."""
+    size, e = b.data.action.shape[0], items.action.shape[0]
+    idx = (b.ptr + jnp.arange(e)) % size
+    return Buffer(jax.tree.map(lambda d, x: d.at[idx].set(x), b.data, items), (b.ptr + e) % size,
+                  b.full | (b.ptr + e >= size))
+
+
+def buffer_filled(b: Buffer) -> jax.Array:
+    """() int32: rows written so far (at most the size)."""
+    return jnp.where(b.full, b.data.action.shape[0], b.ptr)
+
+
+def buffer_sample(b: Buffer, key: jax.Array, batch_size: int) -> Transition:
+    """``batch_size`` transitions drawn uniformly, with replacement, from the rows written."""
+    rows = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer_filled(b), 1), jnp.int32)
+    return jax.tree.map(lambda x: x[rows], b.data)
 
 
 class Runner(NamedTuple):
@@ -76,6 +110,8 @@ def make_chunks(config: DQNConfig, env):
     env_params)``; the environment's params are arguments, not constants of the program."""
     c = config
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+    # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
+    epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
     qnet = jax.vmap(lambda p, o: networks.apply(p, o)[0], in_axes=(None, 0))
 
     def init(key: jax.Array, env_params) -> Runner:
@@ -83,11 +119,10 @@ def make_chunks(config: DQNConfig, env):
         k, n_features = env.observation_shape(env_params)
         params = networks.init(k_net, n_features, c.hidden)
         _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
-        n = c.buffer_size
-        z = jnp.zeros(n, jnp.int32)
-        buf = Buffer(jnp.zeros((n, k), jnp.int32), z, z, z, jnp.zeros(n, jnp.float32), jnp.zeros(n, bool),
-                     jnp.zeros((n, k), jnp.int32), z, z,
-                     jnp.int32(0), jnp.bool_(False))
+        i32 = jnp.int32(0)
+        item = Transition(jnp.zeros(k, jnp.int32), i32, i32, i32, jnp.float32(0), jnp.bool_(False),
+                          jnp.zeros(k, jnp.int32), i32, i32)
+        buf = buffer_init(item, c.buffer_size)
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
                       jnp.zeros(HISTORY, jnp.float32))
 
@@ -104,8 +139,7 @@ def make_chunks(config: DQNConfig, env):
         obs_of = jax.vmap(lambda taken, chosen, step: env.observe(taken, chosen, step, env_params))
         valid_of = jax.vmap(lambda taken: env.valid(taken, env_params))
         key, k_eps, k_rand, k_env, k_batch = jax.random.split(runner.key, 5)
-        frac = jnp.clip(runner.update / (c.eps_fraction * c.num_updates), 0.0, 1.0).astype(jnp.float32)
-        eps = c.eps_start + frac * (c.eps_end - c.eps_start)  # float32 even under x64, like every draw below
+        eps = epsilon(runner.update).astype(jnp.float32)  # float32 even under x64, like every draw below
         s = runner.env_state
         valid = valid_of(s.taken)
         obs = obs_of(s.taken, s.chosen, s.step)
@@ -114,18 +148,11 @@ def make_chunks(config: DQNConfig, env):
         action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,), jnp.float32) < eps, rand, greedy)
         _, s2, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             jax.random.split(k_env, c.num_envs), s, action, env_params)
-        b = runner.buffer
-        idx = (b.ptr + jnp.arange(c.num_envs)) % c.buffer_size
-        b = Buffer(b.taken.at[idx].set(s.taken), b.chosen.at[idx].set(s.chosen), b.step.at[idx].set(s.step),
-                   b.action.at[idx].set(action), b.reward.at[idx].set(reward), b.done.at[idx].set(done),
-                   b.next_taken.at[idx].set(s2.taken), b.next_chosen.at[idx].set(s2.chosen),
-                   b.next_step.at[idx].set(s2.step), (b.ptr + c.num_envs) % c.buffer_size,
-                   b.full | (b.ptr + c.num_envs >= c.buffer_size))
-        filled = jnp.where(b.full, c.buffer_size, b.ptr)
-        rows = jax.random.randint(k_batch, (c.batch_size,), 0, jnp.maximum(filled, 1), jnp.int32)
-        batch = jax.tree.map(lambda x: x[rows], b._replace(ptr=None, full=None))
+        b = buffer_add(runner.buffer, Transition(s.taken, s.chosen, s.step, action, reward, done,
+                                                 s2.taken, s2.chosen, s2.step))
+        batch = buffer_sample(b, k_batch, c.batch_size)
         grads = jax.grad(_loss)(runner.params, runner.target, batch, obs_of, valid_of)
-        learn = filled * 1 >= c.learning_starts
+        learn = buffer_filled(b) >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
         params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),
                               runner.params)

@@ -77,6 +77,19 @@ def test_incremental_jit_and_vmap_agree(problem, kind):
             assert float(a.loglik) == pytest.approx(float(batch.loglik[i]), abs=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_trained_kinds_vmapped_batch_equals_one_after_another(problem, kind):
+    """The vmapped training loops accelerators use ("vmap") give the scores of the sequential
+    path CPUs use by default ("map")."""
+    x, y, cl, xv, yv = problem
+    ms = masks()
+    got = {mode: proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, max_clusters=8, steps=10, batch_mode=mode))
+           .score_batch(ms) for mode in ("vmap", "map")}
+    np.testing.assert_allclose(got["vmap"].accuracy, got["map"].accuracy, atol=1e-6)
+    np.testing.assert_allclose(got["vmap"].loglik, got["map"].loglik, atol=1e-4)
+    assert len(set(np.round(np.asarray(got["map"].loglik), 5))) > 1  # distinct subsets, distinct scores
+
+
 @pytest.mark.parametrize("kind", ["ridge", "linear", "mlp"])
 def test_empty_subset_is_chance(problem, kind):
     x, y, cl, xv, yv = problem

@@ -1,0 +1,81 @@
+"""Unit tests of the RL building blocks: the Deep Sets network, best-episode tracking, DQN's
+replay buffer, and PPO's action masking."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsel import cluster, dqn, episodes, networks, ppo, proxy
+from jaxsel.env import make_env
+
+
+def test_network_is_permutation_equivariant_over_clusters():
+    params = networks.init(jax.random.PRNGKey(0), 5, hidden=8)
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((7, 5)).astype(np.float32)
+    obs[:, 0] = rng.random(7) < 0.4  # share taken
+    perm = rng.permutation(7)
+    out, value = networks.apply(params, jnp.asarray(obs))
+    out_p, value_p = networks.apply(params, jnp.asarray(obs[perm]))
+    np.testing.assert_allclose(out_p, np.asarray(out)[perm], rtol=1e-5, atol=1e-6)
+    assert float(value_p) == pytest.approx(float(value), rel=1e-5, abs=1e-6)
+    obs2 = obs.copy()
+    obs2[0, 0] = 1 - obs2[0, 0]  # what is taken changes every cluster's output through the context
+    assert not np.allclose(networks.apply(params, jnp.asarray(obs2))[0][1:], np.asarray(out)[1:])
+    masked = networks.masked(out, jnp.arange(7) % 2 == 0)
+    assert int(jnp.argmax(masked)) % 2 == 0 and float(masked[1]) < -1e8
+
+
+def test_track_best_keeps_the_best_finished_episode():
+    k, steps = 4, 3
+    params = type("P", (), {"sizes": jnp.ones(k, jnp.int32), "max_steps": steps})()
+    best = episodes.empty_best(params)
+    info = {"final_score": jnp.array([0.5, 0.9, 0.7]), "final_take": jnp.arange(12, dtype=jnp.int32).reshape(3, 4),
+            "final_order": jnp.arange(9, dtype=jnp.int32).reshape(3, 3)}
+    best = episodes.track_best(best, jnp.array([True, False, True]), info)  # env 1 (0.9) is not finished
+    assert float(best.score) == pytest.approx(0.7) and best.take.tolist() == [8, 9, 10, 11]
+    assert best.order.tolist() == [6, 7, 8]
+    worse = dict(info, final_score=jnp.array([0.6, 0.1, 0.2]))
+    assert float(episodes.track_best(best, jnp.ones(3, bool), worse).score) == pytest.approx(0.7)
+    assert float(episodes.track_best(best, jnp.zeros(3, bool), info).score) == pytest.approx(0.7)
+
+
+def test_replay_buffer_is_a_ring_of_the_last_transitions():
+    k, size, e = 3, 5, 3
+    item = dqn.Transition(jnp.zeros(k, jnp.int32), *(jnp.int32(0),) * 3, jnp.float32(0), jnp.bool_(False),
+                          jnp.zeros(k, jnp.int32), jnp.int32(0), jnp.int32(0))
+    b = dqn.buffer_init(item, size)
+    ref = []  # every transition ever added, as its action id
+    for t in range(4):
+        ids = np.arange(t * e, (t + 1) * e)
+        batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (e, *x.shape)), item)._replace(
+            action=jnp.asarray(ids, jnp.int32), taken=jnp.asarray(np.repeat(ids[:, None], k, 1), jnp.int32))
+        b = dqn.buffer_add(b, batch)
+        ref += list(ids)
+        want = np.full(size, 0)
+        for i, a in enumerate(ref):  # a slow ring buffer
+            want[i % size] = a
+        np.testing.assert_array_equal(b.data.action, want)
+        np.testing.assert_array_equal(b.data.taken[:, 0], want)
+        assert int(dqn.buffer_filled(b)) == min(len(ref), size) and bool(b.full) == (len(ref) >= size)
+    sample = dqn.buffer_sample(dqn.buffer_add(dqn.buffer_init(item, 16), batch), jax.random.PRNGKey(0), 64)
+    assert set(np.asarray(sample.action).tolist()) == set(np.asarray(batch.action).tolist())  # written rows only
+
+
+def test_ppo_rollouts_take_only_valid_actions():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    cl = cluster.kmeans(x, 10, seed=0)
+    env, params = make_env(proxy.make(x, y, cl, x[:40], y[:40]), cl, y, 0.3, quota=6)
+    cfg = ppo.PPOConfig(num_envs=4, num_steps=24, total_timesteps=96)
+    fns = ppo.make_chunks(cfg, env)
+    runner = fns.init(jax.random.PRNGKey(1), params)
+    step = jax.jit(lambda carry: jax.lax.scan(lambda c, _: fns.env_step(params, c, _), carry, None, cfg.num_steps))
+    _, traj = step(fns.rollout_start(runner))
+    valid = np.asarray(traj.valid)  # (T, E, K)
+    action = np.asarray(traj.action)
+    assert valid[np.arange(valid.shape[0])[:, None], np.arange(valid.shape[1])[None], action].all()
+    assert (~valid).any()  # the mask did exclude something: exhausted clusters
+    assert np.isfinite(np.asarray(traj.log_prob)).all() and np.asarray(traj.done).any()
