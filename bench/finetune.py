@@ -66,9 +66,9 @@ def main() -> None:
         tok_s = steps * bs * 64 / secs
         row = {"model": model_name, "params_M": n_params / 1e6, "batch": bs, "seq": 64, "steps": steps,
                "seconds": secs, "tokens_per_s": tok_s, "dtype": "bf16" if not cpu else "fp32"}
-        peak = finetune.PEAK_BF16_FLOPS.get(getattr(jax.devices()[0], "device_kind", ""))
-        if peak:
-            row["mfu"] = 6 * n_params * tok_s / (peak * jax.device_count())
+        util = finetune.mfu(finetune.flops_per_token(model, cfg, 64), tok_s)
+        if util is not None:
+            row["mfu"] = util
         rows.append(row)
         print(row, file=sys.stderr)
     by = {r["model"]: r for r in rows}

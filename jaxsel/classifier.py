@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsel import bert, llama
+from jaxsel import bert, llama, tokens
 
 TEMPLATE = "Text: {text}\nLabel:"
 
@@ -58,14 +58,4 @@ class TextEncoder:
     template: str | None = None
 
     def __call__(self, texts: list[str], max_length: int) -> list[list[int]]:
-        if self.template is None:
-            self.tokenizer.enable_truncation(max_length)
-            return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        # keep the template's tail (the label cue) when truncating: cut the text, not the prompt
-        head, tail = self.template.split("{text}")
-        tail_ids = self.tokenizer.encode(tail).ids
-        head_ids = self.tokenizer.encode(head).ids if head else []
-        self.tokenizer.no_truncation()
-        body = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        room = max(1, max_length - len(head_ids) - len(tail_ids))
-        return [head_ids + b[:room] + tail_ids for b in body]
+        return tokens.ids(self.tokenizer, texts, max_length, self.template)

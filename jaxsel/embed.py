@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxsel import assets, bert
+from jaxsel import assets, bert, tokens
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_npz
 
@@ -36,20 +36,16 @@ class Encoder:
     dim: int
 
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
-        self.tokenizer.enable_truncation(max_length)
-        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+        return tokens.ids(self.tokenizer, texts, max_length)
 
 
 @functools.lru_cache(maxsize=4)
 def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json)."""
-    from tokenizers import Tokenizer
-
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
     if not (folder / "tokenizer.json").exists():
         raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tok.no_padding()  # the shipped file pads everything to 128; we bucket instead
+    tok = tokens.load(folder / "tokenizer.json")
     net = bert.from_pretrained(folder, dtype=jnp.dtype(dtype))
     graphdef, state = nnx.split(net)
 

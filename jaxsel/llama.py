@@ -244,7 +244,8 @@ def gguf_tokenizer(reader):
 def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
     """(model, tokenizer) from a local Llama/Qwen2-style folder (config.json, *.safetensors, tokenizer.json)."""
     from safetensors.numpy import load_file
-    from tokenizers import Tokenizer
+
+    from jaxsel import tokens
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
@@ -267,4 +268,4 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
 
     model = Llama(cfg, dtype=dtype)
     load_tensors(model, get)
-    return model, Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return model, tokens.load(folder / "tokenizer.json")

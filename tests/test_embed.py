@@ -16,6 +16,24 @@ def test_tokenizer_matches_golden_ids():
 
 
 @pytest.mark.assets
+def test_truncated_ids_equal_the_tokenizers_own_truncation_and_leave_it_unchanged():
+    from tokenizers import Tokenizer
+    from jaxsel import assets, tokens
+    path = assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json"
+    texts = GOLDEN["sentences"] + ["a much longer sentence " * 20, ""]
+    cached = tokens.load(path)
+    for length in (4, 9, 64):
+        ref = Tokenizer.from_file(str(path))
+        ref.no_padding()
+        ref.enable_truncation(length)
+        assert tokens.ids(cached, texts, length) == [e.ids for e in ref.encode_batch(texts)]
+    assert cached.truncation is None and cached.padding is None and tokens.load(path) is cached
+    cut = tokens.ids(cached, texts, 12, template="Review: {text} Sentiment:")
+    tail = cached.encode(" Sentiment:").ids
+    assert all(len(x) <= 12 and x[-len(tail):] == tail for x in cut)
+
+
+@pytest.mark.assets
 @pytest.mark.parametrize("batch_size,bucketed", [(8, True), (3, True), (8, False)])
 def test_minilm_matches_sentence_transformers(batch_size, bucketed):
     got = embed.encode(GOLDEN["sentences"], batch_size=batch_size, bucketed=bucketed, progress=False)

@@ -84,9 +84,9 @@ def test_finetunes_of_different_sizes_share_compiled_steps(tmp_path, tmp_cache):
     from jaxsel import data
     dd = data.load(str(write_data(tmp_path / "d.csv")), split_col="split")
     finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**TINY), progress=False)
-    compiled = finetune.train_step._cache_size(), finetune.predict._cache_size()
+    compiled = finetune.train_step._cache_size(), finetune.eval_step._cache_size()
     finetune.finetune(dd, np.arange(40, 104), finetune.FinetuneConfig(**{**TINY, "seed": 1}), progress=False)
-    assert (finetune.train_step._cache_size(), finetune.predict._cache_size()) == compiled
+    assert (finetune.train_step._cache_size(), finetune.eval_step._cache_size()) == compiled
 
 
 def test_decoder_classifier_scores_label_words():
@@ -159,3 +159,26 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters():
                                     np.array([[[3, 4, 6, 7], [1, 2, 3, 4]]]), mask, np.array([[0, 1]], np.int32),
                                     np.ones((1, 2), np.float32), graphdef=graphdef, tx=tx)
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)))
+
+
+def test_flops_per_token_counts_every_weight_and_only_trainable_gradients():
+    """6N + attention for a full finetune (N: non-embedding weights), 4N + 2 x trainable under LoRA."""
+    bcfg = dict(hidden=16, layers=2, heads=2, intermediate=32)
+    from jaxsel import bert
+    enc = bert.Bert(bert.BertConfig(**bcfg), rngs=nnx.Rngs(0))
+    model = classifier.BertClassifier(enc, 3, rngs=nnx.Rngs(0))
+    h, i, l = 16, 32, 2
+    per_layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h  # q k v o, two FFN matmuls, two LayerNorms
+    n = l * per_layer + 2 * h + (h * 3 + 3)  # + embedding LayerNorm + head (embedding tables excluded)
+    cfg = finetune.FinetuneConfig(model="tiny-bert")
+    assert finetune.flops_per_token(model, cfg, 10) == 6 * n + 12 * l * 10 * h
+    dec = llama.Llama(llama.LlamaConfig(vocab_size=50, hidden=8, layers=1, heads=2, kv_heads=1, intermediate=16))
+    lora = finetune.FinetuneConfig(model="x", lora_rank=2)
+    llama.add_lora(dec, 2, rngs=nnx.Rngs(0))
+    lm = classifier.DecoderClassifier(dec, [1, 2], head="verbalizer", rngs=nnx.Rngs(0))
+    flat = nnx.to_flat_state(nnx.state(lm, nnx.Param))
+    every = sum(int(np.prod(v.value.shape)) for p, v in flat if p[-1] != "embedding")
+    trained = sum(int(np.prod(v.value.shape)) for p, v in nnx.to_flat_state(nnx.state(lm, finetune.trainable(lora)))
+                  if p[-1] != "embedding")
+    assert 0 < trained < every
+    assert finetune.flops_per_token(lm, lora, 4) == 4 * every + 2 * trained + 12 * 1 * 4 * 8

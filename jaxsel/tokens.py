@@ -1,0 +1,47 @@
+"""Tokenization shared by the embedder, the proxies and the finetuner.
+
+Tokenizers (Hugging Face ``tokenizers``) are loaded once per file and never changed afterwards:
+truncation is applied to the token ids, not set on the tokenizer, so one cached tokenizer serves
+every length and every caller (no hidden state between calls).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=8)
+def load(path: str | Path):
+    """The ``tokenizers.Tokenizer`` of a ``tokenizer.json``, without padding or truncation (cached)."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()  # files such as MiniLM's pad everything to 128; callers bucket instead
+    tok.no_truncation()
+    return tok
+
+
+def _cut(encoding, max_length: int) -> list[int]:
+    """At most ``max_length`` ids of one encoding, keeping its trailing special tokens (BERT's
+    [SEP]), as the tokenizer's own truncation of a single sequence does."""
+    ids = encoding.ids
+    if len(ids) <= max_length:
+        return ids
+    special = encoding.special_tokens_mask
+    tail = 0
+    while tail < len(ids) and special[len(ids) - 1 - tail]:
+        tail += 1
+    return ids[:max_length - tail] + ids[len(ids) - tail:]
+
+
+def ids(tokenizer, texts: list[str], max_length: int, template: str | None = None) -> list[list[int]]:
+    """Token ids of each text, at most ``max_length`` (>= 2) each. With ``template`` (a string
+    holding ``{text}``), its head and tail are kept whole and the text between them is cut, so a
+    prompt's label cue survives truncation."""
+    if template is None:
+        return [_cut(e, max_length) for e in tokenizer.encode_batch(list(texts))]
+    head, tail = template.split("{text}")
+    head_ids = tokenizer.encode(head).ids if head else []
+    tail_ids = tokenizer.encode(tail).ids
+    room = max(1, max_length - len(head_ids) - len(tail_ids))
+    return [head_ids + e.ids[:room] + tail_ids for e in tokenizer.encode_batch(list(texts))]
