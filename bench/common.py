@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxsel.report import environment
+from jaxsel.experiment.report import environment
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -21,9 +21,10 @@ import jax.numpy as jnp  # noqa: E402
 from common import report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
-from jaxsel import cluster, dqn, ppo  # noqa: E402
+from jaxsel import cluster  # noqa: E402
+from jaxsel.agents import dqn, ppo  # noqa: E402
 from jaxsel import proxy as proxy_mod  # noqa: E402
-from jaxsel.env import make_env  # noqa: E402
+from jaxsel.agents.env import make_env  # noqa: E402
 
 
 def timed(fn):

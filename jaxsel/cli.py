@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
-from jaxsel.config import ClusterSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
+from jaxsel.config import ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
@@ -33,6 +33,18 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate texts (off by default)")
     p.add_argument("--encoding", default=None,
                    help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
+    _label_args(p)
+
+
+def _label_args(p: argparse.ArgumentParser, overrides: bool = False) -> None:
+    """Label options; with ``overrides`` (jaxsel run) they default to None: the config decides."""
+    d = DataSpec()
+    p.add_argument("--missing-labels", default=None if overrides else d.missing_labels, choices=("drop", "error"),
+                   help="rows without a label (empty, NaN, null, N/A): drop and count them, or stop")
+    p.add_argument("--merge-label-case", action="store_true", default=None if overrides else d.merge_case,
+                   help="labels that differ only by case are one class (default: kept apart, with a note)")
+    p.add_argument("--min-class-rows", type=int, default=None if overrides else d.min_class_rows,
+                   help="drop the classes with fewer rows than this (default 0: keep every class)")
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
@@ -44,7 +56,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 def _load(a):
     from jaxsel import data
     return data.load(a.data, text_col=a.text_col, label_col=a.label_col, split_col=a.split_col,
-                     seed=a.split_seed, dedup=a.dedup, encoding=a.encoding)
+                     seed=a.split_seed, dedup=a.dedup, encoding=a.encoding, missing_labels=a.missing_labels,
+                     merge_case=a.merge_label_case, min_class_rows=a.min_class_rows)
 
 
 def _embed(a, dd):
@@ -64,7 +77,7 @@ def cmd_data(a) -> None:
     names = s["labels"]
     print(f"dataset {a.data}  fingerprint {s['fingerprint']}  duplicate texts in source: {s['duplicates_in_source']}")
     print(f"rows dropped when loading: {s['dropped']['missing_label']} without a label, "
-          f"{s['dropped']['empty_text']} with an empty text")
+          f"{s['dropped']['empty_text']} with an empty text, {s['dropped']['small_class']} of too small a class")
     print(f"{'split':<11}{'rows':>7}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'dup texts':>11}")
     for split, r in s["splits"].items():
         print(f"{split:<11}{r['rows']:>7}" + "".join(f"{r['label_counts'][n]:>13}" for n in names)
@@ -126,7 +139,8 @@ def cmd_cluster(a) -> None:
 
 
 def cmd_select(a) -> None:
-    from jaxsel import agents, data, proxy, stages
+    from jaxsel import agents, data, proxy
+    from jaxsel.experiment import stages
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -202,7 +216,8 @@ def cmd_run(a) -> None:
     from jaxsel import assets, experiment
     assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
     doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
-                         split_col=a.split_col, encoding=a.encoding)
+                         split_col=a.split_col, encoding=a.encoding, missing_labels=a.missing_labels,
+                         merge_case=a.merge_label_case, min_class_rows=a.min_class_rows)
     out = Path(doc["out"])
     print(f"{len(doc['rows'])} finetunes in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
           f"results: {out / 'results.json'}")
@@ -291,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", default=None)
     p.add_argument("--split-col", default=None)
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
+    _label_args(p, overrides=True)
     p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")
     p.set_defaults(func=cmd_run)
     return parser

@@ -3,8 +3,8 @@ the library's keyword arguments, and :func:`load_config`.
 
 One config system: every section of a TOML file is one dataclass here or in the module that uses
 it (``[proxy]`` :class:`jaxsel.proxy.ProxyConfig`, ``[finetune]``
-:class:`jaxsel.finetune.FinetuneConfig`, ``[select.ppo]`` :class:`jaxsel.ppo.PPOConfig`,
-``[select.dqn]`` :class:`jaxsel.dqn.DQNConfig`); the CLI takes its defaults from the same fields.
+:class:`jaxsel.finetune.FinetuneConfig`, ``[select.ppo]`` :class:`jaxsel.agents.ppo.PPOConfig`,
+``[select.dqn]`` :class:`jaxsel.agents.dqn.DQNConfig`); the CLI takes its defaults from the same fields.
 Every value is checked against its field's type when loaded, so a wrong type stops with one line
 naming the file, the section, the key and the type expected.
 """
@@ -84,11 +84,14 @@ class DataSpec:
     max_test: int | None = None
     seed: int = 0  # of the caps' sampling
     encoding: str | None = None  # of a CSV/TSV/JSON file; None: detected
+    missing_labels: str = "drop"  # rows without a label: "drop" (counted) or "error"
+    merge_case: bool = False  # labels that differ only by case are one class
+    min_class_rows: int = 0  # drop classes with fewer rows than this (0: keep all)
 
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """The noisy variant (:func:`jaxsel.noise.corrupt`)."""
+    """The noisy variant (:func:`jaxsel.data.noise.corrupt`)."""
 
     flip_fraction: float = 0.2  # share of clusters whose labels are shifted (0..1)
     duplicate_fraction: float = 0.1  # share of clusters whose examples are copied (0..1)
@@ -125,8 +128,8 @@ class SelectSpec:
     granularity: str = "cluster"  # "cluster" or "quota"
     quota: int | None = None  # examples per pick with granularity "quota"; None: budget / horizon
     horizon: int = 32  # picks per episode that set the default quota
-    ppo: dict = field(default_factory=dict)  # fields of jaxsel.ppo.PPOConfig
-    dqn: dict = field(default_factory=dict)  # fields of jaxsel.dqn.DQNConfig
+    ppo: dict = field(default_factory=dict)  # fields of jaxsel.agents.ppo.PPOConfig
+    dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         if not isinstance(table, dict):
             raise JaxselError(f"{path}: [{name}] must be a table")
         doc[name] = build(cls, table, f"{path} [{name}]")
-    from jaxsel import dqn, ppo
+    from jaxsel.agents import dqn, ppo
     for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # fail here, before any work
         build(cls, getattr(doc["select"], name), f"{path} [select.{name}]")
     if "budgets" in doc:

@@ -18,7 +18,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxsel import assets, bert, tokens
+from jaxsel import assets
+from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_npz
 

@@ -24,7 +24,8 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxsel import assets, bert, classifier, embed, llama, tokens
+from jaxsel import assets, embed
+from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import FinetuneConfig
 from jaxsel.errors import JaxselError
@@ -195,7 +196,7 @@ def flops_per_token(model, cfg: FinetuneConfig, seq_len: int) -> float:
     12 x layers x seq_len x hidden (PaLM, Chowdhery et al. 2022, appendix B)."""
     def weights(filt) -> int:
         flat = nnx.to_flat_state(nnx.state(model, filt))
-        return sum(int(np.prod(v.value.shape)) for path, v in flat if path[-1] != "embedding")
+        return sum(int(np.prod(v.shape)) for path, v in flat if path[-1] != "embedding")
 
     arch = (model.encoder if hasattr(model, "encoder") else model.decoder).cfg
     return 4 * weights(nnx.Param) + 2 * weights(trainable(cfg)) + 12 * arch.layers * seq_len * arch.hidden

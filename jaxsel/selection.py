@@ -49,7 +49,7 @@ def open_clusters(sizes: np.ndarray, taken: np.ndarray, quota: int = 0) -> np.nd
 def pick_rows(sizes, taken, left: int, quota: int = 0):
     """Rows a pick adds (elementwise over clusters): min(rows left in the cluster, ``left`` rows of
     budget, ``quota`` or all). The one statement of the per-pick rule; the MDP's jit copy is
-    :func:`jaxsel.env.step_env`."""
+    :func:`jaxsel.agents.env.step_env`."""
     return np.minimum(np.minimum(np.asarray(sizes) - taken, left), quota or left)
 
 
@@ -140,9 +140,14 @@ class Selection:
         return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"])
 
     def apply(self, dd):
-        """The selected rows of ``dd['train']``; refuses a dataset with another fingerprint."""
+        """The selected rows of ``dd['train']``. Refuses a dataset whose fingerprint differs from the
+        one recorded in ``meta["fingerprint"]``; a selection recorded without one (made by the
+        library without ``meta``) is only checked against the train split's size."""
         from jaxsel import data
-        fp = data.dataset_fingerprint(dd)
-        if fp != self.meta.get("fingerprint"):
-            raise JaxselError(f"selection was made for dataset {self.meta.get('fingerprint')}, not {fp}")
+        fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
+        if want is not None and fp != want:
+            raise JaxselError(f"selection was made for dataset {want}, not {fp}")
+        n = len(dd["train"])
+        if len(self.indices) and int(self.indices.max()) >= n:
+            raise JaxselError(f"selection holds row {int(self.indices.max())}, the train split only {n} rows")
         return dd["train"].select(self.indices.tolist())

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import agents, dqn, ppo, proxy, reward_model, selection
+from jaxsel import agents, proxy, selection
+from jaxsel.agents import dqn, ppo, reward_model
 from jaxsel.cluster import Clustering, index_table
 
 K, PER, D = 40, 60, 12
@@ -70,8 +71,9 @@ SEEDS = """
 import sys; sys.path.insert(0, "tests")
 import jax, numpy as np
 from test_agents import known_truth
-from jaxsel import ppo, proxy
-from jaxsel.env import make_env
+from jaxsel import proxy
+from jaxsel.agents import ppo
+from jaxsel.agents.env import make_env
 x, y, cl, xv, yv = known_truth()
 env, params = make_env(proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(lam=1.0)), cl, y, 0.25)
 cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=4096)
@@ -223,7 +225,8 @@ X64 = """
 import os, sys, json; sys.path.insert(0, "tests")
 import numpy as np
 from test_agents import known_truth
-from jaxsel import agents, dqn, ppo, proxy
+from jaxsel import agents, proxy
+from jaxsel.agents import dqn, ppo
 x, y, cl, xv, yv = known_truth()
 p = proxy.make(x, y, cl, xv, yv)
 small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxsel import data
+from jaxsel import cli, data
 from jaxsel.errors import JaxselError
 
 
@@ -77,7 +77,7 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text,label\n", {}, "no non-empty text"),
     ("text,y\na,1\n", {}, "missing column 'label'"),
     ("text,label\n" + "".join(f"t{i},same\n" for i in range(30)), {}, "at least 2 classes"),
-    ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "absent from"),
+    ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 rows and none in the"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
 ])
 def test_bad_input_one_line_errors(tmp_path, content, kwargs, message):
@@ -143,13 +143,36 @@ def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_pa
     p.write_text(_csv(rows))
     dd = data.load(str(p))
     s = data.summary(dd)
-    assert s["labels"] == ["1", "2"] and s["dropped"] == {"missing_label": 40, "empty_text": 0}
+    assert s["labels"] == ["1", "2"] and s["dropped"] == {"missing_label": 40, "empty_text": 0, "small_class": 0}
     j = tmp_path / "d.jsonl"
     j.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in
                            [(None, 1), ("", 0), ("   ", 1)] + [(f"t{i}", i % 2) for i in range(40)] + [("x", None)]))
     s = data.summary(data.load(str(j)))
-    assert s["dropped"] == {"missing_label": 1, "empty_text": 3} and s["labels"] == ["0", "1"]
-    assert any("dropped 1 rows without a label and 3 with an empty text" in w for w in data.summary_warnings(s))
+    assert s["dropped"] == {"missing_label": 1, "empty_text": 3, "small_class": 0} and s["labels"] == ["0", "1"]
+    assert any("dropped 1 rows without a label, 3 with an empty text" in w for w in data.summary_warnings(s))
+    with pytest.raises(JaxselError, match="1 rows have no label"):
+        data.load(str(j), missing_labels="error")
+
+
+def test_label_case_merge_and_small_classes(tmp_path, capsys):
+    rows = [(f"text {i}", ["pos", "Pos", "neg", "neg "][i % 4]) for i in range(80)] + [("rare one", "odd"), ("rare two", "odd")]
+    p = tmp_path / "d.csv"
+    p.write_text(_csv(rows))
+    with pytest.raises(JaxselError, match=r"class 'odd' has 2 rows and none in the (train|validation|test) split.*--min-class-rows 10"):
+        data.load(str(p))
+    assert "differ only by case" in capsys.readouterr().err
+    dd = data.load(str(p), min_class_rows=10)
+    s = data.summary(dd)
+    assert s["labels"] == ["Pos", "neg", "pos"] and s["dropped"]["small_class"] == 2
+    assert "dropped 2 of classes below --min-class-rows" in data.summary_warnings(s)[0]
+    merged = data.summary(data.load(str(p), min_class_rows=10, merge_case=True))
+    assert merged["labels"] == ["neg", "pos"] and sum(merged["splits"]["train"]["label_counts"].values()) == \
+        sum(s["splits"]["train"]["label_counts"].values())  # same rows, Pos folded into pos (20 rows each)
+    assert merged["fingerprint"] != s["fingerprint"]
+    assert cli.main(["data", str(p), "--min-class-rows", "10", "--merge-label-case"]) == 0
+    assert "2 of too small a class" in capsys.readouterr().out
+    assert cli.main(["data", str(p)]) == 2
+    assert cli.main(["data", str(p), "--missing-labels", "error", "--min-class-rows", "3"]) == 0
 
 
 def test_texts_shared_across_splits_are_counted(tmp_path):

@@ -18,7 +18,8 @@ def test_tokenizer_matches_golden_ids():
 @pytest.mark.assets
 def test_truncated_ids_equal_the_tokenizers_own_truncation_and_leave_it_unchanged():
     from tokenizers import Tokenizer
-    from jaxsel import assets, tokens
+    from jaxsel import assets
+    from jaxsel.models import tokens
     path = assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json"
     texts = GOLDEN["sentences"] + ["a much longer sentence " * 20, ""]
     cached = tokens.load(path)

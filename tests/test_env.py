@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from jaxsel import cluster, proxy, selection
-from jaxsel.env import make_env
+from jaxsel.agents.env import make_env
 from jaxsel.errors import JaxselError
 
 K = 24

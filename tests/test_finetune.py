@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsel import classifier, cli, finetune, llama
+from jaxsel import cli, finetune
+from jaxsel.models import classifier, llama
 from jaxsel.errors import JaxselError
 
 TINY = dict(model="tiny-bert", epochs=2, batch_size=8, max_length=32, lr=1e-3)
@@ -107,7 +108,8 @@ SHARDED = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, numpy as np, optax
     from flax import nnx
-    from jaxsel import bert, classifier, finetune
+    from jaxsel import finetune
+    from jaxsel.models import bert, classifier
     assert jax.device_count() == 4
     model = classifier.BertClassifier(bert.Bert(bert.BertConfig(vocab_size=100, hidden=16, layers=1, heads=2,
                                                                 intermediate=32)), 3, rngs=nnx.Rngs(0))
@@ -164,7 +166,7 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters():
 def test_flops_per_token_counts_every_weight_and_only_trainable_gradients():
     """6N + attention for a full finetune (N: non-embedding weights), 4N + 2 x trainable under LoRA."""
     bcfg = dict(hidden=16, layers=2, heads=2, intermediate=32)
-    from jaxsel import bert
+    from jaxsel.models import bert
     enc = bert.Bert(bert.BertConfig(**bcfg), rngs=nnx.Rngs(0))
     model = classifier.BertClassifier(enc, 3, rngs=nnx.Rngs(0))
     h, i, l = 16, 32, 2
@@ -177,8 +179,8 @@ def test_flops_per_token_counts_every_weight_and_only_trainable_gradients():
     llama.add_lora(dec, 2, rngs=nnx.Rngs(0))
     lm = classifier.DecoderClassifier(dec, [1, 2], head="verbalizer", rngs=nnx.Rngs(0))
     flat = nnx.to_flat_state(nnx.state(lm, nnx.Param))
-    every = sum(int(np.prod(v.value.shape)) for p, v in flat if p[-1] != "embedding")
-    trained = sum(int(np.prod(v.value.shape)) for p, v in nnx.to_flat_state(nnx.state(lm, finetune.trainable(lora)))
+    every = sum(int(np.prod(v.shape)) for p, v in flat if p[-1] != "embedding")
+    trained = sum(int(np.prod(v.shape)) for p, v in nnx.to_flat_state(nnx.state(lm, finetune.trainable(lora)))
                   if p[-1] != "embedding")
     assert 0 < trained < every
     assert finetune.flops_per_token(lm, lora, 4) == 4 * every + 2 * trained + 12 * 1 * 4 * 8

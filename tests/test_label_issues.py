@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxsel import baselines, cluster, label_issues, noise, proxy
+from jaxsel import baselines, cluster, label_issues, proxy
+from jaxsel.data import noise
 from jaxsel.errors import JaxselError
 
 C, K = 3, 60

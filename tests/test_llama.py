@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsel import assets, llama
+from jaxsel import assets
+from jaxsel.models import llama
 from jaxsel.errors import JaxselError
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "smollm2_135m.json").read_text())

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxsel import noise
+from jaxsel.data import noise
 from jaxsel.errors import JaxselError
 
 

@@ -247,7 +247,7 @@ def test_sharded_equals_single_device():
 def test_loglik_objective_drives_rewards_and_the_cache(problem):
     """With ``objective="loglik"`` the env reward, ``Proxy.reward`` and ``RewardCache`` all use the
     mean validation log-likelihood, and the empty subset is -log C."""
-    from jaxsel.env import make_env
+    from jaxsel.agents.env import make_env
     x, y, cl, xv, yv = problem
     p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(objective="loglik"))
     mask = np.zeros(cl.k, bool)

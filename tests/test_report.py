@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxsel import report
+from jaxsel.experiment import report
 
 
 def test_mean_ci_closed_form():

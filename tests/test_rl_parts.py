@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import cluster, dqn, episodes, networks, ppo, proxy
-from jaxsel.env import make_env
+from jaxsel import cluster, proxy
+from jaxsel.agents import dqn, episodes, networks, ppo
+from jaxsel.agents.env import make_env
 
 
 def test_network_is_permutation_equivariant_over_clusters():

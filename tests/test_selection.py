@@ -89,6 +89,10 @@ def test_save_load_apply(tmp_path, table_file, cl):
     other = data.load(str(table_file), seed=5)
     with pytest.raises(JaxselError, match="selection was made for dataset"):
         back.apply(other)
+    unrecorded = Selection([1], np.array([0, 3]), {}, {})  # made by the library without meta
+    assert unrecorded.apply(other)["text"] == [other["train"]["text"][i] for i in (0, 3)]
+    with pytest.raises(JaxselError, match="the train split only"):
+        Selection([1], np.array([0, 10_000]), {}, {}).apply(other)
 
 
 def test_bad_files(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -195,6 +196,7 @@ class Proxy(struct.PyTreeNode):
 
     def score(self, subset: jax.Array) -> Scores:
         """Scores of ``subset``: (K,) bool mask or (K,) int take. Pure; jit and vmap freely."""
+        chex.assert_shape(subset, (self.k,))
         return self.score_take(self.take(subset))
 
     def score_batch(self, subsets) -> Scores:

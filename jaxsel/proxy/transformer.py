@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsel import bert
+from jaxsel.models import bert
 from jaxsel.proxy.base import ProxyConfig
 from jaxsel.proxy.head import Trained, train_head
 

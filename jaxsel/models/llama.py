@@ -245,7 +245,7 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
     """(model, tokenizer) from a local Llama/Qwen2-style folder (config.json, *.safetensors, tokenizer.json)."""
     from safetensors.numpy import load_file
 
-    from jaxsel import tokens
+    from jaxsel.models import tokens
 
     folder = Path(folder)
     if not (folder / "config.json").exists():

@@ -8,6 +8,7 @@ Parameters are a plain dict of arrays so agents stay pure functions.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -30,6 +31,8 @@ def _apply(p: dict, x: jax.Array) -> jax.Array:
 
 def apply(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """obs (K, F) with the chosen flag in column 0 -> (per-cluster outputs (K,), value ())."""
+    chex.assert_rank(obs, 2)
+    chex.assert_axis_dimension(obs, 1, params["enc1"]["w"].shape[0])
     h = jax.nn.relu(_apply(params["enc2"], jax.nn.relu(_apply(params["enc1"], obs))))
     chosen = obs[:, :1]
     ctx = jnp.concatenate([h.mean(0), (h * chosen).sum(0) / jnp.maximum(chosen.sum(), 1.0)])

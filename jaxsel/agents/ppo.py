@@ -1,7 +1,7 @@
 """PPO in the PureJaxRL style: ``make_train(config, env) -> train(key, env_params)``.
 
 Everything after ``make_train`` is one pure function of the key and the environment's params:
-vmapped environments, a masked categorical actor-critic (``jaxsel.networks``), GAE and the
+vmapped environments, a masked categorical actor-critic (``jaxsel.agents.networks``), GAE and the
 clipped surrogate from rlax, minibatch epochs, an entropy bonus and a linearly annealed learning
 rate, all inside ``lax.scan``, so ``jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, params)``
 trains several seeds at once. The params (proxy arrays included) are arguments, not constants
@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import optax
 import rlax
 
-from jaxsel import networks
-from jaxsel.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.agents import networks
+from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
 
 HISTORY = 64
 

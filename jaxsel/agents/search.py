@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel import reward_model
+from jaxsel.agents import reward_model
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache

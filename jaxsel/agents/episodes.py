@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from jaxsel import networks
+from jaxsel.agents import networks
 
 
 class Chunks(NamedTuple):
@@ -34,6 +35,8 @@ def empty_best(env_params) -> Best:
 
 def track_best(best: Best, done: jax.Array, info: dict) -> Best:
     """Keep the best finished episode among ``done`` envs (done: (E,), info arrays (E, ...))."""
+    chex.assert_rank(done, 1)
+    chex.assert_equal_shape_prefix([done, info["final_score"], info["final_take"], info["final_order"]], 1)
     score = jnp.where(done, info["final_score"], -jnp.inf)
     i = jnp.argmax(score)
     better = score[i] > best.score

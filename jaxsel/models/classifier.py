@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsel import bert, llama, tokens
+from jaxsel.models import bert, llama, tokens
 
 TEMPLATE = "Text: {text}\nLabel:"
 

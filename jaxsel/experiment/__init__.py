@@ -2,7 +2,7 @@
 
 data -> embed -> cluster -> (per variant: clean, noisy) proxy -> select with every method and
 budget -> finetune the target on each selection, on random subsets of the same size and on the
-full train split, for every seed -> ``results.json`` + report (see :mod:`jaxsel.report`).
+full train split, for every seed -> ``results.json`` + report (see :mod:`jaxsel.experiment.report`).
 
 Every stage writes its result atomically into ``RUN/stages/`` under a name that carries a hash of
 its inputs, so a second run reuses finished stages, a changed config recomputes only what changed,
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel import baselines, stages
+from jaxsel import baselines
+from jaxsel.experiment import stages
 from jaxsel.config import RunConfig, load_config
 from jaxsel.io import write_json
 from jaxsel.selection import budget_examples
@@ -44,7 +45,8 @@ class Run:
     def dataset(self):
         from jaxsel import data, proxy
         d = self.cfg.data
-        dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col, encoding=d.encoding)
+        dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col, encoding=d.encoding,
+                       missing_labels=d.missing_labels, merge_case=d.merge_case, min_class_rows=d.min_class_rows)
         caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
         if any(caps.values()):
             rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}
@@ -75,7 +77,8 @@ class Run:
 
     def variant(self, name: str, dd, emb, clean):
         """(dataset, train embeddings, clustering, corrupted-row flags) of one variant."""
-        from jaxsel import cluster, data, noise
+        from jaxsel import cluster, data
+        from jaxsel.data import noise
         if name == "clean":
             return dd, emb["train"], clean, np.zeros(len(dd["train"]), bool)
         n = self.cfg.noise
@@ -146,7 +149,7 @@ class Run:
         """Subsets for the map of the search space (the share of each cluster taken): random
         budget-sized picks, CLIMB's explored subsets, and each method's final pick, with their
         proxy scores."""
-        from jaxsel import reward_model, search
+        from jaxsel.agents import reward_model, search
         from jaxsel.proxy import RewardCache
         rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
         quota = next(iter(sels.values())).meta.get("quota", 0)
@@ -191,7 +194,8 @@ class Run:
 
     def report(self, dd, rows: list, maps: dict, seconds: float) -> dict:
         """Write ``results.json`` and the report for the rows so far (after every seed)."""
-        from jaxsel import data, report
+        from jaxsel import data
+        from jaxsel.experiment import report
         doc = {"config": dataclasses.asdict(self.cfg), "dataset": data.summary(dd), "timings": self.timings,
                "rows": rows, "environment": report.environment(), "run_seconds": seconds,
                "complete": len(rows) == len(self.cells())}
@@ -202,7 +206,7 @@ class Run:
 
     def execute(self) -> dict:
         """Run (or resume) every stage and return the results document."""
-        from jaxsel import report
+        from jaxsel.experiment import report
         t_start = time.perf_counter()
         dd = self.dataset()
         emb = self.embeddings(dd)

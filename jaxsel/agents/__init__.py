@@ -18,10 +18,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsel import __version__, baselines, dqn, label_issues, ppo, reward_model, search
+from jaxsel import __version__, baselines, label_issues
+from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.env import make_env
-from jaxsel.episodes import empty_best, greedy_rollout
+from jaxsel.agents.env import make_env
+from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import METHODS, Selection, budget_examples, quota_for, rows_for, take_for

@@ -227,14 +227,29 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
+def _merge_case(labels: list[str]) -> list[str]:
+    """Labels that differ only by case as one class, spelled as its most frequent spelling (the
+    lower-case one on ties)."""
+    spellings = Counter(labels)
+    best = {}
+    for name, n in sorted(spellings.items(), key=lambda kv: (-kv[1], kv[0] != kv[0].lower(), kv[0])):
+        best.setdefault(name.casefold(), name)
+    return [best[v.casefold()] for v in labels]
+
+
 def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str = "label",
           split_col: str | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-          seed: int = 0, dedup: bool = False, encoding: str | None = None):
+          seed: int = 0, dedup: bool = False, encoding: str | None = None, missing_labels: str = "drop",
+          merge_case: bool = False, min_class_rows: int = 0):
     """Read, clean and split without building a DatasetDict (no ``datasets`` import).
 
     Returns (texts, label ids (n,), label names, [train, validation, test] row indices, counts):
-    ``counts`` has the rows dropped for a missing label or an empty text and the duplicate texts.
+    ``counts`` has the rows dropped for a missing label, an empty text or a class below
+    ``min_class_rows`` rows, and the duplicate texts. ``missing_labels``: "drop" (counted) or
+    "error"; ``merge_case``: labels differing only by case are one class.
     """
+    if missing_labels not in ("drop", "error"):
+        raise JaxselError(f"missing_labels must be drop or error, got {missing_labels!r}")
     if name_or_path in _READERS:
         raw = _READERS[name_or_path]()
     elif Path(name_or_path).exists():
@@ -243,7 +258,24 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raise JaxselError(f"no such file: {name_or_path}")
     else:
         raw = _read_hub(name_or_path, text_col, label_col)
+    if missing_labels == "error" and raw.missing_labels:
+        raise JaxselError(f"{raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); fill them in, "
+                          f"or drop them with --missing-labels drop")
     raw, dups = clean(raw, dedup=dedup)
+    if merge_case:
+        raw = Raw(raw.texts, _merge_case(raw.labels), raw.split, raw.missing_labels, raw.empty_texts)
+    small = 0
+    if min_class_rows:
+        sizes = Counter(raw.labels)
+        keep = [i for i, v in enumerate(raw.labels) if sizes[v] >= min_class_rows]
+        small = len(raw.labels) - len(keep)
+        if small:
+            import sys
+            gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
+            print(f"note: dropped {small} rows of {len(gone)} classes with fewer than {min_class_rows} rows: "
+                  f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}", file=sys.stderr)
+            raw = Raw([raw.texts[i] for i in keep], [raw.labels[i] for i in keep],
+                      None if raw.split is None else [raw.split[i] for i in keep], raw.missing_labels, raw.empty_texts)
     names = sorted(set(raw.labels), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
     if len(names) < 2:
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
@@ -251,7 +283,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     for n in sorted(n for n in folded if folded[n] > 1):
         import sys
         print(f"note: labels {', '.join(repr(m) for m in names if m.casefold() == n)} differ only by case; "
-              f"they are kept as separate classes", file=sys.stderr)
+              f"they are kept as separate classes (--merge-label-case makes them one)", file=sys.stderr)
     index = {n: i for i, n in enumerate(names)}
     label_ids = np.array([index[v] for v in raw.labels])
     if raw.split is not None:
@@ -267,8 +299,14 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             raise JaxselError(f"split {s!r} is empty")
         missing = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))
         if missing:
-            raise JaxselError(f"class {names[missing[0]]!r} is absent from the {s} split")
-    counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts}
+            c = missing[0]
+            rows = int((label_ids == c).sum())
+            need = int(np.ceil(1 / min(fractions))) if raw.split is None else 1
+            raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split; each class needs "
+                              f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
+                              f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)}")
+    counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts,
+              "small_class": small}
     return raw.texts, label_ids, names, parts, counts
 
 
@@ -282,6 +320,9 @@ def load(
     seed: int = 0,
     dedup: bool = False,
     encoding: str | None = None,
+    missing_labels: str = "drop",
+    merge_case: bool = False,
+    min_class_rows: int = 0,
 ):
     """Load a labelled text dataset as a ``DatasetDict`` with train/validation/test splits.
 
@@ -289,21 +330,25 @@ def load(
     names a column of an existing split (values train/validation/test); otherwise a seeded
     stratified split with ``fractions`` is made. ``encoding``: of a CSV/TSV/JSON file (default:
     detected, see :func:`decode`). Rows whose label is missing (empty, NaN, null, "N/A", ...) or
-    whose text is empty are dropped and counted; numeric labels that are the same number ("1",
-    "1.0") are one class. The returned dict has ``info`` attributes set on each split:
+    whose text is empty are dropped and counted (``missing_labels="error"`` stops instead);
+    numeric labels that are the same number ("1", "1.0") are one class; labels that differ only by
+    case are reported, and merged with ``merge_case``; classes with fewer than ``min_class_rows``
+    rows are dropped and counted. The returned dict has ``info`` attributes set on each split:
     ``jaxsel_fingerprint`` (content + split parameters) and the counts :func:`summary` reports.
     """
     import datasets
 
     texts, label_ids, names, parts, counts = split(name_or_path, text_col=text_col, label_col=label_col,
                                                    split_col=split_col, fractions=fractions, seed=seed, dedup=dedup,
-                                                   encoding=encoding)
+                                                   encoding=encoding, missing_labels=missing_labels,
+                                                   merge_case=merge_case, min_class_rows=min_class_rows)
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
     dd = datasets.DatasetDict()
     for s, idx in zip(SPLITS, parts):
         dd[s] = datasets.Dataset.from_dict(
             {"text": [texts[i] for i in idx], "label": label_ids[idx].tolist()}, features=features)
-    params = f"{name_or_path}|{fractions}|{seed}|{dedup}|{split_col}"
+    params = f"{name_or_path}|{fractions}|{seed}|{dedup}|{split_col}" + \
+        (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
     fp = fingerprint(dd, params)
     for d in dd.values():
         d.info.description = f"jaxsel_fingerprint={fp};" + ";".join(f"jaxsel_{k}={v}" for k, v in counts.items())
@@ -336,12 +381,12 @@ def dataset_fingerprint(dd) -> str:
 
 def summary(dd) -> dict:
     """Rows, label counts and duplicate texts of each split, rows dropped when loading (missing
-    label, empty text), and texts shared between train and validation/test (leakage), as a plain dict."""
+    label, empty text, too small a class), and texts shared between train and validation/test (leakage), as a plain dict."""
     desc = dd["train"].info.description or ""
     out = {"fingerprint": dataset_fingerprint(dd), "labels": dd["train"].features["label"].names,
            "duplicates_in_source": int(_info(dd, "jaxsel_duplicates")),
            "dropped": {k: int(_info(dd, f"jaxsel_{k}")) if f"jaxsel_{k}=" in desc else 0
-                       for k in ("missing_label", "empty_text")},
+                       for k in ("missing_label", "empty_text", "small_class")},
            "splits": {}}
     train = set(dd["train"]["text"])
     out["shared_with_train"] = {s: sum(t in train for t in set(dd[s]["text"])) for s in SPLITS[1:]}
@@ -359,9 +404,11 @@ def summary_warnings(s: dict) -> list[str]:
     validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
     out = []
     d = s.get("dropped", {})
-    if d.get("missing_label") or d.get("empty_text"):
-        out.append(f"dropped {d.get('missing_label', 0)} rows without a label and {d.get('empty_text', 0)} "
-                   f"with an empty text")
+    parts = [f"{d[k]} {what}" for k, what in (("missing_label", "rows without a label"),
+                                               ("empty_text", "with an empty text"),
+                                               ("small_class", "of classes below --min-class-rows")) if d.get(k)]
+    if parts:
+        out.append("dropped " + ", ".join(parts))
     shared = {k: v for k, v in s.get("shared_with_train", {}).items() if v}
     if shared:
         out.append("texts also in train (leakage): " + ", ".join(f"{v} in {k}" for k, v in shared.items())

@@ -1,6 +1,6 @@
-"""DQN for the selection MDP: ``make_chunks`` / ``make_train`` in the same shape as ``jaxsel.ppo``.
+"""DQN for the selection MDP: ``make_chunks`` / ``make_train`` in the same shape as ``jaxsel.agents.ppo``.
 
-A masked Q-network (``jaxsel.networks``: one Q-value per cluster), a replay buffer held on device
+A masked Q-network (``jaxsel.agents.networks``: one Q-value per cluster), a replay buffer held on device
 (circular arrays of the compact state: rows taken per cluster, examples chosen, step), double Q-learning targets
 from rlax, a linearly decaying epsilon, a periodically copied target network, and masked
 argmax actions. Everything is inside ``lax.scan``.
@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
 import rlax
 
-from jaxsel import networks
-from jaxsel.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.agents import networks
+from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
 
 HISTORY = 64
 
@@ -76,6 +77,8 @@ def buffer_init(item: Transition, size: int) -> Buffer:
 
 def buffer_add(b: Buffer, items: Transition) -> Buffer:
     """Write a batch of E transitions (leading (E,) axis) at the pointer, wrapping around."""
+    chex.assert_equal_shape_prefix(jax.tree.leaves(items), 1)
+    chex.assert_trees_all_equal_shapes(jax.tree.map(lambda x: x[0], items), jax.tree.map(lambda x: x[0], b.data))
     size, e = b.data.action.shape[0], items.action.shape[0]
     idx = (b.ptr + jnp.arange(e)) % size
     return Buffer(jax.tree.map(lambda d, x: d.at[idx].set(x), b.data, items), (b.ptr + e) % size,
