@@ -1,4 +1,4 @@
-"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``, ``finetune``, ``run``.
+"""The ``jaxsel`` command line: ``data``, ``embed``, ``cluster``, ``select``, ``export``, ``finetune``, ``run``.
 
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
@@ -23,9 +23,13 @@ from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
 
 
-def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="?", default="tweets",
-                   help="built-in name (tweets, rotten_tomatoes, bbc_news), a CSV/TSV/JSONL/Parquet file, or a hub dataset")
+def _dataset_args(p: argparse.ArgumentParser, option: bool = False) -> None:
+    """The dataset and how to read it; ``option``: ``--data`` (default: None) instead of a positional."""
+    where = "built-in name (tweets, rotten_tomatoes, bbc_news), a CSV/TSV/JSONL/Parquet file, or a hub dataset"
+    if option:
+        p.add_argument("--data", default=None, help=where + " (default: the one the selection records)")
+    else:
+        p.add_argument("data", nargs="?", default="tweets", help=where)
     p.add_argument("--text-col", default="text")
     p.add_argument("--label-col", default="label")
     p.add_argument("--split-col", default=None, help="column with an existing train/validation/test split")
@@ -212,6 +216,17 @@ def cmd_finetune(a) -> None:
     print(f"wrote {out / 'metrics.json'}")
 
 
+def cmd_export(a) -> None:
+    from jaxsel.selection import Selection, export
+    sel = Selection.load(a.selection)
+    a.data = a.data or sel.meta.get("dataset")
+    if a.data is None:
+        raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
+    out = export(sel, _load(a), a.out, a.format, complement=a.complement, source=a.data)
+    what = "examples NOT selected" if a.complement else "kept examples"
+    print(f"wrote {out} ({a.format}, the {what}) and {out.name}.jaxsel.json")
+
+
 def cmd_run(a) -> None:
     from jaxsel import assets, experiment
     assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
@@ -299,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     p.set_defaults(func=cmd_finetune)
+    p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
+    p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
+    _dataset_args(p, option=True)
+    p.add_argument("--format", default="jsonl", choices=("jsonl", "parquet", "csv", "arrow"),
+                   help="arrow: a datasets.save_to_disk folder")
+    p.add_argument("--out", required=True, help="output file (a folder for arrow)")
+    p.add_argument("--complement", action="store_true", help="write the rows NOT selected instead")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("run", help="the whole comparison from a config: select with every method, finetune, report")
     p.add_argument("--config", default="configs/quick", help="a TOML run config (configs/NAME finds configs/NAME.toml)")
     p.add_argument("--data", default=None, help="replace the config's dataset: a built-in name, a file, or a hub name")

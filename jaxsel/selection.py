@@ -10,6 +10,8 @@ take, so a selection's recorded score is the score of its exported rows.
 """
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -110,12 +112,17 @@ class Selection:
     indices: np.ndarray
     scores: dict
     meta: dict = field(default_factory=dict)
+    row_clusters: np.ndarray | None = None  # (n,) cluster of each selected row, when known
 
     def save(self, path: str | Path) -> None:
-        """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy``, each atomically."""
+        """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy`` (and ``.clusters.npy``
+        when the rows' clusters are known), each atomically."""
         path = Path(path)
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
             np.save(tmp, np.asarray(self.indices, np.int64))
+        if self.row_clusters is not None:
+            with atomic_path(path.with_suffix(".clusters.npy"), suffix=".npy") as tmp:
+                np.save(tmp, np.asarray(self.row_clusters, np.int64))
         write_json(path, {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids],
                           "num_examples": int(len(self.indices)), "scores": self.scores, "meta": self.meta})
 
@@ -137,7 +144,9 @@ class Selection:
             raise JaxselError(f"{path}: not a jaxsel selection file")
         if len(indices) != doc["num_examples"]:
             raise JaxselError(f"{path}: index file holds {len(indices)} rows, the JSON says {doc['num_examples']}")
-        return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"])
+        clusters = path.with_suffix(".clusters.npy")
+        return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"],
+                   np.load(clusters) if clusters.exists() else None)
 
     def apply(self, dd):
         """The selected rows of ``dd['train']``. Refuses a dataset whose fingerprint differs from the
@@ -151,3 +160,59 @@ class Selection:
         if len(self.indices) and int(self.indices.max()) >= n:
             raise JaxselError(f"selection holds row {int(self.indices.max())}, the train split only {n} rows")
         return dd["train"].select(self.indices.tolist())
+
+
+EXPORT_FORMATS = ("jsonl", "parquet", "csv", "arrow")
+
+
+def export(sel: Selection, dd, path: str | Path, fmt: str, *, complement: bool = False,
+           source: str | None = None) -> Path:
+    """Write the KEPT rows of ``dd['train']`` (``complement``: the rows NOT kept) to ``path`` through
+    ``datasets`` (``fmt``: jsonl, parquet, csv, or arrow = ``save_to_disk`` folder), atomically, with
+    columns ``text``, ``label`` (the class name), ``row`` (index in the train split), ``cluster``
+    (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
+    naming the source dataset, the method, the budget and the jaxsel version. Raises JaxselError for
+    an unknown format or a dataset whose fingerprint differs from the selection's."""
+    import datasets  # lazily: the CLI imports this module first
+
+    from jaxsel import __version__
+    if fmt not in EXPORT_FORMATS:
+        raise JaxselError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    sel.apply(dd)  # the fingerprint and row-range checks
+    train, path = dd["train"], Path(path)
+    n = len(train)
+    cluster_of = np.full(n, -1, np.int64)
+    if sel.row_clusters is not None:
+        cluster_of[sel.indices] = sel.row_clusters
+    rows = np.setdiff1d(np.arange(n), sel.indices) if complement else np.asarray(sel.indices, np.int64)
+    kept = train.select(rows.tolist())
+    names = train.features["label"].names
+    out = datasets.Dataset.from_dict({"text": list(kept["text"]), "label": [names[i] for i in kept["label"]],
+                                      "row": rows.tolist(), "cluster": cluster_of[rows].tolist(),
+                                      "kept": [not complement] * len(rows)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    tmp.unlink(missing_ok=True)
+    if fmt == "jsonl":
+        out.to_json(str(tmp), lines=True)
+    elif fmt == "parquet":
+        out.to_parquet(str(tmp))
+    elif fmt == "csv":
+        out.to_csv(str(tmp), index=False)
+    else:
+        out.save_to_disk(str(tmp))
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    write_json(path.with_name(path.name + ".jaxsel.json"), {
+        "contents": ("the examples NOT selected (the complement of the selection)" if complement
+                     else "the KEPT examples: the rows the selection chose"),
+        "rows": int(len(rows)), "format": fmt, "source_dataset": source or sel.meta.get("dataset"),
+        "fingerprint": sel.meta.get("fingerprint"), "method": sel.meta.get("method"),
+        "budget": sel.meta.get("budget"), "budget_examples": sel.meta.get("budget_examples"),
+        "selection_seed": sel.meta.get("seed"), "jaxsel_version": __version__,
+        "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
+                    "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows"}})
+    return path

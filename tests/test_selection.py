@@ -106,3 +106,40 @@ def test_bad_files(tmp_path):
         Selection.load(tmp_path / "y.json")
     with pytest.raises(JaxselError, match="missing"):
         Selection.load(tmp_path / "z.json")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "arrow"])
+def test_export_round_trips_through_datasets(tmp_path, table_file, fmt):
+    import datasets
+
+    from jaxsel import cli
+    from jaxsel.selection import export
+    dd = data.load(str(table_file))
+    idx = np.array([1, 4, 7, 20])
+    sel = Selection([2, 0], idx, {}, {"fingerprint": data.dataset_fingerprint(dd), "dataset": str(table_file),
+                                      "method": "greedy", "budget": 0.1}, np.array([2, 2, 0, 0]))
+    sel.save(tmp_path / "sel.json")
+    names = dd["train"].features["label"].names
+    want = sel.apply(dd)
+
+    def read(path):
+        if fmt == "arrow":
+            return datasets.load_from_disk(str(path))
+        kind = {"jsonl": "json", "parquet": "parquet", "csv": "csv"}[fmt]
+        return datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
+
+    out = tmp_path / f"kept.{fmt}"
+    assert cli.main(["export", str(tmp_path / "sel.json"), "--format", fmt, "--out", str(out)]) == 0
+    got = read(out)
+    assert list(got["text"]) == list(want["text"]) and list(got["label"]) == [names[i] for i in want["label"]]
+    assert list(got["row"]) == idx.tolist() and list(got["cluster"]) == [2, 2, 0, 0] and all(got["kept"])
+    side = json.loads((tmp_path / f"kept.{fmt}.jaxsel.json").read_text())
+    assert side["contents"].startswith("the KEPT examples") and side["method"] == "greedy" and side["rows"] == 4
+    rest = export(Selection.load(tmp_path / "sel.json"), dd, tmp_path / f"rest.{fmt}", fmt, complement=True)
+    back = read(rest)
+    assert sorted(list(back["row"]) + list(got["row"])) == list(range(len(dd["train"]))) and not any(back["kept"])
+    assert set(back["cluster"]) == {-1}  # rows outside the selection: cluster unknown to it
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+    other = data.load(str(table_file), seed=5)
+    with pytest.raises(JaxselError, match="selection was made for dataset"):
+        export(sel, other, tmp_path / "x", fmt)

@@ -226,4 +226,4 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
             "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
-    return Selection(order, indices, scores, info)
+    return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
