@@ -15,8 +15,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
+from jaxsel import progress as progress_
 from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path
 
@@ -266,7 +266,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
         ks = allocate(counts, k)
         assignment = np.zeros(x.shape[0], np.int32)
         centroids, inertia, offset = [], 0.0, 0
-        for cls, kc in tqdm(list(zip(classes, ks)), desc="stratified k-means", disable=not progress):
+        for cls, kc in progress_.bar(list(zip(classes, ks)), desc="stratified k-means", disable=not progress):
             rows = np.flatnonzero(labels == cls)
             c, a, part = _fit(x[rows], int(kc), seed, n_init, max_iter, tol, method)
             assignment[rows] = np.asarray(a) + offset

@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
-from jaxsel import assets
+from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_npz
@@ -96,8 +95,8 @@ def encode(texts: list[str], model: str = "minilm", *, max_length: int = 256, ba
     lengths = np.array([len(x) for x in ids])
     out = np.zeros((len(ids), enc.dim), np.float32)
     n_batches = -(-len(ids) // batch_size)
-    for idx, t in tqdm(_batches(lengths, batch_size, max_length, bucketed), total=n_batches,
-                       desc=f"embed ({model})", unit="batch", disable=not progress or n_batches < 2):
+    for idx, t in progress_.bar(_batches(lengths, batch_size, max_length, bucketed), total=n_batches,
+                                desc=f"embed ({model})", unit="batch", disable=not progress or n_batches < 2):
         tok, mask = pad_batch(ids, idx, batch_size, t)
         out[idx] = np.asarray(enc.forward(tok, mask))[:len(idx)]
     return out
@@ -144,7 +143,7 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     out = {}
     for s in data.SPLITS:
         if progress:
-            tqdm.write(f"embedding {s}: {len(dd[s])} texts")
+            progress_.write(f"embedding {s}: {len(dd[s])} texts")
         out[s] = encode(dd[s]["text"], model, max_length=max_length, dtype=dtype, progress=progress)
         if not np.isfinite(out[s]).all():
             raise JaxselError(f"embeddings of the {s} split contain NaN or inf")

@@ -22,9 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
-from jaxsel import assets, embed
+from jaxsel import assets, embed, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import FinetuneConfig
@@ -253,7 +252,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         plan = batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
         t0, ep_tokens = time.perf_counter(), 0
         params, opt_state = state.params, state.opt_state
-        bar = tqdm(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", disable=not progress, leave=False)
+        bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", unit="step", disable=not progress,
+                            leave=False)
         for rows in bar:
             if prog.step >= total:
                 break

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
-from jaxsel import __version__, baselines, label_issues
+from jaxsel import __version__, baselines, label_issues, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.agents.env import make_env
@@ -82,8 +81,8 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
     if ck is not None and ck.step is not None:
         runner, _ = ck.restore(runner)
     total = cfg.num_updates if stop_after is None else min(stop_after, cfg.num_updates)
-    with tqdm(total=total, initial=int(runner.update), desc=module.__name__.split(".")[-1], unit="update",
-              disable=not progress) as bar:
+    with progress_.bar(total=total, initial=int(runner.update), desc=module.__name__.split(".")[-1], unit="update",
+                       disable=not progress) as bar:
         while int(runner.update) < total:
             n = min(every, total - int(runner.update))
             runner = update_n(runner, n, env_params)
@@ -118,7 +117,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     update = jax.jit(fns.update, static_argnums=1)  # compiled once: each round's reward model is an argument
     runner = None
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
-    for r in tqdm(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
+    for r in progress_.bar(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
         model = reward_model.fit(jax.random.fold_in(key, r),
                                  reward_model.coverage(search.takes(log.orders, sizes, budget, quota), sizes),
                                  np.array(log.scores))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
+from jaxsel import progress
 from jaxsel.agents import reward_model
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_json
@@ -130,7 +130,7 @@ def greedy(cache: RewardCache, sizes: np.ndarray, budget: int, quota: int = 0) -
     budget is scored for the rows of it that fit."""
     k = len(sizes)
     order, take, evals, score = [], np.zeros(k, np.int32), 0, float("nan")
-    with tqdm(total=budget, desc="greedy", unit="ex", leave=False) as bar:
+    with progress.bar(total=budget, desc="greedy", unit="ex", leave=False) as bar:
         while take.sum() < budget and (take < sizes).any():
             rest = open_clusters(sizes, take, quota)
             step = pick_rows(sizes[rest], take[rest], budget - int(take.sum()), quota)
@@ -167,7 +167,7 @@ def climb(cache: RewardCache, sizes: np.ndarray, budget: int, *, rounds: int = 4
     number of evaluations. With ``log_path`` the state is saved after every round (``resume``)."""
     log, rng = _start(log_path, signature, seed, cache, sizes, budget, init, resume, quota)
     key = jax.random.PRNGKey(seed)
-    for r in tqdm(range(log.round, rounds if stop_after is None else min(stop_after, rounds)), desc="climb",
+    for r in progress.bar(range(log.round, rounds if stop_after is None else min(stop_after, rounds)), desc="climb",
                   leave=False):
         model = reward_model.fit(jax.random.fold_in(key, r),
                                  reward_model.coverage(takes(log.orders, sizes, budget, quota), sizes),

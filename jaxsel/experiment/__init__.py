@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from jaxsel import baselines
+from jaxsel import baselines, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.config import RunConfig, load_config
 from jaxsel.io import write_json
@@ -219,7 +218,7 @@ class Run:
             self.timings[f"proxy_seconds_{v}"] = secs
         rows, selections, maps, issues = [], {}, None, {}
         cells = self.cells()
-        bar = tqdm(cells, desc=f"run {self.cfg.name}", disable=not self.progress)
+        bar = progress_.bar(cells, desc=f"run {self.cfg.name}", unit="cell", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
             vdd, labels, c, p, corrupted, train_x = variants[v]
             bar.set_postfix_str(f"{v} {method} {'' if budget is None else stages.budget_tag(budget)} seed {seed}")
