@@ -93,10 +93,22 @@ class DataSpec:
 class NoiseSpec:
     """The noisy variant (:func:`jaxsel.data.noise.corrupt`)."""
 
-    flip_fraction: float = 0.2  # share of clusters whose labels are shifted (0..1)
+    kind: str = "clusters"  # label noise: "clusters" (whole clusters shifted), "source", "instance"
+    flip_fraction: float = 0.2  # share of clusters ("clusters", "source") or of rows ("instance") mislabelled
     duplicate_fraction: float = 0.1  # share of clusters whose examples are copied (0..1)
     copies: int = 3  # extra copies of each example of a duplicated cluster
     seed: int = 0
+    rate_low: float = 0.2  # "source": each bad source's flip rate is drawn from [rate_low, rate_high]
+    rate_high: float = 0.6
+    near_duplicates: bool = False  # copies are perturbed (word dropout and a swap), not byte-identical
+
+    def tag(self) -> str:
+        """What the noisy variant's fingerprint derives from. The default kind spells its settings
+        as before the other kinds existed, so the stage caches of earlier runs stay valid."""
+        if (self.kind, self.rate_low, self.rate_high, self.near_duplicates) == ("clusters", 0.2, 0.6, False):
+            return (f"NoiseSpec(flip_fraction={self.flip_fraction!r}, duplicate_fraction={self.duplicate_fraction!r}, "
+                    f"copies={self.copies!r}, seed={self.seed!r})")
+        return repr(self)
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,9 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
     if not cfg.seeds or not cfg.budgets or not cfg.methods:
         raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
+    from jaxsel.data.noise import KINDS as NOISE_KINDS
+    if cfg.noise.kind not in NOISE_KINDS:
+        raise JaxselError(f"{path}: [noise] unknown kind {cfg.noise.kind!r} (choose from {', '.join(NOISE_KINDS)})")
     if cfg.cluster.order not in ("random", "typical"):
         raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
     try:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import write_data
@@ -131,7 +132,8 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ("[proxy]\nproject = \"64\"", "project must be an integer, got '64'"),
                                          ('[finetune]\nlr = "fast"', "lr must be a number"),
                                          ("[select.ppo]\nnum_envs = 0.5", "[select.ppo]: num_envs must be an integer"),
-                                         ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'")])
+                                         ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'"),
+                                         ('[noise]\nkind = "uniform"', "[noise] unknown kind 'uniform'")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text + "\n")
@@ -170,6 +172,35 @@ def test_cli_defaults_are_the_config_defaults():
     want = FinetuneConfig()
     assert (ft.model, ft.epochs, ft.batch_size, ft.grad_accum, ft.lr, ft.max_length, ft.head, ft.lora_rank) == \
         (want.model, want.epochs, want.batch_size, want.grad_accum, want.lr, want.max_length, want.head, want.lora_rank)
+
+
+def test_noisy_variant_of_every_kind_has_its_known_truth(tmp_path, tmp_cache):
+    """Run.variant builds each noise kind: flipped labels where flagged, near-duplicate copies with
+    their own texts and embeddings."""
+    from jaxsel.config import ClusterSpec, DataSpec, EmbedSpec, NoiseSpec, RunConfig
+    rng = np.random.default_rng(0)
+    words = {"pos": "good great fine lovely nice", "neg": "bad awful poor dull grim"}
+    rows = [f"{' '.join(rng.choice(words[y].split(), 6))} {i},{y}" for i, y in enumerate(["pos", "neg"] * 100)]
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    for spec in (NoiseSpec(kind="source"), NoiseSpec(kind="instance", flip_fraction=0.1, near_duplicates=True)):
+        cfg = RunConfig(data=DataSpec(name=str(tmp_path / "d.csv")), embed=EmbedSpec(model="hash"),
+                        cluster=ClusterSpec(k=8), noise=spec)
+        run = experiment.Run(cfg, tmp_path / spec.kind, progress=False)
+        dd = run.dataset()
+        emb = run.embeddings(dd)
+        clean = run.clustering(dd, emb)
+        noisy, x, c, corrupted = run.variant("noisy", dd, emb, clean)
+        n = len(dd["train"])
+        changed = np.asarray(noisy["train"]["label"][:n]) != np.asarray(dd["train"]["label"])
+        assert changed.any() and len(x) == len(noisy["train"]) == len(corrupted) == int(c.sizes.sum())
+        assert np.array_equal(changed, corrupted[:n]) and corrupted[n:].all()
+        copies = list(noisy["train"]["text"][n:])
+        if spec.near_duplicates:
+            assert set(copies) - set(dd["train"]["text"])  # perturbed texts, embedded on their own
+            from jaxsel import embed
+            np.testing.assert_allclose(x[n:], embed.encode(copies, "hash", max_length=128, progress=False), atol=1e-6)
+        else:
+            assert set(copies) <= set(dd["train"]["text"])
 
 
 def test_shipped_configs_load():

@@ -49,3 +49,54 @@ def test_bad_settings_are_one_line_errors(kw):
     labels, assign = _toy()
     with pytest.raises(JaxselError):
         noise.corrupt(labels, assign, 3, **kw)
+
+
+def test_source_noise_flips_a_share_of_each_bad_cluster_only():
+    labels, assign = _toy(n=2000, k=20)
+    r = noise.corrupt(labels, assign, 3, kind="source", flip_fraction=0.25, duplicate_fraction=0.1, seed=2,
+                      rate_range=(0.2, 0.6))
+    n = len(labels)
+    assert len(r.flipped_clusters) == 5 and not set(r.flipped_clusters) & set(r.duplicated_clusters)
+    changed = r.labels[:n] != labels
+    assert np.array_equal(changed, r.flipped[:n])
+    for c in range(20):
+        share = changed[assign == c].mean()
+        if c in r.flipped_clusters:
+            assert 0.2 - 0.02 <= share <= 0.6 + 0.02  # its drawn rate, up to rounding
+        else:
+            assert share == 0
+    assert len({round(changed[assign == c].mean(), 2) for c in r.flipped_clusters}) > 1  # rates differ by source
+
+
+def test_instance_noise_flips_the_ambiguous_rows_toward_the_classifier():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 5))
+    labels = (x[:, 0] > 0).astype(int)
+    assign = rng.integers(0, 10, 1000)
+    r = noise.corrupt(labels, assign, 2, kind="instance", flip_fraction=0.1, duplicate_fraction=0.0, x=x, seed=1)
+    flipped = r.flipped[:1000]
+    assert flipped.sum() == 100 and np.array_equal(r.labels[:1000][flipped], 1 - labels[flipped])
+    # the ambiguous rows sit at the class boundary: far closer to it than the rows kept
+    assert np.abs(x[flipped, 0]).max() < np.quantile(np.abs(x[~flipped, 0]), 0.25)
+    with pytest.raises(JaxselError, match="needs the train embeddings"):
+        noise.corrupt(labels, assign, 2, kind="instance")
+
+
+def test_near_duplicates_are_perturbed_copies():
+    rng = np.random.default_rng(0)
+    labels, assign = _toy(n=300, k=10)
+    texts = [" ".join(f"w{j}" for j in rng.integers(0, 50, 12)) + f" id{i}" for i in range(300)]
+    r = noise.corrupt(labels, assign, 3, duplicate_fraction=0.2, copies=2, seed=3, near_duplicates=True, texts=texts)
+    extra = r.source[300:]
+    assert len(r.copy_texts) == len(extra) and r.duplicate[300:].all()
+    assert sum(t != texts[i] for t, i in zip(r.copy_texts, extra)) >= 0.9 * len(extra)  # not byte-identical
+    for t, i in zip(r.copy_texts, extra):  # but made of the original's words, most of them kept
+        assert set(t.split()) <= set(texts[i].split()) and len(t.split()) >= 0.5 * len(texts[i].split())
+    exact = noise.corrupt(labels, assign, 3, duplicate_fraction=0.2, copies=2, seed=3)
+    assert exact.copy_texts is None and np.array_equal(exact.source, r.source)
+
+
+def test_default_noise_tag_is_unchanged_so_stage_caches_stay_valid():
+    from jaxsel.config import NoiseSpec
+    assert NoiseSpec().tag() == "NoiseSpec(flip_fraction=0.2, duplicate_fraction=0.1, copies=3, seed=0)"
+    assert "kind='source'" in NoiseSpec(kind="source").tag()

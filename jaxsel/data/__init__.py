@@ -416,9 +416,11 @@ def summary_warnings(s: dict) -> list[str]:
     return out
 
 
-def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None = None, tag: str):
+def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None = None,
+           train_texts: list[str] | None = None, tag: str):
     """A new DatasetDict of the given rows of each split (missing splits: all rows), optionally with
-    new train labels; its fingerprint combines the parent's, ``tag`` and the rows/labels taken."""
+    new train labels and texts; its fingerprint combines the parent's, ``tag`` and the rows, labels
+    and texts taken."""
     import datasets
 
     parent = dataset_fingerprint(dd)
@@ -427,12 +429,17 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
     for s in SPLITS:
         idx = np.asarray(rows.get(s, np.arange(len(dd[s]))), np.int64)
         d = dd[s].select(idx.tolist())
-        if s == "train" and train_labels is not None:
-            labels = np.asarray(train_labels, np.int64)
-            if labels.shape != idx.shape:
-                raise JaxselError(f"train_labels has {labels.shape[0]} rows, the derived train split {len(idx)}")
-            d = datasets.Dataset.from_dict({"text": d["text"], "label": labels.tolist()}, features=d.features)
-            h.update(labels.tobytes())
+        if s == "train" and (train_labels is not None or train_texts is not None):
+            labels = np.asarray(d["label"] if train_labels is None else train_labels, np.int64)
+            texts = list(d["text"]) if train_texts is None else list(train_texts)
+            if labels.shape != idx.shape or len(texts) != len(idx):
+                raise JaxselError(f"new train labels/texts have {labels.shape[0]}/{len(texts)} rows, "
+                                  f"the derived train split {len(idx)}")
+            d = datasets.Dataset.from_dict({"text": texts, "label": labels.tolist()}, features=d.features)
+            if train_labels is not None:
+                h.update(labels.tobytes())
+            if train_texts is not None:
+                h.update("\x00".join(texts).encode())
         h.update(f"|{s}|".encode() + idx.tobytes())
         out[s] = d
     fp = h.hexdigest()[:16]

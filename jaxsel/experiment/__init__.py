@@ -82,11 +82,21 @@ class Run:
             return dd, emb["train"], clean, np.zeros(len(dd["train"]), bool)
         n = self.cfg.noise
         labels = np.asarray(dd["train"]["label"])
+        texts = list(dd["train"]["text"]) if n.near_duplicates else None
         corr = noise.corrupt(labels, clean.assignment, dd["train"].features["label"].num_classes,
                              flip_fraction=n.flip_fraction, duplicate_fraction=n.duplicate_fraction,
-                             copies=n.copies, seed=n.seed)
-        noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, tag=f"noise={n}")
+                             copies=n.copies, seed=n.seed, kind=n.kind, rate_range=(n.rate_low, n.rate_high),
+                             near_duplicates=n.near_duplicates, x=emb["train"] if n.kind == "instance" else None,
+                             texts=texts)
         k, x = clean.k, emb["train"][corr.source]
+        new_texts = None
+        if corr.copy_texts is not None:  # near duplicates: their own texts and embeddings
+            from jaxsel import embed
+            new_texts = [texts[i] for i in range(len(labels))] + corr.copy_texts
+            x[len(labels):] = embed.encode(corr.copy_texts, self.cfg.embed.model, max_length=self.cfg.embed.max_length,
+                                           progress=self.progress)
+        noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, train_texts=new_texts,
+                            tag=f"noise={n.tag()}")
         c = cluster.Clustering(corr.assignment.astype(np.int32), clean.centroids,
                                np.bincount(corr.assignment, minlength=k).astype(np.int32),
                                cluster.index_table(corr.assignment, k, clean.table.shape[1], clean.meta["seed"]),
