@@ -22,6 +22,25 @@ from jaxsel import baselines
 from jaxsel.errors import JaxselError
 from jaxsel.selection import parse_budget, quota_for
 
+def later(default):
+    """A config field added after stage caches existed: :func:`spelling` leaves it out while it
+    holds ``default``, so adding it keeps the keys of earlier stages. Never change such a default."""
+    return field(default=default, metadata={"later": True})
+
+
+def spelling(obj) -> str:
+    """How a config is spelled in stage-cache keys: its dataclass repr (nested configs spelled the
+    same way), without the :func:`later` fields that hold their defaults."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return str(obj)
+    parts = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.repr and not (f.metadata.get("later") and value == f.default):
+            parts.append(f"{f.name}={spelling(value) if dataclasses.is_dataclass(value) else repr(value)}")
+    return f"{type(obj).__qualname__}({', '.join(parts)})"
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """How a proxy is prepared (:func:`jaxsel.proxy.make`)."""
@@ -64,6 +83,7 @@ class FinetuneConfig:
     dtype: str = "auto"  # "auto" (bf16 on accelerators), "float32" or "bfloat16"
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
+    min_steps: int = later(0)  # train at least this many optimizer steps: more epochs for small subsets
 
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
@@ -93,22 +113,14 @@ class DataSpec:
 class NoiseSpec:
     """The noisy variant (:func:`jaxsel.data.noise.corrupt`)."""
 
-    kind: str = "clusters"  # label noise: "clusters" (whole clusters shifted), "source", "instance"
+    kind: str = later("clusters")  # label noise: "clusters" (whole clusters shifted), "source", "instance"
     flip_fraction: float = 0.2  # share of clusters ("clusters", "source") or of rows ("instance") mislabelled
     duplicate_fraction: float = 0.1  # share of clusters whose examples are copied (0..1)
     copies: int = 3  # extra copies of each example of a duplicated cluster
     seed: int = 0
-    rate_low: float = 0.2  # "source": each bad source's flip rate is drawn from [rate_low, rate_high]
-    rate_high: float = 0.6
-    near_duplicates: bool = False  # copies are perturbed (word dropout and a swap), not byte-identical
-
-    def tag(self) -> str:
-        """What the noisy variant's fingerprint derives from. The default kind spells its settings
-        as before the other kinds existed, so the stage caches of earlier runs stay valid."""
-        if (self.kind, self.rate_low, self.rate_high, self.near_duplicates) == ("clusters", 0.2, 0.6, False):
-            return (f"NoiseSpec(flip_fraction={self.flip_fraction!r}, duplicate_fraction={self.duplicate_fraction!r}, "
-                    f"copies={self.copies!r}, seed={self.seed!r})")
-        return repr(self)
+    rate_low: float = later(0.2)  # "source": each bad source's flip rate is drawn from [rate_low, rate_high]
+    rate_high: float = later(0.6)
+    near_duplicates: bool = later(False)  # copies are perturbed (word dropout and a swap), not byte-identical
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ class Progress:
     best_acc: float = -1.0  # best validation accuracy so far
     bad_epochs: int = 0  # epochs since it last improved
     tokens: int = 0  # non-padding training tokens seen
+    examples: int = 0  # training examples seen (a row counts once per epoch)
     seconds: float = 0.0  # training wall-clock (evaluation excluded)
     val_acc: list = field(default_factory=list)  # validation accuracy after each epoch
 
@@ -211,10 +212,11 @@ def mfu(flops_per_token: float, tokens_per_s: float) -> float | None:
 def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = FinetuneConfig(), *,
                        ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
                        stop_after_epochs: int | None = None) -> dict | None:
-    """Train on ``dd['train']`` rows ``train_indices`` (None: all), evaluating on validation after
-    every epoch (early stopping), and test the best epoch's weights. Returns metrics: test
+    """Train on ``dd['train']`` rows ``train_indices`` (None: all) for ``cfg.epochs`` epochs, or as
+    many as ``cfg.min_steps`` optimizer steps need, evaluating on validation after every epoch
+    (early stopping), and test the best epoch's weights. Returns metrics: test
     accuracy and macro-F1, validation accuracy per epoch, training seconds, tokens seen and
-    tokens/s, steps, examples used, and MFU on known accelerators.
+    tokens/s, steps, examples used and seen, and MFU on known accelerators.
 
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
     as a preempted job would; ``resume=True`` then continues it. Raises JaxselError for an empty
@@ -231,7 +233,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
     lengths = np.array([len(x) for x in splits["train"][0]])
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
-    total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # small subsets: more epochs
+    total = steps_per_epoch * epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * epochs)
     lrs = learning_rates(cfg, total)
     tx = optimizer(cfg.clip, cfg.weight_decay)
     state, prog = TrainState(params, tx.init(params), params), Progress()
@@ -246,7 +249,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     rng = np.random.default_rng(cfg.seed)
     for _ in range(prog.epoch):  # the same shuffles as an uninterrupted run
         batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
-    while prog.epoch < cfg.epochs and prog.step < total and prog.bad_epochs < cfg.patience:
+    while prog.epoch < epochs and prog.step < total and prog.bad_epochs < cfg.patience:
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None
         plan = batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
@@ -267,6 +270,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
                                                  graphdef=graphdef, tx=tx)
             ep_tokens += int(mask.sum())
             prog.step += 1
+            prog.examples += len(rows)
             if progress:
                 tok_s = ep_tokens / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{float(loss):.4f}", tok_s=f"{tok_s:,.0f}")
@@ -288,7 +292,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     tokens_per_s = prog.tokens / max(prog.seconds, 1e-9)
     out = {"test_accuracy": test_acc, "test_macro_f1": test_f1, "validation_accuracy": prog.best_acc,
            "val_accuracy_per_epoch": prog.val_acc, "train_seconds": prog.seconds, "tokens_seen": prog.tokens,
-           "examples_used": len(train), "epochs_run": prog.epoch, "steps": prog.step,
+           "examples_used": len(train), "epochs_run": prog.epoch, "steps": prog.step, "examples_seen": prog.examples,
            "tokens_per_s": tokens_per_s, "model": cfg.model, "config": asdict(cfg)}
     mean_len = prog.tokens / max(1, prog.step * cfg.batch_size * cfg.grad_accum)
     util = mfu(flops_per_token(model, cfg, int(mean_len)), tokens_per_s)

@@ -96,7 +96,11 @@ def test_near_duplicates_are_perturbed_copies():
     assert exact.copy_texts is None and np.array_equal(exact.source, r.source)
 
 
-def test_default_noise_tag_is_unchanged_so_stage_caches_stay_valid():
-    from jaxsel.config import NoiseSpec
-    assert NoiseSpec().tag() == "NoiseSpec(flip_fraction=0.2, duplicate_fraction=0.1, copies=3, seed=0)"
-    assert "kind='source'" in NoiseSpec(kind="source").tag()
+def test_fields_added_later_keep_the_spelling_of_earlier_configs():
+    """Stage caches are keyed by a config's spelling: fields added later, at their defaults, are left
+    out, so the caches of earlier runs stay valid; set to anything else, they count."""
+    from jaxsel.config import FinetuneConfig, NoiseSpec, spelling
+    assert spelling(NoiseSpec()) == "NoiseSpec(flip_fraction=0.2, duplicate_fraction=0.1, copies=3, seed=0)"
+    assert "kind='source'" in spelling(NoiseSpec(kind="source"))
+    ft = FinetuneConfig()
+    assert spelling(ft) == repr(ft).replace(", min_steps=0", "") and "min_steps=300" in spelling(FinetuneConfig(min_steps=300))

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxsel import baselines, progress as progress_
 from jaxsel.experiment import stages
-from jaxsel.config import RunConfig, load_config
+from jaxsel.config import RunConfig, load_config, spelling
 from jaxsel.io import write_json
 from jaxsel.selection import budget_examples
 
@@ -96,7 +96,7 @@ class Run:
             x[len(labels):] = embed.encode(corr.copy_texts, self.cfg.embed.model, max_length=self.cfg.embed.max_length,
                                            progress=self.progress)
         noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, train_texts=new_texts,
-                            tag=f"noise={n.tag()}")
+                            tag=f"noise={spelling(n)}")
         c = cluster.Clustering(corr.assignment.astype(np.int32), clean.centroids,
                                np.bincount(corr.assignment, minlength=k).astype(np.int32),
                                cluster.index_table(corr.assignment, k, clean.table.shape[1], clean.meta["seed"]),
@@ -256,6 +256,7 @@ class Run:
             row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
                        validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
                        examples=int(len(chosen)), corrupted_chosen=int(corrupted[chosen].sum()),
+                       steps=m.get("steps"), examples_seen=m.get("examples_seen"),
                        label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
                        train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist())
             rows.append(row)

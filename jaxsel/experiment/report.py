@@ -74,6 +74,7 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
              "test_accuracy": acc, "test_accuracy_ci95": ci,
              "test_macro_f1": float(np.mean([r["test_macro_f1"] for r in rs])),
              "examples": float(np.mean([r["examples"] for r in rs])),
+             "steps": _mean_of(rs, "steps"), "examples_seen": _mean_of(rs, "examples_seen"),
              "selection_seconds": float(np.mean([r["selection_seconds"] for r in rs])),
              "finetune_seconds": float(np.mean([r["finetune_seconds"] for r in rs])),
              "total_seconds": float(np.mean(total)),
@@ -87,6 +88,12 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
+
+
+def _mean_of(rs: list[dict], key: str) -> float | None:
+    """Mean of ``key`` over rows that have it (older results may not), else None."""
+    values = [r[key] for r in rs if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
 
 
 def _label_mix(rs: list[dict]) -> dict:
@@ -116,7 +123,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     mix = any("label_share" in s for s in summary)
     refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] or ["random"]
     head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
-            + ["macro-F1", "examples"]
+            + ["macro-F1", "examples", "steps", "examples seen"]
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
             + (["corrupted chosen"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -127,6 +134,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
         cells = [s["variant"], s["method"], budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
         cells += [_interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], n, "+") if f"vs_{ref}" in s else "-" for ref in refs]
         cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
+        cells += ["-" if s.get(k) is None else f"{s[k]:.0f}" for k in ("steps", "examples_seen")]
         if mix:
             cells.append("/".join(f"{100 * v:.0f}" for v in s["label_share"]) if "label_share" in s else "-")
         cells += [f"{s['selection_seconds']:.1f}", f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",

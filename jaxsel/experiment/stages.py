@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxsel.config import spelling
+
 
 def key(*parts) -> str:
-    """A short, stable hash of JSON-able parts (dataclasses through ``str``)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    """A short, stable hash of JSON-able parts; configs hash through :func:`jaxsel.config.spelling`,
+    so a field added later at its default leaves earlier keys unchanged."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=spelling).encode()).hexdigest()[:10]
 
 
 def budget_tag(budget: float) -> str:
