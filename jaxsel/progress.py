@@ -51,7 +51,7 @@ class Lines:
         rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
         done = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
         parts = [f"{self.desc}: {done}" + (f" ({self.n / self.total:.0%})" if self.total else "")]
-        if elapsed > 0:
+        if self.n > self.start_n and elapsed > 0:
             parts.append(f"{rate:.3g} {self.unit}/s, {elapsed:.0f}s")
             if self.total and rate > 0 and self.n < self.total:
                 eta = (self.total - self.n) / rate

@@ -149,7 +149,7 @@ def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_pa
                            [(None, 1), ("", 0), ("   ", 1)] + [(f"t{i}", i % 2) for i in range(40)] + [("x", None)]))
     s = data.summary(data.load(str(j)))
     assert s["dropped"] == {"missing_label": 1, "empty_text": 3, "small_class": 0} and s["labels"] == ["0", "1"]
-    assert any("dropped 1 rows without a label, 3 with an empty text" in w for w in data.summary_warnings(s))
+    assert any("dropped 1 rows without a label, 3 rows with an empty text" in w for w in data.summary_warnings(s))
     with pytest.raises(JaxselError, match="1 rows have no label"):
         data.load(str(j), missing_labels="error")
 
@@ -164,7 +164,7 @@ def test_label_case_merge_and_small_classes(tmp_path, capsys):
     dd = data.load(str(p), min_class_rows=10)
     s = data.summary(dd)
     assert s["labels"] == ["Pos", "neg", "pos"] and s["dropped"]["small_class"] == 2
-    assert "dropped 2 of classes below --min-class-rows" in data.summary_warnings(s)[0]
+    assert "dropped 2 rows of classes below --min-class-rows" in data.summary_warnings(s)[0]
     merged = data.summary(data.load(str(p), min_class_rows=10, merge_case=True))
     assert merged["labels"] == ["neg", "pos"] and sum(merged["splits"]["train"]["label_counts"].values()) == \
         sum(s["splits"]["train"]["label_counts"].values())  # same rows, Pos folded into pos (20 rows each)

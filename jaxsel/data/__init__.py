@@ -404,9 +404,9 @@ def summary_warnings(s: dict) -> list[str]:
     validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
     out = []
     d = s.get("dropped", {})
-    parts = [f"{d[k]} {what}" for k, what in (("missing_label", "rows without a label"),
-                                               ("empty_text", "with an empty text"),
-                                               ("small_class", "of classes below --min-class-rows")) if d.get(k)]
+    parts = [f"{d[k]} rows {what}" for k, what in (("missing_label", "without a label"),
+                                                    ("empty_text", "with an empty text"),
+                                                    ("small_class", "of classes below --min-class-rows")) if d.get(k)]
     if parts:
         out.append("dropped " + ", ".join(parts))
     shared = {k: v for k, v in s.get("shared_with_train", {}).items() if v}
