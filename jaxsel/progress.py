@@ -42,7 +42,7 @@ class Lines:
                  initial: int = 0, interval: float = INTERVAL, clock=time.monotonic):
         self.iterable, self.desc, self.unit, self.interval, self.clock = iterable, desc, unit, interval, clock
         self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
-        self.n, self.start_n, self.postfix, self.closed = initial, initial, "", False
+        self.n, self.start_n, self.postfix, self.closed, self.shown = initial, initial, "", False, None
         self.start = self.last = clock()
         self._print()
 
@@ -59,7 +59,7 @@ class Lines:
         if self.postfix:
             parts.append(self.postfix)
         print(", ".join(parts), file=sys.stderr, flush=True)
-        self.last = self.clock()
+        self.last, self.shown = self.clock(), self.n
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -75,7 +75,8 @@ class Lines:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._print()
+            if self.shown != self.n:  # the last line already says where it ended
+                self._print()
 
     def __iter__(self):
         for item in self.iterable:

@@ -37,3 +37,13 @@ def test_cli_progress_in_a_log_is_line_oriented(tmp_path, capsys):
     assert "\r" not in err and "\x1b[" not in err  # no redrawn bars, no cursor movement
     lines = [line for line in err.splitlines() if line.startswith("greedy: ")]
     assert lines[0].startswith("greedy: 0/8 ex") and "8/8 ex (100%)" in lines[-1] and len(lines) <= 3
+
+
+def test_the_end_is_not_printed_twice(capsys):
+    clock = Clock()
+    bar = progress.Lines(range(2), desc="run", unit="cell", interval=30, clock=clock)
+    for _ in bar:
+        clock.t += 40  # every update prints
+    bar.close()
+    assert capsys.readouterr().err.splitlines()[-2:] == ["run: 1/2 cell (50%), 0.025 cell/s, 40s, ETA 0:40",
+                                                         "run: 2/2 cell (100%), 0.025 cell/s, 80s"]
