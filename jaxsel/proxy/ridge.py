@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,16 +99,28 @@ class Ridge(Proxy):
             raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
         return _score_rows(self, jnp.asarray(rows))
 
+    def score(self, subset: jax.Array) -> Scores:
+        """As :meth:`Proxy.score`; a bool mask (whole clusters) skips the partial-chunk gather."""
+        if subset.dtype == jnp.bool_:
+            chex.assert_shape(subset, (self.k,))
+            return self.score_state(self.whole_stats(self.take(subset)))
+        return super().score(subset)
+
+    def whole_stats(self, take: jax.Array) -> RidgeState:
+        """Sufficient statistics of a take's whole chunks (one weighted sum over the chunk statistics)."""
+        bound = self.boundary(take)
+        w = (self.chunk_end <= bound[self.chunk_cluster]).astype(jnp.float32)
+        return RidgeState(jnp.einsum("k,kij->ij", w, self.xtx, precision=HIGHEST),
+                          jnp.einsum("k,kij->ij", w, self.xty, precision=HIGHEST), bound.sum())
+
     def take_stats(self, take: jax.Array) -> RidgeState:
-        """Sufficient statistics of a take (K,): its whole chunks (one weighted sum over the chunk
-        statistics) plus the gathered rows of its one partial chunk."""
+        """Sufficient statistics of a take (K,): its whole chunks plus the gathered rows of its one
+        partial chunk."""
         bound = self.boundary(take)
         rest = take - bound
         j = jnp.argmax(rest > 0)
-        extra = self._partial(j, bound[j], rest[j])
-        w = (self.chunk_end <= bound[self.chunk_cluster]).astype(jnp.float32)
-        return RidgeState(jnp.einsum("k,kij->ij", w, self.xtx, precision=HIGHEST) + extra.xtx,
-                          jnp.einsum("k,kij->ij", w, self.xty, precision=HIGHEST) + extra.xty, take.sum())
+        extra, whole = self._partial(j, bound[j], rest[j]), self.whole_stats(take)
+        return RidgeState(whole.xtx + extra.xtx, whole.xty + extra.xty, take.sum())
 
     def row_stats(self, rows: jax.Array, keep: jax.Array) -> RidgeState:
         """Sufficient statistics of the train rows ``rows`` where ``keep`` (both (n,))."""
