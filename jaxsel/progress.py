@@ -30,8 +30,8 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = 
 
 
 def write(message: str) -> None:
-    """A message that does not break a bar being drawn."""
-    tqdm.write(message, file=sys.stderr)
+    """An informational line on standard output that does not break a bar being drawn."""
+    tqdm.write(message)
 
 
 class Lines:
