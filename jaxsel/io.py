@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,18 +13,26 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ""):
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it."""
+def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
+    """Yield a temporary path beside ``path`` (an empty folder with ``folder``, one that replaces a
+    folder already at ``path``); on success rename it onto ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
-    os.close(fd)
+    if folder:
+        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
+    else:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+        os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the result is an ordinary file
+        os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp/mkdtemp make them private; the result is ordinary
+        if folder and path.is_dir():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -10,8 +10,6 @@ take, so a selection's recorded score is the score of its exported rows.
 """
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -190,22 +188,15 @@ def export(sel: Selection, dd, path: str | Path, fmt: str, *, complement: bool =
     out = datasets.Dataset.from_dict({"text": list(kept["text"]), "label": [names[i] for i in kept["label"]],
                                       "row": rows.tolist(), "cluster": cluster_of[rows].tolist(),
                                       "kept": [not complement] * len(rows)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
-    tmp.unlink(missing_ok=True)
-    if fmt == "jsonl":
-        out.to_json(str(tmp), lines=True)
-    elif fmt == "parquet":
-        out.to_parquet(str(tmp))
-    elif fmt == "csv":
-        out.to_csv(str(tmp), index=False)
-    else:
-        out.save_to_disk(str(tmp))
-    if path.is_dir():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_path(path, folder=fmt == "arrow") as tmp:
+        if fmt == "jsonl":
+            out.to_json(str(tmp), lines=True)
+        elif fmt == "parquet":
+            out.to_parquet(str(tmp))
+        elif fmt == "csv":
+            out.to_csv(str(tmp), index=False)
+        else:
+            out.save_to_disk(str(tmp))
     write_json(path.with_name(path.name + ".jaxsel.json"), {
         "contents": ("the examples NOT selected (the complement of the selection)" if complement
                      else "the KEPT examples: the rows the selection chose"),

@@ -12,8 +12,9 @@ import bz2
 import csv
 import hashlib
 import io
+import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,11 @@ class Raw:
     missing_labels: int = 0
     empty_texts: int = 0
 
+    def rows(self, keep: list[int]) -> "Raw":
+        """The rows ``keep`` (texts, labels and split), with the same drop counts."""
+        return replace(self, texts=[self.texts[i] for i in keep], labels=[self.labels[i] for i in keep],
+                       split=None if self.split is None else [self.split[i] for i in keep])
+
 
 def label_name(value) -> str | None:
     """A label cell as a class name: stripped text, None for a missing value (empty, NaN, null,
@@ -69,7 +75,6 @@ def decode(data: bytes, path: Path, encoding: str | None) -> str:
     mark, else UTF-8, else Windows-1252 (with a note on stderr). Raises JaxselError naming the
     encoding that failed and the option that chooses another."""
     import codecs
-    import sys
     if encoding is None:
         for bom, enc in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
                          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
@@ -202,10 +207,9 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
         keep.append(i)
     if not keep:
         raise JaxselError("dataset has no non-empty text")
-    texts = [raw.texts[i].strip() for i in keep]
-    labels = [raw.labels[i].strip() for i in keep]
-    split = None if raw.split is None else [raw.split[i] for i in keep]
-    return Raw(texts, labels, split, raw.missing_labels, empty), dups
+    kept = raw.rows(keep)
+    return replace(kept, texts=[t.strip() for t in kept.texts], labels=[v.strip() for v in kept.labels],
+                   empty_texts=empty), dups
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], seed: int) -> list[np.ndarray]:
@@ -263,25 +267,22 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                           f"or drop them with --missing-labels drop")
     raw, dups = clean(raw, dedup=dedup)
     if merge_case:
-        raw = Raw(raw.texts, _merge_case(raw.labels), raw.split, raw.missing_labels, raw.empty_texts)
+        raw = replace(raw, labels=_merge_case(raw.labels))
     small = 0
     if min_class_rows:
         sizes = Counter(raw.labels)
         keep = [i for i, v in enumerate(raw.labels) if sizes[v] >= min_class_rows]
         small = len(raw.labels) - len(keep)
         if small:
-            import sys
             gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
             print(f"note: dropped {small} rows of {len(gone)} classes with fewer than {min_class_rows} rows: "
                   f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}", file=sys.stderr)
-            raw = Raw([raw.texts[i] for i in keep], [raw.labels[i] for i in keep],
-                      None if raw.split is None else [raw.split[i] for i in keep], raw.missing_labels, raw.empty_texts)
+            raw = raw.rows(keep)
     names = sorted(set(raw.labels), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
     if len(names) < 2:
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
     folded = Counter(n.casefold() for n in names)
     for n in sorted(n for n in folded if folded[n] > 1):
-        import sys
         print(f"note: labels {', '.join(repr(m) for m in names if m.casefold() == n)} differ only by case; "
               f"they are kept as separate classes (--merge-label-case makes them one)", file=sys.stderr)
     index = {n: i for i, n in enumerate(names)}

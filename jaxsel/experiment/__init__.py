@@ -92,7 +92,7 @@ class Run:
         new_texts = None
         if corr.copy_texts is not None:  # near duplicates: their own texts and embeddings
             from jaxsel import embed
-            new_texts = [texts[i] for i in range(len(labels))] + corr.copy_texts
+            new_texts = texts + corr.copy_texts
             x[len(labels):] = embed.encode(corr.copy_texts, self.cfg.embed.model, max_length=self.cfg.embed.max_length,
                                            progress=self.progress)
         noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, train_texts=new_texts,
