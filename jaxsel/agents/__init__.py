@@ -190,10 +190,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         if c.method == "random-search":
             found = search.random_search(cache, sizes, budget, c.random_samples, c.seed, quota)
         elif c.method == "greedy":
-            found = search.greedy(cache, sizes, budget, quota)
+            found = search.greedy(cache, sizes, budget, quota, progress_bar=progress)
         elif c.method == "climb":
             found = search.climb(cache, sizes, budget, rounds=c.climb_rounds, seed=c.seed, resume=resume,
-                                 signature=signature, stop_after=stop_after, quota=quota,
+                                 signature=signature, stop_after=stop_after, quota=quota, progress_bar=progress,
                                  log_path=None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json")
         else:
             found = search.full(cache, sizes)

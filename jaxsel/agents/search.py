@@ -124,13 +124,14 @@ def random_search(cache: RewardCache, sizes: np.ndarray, budget: int, samples: i
                   "first_order": orders[0]})
 
 
-def greedy(cache: RewardCache, sizes: np.ndarray, budget: int, quota: int = 0) -> Found:
+def greedy(cache: RewardCache, sizes: np.ndarray, budget: int, quota: int = 0, *,
+           progress_bar: bool = True) -> Found:
     """Take the pick (a whole cluster, or a cluster's next ``quota`` rows) with the largest
     marginal gain each step, all candidates scored as one batch; a pick that would overshoot the
     budget is scored for the rows of it that fit."""
     k = len(sizes)
     order, take, evals, score = [], np.zeros(k, np.int32), 0, float("nan")
-    with progress.bar(total=budget, desc="greedy", unit="ex", leave=False) as bar:
+    with progress.bar(total=budget, desc="greedy", unit="ex", leave=False, disable=not progress_bar) as bar:
         while take.sum() < budget and (take < sizes).any():
             rest = open_clusters(sizes, take, quota)
             step = pick_rows(sizes[rest], take[rest], budget - int(take.sum()), quota)
@@ -161,14 +162,14 @@ def climb(cache: RewardCache, sizes: np.ndarray, budget: int, *, rounds: int = 4
           candidates: int = 2048, evaluate: int = 128, top: int = 16, seed: int = 0,
           model_cfg: reward_model.RewardModelConfig = reward_model.RewardModelConfig(),
           log_path: Path | None = None, resume: bool = False, signature: str = "",
-          stop_after: int | None = None, quota: int = 0) -> Found:
+          stop_after: int | None = None, quota: int = 0, progress_bar: bool = True) -> Found:
     """CLIMB-Disc: score random masks, fit the reward model, propose mutations of the best masks,
     evaluate the ones the model ranks highest (mean + std), refit, and repeat with a shrinking
     number of evaluations. With ``log_path`` the state is saved after every round (``resume``)."""
     log, rng = _start(log_path, signature, seed, cache, sizes, budget, init, resume, quota)
     key = jax.random.PRNGKey(seed)
     for r in progress.bar(range(log.round, rounds if stop_after is None else min(stop_after, rounds)), desc="climb",
-                  leave=False):
+                          leave=False, disable=not progress_bar):
         model = reward_model.fit(jax.random.fold_in(key, r),
                                  reward_model.coverage(takes(log.orders, sizes, budget, quota), sizes),
                                  np.array(log.scores), model_cfg)
