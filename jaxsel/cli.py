@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
-from jaxsel.config import ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
+from jaxsel.config import SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
@@ -155,12 +155,12 @@ def cmd_select(a) -> None:
     t = time.perf_counter()
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
-                                     objective=a.objective))
+                                     objective=a.objective, score_on=a.score_on))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon,
                               ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
-            "objective": a.objective,
+            "objective": a.objective, "score_on": a.score_on,
             "project": a.project, "stratified": a.stratified, "order": a.order}
     sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume,
                         train_x=emb["train"])
@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, default=None, help="score on a stratified validation sample of this size")
     p.add_argument("--objective", default=PROXY.objective, choices=("accuracy", "loglik"),
                    help="what the proxy rewards: validation accuracy or mean log-likelihood")
+    p.add_argument("--score-on", default=PROXY.score_on, choices=SCORE_ON,
+                   help="rows the proxy scores: validation, or validation+train (plus the train rows cleanlab does "
+                        "not flag: searches overfit a few hundred validation rows less)")
     p.add_argument("--k", type=int, default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--steps", type=int, default=SELECT.rl_steps, help="environment steps for ppo/dqn")

@@ -41,6 +41,9 @@ def spelling(obj) -> str:
     return f"{type(obj).__qualname__}({', '.join(parts)})"
 
 
+SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """How a proxy is prepared (:func:`jaxsel.proxy.make`)."""
@@ -61,6 +64,8 @@ class ProxyConfig:
     tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
     batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one subset after another), "auto"
     objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
+    score_on: str = later("validation")  # rows scored: "validation", or "validation+train" (plus the pool's own
+    # distinct rows that cleanlab does not flag: many more scored rows, so searches overfit them less)
 
 
 @dataclass(frozen=True)

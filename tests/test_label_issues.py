@@ -1,5 +1,7 @@
 """Leave-one-cluster-out ridge probabilities and the cleanlab filter, against known truth."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,15 +12,21 @@ from jaxsel.errors import JaxselError
 C, K = 3, 60
 
 
-@pytest.fixture(scope="module")
-def noisy():
-    """Three separable classes, label-pure clusters, the labels of 20% of the clusters flipped."""
+def blobs():
+    """(x, y, xv, yv): three separable classes of 1,200 train and 200 validation rows."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((C, 16)) * 1.5
     y = rng.integers(0, C, 1200)
     x = (centres[y] + rng.standard_normal((1200, 16))).astype(np.float32)
     yv = rng.integers(0, C, 200)
     xv = (centres[yv] + rng.standard_normal((200, 16))).astype(np.float32)
+    return x, y, xv, yv
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    """Three separable classes, label-pure clusters, the labels of 20% of the clusters flipped."""
+    x, y, xv, yv = blobs()
     cl = cluster.kmeans(x, K, seed=0, labels=y)
     corr = noise.corrupt(y, cl.assignment, C, flip_fraction=0.2, duplicate_fraction=0.0, seed=0)
     p = proxy.make(x[corr.source], corr.labels, cl, xv, yv, proxy.ProxyConfig(project=None))
@@ -63,3 +71,32 @@ def test_errors(noisy):
         baselines.indices("cleanlab", 1200, 0, labels=corr.labels, clustering=cl, issues=np.arange(1200) < 5)
     with pytest.raises(JaxselError, match="needs the flagged label issues"):
         baselines.indices("cleanlab", 10, 0, labels=corr.labels, clustering=cl)
+    with pytest.raises(JaxselError, match="score_on"):
+        proxy.make(np.asarray(p.xf), corr.labels, cl, np.asarray(p.xf[:5]), corr.labels[:5],
+                   proxy.ProxyConfig(score_on="test"))
+
+
+def test_scoring_on_the_pool_adds_its_distinct_unflagged_rows(noisy):
+    """score_on="validation+train" is the validation-scored proxy with the pool's rows appended:
+    each exact duplicate once, no row cleanlab flags; the flipped rows are mostly kept out."""
+    _, corr, cl = noisy
+    x, _, xv, yv = blobs()
+    x = np.concatenate([x[corr.source], x[:50]])  # 50 exact copies
+    y = np.concatenate([corr.labels, corr.labels[:50]])
+    assignment = np.concatenate([cl.assignment, cl.assignment[:50]])
+    sizes = np.bincount(assignment, minlength=K).astype(np.int32)
+    c = cluster.Clustering(assignment.astype(np.int32), cl.centroids, sizes,
+                           cluster.index_table(assignment, K, int(sizes.max()), 0), float("nan"), {})
+    cfg = proxy.ProxyConfig(project=None)
+    pooled = proxy.make(x, y, c, xv, yv, dataclasses.replace(cfg, score_on="validation+train"))
+    flagged = label_issues.find(proxy.make(x, y, c, xv, yv, cfg), y, assignment)
+    first = np.ones(len(x), bool)
+    first[1200:] = False  # the copies; the originals are distinct rows
+    keep = first & ~flagged
+    want = proxy.make(x, y, c, np.concatenate([xv, x[keep]]), np.concatenate([yv, y[keep]]), cfg)
+    assert pooled.yv.shape == (200 + keep.sum(),)
+    masks = np.random.default_rng(1).random((6, K)) < 0.3
+    np.testing.assert_allclose(np.asarray(pooled.score_batch(masks).accuracy),
+                               np.asarray(want.score_batch(masks).accuracy), atol=1e-6)
+    flipped = np.concatenate([corr.flipped, corr.flipped[:50]])
+    assert (flipped & keep).sum() < 0.1 * flipped.sum()  # the corrupted rows are not what it rewards

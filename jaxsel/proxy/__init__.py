@@ -22,6 +22,12 @@ with AdamW inside ``lax.scan``), ``transformer`` (:mod:`~jaxsel.proxy.transforme
 layers of MiniLM: the paper's "smaller model of the same family"). Batches:
 :mod:`~jaxsel.proxy.batch`; the searches' memo: :mod:`~jaxsel.proxy.cache`.
 
+``score_on = "validation+train"`` scores on the validation rows plus the pool's own distinct rows
+that cleanlab does not flag (:func:`scored_train_rows`): a search maximising a score over a few
+hundred validation rows overfits them (its subsets score far lower on held-out validation rows
+than they did on the rows it searched on; ``bench/overfit.py``), and thousands of scored rows
+shrink that gap.
+
 The empty subset scores as chance: accuracy 1/C and log-likelihood -log C (a uniform
 prediction), for every kind. Reward = score(subset + pick) - score(subset).
 """
@@ -35,16 +41,17 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import ridge
-from jaxsel.proxy.base import (HIGHEST, KINDS, Proxy, ProxyConfig, Scores, chance, chunks, features, max_picks,
-                               projector, scores_from_logits, stratified_subsample)
+from jaxsel.proxy.base import (HIGHEST, KINDS, SCORE_ON, Proxy, ProxyConfig, Scores, chance, chunks, features,
+                               max_picks, projector, scores_from_logits, stratified_subsample)
 from jaxsel.proxy.batch import check_masks, mesh
 from jaxsel.proxy.cache import RewardCache
 from jaxsel.proxy.head import Head, Trained, head_logits, init_head
 from jaxsel.proxy.ridge import Ridge, RidgeState, fit_ridge, ridge_weights
 
-__all__ = ["HIGHEST", "KINDS", "Head", "Proxy", "ProxyConfig", "RewardCache", "Ridge", "RidgeState", "Scores",
-           "Trained", "chance", "check_masks", "chunks", "features", "fit_ridge", "head_logits", "make", "max_picks",
-           "mesh", "projector", "ridge_weights", "scores_from_logits", "stratified_subsample"]
+__all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Proxy", "ProxyConfig", "RewardCache", "Ridge", "RidgeState",
+           "Scores", "Trained", "chance", "check_masks", "chunks", "features", "fit_ridge", "head_logits", "make",
+           "max_picks", "mesh", "projector", "ridge_weights", "scored_train_rows", "scores_from_logits",
+           "stratified_subsample"]
 
 
 def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
@@ -52,6 +59,8 @@ def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
         raise JaxselError(f"unknown proxy {cfg.kind!r}; choose one of {', '.join(KINDS)}")
     if cfg.objective not in ("accuracy", "loglik"):
         raise JaxselError(f"unknown proxy objective {cfg.objective!r} (accuracy or loglik)")
+    if cfg.score_on not in SCORE_ON:
+        raise JaxselError(f"unknown proxy score_on {cfg.score_on!r}; choose one of {', '.join(SCORE_ON)}")
     train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
     train_y, val_y = np.asarray(train_y), np.asarray(val_y)
     for name, a in (("train", train_x), ("validation", val_x)):
@@ -68,6 +77,20 @@ def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
     return train_x, train_y, val_x, val_y
 
 
+def scored_train_rows(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray, val_y: np.ndarray,
+                      cfg: ProxyConfig) -> np.ndarray:
+    """(N,) bool: the train rows ``score_on = "validation+train"`` adds to the scored rows: the first of
+    every set of identical embeddings, less the rows cleanlab flags as label issues
+    (:func:`jaxsel.label_issues.find` on a validation-scored ridge proxy of ``cfg``'s projection)."""
+    from jaxsel import label_issues
+    ridge_cfg = replace(cfg, kind="ridge", score_on="validation")
+    flagged = label_issues.find(make(train_x, train_y, clustering, val_x, val_y, ridge_cfg), train_y,
+                                clustering.assignment)
+    first = np.zeros(len(train_x), bool)
+    first[np.unique(np.asarray(train_x), axis=0, return_index=True)[1]] = True
+    return first & ~flagged
+
+
 def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray, val_y: np.ndarray,
          cfg: ProxyConfig = ProxyConfig(), *, train_tokens: np.ndarray | None = None,
          val_tokens: np.ndarray | None = None) -> Proxy:
@@ -81,6 +104,12 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     c = int(max(train_y.max(), val_y.max())) + 1
     keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
     val_x, val_y = val_x[keep], val_y[keep]
+    val_tokens = None if val_tokens is None else np.asarray(val_tokens)[keep]
+    if cfg.score_on == "validation+train":
+        extra = scored_train_rows(train_x, train_y, clustering, val_x, val_y, cfg)
+        val_x, val_y = np.concatenate([val_x, train_x[extra]]), np.concatenate([val_y, train_y[extra]])
+        if val_tokens is not None and train_tokens is not None:
+            val_tokens = np.concatenate([val_tokens, np.asarray(train_tokens)[extra]])
     mean, proj = projector(train_x, cfg)
     xf, xv = features(train_x, mean, proj), features(val_x, mean, proj)
     if cfg.kind == "ridge":
@@ -95,7 +124,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         if train_tokens is None or val_tokens is None:
             raise JaxselError("the transformer proxy needs train_tokens and val_tokens")
         from jaxsel.proxy import transformer
-        return transformer.Transformer(xv=jnp.asarray(val_tokens[keep]), xs=jnp.asarray(train_tokens[rows]),
+        return transformer.Transformer(xv=jnp.asarray(val_tokens), xs=jnp.asarray(train_tokens[rows]),
                                        params0=transformer.init_params(cfg, c), **common)
     return Head(xv=jnp.asarray(xv), xs=jnp.asarray(xf[rows]), params0=init_head(cfg.kind, xf.shape[1], c, cfg.hidden,
                                                                                     cfg.seed), **common)

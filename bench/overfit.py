@@ -1,0 +1,105 @@
+"""Do the searches find better subsets, or subsets that fit the scored rows? No finetuning.
+
+    python bench/overfit.py [--config configs/rotten_tomatoes-cpu] [--seeds 0 1 2] [--quick]
+
+The config's validation cap (``max_validation``) leaves most of the validation split unused: those
+rows are held out here. Every subset (5% of the pool) is scored by the same ridge proxy twice: on
+the rows the search maximised (``reward``) and on the held-out rows no method saw (``held-out``).
+A search that only fits its scored rows shows a high reward and a held-out score at or below
+``stratified``'s. Each search runs with the proxy scoring the capped validation rows
+(``score_on = "validation"``) and with the pool's own unflagged rows added
+(``"validation+train"``). The held-out score is always the validation-only proxy's view, so the two
+are compared on the same rows. Seeds pair the methods; intervals are 95% Student-t over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np  # noqa: E402
+from common import report  # noqa: E402
+
+from jaxsel import agents, baselines, data, embed, label_issues, proxy  # noqa: E402
+from jaxsel.config import load_config  # noqa: E402
+from jaxsel.errors import JaxselError  # noqa: E402
+from jaxsel.experiment import Run  # noqa: E402
+from jaxsel.experiment.report import mean_ci  # noqa: E402
+from jaxsel.selection import budget_examples  # noqa: E402
+
+
+def held_out(cfg, dd) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of the validation rows the config's cap left out (matched by text)."""
+    whole = data.load(cfg.data.name, text_col=cfg.data.text_col, label_col=cfg.data.label_col,
+                      split_col=cfg.data.split_col)
+    used = set(dd["validation"]["text"])
+    rest = [i for i, t in enumerate(whole["validation"]["text"]) if t not in used]
+    if len(rest) < 100:
+        raise JaxselError(f"{cfg.name}: only {len(rest)} validation rows are left out by max_validation; "
+                          "this benchmark needs a config that caps the validation split")
+    texts = [whole["validation"]["text"][i] for i in rest]
+    x = embed.encode(texts, cfg.embed.model, max_length=cfg.embed.max_length, progress=False)
+    return x, np.asarray(whole["validation"]["label"])[rest]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/rotten_tomatoes-cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--budget", type=float, default=0.05)
+    ap.add_argument("--quick", action="store_true", help="one seed, greedy only")
+    a = ap.parse_args()
+    cfg = load_config(a.config)
+    seeds = a.seeds[:1] if a.quick else a.seeds
+    searches = ["greedy"] if a.quick else ["greedy", "climb"]
+    run = Run(cfg, Path("runs") / "bench-overfit" / cfg.name, progress=False)
+    dd = run.dataset()
+    emb = run.embeddings(dd)
+    c = run.clustering(dd, emb)
+    hx, hy = held_out(cfg, dd)
+    y, vx, vy = np.asarray(dd["train"]["label"]), emb["validation"], np.asarray(dd["validation"]["label"])
+    proxies = {s: proxy.make(emb["train"], y, c, vx, vy, dataclasses.replace(cfg.proxy, score_on=s))
+               for s in ("validation", "validation+train")}
+    judge = proxy.make(emb["train"], y, c, hx, hy, cfg.proxy)
+    flagged = label_issues.find(proxies["validation"], y, c.assignment)
+    n = budget_examples(a.budget, len(y))
+    rows = []
+    for seed in seeds:
+        picks = {m: baselines.indices(m, n, seed, labels=y, clustering=c, x=emb["train"], issues=flagged)
+                 for m in ("stratified", "cleanlab")}
+        for score_on, p in proxies.items():
+            for gran in ("cluster", "quota"):
+                for m in searches:
+                    sel = agents.select(p, c, y, agents.SelectConfig(method=m, budget=a.budget, seed=seed,
+                                                                     granularity=gran), progress=False)
+                    picks[f"{m}/{gran} on {score_on}"] = sel.indices
+        for name, idx in picks.items():
+            rows.append({"method": name, "seed": seed, "reward": float(proxies["validation"].score_rows(idx).accuracy),
+                         "reward_pool": float(proxies["validation+train"].score_rows(idx).accuracy),
+                         "held_out": float(judge.score_rows(idx).accuracy)})
+        print(f"seed {seed} done", file=sys.stderr, flush=True)
+    table, ref = [], {r["seed"]: r["held_out"] for r in rows if r["method"] == "stratified"}
+    for name in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == name]
+        row = {"method": name, "seeds": len(rs), "scored rows (validation)": np.mean([r["reward"] for r in rs]),
+               "scored rows (+pool)": np.mean([r["reward_pool"] for r in rs]),
+               "held-out": np.mean([r["held_out"] for r in rs])}
+        if name != "stratified" and len(rs) > 1:
+            m, h = mean_ci([r["held_out"] - ref[r["seed"]] for r in rs])
+            row["held-out vs stratified"] = f"{m:+.3f} ± {h:.3f}"
+        table.append(row)
+    best = max((r for r in table if "/" in r["method"]), key=lambda r: r["held-out"])
+    summary = {"config": cfg.name, "budget": a.budget, "seeds": seeds, "held_out_rows": int(len(hy)),
+               "validation_rows": int(len(vy)), "pool_rows_scored": int(proxies["validation+train"].yv.shape[0] - len(vy)),
+               "stratified_held_out": float(np.mean(list(ref.values()))), "best_search": best["method"],
+               "best_search_held_out": float(best["held-out"]), "per_seed": rows}
+    report(f"overfit-{cfg.name}", table,
+           ["method", "seeds", "scored rows (validation)", "scored rows (+pool)", "held-out", "held-out vs stratified"],
+           summary, a.quick)
+
+
+if __name__ == "__main__":
+    main()
