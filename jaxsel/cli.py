@@ -230,12 +230,19 @@ def cmd_export(a) -> None:
 def cmd_run(a) -> None:
     from jaxsel import assets, experiment
     assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
+    if a.log_dir:
+        print(f"step metrics: {Path(a.log_dir) / 'metrics.jsonl'}")
     doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
                          split_col=a.split_col, encoding=a.encoding, missing_labels=a.missing_labels,
                          merge_case=a.merge_label_case, min_class_rows=a.min_class_rows)
     out = Path(doc["out"])
     print(f"{len(doc['rows'])} finetunes in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
-          f"results: {out / 'results.json'}")
+          f"results: {out / 'results.json'}" + (f", step metrics: {a.log_dir}" if a.log_dir else ""))
+
+
+def _log_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-dir", default=None, help="write step metrics to LOG_DIR/metrics.jsonl (and TensorBoard "
+                                                    "event files when tensorboardX is installed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    _log_arg(p)
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything")
     _dataset_args(p)
@@ -316,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
+    _log_arg(p)
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
@@ -334,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=True)
     p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")
+    _log_arg(p)
     p.set_defaults(func=cmd_run)
     return parser
 
@@ -341,7 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        if getattr(args, "log_dir", None):
+            from jaxsel import metrics
+            with metrics.logging_to(args.log_dir):
+                args.func(args)
+        else:
+            args.func(args)
     except JaxselError as e:
         print(f"jaxsel: error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsel import assets, embed, progress as progress_
+from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import FinetuneConfig
@@ -253,7 +253,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None
         plan = batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
-        t0, ep_tokens = time.perf_counter(), 0
+        t0, ep_tokens, ep_loss, ep_steps = time.perf_counter(), 0, 0.0, 0
         params, opt_state = state.params, state.opt_state
         bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", unit="step", disable=not progress,
                             leave=False)
@@ -269,16 +269,21 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
             params, opt_state, loss = train_step(params, rest, opt_state, lrs[prog.step], *args,
                                                  graphdef=graphdef, tx=tx)
             ep_tokens += int(mask.sum())
+            ep_loss, ep_steps = ep_loss + loss, ep_steps + 1  # summed on device: no sync per step
             prog.step += 1
             prog.examples += len(rows)
             if progress:
                 tok_s = ep_tokens / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{float(loss):.4f}", tok_s=f"{tok_s:,.0f}")
         jax.block_until_ready(params)
-        prog.seconds += time.perf_counter() - t0
+        ep_seconds = time.perf_counter() - t0
+        prog.seconds += ep_seconds
         prog.tokens += ep_tokens
         acc, _ = evaluate(params, rest, graphdef, *splits["validation"], cfg, len(names))
         prog.val_acc.append(acc)
+        metrics.log(f"finetune {cfg.model}", prog.step, loss=float(ep_loss) / max(ep_steps, 1), validation_accuracy=acc,
+                    tokens_per_s=ep_tokens / max(ep_seconds, 1e-9),
+                    learning_rate=lrs[max(prog.step - 1, 0)])
         best = state.best_params
         if acc > prog.best_acc:
             prog.best_acc, prog.bad_epochs, best = acc, 0, jax.tree.map(jnp.copy, params)

@@ -31,12 +31,19 @@ def test_batches_cover_every_row_once_and_bucket_lengths():
 
 
 @pytest.mark.assets
-def test_tiny_run_reports_metrics(table_file, tmp_cache):
-    from jaxsel import data
+def test_tiny_run_reports_metrics(table_file, tmp_cache, tmp_path):
+    import json
+    from jaxsel import data, metrics
     dd = data.load(str(table_file))
-    m = finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**TINY), progress=False)
+    with metrics.logging_to(tmp_path / "logs"), metrics.scope("cell"):
+        m = finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**TINY), progress=False)
     assert m["examples_used"] == 40 and m["epochs_run"] == 2 and m["steps"] == 2 * 5
     assert 0 <= m["test_accuracy"] <= 1 and m["tokens_seen"] > 0
+    # --log-dir: one line per epoch, at its last optimizer step, with the epoch's validation accuracy
+    lines = [json.loads(x) for x in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["stage"], x["step"]) for x in lines] == [(f"cell/finetune {TINY['model']}", 5 * e) for e in (1, 2)]
+    assert [x["validation_accuracy"] for x in lines] == m["val_accuracy_per_epoch"]
+    assert all(x["loss"] > 0 and x["tokens_per_s"] > 0 and x["learning_rate"] >= 0 for x in lines)
     with pytest.raises(JaxselError, match="empty"):
         finetune.finetune(dd, np.arange(0), finetune.FinetuneConfig(**TINY), progress=False)
 

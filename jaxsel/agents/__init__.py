@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxsel import __version__, baselines, label_issues, progress as progress_
+from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.agents.env import make_env
@@ -88,6 +88,11 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
             runner = update_n(runner, n, env_params)
             if ck is not None:
                 ck.save(int(runner.update), runner)
+            history = np.asarray(runner.history)
+            seen = history[np.isfinite(history)]
+            metrics.log(module.__name__.split(".")[-1], int(runner.update), best_score=float(runner.best.score),
+                        mean_episode_score=seen[-1] if len(seen) else float("nan"),
+                        env_steps=int(runner.update) * cfg.num_envs * getattr(cfg, "num_steps", 1))
             bar.update(n)
             bar.set_postfix(best=f"{float(runner.best.score):.4f}")
     return runner
@@ -131,6 +136,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
         new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])
         search._advance(log, new, cache, rng, sizes, budget, log_path, quota)
+        metrics.log(f"{c.method} on reward model", r + 1, best_score=max(log.scores), evaluations=len(log.orders))
         if ck is not None:
             ck.save(r, runner, {"log": asdict(log)})
     i = int(np.argmax(log.scores))

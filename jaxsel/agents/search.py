@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxsel import progress
+from jaxsel import metrics, progress
 from jaxsel.agents import reward_model
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_json
@@ -179,6 +179,7 @@ def climb(cache: RewardCache, sizes: np.ndarray, budget: int, *, rounds: int = 4
         mean, std = map(np.asarray, reward_model.predict(model, cover))
         pick = np.argsort(mean + std)[::-1][:max(8, evaluate >> r)]
         _advance(log, [props[i] for i in pick], cache, rng, sizes, budget, log_path, quota)
+        metrics.log("climb", r + 1, best_score=max(log.scores), evaluations=len(log.orders))
     i = int(np.argmax(log.scores))
     return Found(take_for(log.orders[i], sizes, budget, quota), log.orders[i], float(log.scores[i]), len(log.orders))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel import baselines, progress as progress_
+from jaxsel import baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.config import RunConfig, load_config, spelling
 from jaxsel.io import write_json
@@ -213,6 +213,39 @@ class Run:
         report.write(self.out, doc, maps)
         return doc
 
+    def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
+             issues: dict) -> dict:
+        """One row of the results: select (or take a baseline subset), finetune, measure."""
+        vdd, labels, c, p, corrupted, train_x = variant
+        n = len(labels)
+        row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
+               "proxy_accuracy": None}
+        if method == "full":
+            indices = None
+        elif method in baselines.METHODS:
+            if method == "cleanlab" and v not in issues:
+                from jaxsel import label_issues
+                issues[v] = label_issues.find(p, labels, c.assignment)
+            indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c,
+                                        x=train_x, issues=issues.get(v))
+            row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
+        else:
+            sel = self.selection(v, method, budget, seed, vdd, labels, p, c)
+            selections[(v, budget, seed, method)] = sel
+            indices = sel.indices
+            row.update(selection_seconds=sel.meta["selection_seconds"],
+                       proxy_accuracy=sel.scores["proxy_accuracy"])
+        tag = f"{v}-{method}-{'all' if budget is None else stages.budget_tag(budget)}-s{seed}-finetune"
+        m = self.finetune(tag, vdd, indices, seed)
+        chosen = np.arange(n) if indices is None else indices
+        row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
+                   validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
+                   examples=int(len(chosen)), corrupted_chosen=int(corrupted[chosen].sum()),
+                   steps=m.get("steps"), examples_seen=m.get("examples_seen"),
+                   label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
+                   train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist())
+        return row
+
     def execute(self) -> dict:
         """Run (or resume) every stage and return the results document."""
         from jaxsel.experiment import report
@@ -230,35 +263,10 @@ class Run:
         cells = self.cells()
         bar = progress_.bar(cells, desc=f"run {self.cfg.name}", unit="cell", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
-            vdd, labels, c, p, corrupted, train_x = variants[v]
-            bar.set_postfix_str(f"{v} {method} {'' if budget is None else stages.budget_tag(budget)} seed {seed}")
-            n = len(labels)
-            row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
-                   "proxy_accuracy": None}
-            if method == "full":
-                indices = None
-            elif method in baselines.METHODS:
-                if method == "cleanlab" and v not in issues:
-                    from jaxsel import label_issues
-                    issues[v] = label_issues.find(p, labels, c.assignment)
-                indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c,
-                                            x=train_x, issues=issues.get(v))
-                row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
-            else:
-                sel = self.selection(v, method, budget, seed, vdd, labels, p, c)
-                selections[(v, budget, seed, method)] = sel
-                indices = sel.indices
-                row.update(selection_seconds=sel.meta["selection_seconds"],
-                           proxy_accuracy=sel.scores["proxy_accuracy"])
-            tag = f"{v}-{method}-{'all' if budget is None else stages.budget_tag(budget)}-s{seed}-finetune"
-            m = self.finetune(tag, vdd, indices, seed)
-            chosen = np.arange(n) if indices is None else indices
-            row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
-                       validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
-                       examples=int(len(chosen)), corrupted_chosen=int(corrupted[chosen].sum()),
-                       steps=m.get("steps"), examples_seen=m.get("examples_seen"),
-                       label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
-                       train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist())
+            tag = f"{v} {method} {'' if budget is None else stages.budget_tag(budget)} seed {seed}"
+            bar.set_postfix_str(tag)
+            with metrics.scope("/".join(tag.replace(" seed ", " s").split())):
+                row = self.cell(seed, v, budget, method, variants[v], selections, issues)
             rows.append(row)
             if i + 1 == len(cells) or cells[i + 1][0] != seed:
                 maps = self.maps(selections, variants) if maps is None else maps  # the first seed's picks
@@ -269,8 +277,10 @@ class Run:
 
 
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
-        **data_overrides) -> dict:
+        log_dir: str | Path | None = None, **data_overrides) -> dict:
     """Run (or resume) a config; returns the results document also written to ``OUT/results.json``.
+    ``log_dir``: write step metrics there (:mod:`jaxsel.metrics`), each cell's under its
+    ``variant/method/budget/seed`` stage.
 
     Leaves jax's configuration alone: call :func:`jaxsel.assets.enable_compilation_cache` first to
     keep compiled programs on disk across runs, as ``jaxsel run`` does."""
@@ -278,6 +288,7 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
     if out is None:
         given = data_overrides.get("name")
         out = f"runs/{cfg.name}" + (f"-{Path(given).stem}" if given else "")
-    doc = Run(cfg, Path(out), progress).execute()
+    with metrics.logging_to(log_dir):
+        doc = Run(cfg, Path(out), progress).execute()
     doc["out"] = str(out)
     return doc
