@@ -16,7 +16,8 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
-from jaxsel.config import SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
+from jaxsel.config import (FILTERS, SCORE_ON, SEARCH_METHODS, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig,
+                           SelectSpec)
 from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
@@ -160,10 +161,16 @@ def cmd_select(a) -> None:
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon,
                               ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
-            "objective": a.objective, "score_on": a.score_on,
+            "objective": a.objective, "score_on": a.score_on, "filter": a.filter,
             "project": a.project, "stratified": a.stratified, "order": a.order}
-    sel = agents.select(p, c, labels, cfg, meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume,
-                        train_x=emb["train"])
+    kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
+    if a.filter == "cleanlab" and a.method in SEARCH_METHODS:
+        from jaxsel import label_issues
+        keep = np.flatnonzero(~label_issues.find(p, labels, c.assignment))
+        sel = agents.select_among(keep, lambda r, sub: proxy.make(emb["train"][r], labels[r], sub, emb["validation"],
+                                                                  dd["validation"]["label"], p.cfg), c, labels, cfg, **kw)
+    else:
+        sel = agents.select(p, c, labels, cfg, **kw)
     sel.meta["selection_seconds"] = time.perf_counter() - t
     sel.save(out / "selection.json")
     names = dd["train"].features["label"].names
@@ -292,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "not flag: searches overfit a few hundred validation rows less)")
     p.add_argument("--k", type=int, default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true")
+    p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
+                   help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
+                        "issues (the budget stays a fraction of all rows)")
     p.add_argument("--steps", type=int, default=SELECT.rl_steps, help="environment steps for ppo/dqn")
     p.add_argument("--granularity", default=SELECT.granularity, choices=("cluster", "quota"),
                    help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")

@@ -221,6 +221,33 @@ def typical_order(clustering: Clustering, x: np.ndarray) -> Clustering:
                                meta=dict(clustering.meta, order="typical"))
 
 
+def restrict(clustering: Clustering, rows: np.ndarray) -> tuple[Clustering, np.ndarray]:
+    """The clustering of the train rows ``rows`` (sorted, distinct ints) alone, and ``clusters``
+    (K',) int64: the original id of each of its clusters (clusters left empty are dropped). Row i
+    of the result is train row ``rows[i]``; every cluster keeps its within-cluster order
+    (:func:`member_order`) with the other rows left out, so a pick takes the same rows as before
+    less the excluded ones. Raises JaxselError when ``rows`` is empty or out of range."""
+    rows = np.asarray(rows, np.int64)
+    n = len(clustering.assignment)
+    if not len(rows) or rows.min() < 0 or rows.max() >= n or np.any(np.diff(rows) <= 0):
+        raise JaxselError(f"rows must be sorted, distinct indices of the {n} train rows")
+    keep = np.zeros(n, bool)
+    keep[rows] = True
+    local = np.cumsum(keep) - 1  # train row -> its index among the kept rows
+    order, _ = member_order(clustering)
+    order = order[keep[order]]  # the within-cluster order, grouped by original cluster id
+    clusters, assignment = np.unique(np.asarray(clustering.assignment)[rows], return_inverse=True)
+    sizes = np.bincount(assignment, minlength=len(clusters)).astype(np.int32)
+    within = local[order]
+    table = np.full((len(clusters), clustering.table.shape[1]), -1, np.int32)
+    for j, start in enumerate(np.concatenate([[0], np.cumsum(sizes)[:-1]])):
+        head = within[start:start + min(sizes[j], table.shape[1])]
+        table[j, :len(head)] = head
+    sub = Clustering(assignment.astype(np.int32), np.asarray(clustering.centroids)[clusters], sizes, table,
+                     float("nan"), dict(clustering.meta, restricted_rows=int(len(rows))), within.astype(np.int64))
+    return sub, clusters.astype(np.int64)
+
+
 def _fit(x: np.ndarray, k: int, seed: int, n_init: int, max_iter: int, tol: float, method: str):
     key = jax.random.key(seed)
     xj = jnp.asarray(x, jnp.float32)

@@ -42,6 +42,7 @@ def spelling(obj) -> str:
 
 
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
+FILTERS = ("none", "cleanlab")  # SelectSpec.filter
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class SelectSpec:
     granularity: str = "cluster"  # "cluster" or "quota"
     quota: int | None = None  # examples per pick with granularity "quota"; None: budget / horizon
     horizon: int = 32  # picks per episode that set the default quota
+    filter: str = later("none")  # "none" or "cleanlab": searches and RL choose among the rows cleanlab does not flag
     ppo: dict = field(default_factory=dict)  # fields of jaxsel.agents.ppo.PPOConfig
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 
@@ -247,7 +249,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
     (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
     Raises JaxselError for a missing file, invalid TOML, an unknown key, a value of the wrong
-    type or an unknown method, variant, granularity or order."""
+    type or an unknown method, variant, granularity, order, filter or score_on."""
     path = Path(path)
     if not path.exists() and path.with_suffix(".toml").exists():
         path = path.with_suffix(".toml")
@@ -285,6 +287,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: [noise] unknown kind {cfg.noise.kind!r} (choose from {', '.join(NOISE_KINDS)})")
     if cfg.cluster.order not in ("random", "typical"):
         raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
+    if cfg.select.filter not in FILTERS:
+        raise JaxselError(f"{path}: [select] unknown filter {cfg.select.filter!r} (choose from {', '.join(FILTERS)})")
+    if cfg.proxy.score_on not in SCORE_ON:
+        raise JaxselError(f"{path}: [proxy] unknown score_on {cfg.proxy.score_on!r} (choose from {', '.join(SCORE_ON)})")
     try:
         quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
     except JaxselError as e:

@@ -67,6 +67,12 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
     sel = Selection.load(tmp_path / "q" / "selection.json")
     assert len(sel.indices) == 13 and sel.meta["quota"] == 4 and len(sel.cluster_ids) == 4
     assert "(4 picks of up to 4 examples, the last trimmed to the budget)" in capsys.readouterr().out
+    # --filter cleanlab: the same budget, chosen among the rows cleanlab does not flag
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",
+                     "--method", "greedy", "--budget", "0.05", "--granularity", "quota", "--quota", "4",
+                     "--filter", "cleanlab", "--out", str(tmp_path / "f")]) == 0
+    sel = Selection.load(tmp_path / "f" / "selection.json")
+    assert len(sel.indices) == 13 and sel.meta["filter"] == "cleanlab" and "excluded_rows" in sel.meta
 
 
 def test_version():

@@ -115,3 +115,27 @@ def test_k_above_distinct_points_is_an_error_and_no_cluster_is_empty(stratified)
         cluster.kmeans(x, 16, labels=labels)
     c = cluster.kmeans(x, 6, labels=labels)
     assert (c.sizes > 0).all() and c.sizes.sum() == 60
+
+
+@pytest.mark.parametrize("typical", [False, True])
+def test_restrict_keeps_the_within_cluster_order_of_the_kept_rows(blobs, typical):
+    x = blobs[0]
+    c = cluster.kmeans(x, 8, seed=0, table_size=4)
+    if typical:
+        c = cluster.typical_order(c, x)
+    rng = np.random.default_rng(0)
+    keep = rng.random(len(x)) < 0.6
+    keep[c.assignment == 3] = False  # one cluster loses every row
+    rows = np.flatnonzero(keep)
+    sub, clusters = cluster.restrict(c, rows)
+    assert clusters.tolist() == [j for j in range(8) if j != 3] and sub.k == 7
+    assert (np.asarray(c.assignment)[rows] == clusters[sub.assignment]).all()
+    order, start = cluster.member_order(c)
+    sub_order, sub_start = cluster.member_order(sub)
+    for j, orig in enumerate(clusters):
+        want = [r for r in order[start[orig]:start[orig + 1]] if keep[r]]  # the old order, excluded rows left out
+        assert rows[sub_order[sub_start[j]:sub_start[j + 1]]].tolist() == want
+        head = sub.table[j][sub.table[j] >= 0]
+        assert head.tolist() == sub_order[sub_start[j]:sub_start[j] + len(head)].tolist()
+    with pytest.raises(JaxselError, match="sorted, distinct"):
+        cluster.restrict(c, rows[::-1])

@@ -100,3 +100,27 @@ def test_scoring_on_the_pool_adds_its_distinct_unflagged_rows(noisy):
                                np.asarray(want.score_batch(masks).accuracy), atol=1e-6)
     flipped = np.concatenate([corr.flipped, corr.flipped[:50]])
     assert (flipped & keep).sum() < 0.1 * flipped.sum()  # the corrupted rows are not what it rewards
+
+
+def test_selecting_among_unflagged_rows(noisy):
+    """select_among = select on the restricted rows and clustering (the reference), mapped back:
+    the exact budget of all rows, no flagged row, original cluster ids."""
+    from jaxsel import agents
+    p, corr, cl = noisy
+    x, _, xv, yv = blobs()
+    x, y = x[corr.source], corr.labels
+    make = lambda r, sub: proxy.make(x[r], y[r], sub, xv, yv, proxy.ProxyConfig(project=None))
+    flagged = label_issues.find(p, y, cl.assignment)
+    rows = np.flatnonzero(~flagged)
+    cfg = agents.SelectConfig(method="greedy", budget=0.1, granularity="quota", quota=8)
+    sel = agents.select_among(rows, make, cl, y, cfg, progress=False)
+    assert len(sel.indices) == 120 == len(np.unique(sel.indices)) and not flagged[sel.indices].any()
+    assert (sel.row_clusters == cl.assignment[sel.indices]).all() and sel.meta["budget"] == 0.1
+    assert sel.meta["excluded_rows"] == flagged.sum() and sum(sel.meta["label_counts"]) == 120
+    sub, clusters = cluster.restrict(cl, rows)
+    ref = agents.select(make(rows, sub), sub, y[rows], dataclasses.replace(cfg, budget=120 / len(rows)),
+                        progress=False)
+    assert (rows[ref.indices] == sel.indices).all() and sel.cluster_ids == clusters[ref.cluster_ids].tolist()
+    assert sel.scores["proxy_accuracy"] == ref.scores["proxy_accuracy"]
+    with pytest.raises(JaxselError, match="left to select from"):
+        agents.select_among(rows[:100], make, cl, y, cfg, progress=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jax
@@ -232,3 +232,32 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
+
+
+def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config: SelectConfig = SelectConfig(),
+                 **kwargs) -> Selection:
+    """:func:`select` over the train rows ``rows`` only (e.g. the rows no label-issue filter flags),
+    with the budget still a fraction of all N train rows; the selection's indices, picks and label
+    counts refer to all rows and the full clustering. ``make_proxy(rows, clustering)`` builds the
+    proxy of those rows under their restricted clustering (:func:`jaxsel.cluster.restrict`);
+    ``kwargs`` go to :func:`select` (``train_x``: all N rows' embeddings). Raises JaxselError when
+    fewer rows are left than the budget."""
+    from jaxsel.cluster import restrict
+    rows, labels = np.asarray(rows, np.int64), np.asarray(train_labels)
+    examples = budget_examples(config.budget, len(labels))
+    if examples >= len(rows):
+        raise JaxselError(f"only {len(rows)} of {len(labels)} train rows are left to select from, "
+                          f"not more than the budget of {examples}")
+    sub, clusters = restrict(clustering, rows)
+    if kwargs.get("train_x") is not None:
+        kwargs["train_x"] = np.asarray(kwargs["train_x"])[rows]
+    # the same example count over the kept rows: round(examples / n * n) == examples
+    inner = replace(config, budget=examples / len(rows))
+    sel = select(make_proxy(rows, sub), sub, labels[rows], inner, **kwargs)
+    indices = rows[sel.indices]
+    meta = dict(sel.meta, budget=config.budget, config=asdict(config), excluded_rows=int(len(labels) - len(rows)),
+                train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist())
+    meta["missing_classes"] = np.flatnonzero((np.asarray(meta["label_counts"]) == 0)
+                                             & (np.asarray(meta["train_label_counts"]) > 0)).tolist()
+    return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, sel.scores, meta,
+                     np.asarray(clustering.assignment)[indices])

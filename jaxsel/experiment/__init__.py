@@ -114,9 +114,11 @@ class Run:
 
     # -- per-cell stages -------------------------------------------------------------------
 
-    def selection(self, variant: str, method: str, budget: float, seed: int, dd, labels: np.ndarray, p, c):
-        """The selection of one (variant, method, budget, seed), computed once and kept."""
-        from jaxsel import agents, data
+    def selection(self, variant: str, method: str, budget: float, seed: int, dd, labels: np.ndarray, p, c,
+                  train_x: np.ndarray, flagged: np.ndarray | None = None):
+        """The selection of one (variant, method, budget, seed), computed once and kept. With
+        ``flagged`` (N,) bool (``[select] filter = "cleanlab"``) it chooses among the other rows."""
+        from jaxsel import agents, data, proxy
         from jaxsel.selection import Selection
         spec = self.cfg.select
         cfg = agents.SelectConfig(
@@ -125,14 +127,21 @@ class Run:
             ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
-        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg)}"
+        parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg) + ((spec.filter,) if flagged is not None else ())
+        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(*parts)}"
         path = folder / "selection.json"
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         if path.exists():
             return Selection.load(path)
         t = time.perf_counter()
-        sel = agents.select(p, c, labels, cfg, meta={"fingerprint": fp, "variant": variant},
-                            ckpt_dir=folder / "checkpoints", resume=True, progress=self.progress)
+        kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints", resume=True,
+                  progress=self.progress, train_x=train_x)
+        if flagged is None:
+            sel = agents.select(p, c, labels, cfg, **kw)
+        else:
+            vx, vy = self.validation
+            sel = agents.select_among(np.flatnonzero(~flagged), lambda r, sub: proxy.make(
+                train_x[r], labels[r], sub, vx, vy, self.cfg.proxy), c, labels, cfg, **kw)
         sel.meta["selection_seconds"] = time.perf_counter() - t
         sel.save(path)
         return sel
@@ -213,6 +222,14 @@ class Run:
         report.write(self.out, doc, maps)
         return doc
 
+    @staticmethod
+    def flagged(issues: dict, v: str, p, labels: np.ndarray, c) -> np.ndarray:
+        """(N,) bool: the train rows of variant ``v`` cleanlab flags (computed once per variant)."""
+        if v not in issues:
+            from jaxsel import label_issues
+            issues[v] = label_issues.find(p, labels, c.assignment)
+        return issues[v]
+
     def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
              issues: dict) -> dict:
         """One row of the results: select (or take a baseline subset), finetune, measure."""
@@ -223,14 +240,14 @@ class Run:
         if method == "full":
             indices = None
         elif method in baselines.METHODS:
-            if method == "cleanlab" and v not in issues:
-                from jaxsel import label_issues
-                issues[v] = label_issues.find(p, labels, c.assignment)
-            indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c,
-                                        x=train_x, issues=issues.get(v))
+            indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c, x=train_x,
+                                        issues=self.flagged(issues, v, p, labels, c) if method == "cleanlab" else None)
             row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
         else:
-            sel = self.selection(v, method, budget, seed, vdd, labels, p, c)
+            flagged = None
+            if self.cfg.select.filter == "cleanlab":
+                flagged = self.flagged(issues, v, p, labels, c)
+            sel = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
             selections[(v, budget, seed, method)] = sel
             indices = sel.indices
             row.update(selection_seconds=sel.meta["selection_seconds"],
@@ -259,6 +276,7 @@ class Run:
             p, secs = self.make_proxy(vdd, train_x, c, emb)
             variants[v] = (vdd, np.asarray(vdd["train"]["label"]), c, p, corrupted, train_x)
             self.timings[f"proxy_seconds_{v}"] = secs
+        self.validation = emb["validation"], np.asarray(dd["validation"]["label"])
         rows, selections, maps, issues = [], {}, None, {}
         cells = self.cells()
         bar = progress_.bar(cells, desc=f"run {self.cfg.name}", unit="cell", disable=not self.progress)
