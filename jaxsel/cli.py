@@ -158,7 +158,7 @@ def cmd_select(a) -> None:
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
                                      objective=a.objective, score_on=a.score_on))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
-                              granularity=a.granularity, quota=a.quota, horizon=a.horizon,
+                              granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
                               ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
             "objective": a.objective, "score_on": a.score_on, "filter": a.filter,
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
                    help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
                         "issues (the budget stays a fraction of all rows)")
+    p.add_argument("--agreement", action="store_true",
+                   help="PPO/DQN observe each cluster's label agreement with the ridge proxy's leave-one-cluster-out "
+                        "predictions (a cue for mislabelled clusters)")
     p.add_argument("--steps", type=int, default=SELECT.rl_steps, help="environment steps for ppo/dqn")
     p.add_argument("--granularity", default=SELECT.granularity, choices=("cluster", "quota"),
                    help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")

@@ -159,6 +159,7 @@ class SelectSpec:
     quota: int | None = None  # examples per pick with granularity "quota"; None: budget / horizon
     horizon: int = 32  # picks per episode that set the default quota
     filter: str = later("none")  # "none" or "cleanlab": searches and RL choose among the rows cleanlab does not flag
+    agreement: bool = later(False)  # PPO/DQN observe each cluster's label agreement with the proxy's out-of-cluster fit
     ppo: dict = field(default_factory=dict)  # fields of jaxsel.agents.ppo.PPOConfig
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 

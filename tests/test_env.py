@@ -106,3 +106,16 @@ def test_bad_budget(setup):
     env, params, p, cl = setup
     with pytest.raises(JaxselError, match="budget"):
         make_env(p, cl, np.zeros(1500, int), 1.0)
+
+
+def test_agreement_features_are_the_label_agreement_of_each_cluster(setup):
+    from jaxsel import label_issues
+    env, params, p, cl = setup
+    y = np.asarray(p.yf)  # the train labels the proxy was made with
+    env2, params2 = make_env(p, cl, y, 0.2, reward_scale=1.0, agreement=True)
+    want = label_issues.cluster_agreement(y, label_issues.out_of_cluster_probs(p, cl.assignment), cl.assignment, K)
+    base = np.asarray(make_env(p, cl, y, 0.2, reward_scale=1.0)[1].features)
+    np.testing.assert_array_equal(np.asarray(params2.features), np.concatenate([base, want], 1))
+    assert env2.observation_shape(params2) == (K, env.observation_shape(params)[1] + 2)
+    obs, _ = env2.reset(jax.random.PRNGKey(0), params2)
+    assert obs.shape == env2.observation_shape(params2)

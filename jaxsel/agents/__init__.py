@@ -20,6 +20,7 @@ import numpy as np
 from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
+from jaxsel.config import later
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
@@ -51,6 +52,7 @@ class SelectConfig:
     random_samples: int = 1024
     climb_rounds: int = 4
     reward_scale: float = 100.0
+    agreement: bool = later(False)  # RL observation: each cluster's label agreement (jaxsel.label_issues)
     ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
 
@@ -158,7 +160,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     if c.method not in METHODS:
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
     quota = quota_for(c.granularity, c.quota, c.horizon, budget_examples(c.budget, len(train_labels)))
-    env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota)
+    env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
+                           agreement=c.agreement)
     proxy = params.proxy  # scores takes of quota chunks
     budget = int(params.budget)
     sizes = np.asarray(clustering.sizes)

@@ -49,8 +49,10 @@ class EnvState(NamedTuple):
     score: jax.Array  # () float32 current proxy accuracy
 
 
-def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: int, dims: int = 8) -> np.ndarray:
-    """(K, 2 + C + dims) float32: log size, size / budget, label histogram, PCA of the centroids."""
+def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: int, dims: int = 8,
+                     agreement: np.ndarray | None = None) -> np.ndarray:
+    """(K, 2 + C + dims [+ 2]) float32: log size, size / budget, label histogram, PCA of the
+    centroids [, the (K, 2) ``agreement`` of :func:`jaxsel.label_issues.cluster_agreement`]."""
     k = clustering.k
     sizes = np.asarray(clustering.sizes, np.float32)
     hist = np.zeros((k, num_classes), np.float32)
@@ -61,20 +63,29 @@ def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: i
     _, _, vt = np.linalg.svd(c, full_matrices=False)
     proj = c @ vt[:dims].T
     proj /= np.maximum(proj.std(0, keepdims=True), 1e-6)
-    return np.concatenate([np.log1p(sizes)[:, None] / np.log1p(sizes.max()), (sizes / budget)[:, None], hist, proj],
-                          1).astype(np.float32)
+    extra = [] if agreement is None else [np.asarray(agreement, np.float32).reshape(k, 2)]
+    return np.concatenate([np.log1p(sizes)[:, None] / np.log1p(sizes.max()), (sizes / budget)[:, None], hist, proj,
+                           *extra], 1).astype(np.float32)
 
 
 def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_scale: float = 100.0,
-             feature_dims: int = 8, quota: int = 0) -> tuple["SelectionEnv", EnvParams]:
+             feature_dims: int = 8, quota: int = 0, agreement: bool = False) -> tuple["SelectionEnv", EnvParams]:
     """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train
-    set, a pick adding a whole cluster (``quota`` 0) or its next ``quota`` rows."""
+    set, a pick adding a whole cluster (``quota`` 0) or its next ``quota`` rows. ``agreement``:
+    the observation also holds each cluster's label agreement with the ridge proxy's
+    leave-one-cluster-out predictions (share agreeing, mean probability of the given labels), a
+    cue for mislabelled clusters; needs the ridge proxy."""
     if not 0 < budget < 1:
         raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
     n = int(np.sum(clustering.sizes))
     examples = budget_examples(budget, n)
     labels = np.asarray(train_labels)
-    feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims)
+    agree = None
+    if agreement:
+        from jaxsel import label_issues
+        probs = label_issues.out_of_cluster_probs(proxy, clustering.assignment)
+        agree = label_issues.cluster_agreement(labels, probs, clustering.assignment, clustering.k)
+    feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims, agree)
     params = EnvParams(proxy.with_quota(quota).with_partial_cap(examples), jnp.asarray(clustering.sizes, jnp.int32),
                        jnp.asarray(feats), jnp.int32(examples),
                        reward_scale, max_picks(np.asarray(clustering.sizes), examples, quota), quota)

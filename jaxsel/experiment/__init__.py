@@ -123,7 +123,7 @@ class Run:
         spec = self.cfg.select
         cfg = agents.SelectConfig(
             method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
-            granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon,
+            granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
             ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
