@@ -31,7 +31,7 @@ def test_quickstart(tmp_path, tmp_cache, monkeypatch):
     nb = execute("quickstart.ipynb", tmp_path, {"JAXSEL_NOTEBOOK_TINY": "1", "JAXSEL_NOTEBOOK_DATA": str(data)},
                  monkeypatch)
     text = outputs(nb)
-    assert "ppo 5%: test accuracy" in text and "random 5%: test accuracy" in text
+    assert "ppo 5%: test accuracy" in text and "random 5%: test accuracy" in text and "stratified 5%" in text
     assert (tmp_path / "quickstart" / "selection.json").exists()
 
 
