@@ -26,6 +26,34 @@ def _ocp():
     return ocp
 
 
+def _replicated():
+    """The replicated sharding over every device of every process."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    return NamedSharding(Mesh(np.array(jax.devices()), ("all",)), P())
+
+
+def _global(tree):
+    """In a multi-process run, each process-local array (an agent every process runs alike) as a
+    global replicated array, which orbax saves across processes; unchanged with one process."""
+    import jax
+    if jax.process_count() == 1:
+        return tree
+    sharding = _replicated()
+    return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, sharding, lambda _: a)
+                        if isinstance(a, jax.Array) and a.is_fully_addressable else a, tree)
+
+
+def _local_like(tree, target):
+    """Arrays of ``tree`` back on this process alone where ``target``'s were process-local."""
+    import jax
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(lambda a, t: a.addressable_data(0) if isinstance(t, jax.Array) and t.is_fully_addressable
+                        else a, tree, target)
+
+
 class Checkpoints:
     """The checkpoints of one run in ``folder``. Without ``resume``, anything there is deleted; with
     it, a stored step written under another ``signature`` raises :class:`JaxselError`."""
@@ -33,7 +61,8 @@ class Checkpoints:
     def __init__(self, folder: str | Path, signature: str, *, resume: bool):
         ocp = _ocp()
         self.folder, self.signature = Path(folder).absolute(), signature
-        if not resume and self.folder.exists():
+        from jaxsel.io import _writes
+        if not resume and self.folder.exists() and _writes():  # multi-process: process 0 clears it
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
@@ -60,18 +89,18 @@ class Checkpoints:
         if self.step is None:
             raise JaxselError(f"no checkpoint to resume in {self.folder}")
         try:
-            out = self._manager.restore(self.step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                                                           record=ocp.args.JsonRestore()))
+            out = self._manager.restore(self.step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore()))
         except Exception as e:
             raise JaxselError(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
-        return out["state"], out["record"]
+        return _local_like(out["state"], target), out["record"]
 
     def save(self, step: int, state, record: dict | None = None) -> None:
         """Save ``state`` (a pytree of arrays) and ``record`` (JSON-able) as step ``step``, atomically;
         older steps are deleted once it is complete."""
         ocp = _ocp()
         record = {**(record or {}), "signature": self.signature}
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_global(state)), record=ocp.args.JsonSave(record))
         try:
             self._manager.save(int(step), args=args, force=True)
         finally:  # on failure too: no write of this step may still be running when the caller goes on

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -247,6 +248,13 @@ def cmd_run(a) -> None:
           f"results: {out / 'results.json'}" + (f", step metrics: {a.log_dir}" if a.log_dir else ""))
 
 
+def _distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-process (jax.distributed; run the same command once per process)")
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+
+
 def _log_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-dir", default=None, help="write step metrics to LOG_DIR/metrics.jsonl (and TensorBoard "
                                                     "event files when tensorboardX is installed)")
@@ -320,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _log_arg(p)
+    _distributed_args(p)
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything")
     _dataset_args(p)
@@ -338,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
+    _distributed_args(p)
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
@@ -357,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     _label_args(p, overrides=True)
     p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")
     _log_arg(p)
+    _distributed_args(p)
     p.set_defaults(func=cmd_run)
     return parser
 
@@ -364,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "coordinator", None) or getattr(args, "num_processes", None) or \
+                getattr(args, "process_id", None) is not None:
+            from jaxsel import distributed
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+            if not distributed.primary():  # process 0 reports; the others only compute
+                sys.stdout = open(os.devnull, "w")
         if getattr(args, "log_dir", None):
             from jaxsel import metrics
             with metrics.logging_to(args.log_dir):

@@ -6,17 +6,35 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 
+def _writes() -> bool:
+    """Whether this process writes files: not when it is a non-zero process of a multi-process
+    run (:mod:`jaxsel.distributed`); checked without importing jax (the CLI starts without it)."""
+    if "jax" not in sys.modules:
+        return True
+    from jaxsel.distributed import primary
+    return primary()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
     """Yield a temporary path beside ``path`` (an empty folder with ``folder``, one that replaces a
-    folder already at ``path``); on success rename it onto ``path``, else delete it."""
+    folder already at ``path``); on success rename it onto ``path``, else delete it. In a
+    multi-process run only process 0 writes: the others get a scratch path that is discarded."""
     path = Path(path)
+    if not _writes():
+        with tempfile.TemporaryDirectory(prefix="jaxsel-discard-") as scratch:
+            tmp = Path(scratch) / path.name
+            if folder:
+                tmp.mkdir()
+            yield tmp
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     if folder:
         tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")

@@ -64,7 +64,8 @@ class Sink:
 def logging_to(folder: str | Path | None):
     """Send :func:`log` calls to ``folder`` (created if needed) inside the block; None: log nothing."""
     global _sink
-    if folder is None:
+    from jaxsel.io import _writes
+    if folder is None or not _writes():  # a multi-process run: process 0 logs
         yield None
         return
     previous, _sink = _sink, Sink(folder)

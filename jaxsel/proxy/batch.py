@@ -60,7 +60,10 @@ def _score_sharded(proxy, masks: jax.Array, sequential: bool):
     def local(ms):
         return jax.lax.map(proxy.score, ms) if sequential else jax.vmap(proxy.score)(ms)
 
-    return jax.shard_map(local, mesh=mesh(), in_specs=P("batch"), out_specs=P("batch"), check_vma=False)(masks)
+    m = mesh()
+    out = jax.shard_map(local, mesh=m, in_specs=P("batch"), out_specs=P("batch"), check_vma=False)(masks)
+    # replicated on every device: each process (with several, jax.distributed) can read all scores
+    return jax.lax.with_sharding_constraint(out, NamedSharding(m, P()))
 
 
 def score_batch(proxy, subsets):

@@ -1,0 +1,38 @@
+"""Several processes, one computation: JAX's multi-controller runtime (``jax.distributed``).
+
+Start the same command once per host (or per process) with ``--coordinator HOST:PORT
+--num-processes N --process-id I`` (or, on a Cloud TPU slice or a SLURM/Open MPI job, with none of
+them: JAX reads its cluster environment). Every process then sees all devices of all processes:
+the proxy's candidate-subset batches and the finetuning batches are sharded over that global mesh
+(each process feeds the same host arrays; results are replicated, so every process reads them),
+and only process 0 writes files (:func:`primary`; :func:`jaxsel.io.atomic_path` discards the other
+processes' writes). The RL agents run replicated on every process (same seed, same result).
+On CPU the processes talk through gloo collectives (JAX's default).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from jaxsel.errors import JaxselError
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+    """``jax.distributed.initialize`` with the given coordinator (``HOST:PORT``), process count and
+    this process's id (all three, or none to let JAX detect a cluster). Call before any JAX
+    computation. Raises JaxselError for a partial or inconsistent set."""
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
+    if all(given) and not 0 <= process_id < num_processes:
+        raise JaxselError(f"--process-id must lie in [0, {num_processes}), got {process_id}")
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except (RuntimeError, ValueError) as e:
+        raise JaxselError(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
+
+
+def primary() -> bool:
+    """Whether this process writes files: process 0 (always true in a single-process run)."""
+    return jax.process_index() == 0 if jax.distributed.is_initialized() else True
