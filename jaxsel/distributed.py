@@ -6,7 +6,9 @@ them: JAX reads its cluster environment). Every process then sees all devices of
 the proxy's candidate-subset batches and the finetuning batches are sharded over that global mesh
 (each process feeds the same host arrays; results are replicated, so every process reads them),
 and only process 0 writes files (:func:`primary`; :func:`jaxsel.io.atomic_path` discards the other
-processes' writes). The RL agents run replicated on every process (same seed, same result).
+processes' writes). PPO's environments are sharded over the global mesh too (its network and
+updates are replicated; :func:`jaxsel.agents.ppo.shard_envs`); DQN runs alike on every process
+(same seed, same result).
 On CPU the processes talk through gloo collectives (JAX's default).
 """
 

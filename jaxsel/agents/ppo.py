@@ -21,8 +21,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import rlax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsel.agents import networks
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
@@ -77,6 +79,17 @@ class Runner(NamedTuple):
     history: jax.Array
 
 
+def shard_envs(tree, num_envs: int):
+    """Inside jit: the environments' axis (leading, ``num_envs``) of every leaf sharded over all
+    devices (of all processes, with jax.distributed) when it divides evenly; else unchanged."""
+    n = jax.device_count()
+    if n == 1 or num_envs % n:
+        return tree
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("envs",)), P("envs"))
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding)
+                        if a.ndim and a.shape[0] == num_envs else a, tree)
+
+
 def make_chunks(config: PPOConfig, env):
     """The training run in resumable pieces: ``init(key, env_params)``, ``update(runner, n,
     env_params)``, and for host-driven loops (the benchmark's baseline) ``rollout_start``,
@@ -97,6 +110,7 @@ def make_chunks(config: PPOConfig, env):
 
     def _env_step(env_params, carry, _):
         params, env_state, obs, key, best, score_sum, episodes = carry
+        env_state, obs = shard_envs((env_state, obs), c.num_envs)
         key, k_act, k_env = jax.random.split(key, 3)
         valid = jax.vmap(env.action_mask, in_axes=(0, None))(env_state, env_params)
         logits, value = policy(params, obs)
