@@ -37,7 +37,7 @@ runner = jax.jit(ppo.make_train(ppo.PPOConfig(num_envs=8, num_steps=8, total_tim
     jax.random.PRNGKey(0), params)
 out["ppo_best"] = float(runner.best.score)
 dd = data.load(str(write_data(folder / f"d{pid}.csv")), split_col="split")
-m = finetune.finetune(dd, np.arange(64), finetune.FinetuneConfig(model="tiny-bert", epochs=1, batch_size=8,
+m = finetune.finetune(dd, np.arange(32), finetune.FinetuneConfig(model="tiny-bert", epochs=1, batch_size=8,
                                                                  max_length=16, lr=1e-3), progress=False)
 out.update({k: m[k] for k in ("test_accuracy", "validation_accuracy", "steps")})
 io.write_json(folder / f"written-by-{pid}.json", out)
@@ -58,11 +58,9 @@ def test_two_processes_compute_what_one_does(tmp_path, tmp_cache):
                                                   cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    procs = [run(0, 2, tmp_path / "two"), run(1, 2, tmp_path / "two")]
-    outs = [p.communicate(timeout=600) for p in procs]
-    single = run(0, 1, tmp_path / "one").communicate(timeout=600)
+    procs = [run(0, 2, tmp_path / "two"), run(1, 2, tmp_path / "two"), run(0, 1, tmp_path / "one")]  # all at once
     results = []
-    for stdout, stderr in [*outs, single]:
+    for stdout, stderr in [p.communicate(timeout=600) for p in procs]:
         lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
         assert lines, stderr[-2000:]
         results.append(json.loads(lines[0][7:]))

@@ -61,7 +61,7 @@ def write_config(path, methods=("greedy", "random", "full"), variants=("clean", 
 
 def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
     data = write_data(tmp_path / "d.csv")
-    methods = ("ppo", "climb", "greedy", "random", "stratified", "full")
+    methods = ("ppo", "greedy", "random", "stratified", "full")  # climb: tests/test_agents.py
     cfg = write_config(tmp_path / "tiny.toml", methods=methods)
     out = tmp_path / "run"
     assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(out)]) == 0
