@@ -253,6 +253,9 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     g.add_argument("--num-processes", type=int, default=None)
     g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run that JAX detects from the cluster's environment (Cloud TPU, SLURM, "
+                        "Open MPI) instead of the three flags above")
 
 
 def _log_arg(p: argparse.ArgumentParser) -> None:
@@ -375,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "coordinator", None) or getattr(args, "num_processes", None) or \
-                getattr(args, "process_id", None) is not None:
+        if getattr(args, "distributed", False) or getattr(args, "coordinator", None) or \
+                getattr(args, "num_processes", None) or getattr(args, "process_id", None) is not None:
             from jaxsel import distributed
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
             if not distributed.primary():  # process 0 reports; the others only compute

@@ -31,7 +31,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise JaxselError(f"--process-id must lie in [0, {num_processes}), got {process_id}")
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         raise JaxselError(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
 
 
