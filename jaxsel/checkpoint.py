@@ -26,21 +26,15 @@ def _ocp():
     return ocp
 
 
-def _replicated():
-    """The replicated sharding over every device of every process."""
-    import jax
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    return NamedSharding(Mesh(np.array(jax.devices()), ("all",)), P())
-
-
 def _global(tree):
     """In a multi-process run, each process-local array (an agent every process runs alike) as a
     global replicated array, which orbax saves across processes; unchanged with one process."""
     import jax
     if jax.process_count() == 1:
         return tree
-    sharding = _replicated()
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jaxsel.proxy.batch import mesh
+    sharding = NamedSharding(mesh(), P())  # replicated over every device of every process
     return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, sharding, lambda _: a)
                         if isinstance(a, jax.Array) and a.is_fully_addressable else a, tree)
 
@@ -61,8 +55,8 @@ class Checkpoints:
     def __init__(self, folder: str | Path, signature: str, *, resume: bool):
         ocp = _ocp()
         self.folder, self.signature = Path(folder).absolute(), signature
-        from jaxsel.io import _writes
-        if not resume and self.folder.exists() and _writes():  # multi-process: process 0 clears it
+        from jaxsel.io import writes_files
+        if not resume and self.folder.exists() and writes_files():  # multi-process: process 0 clears it
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)

@@ -17,8 +17,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
-from jaxsel.config import (FILTERS, SCORE_ON, SEARCH_METHODS, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig,
-                           SelectSpec)
+from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
@@ -165,11 +164,9 @@ def cmd_select(a) -> None:
             "objective": a.objective, "score_on": a.score_on, "filter": a.filter,
             "project": a.project, "stratified": a.stratified, "order": a.order}
     kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
-    if a.filter == "cleanlab" and a.method in SEARCH_METHODS:
-        from jaxsel import label_issues
-        keep = np.flatnonzero(~label_issues.find(p, labels, c.assignment))
-        sel = agents.select_among(keep, lambda r, sub: proxy.make(emb["train"][r], labels[r], sub, emb["validation"],
-                                                                  dd["validation"]["label"], p.cfg), c, labels, cfg, **kw)
+    if a.filter == "cleanlab":
+        sel = agents.select_unflagged(None, p, c, labels, cfg, validation=(emb["validation"], dd["validation"]["label"]),
+                                      **kw)
     else:
         sel = agents.select(p, c, labels, cfg, **kw)
     sel.meta["selection_seconds"] = time.perf_counter() - t

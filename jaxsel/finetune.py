@@ -162,8 +162,9 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
 
 def data_sharding():
     from jax.sharding import NamedSharding, PartitionSpec as P
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-    return NamedSharding(mesh, P(None, "data")), NamedSharding(mesh, P())
+    from jaxsel.proxy.batch import mesh
+    m = mesh()  # the 1-D "batch" mesh over every device
+    return NamedSharding(m, P(None, "batch")), NamedSharding(m, P())
 
 
 class TrainState(NamedTuple):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _writes() -> bool:
+def writes_files() -> bool:
     """Whether this process writes files: not when it is a non-zero process of a multi-process
     run (:mod:`jaxsel.distributed`); checked without importing jax (the CLI starts without it)."""
     if "jax" not in sys.modules:
@@ -28,7 +28,7 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
     folder already at ``path``); on success rename it onto ``path``, else delete it. In a
     multi-process run only process 0 writes: the others get a scratch path that is discarded."""
     path = Path(path)
-    if not _writes():
+    if not writes_files():
         with tempfile.TemporaryDirectory(prefix="jaxsel-discard-") as scratch:
             tmp = Path(scratch) / path.name
             if folder:

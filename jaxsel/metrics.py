@@ -64,8 +64,8 @@ class Sink:
 def logging_to(folder: str | Path | None):
     """Send :func:`log` calls to ``folder`` (created if needed) inside the block; None: log nothing."""
     global _sink
-    from jaxsel.io import _writes
-    if folder is None or not _writes():  # a multi-process run: process 0 logs
+    from jaxsel.io import writes_files
+    if folder is None or not writes_files():  # a multi-process run: process 0 logs
         yield None
         return
     previous, _sink = _sink, Sink(folder)

@@ -62,6 +62,12 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def env_steps(cfg, updates: int) -> int:
+    """Environment steps of all environments in ``updates`` updates of an RL config (PPO: a rollout
+    of ``num_steps`` per update; DQN: one step)."""
+    return updates * cfg.num_envs * getattr(cfg, "num_steps", 1)
+
+
 def min_steps(cfg, max_steps: int) -> int:
     """Environment steps for every environment of an RL config to finish at least one episode of
     ``max_steps`` picks (PPO: whole rollouts of ``num_steps``; DQN: steps of all environments)."""
@@ -94,7 +100,7 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
             seen = history[np.isfinite(history)]
             metrics.log(module.__name__.split(".")[-1], int(runner.update), best_score=float(runner.best.score),
                         mean_episode_score=seen[-1] if len(seen) else float("nan"),
-                        env_steps=int(runner.update) * cfg.num_envs * getattr(cfg, "num_steps", 1))
+                        env_steps=env_steps(cfg, int(runner.update)))
             bar.update(n)
             bar.set_postfix(best=f"{float(runner.best.score):.4f}")
     return runner
@@ -179,11 +185,11 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature=signature)
-        env_steps = int(runner.update) * (cfg.num_envs * getattr(cfg, "num_steps", 1))
+        steps = env_steps(cfg, int(runner.update))
         best = runner.best
         if c.final == "greedy" or not np.isfinite(float(best.score)):
             if c.final == "best":
-                warn(f"{c.method}: no episode finished in {env_steps} environment steps ({cfg.num_envs} "
+                warn(f"{c.method}: no episode finished in {steps} environment steps ({cfg.num_envs} "
                      f"environments; an episode takes up to {params.max_steps} picks); the selection is a "
                      f"greedy rollout of the trained network. Raise the steps (--steps / rl_steps) to at least "
                      f"{min_steps(cfg, params.max_steps)} for the agent to see whole episodes")
@@ -192,7 +198,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         order = [int(a) for a in np.asarray(best.order) if a >= 0]
         score = float(best.score)
         extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
-        extra["env_steps"] = env_steps
+        extra["env_steps"] = steps
     elif c.method in baselines.METHODS:
         order, score = [], float("nan")
     else:
@@ -264,3 +270,20 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
                                              & (np.asarray(meta["train_label_counts"]) > 0)).tolist()
     return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, sel.scores, meta,
                      np.asarray(clustering.assignment)[indices])
+
+
+def select_unflagged(flagged: np.ndarray | None, proxy, clustering, train_labels, config: SelectConfig,
+                     *, train_x: np.ndarray, validation: tuple[np.ndarray, np.ndarray], **kwargs) -> Selection:
+    """``[select] filter = "cleanlab"`` for RL and the cluster searches: :func:`select_among` the rows
+    cleanlab does not flag (``flagged`` (N,) bool; None: :func:`jaxsel.label_issues.find` on
+    ``proxy``), each restricted proxy made like ``proxy`` from ``train_x`` (N, d) and ``validation``
+    (embeddings, labels). Example-level baselines and ``full`` ignore the filter (:func:`select`)."""
+    if config.method in baselines.METHODS + ("full",):
+        return select(proxy, clustering, train_labels, config, train_x=train_x, **kwargs)
+    from jaxsel.proxy import make
+    labels = np.asarray(train_labels)
+    if flagged is None:
+        flagged = label_issues.find(proxy, labels, clustering.assignment)
+    return select_among(np.flatnonzero(~np.asarray(flagged, bool)),
+                        lambda r, sub: make(train_x[r], labels[r], sub, *validation, proxy.cfg),
+                        clustering, labels, config, train_x=train_x, **kwargs)

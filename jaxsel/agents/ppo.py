@@ -21,13 +21,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import rlax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsel.agents import networks
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.proxy.batch import mesh
 
 HISTORY = 64
 
@@ -85,7 +85,7 @@ def shard_envs(tree, num_envs: int):
     n = jax.device_count()
     if n == 1 or num_envs % n:
         return tree
-    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("envs",)), P("envs"))
+    sharding = NamedSharding(mesh(), P("batch"))
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding)
                         if a.ndim and a.shape[0] == num_envs else a, tree)
 

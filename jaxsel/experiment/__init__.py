@@ -118,7 +118,7 @@ class Run:
                   train_x: np.ndarray, flagged: np.ndarray | None = None):
         """The selection of one (variant, method, budget, seed), computed once and kept. With
         ``flagged`` (N,) bool (``[select] filter = "cleanlab"``) it chooses among the other rows."""
-        from jaxsel import agents, data, proxy
+        from jaxsel import agents, data
         from jaxsel.selection import Selection
         spec = self.cfg.select
         cfg = agents.SelectConfig(
@@ -139,9 +139,7 @@ class Run:
         if flagged is None:
             sel = agents.select(p, c, labels, cfg, **kw)
         else:
-            vx, vy = self.validation
-            sel = agents.select_among(np.flatnonzero(~flagged), lambda r, sub: proxy.make(
-                train_x[r], labels[r], sub, vx, vy, self.cfg.proxy), c, labels, cfg, **kw)
+            sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation, **kw)
         sel.meta["selection_seconds"] = time.perf_counter() - t
         sel.save(path)
         return sel
