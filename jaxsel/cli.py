@@ -18,7 +18,7 @@ import numpy as np
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import random_indices
 from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
-from jaxsel.selection import METHODS, budget_examples, parse_budget, take_for
+from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -159,7 +159,7 @@ def cmd_select(a) -> None:
                                      objective=a.objective, score_on=a.score_on))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
-                              ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
+                              balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
             "objective": a.objective, "score_on": a.score_on, "filter": a.filter,
             "project": a.project, "stratified": a.stratified, "order": a.order}
@@ -313,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement", action="store_true",
                    help="PPO/DQN observe each cluster's label agreement with the ridge proxy's leave-one-cluster-out "
                         "predictions (a cue for mislabelled clusters)")
+    p.add_argument("--balance", default=SELECT.balance, choices=BALANCES,
+                   help="RL and the cluster searches: per-class example caps, proportional to the train split or "
+                        "equal; needs --stratified (label-pure clusters)")
     p.add_argument("--steps", type=int, default=SELECT.rl_steps, help="environment steps for ppo/dqn")
     p.add_argument("--granularity", default=SELECT.granularity, choices=("cluster", "quota"),
                    help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")

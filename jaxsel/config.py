@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jaxsel import baselines
 from jaxsel.errors import JaxselError
-from jaxsel.selection import parse_budget, quota_for
+from jaxsel.selection import BALANCES, parse_budget, quota_for
 
 def later(default):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -39,6 +39,13 @@ def spelling(obj) -> str:
         if f.repr and not (f.metadata.get("later") and value == f.default):
             parts.append(f"{f.name}={spelling(value) if dataclasses.is_dataclass(value) else repr(value)}")
     return f"{type(obj).__qualname__}({', '.join(parts)})"
+
+
+def settings(obj) -> dict:
+    """A config dataclass as a dict (:func:`dataclasses.asdict`) without its :func:`later` fields
+    that hold their defaults: what run signatures record, so adding a field keeps old checkpoints."""
+    return {k: v for k, v in dataclasses.asdict(obj).items()
+            if not (obj.__dataclass_fields__[k].metadata.get("later") and v == obj.__dataclass_fields__[k].default)}
 
 
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
@@ -160,6 +167,7 @@ class SelectSpec:
     horizon: int = 32  # picks per episode that set the default quota
     filter: str = later("none")  # "none" or "cleanlab": searches and RL choose among the rows cleanlab does not flag
     agreement: bool = later(False)  # PPO/DQN observe each cluster's label agreement with the proxy's out-of-cluster fit
+    balance: str = later("none")  # "none", "proportional" or "equal": per-class example caps (needs stratified clusters)
     ppo: dict = field(default_factory=dict)  # fields of jaxsel.agents.ppo.PPOConfig
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 
@@ -250,7 +258,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
     (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
     Raises JaxselError for a missing file, invalid TOML, an unknown key, a value of the wrong
-    type or an unknown method, variant, granularity, order, filter or score_on."""
+    type or an unknown method, variant, granularity, order, filter, balance or score_on."""
     path = Path(path)
     if not path.exists() and path.with_suffix(".toml").exists():
         path = path.with_suffix(".toml")
@@ -290,6 +298,11 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
     if cfg.select.filter not in FILTERS:
         raise JaxselError(f"{path}: [select] unknown filter {cfg.select.filter!r} (choose from {', '.join(FILTERS)})")
+    if cfg.select.balance not in BALANCES:
+        raise JaxselError(f"{path}: [select] unknown balance {cfg.select.balance!r} (choose from {', '.join(BALANCES)})")
+    if cfg.select.balance != "none" and not cfg.cluster.stratified:
+        raise JaxselError(f"{path}: [select] balance = {cfg.select.balance!r} needs label-pure clusters: "
+                          f"set [cluster] stratified = true")
     if cfg.proxy.score_on not in SCORE_ON:
         raise JaxselError(f"{path}: [proxy] unknown score_on {cfg.proxy.score_on!r} (choose from {', '.join(SCORE_ON)})")
     try:

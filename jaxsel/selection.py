@@ -7,6 +7,11 @@ next ``quota`` rows (granularity "quota"; a cluster can be picked again until it
 The pick that reaches the budget contributes only the rows that bring the total to exactly the
 example budget (when the picks hold fewer examples, all of them). The proxy scores that same
 take, so a selection's recorded score is the score of its exported rows.
+
+Class balance (``balance`` "proportional" or "equal", :class:`ClassCaps`): every cluster is
+label-pure and the example budget is split into per-class caps; a pick also takes no more rows
+than its class has room for, and a cluster whose class is full cannot be picked, so the exported
+rows hold exactly ``caps[c]`` examples of each class c.
 """
 
 import json
@@ -40,10 +45,82 @@ def budget_examples(budget: float, n: int) -> int:
     return max(1, int(round(budget * n)))
 
 
-def open_clusters(sizes: np.ndarray, taken: np.ndarray, quota: int = 0) -> np.ndarray:
+BALANCES = ("none", "proportional", "equal")
+
+
+@dataclass(frozen=True)
+class ClassCaps:
+    """Per-class example caps of a class-balanced selection: the rows taken from the (label-pure)
+    clusters of class c never exceed ``caps[c]``, and the caps sum to the example budget."""
+
+    cluster_class: np.ndarray  # (K,) int64 class of each cluster
+    caps: np.ndarray  # (C,) int64 examples allowed per class
+
+    def room(self, take: np.ndarray) -> np.ndarray:
+        """(K,) rows each cluster's class can still take given ``take`` (K,) rows per cluster."""
+        used = np.bincount(self.cluster_class, weights=np.asarray(take), minlength=len(self.caps))
+        return (self.caps - used.astype(np.int64))[self.cluster_class]
+
+
+def class_caps(counts: np.ndarray, examples: int, balance: str) -> np.ndarray:
+    """(C,) int64 examples per class for a budget of ``examples`` rows, given the pool's ``counts``
+    (C,) rows per class: "proportional" to the counts (largest remainder, Hamilton's method),
+    or "equal" (an equal share each; a class with fewer rows gives all it has and the rest is
+    shared among the others, water-filling). Ties go to the lower class index. Raises
+    JaxselError for an unknown ``balance`` or a budget above the pool."""
+    counts = np.asarray(counts, np.int64)
+    if balance not in BALANCES[1:]:
+        raise JaxselError(f"unknown balance {balance!r} (choose from {', '.join(BALANCES)})")
+    if not 0 < examples <= counts.sum():
+        raise JaxselError(f"cannot balance {examples} examples over a pool of {counts.sum()}")
+
+    def share(weights: np.ndarray, total: int) -> np.ndarray:  # largest remainder, ties to the lower index
+        exact = weights / weights.sum() * total
+        out = np.floor(exact).astype(np.int64)
+        out[np.argsort(-(exact - out), kind="stable")[:total - out.sum()]] += 1
+        return out
+
+    if balance == "proportional":
+        return share(counts.astype(np.float64), int(examples))
+    caps = np.zeros_like(counts)
+    while caps.sum() < examples:
+        room = counts - caps
+        caps += np.minimum(share((room > 0).astype(np.float64), int(examples - caps.sum())), room)
+    return caps
+
+
+def balance_caps(clustering, labels: np.ndarray, examples: int, balance: str) -> ClassCaps | None:
+    """The :class:`ClassCaps` of ``balance`` for picking ``examples`` rows of a clustering of the
+    train rows with ``labels`` (N,); None for "none". Raises JaxselError when a cluster holds more
+    than one label (balance needs label-pure clusters: stratified k-means)."""
+    if balance == "none":
+        return None
+    labels, assignment = np.asarray(labels, np.int64), np.asarray(clustering.assignment)
+    k = len(clustering.sizes)
+    low = np.full(k, np.iinfo(np.int64).max)
+    high = np.full(k, -1)
+    np.minimum.at(low, assignment, labels)
+    np.maximum.at(high, assignment, labels)
+    if (low != high).any():
+        raise JaxselError(f"balance {balance!r} needs label-pure clusters, but {int((low != high).sum())} of {k} "
+                          f"hold several labels: cluster each label separately ([cluster] stratified = true, "
+                          f"or --stratified)")
+    return ClassCaps(high, class_caps(np.bincount(labels, minlength=int(labels.max()) + 1), examples, balance))
+
+
+def room(take: np.ndarray, budget: int, caps: ClassCaps | None = None) -> np.ndarray:
+    """(K,) rows a pick of each cluster may add given ``take`` (K,): the budget left, and with
+    ``caps`` no more than the cluster's class has room for."""
+    left = np.full(len(take), int(budget) - int(np.sum(take)), np.int64)
+    return left if caps is None else np.minimum(left, caps.room(take))
+
+
+def open_clusters(sizes: np.ndarray, taken: np.ndarray, quota: int = 0, caps: ClassCaps | None = None) -> np.ndarray:
     """Indices of the clusters a pick may choose given ``taken`` (K,) rows per cluster: those not
-    yet taken (whole clusters, ``quota`` 0) or not yet exhausted (``quota`` > 0)."""
-    return np.flatnonzero(taken < sizes) if quota else np.flatnonzero(taken == 0)
+    yet taken (whole clusters, ``quota`` 0) or not yet exhausted (``quota`` > 0), and with
+    ``caps`` only those whose class has room."""
+    ok = (taken < sizes) if quota else (taken == 0)
+    return np.flatnonzero(ok if caps is None else ok & (caps.room(taken) > 0))
 
 
 def pick_rows(sizes, taken, left: int, quota: int = 0):
@@ -53,18 +130,19 @@ def pick_rows(sizes, taken, left: int, quota: int = 0):
     return np.minimum(np.minimum(np.asarray(sizes) - taken, left), quota or left)
 
 
-def take_for(order, sizes: np.ndarray, budget: int, quota: int = 0) -> np.ndarray:
+def take_for(order, sizes: np.ndarray, budget: int, quota: int = 0, caps: ClassCaps | None = None) -> np.ndarray:
     """(K,) int32 rows taken per cluster under the exact budget rule for the pick order ``order``
     (-1 entries ignored): each pick adds the cluster's next ``quota`` rows (0: all of it) while
-    they fit, the pick that reaches the budget the part that fits; picks of exhausted clusters
-    add nothing."""
+    they fit, the pick that reaches the budget (or with ``caps`` its class's cap) the part that
+    fits; picks of exhausted clusters or full classes add nothing."""
     sizes = np.asarray(sizes)
     take = np.zeros(len(sizes), np.int32)
     left = int(budget)
     for c in (int(c) for c in order if c >= 0):
         if left <= 0:
             break
-        step = int(pick_rows(sizes[c], take[c], left, quota))
+        fits = left if caps is None else min(left, int(caps.room(take)[c]))
+        step = int(pick_rows(sizes[c], take[c], max(fits, 0), quota))
         take[c] += step
         left -= step
     return take
@@ -79,9 +157,9 @@ def rows_for(clustering, take: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
-def indices_for(clustering, order, budget: int, quota: int = 0) -> np.ndarray:
+def indices_for(clustering, order, budget: int, quota: int = 0, caps: ClassCaps | None = None) -> np.ndarray:
     """Sorted train indices of the picks ``order`` (see :func:`take_for`), trimmed to ``budget`` examples."""
-    return rows_for(clustering, take_for(order, clustering.sizes, budget, quota))
+    return rows_for(clustering, take_for(order, clustering.sizes, budget, quota, caps))
 
 
 def quota_for(granularity: str, quota: int | None, horizon: int, budget: int) -> int:

@@ -252,3 +252,41 @@ def test_same_selection_with_jax_enable_x64():
     here = {}
     exec(X64.replace("print(json.dumps(out))", "result = json.dumps(out)"), here)
     assert json.loads(run.stdout.splitlines()[-1]) == json.loads(here["result"])
+
+
+@pytest.fixture(scope="module")
+def pure():
+    """Label-pure clusters of unequal sizes and an imbalanced label mix (16/9/5 clusters per class)."""
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(5, 60, 30)
+    a = np.repeat(np.arange(30), sizes)
+    centres = rng.standard_normal((30, D)) * 2.0
+    cls = np.repeat([0, 1, 2], [16, 9, 5])
+    x = (centres[a] + 0.8 * rng.standard_normal((len(a), D))).astype(np.float32)
+    av = rng.integers(0, 30, 300)
+    xv = (centres[av] + 0.8 * rng.standard_normal((300, D))).astype(np.float32)
+    cl = Clustering(a.astype(np.int32), centres.astype(np.float32), np.bincount(a).astype(np.int32),
+                    index_table(a, 30, 16), 0.0, {"seed": 0})
+    return proxy.make(x, cls[a], cl, xv, cls[av]), cl, cls[a]
+
+
+@pytest.mark.parametrize("granularity,balance", [("cluster", "proportional"), ("quota", "equal")])
+def test_balance_gives_every_class_its_cap(pure, granularity, balance):
+    """Every cluster method under class caps exports exactly each class's cap (so exactly the
+    budget, each row once), and its recorded score is the score of those rows (several clusters
+    may end in part: one per class)."""
+    p, cl, y = pure
+    small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
+                 dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 40, learning_starts=64), random_samples=16,
+                 climb_rounds=1)
+    budget = int(round(0.1 * len(y)))
+    caps = selection.class_caps(np.bincount(y), budget, balance)
+    rl = ("ppo", "dqn") if granularity == "quota" else ()  # the env's caps are the same code in both granularities
+    for method in rl + ("greedy", "climb", "random-search"):
+        cfg = agents.SelectConfig(method=method, budget=0.1, granularity=granularity, horizon=8, balance=balance,
+                                  **small)
+        sel = agents.select(p, cl, y, cfg, progress=False)
+        assert len(np.unique(sel.indices)) == len(sel.indices) == budget, method
+        np.testing.assert_array_equal(np.bincount(y[sel.indices], minlength=3), caps, err_msg=method)
+        assert sel.meta["class_caps"] == caps.tolist()
+        assert float(p.score_rows(sel.indices).accuracy) == pytest.approx(sel.scores["proxy_accuracy"], abs=1e-5)

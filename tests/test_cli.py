@@ -73,6 +73,17 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
                      "--filter", "cleanlab", "--out", str(tmp_path / "f")]) == 0
     sel = Selection.load(tmp_path / "f" / "selection.json")
     assert len(sel.indices) == 13 and sel.meta["filter"] == "cleanlab" and "excluded_rows" in sel.meta
+    # --balance equal: per-class caps of the 13 examples, so no class is missing, with whole clusters too
+    capsys.readouterr()
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",
+                     "--method", "greedy", "--budget", "0.05", "--balance", "equal", "--out", str(tmp_path / "b")]) == 0
+    sel = Selection.load(tmp_path / "b" / "selection.json")
+    assert sel.meta["label_counts"] == sel.meta["class_caps"] == [5, 4, 4] and not sel.meta["missing_classes"]
+    assert "holds no example" not in capsys.readouterr().err
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "2", "--method", "greedy",
+                     "--budget", "0.05", "--balance", "equal", "--out", str(tmp_path / "m")]) == 2  # 3 classes
+    err = capsys.readouterr().err.strip()
+    assert "needs label-pure clusters" in err and len(err.splitlines()) == 1
 
 
 def test_version():

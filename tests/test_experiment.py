@@ -135,7 +135,9 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'"),
                                          ('[noise]\nkind = "uniform"', "[noise] unknown kind 'uniform'"),
                                          ('[select]\nfilter = "magic"', "[select] unknown filter 'magic'"),
-                                         ('[proxy]\nscore_on = "test"', "[proxy] unknown score_on 'test'")])
+                                         ('[proxy]\nscore_on = "test"', "[proxy] unknown score_on 'test'"),
+                                         ('[select]\nbalance = "even"', "[select] unknown balance 'even'"),
+                                         ('[select]\nbalance = "equal"', "needs label-pure clusters")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text + "\n")

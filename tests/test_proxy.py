@@ -291,10 +291,17 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
         state = jax.jit(lambda s, c, n: p.add(s, c, n))(state, c, cl.sizes[c] if n is None else n)
     assert float(p.score_state(state).accuracy) == pytest.approx(acc, abs=1e-6)
     assert float(p.score_batch(take[None]).accuracy[0]) == pytest.approx(acc, abs=1e-6)
+    bad = take.copy()
+    bad[3] -= 1
     with pytest.raises(JaxselError, match="at most one cluster in part"):
-        bad = take.copy()
-        bad[3] -= 1
         p.score_batch(bad[None])
+    # class caps leave one cluster in part per class: with_partials scores every partial chunk
+    rows = rows_for(cl, bad)
+    want = (ridge_reference(x[rows], y[rows], xv, cfg, mean, proj).argmax(1) == yv).mean()
+    several = p.with_partials(3)
+    assert float(several.score(jnp.asarray(bad)).accuracy) == pytest.approx(want, abs=1e-6)
+    assert float(several.score_batch(np.stack([bad, take])).accuracy[0]) == pytest.approx(want, abs=1e-6)
+    assert float(several.score(jnp.asarray(take)).accuracy) == pytest.approx(acc, abs=1e-6)
     # a trained proxy sees a partial cluster through the head of its index table
     lin = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="linear", steps=5))
     small = np.zeros(K, np.int32)

@@ -5,7 +5,7 @@ import pytest
 
 from jaxsel import cluster, data
 from jaxsel.errors import JaxselError
-from jaxsel.selection import Selection, indices_for, take_for
+from jaxsel.selection import Selection, balance_caps, class_caps, indices_for, take_for
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,41 @@ def test_exact_budget_and_trim_rule(cl):
     assert len(indices_for(cl, order, full + 50)) == full  # fewer than the budget: all of them
     # picks after the budget is reached add nothing
     assert take_for(order + [int(np.argmin(cl.sizes))], cl.sizes, budget).sum() == budget
+
+
+def test_class_caps_closed_forms():
+    # proportional: Hamilton's largest remainder (4 x 5/11 = 1.82, 1.09, 1.09 -> 1, 1, 1 + the largest remainder)
+    assert class_caps(np.array([500, 300, 200]), 10, "proportional").tolist() == [5, 3, 2]
+    assert class_caps(np.array([5, 3, 3]), 4, "proportional").tolist() == [2, 1, 1]
+    # equal: 10 each, the 3-row class gives all it has, its 7 left are split 4/3 (the tie to the lower class)
+    assert class_caps(np.array([100, 100, 3]), 30, "equal").tolist() == [14, 13, 3]
+    assert class_caps(np.array([7, 9]), 16, "equal").tolist() == [7, 9]  # the whole pool
+    with pytest.raises(JaxselError, match="unknown balance"):
+        class_caps(np.array([5, 5]), 4, "even")
+    with pytest.raises(JaxselError, match="cannot balance"):
+        class_caps(np.array([5, 5]), 11, "equal")
+
+
+@pytest.mark.parametrize("quota", [0, 4])
+@pytest.mark.parametrize("balance", ["proportional", "equal"])
+def test_class_caps_fill_every_class_exactly(quota, balance):
+    """Random pick orders under class caps (label-pure clusters): every class gets exactly its cap,
+    so the budget is exact, and each row is chosen once."""
+    from jaxsel.agents import search
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], [180, 90, 30])
+    c = cluster.kmeans(rng.standard_normal((300, 4)).astype(np.float32), 12, labels=labels)
+    caps = balance_caps(c, labels, 45, balance)
+    assert caps.caps.sum() == 45 and (caps.caps == class_caps(np.bincount(labels), 45, balance)).all()
+    for seed in range(20):
+        order = search.complete([], c.sizes, 45, np.random.default_rng(seed), quota, caps)
+        take = take_for(order, c.sizes, 45, quota, caps)
+        np.testing.assert_array_equal(np.bincount(caps.cluster_class, weights=take, minlength=3), caps.caps)
+        rows = indices_for(c, order, 45, quota, caps)
+        assert len(np.unique(rows)) == 45 and (np.bincount(labels[rows], minlength=3) == caps.caps).all()
+    mixed = cluster.kmeans(rng.standard_normal((300, 4)).astype(np.float32), 12)
+    with pytest.raises(JaxselError, match="label-pure"):
+        balance_caps(mixed, labels, 45, balance)
 
 
 @pytest.mark.parametrize("order", ["random", "typical"])

@@ -20,12 +20,12 @@ import numpy as np
 from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import later
+from jaxsel.config import later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import METHODS, Selection, budget_examples, quota_for, rows_for, take_for
+from jaxsel.selection import METHODS, Selection, balance_caps, budget_examples, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,10 @@ class SelectConfig:
     policy's rollouts with the true proxy, refit); the result is the best truly scored subset.
     ``granularity``: "cluster" (a pick adds a whole cluster: the paper's MDP) or "quota" (a pick
     adds a cluster's next ``quota`` rows in the within-cluster order, default budget / ``horizon``;
-    a cluster can be picked until exhausted), for the RL agents and every cluster search."""
+    a cluster can be picked until exhausted), for the RL agents and every cluster search.
+    ``balance``: "none", or per-class example caps "proportional" to the pool or "equal"
+    (:func:`jaxsel.selection.class_caps`), enforced by action masking for the RL agents and every
+    cluster search; needs label-pure (stratified) clusters. Example-level baselines ignore it."""
 
     method: str = "ppo"
     budget: float = 0.05
@@ -53,6 +56,7 @@ class SelectConfig:
     climb_rounds: int = 4
     reward_scale: float = 100.0
     agreement: bool = later(False)  # RL observation: each cluster's label agreement (jaxsel.label_issues)
+    balance: str = later("none")  # "none", "proportional" or "equal": per-class caps on the examples picked
     ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
 
@@ -108,7 +112,7 @@ def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = No
 
 def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCache, progress: bool, *,
                     ckpt_dir: Path | None = None, resume: bool = False, signature: str = "",
-                    stop_after: int | None = None):
+                    stop_after: int | None = None, caps=None):
     """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info).
 
     With ``ckpt_dir``, the agent and the search log are saved together after every round (one
@@ -121,7 +125,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
         log, rng = search.SearchLog(**ck.record()["log"]), np.random.default_rng(c.seed)
         rng.bit_generator.state = log.rng_state
     else:
-        log, rng = search._start(None, signature, c.seed, cache, sizes, budget, c.warm_start, False, quota)
+        log, rng = search._start(None, signature, c.seed, cache, sizes, budget, c.warm_start, False, quota, caps)
     key = jax.random.PRNGKey(c.seed)
     per_round = max(1, cfg.num_updates // c.surrogate_rounds)
     rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
@@ -132,7 +136,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
     for r in progress_.bar(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
         model = reward_model.fit(jax.random.fold_in(key, r),
-                                 reward_model.coverage(search.takes(log.orders, sizes, budget, quota), sizes),
+                                 reward_model.coverage(search.takes(log.orders, sizes, budget, quota, caps), sizes),
                                  np.array(log.scores))
         sur_params = params.replace(proxy=reward_model.Surrogate(model, params.sizes, params.proxy.num_classes))
         if runner is None:
@@ -143,7 +147,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
         outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
         new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])
-        search._advance(log, new, cache, rng, sizes, budget, log_path, quota)
+        search._advance(log, new, cache, rng, sizes, budget, log_path, quota, caps)
         metrics.log(f"{c.method} on reward model", r + 1, best_score=max(log.scores), evaluations=len(log.orders))
         if ck is not None:
             ck.save(r, runner, {"log": asdict(log)})
@@ -165,21 +169,24 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     c = config
     if c.method not in METHODS:
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
-    quota = quota_for(c.granularity, c.quota, c.horizon, budget_examples(c.budget, len(train_labels)))
+    examples = budget_examples(c.budget, len(train_labels))
+    quota = quota_for(c.granularity, c.quota, c.horizon, examples)
+    caps = None if c.method in baselines.METHODS + ("full",) else balance_caps(clustering, train_labels, examples,
+                                                                               c.balance)
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
-                           agreement=c.agreement)
+                           agreement=c.agreement, caps=caps)
     proxy = params.proxy  # scores takes of quota chunks
     budget = int(params.budget)
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(params.proxy)
     extra: dict = {}
-    signature = json.dumps({"config": asdict(c), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
+    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
     if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
-                                              resume=resume, signature=signature, stop_after=stop_after)
+                                              resume=resume, signature=signature, stop_after=stop_after, caps=caps)
     elif c.method in ("ppo", "dqn"):
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
@@ -203,12 +210,13 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         order, score = [], float("nan")
     else:
         if c.method == "random-search":
-            found = search.random_search(cache, sizes, budget, c.random_samples, c.seed, quota)
+            found = search.random_search(cache, sizes, budget, c.random_samples, c.seed, quota, caps)
         elif c.method == "greedy":
-            found = search.greedy(cache, sizes, budget, quota, progress_bar=progress)
+            found = search.greedy(cache, sizes, budget, quota, caps=caps, progress_bar=progress)
         elif c.method == "climb":
             found = search.climb(cache, sizes, budget, rounds=c.climb_rounds, seed=c.seed, resume=resume,
-                                 signature=signature, stop_after=stop_after, quota=quota, progress_bar=progress,
+                                 signature=signature, stop_after=stop_after, quota=quota, caps=caps,
+                                 progress_bar=progress,
                                  log_path=None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json")
         else:
             found = search.full(cache, sizes)
@@ -220,7 +228,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                                     x=train_x, issues=issues)
         final = whole = proxy.score_rows(indices)
     else:
-        take = sizes.astype(np.int32) if c.method == "full" else take_for(order, sizes, n_budget, quota)
+        take = sizes.astype(np.int32) if c.method == "full" else take_for(order, sizes, n_budget, quota, caps)
         indices = rows_for(clustering, take)
         final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last pick trimmed
         whole = proxy.score(jax.numpy.asarray(take_for(order, sizes, int(sizes.sum()), quota)))
@@ -236,7 +244,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     counts = np.bincount(labels[indices], minlength=proxy.num_classes)
     train_counts = np.bincount(labels, minlength=proxy.num_classes)
     info = {"method": c.method, "budget": c.budget, "budget_examples": n_budget, "seed": c.seed,
-            "granularity": c.granularity, "quota": quota,
+            "granularity": c.granularity, "quota": quota, "balance": c.balance,
+            "class_caps": None if caps is None else caps.caps.tolist(),
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
             "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}

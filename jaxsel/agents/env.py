@@ -6,7 +6,9 @@ the within-cluster order are taken: all of them (granularity "cluster", the pape
 next ``quota`` rows (granularity "quota"; a cluster can be picked again), while they fit the
 budget; the pick that reaches the budget takes only the rows that fit and ends the episode (the
 exact budget rule of :mod:`jaxsel.selection`). Reward: the change in the proxy's validation score of the rows taken
-(x ``reward_scale``), so no pick is credited for rows the selection will not export. The
+(x ``reward_scale``), so no pick is credited for rows the selection will not export. With class
+caps (``balance``, :class:`jaxsel.selection.ClassCaps`) a pick also takes no more rows than its
+class has room for, and clusters of a full class are masked. The
 undiscounted return is (score(exported) - score(empty)) x reward_scale. ``step`` auto-resets,
 so vmapped rollouts run inside ``lax.scan``.
 
@@ -26,7 +28,7 @@ from flax import struct
 
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import Proxy, max_picks
-from jaxsel.selection import budget_examples
+from jaxsel.selection import ClassCaps, budget_examples
 
 
 @struct.dataclass
@@ -38,6 +40,9 @@ class EnvParams:
     reward_scale: float = struct.field(pytree_node=False, default=100.0)
     max_steps: int = struct.field(pytree_node=False, default=1)  # most picks an episode can take
     quota: int = struct.field(pytree_node=False, default=0)  # rows per pick; 0: whole clusters
+    cluster_class: jax.Array | None = None  # (K,) int32 class of each cluster; all 0 without class caps
+    class_caps: jax.Array | None = None  # (G,) int32 examples allowed per class; (budget,) without caps
+    balanced: bool = struct.field(pytree_node=False, default=False)  # class caps on: observe each class's room
 
 
 class EnvState(NamedTuple):
@@ -69,12 +74,15 @@ def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: i
 
 
 def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_scale: float = 100.0,
-             feature_dims: int = 8, quota: int = 0, agreement: bool = False) -> tuple["SelectionEnv", EnvParams]:
+             feature_dims: int = 8, quota: int = 0, agreement: bool = False,
+             caps: ClassCaps | None = None) -> tuple["SelectionEnv", EnvParams]:
     """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train
     set, a pick adding a whole cluster (``quota`` 0) or its next ``quota`` rows. ``agreement``:
     the observation also holds each cluster's label agreement with the ridge proxy's
     leave-one-cluster-out predictions (share agreeing, mean probability of the given labels), a
-    cue for mislabelled clusters; needs the ridge proxy."""
+    cue for mislabelled clusters; needs the ridge proxy. ``caps``: per-class example caps
+    (:func:`jaxsel.selection.balance_caps`); the observation then also holds each cluster's
+    class room as a share of the budget."""
     if not 0 < budget < 1:
         raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
     n = int(np.sum(clustering.sizes))
@@ -86,9 +94,15 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
         probs = label_issues.out_of_cluster_probs(proxy, clustering.assignment)
         agree = label_issues.cluster_agreement(labels, probs, clustering.assignment, clustering.k)
     feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims, agree)
-    params = EnvParams(proxy.with_quota(quota).with_partial_cap(examples), jnp.asarray(clustering.sizes, jnp.int32),
-                       jnp.asarray(feats), jnp.int32(examples),
-                       reward_scale, max_picks(np.asarray(clustering.sizes), examples, quota), quota)
+    k = clustering.k
+    groups = (np.zeros(k, np.int32), np.array([examples], np.int32)) if caps is None else \
+        (caps.cluster_class.astype(np.int32), caps.caps.astype(np.int32))
+    # class caps: one pick per class may stop short at its cap, so an episode can hold G - 1 more picks
+    # and a take as many partly taken chunks as there are classes
+    sub = proxy.with_quota(quota).with_partial_cap(examples).with_partials(len(groups[1]))
+    params = EnvParams(sub, jnp.asarray(clustering.sizes, jnp.int32), jnp.asarray(feats), jnp.int32(examples),
+                       reward_scale, max_picks(np.asarray(clustering.sizes), examples, quota) + len(groups[1]) - 1,
+                       quota, jnp.asarray(groups[0]), jnp.asarray(groups[1]), caps is not None)
     return SelectionEnv(), params
 
 
@@ -96,30 +110,38 @@ class SelectionEnv:
     """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely."""
 
     def observation_shape(self, params: EnvParams) -> tuple[int, int]:
-        """(K, F + 3): one row of features per cluster."""
-        return params.sizes.shape[0], params.features.shape[1] + 3
+        """(K, F + 3), or (K, F + 4) with class caps: one row of features per cluster."""
+        return params.sizes.shape[0], params.features.shape[1] + 3 + params.balanced
 
     def num_actions(self, params: EnvParams) -> int:
         """K: one action per cluster."""
         return params.sizes.shape[0]
 
     def observe(self, taken: jax.Array, chosen: jax.Array, step: jax.Array, params: EnvParams) -> jax.Array:
-        """(K, F + 3) observation of the state fields it depends on (what a replay buffer keeps):
-        share of the cluster taken (0 or 1 with whole clusters), budget used, picks / max, then
-        the static features."""
+        """(K, F + 3 [+ 1]) observation of the state fields it depends on (what a replay buffer
+        keeps): share of the cluster taken (0 or 1 with whole clusters), budget used, picks / max,
+        [with class caps: the cluster's class room / budget,] then the static features."""
         k = params.sizes.shape[0]
         used = jnp.full((k, 1), chosen / params.budget, jnp.float32)
         steps = jnp.full((k, 1), step / params.max_steps, jnp.float32)
         share = (taken / params.sizes).astype(jnp.float32)[:, None]
-        return jnp.concatenate([share, used, steps, params.features], 1)
+        room = [(self.room(taken, params) / params.budget).astype(jnp.float32)[:, None]] if params.balanced else []
+        return jnp.concatenate([share, used, steps, *room, params.features], 1)
 
     def observation(self, state: EnvState, params: EnvParams) -> jax.Array:
-        """(K, F + 3): see :meth:`observe`."""
+        """(K, F + 3 [+ 1]): see :meth:`observe`."""
         return self.observe(state.taken, state.chosen, state.step, params)
 
+    def room(self, taken: jax.Array, params: EnvParams) -> jax.Array:
+        """(K,) int32 rows a pick of each cluster may add under the budget and its class's cap
+        (without caps: the budget left), given the rows taken (K,)."""
+        used = jnp.zeros_like(params.class_caps).at[params.cluster_class].add(taken)
+        return (params.class_caps - used)[params.cluster_class]
+
     def valid(self, taken: jax.Array, params: EnvParams) -> jax.Array:
-        """(K,) bool: the clusters that may be picked (not exhausted) given the rows taken."""
-        return taken < params.sizes
+        """(K,) bool: the clusters that may be picked (not exhausted, their class not full) given
+        the rows taken."""
+        return (taken < params.sizes) & (self.room(taken, params) > 0)
 
     def action_mask(self, state: EnvState, params: EnvParams) -> jax.Array:
         """(K,) bool: the clusters that may be picked in ``state``."""
@@ -139,7 +161,7 @@ class SelectionEnv:
         """One transition without auto-reset."""
         action = jnp.asarray(action, jnp.int32)  # int64 from samplers under JAX_ENABLE_X64
         start = state.taken[action]
-        count = jnp.minimum(params.sizes[action] - start, params.budget - state.chosen)
+        count = jnp.minimum(params.sizes[action] - start, self.room(state.taken, params)[action])
         if params.quota:
             count = jnp.minimum(count, params.quota)
         pstate = params.proxy.add(state.pstate, action, count, start)

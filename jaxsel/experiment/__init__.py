@@ -124,7 +124,7 @@ class Run:
         cfg = agents.SelectConfig(
             method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
             granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
-            ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
+            balance=spec.balance, ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
         parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg) + ((spec.filter,) if flagged is not None else ())
@@ -161,16 +161,19 @@ class Run:
             shutil.rmtree(ckpt, ignore_errors=True)
         return m
 
-    def explored(self, budget: float, p, c, sels: dict, logs: list, seed: int = 0, samples: int = 512) -> dict:
+    def explored(self, budget: float, p, c, sels: dict, logs: list, labels: np.ndarray, seed: int = 0,
+                 samples: int = 512) -> dict:
         """Subsets for the map of the search space (the share of each cluster taken): random
         budget-sized picks, CLIMB's explored subsets, and each method's final pick, with their
-        proxy scores."""
+        proxy scores (under the run's class caps, when it balances; ``labels``: the train labels)."""
         from jaxsel.agents import reward_model, search
         from jaxsel.proxy import RewardCache
+        from jaxsel.selection import balance_caps
         rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
         quota = next(iter(sels.values())).meta.get("quota", 0)
+        caps = balance_caps(c, labels, examples, self.cfg.select.balance)
         sizes = np.asarray(c.sizes)
-        orders = [search.complete([], sizes, examples, rng, quota) for _ in range(samples)]
+        orders = [search.complete([], sizes, examples, rng, quota, caps) for _ in range(samples)]
         kinds = ["sampled"] * samples
         for (m, sel), log in zip(sels.items(), logs):
             orders.append(sel.cluster_ids)
@@ -179,8 +182,9 @@ class Run:
                 explored = json.loads(log.read_text())["orders"]
                 orders += explored
                 kinds += [f"{m} explored"] * len(explored)
-        takes = search.takes(orders, sizes, examples, quota)
-        scores = RewardCache(p.with_quota(quota).with_partial_cap(examples)).scores(takes)
+        takes = search.takes(orders, sizes, examples, quota, caps)
+        partials = 1 if caps is None else len(caps.caps)
+        scores = RewardCache(p.with_quota(quota).with_partial_cap(examples).with_partials(partials)).scores(takes)
         return {"masks": reward_model.coverage(takes, sizes), "scores": scores, "kinds": kinds}
 
     # -- the whole run ---------------------------------------------------------------------
@@ -201,11 +205,11 @@ class Run:
         """The mask map of each variant at the first seed and budget (see :meth:`explored`)."""
         maps = {}
         seed, budget = self.cfg.seeds[0], self.cfg.budgets[0]
-        for v, (_, _, c, p, _, _) in variants.items():
+        for v, (_, labels, c, p, _, _) in variants.items():
             sels = {m: s for (vv, b, sd, m), s in selections.items() if vv == v and b == budget and sd == seed}
             if sels:
                 logs = [self.search_logs.get((v, budget, seed, m)) for m in sels]
-                maps[v] = self.explored(budget, p, c, sels, logs, seed)
+                maps[v] = self.explored(budget, p, c, sels, logs, labels, seed)
         return maps
 
     def report(self, dd, rows: list, maps: dict, seconds: float) -> dict:

@@ -109,8 +109,8 @@ class Proxy(struct.PyTreeNode):
     subset, ``add(state, cluster, count, start)`` the state after taking more rows of a cluster,
     ``score_state(state)``, ``score(subset)`` for a whole subset at once, ``score_rows(indices)``
     for any set of train rows (the reference), and ``value(scores)`` the objective selection
-    maximises. Arrays are pytree leaves; ``cfg``, ``num_classes``, ``partial_cap`` and ``quota``
-    are static.
+    maximises. Arrays are pytree leaves; ``cfg``, ``num_classes``, ``partial_cap``, ``quota`` and
+    ``partials`` are static.
     """
 
     cfg: ProxyConfig = struct.field(pytree_node=False)
@@ -120,6 +120,7 @@ class Proxy(struct.PyTreeNode):
     xv: jax.Array  # (M, r+1) validation features, or (M, T) token ids
     yv: jax.Array  # (M,) validation labels
     sizes: jax.Array  # (K,) int32 rows per cluster
+    partials: int = struct.field(pytree_node=False, default=1, kw_only=True)  # most partly taken chunks of a take
 
     sequential_on_cpu: ClassVar[bool] = False  # score_batch "auto": one subset after another on CPU
 
@@ -140,6 +141,11 @@ class Proxy(struct.PyTreeNode):
         """The same proxy computing partial chunks of at most ``rows`` rows (cheaper steps when
         the budget is smaller than the largest chunk)."""
         return self.replace(partial_cap=max(1, min(self.partial_cap, int(rows))))
+
+    def with_partials(self, chunks: int) -> "Proxy":
+        """The same proxy scoring takes with up to ``chunks`` partly taken chunks (class caps
+        stop one pick per class short: :class:`jaxsel.selection.ClassCaps`)."""
+        return self.replace(partials=max(1, int(chunks)))
 
     def with_quota(self, quota: int) -> "Proxy":
         """The same proxy over chunks of ``quota`` rows of each cluster (0: whole clusters).
@@ -187,7 +193,7 @@ class Proxy(struct.PyTreeNode):
         raise NotImplementedError
 
     def score_take(self, take: jax.Array) -> Scores:
-        """Scores of a (K,) int take (whole chunks, and at most one cluster with a partial chunk)."""
+        """Scores of a (K,) int take (whole chunks, and at most ``partials`` clusters with a partial chunk)."""
         raise NotImplementedError
 
     def score_rows(self, rows) -> Scores:

@@ -13,10 +13,10 @@ from jaxsel.errors import JaxselError
 
 
 def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
-                partial_cap: int | None = None, quota: int = 0) -> np.ndarray:
+                partial_cap: int | None = None, quota: int = 0, partials: int = 1) -> np.ndarray:
     """Validate a (B, K) or (K,) batch of subsets outside jit: bool masks (or 0/1 when ``sizes``
     is not given), or, with ``sizes`` (K,), int takes holding whole chunks of ``quota`` rows
-    (0: whole clusters) but for at most one cluster, whose partial chunk holds at most
+    (0: whole clusters) but for at most ``partials`` clusters, whose partial chunks hold at most
     ``partial_cap`` rows. Returns (B, K) bool or int32; raises JaxselError naming the fault."""
     masks = np.asarray(masks)
     if masks.ndim == 1:
@@ -35,9 +35,10 @@ def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
             raise JaxselError("a take must lie between 0 and its cluster's size")
         rest = np.where(masks >= sizes, 0, masks if quota == 0 else masks % quota)
         part = rest > 0
-        if (part.sum(1) > 1).any():
+        if (part.sum(1) > partials).any():
             unit = "cluster" if quota == 0 else f"chunk of {quota} rows"
-            raise JaxselError(f"a take may hold at most one {unit} in part")
+            raise JaxselError(f"a take may hold at most {'one' if partials == 1 else partials} {unit}"
+                              f"{'' if partials == 1 else 's'} in part")
         if partial_cap is not None and (rest > partial_cap).any():
             raise JaxselError(f"a partly taken chunk holds {rest.max()} rows, more than this proxy's "
                               f"partial_cap={partial_cap}")
@@ -70,7 +71,7 @@ def score_batch(proxy, subsets):
     """``proxy``'s :class:`~jaxsel.proxy.base.Scores` of a (B, K) batch of masks or takes (checked
     by :func:`check_masks`), padded to a multiple of the device count and sharded over it."""
     masks = check_masks(subsets, proxy.k, proxy.max_clusters, sizes=proxy.sizes, partial_cap=proxy.partial_cap,
-                        quota=proxy.quota)
+                        quota=proxy.quota, partials=proxy.partials)
     b = masks.shape[0]
     pad = (-b) % jax.device_count()
     if pad:

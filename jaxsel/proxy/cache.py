@@ -19,7 +19,7 @@ class RewardCache:
         """(B,) float32: the objective (``Proxy.value``) of each subset in a (B, K) batch of masks
         or takes, computing only new ones."""
         masks = check_masks(masks, self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap,
-                            quota=self.proxy.quota)
+                            quota=self.proxy.quota, partials=self.proxy.partials)
         if masks.dtype == bool:
             masks = masks * self.sizes.astype(np.int32)
         keys = [m.tobytes() for m in masks]

@@ -114,12 +114,17 @@ class Ridge(Proxy):
                           jnp.einsum("k,kij->ij", w, self.xty, precision=HIGHEST), bound.sum())
 
     def take_stats(self, take: jax.Array) -> RidgeState:
-        """Sufficient statistics of a take (K,): its whole chunks plus the gathered rows of its one
-        partial chunk."""
+        """Sufficient statistics of a take (K,): its whole chunks plus the gathered rows of its
+        partial chunks (at most ``partials``)."""
         bound = self.boundary(take)
         rest = take - bound
-        j = jnp.argmax(rest > 0)
-        extra, whole = self._partial(j, bound[j], rest[j]), self.whole_stats(take)
+        if self.partials == 1:  # the common case, one gather
+            j = jnp.argmax(rest > 0)
+            extra = self._partial(j, bound[j], rest[j])
+        else:
+            _, js = jax.lax.top_k((rest > 0).astype(jnp.int32), self.partials)  # ties: the lowest index first
+            extra = jax.tree.map(lambda a: a.sum(0), jax.vmap(lambda j: self._partial(j, bound[j], rest[j]))(js))
+        whole = self.whole_stats(take)
         return RidgeState(whole.xtx + extra.xtx, whole.xty + extra.xty, take.sum())
 
     def row_stats(self, rows: jax.Array, keep: jax.Array) -> RidgeState:
