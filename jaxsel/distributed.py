@@ -6,9 +6,8 @@ them: JAX reads its cluster environment). Every process then sees all devices of
 the proxy's candidate-subset batches and the finetuning batches are sharded over that global mesh
 (each process feeds the same host arrays; results are replicated, so every process reads them),
 and only process 0 writes files (:func:`primary`; :func:`jaxsel.io.atomic_path` discards the other
-processes' writes). PPO's environments are sharded over the global mesh too (its network and
-updates are replicated; :func:`jaxsel.agents.ppo.shard_envs`); DQN runs alike on every process
-(same seed, same result).
+processes' writes). PPO's and DQN's vmapped environments are sharded over the global mesh too
+(their networks, updates and DQN's replay buffer are replicated; :func:`jaxsel.agents.env.shard_envs`).
 On CPU the processes talk through gloo collectives (JAX's default).
 """
 

@@ -1,5 +1,5 @@
 """Two CPU processes on localhost (jax.distributed, gloo collectives) compute what one process does:
-sharded proxy scoring, a PPO training chunk and a data-parallel finetune; only process 0 writes."""
+sharded proxy scoring, PPO and DQN training runs and a data-parallel finetune; only process 0 writes."""
 
 import json
 import socket
@@ -21,7 +21,7 @@ if n > 1:
 import jax, numpy as np
 from jaxsel import assets, cluster, data, finetune, io, proxy
 assets.enable_compilation_cache()
-from jaxsel.agents import ppo
+from jaxsel.agents import dqn, ppo
 from jaxsel.agents.env import make_env
 sys.path.insert(0, "tests")
 from conftest import write_data
@@ -36,6 +36,9 @@ env, params = make_env(p, cl, y, 0.2)
 runner = jax.jit(ppo.make_train(ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=512), env))(
     jax.random.PRNGKey(0), params)
 out["ppo_best"] = float(runner.best.score)
+runner = jax.jit(dqn.make_train(dqn.DQNConfig(num_envs=8, total_timesteps=8 * 40, learning_starts=64), env))(
+    jax.random.PRNGKey(0), params)
+out["dqn_best"] = float(runner.best.score)
 dd = data.load(str(write_data(folder / f"d{pid}.csv")), split_col="split")
 m = finetune.finetune(dd, np.arange(32), finetune.FinetuneConfig(model="tiny-bert", epochs=1, batch_size=8,
                                                                  max_length=16, lr=1e-3), progress=False)
@@ -66,7 +69,7 @@ def test_two_processes_compute_what_one_does(tmp_path, tmp_cache):
         results.append(json.loads(lines[0][7:]))
     a, b, one = results
     assert a["devices"] == b["devices"] == 2 and one["devices"] == 1
-    for key in ("scores", "ppo_best", "test_accuracy", "validation_accuracy", "steps"):
+    for key in ("scores", "ppo_best", "dqn_best", "test_accuracy", "validation_accuracy", "steps"):
         assert a[key] == b[key], key  # every process reads the same (replicated) results
         assert a[key] == pytest.approx(one[key], abs=1e-5), key
     # only process 0 writes files

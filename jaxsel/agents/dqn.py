@@ -19,6 +19,7 @@ import optax
 import rlax
 
 from jaxsel.agents import networks
+from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
 
 HISTORY = 64
@@ -143,7 +144,7 @@ def make_chunks(config: DQNConfig, env):
         valid_of = jax.vmap(lambda taken: env.valid(taken, env_params))
         key, k_eps, k_rand, k_env, k_batch = jax.random.split(runner.key, 5)
         eps = epsilon(runner.update).astype(jnp.float32)  # float32 even under x64, like every draw below
-        s = runner.env_state
+        s = shard_envs(runner.env_state, c.num_envs)
         valid = valid_of(s.taken)
         obs = obs_of(s.taken, s.chosen, s.step)
         greedy = jnp.argmax(networks.masked(qnet(runner.params, obs), valid), -1)

@@ -25,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import Proxy, max_picks
+from jaxsel.proxy.batch import mesh
 from jaxsel.selection import ClassCaps, budget_examples
 
 
@@ -104,6 +106,18 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
                        reward_scale, max_picks(np.asarray(clustering.sizes), examples, quota) + len(groups[1]) - 1,
                        quota, jnp.asarray(groups[0]), jnp.asarray(groups[1]), caps is not None)
     return SelectionEnv(), params
+
+
+def shard_envs(tree, num_envs: int):
+    """Inside jit: the environments' axis (leading, ``num_envs``) of every leaf sharded over all
+    devices (of all processes, with jax.distributed) when it divides evenly; else unchanged. PPO
+    and DQN call it on their vmapped environment states each step."""
+    n = jax.device_count()
+    if n == 1 or num_envs % n:
+        return tree
+    sharding = NamedSharding(mesh(), P("batch"))
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding)
+                        if a.ndim and a.shape[0] == num_envs else a, tree)
 
 
 class SelectionEnv:

@@ -23,11 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 import rlax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsel.agents import networks
+from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.proxy.batch import mesh
 
 HISTORY = 64
 
@@ -77,17 +76,6 @@ class Runner(NamedTuple):
     update: jax.Array
     best: Best
     history: jax.Array
-
-
-def shard_envs(tree, num_envs: int):
-    """Inside jit: the environments' axis (leading, ``num_envs``) of every leaf sharded over all
-    devices (of all processes, with jax.distributed) when it divides evenly; else unchanged."""
-    n = jax.device_count()
-    if n == 1 or num_envs % n:
-        return tree
-    sharding = NamedSharding(mesh(), P("batch"))
-    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding)
-                        if a.ndim and a.shape[0] == num_envs else a, tree)
 
 
 def make_chunks(config: PPOConfig, env):
