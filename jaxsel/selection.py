@@ -138,13 +138,16 @@ def take_for(order, sizes: np.ndarray, budget: int, quota: int = 0, caps: ClassC
     sizes = np.asarray(sizes)
     take = np.zeros(len(sizes), np.int32)
     left = int(budget)
+    room = None if caps is None else caps.caps.copy()  # rows each class may still take
     for c in (int(c) for c in order if c >= 0):
         if left <= 0:
             break
-        fits = left if caps is None else min(left, int(caps.room(take)[c]))
-        step = int(pick_rows(sizes[c], take[c], max(fits, 0), quota))
+        fits = left if room is None else min(left, int(room[caps.cluster_class[c]]))
+        step = int(pick_rows(sizes[c], take[c], fits, quota))
         take[c] += step
         left -= step
+        if room is not None:
+            room[caps.cluster_class[c]] -= step
     return take
 
 
