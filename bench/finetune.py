@@ -4,7 +4,10 @@
 
 Each model runs the real jitted train step (forward, backward, AdamW) on batches of tweets
 padded to 64 tokens; the first steps (compilation) are excluded. On accelerators the compute is
-bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported.
+bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported. MiniLM is measured side
+by side with the peer users would pick, PyTorch + transformers on the same weights and the same
+token batches (``bench/peers.py``; installed by the ``bench`` extra): ``--reps`` alternating
+rounds of ``--steps`` steps each, medians reported.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import peers  # noqa: E402
 from common import report  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from jaxsel import data, finetune  # noqa: E402
+from jaxsel import assets, data, embed, finetune  # noqa: E402
 
 
 def main() -> None:
@@ -29,10 +33,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--models", default="minilm,smollm2-135m")
+    ap.add_argument("--reps", type=int, default=3, help="alternating timed rounds (jaxsel, then the peer)")
     a = ap.parse_args()
     cpu = jax.default_backend() == "cpu"
     steps = a.steps or (3 if a.quick else 10)
     texts, labels, names, (train, _, _), _ = data.split("tweets")
+    skipped = peers.available("torch", "transformers")
+    if skipped:
+        print(f"peer skipped: {skipped}", file=sys.stderr)
     rows = []
     for model_name in a.models.split(","):
         bs = a.batch_size or ((8 if model_name != "minilm" else 32) if cpu else 64)
@@ -46,26 +54,46 @@ def main() -> None:
         ids = encode([texts[i] for i in train[: bs * (steps + 2)]], 64)
         batch_sh, _ = finetune.data_sharding()
 
-        def batch(i):
-            tok = np.zeros((1, bs, 64), np.int32)
-            mask = np.zeros((1, bs, 64), np.int32)
+        def host_batch(i):
+            tok = np.zeros((bs, 64), np.int32)
+            mask = np.zeros((bs, 64), np.int32)
             for r in range(bs):
                 x = ids[i * bs + r][:64]
-                tok[0, r, :len(x)], mask[0, r, :len(x)] = x, 1
-            y = np.asarray(labels[train[i * bs:(i + 1) * bs]], np.int32)[None]
-            return [jax.device_put(v, batch_sh) for v in (tok, mask, y, np.ones((1, bs), np.float32))]
+                tok[r, :len(x)], mask[r, :len(x)] = x, 1
+            return tok, mask, np.asarray(labels[train[i * bs:(i + 1) * bs]], np.int32)
 
+        def batch(i):
+            tok, mask, y = host_batch(i)
+            return [jax.device_put(v[None], batch_sh) for v in (tok, mask, y, np.ones(bs, np.float32))]
+
+        peer = None
+        if model_name == "minilm" and cpu and not skipped:
+            peer = peers.TorchFinetune(assets.path("minilm", embed.MINILM_DIR), len(names))
         for i in range(2):  # compile and warm up
             params, opt_state, loss = step(params, rest, opt_state, *batch(i))
+            if peer is not None:
+                peer.step(*host_batch(i))
         jax.block_until_ready(params)
-        t = time.perf_counter()
-        for i in range(2, steps + 2):
-            params, opt_state, loss = step(params, rest, opt_state, *batch(i))
-        jax.block_until_ready(params)
-        secs = time.perf_counter() - t
+        ours, theirs = [], []
+        for _ in range(a.reps):  # alternate, so both see the same machine load
+            t = time.perf_counter()
+            for i in range(2, steps + 2):
+                params, opt_state, loss = step(params, rest, opt_state, *batch(i))
+            jax.block_until_ready(params)
+            ours.append(time.perf_counter() - t)
+            if peer is not None:
+                t = time.perf_counter()
+                for i in range(2, steps + 2):
+                    peer.step(*host_batch(i))
+                theirs.append(time.perf_counter() - t)
+        secs = float(np.median(ours))
         tok_s = steps * bs * 64 / secs
         row = {"model": model_name, "params_M": n_params / 1e6, "batch": bs, "seq": 64, "steps": steps,
                "seconds": secs, "tokens_per_s": tok_s, "dtype": "bf16" if not cpu else "fp32"}
+        if theirs:
+            row.update(torch_tokens_per_s=steps * bs * 64 / float(np.median(theirs)),
+                       torch=peers.version("torch"), transformers=peers.version("transformers"))
+            row["vs_torch"] = row["tokens_per_s"] / row["torch_tokens_per_s"]
         util = finetune.mfu(finetune.flops_per_token(model, cfg, 64), tok_s)
         if util is not None:
             row["mfu"] = util
@@ -73,9 +101,12 @@ def main() -> None:
         print(row, file=sys.stderr)
     by = {r["model"]: r for r in rows}
     summary = {"minilm_tokens_per_s": by.get("minilm", {}).get("tokens_per_s"),
+               "torch_minilm_tokens_per_s": by.get("minilm", {}).get("torch_tokens_per_s"),
+               "minilm_vs_torch": by.get("minilm", {}).get("vs_torch"),
                "smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("tokens_per_s"),
                "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
-    report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "tokens_per_s", "dtype", "mfu"],
+    report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "tokens_per_s",
+                              "torch_tokens_per_s", "vs_torch", "dtype", "mfu"],
            summary, a.quick)
 
 

@@ -6,6 +6,12 @@ Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budge
 (PCA-64 by default, as the CLI). The device version is ``ppo.make_chunks(...).update`` (one
 ``lax.scan`` over updates); the host loop calls the same jitted ``env_step`` once per step from
 Python, stacks the trajectory and calls the same jitted learner. Both do identical work.
+
+The peer users would pick (the stack the paper's authors would have used): sb3-contrib's
+MaskablePPO on a gymnasium environment computing the same reward with numpy from the same
+per-cluster statistics (``bench/peers.py``; the ``bench`` extra), 64 environments in a
+DummyVecEnv, n_steps 16, 4 epochs of 4 minibatches like jaxsel's PPO; timed for the same number of
+environment steps as jaxsel's 64-environment run, with the best proxy accuracy each reached.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import peers  # noqa: E402
 from common import report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
@@ -72,6 +80,12 @@ def main() -> None:
         rows.append({"agent": "ppo", "envs": n_envs, "env_steps": steps, "device_s": dev, "host_loop_s": hst,
                      "device_steps_per_s": steps / dev, "host_steps_per_s": steps / hst, "device_vs_host": hst / dev})
         print(rows[-1], file=sys.stderr)
+    skipped = peers.available("sb3_contrib", "gymnasium", "torch")
+    if skipped:
+        print(f"peer skipped: {skipped}", file=sys.stderr)
+    else:
+        rows.append(maskable_ppo(p, params, env, n_updates))
+        print(rows[-1], file=sys.stderr)
     n_envs = 64
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
     fns = dqn.make_chunks(cfg, env)
@@ -85,8 +99,43 @@ def main() -> None:
     summary = {"ppo_env_steps_per_s": best["device_steps_per_s"], "ppo_device_vs_host_loop": best["device_vs_host"],
                "ppo_envs": best["envs"], "dqn_env_steps_per_s": rows[-1]["device_steps_per_s"],
                "proxy": f"ridge-d{a.project or 384}"}
+    sb3 = [r for r in rows if r["agent"].startswith("MaskablePPO")]
+    if sb3:
+        summary.update(maskable_ppo_env_steps_per_s=sb3[0]["device_steps_per_s"], vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"],
+                       best_score_jaxsel=sb3[0]["jaxsel_best_score"], best_score_maskable_ppo=sb3[0]["best_score"])
     report("rl", rows, ["agent", "envs", "env_steps", "device_s", "host_loop_s", "device_steps_per_s",
-                        "host_steps_per_s", "device_vs_host"], summary, a.quick)
+                        "host_steps_per_s", "device_vs_host", "best_score", "jaxsel_best_score", "jaxsel_vs_peer"],
+           summary, a.quick)
+
+
+def maskable_ppo(p, params, env, n_updates: int, n_envs: int = 64, seed: int = 0) -> dict:
+    """MaskablePPO (sb3-contrib) on the numpy environment for ``n_envs * 16 * n_updates`` steps,
+    against jaxsel's PPO with the same environments, rollout length and steps (both from scratch,
+    timed after jaxsel's compilation)."""
+    import torch
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    torch.set_num_threads(1)  # sb3's small MLP: threads only add overhead
+    steps = n_envs * 16 * n_updates
+    record: list = []
+    cls = peers.numpy_selection_env(params.proxy, int(params.budget), record)
+    vec = DummyVecEnv([cls] * n_envs)
+    model = MaskablePPO("MlpPolicy", vec, n_steps=16, batch_size=n_envs * 16 // 4, n_epochs=4, gamma=1.0,
+                        gae_lambda=0.95, ent_coef=0.01, learning_rate=3e-4, max_grad_norm=0.5, seed=seed, verbose=0)
+    t = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    secs = time.perf_counter() - t
+    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=steps)
+    fns = ppo.make_chunks(cfg, env)
+    runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
+    update = jax.jit(fns.update, static_argnums=1)
+    jax.block_until_ready(update(runner0, cfg.num_updates, params))  # compile
+    ours = timed(lambda: update(runner0, cfg.num_updates, params))
+    best = update(runner0, cfg.num_updates, params).best.score
+    return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env)", "envs": n_envs,
+            "env_steps": steps, "device_s": secs, "device_steps_per_s": steps / secs,
+            "best_score": float(np.max(record)) if record else float("nan"), "jaxsel_best_score": float(best),
+            "jaxsel_vs_peer": secs / ours}
 
 
 if __name__ == "__main__":

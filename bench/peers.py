@@ -1,0 +1,152 @@
+"""What a user would install instead of jaxsel, run on the same inputs for side-by-side timings.
+
+Each peer is optional (``pip install -e ".[bench]"``): :func:`available` says whether its packages
+import, and a benchmark without them prints one line saying which peer it skipped and why.
+
+- ``torch``: PyTorch + transformers ``BertForSequenceClassification`` loaded from the same MiniLM
+  safetensors, one AdamW step with global-norm clipping on the same token batches (fp32 on CPU).
+- ``sentence-transformers``: the same MiniLM folder with mean pooling and L2 normalisation
+  (all-MiniLM-L6-v2's own recipe), ``encode`` at the same batch size and max length.
+- ``faiss``: ``faiss.Kmeans`` (Lloyd, one init) at the same k and iterations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from importlib import metadata
+
+import numpy as np
+
+
+def available(*modules: str) -> str | None:
+    """None when every module imports, else a one-line reason naming the first that does not."""
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except Exception as e:  # ImportError, or a broken install raising anything at import
+            return f"{m} does not import ({type(e).__name__}: {str(e)[:80]}); pip install -e \".[bench]\""
+    return None
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+class TorchFinetune:
+    """PyTorch + transformers: MiniLM with a sequence-classification head, AdamW (weight decay
+    0.01) after global-norm clipping at 1.0 -- jaxsel's finetuning step (:func:`jaxsel.finetune.train_step`)."""
+
+    def __init__(self, folder, num_labels: int, lr: float = 1e-5, threads: int | None = None):
+        import torch
+        import transformers
+        torch.manual_seed(0)
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.torch = torch
+        self.model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels)
+        self.model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
+
+    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> float:
+        """One optimizer step on a (B, T) batch; returns the loss."""
+        t = self.torch
+        out = self.model(input_ids=t.from_numpy(tokens.astype(np.int64)), attention_mask=t.from_numpy(mask.astype(np.int64)),
+                         labels=t.from_numpy(labels.astype(np.int64)))
+        out.loss.backward()
+        t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return out.loss.item()
+
+
+def sentence_transformers_encode(folder, texts: list[str], batch_size: int, max_length: int) -> tuple[np.ndarray, float]:
+    """(embeddings (n, 384), seconds of the timed call after one warm-up batch) with
+    sentence-transformers on the MiniLM folder: mean pooling, then L2 normalisation."""
+    from sentence_transformers import SentenceTransformer
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    word = Transformer(str(folder), max_seq_length=max_length)
+    dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+    st = SentenceTransformer(modules=[word, Pooling(dim(), "mean"), Normalize()], device="cpu")
+    st.encode(texts[:batch_size], batch_size=batch_size)
+    t = time.perf_counter()
+    out = st.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    return out, time.perf_counter() - t
+
+
+def faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int = 1) -> tuple[float, float]:
+    """(seconds, inertia) of ``faiss.Kmeans`` (one init, ``iters`` Lloyd iterations) on x (N, d)."""
+    import faiss
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=1, seed=seed, verbose=False, max_points_per_centroid=x.shape[0])
+    t = time.perf_counter()
+    km.train(np.ascontiguousarray(x, np.float32))
+    secs = time.perf_counter() - t
+    dist, _ = km.index.search(np.ascontiguousarray(x, np.float32), 1)
+    return secs, float(dist.sum())
+
+
+def numpy_selection_env(proxy, budget: int, record: list):
+    """The selection MDP (whole-cluster picks, exact budget trim, reward = 100 x the change in
+    the ridge proxy's validation accuracy) as a ``gymnasium.Env`` computing the reward in numpy
+    from the same per-cluster sufficient statistics: what a user of stable-baselines3 would
+    write. Observation: the share of each cluster taken, the budget used and the picks made;
+    ``action_masks()`` for sb3-contrib's MaskablePPO. Each finished episode's final proxy
+    accuracy is appended to ``record``."""
+    import gymnasium as gym
+
+    xtx, xty = np.asarray(proxy.xtx, np.float64), np.asarray(proxy.xty, np.float64)
+    xv, yv = np.asarray(proxy.xv, np.float64), np.asarray(proxy.yv)
+    xf, yf = np.asarray(proxy.xf, np.float64), np.asarray(proxy.yf)
+    rows, start, sizes = np.asarray(proxy.rows), np.asarray(proxy.start), np.asarray(proxy.sizes)
+    lam, temp, c = proxy.cfg.lam, proxy.cfg.temperature, proxy.num_classes
+    k = len(sizes)
+
+    def accuracy(a: np.ndarray, b: np.ndarray, n: int) -> float:
+        if n == 0:
+            return 1.0 / c
+        w = np.linalg.solve(a + lam * np.eye(len(a)), b)
+        logits = temp * xv @ w
+        top = logits >= logits.max(1, keepdims=True)
+        return float((top[np.arange(len(yv)), yv] / top.sum(1)).mean())  # ties share credit, as jaxsel's
+
+    class SelectionEnv(gym.Env):
+        observation_space = gym.spaces.Box(0.0, 1.0, (k + 2,), np.float32)
+        action_space = gym.spaces.Discrete(k)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.taken, self.chosen, self.picks = np.zeros(k, np.int64), 0, 0
+            self.a, self.b, self.score = np.zeros_like(xtx[0]), np.zeros_like(xty[0]), 1.0 / c
+            return self._obs(), {}
+
+        def _obs(self):
+            return np.concatenate([self.taken / sizes, [self.chosen / budget, self.picks / k]]).astype(np.float32)
+
+        def action_masks(self) -> np.ndarray:
+            return self.taken < sizes
+
+        def step(self, action):
+            j = int(action)
+            count = min(int(sizes[j] - self.taken[j]), budget - self.chosen)
+            if count == sizes[j]:
+                self.a, self.b = self.a + xtx[j], self.b + xty[j]
+            else:  # the pick that reaches the budget: only its first rows in the within-cluster order
+                idx = rows[start[j]:start[j] + count]
+                self.a, self.b = self.a + xf[idx].T @ xf[idx], self.b + xf[idx].T @ np.eye(c)[yf[idx]]
+            self.taken[j] += count
+            self.chosen += count
+            self.picks += 1
+            score = accuracy(self.a, self.b, self.chosen)
+            reward, self.score = 100.0 * (score - self.score), score
+            done = self.chosen >= budget or not (self.taken < sizes).any()
+            if done:
+                record.append(score)
+            return self._obs(), reward, done, False, {}
+
+    return SelectionEnv
