@@ -34,6 +34,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--models", default="minilm,smollm2-135m")
     ap.add_argument("--reps", type=int, default=3, help="alternating timed rounds (jaxsel, then the peer)")
+    ap.add_argument("--whole", type=int, default=0, metavar="N",
+                    help="also time whole N-example MiniLM finetunes (3 epochs, batch 16, 64 tokens, validation 300 "
+                         "and test 800 rows): jaxsel's 1st and 2nd in one process (a run's first and later cells) "
+                         "against PyTorch's, e.g. --whole 100")
     a = ap.parse_args()
     cpu = jax.default_backend() == "cpu"
     steps = a.steps or (3 if a.quick else 10)
@@ -99,15 +103,46 @@ def main() -> None:
             row["mfu"] = util
         rows.append(row)
         print(row, file=sys.stderr)
+    if a.whole:
+        rows += whole_finetunes(a.whole, names, skipped)
     by = {r["model"]: r for r in rows}
     summary = {"minilm_tokens_per_s": by.get("minilm", {}).get("tokens_per_s"),
                "torch_minilm_tokens_per_s": by.get("minilm", {}).get("torch_tokens_per_s"),
                "minilm_vs_torch": by.get("minilm", {}).get("vs_torch"),
                "smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("tokens_per_s"),
                "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
+    whole = {r["model"]: r for r in rows if "test_accuracy" in r}
+    if whole:
+        summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
     report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "tokens_per_s",
-                              "torch_tokens_per_s", "vs_torch", "dtype", "mfu"],
+                              "torch_tokens_per_s", "vs_torch", "dtype", "mfu", "test_accuracy"],
            summary, a.quick)
+
+
+def whole_finetunes(n: int, names: list[str], skipped: str | None) -> list[dict]:
+    """Rows timing whole ``n``-example MiniLM finetunes on a seeded sample of tweets: jaxsel's first
+    and second in this process, and PyTorch's (when it imports). Same rows, same token ids, same
+    protocol (:func:`peers.torch_small_finetune`)."""
+    dd = data.load("tweets")
+    rng = np.random.default_rng(0)
+    rows = {s: rng.choice(len(dd[s]), m, replace=False) for s, m in (("train", n), ("validation", 300), ("test", 800))}
+    small = data.derive(dd, rows, tag="bench-finetune")
+    cfg = finetune.FinetuneConfig(model="minilm", epochs=3, batch_size=16, lr=1e-4, max_length=64)
+    out = []
+    for i in (1, 2):
+        t = time.perf_counter()
+        m = finetune.train_and_evaluate(small, None, cfg, progress=False)
+        out.append({"model": f"jaxsel finetune {i}", "batch": 16, "seq": 64, "steps": m["steps"],
+                    "seconds": time.perf_counter() - t, "test_accuracy": m["test_accuracy"]})
+        print(out[-1], file=sys.stderr)
+    if skipped:
+        return out
+    _, encode = finetune.build(cfg, names)
+    splits = {s: (encode(small[s]["text"], 64), np.asarray(small[s]["label"])) for s in ("train", "validation", "test")}
+    m = peers.torch_small_finetune(assets.path("minilm", embed.MINILM_DIR), len(names), splits)
+    out.append({"model": f"torch {peers.version('torch')} finetune", "batch": 16, "seq": 64, **m})
+    print(out[-1], file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":
