@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.proxy import HIGHEST, Ridge, ridge_weights
+from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
 def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray) -> np.ndarray:

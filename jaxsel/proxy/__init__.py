@@ -39,9 +39,10 @@ from dataclasses import replace
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsel.config import SCORE_ON
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import ridge
-from jaxsel.proxy.base import (HIGHEST, KINDS, SCORE_ON, Proxy, ProxyConfig, Scores, chance, chunks, features,
+from jaxsel.proxy.base import (HIGHEST, KINDS, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
 from jaxsel.proxy.batch import check_masks, mesh
 from jaxsel.proxy.cache import RewardCache

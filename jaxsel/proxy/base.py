@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxsel.config import SCORE_ON, ProxyConfig
+from jaxsel.config import ProxyConfig
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import batch
 

@@ -1,0 +1,53 @@
+"""Stopped RL and round-based searches resume to the same selection as an uninterrupted run."""
+
+import numpy as np
+import pytest
+
+from jaxsel import agents, proxy
+from jaxsel.agents import dqn, ppo
+from test_agents import known_truth
+
+
+@pytest.fixture(scope="module")
+def truth():
+    x, y, cl, xv, yv = known_truth()
+    return proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(lam=1.0)), cl, y
+
+
+@pytest.mark.parametrize("method,granularity", [("ppo", "cluster"), ("dqn", "quota")])
+def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularity):
+    p, cl, y = truth
+    cfg = agents.SelectConfig(method=method, budget=0.25, seed=3, checkpoint_every=2, final="greedy",
+                              granularity=granularity, horizon=8,
+                              ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 8),
+                              dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 12, learning_starts=16, batch_size=16))
+    whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
+    agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=4)  # interrupted part-way
+    assert sorted(x.name for x in (tmp_path / "b" / "agent").iterdir()) == ["4"]  # only the newest step is kept
+    resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed.cluster_ids == whole.cluster_ids
+    np.testing.assert_array_equal(resumed.indices, whole.indices)
+    assert resumed.scores["proxy_accuracy"] == pytest.approx(whole.scores["proxy_accuracy"])
+
+
+def test_resume_refuses_foreign_checkpoint(truth, tmp_path):
+    p, cl, y = truth
+    small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=256))
+    agents.select(p, cl, y, agents.SelectConfig(budget=0.25, **small), ckpt_dir=tmp_path, progress=False)
+    with pytest.raises(agents.JaxselError, match="another run configuration"):
+        agents.select(p, cl, y, agents.SelectConfig(budget=0.3, **small), ckpt_dir=tmp_path, resume=True,
+                      progress=False)
+
+
+@pytest.mark.parametrize("method,extra", [("climb", {"climb_rounds": 3, "granularity": "quota", "horizon": 8}),
+                                          ("ppo", {"surrogate_rounds": 3, "warm_start": 64, "surrogate_eval": 8})])
+def test_round_based_search_resumes(truth, tmp_path, method, extra):
+    p, cl, y = truth
+    cfg = agents.SelectConfig(method=method, budget=0.25, seed=2, ppo=ppo.PPOConfig(num_envs=8, num_steps=8,
+                                                                                   total_timesteps=8 * 8 * 6), **extra)
+    whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
+    agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=1)  # stopped after a round
+    resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed.cluster_ids == whole.cluster_ids
+    assert resumed.scores["evaluations"] == whole.scores["evaluations"]
+    assert resumed.scores["proxy_accuracy"] == pytest.approx(whole.scores["proxy_accuracy"])
