@@ -11,20 +11,29 @@ from jaxsel.cluster import Clustering, index_table
 D = 12
 
 
+def blobs(seed: int, k: int):
+    """k Gaussian blobs of 5-59 rows each (d=D) and 300 validation rows drawn from them:
+    x (N, D), cluster of each row (N,), xv (300, D), blob of each validation row, the clustering
+    (the blobs), and the generator for more draws."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(5, 60, k)
+    a = np.repeat(np.arange(k), sizes)
+    centres = rng.standard_normal((k, D)) * 2.0
+    x = (centres[a] + 0.8 * rng.standard_normal((len(a), D))).astype(np.float32)
+    av = rng.integers(0, k, 300)
+    xv = (centres[av] + 0.8 * rng.standard_normal((300, D))).astype(np.float32)
+    cl = Clustering(a.astype(np.int32), centres.astype(np.float32), np.bincount(a).astype(np.int32),
+                    index_table(a, k, 16), 0.0, {"seed": 0})
+    return x, a, xv, av, cl, rng
+
+
 @pytest.fixture(scope="module")
 def uneven():
-    """Clusters of unequal sizes, so the pick that reaches the budget overshoots it."""
-    rng = np.random.default_rng(3)
-    sizes = rng.integers(5, 60, 24)
-    a = np.repeat(np.arange(24), sizes)
-    centres = rng.standard_normal((24, D)) * 2.0
+    """Clusters of unequal sizes, so the pick that reaches the budget overshoots it; labels by a
+    hyperplane, so clusters mix them."""
+    x, _, xv, _, cl, rng = blobs(3, 24)
     w = rng.standard_normal(D)
-    x = (centres[a] + 0.8 * rng.standard_normal((len(a), D))).astype(np.float32)
-    y = (x @ w > 0).astype(int)
-    xv = (centres[rng.integers(0, 24, 300)] + 0.8 * rng.standard_normal((300, D))).astype(np.float32)
-    cl = Clustering(a.astype(np.int32), centres.astype(np.float32), np.bincount(a).astype(np.int32),
-                    index_table(a, 24, 16), 0.0, {"seed": 0})
-    return x, y, cl, xv, (xv @ w > 0).astype(int)
+    return x, (x @ w > 0).astype(int), cl, xv, (xv @ w > 0).astype(int)
 
 
 @pytest.mark.parametrize("kind,granularity", [("ridge", "cluster"), ("linear", "cluster"), ("ridge", "quota"),
@@ -69,16 +78,8 @@ def test_rl_with_too_few_steps_still_fills_the_budget(uneven, capsys):
 @pytest.fixture(scope="module")
 def pure():
     """Label-pure clusters of unequal sizes and an imbalanced label mix (16/9/5 clusters per class)."""
-    rng = np.random.default_rng(5)
-    sizes = rng.integers(5, 60, 30)
-    a = np.repeat(np.arange(30), sizes)
-    centres = rng.standard_normal((30, D)) * 2.0
+    x, a, xv, av, cl, _ = blobs(5, 30)
     cls = np.repeat([0, 1, 2], [16, 9, 5])
-    x = (centres[a] + 0.8 * rng.standard_normal((len(a), D))).astype(np.float32)
-    av = rng.integers(0, 30, 300)
-    xv = (centres[av] + 0.8 * rng.standard_normal((300, D))).astype(np.float32)
-    cl = Clustering(a.astype(np.int32), centres.astype(np.float32), np.bincount(a).astype(np.int32),
-                    index_table(a, 30, 16), 0.0, {"seed": 0})
     return proxy.make(x, cls[a], cl, xv, cls[av]), cl, cls[a]
 
 
