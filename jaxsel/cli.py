@@ -183,6 +183,9 @@ def cmd_select(a) -> None:
           f"{sel.scores['proxy_accuracy']:.4f} ({whole}empty subset "
           f"{sel.scores['proxy_accuracy_empty']:.4f}), log-likelihood {sel.scores['proxy_loglik']:.4f}, "
           f"{sel.meta['selection_seconds']:.1f}s")
+    if sel.meta.get("excluded_rows"):
+        print(f"filter: {sel.meta['excluded_rows']} train rows flagged by cleanlab were left out of the candidates"
+              + (f" (class caps {sel.meta['class_caps']} come from the rows left)" if sel.meta.get("class_caps") else ""))
     print("label mix: " + ", ".join(f"{n} {c} (train {t})" for n, c, t in
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:

@@ -91,8 +91,11 @@ def class_caps(counts: np.ndarray, examples: int, balance: str) -> np.ndarray:
 
 def balance_caps(clustering, labels: np.ndarray, examples: int, balance: str) -> ClassCaps | None:
     """The :class:`ClassCaps` of ``balance`` for picking ``examples`` rows of a clustering of the
-    train rows with ``labels`` (N,); None for "none". Raises JaxselError when a cluster holds more
-    than one label (balance needs label-pure clusters: stratified k-means)."""
+    train rows with ``labels`` (N,); None for "none". Raises JaxselError for an unknown ``balance``
+    or when a cluster holds more than one label (balance needs label-pure clusters: stratified
+    k-means; clusters that happen to be label-pure are accepted)."""
+    if balance not in BALANCES:
+        raise JaxselError(f"unknown balance {balance!r} (choose from {', '.join(BALANCES)})")
     if balance == "none":
         return None
     labels, assignment = np.asarray(labels, np.int64), np.asarray(clustering.assignment)

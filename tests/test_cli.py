@@ -84,6 +84,10 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
                      "--budget", "0.05", "--balance", "equal", "--out", str(tmp_path / "m")]) == 2  # 3 classes
     err = capsys.readouterr().err.strip()
     assert "needs label-pure clusters" in err and len(err.splitlines()) == 1
+    # example-level baselines ignore the caps, and say so
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "2", "--method", "random",
+                     "--budget", "0.05", "--balance", "equal", "--out", str(tmp_path / "r")]) == 0
+    assert "random ignores balance='equal'" in capsys.readouterr().err
 
 
 def test_version():

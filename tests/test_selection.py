@@ -67,6 +67,8 @@ def test_class_caps_fill_every_class_exactly(quota, balance):
     mixed = cluster.kmeans(rng.standard_normal((300, 4)).astype(np.float32), 12)
     with pytest.raises(JaxselError, match="label-pure"):
         balance_caps(mixed, labels, 45, balance)
+    with pytest.raises(JaxselError, match="unknown balance 'even'"):
+        balance_caps(c, labels, 45, "even")
 
 
 @pytest.mark.parametrize("order", ["random", "typical"])

@@ -25,7 +25,7 @@ from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import METHODS, Selection, balance_caps, budget_examples, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, METHODS, Selection, balance_caps, budget_examples, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,11 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
     examples = budget_examples(c.budget, len(train_labels))
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
+    if c.balance not in BALANCES:
+        raise JaxselError(f"unknown balance {c.balance!r} (choose from {', '.join(BALANCES)})")
+    if c.balance != "none" and c.method in baselines.METHODS + ("full",):
+        warn(f"{c.method} ignores balance={c.balance!r}: class caps apply to the RL agents and the cluster "
+             f"searches (stratified is class-proportional by construction)")
     caps = None if c.method in baselines.METHODS + ("full",) else balance_caps(clustering, train_labels, examples,
                                                                                c.balance)
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
