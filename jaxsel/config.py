@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jaxsel import baselines
 from jaxsel.errors import JaxselError
-from jaxsel.selection import BALANCES, parse_budget, quota_for
+from jaxsel.selection import check_balance, parse_budget, quota_for
 
 def later(default):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -298,8 +298,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
     if cfg.select.filter not in FILTERS:
         raise JaxselError(f"{path}: [select] unknown filter {cfg.select.filter!r} (choose from {', '.join(FILTERS)})")
-    if cfg.select.balance not in BALANCES:
-        raise JaxselError(f"{path}: [select] unknown balance {cfg.select.balance!r} (choose from {', '.join(BALANCES)})")
+    try:
+        check_balance(cfg.select.balance)
+    except JaxselError as e:
+        raise JaxselError(f"{path}: [select] {e}")
     if cfg.select.balance != "none" and not cfg.cluster.stratified:
         raise JaxselError(f"{path}: [select] balance = {cfg.select.balance!r} needs label-pure clusters: "
                           f"set [cluster] stratified = true")

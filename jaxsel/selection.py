@@ -48,6 +48,12 @@ def budget_examples(budget: float, n: int) -> int:
 BALANCES = ("none", "proportional", "equal")
 
 
+def check_balance(balance: str) -> None:
+    """Raise JaxselError unless ``balance`` is one of :data:`BALANCES`."""
+    if balance not in BALANCES:
+        raise JaxselError(f"unknown balance {balance!r} (choose from {', '.join(BALANCES)})")
+
+
 @dataclass(frozen=True)
 class ClassCaps:
     """Per-class example caps of a class-balanced selection: the rows taken from the (label-pure)
@@ -94,8 +100,7 @@ def balance_caps(clustering, labels: np.ndarray, examples: int, balance: str) ->
     train rows with ``labels`` (N,); None for "none". Raises JaxselError for an unknown ``balance``
     or when a cluster holds more than one label (balance needs label-pure clusters: stratified
     k-means; clusters that happen to be label-pure are accepted)."""
-    if balance not in BALANCES:
-        raise JaxselError(f"unknown balance {balance!r} (choose from {', '.join(BALANCES)})")
+    check_balance(balance)
     if balance == "none":
         return None
     labels, assignment = np.asarray(labels, np.int64), np.asarray(clustering.assignment)

@@ -20,12 +20,12 @@ import numpy as np
 from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import later, settings
+from jaxsel.config import BASELINES, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import BALANCES, METHODS, Selection, balance_caps, budget_examples, quota_for, rows_for, take_for
+from jaxsel.selection import METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -171,12 +171,11 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
     examples = budget_examples(c.budget, len(train_labels))
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
-    if c.balance not in BALANCES:
-        raise JaxselError(f"unknown balance {c.balance!r} (choose from {', '.join(BALANCES)})")
-    if c.balance != "none" and c.method in baselines.METHODS + ("full",):
+    check_balance(c.balance)
+    if c.balance != "none" and c.method in BASELINES:
         warn(f"{c.method} ignores balance={c.balance!r}: class caps apply to the RL agents and the cluster "
              f"searches (stratified is class-proportional by construction)")
-    caps = None if c.method in baselines.METHODS + ("full",) else balance_caps(clustering, train_labels, examples,
+    caps = None if c.method in BASELINES else balance_caps(clustering, train_labels, examples,
                                                                                c.balance)
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
                            agreement=c.agreement, caps=caps)
@@ -292,7 +291,7 @@ def select_unflagged(flagged: np.ndarray | None, proxy, clustering, train_labels
     cleanlab does not flag (``flagged`` (N,) bool; None: :func:`jaxsel.label_issues.find` on
     ``proxy``), each restricted proxy made like ``proxy`` from ``train_x`` (N, d) and ``validation``
     (embeddings, labels). Example-level baselines and ``full`` ignore the filter (:func:`select`)."""
-    if config.method in baselines.METHODS + ("full",):
+    if config.method in BASELINES:
         return select(proxy, clustering, train_labels, config, train_x=train_x, **kwargs)
     from jaxsel.proxy import make
     labels = np.asarray(train_labels)
