@@ -215,7 +215,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
                        stop_after_epochs: int | None = None) -> dict | None:
     """Train on ``dd['train']`` rows ``train_indices`` (None: all) for ``cfg.epochs`` epochs, or as
     many as ``cfg.min_steps`` optimizer steps need, evaluating on validation after every epoch
-    (early stopping), and test the best epoch's weights. Returns metrics: test
+    (early stopping after ``cfg.patience`` epochs without a gain, never before ``cfg.min_steps``
+    steps), and test the best epoch's weights. Returns metrics: test
     accuracy and macro-F1, validation accuracy per epoch, training seconds, tokens seen and
     tokens/s, steps, examples used and seen, and MFU on known accelerators.
 
@@ -250,7 +251,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     rng = np.random.default_rng(cfg.seed)
     for _ in range(prog.epoch):  # the same shuffles as an uninterrupted run
         batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
-    while prog.epoch < epochs and prog.step < total and prog.bad_epochs < cfg.patience:
+    while prog.epoch < epochs and prog.step < total and (prog.bad_epochs < cfg.patience or prog.step < cfg.min_steps):
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None
         plan = batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
