@@ -35,8 +35,10 @@ def test_summarize_groups_and_charges_the_pipeline_to_search_methods():
     assert s["full"]["corrupted_chosen"] == 600 and s["ppo"]["seeds"] == [0, 1]
     table = report.markdown(report.summarize(_rows(), timings))
     assert s["ppo"]["vs_random"] == pytest.approx(0.10) and s["ppo"]["vs_random_ci95"] == pytest.approx(0.0)
-    assert "vs_random" not in s["random"] and "vs_random" not in s["full"]
-    assert "| noisy | ppo | 5% | 2 | 0.710 ± 0.127 | +0.100 ± 0.000 |" in table and "corrupted chosen" in table
+    assert "vs_random" not in s["random"] and "vs_random" not in s["full"] and "vs_full" not in s["full"]
+    assert s["ppo"]["vs_full"] == pytest.approx(-0.08)  # paired by seed within the variant
+    assert s["ppo"]["vs_full_ci95"] == pytest.approx(12.7062 * np.std([-0.1, -0.06], ddof=1) / np.sqrt(2), rel=1e-4)
+    assert "| noisy | ppo | 5% | 2 | 0.710 ± 0.127 | +0.100 ± 0.000 | -0.080 ± 0.254 |" in table and "corrupted chosen" in table
 
 
 def test_plots_are_written(tmp_path):

@@ -59,13 +59,16 @@ def _overhead(method: str, variant: str, timings: dict) -> float:
 
 
 def summarize(rows: list[dict], timings: dict) -> list[dict]:
-    """One entry per (variant, method, budget): seeds, accuracy mean and CI, macro-F1, wall-clock."""
+    """One entry per (variant, method, budget): seeds, accuracy mean and CI, macro-F1, wall-clock,
+    and the accuracy difference to random, stratified (same budget) and full data (same variant),
+    each paired by seed (``vs_random``, ``vs_stratified``, ``vs_full`` with ``*_ci95`` half-widths)."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["variant"], r["method"], r["budget"]), []).append(r)
     full_secs = {v: np.mean([r["finetune_seconds"] for r in rs]) for (v, m, _), rs in groups.items() if m == "full"}
     refs = {m: {(r["variant"], r["budget"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == m}
             for m in REFERENCES}
+    full = {(r["variant"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == "full"}
     out = []
     for (v, m, b), rs in groups.items():
         acc, ci = mean_ci([r["test_accuracy"] for r in rs])
@@ -85,6 +88,9 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
             paired = [r["test_accuracy"] - acc_of[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in acc_of]
             if m not in (ref, "full") and paired:
                 s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = mean_ci(paired)
+        paired = [r["test_accuracy"] - full[(v, r["seed"])] for r in rs if (v, r["seed"]) in full]
+        if m != "full" and paired:
+            s["vs_full"], s["vs_full_ci95"] = mean_ci(paired)
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
@@ -121,7 +127,8 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     then a warning line for every selection that left out a class. ``labels``: class names."""
     noisy = any(s["variant"] == "noisy" for s in summary)
     mix = any("label_share" in s for s in summary)
-    refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] or ["random"]
+    refs = ([ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] or ["random"]) + (
+        ["full"] if any("vs_full" in s for s in summary) else [])
     head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
             + ["macro-F1", "examples", "steps", "examples seen"]
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]

@@ -1,0 +1,107 @@
+"""The README's headline table (issue 12): per dataset and noise kind, at one budget, every jaxsel
+search against stratified random, random and full data, from the whole-dataset runs' results.
+
+    python bench/headline.py                       # bench/results/e2e-*-whole*/results.json
+    python bench/headline.py runs/NAME/results.json ...
+
+Each row: test accuracy (mean ± 95% Student-t half-width over seeds), the paired difference to
+stratified random and to full data (same seeds), a verdict against stratified (``wins`` / ``loses``
+when the paired interval excludes zero, else ``ties``), and the total wall-clock (embed + cluster +
+proxy + select + finetune) as a ratio to the full-data finetune. A noisy variant that two runs
+share with the same noise is listed once. Writes ``bench/results/headline.json`` and prints the
+markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jaxsel.config import SEARCH_METHODS  # noqa: E402
+from jaxsel.experiment.report import ORDER, summarize  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+SHOWN = ("random", "stratified", "cleanlab", "full")  # the baselines of the headline, besides every search
+
+
+def noise_name(cfg: dict, variant: str) -> str:
+    """``clean``, or the noise kind with ``+ near-dup`` / ``+ copies`` for its duplicates."""
+    if variant == "clean":
+        return "clean"
+    n = cfg["noise"]
+    dup = "" if not n["duplicate_fraction"] else (" + near-dup" if n.get("near_duplicates") else " + copies")
+    return f"{n.get('kind', 'clusters')}{dup}"
+
+
+def verdict(diff: float | None, half: float | None, seeds: int) -> str:
+    """``wins`` / ``loses`` when the paired 95% interval excludes zero, ``ties`` otherwise ("-" for
+    one seed: no interval)."""
+    if diff is None or seeds < 2:
+        return "-"
+    return "wins" if diff - half > 0 else "loses" if diff + half < 0 else "ties"
+
+
+def rows_of(doc: dict, budget: float) -> list[dict]:
+    """The headline rows of one results document at ``budget`` (and its full-data rows)."""
+    cfg, out = doc["config"], []
+    for s in summarize(doc["rows"], doc["timings"]):  # recomputed: older documents lack vs_full
+        if s["method"] not in SEARCH_METHODS + SHOWN or s["budget"] not in (budget, None):
+            continue
+        n = len(s["seeds"])
+        out.append({"dataset": cfg["data"]["name"], "noise": noise_name(cfg, s["variant"]), "method": s["method"],
+                    "seeds": n, "examples": s["examples"], "test_accuracy": s["test_accuracy"],
+                    "test_accuracy_ci95": s["test_accuracy_ci95"],
+                    **{k: s.get(k) for k in ("vs_stratified", "vs_stratified_ci95", "vs_full", "vs_full_ci95",
+                                             "total_vs_full", "total_seconds", "corrupted_chosen")},
+                    "verdict": verdict(s.get("vs_stratified"), s.get("vs_stratified_ci95"), n),
+                    "run": cfg["name"], "complete": doc.get("complete", False)})
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    def pm(mean, half, seeds, sign=""):
+        return "-" if mean is None else f"{100 * mean:{sign}.1f}" + (f" ± {100 * half:.1f}" if seeds > 1 else "")
+    head = ["dataset", "noise", "method", "seeds", "test acc %", "vs stratified, paired", "vs full, paired",
+            "verdict vs stratified", "wall-clock / full finetune"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        n = r["seeds"]
+        lines.append("| " + " | ".join([
+            r["dataset"], r["noise"], r["method"], str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
+            pm(r["vs_stratified"], r["vs_stratified_ci95"], n, "+"), pm(r["vs_full"], r["vs_full_ci95"], n, "+"),
+            r["verdict"], "-" if r["total_vs_full"] is None else f"{r['total_vs_full']:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="*", help="results.json files (default: bench/results/e2e-*-whole*/results.json)")
+    ap.add_argument("--budget", type=float, default=0.05, help="the budget of the table (fraction of train)")
+    args = ap.parse_args(argv)
+    paths = [Path(p) for p in args.results] or sorted(RESULTS.glob("e2e-*-whole*/results.json"))
+    if not paths:
+        sys.exit("error: no results.json given or found under bench/results/e2e-*-whole*/")
+    rows, seen = [], set()
+    for path in paths:
+        for r in rows_of(json.loads(path.read_text()), args.budget):
+            key = (r["dataset"], r["noise"], r["method"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    rows.sort(key=lambda r: (r["dataset"], r["noise"] != "clean", r["noise"], ORDER.index(r["method"])))
+    table = markdown(rows)
+    print(table)
+    if any(not r["complete"] for r in rows):
+        print(f"\nnote: incomplete runs (seeds so far): {sorted({r['run'] for r in rows if not r['complete']})}")
+    tmp = RESULTS / ".headline.json.tmp"
+    tmp.write_text(json.dumps({"budget": args.budget, "sources": [str(p) for p in paths], "rows": rows}, indent=2) + "\n")
+    os.replace(tmp, RESULTS / "headline.json")
+
+
+if __name__ == "__main__":
+    main()
