@@ -91,11 +91,14 @@ def faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int = 1) -> tuple[floa
     return secs, float(dist.sum())
 
 
-def numpy_selection_env(proxy, budget: int, record: list):
+def numpy_selection_env(proxy, budget: int, record: list, features: np.ndarray | None = None,
+                        max_steps: int = 1):
     """The selection MDP (whole-cluster picks, exact budget trim, reward = 100 x the change in
     the ridge proxy's validation accuracy) as a ``gymnasium.Env`` computing the reward in numpy
     from the same per-cluster sufficient statistics: what a user of stable-baselines3 would
     write. Observation: the share of each cluster taken, the budget used and the picks made;
+    with ``features`` (K, F), jaxsel's own observation instead, flattened: per cluster the share
+    taken, budget used, picks / ``max_steps``, then its features (for :func:`deep_sets_policy`).
     ``action_masks()`` for sb3-contrib's MaskablePPO. Each finished episode's final proxy
     accuracy is appended to ``record``."""
     import gymnasium as gym
@@ -115,8 +118,10 @@ def numpy_selection_env(proxy, budget: int, record: list):
         top = logits >= logits.max(1, keepdims=True)
         return float((top[np.arange(len(yv)), yv] / top.sum(1)).mean())  # ties share credit, as jaxsel's
 
+    width = k + 2 if features is None else features.size + 3 * k
+
     class SelectionEnv(gym.Env):
-        observation_space = gym.spaces.Box(0.0, 1.0, (k + 2,), np.float32)
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (width,), np.float32)
         action_space = gym.spaces.Discrete(k)
 
         def reset(self, *, seed=None, options=None):
@@ -126,7 +131,10 @@ def numpy_selection_env(proxy, budget: int, record: list):
             return self._obs(), {}
 
         def _obs(self):
-            return np.concatenate([self.taken / sizes, [self.chosen / budget, self.picks / k]]).astype(np.float32)
+            if features is None:
+                return np.concatenate([self.taken / sizes, [self.chosen / budget, self.picks / k]]).astype(np.float32)
+            state = np.stack([self.taken / sizes, np.full(k, self.chosen / budget), np.full(k, self.picks / max_steps)], 1)
+            return np.concatenate([state, features], 1).astype(np.float32).ravel()
 
         def action_masks(self) -> np.ndarray:
             return self.taken < sizes
@@ -150,6 +158,55 @@ def numpy_selection_env(proxy, budget: int, record: list):
             return self._obs(), reward, done, False, {}
 
     return SelectionEnv
+
+
+def deep_sets_policy(k: int, hidden: int = 64):
+    """sb3-contrib's ``MaskableActorCriticPolicy`` with jaxsel's Deep Sets network
+    (:mod:`jaxsel.agents.networks`) in PyTorch, for observations of :func:`numpy_selection_env`
+    with ``features``: per-cluster encoder, mean and chosen-mean context, one logit per cluster,
+    a value from the context. The same work per sample as jaxsel's PPO, so a timing compares the
+    stacks rather than the networks."""
+    import torch
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+    from torch import nn
+
+    class DeepSets(nn.Module):
+        def __init__(self, features: int):
+            super().__init__()
+            self.latent_dim_pi, self.latent_dim_vf, self.f = k, hidden, features
+            self.enc1, self.enc2 = nn.Linear(features, hidden), nn.Linear(hidden, hidden)
+            self.out1, self.out2 = nn.Linear(3 * hidden, hidden), nn.Linear(hidden, 1)
+            self.val1 = nn.Linear(2 * hidden, hidden)
+
+        def _context(self, x):
+            obs = x.view(x.shape[0], k, self.f)
+            h = torch.relu(self.enc2(torch.relu(self.enc1(obs))))
+            chosen = obs[..., :1]
+            ctx = torch.cat([h.mean(1), (h * chosen).sum(1) / chosen.sum(1).clamp(min=1.0)], 1)
+            return h, ctx
+
+        def forward_actor(self, x):
+            h, ctx = self._context(x)
+            w = self.out1.weight  # (hidden, 3 hidden): [h_k, ctx] @ W split as in jaxsel
+            pre = h @ w[:, :hidden].T + (ctx @ w[:, hidden:].T + self.out1.bias)[:, None]
+            return self.out2(torch.relu(pre))[..., 0]
+
+        def forward_critic(self, x):
+            return torch.relu(self.val1(self._context(x)[1]))
+
+        def forward(self, x):
+            return self.forward_actor(x), self.forward_critic(x)
+
+    class Policy(MaskableActorCriticPolicy):
+        def _build_mlp_extractor(self) -> None:
+            self.mlp_extractor = DeepSets(self.features_dim // k)
+
+        def _build(self, lr_schedule) -> None:
+            super()._build(lr_schedule)
+            self.action_net = nn.Identity()  # the network already gives one logit per cluster
+            self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    return Policy
 
 
 def torch_small_finetune(folder, num_labels: int, splits: dict, *, epochs: int = 3, batch_size: int = 16,

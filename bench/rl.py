@@ -12,11 +12,16 @@ MaskablePPO on a gymnasium environment computing the same reward with numpy from
 per-cluster statistics (``bench/peers.py``; the ``bench`` extra), 64 environments in a
 DummyVecEnv, n_steps 16, 4 epochs of 4 minibatches like jaxsel's PPO; timed for the same number of
 environment steps as jaxsel's 64-environment run, with the best proxy accuracy each reached.
+MaskablePPO runs twice: with its default MLP policy on the taken shares (what a user would write;
+a network with ~1/12 of the Deep Sets' FLOPs per sample at K=256), and with jaxsel's Deep Sets
+network and observation ported to PyTorch (``peers.deep_sets_policy``: equal outputs for equal
+weights), so the second ratio compares the stacks doing the same work.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,8 +89,9 @@ def main() -> None:
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
     else:
-        rows.append(maskable_ppo(p, params, env, n_updates))
-        print(rows[-1], file=sys.stderr)
+        for deep_sets in (False, True):
+            rows.append(maskable_ppo(p, params, env, n_updates, deep_sets=deep_sets))
+            print(rows[-1], file=sys.stderr)
     n_envs = 64
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
     fns = dqn.make_chunks(cfg, env)
@@ -102,25 +108,31 @@ def main() -> None:
     sb3 = [r for r in rows if r["agent"].startswith("MaskablePPO")]
     if sb3:
         summary.update(maskable_ppo_env_steps_per_s=sb3[0]["device_steps_per_s"], vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"],
-                       best_score_jaxsel=sb3[0]["jaxsel_best_score"], best_score_maskable_ppo=sb3[0]["best_score"])
+                       best_score_jaxsel=sb3[0]["jaxsel_best_score"], best_score_maskable_ppo=sb3[0]["best_score"],
+                       vs_maskable_ppo_same_network=sb3[1]["jaxsel_vs_peer"],
+                       best_score_maskable_ppo_same_network=sb3[1]["best_score"])
     report("rl", rows, ["agent", "envs", "env_steps", "device_s", "host_loop_s", "device_steps_per_s",
                         "host_steps_per_s", "device_vs_host", "best_score", "jaxsel_best_score", "jaxsel_vs_peer"],
            summary, a.quick)
 
 
-def maskable_ppo(p, params, env, n_updates: int, n_envs: int = 64, seed: int = 0) -> dict:
+def maskable_ppo(p, params, env, n_updates: int, n_envs: int = 64, seed: int = 0, deep_sets: bool = False) -> dict:
     """MaskablePPO (sb3-contrib) on the numpy environment for ``n_envs * 16 * n_updates`` steps,
     against jaxsel's PPO with the same environments, rollout length and steps (both from scratch,
-    timed after jaxsel's compilation)."""
+    timed after jaxsel's compilation). Its default MLP policy on the taken shares, or with
+    ``deep_sets`` jaxsel's network and observation in PyTorch (the same work per sample)."""
     import torch
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
-    torch.set_num_threads(1)  # sb3's small MLP: threads only add overhead
+    torch.set_num_threads(os.cpu_count() if deep_sets else 1)  # sb3's small MLP: threads only add overhead
     steps = n_envs * 16 * n_updates
     record: list = []
-    cls = peers.numpy_selection_env(params.proxy, int(params.budget), record)
+    k = int(params.sizes.shape[0])
+    feats = np.asarray(params.features) if deep_sets else None
+    cls = peers.numpy_selection_env(params.proxy, int(params.budget), record, feats, int(params.max_steps))
     vec = DummyVecEnv([cls] * n_envs)
-    model = MaskablePPO("MlpPolicy", vec, n_steps=16, batch_size=n_envs * 16 // 4, n_epochs=4, gamma=1.0,
+    policy = peers.deep_sets_policy(k) if deep_sets else "MlpPolicy"
+    model = MaskablePPO(policy, vec, n_steps=16, batch_size=n_envs * 16 // 4, n_epochs=4, gamma=1.0,
                         gae_lambda=0.95, ent_coef=0.01, learning_rate=3e-4, max_grad_norm=0.5, seed=seed, verbose=0)
     t = time.perf_counter()
     model.learn(total_timesteps=steps)
@@ -132,7 +144,8 @@ def maskable_ppo(p, params, env, n_updates: int, n_envs: int = 64, seed: int = 0
     jax.block_until_ready(update(runner0, cfg.num_updates, params))  # compile
     ours = timed(lambda: update(runner0, cfg.num_updates, params))
     best = update(runner0, cfg.num_updates, params).best.score
-    return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env)", "envs": n_envs,
+    net = "Deep Sets policy" if deep_sets else "MLP policy"
+    return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env, {net})", "envs": n_envs,
             "env_steps": steps, "device_s": secs, "device_steps_per_s": steps / secs,
             "best_score": float(np.max(record)) if record else float("nan"), "jaxsel_best_score": float(best),
             "jaxsel_vs_peer": secs / ours}
