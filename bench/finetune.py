@@ -4,8 +4,9 @@
 
 Each model runs the real jitted train step (forward, backward, AdamW) on batches of tweets
 padded to 64 tokens; the first steps (compilation) are excluded. On accelerators the compute is
-bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported. MiniLM is measured side
-by side with the peer users would pick, PyTorch + transformers on the same weights and the same
+bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported. On CPU both models are
+measured side by side with the peer users would pick, PyTorch + transformers on the same weights
+(SmolLM2: a LlamaForCausalLM filled from the same GGUF tensors, scored by label words) and the same
 token batches (``bench/peers.py``; installed by the ``bench`` extra): ``--reps`` alternating
 rounds of ``--steps`` steps each, medians reported.
 """
@@ -73,6 +74,8 @@ def main() -> None:
         peer = None
         if model_name == "minilm" and cpu and not skipped:
             peer = peers.TorchFinetune(assets.path("minilm", embed.MINILM_DIR), len(names))
+        elif model_name == "smollm2-135m" and cpu and not skipped:
+            peer = peers.TorchLlamaFinetune(assets.path("smollm2", finetune.SMOLLM2_GGUF), np.asarray(model.label_ids[...]).tolist())
         for i in range(2):  # compile and warm up
             params, opt_state, loss = step(params, rest, opt_state, *batch(i))
             if peer is not None:
@@ -110,6 +113,8 @@ def main() -> None:
                "torch_minilm_tokens_per_s": by.get("minilm", {}).get("torch_tokens_per_s"),
                "minilm_vs_torch": by.get("minilm", {}).get("vs_torch"),
                "smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("tokens_per_s"),
+               "torch_smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("torch_tokens_per_s"),
+               "smollm2_vs_torch": by.get("smollm2-135m", {}).get("vs_torch"),
                "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:

@@ -4,7 +4,8 @@ Each peer is optional (``pip install -e ".[bench]"``): :func:`available` says wh
 import, and a benchmark without them prints one line saying which peer it skipped and why.
 
 - ``torch``: PyTorch + transformers ``BertForSequenceClassification`` loaded from the same MiniLM
-  safetensors, one AdamW step with global-norm clipping on the same token batches (fp32 on CPU).
+  safetensors, and ``LlamaForCausalLM`` filled from the same SmolLM2 GGUF tensors with jaxsel's
+  verbalizer scoring; one AdamW step with global-norm clipping on the same token batches (fp32 on CPU).
 - ``sentence-transformers``: the same MiniLM folder with mean pooling and L2 normalisation
   (all-MiniLM-L6-v2's own recipe), ``encode`` at the same batch size and max length.
 - ``faiss``: ``faiss.Kmeans`` (Lloyd, one init) at the same k and iterations.
@@ -61,6 +62,45 @@ class TorchFinetune:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return out.loss.item()
+
+
+class TorchLlamaFinetune(TorchFinetune):
+    """PyTorch + transformers: SmolLM2 as ``LlamaForCausalLM`` filled from the same GGUF tensors
+    jaxsel loads (:func:`jaxsel.models.llama.gguf_weights`), scored like jaxsel's verbalizer head
+    (the label words' logits at each row's last real token), the same clipped AdamW step."""
+
+    def __init__(self, gguf_path, label_token_ids: list[int], lr: float = 1e-5, threads: int | None = None):
+        import torch
+        import transformers
+        from jaxsel.models import llama
+        torch.manual_seed(0)
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.torch = torch
+        cfg, get, _ = llama.gguf_weights(gguf_path)
+        hf = transformers.LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                                      num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
+                                      intermediate_size=cfg.intermediate, rope_theta=cfg.rope_theta,
+                                      rms_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings)
+        self.model = transformers.LlamaForCausalLM(hf)
+        state = {k: torch.tensor(get(k)) for k in self.model.state_dict()
+                 if not (k == "lm_head.weight" and cfg.tie_embeddings) and "rotary" not in k}
+        self.model.load_state_dict(state, strict=False)
+        self.model.train()
+        self.words = torch.tensor(label_token_ids)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
+
+    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> float:
+        t = self.torch
+        ids, m = t.from_numpy(tokens.astype(np.int64)), t.from_numpy(mask.astype(np.int64))
+        h = self.model.model(input_ids=ids, attention_mask=m).last_hidden_state
+        last = h[t.arange(len(h)), m.sum(1) - 1]
+        logits = last @ self.model.model.embed_tokens.weight[self.words].T
+        loss = t.nn.functional.cross_entropy(logits, t.from_numpy(labels.astype(np.int64)))
+        loss.backward()
+        t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
 
 
 def sentence_transformers_encode(folder, texts: list[str], batch_size: int, max_length: int) -> tuple[np.ndarray, float]:

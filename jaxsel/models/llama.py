@@ -187,8 +187,9 @@ def gguf_config(reader) -> LlamaConfig:
                        "output.weight" not in names)
 
 
-def from_gguf(path: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
-    """(model, tokenizer) from a llama-architecture GGUF file (dequantised to float32)."""
+def gguf_weights(path: str | Path):
+    """(config, ``get(hf_name) -> float32 array in Hugging Face layout``, reader) of a
+    llama-architecture GGUF file; raises JaxselError for an unreadable file or a missing tensor."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
@@ -219,6 +220,12 @@ def from_gguf(path: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
             w = unpermute(w, cfg.kv_heads)
         return w
 
+    return cfg, get, reader
+
+
+def from_gguf(path: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
+    """(model, tokenizer) from a llama-architecture GGUF file (dequantised to float32)."""
+    cfg, get, reader = gguf_weights(path)
     model = Llama(cfg, dtype=dtype)
     load_tensors(model, get)
     return model, gguf_tokenizer(reader)
