@@ -71,6 +71,7 @@ class ProxyConfig:
     layers: int = 2  # transformer: MiniLM layers kept
     tiny: bool = False  # transformer: a small random BERT instead of MiniLM's first layers
     batch_mode: str = "auto"  # score_batch per device: "vmap", "map" (one subset after another), "auto"
+    batch_chunk: int = later(1024)  # "vmap": subsets vmapped together at most (lax.map over chunks): bounds memory
     objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
     score_on: str = later("validation")  # rows scored: "validation", or "validation+train" (plus the pool's own
     # distinct rows that cleanlab does not flag: many more scored rows, so searches overfit them less)

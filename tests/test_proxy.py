@@ -85,8 +85,11 @@ def test_trained_kinds_vmapped_batch_equals_one_after_another(problem, kind):
     ms = masks()
     got = {mode: proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, max_clusters=8, steps=10, batch_mode=mode))
            .score_batch(ms) for mode in ("vmap", "map")}
-    np.testing.assert_allclose(got["vmap"].accuracy, got["map"].accuracy, atol=1e-6)
-    np.testing.assert_allclose(got["vmap"].loglik, got["map"].loglik, atol=1e-4)
+    chunked = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind=kind, max_clusters=8, steps=10, batch_mode="vmap",
+                                                             batch_chunk=3)).score_batch(ms)  # two chunks of 3
+    for other in (got["map"], chunked):
+        np.testing.assert_allclose(got["vmap"].accuracy, other.accuracy, atol=1e-6)
+        np.testing.assert_allclose(got["vmap"].loglik, other.loglik, atol=1e-4)
     assert len(set(np.round(np.asarray(got["map"].loglik), 5))) > 1  # distinct subsets, distinct scores
 
 

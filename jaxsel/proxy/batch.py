@@ -54,12 +54,13 @@ def mesh() -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
 
 
-@partial(jax.jit, static_argnames="sequential")
-def _score_sharded(proxy, masks: jax.Array, sequential: bool):
-    """Each device scores its slice of the batch: vmapped, or one mask after another."""
+@partial(jax.jit, static_argnames=("sequential", "chunk"))
+def _score_sharded(proxy, masks: jax.Array, sequential: bool, chunk: int):
+    """Each device scores its slice of the batch: vmapped ``chunk`` masks at a time (a
+    ``lax.map`` over chunks, so memory does not grow with the batch), or one mask after another."""
 
     def local(ms):
-        return jax.lax.map(proxy.score, ms) if sequential else jax.vmap(proxy.score)(ms)
+        return jax.lax.map(proxy.score, ms) if sequential else jax.lax.map(proxy.score, ms, batch_size=chunk)
 
     m = mesh()
     out = jax.shard_map(local, mesh=m, in_specs=P("batch"), out_specs=P("batch"), check_vma=False)(masks)
@@ -80,4 +81,6 @@ def score_batch(proxy, subsets):
     mode = proxy.cfg.batch_mode
     if mode == "auto":  # XLA:CPU runs vmapped small training loops slower than one after another
         mode = "map" if proxy.sequential_on_cpu and jax.default_backend() == "cpu" else "vmap"
-    return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map"))
+    if proxy.cfg.batch_chunk < 1:
+        raise JaxselError(f"batch_chunk must be >= 1 subset, got {proxy.cfg.batch_chunk}")
+    return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map", proxy.cfg.batch_chunk))
