@@ -1,0 +1,136 @@
+"""Cost of every stage of a jaxsel run against the number of rows N and of clusters K.
+
+    python bench/scaling.py [--quick] [--ns 1000,10000,100000,1000000] [--ks 100,1024,4096]
+
+Synthetic tweets-shaped embeddings (d=384, 3 classes, Gaussian blobs; ``bench/proxy.py``'s
+generator) stand in for real ones, so N can reach millions. Measured per (N, K), K <= N/10:
+k-means (jaxsel's Lloyd, k-means++ seeding, ``--iters`` iterations), proxy preparation (PCA to 64
+dimensions + per-chunk ridge statistics for quota picks), greedy selection of 5% over quota picks
+(budget / 32 rows per pick; a second call, compilation excluded), and PPO's environment steps/s
+on that MDP (64 envs, 2 updates after compilation) turned into the seconds of 100,000 steps. Two stages are linear in the rows they
+touch and are measured once and extrapolated (marked ``extrapolated``): MiniLM embedding
+(texts/s on 512 real tweets at 64 tokens) for N texts, and the MiniLM finetune of a 5% subset
+under the fair protocol (max(2 epochs, 100 steps of 16) examples, s/example from a short
+finetune). Writes a table, ``bench/results/scaling-BACKEND[-quick].json`` and a log-log plot
+``bench/results/scaling-BACKEND[-quick].png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from common import RESULTS, report  # noqa: E402
+from proxy import synthetic  # noqa: E402
+
+from jaxsel import agents, cluster, data, embed, finetune  # noqa: E402
+from jaxsel import proxy as proxy_mod  # noqa: E402
+from jaxsel.agents import ppo  # noqa: E402
+from jaxsel.agents.env import make_env  # noqa: E402
+
+BUDGET, HORIZON = 0.05, 32
+
+
+def seconds(fn) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t
+
+
+def linear_rates() -> dict:
+    """MiniLM embedding texts/s and finetuning seconds per example, measured on real tweets."""
+    texts, labels, names, (train, val, test), _ = data.split("tweets")
+    sample = [texts[i] for i in train[:512]]
+    embed.encode(sample[:128], max_length=64, progress=False)  # load and compile the common buckets
+    embed_s = seconds(lambda: embed.encode(sample, max_length=64, progress=False))
+    full = data.load("tweets")
+    dd = data.derive(full, {"validation": np.arange(64), "test": np.arange(64)}, tag="scaling-bench")
+    cfg = finetune.FinetuneConfig(model="minilm", epochs=1, batch_size=16, max_length=64, max_steps=8)
+    finetune.finetune(dd, np.arange(128), cfg, progress=False)  # compile
+    m = finetune.finetune(dd, np.arange(128), cfg, progress=False)
+    return {"embed_texts_per_s": len(sample) / embed_s, "finetune_s_per_example": m["train_seconds"] / m["examples_seen"]}
+
+
+def ppo_seconds_per_100k(p, cl, y) -> float:
+    env, params = make_env(p, cl, y, BUDGET, quota=max(1, int(BUDGET * len(y)) // HORIZON))
+    cfg = ppo.PPOConfig(num_envs=64, num_steps=16, total_timesteps=64 * 16 * 2)
+    fns = ppo.make_chunks(cfg, env)
+    r0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
+    update = jax.jit(fns.update, static_argnums=1)
+    jax.block_until_ready(update(r0, 2, params))  # compile
+    return seconds(lambda: update(r0, 2, params)) / (2 * 64 * 16) * 100_000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N up to 100k, K up to 1,024, 3 k-means iterations")
+    ap.add_argument("--ns", default=None, help="comma-separated row counts")
+    ap.add_argument("--ks", default=None, help="comma-separated cluster counts")
+    ap.add_argument("--iters", type=int, default=None, help="k-means Lloyd iterations (default 10; quick 3)")
+    a = ap.parse_args()
+    ns = [int(float(v)) for v in (a.ns or ("1e3,1e4,1e5" if a.quick else "1e3,1e4,1e5,1e6")).split(",")]
+    ks = [int(v) for v in (a.ks or ("100,1024" if a.quick else "100,1024,4096")).split(",")]
+    iters = a.iters or (3 if a.quick else 10)
+    rates = linear_rates()
+    print(rates, file=sys.stderr)
+    xv, yv = synthetic(2_000, 384, 3, 1)
+    rows = []
+    for n in ns:
+        x, y = synthetic(n, 384, 3, 0)
+        examples = int(BUDGET * n)
+        rows.append({"N": n, "K": "-", "stage": "embed (MiniLM)", "seconds": n / rates["embed_texts_per_s"],
+                     "how": "extrapolated"})
+        seen = max(2 * examples, 100 * 16)
+        rows.append({"N": n, "K": "-", "stage": "finetune 5% (MiniLM)", "seconds": seen * rates["finetune_s_per_example"],
+                     "how": "extrapolated"})
+        for k in ks:
+            if k > n // 10:
+                continue
+            t = time.perf_counter()
+            cl = cluster.kmeans(x, k, max_iter=iters, tol=0.0)
+            rows.append({"N": n, "K": k, "stage": f"k-means ({iters} it)", "seconds": time.perf_counter() - t,
+                         "how": "measured"})
+            t = time.perf_counter()
+            p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=64))
+            rows.append({"N": n, "K": k, "stage": "proxy preparation", "seconds": time.perf_counter() - t,
+                         "how": "measured"})
+            greedy = agents.SelectConfig(method="greedy", budget=BUDGET, granularity="quota", horizon=HORIZON)
+            agents.select(p, cl, y, greedy, progress=False)  # compile
+            t = time.perf_counter()
+            agents.select(p, cl, y, greedy, progress=False)
+            rows.append({"N": n, "K": k, "stage": "greedy selection", "seconds": time.perf_counter() - t,
+                         "how": "measured"})
+            rows.append({"N": n, "K": k, "stage": "PPO, 100k env steps", "seconds": ppo_seconds_per_100k(p, cl, y),
+                         "how": "from steps/s"})
+            print(rows[-4:], file=sys.stderr)
+    tag = f"scaling-{jax.default_backend()}{'-quick' if a.quick else ''}"
+    plot(rows, RESULTS / f"{tag}.png")
+    top_k = max([k for k in ks if k <= max(ns) // 10], default=None)
+    summary = {"largest_n": max(ns), "k_at_largest_n": top_k, **rates,
+               "seconds_at_largest": {r["stage"]: r["seconds"] for r in rows if r["N"] == max(ns) and r["K"] in ("-", top_k)}}
+    report("scaling", rows, ["N", "K", "stage", "seconds", "how"], summary, a.quick)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Seconds vs N per stage (log-log), one line per (stage, K)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for key in dict.fromkeys((r["stage"], r["K"]) for r in rows):
+        rs = [r for r in rows if (r["stage"], r["K"]) == key]
+        label = key[0] + ("" if key[1] == "-" else f", K={key[1]}")
+        style = "--" if rs[0]["how"] == "extrapolated" else "-"
+        ax.plot([r["N"] for r in rs], [r["seconds"] for r in rs], style, marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="rows N", ylabel="seconds", title=f"jaxsel stage costs ({jax.default_backend()})")
+    ax.legend(fontsize=7)
+    RESULTS.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
