@@ -18,6 +18,7 @@ if [ "${1:-all}" = all ]; then
   step 240 python3 bench/proxy.py --batches 1,64,1024,4096
   step 150 python3 bench/cluster.py
   step 90 python3 bench/embed.py --n 8192 --batch-size 256
+  step 200 python3 bench/scaling.py --ns 1e4,1e5,1e6 --ks 100,1024,4096 --iters 5
 fi
 if [ "${1:-all}" = all ] || [ "$1" = rl ]; then
   step 150 python3 bench/rl.py --updates 10
@@ -34,5 +35,5 @@ if [ "${1:-all}" = configs ]; then
   step 280 python3 bench/gpu_run.py tweets-gpu --out "$OUT/runs"
   step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out "$OUT/runs"
 fi
-cp bench/results/*-gpu.json "$OUT"/ 2>/dev/null
+cp bench/results/*-gpu.json bench/results/*-gpu.png "$OUT"/ 2>/dev/null
 ls -la "$OUT"
