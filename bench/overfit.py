@@ -1,6 +1,8 @@
 """Do the searches find better subsets, or subsets that fit the scored rows? No finetuning.
 
     python bench/overfit.py [--config configs/rotten_tomatoes-cpu] [--seeds 0 1 2] [--quick]
+    python bench/overfit.py --config configs/tweets-cpu-pool --searches greedy,ppo --ppo-lrs 3e-4,3e-3 \
+        --granularities quota --score-on validation+train --rl-steps 100000   # PPO's learning rate
 
 The config's validation cap (``max_validation``) leaves most of the validation split unused: those
 rows are held out here. Every subset (5% of the pool) is scored by the same ridge proxy twice: on
@@ -51,10 +53,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", type=float, default=0.05)
     ap.add_argument("--quick", action="store_true", help="one seed, greedy only")
+    ap.add_argument("--searches", default="greedy,climb", help="comma-separated search methods")
+    ap.add_argument("--ppo-lrs", default=None, help="with ppo among the searches: its learning rates, e.g. 3e-4,3e-3")
+    ap.add_argument("--granularities", default="cluster,quota")
+    ap.add_argument("--rl-steps", type=int, default=None, help="PPO/DQN environment steps (default: the config's)")
+    ap.add_argument("--score-on", default="validation,validation+train", help="the proxies' scored rows")
     a = ap.parse_args()
     cfg = load_config(a.config)
     seeds = a.seeds[:1] if a.quick else a.seeds
-    searches = ["greedy"] if a.quick else ["greedy", "climb"]
+    searches = ["greedy"] if a.quick else a.searches.split(",")
+    lrs = [float(v) for v in a.ppo_lrs.split(",")] if a.ppo_lrs else [None]
+    variants = [(m, lr) for m in searches for lr in (lrs if m == "ppo" else [None])]
     run = Run(cfg, Path("runs") / "bench-overfit" / cfg.name, progress=False)
     dd = run.dataset()
     emb = run.embeddings(dd)
@@ -62,7 +71,7 @@ def main() -> None:
     hx, hy = held_out(cfg, dd)
     y, vx, vy = np.asarray(dd["train"]["label"]), emb["validation"], np.asarray(dd["validation"]["label"])
     proxies = {s: proxy.make(emb["train"], y, c, vx, vy, dataclasses.replace(cfg.proxy, score_on=s))
-               for s in ("validation", "validation+train")}
+               for s in ("validation", "validation+train")}  # the held-out and reward views need both
     judge = proxy.make(emb["train"], y, c, hx, hy, cfg.proxy)
     flagged = label_issues.find(proxies["validation"], y, c.assignment)
     n = budget_examples(a.budget, len(y))
@@ -70,12 +79,14 @@ def main() -> None:
     for seed in seeds:
         picks = {m: baselines.indices(m, n, seed, labels=y, clustering=c, x=emb["train"], issues=flagged)
                  for m in ("stratified", "cleanlab")}
-        for score_on, p in proxies.items():
-            for gran in ("cluster", "quota"):
-                for m in searches:
-                    sel = agents.select(p, c, y, agents.SelectConfig(method=m, budget=a.budget, seed=seed,
-                                                                     granularity=gran), progress=False)
-                    picks[f"{m}/{gran} on {score_on}"] = sel.indices
+        for score_on in a.score_on.split(","):
+            for gran in a.granularities.split(","):
+                for m, lr in variants:
+                    ppo_cfg = agents.ppo.PPOConfig(**{"total_timesteps": a.rl_steps or cfg.select.rl_steps, **cfg.select.ppo,
+                                                      **({} if lr is None else {"lr": lr})})
+                    sel = agents.select(proxies[score_on], c, y, agents.SelectConfig(
+                        method=m, budget=a.budget, seed=seed, granularity=gran, ppo=ppo_cfg), progress=False)
+                    picks[f"{m}{'' if lr is None else f' lr={lr:g}'}/{gran} on {score_on}"] = sel.indices
         for name, idx in picks.items():
             rows.append({"method": name, "seed": seed, "reward": float(proxies["validation"].score_rows(idx).accuracy),
                          "reward_pool": float(proxies["validation+train"].score_rows(idx).accuracy),
