@@ -43,25 +43,32 @@ class TorchFinetune:
     0.01) after global-norm clipping at 1.0 -- jaxsel's finetuning step (:func:`jaxsel.finetune.train_step`)."""
 
     def __init__(self, folder, num_labels: int, lr: float = 1e-5, threads: int | None = None):
-        import torch
         import transformers
+        self._setup(transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels),
+                    lr, threads)
+
+    def _setup(self, model, lr: float, threads: int | None) -> None:
+        """Seed and thread count, ``model`` in training mode, AdamW over its parameters."""
+        import torch
         torch.manual_seed(0)
         torch.set_num_threads(threads or os.cpu_count() or 1)
-        self.torch = torch
-        self.model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels)
+        self.torch, self.model = torch, model
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
+
+    def loss(self, ids, mask, labels):
+        """The batch's mean cross-entropy (torch int64 tensors in)."""
+        return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
     def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> float:
         """One optimizer step on a (B, T) batch; returns the loss."""
         t = self.torch
-        out = self.model(input_ids=t.from_numpy(tokens.astype(np.int64)), attention_mask=t.from_numpy(mask.astype(np.int64)),
-                         labels=t.from_numpy(labels.astype(np.int64)))
-        out.loss.backward()
+        loss = self.loss(*(t.from_numpy(a.astype(np.int64)) for a in (tokens, mask, labels)))
+        loss.backward()
         t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return out.loss.item()
+        return loss.item()
 
 
 class TorchLlamaFinetune(TorchFinetune):
@@ -73,34 +80,23 @@ class TorchLlamaFinetune(TorchFinetune):
         import torch
         import transformers
         from jaxsel.models import llama
-        torch.manual_seed(0)
-        torch.set_num_threads(threads or os.cpu_count() or 1)
-        self.torch = torch
         cfg, get, _ = llama.gguf_weights(gguf_path)
         hf = transformers.LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                                       num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
                                       intermediate_size=cfg.intermediate, rope_theta=cfg.rope_theta,
                                       rms_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings)
-        self.model = transformers.LlamaForCausalLM(hf)
-        state = {k: torch.tensor(get(k)) for k in self.model.state_dict()
+        model = transformers.LlamaForCausalLM(hf)
+        state = {k: torch.tensor(get(k)) for k in model.state_dict()
                  if not (k == "lm_head.weight" and cfg.tie_embeddings) and "rotary" not in k}
-        self.model.load_state_dict(state, strict=False)
-        self.model.train()
+        model.load_state_dict(state, strict=False)  # leaves out only the tied head and rotary buffers
+        self._setup(model, lr, threads)
         self.words = torch.tensor(label_token_ids)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
 
-    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> float:
-        t = self.torch
-        ids, m = t.from_numpy(tokens.astype(np.int64)), t.from_numpy(mask.astype(np.int64))
-        h = self.model.model(input_ids=ids, attention_mask=m).last_hidden_state
-        last = h[t.arange(len(h)), m.sum(1) - 1]
+    def loss(self, ids, mask, labels):
+        h = self.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = h[self.torch.arange(len(h)), mask.sum(1) - 1]
         logits = last @ self.model.model.embed_tokens.weight[self.words].T
-        loss = t.nn.functional.cross_entropy(logits, t.from_numpy(labels.astype(np.int64)))
-        loss.backward()
-        t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return self.torch.nn.functional.cross_entropy(logits, labels)
 
 
 def sentence_transformers_encode(folder, texts: list[str], batch_size: int, max_length: int) -> tuple[np.ndarray, float]:
