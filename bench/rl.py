@@ -10,8 +10,8 @@ Python, stacks the trajectory and calls the same jitted learner. Both do identic
 The peer users would pick (the stack the paper's authors would have used): sb3-contrib's
 MaskablePPO on a gymnasium environment computing the same reward with numpy from the same
 per-cluster statistics (``bench/peers.py``; the ``bench`` extra), 64 environments in a
-DummyVecEnv, n_steps 16, 4 epochs of 4 minibatches like jaxsel's PPO; timed for the same number of
-environment steps as jaxsel's 64-environment run, with the best proxy accuracy each reached.
+DummyVecEnv, with jaxsel's PPO settings (rollout length, epochs, minibatches, learning rate); timed
+for the same number of environment steps as jaxsel's 64-environment run, with the best proxy accuracy each reached.
 MaskablePPO runs twice: with its default MLP policy on the taken shares (what a user would write;
 a network with ~1/12 of the Deep Sets' FLOPs per sample at K=256), and with jaxsel's Deep Sets
 network and observation ported to PyTorch (``peers.deep_sets_policy``: equal outputs for equal
@@ -89,8 +89,9 @@ def main() -> None:
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
     else:
+        ours = jaxsel_ppo(params, env, n_updates)
         for deep_sets in (False, True):
-            rows.append(maskable_ppo(p, params, env, n_updates, deep_sets=deep_sets))
+            rows.append(maskable_ppo(params, n_updates, ours, deep_sets=deep_sets))
             print(rows[-1], file=sys.stderr)
     n_envs = 64
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
@@ -116,40 +117,45 @@ def main() -> None:
            summary, a.quick)
 
 
-def maskable_ppo(p, params, env, n_updates: int, n_envs: int = 64, seed: int = 0, deep_sets: bool = False) -> dict:
-    """MaskablePPO (sb3-contrib) on the numpy environment for ``n_envs * 16 * n_updates`` steps,
-    against jaxsel's PPO with the same environments, rollout length and steps (both from scratch,
-    timed after jaxsel's compilation). Its default MLP policy on the taken shares, or with
+def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0) -> dict:
+    """jaxsel's PPO from scratch for ``n_envs * 16 * n_updates`` environment steps: the config, the
+    seconds of a run timed after compilation, and the best proxy score it found."""
+    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
+    fns = ppo.make_chunks(cfg, env)
+    runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
+    update = jax.jit(fns.update, static_argnums=1)
+    best = float(update(runner0, cfg.num_updates, params).best.score)  # compiles; float() waits for the run
+    return {"config": cfg, "seconds": timed(lambda: update(runner0, cfg.num_updates, params)), "best": best}
+
+
+def maskable_ppo(params, n_updates: int, ours: dict, seed: int = 0, deep_sets: bool = False) -> dict:
+    """MaskablePPO (sb3-contrib) on the numpy environment with jaxsel's PPO settings (``ours``, from
+    :func:`jaxsel_ppo`: environments, rollout length, epochs, minibatches, learning rate, steps),
+    against jaxsel's timing and best score. Its default MLP policy on the taken shares, or with
     ``deep_sets`` jaxsel's network and observation in PyTorch (the same work per sample)."""
     import torch
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
     torch.set_num_threads(os.cpu_count() if deep_sets else 1)  # sb3's small MLP: threads only add overhead
-    steps = n_envs * 16 * n_updates
+    c = ours["config"]
+    steps = c.num_envs * c.num_steps * n_updates
     record: list = []
     k = int(params.sizes.shape[0])
     feats = np.asarray(params.features) if deep_sets else None
     cls = peers.numpy_selection_env(params.proxy, int(params.budget), record, feats, int(params.max_steps))
-    vec = DummyVecEnv([cls] * n_envs)
+    vec = DummyVecEnv([cls] * c.num_envs)
     policy = peers.deep_sets_policy(k) if deep_sets else "MlpPolicy"
-    model = MaskablePPO(policy, vec, n_steps=16, batch_size=n_envs * 16 // 4, n_epochs=4, gamma=1.0,
-                        gae_lambda=0.95, ent_coef=0.01, learning_rate=3e-4, max_grad_norm=0.5, seed=seed, verbose=0)
+    model = MaskablePPO(policy, vec, n_steps=c.num_steps, batch_size=c.minibatch_size, n_epochs=c.update_epochs,
+                        gamma=c.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, learning_rate=c.lr,
+                        max_grad_norm=c.max_grad_norm, seed=seed, verbose=0)
     t = time.perf_counter()
     model.learn(total_timesteps=steps)
     secs = time.perf_counter() - t
-    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=steps)
-    fns = ppo.make_chunks(cfg, env)
-    runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
-    update = jax.jit(fns.update, static_argnums=1)
-    jax.block_until_ready(update(runner0, cfg.num_updates, params))  # compile
-    ours = timed(lambda: update(runner0, cfg.num_updates, params))
-    best = update(runner0, cfg.num_updates, params).best.score
     net = "Deep Sets policy" if deep_sets else "MLP policy"
-    return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env, {net})", "envs": n_envs,
+    return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env, {net})", "envs": c.num_envs,
             "env_steps": steps, "device_s": secs, "device_steps_per_s": steps / secs,
-            "best_score": float(np.max(record)) if record else float("nan"), "jaxsel_best_score": float(best),
-            "jaxsel_vs_peer": secs / ours}
-
+            "best_score": float(np.max(record)) if record else float("nan"), "jaxsel_best_score": ours["best"],
+            "jaxsel_vs_peer": secs / ours["seconds"]}
 
 if __name__ == "__main__":
     main()
