@@ -9,7 +9,9 @@ stratified random and to full data (same seeds), a verdict against stratified (`
 when the paired interval excludes zero, else ``ties``), and the total wall-clock (embed + cluster +
 proxy + select + finetune) as a ratio to the full-data finetune. A noisy variant that two runs
 share with the same noise is listed once. Writes ``bench/results/headline.json`` and prints the
-markdown table.
+markdown table. ``--figures`` also draws, per dataset, test accuracy against budget for every method with
+its 95% interval (one panel per noise kind; all budgets of all the dataset's runs, e.g. 5% from
+``*-whole`` and 1/16 from ``*-whole-16th``; full data as a band): ``bench/results/headline-DATASET.png``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jaxsel.config import SEARCH_METHODS  # noqa: E402
-from jaxsel.experiment.report import ORDER, summarize  # noqa: E402
+from jaxsel.experiment.report import ORDER, plot_accuracy, summarize  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SHOWN = ("random", "stratified", "cleanlab", "full")  # the baselines of the headline, besides every search
@@ -63,6 +65,19 @@ def rows_of(doc: dict, budget: float) -> list[dict]:
     return out
 
 
+def figure_entries(docs: list[dict]) -> dict[str, list[dict]]:
+    """Per dataset, the summary entries of all its runs (every budget), the variant renamed to its noise
+    kind; an entry two runs share (same noise kind, method and budget) is taken from the first."""
+    out: dict[str, list[dict]] = {}
+    for doc in docs:
+        cfg, seen = doc["config"], out.setdefault(doc["config"]["data"]["name"], [])
+        for s in summarize(doc["rows"], doc["timings"]):
+            s = dict(s, variant=noise_name(cfg, s["variant"]))
+            if not any((e["variant"], e["method"], e["budget"]) == (s["variant"], s["method"], s["budget"]) for e in seen):
+                seen.append(s)
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     def pm(mean, half, seeds, sign=""):
         return "-" if mean is None else f"{100 * mean:{sign}.1f}" + (f" ± {100 * half:.1f}" if seeds > 1 else "")
@@ -82,13 +97,15 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="*", help="results.json files (default: bench/results/e2e-*-whole*/results.json)")
     ap.add_argument("--budget", type=float, default=0.05, help="the budget of the table (fraction of train)")
+    ap.add_argument("--figures", action="store_true", help="also draw bench/results/headline-DATASET.png")
     args = ap.parse_args(argv)
     paths = [Path(p) for p in args.results] or sorted(RESULTS.glob("e2e-*-whole*/results.json"))
     if not paths:
         sys.exit("error: no results.json given or found under bench/results/e2e-*-whole*/")
+    docs = [json.loads(p.read_text()) for p in paths]
     rows, seen = [], set()
-    for path in paths:
-        for r in rows_of(json.loads(path.read_text()), args.budget):
+    for doc in docs:
+        for r in rows_of(doc, args.budget):
             key = (r["dataset"], r["noise"], r["method"])
             if key not in seen:
                 seen.add(key)
@@ -101,6 +118,10 @@ def main(argv=None) -> None:
     tmp = RESULTS / ".headline.json.tmp"
     tmp.write_text(json.dumps({"budget": args.budget, "sources": [str(p) for p in paths], "rows": rows}, indent=2) + "\n")
     os.replace(tmp, RESULTS / "headline.json")
+    if args.figures:
+        for dataset, entries in figure_entries(docs).items():
+            plot_accuracy(entries, RESULTS / f"headline-{dataset}.png")
+            print(f"wrote {RESULTS / f'headline-{dataset}.png'}")
 
 
 if __name__ == "__main__":

@@ -73,3 +73,32 @@ def test_every_method_is_paired_with_random_and_stratified():
     assert s["stratified"]["total_seconds"] == pytest.approx(22 + 5)  # embed + cluster, no proxy
     table = report.markdown(list(s.values()))
     assert "vs stratified, paired" in table and "| noisy | random | 5% | 2 | 0.610 ± 0.127 | - | -0.075" in table
+
+
+def _headline():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("headline", Path(__file__).parent.parent / "bench" / "headline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_headline_rows_verdicts_and_figure_entries(tmp_path):
+    headline = _headline()
+    rows = _rows() + [dict(r, method="stratified", test_accuracy=r["test_accuracy"] - 0.02 * (1 + r["seed"]))
+                      for r in _rows() if r["method"] == "random"]
+    noise = dict(kind="source", duplicate_fraction=0.1, near_duplicates=True)
+    doc = dict(config=dict(name="x-whole", data=dict(name="x"), noise=noise), rows=rows, timings={})
+    sixteenth = dict(doc, config=dict(doc["config"], name="x-whole-16th"),
+                     rows=[dict(r, budget=1 / 16) if r["budget"] else r for r in rows])
+    hr = {r["method"]: r for r in headline.rows_of(doc, 0.05)}
+    assert set(hr) == {"ppo", "random", "stratified", "full"} and hr["ppo"]["noise"] == "source + near-dup"
+    assert hr["ppo"]["vs_stratified"] == pytest.approx(np.mean([0.7 - 0.58, 0.72 - 0.58]))
+    assert hr["ppo"]["verdict"] == "wins" and hr["random"]["verdict"] == "ties"  # random - stratified: 0.02, 0.04
+    assert headline.verdict(-0.05, 0.01, 3) == "loses" and headline.verdict(0.05, 0.01, 1) == "-"
+    entries = headline.figure_entries([doc, sixteenth])["x"]
+    keys = [(e["variant"], e["method"], e["budget"]) for e in entries]
+    assert len(keys) == len(set(keys)) == 4 + 3  # full data once; 5% and 1/16 of the three subset methods
+    report.plot_accuracy(entries, tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

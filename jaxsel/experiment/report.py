@@ -172,15 +172,17 @@ def _save(fig, path: Path) -> None:
 
 def plot_accuracy(summary: list[dict], path: Path) -> None:
     """Test accuracy vs budget per method (error bars: 95% CI), one panel per variant; full data
-    as a horizontal band."""
+    as a horizontal band. Methods are dodged sideways (by up to +-3% of the budget) so their
+    intervals do not hide each other."""
     variants = sorted({s["variant"] for s in summary})
     fig, axes = _panels(len(variants), 5.5, 4)
     for ax, v in zip(axes, variants):
-        for m in ORDER:
+        for i, m in enumerate(ORDER):
             ss = sorted((s for s in summary if s["variant"] == v and s["method"] == m and s["budget"] is not None),
                         key=lambda s: s["budget"])
+            dodge = 1 + 0.06 * (i / max(len(ORDER) - 1, 1) - 0.5)
             if ss:
-                ax.errorbar([s["budget"] * 100 for s in ss], [s["test_accuracy"] for s in ss],
+                ax.errorbar([s["budget"] * 100 * dodge for s in ss], [s["test_accuracy"] for s in ss],
                             yerr=[s["test_accuracy_ci95"] for s in ss], marker="o", capsize=3, label=m)
         for s in summary:
             if s["variant"] == v and s["method"] == "full":
