@@ -22,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from jaxsel.config import SEARCH_METHODS  # noqa: E402
 from jaxsel.experiment.report import ORDER, plot_accuracy, summarize  # noqa: E402
@@ -68,14 +69,13 @@ def rows_of(doc: dict, budget: float) -> list[dict]:
 def figure_entries(docs: list[dict]) -> dict[str, list[dict]]:
     """Per dataset, the summary entries of all its runs (every budget), the variant renamed to its noise
     kind; an entry two runs share (same noise kind, method and budget) is taken from the first."""
-    out: dict[str, list[dict]] = {}
+    out: dict[str, dict[tuple, dict]] = {}
     for doc in docs:
-        cfg, seen = doc["config"], out.setdefault(doc["config"]["data"]["name"], [])
+        cfg, entries = doc["config"], out.setdefault(doc["config"]["data"]["name"], {})
         for s in summarize(doc["rows"], doc["timings"]):
             s = dict(s, variant=noise_name(cfg, s["variant"]))
-            if not any((e["variant"], e["method"], e["budget"]) == (s["variant"], s["method"], s["budget"]) for e in seen):
-                seen.append(s)
-    return out
+            entries.setdefault((s["variant"], s["method"], s["budget"]), s)
+    return {dataset: list(entries.values()) for dataset, entries in out.items()}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -116,7 +116,8 @@ def main(argv=None) -> None:
     if any(not r["complete"] for r in rows):
         print(f"\nnote: incomplete runs (seeds so far): {sorted({r['run'] for r in rows if not r['complete']})}")
     tmp = RESULTS / ".headline.json.tmp"
-    tmp.write_text(json.dumps({"budget": args.budget, "sources": [str(p) for p in paths], "rows": rows}, indent=2) + "\n")
+    sources = [os.path.relpath(p, ROOT) for p in paths]
+    tmp.write_text(json.dumps({"budget": args.budget, "sources": sources, "rows": rows}, indent=2) + "\n")
     os.replace(tmp, RESULTS / "headline.json")
     if args.figures:
         for dataset, entries in figure_entries(docs).items():

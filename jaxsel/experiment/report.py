@@ -180,8 +180,8 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
         for i, m in enumerate(ORDER):
             ss = sorted((s for s in summary if s["variant"] == v and s["method"] == m and s["budget"] is not None),
                         key=lambda s: s["budget"])
-            dodge = 1 + 0.06 * (i / max(len(ORDER) - 1, 1) - 0.5)
             if ss:
+                dodge = 1 + 0.06 * (i / max(len(ORDER) - 1, 1) - 0.5)
                 ax.errorbar([s["budget"] * 100 * dodge for s in ss], [s["test_accuracy"] for s in ss],
                             yerr=[s["test_accuracy_ci95"] for s in ss], marker="o", capsize=3, label=m,
                             color=f"C{i % 10}")  # a method keeps its colour across figures
