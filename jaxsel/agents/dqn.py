@@ -128,7 +128,7 @@ def make_chunks(config: DQNConfig, env):
                           jnp.zeros(k, jnp.int32), i32, i32)
         buf = buffer_init(item, c.buffer_size)
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
-                      jnp.zeros(HISTORY, jnp.float32))
+                      jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
 
     def _loss(params, target, batch, obs_of, valid_of):
         q_tm1 = qnet(params, obs_of(batch.taken, batch.chosen, batch.step))

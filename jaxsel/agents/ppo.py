@@ -94,7 +94,7 @@ def make_chunks(config: PPOConfig, env):
         params = networks.init(k_net, env.observation_shape(env_params)[-1], c.hidden)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         return Runner(params, tx.init(params), env_state, obs, key, jnp.int32(0), empty_best(env_params),
-                      jnp.zeros(HISTORY, jnp.float32))
+                      jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
 
     def _env_step(env_params, carry, _):
         params, env_state, obs, key, best, score_sum, episodes = carry
