@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.baselines import random_indices
+from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
+from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA
 from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, take_for
 
@@ -24,45 +25,120 @@ from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, t
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
 
 
-def _dataset_args(p: argparse.ArgumentParser, option: bool = False) -> None:
-    """The dataset and how to read it; ``option``: ``--data`` (default: None) instead of a positional."""
+class _Parser(argparse.ArgumentParser):
+    """argparse that shows defaults in --help and ends a usage mistake with one line, exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _budget(text: str) -> float:
+    """argparse type of a budget: :func:`parse_budget`, its message kept."""
+    try:
+        return parse_budget(text)
+    except JaxselError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _at_least(low: int):
+    """argparse type of an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+# how a dataset is read: CLI option -> (data.load keyword, default)
+_LOAD = {"text_col": ("text_col", "text"), "label_col": ("label_col", "label"), "split_col": ("split_col", None),
+         "split_seed": ("seed", 0), "dedup": ("dedup", False), "encoding": ("encoding", None),
+         "missing_labels": ("missing_labels", DataSpec.missing_labels),
+         "merge_label_case": ("merge_case", DataSpec.merge_case), "min_class_rows": ("min_class_rows", DataSpec.min_class_rows)}
+
+
+def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> None:
+    """The dataset and how to read it. ``recorded`` ("option" for export, "positional" for finetune):
+    every reading option defaults to None and, when not given, comes from the selection's record."""
     where = "built-in name (tweets, rotten_tomatoes, bbc_news), a CSV/TSV/JSONL/Parquet file, or a hub dataset"
-    if option:
+    given = (lambda default: None) if recorded else (lambda default: default)
+    if recorded == "option":
         p.add_argument("--data", default=None, help=where + " (default: the one the selection records)")
+    elif recorded == "positional":
+        p.add_argument("data", nargs="?", default=None,
+                       help=where + " (default: the one --selection records, else tweets)")
     else:
-        p.add_argument("data", nargs="?", default="tweets", help=where)
-    p.add_argument("--text-col", default="text")
-    p.add_argument("--label-col", default="label")
+        p.add_argument("data", nargs="?", default=DEFAULT_DATA, help=where)
+    p.add_argument("--text-col", default=given("text"))
+    p.add_argument("--label-col", default=given("label"))
     p.add_argument("--split-col", default=None, help="column with an existing train/validation/test split")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified 80/10/10 split")
-    p.add_argument("--dedup", action="store_true", help="drop exact duplicate texts (off by default)")
+    p.add_argument("--split-seed", type=int, default=given(0), help="seed of the stratified 80/10/10 split")
+    p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None,
                    help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
-    _label_args(p)
+    _label_args(p, overrides=recorded is not None)
 
 
 def _label_args(p: argparse.ArgumentParser, overrides: bool = False) -> None:
-    """Label options; with ``overrides`` (jaxsel run) they default to None: the config decides."""
+    """Label options; with ``overrides`` (jaxsel run, export) they default to None: the config or the
+    selection's record decides."""
     d = DataSpec()
     p.add_argument("--missing-labels", default=None if overrides else d.missing_labels, choices=("drop", "error"),
                    help="rows without a label (empty, NaN, null, N/A): drop and count them, or stop")
     p.add_argument("--merge-label-case", action="store_true", default=None if overrides else d.merge_case,
-                   help="labels that differ only by case are one class (default: kept apart, with a note)")
+                   help="labels that differ only by case are one class")
     p.add_argument("--min-class-rows", type=int, default=None if overrides else d.min_class_rows,
-                   help="drop the classes with fewer rows than this (default 0: keep every class)")
+                   help="drop the classes with fewer rows than this (0: keep every class)")
+
+
+def _data_record(a) -> dict:
+    """How this command read its dataset, for a selection to record: the dataset (a file as an
+    absolute path, so the record works from any folder) and every reading option."""
+    path = Path(a.data)
+    dataset = str(path.resolve()) if a.data not in BUILTIN and path.exists() else a.data
+    return {"dataset": dataset, "data_options": {opt: getattr(a, opt) for opt in _LOAD}}
+
+
+def _recorded(a, meta: dict) -> None:
+    """Fill the reading options ``a`` leaves None (and ``a.data``) from a selection's ``meta``."""
+    a.data = a.data or meta.get("dataset")
+    for opt, value in meta.get("data_options", {}).items():
+        if opt in _LOAD and getattr(a, opt) is None:
+            setattr(a, opt, value)
+    for opt, (_, default) in _LOAD.items():
+        if getattr(a, opt) is None:
+            setattr(a, opt, default)
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=EMBED.model, help="minilm, hash (weight-free), or a local BERT folder")
-    p.add_argument("--max-length", type=int, default=EMBED.max_length, help="tokens per text when embedding")
+    p.add_argument("--max-length", type=_at_least(1), default=EMBED.max_length, help="tokens per text when embedding")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+
+
+def _writable(path: Path, folder: bool = False) -> Path:
+    """``path`` once its folder (``folder``: the path itself) exists and can be written, so a bad
+    --out fails before any work; raises JaxselError naming it."""
+    where = path if folder else path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxselError(f"cannot write {path}: {e.strerror or e}") from None
+    if not os.access(where, os.W_OK):
+        raise JaxselError(f"cannot write {path}: {where} is not writable")
+    return path
 
 
 def _load(a):
     from jaxsel import data
-    return data.load(a.data, text_col=a.text_col, label_col=a.label_col, split_col=a.split_col,
-                     seed=a.split_seed, dedup=a.dedup, encoding=a.encoding, missing_labels=a.missing_labels,
-                     merge_case=a.merge_label_case, min_class_rows=a.min_class_rows)
+    return data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
 
 
 def _embed(a, dd):
@@ -104,6 +180,8 @@ def _label_issues(a, dd) -> dict:
     emb = _embed(a, dd)
     labels = np.asarray(dd["train"]["label"])
     names = dd["train"].features["label"].names
+    if a.k > len(labels):
+        print(f"note: --k {a.k} is more than the {len(labels)} train rows; using k = {len(labels)}", file=sys.stderr)
     c = cluster.kmeans(emb["train"], min(a.k, len(labels)), seed=a.seed)
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"], proxy.ProxyConfig(project=64))
     flagged = label_issues.find(p, labels, c.assignment)
@@ -129,12 +207,17 @@ def cmd_embed(a) -> None:
 
 def cmd_cluster(a) -> None:
     from jaxsel import cluster, data
+    name = f"clustering-k{a.k}{'-strat' if a.stratified else ''}.npz"
+    out = Path(a.out or f"runs/{Path(a.data).stem}/{name}")
+    if a.out and (a.out.endswith(("/", os.sep)) or out.is_dir()):
+        out = out / name  # --out names a folder
+    _writable(out)
     dd = _load(a)
     emb = _embed(a, dd)["train"]
     t = time.perf_counter()
     labels = dd["train"]["label"] if a.stratified else None
     c = cluster.kmeans(emb, a.k, seed=a.seed, method=a.method, labels=labels, table_size=a.table_size, progress=True)
-    out = Path(a.out or f"runs/{Path(a.data).stem}/clustering-k{a.k}{'-strat' if a.stratified else ''}.npz")
+
     c.meta.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), embed_model=a.model)
     c.save(out)
     print(f"{c.k} clusters of {len(c.assignment)} train examples in {time.perf_counter() - t:.1f}s: "
@@ -146,10 +229,12 @@ def cmd_cluster(a) -> None:
 def cmd_select(a) -> None:
     from jaxsel import agents, data, proxy
     from jaxsel.experiment import stages
+    if a.quota is not None and a.granularity != "quota":
+        raise JaxselError("--quota sets the examples per pick of --granularity quota; add --granularity quota")
+    out = _writable(Path(a.out or f"runs/{Path(a.data).stem}/{a.method}"), folder=True)
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
-    out = Path(a.out or f"runs/{Path(a.data).stem}/{a.method}")
     labels = np.asarray(dd["train"]["label"])
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
     c = stages.clustering(out.parent / "stages", fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
@@ -160,8 +245,8 @@ def cmd_select(a) -> None:
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
                               balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
-    meta = {"dataset": a.data, "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
-            "objective": a.objective, "score_on": a.score_on, "filter": a.filter,
+    meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
+            "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
             "project": a.project, "stratified": a.stratified, "order": a.order}
     kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
     if a.filter == "cleanlab":
@@ -190,7 +275,8 @@ def cmd_select(a) -> None:
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
         print(f"warning: the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
-              f"a model finetuned on it cannot predict that class (try --stratified clusters or a larger budget)",
+              f"a model finetuned on it cannot predict that class (try a larger budget"
+              f"{'' if a.method in BASELINE_METHODS else ' or --stratified clusters'})",
               file=sys.stderr)
     print(f"wrote {out / 'selection.json'}")
 
@@ -199,12 +285,19 @@ def cmd_finetune(a) -> None:
     from jaxsel import data, finetune
     from jaxsel.io import write_json
     from jaxsel.selection import Selection
-    dd = _load(a)
-    n = len(dd["train"])
     if a.selection and a.random_fraction:
         raise JaxselError("give --selection or --random-fraction, not both")
-    if a.selection:
-        sel = Selection.load(a.selection)
+    sel = Selection.load(a.selection) if a.selection else None
+    _recorded(a, sel.meta if sel else {})
+    a.data = a.data or DEFAULT_DATA
+    cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                  max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
+                                  lora_rank=a.lora_rank)
+    out = _writable(Path(a.out or f"runs/{Path(a.data).stem}/finetune-{a.model}-"
+                                  f"{'sel' if a.selection else 'rand' if a.random_fraction else 'full'}"), folder=True)
+    dd = _load(a)
+    n = len(dd["train"])
+    if sel:
         sel.apply(dd)  # refuses another dataset's selection
         indices, source = sel.indices, f"selection {a.selection}"
     elif a.random_fraction:
@@ -212,10 +305,6 @@ def cmd_finetune(a) -> None:
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
-    cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                  max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
-                                  lora_rank=a.lora_rank)
-    out = Path(a.out or f"runs/{Path(a.data).stem}/finetune-{a.model}-{'sel' if a.selection else 'rand' if a.random_fraction else 'full'}")
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source)
     write_json(out / "metrics.json", m)
@@ -225,14 +314,16 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from jaxsel.selection import Selection, export
+    from jaxsel.selection import Selection, export, export_format
     sel = Selection.load(a.selection)
-    a.data = a.data or sel.meta.get("dataset")
+    _recorded(a, sel.meta)
     if a.data is None:
         raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
-    out = export(sel, _load(a), a.out, a.format, complement=a.complement, source=a.data)
+    fmt = export_format(a.out, a.format)
+    _writable(Path(a.out), folder=fmt == "arrow")
+    out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data)
     what = "examples NOT selected" if a.complement else "kept examples"
-    print(f"wrote {out} ({a.format}, the {what}) and {out.name}.jaxsel.json")
+    print(f"wrote {out} ({fmt}, the {what}) and {out.name}.jaxsel.json")
 
 
 def cmd_run(a) -> None:
@@ -242,7 +333,8 @@ def cmd_run(a) -> None:
         print(f"step metrics: {Path(a.log_dir) / 'metrics.jsonl'}")
     doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
                          split_col=a.split_col, encoding=a.encoding, missing_labels=a.missing_labels,
-                         merge_case=a.merge_label_case, min_class_rows=a.min_class_rows)
+                         merge_case=a.merge_label_case, min_class_rows=a.min_class_rows, split_seed=a.split_seed,
+                         dedup=a.dedup)
     out = Path(doc["out"])
     print(f"{len(doc['rows'])} finetunes in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
           f"results: {out / 'results.json'}" + (f", step metrics: {a.log_dir}" if a.log_dir else ""))
@@ -265,7 +357,7 @@ def _log_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from jaxsel import __version__
-    parser = argparse.ArgumentParser(prog="jaxsel", description="RL-guided data selection for finetuning, in JAX")
+    parser = _Parser(prog="jaxsel", description="RL-guided data selection for finetuning, in JAX")
     parser.add_argument("--version", action="version", version=f"jaxsel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="splits, label counts and duplicates of a dataset")
@@ -273,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--label-issues", action="store_true",
                    help="also embed, cluster (--k) and flag likely label errors of the train split with cleanlab")
-    p.add_argument("--k", type=int, default=CLUSTER.k, help="clusters for --label-issues")
+    p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="clusters for --label-issues")
     p.add_argument("--seed", type=int, default=0)
     _embed_args(p)
     p.set_defaults(func=cmd_data)
@@ -284,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="k-means the train split's embeddings and write a clustering")
     _dataset_args(p)
     _embed_args(p)
-    p.add_argument("--k", type=int, default=CLUSTER.k, help="number of clusters")
+    p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
     p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"))
-    p.add_argument("--table-size", type=int, default=32, help="members sampled per cluster for fixed-size proxies")
+    p.add_argument("--table-size", type=_at_least(1), default=32, help="members sampled per cluster for fixed-size proxies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz)")
     p.set_defaults(func=cmd_cluster)
@@ -299,16 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "climb), or example-level baselines of the budget's size (random: uniform; stratified: class- and "
                         "cluster-proportional random; typical: per-cluster quotas nearest the centroids; cleanlab: uniform "
                         "among the examples not flagged as label issues), or full")
-    p.add_argument("--budget", type=parse_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
+    p.add_argument("--budget", type=_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
     p.add_argument("--proxy", default=PROXY.kind, choices=("ridge", "linear", "mlp"))
-    p.add_argument("--project", type=int, default=PROXY.project, help="PCA dimensions for the proxy (0: none)")
-    p.add_argument("--val-size", type=int, default=None, help="score on a stratified validation sample of this size")
+    p.add_argument("--project", type=_at_least(0), default=PROXY.project,
+                   help="PCA dimensions for the proxy (0, or the embedding width or more: keep all)")
+    p.add_argument("--val-size", type=_at_least(1), default=None, help="score on a stratified validation sample of this size")
     p.add_argument("--objective", default=PROXY.objective, choices=("accuracy", "loglik"),
                    help="what the proxy rewards: validation accuracy or mean log-likelihood")
     p.add_argument("--score-on", default=PROXY.score_on, choices=SCORE_ON,
                    help="rows the proxy scores: validation, or validation+train (plus the train rows cleanlab does "
                         "not flag: searches overfit a few hundred validation rows less)")
-    p.add_argument("--k", type=int, default=CLUSTER.k, help="number of clusters")
+    p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
                    help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
@@ -319,12 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", default=SELECT.balance, choices=BALANCES,
                    help="RL and the cluster searches: per-class example caps, proportional to the train split or "
                         "equal; needs --stratified (label-pure clusters)")
-    p.add_argument("--steps", type=int, default=SELECT.rl_steps, help="environment steps for ppo/dqn")
+    p.add_argument("--steps", type=_at_least(1), default=SELECT.rl_steps, help="environment steps for ppo/dqn")
     p.add_argument("--granularity", default=SELECT.granularity, choices=("cluster", "quota"),
                    help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")
-    p.add_argument("--quota", type=int, default=None, help="examples per pick with --granularity quota "
+    p.add_argument("--quota", type=_at_least(1), default=None, help="examples per pick with --granularity quota "
                                                            "(default: budget / --horizon)")
-    p.add_argument("--horizon", type=int, default=SELECT.horizon, help="picks per episode that set the default quota")
+    p.add_argument("--horizon", type=_at_least(1), default=SELECT.horizon, help="picks per episode that set the default quota")
     p.add_argument("--order", default=CLUSTER.order, choices=("random", "typical"),
                    help="within-cluster order of quota picks and of the trimmed last pick: seeded, or nearest "
                         "the centroid first")
@@ -337,17 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     _distributed_args(p)
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything")
-    _dataset_args(p)
+    _dataset_args(p, recorded="positional")
     p.add_argument("--model", default=FINETUNE.model, help="minilm, smollm2-135m, tiny-bert, or a local HF Llama folder")
     p.add_argument("--selection", default=None, help="a selection.json from jaxsel select")
-    p.add_argument("--random-fraction", type=parse_budget, default=None, help="train on a random subset this size")
-    p.add_argument("--epochs", type=int, default=FINETUNE.epochs)
-    p.add_argument("--batch-size", type=int, default=FINETUNE.batch_size)
-    p.add_argument("--grad-accum", type=int, default=FINETUNE.grad_accum)
+    p.add_argument("--random-fraction", type=_budget, default=None, help="train on a random subset this size")
+    p.add_argument("--epochs", type=_at_least(1), default=FINETUNE.epochs)
+    p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size)
+    p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum)
     p.add_argument("--lr", type=float, default=FINETUNE.lr)
-    p.add_argument("--max-length", type=int, default=FINETUNE.max_length, help="tokens per text when finetuning")
+    p.add_argument("--max-length", type=_at_least(1), default=FINETUNE.max_length, help="tokens per text when finetuning")
     p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
-    p.add_argument("--lora-rank", type=int, default=FINETUNE.lora_rank,
+    p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
@@ -357,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
-    _dataset_args(p, option=True)
-    p.add_argument("--format", default="jsonl", choices=("jsonl", "parquet", "csv", "arrow"),
-                   help="arrow: a datasets.save_to_disk folder")
+    _dataset_args(p, recorded="option")
+    p.add_argument("--format", default=None, choices=("jsonl", "parquet", "csv", "arrow"),
+                   help="arrow: a datasets.save_to_disk folder (default: from --out's suffix, else jsonl)")
     p.add_argument("--out", required=True, help="output file (a folder for arrow)")
     p.add_argument("--complement", action="store_true", help="write the rows NOT selected instead")
     p.set_defaults(func=cmd_export)
@@ -369,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default=None)
     p.add_argument("--label-col", default=None)
     p.add_argument("--split-col", default=None)
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the stratified 80/10/10 split")
+    p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=True)
     p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")

@@ -99,6 +99,18 @@ class FinetuneConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
     min_steps: int = later(0)  # train at least this many optimizer steps: more epochs for small subsets
 
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "grad_accum", "max_length", "patience"):
+            if getattr(self, name) < 1:
+                raise JaxselError(f"finetune {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lora_rank", "min_steps"):
+            if getattr(self, name) < 0:
+                raise JaxselError(f"finetune {name} must not be negative, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise JaxselError(f"finetune lr must be positive, got {self.lr}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise JaxselError(f"finetune max_steps must be at least 1 (or unset), got {self.max_steps}")
+
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
 BASELINES = baselines.METHODS + ("full",)
@@ -121,6 +133,8 @@ class DataSpec:
     missing_labels: str = "drop"  # rows without a label: "drop" (counted) or "error"
     merge_case: bool = False  # labels that differ only by case are one class
     min_class_rows: int = 0  # drop classes with fewer rows than this (0: keep all)
+    split_seed: int = later(0)  # of the seeded 80/10/10 split
+    dedup: bool = later(False)  # drop exact duplicate texts
 
 
 @dataclass(frozen=True)
@@ -308,6 +322,9 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
                           f"set [cluster] stratified = true")
     if cfg.proxy.score_on not in SCORE_ON:
         raise JaxselError(f"{path}: [proxy] unknown score_on {cfg.proxy.score_on!r} (choose from {', '.join(SCORE_ON)})")
+    if cfg.select.quota is not None and cfg.select.granularity != "quota":
+        raise JaxselError(f"{path}: [select] quota sets the examples per pick of granularity = \"quota\"; "
+                          f"set granularity = \"quota\" or remove quota")
     try:
         quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
     except JaxselError as e:

@@ -40,11 +40,16 @@ class Encoder:
 
 
 @functools.lru_cache(maxsize=4)
+def check_model(model: str) -> None:
+    """Raise JaxselError unless ``model`` is ``hash``, ``minilm`` or a folder holding tokenizer.json."""
+    if model not in MODELS and not (Path(model) / "tokenizer.json").exists():
+        raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
+
+
 def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json)."""
+    check_model(model)
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
-    if not (folder / "tokenizer.json").exists():
-        raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
     tok = tokens.load(folder / "tokenizer.json")
     net = bert.from_pretrained(folder, dtype=jnp.dtype(dtype))
     graphdef, state = nnx.split(net)
@@ -140,6 +145,7 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     if use_cache and path.exists():
         with np.load(path) as z:
             return {s: z[s] for s in data.SPLITS}
+    check_model(model)
     out = {}
     for s in data.SPLITS:
         if progress:

@@ -42,6 +42,8 @@ def build(cfg: FinetuneConfig, label_names: list[str]):
         else jnp.float32
     rngs = nnx.Rngs(cfg.seed)
     if cfg.model in ("minilm", "tiny-bert"):
+        if cfg.lora_rank:
+            raise JaxselError(f"lora_rank applies to decoders (smollm2-135m or a local Llama folder), not {cfg.model}")
         folder = assets.path("minilm", embed.MINILM_DIR)
         tok = tokens.load(folder / "tokenizer.json")
         enc = bert.from_pretrained(folder, dtype=dtype) if cfg.model == "minilm" else \

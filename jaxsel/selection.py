@@ -242,7 +242,8 @@ class Selection:
         from jaxsel import data
         fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
         if want is not None and fp != want:
-            raise JaxselError(f"selection was made for dataset {want}, not {fp}")
+            raise JaxselError(f"selection was made for another dataset ({self.meta.get('dataset', 'unnamed')}, fingerprint "
+                              f"{want}; this one is {fp}): its texts, labels, columns or split options differ")
         n = len(dd["train"])
         if len(self.indices) and int(self.indices.max()) >= n:
             raise JaxselError(f"selection holds row {int(self.indices.max())}, the train split only {n} rows")
@@ -250,21 +251,36 @@ class Selection:
 
 
 EXPORT_FORMATS = ("jsonl", "parquet", "csv", "arrow")
+_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
-def export(sel: Selection, dd, path: str | Path, fmt: str, *, complement: bool = False,
+def export_format(path: str | Path, fmt: str | None = None) -> str:
+    """The export format: ``fmt`` if given, else the one ``path``'s suffix names (.jsonl/.json,
+    .parquet, .csv, .arrow), else jsonl. Raises JaxselError for an unknown format or a suffix that
+    names another one (``kept.csv`` with ``fmt="jsonl"``)."""
+    named = _SUFFIXES.get(Path(path).suffix.lower())
+    if fmt is None:
+        return named or "jsonl"
+    if fmt not in EXPORT_FORMATS:
+        raise JaxselError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    if named is not None and named != fmt:
+        raise JaxselError(f"{path} names a {named} file but the format is {fmt}: change one of them")
+    return fmt
+
+
+def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, complement: bool = False,
            source: str | None = None) -> Path:
     """Write the KEPT rows of ``dd['train']`` (``complement``: the rows NOT kept) to ``path`` through
     ``datasets`` (``fmt``: jsonl, parquet, csv, or arrow = ``save_to_disk`` folder), atomically, with
     columns ``text``, ``label`` (the class name), ``row`` (index in the train split), ``cluster``
     (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
-    naming the source dataset, the method, the budget and the jaxsel version. Raises JaxselError for
-    an unknown format or a dataset whose fingerprint differs from the selection's."""
+    naming the source dataset, the method, the budget and the jaxsel version. ``fmt`` None: from the
+    path's suffix (:func:`export_format`). Raises JaxselError for an unknown format, one the suffix
+    contradicts, or a dataset whose fingerprint differs from the selection's."""
     import datasets  # lazily: the CLI imports this module first
 
     from jaxsel import __version__
-    if fmt not in EXPORT_FORMATS:
-        raise JaxselError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    fmt = export_format(path, fmt)
     sel.apply(dd)  # the fingerprint and row-range checks
     train, path = dd["train"], Path(path)
     n = len(train)
@@ -277,15 +293,14 @@ def export(sel: Selection, dd, path: str | Path, fmt: str, *, complement: bool =
     out = datasets.Dataset.from_dict({"text": list(kept["text"]), "label": [names[i] for i in kept["label"]],
                                       "row": rows.tolist(), "cluster": cluster_of[rows].tolist(),
                                       "kept": [not complement] * len(rows)})
-    with atomic_path(path, folder=fmt == "arrow") as tmp:
-        if fmt == "jsonl":
-            out.to_json(str(tmp), lines=True)
-        elif fmt == "parquet":
-            out.to_parquet(str(tmp))
-        elif fmt == "csv":
-            out.to_csv(str(tmp), index=False)
-        else:
-            out.save_to_disk(str(tmp))
+    bars_on = datasets.is_progress_bar_enabled()
+    if bars_on:
+        datasets.disable_progress_bars()  # its "Creating json from Arrow format" bars
+    try:
+        _write(out, path, fmt)
+    finally:
+        if bars_on:
+            datasets.enable_progress_bars()
     write_json(path.with_name(path.name + ".jaxsel.json"), {
         "contents": ("the examples NOT selected (the complement of the selection)" if complement
                      else "the KEPT examples: the rows the selection chose"),
@@ -296,3 +311,16 @@ def export(sel: Selection, dd, path: str | Path, fmt: str, *, complement: bool =
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
                     "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows"}})
     return path
+
+
+def _write(table, path: Path, fmt: str) -> None:
+    """``table`` (a datasets.Dataset) to ``path`` as ``fmt``, atomically."""
+    with atomic_path(path, folder=fmt == "arrow") as tmp:
+        if fmt == "jsonl":
+            table.to_json(str(tmp), lines=True)
+        elif fmt == "parquet":
+            table.to_parquet(str(tmp))
+        elif fmt == "csv":
+            table.to_csv(str(tmp), index=False)
+        else:
+            table.save_to_disk(str(tmp))

@@ -121,3 +121,104 @@ def test_data_label_issues(tmp_path, tmp_cache, capsys):
     assert cli.main(["data", str(csv), "--split-col", "split", "--model", "hash", "--label-issues", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["label_issues"]["rows"] == 252 and 0 <= doc["label_issues"]["flagged"] < 252
+
+
+def test_usage_mistakes_are_one_line_exit_2(table_file):
+    """Bad option values stop argparse with the option's own message on one line (no usage dump)."""
+    for args, says in [(("select", str(table_file), "--budget", "0"), "budget must be strictly between 0 and 1"),
+                       (("select", str(table_file), "--budget", "abc"), "budget must be a number like 0.05"),
+                       (("select", str(table_file), "--steps", "0"), "--steps: must be at least 1"),
+                       (("finetune", str(table_file), "--batch-size", "0"), "--batch-size: must be at least 1"),
+                       (("finetune", str(table_file), "--random-fraction", "2"), "budget must be strictly between")]:
+        p = run(*args)
+        assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+
+
+def test_ignored_or_invalid_settings_are_refused(table_file, tmp_path, tmp_cache, capsys):
+    from jaxsel import data, finetune
+    from jaxsel.config import FinetuneConfig, load_config
+    assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--quota", "5"]) == 2
+    assert "--granularity quota" in capsys.readouterr().err
+    cfg = tmp_path / "q.toml"
+    cfg.write_text('[select]\nquota = 5\n')
+    with np.testing.assert_raises_regex(cli.JaxselError, "granularity"):
+        load_config(cfg)
+    for bad in (dict(epochs=0), dict(batch_size=0), dict(grad_accum=0), dict(lr=0.0), dict(max_steps=0)):
+        with np.testing.assert_raises_regex(cli.JaxselError, "finetune"):
+            FinetuneConfig(**bad)
+    with np.testing.assert_raises_regex(cli.JaxselError, "lora_rank applies to decoders"):
+        finetune.build(FinetuneConfig(model="tiny-bert", lora_rank=2), ["a", "b"])
+    assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--val-size", "2",
+                     "--out", str(tmp_path / "v")]) == 2
+    assert "val_size must be at least the number of classes (3)" in capsys.readouterr().err
+    with np.testing.assert_raises_regex(cli.JaxselError, "did you mean 'rotten_tomatoes'"):
+        data.load("rotten_tomato")
+    header = tmp_path / "header.csv"
+    header.write_text("text,label\n")
+    with np.testing.assert_raises_regex(cli.JaxselError, "header.csv"):
+        data.load(str(header))
+
+
+def test_selection_records_how_to_read_its_data(tmp_path, tmp_cache, monkeypatch):
+    """A selection made from a relative path with renamed columns exports from any folder without
+    repeating them, and a byte-identical copy of the file is the same dataset (the fingerprint is
+    the content, not the path's spelling)."""
+    from jaxsel import data
+    from jaxsel.selection import Selection
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir(), other.mkdir()
+    rows = ["review,stars"] + [f"\"{w} {w} item {i}\",{s}" for i, (w, s) in
+                               enumerate([("good", "5"), ("bad", "1"), ("fine", "3")] * 30)]
+    (work / "r.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(work)
+    assert cli.main(["select", "r.csv", "--text-col", "review", "--label-col", "stars", "--model", "hash", "--k", "6",
+                     "--method", "stratified", "--budget", "0.2", "--out", "sel"]) == 0
+    sel = Selection.load(work / "sel" / "selection.json")
+    assert sel.meta["dataset"] == str(work / "r.csv") and sel.meta["data_options"]["text_col"] == "review"
+    monkeypatch.chdir(other)
+    assert cli.main(["export", str(work / "sel" / "selection.json"), "--out", "kept.csv"]) == 0
+    kept = (other / "kept.csv").read_text().splitlines()
+    assert kept[0] == "text,label,row,cluster,kept" and len(kept) == 1 + len(sel.indices)
+    (other / "copy.csv").write_bytes((work / "r.csv").read_bytes())
+    assert cli.main(["export", str(work / "sel" / "selection.json"), "--data", "copy.csv", "--out", "k2.jsonl"]) == 0
+    opts = dict(text_col="review", label_col="stars")
+    assert data.dataset_fingerprint(data.load("copy.csv", **opts)) == \
+        data.dataset_fingerprint(data.load(str(work / "r.csv"), **opts)) == sel.meta["fingerprint"]
+
+
+def test_export_format_follows_the_suffix():
+    from jaxsel.selection import export_format
+    assert export_format("k.csv") == "csv" and export_format("k.parquet") == "parquet"
+    assert export_format("k.JSONL") == "jsonl" and export_format("folder") == "jsonl"
+    assert export_format("k.csv", "csv") == "csv" and export_format("out", "arrow") == "arrow"
+    with np.testing.assert_raises_regex(cli.JaxselError, "names a csv file but the format is jsonl"):
+        export_format("k.csv", "jsonl")
+
+
+def test_cluster_out_may_name_a_folder(table_file, tmp_path, tmp_cache):
+    assert cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--out", str(tmp_path / "cl") + "/"]) == 0
+    assert cluster.Clustering.load(tmp_path / "cl" / "clustering-k4.npz").k == 4
+
+
+def test_run_reads_data_with_dedup_and_split_seed(tmp_path):
+    """[data] dedup and split_seed (and run's --dedup / --split-seed) reach the data loader."""
+    from jaxsel import experiment
+    from jaxsel.config import DataSpec, RunConfig
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"text {i % 40},{'ab'[i % 2]}\n" for i in range(80)))
+    sizes = {}
+    for dedup, seed in ((False, 0), (True, 0), (True, 1)):
+        dd = experiment.Run(RunConfig(data=DataSpec(name=str(f), dedup=dedup, split_seed=seed)), tmp_path / "r",
+                            progress=False).dataset()
+        sizes[dedup, seed] = (sum(len(dd[s]) for s in dd), sorted(dd["test"]["text"]))
+    assert sizes[False, 0][0] == 80 and sizes[True, 0][0] == 40
+    assert sizes[True, 0][1] != sizes[True, 1][1]  # another split
+    assert cli.build_parser().parse_args(["run", "--dedup", "--split-seed", "3"]).split_seed == 3
+
+
+def test_every_help_shows_defaults(capsys):
+    for command in ("data", "embed", "cluster", "select", "export", "finetune", "run"):
+        with np.testing.assert_raises(SystemExit) as stop:
+            cli.main([command, "--help"])
+        assert stop.exception.code == 0
+        assert "(default:" in capsys.readouterr().out, command

@@ -124,7 +124,7 @@ def test_save_load_apply(tmp_path, table_file, cl):
     assert back.scores == sel.scores and back.cluster_ids == [1, 2]
     assert back.apply(dd)["text"] == [dd["train"]["text"][i] for i in (0, 3, 5)]
     other = data.load(str(table_file), seed=5)
-    with pytest.raises(JaxselError, match="selection was made for dataset"):
+    with pytest.raises(JaxselError, match="selection was made for another dataset"):
         back.apply(other)
     unrecorded = Selection([1], np.array([0, 3]), {}, {})  # made by the library without meta
     assert unrecorded.apply(other)["text"] == [other["train"]["text"][i] for i in (0, 3)]
@@ -178,5 +178,5 @@ def test_export_round_trips_through_datasets(tmp_path, table_file, fmt):
     assert set(back["cluster"]) == {-1}  # rows outside the selection: cluster unknown to it
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
     other = data.load(str(table_file), seed=5)
-    with pytest.raises(JaxselError, match="selection was made for dataset"):
+    with pytest.raises(JaxselError, match="selection was made for another dataset"):
         export(sel, other, tmp_path / "x", fmt)

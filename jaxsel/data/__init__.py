@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import difflib
 import hashlib
 import io
 import sys
@@ -260,12 +261,17 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raw = _read_table(Path(name_or_path), text_col, label_col, split_col, encoding)
     elif Path(name_or_path).suffix.lower() in _FILE_TYPES or name_or_path.startswith((".", "/", "~")):
         raise JaxselError(f"no such file: {name_or_path}")
+    elif "/" not in name_or_path and (near := difflib.get_close_matches(name_or_path, BUILTIN, n=1, cutoff=0.75)):
+        raise JaxselError(f"no built-in dataset or file {name_or_path!r}; did you mean {near[0]!r}?")
     else:
         raw = _read_hub(name_or_path, text_col, label_col)
     if missing_labels == "error" and raw.missing_labels:
         raise JaxselError(f"{raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); fill them in, "
                           f"or drop them with --missing-labels drop")
-    raw, dups = clean(raw, dedup=dedup)
+    try:
+        raw, dups = clean(raw, dedup=dedup)
+    except JaxselError as e:
+        raise JaxselError(f"{name_or_path}: {e}") from None
     if merge_case:
         raw = replace(raw, labels=_merge_case(raw.labels))
     small = 0
@@ -348,7 +354,9 @@ def load(
     for s, idx in zip(SPLITS, parts):
         dd[s] = datasets.Dataset.from_dict(
             {"text": [texts[i] for i in idx], "label": label_ids[idx].tolist()}, features=features)
-    params = f"{name_or_path}|{fractions}|{seed}|{dedup}|{split_col}" + \
+    # a file is known by its content (hashed below), not by how its path was spelled
+    source = "file" if name_or_path not in _READERS and Path(name_or_path).exists() else name_or_path
+    params = f"{source}|{fractions}|{seed}|{dedup}|{split_col}" + \
         (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
     fp = fingerprint(dd, params)
     for d in dd.values():

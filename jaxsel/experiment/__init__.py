@@ -45,7 +45,8 @@ class Run:
         from jaxsel import data, proxy
         d = self.cfg.data
         dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col, encoding=d.encoding,
-                       missing_labels=d.missing_labels, merge_case=d.merge_case, min_class_rows=d.min_class_rows)
+                       missing_labels=d.missing_labels, merge_case=d.merge_case, min_class_rows=d.min_class_rows,
+                       seed=d.split_seed, dedup=d.dedup)
         caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
         if any(caps.values()):
             rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}

@@ -247,13 +247,15 @@ def write(out: Path, doc: dict, maps: dict) -> None:
     table = markdown(doc["summary"], doc.get("dataset", {}).get("labels"))
     cfg = doc["config"]
     env = doc["environment"]
+    paired = [f"`vs {b}`" for b in ("random", "stratified") if b in cfg["methods"]]
     text = (f"# jaxsel run `{cfg['name']}` on {cfg['data']['name']}\n\n"
             f"{env['date']}, {env['device']} x{env['device_count']} ({env['backend']}), {env['cpu_count']} CPUs, "
             f"jax {env['versions'].get('jax', '?')}; run wall-clock {doc['run_seconds']:.0f} s "
             f"(stages reused from earlier runs count as their recorded time).\n\n"
-            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval; `vs random, paired` "
-            f"(and `vs stratified`): mean and 95% interval of (method - that baseline's subset of the same size) "
-            f"over seeds, paired by seed. `total s` adds the shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
+            f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval"
+            + (f"; {' and '.join(paired)}: mean and 95% interval of (method - that baseline's subset of the same "
+               f"size) over seeds, paired by seed" if paired else "")
+            + f". `total s` adds the shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
             f"to selection and finetuning; `total / full` divides it by the full-data finetune. `label mix %`: "
             f"the selections' label shares over all seeds (full data: the train split's).\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")

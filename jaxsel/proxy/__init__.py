@@ -73,6 +73,8 @@ def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
         raise JaxselError("embeddings and labels have different lengths")
     if train_x.shape[1] != val_x.shape[1]:
         raise JaxselError(f"train and validation embeddings differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
+    if cfg.val_size is not None and cfg.val_size < len(np.unique(val_y)):
+        raise JaxselError(f"val_size must be at least the number of classes ({len(np.unique(val_y))}), got {cfg.val_size}")
     if len(clustering.assignment) != len(train_x):
         raise JaxselError(f"clustering covers {len(clustering.assignment)} rows, train has {len(train_x)}")
     return train_x, train_y, val_x, val_y
