@@ -123,15 +123,17 @@ def test_data_label_issues(tmp_path, tmp_cache, capsys):
     assert doc["label_issues"]["rows"] == 252 and 0 <= doc["label_issues"]["flagged"] < 252
 
 
-def test_usage_mistakes_are_one_line_exit_2(table_file):
+def test_usage_mistakes_are_one_line_exit_2(table_file, capsys):
     """Bad option values stop argparse with the option's own message on one line (no usage dump)."""
     for args, says in [(("select", str(table_file), "--budget", "0"), "budget must be strictly between 0 and 1"),
                        (("select", str(table_file), "--budget", "abc"), "budget must be a number like 0.05"),
                        (("select", str(table_file), "--steps", "0"), "--steps: must be at least 1"),
                        (("finetune", str(table_file), "--batch-size", "0"), "--batch-size: must be at least 1"),
                        (("finetune", str(table_file), "--random-fraction", "2"), "budget must be strictly between")]:
-        p = run(*args)
-        assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+        with np.testing.assert_raises(SystemExit) as stop:
+            cli.main(list(args))
+        err = capsys.readouterr().err
+        assert stop.exception.code == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)
 
 
 def test_ignored_or_invalid_settings_are_refused(table_file, tmp_path, tmp_cache, capsys):
