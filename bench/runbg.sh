@@ -2,15 +2,24 @@
 # Run configs/NAME.toml in the background from a snapshot of HEAD, so later edits to the working tree
 # cannot change a long run halfway (the stage cache would mix code versions). Output: runs/NAME
 # (shared through a link), log appended to runs/NAME.log. Rerunning resumes from the stage cache.
+# An optional second argument runs only those seeds (comma-separated) into runs/NAME-sSEEDS, for a
+# run split over sessions or machines; bench/merge.py joins the parts' results.
 #   bash bench/runbg.sh rotten_tomatoes-whole
+#   bash bench/runbg.sh rotten_tomatoes-whole 3,4
 set -euo pipefail
 name=$1
+seeds=${2:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
-tree=/tmp/runtree-$name
+tree=/tmp/runtree-$name${seeds:+-s$seeds}
+out=$name${seeds:+-s${seeds//,/-}}
 rm -rf "$tree" && mkdir -p "$tree" "$root/runs"
 (cd "$root" && git archive HEAD | tar -x -C "$tree")
 ln -s "$root/runs" "$tree/runs"
 cd "$tree"
-nohup "$root/.venv/bin/python" -m jaxsel.cli run --config "configs/$name.toml" --out "$root/runs/$name" \
-  >> "$root/runs/$name.log" 2>&1 &
-echo "started $name (pid $!), log: runs/$name.log"
+if [ -n "$seeds" ]; then
+  sed -i "s/^seeds = .*/seeds = [$seeds]/" "configs/$name.toml"
+  grep -q "^seeds = \[$seeds\]" "configs/$name.toml"
+fi
+nohup "$root/.venv/bin/python" -m jaxsel.cli run --config "configs/$name.toml" --out "$root/runs/$out" \
+  >> "$root/runs/$out.log" 2>&1 &
+echo "started $out (pid $!), log: runs/$out.log"

@@ -102,3 +102,32 @@ def test_headline_rows_verdicts_and_figure_entries(tmp_path):
     assert len(keys) == len(set(keys)) == 4 + 3  # full data once; 5% and 1/16 of the three subset methods
     report.plot_accuracy(entries, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _doc(seeds, rows, complete=True, **config):
+    return {"config": {"name": "x", "seeds": seeds, "methods": ["ppo", "random", "full"], **config},
+            "dataset": {"name": "d"}, "timings": {"embed_seconds": 20.0 + seeds[0]}, "rows": rows,
+            "environment": {"date": f"day {seeds[0]}"}, "run_seconds": 100.0 * len(seeds), "complete": complete}
+
+
+def test_merge_joins_seed_parts_into_the_summary_of_all_rows():
+    rows = _rows()
+    by_seed = lambda s: [r for r in rows if r["seed"] == s]
+    # a stopped run (config seeds 0-1, only seed 0 done) and the missing seed run elsewhere
+    doc = report.merge([_doc([1], by_seed(1)), _doc([0, 1], by_seed(0), complete=False)])
+    assert doc["config"]["seeds"] == [0, 1] and doc["complete"]
+    assert [r["seed"] for r in doc["rows"]] == [0, 0, 0, 1, 1, 1]
+    assert doc["summary"] == report.summarize(rows, {"embed_seconds": 20.0})  # the lowest seed's shared timings
+    assert [p["seeds"] for p in doc["parts"]] == [[0], [1]] and doc["run_seconds"] == 300.0
+    again = report.merge([doc])  # a merged document merges again without nesting its parts
+    assert again["parts"] == doc["parts"] and again["summary"] == doc["summary"]
+    short = report.merge([_doc([0, 1], by_seed(0), complete=False), _doc([1], by_seed(1)[:2], complete=False)])
+    assert not short["complete"]
+
+
+def test_merge_refuses_different_configs_and_repeated_cells():
+    rows = _rows()
+    with pytest.raises(ValueError, match="differ in budgets"):
+        report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], budgets=["0.1"])])
+    with pytest.raises(ValueError, match="two parts hold the cell"):
+        report.merge([_doc([0], rows[:3]), _doc([0], rows[:1])])

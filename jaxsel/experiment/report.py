@@ -96,6 +96,48 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     return sorted(out, key=key)
 
 
+def merge(docs: list[dict]) -> dict:
+    """One results document from several runs of the same config split by seed (each part ran
+    some of the seeds, e.g. on different machines or sessions, or a stopped run and the rest):
+    the rows of all parts in seed order and the summary recomputed over them. The shared stages'
+    ``timings`` and the ``environment`` are those of the part holding the lowest seed; ``parts``
+    records each part's seeds, environment and wall-clock; ``run_seconds`` is their sum;
+    ``complete`` says every seed of the parts' configs has the cells of a complete part.
+
+    Raises ``ValueError`` when the parts differ in anything but ``seeds`` (config or dataset) or
+    two of them hold the same (variant, method, budget, seed) cell."""
+    if not docs:
+        raise ValueError("nothing to merge")
+    docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
+    first = docs[0]
+    strip = lambda d: {k: v for k, v in d["config"].items() if k != "seeds"}
+    for d in docs[1:]:
+        if strip(d) != strip(first):
+            diff = sorted(k for k in set(strip(d)) | set(strip(first)) if strip(d).get(k) != strip(first).get(k))
+            raise ValueError(f"the parts ran different configs (they differ in {', '.join(diff)})")
+        if d["dataset"] != first["dataset"]:
+            raise ValueError("the parts ran on different datasets")
+    rows, per_seed = [], {}
+    for d in docs:
+        for r in d["rows"]:
+            cells = per_seed.setdefault(r["seed"], set())
+            cell = (r["variant"], r["method"], r["budget"])
+            if cell in cells:
+                raise ValueError(f"two parts hold the cell {cell + (r['seed'],)}")
+            cells.add(cell)
+            rows.append(r)
+    rows.sort(key=lambda r: r["seed"])  # stable: each seed's cells keep their run order
+    seeds = sorted({s for d in docs for s in d["config"]["seeds"]})
+    whole = [per_seed[r["seed"]] for d in docs if d["complete"] for r in d["rows"][:1]]
+    complete = bool(whole) and all(per_seed.get(s) == whole[0] for s in seeds)
+    parts = [p for d in docs for p in d.get("parts") or [{"seeds": sorted({r["seed"] for r in d["rows"]}),
+                                                           "environment": d["environment"],
+                                                           "run_seconds": d["run_seconds"]}]]
+    return {"config": dict(first["config"], seeds=seeds), "dataset": first["dataset"], "timings": first["timings"],
+            "rows": rows, "environment": first["environment"], "run_seconds": sum(p["run_seconds"] for p in parts),
+            "complete": complete, "parts": parts, "summary": summarize(rows, first["timings"])}
+
+
 def _mean_of(rs: list[dict], key: str) -> float | None:
     """Mean of ``key`` over rows that have it (older results may not), else None."""
     values = [r[key] for r in rs if r.get(key) is not None]
@@ -242,7 +284,7 @@ def plot_mask_map(maps: dict, path: Path) -> None:
 
 
 def write(out: Path, doc: dict, maps: dict) -> None:
-    """``report.md`` and the three PNG plots in ``out``."""
+    """``report.md`` and the PNG plots in ``out`` (the mask map only from ``maps``; an earlier one is kept)."""
     out = Path(out)
     table = markdown(doc["summary"], doc.get("dataset", {}).get("labels"))
     cfg = doc["config"]
@@ -263,6 +305,7 @@ def write(out: Path, doc: dict, maps: dict) -> None:
     plot_wallclock(doc["summary"], doc["timings"], out / "wallclock.png")
     if maps:
         plot_mask_map(maps, out / "mask_map.png")
+    if (out / "mask_map.png").exists():  # drawn now, or kept from the part holding the first seed
         text += "![explored masks](mask_map.png)\n"
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)

@@ -1,0 +1,43 @@
+"""Join the parts of one run config split by seed (``bench/runbg.sh NAME SEEDS``, other machines,
+or a run whose stage cache was lost after some seeds were committed) into one results document,
+report and plots (:func:`jaxsel.experiment.report.merge`).
+
+    python bench/merge.py bench/results/e2e-NAME bench/results/e2e-NAME/results.json runs/NAME-s4/results.json
+
+OUT may be one of the parts' folders; its mask map (the first seed's picks) is kept. Writes
+OUT/results.json, OUT/report.md and the plots, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jaxsel.experiment import report  # noqa: E402
+from jaxsel.io import write_json  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="folder for the merged results.json, report.md and plots")
+    ap.add_argument("parts", nargs="+", type=Path, help="results.json of each part")
+    a = ap.parse_args(argv)
+    try:
+        doc = report.merge([json.loads(p.read_text()) for p in a.parts])
+    except (OSError, json.JSONDecodeError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    write_json(a.out / "results.json", doc)
+    report.write(a.out, doc, maps={})
+    print(report.markdown(doc["summary"], doc["dataset"].get("labels")))
+    print(f"seeds {doc['config']['seeds']} from {len(doc['parts'])} parts, complete: {doc['complete']}; wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
