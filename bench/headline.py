@@ -5,8 +5,8 @@ search against stratified random, random and full data, from the whole-dataset r
     python bench/headline.py runs/NAME/results.json ...
 
 Each row: test accuracy (mean ± 95% Student-t half-width over seeds), the paired difference to
-stratified random and to full data (same seeds), a verdict against stratified (``wins`` / ``loses``
-when the paired interval excludes zero, else ``ties``), and the total wall-clock (embed + cluster +
+stratified random, to the cleanlab-filtered random subset and to full data (same seeds), a verdict
+against stratified (``wins`` / ``loses`` when the paired interval excludes zero, else ``ties``), and the total wall-clock (embed + cluster +
 proxy + select + finetune) as a ratio to the full-data finetune. A noisy variant that two runs
 share with the same noise is listed once. Writes ``bench/results/headline.json`` and prints the
 markdown table. ``--figures`` also draws, per dataset, test accuracy against budget for every method with
@@ -59,7 +59,8 @@ def rows_of(doc: dict, budget: float) -> list[dict]:
         out.append({"dataset": cfg["data"]["name"], "noise": noise_name(cfg, s["variant"]), "method": s["method"],
                     "seeds": n, "examples": s["examples"], "test_accuracy": s["test_accuracy"],
                     "test_accuracy_ci95": s["test_accuracy_ci95"],
-                    **{k: s.get(k) for k in ("vs_stratified", "vs_stratified_ci95", "vs_full", "vs_full_ci95",
+                    **{k: s.get(k) for k in ("vs_stratified", "vs_stratified_ci95", "vs_cleanlab", "vs_cleanlab_ci95",
+                                             "vs_full", "vs_full_ci95",
                                              "total_vs_full", "total_seconds", "corrupted_chosen")},
                     "verdict": verdict(s.get("vs_stratified"), s.get("vs_stratified_ci95"), n),
                     "run": cfg["name"], "complete": doc.get("complete", False)})
@@ -81,14 +82,15 @@ def figure_entries(docs: list[dict]) -> dict[str, list[dict]]:
 def markdown(rows: list[dict]) -> str:
     def pm(mean, half, seeds, sign=""):
         return "-" if mean is None else f"{100 * mean:{sign}.1f}" + (f" ± {100 * half:.1f}" if seeds > 1 else "")
-    head = ["dataset", "noise", "method", "seeds", "test acc %", "vs stratified, paired", "vs full, paired",
-            "verdict vs stratified", "wall-clock / full finetune"]
+    head = ["dataset", "noise", "method", "seeds", "test acc %", "vs stratified, paired", "vs cleanlab, paired",
+            "vs full, paired", "verdict vs stratified", "wall-clock / full finetune"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         n = r["seeds"]
         lines.append("| " + " | ".join([
             r["dataset"], r["noise"], r["method"], str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
-            pm(r["vs_stratified"], r["vs_stratified_ci95"], n, "+"), pm(r["vs_full"], r["vs_full_ci95"], n, "+"),
+            pm(r["vs_stratified"], r["vs_stratified_ci95"], n, "+"), pm(r["vs_cleanlab"], r["vs_cleanlab_ci95"], n, "+"),
+            pm(r["vs_full"], r["vs_full_ci95"], n, "+"),
             r["verdict"], "-" if r["total_vs_full"] is None else f"{r['total_vs_full']:.2f}"]) + " |")
     return "\n".join(lines)
 

@@ -64,15 +64,20 @@ def test_label_mix_and_missing_classes_and_one_seed_has_no_interval():
     assert "warning: noisy ppo 5% selected no example of class c" in table and "train 70/25/5" in table
 
 
-def test_every_method_is_paired_with_random_and_stratified():
+def test_every_method_is_paired_with_random_stratified_and_cleanlab():
     rows = _rows() + [dict(r, method="stratified", test_accuracy=r["test_accuracy"] + 0.05 * (1 + r["seed"]))
                       for r in _rows() if r["method"] == "random"]
+    rows += [dict(r, method="cleanlab", test_accuracy=0.69 + 0.04 * r["seed"]) for r in _rows() if r["method"] == "random"]
     s = {x["method"]: x for x in report.summarize(rows, {"embed_seconds": 20.0, "cluster_seconds": 2.0})}
     assert s["ppo"]["vs_stratified"] == pytest.approx(np.mean([0.7 - 0.65, 0.72 - 0.72]))
+    assert s["ppo"]["vs_cleanlab"] == pytest.approx(np.mean([0.7 - 0.69, 0.72 - 0.73]))
+    assert s["stratified"]["vs_cleanlab"] == pytest.approx(np.mean([0.65 - 0.69, 0.72 - 0.73]))
+    assert "vs_cleanlab" not in s["cleanlab"] and s["cleanlab"]["vs_stratified"] == pytest.approx(0.025)
     assert s["stratified"]["vs_random"] == pytest.approx(0.075) and "vs_stratified" not in s["stratified"]
     assert s["stratified"]["total_seconds"] == pytest.approx(22 + 5)  # embed + cluster, no proxy
     table = report.markdown(list(s.values()))
-    assert "vs stratified, paired" in table and "| noisy | random | 5% | 2 | 0.610 ± 0.127 | - | -0.075" in table
+    assert "vs stratified, paired" in table and "vs cleanlab, paired" in table
+    assert "| noisy | random | 5% | 2 | 0.610 ± 0.127 | - | -0.075" in table
 
 
 def _headline():

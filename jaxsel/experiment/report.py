@@ -20,7 +20,7 @@ import numpy as np
 from jaxsel.io import atomic_path
 
 ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "stratified", "typical", "cleanlab", "full")
-REFERENCES = ("random", "stratified")  # baselines every other method is compared with, paired by seed
+REFERENCES = ("random", "stratified", "cleanlab")  # baselines every other method is compared with, paired by seed
 
 
 def environment() -> dict:
@@ -60,8 +60,9 @@ def _overhead(method: str, variant: str, timings: dict) -> float:
 
 def summarize(rows: list[dict], timings: dict) -> list[dict]:
     """One entry per (variant, method, budget): seeds, accuracy mean and CI, macro-F1, wall-clock,
-    and the accuracy difference to random, stratified (same budget) and full data (same variant),
-    each paired by seed (``vs_random``, ``vs_stratified``, ``vs_full`` with ``*_ci95`` half-widths)."""
+    and the accuracy difference to random, stratified, cleanlab (same budget) and full data (same
+    variant), each paired by seed (``vs_random``, ``vs_stratified``, ``vs_cleanlab``, ``vs_full``
+    with ``*_ci95`` half-widths)."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["variant"], r["method"], r["budget"]), []).append(r)
@@ -289,7 +290,7 @@ def write(out: Path, doc: dict, maps: dict) -> None:
     table = markdown(doc["summary"], doc.get("dataset", {}).get("labels"))
     cfg = doc["config"]
     env = doc["environment"]
-    paired = [f"`vs {b}`" for b in ("random", "stratified") if b in cfg["methods"]]
+    paired = [f"`vs {b}`" for b in REFERENCES if b in cfg["methods"]]
     text = (f"# jaxsel run `{cfg['name']}` on {cfg['data']['name']}\n\n"
             f"{env['date']}, {env['device']} x{env['device_count']} ({env['backend']}), {env['cpu_count']} CPUs, "
             f"jax {env['versions'].get('jax', '?')}; run wall-clock {doc['run_seconds']:.0f} s "
