@@ -48,6 +48,21 @@ def settings(obj) -> dict:
             if not (obj.__dataclass_fields__[k].metadata.get("later") and v == obj.__dataclass_fields__[k].default)}
 
 
+def recorded_settings(config: dict) -> dict:
+    """A run config as results documents record it (:func:`dataclasses.asdict` of a
+    :class:`RunConfig`), without the :func:`later` fields that hold their defaults, in it and its
+    sections: a config recorded before a field was added compares equal to one recorded after."""
+    def strip(cls, d: dict) -> dict:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        return {k: v for k, v in d.items()
+                if not (k in fields and fields[k].metadata.get("later") and v == fields[k].default)}
+    out = strip(RunConfig, config)
+    for name, cls in SECTIONS.items():
+        if isinstance(out.get(name), dict):
+            out[name] = strip(cls, out[name])
+    return out
+
+
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
 FILTERS = ("none", "cleanlab")  # SelectSpec.filter
 

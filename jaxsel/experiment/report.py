@@ -105,13 +105,15 @@ def merge(docs: list[dict]) -> dict:
     records each part's seeds, environment and wall-clock; ``run_seconds`` is their sum;
     ``complete`` says every seed of the parts' configs has the cells of a complete part.
 
-    Raises ``ValueError`` when the parts differ in anything but ``seeds`` (config or dataset) or
+    Raises ``ValueError`` when the parts differ in anything but ``seeds`` (config, ignoring fields
+    added later that hold their defaults, or dataset) or
     two of them hold the same (variant, method, budget, seed) cell."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
-    strip = lambda d: {k: v for k, v in d["config"].items() if k != "seeds"}
+    from jaxsel.config import recorded_settings
+    strip = lambda d: {k: v for k, v in recorded_settings(d["config"]).items() if k != "seeds"}
     for d in docs[1:]:
         if strip(d) != strip(first):
             diff = sorted(k for k in set(strip(d)) | set(strip(first)) if strip(d).get(k) != strip(first).get(k))
