@@ -36,30 +36,36 @@ def spelling(obj) -> str:
     parts = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.repr and not (f.metadata.get("later") and value == f.default):
+        if f.repr and not _holds_later_default(f, value):
             parts.append(f"{f.name}={spelling(value) if dataclasses.is_dataclass(value) else repr(value)}")
     return f"{type(obj).__qualname__}({', '.join(parts)})"
+
+
+def _holds_later_default(f: dataclasses.Field, value) -> bool:
+    """Whether ``value`` of field ``f`` is a :func:`later` field's default (left out of keys and records)."""
+    return bool(f.metadata.get("later")) and value == f.default
+
+
+def _without_later_defaults(cls, values: dict) -> dict:
+    """``values`` (a dict of ``cls``'s fields) without the :func:`later` fields that hold their defaults."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if not (k in fields and _holds_later_default(fields[k], v))}
 
 
 def settings(obj) -> dict:
     """A config dataclass as a dict (:func:`dataclasses.asdict`) without its :func:`later` fields
     that hold their defaults: what run signatures record, so adding a field keeps old checkpoints."""
-    return {k: v for k, v in dataclasses.asdict(obj).items()
-            if not (obj.__dataclass_fields__[k].metadata.get("later") and v == obj.__dataclass_fields__[k].default)}
+    return _without_later_defaults(type(obj), dataclasses.asdict(obj))
 
 
 def recorded_settings(config: dict) -> dict:
     """A run config as results documents record it (:func:`dataclasses.asdict` of a
     :class:`RunConfig`), without the :func:`later` fields that hold their defaults, in it and its
     sections: a config recorded before a field was added compares equal to one recorded after."""
-    def strip(cls, d: dict) -> dict:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        return {k: v for k, v in d.items()
-                if not (k in fields and fields[k].metadata.get("later") and v == fields[k].default)}
-    out = strip(RunConfig, config)
+    out = _without_later_defaults(RunConfig, config)
     for name, cls in SECTIONS.items():
         if isinstance(out.get(name), dict):
-            out[name] = strip(cls, out[name])
+            out[name] = _without_later_defaults(cls, out[name])
     return out
 
 

@@ -106,17 +106,19 @@ def merge(docs: list[dict]) -> dict:
     ``complete`` says every seed of the parts' configs has the cells of a complete part.
 
     Raises ``ValueError`` when the parts differ in anything but ``seeds`` (config, ignoring fields
-    added later that hold their defaults, or dataset) or
-    two of them hold the same (variant, method, budget, seed) cell."""
+    added later that hold their defaults, or dataset) or two of them hold the same (variant,
+    method, budget, seed) cell."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import recorded_settings
-    strip = lambda d: {k: v for k, v in recorded_settings(d["config"]).items() if k != "seeds"}
+    settings = lambda d: {k: v for k, v in recorded_settings(d["config"]).items() if k != "seeds"}
+    ref = settings(first)
     for d in docs[1:]:
-        if strip(d) != strip(first):
-            diff = sorted(k for k in set(strip(d)) | set(strip(first)) if strip(d).get(k) != strip(first).get(k))
+        cfg = settings(d)
+        if cfg != ref:
+            diff = sorted(k for k in set(cfg) | set(ref) if cfg.get(k) != ref.get(k))
             raise ValueError(f"the parts ran different configs (they differ in {', '.join(diff)})")
         if d["dataset"] != first["dataset"]:
             raise ValueError("the parts ran on different datasets")
@@ -131,8 +133,8 @@ def merge(docs: list[dict]) -> dict:
             rows.append(r)
     rows.sort(key=lambda r: r["seed"])  # stable: each seed's cells keep their run order
     seeds = sorted({s for d in docs for s in d["config"]["seeds"]})
-    whole = [per_seed[r["seed"]] for d in docs if d["complete"] for r in d["rows"][:1]]
-    complete = bool(whole) and all(per_seed.get(s) == whole[0] for s in seeds)
+    whole = next((per_seed[d["rows"][0]["seed"]] for d in docs if d["complete"] and d["rows"]), None)  # a seed's cells
+    complete = whole is not None and all(per_seed.get(s) == whole for s in seeds)
     parts = [p for d in docs for p in d.get("parts") or [{"seeds": sorted({r["seed"] for r in d["rows"]}),
                                                            "environment": d["environment"],
                                                            "run_seconds": d["run_seconds"]}]]
