@@ -136,6 +136,8 @@ def test_merge_refuses_different_configs_and_repeated_cells():
         report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], budgets=["0.1"])])
     with pytest.raises(ValueError, match="two parts hold the cell"):
         report.merge([_doc([0], rows[:3]), _doc([0], rows[:1])])
+    # parts may keep their stage cache in different folders (bench/runbg.sh's seed parts share one)
+    assert report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], stages="runs/x/stages")])["complete"]
     # a field added to the config later, at its default, is no difference; set to another value it is
     old, new = {"name": "d", "seed": 0}, {"name": "d", "seed": 0, "dedup": False, "split_seed": 0}
     assert report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=new)])["complete"]

@@ -105,15 +105,16 @@ def merge(docs: list[dict]) -> dict:
     records each part's seeds, environment and wall-clock; ``run_seconds`` is their sum;
     ``complete`` says every seed of the parts' configs has the cells of a complete part.
 
-    Raises ``ValueError`` when the parts differ in anything but ``seeds`` (config, ignoring fields
-    added later that hold their defaults, or dataset) or two of them hold the same (variant,
+    Raises ``ValueError`` when the parts' configs differ in anything but ``seeds`` and ``stages``
+    (where the stage cache lives; fields added later that hold their defaults are no difference),
+    their datasets differ, or two of them hold the same (variant,
     method, budget, seed) cell."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import recorded_settings
-    settings = lambda d: {k: v for k, v in recorded_settings(d["config"]).items() if k != "seeds"}
+    settings = lambda d: {k: v for k, v in recorded_settings(d["config"]).items() if k not in ("seeds", "stages")}
     ref = settings(first)
     for d in docs[1:]:
         cfg = settings(d)
