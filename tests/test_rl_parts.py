@@ -28,6 +28,23 @@ def test_network_is_permutation_equivariant_over_clusters():
     assert int(jnp.argmax(masked)) % 2 == 0 and float(masked[1]) < -1e8
 
 
+@pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])
+def test_orthogonal_init_equals_jax_initializer_without_lapack(shape):
+    key = jax.random.PRNGKey(shape[0] + 1000 * shape[1])
+    w = np.asarray(networks.orthogonal(key, *shape, 1.5))
+    np.testing.assert_allclose(w, jax.nn.initializers.orthogonal(1.5)(key, shape, jnp.float32), atol=1e-5)
+    small = min(shape)
+    gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
+    np.testing.assert_allclose(gram, 2.25 * np.eye(small), atol=1e-5)
+
+
+def test_vmapped_network_init_has_no_lapack_call():
+    # Batched LAPACK QRs running side by side deadlock jaxlib's 2-thread CPU pool (seen: a vmapped
+    # PPO on 2 cores hung for good); the initialiser must lower to plain XLA ops.
+    init = jax.vmap(lambda k: networks.init(k, 10, 16))
+    assert "custom_call" not in jax.jit(init).lower(jax.random.split(jax.random.PRNGKey(0), 4)).as_text()
+
+
 def test_track_best_keeps_the_best_finished_episode():
     k, steps = 4, 3
     params = type("P", (), {"sizes": jnp.ones(k, jnp.int32), "max_steps": steps})()

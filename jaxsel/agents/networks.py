@@ -8,14 +8,37 @@ Parameters are a plain dict of arrays so agents stay pure functions.
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 
 
+def orthogonal(key: jax.Array, n_in: int, n_out: int, scale: float = 1.0) -> jax.Array:
+    """A uniformly (Haar) distributed (n_in, n_out) float32 matrix with orthonormal columns (or rows,
+    when n_in < n_out), times ``scale``: the draws and result of ``jax.nn.initializers.orthogonal``
+    (Mezzadri 2007: Q of a Gaussian matrix's QR with R's diagonal made positive), computed by
+    Gram-Schmidt with reorthogonalisation instead of LAPACK. Why: vmapped over keys (several agents
+    trained at once), the six initialisations become independent batched QRs, and jaxlib's CPU
+    LAPACK kernels split a batch over the same thread pool they run on and block until it is done;
+    two of them running together can wedge a 2-thread pool (a 2-core machine) for good."""
+    tall, short = max(n_in, n_out), min(n_in, n_out)
+    z = jax.random.normal(key, (tall, short), jnp.float32)
+    dot = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
+
+    def column(j, q):
+        v, earlier = z[:, j], (jnp.arange(short) < j).astype(jnp.float32)
+        for _ in range(2):  # "twice is enough": orthogonal to float32 precision
+            v = v - dot(q, dot(q.T, v) * earlier)
+        return q.at[:, j].set(v / jnp.sqrt(jnp.sum(v * v)))
+
+    q = jax.lax.fori_loop(0, short, column, jnp.zeros((tall, short), jnp.float32))
+    return scale * (q if n_in >= n_out else q.T)
+
+
 def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
-    w = jax.nn.initializers.orthogonal(scale)(key, (n_in, n_out), jnp.float32)  # float32 even under x64
-    return {"w": w, "b": jnp.zeros(n_out, jnp.float32)}
+    return {"w": orthogonal(key, n_in, n_out, scale), "b": jnp.zeros(n_out, jnp.float32)}  # float32 even under x64
 
 
 def init(key: jax.Array, features: int, hidden: int = 64) -> dict:
