@@ -17,9 +17,9 @@ import jax.numpy as jnp
 
 def orthogonal(key: jax.Array, n_in: int, n_out: int, scale: float = 1.0) -> jax.Array:
     """A uniformly (Haar) distributed (n_in, n_out) float32 matrix with orthonormal columns (or rows,
-    when n_in < n_out), times ``scale``: the draws and result of ``jax.nn.initializers.orthogonal``
-    (Mezzadri 2007: Q of a Gaussian matrix's QR with R's diagonal made positive), computed by
-    Gram-Schmidt with reorthogonalisation instead of LAPACK. Why: vmapped over keys (several agents
+    when n_in < n_out), times ``scale``: Q of the QR of a (max, min) Gaussian draw with R's
+    diagonal made positive (Mezzadri 2007, as ``jax.nn.initializers.orthogonal`` in jax 0.10),
+    computed by Gram-Schmidt with reorthogonalisation instead of LAPACK. Why: vmapped over keys (several agents
     trained at once), the six initialisations become independent batched QRs, and jaxlib's CPU
     LAPACK kernels split a batch over the same thread pool they run on and block until it is done;
     two of them running together can wedge a 2-thread pool (a 2-core machine) for good."""

@@ -107,8 +107,7 @@ def merge(docs: list[dict]) -> dict:
 
     Raises ``ValueError`` when the parts' configs differ in anything but ``seeds`` and ``stages``
     (where the stage cache lives; fields added later that hold their defaults are no difference),
-    their datasets differ, or two of them hold the same (variant,
-    method, budget, seed) cell."""
+    their datasets differ, or two of them hold the same (variant, method, budget, seed) cell."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
