@@ -19,10 +19,10 @@ def orthogonal(key: jax.Array, n_in: int, n_out: int, scale: float = 1.0) -> jax
     """A uniformly (Haar) distributed (n_in, n_out) float32 matrix with orthonormal columns (or rows,
     when n_in < n_out), times ``scale``: Q of the QR of a (max, min) Gaussian draw with R's
     diagonal made positive (Mezzadri 2007, as ``jax.nn.initializers.orthogonal`` in jax 0.10),
-    computed by Gram-Schmidt with reorthogonalisation instead of LAPACK. Why: vmapped over keys (several agents
-    trained at once), the six initialisations become independent batched QRs, and jaxlib's CPU
-    LAPACK kernels split a batch over the same thread pool they run on and block until it is done;
-    two of them running together can wedge a 2-thread pool (a 2-core machine) for good."""
+    computed by Gram-Schmidt with reorthogonalisation instead of LAPACK. Why: vmapped over keys
+    (several agents trained at once), the six initialisations become independent batched QRs, and
+    jaxlib's CPU LAPACK kernels split a batch over the same thread pool they run on and block until
+    it is done; two of them running together can wedge a 2-thread pool (a 2-core machine) for good."""
     tall, short = max(n_in, n_out), min(n_in, n_out)
     z = jax.random.normal(key, (tall, short), jnp.float32)
     dot = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
@@ -31,7 +31,7 @@ def orthogonal(key: jax.Array, n_in: int, n_out: int, scale: float = 1.0) -> jax
         v, earlier = z[:, j], (jnp.arange(short) < j).astype(jnp.float32)
         for _ in range(2):  # "twice is enough": orthogonal to float32 precision
             v = v - dot(q, dot(q.T, v) * earlier)
-        return q.at[:, j].set(v / jnp.sqrt(jnp.sum(v * v)))
+        return q.at[:, j].set(v / jnp.linalg.norm(v))
 
     q = jax.lax.fori_loop(0, short, column, jnp.zeros((tall, short), jnp.float32))
     return scale * (q if n_in >= n_out else q.T)
