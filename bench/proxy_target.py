@@ -1,0 +1,127 @@
+"""Is the proxy's best subset also the finetuned model's? A finished run's 5% subsets, no new finetunes.
+
+    python bench/proxy_target.py --config configs/tweets-whole --run bench/results/e2e-tweets-whole \
+        [--stages runs/tweets-whole/stages] [--variants clean,noisy]
+
+For every 5% subset of a finished ``jaxsel run`` (the searches' saved selections, the baselines
+drawn again from their seeds), the ridge proxy of the run's config is fitted on the subset
+(float64 numpy, the closed form) and read four ways: the score the searches maximised (validation
+plus the pool's unflagged rows, the subset's own rows in-sample; checked against the run's recorded
+``proxy_accuracy``), the same with the subset's own rows scored leave-one-out (the exact ridge
+identity f_-i(x_i) = (f(x_i) - h_i y_i) / (1 - h_i), h_i = x_i^T (X^T X + lam I)^-1 x_i), the
+validation rows alone, and the pool rows cleanlab flags (leave-one-out). These are set against the
+validation accuracy of the MiniLM finetuned on the same subset (from the run's results.json). No
+test label is read. Spearman's rank correlation (scipy) over methods x seeds says whether ranking
+subsets by the proxy ranks them as the finetuned target would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np  # noqa: E402
+from common import report  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from jaxsel import baselines, label_issues, proxy  # noqa: E402
+from jaxsel.config import load_config  # noqa: E402
+from jaxsel.experiment import Run  # noqa: E402
+from jaxsel.experiment.stages import budget_tag  # noqa: E402
+from jaxsel.proxy.base import features, projector, stratified_subsample  # noqa: E402
+from jaxsel.selection import budget_examples  # noqa: E402
+
+
+def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+                scored: np.ndarray, flagged: np.ndarray, lam: float) -> dict[str, float]:
+    """Accuracies of the ridge fitted on train rows ``rows``: ``searched`` (validation + ``scored``
+    pool rows, own rows in-sample), ``searched_loo`` (own rows leave-one-out), ``validation``,
+    ``flagged_loo`` (the ``flagged`` pool rows, own rows leave-one-out)."""
+    onehot = np.eye(int(max(y.max(), yv.max())) + 1)[y]
+    a = xf[rows].T @ xf[rows] + lam * np.eye(xf.shape[1])
+    w = np.linalg.solve(a, xf[rows].T @ onehot[rows])
+    own = np.zeros(len(y), bool)
+    own[rows] = True
+
+    def pool_hits(mask: np.ndarray, loo: bool) -> np.ndarray:
+        r = np.flatnonzero(mask)
+        f = xf[r] @ w
+        if loo:
+            h = np.einsum("ij,ij->i", xf[r], np.linalg.solve(a, xf[r].T).T)[:, None]
+            f = np.where(own[r][:, None], (f - h * onehot[r]) / (1 - h), f)
+        return f.argmax(1) == y[r]
+
+    val = (xv @ w).argmax(1) == yv
+    return {"searched": float(np.concatenate([val, pool_hits(scored, False)]).mean()),
+            "searched_loo": float(np.concatenate([val, pool_hits(scored, True)]).mean()),
+            "validation": float(val.mean()), "flagged_loo": float(pool_hits(flagged, True).mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run", required=True, help="the finished run's results.json, or its folder")
+    ap.add_argument("--stages", help="its stage folder (default: the config's, else runs/NAME/stages)")
+    ap.add_argument("--variants", default="clean")
+    ap.add_argument("--budget", type=float, default=0.05)
+    args = ap.parse_args()
+    path = Path(args.run) if args.run.endswith(".json") else Path(args.run) / "results.json"
+    results = json.loads(path.read_text())
+    cfg = load_config(args.config)
+    stage_dir = Path(args.stages or cfg.stages or f"runs/{cfg.name}/stages")
+    run = Run(dataclasses.replace(cfg, stages=str(stage_dir)), path.parent, progress=False)
+    dd = run.dataset()
+    emb = run.embeddings(dd)
+    clean = run.clustering(dd, emb)
+    pc = cfg.proxy
+    table = []
+    for v in args.variants.split(","):
+        vdd, x, c, _ = run.variant(v, dd, emb, clean)
+        y = np.asarray(vdd["train"]["label"])
+        vy = np.asarray(dd["validation"]["label"])
+        keep = stratified_subsample(vy, pc.val_size, pc.seed)
+        vx, vy = emb["validation"][keep], vy[keep]
+        scored = proxy.scored_train_rows(x, y, c, vx, vy, pc)
+        first = np.zeros(len(y), bool)
+        first[np.unique(x, axis=0, return_index=True)[1]] = True
+        flagged = first & ~scored
+        issues = label_issues.find(proxy.make(x, y, c, vx, vy, dataclasses.replace(pc, score_on="validation")), y,
+                                   c.assignment)
+        mean, proj = projector(x, pc)
+        xf, xvf = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
+        n = budget_examples(args.budget, len(y))
+        for r in results["rows"]:
+            if r["variant"] != v or r["budget"] != args.budget:
+                continue
+            m, seed = r["method"], r["seed"]
+            if m in baselines.METHODS:
+                rows = baselines.indices(m, n, seed, labels=y, clustering=c, x=x,
+                                         issues=issues if m == "cleanlab" else None)
+            else:
+                rows = np.load(next(stage_dir.glob(f"{v}-{m}-{budget_tag(args.budget)}-s{seed}-*/selection.indices.npy")))
+            views = ridge_views(np.asarray(rows), xf, y, xvf, vy, scored, flagged, pc.lam)
+            if abs(views["searched"] - r["proxy_accuracy"]) > 2e-3:
+                raise SystemExit(f"{v} {m} seed {seed}: recomputed proxy score {views['searched']:.4f} is not the "
+                                 f"run's {r['proxy_accuracy']:.4f}: not the subset the run finetuned")
+            table.append({"variant": v, "method": m, "seed": seed, **views,
+                          "finetuned_validation": r["validation_accuracy"]})
+    headers = ["variant", "method", "seed", "searched", "searched_loo", "validation", "flagged_loo",
+               "finetuned_validation"]
+    rho = {}
+    for v in {t["variant"] for t in table}:
+        rows = [t for t in table if t["variant"] == v]
+        for view in ("searched", "validation"):
+            res = stats.spearmanr([t[view] for t in rows], [t["finetuned_validation"] for t in rows])
+            rho[f"{v}/{view}"] = {"rho": float(res.statistic), "p": float(res.pvalue), "n": len(rows)}
+    for key, r in sorted(rho.items()):
+        print(f"Spearman {key} vs finetuned validation accuracy: rho {r['rho']:+.2f} (p {r['p']:.2f}, n {r['n']})")
+    report(f"proxy-target-{cfg.name}", table, headers,
+           {"spearman_vs_finetuned_validation": rho, "run": str(path), "config": args.config}, quick=False)
+
+
+if __name__ == "__main__":
+    main()
