@@ -30,7 +30,7 @@ from jaxsel.config import SEARCH_METHODS  # noqa: E402
 from jaxsel.experiment.report import ORDER, plot_accuracy, summarize  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-SHOWN = ("random", "stratified", "cleanlab", "full")  # the baselines of the headline, besides every search
+SHOWN = ("validated", "random", "stratified", "cleanlab", "full")  # shown besides every search
 
 
 def noise_name(cfg: dict, variant: str) -> str:

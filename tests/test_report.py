@@ -143,3 +143,23 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     assert report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=new)])["complete"]
     with pytest.raises(ValueError, match="differ in data"):
         report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=dict(new, dedup=True))])
+
+
+def test_validated_picks_by_finetuned_validation_accuracy_and_pays_for_every_candidate():
+    def row(method, seed, val, test, sel=0.0):
+        return dict(variant="clean", method=method, budget=0.05, seed=seed, validation_accuracy=val, test_accuracy=test,
+                    test_macro_f1=test, selection_seconds=sel, finetune_seconds=10.0, examples=100, corrupted_chosen=0)
+    rows = [row("greedy", 0, 0.80, 0.78, 2.0), row("ppo", 0, 0.79, 0.70, 30.0), row("stratified", 0, 0.78, 0.75),
+            row("greedy", 1, 0.70, 0.69, 2.0), row("ppo", 1, 0.71, 0.60, 30.0), row("stratified", 1, 0.72, 0.74),
+            row("greedy", 2, 0.75, 0.71, 2.0), row("ppo", 2, 0.75, 0.72, 30.0), row("stratified", 2, 0.75, 0.70),
+            *(row("random", s, 0.99, 0.5) for s in range(3))]  # not a candidate, whatever its validation score
+    v = {r["seed"]: r for r in report.validated(rows)}
+    assert [v[s]["picked"] for s in range(3)] == ["greedy", "stratified", "ppo"]  # a tie goes to the first in ORDER
+    assert [v[s]["test_accuracy"] for s in range(3)] == [0.78, 0.74, 0.72]
+    assert v[0]["selection_seconds"] == pytest.approx(32.0) and v[0]["finetune_seconds"] == pytest.approx(30.0)
+    s = {x["method"]: x for x in report.summarize(rows, {})}["validated"]
+    assert s["picked"] == {"ppo": 1, "greedy": 1, "stratified": 1}
+    assert s["vs_stratified"] == pytest.approx(np.mean([0.03, 0.0, 0.02]))
+    assert "| clean | validated (ppo 1, greedy 1, stratified 1) | 5% | 3 |" in report.markdown([s])
+    assert report.validated([r for r in rows if r["method"] != "stratified"]) == []  # nothing to check against
+    assert report.validated([{k: x for k, x in r.items() if k != "validation_accuracy"} for r in rows]) == []

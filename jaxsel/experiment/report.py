@@ -19,7 +19,8 @@ import numpy as np
 
 from jaxsel.io import atomic_path
 
-ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "random", "stratified", "typical", "cleanlab", "full")
+ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "validated", "random", "stratified", "typical", "cleanlab",
+         "full")
 REFERENCES = ("random", "stratified", "cleanlab")  # baselines every other method is compared with, paired by seed
 
 
@@ -58,11 +59,37 @@ def _overhead(method: str, variant: str, timings: dict) -> float:
     return shared if method in ("stratified", "typical") else shared + timings.get(f"proxy_seconds_{variant}", 0.0)
 
 
+def validated(rows: list[dict]) -> list[dict]:
+    """Derived rows of the validation-checked choice, method ``validated``: in every (variant,
+    budget, seed) holding ``stratified`` and at least one search, the candidate (each search and
+    ``stratified``) whose finetuned model scores the highest validation accuracy (ties: the first in
+    ``ORDER``), with its test scores, the cost of finetuning every candidate (their selection and
+    finetune seconds summed) and ``picked``, the candidate's method. No test label decides: this
+    is the model selection a user would do with the run's own finetunes."""
+    from jaxsel.config import SEARCH_METHODS
+    cells: dict = {}
+    for r in rows:
+        if r["budget"] is not None and r["method"] in SEARCH_METHODS + ("stratified",) \
+                and r.get("validation_accuracy") is not None:
+            cells.setdefault((r["variant"], r["budget"], r["seed"]), []).append(r)
+    out = []
+    for cands in cells.values():
+        if len(cands) < 2 or not any(r["method"] == "stratified" for r in cands):
+            continue
+        best = max(sorted(cands, key=lambda r: ORDER.index(r["method"])), key=lambda r: r["validation_accuracy"])
+        out.append(dict(best, method="validated", picked=best["method"],
+                        selection_seconds=sum(r["selection_seconds"] for r in cands),
+                        finetune_seconds=sum(r["finetune_seconds"] for r in cands)))
+    return out
+
+
 def summarize(rows: list[dict], timings: dict) -> list[dict]:
     """One entry per (variant, method, budget): seeds, accuracy mean and CI, macro-F1, wall-clock,
     and the accuracy difference to random, stratified, cleanlab (same budget) and full data (same
     variant), each paired by seed (``vs_random``, ``vs_stratified``, ``vs_cleanlab``, ``vs_full``
-    with ``*_ci95`` half-widths)."""
+    with ``*_ci95`` half-widths). Includes the :func:`validated` rows (with ``picked``: how often
+    each candidate was chosen)."""
+    rows = list(rows) + validated(rows)
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["variant"], r["method"], r["budget"]), []).append(r)
@@ -84,6 +111,8 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
              "total_seconds": float(np.mean(total)),
              "total_vs_full": float(np.mean(total) / full_secs[v]) if v in full_secs else None,
              "corrupted_chosen": float(np.mean([r["corrupted_chosen"] for r in rs]))}
+        if m == "validated":
+            s["picked"] = {p: sum(r["picked"] == p for r in rs) for p in ORDER if any(r["picked"] == p for r in rs)}
         s.update(_label_mix(rs))
         for ref, acc_of in refs.items():
             paired = [r["test_accuracy"] - acc_of[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in acc_of]
@@ -185,7 +214,8 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     for s in summary:
         n = len(s["seeds"])
         budget = "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%")
-        cells = [s["variant"], s["method"], budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
+        method = s["method"] + (" (" + ", ".join(f"{p} {c}" for p, c in s["picked"].items()) + ")" if "picked" in s else "")
+        cells = [s["variant"], method, budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
         cells += [_interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], n, "+") if f"vs_{ref}" in s else "-" for ref in refs]
         cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
         cells += ["-" if s.get(k) is None else f"{s[k]:.0f}" for k in ("steps", "examples_seen")]
