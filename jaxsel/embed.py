@@ -50,15 +50,19 @@ def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json)."""
     check_model(model)
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
-    tok = tokens.load(folder / "tokenizer.json")
-    net = bert.from_pretrained(folder, dtype=jnp.dtype(dtype))
+    return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), tokens.load(folder / "tokenizer.json"))
+
+
+def encoder_of(net: bert.Bert, tokenizer) -> Encoder:
+    """An :class:`Encoder` (mean-pooled, L2-normalised) over a loaded BERT module, e.g. the encoder
+    of a finetuned :class:`jaxsel.models.classifier.BertClassifier`, and its tokenizer."""
     graphdef, state = nnx.split(net)
 
     @jax.jit
     def forward(state, ids, mask):
         return bert.mean_pool(nnx.merge(graphdef, state)(ids, mask), mask)
 
-    return Encoder(tok, functools.partial(forward, state), net.cfg.hidden)
+    return Encoder(tokenizer, functools.partial(forward, state), net.cfg.hidden)
 
 
 def bucket_length(n: int, max_length: int) -> int:
@@ -85,17 +89,21 @@ def _batches(lengths: np.ndarray, batch_size: int, max_length: int, bucketed: bo
         yield idx, bucket_length(int(lengths[idx].max()), max_length) if bucketed else max_length
 
 
-def encode(texts: list[str], model: str = "minilm", *, max_length: int = 256, batch_size: int = 128,
+def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256, batch_size: int = 128,
            dtype: str = "float32", bucketed: bool = True, progress: bool = True) -> np.ndarray:
     """Embed texts into L2-normalised float32 vectors (n, d).
 
     Batches are padded to one of a few bucket lengths (so the encoder compiles a few times,
     not once per batch) and to a fixed batch size. ``model="hash"`` uses the weight-free
-    hashed n-gram embedder. ``dtype="bfloat16"`` computes in bf16 (for accelerators).
+    hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used as given.
+    ``dtype="bfloat16"`` computes in bf16 (for accelerators).
     """
-    if model == "hash":
+    if isinstance(model, Encoder):
+        enc, model = model, "encoder"
+    elif model == "hash":
         return hash_encode(texts)
-    enc = load_encoder(model, dtype)
+    else:
+        enc = load_encoder(model, dtype)
     ids = enc.tokenize(list(texts), max_length)
     lengths = np.array([len(x) for x in ids])
     out = np.zeros((len(ids), enc.dim), np.float32)

@@ -44,6 +44,21 @@ def test_minilm_matches_sentence_transformers(batch_size, bucketed):
     assert err.max() <= 1e-4, err
 
 
+@pytest.mark.assets
+def test_an_encoder_over_the_finetuners_bert_embeds_with_its_own_weights():
+    import jax.numpy as jnp
+    from jaxsel import assets, finetune
+    from jaxsel.config import FinetuneConfig
+    from jaxsel.models import tokens
+    net, _ = finetune.build(FinetuneConfig(dtype="float32"), ["a", "b"])
+    tok = tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json")
+    got = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), batch_size=4, progress=False)
+    np.testing.assert_allclose(got, np.array(GOLDEN["embeddings"], np.float32), atol=1e-4)  # untrained: MiniLM
+    net.encoder.emb_norm.bias.value = net.encoder.emb_norm.bias.value + jnp.float32(0.5)  # as a finetune would move it
+    moved = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), batch_size=4, progress=False)
+    assert np.abs(moved - got).max() > 1e-2
+
+
 def test_bucket_length():
     assert [embed.bucket_length(n, 256) for n in (1, 8, 9, 33, 200, 256, 300)] == [8, 8, 16, 48, 256, 256, 256]
     assert embed.bucket_length(100, 100) == 100

@@ -1,0 +1,123 @@
+"""A lever tried for issue 11: the ridge proxy on features of a MiniLM already finetuned on a stratified 5%.
+
+    python bench/warm_proxy.py --config configs/tweets-whole --run bench/results/e2e-tweets-whole --seed 0
+
+On tweets the ridge proxy over frozen MiniLM embeddings ranks 5% subsets against the finetuned
+model (``bench/proxy_target.py``). This tries features closer to the target's: MiniLM is finetuned
+on the run's stratified 5% of the seed (the same finetune the run's ``stratified`` row made, its
+best-validation weights kept through the checkpoint), its encoder embeds the train and validation
+splits (:func:`jaxsel.embed.encoder_of`), and on those "warm" features (1) the run's clean 5%
+subsets are ranked by the ridge proxy, against their finetuned validation accuracy (Spearman,
+scipy), beside the frozen ("cold") features, and (2) greedy selects a 5% with the warm proxy (the
+run's select settings) and MiniLM is finetuned on it. Validation only: no test label is printed or
+saved. Stage files go under ``--work`` (default /tmp/jaxsel-warm), so a rerun reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np  # noqa: E402
+from common import report  # noqa: E402
+from flax import nnx  # noqa: E402
+from proxy_target import ridge_views  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from jaxsel import agents, assets, baselines, embed, finetune, proxy  # noqa: E402
+from jaxsel.checkpoint import Checkpoints  # noqa: E402
+from jaxsel.config import load_config  # noqa: E402
+from jaxsel.experiment import Run  # noqa: E402
+from jaxsel.models import tokens  # noqa: E402
+from jaxsel.proxy.base import features, projector, stratified_subsample  # noqa: E402
+from jaxsel.selection import budget_examples  # noqa: E402
+
+
+def warm_features(dd, rows: np.ndarray, cfg, work: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """(train, validation) embeddings by the encoder of MiniLM finetuned on train ``rows`` (its
+    best-validation epoch), and that finetune's validation accuracy; kept in ``work``."""
+    path = work / "features.npz"
+    if path.exists():
+        f = np.load(path)
+        return f["train"], f["validation"], float(f["validation_accuracy"])
+    m = finetune.train_and_evaluate(dd, rows, cfg.finetune, ckpt_dir=work / "checkpoints", resume=True)
+    net, _ = finetune.build(cfg.finetune, dd["train"].features["label"].names)
+    graphdef, params, rest = nnx.split(net, finetune.trainable(cfg.finetune), ...)
+    tx = finetune.optimizer(cfg.finetune.clip, cfg.finetune.weight_decay)
+    signature = json.dumps({"config": dataclasses.asdict(cfg.finetune), "examples": len(rows)}, sort_keys=True)
+    state, _ = Checkpoints(work / "checkpoints", signature, resume=True).restore(
+        finetune.TrainState(params, tx.init(params), params))
+    net = nnx.merge(graphdef, state.best_params, rest)
+    enc = embed.encoder_of(net.encoder, tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json"))
+    train, val = (embed.encode(list(dd[s]["text"]), enc, max_length=cfg.embed.max_length) for s in ("train", "validation"))
+    np.savez(path, train=train, validation=val, validation_accuracy=m["validation_accuracy"])
+    return train, val, m["validation_accuracy"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run", required=True, help="the finished run's results.json, or its folder")
+    ap.add_argument("--stages", help="its stage folder (default: the config's, else runs/NAME/stages)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="/tmp/jaxsel-warm")
+    args = ap.parse_args()
+    path = Path(args.run) if args.run.endswith(".json") else Path(args.run) / "results.json"
+    results = json.loads(path.read_text())
+    cfg = load_config(args.config)
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, seed=args.seed))
+    stage_dir = Path(args.stages or cfg.stages or f"runs/{cfg.name}/stages")
+    run = Run(dataclasses.replace(cfg, stages=str(stage_dir)), path.parent, progress=False)
+    dd = run.dataset()
+    emb = run.embeddings(dd)
+    c = run.clustering(dd, emb)
+    y, pc = np.asarray(dd["train"]["label"]), cfg.proxy
+    n = budget_examples(0.05, len(y))
+    strat = baselines.indices("stratified", n, args.seed, labels=y, clustering=c, x=emb["train"])
+    wx, wvx, strat_val = warm_features(dd, strat, cfg, Path(args.work) / f"{cfg.name}-s{args.seed}")
+    vy = np.asarray(dd["validation"]["label"])
+    keep = stratified_subsample(vy, pc.val_size, pc.seed)
+    subsets = []
+    for r in results["rows"]:
+        if r["variant"] == "clean" and r["budget"] == 0.05 and r["method"] != "cleanlab":
+            m = r["method"]
+            rows = baselines.indices(m, n, r["seed"], labels=y, clustering=c, x=emb["train"]) \
+                if m in baselines.METHODS else \
+                np.load(next(stage_dir.glob(f"clean-{m}-5pct-s{r['seed']}-*/selection.indices.npy")))
+            subsets.append((m, r["seed"], np.asarray(rows), r["validation_accuracy"]))
+    table, rho = [], {}
+    for tag, x, vx in (("cold", emb["train"], emb["validation"][keep]), ("warm", wx, wvx[keep])):
+        scored = proxy.scored_train_rows(x, y, c, vx, vy[keep], pc)
+        first = np.zeros(len(y), bool)
+        first[np.unique(x, axis=0, return_index=True)[1]] = True
+        mean, proj = projector(x, pc)
+        xf, xvf = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
+        for m, seed, rows, finetuned in subsets:
+            v = ridge_views(rows, xf, y, xvf, vy[keep], scored, first & ~scored, pc.lam)
+            table.append({"features": tag, "method": m, "seed": seed, "searched": v["searched"],
+                          "validation": v["validation"], "finetuned_validation": finetuned})
+        for view in ("searched", "validation"):
+            rows = [t for t in table if t["features"] == tag]
+            rho[f"{tag}/{view}"] = float(stats.spearmanr([t[view] for t in rows],
+                                                         [t["finetuned_validation"] for t in rows]).statistic)
+    p = proxy.make(wx, y, c, wvx, vy, pc)
+    spec = cfg.select
+    sel = agents.select(p, c, y, agents.SelectConfig(method="greedy", budget=0.05, seed=args.seed, final=spec.final,
+                                                     granularity=spec.granularity, quota=spec.quota,
+                                                     horizon=spec.horizon, balance=spec.balance),
+                        progress=False, train_x=wx)
+    m = finetune.train_and_evaluate(dd, sel.indices, cfg.finetune)
+    summary = {"seed": args.seed, "spearman_vs_finetuned_validation": rho,
+               "stratified_finetuned_validation": strat_val, "warm_greedy_finetuned_validation": m["validation_accuracy"],
+               "warm_greedy_proxy_accuracy": float(sel.scores["proxy_accuracy"]),
+               "warm_greedy_label_counts": np.bincount(y[sel.indices], minlength=p.num_classes).tolist(),
+               "train_label_counts": np.bincount(y, minlength=p.num_classes).tolist(), "run": str(path)}
+    report(f"warm-proxy-{cfg.name}-s{args.seed}", table, list(table[0]), summary, quick=False)
+
+
+if __name__ == "__main__":
+    main()
