@@ -61,6 +61,17 @@ def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray,
             "validation": float(val.mean()), "flagged_loo": float(pool_hits(flagged, True).mean())}
 
 
+def subset_rows(row: dict, stage_dir: Path, examples: int, labels: np.ndarray, clustering, x: np.ndarray,
+                issues: np.ndarray | None = None) -> np.ndarray:
+    """The train rows a results row finetuned on: a search's saved selection from ``stage_dir``, a
+    baseline drawn again from its seed (``issues``: cleanlab's flags, for ``cleanlab``)."""
+    m = row["method"]
+    if m in baselines.METHODS:
+        return baselines.indices(m, examples, row["seed"], labels=labels, clustering=clustering, x=x, issues=issues)
+    tag = f"{row['variant']}-{m}-{budget_tag(row['budget'])}-s{row['seed']}"
+    return np.load(next(stage_dir.glob(f"{tag}-*/selection.indices.npy")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -98,12 +109,8 @@ def main() -> None:
             if r["variant"] != v or r["budget"] != args.budget:
                 continue
             m, seed = r["method"], r["seed"]
-            if m in baselines.METHODS:
-                rows = baselines.indices(m, n, seed, labels=y, clustering=c, x=x,
-                                         issues=issues if m == "cleanlab" else None)
-            else:
-                rows = np.load(next(stage_dir.glob(f"{v}-{m}-{budget_tag(args.budget)}-s{seed}-*/selection.indices.npy")))
-            views = ridge_views(np.asarray(rows), xf, y, xvf, vy, scored, flagged, pc.lam)
+            rows = subset_rows(r, stage_dir, n, y, c, x, issues)
+            views = ridge_views(rows, xf, y, xvf, vy, scored, flagged, pc.lam)
             if abs(views["searched"] - r["proxy_accuracy"]) > 2e-3:
                 raise SystemExit(f"{v} {m} seed {seed}: recomputed proxy score {views['searched']:.4f} is not the "
                                  f"run's {r['proxy_accuracy']:.4f}: not the subset the run finetuned")

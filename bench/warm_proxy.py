@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 from common import report  # noqa: E402
 from flax import nnx  # noqa: E402
-from proxy_target import ridge_views  # noqa: E402
+from proxy_target import ridge_views, subset_rows  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from jaxsel import agents, assets, baselines, embed, finetune, proxy  # noqa: E402
@@ -84,11 +84,8 @@ def main() -> None:
     subsets = []
     for r in results["rows"]:
         if r["variant"] == "clean" and r["budget"] == 0.05 and r["method"] != "cleanlab":
-            m = r["method"]
-            rows = baselines.indices(m, n, r["seed"], labels=y, clustering=c, x=emb["train"]) \
-                if m in baselines.METHODS else \
-                np.load(next(stage_dir.glob(f"clean-{m}-5pct-s{r['seed']}-*/selection.indices.npy")))
-            subsets.append((m, r["seed"], np.asarray(rows), r["validation_accuracy"]))
+            rows = subset_rows(r, stage_dir, n, y, c, emb["train"])
+            subsets.append((r["method"], r["seed"], rows, r["validation_accuracy"]))
     table, rho = [], {}
     for tag, x, vx in (("cold", emb["train"], emb["validation"][keep]), ("warm", wx, wvx[keep])):
         scored = proxy.scored_train_rows(x, y, c, vx, vy[keep], pc)
