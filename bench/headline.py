@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jaxsel.config import SEARCH_METHODS  # noqa: E402
-from jaxsel.experiment.report import ORDER, plot_accuracy, summarize  # noqa: E402
+from jaxsel.experiment.report import ORDER, method_label, plot_accuracy, summarize  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SHOWN = ("validated", "random", "stratified", "cleanlab", "full")  # shown besides every search
@@ -58,6 +58,7 @@ def rows_of(doc: dict, budget: float) -> list[dict]:
             continue
         n = len(s["seeds"])
         out.append({"dataset": cfg["data"]["name"], "noise": noise_name(cfg, s["variant"]), "method": s["method"],
+                    "label": method_label(s),
                     "seeds": n, "examples": s["examples"], "test_accuracy": s["test_accuracy"],
                     "test_accuracy_ci95": s["test_accuracy_ci95"],
                     **{k: s.get(k) for k in ("vs_stratified", "vs_stratified_ci95", "vs_cleanlab", "vs_cleanlab_ci95",
@@ -89,7 +90,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         n = r["seeds"]
         lines.append("| " + " | ".join([
-            r["dataset"], r["noise"], r["method"], str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
+            r["dataset"], r["noise"], r.get("label", r["method"]), str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
             pm(r["vs_stratified"], r["vs_stratified_ci95"], n, "+"), pm(r["vs_cleanlab"], r["vs_cleanlab_ci95"], n, "+"),
             pm(r["vs_full"], r["vs_full_ci95"], n, "+"),
             r["verdict"], "-" if r["total_vs_full"] is None else f"{r['total_vs_full']:.2f}"]) + " |")

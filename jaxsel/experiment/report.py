@@ -198,6 +198,12 @@ def _interval(mean: float, half: float, seeds: int, sign: str = "") -> str:
     return f"{mean:{sign}.3f}" + (f" ± {half:.3f}" if seeds > 1 else "")
 
 
+def method_label(s: dict) -> str:
+    """A summary entry's method, with how often each candidate was picked for ``validated``."""
+    picked = s.get("picked")
+    return s["method"] + (" (" + ", ".join(f"{p} {c}" for p, c in picked.items()) + ")" if picked else "")
+
+
 def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     """The results table (the corrupted-examples column appears when a noisy variant is present),
     then a warning line for every selection that left out a class. ``labels``: class names."""
@@ -214,8 +220,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     for s in summary:
         n = len(s["seeds"])
         budget = "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%")
-        method = s["method"] + (" (" + ", ".join(f"{p} {c}" for p, c in s["picked"].items()) + ")" if "picked" in s else "")
-        cells = [s["variant"], method, budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
+        cells = [s["variant"], method_label(s), budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
         cells += [_interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], n, "+") if f"vs_{ref}" in s else "-" for ref in refs]
         cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
         cells += ["-" if s.get(k) is None else f"{s[k]:.0f}" for k in ("steps", "examples_seen")]
