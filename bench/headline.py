@@ -90,7 +90,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         n = r["seeds"]
         lines.append("| " + " | ".join([
-            r["dataset"], r["noise"], r.get("label", r["method"]), str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
+            r["dataset"], r["noise"], r["label"], str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
             pm(r["vs_stratified"], r["vs_stratified_ci95"], n, "+"), pm(r["vs_cleanlab"], r["vs_cleanlab_ci95"], n, "+"),
             pm(r["vs_full"], r["vs_full_ci95"], n, "+"),
             r["verdict"], "-" if r["total_vs_full"] is None else f"{r['total_vs_full']:.2f}"]) + " |")
