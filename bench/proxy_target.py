@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 from common import report  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from jaxsel import baselines, label_issues, proxy  # noqa: E402
+from jaxsel import baselines, data, label_issues, proxy  # noqa: E402
 from jaxsel.config import load_config  # noqa: E402
 from jaxsel.experiment import Run  # noqa: E402
 from jaxsel.experiment.stages import budget_tag  # noqa: E402
 from jaxsel.proxy.base import features, projector, stratified_subsample  # noqa: E402
-from jaxsel.selection import budget_examples  # noqa: E402
+from jaxsel.selection import Selection, budget_examples  # noqa: E402
 
 
 def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
@@ -61,15 +61,22 @@ def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray,
             "validation": float(val.mean()), "flagged_loo": float(pool_hits(flagged, True).mean())}
 
 
-def subset_rows(row: dict, stage_dir: Path, examples: int, labels: np.ndarray, clustering, x: np.ndarray,
+def subset_rows(row: dict, stage_dir: Path, dd, labels: np.ndarray, clustering, x: np.ndarray,
                 issues: np.ndarray | None = None) -> np.ndarray:
-    """The train rows a results row finetuned on: a search's saved selection from ``stage_dir``, a
-    baseline drawn again from its seed (``issues``: cleanlab's flags, for ``cleanlab``)."""
+    """The train rows a results row finetuned on: a search's saved selection from ``stage_dir``
+    (the one made for the dataset ``dd``: configs sharing a stage folder may hold others of the same
+    name), a baseline drawn again from its seed (``issues``: cleanlab's flags, for ``cleanlab``)."""
     m = row["method"]
     if m in baselines.METHODS:
-        return baselines.indices(m, examples, row["seed"], labels=labels, clustering=clustering, x=x, issues=issues)
+        return baselines.indices(m, budget_examples(row["budget"], len(labels)), row["seed"], labels=labels,
+                                 clustering=clustering, x=x, issues=issues)
     tag = f"{row['variant']}-{m}-{budget_tag(row['budget'])}-s{row['seed']}"
-    return np.load(next(stage_dir.glob(f"{tag}-*/selection.indices.npy")))
+    fingerprint = data.dataset_fingerprint(dd)
+    for path in sorted(stage_dir.glob(f"{tag}-*/selection.json")):
+        sel = Selection.load(path)
+        if sel.meta.get("fingerprint") == fingerprint:
+            return sel.indices
+    raise SystemExit(f"no {tag} selection for this dataset in {stage_dir}")
 
 
 def main() -> None:
@@ -96,20 +103,18 @@ def main() -> None:
         vy = np.asarray(dd["validation"]["label"])
         keep = stratified_subsample(vy, pc.val_size, pc.seed)
         vx, vy = emb["validation"][keep], vy[keep]
-        scored = proxy.scored_train_rows(x, y, c, vx, vy, pc)
+        issues = label_issues.find(proxy.make(x, y, c, vx, vy, dataclasses.replace(pc, score_on="validation")), y,
+                                   c.assignment)  # as proxy.scored_train_rows and the run's cleanlab baseline
         first = np.zeros(len(y), bool)
         first[np.unique(x, axis=0, return_index=True)[1]] = True
-        flagged = first & ~scored
-        issues = label_issues.find(proxy.make(x, y, c, vx, vy, dataclasses.replace(pc, score_on="validation")), y,
-                                   c.assignment)
+        scored, flagged = first & ~issues, first & issues
         mean, proj = projector(x, pc)
         xf, xvf = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
-        n = budget_examples(args.budget, len(y))
         for r in results["rows"]:
             if r["variant"] != v or r["budget"] != args.budget:
                 continue
             m, seed = r["method"], r["seed"]
-            rows = subset_rows(r, stage_dir, n, y, c, x, issues)
+            rows = subset_rows(r, stage_dir, vdd, y, c, x, issues)
             views = ridge_views(rows, xf, y, xvf, vy, scored, flagged, pc.lam)
             if abs(views["searched"] - r["proxy_accuracy"]) > 2e-3:
                 raise SystemExit(f"{v} {m} seed {seed}: recomputed proxy score {views['searched']:.4f} is not the "

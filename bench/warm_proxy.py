@@ -9,8 +9,11 @@ best-validation weights kept through the checkpoint), its encoder embeds the tra
 splits (:func:`jaxsel.embed.encoder_of`), and on those "warm" features (1) the run's clean 5%
 subsets are ranked by the ridge proxy, against their finetuned validation accuracy (Spearman,
 scipy), beside the frozen ("cold") features, and (2) greedy selects a 5% with the warm proxy (the
-run's select settings) and MiniLM is finetuned on it. Validation only: no test label is printed or
-saved. Stage files go under ``--work`` (default /tmp/jaxsel-warm), so a rerun reuses them.
+run's granularity, quota, horizon and balance; not its ``filter`` or ``agreement``) and MiniLM is
+finetuned on it. Validation only: no test label is printed or saved. Caveats: the stratified
+subset's warm features come from a model trained on that subset; the checkpoint is read back with
+the signature :func:`jaxsel.finetune.train_and_evaluate` writes. The warm features are kept under
+``--work`` (default /tmp/jaxsel-warm) by config name and seed: delete them after changing either.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def main() -> None:
     subsets = []
     for r in results["rows"]:
         if r["variant"] == "clean" and r["budget"] == 0.05 and r["method"] != "cleanlab":
-            rows = subset_rows(r, stage_dir, n, y, c, emb["train"])
+            rows = subset_rows(r, stage_dir, dd, y, c, emb["train"])
             subsets.append((r["method"], r["seed"], rows, r["validation_accuracy"]))
     table, rho = [], {}
     for tag, x, vx in (("cold", emb["train"], emb["validation"][keep]), ("warm", wx, wvx[keep])):

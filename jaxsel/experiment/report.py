@@ -61,22 +61,28 @@ def _overhead(method: str, variant: str, timings: dict) -> float:
 
 def validated(rows: list[dict]) -> list[dict]:
     """Derived rows of the validation-checked choice, method ``validated``: in every (variant,
-    budget, seed) holding ``stratified`` and at least one search, the candidate (each search and
-    ``stratified``) whose finetuned model scores the highest validation accuracy (ties: the first in
-    ``ORDER``), with its test scores, the cost of finetuning every candidate (their selection and
-    finetune seconds summed) and ``picked``, the candidate's method. No test label decides: this
-    is the model selection a user would do with the run's own finetunes."""
+    budget, seed) holding ``stratified`` and every search of that (variant, budget) with its
+    validation accuracy, the candidate (each search and ``stratified``) whose finetuned model scores
+    the highest validation accuracy (a tie goes to ``stratified``, then to the first in ``ORDER``).
+    The row carries that candidate's test scores, steps and label counts, ``picked`` (its method),
+    and the cost of every candidate (their selection and finetune seconds summed). No test label
+    decides; but the validation rows that decide also early-stopped every finetune and, unless the
+    proxy's ``val_size`` caps them, are among the rows the searches maximised."""
     from jaxsel.config import SEARCH_METHODS
     cells: dict = {}
     for r in rows:
-        if r["budget"] is not None and r["method"] in SEARCH_METHODS + ("stratified",) \
-                and r.get("validation_accuracy") is not None:
+        if r["budget"] is not None and r["method"] in SEARCH_METHODS + ("stratified",):
             cells.setdefault((r["variant"], r["budget"], r["seed"]), []).append(r)
+    methods: dict = {}  # every candidate method of a (variant, budget): a cell missing one is not a full check
+    for (v, b, _), cands in cells.items():
+        methods.setdefault((v, b), set()).update(r["method"] for r in cands)
     out = []
-    for cands in cells.values():
-        if len(cands) < 2 or not any(r["method"] == "stratified" for r in cands):
+    for (v, b, _), cands in cells.items():
+        if ({r["method"] for r in cands} != methods[(v, b)] or len(cands) < 2 or "stratified" not in methods[(v, b)]
+                or any(r.get("validation_accuracy") is None for r in cands)):
             continue
-        best = max(sorted(cands, key=lambda r: ORDER.index(r["method"])), key=lambda r: r["validation_accuracy"])
+        best = max(sorted(cands, key=lambda r: ORDER.index(r["method"])),
+                   key=lambda r: (r["validation_accuracy"], r["method"] == "stratified"))
         out.append(dict(best, method="validated", picked=best["method"],
                         selection_seconds=sum(r["selection_seconds"] for r in cands),
                         finetune_seconds=sum(r["finetune_seconds"] for r in cands)))
