@@ -22,6 +22,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
@@ -79,42 +80,79 @@ def subset_rows(row: dict, stage_dir: Path, dd, labels: np.ndarray, clustering, 
     raise SystemExit(f"no {tag} selection for this dataset in {stage_dir}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class Finished(NamedTuple):
+    """A finished run read back: its results document and path, config, stage folder, and the shared
+    stages (dataset, embeddings, clean clustering) from that folder."""
+
+    results: dict
+    path: Path
+    cfg: object
+    stage_dir: Path
+    run: Run
+    dd: object
+    emb: dict
+    clustering: object
+
+
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments naming a finished run: ``--config``, ``--run``, ``--stages``."""
     ap.add_argument("--config", required=True)
     ap.add_argument("--run", required=True, help="the finished run's results.json, or its folder")
     ap.add_argument("--stages", help="its stage folder (default: the config's, else runs/NAME/stages)")
-    ap.add_argument("--variants", default="clean")
-    ap.add_argument("--budget", type=float, default=0.05)
-    args = ap.parse_args()
+
+
+def finished(args: argparse.Namespace) -> Finished:
+    """The run named by :func:`add_run_args`' arguments, its shared stages reused from the stage folder."""
     path = Path(args.run) if args.run.endswith(".json") else Path(args.run) / "results.json"
-    results = json.loads(path.read_text())
     cfg = load_config(args.config)
     stage_dir = Path(args.stages or cfg.stages or f"runs/{cfg.name}/stages")
     run = Run(dataclasses.replace(cfg, stages=str(stage_dir)), path.parent, progress=False)
     dd = run.dataset()
     emb = run.embeddings(dd)
-    clean = run.clustering(dd, emb)
-    pc = cfg.proxy
+    return Finished(json.loads(path.read_text()), path, cfg, stage_dir, run, dd, emb, run.clustering(dd, emb))
+
+
+def pool_rows(x: np.ndarray, y: np.ndarray, clustering, vx: np.ndarray, vy: np.ndarray,
+              cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(issues, scored, flagged), each (N,) bool: the rows cleanlab flags (as the run's cleanlab
+    baseline), and of the first of every set of identical embeddings, those the pool-scored proxy
+    scores (as :func:`jaxsel.proxy.scored_train_rows`) and those it leaves out."""
+    issues = label_issues.find(proxy.make(x, y, clustering, vx, vy, dataclasses.replace(cfg, score_on="validation")),
+                               y, clustering.assignment)
+    first = np.zeros(len(y), bool)
+    first[np.unique(x, axis=0, return_index=True)[1]] = True
+    return issues, first & ~issues, first & issues
+
+
+def spearman(table: list[dict], view: str) -> dict[str, float]:
+    """Spearman's rho (scipy) of ``view`` against ``finetuned_validation`` over the rows of ``table``."""
+    res = stats.spearmanr([t[view] for t in table], [t["finetuned_validation"] for t in table])
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": len(table)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_args(ap)
+    ap.add_argument("--variants", default="clean")
+    ap.add_argument("--budget", type=float, default=0.05)
+    args = ap.parse_args()
+    f = finished(args)
+    pc = f.cfg.proxy
     table = []
     for v in args.variants.split(","):
-        vdd, x, c, _ = run.variant(v, dd, emb, clean)
+        vdd, x, c, _ = f.run.variant(v, f.dd, f.emb, f.clustering)
         y = np.asarray(vdd["train"]["label"])
-        vy = np.asarray(dd["validation"]["label"])
+        vy = np.asarray(f.dd["validation"]["label"])
         keep = stratified_subsample(vy, pc.val_size, pc.seed)
-        vx, vy = emb["validation"][keep], vy[keep]
-        issues = label_issues.find(proxy.make(x, y, c, vx, vy, dataclasses.replace(pc, score_on="validation")), y,
-                                   c.assignment)  # as proxy.scored_train_rows and the run's cleanlab baseline
-        first = np.zeros(len(y), bool)
-        first[np.unique(x, axis=0, return_index=True)[1]] = True
-        scored, flagged = first & ~issues, first & issues
+        vx, vy = f.emb["validation"][keep], vy[keep]
+        issues, scored, flagged = pool_rows(x, y, c, vx, vy, pc)
         mean, proj = projector(x, pc)
         xf, xvf = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
-        for r in results["rows"]:
+        for r in f.results["rows"]:
             if r["variant"] != v or r["budget"] != args.budget:
                 continue
             m, seed = r["method"], r["seed"]
-            rows = subset_rows(r, stage_dir, vdd, y, c, x, issues)
+            rows = subset_rows(r, f.stage_dir, vdd, y, c, x, issues)
             views = ridge_views(rows, xf, y, xvf, vy, scored, flagged, pc.lam)
             if abs(views["searched"] - r["proxy_accuracy"]) > 2e-3:
                 raise SystemExit(f"{v} {m} seed {seed}: recomputed proxy score {views['searched']:.4f} is not the "
@@ -123,16 +161,12 @@ def main() -> None:
                           "finetuned_validation": r["validation_accuracy"]})
     headers = ["variant", "method", "seed", "searched", "searched_loo", "validation", "flagged_loo",
                "finetuned_validation"]
-    rho = {}
-    for v in {t["variant"] for t in table}:
-        rows = [t for t in table if t["variant"] == v]
-        for view in ("searched", "validation"):
-            res = stats.spearmanr([t[view] for t in rows], [t["finetuned_validation"] for t in rows])
-            rho[f"{v}/{view}"] = {"rho": float(res.statistic), "p": float(res.pvalue), "n": len(rows)}
+    rho = {f"{v}/{view}": spearman([t for t in table if t["variant"] == v], view)
+           for v in {t["variant"] for t in table} for view in ("searched", "validation")}
     for key, r in sorted(rho.items()):
         print(f"Spearman {key} vs finetuned validation accuracy: rho {r['rho']:+.2f} (p {r['p']:.2f}, n {r['n']})")
-    report(f"proxy-target-{cfg.name}", table, headers,
-           {"spearman_vs_finetuned_validation": rho, "run": str(path), "config": args.config}, quick=False)
+    report(f"proxy-target-{f.cfg.name}", table, headers,
+           {"spearman_vs_finetuned_validation": rho, "run": str(f.path), "config": args.config}, quick=False)
 
 
 if __name__ == "__main__":

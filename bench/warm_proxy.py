@@ -28,94 +28,81 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 from common import report  # noqa: E402
 from flax import nnx  # noqa: E402
-from proxy_target import ridge_views, subset_rows  # noqa: E402
-from scipy import stats  # noqa: E402
+from proxy_target import add_run_args, finished, pool_rows, ridge_views, spearman, subset_rows  # noqa: E402
 
 from jaxsel import agents, assets, baselines, embed, finetune, proxy  # noqa: E402
 from jaxsel.checkpoint import Checkpoints  # noqa: E402
-from jaxsel.config import load_config  # noqa: E402
-from jaxsel.experiment import Run  # noqa: E402
 from jaxsel.models import tokens  # noqa: E402
 from jaxsel.proxy.base import features, projector, stratified_subsample  # noqa: E402
 from jaxsel.selection import budget_examples  # noqa: E402
 
 
-def warm_features(dd, rows: np.ndarray, cfg, work: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """(train, validation) embeddings by the encoder of MiniLM finetuned on train ``rows`` (its
-    best-validation epoch), and that finetune's validation accuracy; kept in ``work``."""
+def warm_features(dd, rows: np.ndarray, fcfg, max_length: int, work: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """(train, validation) embeddings (``max_length`` tokens) by the encoder of MiniLM finetuned
+    with ``fcfg`` on train ``rows`` (its best-validation epoch), and that finetune's validation
+    accuracy; kept in ``work``."""
     path = work / "features.npz"
     if path.exists():
         f = np.load(path)
         return f["train"], f["validation"], float(f["validation_accuracy"])
-    m = finetune.train_and_evaluate(dd, rows, cfg.finetune, ckpt_dir=work / "checkpoints", resume=True)
-    net, _ = finetune.build(cfg.finetune, dd["train"].features["label"].names)
-    graphdef, params, rest = nnx.split(net, finetune.trainable(cfg.finetune), ...)
-    tx = finetune.optimizer(cfg.finetune.clip, cfg.finetune.weight_decay)
-    signature = json.dumps({"config": dataclasses.asdict(cfg.finetune), "examples": len(rows)}, sort_keys=True)
+    m = finetune.train_and_evaluate(dd, rows, fcfg, ckpt_dir=work / "checkpoints", resume=True)
+    net, _ = finetune.build(fcfg, dd["train"].features["label"].names)
+    graphdef, params, rest = nnx.split(net, finetune.trainable(fcfg), ...)
+    tx = finetune.optimizer(fcfg.clip, fcfg.weight_decay)
+    signature = json.dumps({"config": dataclasses.asdict(fcfg), "examples": len(rows)}, sort_keys=True)
     state, _ = Checkpoints(work / "checkpoints", signature, resume=True).restore(
         finetune.TrainState(params, tx.init(params), params))
     net = nnx.merge(graphdef, state.best_params, rest)
     enc = embed.encoder_of(net.encoder, tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json"))
-    train, val = (embed.encode(list(dd[s]["text"]), enc, max_length=cfg.embed.max_length) for s in ("train", "validation"))
+    train, val = (embed.encode(list(dd[s]["text"]), enc, max_length=max_length) for s in ("train", "validation"))
     np.savez(path, train=train, validation=val, validation_accuracy=m["validation_accuracy"])
     return train, val, m["validation_accuracy"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run", required=True, help="the finished run's results.json, or its folder")
-    ap.add_argument("--stages", help="its stage folder (default: the config's, else runs/NAME/stages)")
+    add_run_args(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/jaxsel-warm")
     args = ap.parse_args()
-    path = Path(args.run) if args.run.endswith(".json") else Path(args.run) / "results.json"
-    results = json.loads(path.read_text())
-    cfg = load_config(args.config)
-    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, seed=args.seed))
-    stage_dir = Path(args.stages or cfg.stages or f"runs/{cfg.name}/stages")
-    run = Run(dataclasses.replace(cfg, stages=str(stage_dir)), path.parent, progress=False)
-    dd = run.dataset()
-    emb = run.embeddings(dd)
-    c = run.clustering(dd, emb)
+    f = finished(args)
+    cfg, dd, emb, c = f.cfg, f.dd, f.emb, f.clustering
+    fcfg = dataclasses.replace(cfg.finetune, seed=args.seed)
     y, pc = np.asarray(dd["train"]["label"]), cfg.proxy
     n = budget_examples(0.05, len(y))
     strat = baselines.indices("stratified", n, args.seed, labels=y, clustering=c, x=emb["train"])
-    wx, wvx, strat_val = warm_features(dd, strat, cfg, Path(args.work) / f"{cfg.name}-s{args.seed}")
+    wx, wvx, strat_val = warm_features(dd, strat, fcfg, cfg.embed.max_length,
+                                       Path(args.work) / f"{cfg.name}-s{args.seed}")
     vy = np.asarray(dd["validation"]["label"])
     keep = stratified_subsample(vy, pc.val_size, pc.seed)
     subsets = []
-    for r in results["rows"]:
+    for r in f.results["rows"]:
         if r["variant"] == "clean" and r["budget"] == 0.05 and r["method"] != "cleanlab":
-            rows = subset_rows(r, stage_dir, dd, y, c, emb["train"])
+            rows = subset_rows(r, f.stage_dir, dd, y, c, emb["train"])
             subsets.append((r["method"], r["seed"], rows, r["validation_accuracy"]))
     table, rho = [], {}
     for tag, x, vx in (("cold", emb["train"], emb["validation"][keep]), ("warm", wx, wvx[keep])):
-        scored = proxy.scored_train_rows(x, y, c, vx, vy[keep], pc)
-        first = np.zeros(len(y), bool)
-        first[np.unique(x, axis=0, return_index=True)[1]] = True
+        _, scored, flagged = pool_rows(x, y, c, vx, vy[keep], pc)
         mean, proj = projector(x, pc)
         xf, xvf = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
         for m, seed, rows, finetuned in subsets:
-            v = ridge_views(rows, xf, y, xvf, vy[keep], scored, first & ~scored, pc.lam)
+            v = ridge_views(rows, xf, y, xvf, vy[keep], scored, flagged, pc.lam)
             table.append({"features": tag, "method": m, "seed": seed, "searched": v["searched"],
                           "validation": v["validation"], "finetuned_validation": finetuned})
         for view in ("searched", "validation"):
-            rows = [t for t in table if t["features"] == tag]
-            rho[f"{tag}/{view}"] = float(stats.spearmanr([t[view] for t in rows],
-                                                         [t["finetuned_validation"] for t in rows]).statistic)
+            rho[f"{tag}/{view}"] = spearman([t for t in table if t["features"] == tag], view)["rho"]
     p = proxy.make(wx, y, c, wvx, vy, pc)
     spec = cfg.select
     sel = agents.select(p, c, y, agents.SelectConfig(method="greedy", budget=0.05, seed=args.seed, final=spec.final,
                                                      granularity=spec.granularity, quota=spec.quota,
                                                      horizon=spec.horizon, balance=spec.balance),
                         progress=False, train_x=wx)
-    m = finetune.train_and_evaluate(dd, sel.indices, cfg.finetune)
+    m = finetune.train_and_evaluate(dd, sel.indices, fcfg)
     summary = {"seed": args.seed, "spearman_vs_finetuned_validation": rho,
                "stratified_finetuned_validation": strat_val, "warm_greedy_finetuned_validation": m["validation_accuracy"],
                "warm_greedy_proxy_accuracy": float(sel.scores["proxy_accuracy"]),
                "warm_greedy_label_counts": np.bincount(y[sel.indices], minlength=p.num_classes).tolist(),
-               "train_label_counts": np.bincount(y, minlength=p.num_classes).tolist(), "run": str(path)}
+               "train_label_counts": np.bincount(y, minlength=p.num_classes).tolist(), "run": str(f.path)}
     report(f"warm-proxy-{cfg.name}-s{args.seed}", table, list(table[0]), summary, quick=False)
 
 
