@@ -37,6 +37,9 @@ from jaxsel.proxy.base import features, projector, stratified_subsample  # noqa:
 from jaxsel.selection import Selection, budget_examples  # noqa: E402
 
 
+VIEWS = ("searched", "validation", "flagged_loo", "ridge_full", "knn", "coverage", "neg_label_kl")
+
+
 def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
                 scored: np.ndarray, flagged: np.ndarray, lam: float) -> dict[str, float]:
     """Accuracies of the ridge fitted on train rows ``rows``: ``searched`` (validation + ``scored``
@@ -60,6 +63,33 @@ def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray,
     return {"searched": float(np.concatenate([val, pool_hits(scored, False)]).mean()),
             "searched_loo": float(np.concatenate([val, pool_hits(scored, True)]).mean()),
             "validation": float(val.mean()), "flagged_loo": float(pool_hits(flagged, True).mean())}
+
+
+def other_views(rows: np.ndarray, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray,
+                lam: float, k: int = 10) -> dict[str, float]:
+    """Cheaper or different judges of the subset ``rows`` of train embeddings ``x`` (N, d), all on the
+    validation rows ``vx`` (V, d): ``ridge_full`` (the ridge on all d dimensions, no projection),
+    ``knn`` (accuracy of a cosine ``k``-nearest-neighbour vote among the subset's rows), ``coverage``
+    (label-free: mean over validation rows of the cosine similarity to the nearest subset row, the
+    quantity k-center / facility-location coresets maximise), ``neg_label_kl`` (minus the KL
+    divergence of the subset's label mix from the train split's, nats: higher is closer)."""
+    nc = int(max(y.max(), vy.max())) + 1
+    xs = np.concatenate([x[rows], np.ones((len(rows), 1))], 1).astype(np.float64)
+    w = np.linalg.solve(xs.T @ xs + lam * np.eye(xs.shape[1]), xs.T @ np.eye(nc)[y[rows]])
+    full = (np.concatenate([vx, np.ones((len(vx), 1))], 1) @ w).argmax(1) == vy
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    sim = unit(vx) @ unit(x[rows]).T
+    near = np.argpartition(-sim, k, axis=1)[:, :k]
+    votes = np.zeros((len(vx), nc))
+    np.add.at(votes, (np.arange(len(vx))[:, None], y[rows][near]), np.take_along_axis(sim, near, 1))
+    p_train = np.bincount(y, minlength=nc) / len(y)
+    p_sub = (np.bincount(y[rows], minlength=nc) + 1e-9) / len(rows)
+    return {"ridge_full": float(full.mean()), "knn": float((votes.argmax(1) == vy).mean()),
+            "coverage": float(sim.max(1).mean()),
+            "neg_label_kl": float(-(p_train * np.log(p_train / p_sub)).sum())}
 
 
 def subset_rows(row: dict, stage_dir: Path, dd, labels: np.ndarray, clustering, x: np.ndarray,
@@ -158,11 +188,12 @@ def main() -> None:
                 raise SystemExit(f"{v} {m} seed {seed}: recomputed proxy score {views['searched']:.4f} is not the "
                                  f"run's {r['proxy_accuracy']:.4f}: not the subset the run finetuned")
             table.append({"variant": v, "method": m, "seed": seed, **views,
+                          **other_views(rows, x, y, f.emb["validation"][keep], vy, pc.lam),
                           "finetuned_validation": r["validation_accuracy"]})
     headers = ["variant", "method", "seed", "searched", "searched_loo", "validation", "flagged_loo",
-               "finetuned_validation"]
+               *VIEWS[3:], "finetuned_validation"]
     rho = {f"{v}/{view}": spearman([t for t in table if t["variant"] == v], view)
-           for v in {t["variant"] for t in table} for view in ("searched", "validation")}
+           for v in {t["variant"] for t in table} for view in VIEWS}
     for key, r in sorted(rho.items()):
         print(f"Spearman {key} vs finetuned validation accuracy: rho {r['rho']:+.2f} (p {r['p']:.2f}, n {r['n']})")
     report(f"proxy-target-{f.cfg.name}", table, headers,
