@@ -1,7 +1,7 @@
 """The README's headline table (issue 12): per dataset and noise kind, at one budget, every jaxsel
 search against stratified random, random and full data, from the whole-dataset runs' results.
 
-    python bench/headline.py                       # bench/results/e2e-*-whole*/results.json
+    python bench/headline.py                       # bench/results/e2e-*-whole{,-16th,-instance}/results.json
     python bench/headline.py runs/NAME/results.json ...
 
 Each row: test accuracy (mean ± 95% Student-t half-width over seeds), the paired difference to
@@ -30,6 +30,7 @@ from jaxsel.config import SEARCH_METHODS  # noqa: E402
 from jaxsel.experiment.report import ORDER, method_label, plot_accuracy, summarize  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+HEADLINE_RUNS = ("-whole", "-whole-16th", "-whole-instance")  # the default sources' name endings
 SHOWN = ("validated", "random", "stratified", "cleanlab", "full")  # shown besides every search
 
 
@@ -99,11 +100,13 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", nargs="*", help="results.json files (default: bench/results/e2e-*-whole*/results.json)")
+    ap.add_argument("results", nargs="*", help="results.json files (default: bench/results/e2e-*-whole{,-16th,-instance}/results.json; "
+                    "ablations such as e2e-tweets-whole-fulldims are left out)")
     ap.add_argument("--budget", type=float, default=0.05, help="the budget of the table (fraction of train)")
     ap.add_argument("--figures", action="store_true", help="also draw bench/results/headline-DATASET.png")
     args = ap.parse_args(argv)
-    paths = [Path(p) for p in args.results] or sorted(RESULTS.glob("e2e-*-whole*/results.json"))
+    paths = [Path(p) for p in args.results] or sorted(
+        p for p in RESULTS.glob("e2e-*-whole*/results.json") if p.parent.name.endswith(HEADLINE_RUNS))
     if not paths:
         sys.exit("error: no results.json given or found under bench/results/e2e-*-whole*/")
     docs = [json.loads(p.read_text()) for p in paths]
