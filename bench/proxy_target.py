@@ -10,7 +10,9 @@ plus the pool's unflagged rows, the subset's own rows in-sample; checked against
 ``proxy_accuracy``), the same with the subset's own rows scored leave-one-out (the exact ridge
 identity f_-i(x_i) = (f(x_i) - h_i y_i) / (1 - h_i), h_i = x_i^T (X^T X + lam I)^-1 x_i), the
 validation rows alone, and the pool rows cleanlab flags (leave-one-out). These are set against the
-validation accuracy of the MiniLM finetuned on the same subset (from the run's results.json). No
+validation accuracy of the MiniLM finetuned on the same subset (from the run's results.json), as are
+judges the searches did not maximise (:func:`other_views`: the ridge without projection, a kNN vote,
+coverage, the label mix). No
 test label is read. Spearman's rank correlation (scipy) over methods x seeds says whether ranking
 subsets by the proxy ranks them as the finetuned target would.
 """
