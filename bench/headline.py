@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     paths = [Path(p) for p in args.results] or sorted(
         p for p in RESULTS.glob("e2e-*-whole*/results.json") if p.parent.name.endswith(HEADLINE_RUNS))
     if not paths:
-        sys.exit("error: no results.json given or found under bench/results/e2e-*-whole*/")
+        sys.exit(f"error: no results.json given or found under bench/results/e2e-*{{{','.join(HEADLINE_RUNS)}}}/")
     docs = [json.loads(p.read_text()) for p in paths]
     rows, seen = [], set()
     for doc in docs:

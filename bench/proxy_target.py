@@ -42,14 +42,20 @@ from jaxsel.selection import Selection, budget_examples  # noqa: E402
 VIEWS = ("searched", "validation", "flagged_loo", "ridge_full", "knn", "coverage", "neg_label_kl")
 
 
+def ridge_fit(xf: np.ndarray, onehot: np.ndarray, rows: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(A, W) of the ridge on features ``xf`` (N, r+1) and one-hot labels (N, C) of train ``rows``:
+    A = X^T X + lam I (r+1, r+1), W = A^-1 X^T Y (r+1, C); float64 numpy, the closed form."""
+    a = xf[rows].T @ xf[rows] + lam * np.eye(xf.shape[1])
+    return a, np.linalg.solve(a, xf[rows].T @ onehot[rows])
+
+
 def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
                 scored: np.ndarray, flagged: np.ndarray, lam: float) -> dict[str, float]:
     """Accuracies of the ridge fitted on train rows ``rows``: ``searched`` (validation + ``scored``
     pool rows, own rows in-sample), ``searched_loo`` (own rows leave-one-out), ``validation``,
     ``flagged_loo`` (the ``flagged`` pool rows, own rows leave-one-out)."""
     onehot = np.eye(int(max(y.max(), yv.max())) + 1)[y]
-    a = xf[rows].T @ xf[rows] + lam * np.eye(xf.shape[1])
-    w = np.linalg.solve(a, xf[rows].T @ onehot[rows])
+    a, w = ridge_fit(xf, onehot, rows, lam)
     own = np.zeros(len(y), bool)
     own[rows] = True
 
@@ -67,29 +73,29 @@ def ridge_views(rows: np.ndarray, xf: np.ndarray, y: np.ndarray, xv: np.ndarray,
             "validation": float(val.mean()), "flagged_loo": float(pool_hits(flagged, True).mean())}
 
 
-def other_views(rows: np.ndarray, x: np.ndarray, y: np.ndarray, vx: np.ndarray, vy: np.ndarray,
+def other_views(rows: np.ndarray, xu: np.ndarray, y: np.ndarray, xvu: np.ndarray, vy: np.ndarray,
                 lam: float, k: int = 10) -> dict[str, float]:
-    """Cheaper or different judges of the subset ``rows`` of train embeddings ``x`` (N, d), all on the
-    validation rows ``vx`` (V, d): ``ridge_full`` (the ridge on all d dimensions, no projection),
-    ``knn`` (accuracy of a cosine ``k``-nearest-neighbour vote among the subset's rows), ``coverage``
-    (label-free: mean over validation rows of the cosine similarity to the nearest subset row, the
-    quantity k-center / facility-location coresets maximise), ``neg_label_kl`` (minus the KL
-    divergence of the subset's label mix from the train split's, nats: higher is closer)."""
+    """Cheaper or different judges of the subset ``rows``, all on the validation rows, from the
+    unprojected features (:func:`jaxsel.proxy.base.features` without projection: the embeddings
+    and a bias column) of train ``xu`` (N, d+1) and validation ``xvu`` (V, d+1): ``ridge_full``
+    (the ridge on all d dimensions), ``knn`` (accuracy of a cosine ``k``-nearest-neighbour vote
+    among the subset's rows), ``coverage`` (label-free: mean over validation rows of the cosine
+    similarity to the nearest subset row, the quantity k-center / facility-location coresets
+    maximise), ``neg_label_kl`` (minus the KL divergence of the subset's label mix from the train
+    split's, nats: higher is closer)."""
     nc = int(max(y.max(), vy.max())) + 1
-    xs = np.concatenate([x[rows], np.ones((len(rows), 1))], 1).astype(np.float64)
-    w = np.linalg.solve(xs.T @ xs + lam * np.eye(xs.shape[1]), xs.T @ np.eye(nc)[y[rows]])
-    full = (np.concatenate([vx, np.ones((len(vx), 1))], 1) @ w).argmax(1) == vy
+    _, w = ridge_fit(xu, np.eye(nc)[y], rows, lam)
 
     def unit(a: np.ndarray) -> np.ndarray:
         return a / np.linalg.norm(a, axis=1, keepdims=True)
 
-    sim = unit(vx) @ unit(x[rows]).T
+    sim = unit(xvu[:, :-1]) @ unit(xu[rows, :-1]).T
     near = np.argpartition(-sim, k, axis=1)[:, :k]
-    votes = np.zeros((len(vx), nc))
-    np.add.at(votes, (np.arange(len(vx))[:, None], y[rows][near]), np.take_along_axis(sim, near, 1))
+    votes = np.zeros((len(vy), nc))
+    np.add.at(votes, (np.arange(len(vy))[:, None], y[rows][near]), np.take_along_axis(sim, near, 1))
     p_train = np.bincount(y, minlength=nc) / len(y)
     p_sub = (np.bincount(y[rows], minlength=nc) + 1e-9) / len(rows)
-    return {"ridge_full": float(full.mean()), "knn": float((votes.argmax(1) == vy).mean()),
+    return {"ridge_full": float(((xvu @ w).argmax(1) == vy).mean()), "knn": float((votes.argmax(1) == vy).mean()),
             "coverage": float(sim.max(1).mean()),
             "neg_label_kl": float(-(p_train * np.log(p_train / p_sub)).sum())}
 
@@ -180,6 +186,8 @@ def main() -> None:
         issues, scored, flagged = pool_rows(x, y, c, vx, vy, pc)
         mean, proj = projector(x, pc)
         xf, xvf = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
+        mean, proj = projector(x, dataclasses.replace(pc, project=None))
+        xu, xvu = (features(a, mean, proj).astype(np.float64) for a in (x, vx))
         for r in f.results["rows"]:
             if r["variant"] != v or r["budget"] != args.budget:
                 continue
@@ -190,7 +198,7 @@ def main() -> None:
                 raise SystemExit(f"{v} {m} seed {seed}: recomputed proxy score {views['searched']:.4f} is not the "
                                  f"run's {r['proxy_accuracy']:.4f}: not the subset the run finetuned")
             table.append({"variant": v, "method": m, "seed": seed, **views,
-                          **other_views(rows, x, y, f.emb["validation"][keep], vy, pc.lam),
+                          **other_views(rows, xu, y, xvu, vy, pc.lam),
                           "finetuned_validation": r["validation_accuracy"]})
     headers = ["variant", "method", "seed", "searched", "searched_loo", "validation", "flagged_loo",
                *VIEWS[3:], "finetuned_validation"]
