@@ -241,7 +241,8 @@ def cmd_select(a) -> None:
     t = time.perf_counter()
     p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
-                                     objective=a.objective, score_on=a.score_on))
+                                     objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
+                                     candidates=a.candidates))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
                               balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
@@ -392,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster-proportional random; typical: per-cluster quotas nearest the centroids; cleanlab: uniform "
                         "among the examples not flagged as label issues), or full")
     p.add_argument("--budget", type=_budget, default=0.05, help="fraction of the train set, e.g. 0.05 or 1/16")
-    p.add_argument("--proxy", default=PROXY.kind, choices=("ridge", "linear", "mlp"))
+    p.add_argument("--proxy", default=PROXY.kind, choices=("ridge", "knn", "linear", "mlp"),
+                   help="ridge: closed-form ridge on PCA features; knn: cosine k-NN vote among the subset's rows")
+    p.add_argument("--neighbors", type=_at_least(1), default=PROXY.neighbors, help="knn: the selected rows that vote")
+    p.add_argument("--candidates", type=_at_least(1), default=PROXY.candidates,
+                   help="knn: each scored row's most similar train rows the vote looks among")
     p.add_argument("--project", type=_at_least(0), default=PROXY.project,
                    help="PCA dimensions for the proxy (0, or the embedding width or more: keep all)")
     p.add_argument("--val-size", type=_at_least(1), default=None, help="score on a stratified validation sample of this size")

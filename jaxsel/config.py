@@ -77,7 +77,7 @@ FILTERS = ("none", "cleanlab")  # SelectSpec.filter
 class ProxyConfig:
     """How a proxy is prepared (:func:`jaxsel.proxy.make`)."""
 
-    kind: str = "ridge"  # "ridge", "linear", "mlp" or "transformer"
+    kind: str = "ridge"  # "ridge", "knn", "linear", "mlp" or "transformer"
     lam: float = 1.0  # ridge penalty on the (projected) features
     project: int | None = None  # reduce embeddings to this many dimensions first; None: keep all
     projection: str = "pca"  # "pca" or "random"
@@ -96,6 +96,8 @@ class ProxyConfig:
     objective: str = "accuracy"  # what selection maximises: "accuracy" or "loglik" (mean log-likelihood)
     score_on: str = later("validation")  # rows scored: "validation", or "validation+train" (plus the pool's own
     # distinct rows that cleanlab does not flag: many more scored rows, so searches overfit them less)
+    neighbors: int = later(10)  # knn: the selected rows that vote for a scored row (k of k-NN)
+    candidates: int = later(256)  # knn: each scored row's most similar train rows the vote looks among
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray) -> np.ndarray:
     """(N, C) float32: each train row's predicted class distribution from the ridge fit on every
     other cluster. ``assignment`` (N,): the clustering the proxy was made with. Raises
-    :class:`JaxselError` for a proxy that is not ridge."""
+    :class:`JaxselError` for a proxy that is not ridge (a knn proxy lends its ``ridge``)."""
+    if proxy.kind == "knn":
+        proxy = proxy.ridge
     if proxy.kind != "ridge":
         raise JaxselError(f"label-issue scores need the ridge proxy, not {proxy.kind!r}")
     p = proxy.with_quota(0)  # one chunk per cluster: its statistics are the cluster's

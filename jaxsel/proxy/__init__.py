@@ -17,7 +17,8 @@ of what it exports. ``score_rows(indices)`` scores any set of train rows directl
 the take form is tested against).
 
 Kinds, one module each: ``ridge`` (:mod:`~jaxsel.proxy.ridge`, closed form from per-chunk
-sufficient statistics), ``linear`` / ``mlp`` (:mod:`~jaxsel.proxy.head`, a softmax head trained
+sufficient statistics), ``knn`` (:mod:`~jaxsel.proxy.knn`, a cosine k-nearest-neighbour vote among the
+subset's rows, from a precomputed candidate table), ``linear`` / ``mlp`` (:mod:`~jaxsel.proxy.head`, a softmax head trained
 with AdamW inside ``lax.scan``), ``transformer`` (:mod:`~jaxsel.proxy.transformer`, the first
 layers of MiniLM: the paper's "smaller model of the same family"). Batches:
 :mod:`~jaxsel.proxy.batch`; the searches' memo: :mod:`~jaxsel.proxy.cache`.
@@ -41,15 +42,16 @@ import numpy as np
 
 from jaxsel.config import SCORE_ON
 from jaxsel.errors import JaxselError
-from jaxsel.proxy import ridge
+from jaxsel.proxy import knn, ridge
 from jaxsel.proxy.base import (HIGHEST, KINDS, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
 from jaxsel.proxy.batch import check_masks, mesh
 from jaxsel.proxy.cache import RewardCache
 from jaxsel.proxy.head import Head, Trained, head_logits, init_head
+from jaxsel.proxy.knn import Knn
 from jaxsel.proxy.ridge import Ridge, RidgeState, fit_ridge, ridge_weights
 
-__all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Proxy", "ProxyConfig", "RewardCache", "Ridge", "RidgeState",
+__all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Knn", "Proxy", "ProxyConfig", "RewardCache", "Ridge", "RidgeState",
            "Scores", "Trained", "chance", "check_masks", "chunks", "features", "fit_ridge", "head_logits", "make",
            "max_picks", "mesh", "projector", "ridge_weights", "scored_train_rows", "scores_from_logits",
            "stratified_subsample"]
@@ -108,15 +110,18 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
     val_x, val_y = val_x[keep], val_y[keep]
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)[keep]
+    own = np.full(len(val_y), -1)  # the train row each scored row is (-1: a validation row)
     if cfg.score_on == "validation+train":
         extra = scored_train_rows(train_x, train_y, clustering, val_x, val_y, cfg)
         val_x, val_y = np.concatenate([val_x, train_x[extra]]), np.concatenate([val_y, train_y[extra]])
+        own = np.concatenate([own, np.flatnonzero(extra)])
         if val_tokens is not None and train_tokens is not None:
             val_tokens = np.concatenate([val_tokens, np.asarray(train_tokens)[extra]])
     mean, proj = projector(train_x, cfg)
     xf, xv = features(train_x, mean, proj), features(val_x, mean, proj)
-    if cfg.kind == "ridge":
-        return ridge.make(cfg, c, clustering, xf, train_y, xv, val_y)
+    if cfg.kind in ("ridge", "knn"):
+        rp = ridge.make(replace(cfg, kind="ridge"), c, clustering, xf, train_y, xv, val_y)
+        return rp if cfg.kind == "ridge" else knn.make(cfg, c, clustering, train_x, train_y, val_x, val_y, own, rp)
     sizes = np.asarray(clustering.sizes, np.int32)
     table = np.asarray(clustering.table)
     rows = np.maximum(table, 0)
