@@ -1,6 +1,7 @@
 """RL throughput: PPO fully on device vs the same PPO driven by a host Python loop; DQN on device.
 
     python bench/rl.py [--quick] [--project 64]
+    python bench/rl.py --scaling [--quick]     # env steps/s against K and the number of environments
 
 Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budget, ridge proxy
 (PCA-64 by default, as the CLI). The device version is ``ppo.make_chunks(...).update`` (one
@@ -52,7 +53,11 @@ def main() -> None:
     ap.add_argument("--project", type=int, default=64, help="proxy PCA dimensions (0: full 384)")
     ap.add_argument("--envs", default=None, help="comma-separated env counts (default 64,256,1024)")
     ap.add_argument("--updates", type=int, default=None, help="PPO updates timed per setting")
+    ap.add_argument("--scaling", action="store_true", help="only PPO's env steps/s against the number of clusters "
+                    "(K = 100 .. 4,096) and environments, saved as rl-scaling")
     a = ap.parse_args()
+    if a.scaling:
+        return scaling(a.quick, a.project)
     envs = [int(e) for e in a.envs.split(",")] if a.envs else ([64, 256] if a.quick else [64, 256, 1024])
     n_updates = a.updates or (3 if a.quick else 10)
     x, y = synthetic(34_000, 384, 3, 0)
@@ -115,6 +120,37 @@ def main() -> None:
     report("rl", rows, ["agent", "envs", "env_steps", "device_s", "host_loop_s", "device_steps_per_s",
                         "host_steps_per_s", "device_vs_host", "best_score", "jaxsel_best_score", "jaxsel_vs_peer"],
            summary, a.quick)
+
+
+def scaling(quick: bool, project: int) -> None:
+    """PPO env steps/s (compilation excluded) for K = 100, 256, 1,024, 4,096 clusters of the same 30k
+    synthetic rows and 16, 64, 256 environments (``quick``: 16 and 64), each timed over 2 updates of
+    16 steps per environment, with the per-sample FLOPs of the Deep Sets forward pass."""
+    x, y = synthetic(34_000, 384, 3, 0)
+    x, y, xv, yv = x[:30_000], y[:30_000], x[30_000:], y[30_000:]
+    rows = []
+    for k in (100, 256, 1024, 4096):
+        cl = cluster.kmeans(x, k, method="lloyd" if k <= 256 else "minibatch", max_iter=10)
+        p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=project or None))
+        env, params = make_env(p, cl, y, 0.05)
+        feats, hidden = env.observation_shape(params)[-1], ppo.PPOConfig().hidden
+        flops = 2 * k * (feats * hidden + 2 * hidden * hidden + hidden)  # per-cluster layers dominate
+        for n_envs in ([16, 64] if quick else [16, 64, 256]):
+            n_updates = 2
+            cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
+            fns = ppo.make_chunks(cfg, env)
+            runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
+            update = jax.jit(fns.update, static_argnums=1)
+            compile_s = timed(lambda: update(runner0, n_updates, params))
+            run_s = timed(lambda: update(runner0, n_updates, params))
+            steps = n_updates * n_envs * cfg.num_steps
+            rows.append({"K": k, "envs": n_envs, "env_steps": steps, "seconds": run_s, "env_steps_per_s": steps / run_s,
+                         "first_call_s": compile_s, "policy_mflop_per_sample": flops / 1e6})
+            print(rows[-1], file=sys.stderr)
+    best = {k: max(r["env_steps_per_s"] for r in rows if r["K"] == k) for k in (100, 256, 1024, 4096)}
+    report("rl-scaling", rows, ["K", "envs", "env_steps", "seconds", "env_steps_per_s", "first_call_s",
+                                "policy_mflop_per_sample"],
+           {"best_env_steps_per_s_by_K": best, "proxy": f"ridge-d{project or 384}"}, quick)
 
 
 def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0) -> dict:
