@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
-from jaxsel.proxy.base import ProxyConfig, Scores, TakeProxy, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, ProxyConfig, Scores, TakeProxy, scores_from_logits
 from jaxsel.proxy.ridge import Ridge
 
 
@@ -83,9 +83,11 @@ class Knn(TakeProxy):
         """Scores of the vote of each scored row's first ``neighbors`` candidates marked in
         ``selected`` (M, T) bool; logits log(1 + votes), so the log-likelihood is the Laplace-smoothed
         vote share and an empty vote is a uniform prediction."""
-        use = selected & (jnp.cumsum(selected, 1) <= self.cfg.neighbors)
-        votes = (use[..., None] & (self.nbr_y[..., None] == jnp.arange(self.num_classes))).sum(1)
-        return scores_from_logits(jnp.log1p(votes.astype(jnp.float32)), self.yv)
+        use = (selected & (jnp.cumsum(selected, 1) <= self.cfg.neighbors)).astype(jnp.float32)
+        # a batched mat-vec, not a one-hot AND + sum: 1.6x faster on XLA:CPU (exact: 0/1 products)
+        votes = jnp.einsum("mt,mtc->mc", use, jax.nn.one_hot(self.nbr_y, self.num_classes, dtype=jnp.float32),
+                           precision=HIGHEST)
+        return scores_from_logits(jnp.log1p(votes), self.yv)
 
 
 @jax.jit
