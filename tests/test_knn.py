@@ -143,3 +143,22 @@ def test_cli_selects_with_the_knn_proxy(tmp_path, tmp_cache, capsys):
         assert len(sel.indices) == len(set(sel.indices)) == 25
     assert cli.main(common + ["--method", "greedy", "--neighbors", "300", "--out", str(tmp_path / "bad")]) == 2
     assert "neighbors <= candidates" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("score_on", ["validation", "validation+train"])
+def test_pick_scores_equal_scoring_each_candidate(problem, score_on):
+    """The knn fast path of a greedy step (only the scored rows near the picked cluster) gives the
+    scores of each candidate take scored from scratch, for whole clusters and for quota chunks."""
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="knn", neighbors=5, candidates=40, score_on=score_on))
+    assert 0 < p.touch.shape[1] < p.yv.shape[0]  # the point: a pick touches a part of the scored rows
+    for q in (0, 7):
+        pq = p.with_quota(q)
+        take = subsets(cl)[2] if q == 0 else np.where(subsets(cl)[2] > 0, 7, 0).astype(np.int32)
+        rest = np.flatnonzero(take < cl.sizes)
+        counts = cl.sizes[rest] - take[rest] if q == 0 else np.minimum(7, cl.sizes[rest] - take[rest])
+        fast = pq.score_picks(take, rest, counts)
+        slow = pq.score_batch(proxy.base.with_picks(take, rest, counts))
+        np.testing.assert_allclose(fast.accuracy, slow.accuracy, atol=2e-6)
+        np.testing.assert_allclose(fast.loglik, slow.loglik, atol=2e-5)
+        assert len(set(np.round(np.asarray(fast.accuracy), 6))) > 1

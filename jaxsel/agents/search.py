@@ -138,14 +138,13 @@ def greedy(cache: RewardCache, sizes: np.ndarray, budget: int, quota: int = 0, *
     order, take, evals, score = [], np.zeros(k, np.int32), 0, float("nan")
     with progress.bar(total=budget, desc="greedy", unit="ex", leave=False, disable=not progress_bar) as bar:
         while take.sum() < budget and len(rest := open_clusters(sizes, take, quota, caps)):
-            step = pick_rows(sizes[rest], take[rest], room(take, budget, caps)[rest], quota)
-            cands = np.repeat(take[None], len(rest), 0)
-            cands[np.arange(len(rest)), rest] += step.astype(np.int32)
-            s = cache.scores(cands)
+            step = pick_rows(sizes[rest], take[rest], room(take, budget, caps)[rest], quota).astype(np.int32)
+            s = cache.pick_scores(take, rest, step)
             evals += len(rest)
             j = int(np.argmax(s))
             order.append(int(rest[j]))
-            take, score = cands[j], float(s[j])
+            take, score = take.copy(), float(s[j])
+            take[rest[j]] += step[j]
             bar.update(int(step[j]))
     return Found(take, order, score, evals)
 

@@ -26,13 +26,18 @@ class Scores(NamedTuple):
     loglik: jax.Array
 
 
-def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:
-    """Tie-aware accuracy and mean log-likelihood of labels y (M,) under logits (M, C)."""
+def row_scores(logits: jax.Array, y: jax.Array) -> Scores:
+    """Per row (M,): the tie-aware accuracy credit and log-likelihood of labels y (M,) under logits (M, C)."""
     top = logits >= logits.max(-1, keepdims=True)
     credit = jnp.take_along_axis(top, y[:, None], 1)[:, 0] / top.sum(-1)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    return Scores(credit, jnp.take_along_axis(logp, y[:, None], 1)[:, 0])
+
+
+def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:
+    """Tie-aware accuracy and mean log-likelihood of labels y (M,) under logits (M, C)."""
     # float32 whatever jax_enable_x64 says: scores flow into scan carries of fixed dtype
-    return Scores(credit.mean().astype(jnp.float32), jnp.take_along_axis(logp, y[:, None], 1).mean().astype(jnp.float32))
+    return Scores(*(a.mean().astype(jnp.float32) for a in row_scores(logits, y)))
 
 
 def chance(num_classes: int) -> Scores:
@@ -100,6 +105,13 @@ def max_picks(sizes: np.ndarray, budget: int, quota: int = 0) -> int:
     ch = chunks(sizes, quota)
     run = np.cumsum(np.sort(ch["chunk_end"] - ch["chunk_begin"]))
     return int(min(np.searchsorted(run, budget) + 1, len(run)))
+
+
+def with_picks(take, clusters, counts) -> np.ndarray:
+    """(P, K) int32: the take (K,) with ``counts[i]`` more rows of ``clusters[i]``, one row per pick."""
+    cands = np.repeat(np.asarray(take, np.int32)[None], len(clusters), 0)
+    cands[np.arange(len(clusters)), clusters] += np.asarray(counts, np.int32)
+    return cands
 
 
 class Proxy(struct.PyTreeNode):
@@ -208,6 +220,12 @@ class Proxy(struct.PyTreeNode):
     def score_batch(self, subsets) -> Scores:
         """Scores of a (B, K) batch of masks or takes; jit + vmap, batch axis sharded over all devices."""
         return batch.score_batch(self, subsets)
+
+    def score_picks(self, take, clusters, counts) -> Scores:
+        """Scores (P,) of the take (K,) plus ``counts[i]`` more rows of ``clusters[i]``, each
+        candidate on its own (a greedy step); the candidates must be valid takes. By default one
+        :meth:`score_batch` of the P takes; a kind may compute only what a pick changes."""
+        return self.score_batch(with_picks(take, clusters, counts))
 
     def value(self, scores: Scores) -> jax.Array:
         """The objective selection maximises (``cfg.objective``) out of ``scores``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxsel.proxy.base import Proxy
+from jaxsel.proxy.base import Proxy, with_picks
 from jaxsel.proxy.batch import check_masks
 
 
@@ -22,11 +22,22 @@ class RewardCache:
                             quota=self.proxy.quota, partials=self.proxy.partials)
         if masks.dtype == bool:
             masks = masks * self.sizes.astype(np.int32)
-        keys = [m.tobytes() for m in masks]
+        return self._memo(masks, lambda i: self.proxy.score_batch(masks[i]))
+
+    def pick_scores(self, take: np.ndarray, clusters: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(P,) float32: the objective of ``take`` (K,) plus ``counts[i]`` rows of ``clusters[i]``,
+        each on its own (:meth:`Proxy.score_picks`: a kind may score only what a pick changes)."""
+        cands = check_masks(with_picks(take, clusters, counts), self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap,
+                            quota=self.proxy.quota, partials=self.proxy.partials)
+        return self._memo(cands, lambda i: self.proxy.score_picks(take, np.asarray(clusters)[i], np.asarray(counts)[i]))
+
+    def _memo(self, takes: np.ndarray, score) -> np.ndarray:
+        """The objective of each take (B, K), calling ``score(indices)`` for the ones not seen yet."""
+        keys = [m.tobytes() for m in takes]
         todo = {k: i for i, k in enumerate(keys) if k not in self.table}
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
-            acc = np.asarray(self.proxy.value(self.proxy.score_batch(masks[list(todo.values())])))
+            acc = np.asarray(self.proxy.value(score(np.array(list(todo.values()), np.int64))))
             self.table.update(zip(todo, acc.tolist()))
         return np.array([self.table[k] for k in keys], np.float32)

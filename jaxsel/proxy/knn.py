@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
-from jaxsel.proxy.base import HIGHEST, ProxyConfig, Scores, TakeProxy, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, ProxyConfig, Scores, TakeProxy, row_scores
 from jaxsel.proxy.ridge import Ridge
 
 
@@ -64,6 +64,7 @@ class Knn(TakeProxy):
     nbr_cluster: jax.Array  # (M, T) int32 their clusters
     nbr_pos: jax.Array  # (M, T) int32 their positions in the within-cluster order (2^31 - 1: none)
     nbr_y: jax.Array  # (M, T) int32 their labels
+    touch: jax.Array  # (K, L) int32 the scored rows with a real candidate in each cluster (M: padding)
     ridge: Ridge  # the ridge proxy on the same features: label-issue scores
 
     def score_take(self, take: jax.Array) -> Scores:
@@ -83,11 +84,41 @@ class Knn(TakeProxy):
         """Scores of the vote of each scored row's first ``neighbors`` candidates marked in
         ``selected`` (M, T) bool; logits log(1 + votes), so the log-likelihood is the Laplace-smoothed
         vote share and an empty vote is a uniform prediction."""
+        return Scores(*(a.mean().astype(jnp.float32) for a in self.row_votes(selected, self.nbr_y, self.yv)))
+
+    def row_votes(self, selected: jax.Array, nbr_y: jax.Array, y: jax.Array) -> Scores:
+        """Per-row scores (R,) of the votes of rows whose candidates are marked in ``selected`` (R, T)
+        and labelled ``nbr_y`` (R, T), against their labels ``y`` (R,)."""
         use = (selected & (jnp.cumsum(selected, 1) <= self.cfg.neighbors)).astype(jnp.float32)
         # a batched mat-vec, not a one-hot AND + sum: 1.6x faster on XLA:CPU (exact: 0/1 products)
-        votes = jnp.einsum("mt,mtc->mc", use, jax.nn.one_hot(self.nbr_y, self.num_classes, dtype=jnp.float32),
+        votes = jnp.einsum("mt,mtc->mc", use, jax.nn.one_hot(nbr_y, self.num_classes, dtype=jnp.float32),
                            precision=HIGHEST)
-        return scores_from_logits(jnp.log1p(votes), self.yv)
+        return row_scores(jnp.log1p(votes), y)
+
+    def score_picks(self, take, clusters, counts) -> Scores:
+        """As :meth:`Proxy.score_picks`, recomputing for each candidate only the scored rows with a
+        candidate train row in the picked cluster (``touch``): a few percent of the table."""
+        clusters = np.asarray(clusters, np.int32)
+        return _picks(self, jnp.asarray(take, jnp.int32), jnp.asarray(clusters), jnp.asarray(counts, jnp.int32))
+
+
+@jax.jit
+def _picks(p: Knn, take: jax.Array, clusters: jax.Array, counts: jax.Array) -> Scores:
+    m = p.yv.shape[0]
+    sel0 = p.nbr_pos < take[p.nbr_cluster]
+    base = p.row_votes(sel0, p.nbr_y, p.yv)
+    mean = Scores(*(a.mean() for a in base))
+
+    def one(pick):
+        j, n = pick
+        ok = p.touch[j] < m
+        r = jnp.minimum(p.touch[j], m - 1)
+        sel = sel0[r] | ((p.nbr_cluster[r] == j) & (p.nbr_pos[r] < take[j] + n))
+        new = p.row_votes(sel, p.nbr_y[r], p.yv[r])
+        return Scores(*((mu + jnp.where(ok, a - b[r], 0.0).sum() / m).astype(jnp.float32)
+                        for mu, a, b in zip(mean, new, base)))
+
+    return jax.lax.map(one, (clusters, counts), batch_size=64)
 
 
 @jax.jit
@@ -109,9 +140,14 @@ def make(cfg: ProxyConfig, num_classes: int, clustering, train_x: np.ndarray, tr
     pos = np.empty(len(rows), np.int32)
     pos[rows] = np.arange(len(rows)) - start[assignment[rows]]
     nbr, real = neighbour_table(train_x, scored_x, cfg.candidates, np.asarray(own))
+    m = len(scored_y)
+    pairs = np.unique(np.stack([assignment[nbr][real], np.nonzero(real)[0]], 1), axis=0)  # (cluster, row), sorted
+    per = np.bincount(pairs[:, 0], minlength=len(sizes))
+    touch = np.full((len(sizes), max(1, per.max(initial=0))), m, np.int32)
+    touch[pairs[:, 0], np.arange(len(pairs)) - np.repeat(np.cumsum(per) - per, per)] = pairs[:, 1]
     i32 = lambda a: jnp.asarray(a, jnp.int32)
     return Knn(cfg=cfg, num_classes=num_classes, partial_cap=int(sizes.max()), quota=0,
                xv=jnp.zeros((len(scored_y), 0), jnp.float32), yv=i32(scored_y), sizes=i32(sizes),
                nbr_row=i32(np.where(real, nbr, len(train_x))), nbr_cluster=i32(assignment[nbr]),
                nbr_pos=i32(np.where(real, pos[nbr], np.iinfo(np.int32).max)), nbr_y=i32(np.asarray(train_y)[nbr]),
-               ridge=ridge)
+               touch=i32(touch), ridge=ridge)
