@@ -235,17 +235,3 @@ class Proxy(struct.PyTreeNode):
         """Change in the objective from adding ``cluster`` to ``mask``."""
         return self.value(self.score(mask.at[cluster].set(True))) - self.value(self.score(mask))
 
-
-class TakeProxy(Proxy):
-    """A proxy whose state is the take itself, (K,) int32 rows per cluster: it scores a subset from
-    scratch (``score_take``) rather than from running sums."""
-
-    def init(self) -> jax.Array:
-        return jnp.zeros(self.k, jnp.int32)
-
-    def add(self, state: jax.Array, cluster: jax.Array, count: jax.Array | None = None,
-            start: jax.Array | int = 0) -> jax.Array:
-        return state.at[cluster].add(self.count(cluster, count, start).astype(jnp.int32))
-
-    def score_state(self, state: jax.Array) -> Scores:
-        return self.score_take(state)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsel.proxy.base import HIGHEST, ProxyConfig, Scores, TakeProxy, or_chance, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, or_chance, scores_from_logits
 
 
 class Fixed(NamedTuple):
@@ -84,8 +84,8 @@ def train_head(params, x: jax.Array, y: jax.Array, w: jax.Array, cfg: ProxyConfi
     return jax.lax.scan(step, (params, opt.init(params)), None, length=cfg.steps)[0][0]
 
 
-class Trained(TakeProxy):
-    """A proxy trained on the index-table rows of the subset."""
+class Trained(Proxy):
+    """A proxy trained on the index-table rows of the subset; its state is the take (K,) int32."""
 
     valid: jax.Array  # (K, s) bool: real rows of each cluster's index table
     table: jax.Array  # (K, s) int32 train rows of the index table (-1: padding)
@@ -94,6 +94,16 @@ class Trained(TakeProxy):
     params0: dict  # initial parameters of the trained model
 
     sequential_on_cpu: ClassVar[bool] = True
+
+    def init(self) -> jax.Array:
+        return jnp.zeros(self.k, jnp.int32)
+
+    def add(self, state: jax.Array, cluster: jax.Array, count: jax.Array | None = None,
+            start: jax.Array | int = 0) -> jax.Array:
+        return state.at[cluster].add(self.count(cluster, count, start).astype(jnp.int32))
+
+    def score_state(self, state: jax.Array) -> Scores:
+        return self.score_take(state)
 
     @property
     def max_clusters(self) -> int | None:

@@ -2,8 +2,10 @@
 
 Each scored row's ``candidates`` most similar train rows (cosine on the embeddings, no projection)
 are found once, exactly; a subset predicts a scored row by the uniform vote of its ``neighbors``
-most similar *selected* rows among those candidates. There is nothing to fit: the state is the
-take, and a score costs O(M x candidates) gathers whatever the subset's size. A scored row with no
+most similar *selected* rows among those candidates. There is nothing to fit: a score costs
+O(M x candidates) gathers whatever the subset's size, and an MDP step (``add``, whose state holds
+every scored row's score) or a greedy candidate (``score_picks``) recomputes only the scored rows
+with a candidate in the picked cluster (``touch``). A scored row with no
 selected row among its candidates has an empty vote and scores as chance, so the objective also
 rewards covering the scored rows' neighbourhoods. With ``candidates`` >= the pool size the vote
 is the exact k-NN classifier of the subset (Cover & Hart 1967, "Nearest neighbor pattern
@@ -18,13 +20,15 @@ observation) come from the ridge proxy on the same features, carried as ``ridge`
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
-from jaxsel.proxy.base import HIGHEST, ProxyConfig, Scores, TakeProxy, row_scores
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, row_scores
 from jaxsel.proxy.ridge import Ridge
 
 
@@ -57,7 +61,12 @@ def neighbour_table(train_x: np.ndarray, scored_x: np.ndarray, candidates: int, 
     return out, real
 
 
-class Knn(TakeProxy):
+class KnnState(NamedTuple):
+    take: jax.Array  # (K,) int32 rows taken per cluster
+    rows: Scores  # (M,) each scored row's accuracy credit and log-likelihood under the take
+
+
+class Knn(Proxy):
     """The k-NN proxy; build it with :func:`make`."""
 
     nbr_row: jax.Array  # (M, T) int32 candidate train rows of each scored row, most similar first (N: none)
@@ -66,6 +75,22 @@ class Knn(TakeProxy):
     nbr_y: jax.Array  # (M, T) int32 their labels
     touch: jax.Array  # (K, L) int32 the scored rows with a real candidate in each cluster (M: padding)
     ridge: Ridge  # the ridge proxy on the same features: label-issue scores
+
+    def init(self) -> KnnState:
+        m = self.yv.shape[0]
+        return KnnState(jnp.zeros(self.k, jnp.int32), self.row_votes(jnp.zeros((m, 1), bool), self.nbr_y[:, :1], self.yv))
+
+    def add(self, state: KnnState, cluster: jax.Array, count: jax.Array | None = None,
+            start: jax.Array | int = 0) -> KnnState:
+        """The take plus the rows, and the votes of the scored rows they can change (``touch``)."""
+        take = state.take.at[cluster].add(self.count(cluster, count, start).astype(jnp.int32))
+        r = self.touch[cluster]
+        safe = jnp.minimum(r, self.yv.shape[0] - 1)
+        new = self.row_votes(self.nbr_pos[safe] < take[self.nbr_cluster[safe]], self.nbr_y[safe], self.yv[safe])
+        return KnnState(take, Scores(*(a.at[r].set(b, mode="drop") for a, b in zip(state.rows, new))))
+
+    def score_state(self, state: KnnState) -> Scores:
+        return Scores(*(a.mean().astype(jnp.float32) for a in state.rows))
 
     def score_take(self, take: jax.Array) -> Scores:
         return self.vote(self.nbr_pos < take[self.nbr_cluster])
