@@ -162,3 +162,19 @@ def test_pick_scores_equal_scoring_each_candidate(problem, score_on):
         np.testing.assert_allclose(fast.accuracy, slow.accuracy, atol=2e-6)
         np.testing.assert_allclose(fast.loglik, slow.loglik, atol=2e-5)
         assert len(set(np.round(np.asarray(fast.accuracy), 6))) > 1
+
+
+def test_batches_are_chunked_to_bounded_memory(problem, monkeypatch):
+    """score_batch vmaps at most ~CHUNK_BYTES of intermediates at once (a 27k x 256 table would
+    otherwise need 44 GB for the default 1,024 subsets), with the same scores."""
+    from jaxsel.proxy import knn
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="knn", candidates=64))
+    takes = subsets(cl)
+    want = p.score_batch(takes)
+    assert p.batch_chunk == 1024
+    monkeypatch.setattr(knn, "CHUNK_BYTES", 2 * len(yv) * 64 * (4 * C + 9))
+    assert p.batch_chunk == 2
+    got = p.score_batch(takes)  # three chunks of 2 (the last padded)
+    np.testing.assert_allclose(got.accuracy, want.accuracy, atol=1e-7)
+    np.testing.assert_allclose(got.loglik, want.loglik, atol=1e-6)

@@ -145,6 +145,11 @@ class Proxy(struct.PyTreeNode):
         return int(self.sizes.shape[0])
 
     @property
+    def batch_chunk(self) -> int:
+        """Subsets :meth:`score_batch` vmaps together at most (``cfg.batch_chunk``)."""
+        return self.cfg.batch_chunk
+
+    @property
     def max_clusters(self) -> int | None:
         """Most clusters a subset may hold (None: any number)."""
         return None

@@ -83,4 +83,4 @@ def score_batch(proxy, subsets):
         mode = "map" if proxy.sequential_on_cpu and jax.default_backend() == "cpu" else "vmap"
     if proxy.cfg.batch_chunk < 1:
         raise JaxselError(f"batch_chunk must be >= 1 subset, got {proxy.cfg.batch_chunk}")
-    return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map", proxy.cfg.batch_chunk))
+    return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map", proxy.batch_chunk))

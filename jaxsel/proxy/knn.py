@@ -32,6 +32,9 @@ from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, row_scores
 from jaxsel.proxy.ridge import Ridge
 
 
+CHUNK_BYTES = 1 << 30  # memory of the subsets score_batch vmaps together
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero)."""
     x = np.asarray(x, np.float32)
@@ -75,6 +78,13 @@ class Knn(Proxy):
     nbr_y: jax.Array  # (M, T) int32 their labels
     touch: jax.Array  # (K, L) int32 the scored rows with a real candidate in each cluster (M: padding)
     ridge: Ridge  # the ridge proxy on the same features: label-issue scores
+
+    @property
+    def batch_chunk(self) -> int:
+        """``cfg.batch_chunk``, lowered so one vmapped chunk of subsets holds at most ~1 GB of
+        (scored rows x candidates) intermediates (~4 C + 9 bytes an entry)."""
+        per = int(np.prod(self.nbr_y.shape)) * (4 * self.num_classes + 9)
+        return max(1, min(self.cfg.batch_chunk, CHUNK_BYTES // per))
 
     def init(self) -> KnnState:
         m = self.yv.shape[0]
