@@ -17,10 +17,11 @@ of what it exports. ``score_rows(indices)`` scores any set of train rows directl
 the take form is tested against).
 
 Kinds, one module each: ``ridge`` (:mod:`~jaxsel.proxy.ridge`, closed form from per-chunk
-sufficient statistics), ``knn`` (:mod:`~jaxsel.proxy.knn`, a cosine k-nearest-neighbour vote among the
-subset's rows, from a precomputed candidate table), ``linear`` / ``mlp`` (:mod:`~jaxsel.proxy.head`, a softmax head trained
-with AdamW inside ``lax.scan``), ``transformer`` (:mod:`~jaxsel.proxy.transformer`, the first
-layers of MiniLM: the paper's "smaller model of the same family"). Batches:
+sufficient statistics), ``knn`` (:mod:`~jaxsel.proxy.knn`, a cosine k-nearest-neighbour vote
+among the subset's rows, from a precomputed candidate table), ``linear`` / ``mlp``
+(:mod:`~jaxsel.proxy.head`, a softmax head trained with AdamW inside ``lax.scan``), ``transformer``
+(:mod:`~jaxsel.proxy.transformer`, the first layers of MiniLM: the paper's "smaller model of the same
+family"). Batches:
 :mod:`~jaxsel.proxy.batch`; the searches' memo: :mod:`~jaxsel.proxy.cache`.
 
 ``score_on = "validation+train"`` scores on the validation rows plus the pool's own distinct rows

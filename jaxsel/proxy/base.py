@@ -239,4 +239,3 @@ class Proxy(struct.PyTreeNode):
     def reward(self, mask: jax.Array, cluster: jax.Array) -> jax.Array:
         """Change in the objective from adding ``cluster`` to ``mask``."""
         return self.value(self.score(mask.at[cluster].set(True))) - self.value(self.score(mask))
-

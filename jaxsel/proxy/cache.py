@@ -27,9 +27,10 @@ class RewardCache:
     def pick_scores(self, take: np.ndarray, clusters: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """(P,) float32: the objective of ``take`` (K,) plus ``counts[i]`` rows of ``clusters[i]``,
         each on its own (:meth:`Proxy.score_picks`: a kind may score only what a pick changes)."""
-        cands = check_masks(with_picks(take, clusters, counts), self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap,
-                            quota=self.proxy.quota, partials=self.proxy.partials)
-        return self._memo(cands, lambda i: self.proxy.score_picks(take, np.asarray(clusters)[i], np.asarray(counts)[i]))
+        clusters, counts = np.asarray(clusters), np.asarray(counts)
+        cands = check_masks(with_picks(take, clusters, counts), self.proxy.k, sizes=self.sizes,
+                            partial_cap=self.proxy.partial_cap, quota=self.proxy.quota, partials=self.proxy.partials)
+        return self._memo(cands, lambda i: self.proxy.score_picks(take, clusters[i], counts[i]))
 
     def _memo(self, takes: np.ndarray, score) -> np.ndarray:
         """The objective of each take (B, K), calling ``score(indices)`` for the ones not seen yet."""

@@ -88,7 +88,8 @@ class Knn(Proxy):
 
     def init(self) -> KnnState:
         m = self.yv.shape[0]
-        return KnnState(jnp.zeros(self.k, jnp.int32), self.row_votes(jnp.zeros((m, 1), bool), self.nbr_y[:, :1], self.yv))
+        empty = self.row_votes(jnp.zeros((m, 1), bool), self.nbr_y[:, :1], self.yv)  # chance, row by row
+        return KnnState(jnp.zeros(self.k, jnp.int32), empty)
 
     def add(self, state: KnnState, cluster: jax.Array, count: jax.Array | None = None,
             start: jax.Array | int = 0) -> KnnState:
