@@ -106,6 +106,7 @@ def test_fields_added_later_keep_the_spelling_of_earlier_configs():
     assert spelling(ft) == repr(ft).replace(", min_steps=0", "") and "min_steps=300" in spelling(FinetuneConfig(min_steps=300))
     from jaxsel.config import ProxyConfig
     assert spelling(ProxyConfig()) == repr(ProxyConfig()).replace(", score_on='validation'", "").replace(
-        ", batch_chunk=1024", "")
+        ", batch_chunk=1024", "").replace(", neighbors=10, candidates=256", "")
     assert "batch_chunk=8" in spelling(ProxyConfig(batch_chunk=8))
+    assert "neighbors=5" in spelling(ProxyConfig(kind="knn", neighbors=5))
     assert "score_on='validation+train'" in spelling(ProxyConfig(score_on="validation+train"))
