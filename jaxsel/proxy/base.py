@@ -34,10 +34,15 @@ def row_scores(logits: jax.Array, y: jax.Array) -> Scores:
     return Scores(credit, jnp.take_along_axis(logp, y[:, None], 1)[:, 0])
 
 
+def mean_scores(rows: Scores) -> Scores:
+    """The means of per-row scores (M,), float32 whatever jax_enable_x64 says: scores flow into
+    scan carries of fixed dtype."""
+    return Scores(*(a.mean().astype(jnp.float32) for a in rows))
+
+
 def scores_from_logits(logits: jax.Array, y: jax.Array) -> Scores:
     """Tie-aware accuracy and mean log-likelihood of labels y (M,) under logits (M, C)."""
-    # float32 whatever jax_enable_x64 says: scores flow into scan carries of fixed dtype
-    return Scores(*(a.mean().astype(jnp.float32) for a in row_scores(logits, y)))
+    return mean_scores(row_scores(logits, y))
 
 
 def chance(num_classes: int) -> Scores:

@@ -95,6 +95,10 @@ class Trained(Proxy):
 
     sequential_on_cpu: ClassVar[bool] = True
 
+    @property
+    def max_clusters(self) -> int | None:
+        return self.cfg.max_clusters
+
     def init(self) -> jax.Array:
         return jnp.zeros(self.k, jnp.int32)
 
@@ -104,10 +108,6 @@ class Trained(Proxy):
 
     def score_state(self, state: jax.Array) -> Scores:
         return self.score_take(state)
-
-    @property
-    def max_clusters(self) -> int | None:
-        return self.cfg.max_clusters
 
     def score_take(self, take: jax.Array) -> Scores:
         s = self.valid.shape[1]

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsel.cluster import member_order
+from jaxsel.cluster import grouped, member_order
 from jaxsel.errors import JaxselError
-from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, row_scores
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, mean_scores, row_scores
 from jaxsel.proxy.ridge import Ridge
 
 
@@ -101,7 +101,7 @@ class Knn(Proxy):
         return KnnState(take, Scores(*(a.at[r].set(b, mode="drop") for a, b in zip(state.rows, new))))
 
     def score_state(self, state: KnnState) -> Scores:
-        return Scores(*(a.mean().astype(jnp.float32) for a in state.rows))
+        return mean_scores(state.rows)
 
     def score_take(self, take: jax.Array) -> Scores:
         return self.vote(self.nbr_pos < take[self.nbr_cluster])
@@ -120,7 +120,7 @@ class Knn(Proxy):
         """Scores of the vote of each scored row's first ``neighbors`` candidates marked in
         ``selected`` (M, T) bool; logits log(1 + votes), so the log-likelihood is the Laplace-smoothed
         vote share and an empty vote is a uniform prediction."""
-        return Scores(*(a.mean().astype(jnp.float32) for a in self.row_votes(selected, self.nbr_y, self.yv)))
+        return mean_scores(self.row_votes(selected, self.nbr_y, self.yv))
 
     def row_votes(self, selected: jax.Array, nbr_y: jax.Array, y: jax.Array) -> Scores:
         """Per-row scores (R,) of the votes of rows whose candidates are marked in ``selected`` (R, T)
@@ -143,7 +143,7 @@ def _picks(p: Knn, take: jax.Array, clusters: jax.Array, counts: jax.Array) -> S
     m = p.yv.shape[0]
     sel0 = p.nbr_pos < take[p.nbr_cluster]
     base = p.row_votes(sel0, p.nbr_y, p.yv)
-    mean = Scores(*(a.mean() for a in base))
+    mean = mean_scores(base)
 
     def one(pick):
         j, n = pick
@@ -178,9 +178,9 @@ def make(cfg: ProxyConfig, num_classes: int, clustering, train_x: np.ndarray, tr
     nbr, real = neighbour_table(train_x, scored_x, cfg.candidates, np.asarray(own))
     m = len(scored_y)
     pairs = np.unique(np.stack([assignment[nbr][real], np.nonzero(real)[0]], 1), axis=0)  # (cluster, row), sorted
-    per = np.bincount(pairs[:, 0], minlength=len(sizes))
-    touch = np.full((len(sizes), max(1, per.max(initial=0))), m, np.int32)
-    touch[pairs[:, 0], np.arange(len(pairs)) - np.repeat(np.cumsum(per) - per, per)] = pairs[:, 1]
+    _, bounds = grouped(pairs[:, 0], len(sizes))  # pairs are sorted: cluster j's are bounds[j]:bounds[j + 1]
+    touch = np.full((len(sizes), max(1, np.diff(bounds).max(initial=0))), m, np.int32)
+    touch[pairs[:, 0], np.arange(len(pairs)) - bounds[pairs[:, 0]]] = pairs[:, 1]
     i32 = lambda a: jnp.asarray(a, jnp.int32)
     return Knn(cfg=cfg, num_classes=num_classes, partial_cap=int(sizes.max()), quota=0,
                xv=jnp.zeros((len(scored_y), 0), jnp.float32), yv=i32(scored_y), sizes=i32(sizes),
