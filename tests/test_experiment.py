@@ -178,7 +178,7 @@ def test_cli_defaults_are_the_config_defaults():
         (want.model, want.epochs, want.batch_size, want.grad_accum, want.lr, want.max_length, want.head, want.lora_rank)
 
 
-def test_noisy_variant_of_every_kind_has_its_known_truth(tmp_path, tmp_cache):
+def test_noisy_variant_of_every_kind_has_its_known_truth(tmp_path, tmp_cache, monkeypatch):
     """Run.variant builds each noise kind: flipped labels where flagged, near-duplicate copies with
     their own texts and embeddings."""
     from jaxsel.config import ClusterSpec, DataSpec, EmbedSpec, NoiseSpec, RunConfig
@@ -203,6 +203,9 @@ def test_noisy_variant_of_every_kind_has_its_known_truth(tmp_path, tmp_cache):
             assert set(copies) - set(dd["train"]["text"])  # perturbed texts, embedded on their own
             from jaxsel import embed
             np.testing.assert_allclose(x[n:], embed.encode(copies, "hash", max_length=128, progress=False), atol=1e-6)
+            with monkeypatch.context() as m:  # a rerun reads the copies' embeddings from the stage folder
+                m.setattr(embed, "encode", lambda *a, **k: pytest.fail("copies embedded again"))
+                np.testing.assert_array_equal(run.variant("noisy", dd, emb, clean)[1], x)
         else:
             assert set(copies) <= set(dd["train"]["text"])
 

@@ -92,10 +92,8 @@ class Run:
         k, x = clean.k, emb["train"][corr.source]
         new_texts = None
         if corr.copy_texts is not None:  # near duplicates: their own texts and embeddings
-            from jaxsel import embed
             new_texts = texts + corr.copy_texts
-            x[len(labels):] = embed.encode(corr.copy_texts, self.cfg.embed.model, max_length=self.cfg.embed.max_length,
-                                           progress=self.progress)
+            x[len(labels):] = stages.texts_embedded(self.stage_dir, corr.copy_texts, self.cfg.embed, self.progress)
         noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, train_texts=new_texts,
                             tag=f"noise={spelling(n)}")
         c = cluster.Clustering(corr.assignment.astype(np.int32), clean.centroids,

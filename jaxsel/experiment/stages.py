@@ -44,3 +44,19 @@ def clustering(folder: Path, fingerprint: str, x: np.ndarray, spec, embed, label
     c.meta["seconds"] = time.perf_counter() - t
     c.save(path)
     return c
+
+
+def texts_embedded(folder: Path, texts: list[str], embed, progress: bool = True) -> np.ndarray:
+    """Embeddings (n, d) float32 of ``texts`` with :class:`~jaxsel.config.EmbedSpec` ``embed``,
+    computed once per (texts, settings) and kept in ``folder``: the noisy variant's near-duplicate
+    copies are new texts, not in the dataset's embedding cache, and every run would embed them again."""
+    from jaxsel import embed as embed_
+    from jaxsel.io import write_npz
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = Path(folder) / f"texts-{key(digest, len(texts), embed)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["x"]
+    x = embed_.encode(texts, embed.model, max_length=embed.max_length, progress=progress)
+    write_npz(path, x=x)
+    return x
