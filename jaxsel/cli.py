@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import json
 import os
 import sys
@@ -23,13 +24,21 @@ from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, t
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
+CLUSTER_TABLE = 32  # members sampled per cluster by `jaxsel cluster` (fixed-size proxies)
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: not again where its help already says "(default: ...)"."""
+
+    def _get_help_string(self, action):
+        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that shows defaults in --help and ends a usage mistake with one line, exit 2."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
@@ -79,7 +88,7 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
     p.add_argument("--text-col", default=given("text"))
     p.add_argument("--label-col", default=given("label"))
     p.add_argument("--split-col", default=None, help="column with an existing train/validation/test split")
-    p.add_argument("--split-seed", type=int, default=given(0), help="seed of the stratified 80/10/10 split")
+    p.add_argument("--split-seed", type=_at_least(0), default=given(0), help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None,
                    help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
@@ -94,7 +103,7 @@ def _label_args(p: argparse.ArgumentParser, overrides: bool = False) -> None:
                    help="rows without a label (empty, NaN, null, N/A): drop and count them, or stop")
     p.add_argument("--merge-label-case", action="store_true", default=None if overrides else d.merge_case,
                    help="labels that differ only by case are one class")
-    p.add_argument("--min-class-rows", type=int, default=None if overrides else d.min_class_rows,
+    p.add_argument("--min-class-rows", type=_at_least(0), default=None if overrides else d.min_class_rows,
                    help="drop the classes with fewer rows than this (0: keep every class)")
 
 
@@ -107,7 +116,14 @@ def _data_record(a) -> dict:
 
 
 def _recorded(a, meta: dict) -> None:
-    """Fill the reading options ``a`` leaves None (and ``a.data``) from a selection's ``meta``."""
+    """Fill the reading options ``a`` leaves None (and ``a.data``) from a selection's ``meta``; a
+    selection made by ``jaxsel run`` records its whole ``[data]`` table (``a.data_spec``)."""
+    a.data_spec = None
+    if a.data is None and "data_spec" in meta:
+        if meta.get("variant", "clean") != "clean":
+            raise JaxselError(f"this selection indexes the run's {meta['variant']} variant (labels flipped and "
+                              f"copies added by the run), not the dataset itself: use a clean-variant selection")
+        a.data_spec = meta["data_spec"]
     a.data = a.data or meta.get("dataset")
     for opt, value in meta.get("data_options", {}).items():
         if opt in _LOAD and getattr(a, opt) is None:
@@ -119,8 +135,18 @@ def _recorded(a, meta: dict) -> None:
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=EMBED.model, help="minilm, hash (weight-free), or a local BERT folder")
-    p.add_argument("--max-length", type=_at_least(1), default=EMBED.max_length, help="tokens per text when embedding")
+    p.add_argument("--max-length", type=_at_least(2), default=EMBED.max_length, help="tokens per text when embedding")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+
+
+def _data_folder(data: str) -> Path:
+    """The default output folder of a dataset, runs/DATA: a built-in or hub dataset by its name, a
+    file by its stem plus a hash of its absolute path, so files named alike in two folders
+    (a/d.csv, b/d.csv) never overwrite each other's outputs."""
+    path = Path(data)
+    if data in BUILTIN or not path.exists():
+        return Path("runs") / path.stem
+    return Path("runs") / f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]}"
 
 
 def _writable(path: Path, folder: bool = False) -> Path:
@@ -138,6 +164,9 @@ def _writable(path: Path, folder: bool = False) -> Path:
 
 def _load(a):
     from jaxsel import data
+    if getattr(a, "data_spec", None):  # as the run that made the selection read it, caps included
+        from jaxsel import experiment
+        return experiment.load_dataset(DataSpec(**a.data_spec))
     return data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
 
 
@@ -207,8 +236,10 @@ def cmd_embed(a) -> None:
 
 def cmd_cluster(a) -> None:
     from jaxsel import cluster, data
-    name = f"clustering-k{a.k}{'-strat' if a.stratified else ''}.npz"
-    out = Path(a.out or f"runs/{Path(a.data).stem}/{name}")
+    tags = ["-strat" * a.stratified, f"-{a.method}" * (a.method != "lloyd"), f"-s{a.seed}" * (a.seed != 0),
+            f"-table{a.table_size}" * (a.table_size != CLUSTER_TABLE)]
+    name = f"clustering-k{a.k}{''.join(tags)}.npz"
+    out = Path(a.out or _data_folder(a.data) / name)
     if a.out and (a.out.endswith(("/", os.sep)) or out.is_dir()):
         out = out / name  # --out names a folder
     _writable(out)
@@ -231,7 +262,7 @@ def cmd_select(a) -> None:
     from jaxsel.experiment import stages
     if a.quota is not None and a.granularity != "quota":
         raise JaxselError("--quota sets the examples per pick of --granularity quota; add --granularity quota")
-    out = _writable(Path(a.out or f"runs/{Path(a.data).stem}/{a.method}"), folder=True)
+    out = _writable(Path(a.out or _data_folder(a.data) / a.method), folder=True)
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -277,7 +308,7 @@ def cmd_select(a) -> None:
     if sel.meta["missing_classes"]:
         print(f"warning: the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
               f"a model finetuned on it cannot predict that class (try a larger budget"
-              f"{'' if a.method in BASELINE_METHODS else ' or --stratified clusters'})",
+              f"{'' if a.method in BASELINE_METHODS or a.stratified else ' or --stratified clusters'})",
               file=sys.stderr)
     print(f"wrote {out / 'selection.json'}")
 
@@ -290,12 +321,14 @@ def cmd_finetune(a) -> None:
         raise JaxselError("give --selection or --random-fraction, not both")
     sel = Selection.load(a.selection) if a.selection else None
     _recorded(a, sel.meta if sel else {})
+    if sel and a.data is None:
+        raise JaxselError(f"{a.selection} does not record its dataset; give it as the first argument")
     a.data = a.data or DEFAULT_DATA
     cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                                   max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
                                   lora_rank=a.lora_rank)
-    out = _writable(Path(a.out or f"runs/{Path(a.data).stem}/finetune-{a.model}-"
-                                  f"{'sel' if a.selection else 'rand' if a.random_fraction else 'full'}"), folder=True)
+    kind = 'sel' if a.selection else 'rand' if a.random_fraction else 'full'
+    out = _writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"), folder=True)
     dd = _load(a)
     n = len(dd["train"])
     if sel:
@@ -315,16 +348,22 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from jaxsel.selection import Selection, export, export_format
-    sel = Selection.load(a.selection)
+    from jaxsel.selection import SUFFIXES, Selection, check_not_input, export, export_format
+    path = Path(a.selection)
+    check_not_input(a.out, path, Selection.indices_path(path), Selection.clusters_path(path))
+    sel = Selection.load(path)
     _recorded(a, sel.meta)
     if a.data is None:
         raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
     fmt = export_format(a.out, a.format)
+    suffix = Path(a.out).suffix.lower()
+    if a.format is None and suffix and suffix not in SUFFIXES:
+        print(f"warning: {a.out}: {suffix} is not an export format ({', '.join(SUFFIXES)}); writing JSON lines",
+              file=sys.stderr)
     _writable(Path(a.out), folder=fmt == "arrow")
     out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data)
     what = "examples NOT selected" if a.complement else "kept examples"
-    print(f"wrote {out} ({fmt}, the {what}) and {out.name}.jaxsel.json")
+    print(f"wrote {out} ({fmt}, the {what}) and {out}.jaxsel.json")
 
 
 def cmd_run(a) -> None:
@@ -367,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-issues", action="store_true",
                    help="also embed, cluster (--k) and flag likely label errors of the train split with cleanlab")
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="clusters for --label-issues")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     _embed_args(p)
     p.set_defaults(func=cmd_data)
     p = sub.add_parser("embed", help="embed and cache all splits")
@@ -380,9 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
     p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"))
-    p.add_argument("--table-size", type=_at_least(1), default=32, help="members sampled per cluster for fixed-size proxies")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz)")
+    p.add_argument("--table-size", type=_at_least(1), default=CLUSTER_TABLE,
+                   help="members sampled per cluster for fixed-size proxies")
+    p.add_argument("--seed", type=_at_least(0), default=0)
+    p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
+                                                   "tagged with the options that differ from their defaults)")
     p.set_defaults(func=cmd_cluster)
     p = sub.add_parser("select", help="choose a budget of the train set with an RL agent or a search baseline")
     _dataset_args(p)
@@ -426,9 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", default=CLUSTER.order, choices=("random", "typical"),
                    help="within-cluster order of quota picks and of the trimmed last pick: seeded, or nearest "
                         "the centroid first")
-    p.add_argument("--surrogate-rounds", type=int, default=0,
+    p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _log_arg(p)
@@ -443,11 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size)
     p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum)
     p.add_argument("--lr", type=float, default=FINETUNE.lr)
-    p.add_argument("--max-length", type=_at_least(1), default=FINETUNE.max_length, help="tokens per text when finetuning")
+    p.add_argument("--max-length", type=_at_least(2), default=FINETUNE.max_length, help="tokens per text when finetuning")
     p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
@@ -467,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default=None)
     p.add_argument("--label-col", default=None)
     p.add_argument("--split-col", default=None)
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the stratified 80/10/10 split")
+    p.add_argument("--split-seed", type=_at_least(0), default=None, help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=True)

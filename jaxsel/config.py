@@ -12,6 +12,7 @@ naming the file, the section, the key and the type expected.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
 import types
 import typing
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_at_least
 from jaxsel.selection import check_balance, parse_budget, quota_for
 
 def later(default):
@@ -123,12 +124,9 @@ class FinetuneConfig:
     min_steps: int = later(0)  # train at least this many optimizer steps: more epochs for small subsets
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "grad_accum", "max_length", "patience"):
-            if getattr(self, name) < 1:
-                raise JaxselError(f"finetune {name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lora_rank", "min_steps"):
-            if getattr(self, name) < 0:
-                raise JaxselError(f"finetune {name} must not be negative, got {getattr(self, name)}")
+        check_at_least("finetune", self, 1, "epochs", "batch_size", "grad_accum", "patience")
+        check_at_least("finetune", self, 2, "max_length")  # a [CLS] and a [SEP] at least
+        check_at_least("finetune", self, 0, "lora_rank", "min_steps", "seed")
         if not self.lr > 0:
             raise JaxselError(f"finetune lr must be positive, got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -295,8 +293,9 @@ def build(cls, table: dict, where: str):
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
     """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
     (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
-    Raises JaxselError for a missing file, invalid TOML, an unknown key, a value of the wrong
-    type or an unknown method, variant, granularity, order, filter, balance or score_on."""
+    Raises JaxselError for a missing or empty file, invalid TOML, an unknown key, a value of the
+    wrong type, an unknown method, variant, granularity, order, filter, balance or score_on, a
+    repeated method, budget, seed or variant, a negative seed or a count below one."""
     path = Path(path)
     if not path.exists() and path.with_suffix(".toml").exists():
         path = path.with_suffix(".toml")
@@ -306,8 +305,12 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise JaxselError(f"{path}: not valid TOML: {e}")
+    if not doc:
+        raise JaxselError(f"{path}: the config is empty (see configs/README.md for its tables)")
     doc = dict(doc)
     doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
+    if "name" not in doc["data"]:
+        print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
     for name, cls in SECTIONS.items():
         table = doc.pop(name, {})
         if not isinstance(table, dict):
@@ -316,6 +319,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     from jaxsel.agents import dqn, ppo
     for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # fail here, before any work
         build(cls, getattr(doc["select"], name), f"{path} [select.{name}]")
+    from jaxsel.finetune import MODELS as TARGETS
+    if doc["finetune"].model not in TARGETS and not Path(doc["finetune"].model).is_dir():
+        raise JaxselError(f"{path}: [finetune] unknown model {doc['finetune'].model!r}: use one of "
+                          f"{', '.join(TARGETS)} or a local HF Llama folder")
     if "budgets" in doc:
         if not isinstance(doc["budgets"], list):
             raise JaxselError(f"{path}: budgets must be a list of fractions like [0.05, \"1/16\"]")
@@ -329,6 +336,19 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
     if not cfg.seeds or not cfg.budgets or not cfg.methods:
         raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
+    for name in ("methods", "budgets", "seeds", "variants"):  # a repeat would count one cell twice
+        values = getattr(cfg, name)
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            raise JaxselError(f"{path}: {name} lists {repeated!r} twice (budgets compare as fractions)")
+    if min(cfg.seeds) < 0:
+        raise JaxselError(f"{path}: seeds must not be negative, got {min(cfg.seeds)}")
+    try:
+        check_at_least("[select]", cfg.select, 1, "rl_steps", "climb_rounds", "horizon")
+    except JaxselError as e:
+        raise JaxselError(f"{path}: {e}")
+    if Path(cfg.name).name != cfg.name or cfg.name in ("", ".", ".."):
+        raise JaxselError(f"{path}: name must be a plain folder name (no '/' or '..'), got {cfg.name!r}")
     from jaxsel.data.noise import KINDS as NOISE_KINDS
     if cfg.noise.kind not in NOISE_KINDS:
         raise JaxselError(f"{path}: [noise] unknown kind {cfg.noise.kind!r} (choose from {', '.join(NOISE_KINDS)})")

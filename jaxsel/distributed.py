@@ -26,8 +26,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
         raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
-    if all(given) and not 0 <= process_id < num_processes:
-        raise JaxselError(f"--process-id must lie in [0, {num_processes}), got {process_id}")
+    if all(given):
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise JaxselError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), got {coordinator!r}")
+        if num_processes < 1:
+            raise JaxselError(f"--num-processes must be at least 1, got {num_processes}")
+        if not 0 <= process_id < num_processes:
+            raise JaxselError(f"--process-id must lie in [0, {num_processes}), got {process_id}")
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id)
     except (RuntimeError, ValueError, TypeError) as e:

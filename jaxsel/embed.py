@@ -8,6 +8,7 @@ on disk, keyed by (dataset fingerprint, model, max length).
 from __future__ import annotations
 
 import functools
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,10 @@ class Encoder:
     tokenizer: object
     forward: callable  # (ids (B, T) int32, mask (B, T) int32) -> (B, d) float32
     dim: int
+    positions: int | None = None  # rows of the model's position table: the longest max_length
 
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        tokens.check_length(max_length, self.positions)
         return tokens.ids(self.tokenizer, texts, max_length)
 
 
@@ -66,7 +69,7 @@ def encoder_of(net: bert.Bert, tokenizer: Tokenizer) -> Encoder:
     def forward(state, ids, mask):
         return bert.mean_pool(nnx.merge(graphdef, state)(ids, mask), mask)
 
-    return Encoder(tokenizer, functools.partial(forward, state), net.cfg.hidden)
+    return Encoder(tokenizer, functools.partial(forward, state), net.cfg.hidden, net.cfg.max_positions)
 
 
 def bucket_length(n: int, max_length: int) -> int:
@@ -166,5 +169,8 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
         if not np.isfinite(out[s]).all():
             raise JaxselError(f"embeddings of the {s} split contain NaN or inf")
     if use_cache:
-        write_npz(path, **out)
+        try:
+            write_npz(path, **out)
+        except OSError as e:  # the cache only saves time: a read-only one is no reason to stop
+            print(f"warning: embeddings not cached, cannot write {path.parent}: {e.strerror or e}", file=sys.stderr)
     return out

@@ -235,6 +235,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     if jax.device_count() > 1 and cfg.batch_size % jax.device_count():
         raise JaxselError(f"batch size {cfg.batch_size} must divide over {jax.device_count()} devices")
     model, encode = build(cfg, names)
+    if isinstance(model, classifier.BertClassifier):
+        tokens.check_length(cfg.max_length, model.encoder.cfg.max_positions)
     splits = {s: (encode(d["text"], cfg.max_length), np.asarray(d["label"]))
               for s, d in (("train", train), ("validation", dd["validation"]), ("test", dd["test"]))}
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)

@@ -14,6 +14,7 @@ than its class has room for, and a cluster whose class is full cannot be picked,
 rows hold exactly ``caps[c]`` examples of each class c.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -203,19 +204,30 @@ class Selection:
 
     def save(self, path: str | Path) -> None:
         """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy`` (and ``.clusters.npy``
-        when the rows' clusters are known), each atomically."""
+        when the rows' clusters are known), each atomically, the JSON last with the digests of the
+        arrays, so :meth:`load` can tell a set left half-written by an interrupted save."""
         path = Path(path)
+        indices = np.asarray(self.indices, np.int64)
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
-            np.save(tmp, np.asarray(self.indices, np.int64))
-        if self.row_clusters is not None:
-            with atomic_path(path.with_suffix(".clusters.npy"), suffix=".npy") as tmp:
-                np.save(tmp, np.asarray(self.row_clusters, np.int64))
+            np.save(tmp, indices)
+        clusters = None if self.row_clusters is None else np.asarray(self.row_clusters, np.int64)
+        if clusters is not None:
+            with atomic_path(self.clusters_path(path), suffix=".npy") as tmp:
+                np.save(tmp, clusters)
         write_json(path, {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids],
-                          "num_examples": int(len(self.indices)), "scores": self.scores, "meta": self.meta})
+                          "num_examples": int(len(indices)), "scores": self.scores, "meta": self.meta,
+                          "digests": {"indices": _digest(indices),
+                                      "clusters": None if clusters is None else _digest(clusters)}})
+        if clusters is None:  # a file from an earlier save at this path would be read as this one's
+            self.clusters_path(path).unlink(missing_ok=True)
 
     @staticmethod
     def indices_path(path: Path) -> Path:
         return path.with_suffix(".indices.npy")
+
+    @staticmethod
+    def clusters_path(path: Path) -> Path:
+        return path.with_suffix(".clusters.npy")
 
     @classmethod
     def load(cls, path: str | Path) -> "Selection":
@@ -231,9 +243,17 @@ class Selection:
             raise JaxselError(f"{path}: not a jaxsel selection file")
         if len(indices) != doc["num_examples"]:
             raise JaxselError(f"{path}: index file holds {len(indices)} rows, the JSON says {doc['num_examples']}")
-        clusters = path.with_suffix(".clusters.npy")
-        return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"],
-                   np.load(clusters) if clusters.exists() else None)
+        digests = doc.get("digests")  # absent in files saved before jaxsel recorded them
+        clusters_file = cls.clusters_path(path)
+        clusters = np.load(clusters_file) if clusters_file.exists() else None
+        if digests is not None:
+            if digests["clusters"] is None:
+                clusters = None
+            if _digest(indices) != digests["indices"] or (clusters is None) != (digests["clusters"] is None) \
+                    or (clusters is not None and _digest(clusters) != digests["clusters"]):
+                raise JaxselError(f"{path}: its .npy files are not the ones saved with it (an interrupted or "
+                                  f"mixed save?): make the selection again")
+        return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"], clusters)
 
     def apply(self, dd):
         """The selected rows of ``dd['train']``. Refuses a dataset whose fingerprint differs from the
@@ -250,15 +270,33 @@ class Selection:
         return dd["train"].select(self.indices.tolist())
 
 
+def _digest(a: np.ndarray) -> str:
+    """SHA-256 of an int64 array's bytes (a selection's index or cluster file)."""
+    return hashlib.sha256(np.ascontiguousarray(a, np.int64).tobytes()).hexdigest()
+
+
+def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
+    """Raise JaxselError when writing ``out`` (a file, or a folder it replaces) would overwrite one of
+    ``inputs`` (the source dataset, the selection's own files); None and non-files are skipped."""
+    out = Path(out).resolve()
+    for inp in inputs:
+        if inp is None or not Path(inp).is_file():
+            continue
+        inp = Path(inp).resolve()
+        if inp == out or out in inp.parents:
+            raise JaxselError(f"refusing to write {out}: it would overwrite {inp}, an input of this export; "
+                              f"choose another --out")
+
+
 EXPORT_FORMATS = ("jsonl", "parquet", "csv", "arrow")
-_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
 def export_format(path: str | Path, fmt: str | None = None) -> str:
     """The export format: ``fmt`` if given, else the one ``path``'s suffix names (.jsonl/.json,
     .parquet, .csv, .arrow), else jsonl. Raises JaxselError for an unknown format or a suffix that
     names another one (``kept.csv`` with ``fmt="jsonl"``)."""
-    named = _SUFFIXES.get(Path(path).suffix.lower())
+    named = SUFFIXES.get(Path(path).suffix.lower())
     if fmt is None:
         return named or "jsonl"
     if fmt not in EXPORT_FORMATS:
@@ -276,11 +314,13 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
     naming the source dataset, the method, the budget and the jaxsel version. ``fmt`` None: from the
     path's suffix (:func:`export_format`). Raises JaxselError for an unknown format, one the suffix
-    contradicts, or a dataset whose fingerprint differs from the selection's."""
+    contradicts, a ``path`` that would overwrite the source file, or a dataset whose fingerprint
+    differs from the selection's."""
     import datasets  # lazily: the CLI imports this module first
 
     from jaxsel import __version__
     fmt = export_format(path, fmt)
+    check_not_input(path, source, sel.meta.get("dataset"))
     sel.apply(dd)  # the fingerprint and row-range checks
     train, path = dd["train"], Path(path)
     n = len(train)

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -223,4 +224,121 @@ def test_every_help_shows_defaults(capsys):
         with np.testing.assert_raises(SystemExit) as stop:
             cli.main([command, "--help"])
         assert stop.exception.code == 0
-        assert "(default:" in capsys.readouterr().out, command
+        out = " ".join(capsys.readouterr().out.split())
+        assert "(default:" in out and not re.search(r"\(default[^)]*\) \(default:", out), command  # said once
+
+
+def test_export_never_overwrites_its_inputs(tmp_path, tmp_cache, capsys, monkeypatch):
+    """--out naming the source file, the selection's own files, or a folder holding the source is
+    refused before anything is written; both inputs stay byte-identical."""
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "random",
+                     "--out", "sel"]) == 0
+    sel = tmp_path / "sel" / "selection.json"
+    before = {p: p.read_bytes() for p in (csv, sel, sel.with_suffix(".indices.npy"))}
+    for out, fmt in ((csv, []), (sel, []), (sel.with_suffix(".indices.npy"), ["--format", "jsonl"]),
+                     (tmp_path, ["--format", "arrow"])):
+        assert cli.main(["export", str(sel), "--out", str(out), *fmt]) == 2, out
+        err = capsys.readouterr().err
+        assert "refusing to write" in err and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_selection_files_that_do_not_belong_together_are_refused(tmp_path):
+    """An interrupted save (new indices next to the old JSON) or a stale clusters file is caught."""
+    from jaxsel.selection import Selection
+    path = tmp_path / "s.json"
+    Selection([0], np.arange(5), {}, {"method": "a"}, np.zeros(5, np.int64)).save(path)
+    np.save(Selection.indices_path(path), np.arange(5, 10))  # the indices of another save of the same size
+    with np.testing.assert_raises_regex(cli.JaxselError, "not the ones saved with it"):
+        Selection.load(path)
+    Selection([0], np.arange(5), {}, {"method": "b"}).save(path)  # no clusters: the old file goes
+    assert Selection.load(path).row_clusters is None and not Selection.clusters_path(path).exists()
+
+
+def test_default_outputs_of_files_named_alike_do_not_collide(tmp_path, tmp_cache, monkeypatch):
+    from conftest import write_data
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        write_data(tmp_path / sub / "d.csv")
+    monkeypatch.chdir(tmp_path)
+    for sub in ("a", "b"):
+        assert cli.main(["cluster", f"{sub}/d.csv", "--split-col", "split", "--model", "hash", "--k", "4"]) == 0
+        assert cli.main(["cluster", f"{sub}/d.csv", "--split-col", "split", "--model", "hash", "--k", "4",
+                         "--seed", "1"]) == 0
+    written = sorted(str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*.npz"))
+    assert len(written) == 4 and len({p.split("/")[0] for p in written}) == 2, written
+    assert {p.split("/")[1] for p in written} == {"clustering-k4.npz", "clustering-k4-s1.npz"}
+
+
+def test_more_usage_mistakes_are_one_line(table_file, tmp_path, tmp_cache, capsys):
+    """Negative seeds, a max_length outside [2, the model's positions], a bad coordinator and PPO/DQN
+    counts of zero end in one line and exit 2, from the CLI and from a config."""
+    from jaxsel import distributed, embed
+    from jaxsel.agents.dqn import DQNConfig
+    from jaxsel.agents.ppo import PPOConfig
+    for args, says in [(("select", str(table_file), "--seed", "-1"), "--seed: must be at least 0"),
+                       (("data", str(table_file), "--split-seed", "-1"), "--split-seed: must be at least 0"),
+                       (("embed", str(table_file), "--max-length", "1"), "--max-length: must be at least 2")]:
+        with np.testing.assert_raises(SystemExit) as stop:
+            cli.main(list(args))
+        err = capsys.readouterr().err
+        assert stop.exception.code == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)
+    with np.testing.assert_raises_regex(cli.JaxselError, "exceeds the model's 512 positions"):
+        embed.encode(["a b c"], "minilm", max_length=513, progress=False)
+    with np.testing.assert_raises_regex(cli.JaxselError, "HOST:PORT"):
+        distributed.initialize("notaport", 1, 0)
+    for cls, bad, says in ((PPOConfig, dict(num_envs=0), "ppo num_envs must be at least 1"),
+                           (PPOConfig, dict(num_minibatches=3), "must divide"),
+                           (DQNConfig, dict(batch_size=0), "dqn batch_size must be at least 1")):
+        with np.testing.assert_raises_regex(cli.JaxselError, says):
+            cls(**bad)
+    from jaxsel.config import load_config
+    for body, says in (("", "the config is empty"), ("seeds = [0, 0]", "seeds lists 0 twice"),
+                       ('budgets = [0.1, "1/10"]', "budgets lists 0.1 twice"), ("seeds = [-1]", "must not be negative"),
+                       ("[select]\nrl_steps = -5", "rl_steps must be at least 1"),
+                       ("[select]\nppo = {num_envs = 0}", "num_envs must be at least 1"),
+                       ('name = "../x"', "plain folder name"), ('[finetune]\nmodel = "gpt-9"', "unknown model")):
+        (tmp_path / "c.toml").write_text(body + "\n")
+        with np.testing.assert_raises_regex(cli.JaxselError, says):
+            load_config(tmp_path / "c.toml")
+
+
+def test_a_run_selection_exports_and_finetunes_from_what_it_records(tmp_path, tmp_cache, monkeypatch):
+    """A `jaxsel run` selection records its [data] table (caps included), so `export` rebuilds the
+    same capped dataset without options; a noisy-variant selection is refused with the reason."""
+    from jaxsel import data, experiment
+    from jaxsel.config import ClusterSpec, DataSpec, EmbedSpec, RunConfig
+    from jaxsel.selection import Selection
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    spec = DataSpec(name=str(csv), split_col="split", max_train=120, seed=3)
+    run = experiment.Run(RunConfig(data=spec, embed=EmbedSpec(model="hash"), cluster=ClusterSpec(k=6)),
+                         tmp_path / "r", progress=False)
+    dd = run.dataset()
+    meta = dict(experiment.data_record(spec), variant="clean", fingerprint=data.dataset_fingerprint(dd))
+    sel = Selection([], np.arange(0, 120, 10), {}, meta)
+    sel.save(tmp_path / "s.json")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", "s.json", "--out", "kept.jsonl"]) == 0
+    kept = [json.loads(line) for line in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    assert [k["text"] for k in kept] == [dd["train"][int(i)]["text"] for i in sel.indices]
+    Selection([], sel.indices, {}, dict(sel.meta, variant="noisy")).save(tmp_path / "n.json")
+    assert cli.main(["export", "n.json", "--out", "k2.jsonl"]) == 2
+
+
+def test_too_small_data_and_budgets_say_why(tmp_path, capsys):
+    """A split left empty names the cause; a budget that rounds to every train row is refused."""
+    from jaxsel import data
+    f = tmp_path / "few.csv"
+    f.write_text("text,label\n" + "".join(f"text {i},c{i}\n" for i in range(12)))  # 12 classes of one row
+    with np.testing.assert_raises_regex(cli.JaxselError, "12 rows in 12 classes are too few"):
+        data.load(str(f))
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    capsys.readouterr()
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "4", "--method", "random",
+                     "--budget", "0.999", "--out", str(tmp_path / "s")]) == 2
+    assert "rounds to all of them" in capsys.readouterr().err

@@ -183,3 +183,19 @@ def test_texts_shared_across_splits_are_counted(tmp_path):
     s = data.summary(data.load(str(p), split_col="split"))
     assert s["shared_with_train"] == {"validation": 0, "test": 6}
     assert any("6 in test" in w for w in data.summary_warnings(s))
+
+
+def test_json_mistakes_name_the_line_or_the_column(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n\n{not json\n')
+    with pytest.raises(JaxselError, match="line 3: Expecting property name"):
+        data.load(str(bad))
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("".join(f'{{"text": "t{i}", "label": ["x"]}}\n' for i in range(30)))
+    with pytest.raises(JaxselError, match="column 'label' holds a list"):
+        data.load(str(nested))
+    wide = tmp_path / "wide.csv"  # one huge header, as a wrong encoding or separator makes
+    wide.write_text(";".join(f"column{i}" for i in range(100)) + "\n" + ";".join("x" * 100) + "\n")
+    with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: .{100,130}wrong --encoding") as e:
+        data.load(str(wide))
+    assert len(str(e.value)) < 300

@@ -83,3 +83,14 @@ def test_embed_dataset_cache_round_trip(tmp_cache, table_file):
     for s in data.SPLITS:
         assert first[s].shape == (len(dd[s]), 384)
         assert np.array_equal(first[s], second[s])
+
+
+def test_an_unwritable_cache_warns_and_embeds(tmp_path, table_file, monkeypatch, capsys):
+    """The embedding cache only saves time: where it cannot be written (here a file stands where
+    its folder must go; root ignores permissions) the embeddings still come back, with a warning."""
+    (tmp_path / "blocked").write_text("")
+    monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "blocked"))
+    dd = data.load(str(table_file))
+    out = embed.embed_dataset(dd, "hash", progress=False)
+    assert out["train"].shape == (len(dd["train"]), 384)
+    assert "warning: embeddings not cached" in capsys.readouterr().err

@@ -111,6 +111,8 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                       for r in doc["rows"]})
         sels = sorted((out / "stages").glob("*/selection.json"))
         picks[-1]["files"] = [json.loads(p.read_text())["cluster_ids"] for p in sels]
+        # each records the [data] table it was made from: `jaxsel export` rebuilds the dataset from it
+        assert {json.loads(p.read_text())["meta"]["data_spec"]["name"] for p in sels} == {str(data.resolve())}
         assert all(len(set(ids)) < len(ids) for ids in picks[-1]["files"])  # quota picks revisit clusters
         rows = {(r["method"], r["seed"]): r for r in doc["rows"]}
         assert all(rows[(m, s)]["examples"] == rows[("greedy", s)]["examples"]

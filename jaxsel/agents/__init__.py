@@ -170,11 +170,16 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     if c.method not in METHODS:
         raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
     examples = budget_examples(c.budget, len(train_labels))
+    if examples >= len(train_labels) and c.method != "full":
+        raise JaxselError(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to all of them: "
+                          f"choose a smaller budget, or the full method")
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
     check_balance(c.balance)
     if c.balance != "none" and c.method in BASELINES:
         warn(f"{c.method} ignores balance={c.balance!r}: class caps apply to the RL agents and the cluster "
              f"searches (stratified is class-proportional by construction)")
+    if c.surrogate_rounds and c.method not in ("ppo", "dqn"):
+        warn(f"{c.method} ignores surrogate_rounds={c.surrogate_rounds}: the reward model trains the RL agents")
     caps = None if c.method in BASELINES else balance_caps(clustering, train_labels, examples,
                                                                                c.balance)
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
@@ -193,6 +198,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                                               resume=resume, signature=signature, stop_after=stop_after, caps=caps)
     elif c.method in ("ppo", "dqn"):
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
+        if env_steps(cfg, cfg.num_updates) != cfg.total_timesteps:
+            warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
+                 f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps")
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature=signature)

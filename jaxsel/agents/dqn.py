@@ -21,6 +21,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.errors import check_at_least
 
 HISTORY = 64
 
@@ -41,6 +42,11 @@ class DQNConfig:
     eps_fraction: float = 0.5
     max_grad_norm: float = 10.0
     hidden: int = 64
+
+    def __post_init__(self):
+        check_at_least("dqn", self, 1, "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_every",
+                       "target_every", "hidden")
+        check_at_least("dqn", self, 0, "learning_starts")
 
     @property
     def num_updates(self) -> int:

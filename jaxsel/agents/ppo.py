@@ -27,6 +27,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.errors import JaxselError, check_at_least
 
 HISTORY = 64
 
@@ -47,6 +48,13 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
+
+    def __post_init__(self):
+        check_at_least("ppo", self, 1, "num_envs", "num_steps", "total_timesteps", "update_epochs",
+                       "num_minibatches", "hidden")
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise JaxselError(f"ppo num_minibatches ({self.num_minibatches}) must divide num_envs x num_steps "
+                              f"({self.num_envs * self.num_steps})")
 
     @property
     def num_updates(self) -> int:

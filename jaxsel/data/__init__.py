@@ -13,6 +13,7 @@ import csv
 import difflib
 import hashlib
 import io
+import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -132,6 +133,7 @@ def _read_frame(path: Path, encoding: str | None):
     kind = path.suffix.lower()
     if kind not in (".csv", ".tsv", ".jsonl", ".json", ".parquet") and not suffixes.endswith((".csv.gz", ".tsv.gz")):
         raise JaxselError(f"{path}: unsupported file type {path.suffix!r} (use .csv, .tsv, .jsonl, .json or .parquet)")
+    text = None
     try:
         if kind == ".parquet":
             return pd.read_parquet(path)
@@ -149,7 +151,26 @@ def _read_frame(path: Path, encoding: str | None):
         raise
     except (ValueError, OSError, EOFError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if kind == ".jsonl" and text is not None:
+            first = _bad_json_line(text) or first
         raise JaxselError(f"{path}: cannot be parsed: {first}")
+
+
+def _bad_json_line(text: str) -> str | None:
+    """Where JSON lines ``text`` first fails to parse ("line 11: Expecting ..."), None if it parses."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {number}: {e.msg}"
+    return None
+
+
+def _columns(df) -> str:
+    """The column names for an error message, cut short (a wrong encoding makes one huge name)."""
+    names = ", ".join(map(str, df.columns))
+    return names if len(names) <= 120 else names[:120] + "... (a wrong --encoding or separator?)"
 
 
 def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None,
@@ -157,7 +178,12 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
     df = _read_frame(path, encoding)
     for col in (text_col, label_col) + ((split_col,) if split_col else ()):
         if col not in df.columns:
-            raise JaxselError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, df.columns))})")
+            raise JaxselError(f"{path}: missing column {col!r} (columns: {_columns(df)})")
+    for col in (text_col, label_col):
+        nested = next((v for v in df[col] if isinstance(v, (list, dict))), None)
+        if nested is not None:
+            raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
+                              f"not a {'text' if col == text_col else 'label'}")
     labels = [label_name(v) for v in df[label_col]]
     keep = [i for i, v in enumerate(labels) if v is not None]
     texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in df[text_col]]
@@ -255,6 +281,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     """
     if missing_labels not in ("drop", "error"):
         raise JaxselError(f"missing_labels must be drop or error, got {missing_labels!r}")
+    if seed < 0 or min_class_rows < 0:
+        raise JaxselError(f"the split seed and min_class_rows must not be negative, got {seed} and {min_class_rows}")
     if name_or_path in _READERS:
         raw = _READERS[name_or_path]()
     elif Path(name_or_path).exists():
@@ -302,8 +330,12 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     else:
         parts = stratified_split(label_ids, fractions, seed)
     for s, idx in zip(SPLITS, parts):
+        if len(idx) == 0 and raw.split is not None:
+            raise JaxselError(f"split {s!r} is empty: the split column has no {s!r} rows")
         if len(idx) == 0:
-            raise JaxselError(f"split {s!r} is empty")
+            raise JaxselError(f"split {s!r} is empty: {len(label_ids)} rows in {len(names)} classes are too few for "
+                              f"a stratified {'/'.join(f'{f:g}' for f in fractions)} split "
+                              f"(--min-class-rows drops the smallest classes)")
         missing = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))
         if missing:
             c = missing[0]

@@ -25,9 +25,33 @@ import numpy as np
 
 from jaxsel import baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
-from jaxsel.config import RunConfig, load_config, spelling
+from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.io import write_json
 from jaxsel.selection import budget_examples
+
+def load_dataset(spec: DataSpec):
+    """The dataset a run reads (``DatasetDict``): ``spec``'s file or name, split and read as it says,
+    then cut to its stratified caps. Raises JaxselError as :func:`jaxsel.data.load` does."""
+    from jaxsel import data, proxy
+    d = spec
+    dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col, encoding=d.encoding,
+                   missing_labels=d.missing_labels, merge_case=d.merge_case, min_class_rows=d.min_class_rows,
+                   seed=d.split_seed, dedup=d.dedup)
+    caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
+    if any(caps.values()):
+        rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}
+        dd = data.derive(dd, rows, tag=f"caps={caps};seed={d.seed}")
+    return dd
+
+
+def data_record(spec: DataSpec) -> dict:
+    """How a run read its dataset, for its selections to record (``jaxsel export`` and ``jaxsel
+    finetune --selection`` rebuild the dataset from it): the dataset (a file as an absolute path)
+    and the whole ``[data]`` table."""
+    from jaxsel.data import BUILTIN
+    name = str(Path(spec.name).resolve()) if spec.name not in BUILTIN and Path(spec.name).is_file() else spec.name
+    return {"dataset": name, "data_spec": dataclasses.asdict(dataclasses.replace(spec, name=name))}
+
 
 class Run:
     """One run folder: stage files under ``stages/``, ``results.json`` and the report at the top."""
@@ -42,15 +66,8 @@ class Run:
     # -- shared stages ---------------------------------------------------------------------
 
     def dataset(self):
-        from jaxsel import data, proxy
-        d = self.cfg.data
-        dd = data.load(d.name, text_col=d.text_col, label_col=d.label_col, split_col=d.split_col, encoding=d.encoding,
-                       missing_labels=d.missing_labels, merge_case=d.merge_case, min_class_rows=d.min_class_rows,
-                       seed=d.split_seed, dedup=d.dedup)
-        caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
-        if any(caps.values()):
-            rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}
-            dd = data.derive(dd, rows, tag=f"caps={caps};seed={d.seed}")
+        from jaxsel import data
+        dd = load_dataset(self.cfg.data)
         if self.progress:
             for line in data.summary_warnings(data.summary(dd)):
                 print(f"warning: {line}", file=sys.stderr)
@@ -140,6 +157,7 @@ class Run:
         else:
             sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation, **kw)
         sel.meta["selection_seconds"] = time.perf_counter() - t
+        sel.meta.update(data_record(self.cfg.data))
         sel.save(path)
         return sel
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from jaxsel.errors import JaxselError
+
 
 @functools.lru_cache(maxsize=8)
 def load(path: str | Path):
@@ -19,6 +21,15 @@ def load(path: str | Path):
     tok.no_padding()  # files such as MiniLM's pad everything to 128; callers bucket instead
     tok.no_truncation()
     return tok
+
+
+def check_length(max_length: int, positions: int | None = None) -> None:
+    """Raise JaxselError unless 2 <= ``max_length`` (a [CLS] and a [SEP]) and, for a model with a
+    learned position table of ``positions`` rows (BERT: 512), ``max_length <= positions``."""
+    if max_length < 2:
+        raise JaxselError(f"max_length must be at least 2 tokens, got {max_length}")
+    if positions is not None and max_length > positions:
+        raise JaxselError(f"max_length {max_length} exceeds the model's {positions} positions; use at most {positions}")
 
 
 def _cut(encoding, max_length: int) -> list[int]:
@@ -38,6 +49,7 @@ def ids(tokenizer, texts: list[str], max_length: int, template: str | None = Non
     """Token ids of each text, at most ``max_length`` (>= 2) each. With ``template`` (a string
     holding ``{text}``), its head and tail are kept whole and the text between them is cut, so a
     prompt's label cue survives truncation."""
+    check_length(max_length)
     if template is None:
         return [_cut(e, max_length) for e in tokenizer.encode_batch(list(texts))]
     head, tail = template.split("{text}")
