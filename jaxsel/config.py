@@ -309,8 +309,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: the config is empty (see configs/README.md for its tables)")
     doc = dict(doc)
     doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
-    if "name" not in doc["data"]:
-        print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
+    named = "name" in doc["data"]
     for name, cls in SECTIONS.items():
         table = doc.pop(name, {})
         if not isinstance(table, dict):
@@ -372,4 +371,6 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
     except JaxselError as e:
         raise JaxselError(f"{path}: [select] {e}")
+    if not named:  # after every check, so a config's mistake stays a one-line error
+        print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
     return cfg

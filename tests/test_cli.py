@@ -304,6 +304,9 @@ def test_more_usage_mistakes_are_one_line(table_file, tmp_path, tmp_cache, capsy
         (tmp_path / "c.toml").write_text(body + "\n")
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             load_config(tmp_path / "c.toml")
+    capsys.readouterr()
+    (tmp_path / "c.toml").write_text("seeds = [0]\n")  # valid, but says which dataset it falls back to
+    assert load_config(tmp_path / "c.toml").data.name == "tweets" and "names no dataset" in capsys.readouterr().err
 
 
 def test_a_run_selection_exports_and_finetunes_from_what_it_records(tmp_path, tmp_cache, monkeypatch):
