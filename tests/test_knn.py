@@ -138,6 +138,7 @@ def test_cli_selects_with_the_knn_proxy(tmp_path, tmp_cache, capsys):
     assert cli.main(common + ["--method", "greedy", "--score-on", "validation+train", "--out", str(tmp_path / "g")]) == 0
     assert cli.main(common + ["--method", "ppo", "--steps", "256", "--filter", "cleanlab", "--agreement",
                               "--out", str(tmp_path / "p")]) == 0
+    assert "1024 environment steps instead of the 256 asked" in capsys.readouterr().err  # whole PPO updates
     for name in ("g", "p"):
         sel = Selection.load(tmp_path / name / "selection.json")
         assert len(sel.indices) == len(set(sel.indices)) == 25
