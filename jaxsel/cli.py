@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
-from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA
+from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, source_name
 from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, take_for
 
@@ -110,9 +110,7 @@ def _label_args(p: argparse.ArgumentParser, overrides: bool = False) -> None:
 def _data_record(a) -> dict:
     """How this command read its dataset, for a selection to record: the dataset (a file as an
     absolute path, so the record works from any folder) and every reading option."""
-    path = Path(a.data)
-    dataset = str(path.resolve()) if a.data not in BUILTIN and path.exists() else a.data
-    return {"dataset": dataset, "data_options": {opt: getattr(a, opt) for opt in _LOAD}}
+    return {"dataset": source_name(a.data), "data_options": {opt: getattr(a, opt) for opt in _LOAD}}
 
 
 def _recorded(a, meta: dict) -> None:
@@ -143,10 +141,9 @@ def _data_folder(data: str) -> Path:
     """The default output folder of a dataset, runs/DATA: a built-in or hub dataset by its name, a
     file by its stem plus a hash of its absolute path, so files named alike in two folders
     (a/d.csv, b/d.csv) never overwrite each other's outputs."""
-    path = Path(data)
-    if data in BUILTIN or not path.exists():
-        return Path("runs") / path.stem
-    return Path("runs") / f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]}"
+    if data in BUILTIN or not Path(data).exists():
+        return Path("runs") / Path(data).stem
+    return Path("runs") / f"{Path(data).stem}-{hashlib.sha256(source_name(data).encode()).hexdigest()[:6]}"
 
 
 def _writable(path: Path, folder: bool = False) -> Path:

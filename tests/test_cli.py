@@ -130,7 +130,10 @@ def test_usage_mistakes_are_one_line_exit_2(table_file, capsys):
                        (("select", str(table_file), "--budget", "abc"), "budget must be a number like 0.05"),
                        (("select", str(table_file), "--steps", "0"), "--steps: must be at least 1"),
                        (("finetune", str(table_file), "--batch-size", "0"), "--batch-size: must be at least 1"),
-                       (("finetune", str(table_file), "--random-fraction", "2"), "budget must be strictly between")]:
+                       (("finetune", str(table_file), "--random-fraction", "2"), "budget must be strictly between"),
+                       (("select", str(table_file), "--seed", "-1"), "--seed: must be at least 0"),
+                       (("data", str(table_file), "--split-seed", "-1"), "--split-seed: must be at least 0"),
+                       (("embed", str(table_file), "--max-length", "1"), "--max-length: must be at least 2")]:
         with np.testing.assert_raises(SystemExit) as stop:
             cli.main(list(args))
         err = capsys.readouterr().err
@@ -273,19 +276,13 @@ def test_default_outputs_of_files_named_alike_do_not_collide(tmp_path, tmp_cache
     assert {p.split("/")[1] for p in written} == {"clustering-k4.npz", "clustering-k4-s1.npz"}
 
 
-def test_more_usage_mistakes_are_one_line(table_file, tmp_path, tmp_cache, capsys):
-    """Negative seeds, a max_length outside [2, the model's positions], a bad coordinator and PPO/DQN
-    counts of zero end in one line and exit 2, from the CLI and from a config."""
+def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
+    """A max_length past the model's positions, a bad coordinator, PPO/DQN counts of zero and config
+    mistakes (repeats, negative seeds) are one-line JaxselErrors (the CLI's own option checks:
+    test_usage_mistakes_are_one_line_exit_2)."""
     from jaxsel import distributed, embed
     from jaxsel.agents.dqn import DQNConfig
     from jaxsel.agents.ppo import PPOConfig
-    for args, says in [(("select", str(table_file), "--seed", "-1"), "--seed: must be at least 0"),
-                       (("data", str(table_file), "--split-seed", "-1"), "--split-seed: must be at least 0"),
-                       (("embed", str(table_file), "--max-length", "1"), "--max-length: must be at least 2")]:
-        with np.testing.assert_raises(SystemExit) as stop:
-            cli.main(list(args))
-        err = capsys.readouterr().err
-        assert stop.exception.code == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)
     with np.testing.assert_raises_regex(cli.JaxselError, "exceeds the model's 512 positions"):
         embed.encode(["a b c"], "minilm", max_length=513, progress=False)
     with np.testing.assert_raises_regex(cli.JaxselError, "HOST:PORT"):

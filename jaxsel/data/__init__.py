@@ -30,6 +30,13 @@ DEFAULT = "tweets"
 _FILE_TYPES = (".csv", ".tsv", ".gz", ".jsonl", ".json", ".parquet")
 
 
+def source_name(name_or_path: str) -> str:
+    """How a dataset is named in records: a file (not a built-in name) as its absolute path, so the
+    record works from any folder; a built-in or hub dataset as given."""
+    path = Path(name_or_path)
+    return str(path.resolve()) if name_or_path not in BUILTIN and path.exists() else name_or_path
+
+
 # label cells that mean "no label" (compared after stripping, case-insensitively)
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none", "-", "?", "<na>", "nat"})
 

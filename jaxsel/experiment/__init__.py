@@ -48,8 +48,8 @@ def data_record(spec: DataSpec) -> dict:
     """How a run read its dataset, for its selections to record (``jaxsel export`` and ``jaxsel
     finetune --selection`` rebuild the dataset from it): the dataset (a file as an absolute path)
     and the whole ``[data]`` table."""
-    from jaxsel.data import BUILTIN
-    name = str(Path(spec.name).resolve()) if spec.name not in BUILTIN and Path(spec.name).is_file() else spec.name
+    from jaxsel.data import source_name
+    name = source_name(spec.name)
     return {"dataset": name, "data_spec": dataclasses.asdict(dataclasses.replace(spec, name=name))}
 
 
