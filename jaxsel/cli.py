@@ -273,7 +273,7 @@ def cmd_select(a) -> None:
                                      candidates=a.candidates))
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
-                              balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
+                              similarity=a.similarity, balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
     meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
             "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
             "project": a.project, "stratified": a.stratified, "order": a.order}
@@ -452,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement", action="store_true",
                    help="PPO/DQN observe each cluster's label agreement with the ridge proxy's leave-one-cluster-out "
                         "predictions (a cue for mislabelled clusters)")
+    p.add_argument("--similarity", action="store_true",
+                   help="PPO/DQN observe each cluster's share of the rows the proxy scores (nearest cluster mean) "
+                        "and its density ratio to the pool")
     p.add_argument("--balance", default=SELECT.balance, choices=BALANCES,
                    help="RL and the cluster searches: per-class example caps, proportional to the train split or "
                         "equal; needs --stratified (label-pure clusters)")

@@ -203,6 +203,7 @@ class SelectSpec:
     horizon: int = 32  # picks per episode that set the default quota
     filter: str = later("none")  # "none" or "cleanlab": searches and RL choose among the rows cleanlab does not flag
     agreement: bool = later(False)  # PPO/DQN observe each cluster's label agreement with the proxy's out-of-cluster fit
+    similarity: bool = later(False)  # PPO/DQN observe each cluster's share of the rows the proxy scores
     balance: str = later("none")  # "none", "proportional" or "equal": per-class example caps (needs stratified clusters)
     ppo: dict = field(default_factory=dict)  # fields of jaxsel.agents.ppo.PPOConfig
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig

@@ -119,3 +119,25 @@ def test_agreement_features_are_the_label_agreement_of_each_cluster(setup):
     assert env2.observation_shape(params2) == (K, env.observation_shape(params)[1] + 2)
     obs, _ = env2.reset(jax.random.PRNGKey(0), params2)
     assert obs.shape == env2.observation_shape(params2)
+
+
+def test_similarity_features_count_the_scored_rows_nearest_each_cluster(setup):
+    """Against a loop over the scored rows: nearest cluster mean in the proxy's features."""
+    from jaxsel.agents.env import scored_similarity
+    env, params, p, cl = setup
+    y = np.asarray(p.yf)
+    xf, xv = np.asarray(p.xf)[:, :-1], np.asarray(p.xv)[:, :-1]
+    means = np.stack([xf[cl.assignment == j].mean(0) for j in range(K)])
+    counts = np.zeros(K)
+    for row in xv:
+        counts[np.argmin([np.sum((row - m) ** 2) for m in means])] += 1
+    sizes = np.bincount(cl.assignment, minlength=K)
+    want = np.stack([counts / len(xv) * K, np.log((counts + 1) / (len(xv) * sizes / sizes.sum() + 1))], 1)
+    got = scored_similarity(p, cl.assignment, K)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got[:, 0].sum() == pytest.approx(K)
+    env2, params2 = make_env(p, cl, y, 0.2, reward_scale=1.0, similarity=True, agreement=True)
+    base = np.asarray(make_env(p, cl, y, 0.2, reward_scale=1.0, agreement=True)[1].features)
+    np.testing.assert_array_equal(np.asarray(params2.features), np.concatenate([base, got], 1))
+    with pytest.raises(JaxselError, match="assignment"):
+        scored_similarity(p, cl.assignment[:10], K)

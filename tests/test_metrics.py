@@ -30,9 +30,11 @@ def test_select_with_log_dir_logs_the_agent(tmp_path, tmp_cache, capsys):
     csv = write_data(tmp_path / "d.csv")
     out, logs = tmp_path / "sel", tmp_path / "logs"
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "ppo",
-                     "--steps", "4096", "--budget", "0.1", "--out", str(out), "--log-dir", str(logs), "--agreement"]) == 0
+                     "--steps", "4096", "--budget", "0.1", "--out", str(out), "--log-dir", str(logs), "--agreement",
+                     "--similarity"]) == 0
     sel = Selection.load(out / "selection.json")
-    assert sel.meta["config"]["agreement"] and len(sel.indices) == 25  # PPO observing label agreement
+    assert sel.meta["config"]["agreement"] and sel.meta["config"]["similarity"]  # PPO observing both features
+    assert len(sel.indices) == 25
     lines = read(logs)
     steps = [x["step"] for x in lines]
     assert all(x["stage"] == "ppo" for x in lines) and steps == sorted(steps) and len(steps) >= 1

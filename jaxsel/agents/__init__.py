@@ -56,6 +56,7 @@ class SelectConfig:
     climb_rounds: int = 4
     reward_scale: float = 100.0
     agreement: bool = later(False)  # RL observation: each cluster's label agreement (jaxsel.label_issues)
+    similarity: bool = later(False)  # RL observation: each cluster's share of the scored rows (env.scored_similarity)
     balance: str = later("none")  # "none", "proportional" or "equal": per-class caps on the examples picked
     ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
@@ -183,7 +184,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     caps = None if c.method in BASELINES else balance_caps(clustering, train_labels, examples,
                                                                                c.balance)
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
-                           agreement=c.agreement, caps=caps)
+                           agreement=c.agreement, similarity=c.similarity, caps=caps)
     proxy = params.proxy  # scores takes of quota chunks
     budget = int(params.budget)
     sizes = np.asarray(clustering.sizes)

@@ -56,10 +56,39 @@ class EnvState(NamedTuple):
     score: jax.Array  # () float32 current proxy accuracy
 
 
+def scored_similarity(proxy: Proxy, assignment: np.ndarray, k: int) -> np.ndarray:
+    """(K, 2) float32: how much of what the proxy scores each cluster stands for. Every scored row
+    (validation, plus the pool's rows with ``score_on = "validation+train"``) goes to the cluster
+    whose mean proxy feature is nearest (Euclidean, in the proxy's projected space); per cluster:
+    its share of the scored rows times K (1 on average), and the log density ratio
+    log((scored rows + 1) / (M x cluster size / N + 1)): above 0 where the scored rows are denser
+    than the pool (the importance weight of data selection by distribution matching, e.g. DSIR:
+    Xie et al., "Data Selection for Language Models via Importance Resampling", NeurIPS 2023).
+    ``assignment`` (N,): the clustering the proxy was made with. Raises :class:`JaxselError` for a
+    proxy without features (a knn proxy lends its ``ridge``)."""
+    ridge = proxy.ridge if proxy.kind == "knn" else proxy
+    if ridge.kind != "ridge":
+        raise JaxselError(f"the scored-row similarity needs the ridge or knn proxy, not {proxy.kind!r}")
+    xf, xv = np.asarray(ridge.xf, np.float64)[:, :-1], np.asarray(ridge.xv, np.float64)[:, :-1]  # no bias
+    assignment = np.asarray(assignment)
+    if assignment.shape != (len(xf),):
+        raise JaxselError(f"assignment must have shape ({len(xf)},), got {assignment.shape}")
+    sizes = np.bincount(assignment, minlength=k).astype(np.float64)
+    means = np.zeros((k, xf.shape[1]))
+    np.add.at(means, assignment, xf)
+    means /= np.maximum(sizes, 1)[:, None]
+    d2 = (xv ** 2).sum(1)[:, None] - 2 * xv @ means.T + (means ** 2).sum(1)[None]
+    d2[:, sizes == 0] = np.inf
+    counts = np.bincount(d2.argmin(1), minlength=k).astype(np.float64)
+    m = len(xv)
+    return np.stack([counts / m * k, np.log((counts + 1) / (m * sizes / sizes.sum() + 1))], 1).astype(np.float32)
+
+
 def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: int, dims: int = 8,
-                     agreement: np.ndarray | None = None) -> np.ndarray:
-    """(K, 2 + C + dims [+ 2]) float32: log size, size / budget, label histogram, PCA of the
-    centroids [, the (K, 2) ``agreement`` of :func:`jaxsel.label_issues.cluster_agreement`]."""
+                     *extra: np.ndarray) -> np.ndarray:
+    """(K, 2 + C + dims [+ extra columns]) float32: log size, size / budget, label histogram, PCA of
+    the centroids [, each (K, f) array of ``extra``: the ``agreement`` of
+    :func:`jaxsel.label_issues.cluster_agreement`, :func:`scored_similarity`]."""
     k = clustering.k
     sizes = np.asarray(clustering.sizes, np.float32)
     hist = np.zeros((k, num_classes), np.float32)
@@ -70,19 +99,19 @@ def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: i
     _, _, vt = np.linalg.svd(c, full_matrices=False)
     proj = c @ vt[:dims].T
     proj /= np.maximum(proj.std(0, keepdims=True), 1e-6)
-    extra = [] if agreement is None else [np.asarray(agreement, np.float32).reshape(k, 2)]
     return np.concatenate([np.log1p(sizes)[:, None] / np.log1p(sizes.max()), (sizes / budget)[:, None], hist, proj,
-                           *extra], 1).astype(np.float32)
+                           *(np.asarray(e, np.float32).reshape(k, -1) for e in extra)], 1).astype(np.float32)
 
 
 def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_scale: float = 100.0,
-             feature_dims: int = 8, quota: int = 0, agreement: bool = False,
+             feature_dims: int = 8, quota: int = 0, agreement: bool = False, similarity: bool = False,
              caps: ClassCaps | None = None) -> tuple["SelectionEnv", EnvParams]:
     """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train
     set, a pick adding a whole cluster (``quota`` 0) or its next ``quota`` rows. ``agreement``:
     the observation also holds each cluster's label agreement with the ridge proxy's
     leave-one-cluster-out predictions (share agreeing, mean probability of the given labels), a
-    cue for mislabelled clusters; needs the ridge proxy. ``caps``: per-class example caps
+    cue for mislabelled clusters; needs the ridge proxy. ``similarity``: it also holds each
+    cluster's share of the rows the proxy scores (:func:`scored_similarity`). ``caps``: per-class example caps
     (:func:`jaxsel.selection.balance_caps`); the observation then also holds each cluster's
     class room as a share of the budget."""
     if not 0 < budget < 1:
@@ -90,12 +119,14 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
     n = int(np.sum(clustering.sizes))
     examples = budget_examples(budget, n)
     labels = np.asarray(train_labels)
-    agree = None
+    extra = []
     if agreement:
         from jaxsel import label_issues
         probs = label_issues.out_of_cluster_probs(proxy, clustering.assignment)
-        agree = label_issues.cluster_agreement(labels, probs, clustering.assignment, clustering.k)
-    feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims, agree)
+        extra.append(label_issues.cluster_agreement(labels, probs, clustering.assignment, clustering.k))
+    if similarity:
+        extra.append(scored_similarity(proxy, clustering.assignment, clustering.k))
+    feats = cluster_features(clustering, labels, proxy.num_classes, examples, feature_dims, *extra)
     k = clustering.k
     groups = (np.zeros(k, np.int32), np.array([examples], np.int32)) if caps is None else \
         (caps.cluster_class.astype(np.int32), caps.caps.astype(np.int32))

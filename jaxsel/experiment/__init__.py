@@ -140,7 +140,7 @@ class Run:
         cfg = agents.SelectConfig(
             method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
             granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
-            balance=spec.balance, ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
+            similarity=spec.similarity, balance=spec.balance, ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
         parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg) + ((spec.filter,) if flagged is not None else ())
