@@ -1,6 +1,6 @@
 """Cost of every stage of a jaxsel run against the number of rows N and of clusters K.
 
-    python bench/scaling.py [--quick] [--ns 1000,10000,100000,1000000] [--ks 100,1024,4096]
+    python bench/scaling.py [--quick] [--ns 1000,10000,100000,1000000] [--ks 100,1024,4096] [--extend EARLIER.json]
 
 Synthetic tweets-shaped embeddings (d=384, 3 classes, Gaussian blobs; ``bench/proxy.py``'s
 generator) stand in for real ones, so N can reach millions. Measured per (N, K), K <= N/10:
@@ -18,6 +18,7 @@ finetune). Writes a table, ``bench/results/scaling-BACKEND[-quick].json`` and a 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,10 @@ def main() -> None:
     ap.add_argument("--ns", default=None, help="comma-separated row counts")
     ap.add_argument("--ks", default=None, help="comma-separated cluster counts")
     ap.add_argument("--iters", type=int, default=None, help="k-means Lloyd iterations (default 10; quick 3)")
+    ap.add_argument("--extend", type=Path, default=None,
+                    help="an earlier results JSON of this script: its rows join this run's table, plot and file "
+                         "(a row of the same N, K and stage measured now replaces it), so the grid can be "
+                         "measured in parts")
     a = ap.parse_args()
     ns = [int(float(v)) for v in (a.ns or ("1e3,1e4,1e5" if a.quick else "1e3,1e4,1e5,1e6")).split(",")]
     ks = [int(v) for v in (a.ks or ("100,1024" if a.quick else "100,1024,4096")).split(",")]
@@ -108,12 +113,24 @@ def main() -> None:
             rows.append({"N": n, "K": k, "stage": "PPO, 100k env steps", "seconds": ppo_seconds_per_100k(p, cl, y),
                          "how": "from steps/s"})
             print(rows[-4:], file=sys.stderr)
+    if a.extend is not None:
+        rows = extend(rows, a.extend)
+        ns = sorted({r["N"] for r in rows})
     tag = f"scaling-{jax.default_backend()}{'-quick' if a.quick else ''}"
     plot(rows, RESULTS / f"{tag}.png")
-    top_k = max([k for k in ks if k <= max(ns) // 10], default=None)
+    top_k = max([r["K"] for r in rows if r["N"] == max(ns) and r["K"] != "-"], default=None)
     summary = {"largest_n": max(ns), "k_at_largest_n": top_k, **rates,
                "seconds_at_largest": {r["stage"]: r["seconds"] for r in rows if r["N"] == max(ns) and r["K"] in ("-", top_k)}}
-    report("scaling", rows, ["N", "K", "stage", "seconds", "how"], summary, a.quick)
+    report("scaling", rows, ["N", "K", "stage", "seconds", "how", "source"], summary, a.quick)
+
+
+def extend(rows: list[dict], path: Path) -> list[dict]:
+    """``rows`` plus the rows of an earlier results file not measured again (same N, K, stage), each
+    marked with the file it came from; sorted by N, then K."""
+    new = {(r["N"], r["K"], r["stage"]) for r in rows}
+    kept = [{**r, "source": r.get("source", path.name)} for r in json.loads(path.read_text())["rows"]
+            if (r["N"], r["K"], r["stage"]) not in new]
+    return sorted(kept + rows, key=lambda r: (r["N"], -1 if r["K"] == "-" else r["K"]))
 
 
 def plot(rows: list[dict], path: Path) -> None:
