@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxsel.errors import JaxselError
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
-from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, source_name
+from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
 from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, take_for
 
@@ -204,12 +204,12 @@ def _label_issues(a, dd) -> dict:
     """Flag likely label errors of the train split: embed, k-means, ridge proxy, cleanlab."""
     from jaxsel import cluster, label_issues, proxy
     emb = _embed(a, dd)
-    labels = np.asarray(dd["train"]["label"])
+    labels = np.asarray(column(dd["train"], "label"))
     names = dd["train"].features["label"].names
     if a.k > len(labels):
         print(f"note: --k {a.k} is more than the {len(labels)} train rows; using k = {len(labels)}", file=sys.stderr)
     c = cluster.kmeans(emb["train"], min(a.k, len(labels)), seed=a.seed)
-    p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"], proxy.ProxyConfig(project=64))
+    p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"), proxy.ProxyConfig(project=64))
     flagged = label_issues.find(p, labels, c.assignment)
     agree = label_issues.cluster_agreement(labels, label_issues.out_of_cluster_probs(p, c.assignment), c.assignment, c.k)
     per = np.bincount(c.assignment, flagged, c.k)
@@ -243,7 +243,7 @@ def cmd_cluster(a) -> None:
     dd = _load(a)
     emb = _embed(a, dd)["train"]
     t = time.perf_counter()
-    labels = dd["train"]["label"] if a.stratified else None
+    labels = column(dd["train"], "label") if a.stratified else None
     c = cluster.kmeans(emb, a.k, seed=a.seed, method=a.method, labels=labels, table_size=a.table_size, progress=True)
 
     c.meta.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), embed_model=a.model)
@@ -263,11 +263,11 @@ def cmd_select(a) -> None:
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
-    labels = np.asarray(dd["train"]["label"])
+    labels = np.asarray(column(dd["train"], "label"))
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
     c = stages.clustering(out.parent / "stages", fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
     t = time.perf_counter()
-    p = proxy.make(emb["train"], labels, c, emb["validation"], dd["validation"]["label"],
+    p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                    proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
                                      objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
                                      candidates=a.candidates))
@@ -279,7 +279,7 @@ def cmd_select(a) -> None:
             "project": a.project, "stratified": a.stratified, "order": a.order}
     kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
     if a.filter == "cleanlab":
-        sel = agents.select_unflagged(None, p, c, labels, cfg, validation=(emb["validation"], dd["validation"]["label"]),
+        sel = agents.select_unflagged(None, p, c, labels, cfg, validation=(emb["validation"], column(dd["validation"], "label")),
                                       **kw)
     else:
         sel = agents.select(p, c, labels, cfg, **kw)

@@ -165,7 +165,7 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     for s in data.SPLITS:
         if progress:
             progress_.write(f"embedding {s}: {len(dd[s])} texts")
-        out[s] = encode(dd[s]["text"], model, max_length=max_length, dtype=dtype, progress=progress)
+        out[s] = encode(data.column(dd[s], "text"), model, max_length=max_length, dtype=dtype, progress=progress)
         if not np.isfinite(out[s]).all():
             raise JaxselError(f"embeddings of the {s} split contain NaN or inf")
     if use_cache:

@@ -27,6 +27,7 @@ from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import FinetuneConfig
+from jaxsel.data import column
 from jaxsel.errors import JaxselError
 
 MODELS = ("minilm", "smollm2-135m", "tiny-bert")
@@ -237,7 +238,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     model, encode = build(cfg, names)
     if isinstance(model, classifier.BertClassifier):
         tokens.check_length(cfg.max_length, model.encoder.cfg.max_positions)
-    splits = {s: (encode(d["text"], cfg.max_length), np.asarray(d["label"]))
+    splits = {s: (encode(column(d, "text"), cfg.max_length), np.asarray(column(d, "label")))
               for s, d in (("train", train), ("validation", dd["validation"]), ("test", dd["test"]))}
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
     lengths = np.array([len(x) for x in splits["train"][0]])

@@ -319,6 +319,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     import datasets  # lazily: the CLI imports this module first
 
     from jaxsel import __version__
+    from jaxsel.data import column
     fmt = export_format(path, fmt)
     check_not_input(path, source, sel.meta.get("dataset"))
     sel.apply(dd)  # the fingerprint and row-range checks
@@ -330,7 +331,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     rows = np.setdiff1d(np.arange(n), sel.indices) if complement else np.asarray(sel.indices, np.int64)
     kept = train.select(rows.tolist())
     names = train.features["label"].names
-    out = datasets.Dataset.from_dict({"text": list(kept["text"]), "label": [names[i] for i in kept["label"]],
+    out = datasets.Dataset.from_dict({"text": column(kept, "text"), "label": [names[i] for i in column(kept, "label")],
                                       "row": rows.tolist(), "cluster": cluster_of[rows].tolist(),
                                       "kept": [not complement] * len(rows)})
     bars_on = datasets.is_progress_bar_enabled()

@@ -26,6 +26,7 @@ import numpy as np
 from jaxsel import baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
+from jaxsel.data import column
 from jaxsel.io import write_json
 from jaxsel.selection import budget_examples
 
@@ -39,7 +40,7 @@ def load_dataset(spec: DataSpec):
                    seed=d.split_seed, dedup=d.dedup)
     caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
     if any(caps.values()):
-        rows = {s: proxy.stratified_subsample(np.asarray(dd[s]["label"]), n, d.seed) for s, n in caps.items()}
+        rows = {s: proxy.stratified_subsample(np.asarray(column(dd[s], "label")), n, d.seed) for s, n in caps.items()}
         dd = data.derive(dd, rows, tag=f"caps={caps};seed={d.seed}")
     return dd
 
@@ -86,7 +87,7 @@ class Run:
 
     def clustering(self, dd, emb):
         from jaxsel import data
-        labels = np.asarray(dd["train"]["label"])
+        labels = np.asarray(column(dd["train"], "label"))
         c = stages.clustering(self.stage_dir, data.dataset_fingerprint(dd), emb["train"], self.cfg.cluster,
                               self.cfg.embed, labels, self.progress)
         self.timings["cluster_seconds"] = c.meta["seconds"]
@@ -99,8 +100,8 @@ class Run:
         if name == "clean":
             return dd, emb["train"], clean, np.zeros(len(dd["train"]), bool)
         n = self.cfg.noise
-        labels = np.asarray(dd["train"]["label"])
-        texts = list(dd["train"]["text"]) if n.near_duplicates else None
+        labels = np.asarray(column(dd["train"], "label"))
+        texts = column(dd["train"], "text") if n.near_duplicates else None
         corr = noise.corrupt(labels, clean.assignment, dd["train"].features["label"].num_classes,
                              flip_fraction=n.flip_fraction, duplicate_fraction=n.duplicate_fraction,
                              copies=n.copies, seed=n.seed, kind=n.kind, rate_range=(n.rate_low, n.rate_high),
@@ -124,8 +125,8 @@ class Run:
     def make_proxy(self, dd, train_x, c, emb):
         from jaxsel import proxy
         t = time.perf_counter()
-        p = proxy.make(train_x, np.asarray(dd["train"]["label"]), c, emb["validation"],
-                       np.asarray(dd["validation"]["label"]), self.cfg.proxy)
+        p = proxy.make(train_x, np.asarray(column(dd["train"], "label")), c, emb["validation"],
+                       np.asarray(column(dd["validation"], "label")), self.cfg.proxy)
         return p, time.perf_counter() - t
 
     # -- per-cell stages -------------------------------------------------------------------
@@ -293,9 +294,9 @@ class Run:
         for v in self.cfg.variants:
             vdd, train_x, c, corrupted = self.variant(v, dd, emb, clean)
             p, secs = self.make_proxy(vdd, train_x, c, emb)
-            variants[v] = (vdd, np.asarray(vdd["train"]["label"]), c, p, corrupted, train_x)
+            variants[v] = (vdd, np.asarray(column(vdd["train"], "label")), c, p, corrupted, train_x)
             self.timings[f"proxy_seconds_{v}"] = secs
-        self.validation = emb["validation"], np.asarray(dd["validation"]["label"])
+        self.validation = emb["validation"], np.asarray(column(dd["validation"], "label"))
         rows, selections, maps, issues = [], {}, None, {}
         cells = self.cells()
         bar = progress_.bar(cells, desc=f"run {self.cfg.name}", unit="cell", disable=not self.progress)
