@@ -311,3 +311,21 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
     small[big] = 3
     np.testing.assert_allclose(float(lin.score(jnp.asarray(small)).loglik),
                                float(lin.score_rows(rows_for(cl, small)).loglik), atol=1e-6)
+
+
+def test_batches_of_every_size_share_a_few_compiled_scorers(problem):
+    """A search scores batches whose size changes every step: sizes are padded to a few shapes
+    (powers of two up to the chunk, then multiples of it), and the padding leaves scores unchanged."""
+    from jaxsel.proxy.batch import _score_sharded, padded_batch
+    assert [padded_batch(b, 64, 1) for b in (1, 2, 3, 5, 64, 65, 130)] == [1, 2, 4, 8, 64, 128, 192]
+    assert [padded_batch(b, 64, 1, sequential=True) for b in (1, 8, 9)] == [8, 8, 16]
+    assert padded_batch(3, 64, 8) == 8  # and a multiple of the device count
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(batch_chunk=16))
+    ms = np.random.default_rng(3).random((40, K)) < 0.3
+    one = np.array([float(p.score(jnp.asarray(m)).accuracy) for m in ms])
+    before = _score_sharded._cache_size()
+    for b in range(9, 17):  # eight sizes, one padded shape
+        np.testing.assert_allclose(np.asarray(p.score_batch(ms[:b]).accuracy), one[:b], atol=1e-6)
+    assert _score_sharded._cache_size() - before == 1
+    np.testing.assert_allclose(np.asarray(p.score_batch(ms).accuracy), one, atol=1e-6)  # 40 -> 48: three chunks

@@ -68,19 +68,33 @@ def _score_sharded(proxy, masks: jax.Array, sequential: bool, chunk: int):
     return jax.lax.with_sharding_constraint(out, NamedSharding(m, P()))
 
 
+def padded_batch(b: int, chunk: int, devices: int, sequential: bool = False) -> int:
+    """The batch size ``b`` subsets are scored at: vmapped, the next power of two up to ``chunk``,
+    else the next multiple of ``chunk``; one after another (``sequential``), the next multiple of 8;
+    then a multiple of ``devices``. Searches score batches whose size changes every step (greedy's
+    candidates shrink as clusters run out), and each new size compiled the scorer again (greedy at
+    K = 2,048 spent minutes compiling): rounded up, a few programs serve every size."""
+    if sequential:
+        size = -(-b // 8) * 8
+    else:
+        size = 1 << max(0, (b - 1).bit_length()) if b <= chunk else -(-b // chunk) * chunk
+    return -(-size // devices) * devices
+
+
 def score_batch(proxy, subsets):
     """``proxy``'s :class:`~jaxsel.proxy.base.Scores` of a (B, K) batch of masks or takes (checked
-    by :func:`check_masks`), padded to a multiple of the device count and sharded over it."""
+    by :func:`check_masks`), padded with empty subsets to :func:`padded_batch` and sharded over the
+    devices."""
     masks = check_masks(subsets, proxy.k, proxy.max_clusters, sizes=proxy.sizes, partial_cap=proxy.partial_cap,
                         quota=proxy.quota, partials=proxy.partials)
-    b = masks.shape[0]
-    pad = (-b) % jax.device_count()
-    if pad:
-        masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), masks.dtype)])
-    masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
+    if proxy.cfg.batch_chunk < 1:
+        raise JaxselError(f"batch_chunk must be >= 1 subset, got {proxy.cfg.batch_chunk}")
     mode = proxy.cfg.batch_mode
     if mode == "auto":  # XLA:CPU runs vmapped small training loops slower than one after another
         mode = "map" if proxy.sequential_on_cpu and jax.default_backend() == "cpu" else "vmap"
-    if proxy.cfg.batch_chunk < 1:
-        raise JaxselError(f"batch_chunk must be >= 1 subset, got {proxy.cfg.batch_chunk}")
+    b = masks.shape[0]
+    pad = padded_batch(b, proxy.batch_chunk, jax.device_count(), mode == "map") - b
+    if pad:
+        masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), masks.dtype)])
+    masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
     return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map", proxy.batch_chunk))
