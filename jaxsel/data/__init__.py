@@ -405,7 +405,7 @@ def load(
 
 def column(d, name: str) -> list:
     """Column ``name`` of a ``datasets.Dataset`` as a list, read in one batch: iterating ``d[name]``
-    goes row by row through the formatter (datasets >= 4: a lazy ``Column``), ~100x slower."""
+    goes row by row through the formatter (a lazy ``Column`` in datasets 5), ~100x slower."""
     return d[:][name]
 
 
