@@ -26,7 +26,7 @@ import numpy as np
 from jaxsel import baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
-from jaxsel.data import column
+from jaxsel.data import column, source_name
 from jaxsel.io import write_json
 from jaxsel.selection import budget_examples
 
@@ -49,7 +49,6 @@ def data_record(spec: DataSpec) -> dict:
     """How a run read its dataset, for its selections to record (``jaxsel export`` and ``jaxsel
     finetune --selection`` rebuild the dataset from it): the dataset (a file as an absolute path)
     and the whole ``[data]`` table."""
-    from jaxsel.data import source_name
     name = source_name(spec.name)
     return {"dataset": name, "data_spec": dataclasses.asdict(dataclasses.replace(spec, name=name))}
 
