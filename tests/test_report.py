@@ -167,3 +167,35 @@ def test_validated_picks_by_finetuned_validation_accuracy_and_pays_for_every_can
     assert report.validated([r for r in rows if r["method"] != "stratified"]) == []  # nothing to check against
     assert report.validated([{k: x for k, x in r.items() if k != "validation_accuracy"} for r in rows]) == []
     assert sorted(r["seed"] for r in report.validated(rows[1:])) == [1, 2]  # seed 0 lacks greedy: no full check
+
+
+def test_pools_pair_by_pool_and_seed_and_read_every_pool(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("pools", Path(__file__).parent.parent / "bench" / "pools.py")
+    pools = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pools)
+
+    def row(method, seed, val, test):
+        return dict(variant="clean", method=method, budget=0.05, seed=seed, validation_accuracy=val,
+                    test_accuracy=test, examples=100, selection_seconds=0.0, finetune_seconds=10.0)
+    # the same seed in two pools: two units, each paired within its own pool
+    by_pool = {1: [row("greedy", 0, 0.80, 0.78), row("stratified", 0, 0.70, 0.74)],
+               2: [row("greedy", 0, 0.60, 0.70), row("stratified", 0, 0.65, 0.72)],
+               3: [row("greedy", 0, 0.75, 0.80), row("stratified", 0, 0.70, 0.70)]}
+    for p, rows in by_pool.items():
+        (tmp_path / f"pool{p}").mkdir()
+        (tmp_path / f"pool{p}" / "results.json").write_text(json.dumps({"rows": rows}))
+    units = pools.units(tmp_path, (1, 2, 3))
+    s = {x["method"]: x for x in pools.summarize(units)}
+    d = [0.04, -0.02, 0.10]
+    assert s["greedy"]["units"] == 3 and s["greedy"]["vs_stratified"] == pytest.approx(np.mean(d))
+    assert s["greedy"]["vs_stratified_ci95"] == pytest.approx(report.mean_ci(d)[1])
+    assert (s["greedy"]["vs_stratified_wins"], s["greedy"]["vs_stratified_losses"]) == (2, 1)
+    assert s["validated"]["picked"] == {"greedy": 2, "stratified": 1}  # pool 2: stratified validates higher
+    assert s["validated"]["vs_stratified"] == pytest.approx(np.mean([0.04, 0.0, 0.10]))
+    assert "vs_cleanlab" not in s["greedy"] and "vs_stratified" not in s["stratified"]
+    assert "| clean | validated (greedy 2, stratified 1) | 3 | 76.7 ± " in pools.markdown(pools.summarize(units))
+    with pytest.raises(pools.JaxselError, match="pool 4 has no results"):
+        pools.units(tmp_path, (1, 4))
