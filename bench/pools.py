@@ -3,9 +3,10 @@
 A CPU config caps each split with a seeded stratified sample (``[data] max_train``, ``seed``), so all
 its seeds finetune on one 2,000-example pool, and a deterministic search (greedy) exports one subset
 for all of them. This script runs the config once per pool, ``[data] seed`` = each of ``--pools``
-(the config's own pool is seed 0), and pairs every method with ``stratified`` (and ``cleanlab``, when
-run) by (pool, seed): the unit of the interval is a pool, the thing a user's own data would be.
-Selection never reads a test split (each pool's test rows are sampled with it, and only scored).
+(the config's own pool is seed 0), and pairs every method with ``stratified`` (and ``cleanlab`` and
+full data, where run) by (pool, seed): the unit of the interval is a pool, the thing a user's own
+data would be. Selection never reads a test split (each pool's test rows are sampled with it, and
+only scored).
 
     python bench/pools.py configs/rotten_tomatoes-cpu-pool10-filter --pools 1,2,3,4,5,6,7,8
     python bench/pools.py configs/rotten_tomatoes-cpu-pool10-filter --pools 1,2,3 --summarize
@@ -36,7 +37,7 @@ from jaxsel.errors import JaxselError  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
 from jaxsel.io import write_json  # noqa: E402
 
-REFERENCES = ("stratified", "cleanlab")
+REFERENCES = ("stratified", "cleanlab", "full")
 
 
 def ints(s: str) -> tuple[int, ...]:
@@ -101,7 +102,8 @@ def markdown(summary: list[dict]) -> str:
         cells = [s["variant"], name, str(s["units"]), f"{100 * s['test_accuracy']:.1f} ± {100 * s['test_accuracy_ci95']:.1f}"]
         for ref in refs:
             cells.append(f"{100 * s[f'vs_{ref}']:+.1f} ± {100 * s[f'vs_{ref}_ci95']:.1f} "
-                         f"({s[f'vs_{ref}_wins']}/{s[f'vs_{ref}_losses']})" if f"vs_{ref}" in s else "-")
+                         f"({s[f'vs_{ref}_wins']}/{s[f'vs_{ref}_losses']} of {len(s[f'vs_{ref}_by_pool'])})"
+                         if f"vs_{ref}" in s else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -112,7 +114,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     ss = [s for s in summary if "vs_stratified" in s]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(ss), 3.4))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 1.3 * len(ss)), 3.6))
     for i, s in enumerate(ss):
         d = 100 * np.array(list(s["vs_stratified_by_pool"].values()))
         ax.scatter(i + np.linspace(-0.15, 0.15, len(d)), d, s=14, color="0.55", zorder=2)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
            "rows": [{k: r.get(k) for k in ("pool", "seed", "variant", "method", "picked", "test_accuracy",
                                              "validation_accuracy", "examples")} for r in rows]}
     write_json(out.with_suffix(".json"), doc)
-    plot(summary, out.with_suffix(".png"), f"{name}: pools {','.join(map(str, a.pools))}, paired by (pool, seed)")
+    plot(summary, out.with_suffix(".png"), f"{name}\npools {','.join(map(str, a.pools))}, paired by (pool, seed)")
     print(markdown(summary))
     print(json.dumps({s["variant"] + "/" + s["method"]: round(100 * s["vs_stratified"], 2) for s in summary
                       if "vs_stratified" in s}))

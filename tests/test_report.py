@@ -181,7 +181,7 @@ def test_pools_pair_by_pool_and_seed_and_read_every_pool(tmp_path):
         return dict(variant="clean", method=method, budget=0.05, seed=seed, validation_accuracy=val,
                     test_accuracy=test, examples=100, selection_seconds=0.0, finetune_seconds=10.0)
     # the same seed in two pools: two units, each paired within its own pool
-    by_pool = {1: [row("greedy", 0, 0.80, 0.78), row("stratified", 0, 0.70, 0.74)],
+    by_pool = {1: [row("greedy", 0, 0.80, 0.78), row("stratified", 0, 0.70, 0.74), row("full", 0, 0.9, 0.81)],
                2: [row("greedy", 0, 0.60, 0.70), row("stratified", 0, 0.65, 0.72)],
                3: [row("greedy", 0, 0.75, 0.80), row("stratified", 0, 0.70, 0.70)]}
     for p, rows in by_pool.items():
@@ -195,7 +195,9 @@ def test_pools_pair_by_pool_and_seed_and_read_every_pool(tmp_path):
     assert (s["greedy"]["vs_stratified_wins"], s["greedy"]["vs_stratified_losses"]) == (2, 1)
     assert s["validated"]["picked"] == {"greedy": 2, "stratified": 1}  # pool 2: stratified validates higher
     assert s["validated"]["vs_stratified"] == pytest.approx(np.mean([0.04, 0.0, 0.10]))
-    assert "vs_cleanlab" not in s["greedy"] and "vs_stratified" not in s["stratified"]
-    assert "| clean | validated (greedy 2, stratified 1) | 3 | 76.7 ± " in pools.markdown(pools.summarize(units))
+    assert "vs_cleanlab" not in s["greedy"] and "vs_stratified" not in s["stratified"] and "vs_full" not in s["full"]
+    assert s["greedy"]["vs_full"] == pytest.approx(-0.03) and s["greedy"]["vs_full_ci95"] == 0.0  # pool 1 only
+    table = pools.markdown(pools.summarize(units))
+    assert "| clean | validated (greedy 2, stratified 1) | 3 | 76.7 ± 10.3 | +4.7 ± 12.5 (2/0 of 3) | -3.0 ± 0.0 (0/1 of 1) |" in table
     with pytest.raises(pools.JaxselError, match="pool 4 has no results"):
         pools.units(tmp_path, (1, 4))
