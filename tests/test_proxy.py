@@ -315,10 +315,11 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
 
 def test_batches_of_every_size_share_a_few_compiled_scorers(problem):
     """A search scores batches whose size changes every step: sizes are padded to a few shapes
-    (powers of two up to the chunk, then multiples of it), and the padding leaves scores unchanged."""
+    (powers of two up to the chunk, or up to 8 one after another, then multiples of it), and the
+    padding leaves scores unchanged."""
     from jaxsel.proxy.batch import _score_sharded, padded_batch
     assert [padded_batch(b, 64, 1) for b in (1, 2, 3, 5, 64, 65, 130)] == [1, 2, 4, 8, 64, 128, 192]
-    assert [padded_batch(b, 64, 1, sequential=True) for b in (1, 8, 9)] == [8, 8, 16]
+    assert [padded_batch(b, 64, 1, sequential=True) for b in (1, 3, 8, 9, 17)] == [1, 4, 8, 16, 24]
     assert padded_batch(3, 64, 8) == 8  # and a multiple of the device count
     x, y, cl, xv, yv = problem
     p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(batch_chunk=16))

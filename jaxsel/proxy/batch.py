@@ -69,15 +69,14 @@ def _score_sharded(proxy, masks: jax.Array, sequential: bool, chunk: int):
 
 
 def padded_batch(b: int, chunk: int, devices: int, sequential: bool = False) -> int:
-    """The batch size ``b`` subsets are scored at: vmapped, the next power of two up to ``chunk``,
-    else the next multiple of ``chunk``; one after another (``sequential``), the next multiple of 8;
-    then a multiple of ``devices``. Searches score batches whose size changes every step (greedy's
-    candidates shrink as clusters run out), and each new size compiled the scorer again (greedy at
-    K = 2,048 spent minutes compiling): rounded up, a few programs serve every size."""
-    if sequential:
-        size = -(-b // 8) * 8
-    else:
-        size = 1 << max(0, (b - 1).bit_length()) if b <= chunk else -(-b // chunk) * chunk
+    """The batch size ``b`` subsets are scored at: the next power of two up to ``chunk`` (vmapped)
+    or up to 8 (one after another, ``sequential``), else the next multiple of it; then a multiple of
+    ``devices``. Searches score batches whose size changes every step (greedy's candidates shrink as
+    clusters run out), and each new size compiled the scorer again (greedy at K = 2,048 spent
+    minutes compiling): rounded up, a few programs serve every size, and a small batch pays at
+    most twice its own work (a sequential scorer trains every padding row)."""
+    step = 8 if sequential else chunk
+    size = 1 << max(0, (b - 1).bit_length()) if b <= step else -(-b // step) * step
     return -(-size // devices) * devices
 
 
