@@ -68,9 +68,9 @@ def block(scores):
 
 
 def sklearn_rate(kind, x, y, xv, yv, cl, masks, count: int, gathered: bool) -> float:
-    from sklearn.linear_model import LogisticRegression, RidgeClassifier
     """scikit-learn fits + validation scores per second over ``count`` subsets, after one untimed
     fit (its first call pays for imports and thread start-up)."""
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
     warnings.filterwarnings("ignore")
 
     def fit(m):
