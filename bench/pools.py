@@ -48,7 +48,10 @@ def run_pools(config: str, pools: tuple[int, ...], folder: Path, stages: Path, *
     """Run (or resume) ``config`` once per pool into ``folder/poolP``, sharing the stage folder
     ``stages``; ``overrides`` replace the config's seeds, methods or variants where not None."""
     from jaxsel import assets, experiment
-    from jaxsel.config import load_config
+    from jaxsel.config import BASELINES, SEARCH_METHODS, VARIANTS, load_config
+    for key, known in (("methods", SEARCH_METHODS + BASELINES), ("variants", VARIANTS)):
+        if unknown := sorted(set(overrides.get(key) or ()) - set(known)):
+            raise JaxselError(f"unknown {key} {', '.join(unknown)} (choose from {', '.join(known)})")
     assets.enable_compilation_cache()
     for p in pools:
         cfg = load_config(config, seed=p)
