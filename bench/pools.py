@@ -85,12 +85,13 @@ def summarize(rows: list[dict]) -> list[dict]:
         if m == "validated":
             s["picked"] = {k: sum(r["picked"] == k for r in rs) for k in sorted({r["picked"] for r in rs})}
         for ref in REFERENCES:
-            d = [r["test_accuracy"] - acc[(v, ref, r["pool"], r["seed"])] for r in rs
-                 if m not in (ref, "full") and (v, ref, r["pool"], r["seed"]) in acc]
+            d = {f"{r['pool']}/{r['seed']}": r["test_accuracy"] - acc[(v, ref, r["pool"], r["seed"])] for r in rs
+                 if m not in (ref, "full") and (v, ref, r["pool"], r["seed"]) in acc}
             if d:
-                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = report.mean_ci(d)
-                s[f"vs_{ref}_wins"], s[f"vs_{ref}_losses"] = int(np.sum(np.array(d) > 0)), int(np.sum(np.array(d) < 0))
-                s[f"vs_{ref}_by_pool"] = {f"{r['pool']}/{r['seed']}": x for r, x in zip(rs, d)}
+                x = np.array(list(d.values()))
+                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = report.mean_ci(x)
+                s[f"vs_{ref}_wins"], s[f"vs_{ref}_losses"] = int((x > 0).sum()), int((x < 0).sum())
+                s[f"vs_{ref}_by_pool"] = d
         out.append(s)
     return out
 

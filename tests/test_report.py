@@ -199,5 +199,8 @@ def test_pools_pair_by_pool_and_seed_and_read_every_pool(tmp_path):
     assert s["greedy"]["vs_full"] == pytest.approx(-0.03) and s["greedy"]["vs_full_ci95"] == 0.0  # pool 1 only
     table = pools.markdown(pools.summarize(units))
     assert "| clean | validated (greedy 2, stratified 1) | 3 | 76.7 ± 10.3 | +4.7 ± 12.5 (2/0 of 3) | -3.0 ± 0.0 (0/1 of 1) |" in table
+    later = units + [dict(row("cleanlab", 0, 0.7, 0.75), pool=3)]  # a reference in the last pool only
+    assert {x["method"]: x for x in pools.summarize(later)}["greedy"]["vs_cleanlab_by_pool"] == {
+        "3/0": pytest.approx(0.05)}
     with pytest.raises(pools.JaxselError, match="pool 4 has no results"):
         pools.units(tmp_path, (1, 4))
