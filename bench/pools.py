@@ -114,11 +114,8 @@ def markdown(summary: list[dict]) -> str:
 
 def plot(summary: list[dict], path: Path, title: str) -> None:
     """Each method's per-pool difference to stratified (points) and its mean with the 95% interval."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     ss = [s for s in summary if "vs_stratified" in s]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 1.3 * len(ss)), 3.6))
+    fig, (ax,) = report._panels(1, max(4.5, 1.6 + 1.3 * len(ss)), 3.6)
     for i, s in enumerate(ss):
         d = 100 * np.array(list(s["vs_stratified_by_pool"].values()))
         ax.scatter(i + np.linspace(-0.15, 0.15, len(d)), d, s=14, color="0.55", zorder=2)
@@ -128,11 +125,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     ax.set_xticks(range(len(ss)), [f"{s['variant']}\n{s['method']}" for s in ss])
     ax.set_ylabel("test accuracy - stratified (points)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    report._save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
