@@ -330,3 +330,30 @@ def test_batches_of_every_size_share_a_few_compiled_scorers(problem):
         np.testing.assert_allclose(np.asarray(p.score_batch(ms[:b]).accuracy), one[:b], atol=1e-6)
     assert _score_sharded._cache_size() - before == 1
     np.testing.assert_allclose(np.asarray(p.score_batch(ms).accuracy), one, atol=1e-6)  # 40 -> 48: three chunks
+
+
+def test_ridge_pick_scores_equal_scoring_each_candidate(problem):
+    """Ridge's greedy step (the take's statistics once plus each pick's rows) gives the scores of
+    each candidate take scored from scratch: whole clusters, quota chunks, and trimmed last picks
+    (a partial chunk); a pick that does not start at a chunk boundary goes the general way."""
+    from jaxsel.proxy.base import Proxy, with_picks
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=8))
+    rng = np.random.default_rng(5)
+    for q in (0, 7):
+        pq = p.with_quota(q)
+        chosen = rng.random(K) < 0.4
+        take = (chosen * cl.sizes if q == 0 else chosen * np.minimum(cl.sizes, 14)).astype(np.int32)
+        rest = np.flatnonzero(take < cl.sizes)
+        counts = cl.sizes[rest] - take[rest] if q == 0 else np.minimum(7, cl.sizes[rest] - take[rest])
+        counts[::3] = np.maximum(1, counts[::3] // 2)  # trimmed picks: a partial chunk each
+        fast = pq.score_picks(take, rest, counts)
+        slow = pq.score_batch(with_picks(take, rest, counts))
+        np.testing.assert_allclose(fast.accuracy, slow.accuracy, atol=2e-6)
+        np.testing.assert_allclose(fast.loglik, slow.loglik, atol=2e-5)
+        assert len(set(np.round(np.asarray(fast.accuracy), 6))) > 1
+    pq = p.with_quota(7)
+    take = np.zeros(K, np.int32)
+    take[0] = 3  # a partial chunk: a pick of cluster 0 starts inside it
+    general = Proxy.score_picks(pq, take, np.array([0]), np.array([4]))
+    np.testing.assert_allclose(pq.score_picks(take, np.array([0]), np.array([4])).accuracy, general.accuracy)

@@ -9,6 +9,7 @@ features (at most ``partial_cap`` rows: O(partial_cap r^2)). Scores are those of
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import chex
@@ -18,7 +19,7 @@ import numpy as np
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
-from jaxsel.proxy.batch import check_masks
+from jaxsel.proxy.batch import check_masks, padded_batch
 from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
 
 
@@ -106,6 +107,23 @@ class Ridge(Proxy):
             return self.score_state(self.whole_stats(self.take(subset)))
         return super().score(subset)
 
+    def score_picks(self, take, clusters, counts) -> Scores:
+        """As :meth:`Proxy.score_picks` (the candidates must be valid takes): the take's statistics
+        once, then each pick's rows added (:meth:`add`: one chunk's statistics, or a gathered
+        partial chunk), instead of a sum over every chunk for every candidate; greedy scores all
+        open clusters every step, so at K = 4,096 that sum was ~98% of a candidate's work. A
+        pick that does not start at a chunk boundary goes the general way."""
+        take, clusters = np.asarray(take, np.int32), np.asarray(clusters, np.int32)
+        counts = np.asarray(counts, np.int32)
+        starts = take[clusters]
+        if not (starts == 0 if self.quota == 0 else starts % self.quota == 0).all():
+            return super().score_picks(take, clusters, counts)
+        b = len(clusters)
+        pad = padded_batch(b, self.batch_chunk, 1) - b  # a few compiled sizes (see padded_batch)
+        clusters, counts = np.pad(clusters, (0, pad)), np.pad(counts, (0, pad))
+        out = _score_picks(self, jnp.asarray(take), jnp.asarray(clusters), jnp.asarray(counts), self.batch_chunk)
+        return jax.tree.map(lambda a: a[:b], out)
+
     def whole_stats(self, take: jax.Array) -> RidgeState:
         """Sufficient statistics of a take's whole chunks (one weighted sum over the chunk statistics)."""
         bound = self.boundary(take)
@@ -141,6 +159,13 @@ class Ridge(Proxy):
         n = self.xf.shape[0]
         rows = self.rows[jnp.minimum(self.start[cluster] + offset + i, n - 1)]
         return self.row_stats(rows, i < count)
+
+
+@partial(jax.jit, static_argnames="chunk")
+def _score_picks(p: Ridge, take: jax.Array, clusters: jax.Array, counts: jax.Array, chunk: int) -> Scores:
+    state = p.take_stats(take)
+    return jax.lax.map(lambda a: p.score_state(p.add(state, a[0], a[1], take[a[0]])), (clusters, counts),
+                       batch_size=chunk)
 
 
 @jax.jit
