@@ -80,6 +80,9 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
         noisy_full = rows[("noisy", "full", seed)]
         # 3 of 12 clusters flipped, 3 duplicated twice: every flipped row and every copy is corrupted
         assert noisy_full["corrupted_chosen"] > 0 and noisy_full["examples"] > n_train
+        assert noisy_full["duplicates_chosen"] == noisy_full["examples"] - n_train
+        assert noisy_full["flipped_chosen"] > 0
+        assert noisy_full["corrupted_chosen"] == noisy_full["flipped_chosen"] + noisy_full["duplicates_chosen"]
     assert "| clean | greedy | 10% | 2 |" in (out / "report.md").read_text()
     assert "vs stratified, paired" in (out / "report.md").read_text()
     # a second run reuses every stage: the same rows, no finetuning
@@ -195,11 +198,11 @@ def test_noisy_variant_of_every_kind_has_its_known_truth(tmp_path, tmp_cache, mo
         dd = run.dataset()
         emb = run.embeddings(dd)
         clean = run.clustering(dd, emb)
-        noisy, x, c, corrupted = run.variant("noisy", dd, emb, clean)
+        noisy, x, c, (flipped, duplicate) = run.variant("noisy", dd, emb, clean)
         n = len(dd["train"])
         changed = np.asarray(noisy["train"]["label"][:n]) != np.asarray(dd["train"]["label"])
-        assert changed.any() and len(x) == len(noisy["train"]) == len(corrupted) == int(c.sizes.sum())
-        assert np.array_equal(changed, corrupted[:n]) and corrupted[n:].all()
+        assert changed.any() and len(x) == len(noisy["train"]) == len(flipped) == int(c.sizes.sum())
+        assert np.array_equal(changed, flipped[:n]) and duplicate[n:].all() and not duplicate[:n].any()
         copies = list(noisy["train"]["text"][n:])
         if spec.near_duplicates:
             assert set(copies) - set(dd["train"]["text"])  # perturbed texts, embedded on their own

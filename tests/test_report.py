@@ -39,6 +39,16 @@ def test_summarize_groups_and_charges_the_pipeline_to_search_methods():
     assert s["ppo"]["vs_full"] == pytest.approx(-0.08)  # paired by seed within the variant
     assert s["ppo"]["vs_full_ci95"] == pytest.approx(12.7062 * np.std([-0.1, -0.06], ddof=1) / np.sqrt(2), rel=1e-4)
     assert "| noisy | ppo | 5% | 2 | 0.710 ± 0.127 | +0.100 ± 0.000 | -0.080 ± 0.254 |" in table and "corrupted chosen" in table
+    assert "| 3 |" in table.splitlines()[2]  # the total alone: these rows do not split it
+
+
+def test_corrupted_rows_split_into_flipped_and_copies():
+    rows = [dict(r, flipped_chosen=r["corrupted_chosen"] - s, duplicates_chosen=s)
+            for r, s in zip(_rows(), (1, 10, 200, 2, 12, 200))]
+    s = {x["method"]: x for x in report.summarize(rows, {})}
+    assert (s["ppo"]["flipped_chosen"], s["ppo"]["duplicates_chosen"]) == (1.5, 1.5)
+    assert (s["random"]["flipped_chosen"], s["random"]["duplicates_chosen"]) == (19.0, 11.0)
+    assert report.markdown(list(s.values())).splitlines()[3].endswith("| 30 (19 + 11) |")
 
 
 def test_plots_are_written(tmp_path):

@@ -93,11 +93,12 @@ class Run:
         return c
 
     def variant(self, name: str, dd, emb, clean):
-        """(dataset, train embeddings, clustering, corrupted-row flags) of one variant."""
+        """(dataset, train embeddings, clustering, flags) of one variant; flags: (2, N) bool, the rows
+        whose label was changed and the appended copies (all False for the clean variant)."""
         from jaxsel import cluster, data
         from jaxsel.data import noise
         if name == "clean":
-            return dd, emb["train"], clean, np.zeros(len(dd["train"]), bool)
+            return dd, emb["train"], clean, np.zeros((2, len(dd["train"])), bool)
         n = self.cfg.noise
         labels = np.asarray(column(dd["train"], "label"))
         texts = column(dd["train"], "text") if n.near_duplicates else None
@@ -119,7 +120,7 @@ class Run:
                                float("nan"), dict(clean.meta, noise=dataclasses.asdict(n)))
         if clean.within is not None:
             c = cluster.typical_order(c, x)
-        return noisy, x, c, corr.corrupted
+        return noisy, x, c, np.stack([corr.flipped, corr.duplicate])
 
     def make_proxy(self, dd, train_x, c, emb):
         from jaxsel import proxy
@@ -252,7 +253,7 @@ class Run:
     def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
              issues: dict) -> dict:
         """One row of the results: select (or take a baseline subset), finetune, measure."""
-        vdd, labels, c, p, corrupted, train_x = variant
+        vdd, labels, c, p, flags, train_x = variant
         n = len(labels)
         row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
                "proxy_accuracy": None}
@@ -276,7 +277,8 @@ class Run:
         chosen = np.arange(n) if indices is None else indices
         row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
                    validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
-                   examples=int(len(chosen)), corrupted_chosen=int(corrupted[chosen].sum()),
+                   examples=int(len(chosen)), corrupted_chosen=int(flags.any(0)[chosen].sum()),
+                   flipped_chosen=int(flags[0, chosen].sum()), duplicates_chosen=int(flags[1, chosen].sum()),
                    steps=m.get("steps"), examples_seen=m.get("examples_seen"),
                    label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
                    train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist())
@@ -291,9 +293,9 @@ class Run:
         clean = self.clustering(dd, emb)
         variants = {}
         for v in self.cfg.variants:
-            vdd, train_x, c, corrupted = self.variant(v, dd, emb, clean)
+            vdd, train_x, c, flags = self.variant(v, dd, emb, clean)
             p, secs = self.make_proxy(vdd, train_x, c, emb)
-            variants[v] = (vdd, np.asarray(column(vdd["train"], "label")), c, p, corrupted, train_x)
+            variants[v] = (vdd, np.asarray(column(vdd["train"], "label")), c, p, flags, train_x)
             self.timings[f"proxy_seconds_{v}"] = secs
         self.validation = emb["validation"], np.asarray(column(dd["validation"], "label"))
         rows, selections, maps, issues = [], {}, None, {}

@@ -117,6 +117,9 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
              "total_seconds": float(np.mean(total)),
              "total_vs_full": float(np.mean(total) / full_secs[v]) if v in full_secs else None,
              "corrupted_chosen": float(np.mean([r["corrupted_chosen"] for r in rs]))}
+        if all("flipped_chosen" in r for r in rs):  # rows of runs before 2026-12-02 have only the total
+            s.update(flipped_chosen=float(np.mean([r["flipped_chosen"] for r in rs])),
+                     duplicates_chosen=float(np.mean([r["duplicates_chosen"] for r in rs])))
         if m == "validated":
             s["picked"] = {p: sum(r["picked"] == p for r in rs) for p in ORDER if any(r["picked"] == p for r in rs)}
         s.update(_label_mix(rs))
@@ -220,7 +223,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
             + ["macro-F1", "examples", "steps", "examples seen"]
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
-            + (["corrupted chosen"] if noisy else []))
+            + (["corrupted chosen (flipped + copies)"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     warnings = []
     for s in summary:
@@ -235,7 +238,8 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
         cells += [f"{s['selection_seconds']:.1f}", f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
                   "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
         if noisy:
-            cells.append(f"{s['corrupted_chosen']:.0f}" if s["variant"] == "noisy" else "-")
+            cells.append("-" if s["variant"] != "noisy" else f"{s['corrupted_chosen']:.0f}" + (
+                f" ({s['flipped_chosen']:.0f} + {s['duplicates_chosen']:.0f})" if "flipped_chosen" in s else ""))
         lines.append("| " + " | ".join(cells) + " |")
         if s.get("missing_classes"):
             names = [labels[c] if labels else str(c) for c in s["missing_classes"]]
