@@ -67,6 +67,24 @@ def ppo_seconds_per_100k(p, cl, y) -> float:
     return seconds(lambda: update(r0, 2, params)) / (2 * 64 * 16) * 100_000
 
 
+def greedy_step_seconds(p, cl, n: int) -> tuple[float, float]:
+    """Seconds to score one greedy step's candidates (every cluster's first quota chunk), best of 3
+    after compilation: the ridge proxy's own path (the take's statistics once, plus each pick's
+    rows) and the general one it replaced (every candidate's chunk statistics summed from scratch),
+    side by side on the same proxy."""
+    from jaxsel.proxy.base import Proxy
+    quota = max(1, int(BUDGET * n) // HORIZON)
+    pq = p.with_quota(quota).with_partial_cap(quota)
+    take = np.zeros(cl.k, np.int32)
+    clusters = np.arange(cl.k, dtype=np.int32)
+    counts = np.minimum(quota, np.asarray(cl.sizes)).astype(np.int32)
+    out = []
+    for fn in (pq.score_picks, lambda *args: Proxy.score_picks(pq, *args)):
+        fn(take, clusters, counts)  # compile
+        out.append(min(seconds(lambda: fn(take, clusters, counts).accuracy) for _ in range(3)))
+    return out[0], out[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N up to 100k, K up to 1,024, 3 k-means iterations")
@@ -110,9 +128,13 @@ def main() -> None:
             agents.select(p, cl, y, greedy, progress=False)
             rows.append({"N": n, "K": k, "stage": "greedy selection", "seconds": time.perf_counter() - t,
                          "how": "measured"})
+            fast, general = greedy_step_seconds(p, cl, n)
+            rows += [{"N": n, "K": k, "stage": "greedy step: ridge pick scores", "seconds": fast, "how": "measured"},
+                     {"N": n, "K": k, "stage": "greedy step: per-candidate sums (before)", "seconds": general,
+                      "how": "measured", "ratio": general / fast}]
             rows.append({"N": n, "K": k, "stage": "PPO, 100k env steps", "seconds": ppo_seconds_per_100k(p, cl, y),
                          "how": "from steps/s"})
-            print(rows[-4:], file=sys.stderr)
+            print(rows[-6:], file=sys.stderr)
     if a.extend is not None:
         rows = extend(rows, a.extend)
         ns = sorted({r["N"] for r in rows})
@@ -121,7 +143,10 @@ def main() -> None:
     top_k = max([r["K"] for r in rows if r["N"] == max(ns) and r["K"] != "-"], default=None)
     summary = {"largest_n": max(ns), "k_at_largest_n": top_k, **rates,
                "seconds_at_largest": {r["stage"]: r["seconds"] for r in rows if r["N"] == max(ns) and r["K"] in ("-", top_k)}}
-    report("scaling", rows, ["N", "K", "stage", "seconds", "how", "source"], summary, a.quick)
+    steps = {r["stage"]: r for r in rows if r["N"] == max(ns) and r["K"] == top_k and "ratio" in r}
+    if steps:
+        summary["greedy_step_vs_per_candidate_sums"] = next(iter(steps.values()))["ratio"]
+    report("scaling", rows, ["N", "K", "stage", "seconds", "how", "ratio", "source"], summary, a.quick)
 
 
 def extend(rows: list[dict], path: Path) -> list[dict]:
