@@ -13,6 +13,14 @@ from jaxsel.experiment.report import environment
 RESULTS = Path(__file__).parent / "results"
 
 
+def peer_blas():
+    """A context giving a peer (scikit-learn, a numpy environment) BLAS's default of one thread per
+    core while it runs: a jaxsel ridge proxy limits BLAS to one thread for the whole process
+    (``jaxsel.proxy.ridge.one_blas_thread``), which a user's own scikit-learn would not have."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=os.cpu_count(), user_api="blas")
+
+
 def timeit(fn, *, repeat: int = 3, min_time: float = 0.0) -> float:
     """Median seconds of ``fn()`` (which must block until done) over ``repeat`` runs, after one warm-up."""
     fn()

@@ -32,7 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
-from common import report  # noqa: E402
+from common import peer_blas, report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
 from jaxsel import cluster  # noqa: E402
@@ -184,9 +184,10 @@ def maskable_ppo(params, n_updates: int, ours: dict, seed: int = 0, deep_sets: b
     model = MaskablePPO(policy, vec, n_steps=c.num_steps, batch_size=c.minibatch_size, n_epochs=c.update_epochs,
                         gamma=c.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, learning_rate=c.lr,
                         max_grad_norm=c.max_grad_norm, seed=seed, verbose=0)
-    t = time.perf_counter()
-    model.learn(total_timesteps=steps)
-    secs = time.perf_counter() - t
+    with peer_blas():
+        t = time.perf_counter()
+        model.learn(total_timesteps=steps)
+        secs = time.perf_counter() - t
     net = "Deep Sets policy" if deep_sets else "MLP policy"
     return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env, {net})", "envs": c.num_envs,
             "env_steps": steps, "device_s": secs, "device_steps_per_s": steps / secs,

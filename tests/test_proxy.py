@@ -357,3 +357,15 @@ def test_ridge_pick_scores_equal_scoring_each_candidate(problem):
     take[0] = 3  # a partial chunk: a pick of cluster 0 starts inside it
     general = Proxy.score_picks(pq, take, np.array([0]), np.array([4]))
     np.testing.assert_allclose(pq.score_picks(take, np.array([0]), np.array([4])).accuracy, general.accuracy)
+
+
+def test_ridge_proxy_runs_blas_on_one_thread(problem):
+    """XLA spreads a batch of LAPACK calls over its own threads and OpenBLAS's threads nested inside
+    them spin on a 2-core machine (PPO at d = 384 made no progress), so a ridge proxy limits BLAS
+    to one thread for the process."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    x, y, cl, xv, yv = problem
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {2}
+        proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=8))
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
