@@ -552,5 +552,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``jaxsel`` command: :func:`main`, then exit with its code. After Ctrl-C (130) it leaves
+    without the interpreter's teardown: XLA may still be running the interrupted program on its
+    threads, and tearing Python down under it crashed about one interrupt in ten (a segfault, exit
+    139). Every file jaxsel writes is renamed into place whole, so nothing half-written is left."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -108,12 +108,13 @@ def optimizer(clip: float, weight_decay: float) -> optax.GradientTransformation:
 
 
 def learning_rates(cfg: FinetuneConfig, total: int) -> np.ndarray:
-    """(total,) float32 learning rate of each optimizer step: linear warmup over ``cfg.warmup`` of the
-    steps, then cosine or linear decay to 0 (optax schedules)."""
-    warm = max(1, int(cfg.warmup * total))
+    """(total,) float32 learning rate of each optimizer step: linear warmup from 0 over ``cfg.warmup``
+    of the steps (at least one, never all: a one-step finetune takes its step at ``cfg.lr``), then
+    cosine or linear decay to 0 (optax schedules)."""
+    warm = min(max(1, int(cfg.warmup * total)), total - 1)
     decay = optax.cosine_decay_schedule(cfg.lr, max(1, total - warm)) if cfg.schedule == "cosine" else \
         optax.linear_schedule(cfg.lr, 0.0, max(1, total - warm))
-    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm), decay], [warm])
+    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warm), decay], [warm]) if warm else decay
     return np.asarray(jax.vmap(sched)(jnp.arange(total)), np.float32)
 
 

@@ -77,6 +77,18 @@ def test_resume_ends_with_the_same_metrics(table_file, tmp_path):
         assert resumed[key] == whole[key]
 
 
+def test_every_schedule_trains():
+    """Warmup starts at 0, so a finetune of one step (one batch, one epoch) used to take no step at
+    all and test the initial weights; now it steps at the full rate. Longer schedules keep their
+    warmup from 0 and step at a positive rate everywhere after it."""
+    for schedule in ("cosine", "linear"):
+        cfg = finetune.FinetuneConfig(lr=1e-4, warmup=0.1, schedule=schedule)
+        assert finetune.learning_rates(cfg, 1).tolist() == [np.float32(1e-4)]
+        for total in (2, 3, 10, 57):
+            lrs = finetune.learning_rates(cfg, total)
+            assert lrs[0] == 0.0 and (lrs[1:] > 0).all() and lrs.max() == np.float32(1e-4)
+
+
 def test_unit_rate_optimizer_times_schedule_is_optax_scheduled_adamw():
     """The clipped unit-rate AdamW scaled by the host-side schedule equals optax's clipped AdamW
     with that schedule, step by step."""
