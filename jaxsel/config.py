@@ -345,6 +345,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: seeds must not be negative, got {min(cfg.seeds)}")
     try:
         check_at_least("[select]", cfg.select, 1, "rl_steps", "climb_rounds", "horizon")
+        check_at_least("[cluster]", cfg.cluster, 1, "k")
     except JaxselError as e:
         raise JaxselError(f"{path}: {e}")
     if Path(cfg.name).name != cfg.name or cfg.name in ("", ".", ".."):

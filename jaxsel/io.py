@@ -36,11 +36,14 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
             yield tmp
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    if folder:
-        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
-    else:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
-        os.close(fd)
+    try:
+        if folder:
+            tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
+        else:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+            os.close(fd)
+    except OSError as e:  # name the file asked for, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp/mkdtemp make them private; the result is ordinary

@@ -380,3 +380,12 @@ def test_entry_leaves_without_teardown_after_ctrl_c(monkeypatch):
             cli.entry()
         assert e.value.code == code
     assert exits == [130]
+
+
+def test_unwritable_target_is_named_not_its_temporary_file(capsys):
+    """A write refused where the temporary file goes (sysfs refuses even root) names the file
+    asked for, not the hidden temporary beside it."""
+    from jaxsel import io
+    with pytest.raises(OSError) as e:
+        io.write_json("/sys/jaxsel-out.json", {})
+    assert e.value.filename == "/sys/jaxsel-out.json"

@@ -132,6 +132,7 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ("name = [", "not valid TOML"),
                                          ('[cluster]\nk = "ten"', "[cluster]: k must be an integer, got 'ten'"),
                                          ("[cluster]\nk = 2.5", "k must be an integer, got 2.5"),
+                                         ("[cluster]\nk = -4", "[cluster] k must be at least 1, got -4"),
                                          ("[cluster]\nstratified = 1", "stratified must be true or false"),
                                          ('seeds = [0, "1"]', "seeds must be a list (an integer each)"),
                                          ("[proxy]\nproject = \"64\"", "project must be an integer, got '64'"),
