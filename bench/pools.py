@@ -150,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"pools-{name}"
     doc = {"config": name, "pools": list(a.pools), "environment": report.environment(), "summary": summary,
            "rows": [{k: r.get(k) for k in ("pool", "seed", "variant", "method", "picked", "test_accuracy",
-                                             "validation_accuracy", "examples")} for r in rows]}
+                                             "validation_accuracy", "examples", "corrupted_chosen", "flipped_chosen",
+                                             "duplicates_chosen")} for r in rows]}
     write_json(out.with_suffix(".json"), doc)
-    plot(summary, out.with_suffix(".png"), f"{name}\npools {','.join(map(str, a.pools))}, paired by (pool, seed)")
+    if any("vs_stratified" in s for s in summary):  # else nothing to draw (e.g. full data alone)
+        plot(summary, out.with_suffix(".png"), f"{name}\npools {','.join(map(str, a.pools))}, paired by (pool, seed)")
     print(markdown(summary))
     print(json.dumps({s["variant"] + "/" + s["method"]: round(100 * s["vs_stratified"], 2) for s in summary
                       if "vs_stratified" in s}))
