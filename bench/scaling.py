@@ -143,9 +143,9 @@ def main() -> None:
     top_k = max([r["K"] for r in rows if r["N"] == max(ns) and r["K"] != "-"], default=None)
     summary = {"largest_n": max(ns), "k_at_largest_n": top_k, **rates,
                "seconds_at_largest": {r["stage"]: r["seconds"] for r in rows if r["N"] == max(ns) and r["K"] in ("-", top_k)}}
-    steps = {r["stage"]: r for r in rows if r["N"] == max(ns) and r["K"] == top_k and "ratio" in r}
-    if steps:
-        summary["greedy_step_vs_per_candidate_sums"] = next(iter(steps.values()))["ratio"]
+    ratio = next((r["ratio"] for r in rows if r["N"] == max(ns) and r["K"] == top_k and "ratio" in r), None)
+    if ratio is not None:
+        summary["greedy_step_vs_per_candidate_sums"] = ratio
     report("scaling", rows, ["N", "K", "stage", "seconds", "how", "ratio", "source"], summary, a.quick)
 
 
