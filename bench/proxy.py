@@ -110,12 +110,13 @@ def main() -> None:
     m_max = proxy.max_picks(cl.sizes, budget)
     masks = budget_masks(cl.sizes, budget, max(batches), 1)
     rows, summary = [], {}
-    configs = [("ridge", {}), ("ridge", {"project": 64}), ("linear", {}), ("linear", {"project": 64}),
+    configs = [("ridge", {"project": None}), ("ridge", {"project": 64}), ("linear", {"project": None}),
+               ("linear", {"project": 64}),
                ("mlp", {"project": 64})]
     for kind, extra in configs:
         cfg = proxy.ProxyConfig(kind=kind, max_clusters=None if kind == "ridge" else m_max, **extra)
         p = proxy.make(x, y, cl, xv, yv, cfg)
-        r = extra.get("project", d)
+        r = extra["project"] or d
         name = f"{kind}-d{r}"
         score = jax.jit(lambda p, m: p.score(m))
         loop_n = 10 if (a.quick and kind != "ridge") else 30
@@ -152,14 +153,14 @@ def main() -> None:
         xs, ys = synthetic(n_s, d, classes, 2)
         c_s = cluster.kmeans(xs, k, method="minibatch" if n_s > 100_000 else "lloyd", max_iter=10)
         t = time.perf_counter()
-        p = proxy.make(xs, ys, c_s, xv, yv)
+        p = proxy.make(xs, ys, c_s, xv, yv, proxy.ProxyConfig(project=None))
         prep = time.perf_counter() - t
         ms = budget_masks(c_s.sizes, int(frac * n_s), 64, 2)
         scale_rows.append({"proxy": f"ridge N={n_s}", "prep_s": prep, "B64": rate(lambda: block(p.score_batch(ms)), 64)})
     for k_s in ([64, 256, 1024] if a.quick else [64, 256, 1024, 4096]):
         c_s = cluster.kmeans(x, k_s, method="minibatch", max_iter=10)
         t = time.perf_counter()
-        p = proxy.make(x, y, c_s, xv, yv)
+        p = proxy.make(x, y, c_s, xv, yv, proxy.ProxyConfig(project=None))
         prep = time.perf_counter() - t
         ms = budget_masks(c_s.sizes, budget, 64, 3)
         scale_rows.append({"proxy": f"ridge K={k_s}", "prep_s": prep, "B64": rate(lambda: block(p.score_batch(ms)), 64)})

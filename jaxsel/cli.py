@@ -211,7 +211,7 @@ def _label_issues(a, dd) -> dict:
     if a.k > len(labels):
         print(f"note: --k {a.k} is more than the {len(labels)} train rows; using k = {len(labels)}", file=sys.stderr)
     c = cluster.kmeans(emb["train"], min(a.k, len(labels)), seed=a.seed)
-    p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"), proxy.ProxyConfig(project=64))
+    p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"), proxy.ProxyConfig())
     flagged = label_issues.find(p, labels, c.assignment)
     agree = label_issues.cluster_agreement(labels, label_issues.out_of_cluster_probs(p, c.assignment), c.assignment, c.k)
     per = np.bincount(c.assignment, flagged, c.k)

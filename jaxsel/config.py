@@ -80,7 +80,7 @@ class ProxyConfig:
 
     kind: str = "ridge"  # "ridge", "knn", "linear", "mlp" or "transformer"
     lam: float = 1.0  # ridge penalty on the (projected) features
-    project: int | None = None  # reduce embeddings to this many dimensions first; None: keep all
+    project: int | None = 64  # reduce embeddings to this many dimensions first (PCA); None: keep all
     projection: str = "pca"  # "pca" or "random"
     temperature: float = 5.0  # ridge: logits = temperature x scores, for the log-likelihood
     val_size: int | None = None  # score on a stratified validation sample of this many rows; None: all
@@ -221,7 +221,7 @@ class RunConfig:
     data: DataSpec = field(default_factory=DataSpec)
     embed: EmbedSpec = field(default_factory=EmbedSpec)
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
-    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(project=64))
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     select: SelectSpec = field(default_factory=SelectSpec)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     noise: NoiseSpec = field(default_factory=NoiseSpec)

@@ -235,6 +235,19 @@ def test_every_help_shows_defaults(capsys):
         assert "(default:" in out and not re.search(r"\(default[^)]*\) \(default:", out), command  # said once
 
 
+def test_library_defaults_are_the_commands_defaults():
+    """`import jaxsel` and `jaxsel select` / `jaxsel run` with nothing set agree (a library user once got all
+    384 dimensions and 200,000 PPO steps where the command used 64 and 20,000)."""
+    from jaxsel.agents import dqn, ppo
+    from jaxsel.config import RunConfig
+    from jaxsel.proxy import ProxyConfig
+    select = cli.build_parser()._subparsers._group_actions[0].choices["select"]
+    flags = {a.dest: a.default for a in select._actions}
+    assert ProxyConfig() == RunConfig().proxy
+    assert ProxyConfig().project == flags["project"] == 64
+    assert ppo.PPOConfig().total_timesteps == dqn.DQNConfig().total_timesteps == RunConfig().select.rl_steps == flags["steps"]
+
+
 def test_export_never_overwrites_its_inputs(tmp_path, tmp_cache, capsys, monkeypatch):
     """--out naming the source file, the selection's own files, or a folder holding the source is
     refused before anything is written; both inputs stay byte-identical."""

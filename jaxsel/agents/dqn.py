@@ -29,7 +29,7 @@ HISTORY = 64
 @dataclass(frozen=True)
 class DQNConfig:
     num_envs: int = 32
-    total_timesteps: int = 100_000
+    total_timesteps: int = 20_000  # the CLI's and run configs' default too ([select] rl_steps)
     buffer_size: int = 20_000
     batch_size: int = 128
     learning_starts: int = 1_000

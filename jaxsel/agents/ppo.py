@@ -36,7 +36,7 @@ HISTORY = 64
 class PPOConfig:
     num_envs: int = 64
     num_steps: int = 16
-    total_timesteps: int = 200_000
+    total_timesteps: int = 20_000  # the CLI's and run configs' default too ([select] rl_steps)
     update_epochs: int = 4
     num_minibatches: int = 4
     lr: float = 3e-3  # 3e-4 (PureJaxRL's) barely moves the policy in 100k steps here: bench/README.md, "Does PPO learn"
