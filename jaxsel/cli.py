@@ -151,13 +151,8 @@ def _data_folder(data: str) -> Path:
 def _writable(path: Path, folder: bool = False) -> Path:
     """``path`` once its folder (``folder``: the path itself) exists and can be written, so a bad
     --out fails before any work; raises JaxselError naming it."""
-    where = path if folder else path.parent
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise JaxselError(f"cannot write {path}: {e.strerror or e}") from None
-    if not os.access(where, os.W_OK):
-        raise JaxselError(f"cannot write {path}: {where} is not writable")
+    from jaxsel.io import ensure_folder
+    ensure_folder(path if folder else path.parent, path)
     return path
 
 

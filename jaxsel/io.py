@@ -8,9 +8,12 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from jaxsel.errors import OutputError
 
 
 def writes_files() -> bool:
@@ -23,11 +26,16 @@ def writes_files() -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
-    """Yield a temporary path beside ``path`` (an empty folder with ``folder``, one that replaces a
-    folder already at ``path``); on success rename it onto ``path``, else delete it. In a
-    multi-process run only process 0 writes: the others get a scratch path that is discarded."""
-    path = Path(path)
+def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
+                replaces: Callable[[Path], bool] | None = None):
+    """Yield a temporary path beside ``path`` (an empty folder with ``folder``); on success rename it
+    onto ``path``, else delete it. An existing ``path`` is replaced only when it is a regular file
+    (``folder=False``) or a folder that is empty or that ``replaces(path)`` accepts as an earlier
+    output of the same kind; anything else (a folder where a file goes, a device such as /dev/null, a
+    folder of other files, the current folder) raises :class:`OutputError`, as does a place that
+    cannot be written. In a multi-process run only process 0 writes: the others get a scratch path
+    that is discarded."""
+    path = Path(os.path.abspath(path))  # "." and "a/.." name the folder they are
     if not writes_files():
         with tempfile.TemporaryDirectory(prefix="jaxsel-discard-") as scratch:
             tmp = Path(scratch) / path.name
@@ -35,7 +43,8 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
                 tmp.mkdir()
             yield tmp
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_target(path, folder, replaces)
+    ensure_folder(path.parent, path)
     try:
         if folder:
             tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
@@ -43,7 +52,7 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
             os.close(fd)
     except OSError as e:  # name the file asked for, not the temporary one
-        raise type(e)(e.errno, e.strerror, str(path)) from None
+        raise OutputError(path, e.strerror, e.errno) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp/mkdtemp make them private; the result is ordinary
@@ -55,6 +64,36 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False):
             shutil.rmtree(tmp)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def ensure_folder(folder: Path, target: Path) -> None:
+    """Create ``folder`` (and its parents) for writing ``target``; raise :class:`OutputError` naming
+    ``target`` and why (a file where a folder goes, a read-only place) when it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((a for a in (folder, *folder.parents) if a.exists() and not a.is_dir()), None)
+        raise OutputError(target, e.strerror if blocker is None else f"{blocker} is a file, not a folder",
+                          e.errno) from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(target, f"{folder} is not writable")
+
+
+def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | None = None) -> None:
+    """Raise :class:`OutputError` unless writing ``path`` (a file, or a folder with ``folder``) is
+    safe: nothing there, a regular file for a file, an empty folder or one ``replaces`` accepts for
+    a folder."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir():
+        if not folder:
+            raise OutputError(path, "it is a folder; name a file inside it")
+        if any(path.iterdir()) and not (replaces is not None and replaces(path)):
+            raise OutputError(path, "it is a folder holding other files; name a new or empty folder")
+    elif folder:
+        raise OutputError(path, "a file is there, not a folder")
+    elif not path.is_file():
+        raise OutputError(path, "it is not a regular file (a device, a pipe or a socket)")
 
 
 def write_json(path: str | Path, obj) -> None:

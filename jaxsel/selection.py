@@ -354,9 +354,17 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     return path
 
 
+def is_arrow_export(folder: Path) -> bool:
+    """Whether ``folder`` holds only what ``datasets.Dataset.save_to_disk`` writes (an earlier arrow
+    export, which a new one may replace)."""
+    names = [f.name for f in folder.iterdir()]
+    return "state.json" in names and all(
+        n in ("state.json", "dataset_info.json") or (n.startswith("data-") and n.endswith(".arrow")) for n in names)
+
+
 def _write(table, path: Path, fmt: str) -> None:
     """``table`` (a datasets.Dataset) to ``path`` as ``fmt``, atomically."""
-    with atomic_path(path, folder=fmt == "arrow") as tmp:
+    with atomic_path(path, folder=fmt == "arrow", replaces=is_arrow_export) as tmp:
         if fmt == "jsonl":
             table.to_json(str(tmp), lines=True)
         elif fmt == "parquet":

@@ -2,6 +2,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -264,6 +265,43 @@ def test_export_never_overwrites_its_inputs(tmp_path, tmp_cache, capsys, monkeyp
         err = capsys.readouterr().err
         assert "refusing to write" in err and len(err.strip().splitlines()) == 1, err
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_export_replaces_only_what_it_wrote(tmp_path, tmp_cache, capsys, monkeypatch):
+    """An arrow export (a folder) once deleted whatever folder --out named, the current folder with
+    --out .; a file write went through a device (/dev/null became a regular file). Now a folder of
+    other files, the current folder, a folder where a file goes, a device or pipe, a path under a
+    file and an unwritable place are refused with one line naming the target; an earlier arrow
+    export and a regular file are replaced."""
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "random",
+                     "--out", "sel"]) == 0
+    sel = str(tmp_path / "sel" / "selection.json")
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "thesis.txt").write_text("thesis")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    refused = [("precious", ["--format", "arrow"]), ("precious/.", ["--format", "arrow"]),
+               ("precious", ["--format", "jsonl"]), ("pipe", ["--format", "jsonl"]), ("afile/kept.jsonl", []),
+               ("/proc/kept.jsonl", [])]
+    for out, fmt in refused:
+        monkeypatch.chdir(precious if out == "precious/." else tmp_path)  # --out . from inside it
+        assert cli.main(["export", sel, "--out", "." if out == "precious/." else out, *fmt]) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("jaxsel: error: cannot write") and "\n" not in err and ".jsonl." not in err, err
+    monkeypatch.chdir(tmp_path)
+    assert (precious / "thesis.txt").read_text() == "thesis" and (precious / "sub").is_dir()
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode) and (tmp_path / "afile").read_text() == "x"
+    assert "afile is a file, not a folder" in (cli.main(["export", sel, "--out", "afile/k.jsonl"]) and
+                                                 capsys.readouterr().err)
+    for _ in range(2):  # a second export replaces the first
+        assert cli.main(["export", sel, "--out", "kept", "--format", "arrow"]) == 0
+        assert cli.main(["export", sel, "--out", "kept.csv"]) == 0
+    assert (tmp_path / "kept" / "state.json").exists() and (tmp_path / "kept.csv").is_file()
 
 
 def test_selection_files_that_do_not_belong_together_are_refused(tmp_path):
