@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
-from jaxsel.errors import JaxselError, check_at_least
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range
 from jaxsel.selection import check_balance, parse_budget, quota_for
 
 def later(default):
@@ -71,6 +71,8 @@ def recorded_settings(config: dict) -> dict:
 
 
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
+PROXY_KINDS = ("ridge", "knn", "linear", "mlp", "transformer")  # ProxyConfig.kind
+INF = float("inf")
 FILTERS = ("none", "cleanlab")  # SelectSpec.filter
 
 
@@ -99,6 +101,15 @@ class ProxyConfig:
     # distinct rows that cleanlab does not flag: many more scored rows, so searches overfit them less)
     neighbors: int = later(10)  # knn: the selected rows that vote for a scored row (k of k-NN)
     candidates: int = later(256)  # knn: each scored row's most similar train rows the vote looks among
+
+    def __post_init__(self):
+        for name, choices in (("kind", PROXY_KINDS), ("projection", ("pca", "random")), ("score_on", SCORE_ON),
+                              ("objective", ("accuracy", "loglik")), ("batch_mode", ("auto", "vmap", "map"))):
+            check_choice("proxy", self, name, choices)
+        check_range("proxy", self, 0, INF, "lam", "temperature", "lr", low_open=True)  # lam 0: a singular solve
+        check_at_least("proxy", self, 0, "weight_decay", "seed")
+        check_at_least("proxy", self, 1, "project", "val_size", "steps", "hidden", "max_clusters", "layers",
+                       "batch_chunk", "neighbors", "candidates")
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,11 @@ class DataSpec:
     split_seed: int = later(0)  # of the seeded 80/10/10 split
     dedup: bool = later(False)  # drop exact duplicate texts
 
+    def __post_init__(self):
+        check_choice("data", self, "missing_labels", ("drop", "error"))
+        check_at_least("data", self, 1, "max_train", "max_validation", "max_test")
+        check_at_least("data", self, 0, "seed", "min_class_rows", "split_seed")
+
 
 @dataclass(frozen=True)
 class NoiseSpec:
@@ -171,11 +187,23 @@ class NoiseSpec:
     rate_high: float = later(0.6)
     near_duplicates: bool = later(False)  # copies are perturbed (word dropout and a swap), not byte-identical
 
+    def __post_init__(self):
+        from jaxsel.data.noise import KINDS
+        check_choice("noise", self, "kind", KINDS)
+        check_range("noise", self, 0, 1, "flip_fraction", "duplicate_fraction", "rate_low", "rate_high")
+        check_at_least("noise", self, 1, "copies")
+        check_at_least("noise", self, 0, "seed")
+        if self.rate_low > self.rate_high:
+            raise JaxselError(f"noise rate_low ({self.rate_low}) must not exceed rate_high ({self.rate_high})")
+
 
 @dataclass(frozen=True)
 class EmbedSpec:
     model: str = "minilm"  # minilm, hash, or a local BERT folder
     max_length: int = 128  # tokens per text, longer texts truncated
+
+    def __post_init__(self):
+        check_at_least("embed", self, 2, "max_length")  # a [CLS] and a [SEP] at least
 
 
 @dataclass(frozen=True)
@@ -208,6 +236,10 @@ class SelectSpec:
     ppo: dict = field(default_factory=dict)  # fields of jaxsel.agents.ppo.PPOConfig
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 
+    def __post_init__(self):
+        check_choice("select", self, "final", ("best", "greedy"))
+        check_choice("select", self, "granularity", ("cluster", "quota"))
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -226,6 +258,9 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     noise: NoiseSpec = field(default_factory=NoiseSpec)
     checkpoint_min_examples: int = 1000  # finetunes on fewer examples are not checkpointed (they are short)
+
+    def __post_init__(self):
+        check_at_least("run config", self, 0, "checkpoint_min_examples")
     stages: str | None = None  # stage folder; None: RUN/stages. Another run's folder reuses its identical stages
 
 
@@ -319,6 +354,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     from jaxsel.agents import dqn, ppo
     for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # fail here, before any work
         build(cls, getattr(doc["select"], name), f"{path} [select.{name}]")
+    from jaxsel.embed import MODELS as EMBEDDERS
+    if doc["embed"].model not in EMBEDDERS and not Path(doc["embed"].model).is_dir():
+        raise JaxselError(f"{path}: [embed] unknown model {doc['embed'].model!r}: use one of "
+                          f"{', '.join(EMBEDDERS)} or a local BERT folder")
     from jaxsel.finetune import MODELS as TARGETS
     if doc["finetune"].model not in TARGETS and not Path(doc["finetune"].model).is_dir():
         raise JaxselError(f"{path}: [finetune] unknown model {doc['finetune'].model!r}: use one of "
@@ -326,7 +365,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if "budgets" in doc:
         if not isinstance(doc["budgets"], list):
             raise JaxselError(f"{path}: budgets must be a list of fractions like [0.05, \"1/16\"]")
-        doc["budgets"] = [parse_budget(str(b)) for b in doc["budgets"]]
+        try:
+            doc["budgets"] = [parse_budget(str(b)) for b in doc["budgets"]]
+        except JaxselError as e:
+            raise JaxselError(f"{path}: budgets: {e}") from None
     cfg = build(RunConfig, doc, str(path))
     for m in cfg.methods:
         if m not in SEARCH_METHODS + BASELINES:
@@ -350,9 +392,6 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: {e}")
     if Path(cfg.name).name != cfg.name or cfg.name in ("", ".", ".."):
         raise JaxselError(f"{path}: name must be a plain folder name (no '/' or '..'), got {cfg.name!r}")
-    from jaxsel.data.noise import KINDS as NOISE_KINDS
-    if cfg.noise.kind not in NOISE_KINDS:
-        raise JaxselError(f"{path}: [noise] unknown kind {cfg.noise.kind!r} (choose from {', '.join(NOISE_KINDS)})")
     if cfg.cluster.order not in ("random", "typical"):
         raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
     if cfg.select.filter not in FILTERS:
@@ -364,8 +403,6 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if cfg.select.balance != "none" and not cfg.cluster.stratified:
         raise JaxselError(f"{path}: [select] balance = {cfg.select.balance!r} needs label-pure clusters: "
                           f"set [cluster] stratified = true")
-    if cfg.proxy.score_on not in SCORE_ON:
-        raise JaxselError(f"{path}: [proxy] unknown score_on {cfg.proxy.score_on!r} (choose from {', '.join(SCORE_ON)})")
     if cfg.select.quota is not None and cfg.select.granularity != "quota":
         raise JaxselError(f"{path}: [select] quota sets the examples per pick of granularity = \"quota\"; "
                           f"set granularity = \"quota\" or remove quota")

@@ -16,10 +16,29 @@ class OutputError(JaxselError, OSError):
         return f"cannot write {self.filename}: {self.strerror}"
 
 
-def check_at_least(owner: str, obj, low: int, *names: str) -> None:
-    """Raise JaxselError unless each field ``names`` of ``obj`` is at least ``low`` (a config's
-    ``__post_init__``: a zero count would otherwise surface as a division by zero or an empty scan)."""
+def check_choice(owner: str, obj, name: str, choices: tuple) -> None:
+    """Raise JaxselError unless field ``name`` of ``obj`` is one of ``choices``."""
+    value = getattr(obj, name)
+    if value not in choices:
+        raise JaxselError(f"unknown {owner} {name} {value!r} (choose from {', '.join(map(str, choices))})")
+
+
+def check_range(owner: str, obj, low: float, high: float, *names: str, low_open: bool = False) -> None:
+    """Raise JaxselError unless each field ``names`` of ``obj`` (None skipped) is a number in
+    [low, high] ((low, high] with ``low_open``); NaN fails."""
     for name in names:
         value = getattr(obj, name)
-        if value < low:
+        if value is None:
+            continue
+        if not (low < value <= high if low_open else low <= value <= high):
+            raise JaxselError(f"{owner} {name} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value}")
+
+
+def check_at_least(owner: str, obj, low: int, *names: str) -> None:
+    """Raise JaxselError unless each field ``names`` of ``obj`` (None skipped) is at least ``low`` (a
+    config's ``__post_init__``: a zero count would otherwise surface as a division by zero or an empty
+    scan)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value < low:
             raise JaxselError(f"{owner} {name} must be at least {low}, got {value}")

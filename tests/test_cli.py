@@ -361,6 +361,42 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
     assert load_config(tmp_path / "c.toml").data.name == "tweets" and "names no dataset" in capsys.readouterr().err
 
 
+def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
+    """Values of the right type but out of range were accepted in a config file or the library (a
+    ridge penalty of 0 gave NaN scores and a NaN selection; final = "worst" ran as "best"; a
+    negative projection kept 380 of 384 dimensions); each is now one line naming the file, the
+    section and the key, or the library setting."""
+    from jaxsel.agents import SelectConfig
+    from jaxsel.config import load_config
+    from jaxsel.proxy import ProxyConfig
+    for body, says in (("[proxy]\nlam = 0.0", r"c.toml \[proxy\]: proxy lam must be in \(0, inf\]"),
+                       ("[proxy]\nproject = -4", "proxy project must be at least 1"),
+                       ('[proxy]\nkind = "ridg"', "unknown proxy kind 'ridg'"),
+                       ('[select]\nfinal = "worst"', r"\[select\]: unknown select final 'worst'"),
+                       ("[select]\nppo = {lr = -1.0}", r"\[select.ppo\]: ppo lr must be in"),
+                       ("[data]\nmax_train = -5", r"\[data\]: data max_train must be at least 1"),
+                       ('[data]\nmissing_labels = "ignore"', "unknown data missing_labels 'ignore'"),
+                       ("[noise]\nflip_fraction = 2.0", r"\[noise\]: noise flip_fraction must be in \[0, 1\]"),
+                       ("[embed]\nmax_length = 0", r"\[embed\]: embed max_length must be at least 2"),
+                       ('[embed]\nmodel = "hsah"', r"\[embed\] unknown model 'hsah'"),
+                       ('budgets = ["5%"]', "c.toml: budgets: budget must be a number"),
+                       ("budgets = [1.5]", "c.toml: budgets: budget must be strictly between 0 and 1"),
+                       ("checkpoint_min_examples = -1", "checkpoint_min_examples must be at least 0")):
+        (tmp_path / "c.toml").write_text(body + '\n[data]\nname = "tweets"\n' * ("[data]" not in body))
+        with np.testing.assert_raises_regex(cli.JaxselError, says):
+            load_config(tmp_path / "c.toml")
+    for bad, says in ((dict(lam=-1.0), "lam must be in"), (dict(temperature=0.0), "temperature must be in"),
+                      (dict(objective="f1"), "unknown proxy objective")):
+        with np.testing.assert_raises_regex(cli.JaxselError, says):
+            ProxyConfig(**bad)
+    for bad in (5, -1, 0.0, 1.0, "5%", float("nan"), True):
+        with np.testing.assert_raises_regex(cli.JaxselError, "budget must be a fraction strictly between 0 and 1"):
+            SelectConfig(budget=bad)
+    with np.testing.assert_raises_regex(cli.JaxselError, "unknown select method 'gredy'"):
+        SelectConfig(method="gredy")
+    assert SelectConfig(budget=np.float32(0.05)).budget == np.float32(0.05)
+
+
 def test_a_run_selection_exports_and_finetunes_from_what_it_records(tmp_path, tmp_cache, monkeypatch):
     """A `jaxsel run` selection records its [data] table (caps included), so `export` rebuilds the
     same capped dataset without options; a noisy-variant selection is refused with the reason."""

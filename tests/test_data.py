@@ -79,6 +79,8 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text,label\n" + "".join(f"t{i},same\n" for i in range(30)), {}, "at least 2 classes"),
     ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 rows and none in the"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
+    ("text;label\n" + "".join(f"t{i};{i % 2}\n" for i in range(30)), {}, "separated by ';', not commas"),
+    ("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(30)), {"text_col": "label"}, "both 'label'"),
 ])
 def test_bad_input_one_line_errors(tmp_path, content, kwargs, message):
     p = tmp_path / "bad.csv"
@@ -196,6 +198,6 @@ def test_json_mistakes_name_the_line_or_the_column(tmp_path):
         data.load(str(nested))
     wide = tmp_path / "wide.csv"  # one huge header, as a wrong encoding or separator makes
     wide.write_text(";".join(f"column{i}" for i in range(100)) + "\n" + ";".join("x" * 100) + "\n")
-    with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: .{100,130}wrong --encoding") as e:
+    with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: .{100,130}: one column; the file seems separated by ';'") as e:
         data.load(str(wide))
     assert len(str(e.value)) < 300

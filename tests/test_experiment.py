@@ -127,7 +127,7 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ('methods = ["magic"]', "unknown method 'magic'"),
                                          ("[finetune]\nepochz = 2", "unknown key 'epochz'"),
                                          ("budgets = [\"2\"]", "budget must be strictly between 0 and 1"),
-                                         ('[select]\ngranularity = "rows"', "unknown granularity 'rows'"),
+                                         ('[select]\ngranularity = "rows"', "unknown select granularity 'rows'"),
                                          ('[cluster]\norder = "best"', "unknown order 'best'"),
                                          ("name = [", "not valid TOML"),
                                          ('[cluster]\nk = "ten"', "[cluster]: k must be an integer, got 'ten'"),
@@ -139,9 +139,9 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ('[finetune]\nlr = "fast"', "lr must be a number"),
                                          ("[select.ppo]\nnum_envs = 0.5", "[select.ppo]: num_envs must be an integer"),
                                          ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'"),
-                                         ('[noise]\nkind = "uniform"', "[noise] unknown kind 'uniform'"),
+                                         ('[noise]\nkind = "uniform"', "[noise]: unknown noise kind 'uniform'"),
                                          ('[select]\nfilter = "magic"', "[select] unknown filter 'magic'"),
-                                         ('[proxy]\nscore_on = "test"', "[proxy] unknown score_on 'test'"),
+                                         ('[proxy]\nscore_on = "test"', "[proxy]: unknown proxy score_on 'test'"),
                                          ('[select]\nbalance = "even"', "[select] unknown balance 'even'"),
                                          ('[select]\nbalance = "equal"', "needs label-pure clusters")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):

@@ -10,6 +10,7 @@ budget-sized cluster picks), ``greedy`` and ``climb``, and the example-level bas
 from __future__ import annotations
 
 import json
+import numbers
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,9 +24,9 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_at_least, check_choice
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,17 @@ class SelectConfig:
     balance: str = later("none")  # "none", "proportional" or "equal": per-class caps on the examples picked
     ppo: ppo.PPOConfig = field(default_factory=ppo.PPOConfig)
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
+
+    def __post_init__(self):
+        for name, choices in (("method", METHODS), ("final", ("best", "greedy")),
+                              ("granularity", ("cluster", "quota")), ("balance", BALANCES)):
+            check_choice("select", self, name, choices)
+        if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool) or not 0 < self.budget < 1:
+            raise JaxselError(f"select budget must be a fraction strictly between 0 and 1 (0.05 for 5%), "
+                              f"got {self.budget!r}")
+        check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
+                       "random_samples", "climb_rounds")
+        check_at_least("select", self, 0, "seed", "surrogate_rounds")
 
 
 def warn(message: str) -> None:
@@ -168,9 +180,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
-    if c.method not in METHODS:
-        raise JaxselError(f"unknown method {c.method!r}; choose one of {', '.join(METHODS)}")
     examples = budget_examples(c.budget, len(train_labels))
+    if round(c.budget * len(train_labels)) < 1 and c.method != "full":
+        warn(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to no example: selecting 1")
     if examples >= len(train_labels) and c.method != "full":
         raise JaxselError(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to all of them: "
                           f"choose a smaller budget, or the full method")
@@ -202,6 +214,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # not 1% off
             warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
                  f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps")
+        if c.method == "dqn" and cfg.total_timesteps <= cfg.learning_starts:
+            warn(f"dqn: {cfg.total_timesteps} environment steps never pass learning_starts ({cfg.learning_starts}): "
+                 f"the network never trains and the selection is its untrained greedy choice; raise the steps "
+                 f"(--steps / rl_steps) well above {cfg.learning_starts}")
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature=signature)
@@ -247,6 +263,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         whole = proxy.score(jax.numpy.asarray(take_for(order, sizes, int(sizes.sum()), quota)))
     if len(indices) != min(n_budget, int(sizes.sum())):
         raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
+    if not np.isfinite([final.accuracy, final.loglik]).all():
+        raise JaxselError(f"the {proxy.kind} proxy scored the {c.method} selection {float(final.accuracy)} (not a "
+                          f"number): check the proxy settings (lam, temperature) and that the embeddings vary")
     empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
     scores = {"proxy_accuracy": float(final.accuracy), "proxy_accuracy_empty": float(empty.accuracy),
               "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective,

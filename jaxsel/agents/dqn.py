@@ -21,7 +21,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.errors import check_at_least
+from jaxsel.errors import check_at_least, check_range
 
 HISTORY = 64
 
@@ -47,6 +47,8 @@ class DQNConfig:
         check_at_least("dqn", self, 1, "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_every",
                        "target_every", "hidden")
         check_at_least("dqn", self, 0, "learning_starts")
+        check_range("dqn", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
+        check_range("dqn", self, 0, 1, "gamma", "eps_start", "eps_end", "eps_fraction")
 
     @property
     def num_updates(self) -> int:

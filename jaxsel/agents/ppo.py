@@ -27,7 +27,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.errors import JaxselError, check_at_least
+from jaxsel.errors import JaxselError, check_at_least, check_range
 
 HISTORY = 64
 
@@ -52,6 +52,8 @@ class PPOConfig:
     def __post_init__(self):
         check_at_least("ppo", self, 1, "num_envs", "num_steps", "total_timesteps", "update_epochs",
                        "num_minibatches", "hidden")
+        check_range("ppo", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
+        check_range("ppo", self, 0, 1, "gamma", "gae_lambda")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise JaxselError(f"ppo num_minibatches ({self.num_minibatches}) must divide num_envs x num_steps "
                               f"({self.num_envs * self.num_steps})")

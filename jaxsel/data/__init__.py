@@ -177,7 +177,10 @@ def _bad_json_line(text: str) -> str | None:
 def _columns(df) -> str:
     """The column names for an error message, cut short (a wrong encoding makes one huge name)."""
     names = ", ".join(map(str, df.columns))
-    return names if len(names) <= 120 else names[:120] + "... (a wrong --encoding or separator?)"
+    short = names if len(names) <= 120 else names[:120] + "..."
+    if len(df.columns) == 1 and (sep := next((c for c in ";|\t" if c in names), None)):
+        return f"{short}: one column; the file seems separated by {sep!r}, not commas"
+    return short if len(names) <= 120 else short + " (a wrong --encoding or separator?)"
 
 
 def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None,
@@ -384,6 +387,8 @@ def load(
     """
     import datasets
 
+    if text_col == label_col:
+        raise JaxselError(f"the text and label columns are both {text_col!r}: name two different columns")
     texts, label_ids, names, parts, counts = split(name_or_path, text_col=text_col, label_col=label_col,
                                                    split_col=split_col, fractions=fractions, seed=seed, dedup=dedup,
                                                    encoding=encoding, missing_labels=missing_labels,

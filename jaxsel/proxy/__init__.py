@@ -41,10 +41,11 @@ from dataclasses import replace
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsel.config import PROXY_KINDS as KINDS
 from jaxsel.config import SCORE_ON
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import knn, ridge
-from jaxsel.proxy.base import (HIGHEST, KINDS, Proxy, ProxyConfig, Scores, chance, chunks, features,
+from jaxsel.proxy.base import (HIGHEST, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
 from jaxsel.proxy.batch import check_masks, mesh
 from jaxsel.proxy.cache import RewardCache
@@ -59,12 +60,6 @@ __all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Knn", "Proxy", "ProxyConfig"
 
 
 def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
-    if cfg.kind not in KINDS:
-        raise JaxselError(f"unknown proxy {cfg.kind!r}; choose one of {', '.join(KINDS)}")
-    if cfg.objective not in ("accuracy", "loglik"):
-        raise JaxselError(f"unknown proxy objective {cfg.objective!r} (accuracy or loglik)")
-    if cfg.score_on not in SCORE_ON:
-        raise JaxselError(f"unknown proxy score_on {cfg.score_on!r}; choose one of {', '.join(SCORE_ON)}")
     train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
     train_y, val_y = np.asarray(train_y), np.asarray(val_y)
     for name, a in (("train", train_x), ("validation", val_x)):

@@ -15,7 +15,6 @@ from jaxsel.config import ProxyConfig
 from jaxsel.errors import JaxselError
 from jaxsel.proxy import batch
 
-KINDS = ("ridge", "knn", "linear", "mlp", "transformer")
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
