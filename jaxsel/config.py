@@ -258,10 +258,10 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     noise: NoiseSpec = field(default_factory=NoiseSpec)
     checkpoint_min_examples: int = 1000  # finetunes on fewer examples are not checkpointed (they are short)
+    stages: str | None = None  # stage folder; None: RUN/stages. Another run's folder reuses its identical stages
 
     def __post_init__(self):
         check_at_least("run config", self, 0, "checkpoint_min_examples")
-    stages: str | None = None  # stage folder; None: RUN/stages. Another run's folder reuses its identical stages
 
 
 SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,
