@@ -22,7 +22,7 @@ from jaxsel.errors import JaxselError
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
-from jaxsel.selection import BALANCES, METHODS, budget_examples, parse_budget, take_for
+from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, budget_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RL and the cluster searches: per-class example caps, proportional to the train split or "
                         "equal; needs --stratified (label-pure clusters)")
     p.add_argument("--steps", type=_at_least(1), default=SELECT.rl_steps, help="environment steps for ppo/dqn")
-    p.add_argument("--granularity", default=SELECT.granularity, choices=("cluster", "quota"),
+    p.add_argument("--granularity", default=SELECT.granularity, choices=GRANULARITIES,
                    help="what a pick adds: a whole cluster (the paper) or a cluster's next --quota examples")
     p.add_argument("--quota", type=_at_least(1), default=None, help="examples per pick with --granularity quota "
                                                            "(default: budget / --horizon)")

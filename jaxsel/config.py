@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jaxsel import baselines
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range
-from jaxsel.selection import check_balance, parse_budget, quota_for
+from jaxsel.selection import FINALS, GRANULARITIES, check_balance, parse_budget, quota_for
 
 def later(default):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -237,8 +237,8 @@ class SelectSpec:
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 
     def __post_init__(self):
-        check_choice("select", self, "final", ("best", "greedy"))
-        check_choice("select", self, "granularity", ("cluster", "quota"))
+        check_choice("select", self, "final", FINALS)
+        check_choice("select", self, "granularity", GRANULARITIES)
 
 
 @dataclass(frozen=True)

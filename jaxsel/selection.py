@@ -47,6 +47,8 @@ def budget_examples(budget: float, n: int) -> int:
 
 
 BALANCES = ("none", "proportional", "equal")
+GRANULARITIES = ("cluster", "quota")  # a pick adds a whole cluster, or its next quota rows
+FINALS = ("best", "greedy")  # an RL run's result: its best episode, or a greedy rollout
 
 
 def check_balance(balance: str) -> None:
@@ -180,7 +182,7 @@ def quota_for(granularity: str, quota: int | None, horizon: int, budget: int) ->
     if granularity == "cluster":
         return 0
     if granularity != "quota":
-        raise JaxselError(f"unknown granularity {granularity!r} (cluster or quota)")
+        raise JaxselError(f"unknown granularity {granularity!r} ({' or '.join(GRANULARITIES)})")
     if quota is not None:
         if quota < 1:
             raise JaxselError(f"quota must be at least 1 example, got {quota}")

@@ -26,7 +26,7 @@ from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError, check_at_least, check_choice
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import BALANCES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class SelectConfig:
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
 
     def __post_init__(self):
-        for name, choices in (("method", METHODS), ("final", ("best", "greedy")),
-                              ("granularity", ("cluster", "quota")), ("balance", BALANCES)):
+        for name, choices in (("method", METHODS), ("final", FINALS), ("granularity", GRANULARITIES),
+                              ("balance", BALANCES)):
             check_choice("select", self, name, choices)
         if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool) or not 0 < self.budget < 1:
             raise JaxselError(f"select budget must be a fraction strictly between 0 and 1 (0.05 for 5%), "
