@@ -252,7 +252,7 @@ def cmd_cluster(a) -> None:
 
 
 def cmd_select(a) -> None:
-    from jaxsel import agents, data, proxy
+    from jaxsel import agents, data, label_issues, proxy
     from jaxsel.experiment import stages
     if a.quota is not None and a.granularity != "quota":
         raise JaxselError("--quota sets the examples per pick of --granularity quota; add --granularity quota")
@@ -275,8 +275,9 @@ def cmd_select(a) -> None:
             "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
             "project": a.project, "stratified": a.stratified, "order": a.order}
     kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
-    if a.filter == "cleanlab":
-        sel = agents.select_unflagged(None, p, c, labels, cfg, validation=(emb["validation"], column(dd["validation"], "label")),
+    if a.filter != "none":
+        flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
+        sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=(emb["validation"], column(dd["validation"], "label")),
                                       **kw)
     else:
         sel = agents.select(p, c, labels, cfg, **kw)
@@ -445,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stratified", action="store_true")
     p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
                    help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
-                        "issues (the budget stays a fraction of all rows)")
+                        "issues (the budget stays a fraction of all rows); cleanlab+clusters: nor among the clusters "
+                        "most of whose rows it flags (for noise that follows sources or topics)")
     p.add_argument("--agreement", action="store_true",
                    help="PPO/DQN observe each cluster's label agreement with the ridge proxy's leave-one-cluster-out "
                         "predictions (a cue for mislabelled clusters)")

@@ -73,7 +73,7 @@ def recorded_settings(config: dict) -> dict:
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
 PROXY_KINDS = ("ridge", "knn", "linear", "mlp", "transformer")  # ProxyConfig.kind
 INF = float("inf")
-FILTERS = ("none", "cleanlab")  # SelectSpec.filter
+FILTERS = ("none", "cleanlab", "cleanlab+clusters")  # SelectSpec.filter (jaxsel.label_issues.FILTER_BY)
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,8 @@ class SelectSpec:
     granularity: str = "cluster"  # "cluster" or "quota"
     quota: int | None = None  # examples per pick with granularity "quota"; None: budget / horizon
     horizon: int = 32  # picks per episode that set the default quota
-    filter: str = later("none")  # "none" or "cleanlab": searches and RL choose among the rows cleanlab does not flag
+    filter: str = later("none")  # "cleanlab": searches and RL choose among the rows cleanlab does not flag;
+    # "cleanlab+clusters": nor the clusters most of whose rows it flags (jaxsel.label_issues.find)
     agreement: bool = later(False)  # PPO/DQN observe each cluster's label agreement with the proxy's out-of-cluster fit
     similarity: bool = later(False)  # PPO/DQN observe each cluster's share of the rows the proxy scores
     balance: str = later("none")  # "none", "proportional" or "equal": per-class example caps (needs stratified clusters)

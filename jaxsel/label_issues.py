@@ -6,7 +6,13 @@ class distribution (softmax of the proxy's temperature-scaled ridge scores) for 
 A cluster whose given labels disagree with what the rest of the data predicts is likely
 mislabelled. :func:`find` hands those probabilities to ``cleanlab.filter.find_label_issues``
 (confident learning: Northcutt, Jiang and Chuang, "Confident Learning: Estimating Uncertainty in
-Dataset Labels", JAIR 2021) to flag individual examples.
+Dataset Labels", JAIR 2021) to flag individual examples; with ``by="clusters"`` it also flags every
+cluster most of whose rows cleanlab flags, and refits without those clusters until the set repeats.
+
+Noise that follows the clusters (a bad source, a mislabelled topic) is what the cluster vote finds:
+left out together, a cluster's rows cannot vouch for each other's labels. Noise spread across many
+clusters escapes it (each cluster's neighbours in other clusters carry the same wrong labels), and
+it then flags about what the row filter flags (bench/README.md, "A cluster vote on label issues").
 """
 
 from __future__ import annotations
@@ -19,25 +25,41 @@ from jaxsel.errors import JaxselError
 from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
-def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray) -> np.ndarray:
+BY = ("rows", "clusters")  # what find flags
+FILTER_BY = {"cleanlab": "rows", "cleanlab+clusters": "clusters"}  # [select] filter -> find's ``by``
+
+
+def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """(N, C) float32: each train row's predicted class distribution from the ridge fit on every
-    other cluster. ``assignment`` (N,): the clustering the proxy was made with. Raises
-    :class:`JaxselError` for a proxy that is not ridge (a knn proxy lends its ``ridge``)."""
+    other cluster (with ``keep`` (K,) bool: every other kept cluster). ``assignment`` (N,): the
+    clustering the proxy was made with. Raises :class:`JaxselError` for a proxy that is not ridge
+    (a knn proxy lends its ``ridge``) or a misshapen ``assignment``/``keep``."""
+    p = _per_cluster(proxy)
+    assignment = np.asarray(assignment)
+    if assignment.shape != (p.xf.shape[0],):
+        raise JaxselError(f"assignment must have shape ({p.xf.shape[0]},), got {assignment.shape}")
+    k = p.xtx.shape[0]
+    keep = np.ones(k, bool) if keep is None else np.asarray(keep, bool)
+    if keep.shape != (k,):
+        raise JaxselError(f"keep must have shape ({k},), got {keep.shape}")
+    return np.asarray(_probs(p, jnp.asarray(assignment, jnp.int32), jnp.asarray(keep, jnp.float32)))
+
+
+def _per_cluster(proxy: Proxy) -> Ridge:
+    """The ridge proxy (a knn proxy lends its ``ridge``) with one chunk per cluster."""
     if proxy.kind == "knn":
         proxy = proxy.ridge
     if proxy.kind != "ridge":
         raise JaxselError(f"label-issue scores need the ridge proxy, not {proxy.kind!r}")
-    p = proxy.with_quota(0)  # one chunk per cluster: its statistics are the cluster's
-    assignment = np.asarray(assignment)
-    if assignment.shape != (p.xf.shape[0],):
-        raise JaxselError(f"assignment must have shape ({p.xf.shape[0]},), got {assignment.shape}")
-    return np.asarray(_probs(p, jnp.asarray(assignment, jnp.int32)))
+    return proxy.with_quota(0)  # one chunk per cluster: its statistics are the cluster's
 
 
 @jax.jit
-def _probs(p: Ridge, assignment: jax.Array) -> jax.Array:
-    xtx, xty = p.xtx, p.xty
-    w = jax.vmap(lambda a, b: ridge_weights(xtx.sum(0) - a, xty.sum(0) - b, p.cfg.lam))(xtx, xty)  # (K, r+1, C)
+def _probs(p: Ridge, assignment: jax.Array, keep: jax.Array) -> jax.Array:
+    xtx, xty = p.xtx, p.xty  # (K, r+1, r+1), (K, r+1, C)
+    total = jnp.einsum("k,kij->ij", keep, xtx, precision=HIGHEST)
+    total_y = jnp.einsum("k,kic->ic", keep, xty, precision=HIGHEST)
+    w = jax.vmap(lambda a, b, s: ridge_weights(total - s * a, total_y - s * b, p.cfg.lam))(xtx, xty, keep)
     logits = p.cfg.temperature * jnp.einsum("nr,nrc->nc", p.xf, w[assignment], precision=HIGHEST)
     return jax.nn.softmax(logits, -1)
 
@@ -52,13 +74,38 @@ def cluster_agreement(labels: np.ndarray, probs: np.ndarray, assignment: np.ndar
     return np.stack([np.bincount(assignment, agree, k) / n, np.bincount(assignment, given, k) / n], 1).astype(np.float32)
 
 
-def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray) -> np.ndarray:
+def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = "rows",
+         max_rounds: int = 10) -> np.ndarray:
     """(N,) bool: the train rows ``cleanlab.filter.find_label_issues`` flags given the
-    out-of-cluster probabilities (its default ``prune_by_noise_rate`` filter)."""
+    out-of-cluster probabilities (its default ``prune_by_noise_rate`` filter).
+
+    ``by="clusters"`` also flags every row of each cluster where cleanlab flags more than half the
+    rows, then refits the out-of-cluster ridge without those clusters and flags again, until the
+    flagged clusters repeat (at most ``max_rounds`` fits); the result is the last round's rows and
+    clusters. Raises :class:`JaxselError` for one class or an unknown ``by``."""
     from cleanlab.filter import find_label_issues
-    probs = out_of_cluster_probs(proxy, assignment)
-    labels = np.asarray(labels)
+    if by not in BY:
+        raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
+    labels, assignment = np.asarray(labels), np.asarray(assignment)
     if len(np.unique(labels)) < 2:
         raise JaxselError("label issues need at least two classes")
-    # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
-    return np.asarray(find_label_issues(labels, probs.astype(np.float64), n_jobs=1), bool)
+
+    def rows(keep: np.ndarray | None) -> np.ndarray:
+        probs = out_of_cluster_probs(proxy, assignment, keep).astype(np.float64)
+        # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
+        return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool)
+
+    flagged = rows(None)
+    if by == "rows":
+        return flagged
+    k = _per_cluster(proxy).xtx.shape[0]
+    sizes = np.maximum(np.bincount(assignment, minlength=k), 1)
+    seen: set[bytes] = set()
+    for _ in range(max_rounds):
+        bad = np.bincount(assignment, flagged, k) / sizes > 0.5
+        if bad.all() or bad.tobytes() in seen:  # nothing left to fit on, or a repeat: stop
+            break
+        seen.add(bad.tobytes())
+        flagged = rows(~bad)
+    bad = np.bincount(assignment, flagged, k) / sizes > 0.5
+    return flagged | bad[assignment]

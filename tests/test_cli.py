@@ -79,6 +79,12 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
                      "--filter", "cleanlab", "--out", str(tmp_path / "f")]) == 0
     sel = Selection.load(tmp_path / "f" / "selection.json")
     assert len(sel.indices) == 13 and sel.meta["filter"] == "cleanlab" and "excluded_rows" in sel.meta
+    # --filter cleanlab+clusters: cleanlab's rows and the clusters most of whose rows it flags
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",
+                     "--method", "greedy", "--budget", "0.05", "--granularity", "quota", "--quota", "4",
+                     "--filter", "cleanlab+clusters", "--out", str(tmp_path / "fc")]) == 0
+    both = Selection.load(tmp_path / "fc" / "selection.json")
+    assert len(both.indices) == 13 and both.meta["excluded_rows"] >= sel.meta["excluded_rows"]
     # --balance equal: per-class caps of the 13 examples, so no class is missing, with whole clusters too
     capsys.readouterr()
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",

@@ -134,7 +134,7 @@ class Run:
     def selection(self, variant: str, method: str, budget: float, seed: int, dd, labels: np.ndarray, p, c,
                   train_x: np.ndarray, flagged: np.ndarray | None = None):
         """The selection of one (variant, method, budget, seed), computed once and kept. With
-        ``flagged`` (N,) bool (``[select] filter = "cleanlab"``) it chooses among the other rows."""
+        ``flagged`` (N,) bool (``[select] filter`` not "none") it chooses among the other rows."""
         from jaxsel import agents, data
         from jaxsel.selection import Selection
         spec = self.cfg.select
@@ -243,12 +243,13 @@ class Run:
         return doc
 
     @staticmethod
-    def flagged(issues: dict, v: str, p, labels: np.ndarray, c) -> np.ndarray:
-        """(N,) bool: the train rows of variant ``v`` cleanlab flags (computed once per variant)."""
-        if v not in issues:
+    def flagged(issues: dict, v: str, p, labels: np.ndarray, c, by: str = "rows") -> np.ndarray:
+        """(N,) bool: the train rows of variant ``v`` cleanlab flags (computed once per variant and
+        ``by``, :func:`jaxsel.label_issues.find`)."""
+        if (v, by) not in issues:
             from jaxsel import label_issues
-            issues[v] = label_issues.find(p, labels, c.assignment)
-        return issues[v]
+            issues[v, by] = label_issues.find(p, labels, c.assignment, by=by)
+        return issues[v, by]
 
     def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
              issues: dict) -> dict:
@@ -265,8 +266,9 @@ class Run:
             row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
         else:
             flagged = None
-            if self.cfg.select.filter == "cleanlab":
-                flagged = self.flagged(issues, v, p, labels, c)
+            if self.cfg.select.filter != "none":
+                from jaxsel.label_issues import FILTER_BY
+                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter])
             sel = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
             selections[(v, budget, seed, method)] = sel
             indices = sel.indices
