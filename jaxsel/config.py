@@ -186,10 +186,14 @@ class NoiseSpec:
     rate_low: float = later(0.2)  # "source": each bad source's flip rate is drawn from [rate_low, rate_high]
     rate_high: float = later(0.6)
     near_duplicates: bool = later(False)  # copies are perturbed (word dropout and a swap), not byte-identical
+    # the groups flipped and copied: "clusters" (the run's own, the paper's setting) or "independent"
+    # (a second k-means of the train embeddings, another seed: noise the run's clusters do not follow)
+    groups: str = later("clusters")
 
     def __post_init__(self):
         from jaxsel.data.noise import KINDS
         check_choice("noise", self, "kind", KINDS)
+        check_choice("noise", self, "groups", ("clusters", "independent"))
         check_range("noise", self, 0, 1, "flip_fraction", "duplicate_fraction", "rate_low", "rate_high")
         check_at_least("noise", self, 1, "copies")
         check_at_least("noise", self, 0, "seed")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import write_data
-from jaxsel import cli, experiment
+from jaxsel import cli, cluster, experiment
 
 pytestmark = pytest.mark.assets  # the tiny BERT uses MiniLM's tokenizer
 
@@ -214,6 +214,19 @@ def test_noisy_variant_of_every_kind_has_its_known_truth(tmp_path, tmp_cache, mo
                 np.testing.assert_array_equal(run.variant("noisy", dd, emb, clean)[1], x)
         else:
             assert set(copies) <= set(dd["train"]["text"])
+    # groups = "independent": whole groups of a second k-means are flipped, which the run's clusters cut across
+    cfg = RunConfig(data=DataSpec(name=str(tmp_path / "d.csv")), embed=EmbedSpec(model="hash"),
+                    cluster=ClusterSpec(k=8), noise=NoiseSpec(groups="independent", flip_fraction=0.5))
+    run = experiment.Run(cfg, tmp_path / "independent", progress=False)
+    dd = run.dataset()
+    emb = run.embeddings(dd)
+    clean = run.clustering(dd, emb)
+    noisy, x, c, (flipped, _) = run.variant("noisy", dd, emb, clean)
+    n = len(dd["train"])
+    groups = cluster.kmeans(emb["train"], 8, seed=clean.meta["seed"] + 1).assignment
+    share = lambda a: np.bincount(a, flipped[:n], 8) / np.bincount(a, minlength=8)
+    assert set(share(groups)) == {0.0, 1.0} and len(set(share(clean.assignment)) - {0.0, 1.0}) >= 2
+    np.testing.assert_array_equal(c.assignment[:n], clean.assignment)
 
 
 def test_shipped_configs_load():

@@ -102,21 +102,25 @@ class Run:
         n = self.cfg.noise
         labels = np.asarray(column(dd["train"], "label"))
         texts = column(dd["train"], "text") if n.near_duplicates else None
-        corr = noise.corrupt(labels, clean.assignment, dd["train"].features["label"].num_classes,
+        groups = clean.assignment
+        if n.groups == "independent":  # another seed than the run's clustering, always
+            groups = cluster.kmeans(emb["train"], clean.k, seed=int(clean.meta["seed"]) + 1 + n.seed).assignment
+        corr = noise.corrupt(labels, groups, dd["train"].features["label"].num_classes,
                              flip_fraction=n.flip_fraction, duplicate_fraction=n.duplicate_fraction,
                              copies=n.copies, seed=n.seed, kind=n.kind, rate_range=(n.rate_low, n.rate_high),
                              near_duplicates=n.near_duplicates, x=emb["train"] if n.kind == "instance" else None,
                              texts=texts)
         k, x = clean.k, emb["train"][corr.source]
+        assignment = np.asarray(clean.assignment)[corr.source]  # each row keeps its own cluster
         new_texts = None
         if corr.copy_texts is not None:  # near duplicates: their own texts and embeddings
             new_texts = texts + corr.copy_texts
             x[len(labels):] = stages.texts_embedded(self.stage_dir, corr.copy_texts, self.cfg.embed, self.progress)
         noisy = data.derive(dd, {"train": corr.source}, train_labels=corr.labels, train_texts=new_texts,
                             tag=f"noise={spelling(n)}")
-        c = cluster.Clustering(corr.assignment.astype(np.int32), clean.centroids,
-                               np.bincount(corr.assignment, minlength=k).astype(np.int32),
-                               cluster.index_table(corr.assignment, k, clean.table.shape[1], clean.meta["seed"]),
+        c = cluster.Clustering(assignment.astype(np.int32), clean.centroids,
+                               np.bincount(assignment, minlength=k).astype(np.int32),
+                               cluster.index_table(assignment, k, clean.table.shape[1], clean.meta["seed"]),
                                float("nan"), dict(clean.meta, noise=dataclasses.asdict(n)))
         if clean.within is not None:
             c = cluster.typical_order(c, x)
