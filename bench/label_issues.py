@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +71,9 @@ def pool_rows(config: str, pool: int, stages: Path) -> list[dict]:
             p = proxy.make(x, y, c, emb["validation"], np.asarray(column(dd["validation"], "label")),
                            dataclasses.replace(cfg.proxy, score_on="validation"))
             for det in DETECTORS:
-                t = time.perf_counter()
                 f = peer_flags(x, y, pool) if det == "peer" else label_issues.find(p, y, c.assignment, by=det)
                 out.append({"pool": pool, "noise": groups, "detector": det, "rows": len(y), "flipped": int(flags[0].sum()),
-                            "flagged": int(f.sum()), "true_flags": int((f & flags[0]).sum()),
-                            "seconds": time.perf_counter() - t})
+                            "flagged": int(f.sum()), "true_flags": int((f & flags[0]).sum())})
     return out
 
 
@@ -89,8 +86,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             if not rs:
                 continue
             s = {"noise": noise, "detector": det, "pools": len(rs),
-                 "flagged_share": float(np.mean([r["flagged"] / r["rows"] for r in rs])),
-                 "seconds": float(np.median([r["seconds"] for r in rs]))}
+                 "flagged_share": float(np.mean([r["flagged"] / r["rows"] for r in rs]))}
             if noise != "clean":
                 for name, vals in (("precision", [r["true_flags"] / max(r["flagged"], 1) for r in rs]),
                                    ("recall", [r["true_flags"] / r["flipped"] for r in rs])):
@@ -117,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return "-" if k not in s else f"{s[k]:.2f}" + (f" ± {s[f'{k}_ci95']:.2f}" if s["pools"] > 1 else "")
     print(table([{"noise": s["noise"], "detector": s["detector"], "pools": s["pools"], "precision": fmt(s, "precision"),
                   "recall": fmt(s, "recall"), "flagged %": f"{100 * s['flagged_share']:.1f}",
-                  "flip rate %": f"{100 * s['flip_rate']:.1f}" if "flip_rate" in s else "0",
-                  "s": f"{s['seconds']:.2f}"} for s in summary],
-                ["noise", "detector", "pools", "precision", "recall", "flagged %", "flip rate %", "s"]))
+                  "flip rate %": f"{100 * s['flip_rate']:.1f}" if "flip_rate" in s else "0"} for s in summary],
+                ["noise", "detector", "pools", "precision", "recall", "flagged %", "flip rate %"]))
     write_json(RESULTS / f"label-issues-{name}.json",
                {"config": name, "pools": list(a.pools), "environment": report.environment(), "rows": rows,
                 "summary": summary})
