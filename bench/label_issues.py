@@ -6,8 +6,9 @@ builds each pool's noisy variant twice: its flipped and copied groups the run's 
 run's clusters cut across (``"independent"``); then flags label issues three ways:
 
 - ``rows``: cleanlab on the ridge proxy's leave-one-cluster-out probabilities (``filter = "cleanlab"``);
-- ``clusters``: those rows plus the cluster vote (``filter = "cleanlab+clusters"``,
-  :func:`jaxsel.label_issues.find`);
+- ``clusters``: the cluster vote (``filter = "cleanlab+clusters"``, :func:`jaxsel.label_issues.find`):
+  the clusters most of whose rows cleanlab flags, refit without them until they repeat, plus the
+  rows cleanlab flags in the last refit;
 - ``peer``: what a user would run without jaxsel, cleanlab's documented recipe: out-of-sample
   probabilities from 5-fold ``cross_val_predict`` of scikit-learn's ``LogisticRegression`` on the same
   embeddings, then ``find_label_issues``.

@@ -256,6 +256,9 @@ def cmd_select(a) -> None:
     from jaxsel.experiment import stages
     if a.quota is not None and a.granularity != "quota":
         raise JaxselError("--quota sets the examples per pick of --granularity quota; add --granularity quota")
+    if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
+        print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
+        a.filter = "none"
     out = _writable(Path(a.out or _data_folder(a.data) / a.method), folder=True)
     dd = _load(a)
     emb = _embed(a, dd)
@@ -296,14 +299,16 @@ def cmd_select(a) -> None:
           f"{sel.scores['proxy_accuracy_empty']:.4f}), log-likelihood {sel.scores['proxy_loglik']:.4f}, "
           f"{sel.meta['selection_seconds']:.1f}s")
     if sel.meta.get("excluded_rows"):
-        print(f"filter: {sel.meta['excluded_rows']} train rows flagged by cleanlab were left out of the candidates"
+        print(f"filter: {sel.meta['excluded_rows']} train rows flagged by --filter {sel.meta['filter']} were left out "
+              f"of the candidates"
               + (f" (class caps {sel.meta['class_caps']} come from the rows left)" if sel.meta.get("class_caps") else ""))
     print("label mix: " + ", ".join(f"{n} {c} (train {t})" for n, c, t in
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
         print(f"warning: the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
               f"a model finetuned on it cannot predict that class (try a larger budget"
-              f"{'' if a.method in BASELINE_METHODS or a.stratified else ' or --stratified clusters'})",
+              f"{'' if a.method in BASELINE_METHODS or a.stratified else ' or --stratified clusters'}"
+              f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})",
               file=sys.stderr)
     print(f"wrote {out / 'selection.json'}")
 
@@ -447,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
                    help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
                         "issues (the budget stays a fraction of all rows); cleanlab+clusters: nor among the clusters "
-                        "most of whose rows it flags (for noise that follows sources or topics)")
+                        "most of whose rows it flags, nor the rows it flags once refit without those clusters (for "
+                        "noise that follows sources or topics); the example-level baselines ignore it")
     p.add_argument("--agreement", action="store_true",
                    help="PPO/DQN observe each cluster's label agreement with the ridge proxy's leave-one-cluster-out "
                         "predictions (a cue for mislabelled clusters)")

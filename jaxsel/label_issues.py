@@ -39,6 +39,8 @@ def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray 
     if assignment.shape != (p.xf.shape[0],):
         raise JaxselError(f"assignment must have shape ({p.xf.shape[0]},), got {assignment.shape}")
     k = p.xtx.shape[0]
+    if assignment.min(initial=0) < 0 or assignment.max(initial=0) >= k:
+        raise JaxselError(f"assignment holds cluster ids outside 0..{k - 1} (the proxy's clusters)")
     keep = np.ones(k, bool) if keep is None else np.asarray(keep, bool)
     if keep.shape != (k,):
         raise JaxselError(f"keep must have shape ({k},), got {keep.shape}")
@@ -87,6 +89,10 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
     labels, assignment = np.asarray(labels), np.asarray(assignment)
+    if labels.shape != assignment.shape:
+        raise JaxselError(f"labels ({labels.shape}) and assignment ({assignment.shape}) must have one entry per row")
+    if max_rounds < 1:
+        raise JaxselError(f"max_rounds must be at least 1, got {max_rounds}")
     if len(np.unique(labels)) < 2:
         raise JaxselError("label issues need at least two classes")
 

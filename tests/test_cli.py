@@ -84,7 +84,13 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
                      "--method", "greedy", "--budget", "0.05", "--granularity", "quota", "--quota", "4",
                      "--filter", "cleanlab+clusters", "--out", str(tmp_path / "fc")]) == 0
     both = Selection.load(tmp_path / "fc" / "selection.json")
-    assert len(both.indices) == 13 and both.meta["excluded_rows"] >= sel.meta["excluded_rows"]
+    assert len(both.indices) == 13 and both.meta["filter"] == "cleanlab+clusters"
+    capsys.readouterr()
+    # an example-level baseline ignores the filter, says so, and does not record it
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "stratified",
+                     "--budget", "0.05", "--filter", "cleanlab", "--out", str(tmp_path / "fs")]) == 0
+    assert "stratified ignores it" in capsys.readouterr().err
+    assert Selection.load(tmp_path / "fs" / "selection.json").meta["filter"] == "none"
     # --balance equal: per-class caps of the 13 examples, so no class is missing, with whole clusters too
     capsys.readouterr()
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",

@@ -67,6 +67,12 @@ def test_errors(noisy):
     p, corr, cl = noisy
     with pytest.raises(JaxselError, match="shape"):
         label_issues.out_of_cluster_probs(p, cl.assignment[:10])
+    with pytest.raises(JaxselError, match="cluster ids outside 0..59"):
+        label_issues.out_of_cluster_probs(p, cl.assignment + 1)
+    with pytest.raises(JaxselError, match="one entry per row"):
+        label_issues.find(p, corr.labels[:-1], cl.assignment)
+    with pytest.raises(JaxselError, match="max_rounds must be at least 1"):
+        label_issues.find(p, corr.labels, cl.assignment, by="clusters", max_rounds=0)
     with pytest.raises(JaxselError, match="fewer than the budget"):
         baselines.indices("cleanlab", 1200, 0, labels=corr.labels, clustering=cl, issues=np.arange(1200) < 5)
     with pytest.raises(JaxselError, match="needs the flagged label issues"):
@@ -122,7 +128,7 @@ def test_selecting_among_unflagged_rows(noisy):
                         progress=False)
     assert (rows[ref.indices] == sel.indices).all() and sel.cluster_ids == clusters[ref.cluster_ids].tolist()
     assert sel.scores["proxy_accuracy"] == ref.scores["proxy_accuracy"]
-    with pytest.raises(JaxselError, match="left to select from"):
+    with pytest.raises(JaxselError, match="the label-issue filter leaves 100 of 1200 train rows, too few"):
         agents.select_among(rows[:100], make, cl, y, cfg, progress=False)
 
 

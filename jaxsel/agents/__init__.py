@@ -296,8 +296,8 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     rows, labels = np.asarray(rows, np.int64), np.asarray(train_labels)
     examples = budget_examples(config.budget, len(labels))
     if examples >= len(rows):
-        raise JaxselError(f"only {len(rows)} of {len(labels)} train rows are left to select from, "
-                          f"not more than the budget of {examples}")
+        raise JaxselError(f"the label-issue filter leaves {len(rows)} of {len(labels)} train rows, too few to choose "
+                          f"{examples} from (lower the budget or use a milder filter)")
     sub, clusters = restrict(clustering, rows)
     if kwargs.get("train_x") is not None:
         kwargs["train_x"] = np.asarray(kwargs["train_x"])[rows]
