@@ -12,6 +12,8 @@ only scored).
     python bench/pools.py configs/rotten_tomatoes-cpu-pool10-filter --pools 1,2,3 --summarize
 
     python bench/pools.py configs/rotten_tomatoes-cpu-pool-filter --methods greedy,stratified,cleanlab --variants noisy
+    python bench/pools.py configs/rotten_tomatoes-cpu-pool-clusterfilter-steps100 --summarize \
+        --references bench/results/pools-rotten_tomatoes-cpu-pool-filter-noisy.json   # its full data
 
 Runs go to runs/pools-NAME/poolP (NAME: the config's, plus the variants when ``--variants`` replaces
 them), sharing one stage folder, runs/pools-CONFIG/stages (a rerun resumes from it). Prints the
@@ -71,6 +73,19 @@ def units(folder: Path, pools: tuple[int, ...]) -> list[dict]:
         rows = json.loads(path.read_text())["rows"]
         out += [dict(r, pool=p) for r in rows + report.validated(rows)]
     return out
+
+
+def borrowed(rows: list[dict], path: Path) -> list[dict]:
+    """The reference rows of another pools results file (``path``) for (variant, method, pool, seed)
+    cells ``rows`` lacks, tagged ``borrowed`` with the file's name (e.g. full data's finetunes, which
+    a run that changes only the selection shares)."""
+    if not path.exists():
+        raise JaxselError(f"no such results file: {path}")
+    have = {(r["variant"], r["method"], r["pool"], r["seed"]) for r in rows}
+    want = {(r["variant"], r["pool"], r["seed"]) for r in rows}
+    return [dict(r, borrowed=path.name) for r in json.loads(path.read_text())["rows"]
+            if r["method"] in REFERENCES and (r["variant"], r["pool"], r["seed"]) in want
+            and (r["variant"], r["method"], r["pool"], r["seed"]) not in have]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -136,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", type=lambda s: tuple(s.split(",")), help="replace the config's methods")
     ap.add_argument("--variants", type=lambda s: tuple(s.split(",")), help="replace the config's variants")
     ap.add_argument("--summarize", action="store_true", help="only read the runs' results and write the table")
+    ap.add_argument("--references", type=Path, help="a pools results JSON of the same pools and data whose reference "
+                    "rows (stratified, cleanlab, full) fill in those this run lacks")
     a = ap.parse_args(argv)
     name = Path(a.config).stem + ("" if a.variants is None else "-" + "-".join(a.variants))
     folder = ROOT / "runs" / f"pools-{name}"
@@ -144,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             run_pools(a.config, a.pools, folder, ROOT / "runs" / f"pools-{Path(a.config).stem}" / "stages",
                       seeds=a.seeds, methods=a.methods, variants=a.variants)
         rows = units(folder, a.pools)
+        if a.references:
+            rows += borrowed(rows, a.references)
     except JaxselError as e:
         sys.exit(f"error: {e}")
     summary = summarize(rows)
@@ -151,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"config": name, "pools": list(a.pools), "environment": report.environment(), "summary": summary,
            "rows": [{k: r.get(k) for k in ("pool", "seed", "variant", "method", "picked", "test_accuracy",
                                              "validation_accuracy", "examples", "corrupted_chosen", "flipped_chosen",
-                                             "duplicates_chosen")} for r in rows]}
+                                             "duplicates_chosen", "borrowed")} for r in rows]}
     write_json(out.with_suffix(".json"), doc)
     if any("vs_stratified" in s for s in summary):  # else nothing to draw (e.g. full data alone)
         plot(summary, out.with_suffix(".png"), f"{name}\npools {','.join(map(str, a.pools))}, paired by (pool, seed)")
