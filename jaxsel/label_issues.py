@@ -83,8 +83,9 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
 
     ``by="clusters"`` also flags every row of each cluster where cleanlab flags more than half the
     rows, then refits the out-of-cluster ridge without those clusters and flags again, until the
-    flagged clusters repeat (at most ``max_rounds`` fits); the result is the last round's rows and
-    clusters. Raises :class:`JaxselError` for one class or an unknown ``by``."""
+    flagged clusters repeat (at most ``max_rounds`` refits); the result is the last round's rows and
+    clusters. Raises :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1 or
+    ``labels`` and ``assignment`` of different lengths."""
     from cleanlab.filter import find_label_issues
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
