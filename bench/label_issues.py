@@ -61,12 +61,13 @@ def pool_rows(config: str, pool: int, stages: Path) -> list[dict]:
     cfg = dataclasses.replace(cfg, stages=str(stages))
     out = []
     with tempfile.TemporaryDirectory() as tmp:
+        run = Run(cfg, Path(tmp), progress=False)
+        dd = run.dataset()  # the pool, its embeddings and clustering: the same for every noise
+        emb = run.embeddings(dd)
+        clean = run.clustering(dd, emb)
         for groups in ("clean", "clusters", "independent"):
             noise = cfg.noise if groups == "clean" else dataclasses.replace(cfg.noise, groups=groups)
             run = Run(dataclasses.replace(cfg, noise=noise), Path(tmp), progress=False)
-            dd = run.dataset()
-            emb = run.embeddings(dd)
-            clean = run.clustering(dd, emb)
             vdd, x, c, flags = run.variant("clean" if groups == "clean" else "noisy", dd, emb, clean)
             y = np.asarray(column(vdd["train"], "label"))
             p = proxy.make(x, y, c, emb["validation"], np.asarray(column(dd["validation"], "label")),

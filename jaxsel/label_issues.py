@@ -97,15 +97,17 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     if len(np.unique(labels)) < 2:
         raise JaxselError("label issues need at least two classes")
 
+    per_cluster = _per_cluster(proxy)  # once: a quota proxy rebuilds its chunk statistics on the host
+
     def rows(keep: np.ndarray | None) -> np.ndarray:
-        probs = out_of_cluster_probs(proxy, assignment, keep).astype(np.float64)
+        probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)
         # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
         return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool)
 
     flagged = rows(None)
     if by == "rows":
         return flagged
-    k = _per_cluster(proxy).xtx.shape[0]
+    k = per_cluster.xtx.shape[0]
     sizes = np.maximum(np.bincount(assignment, minlength=k), 1)
     seen: set[bytes] = set()
     for _ in range(max_rounds):
