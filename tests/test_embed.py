@@ -35,13 +35,51 @@ def test_truncated_ids_equal_the_tokenizers_own_truncation_and_leave_it_unchange
 
 
 @pytest.mark.assets
-@pytest.mark.parametrize("batch_size,bucketed", [(8, True), (3, True), (8, False)])
-def test_minilm_matches_sentence_transformers(batch_size, bucketed):
-    got = embed.encode(GOLDEN["sentences"], batch_size=batch_size, bucketed=bucketed, progress=False)
+@pytest.mark.parametrize("batch_tokens", [1024, 16, 1])
+def test_minilm_matches_sentence_transformers(batch_tokens):
+    """Packed rows (1024 tokens: every text in one call; 16 or 1: one row a call) give
+    sentence-transformers' embeddings (the golden file)."""
+    got = embed.encode(GOLDEN["sentences"], batch_tokens=batch_tokens, progress=False)
     want = np.array(GOLDEN["embeddings"], np.float32)
     err = np.abs(got - want).max(axis=1)
     assert got.dtype == np.float32 and got.shape == (8, 384)
     assert err.max() <= 1e-4, err
+
+
+@pytest.mark.assets
+def test_packed_rows_embed_each_text_as_if_alone():
+    """Many texts of mixed lengths packed several to a row (positions restarting, attention within
+    each text) equal the same texts embedded one per row, to float rounding."""
+    rng = np.random.default_rng(0)
+    words = GOLDEN["sentences"][0].split() + GOLDEN["sentences"][3].split()
+    texts = [" ".join(rng.choice(words, rng.integers(1, 30))) for _ in range(40)] + [" ".join(words * 4)]
+    enc = embed.load_encoder("minilm")
+    alone = np.concatenate([embed.encode([t], enc, progress=False) for t in texts])
+    packed = embed.encode(texts, enc, progress=False)
+    lengths = np.array([len(x) for x in enc.tokenize(texts, 256)])
+    groups = embed.row_widths(lengths, 256)
+    assert len(groups) == 2 and list(groups[max(groups)]) == [40]  # the long text gets its own rows
+    assert max(len(r) for r in embed.pack(lengths[groups[min(groups)]], min(groups))) > 2
+    np.testing.assert_allclose(packed, alone, atol=2e-6)
+
+
+def test_row_widths_share_rows_up_to_the_pack_width():
+    lengths = np.array([3, 30, 0, 70, 10, 300, 64])
+    groups = embed.row_widths(lengths, 256)
+    assert {w: list(m) for w, m in groups.items()} == {64: [0, 1, 4, 6], 96: [3], 256: [5]}  # 0 tokens: left out
+    assert {w: list(m) for w, m in embed.row_widths(np.array([3, 9]), 256).items()} == {16: [0, 1]}
+    assert {w: list(m) for w, m in embed.row_widths(np.array([3, 30]), 32).items()} == {32: [0, 1]}
+
+
+def test_pack_fills_rows_best_fit_decreasing():
+    lengths = np.array([5, 3, 8, 2, 6, 1, 8, 4])
+    rows = embed.pack(lengths, 8)
+    assert sorted(i for r in rows for i in r) == list(range(8))
+    assert all(lengths[r].sum() <= 8 for r in rows)
+    assert rows == [[2], [6], [4, 3], [0, 1], [7, 5]]  # 8 | 8 | 6+2 | 5+3 | 4+1: the fewest rows, 5
+    assert embed.pack(np.array([], np.int64), 8) == []
+    with pytest.raises(ValueError, match="1..8"):
+        embed.pack(np.array([9]), 8)
 
 
 @pytest.mark.assets
@@ -52,10 +90,10 @@ def test_an_encoder_over_the_finetuners_bert_embeds_with_its_own_weights():
     from jaxsel.models import tokens
     net, _ = finetune.build(FinetuneConfig(dtype="float32"), ["a", "b"])
     tok = tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json")
-    got = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), batch_size=4, progress=False)
+    got = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), progress=False)
     np.testing.assert_allclose(got, np.array(GOLDEN["embeddings"], np.float32), atol=1e-4)  # untrained: MiniLM
     net.encoder.emb_norm.bias.value = net.encoder.emb_norm.bias.value + jnp.float32(0.5)  # as a finetune would move it
-    moved = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), batch_size=4, progress=False)
+    moved = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), progress=False)
     assert np.abs(moved - got).max() > 1e-2
 
 

@@ -49,7 +49,7 @@ class BertLayer(nnx.Module):
         self.out_norm = nnx.LayerNorm(h, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        """x: (B, T, h); bias: (B, 1, 1, T) additive attention mask."""
+        """x: (B, T, h); bias: (B, 1, 1, T) or, for packed rows, (B, 1, T, T) additive attention mask."""
         b, t, h = x.shape
         split = lambda y: y.reshape(b, t, self.heads, h // self.heads)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
@@ -72,11 +72,23 @@ class Bert(nnx.Module):
         self.emb_norm = nnx.LayerNorm(cfg.hidden, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
         self.layers = nnx.List([BertLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.layers)])
 
-    def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
-        t = ids.shape[1]
-        x = self.word(ids) + self.position(jnp.arange(t))[None] + self.token_type(jnp.zeros_like(ids))
+    def __call__(self, ids: jax.Array, mask: jax.Array, segments: jax.Array | None = None) -> jax.Array:
+        """ids, mask (B, T) -> hidden states (B, T, h). ``segments`` (B, T) int, for rows that pack several
+        texts one after another: the text each token belongs to (1, 2, ...; 0 for padding, where mask
+        is 0). Each text then attends only to itself and its positions restart at its first token, so
+        it gets the hidden states it would get alone in its own row."""
+        b, t = ids.shape
+        if segments is None:
+            pos = jnp.arange(t)[None]
+            keep = mask[:, None, None, :] > 0
+        else:
+            idx = jnp.arange(t)
+            first = jnp.concatenate([jnp.ones((b, 1), bool), segments[:, 1:] != segments[:, :-1]], axis=1)
+            pos = idx - jax.lax.cummax(jnp.where(first, idx, 0), axis=1)
+            keep = ((segments[:, :, None] == segments[:, None, :]) & (mask[:, None, :] > 0))[:, None]
+        x = self.word(ids) + self.position(pos) + self.token_type(jnp.zeros_like(ids))
         x = self.emb_norm(x)
-        bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(x.dtype)
+        bias = jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(x.dtype)
         for layer in self.layers:
             x = layer(x, bias)
         return x
@@ -89,6 +101,15 @@ def mean_pool(hidden: jax.Array, mask: jax.Array, normalize: bool = True) -> jax
     if normalize:
         pooled = pooled / jnp.clip(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
     return pooled
+
+
+def segment_mean_pool(hidden: jax.Array, segments: jax.Array, n: int) -> jax.Array:
+    """L2-normalised mean of hidden (B, T, h) over each text of packed rows: (B, n, h), entry [b, j] for
+    the tokens where segments (B, T) is j + 1; texts a row lacks come out as zeros."""
+    onehot = jax.nn.one_hot(segments - 1, n, dtype=jnp.float32)  # segment 0 (padding) -> all zeros
+    pooled = jnp.einsum("btn,bth->bnh", onehot, hidden.astype(jnp.float32))
+    pooled = pooled / jnp.clip(onehot.sum(1)[..., None], 1e-9)
+    return pooled / jnp.clip(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
 
 
 _LAYER_KEYS = {
