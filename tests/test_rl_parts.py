@@ -48,6 +48,25 @@ def test_vmapped_network_init_has_no_lapack_call():
     assert "custom_call" not in jax.jit(init).lower(jax.random.split(jax.random.PRNGKey(0), 4)).as_text()
 
 
+def test_chunked_gradient_equals_the_whole_batch_gradient():
+    """The network's gradient of a mean loss over 24 samples, summed in chunks of 8 (or 24: one
+    chunk), equals jax.grad over the whole batch; chunks divide the batch and hold <= 8,192 rows."""
+    params = networks.init(jax.random.PRNGKey(0), 5, 16)
+    obs = jax.random.normal(jax.random.PRNGKey(1), (24, 30, 5))
+    w = jax.random.normal(jax.random.PRNGKey(2), (24, 30))
+
+    def loss(p, o, ww):
+        out, v = jax.vmap(networks.apply, in_axes=(None, 0))(p, o)
+        return ((out * ww).sum(1) + v ** 2).mean()
+
+    want = jax.grad(loss)(params, obs, w)
+    for chunk in (8, 24):
+        got = jax.jit(networks.chunked_grad, static_argnums=(0, 3))(loss, params, (obs, w), chunk)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
+    assert networks.grad_chunk(256, 256) == 32 and networks.grad_chunk(256, 100) == 64
+    assert networks.grad_chunk(96, 4096) == 2 and networks.grad_chunk(7, 10_000) == 1 and networks.grad_chunk(10, 10) == 10
+
+
 def test_track_best_keeps_the_best_finished_episode():
     k, steps = 4, 3
     params = type("P", (), {"sizes": jnp.ones(k, jnp.int32), "max_steps": steps})()

@@ -163,7 +163,8 @@ def make_chunks(config: DQNConfig, env):
         b = buffer_add(runner.buffer, Transition(s.taken, s.chosen, s.step, action, reward, done,
                                                  s2.taken, s2.chosen, s2.step))
         batch = buffer_sample(b, k_batch, c.batch_size)
-        grads = jax.grad(_loss)(runner.params, runner.target, batch, obs_of, valid_of)
+        loss = lambda params, batch: _loss(params, runner.target, batch, obs_of, valid_of)  # noqa: E731
+        grads = networks.chunked_grad(loss, runner.params, (batch,), networks.grad_chunk(c.batch_size, valid.shape[1]))
         learn = buffer_filled(b) >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
         params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),

@@ -66,6 +66,36 @@ def apply(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     return out, value
 
 
+CHUNK_ROWS = 8192  # observation rows (samples x clusters) per gradient chunk on CPU
+
+
+def grad_chunk(batch: int, clusters: int) -> int:
+    """Samples per gradient chunk (:func:`chunked_grad`) for a batch of ``batch`` observations of
+    ``clusters`` rows each: on CPU the largest divisor of ``batch`` with chunk x clusters <=
+    ``CHUNK_ROWS``, so each chunk's per-cluster activations stay in cache (the network's gradient
+    at K = 256, 256 samples: 39 ms in chunks of 32 against 66 ms whole, 2-core CPU); the whole
+    batch on accelerators, which want the parallelism."""
+    if jax.default_backend() != "cpu":
+        return batch
+    return max(d for d in range(1, batch + 1) if batch % d == 0 and (d * clusters <= CHUNK_ROWS or d == 1))
+
+
+def chunked_grad(loss, params, data, chunk: int):
+    """The gradient of ``loss(params, *data)``, a mean over the leading axis (n) of every array in
+    ``data``, as the average of its gradients over the n // chunk equal chunks (one ``lax.scan``):
+    the same gradient to float rounding, with a working set of one chunk. ``chunk`` must divide n."""
+    n = jax.tree.leaves(data)[0].shape[0]
+    if chunk >= n:
+        return jax.grad(loss)(params, *data)
+    parts = jax.tree.map(lambda x: x.reshape(n // chunk, chunk, *x.shape[1:]), data)
+
+    def add(total, part):
+        return jax.tree.map(jnp.add, total, jax.grad(loss)(params, *part)), None
+
+    total, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, params), parts)
+    return jax.tree.map(lambda g: g / (n // chunk), total)
+
+
 def masked(logits: jax.Array, valid: jax.Array) -> jax.Array:
     """Logits with invalid actions pushed to a large negative value."""
     return jnp.where(valid, logits, -1e9)

@@ -129,7 +129,6 @@ def make_chunks(config: PPOConfig, env):
         logp_all = jax.nn.log_softmax(logits)
         logp = jnp.take_along_axis(logp_all, batch.action[:, None], 1)[:, 0]
         ratio = jnp.exp(logp - batch.log_prob)
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         pg = rlax.clipped_surrogate_pg_loss(ratio, adv, c.clip_eps)
         v_clipped = batch.value + jnp.clip(value - batch.value, -c.clip_eps, c.clip_eps)
         v_loss = 0.5 * jnp.maximum((value - target) ** 2, (v_clipped - target) ** 2).mean()
@@ -140,7 +139,9 @@ def make_chunks(config: PPOConfig, env):
     def _update_minibatch(carry, mb):
         params, opt_state = carry
         batch, adv, target = mb
-        grads = jax.grad(_loss)(params, batch, adv, target)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # over the minibatch, before it is cut into chunks
+        chunk = networks.grad_chunk(*batch.obs.shape[:2])  # static shapes: (minibatch, K)
+        grads = networks.chunked_grad(_loss, params, (batch, adv, target), chunk)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), None
 
