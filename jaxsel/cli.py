@@ -222,7 +222,7 @@ def cmd_embed(a) -> None:
     dd = _load(a)
     t = time.perf_counter()
     emb = _embed(a, dd)
-    path = embed.cache_file(data.dataset_fingerprint(dd), a.model, a.max_length)
+    path = embed.cache_file(data.dataset_fingerprint(dd), a.model, a.max_length, a.dtype)
     for s, e in emb.items():
         print(f"{s:<11}{e.shape[0]:>7} x {e.shape[1]}")
     print(f"embeddings cached at {path} ({time.perf_counter() - t:.1f}s)")

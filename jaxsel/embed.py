@@ -114,7 +114,7 @@ def pack(lengths: np.ndarray, width: int) -> list[list[int]]:
     """Indices of texts with lengths (n,) (each 1..width tokens) packed into rows of at most ``width``
     tokens, best-fit decreasing: the longest text left opens a row, then the longest that still fits
     joins it, until none fits. Every index appears once; deterministic."""
-    lengths = np.asarray(lengths)
+    lengths = np.asarray(lengths, np.int64)
     if len(lengths) and (lengths.min() < 1 or lengths.max() > width):
         raise ValueError(f"text lengths must lie in 1..{width}, got {lengths.min()}..{lengths.max()}")
     order = np.argsort(lengths, kind="stable")
@@ -169,13 +169,20 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
         return hash_encode(texts)
     else:
         enc, name = load_encoder(model, dtype), model
-    ids = enc.tokenize(list(texts), max_length)
+    if isinstance(texts, str):
+        raise JaxselError("texts must be a list of strings, not one string")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise JaxselError(f"texts[{bad}] is {type(texts[bad]).__name__}, not a string")
+    ids = enc.tokenize(texts, max_length)
     lengths = np.array([len(x) for x in ids], np.int64)
     out = np.zeros((len(ids), enc.dim), np.float32)
     calls = []  # (width, rows per call, packed rows of text indices)
     for width, members in row_widths(lengths, max_length).items():
         rows = [[int(members[i]) for i in row] for row in pack(lengths[members], width)]
         per_call = max(1, (batch_tokens or default_batch_tokens()) // width)
+        per_call = min(per_call, 1 << (len(rows) - 1).bit_length())  # few rows: one call of a power of two
         calls += [(width, per_call, rows[i:i + per_call]) for i in range(0, len(rows), per_call)]
     for width, per_call, chunk in progress_.bar(calls, total=len(calls), desc=f"embed ({name})", unit="batch",
                                                 disable=not progress or len(calls) < 2):
@@ -209,9 +216,12 @@ def hash_encode(texts: list[str], dim: int = 384, buckets: int = 1 << 14, seed: 
     return out / np.maximum(norms, 1e-12)
 
 
-def cache_file(fingerprint: str, model: str, max_length: int) -> Path:
+def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "float32") -> Path:
+    """Where ``embed_dataset`` caches a dataset's embeddings: one file per (data, model, max_length,
+    compute dtype; float32 files carry no dtype tag)."""
     safe = model if model in MODELS else Path(model).name
-    return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}.npz"
+    tag = "" if dtype == "float32" or model == "hash" else f"-{dtype}"
+    return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}{tag}.npz"
 
 
 def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: str = "float32",
@@ -219,7 +229,7 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     """Embeddings of every split of ``dd`` ({split: (n, d)}), cached on disk."""
     from jaxsel import data
 
-    path = cache_file(data.dataset_fingerprint(dd), model, max_length)
+    path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
     if use_cache and path.exists():
         with np.load(path) as z:
             return {s: z[s] for s in data.SPLITS}

@@ -35,7 +35,7 @@ def test_truncated_ids_equal_the_tokenizers_own_truncation_and_leave_it_unchange
 
 
 @pytest.mark.assets
-@pytest.mark.parametrize("batch_tokens", [1024, 16, 1])
+@pytest.mark.parametrize("batch_tokens", [1024, 16, 1, 100_000])
 def test_minilm_matches_sentence_transformers(batch_tokens):
     """Packed rows (1024 tokens: every text in one call; 16 or 1: one row a call) give
     sentence-transformers' embeddings (the golden file)."""
@@ -61,6 +61,29 @@ def test_packed_rows_embed_each_text_as_if_alone():
     assert len(groups) == 2 and list(groups[max(groups)]) == [40]  # the long text gets its own rows
     assert max(len(r) for r in embed.pack(lengths[groups[min(groups)]], min(groups))) > 2
     np.testing.assert_allclose(packed, alone, atol=2e-6)
+
+
+@pytest.mark.assets
+def test_bfloat16_packed_rows_stay_finite_and_close_to_float32():
+    """bf16 used to turn a packed row's padding tokens (every key masked) into NaN, which spread to
+    the row's texts; the mask is now added in float32."""
+    texts = GOLDEN["sentences"] + ["hi", "a slightly longer sentence here"]
+    got = embed.encode(texts, "minilm", dtype="bfloat16", max_length=16, progress=False)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, embed.encode(texts, max_length=16, progress=False), atol=2e-2)
+
+
+def test_encode_rejects_what_is_not_a_list_of_strings():
+    from jaxsel.errors import JaxselError
+    with pytest.raises(JaxselError, match="not one string"):
+        embed.encode("hello", embed.Encoder(None, None, 4))
+    with pytest.raises(JaxselError, match=r"texts\[1\] is NoneType"):
+        embed.encode(["a", None], embed.Encoder(None, None, 4))
+
+
+def test_the_cache_file_names_a_non_default_dtype():
+    assert embed.cache_file("f", "minilm", 64).name == "f-minilm-64.npz"
+    assert embed.cache_file("f", "minilm", 64, "bfloat16").name == "f-minilm-64-bfloat16.npz"
 
 
 def test_row_widths_share_rows_up_to_the_pack_width():

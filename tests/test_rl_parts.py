@@ -65,6 +65,7 @@ def test_chunked_gradient_equals_the_whole_batch_gradient():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
     assert networks.grad_chunk(256, 256) == 32 and networks.grad_chunk(256, 100) == 64
     assert networks.grad_chunk(96, 4096) == 2 and networks.grad_chunk(7, 10_000) == 1 and networks.grad_chunk(10, 10) == 10
+    assert networks.grad_chunk(257, 256) == 257  # no divisor near 32: the whole batch, not 257 chunks of 1
 
 
 def test_track_best_keeps_the_best_finished_episode():

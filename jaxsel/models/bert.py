@@ -49,12 +49,14 @@ class BertLayer(nnx.Module):
         self.out_norm = nnx.LayerNorm(h, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        """x: (B, T, h); bias: (B, 1, 1, T) or, for packed rows, (B, 1, T, T) additive attention mask."""
+        """x: (B, T, h); bias: (B, 1, 1, T) or, for packed rows, (B, 1, T, T) float32 additive attention
+        mask, added in float32: in bf16 its large negative would round to -inf, and a padding token
+        whose keys are all masked would turn NaN and spread through its packed row."""
         b, t, h = x.shape
         split = lambda y: y.reshape(b, t, self.heads, h // self.heads)
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(h // self.heads).astype(x.dtype) + bias
-        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(h // self.heads).astype(x.dtype)
+        attn = jax.nn.softmax(logits.astype(jnp.float32) + bias, axis=-1).astype(x.dtype)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, t, h)
         x = self.attn_norm(x + self.attn_out(ctx))
         return self.out_norm(x + self.down(jax.nn.gelu(self.up(x), approximate=False)))
@@ -88,7 +90,7 @@ class Bert(nnx.Module):
             keep = ((segments[:, :, None] == segments[:, None, :]) & (mask[:, None, :] > 0))[:, None]
         x = self.word(ids) + self.position(pos) + self.token_type(jnp.zeros_like(ids))
         x = self.emb_norm(x)
-        bias = jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(x.dtype)
+        bias = jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
         for layer in self.layers:
             x = layer(x, bias)
         return x
