@@ -157,8 +157,9 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
 
     Sequence packing: texts are packed several to a row (:func:`row_widths`, :func:`pack`), each
     attending only to itself with its own positions (:meth:`jaxsel.models.bert.Bert.__call__`), so
-    almost no token is padding and the encoder compiles once per row width; each call holds ``batch_tokens`` tokens (default :func:`default_batch_tokens`).
-    The embeddings equal those of one text per row to float rounding (~2e-7). ``model="hash"``
+    almost no token is padding and the encoder compiles once per row width; each call holds
+    ``batch_tokens`` tokens (default :func:`default_batch_tokens`). The embeddings equal those of
+    one text per row to float rounding (~2e-7). ``model="hash"``
     uses the weight-free hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used
     as given, in its own dtype. ``dtype="bfloat16"`` computes in bf16 (for accelerators). Raises
     JaxselError for an unknown model or a max_length beyond the model's positions.
