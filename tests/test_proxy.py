@@ -330,6 +330,11 @@ def test_batches_of_every_size_share_a_few_compiled_scorers(problem):
         np.testing.assert_allclose(np.asarray(p.score_batch(ms[:b]).accuracy), one[:b], atol=1e-6)
     assert _score_sharded._cache_size() - before == 1
     np.testing.assert_allclose(np.asarray(p.score_batch(ms).accuracy), one, atol=1e-6)  # 40 -> 48: three chunks
+    from jaxsel.proxy.ridge import CPU_CHUNK
+    assert p.batch_chunk == 16 and proxy.make(x, y, cl, xv, yv).batch_chunk == CPU_CHUNK == 64  # CPU: at most 64
+    many = np.random.default_rng(4).random((150, K)) < 0.3  # 150 -> 192: three chunks of 64
+    np.testing.assert_allclose(np.asarray(proxy.make(x, y, cl, xv, yv).score_batch(many).accuracy),
+                               np.asarray(p.score_batch(many).accuracy), atol=1e-6)
 
 
 def test_ridge_pick_scores_equal_scoring_each_candidate(problem):

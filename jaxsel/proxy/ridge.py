@@ -52,6 +52,9 @@ def chunk_stats(xf: np.ndarray, yf: np.ndarray, num_classes: int, rows: np.ndarr
     return dict(out, xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
 
 
+CPU_CHUNK = 64  # subsets a ridge proxy vmaps together at most on CPU (see Ridge.batch_chunk)
+
+
 class Ridge(Proxy):
     """The ridge proxy; build it with :func:`make`."""
 
@@ -64,6 +67,13 @@ class Ridge(Proxy):
     chunk_cluster: jax.Array  # (P,) int32 cluster of each chunk
     chunk_end: jax.Array  # (P,) int32 end of each chunk within its cluster
     chunk_first: jax.Array  # (K,) int32 each cluster's first chunk
+
+    @property
+    def batch_chunk(self) -> int:
+        """``cfg.batch_chunk``, at most ``CPU_CHUNK`` on CPU: there a vmapped chunk of 64 subsets keeps
+        the summed statistics in cache (B = 1,024 subsets of 20k rows, K = 256: 1.45x the evaluations/s
+        of chunks of 1,024 at d = 384, 2x at d = 64; chunks of 32 and 128 slower)."""
+        return min(self.cfg.batch_chunk, CPU_CHUNK) if jax.default_backend() == "cpu" else self.cfg.batch_chunk
 
     def _chunked(self, quota: int) -> "Ridge":
         return self.replace(**chunk_stats(np.asarray(self.xf), np.asarray(self.yf), self.num_classes,
