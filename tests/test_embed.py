@@ -81,6 +81,16 @@ def test_encode_rejects_what_is_not_a_list_of_strings():
         embed.encode(["a", None], embed.Encoder(None, None, 4))
 
 
+def test_bad_max_length_or_dtype_is_a_one_line_error():
+    from jaxsel.errors import JaxselError
+    with pytest.raises(JaxselError, match="whole number of tokens, got '64'"):
+        embed.encode(["a"], embed.Encoder(None, None, 4), max_length="64")
+    with pytest.raises(JaxselError, match="got 64.5"):
+        embed.encode(["a"], embed.Encoder(None, None, 4), max_length=64.5)
+    with pytest.raises(JaxselError, match="unknown embedding dtype 'foo'"):
+        embed.load_encoder("minilm", "foo")
+
+
 def test_the_cache_file_names_a_non_default_dtype():
     assert embed.cache_file("f", "minilm", 64).name == "f-minilm-64.npz"
     assert embed.cache_file("f", "minilm", 64, "bfloat16").name == "f-minilm-64-bfloat16.npz"
