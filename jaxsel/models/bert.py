@@ -59,7 +59,14 @@ class BertLayer(nnx.Module):
         attn = jax.nn.softmax(logits.astype(jnp.float32) + bias, axis=-1).astype(x.dtype)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, t, h)
         x = self.attn_norm(x + self.attn_out(ctx))
-        return self.out_norm(x + self.down(jax.nn.gelu(self.up(x), approximate=False)))
+        return self.out_norm(x + self.down(gelu(self.up(x))))
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU, x * Phi(x), as BERT and PyTorch compute it: 0.5 x (1 + erf(x / sqrt 2)). The same
+    function as ``jax.nn.gelu(x, approximate=False)`` to 1e-6 (1 + erf cancels near x = -5), without
+    its erfc, whose piecewise kernel and derivative cost the MiniLM training step ~2% on CPU."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
 class Bert(nnx.Module):
