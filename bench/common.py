@@ -45,9 +45,21 @@ def table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join([line(cols), line("-" * w for w in widths)] + [line(fmt(r.get(c, "")) for c in cols) for r in rows])
 
 
+def matmul_gflops() -> float:
+    """GFLOP/s of a float32 XLA matmul of transformer shape (2,048 x 384 @ 384 x 1,536) on the default
+    device, median of 10: the host's ceiling, recorded with every result so that hosts compare
+    (two 2-core CPU hosts of these benchmarks: 127 and 355)."""
+    import jax
+    import jax.numpy as jnp
+    a, b = jnp.ones((2048, 384), jnp.float32), jnp.ones((384, 1536), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    seconds = timeit(lambda: mm(a, b).block_until_ready(), repeat=10)
+    return 2 * 2048 * 384 * 1536 / seconds / 1e9
+
+
 def report(name: str, rows: list[dict], cols: list[str], summary: dict, quick: bool) -> None:
     """Print the table, save everything under bench/results/, and print ``summary`` as the last line."""
-    env = environment()
+    env = {**environment(), "fp32_matmul_gflops": round(matmul_gflops(), 1)}
     print(table(rows, cols))
     RESULTS.mkdir(exist_ok=True)
     tag = f"{name}-{env['backend']}{'-quick' if quick else ''}.json"

@@ -214,3 +214,11 @@ def test_pools_pair_by_pool_and_seed_and_read_every_pool(tmp_path):
         "3/0": pytest.approx(0.05)}
     with pytest.raises(pools.JaxselError, match="pool 4 has no results"):
         pools.units(tmp_path, (1, 4))
+
+
+def test_cpu_record_reads_model_and_simd_flags():
+    x86 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu sse2 avx2 fma avx512f amx_bf16\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd40\n"
+    assert report.cpu(x86) == {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "fma", "avx512f", "amx_bf16"]}
+    assert report.cpu(arm)["isa"] == ["asimd", "sve"]
+    assert report.environment()["cpu"]["model"]

@@ -24,8 +24,27 @@ ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "validated", "random"
 REFERENCES = ("random", "stratified", "cleanlab")  # baselines every other method is compared with, paired by seed
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "sve")  # the ones matmul speed hangs on
+
+
+def cpu(info: str | None = None) -> dict:
+    """The CPU's model name and which of ``ISA_FLAGS`` it has, from ``info`` (default: /proc/cpuinfo
+    on Linux; the platform's processor string and no flags elsewhere): results from different hosts
+    differ by these more than by anything jaxsel does (fp32 matmul 127 vs 355 GFLOP/s on two 2-core hosts)."""
+    if info is None:
+        try:
+            info = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"model": platform.processor() or platform.machine(), "isa": []}
+    field = lambda *names: next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                                 if line.split(":", 1)[0].strip() in names), "")
+    flags = set(field("flags", "Features").split())
+    return {"model": field("model name", "Processor", "cpu model") or platform.machine(),
+            "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
 def environment() -> dict:
-    """Date, Python, platform, CPU count, JAX backend and device, and package versions."""
+    """Date, Python, platform, CPU count, model and SIMD flags, JAX backend and device, and package versions."""
     import jax
     versions = {}
     for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
@@ -36,7 +55,7 @@ def environment() -> dict:
     dev = jax.devices()[0]
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
+            "cpu": cpu(), "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
             "device_count": jax.device_count(), "versions": versions}
 
 
