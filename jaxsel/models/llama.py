@@ -72,8 +72,12 @@ class Block(nnx.Module):
         self.gate, self.up, self.down = lin(h, cfg.intermediate), lin(h, cfg.intermediate), lin(cfg.intermediate, h)
 
     def __call__(self, x, positions, bias):
+        """x (B, T, h), positions (B, T), bias (B, T, T) additive float32 mask -> (B, T, h). The dense
+        layers see (B T, h) matrices, as in :class:`jaxsel.models.bert.BertLayer` (faster weight
+        gradients on XLA:CPU)."""
         c = self.cfg
-        b, t, _ = x.shape
+        b, t, h = x.shape
+        x = x.reshape(b * t, h)
         y = self.attn_norm(x)
         q = rope(self.q(y).reshape(b, t, c.heads, c.head_dim), positions, c.rope_theta)
         k = rope(self.k(y).reshape(b, t, c.kv_heads, c.head_dim), positions, c.rope_theta)
@@ -82,10 +86,10 @@ class Block(nnx.Module):
         q = q.reshape(b, t, c.kv_heads, group, c.head_dim)
         logits = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / np.sqrt(c.head_dim) + bias[:, None, None]
         attn = jax.nn.softmax(logits, -1).astype(x.dtype)
-        ctx = jnp.einsum("bkgqs,bskd->bqkgd", attn, v).reshape(b, t, c.heads * c.head_dim)
+        ctx = jnp.einsum("bkgqs,bskd->bqkgd", attn, v).reshape(b * t, c.heads * c.head_dim)
         x = x + self.o(ctx)
         y = self.mlp_norm(x)
-        return x + self.down(jax.nn.silu(self.gate(y)) * self.up(y))
+        return (x + self.down(jax.nn.silu(self.gate(y)) * self.up(y))).reshape(b, t, h)
 
 
 class Llama(nnx.Module):
