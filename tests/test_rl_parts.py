@@ -28,6 +28,21 @@ def test_network_is_permutation_equivariant_over_clusters():
     assert int(jnp.argmax(masked)) % 2 == 0 and float(masked[1]) < -1e8
 
 
+def test_batched_network_equals_one_observation_at_a_time():
+    """apply on a batch (N, K, F) or (A, N, K, F) gives each observation's outputs alone (a loop)."""
+    params = networks.init(jax.random.PRNGKey(0), 5, hidden=8)
+    obs = np.array(jax.random.normal(jax.random.PRNGKey(1), (2, 3, 7, 5)))
+    obs[..., 0] = obs[..., 0] > 0
+    out, value = networks.apply(params, jnp.asarray(obs))
+    assert out.shape == (2, 3, 7) and value.shape == (2, 3)
+    for i in np.ndindex(2, 3):
+        one, v = networks.apply(params, jnp.asarray(obs[i]))
+        np.testing.assert_allclose(out[i], one, rtol=1e-6, atol=1e-6)
+        assert float(value[i]) == pytest.approx(float(v), rel=1e-6, abs=1e-6)
+    flat = networks.apply(params, jnp.asarray(obs[0]))
+    np.testing.assert_allclose(flat[0], out[0], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])
 def test_orthogonal_init_is_the_qr_of_its_gaussian_draws(shape):
     key = jax.random.PRNGKey(shape[0] + 1000 * shape[1])
@@ -56,7 +71,7 @@ def test_chunked_gradient_equals_the_whole_batch_gradient():
     w = jax.random.normal(jax.random.PRNGKey(2), (24, 30))
 
     def loss(p, o, ww):
-        out, v = jax.vmap(networks.apply, in_axes=(None, 0))(p, o)
+        out, v = networks.apply(p, o)
         return ((out * ww).sum(1) + v ** 2).mean()
 
     want = jax.grad(loss)(params, obs, w)

@@ -124,7 +124,7 @@ def make_chunks(config: DQNConfig, env):
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
     # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
     epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
-    qnet = jax.vmap(lambda p, o: networks.apply(p, o)[0], in_axes=(None, 0))
+    qnet = lambda p, o: networks.apply(p, o)[0]  # obs (N, K, F) -> Q-values (N, K)
 
     def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)

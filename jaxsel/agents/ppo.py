@@ -97,7 +97,7 @@ def make_chunks(config: PPOConfig, env):
     schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
                 if c.anneal_lr else c.lr)
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5))
-    policy = jax.vmap(networks.apply, in_axes=(None, 0))
+    policy = networks.apply  # batched: obs (N, K, F) -> logits (N, K), values (N,)
 
     def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
