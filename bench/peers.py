@@ -38,14 +38,21 @@ def version(package: str) -> str:
         return "-"
 
 
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}  # jaxsel's finetuner has none
+
+
 class TorchFinetune:
     """PyTorch + transformers: MiniLM with a sequence-classification head, AdamW (weight decay
-    0.01) after global-norm clipping at 1.0 -- jaxsel's finetuning step (:func:`jaxsel.finetune.train_step`)."""
+    0.01) after global-norm clipping at 1.0 -- jaxsel's finetuning step (:func:`jaxsel.finetune.train_step`).
+    Without dropout by default, as jaxsel trains (the same computation); ``dropout=True`` keeps
+    BERT's 0.1, transformers' default, which costs PyTorch ~20% of a step on CPU."""
 
-    def __init__(self, folder, num_labels: int, lr: float = 1e-5, threads: int | None = None):
+    def __init__(self, folder, num_labels: int, lr: float = 1e-5, threads: int | None = None,
+                 dropout: bool = False):
         import transformers
-        self._setup(transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels),
-                    lr, threads)
+        extra = {} if dropout else NO_DROPOUT
+        self._setup(transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels,
+                                                                                **extra), lr, threads)
 
     def _setup(self, model, lr: float, threads: int | None) -> None:
         """Seed and thread count, ``model`` in training mode, AdamW over its parameters."""
@@ -248,7 +255,7 @@ def deep_sets_policy(k: int, hidden: int = 64):
 def torch_small_finetune(folder, num_labels: int, splits: dict, *, epochs: int = 3, batch_size: int = 16,
                          lr: float = 1e-4, warmup: float = 0.1, threads: int | None = None) -> dict:
     """A whole finetune the way a PyTorch user writes it, with jaxsel's protocol: MiniLM +
-    classification head, AdamW (weight decay 0.01) after clipping at 1.0, linear warmup then
+    classification head without dropout, AdamW (weight decay 0.01) after clipping at 1.0, linear warmup then
     cosine decay, validation accuracy after every epoch, the best epoch's weights tested.
     ``splits``: {"train"|"validation"|"test": (token id lists, labels (n,))}, each batch padded to
     its longest row. Returns wall seconds (model load included) and test accuracy."""
@@ -257,7 +264,8 @@ def torch_small_finetune(folder, num_labels: int, splits: dict, *, epochs: int =
     t0 = time.perf_counter()
     torch.manual_seed(0)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels)
+    model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels,
+                                                                       **NO_DROPOUT)
     ids, y = splits["train"]
     steps = epochs * -(-len(ids) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
