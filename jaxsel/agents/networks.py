@@ -54,7 +54,7 @@ def _apply(p: dict, x: jax.Array) -> jax.Array:
 
 def apply(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """obs (..., K, F) with the chosen flag in column 0 -> (per-cluster outputs (..., K), values (...)):
-    one observation (K, F) or a batch of any leading shape. The dense layers see (samples x K, F)
+    one observation (K, F) or a batch (N, K, F) or (A, N, K, F). The dense layers see (samples x K, F)
     matrices, not a vmapped (K, F) one: vmapped, each weight gradient contracts two axes, which
     XLA:CPU computes through transposed copies (the gradient 1.4x slower at 32 samples x K=256)."""
     chex.assert_rank(obs, {2, 3, 4})
