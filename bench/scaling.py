@@ -159,17 +159,24 @@ def extend(rows: list[dict], path: Path) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Seconds vs N per stage (log-log), one line per (stage, K)."""
+    """Seconds vs N per stage (log-log), one line per (stage, K): a colour per stage, a marker per K
+    (matplotlib's 10-colour cycle would give two stages one colour), legend outside the axes."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    ks = [k for k in dict.fromkeys(r["K"] for r in rows) if k != "-"]
+    colours = colormaps["tab20"].colors
     for key in dict.fromkeys((r["stage"], r["K"]) for r in rows):
         rs = [r for r in rows if (r["stage"], r["K"]) == key]
         label = key[0] + ("" if key[1] == "-" else f", K={key[1]}")
         style = "--" if rs[0]["how"] == "extrapolated" else "-"
-        ax.plot([r["N"] for r in rs], [r["seconds"] for r in rs], style, marker="o", label=label)
+        marker = "o" if key[1] == "-" else "osD^v"[ks.index(key[1]) % 5]
+        ax.plot([r["N"] for r in rs], [r["seconds"] for r in rs], style, marker=marker,
+                color=colours[2 * stages.index(key[0]) % len(colours)], label=label)
     ax.set(xscale="log", yscale="log", xlabel="rows N", ylabel="seconds", title=f"jaxsel stage costs ({jax.default_backend()})")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     RESULTS.mkdir(exist_ok=True)
     fig.savefig(path, dpi=110)
 
