@@ -249,7 +249,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     lrs = learning_rates(cfg, total)
     tx = optimizer(cfg.clip, cfg.weight_decay)
     state, prog = TrainState(params, tx.init(params), params), Progress()
-    batch_sh, _ = data_sharding()
+    batch_sh, replicated = data_sharding()
     ck = None
     if ckpt_dir is not None:
         signature = json.dumps({"config": asdict(cfg), "examples": len(train)}, sort_keys=True)
@@ -257,6 +257,9 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         if ck.step is not None:
             state, record = ck.restore(state)
             state, prog = TrainState(*state), Progress(**record["progress"])
+    # placed as train_step places its outputs: uncommitted arrays would make the first step's shape
+    # compile twice (once uncommitted, once for every later step), in every finetune of a run
+    state = jax.device_put(state, replicated)
     rng = np.random.default_rng(cfg.seed)
     for _ in range(prog.epoch):  # the same shuffles as an uninterrupted run
         batches(lengths, cfg.batch_size * cfg.grad_accum, rng)

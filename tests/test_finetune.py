@@ -115,15 +115,33 @@ def test_unit_rate_optimizer_times_schedule_is_optax_scheduled_adamw():
 
 
 @pytest.mark.assets
-def test_finetunes_of_different_sizes_share_compiled_steps(tmp_path, tmp_cache):
-    from conftest import write_data
+def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, monkeypatch):
+    """A run's finetunes share their compiled steps: train_step and eval_step compile once per
+    batch shape they are called with (uncommitted first-step parameters used to compile the first
+    shape twice in every finetune), and a second finetune of another size reuses them."""
+    from conftest import WORDS
 
     from jaxsel import data
-    dd = data.load(str(write_data(tmp_path / "d.csv")), split_col="split")
-    finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**TINY), progress=False)
-    compiled = finetune.train_step._cache_size(), finetune.eval_step._cache_size()
-    finetune.finetune(dd, np.arange(40, 104), finetune.FinetuneConfig(**{**TINY, "seed": 1}), progress=False)
-    assert (finetune.train_step._cache_size(), finetune.eval_step._cache_size()) == compiled
+    rng = np.random.default_rng(0)
+    split = lambda i: "train" if i % 10 < 8 else "validation" if i % 10 == 8 else "test"
+    lines = ["text,label,split"] + [  # 5 to 20 words: several padded lengths
+        f"{' '.join(rng.choice(WORDS[lab].split(), 5 * (1 + i % 4)))},{lab},{split(i)}"
+        for i, lab in enumerate(list(WORDS) * 60)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    jitted = {"train": finetune.train_step, "eval": finetune.eval_step}
+    shapes = {kind: set() for kind in jitted}
+    for kind, fn in jitted.items():
+        fn.clear_cache()
+
+        def record(params, rest, *args, _kind=kind, _fn=fn, **kw):
+            shapes[_kind].add(args[-4 if _kind == "train" else -2].shape)  # ids: (A, B, T) or (B, T)
+            return _fn(params, rest, *args, **kw)
+        monkeypatch.setattr(finetune, f"{kind}_step", record)
+    dd = data.load(str(tmp_path / "d.csv"), split_col="split")
+    for rows, seed in ((np.arange(40), 0), (np.arange(40, 104), 1)):
+        finetune.finetune(dd, rows, finetune.FinetuneConfig(**{**TINY, "seed": seed}), progress=False)
+        assert {k: fn._cache_size() for k, fn in jitted.items()} == {k: len(v) for k, v in shapes.items()}
+    assert len(shapes["train"]) > 1  # the data spans several bucket lengths
 
 
 def test_decoder_classifier_scores_label_words():
