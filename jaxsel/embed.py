@@ -154,6 +154,20 @@ def pack_batch(ids: list[list[int]], rows: list[list[int]], n_rows: int, width: 
     return tok, seg
 
 
+def packed_calls(lengths: np.ndarray, max_length: int, batch_tokens: int | None = None) -> list[tuple[int, int, list]]:
+    """The calls that process texts of token counts (n,) packed into rows: (row width, rows per
+    call, packed rows of text indices) each, ``batch_tokens`` tokens a call (default
+    :func:`default_batch_tokens`); fewer rows than a call holds make one call of a power of two
+    rows. Every text with tokens is in one row of one call (:func:`row_widths`, :func:`pack`)."""
+    calls = []
+    for width, members in row_widths(lengths, max_length).items():
+        rows = [[int(members[i]) for i in row] for row in pack(lengths[members], width)]
+        per_call = max(1, (batch_tokens or default_batch_tokens()) // width)
+        per_call = min(per_call, 1 << (len(rows) - 1).bit_length())
+        calls += [(width, per_call, rows[i:i + per_call]) for i in range(0, len(rows), per_call)]
+    return calls
+
+
 def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256,
            batch_tokens: int | None = None, dtype: str = "float32", progress: bool = True) -> np.ndarray:
     """Embed texts into L2-normalised float32 vectors (n, d).
@@ -180,14 +194,8 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     if bad is not None:
         raise JaxselError(f"texts[{bad}] is {type(texts[bad]).__name__}, not a string")
     ids = enc.tokenize(texts, max_length)
-    lengths = np.array([len(x) for x in ids], np.int64)
     out = np.zeros((len(ids), enc.dim), np.float32)
-    calls = []  # (width, rows per call, packed rows of text indices)
-    for width, members in row_widths(lengths, max_length).items():
-        rows = [[int(members[i]) for i in row] for row in pack(lengths[members], width)]
-        per_call = max(1, (batch_tokens or default_batch_tokens()) // width)
-        per_call = min(per_call, 1 << (len(rows) - 1).bit_length())  # few rows: one call of a power of two
-        calls += [(width, per_call, rows[i:i + per_call]) for i in range(0, len(rows), per_call)]
+    calls = packed_calls(np.array([len(x) for x in ids], np.int64), max_length, batch_tokens)
     for width, per_call, chunk in progress_.bar(calls, total=len(calls), desc=f"embed ({name})", unit="batch",
                                                 disable=not progress or len(calls) < 2):
         pooled = np.asarray(enc.forward(*pack_batch(ids, chunk, per_call, width)))

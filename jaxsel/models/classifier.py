@@ -28,6 +28,14 @@ class BertClassifier(nnx.Module):
         pooled = bert.mean_pool(self.encoder(ids, mask), mask, normalize=False)
         return self.head(pooled).astype(jnp.float32)
 
+    def packed(self, ids, segments):
+        """Logits (B, T, C) of texts packed into rows (ids, segments (B, T), as
+        :func:`jaxsel.embed.pack_batch` makes them): entry [b, j] for text j + 1 of row b, the logits
+        it gets alone in its own row (to float rounding); zeros where a row has no such text."""
+        hidden = self.encoder(ids, (segments > 0).astype(jnp.int32), segments)
+        pooled = bert.segment_mean_pool(hidden, segments, ids.shape[1], normalize=False)
+        return self.head(pooled).astype(jnp.float32)
+
 
 def last_position(x: jax.Array, mask: jax.Array) -> jax.Array:
     """x (B, T, ...) at each row's last real position (right padding)."""
