@@ -146,7 +146,7 @@ def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
     def put(param: nnx.Param, value: np.ndarray) -> None:
         if param.shape != value.shape:
             raise JaxselError(f"BERT checkpoint shape mismatch: {value.shape} for a {param.shape} parameter")
-        param[...] = jnp.asarray(value, dtype=param.dtype)
+        param.set_value(jnp.asarray(value, dtype=param.dtype))  # also replaces an abstract (eval_shape) value
 
     def linear(mod: nnx.Linear, prefix: str) -> None:
         put(mod.kernel, get(prefix + ".weight").T)
@@ -173,6 +173,7 @@ def from_pretrained(folder: Path, *, dtype=jnp.float32) -> Bert:
     for f in ("config.json", "model.safetensors"):
         if not (folder / f).exists():
             raise JaxselError(f"{folder}: missing {f}")
-    model = Bert(BertConfig.from_hf(folder / "config.json"), dtype=dtype)
+    cfg = BertConfig.from_hf(folder / "config.json")
+    model = nnx.eval_shape(lambda: Bert(cfg, dtype=dtype))  # shapes only: every parameter is loaded below
     load_weights(model, load_file(str(folder / "model.safetensors")))
     return model
