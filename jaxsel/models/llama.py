@@ -145,7 +145,7 @@ def unpermute(w: np.ndarray, heads: int) -> np.ndarray:
 def _put(param, value: np.ndarray) -> None:
     if param.shape != value.shape:
         raise JaxselError(f"checkpoint shape mismatch: {value.shape} for a {param.shape} parameter")
-    param[...] = jnp.asarray(value, dtype=param.dtype)
+    param.set_value(jnp.asarray(value, dtype=param.dtype))  # also replaces an abstract (eval_shape) value
 
 
 def load_tensors(model: Llama, get) -> None:
@@ -230,7 +230,7 @@ def gguf_weights(path: str | Path):
 def from_gguf(path: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
     """(model, tokenizer) from a llama-architecture GGUF file (dequantised to float32)."""
     cfg, get, reader = gguf_weights(path)
-    model = Llama(cfg, dtype=dtype)
+    model = nnx.eval_shape(lambda: Llama(cfg, dtype=dtype))  # shapes only: load_tensors fills every parameter
     load_tensors(model, get)
     return model, gguf_tokenizer(reader)
 
@@ -277,6 +277,6 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
             raise JaxselError(f"{folder}: checkpoint has no tensor {name}")
         return np.asarray(weights[name], np.float32)
 
-    model = Llama(cfg, dtype=dtype)
+    model = nnx.eval_shape(lambda: Llama(cfg, dtype=dtype))  # shapes only: load_tensors fills every parameter
     load_tensors(model, get)
     return model, tokens.load(folder / "tokenizer.json")
