@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
+from jaxsel.io import check_not_input
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import FILTERS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec
@@ -236,6 +237,9 @@ def cmd_cluster(a) -> None:
     out = Path(a.out or _data_folder(a.data) / name)
     if a.out and (a.out.endswith(("/", os.sep)) or out.is_dir()):
         out = out / name  # --out names a folder
+    check_not_input(out, a.data)
+    if out.suffix.lower() != ".npz":
+        raise JaxselError(f"--out {a.out}: a clustering is saved as .npz; name a .npz file or a folder")
     _writable(out)
     dd = _load(a)
     emb = _embed(a, dd)["train"]
@@ -348,18 +352,18 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from jaxsel.selection import SUFFIXES, Selection, check_not_input, export, export_format
+    from jaxsel.selection import SUFFIXES, Selection, export, export_format
     path = Path(a.selection)
     check_not_input(a.out, path, Selection.indices_path(path), Selection.clusters_path(path))
+    fmt = export_format(a.out, a.format)
+    suffix = Path(a.out).suffix.lower()
+    if a.format is None and suffix and suffix not in SUFFIXES:
+        raise JaxselError(f"--out {a.out}: {suffix} is not an export format; use one of {', '.join(SUFFIXES)} "
+                          f"(or --format)")
     sel = Selection.load(path)
     _recorded(a, sel.meta)
     if a.data is None:
         raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
-    fmt = export_format(a.out, a.format)
-    suffix = Path(a.out).suffix.lower()
-    if a.format is None and suffix and suffix not in SUFFIXES:
-        print(f"warning: {a.out}: {suffix} is not an export format ({', '.join(SUFFIXES)}); writing JSON lines",
-              file=sys.stderr)
     _writable(Path(a.out), folder=fmt == "arrow")
     out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data)
     what = "examples NOT selected" if a.complement else "kept examples"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import OutputError
+from jaxsel.errors import JaxselError, OutputError
 
 
 def writes_files() -> bool:
@@ -23,6 +23,19 @@ def writes_files() -> bool:
         return True
     from jaxsel.distributed import primary
     return primary()
+
+
+def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
+    """Raise JaxselError when writing ``out`` (a file, or a folder it replaces) would overwrite one of
+    ``inputs`` (a command's data file, a selection's own files); None and non-files are skipped."""
+    out = Path(out).resolve()
+    for inp in inputs:
+        if inp is None or not Path(inp).is_file():
+            continue
+        inp = Path(inp).resolve()
+        if inp == out or out in inp.parents:
+            raise JaxselError(f"refusing to write {out}: it would overwrite {inp}, an input of this command; "
+                              f"choose another --out")
 
 
 @contextlib.contextmanager

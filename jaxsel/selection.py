@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.io import atomic_path, write_json
+from jaxsel.io import atomic_path, check_not_input, write_json
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
@@ -275,19 +275,6 @@ class Selection:
 def _digest(a: np.ndarray) -> str:
     """SHA-256 of an int64 array's bytes (a selection's index or cluster file)."""
     return hashlib.sha256(np.ascontiguousarray(a, np.int64).tobytes()).hexdigest()
-
-
-def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
-    """Raise JaxselError when writing ``out`` (a file, or a folder it replaces) would overwrite one of
-    ``inputs`` (the source dataset, the selection's own files); None and non-files are skipped."""
-    out = Path(out).resolve()
-    for inp in inputs:
-        if inp is None or not Path(inp).is_file():
-            continue
-        inp = Path(inp).resolve()
-        if inp == out or out in inp.parents:
-            raise JaxselError(f"refusing to write {out}: it would overwrite {inp}, an input of this export; "
-                              f"choose another --out")
 
 
 EXPORT_FORMATS = ("jsonl", "parquet", "csv", "arrow")

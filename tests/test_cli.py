@@ -223,6 +223,22 @@ def test_cluster_out_may_name_a_folder(table_file, tmp_path, tmp_cache):
     assert cluster.Clustering.load(tmp_path / "cl" / "clustering-k4.npz").k == 4
 
 
+def test_cluster_never_overwrites_its_data_or_writes_another_format(table_file, tmp_path, tmp_cache, capsys):
+    """`cluster --out` naming the data file turned the user's CSV into a zip (a new user's test), and a
+    .txt name got an npz inside; both are refused with one line, the file untouched. An export to a
+    suffix that is no export format (.xlsx) is refused too, where it used to write JSON lines."""
+    before = table_file.read_bytes()
+    for out, why in ((str(table_file), "refusing to write"), (str(tmp_path / "c.txt"), "saved as .npz")):
+        assert cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err
+    assert table_file.read_bytes() == before and not (tmp_path / "c.txt").exists()
+    assert cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--out", str(tmp_path / "c.npz")]) == 0
+    capsys.readouterr()
+    assert cli.main(["export", str(tmp_path / "no-selection.json"), "--out", str(tmp_path / "k.xlsx")]) == 2
+    assert "not an export format" in capsys.readouterr().err
+
+
 def test_run_reads_data_with_dedup_and_split_seed(tmp_path):
     """[data] dedup and split_seed (and run's --dedup / --split-seed) reach the data loader."""
     from jaxsel import experiment
