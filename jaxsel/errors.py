@@ -42,3 +42,26 @@ def check_at_least(owner: str, obj, low: int, *names: str) -> None:
         value = getattr(obj, name)
         if value is not None and value < low:
             raise JaxselError(f"{owner} {name} must be at least {low}, got {value}")
+
+
+def check_labels(labels, name: str, rows: int | None = None, num_classes: int | None = None):
+    """``labels`` as an int64 array (n,) of class ids 0..C-1 (``num_classes`` when given), checked:
+    raise JaxselError for another rank, a length other than ``rows``, strings, non-integral numbers or
+    negative ids (-1 as "unlabelled" used to wrap around to the last class)."""
+    import numpy as np
+
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise JaxselError(f"{name} must be a 1-D array of class ids, got shape {y.shape}")
+    if rows is not None and len(y) != rows:
+        raise JaxselError(f"{name} has {len(y)} labels for {rows} rows")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+        if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise JaxselError(f"{name} must be integer class ids 0..C-1, got {y.dtype} values such as {y[:3].tolist()} "
+                              f"(map names to ids first, e.g. np.unique(labels, return_inverse=True))")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise JaxselError(f"{name} must be class ids 0..C-1, got {int(y.min())} (drop unlabelled rows first)")
+    if num_classes is not None and len(y) and y.max() >= num_classes:
+        raise JaxselError(f"{name} holds class {int(y.max())}, but the proxy knows {num_classes} classes (0..{num_classes - 1})")
+    return y

@@ -217,6 +217,30 @@ def test_bad_input(problem):
         lin.score_batch(masks()[[4]])
 
 
+def test_labels_that_are_not_class_ids_are_refused(problem):
+    """-1 ("unlabelled") used to wrap around to the last class, and strings, fractions, wrong lengths
+    and out-of-range ids surfaced as numpy tracebacks (a new user's test): each is one JaxselError,
+    from proxy.make and from agents.select; integral floats are class ids."""
+    from jaxsel import agents
+    from jaxsel.agents import SelectConfig
+    x, y, cl, xv, yv = problem
+    cases = {"drop unlabelled": np.where(np.arange(N) < 10, -1, y), "integer class ids": y + 0.5,
+             "such as": np.array(["a", "b"])[y % 2], "labels for": y[:-1]}
+    for match, bad in cases.items():
+        with pytest.raises(JaxselError, match=match):
+            proxy.make(x, bad, cl, xv, yv)
+    with pytest.raises(JaxselError, match="at least 2 classes"):
+        proxy.make(x, np.zeros(N, int), cl, xv, np.zeros(len(xv), int))
+    np.testing.assert_array_equal(proxy.make(x, y.astype(float), cl, xv, yv).score_batch(masks()).accuracy,
+                                  proxy.make(x, y, cl, xv, yv).score_batch(masks()).accuracy)
+    p = proxy.make(x, y, cl, xv, yv)
+    config = SelectConfig(method="stratified", budget=0.1)
+    for match, bad in {"drop unlabelled": np.where(np.arange(N) < 10, -1, y), "labels for": y[:-1],
+                       "knows 3 classes": np.where(np.arange(N) < 10, 5, y)}.items():
+        with pytest.raises(JaxselError, match=match):
+            agents.select(p, cl, bad, config, progress=False)
+
+
 SHARDED = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"

@@ -24,7 +24,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
 
@@ -180,6 +180,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
+    train_labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
     examples = budget_examples(c.budget, len(train_labels))
     if round(c.budget * len(train_labels)) < 1 and c.method != "full":
         warn(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to no example: selecting 1")

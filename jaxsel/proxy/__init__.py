@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxsel.config import PROXY_KINDS as KINDS
 from jaxsel.config import SCORE_ON
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_labels
 from jaxsel.proxy import knn, ridge
 from jaxsel.proxy.base import (HIGHEST, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
@@ -61,14 +61,15 @@ __all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Knn", "Proxy", "ProxyConfig"
 
 def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
     train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
-    train_y, val_y = np.asarray(train_y), np.asarray(val_y)
     for name, a in (("train", train_x), ("validation", val_x)):
         if a.ndim != 2 or not len(a):
             raise JaxselError(f"{name} embeddings must be a non-empty (n, d) array, got {a.shape}")
         if not np.isfinite(a).all():
             raise JaxselError(f"{name} embeddings contain NaN or inf")
-    if len(train_y) != len(train_x) or len(val_y) != len(val_x):
-        raise JaxselError("embeddings and labels have different lengths")
+    train_y = check_labels(train_y, "train labels", len(train_x))
+    val_y = check_labels(val_y, "validation labels", len(val_x))
+    if len(np.unique(np.concatenate([train_y, val_y]))) < 2:
+        raise JaxselError("a proxy needs labels of at least 2 classes, got 1")
     if train_x.shape[1] != val_x.shape[1]:
         raise JaxselError(f"train and validation embeddings differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
     if cfg.val_size is not None and cfg.val_size < len(np.unique(val_y)):
