@@ -15,7 +15,9 @@ a state without its record or a record without its state. Only the newest step i
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 
 from jaxsel.errors import JaxselError
@@ -100,3 +102,29 @@ class Checkpoints:
         finally:  # on failure too: no write of this step may still be running when the caller goes on
             self._manager.wait_until_finished()
         self.step = int(step)
+
+
+class Stopwatch:
+    """Wall-clock seconds of a resumable job over all its attempts: the seconds earlier attempts left
+    in ``path`` (when ``resume``) plus this one's, written atomically when the ``with`` block ends,
+    interrupted or not. A resumed selection used to report only its last attempt's seconds (a new
+    user's test: 14.8 s of PPO after an interrupt, 36.7 s uninterrupted)."""
+
+    def __init__(self, path: str | Path, *, resume: bool):
+        self.path = Path(path)
+        self.before = float(json.loads(self.path.read_text())["seconds"]) if resume and self.path.exists() else 0.0
+        self._start = self._end = None
+
+    def __enter__(self) -> "Stopwatch":
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from jaxsel.io import write_json
+        self._end = time.perf_counter()
+        write_json(self.path, {"seconds": self.seconds})
+
+    @property
+    def seconds(self) -> float:
+        """Seconds so far (frozen once the block has ended)."""
+        return self.before + ((self._end or time.perf_counter()) - self._start if self._start is not None else 0.0)

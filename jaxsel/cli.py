@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
+from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
@@ -270,25 +271,25 @@ def cmd_select(a) -> None:
     labels = np.asarray(column(dd["train"], "label"))
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
     c = stages.clustering(out.parent / "stages", fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
-    t = time.perf_counter()
-    p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
-                   proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
-                                     objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
-                                     candidates=a.candidates))
-    cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
-                              granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
-                              similarity=a.similarity, balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
-    meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
-            "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
-            "project": a.project, "stratified": a.stratified, "order": a.order}
-    kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
-    if a.filter != "none":
-        flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
-        sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=(emb["validation"], column(dd["validation"], "label")),
-                                      **kw)
-    else:
-        sel = agents.select(p, c, labels, cfg, **kw)
-    sel.meta["selection_seconds"] = time.perf_counter() - t
+    with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock:  # interrupted attempts too
+        p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
+                       proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
+                                         objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
+                                         candidates=a.candidates))
+        cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
+                                  granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
+                                  similarity=a.similarity, balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
+        meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
+                "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
+                "project": a.project, "stratified": a.stratified, "order": a.order}
+        kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
+        if a.filter != "none":
+            flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
+            sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=(emb["validation"], column(dd["validation"], "label")),
+                                          **kw)
+        else:
+            sel = agents.select(p, c, labels, cfg, **kw)
+    sel.meta["selection_seconds"] = clock.seconds
     sel.save(out / "selection.json")
     names = dd["train"].features["label"].names
     quota = sel.meta["quota"]

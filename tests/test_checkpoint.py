@@ -1,11 +1,14 @@
 """Checkpoints: state and record saved as one step, a failed save leaves the previous step, a
 foreign signature is refused, no resume starts afresh."""
 
+import json
+import time
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel.checkpoint import Checkpoints
+from jaxsel.checkpoint import Checkpoints, Stopwatch
 from jaxsel.errors import JaxselError
 
 
@@ -46,3 +49,20 @@ def test_foreign_signature_is_refused_and_no_resume_starts_afresh(tmp_path):
     assert fresh.step is None and not any((tmp_path / "c").iterdir())
     with pytest.raises(JaxselError, match="no checkpoint"):
         fresh.restore(tree(0.0))
+
+
+def test_stopwatch_adds_the_seconds_of_interrupted_attempts(tmp_path):
+    """A resumed job reports the seconds of every attempt: an interrupted one leaves its seconds in the
+    file, the next (resuming) adds its own; without resume the count starts again."""
+    path = tmp_path / "seconds.json"
+    with pytest.raises(KeyboardInterrupt):
+        with Stopwatch(path, resume=True):
+            time.sleep(0.05)
+            raise KeyboardInterrupt
+    first = json.loads(path.read_text())["seconds"]
+    assert first >= 0.05
+    with Stopwatch(path, resume=True) as clock:
+        time.sleep(0.05)
+    assert clock.before == first and clock.seconds >= first + 0.05
+    assert clock.seconds == json.loads(path.read_text())["seconds"]  # frozen at the end, as written
+    assert Stopwatch(path, resume=False).before == 0.0

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxsel import baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
+from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.io import write_json
@@ -154,14 +155,14 @@ class Run:
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         if path.exists():
             return Selection.load(path)
-        t = time.perf_counter()
         kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints", resume=True,
                   progress=self.progress, train_x=train_x)
-        if flagged is None:
-            sel = agents.select(p, c, labels, cfg, **kw)
-        else:
-            sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation, **kw)
-        sel.meta["selection_seconds"] = time.perf_counter() - t
+        with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
+            if flagged is None:
+                sel = agents.select(p, c, labels, cfg, **kw)
+            else:
+                sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation, **kw)
+        sel.meta["selection_seconds"] = clock.seconds
         sel.meta.update(data_record(self.cfg.data))
         sel.save(path)
         return sel
