@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ def test_data_prints_splits(table_file, capsys):
 def test_user_error_is_one_line_exit_2():
     p = run("data", "missing.csv")
     assert p.returncode == 2
-    assert p.stderr.strip() == "jaxsel: error: no such file: missing.csv"
+    assert p.stderr.strip() == f"jaxsel: error: no such file: missing.csv (relative paths, in a config too, are read " \
+        f"from the working folder: {Path.cwd()})"  # a config-relative path was a new user's guess
 
 
 def test_cluster_writes_file(table_file, tmp_path, tmp_cache):

@@ -298,7 +298,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     elif Path(name_or_path).exists():
         raw = _read_table(Path(name_or_path), text_col, label_col, split_col, encoding)
     elif Path(name_or_path).suffix.lower() in _FILE_TYPES or name_or_path.startswith((".", "/", "~")):
-        raise JaxselError(f"no such file: {name_or_path}")
+        where = "" if Path(name_or_path).expanduser().is_absolute() else \
+            f" (relative paths, in a config too, are read from the working folder: {Path.cwd()})"
+        raise JaxselError(f"no such file: {name_or_path}{where}")
     elif "/" not in name_or_path and (near := difflib.get_close_matches(name_or_path, BUILTIN, n=1, cutoff=0.75)):
         raise JaxselError(f"no built-in dataset or file {name_or_path!r}; did you mean {near[0]!r}?")
     else:
