@@ -80,6 +80,8 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 rows and none in the"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
     ("text;label\n" + "".join(f"t{i};{i % 2}\n" for i in range(30)), {}, "separated by ';', not commas"),
+    ("text;label\n" + "".join(f"t{i}{', a, b' * (i > 1)};{i % 2}\n" for i in range(30)), {},
+     "saw 3 .the header seems separated by ';'"),  # texts with commas: a parse error, not one column
     ("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(30)), {"text_col": "label"}, "both 'label'"),
 ])
 def test_bad_input_one_line_errors(tmp_path, content, kwargs, message):

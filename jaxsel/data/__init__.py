@@ -160,6 +160,9 @@ def _read_frame(path: Path, encoding: str | None):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if kind == ".jsonl" and text is not None:
             first = _bad_json_line(text) or first
+        header = text.lstrip().split("\n", 1)[0] if text is not None and kind == ".csv" else ","
+        if "," not in header and (sep := next((c for c in ";|\t" if c in header), None)):
+            first += f" (the header seems separated by {sep!r}, not commas)"
         raise JaxselError(f"{path}: cannot be parsed: {first}")
 
 
