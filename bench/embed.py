@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--sweep", default="512,1024,2048,4096", help="tokens per call to time (the default is added)")
     a = ap.parse_args()
     n = a.n or (256 if a.quick else 4096)
-    all_texts, _, _, (train, _, _), _ = data.split("tweets")  # no `datasets` needed (GPU image lacks it)
+    all_texts, _, _, (train, _, _), *_ = data.split("tweets")  # no `datasets` needed (GPU image lacks it)
     pick = np.random.default_rng(0).choice(train, min(n, len(train)), replace=False)
     texts = [all_texts[i] for i in pick]
     enc = embed.load_encoder("minilm", a.dtype)

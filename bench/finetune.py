@@ -42,7 +42,7 @@ def main() -> None:
     a = ap.parse_args()
     cpu = jax.default_backend() == "cpu"
     steps = a.steps or (3 if a.quick else 10)
-    texts, labels, names, (train, _, _), _ = data.split("tweets")
+    texts, labels, names, (train, _, _), *_ = data.split("tweets")
     skipped = peers.available("torch", "transformers")
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)

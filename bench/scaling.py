@@ -45,7 +45,7 @@ def seconds(fn) -> float:
 
 def linear_rates() -> dict:
     """MiniLM embedding texts/s and finetuning seconds per example, measured on real tweets."""
-    texts, labels, names, (train, val, test), _ = data.split("tweets")
+    texts, labels, names, (train, val, test), *_ = data.split("tweets")
     sample = [texts[i] for i in train[:512]]
     embed.encode(sample[:128], max_length=64, progress=False)  # load and compile the common buckets
     embed_s = seconds(lambda: embed.encode(sample, max_length=64, progress=False))

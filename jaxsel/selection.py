@@ -299,8 +299,9 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
            source: str | None = None) -> Path:
     """Write the KEPT rows of ``dd['train']`` (``complement``: the rows NOT kept) to ``path`` through
     ``datasets`` (``fmt``: jsonl, parquet, csv, or arrow = ``save_to_disk`` folder), atomically, with
-    columns ``text``, ``label`` (the class name), ``row`` (index in the train split), ``cluster``
-    (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
+    columns ``text``, ``label`` (the class name), ``row`` (index in the train split), ``source_row``
+    (0-based row of the source file, header not counted: what joins back to the user's own columns),
+    ``cluster`` (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
     naming the source dataset, the method, the budget and the jaxsel version. ``fmt`` None: from the
     path's suffix (:func:`export_format`). Raises JaxselError for an unknown format, one the suffix
     contradicts, a ``path`` that would overwrite the source file, or a dataset whose fingerprint
@@ -320,9 +321,10 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     rows = np.setdiff1d(np.arange(n), sel.indices) if complement else np.asarray(sel.indices, np.int64)
     kept = train.select(rows.tolist())
     names = train.features["label"].names
+    source_rows = column(kept, "source_row") if "source_row" in kept.column_names else [-1] * len(rows)
     out = datasets.Dataset.from_dict({"text": column(kept, "text"), "label": [names[i] for i in column(kept, "label")],
-                                      "row": rows.tolist(), "cluster": cluster_of[rows].tolist(),
-                                      "kept": [not complement] * len(rows)})
+                                      "row": rows.tolist(), "source_row": source_rows,
+                                      "cluster": cluster_of[rows].tolist(), "kept": [not complement] * len(rows)})
     bars_on = datasets.is_progress_bar_enabled()
     if bars_on:
         datasets.disable_progress_bars()  # its "Creating json from Arrow format" bars
@@ -339,6 +341,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         "budget": sel.meta.get("budget"), "budget_examples": sel.meta.get("budget_examples"),
         "selection_seed": sel.meta.get("seed"), "jaxsel_version": __version__,
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
+                    "source_row": "its 0-based row in the source (a file's data rows, header not counted; -1: unknown)",
                     "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows"}})
     return path
 

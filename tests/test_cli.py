@@ -203,12 +203,36 @@ def test_selection_records_how_to_read_its_data(tmp_path, tmp_cache, monkeypatch
     monkeypatch.chdir(other)
     assert cli.main(["export", str(work / "sel" / "selection.json"), "--out", "kept.csv"]) == 0
     kept = (other / "kept.csv").read_text().splitlines()
-    assert kept[0] == "text,label,row,cluster,kept" and len(kept) == 1 + len(sel.indices)
+    assert kept[0] == "text,label,row,source_row,cluster,kept" and len(kept) == 1 + len(sel.indices)
     (other / "copy.csv").write_bytes((work / "r.csv").read_bytes())
     assert cli.main(["export", str(work / "sel" / "selection.json"), "--data", "copy.csv", "--out", "k2.jsonl"]) == 0
     opts = dict(text_col="review", label_col="stars")
     assert data.dataset_fingerprint(data.load("copy.csv", **opts)) == \
         data.dataset_fingerprint(data.load(str(work / "r.csv"), **opts)) == sel.meta["fingerprint"]
+
+
+def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, monkeypatch):
+    """`source_row` is the kept row's position among the file's data rows, through dropped rows
+    (empty text, missing label), --dedup and the stratified split, so the user's own columns (here
+    `id`) join back; `row` alone (the train-split index) could not do that (a new user's test)."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    words = {"pos": "good great fine", "neg": "bad awful poor", "neu": "ok plain fair"}
+    lines = ["id,text,label"]
+    for i in range(150):
+        lab = list(words)[i % 3]
+        text = "" if i in (5, 17) else "same text" if i in (40, 41) else " ".join(rng.choice(words[lab].split(), 4)) + f" n{i}"
+        lines.append(f"id{i},{text},{'' if i == 9 else lab}")
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["select", "d.csv", "--dedup", "--model", "hash", "--k", "6", "--method", "random",
+                     "--budget", "0.3", "--out", "sel"]) == 0
+    assert cli.main(["export", "sel/selection.json", "--out", "kept.csv"]) == 0
+    kept, source = pd.read_csv("kept.csv"), pd.read_csv("d.csv", dtype=str, keep_default_na=False)
+    assert len(kept) > 20
+    for _, r in kept.iterrows():
+        orig = source.iloc[r["source_row"]]
+        assert (orig["text"], orig["label"]) == (r["text"], r["label"]) and orig["id"] == f"id{r['source_row']}"
 
 
 def test_export_format_follows_the_suffix():

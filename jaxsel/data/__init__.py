@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,11 +52,14 @@ class Raw:
     split: list[str] | None = None
     missing_labels: int = 0
     empty_texts: int = 0
+    source_rows: list[int] | None = None  # each row's 0-based position in the source (None: 0, 1, 2, ...)
 
     def rows(self, keep: list[int]) -> "Raw":
-        """The rows ``keep`` (texts, labels and split), with the same drop counts."""
+        """The rows ``keep`` (texts, labels, split and source rows), with the same drop counts."""
+        sources = self.source_rows if self.source_rows is not None else range(len(self.texts))
         return replace(self, texts=[self.texts[i] for i in keep], labels=[self.labels[i] for i in keep],
-                       split=None if self.split is None else [self.split[i] for i in keep])
+                       split=None if self.split is None else [self.split[i] for i in keep],
+                       source_rows=[sources[i] for i in keep])
 
 
 def label_name(value) -> str | None:
@@ -202,7 +206,7 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
     texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in df[text_col]]
     split = None if split_col is None else [str(s).strip() for s in df[split_col]]
     return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
-               None if split is None else [split[i] for i in keep], len(labels) - len(keep))
+               None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep)
 
 
 def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
@@ -281,13 +285,25 @@ def _merge_case(labels: list[str]) -> list[str]:
     return [best[v.casefold()] for v in labels]
 
 
+class Splits(NamedTuple):
+    """What :func:`split` returns: the cleaned rows and where each split's rows are."""
+
+    texts: list[str]
+    labels: np.ndarray  # (n,) class ids
+    names: list[str]  # the class names, by id
+    parts: list[np.ndarray]  # [train, validation, test] indices into texts/labels
+    counts: dict  # rows dropped or duplicated, for :func:`summary`
+    source_rows: np.ndarray  # (n,) each row's 0-based position in the source (a file's data rows, header not counted)
+
+
 def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str = "label",
           split_col: str | None = None, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
           seed: int = 0, dedup: bool = False, encoding: str | None = None, missing_labels: str = "drop",
           merge_case: bool = False, min_class_rows: int = 0):
     """Read, clean and split without building a DatasetDict (no ``datasets`` import).
 
-    Returns (texts, label ids (n,), label names, [train, validation, test] row indices, counts):
+    Returns :class:`Splits` (texts, label ids (n,), label names, [train, validation, test] row
+    indices, counts, source rows (n,)):
     ``counts`` has the rows dropped for a missing label, an empty text or a class below
     ``min_class_rows`` rows, and the duplicate texts. ``missing_labels``: "drop" (counted) or
     "error"; ``merge_case``: labels differing only by case are one class.
@@ -361,7 +377,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                               f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)}")
     counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts,
               "small_class": small}
-    return raw.texts, label_ids, names, parts, counts
+    sources = np.asarray(raw.source_rows if raw.source_rows is not None else range(len(raw.texts)), np.int64)
+    return Splits(raw.texts, label_ids, names, parts, counts, sources)
 
 
 def load(
@@ -394,15 +411,17 @@ def load(
 
     if text_col == label_col:
         raise JaxselError(f"the text and label columns are both {text_col!r}: name two different columns")
-    texts, label_ids, names, parts, counts = split(name_or_path, text_col=text_col, label_col=label_col,
-                                                   split_col=split_col, fractions=fractions, seed=seed, dedup=dedup,
-                                                   encoding=encoding, missing_labels=missing_labels,
-                                                   merge_case=merge_case, min_class_rows=min_class_rows)
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    texts, label_ids, names, parts, counts, sources = split(
+        name_or_path, text_col=text_col, label_col=label_col, split_col=split_col, fractions=fractions, seed=seed,
+        dedup=dedup, encoding=encoding, missing_labels=missing_labels, merge_case=merge_case,
+        min_class_rows=min_class_rows)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names),
+                                  "source_row": datasets.Value("int64")})
     dd = datasets.DatasetDict()
     for s, idx in zip(SPLITS, parts):
         dd[s] = datasets.Dataset.from_dict(
-            {"text": [texts[i] for i in idx], "label": label_ids[idx].tolist()}, features=features)
+            {"text": [texts[i] for i in idx], "label": label_ids[idx].tolist(), "source_row": sources[idx].tolist()},
+            features=features)
     # a file is known by its content (hashed below), not by how its path was spelled
     source = "file" if name_or_path not in _READERS and Path(name_or_path).exists() else name_or_path
     params = f"{source}|{fractions}|{seed}|{dedup}|{split_col}" + \
@@ -500,7 +519,8 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
             if labels.shape != idx.shape or len(texts) != len(idx):
                 raise JaxselError(f"new train labels/texts have {labels.shape[0]}/{len(texts)} rows, "
                                   f"the derived train split {len(idx)}")
-            d = datasets.Dataset.from_dict({"text": texts, "label": labels.tolist()}, features=d.features)
+            d = datasets.Dataset.from_dict({**{c: column(d, c) for c in d.column_names}, "text": texts,
+                                            "label": labels.tolist()}, features=d.features)
             if train_labels is not None:
                 h.update(labels.tobytes())
             if train_texts is not None:
