@@ -278,15 +278,17 @@ def cmd_select(a) -> None:
                                          candidates=a.candidates))
         cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                                   granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
-                                  similarity=a.similarity, balance=a.balance, ppo=agents.ppo.PPOConfig(total_timesteps=a.steps), dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
+                                  similarity=a.similarity, balance=a.balance,
+                                  ppo=agents.ppo.PPOConfig(total_timesteps=a.steps),
+                                  dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
         meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
                 "project": a.project, "stratified": a.stratified, "order": a.order}
         kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
         if a.filter != "none":
             flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
-            sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=(emb["validation"], column(dd["validation"], "label")),
-                                          **kw)
+            validation = (emb["validation"], column(dd["validation"], "label"))
+            sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=validation, **kw)
         else:
             sel = agents.select(p, c, labels, cfg, **kw)
     sel.meta["selection_seconds"] = clock.seconds

@@ -63,5 +63,6 @@ def check_labels(labels, name: str, rows: int | None = None, num_classes: int | 
     if len(y) and y.min() < 0:
         raise JaxselError(f"{name} must be class ids 0..C-1, got {int(y.min())} (drop unlabelled rows first)")
     if num_classes is not None and len(y) and y.max() >= num_classes:
-        raise JaxselError(f"{name} holds class {int(y.max())}, but the proxy knows {num_classes} classes (0..{num_classes - 1})")
+        raise JaxselError(f"{name} holds class {int(y.max())}, but the proxy knows {num_classes} classes "
+                          f"(0..{num_classes - 1})")
     return y
