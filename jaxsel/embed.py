@@ -168,6 +168,21 @@ def packed_calls(lengths: np.ndarray, max_length: int, batch_tokens: int | None 
     return calls
 
 
+def map_packed(fn, ids: list[list[int]], out: np.ndarray, max_length: int, *, batch_tokens: int | None = None,
+               desc: str | None = None) -> np.ndarray:
+    """``out`` (n, ...) with ``out[i]`` set to text i's entry of ``fn(token ids, segments)`` ((R, W) int32
+    each -> (R, W, ...): entry [r, j] for text j + 1 of row r), run over the token id lists ``ids``
+    packed several to a row in the calls of :func:`packed_calls`; texts without tokens keep their
+    ``out`` rows. ``desc``: a progress bar over the calls under that name."""
+    calls = packed_calls(np.array([len(x) for x in ids], np.int64), max_length, batch_tokens)
+    for width, per_call, chunk in progress_.bar(calls, total=len(calls), desc=desc, unit="batch",
+                                                disable=desc is None or len(calls) < 2):
+        result = np.asarray(fn(*pack_batch(ids, chunk, per_call, width)))
+        for r, row in enumerate(chunk):
+            out[row] = result[r, :len(row)]
+    return out
+
+
 def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256,
            batch_tokens: int | None = None, dtype: str = "float32", progress: bool = True) -> np.ndarray:
     """Embed texts into L2-normalised float32 vectors (n, d).
@@ -194,14 +209,8 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     if bad is not None:
         raise JaxselError(f"texts[{bad}] is {type(texts[bad]).__name__}, not a string")
     ids = enc.tokenize(texts, max_length)
-    out = np.zeros((len(ids), enc.dim), np.float32)
-    calls = packed_calls(np.array([len(x) for x in ids], np.int64), max_length, batch_tokens)
-    for width, per_call, chunk in progress_.bar(calls, total=len(calls), desc=f"embed ({name})", unit="batch",
-                                                disable=not progress or len(calls) < 2):
-        pooled = np.asarray(enc.forward(*pack_batch(ids, chunk, per_call, width)))
-        for r, row in enumerate(chunk):
-            out[row] = pooled[r, :len(row)]
-    return out
+    return map_packed(enc.forward, ids, np.zeros((len(ids), enc.dim), np.float32), max_length,
+                      batch_tokens=batch_tokens, desc=f"embed ({name})" if progress else None)
 
 
 def _ngrams(text: str) -> list[str]:

@@ -54,9 +54,14 @@ class Raw:
     empty_texts: int = 0
     source_rows: list[int] | None = None  # each row's 0-based position in the source (None: 0, 1, 2, ...)
 
+    @property
+    def sources(self) -> list[int] | range:
+        """Each row's 0-based position in the source."""
+        return self.source_rows if self.source_rows is not None else range(len(self.texts))
+
     def rows(self, keep: list[int]) -> "Raw":
         """The rows ``keep`` (texts, labels, split and source rows), with the same drop counts."""
-        sources = self.source_rows if self.source_rows is not None else range(len(self.texts))
+        sources = self.sources
         return replace(self, texts=[self.texts[i] for i in keep], labels=[self.labels[i] for i in keep],
                        split=None if self.split is None else [self.split[i] for i in keep],
                        source_rows=[sources[i] for i in keep])
@@ -377,8 +382,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                               f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)}")
     counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts,
               "small_class": small}
-    sources = np.asarray(raw.source_rows if raw.source_rows is not None else range(len(raw.texts)), np.int64)
-    return Splits(raw.texts, label_ids, names, parts, counts, sources)
+    return Splits(raw.texts, label_ids, names, parts, counts, np.asarray(raw.sources, np.int64))
 
 
 def load(
@@ -519,8 +523,8 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
             if labels.shape != idx.shape or len(texts) != len(idx):
                 raise JaxselError(f"new train labels/texts have {labels.shape[0]}/{len(texts)} rows, "
                                   f"the derived train split {len(idx)}")
-            d = datasets.Dataset.from_dict({**{c: column(d, c) for c in d.column_names}, "text": texts,
-                                            "label": labels.tolist()}, features=d.features)
+            others = {c: column(d, c) for c in d.column_names if c not in ("text", "label")}  # source_row
+            d = datasets.Dataset.from_dict({**others, "text": texts, "label": labels.tolist()}, features=d.features)
             if train_labels is not None:
                 h.update(labels.tobytes())
             if train_texts is not None:
