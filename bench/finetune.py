@@ -8,7 +8,9 @@ bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported. On CPU 
 measured side by side with the peer users would pick, PyTorch + transformers on the same weights
 (SmolLM2: a LlamaForCausalLM filled from the same GGUF tensors, scored by label words) and the same
 token batches (``bench/peers.py``; installed by the ``bench`` extra): ``--reps`` alternating
-rounds of ``--steps`` steps each, medians reported.
+rounds of ``--steps`` steps each, medians reported. ``--optimizer`` also times the clipped AdamW
+update alone over MiniLM's parameters: jaxsel's, optax's ``clip_by_global_norm`` chain, and PyTorch's
+AdamW after ``clip_grad_norm_`` (its CPU default, the per-tensor loop, and ``fused=True``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
                     help="also time whole N-example MiniLM finetunes (3 epochs, batch 16, 64 tokens, validation 300 "
                          "and test 800 rows): jaxsel's 1st and 2nd in one process (a run's first and later cells) "
                          "against PyTorch's, e.g. --whole 100")
+    ap.add_argument("--optimizer", action="store_true", help="also time the clipped AdamW update alone (MiniLM)")
     a = ap.parse_args()
     cpu = jax.default_backend() == "cpu"
     steps = a.steps or (3 if a.quick else 10)
@@ -108,6 +111,8 @@ def main() -> None:
         print(row, file=sys.stderr)
     if a.whole:
         rows += whole_finetunes(a.whole, names, skipped)
+    if a.optimizer:
+        rows += optimizer_steps(names, a.reps, skipped)
     by = {r["model"]: r for r in rows}
     summary = {"minilm_tokens_per_s": by.get("minilm", {}).get("tokens_per_s"),
                "torch_minilm_tokens_per_s": by.get("minilm", {}).get("torch_tokens_per_s"),
@@ -116,10 +121,14 @@ def main() -> None:
                "torch_smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("torch_tokens_per_s"),
                "smollm2_vs_torch": by.get("smollm2-135m", {}).get("vs_torch"),
                "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
+    opt = {r["model"]: r["ms_per_step"] for r in rows if "ms_per_step" in r}
+    if opt:
+        summary.update(adamw_ms=opt.get("jaxsel AdamW"), optax_adamw_ms=opt.get("optax-clipped AdamW"),
+                       torch_adamw_ms=opt.get("torch AdamW"), torch_fused_adamw_ms=opt.get("torch AdamW fused"))
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:
         summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
-    report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "tokens_per_s",
+    report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "ms_per_step", "tokens_per_s",
                               "torch_tokens_per_s", "vs_torch", "dtype", "mfu", "test_accuracy"],
            summary, a.quick)
 
@@ -147,6 +156,58 @@ def whole_finetunes(n: int, names: list[str], skipped: str | None) -> list[dict]
     m = peers.torch_small_finetune(assets.path("minilm", embed.MINILM_DIR), len(names), splits)
     out.append({"model": f"torch {peers.version('torch')} finetune", "batch": 16, "seq": 64, **m})
     print(out[-1], file=sys.stderr)
+    return out
+
+
+def optimizer_steps(names: list[str], reps: int, skipped: str | None, steps: int = 10) -> list[dict]:
+    """Rows timing one clipped AdamW update (clip 1.0, weight decay 0.01) over MiniLM's parameters
+    with gradients of global norm ~5 (so clipping scales them): jaxsel's (:func:`jaxsel.finetune.optimizer`),
+    optax's ``clip_by_global_norm`` chain, and PyTorch's (when it imports), alternating rounds of
+    ``steps`` updates, median ms per update."""
+    import jax.numpy as jnp
+    import optax
+    model, _ = finetune.build(finetune.FinetuneConfig(model="minilm"), names)
+    params = nnx.state(model, nnx.Param)
+    rng = np.random.default_rng(0)
+    grads = jax.device_put(jax.tree.map(lambda p: np.asarray(rng.standard_normal(p.shape) * 1e-3, np.float32), params))
+    txs = {"jaxsel AdamW": finetune.optimizer(1.0, 0.01),
+           "optax-clipped AdamW": optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1.0, weight_decay=0.01))}
+    runners = {}
+    for name, tx in txs.items():
+        # donated inputs in the order of the outputs, as train_step has them: out of order, XLA aliases
+        # each output to another input's buffer and copies (3-4x slower)
+        step = jax.jit(lambda p, o, g, lr, tx=tx: finetune.apply_scaled(tx, g, o, p, lr), donate_argnums=(0, 1))
+        state = [jax.tree.map(jnp.copy, params), tx.init(params)]
+
+        def run(step=step, state=state):
+            for _ in range(steps):
+                state[:] = step(*state, grads, np.float32(1e-5))
+            jax.block_until_ready(state[0])
+        runners[name] = run
+    if not skipped:
+        import torch
+        for name, kw in (("torch AdamW", {}), ("torch AdamW fused", {"fused": True})):
+            ps = [torch.nn.Parameter(torch.from_numpy(np.array(p))) for p in jax.tree.leaves(params)]
+            for p, g in zip(ps, jax.tree.leaves(grads)):
+                p.grad = torch.from_numpy(np.array(g))
+            opt = torch.optim.AdamW(ps, lr=1e-5, weight_decay=0.01, **kw)
+
+            def run(ps=ps, opt=opt):
+                for _ in range(steps):
+                    torch.nn.utils.clip_grad_norm_(ps, 1.0)
+                    opt.step()
+            runners[name] = run
+    times = {k: [] for k in runners}
+    for r in range(reps + 1):  # the first round compiles and warms up
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            if r:
+                times[name].append((time.perf_counter() - t) / steps * 1e3)
+    n = sum(x.size for x in jax.tree.leaves(params)) / 1e6
+    out = [{"model": k, "params_M": n, "steps": steps, "ms_per_step": float(np.median(v))} for k, v in times.items()]
+    for row in out:
+        print(row, file=sys.stderr)
     return out
 
 

@@ -99,12 +99,31 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     return float(np.mean(f1))
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Scale the updates by min(1, max_norm / global norm): ``optax.clip_by_global_norm``'s result (to
+    one rounding: it computes ``t / norm * max_norm``) with one scalar factor instead of a division per
+    element. XLA does not copy a per-element division into each consumer, so optax's form writes every
+    clipped gradient to memory once more and reads it back in AdamW's two moment updates; a scalar
+    factor fuses into them. The clipped AdamW update of MiniLM's 22.6M parameters on 2 CPU cores: 25
+    against 45 ms (``bench/finetune.py --optimizer``); a whole training step at 16 x 16 tokens ~8%
+    faster, at 16 x 48 within the noise."""
+
+    def update(updates, state, params=None):
+        del params
+        norm = optax.global_norm(updates)
+        scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+        return jax.tree.map(lambda t: t * scale.astype(t.dtype), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 @functools.lru_cache(maxsize=None)
 def optimizer(clip: float, weight_decay: float) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW (decoupled weight decay) at unit learning rate: ``train_step``
-    multiplies the update by the scheduled rate, so one compiled step serves every schedule. Cached,
-    so equal settings give the same (hashable) transformation and ``train_step`` compiles once."""
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adamw(1.0, weight_decay=weight_decay))
+    """Global-norm clipping (:func:`clip_by_global_norm`), then AdamW (decoupled weight decay) at unit
+    learning rate: ``train_step`` multiplies the update by the scheduled rate, so one compiled step
+    serves every schedule. Cached, so equal settings give the same (hashable) transformation and
+    ``train_step`` compiles once."""
+    return optax.chain(clip_by_global_norm(clip), optax.adamw(1.0, weight_decay=weight_decay))
 
 
 def learning_rates(cfg: FinetuneConfig, total: int) -> np.ndarray:

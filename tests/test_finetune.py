@@ -115,6 +115,21 @@ def test_unit_rate_optimizer_times_schedule_is_optax_scheduled_adamw():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
+def test_clip_by_global_norm_matches_optax():
+    """jaxsel's clipping (one scalar factor) gives optax's clipped updates (a division per element)
+    to one rounding, for global norms above the limit (scaled to it) and below (unchanged)."""
+    import optax
+    rng = np.random.default_rng(1)
+    g = {"w": rng.standard_normal((7, 5)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+    for max_norm in (0.3, 100.0):
+        ours, _ = finetune.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
+        ref, _ = optax.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-7)
+        norm = float(optax.global_norm(ours))
+        assert norm == pytest.approx(min(max_norm, float(optax.global_norm(g))), rel=1e-6)
+
+
 @pytest.mark.assets
 def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, monkeypatch):
     """A run's finetunes share their compiled steps: train_step and eval_step compile once per
