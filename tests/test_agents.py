@@ -76,11 +76,17 @@ from jaxsel.agents import ppo
 from jaxsel.agents.env import make_env
 x, y, cl, xv, yv = known_truth()
 env, params = make_env(proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(lam=1.0)), cl, y, 0.25)
-cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=2048)
-out = jax.jit(jax.vmap(ppo.make_train(cfg, env), in_axes=(0, None)))(jax.random.split(jax.random.PRNGKey(0), 3), params)
-assert out.best.score.shape == (3,) and out.update.tolist() == [cfg.num_updates] * 3
-single = jax.jit(ppo.make_train(cfg, env))(jax.random.split(jax.random.PRNGKey(0), 3)[1], params)
+# two updates: vmapped and single runs agree to rounding only until a rounding difference flips a
+# sampled action; over 16 updates that happened on an AMD host (best score 0.910 against 0.912)
+cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=256)
+keys = jax.random.split(jax.random.PRNGKey(0), 3)
+out = jax.jit(jax.vmap(ppo.make_train(cfg, env), in_axes=(0, None)))(keys, params)
+assert out.best.score.shape == (3,) and out.update.tolist() == [cfg.num_updates] * 3 == [2] * 3
+assert len(set(np.asarray(out.params["enc1"]["w"]).reshape(3, -1)[:, 0].tolist())) == 3  # three different runs
+single = jax.jit(ppo.make_train(cfg, env))(keys[1], params)
 np.testing.assert_allclose(float(single.best.score), float(out.best.score[1]), atol=1e-5)
+for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(out.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b)[1], rtol=1e-4, atol=2e-5)  # Adam: tiny gradients move ~lr
 print("seeds ok")
 """
 
