@@ -166,9 +166,10 @@ def _load(a):
     return data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
 
 
-def _embed(a, dd):
+def _embed(a, dd, splits: tuple[str, ...] = ("train", "validation")):
+    """The embeddings of ``splits`` (selection and label checks never use the test split)."""
     from jaxsel import embed
-    return embed.embed_dataset(dd, a.model, max_length=a.max_length, dtype=a.dtype)
+    return embed.embed_dataset(dd, a.model, max_length=a.max_length, dtype=a.dtype, splits=splits)
 
 
 def cmd_data(a) -> None:
@@ -223,7 +224,7 @@ def cmd_embed(a) -> None:
     from jaxsel import data, embed
     dd = _load(a)
     t = time.perf_counter()
-    emb = _embed(a, dd)
+    emb = _embed(a, dd, data.SPLITS)
     path = embed.cache_file(data.dataset_fingerprint(dd), a.model, a.max_length, a.dtype)
     for s, e in emb.items():
         print(f"{s:<11}{e.shape[0]:>7} x {e.shape[1]}")
@@ -243,7 +244,7 @@ def cmd_cluster(a) -> None:
         raise JaxselError(f"--out {a.out}: a clustering is saved as .npz; name a .npz file or a folder")
     _writable(out)
     dd = _load(a)
-    emb = _embed(a, dd)["train"]
+    emb = _embed(a, dd, ("train",))["train"]
     t = time.perf_counter()
     labels = column(dd["train"], "label") if a.stratified else None
     c = cluster.kmeans(emb, a.k, seed=a.seed, method=a.method, labels=labels, table_size=a.table_size, progress=True)

@@ -1,8 +1,8 @@
 """Sentence embeddings: the MiniLM encoder (Flax) over packed rows, or a weight-free hash embedder.
 
 ``encode(texts, model="minilm")`` returns L2-normalised float32 embeddings (n, 384).
-``embed_dataset(dd)`` embeds every split of a ``jaxsel.data.load`` dataset and caches the result
-on disk, keyed by (dataset fingerprint, model, max length).
+``embed_dataset(dd)`` embeds every split of a ``jaxsel.data.load`` dataset (or the ``splits`` asked
+for) and caches the result on disk, keyed by (dataset fingerprint, model, max length).
 """
 
 from __future__ import annotations
@@ -246,25 +246,31 @@ def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "floa
 
 
 def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: str = "float32",
-                  progress: bool = True, use_cache: bool = True) -> dict[str, np.ndarray]:
-    """Embeddings of every split of ``dd`` ({split: (n, d)}), cached on disk."""
+                  progress: bool = True, use_cache: bool = True, splits: tuple[str, ...] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Embeddings of ``splits`` of ``dd`` (default every split) as {split: (n, d)}, cached on disk
+    with the splits embedded before: a run embeds train and validation only (selection never uses
+    the test split), and a later call for every split embeds just the test split."""
     from jaxsel import data
 
+    splits = tuple(splits or data.SPLITS)
     path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
+    out = {}
     if use_cache and path.exists():
         with np.load(path) as z:
-            return {s: z[s] for s in data.SPLITS}
-    check_model(model)
-    out = {}
-    for s in data.SPLITS:
+            out = {s: z[s] for s in z.files}
+    missing = [s for s in splits if s not in out]
+    if missing:
+        check_model(model)
+    for s in missing:
         if progress:
             progress_.write(f"embedding {s}: {len(dd[s])} texts")
         out[s] = encode(data.column(dd[s], "text"), model, max_length=max_length, dtype=dtype, progress=progress)
         if not np.isfinite(out[s]).all():
             raise JaxselError(f"embeddings of the {s} split contain NaN or inf")
-    if use_cache:
+    if use_cache and missing:
         try:
             write_npz(path, **out)
         except OSError as e:  # the cache only saves time: a read-only one is no reason to stop
             print(f"warning: embeddings not cached, cannot write {path.parent}: {e.strerror or e}", file=sys.stderr)
-    return out
+    return {s: out[s] for s in splits}

@@ -168,6 +168,27 @@ def test_embed_dataset_cache_round_trip(tmp_cache, table_file):
         assert np.array_equal(first[s], second[s])
 
 
+def test_embed_dataset_embeds_only_the_splits_asked_for(tmp_cache, table_file, monkeypatch):
+    """A run asks for train and validation (selection never uses the test split): only those are
+    embedded and cached; a later call for every split embeds just the test split, and each split's
+    embeddings equal those of one call for every split without the cache."""
+    dd = data.load(str(table_file))
+    calls = []
+    real = embed.encode
+    monkeypatch.setattr(embed, "encode", lambda texts, *a, **k: calls.append(len(texts)) or real(texts, *a, **k))
+    some = embed.embed_dataset(dd, "hash", progress=False, splits=("train", "validation"))
+    assert sorted(some) == ["train", "validation"] and calls == [len(dd["train"]), len(dd["validation"])]
+    with np.load(embed.cache_file(data.dataset_fingerprint(dd), "hash", 256)) as z:
+        assert sorted(z.files) == ["train", "validation"]
+    every = embed.embed_dataset(dd, "hash", progress=False)
+    assert calls[2:] == [len(dd["test"])]
+    fresh = embed.embed_dataset(dd, "hash", progress=False, use_cache=False)
+    for s in data.SPLITS:
+        assert np.array_equal(every[s], fresh[s])
+    assert np.array_equal(some["train"], fresh["train"])
+    assert embed.embed_dataset(dd, "hash", progress=False, splits=("test",)).keys() == {"test"} and len(calls) == 6
+
+
 def test_an_unwritable_cache_warns_and_embeds(tmp_path, table_file, monkeypatch, capsys):
     """The embedding cache only saves time: where it cannot be written (here a file stands where
     its folder must go; root ignores permissions) the embeddings still come back, with a warning."""
