@@ -104,9 +104,9 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     one rounding: it computes ``t / norm * max_norm``) with one scalar factor instead of a division per
     element. XLA does not copy a per-element division into each consumer, so optax's form writes every
     clipped gradient to memory once more and reads it back in AdamW's two moment updates; a scalar
-    factor fuses into them. The clipped AdamW update of MiniLM's 22.6M parameters on 2 CPU cores: 25
-    against 45 ms (``bench/finetune.py --optimizer``); a whole training step at 16 x 16 tokens ~8%
-    faster, at 16 x 48 within the noise."""
+    factor fuses into them. The clipped AdamW update of MiniLM's 22.6M parameters on 2 CPU cores: 19
+    against 37 ms (``bench/finetune.py --optimizer``, AMD EPYC); a whole training step at 16 x 16
+    tokens ~8% faster, at 16 x 48 within the noise."""
 
     def update(updates, state, params=None):
         del params

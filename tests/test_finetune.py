@@ -121,12 +121,12 @@ def test_clip_by_global_norm_matches_optax():
     import optax
     rng = np.random.default_rng(1)
     g = {"w": rng.standard_normal((7, 5)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+    norm = lambda tree: float(np.sqrt(sum(np.sum(np.asarray(t, np.float64) ** 2) for t in jax.tree.leaves(tree))))
     for max_norm in (0.3, 100.0):
         ours, _ = finetune.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
         ref, _ = optax.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-7)
-        norm = lambda tree: float(np.sqrt(sum(np.sum(np.square(np.asarray(t, np.float64))) for t in jax.tree.leaves(tree))))
         assert norm(ours) == pytest.approx(min(max_norm, norm(g)), rel=1e-6)
 
 
