@@ -125,6 +125,9 @@ def main() -> None:
     if opt:
         summary.update(adamw_ms=opt.get("jaxsel AdamW"), optax_adamw_ms=opt.get("optax-clipped AdamW"),
                        torch_adamw_ms=opt.get("torch AdamW"), torch_fused_adamw_ms=opt.get("torch AdamW fused"))
+        if "torch AdamW" in opt:  # speed ratios (> 1: jaxsel's update is faster)
+            summary.update(adamw_vs_torch=opt["torch AdamW"] / opt["jaxsel AdamW"],
+                           adamw_vs_torch_fused=opt["torch AdamW fused"] / opt["jaxsel AdamW"])
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:
         summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
