@@ -166,9 +166,10 @@ def _load(a):
     return data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
 
 
-def _embed(a, dd, splits: tuple[str, ...] = ("train", "validation")):
-    """The embeddings of ``splits`` (selection and label checks never use the test split)."""
-    from jaxsel import embed
+def _embed(a, dd, splits: tuple[str, ...] | None = None):
+    """The embeddings of ``splits`` (default the splits selection and label checks read, never test)."""
+    from jaxsel import data, embed
+    splits = splits or data.SELECTION_SPLITS
     return embed.embed_dataset(dd, a.model, max_length=a.max_length, dtype=a.dtype, splits=splits)
 
 

@@ -26,6 +26,7 @@ from jaxsel import assets
 from jaxsel.errors import JaxselError
 
 SPLITS = ("train", "validation", "test")
+SELECTION_SPLITS = ("train", "validation")  # what selection reads: it never sees the test split
 BUILTIN = ("tweets", "rotten_tomatoes", "bbc_news")
 DEFAULT = "tweets"
 _FILE_TYPES = (".csv", ".tsv", ".gz", ".jsonl", ".json", ".parquet")

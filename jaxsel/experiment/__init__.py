@@ -80,7 +80,7 @@ class Run:
         rec = self.stage_dir / f"embed-{stages.key(data.dataset_fingerprint(dd), spec)}.json"
         t = time.perf_counter()
         emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, progress=self.progress,
-                                  splits=("train", "validation"))  # selection never uses the test split
+                                  splits=data.SELECTION_SPLITS)
         if not rec.exists():
             write_json(rec, {"seconds": time.perf_counter() - t})
         self.timings["embed_seconds"] = json.loads(rec.read_text())["seconds"]
