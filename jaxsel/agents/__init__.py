@@ -169,6 +169,13 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
                                                  "warm_start_best": float(max(log.scores[:c.warm_start]))}
 
 
+@jax.jit
+def _score(proxy, subset: jax.Array):
+    """``proxy.score(subset)`` as one compiled program: called eagerly, its ~50 operations compiled one
+    by one (~2.7 s on 2 CPU cores, once per process and proxy shape, at the end of every selection)."""
+    return proxy.score(subset)
+
+
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None, train_x: np.ndarray | None = None) -> Selection:
@@ -260,14 +267,14 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     else:
         take = sizes.astype(np.int32) if c.method == "full" else take_for(order, sizes, n_budget, quota, caps)
         indices = rows_for(clustering, take)
-        final = proxy.score(jax.numpy.asarray(take))  # the exported rows, the last pick trimmed
-        whole = proxy.score(jax.numpy.asarray(take_for(order, sizes, int(sizes.sum()), quota)))
+        final = _score(proxy, jax.numpy.asarray(take))  # the exported rows, the last pick trimmed
+        whole = _score(proxy, jax.numpy.asarray(take_for(order, sizes, int(sizes.sum()), quota)))
     if len(indices) != min(n_budget, int(sizes.sum())):
         raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
     if not np.isfinite([final.accuracy, final.loglik]).all():
         raise JaxselError(f"the {proxy.kind} proxy scored the {c.method} selection {float(final.accuracy)} (not a "
                           f"number): check the proxy settings (lam, temperature) and that the embeddings vary")
-    empty = proxy.score(jax.numpy.zeros(clustering.k, bool))
+    empty = _score(proxy, jax.numpy.zeros(clustering.k, bool))
     scores = {"proxy_accuracy": float(final.accuracy), "proxy_accuracy_empty": float(empty.accuracy),
               "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective,
               "proxy_score": float(proxy.value(final)), "proxy": proxy.kind,

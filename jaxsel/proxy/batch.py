@@ -68,6 +68,13 @@ def _score_sharded(proxy, masks: jax.Array, sequential: bool, chunk: int):
     return jax.lax.with_sharding_constraint(out, NamedSharding(m, P()))
 
 
+def unpad(b: int, scores):
+    """The first ``b`` rows of every array of ``scores``, cut on the host and put back with
+    ``jax.device_put``: ``a[:b]`` on a device array, or ``jnp.asarray`` of the cut, compiles a
+    program for each new b (every step of a greedy search scores fewer candidates)."""
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a)[:b]), scores)
+
+
 def padded_batch(b: int, chunk: int, devices: int, sequential: bool = False) -> int:
     """The batch size ``b`` subsets are scored at: the next power of two up to ``chunk`` (vmapped)
     or up to 8 (one after another, ``sequential``), else the next multiple of it; then a multiple of
@@ -96,4 +103,4 @@ def score_batch(proxy, subsets):
     if pad:
         masks = np.concatenate([masks, np.zeros((pad, masks.shape[1]), masks.dtype)])
     masks = jax.device_put(masks, NamedSharding(mesh(), P("batch")))
-    return jax.tree.map(lambda a: a[:b], _score_sharded(proxy, masks, mode == "map", proxy.batch_chunk))
+    return unpad(b, _score_sharded(proxy, masks, mode == "map", proxy.batch_chunk))

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
-from jaxsel.proxy.batch import check_masks, padded_batch
+from jaxsel.proxy.batch import check_masks, padded_batch, unpad
 from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
 
 
@@ -132,7 +132,7 @@ class Ridge(Proxy):
         pad = padded_batch(b, self.batch_chunk, 1) - b  # a few compiled sizes (see padded_batch)
         clusters, counts = np.pad(clusters, (0, pad)), np.pad(counts, (0, pad))
         out = _score_picks(self, jnp.asarray(take), jnp.asarray(clusters), jnp.asarray(counts), self.batch_chunk)
-        return jax.tree.map(lambda a: a[:b], out)
+        return unpad(b, out)
 
     def whole_stats(self, take: jax.Array) -> RidgeState:
         """Sufficient statistics of a take's whole chunks (one weighted sum over the chunk statistics)."""
