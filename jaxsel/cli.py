@@ -357,6 +357,7 @@ def cmd_finetune(a) -> None:
 
 
 def cmd_export(a) -> None:
+    from jaxsel import data
     from jaxsel.selection import SUFFIXES, Selection, export, export_format
     path = Path(a.selection)
     check_not_input(a.out, path, Selection.indices_path(path), Selection.clusters_path(path))
@@ -370,7 +371,11 @@ def cmd_export(a) -> None:
     if a.data is None:
         raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
     _writable(Path(a.out), folder=fmt == "arrow")
-    out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data)
+    spec = DataSpec(**a.data_spec) if a.data_spec else None
+    extra = None if a.no_source_columns else data.source_columns(
+        spec.name if spec else a.data, text_col=spec.text_col if spec else a.text_col,
+        label_col=spec.label_col if spec else a.label_col, encoding=spec.encoding if spec else a.encoding)
+    out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data, source_columns=extra)
     what = "examples NOT selected" if a.complement else "kept examples"
     print(f"wrote {out} ({fmt}, the {what}) and {out}.jaxsel.json")
 
@@ -515,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arrow: a datasets.save_to_disk folder (default: from --out's suffix, else jsonl)")
     p.add_argument("--out", required=True, help="output file (a folder for arrow)")
     p.add_argument("--complement", action="store_true", help="write the rows NOT selected instead")
+    p.add_argument("--no-source-columns", action="store_true",
+                   help="leave out the source file's other columns (written by default; one named like a jaxsel column as user_NAME)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("run", help="the whole comparison from a config: select with every method, finetune, report")
     p.add_argument("--config", default="configs/quick", help="a TOML run config (configs/NAME finds configs/NAME.toml)")

@@ -296,13 +296,16 @@ def export_format(path: str | Path, fmt: str | None = None) -> str:
 
 
 def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, complement: bool = False,
-           source: str | None = None) -> Path:
+           source: str | None = None, source_columns=None) -> Path:
     """Write the KEPT rows of ``dd['train']`` (``complement``: the rows NOT kept) to ``path`` through
     ``datasets`` (``fmt``: jsonl, parquet, csv, or arrow = ``save_to_disk`` folder), atomically, with
     columns ``text``, ``label`` (the class name), ``row`` (index in the train split), ``source_row``
     (0-based row of the source file, header not counted: what joins back to the user's own columns),
     ``cluster`` (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
-    naming the source dataset, the method, the budget and the jaxsel version. ``fmt`` None: from the
+    naming the source dataset, the method, the budget and the jaxsel version. ``source_columns``: a
+    pandas DataFrame of the source's other columns, row i for source row i
+    (:func:`jaxsel.data.source_columns`); each row's values follow its own columns (empty for a row
+    of unknown source), a name jaxsel uses prefixed with ``user_``. ``fmt`` None: from the
     path's suffix (:func:`export_format`). Raises JaxselError for an unknown format, one the suffix
     contradicts, a ``path`` that would overwrite the source file, or a dataset whose fingerprint
     differs from the selection's."""
@@ -325,6 +328,16 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     out = datasets.Dataset.from_dict({"text": column(kept, "text"), "label": [names[i] for i in column(kept, "label")],
                                       "row": rows.tolist(), "source_row": source_rows,
                                       "cluster": cluster_of[rows].tolist(), "kept": [not complement] * len(rows)})
+    renamed = {}
+    if source_columns is not None:
+        taken = set(out.column_names) | {str(c) for c in source_columns.columns}
+        for c in source_columns.columns:
+            name = str(c)
+            while name in out.column_names or (name != str(c) and name in taken):
+                name = f"user_{name}"
+            renamed[c] = name
+            taken.add(name)
+        out = datasets.concatenate_datasets([out, _source_table(source_columns, source_rows, renamed)], axis=1)
     bars_on = datasets.is_progress_bar_enabled()
     if bars_on:
         datasets.disable_progress_bars()  # its "Creating json from Arrow format" bars
@@ -342,8 +355,32 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         "selection_seed": sel.meta.get("seed"), "jaxsel_version": __version__,
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
                     "source_row": "its 0-based row in the source (a file's data rows, header not counted; -1: unknown)",
-                    "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows"}})
+                    "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows",
+                    **{new: f"the source's column {old!r}" for old, new in renamed.items()}}})
     return path
+
+
+def _source_table(frame, source_rows: list[int], names: dict[str, str]):
+    """A datasets.Dataset of ``frame``'s rows ``source_rows`` (-1: all empty), columns renamed by
+    ``names``; a column Arrow cannot type (mixed kinds of values) as strings."""
+    import datasets
+    import pandas as pd
+
+    rows = np.asarray(source_rows, np.int64)
+    if len(rows) and rows.max() >= len(frame):
+        raise JaxselError(f"the source has {len(frame)} rows but the selection names source row {rows.max()}: "
+                          f"has the file changed since the selection?")
+    part = frame.iloc[np.maximum(rows, 0)].reset_index(drop=True).rename(columns=names)
+    part = part.astype(object).where(pd.notna(part), None)
+    part.loc[rows < 0, :] = None
+    columns = {}
+    for c in part.columns:
+        values = part[c].tolist()
+        try:
+            columns[c] = datasets.Dataset.from_dict({c: values})
+        except (TypeError, ValueError, OverflowError):  # pyarrow's ArrowInvalid / ArrowTypeError
+            columns[c] = datasets.Dataset.from_dict({c: [None if v is None else str(v) for v in values]})
+    return datasets.concatenate_datasets(list(columns.values()), axis=1)
 
 
 def is_arrow_export(folder: Path) -> bool:

@@ -213,16 +213,18 @@ def test_selection_records_how_to_read_its_data(tmp_path, tmp_cache, monkeypatch
 
 def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, monkeypatch):
     """`source_row` is the kept row's position among the file's data rows, through dropped rows
-    (empty text, missing label), --dedup and the stratified split, so the user's own columns (here
-    `id`) join back; `row` alone (the train-split index) could not do that (a new user's test)."""
+    (empty text, missing label), --dedup and the stratified split, so the user's own columns join
+    back; `row` alone (the train-split index) could not do that (a new user's test). The export
+    carries those columns itself: `id`; the user's `row` as `user_row` (jaxsel has a `row`); a
+    numeric column with gaps as numbers and gaps. --no-source-columns leaves them out."""
     import pandas as pd
     rng = np.random.default_rng(0)
     words = {"pos": "good great fine", "neg": "bad awful poor", "neu": "ok plain fair"}
-    lines = ["id,text,label"]
+    lines = ["id,text,label,row,score"]
     for i in range(150):
         lab = list(words)[i % 3]
         text = "" if i in (5, 17) else "same text" if i in (40, 41) else " ".join(rng.choice(words[lab].split(), 4)) + f" n{i}"
-        lines.append(f"id{i},{text},{'' if i == 9 else lab}")
+        lines.append(f"id{i},{text},{'' if i == 9 else lab},r{i},{'' if i % 4 == 0 else i / 2}")
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["select", "d.csv", "--dedup", "--model", "hash", "--k", "6", "--method", "random",
@@ -230,9 +232,19 @@ def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, m
     assert cli.main(["export", "sel/selection.json", "--out", "kept.csv"]) == 0
     kept, source = pd.read_csv("kept.csv"), pd.read_csv("d.csv", dtype=str, keep_default_na=False)
     assert len(kept) > 20
+    assert list(kept.columns) == ["text", "label", "row", "source_row", "cluster", "kept", "id", "user_row", "score"]
     for _, r in kept.iterrows():
         orig = source.iloc[r["source_row"]]
         assert (orig["text"], orig["label"]) == (r["text"], r["label"]) and orig["id"] == f"id{r['source_row']}"
+        assert r["id"] == orig["id"] and r["user_row"] == orig["row"] and str(r["score"]) == (orig["score"] or "nan")
+    sidecar = json.loads(Path("kept.csv.jaxsel.json").read_text())
+    assert sidecar["columns"]["user_row"] == "the source's column 'row'"
+    assert cli.main(["export", "sel/selection.json", "--complement", "--out", "rest.parquet"]) == 0
+    rest = pd.read_parquet("rest.parquet")
+    assert sorted([*rest["row"], *kept["row"]]) == list(range(len(rest) + len(kept)))  # the whole train split
+    assert (rest["id"] == [f"id{i}" for i in rest["source_row"]]).all()
+    assert cli.main(["export", "sel/selection.json", "--no-source-columns", "--out", "bare.jsonl"]) == 0
+    assert list(pd.read_json("bare.jsonl", lines=True).columns) == ["text", "label", "row", "source_row", "cluster", "kept"]
 
 
 def test_export_format_follows_the_suffix():

@@ -215,6 +215,20 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
                None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep)
 
 
+def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str = "label",
+                   encoding: str | None = None):
+    """The source file's other columns (not ``text_col`` or ``label_col``) as a pandas DataFrame with
+    one row per data row of the file (row i is the ``source_row`` i of the loaded dataset), read as
+    :func:`load` reads the file; None for a built-in or hub dataset or a file with no other columns.
+    Raises JaxselError for an unreadable file."""
+    path = Path(name_or_path)
+    if name_or_path in _READERS or not path.exists():
+        return None
+    df = _read_frame(path, encoding)
+    df = df.drop(columns=[c for c in (text_col, label_col) if c in df.columns])
+    return df if len(df.columns) else None
+
+
 def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
     import datasets
 
