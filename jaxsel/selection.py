@@ -14,8 +14,10 @@ than its class has room for, and a cluster whose class is full cannot be picked,
 rows hold exactly ``caps[c]`` examples of each class c.
 """
 
+import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError
-from jaxsel.io import atomic_path, check_not_input, write_json
+from jaxsel.io import atomic_path, check_not_input, check_target, write_json
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
@@ -305,9 +307,10 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     naming the source dataset, the method, the budget and the jaxsel version. ``source_columns``: a
     pandas DataFrame of the source's other columns, row i for source row i
     (:func:`jaxsel.data.source_columns`); each row's values follow its own columns (empty for a row
-    of unknown source), a name jaxsel uses prefixed with ``user_``. ``fmt`` None: from the
+    of unknown source), a name already taken prefixed with ``user_`` (until it is free). ``fmt`` None: from the
     path's suffix (:func:`export_format`). Raises JaxselError for an unknown format, one the suffix
-    contradicts, a ``path`` that would overwrite the source file, or a dataset whose fingerprint
+    contradicts, a ``path`` (or its sidecar) that cannot be written or would overwrite the source file,
+    source columns with duplicate names, or a dataset whose fingerprint
     differs from the selection's."""
     import datasets  # lazily: the CLI imports this module first
 
@@ -315,6 +318,9 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     from jaxsel.data import column
     fmt = export_format(path, fmt)
     check_not_input(path, source, sel.meta.get("dataset"))
+    full = Path(os.path.abspath(path))  # "." names the folder it is
+    sidecar = full.with_name(full.name + ".jaxsel.json")
+    check_target(sidecar, folder=False)  # before the data file: never one without the other
     sel.apply(dd)  # the fingerprint and row-range checks
     train, path = dd["train"], Path(path)
     n = len(train)
@@ -346,7 +352,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     finally:
         if bars_on:
             datasets.enable_progress_bars()
-    write_json(path.with_name(path.name + ".jaxsel.json"), {
+    write_json(sidecar, {
         "contents": ("the examples NOT selected (the complement of the selection)" if complement
                      else "the KEPT examples: the rows the selection chose"),
         "rows": int(len(rows)), "format": fmt, "source_dataset": source or sel.meta.get("dataset"),
@@ -362,10 +368,13 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
 
 def _source_table(frame, source_rows: list[int], names: dict[str, str]):
     """A datasets.Dataset of ``frame``'s rows ``source_rows`` (-1: all empty), columns renamed by
-    ``names``; a column Arrow cannot type (mixed kinds of values) as strings."""
+    ``names``; bytes as base64 text, and a column Arrow cannot type (mixed kinds of values) as
+    JSON text (strings as they are)."""
     import datasets
     import pandas as pd
 
+    if len(set(names.values())) < len(names):
+        raise JaxselError(f"the source columns have duplicate names: {list(map(str, frame.columns))}")
     rows = np.asarray(source_rows, np.int64)
     if len(rows) and rows.max() >= len(frame):
         raise JaxselError(f"the source has {len(frame)} rows but the selection names source row {rows.max()}: "
@@ -373,14 +382,21 @@ def _source_table(frame, source_rows: list[int], names: dict[str, str]):
     part = frame.iloc[np.maximum(rows, 0)].reset_index(drop=True).rename(columns=names)
     part = part.astype(object).where(pd.notna(part), None)
     part.loc[rows < 0, :] = None
-    columns = {}
+    columns = []
     for c in part.columns:
-        values = part[c].tolist()
+        values = [base64.b64encode(v).decode() if isinstance(v, bytes) else v for v in part[c].tolist()]
         try:
-            columns[c] = datasets.Dataset.from_dict({c: values})
+            columns.append(datasets.Dataset.from_dict({c: values}))
         except (TypeError, ValueError, OverflowError):  # pyarrow's ArrowInvalid / ArrowTypeError
-            columns[c] = datasets.Dataset.from_dict({c: [None if v is None else str(v) for v in values]})
-    return datasets.concatenate_datasets(list(columns.values()), axis=1)
+            columns.append(datasets.Dataset.from_dict({c: [_json_text(v) for v in values]}))
+    return datasets.concatenate_datasets(columns, axis=1)
+
+
+def _json_text(value) -> str | None:
+    """``value`` as JSON text (a string as it is, None as None; numpy arrays as lists)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
 
 
 def is_arrow_export(folder: Path) -> bool:

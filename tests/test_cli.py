@@ -247,6 +247,38 @@ def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, m
     assert list(pd.read_json("bare.jsonl", lines=True).columns) == ["text", "label", "row", "source_row", "cluster", "kept"]
 
 
+def test_export_writes_source_columns_of_any_kind(tmp_path, tmp_cache, monkeypatch, capsys):
+    """Source columns Arrow cannot type as they are still export (a new user's test: bytes made a
+    JSONL export fail with a traceback; nested and mixed values came out as Python reprs): bytes as
+    base64, a mixed column as JSON text that parses back to the source's values. A sidecar that
+    cannot be written stops the export before the data file is written."""
+    import base64
+    import pandas as pd
+    monkeypatch.chdir(tmp_path)
+    n = 150
+    texts, labels = [f"{'good fine' if i % 2 else 'bad poor'} {i}" for i in range(n)], ["p", "n"] * (n // 2)
+    mixed = [[{"a": i}, [i, "x"], "s", True, None][i % 5] for i in range(n)]
+    pd.DataFrame({"text": texts, "label": labels, "blob": [bytes([i, 0, 255]) for i in range(n)]}).to_parquet("d.parquet")
+    Path("d.jsonl").write_text("".join(json.dumps({"text": t, "label": y, "mixed": m}) + "\n"
+                                       for t, y, m in zip(texts, labels, mixed)))
+    for source in ("d.parquet", "d.jsonl"):
+        assert cli.main(["select", source, "--model", "hash", "--k", "6", "--method", "random", "--budget", "0.2",
+                         "--out", "sel"]) == 0
+        assert cli.main(["export", "sel/selection.json", "--out", "k.jsonl"]) == 0
+        for line in Path("k.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            i = r["source_row"]
+            if source == "d.parquet":
+                assert base64.b64decode(r["blob"]) == bytes([i, 0, 255])
+            else:
+                want = mixed[i]
+                assert (r["mixed"] if want is None or isinstance(want, str) else json.loads(r["mixed"])) == want
+    (tmp_path / "b.jsonl.jaxsel.json").mkdir()
+    capsys.readouterr()
+    assert cli.main(["export", "sel/selection.json", "--out", "b.jsonl"]) == 2
+    assert "b.jsonl.jaxsel.json" in capsys.readouterr().err and not (tmp_path / "b.jsonl").exists()
+
+
 def test_export_format_follows_the_suffix():
     from jaxsel.selection import export_format
     assert export_format("k.csv") == "csv" and export_format("k.parquet") == "parquet"
