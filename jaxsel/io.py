@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -77,6 +78,28 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
             shutil.rmtree(tmp)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")  # mkstemp's names in atomic_path
+
+
+def remove_stale_temporaries(*folders: Path) -> list[Path]:
+    """Delete the temporary files and folders :func:`atomic_path` left in ``folders`` and their
+    subfolders (not below a ``checkpoints`` folder: orbax tidies its own) when a process was killed
+    before renaming them into place; returns them. Call it only where no other process writes.
+    A run killed while drawing its plots left ``.wallclock.png.<random>.png`` for good."""
+    gone = []
+    for folder in folders:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if d != "checkpoints"]
+            for name in [*files, *dirs]:
+                m = _TEMPORARY.match(name)
+                if m and (m["suffix"] or "") in ("", Path(m["name"]).suffix):
+                    path = Path(root) / name
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    gone.append(path)
+            dirs[:] = [d for d in dirs if (Path(root) / d).exists()]
+    return gone
 
 
 def ensure_folder(folder: Path, target: Path) -> None:

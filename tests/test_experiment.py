@@ -1,6 +1,7 @@
 """``jaxsel run`` end to end on a tiny config: hash embeddings, a tiny BERT target."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def write_config(path, methods=("greedy", "random", "full"), variants=("clean", 
     return path
 
 
-def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
+def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypatch):
     data = write_data(tmp_path / "d.csv")
     methods = ("ppo", "greedy", "random", "stratified", "full")  # climb: tests/test_agents.py
     cfg = write_config(tmp_path / "tiny.toml", methods=methods)
@@ -87,9 +88,28 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache):
     assert "vs stratified, paired" in (out / "report.md").read_text()
     # a second run reuses every stage: the same rows, no finetuning
     before = {p.name for p in (out / "stages").iterdir()}
+    # ... and removes the temporary files a killed run left (a new user's test: .wallclock.png.<random>.png)
+    stale = [out / ".wallclock.png.k9_x2abc.png", out / "stages" / ".embed-1.json.abcdefgh.json"]
+    kept = [out / ".hidden", out / "notes.txt", out / "stages" / "x" / "checkpoints" / ".s.json.abcdefgh.json"]
+    for f in stale + kept:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("")
     doc2 = experiment.run(cfg, out, progress=False, name=str(data))
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in kept)
+    (out / "notes.txt").unlink(), (out / ".hidden").unlink()
+    shutil.rmtree(out / "stages" / "x")
     assert {p.name for p in (out / "stages").iterdir()} == before
     assert doc2["rows"] == doc["rows"]
+    # results.json (which says "complete") is written after the report and plots
+    (out / "results.json").unlink()
+
+    def fail(*args):
+        raise RuntimeError("killed while drawing")
+
+    with monkeypatch.context() as m, pytest.raises(RuntimeError):
+        m.setattr(experiment.report, "write", fail)
+        experiment.run(cfg, out, progress=False, name=str(data))
+    assert not (out / "results.json").exists()
     # a run stopped before some stages finished redoes exactly those, with the same results
     for stage in [*(out / "stages").glob("noisy-greedy-*-s1-*/selection.json"),
                   *(out / "stages").glob("clean-random-*-s0-finetune-*/metrics.json")]:

@@ -28,7 +28,7 @@ from jaxsel.experiment import stages
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
-from jaxsel.io import write_json
+from jaxsel.io import remove_stale_temporaries, write_json
 from jaxsel.selection import budget_examples
 
 def load_dataset(spec: DataSpec):
@@ -61,6 +61,7 @@ class Run:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.stage_dir = Path(cfg.stages) if cfg.stages else self.out / "stages"
         self.stage_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out, self.stage_dir)
         self.timings: dict = {}
         self.search_logs: dict = {}
 
@@ -244,8 +245,8 @@ class Run:
                "rows": rows, "environment": report.environment(), "run_seconds": seconds,
                "complete": len(rows) == len(self.cells())}
         doc["summary"] = report.summarize(rows, self.timings)
-        write_json(self.out / "results.json", doc)
         report.write(self.out, doc, maps)
+        write_json(self.out / "results.json", doc)  # last: "complete" only once the report and plots are there
         return doc
 
     @staticmethod
