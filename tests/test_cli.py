@@ -579,12 +579,65 @@ def test_entry_leaves_without_teardown_after_ctrl_c(monkeypatch):
     exits = []
     monkeypatch.setattr(os, "_exit", exits.append)
     monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own Ctrl-C handling
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
     for code in (130, 0, 2):
         monkeypatch.setattr(cli, "main", lambda: code)
         with pytest.raises(SystemExit) as e:  # 130 too: the patched os._exit returns
             cli.entry()
         assert e.value.code == code
     assert exits == [130]
+
+
+def test_a_dropped_ctrl_c_still_ends_the_command(monkeypatch, capsys):
+    """Python drops a KeyboardInterrupt raised inside a garbage-collector callback (jax runs one),
+    printing a traceback, and the run went on to exit 0 (a new user's test). Such a dropped interrupt
+    now leaves at once with 130; other unraisable exceptions are reported as before; and a command
+    that returns normally after a Ctrl-C it did not stop for still exits 130."""
+    import gc
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    interrupts = cli.Interrupts()
+    monkeypatch.setattr(sys, "unraisablehook", interrupts.unraisable)
+
+    def collect_raising(exc):
+        def callback(phase, info):
+            if phase == "stop":
+                raise exc
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+
+    collect_raising(ValueError("not an interrupt"))
+    assert exits == [] and "not an interrupt" in capsys.readouterr().err
+    collect_raising(KeyboardInterrupt())
+    assert exits == [130] and "jaxsel: interrupted" in capsys.readouterr().err
+    handlers = []
+    monkeypatch.setattr(signal, "signal", lambda sig, h: handlers.append(h))
+
+    class NoDeadline:  # the 10 s deadline would call the real os._exit once the test is over
+        daemon = False
+
+        def __init__(self, *args):
+            pass
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(cli.threading, "Timer", NoDeadline)
+
+    def main_swallowing_ctrl_c():
+        try:
+            handlers[-1](signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # as if it had been dropped
+        return 0
+
+    monkeypatch.setattr(cli, "main", main_swallowing_ctrl_c)
+    with pytest.raises(SystemExit):
+        cli.entry()
+    assert exits == [130, 130]
 
 
 def test_unwritable_target_is_named_not_its_temporary_file(capsys):
