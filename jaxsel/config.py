@@ -156,7 +156,7 @@ class DataSpec:
     name: str = "tweets"  # built-in name, a CSV/TSV/JSONL/Parquet file, or a hub dataset
     text_col: str = "text"
     label_col: str = "label"
-    split_col: str | None = None  # column holding train/validation/test; None: a seeded 80/10/10 split
+    split_col: str | None = None  # column holding train/validation/test (any case; dev/val/valid too); None: a seeded 80/10/10 split
     max_train: int | None = None  # rows (examples) kept of each split, stratified by label; None: all
     max_validation: int | None = None
     max_test: int | None = None

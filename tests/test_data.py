@@ -65,6 +65,28 @@ def test_jsonl_parquet_and_split_column(tmp_path, table_file):
         assert dd["validation"]["text"][0] == df["sentence"][40]
 
 
+def test_split_column_reads_common_spellings(tmp_path, table_file, capsys):
+    """Split values in any case and the usual aliases (dev, val, valid, training, testing) read as
+    the three splits, with a note; an unknown value is one line naming what is accepted (a new
+    user's config with `Train`/`dev` was refused without a hint)."""
+    import pandas as pd
+    df = pd.read_csv(table_file)
+    canonical = np.array(["train"] * 40 + ["validation"] * 10 + ["test"] * 10)
+    df["part"] = canonical
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df["part"] = np.array(["Train"] * 20 + ["training"] * 20 + ["dev"] * 5 + ["VAL"] * 5 + ["Test"] * 10)
+    df.to_csv(tmp_path / "b.csv", index=False)
+    a = data.load(str(tmp_path / "a.csv"), split_col="part")
+    capsys.readouterr()
+    b = data.load(str(tmp_path / "b.csv"), split_col="part")
+    assert "'dev' as validation" in capsys.readouterr().err
+    assert all(a[s]["text"] == b[s]["text"] and a[s]["label"] == b[s]["label"] for s in data.SPLITS)
+    df["part"] = np.array(["train"] * 40 + ["holdout"] * 10 + ["test"] * 10)
+    df.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(JaxselError, match=r"\['holdout'\].*val, valid, dev"):
+        data.load(str(tmp_path / "c.csv"), split_col="part")
+
+
 def test_cleaning_strips_drops_empty_and_counts_duplicates():
     raw = data.Raw(["  a ", "", "   ", "a", "b"], ["x", "y", "y", "x", "y"])
     cleaned, dups = data.clean(raw)

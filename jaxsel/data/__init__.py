@@ -26,6 +26,8 @@ from jaxsel import assets
 from jaxsel.errors import JaxselError
 
 SPLITS = ("train", "validation", "test")
+SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
+               "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}  # a split column's values, casefolded
 SELECTION_SPLITS = ("train", "validation")  # what selection reads: it never sees the test split
 BUILTIN = ("tweets", "rotten_tomatoes", "bbc_news")
 DEFAULT = "tweets"
@@ -373,10 +375,15 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     index = {n: i for i, n in enumerate(names)}
     label_ids = np.array([index[v] for v in raw.labels])
     if raw.split is not None:
-        bad = sorted(set(raw.split) - set(SPLITS))
+        read = {v: SPLIT_NAMES.get(v.casefold()) for v in set(raw.split)}
+        bad = sorted(v for v, s in read.items() if s is None)
         if bad:
-            raise JaxselError(f"split column has values {bad}; expected only {', '.join(SPLITS)}")
-        sp = np.array(raw.split)
+            raise JaxselError(f"split column has values {bad}; expected only {', '.join(SPLITS)} (any case; "
+                              f"also train: training; validation: val, valid, dev; test: testing)")
+        renamed = sorted(f"{v!r} as {s}" for v, s in read.items() if v != s)
+        if renamed:
+            print(f"note: split values read {', '.join(renamed)}", file=sys.stderr)
+        sp = np.array([read[v] for v in raw.split])
         parts = [np.flatnonzero(sp == s) for s in SPLITS]
     else:
         parts = stratified_split(label_ids, fractions, seed)
