@@ -91,7 +91,8 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
         p.add_argument("data", nargs="?", default=DEFAULT_DATA, help=where)
     p.add_argument("--text-col", default=given("text"))
     p.add_argument("--label-col", default=given("label"))
-    p.add_argument("--split-col", default=None, help="column with an existing train/validation/test split (any case; dev, val, valid: validation)")
+    p.add_argument("--split-col", default=None,
+                   help="column with an existing train/validation/test split (any case; dev, val, valid: validation)")
     p.add_argument("--split-seed", type=_at_least(0), default=given(0), help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None,

@@ -101,6 +101,9 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text,label\n" + "".join(f"t{i},same\n" for i in range(30)), {}, "at least 2 classes"),
     ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 rows and none in the"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
+    ("text,label,s\n" + "".join(f"t{i},{i % 2},{'test' if i >= 24 and i % 2 == 0 else 'validation' if i >= 20 else 'train'}\n"
+                                 for i in range(30)), {"split_col": "s"},
+     "class '1' has 15 rows and none in the test split of the split column; .* give it test rows"),
     ("text;label\n" + "".join(f"t{i};{i % 2}\n" for i in range(30)), {}, "separated by ';', not commas"),
     ("text;label\n" + "".join(f"t{i}{', a, b' * (i > 1)};{i % 2}\n" for i in range(30)), {},
      "saw 3 .the header seems separated by ';'"),  # texts with commas: a parse error, not one column

@@ -398,10 +398,15 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         if missing:
             c = missing[0]
             rows = int((label_ids == c).sum())
-            need = int(np.ceil(1 / min(fractions))) if raw.split is None else 1
+            if raw.split is not None:  # the user's split: dropping classes by size would not help
+                raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split of the split column; "
+                                  f"each class needs rows in train, validation and test: give it {s} rows, or "
+                                  f"leave out the split column for a stratified split")
+            need = int(np.ceil(1 / min(fractions)))
             raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split; each class needs "
                               f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
-                              f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)}")
+                              f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)} "
+                              f"(min_class_rows in a config's [data])")
     counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts,
               "small_class": small}
     return Splits(raw.texts, label_ids, names, parts, counts, np.asarray(raw.sources, np.int64))
