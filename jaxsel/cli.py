@@ -606,8 +606,6 @@ class Interrupts:
         sys.__unraisablehook__(info)
 
 
-on_interrupt = Interrupts
-
 
 def entry() -> None:
     """The ``jaxsel`` command: :func:`main` under :class:`Interrupts`, then exit with its code.

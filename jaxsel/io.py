@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,19 +84,20 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")  # mkstemp's names in atomic_path
 
 
-def remove_stale_temporaries(*folders: Path) -> list[Path]:
-    """Delete the temporary files and folders :func:`atomic_path` left in ``folders`` and their
+def remove_stale_temporaries(folder: Path, min_age: float = 0.0) -> list[Path]:
+    """Delete the temporary files and folders :func:`atomic_path` left in ``folder`` and its
     subfolders (not below a ``checkpoints`` folder: orbax tidies its own) when a process was killed
-    before renaming them into place; returns them. Call it only where no other process writes.
-    A run killed while drawing its plots left ``.wallclock.png.<random>.png`` for good."""
-    gone = []
-    for folder in folders:
+    before renaming them into place, those last modified ``min_age`` seconds ago or more; returns
+    them. Where another process may be writing, give a ``min_age`` longer than any write. A run
+    killed while drawing its plots left ``.wallclock.png.<random>.png`` for good."""
+    gone, now = [], time.time()
+    if writes_files():  # multi-process: process 0 alone writes, so it alone tidies
         for root, dirs, files in os.walk(folder):
             dirs[:] = [d for d in dirs if d != "checkpoints"]
             for name in [*files, *dirs]:
                 m = _TEMPORARY.match(name)
-                if m and (m["suffix"] or "") in ("", Path(m["name"]).suffix):
-                    path = Path(root) / name
+                path = Path(root) / name
+                if m and (m["suffix"] or "") in ("", Path(m["name"]).suffix) and now - path.lstat().st_mtime >= min_age:
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
                     gone.append(path)
             dirs[:] = [d for d in dirs if (Path(root) / d).exists()]

@@ -566,7 +566,7 @@ def test_second_ctrl_c_or_the_deadline_leaves_at_once(monkeypatch):
             return True
         return False
 
-    handler = cli.on_interrupt(grace=0.3)
+    handler = cli.Interrupts(grace=0.3)
     assert raised(handler) and exits == []
     assert not raised(handler) and exits == [130]  # the second press
     time.sleep(1.5)  # the deadline fires too (a dropped KeyboardInterrupt), while os._exit is still patched
@@ -638,6 +638,20 @@ def test_a_dropped_ctrl_c_still_ends_the_command(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.entry()
     assert exits == [130, 130]
+
+
+def test_stale_temporaries_are_atomic_paths_own_and_old_enough(tmp_path):
+    """Only names atomic_path makes are removed, and with ``min_age`` only those not written lately
+    (a stage folder other runs may be writing to)."""
+    from jaxsel import io
+    old, recent = tmp_path / ".r.json.abcdefgh.json", tmp_path / "s" / ".p.png.k9_x2abc.png"
+    others = [tmp_path / ".r.json.keep", tmp_path / ".hidden", tmp_path / "r.json.abcdefgh.json"]
+    for f in [old, recent, *others]:
+        f.parent.mkdir(exist_ok=True)
+        f.write_text("")
+    os.utime(old, (time.time() - 3600,) * 2)
+    assert io.remove_stale_temporaries(tmp_path, min_age=600) == [old] and recent.exists()
+    assert io.remove_stale_temporaries(tmp_path) == [recent] and all(f.exists() for f in others)
 
 
 def test_unwritable_target_is_named_not_its_temporary_file(capsys):

@@ -61,7 +61,9 @@ class Run:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.stage_dir = Path(cfg.stages) if cfg.stages else self.out / "stages"
         self.stage_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.out, self.stage_dir)
+        remove_stale_temporaries(self.out)  # what a killed run left
+        if cfg.stages:  # a stage folder other runs may be writing to now: only what no write takes that long
+            remove_stale_temporaries(self.stage_dir, min_age=600)
         self.timings: dict = {}
         self.search_logs: dict = {}
 
