@@ -151,6 +151,8 @@ def minibatch(key: jax.Array, x: jax.Array, k: int, batch: int = 4096, steps: in
 
 
 def _check(x: np.ndarray, k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise JaxselError(f"k must be an integer number of clusters, got {k!r}")
     if x.ndim != 2 or x.shape[0] == 0:
         raise JaxselError(f"embeddings must be a non-empty (N, d) array, got shape {x.shape}")
     if not np.isfinite(x).all():

@@ -196,18 +196,18 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     as given, in its own dtype. ``dtype="bfloat16"`` computes in bf16 (for accelerators). Raises
     JaxselError for an unknown model or a max_length beyond the model's positions.
     """
-    if isinstance(model, Encoder):
-        enc, name = model, "encoder"
-    elif model == "hash":
-        return hash_encode(texts)
-    else:
-        enc, name = load_encoder(model, dtype), model
     if isinstance(texts, str):
         raise JaxselError("texts must be a list of strings, not one string")
     texts = list(texts)
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise JaxselError(f"texts[{bad}] is {type(texts[bad]).__name__}, not a string")
+    if isinstance(model, Encoder):
+        enc, name = model, "encoder"
+    elif model == "hash":
+        return hash_encode(texts)
+    else:
+        enc, name = load_encoder(model, dtype), model
     ids = enc.tokenize(texts, max_length)
     return map_packed(enc.forward, ids, np.zeros((len(ids), enc.dim), np.float32), max_length,
                       batch_tokens=batch_tokens, desc=f"embed ({name})" if progress else None)
@@ -253,7 +253,10 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     the test split), and a later call for every split embeds just the test split."""
     from jaxsel import data
 
-    splits = tuple(splits or data.SPLITS)
+    splits = (splits,) if isinstance(splits, str) else tuple(splits or data.SPLITS)
+    unknown = [s for s in splits if s not in dd]
+    if unknown:
+        raise JaxselError(f"no split {unknown[0]!r} in the dataset; it has {', '.join(dd)}")
     path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
     out = {}
     if use_cache and path.exists():

@@ -238,7 +238,8 @@ class Selection:
         path = Path(path)
         try:
             doc = json.loads(path.read_text())
-            indices = np.load(cls.indices_path(path))
+            if isinstance(doc, dict) and doc.get("format") == FORMAT:  # else no .npy to look for
+                indices = np.load(cls.indices_path(path))
         except FileNotFoundError as e:
             raise JaxselError(f"selection file missing: {e.filename}")
         except (json.JSONDecodeError, ValueError, OSError) as e:
@@ -314,6 +315,12 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     differs from the selection's."""
     import datasets  # lazily: the CLI imports this module first
 
+    if not isinstance(sel, Selection) or not isinstance(dd, datasets.DatasetDict):
+        raise JaxselError(f"export(sel, dd, path) takes a Selection and a DatasetDict, got {type(sel).__name__} and "
+                          f"{type(dd).__name__}")
+    if source_columns is not None and not hasattr(source_columns, "columns"):
+        raise JaxselError(f"source_columns takes a pandas DataFrame, got {type(source_columns).__name__}: for a file, "
+                          f"pass jaxsel.data.source_columns(path, text_col=..., label_col=...)")
     from jaxsel import __version__
     from jaxsel.data import column
     fmt = export_format(path, fmt)

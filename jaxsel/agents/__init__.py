@@ -72,6 +72,8 @@ class SelectConfig:
         check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
                        "random_samples", "climb_rounds")
         check_at_least("select", self, 0, "seed", "surrogate_rounds")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise JaxselError(f"select seed must be an integer, got {self.seed!r}")
 
 
 def warn(message: str) -> None:
@@ -187,6 +189,12 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
+    from jaxsel.cluster import Clustering
+    from jaxsel.proxy import Proxy
+    for value, kind, what in ((proxy, Proxy, "proxy"), (clustering, Clustering, "clustering"), (c, SelectConfig, "config")):
+        if not isinstance(value, kind):
+            raise JaxselError(f"select(proxy, clustering, train_labels, config) takes a {kind.__name__} as {what}, "
+                              f"got {type(value).__name__}")
     train_labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
     examples = budget_examples(c.budget, len(train_labels))
     if round(c.budget * len(train_labels)) < 1 and c.method != "full":

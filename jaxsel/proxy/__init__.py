@@ -36,6 +36,7 @@ prediction), for every kind. Reward = score(subset + pick) - score(subset).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import jax.numpy as jnp
@@ -60,6 +61,12 @@ __all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Knn", "Proxy", "ProxyConfig"
 
 
 def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
+    from jaxsel.cluster import Clustering
+    if not isinstance(clustering, Clustering):
+        raise JaxselError(f"make(train_x, train_y, clustering, val_x, val_y) takes a Clustering third, got "
+                          f"{type(clustering).__name__}")
+    if not isinstance(cfg, ProxyConfig):
+        raise JaxselError(f"the proxy config must be a ProxyConfig, got {type(cfg).__name__}")
     train_x, val_x = np.asarray(train_x, np.float32), np.asarray(val_x, np.float32)
     for name, a in (("train", train_x), ("validation", val_x)):
         if a.ndim != 2 or not len(a):
@@ -104,6 +111,11 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     """
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     c = int(max(train_y.max(), val_y.max())) + 1
+    unused = sorted(set(range(c)) - set(train_y.tolist()) - set(val_y.tolist()))
+    if unused:
+        print(f"warning: class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation "
+              f"label, yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
+              f"(numpy.unique(labels, return_inverse=True))", file=sys.stderr)
     keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
     val_x, val_y = val_x[keep], val_y[keep]
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)[keep]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,13 @@ from jaxsel.proxy import batch
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
+
+
+def check_subset(subset, k: int) -> None:
+    """Raise JaxselError unless ``subset`` is one (K,) mask or take (its shape is static, so this holds
+    under jit too)."""
+    if tuple(subset.shape) != (k,):
+        raise JaxselError(f"a subset must have shape ({k},) (a mask or take over the {k} clusters), got {tuple(subset.shape)}")
 
 class Scores(NamedTuple):
     """Validation accuracy (ties share credit) and mean log-likelihood of the true label."""
@@ -223,7 +229,7 @@ class Proxy(struct.PyTreeNode):
 
     def score(self, subset: jax.Array) -> Scores:
         """Scores of ``subset``: (K,) bool mask or (K,) int take. Pure; jit and vmap freely."""
-        chex.assert_shape(subset, (self.k,))
+        check_subset(subset, self.k)
         return self.score_take(self.take(subset))
 
     def score_batch(self, subsets) -> Scores:

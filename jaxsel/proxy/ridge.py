@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import partial
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 from jaxsel.proxy.batch import check_masks, padded_batch, unpad
-from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, Proxy, check_subset, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
 
 
 class RidgeState(NamedTuple):
@@ -104,7 +103,10 @@ class Ridge(Proxy):
 
     def score_rows(self, rows) -> Scores:
         """Scores of a fit on exactly the train rows ``rows`` (any shape of int indices)."""
-        rows = np.unique(np.asarray(rows, np.int64))
+        rows = np.asarray(rows)
+        if rows.size and rows.dtype.kind not in "iu":
+            raise JaxselError(f"row indices must be integers, got {rows.dtype}")
+        rows = np.unique(rows.astype(np.int64))
         n = int(self.xf.shape[0])
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
@@ -113,7 +115,7 @@ class Ridge(Proxy):
     def score(self, subset: jax.Array) -> Scores:
         """As :meth:`Proxy.score`; a bool mask (whole clusters) skips the partial-chunk gather."""
         if subset.dtype == jnp.bool_:
-            chex.assert_shape(subset, (self.k,))
+            check_subset(subset, self.k)
             return self.score_state(self.whole_stats(self.take(subset)))
         return super().score(subset)
 

@@ -1,0 +1,68 @@
+"""Misuse of the Python API is a JaxselError naming the problem, not an AttributeError, a Chex or JAX
+tracing error, or a silently wrong result (found by a new user's test of the library)."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsel import agents, cluster, data, embed, proxy, selection
+from jaxsel.errors import JaxselError
+
+
+@pytest.fixture(scope="module")
+def parts():
+    rng = np.random.default_rng(0)
+    x, v = rng.standard_normal((120, 16)).astype(np.float32), rng.standard_normal((30, 16)).astype(np.float32)
+    y, yv = np.arange(120) % 3, np.arange(30) % 3
+    c = cluster.kmeans(x, 6)
+    return x, y, v, yv, c, proxy.make(x, y, c, v, yv)
+
+
+CASES = {
+    "one string embedded letter by letter": (lambda x, y, v, yv, c, p: embed.encode("hello", model="hash"),
+                                             "not one string"),
+    "None among the texts": (lambda x, y, v, yv, c, p: embed.encode(["a", None], model="hash"), r"texts\[1\] is NoneType"),
+    "fractional row indices truncated": (lambda x, y, v, yv, c, p: p.score_rows(np.array([0.5, 1.7])), "must be integers"),
+    "a fractional seed": (lambda x, y, v, yv, c, p: agents.SelectConfig(seed=1.5), "seed must be an integer"),
+    "a mask of the wrong length": (lambda x, y, v, yv, c, p: p.score(jnp.zeros(5, bool)), r"shape \(6,\)"),
+    "a fractional k": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 1.5), "k must be an integer"),
+    "k as a string": (lambda x, y, v, yv, c, p: cluster.kmeans(x, "3"), "k must be an integer"),
+    "select's first two swapped": (lambda x, y, v, yv, c, p: agents.select(c, p, y, agents.SelectConfig()),
+                                   "Proxy as proxy"),
+    "a dict for the config": (lambda x, y, v, yv, c, p: agents.select(p, c, y, {"method": "random"}),
+                              "SelectConfig as config"),
+    "a name for the clustering": (lambda x, y, v, yv, c, p: proxy.make(x, y, "c", v, yv), "Clustering third"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_api_misuse_is_a_jaxsel_error(parts, case):
+    call, message = CASES[case]
+    with pytest.raises(JaxselError, match=message):
+        call(*parts)
+
+
+def test_unknown_splits_files_and_arguments_are_named(tmp_path, table_file, capsys):
+    """embed_dataset names the splits a dataset has (and takes one split as a string); export names
+    its argument types and how to give a file's columns; Selection.load names a JSON that is not a
+    selection; class ids no label uses get a warning (they count as classes)."""
+    dd = data.load(str(table_file))
+    with pytest.raises(JaxselError, match="no split 'valid'.*train, validation, test"):
+        embed.embed_dataset(dd, "hash", splits=("train", "valid"), use_cache=False, progress=False)
+    assert list(embed.embed_dataset(dd, "hash", splits="train", use_cache=False, progress=False)) == ["train"]
+    sel = selection.Selection([], np.arange(5), {}, {"fingerprint": data.dataset_fingerprint(dd)})
+    with pytest.raises(JaxselError, match="takes a Selection and a DatasetDict"):
+        selection.export(dd, sel, tmp_path / "o.jsonl")
+    with pytest.raises(JaxselError, match=r"jaxsel.data.source_columns\(path"):
+        selection.export(sel, dd, tmp_path / "o.jsonl", source_columns=str(table_file))
+    (tmp_path / "s.json").write_text(json.dumps({}))
+    with pytest.raises(JaxselError, match="not a jaxsel selection file"):
+        selection.Selection.load(tmp_path / "s.json")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    labels = np.array([0, 5, 7])[np.arange(60) % 3]
+    capsys.readouterr()
+    p = proxy.make(x, labels, cluster.kmeans(x, 4), x[:12], labels[:12])
+    assert p.num_classes == 8 and "class ids [1, 2, 3, 4, 6] appear in no train or validation" in capsys.readouterr().err
