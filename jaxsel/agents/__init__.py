@@ -25,7 +25,8 @@ from jaxsel.config import BASELINES, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels
-from jaxsel.proxy import RewardCache
+from jaxsel.cluster import Clustering
+from jaxsel.proxy import Proxy, RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
 
 
@@ -189,8 +190,6 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
-    from jaxsel.cluster import Clustering
-    from jaxsel.proxy import Proxy
     for value, kind, what in ((proxy, Proxy, "proxy"), (clustering, Clustering, "clustering"), (c, SelectConfig, "config")):
         if not isinstance(value, kind):
             raise JaxselError(f"select(proxy, clustering, train_labels, config) takes a {kind.__name__} as {what}, "

@@ -42,6 +42,7 @@ from dataclasses import replace
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsel.cluster import Clustering
 from jaxsel.config import PROXY_KINDS as KINDS
 from jaxsel.config import SCORE_ON
 from jaxsel.errors import JaxselError, check_labels
@@ -61,7 +62,6 @@ __all__ = ["HIGHEST", "KINDS", "SCORE_ON", "Head", "Knn", "Proxy", "ProxyConfig"
 
 
 def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
-    from jaxsel.cluster import Clustering
     if not isinstance(clustering, Clustering):
         raise JaxselError(f"make(train_x, train_y, clustering, val_x, val_y) takes a Clustering third, got "
                           f"{type(clustering).__name__}")
