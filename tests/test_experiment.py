@@ -172,6 +172,16 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     assert needle in err and len(err.splitlines()) == 1
 
 
+def test_a_bad_data_file_leaves_no_run_folder(tmp_path, capsys):
+    """A run whose data cannot be read stops with one line and creates nothing (a new user's test
+    found an empty OUT/stages/ left behind)."""
+    data = tmp_path / "d.csv"
+    data.write_text("review,stars\n" + "".join(f"t{i},{i % 2}\n" for i in range(40)))
+    cfg = write_config(tmp_path / "c.toml", methods=("random",))
+    assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "missing column 'text'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_missing_config_is_one_line_error(tmp_path, capsys):
     assert cli.main(["run", "--config", str(tmp_path / "nope")]) == 2
     assert "no such config" in capsys.readouterr().err
@@ -186,7 +196,7 @@ def test_config_numbers_are_coerced_to_their_fields(tmp_path):
     assert experiment.Run(c, tmp_path / "run", progress=False).stage_dir == tmp_path / "run" / "stages"
     cfg.write_text(f'stages = "{tmp_path / "shared"}"\n')
     shared = experiment.Run(experiment.load_config(cfg), tmp_path / "other", progress=False)
-    assert shared.stage_dir == tmp_path / "shared" and shared.stage_dir.is_dir()
+    assert shared.stage_dir == tmp_path / "shared" and not shared.stage_dir.exists()  # made once the data loads
 
 
 def test_cli_defaults_are_the_config_defaults():

@@ -60,7 +60,6 @@ class Run:
     def __init__(self, cfg: RunConfig, out: Path, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.stage_dir = Path(cfg.stages) if cfg.stages else self.out / "stages"
-        self.stage_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out)  # what a killed run left
         if cfg.stages:  # a stage folder other runs may be writing to now: only what no write takes that long
             remove_stale_temporaries(self.stage_dir, min_age=600)
@@ -300,6 +299,7 @@ class Run:
         from jaxsel.experiment import report
         t_start = time.perf_counter()
         dd = self.dataset()
+        self.stage_dir.mkdir(parents=True, exist_ok=True)  # after the data loads: a bad file leaves no folder
         emb = self.embeddings(dd)
         clean = self.clustering(dd, emb)
         variants = {}
