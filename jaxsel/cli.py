@@ -372,10 +372,9 @@ def cmd_export(a) -> None:
     if a.data is None:
         raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
     _writable(Path(a.out), folder=fmt == "arrow")
-    spec = DataSpec(**a.data_spec) if a.data_spec else None
+    name, how = (a.data_spec["name"], DataSpec(**a.data_spec)) if a.data_spec else (a.data, a)  # as _load reads it
     extra = None if a.no_source_columns else data.source_columns(
-        spec.name if spec else a.data, text_col=spec.text_col if spec else a.text_col,
-        label_col=spec.label_col if spec else a.label_col, encoding=spec.encoding if spec else a.encoding)
+        name, text_col=how.text_col, label_col=how.label_col, encoding=how.encoding)
     out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data, source_columns=extra)
     what = "examples NOT selected" if a.complement else "kept examples"
     print(f"wrote {out} ({fmt}, the {what}) and {out}.jaxsel.json")

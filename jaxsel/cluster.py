@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel import progress as progress_
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, is_int
 from jaxsel.io import atomic_path
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
@@ -151,7 +151,7 @@ def minibatch(key: jax.Array, x: jax.Array, k: int, batch: int = 4096, steps: in
 
 
 def _check(x: np.ndarray, k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+    if not is_int(k):
         raise JaxselError(f"k must be an integer number of clusters, got {k!r}")
     if x.ndim != 2 or x.shape[0] == 0:
         raise JaxselError(f"embeddings must be a non-empty (N, d) array, got shape {x.shape}")

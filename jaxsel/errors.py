@@ -5,6 +5,12 @@ class JaxselError(ValueError):
     """Bad input or environment, explained in one line (missing column, wrong checksum, ...)."""
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is a whole number as Python or numpy types it (a bool is not one)."""
+    import numpy as np
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 class OutputError(JaxselError, OSError):
     """A file or folder the user named cannot be written (a folder where a file goes, a device, a
     read-only place). Also an OSError, so code that only skips a cache on a failed write still does."""

@@ -238,13 +238,13 @@ class Selection:
         path = Path(path)
         try:
             doc = json.loads(path.read_text())
-            if isinstance(doc, dict) and doc.get("format") == FORMAT:  # else no .npy to look for
-                indices = np.load(cls.indices_path(path))
+            ours = isinstance(doc, dict) and doc.get("format") == FORMAT
+            indices = np.load(cls.indices_path(path)) if ours else None  # another JSON has no .npy to look for
         except FileNotFoundError as e:
             raise JaxselError(f"selection file missing: {e.filename}")
         except (json.JSONDecodeError, ValueError, OSError) as e:
             raise JaxselError(f"{path}: not a readable selection file ({type(e).__name__})")
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not ours:
             raise JaxselError(f"{path}: not a jaxsel selection file")
         if len(indices) != doc["num_examples"]:
             raise JaxselError(f"{path}: index file holds {len(indices)} rows, the JSON says {doc['num_examples']}")

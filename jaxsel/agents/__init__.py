@@ -24,7 +24,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, is_int
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
@@ -72,9 +72,9 @@ class SelectConfig:
                               f"got {self.budget!r}")
         check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
                        "random_samples", "climb_rounds")
-        check_at_least("select", self, 0, "seed", "surrogate_rounds")
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+        if not is_int(self.seed):  # before the comparisons below: a string seed would fail there
             raise JaxselError(f"select seed must be an integer, got {self.seed!r}")
+        check_at_least("select", self, 0, "seed", "surrogate_rounds")
 
 
 def warn(message: str) -> None:

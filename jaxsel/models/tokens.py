@@ -10,9 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import numpy as np
-
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, is_int
 
 
 @functools.lru_cache(maxsize=8)
@@ -28,7 +26,7 @@ def load(path: str | Path):
 def check_length(max_length: int, positions: int | None = None) -> None:
     """Raise JaxselError unless 2 <= ``max_length`` (a [CLS] and a [SEP]) and, for a model with a
     learned position table of ``positions`` rows (BERT: 512), ``max_length <= positions``."""
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+    if not is_int(max_length):
         raise JaxselError(f"max_length must be a whole number of tokens, got {max_length!r}")
     if max_length < 2:
         raise JaxselError(f"max_length must be at least 2 tokens, got {max_length}")

@@ -19,7 +19,7 @@ import numpy as np
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 from jaxsel.proxy.batch import check_masks, padded_batch, unpad
-from jaxsel.proxy.base import HIGHEST, Proxy, check_subset, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, check_subset, chunks, or_chance, scores_from_logits
 
 
 class RidgeState(NamedTuple):
