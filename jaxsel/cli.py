@@ -16,6 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+from jaxsel import allocator
+
+allocator.keep_freed_memory()  # before numpy, pyarrow and XLA start their threads
+
 import numpy as np
 
 from jaxsel.errors import JaxselError

@@ -1,0 +1,41 @@
+"""glibc malloc settings that keep XLA:CPU's freed buffers for its next call.
+
+XLA:CPU takes each call's outputs and temporaries from malloc. Under glibc's defaults its worker
+threads get arenas of their own whose freed pages go back to the kernel (large chunks are
+``munmap``-ed, emptied thread heaps deleted), so the next call faults every page in again: a
+MiniLM finetune step (batch 16 x 64 tokens, 2 CPU cores) took ~60,000 page faults and a quarter of
+its CPU time in the kernel. One arena that serves everything from its heap and returns memory only
+above 2 GiB free brings that to ~3,000 faults per step (``bench/README.md``, "Page faults").
+
+The ``jaxsel`` command applies it before any thread starts; in your own process set the same
+through the environment before Python starts::
+
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 python train.py
+
+The cost: memory freed stays in the process (its peak resident size does not shrink until exit).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
+SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+OPT_OUT = "JAXSEL_MALLOC"  # "system": leave glibc's defaults
+
+
+def keep_freed_memory() -> bool:
+    """Set :data:`SETTINGS` with glibc's ``mallopt``; True when all took. A no-op (False) off
+    glibc (macOS, musl) or with ``JAXSEL_MALLOC=system``. Call it before any other thread has
+    called malloc: a thread that already has an arena keeps it."""
+    if os.environ.get(OPT_OUT) == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(param, value) == 1 for param, value in SETTINGS)

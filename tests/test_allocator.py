@@ -1,0 +1,41 @@
+"""The CLI's malloc settings: freed buffers are reused instead of faulted in again."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxsel import allocator
+
+# 40 allocations of 64 MiB, each written then freed: glibc maps and unmaps every one of them
+# (above its 32 MiB mmap ceiling), so each is faulted in afresh (4 KiB or 2 MiB pages) unless the memory is kept.
+LOOP = """
+import resource, numpy as np
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(40):
+    a = np.empty(8 << 20)
+    a.fill(1.0)
+    del a
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults(prelude: str, **env) -> int:
+    out = subprocess.run([sys.executable, "-c", prelude + LOOP], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "confstr")
+                    or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""), reason="glibc's mallopt")
+def test_cli_keeps_freed_memory_unless_opted_out():
+    kept = faults("import jaxsel.cli\n")
+    default = faults("import jaxsel.cli\n", **{allocator.OPT_OUT: "system"})
+    assert kept * 10 < default  # one allocation's pages, reused 40 times, against 40 faulted in
+    assert faults("import jaxsel.finetune\n") > default // 2  # the library alone changes nothing
+
+
+def test_no_op_when_opted_out(monkeypatch):
+    monkeypatch.setenv(allocator.OPT_OUT, "system")
+    assert allocator.keep_freed_memory() is False
