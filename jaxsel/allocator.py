@@ -24,6 +24,8 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 OPT_OUT = "JAXSEL_MALLOC"  # "system": leave glibc's defaults
+ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+applied = False  # set by keep_freed_memory in this process
 
 
 def keep_freed_memory() -> bool:
@@ -38,4 +40,15 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return all(mallopt(param, value) == 1 for param, value in SETTINGS)
+    global applied
+    applied = all(mallopt(param, value) == 1 for param, value in SETTINGS)
+    return applied
+
+
+def describe() -> str:
+    """How this process's malloc was set, for benchmark records: "kept (mallopt)" after
+    :func:`keep_freed_memory`, the ``MALLOC_*`` / ``GLIBC_TUNABLES`` variables it started with, or
+    "defaults"."""
+    if applied:
+        return "kept (mallopt)"
+    return " ".join(f"{k}={os.environ[k]}" for k in ENV if k in os.environ) or "defaults"

@@ -39,3 +39,14 @@ def test_cli_keeps_freed_memory_unless_opted_out():
 def test_no_op_when_opted_out(monkeypatch):
     monkeypatch.setenv(allocator.OPT_OUT, "system")
     assert allocator.keep_freed_memory() is False
+
+
+def test_describe_names_the_settings(monkeypatch):
+    monkeypatch.setattr(allocator, "applied", False)
+    for name in allocator.ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert allocator.describe() == "defaults"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    assert allocator.describe() == "MALLOC_ARENA_MAX=1"
+    monkeypatch.setattr(allocator, "applied", True)
+    assert allocator.describe() == "kept (mallopt)"

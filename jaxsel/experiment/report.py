@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxsel import allocator
 from jaxsel.io import atomic_path
 
 ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "validated", "random", "stratified", "typical", "cleanlab",
@@ -44,7 +45,8 @@ def cpu(info: str | None = None) -> dict:
 
 
 def environment() -> dict:
-    """Date, Python, platform, CPU count, model and SIMD flags, JAX backend and device, and package versions."""
+    """Date, Python, platform, CPU count, model and SIMD flags, JAX backend and device, package
+    versions, and how malloc was set (:func:`jaxsel.allocator.describe`)."""
     import jax
     versions = {}
     for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
@@ -56,7 +58,7 @@ def environment() -> dict:
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
             "cpu": cpu(), "backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
-            "device_count": jax.device_count(), "versions": versions}
+            "device_count": jax.device_count(), "versions": versions, "malloc": allocator.describe()}
 
 
 def mean_ci(values) -> tuple[float, float]:
