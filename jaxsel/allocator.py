@@ -1,16 +1,18 @@
 """glibc malloc settings that keep XLA:CPU's freed buffers for its next call.
 
 XLA:CPU takes each call's outputs and temporaries from malloc. Under glibc's defaults its worker
-threads get arenas of their own whose freed pages go back to the kernel (large chunks are
-``munmap``-ed, emptied thread heaps deleted), so the next call faults every page in again: a
-MiniLM finetune step (batch 16 x 64 tokens, 2 CPU cores) took ~60,000 page faults and a quarter of
-its CPU time in the kernel. One arena that serves everything from its heap and returns memory only
-above 2 GiB free brings that to ~3,000 faults per step (``bench/README.md``, "Page faults").
+threads get arenas of their own, whose heaps (64 MiB each at most) are mapped and unmapped as they
+fill and empty, and chunks above the mmap threshold are unmapped when freed, so the next call
+faults every page in again: a MiniLM finetune step (batch 32 x 64 tokens, 2 CPU cores) faulted in
+~165,000 pages (~650 MB) each time and spent a quarter of its CPU time in the kernel. One arena
+that serves everything from its heap and hands memory back only above 2 GiB free grows once and
+then faults nothing: that step ran 1.3-1.6x faster (``bench/README.md``, "Page faults").
 
-The ``jaxsel`` command applies it before any thread starts; in your own process set the same
-through the environment before Python starts::
+The ``jaxsel`` command and the benchmarks apply it before any thread starts. In your own script
+call :func:`keep_freed_memory` first, before importing numpy or jax; in a notebook, whose kernel
+already runs threads, set the same through the environment before it starts::
 
-    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 python train.py
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 jupyter lab
 
 The cost: memory freed stays in the process (its peak resident size does not shrink until exit).
 """
