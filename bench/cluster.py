@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402  (first: it sets malloc up before any thread starts)
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
+from common import report  # noqa: E402
 
 from jaxsel import cluster  # noqa: E402
 

@@ -8,13 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from jaxsel import allocator
-
-# malloc as the jaxsel command sets it (JAXSEL_MALLOC=system: glibc's defaults), for jaxsel and its
-# peers alike; before numpy, torch or XLA start threads, so scripts import this module first
-allocator.keep_freed_memory()
-
-from jaxsel.experiment.report import environment  # noqa: E402
+from jaxsel.experiment.report import environment
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -21,10 +21,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import report  # noqa: E402  (first: it sets malloc up before any thread starts)
+from jaxsel import allocator  # noqa: E402
+
+allocator.keep_freed_memory()  # as `jaxsel finetune` and `jaxsel run` do, for jaxsel and PyTorch alike; before any thread
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
+from common import report  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxsel import assets, data, embed, finetune  # noqa: E402

@@ -19,9 +19,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peer_blas, report  # noqa: E402  (first: it sets malloc up before any thread starts)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import peer_blas, report  # noqa: E402
 
 from jaxsel import cluster, proxy  # noqa: E402
 

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peer_blas, report  # noqa: E402  (first: it sets malloc up before any thread starts)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
+from common import peer_blas, report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
 from jaxsel import cluster  # noqa: E402

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, report  # noqa: E402  (first: it sets malloc up before any thread starts)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import RESULTS, report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
 from jaxsel import agents, cluster, data, embed, finetune  # noqa: E402

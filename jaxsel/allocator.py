@@ -6,15 +6,18 @@ fill and empty, and chunks above the mmap threshold are unmapped when freed, so 
 faults every page in again: a MiniLM finetune step (batch 32 x 64 tokens, 2 CPU cores) faulted in
 ~165,000 pages (~650 MB) each time and spent a quarter of its CPU time in the kernel. One arena
 that serves everything from its heap and hands memory back only above 2 GiB free grows once and
-then faults nothing: that step ran 1.3-1.6x faster (``bench/README.md``, "Page faults").
+then faults nothing: that step ran 1.3-1.6x faster (``bench/README.md``, "Page faults"). It is no
+free lunch: XLA's threads then share one arena's lock, which costs PPO and DQN, whose programs
+allocate many small buffers, 15-30% of their env steps/s.
 
-The ``jaxsel`` command and the benchmarks apply it before any thread starts. In your own script
-call :func:`keep_freed_memory` first, before importing numpy or jax; in a notebook, whose kernel
-already runs threads, set the same through the environment before it starts::
+``jaxsel run`` and ``jaxsel finetune``, where finetuning dominates, apply it before any thread
+starts; ``jaxsel select`` and the other commands keep glibc's defaults. In your own finetuning
+script call :func:`keep_freed_memory` first, before importing numpy or jax; in a notebook, whose
+kernel already runs threads, set the same through the environment before it starts::
 
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 jupyter lab
 
-The cost: memory freed stays in the process (its peak resident size does not shrink until exit).
+Memory freed stays in the process (its peak resident size does not shrink until exit).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from jaxsel import allocator
 
-allocator.keep_freed_memory()  # before numpy, pyarrow and XLA start their threads
+if sys.argv[1:2] in (["run"], ["finetune"]):  # finetuning: before numpy, pyarrow and XLA start threads
+    allocator.keep_freed_memory()
 
 import numpy as np
 

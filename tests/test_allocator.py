@@ -1,4 +1,4 @@
-"""The CLI's malloc settings: freed buffers are reused instead of faulted in again."""
+"""The finetuning commands' malloc settings: freed buffers are reused instead of faulted in again."""
 
 import os
 import subprocess
@@ -23,16 +23,19 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def faults(prelude: str, **env) -> int:
     out = subprocess.run([sys.executable, "-c", prelude + LOOP], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env})
+                         env={**{k: v for k, v in os.environ.items() if k not in allocator.ENV}, **env})
     return int(out.stdout.split()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "confstr")
                     or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""), reason="glibc's mallopt")
-def test_cli_keeps_freed_memory_unless_opted_out():
-    kept = faults("import jaxsel.cli\n")
-    default = faults("import jaxsel.cli\n", **{allocator.OPT_OUT: "system"})
+def test_finetuning_commands_keep_freed_memory_unless_opted_out():
+    command = "import sys; sys.argv[1:] = [{!r}]; import jaxsel.cli\n".format
+    kept = faults(command("run"))
+    default = faults(command("run"), **{allocator.OPT_OUT: "system"})
     assert kept * 10 < default  # one allocation's pages, reused 40 times, against 40 faulted in
+    assert faults(command("finetune")) * 10 < default
+    assert faults(command("select")) > default // 2  # PPO loses more to one arena's lock than it gains
     assert faults("import jaxsel.finetune\n") > default // 2  # the library alone changes nothing
 
 
