@@ -18,7 +18,8 @@ from pathlib import Path
 
 from jaxsel import allocator
 
-if sys.argv[1:2] in (["run"], ["finetune"]):  # finetuning: before numpy, pyarrow and XLA start threads
+FINETUNING = ("run", "finetune")  # the commands that keep freed memory for XLA (jaxsel.allocator)
+if sys.argv[1:2] and sys.argv[1] in FINETUNING:  # before numpy, pyarrow and XLA start their threads
     allocator.keep_freed_memory()
 
 import numpy as np
