@@ -33,20 +33,27 @@ ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_
 applied = False  # set by keep_freed_memory in this process
 
 
-def keep_freed_memory() -> bool:
-    """Set :data:`SETTINGS` with glibc's ``mallopt``; True when all took. A no-op (False) off
-    glibc (macOS, musl) or with ``JAXSEL_MALLOC=system``. Call it before any other thread has
-    called malloc: a thread that already has an arena keeps it."""
-    if os.environ.get(OPT_OUT) == "system" or not sys.platform.startswith("linux"):
-        return False
+def mallopt():
+    """glibc's ``mallopt`` through ctypes, or None off glibc (macOS; musl, whose mallopt does nothing)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing
-        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # glibc only
+        return libc.mallopt
     except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Set :data:`SETTINGS` with glibc's ``mallopt``, each of them; True when all took. A no-op
+    (False) off glibc or with ``JAXSEL_MALLOC=system``. Call it before any other thread has
+    called malloc: a thread that already has an arena keeps it."""
+    set_option = mallopt()
+    if os.environ.get(OPT_OUT) == "system" or set_option is None:
         return False
     global applied
-    applied = all(mallopt(param, value) == 1 for param, value in SETTINGS)
+    applied = all([set_option(param, value) == 1 for param, value in SETTINGS])  # a list: every one is tried
     return applied
 
 

@@ -27,8 +27,7 @@ def faults(prelude: str, **env) -> int:
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "confstr")
-                    or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""), reason="glibc's mallopt")
+@pytest.mark.skipif(allocator.mallopt() is None, reason="glibc's mallopt")
 def test_finetuning_commands_keep_freed_memory_unless_opted_out():
     command = "import sys; sys.argv[1:] = [{!r}]; import jaxsel.cli\n".format
     kept = faults(command("run"))
