@@ -10,14 +10,18 @@ then faults nothing: that step ran 1.3-1.6x faster (``bench/README.md``, "Page f
 free lunch: XLA's threads then share one arena's lock, which costs PPO and DQN, whose programs
 allocate many small buffers, 15-30% of their env steps/s.
 
-``jaxsel run`` and ``jaxsel finetune``, where finetuning dominates, apply it before any thread
-starts; ``jaxsel select`` and the other commands keep glibc's defaults. In your own finetuning
-script call :func:`keep_freed_memory` first, before importing numpy or jax; in a notebook, whose
-kernel already runs threads, set the same through the environment before it starts::
+The ``jaxsel run`` and ``jaxsel finetune`` commands, where finetuning dominates, apply it as they
+start, before any thread (``jaxsel.__main__``); their own PPO selection pays the lock's cost.
+``jaxsel select`` and the other commands, ``import jaxsel`` and ``jaxsel.cli.main`` keep glibc's
+defaults. In your own finetuning script call :func:`keep_freed_memory` first, before importing
+numpy or jax; in a notebook, whose kernel already runs threads, set the same through the
+environment before it starts::
 
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 jupyter lab
 
-Memory freed stays in the process (its peak resident size does not shrink until exit).
+``JAXSEL_MALLOC=system`` (any case) keeps glibc's defaults; so does any ``MALLOC_*`` or
+``GLIBC_TUNABLES`` variable of your own, which then rules. Memory freed stays in the process: its
+resident size does not shrink until exit.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import ctypes
 import os
 import sys
 
+from jaxsel.errors import JaxselError
+
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
-OPT_OUT = "JAXSEL_MALLOC"  # "system": leave glibc's defaults
+OPT_OUT = "JAXSEL_MALLOC"  # "keep" (the default) or "system": leave glibc's defaults
+CHOICES = ("keep", "system")
 ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 applied = False  # set by keep_freed_memory in this process
 
@@ -45,12 +52,32 @@ def mallopt():
         return None
 
 
+def choice() -> str:
+    """``JAXSEL_MALLOC`` lower-cased, "keep" when unset or empty.
+
+    Raises:
+        JaxselError: for a value other than "keep" or "system"."""
+    value = os.environ.get(OPT_OUT, "").strip().lower() or "keep"
+    if value not in CHOICES:
+        raise JaxselError(f"{OPT_OUT}={os.environ[OPT_OUT]!r}: choose keep or system")
+    return value
+
+
+def user_settings() -> str:
+    """The ``MALLOC_*`` / ``GLIBC_TUNABLES`` variables this process started with, "" when none."""
+    return " ".join(f"{k}={os.environ[k]}" for k in ENV if k in os.environ)
+
+
 def keep_freed_memory() -> bool:
     """Set :data:`SETTINGS` with glibc's ``mallopt``, each of them; True when all took. A no-op
-    (False) off glibc or with ``JAXSEL_MALLOC=system``. Call it before any other thread has
-    called malloc: a thread that already has an arena keeps it."""
+    (False) off glibc, with ``JAXSEL_MALLOC=system`` or when the user set malloc through the
+    environment (:func:`user_settings`). Call it before any other thread has called malloc: a
+    thread that already has an arena keeps it.
+
+    Raises:
+        JaxselError: for an unknown ``JAXSEL_MALLOC`` value (:func:`choice`)."""
     set_option = mallopt()
-    if os.environ.get(OPT_OUT) == "system" or set_option is None:
+    if choice() == "system" or user_settings() or set_option is None:
         return False
     global applied
     applied = all([set_option(param, value) == 1 for param, value in SETTINGS])  # a list: every one is tried
@@ -59,8 +86,5 @@ def keep_freed_memory() -> bool:
 
 def describe() -> str:
     """How this process's malloc was set, for benchmark records: "kept (mallopt)" after
-    :func:`keep_freed_memory`, the ``MALLOC_*`` / ``GLIBC_TUNABLES`` variables it started with, or
-    "defaults"."""
-    if applied:
-        return "kept (mallopt)"
-    return " ".join(f"{k}={os.environ[k]}" for k in ENV if k in os.environ) or "defaults"
+    :func:`keep_freed_memory`, the user's variables (:func:`user_settings`), or "defaults"."""
+    return "kept (mallopt)" if applied else user_settings() or "defaults"

@@ -29,18 +29,28 @@ def faults(prelude: str, **env) -> int:
 
 @pytest.mark.skipif(allocator.mallopt() is None, reason="glibc's mallopt")
 def test_finetuning_commands_keep_freed_memory_unless_opted_out():
-    command = "import sys; sys.argv[1:] = [{!r}]; import jaxsel.cli\n".format
+    command = "import jaxsel.__main__ as command; command.configure([{!r}])\n".format
     kept = faults(command("run"))
-    default = faults(command("run"), **{allocator.OPT_OUT: "system"})
+    default = faults(command("run"), **{allocator.OPT_OUT: "System"})
     assert kept * 10 < default  # one allocation's pages, reused 40 times, against 40 faulted in
-    assert faults(command("finetune")) * 10 < default
+    assert faults(command("finetune"), **{allocator.OPT_OUT: "keep"}) * 10 < default
     assert faults(command("select")) > default // 2  # PPO loses more to one arena's lock than it gains
-    assert faults("import jaxsel.finetune\n") > default // 2  # the library alone changes nothing
+    assert faults("import jaxsel.cli, jaxsel.finetune\n") > default // 2  # the library alone changes nothing
+    assert faults(command("run"), MALLOC_ARENA_MAX="8") > default // 2  # the user's own setting rules
 
 
-def test_no_op_when_opted_out(monkeypatch):
-    monkeypatch.setenv(allocator.OPT_OUT, "system")
+@pytest.mark.parametrize("value", ["system", "SYSTEM", " system "])
+def test_no_op_when_opted_out(monkeypatch, value):
+    monkeypatch.setenv(allocator.OPT_OUT, value)
     assert allocator.keep_freed_memory() is False
+
+
+def test_unknown_choice_is_one_line_and_exit_2():
+    env = {**os.environ, allocator.OPT_OUT: "off"}
+    out = subprocess.run([sys.executable, "-m", "jaxsel", "run", "--config", "nowhere"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr == "jaxsel: error: JAXSEL_MALLOC='off': choose keep or system\n"
 
 
 def test_describe_names_the_settings(monkeypatch):

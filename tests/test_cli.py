@@ -15,7 +15,7 @@ from jaxsel import cli, cluster
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "jaxsel.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "jaxsel", *args], capture_output=True, text=True, env=env)
 
 
 def test_data_prints_splits(table_file, capsys):
@@ -540,7 +540,7 @@ def test_ctrl_c_exits_130_and_leaves_no_selection(tmp_path, tmp_cache):
     write_data(csv)
     for delay in (0.2, 1.0):  # early, Ctrl-C often landed in jax's gc callback and was lost
         out = tmp_path / f"sel{delay}"
-        p = subprocess.Popen([sys.executable, "-m", "jaxsel.cli", "select", str(csv), "--split-col", "split",
+        p = subprocess.Popen([sys.executable, "-m", "jaxsel", "select", str(csv), "--split-col", "split",
                               "--model", "hash", "--k", "6", "--budget", "0.1", "--method", "ppo", "--steps",
                               "10000000", "--out", str(out)], stderr=subprocess.PIPE, text=True)
         seen = ""
