@@ -7,11 +7,12 @@ faults every page in again: a MiniLM finetune step (batch 32 x 64 tokens, 2 CPU 
 ~165,000 pages (~650 MB) each time and spent a quarter of its CPU time in the kernel. One arena
 that serves everything from its heap and hands memory back only above 2 GiB free grows once and
 then faults nothing: that step ran 1.3-1.6x faster (``bench/README.md``, "Page faults"). It is no
-free lunch: XLA's threads then share one arena's lock, which costs PPO and DQN, whose programs
-allocate many small buffers, 15-30% of their env steps/s.
+free lunch: PPO and DQN, whose programs allocate many small buffers, lose 15-40% of their env
+steps/s, mostly to glibc searching the one arena's long free lists (``_int_malloc`` took 9% of a PPO
+run's cycles instead of 1%).
 
 The ``jaxsel run`` and ``jaxsel finetune`` commands, where finetuning dominates, apply it as they
-start, before any thread (``jaxsel.__main__``); their own PPO selection pays the lock's cost.
+start, before any thread (``jaxsel.__main__``); their own PPO selection pays that cost.
 ``jaxsel select`` and the other commands, ``import jaxsel`` and ``jaxsel.cli.main`` keep glibc's
 defaults. In your own finetuning script call :func:`keep_freed_memory` first, before importing
 numpy or jax; in a notebook, whose kernel already runs threads, set the same through the

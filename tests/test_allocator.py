@@ -34,7 +34,7 @@ def test_finetuning_commands_keep_freed_memory_unless_opted_out():
     default = faults(command("run"), **{allocator.OPT_OUT: "System"})
     assert kept * 10 < default  # one allocation's pages, reused 40 times, against 40 faulted in
     assert faults(command("finetune"), **{allocator.OPT_OUT: "keep"}) * 10 < default
-    assert faults(command("select")) > default // 2  # PPO loses more to one arena's lock than it gains
+    assert faults(command("select")) > default // 2  # PPO loses more to one arena's search than it gains
     assert faults("import jaxsel.cli, jaxsel.finetune\n") > default // 2  # the library alone changes nothing
     assert faults(command("run"), MALLOC_ARENA_MAX="8") > default // 2  # the user's own setting rules
 
