@@ -260,8 +260,8 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
     out = {}
     if use_cache and path.exists():
-        with np.load(path) as z:
-            out = {s: z[s] for s in z.files}
+        with np.load(path) as z:  # only the splits asked for, unless a rewrite has to keep the others
+            out = {s: z[s] for s in (splits if set(splits) <= set(z.files) else z.files)}
     missing = [s for s in splits if s not in out]
     if missing:
         check_model(model)
