@@ -24,6 +24,6 @@ if [ -n "$seeds" ]; then
   grep -q "^stages = " "configs/$name.toml" ||
     sed -i "s|^seeds = .*|&\nstages = \"runs/$name/stages\"|" "configs/$name.toml"
 fi
-nohup "$root/.venv/bin/python" -m jaxsel.cli run --config "configs/$name.toml" --out "$root/runs/$out" \
+nohup "$root/.venv/bin/python" -m jaxsel run --config "configs/$name.toml" --out "$root/runs/$out" \
   >> "$root/runs/$out.log" 2>&1 &
 echo "started $out (pid $!), log: runs/$out.log"

@@ -20,8 +20,8 @@ environment before it starts::
 
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 jupyter lab
 
-``JAXSEL_MALLOC=system`` (any case) keeps glibc's defaults; so does any ``MALLOC_*`` or
-``GLIBC_TUNABLES`` variable of your own, which then rules. Memory freed stays in the process: its
+``JAXSEL_MALLOC=system`` (any case) keeps glibc's defaults; so does any malloc variable of your own
+(``MALLOC_*``, or ``GLIBC_TUNABLES`` with a ``glibc.malloc.`` tunable), which then rules. Memory freed stays in the process: its
 resident size does not shrink until exit.
 """
 
@@ -37,7 +37,6 @@ M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 OPT_OUT = "JAXSEL_MALLOC"  # "keep" (the default) or "system": leave glibc's defaults
 CHOICES = ("keep", "system")
-ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 applied = False  # set by keep_freed_memory in this process
 
 
@@ -64,9 +63,15 @@ def choice() -> str:
     return value
 
 
+def is_malloc_variable(name: str, value: str) -> bool:
+    """Whether an environment variable sets glibc's malloc: any non-empty ``MALLOC_*``, or a
+    ``GLIBC_TUNABLES`` naming a ``glibc.malloc.`` tunable."""
+    return bool(value) and (name.startswith("MALLOC_") or name == "GLIBC_TUNABLES" and "glibc.malloc." in value)
+
+
 def user_settings() -> str:
-    """The ``MALLOC_*`` / ``GLIBC_TUNABLES`` variables this process started with, "" when none."""
-    return " ".join(f"{k}={os.environ[k]}" for k in ENV if k in os.environ)
+    """The malloc variables (:func:`is_malloc_variable`) this process started with, "" when none."""
+    return " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if is_malloc_variable(k, v))
 
 
 def keep_freed_memory() -> bool:

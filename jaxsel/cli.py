@@ -29,8 +29,8 @@ from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, budget_examples, 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
 MALLOC_NOTE = ("On Linux this command keeps XLA's freed memory in the process (glibc malloc, one arena; "
-               "jaxsel.allocator): finetuning runs 1.3-1.6x faster on CPU, PPO 15-30% slower. JAXSEL_MALLOC=system "
-               "or your own MALLOC_* variables keep glibc's defaults.")
+               "jaxsel.allocator): finetuning runs 1.3-1.6x faster on CPU, PPO 15-40% slower. JAXSEL_MALLOC=system "
+               "or a malloc setting of your own (MALLOC_* or GLIBC_TUNABLES=glibc.malloc...) keeps glibc's defaults.")
 CLUSTER_TABLE = 32  # members sampled per cluster by `jaxsel cluster` (fixed-size proxies)
 
 
@@ -633,3 +633,7 @@ def entry() -> None:
         sys.stderr.flush()
         os._exit(130)
     sys.exit(code)
+
+
+if __name__ == "__main__":  # python -m jaxsel.cli, as before jaxsel.__main__: the command without its malloc setting
+    entry()

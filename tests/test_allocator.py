@@ -23,7 +23,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def faults(prelude: str, **env) -> int:
     out = subprocess.run([sys.executable, "-c", prelude + LOOP], capture_output=True, text=True, check=True,
-                         env={**{k: v for k, v in os.environ.items() if k not in allocator.ENV}, **env})
+                         env={**{k: v for k, v in os.environ.items() if not allocator.is_malloc_variable(k, v)}, **env})
     return int(out.stdout.split()[-1])
 
 
@@ -36,7 +36,10 @@ def test_finetuning_commands_keep_freed_memory_unless_opted_out():
     assert faults(command("finetune"), **{allocator.OPT_OUT: "keep"}) * 10 < default
     assert faults(command("select")) > default // 2  # PPO loses more to one arena's search than it gains
     assert faults("import jaxsel.cli, jaxsel.finetune\n") > default // 2  # the library alone changes nothing
-    assert faults(command("run"), MALLOC_ARENA_MAX="8") > default // 2  # the user's own setting rules
+    for name, value in [("MALLOC_ARENA_MAX", "8"), ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+                        ("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")]:
+        assert faults(command("run"), **{name: value}) > default // 2  # the user's own setting rules
+    assert faults(command("run"), GLIBC_TUNABLES="glibc.rtld.nns=4", MALLOC_ARENA_MAX="") * 10 < default  # not malloc
 
 
 @pytest.mark.parametrize("value", ["system", "SYSTEM", " system "])
@@ -45,20 +48,23 @@ def test_no_op_when_opted_out(monkeypatch, value):
     assert allocator.keep_freed_memory() is False
 
 
-def test_unknown_choice_is_one_line_and_exit_2():
+@pytest.mark.parametrize("command", ["run", "select"])  # every command checks it
+def test_unknown_choice_is_one_line_and_exit_2(command):
     env = {**os.environ, allocator.OPT_OUT: "off"}
-    out = subprocess.run([sys.executable, "-m", "jaxsel", "run", "--config", "nowhere"], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run([sys.executable, "-m", "jaxsel", command, "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 2
     assert out.stderr == "jaxsel: error: JAXSEL_MALLOC='off': choose keep or system\n"
 
 
 def test_describe_names_the_settings(monkeypatch):
     monkeypatch.setattr(allocator, "applied", False)
-    for name in allocator.ENV:
-        monkeypatch.delenv(name, raising=False)
+    for name, value in list(os.environ.items()):
+        if allocator.is_malloc_variable(name, value):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.rtld.nns=4")  # no malloc tunable: not a malloc setting
     assert allocator.describe() == "defaults"
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
-    assert allocator.describe() == "MALLOC_ARENA_MAX=1"
+    assert allocator.describe() == "MALLOC_ARENA_MAX=1 MALLOC_TOP_PAD_=1"
     monkeypatch.setattr(allocator, "applied", True)
     assert allocator.describe() == "kept (mallopt)"
