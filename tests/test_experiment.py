@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import write_data
-from jaxsel import cli, cluster, experiment
+from jaxsel import allocator, cli, cluster, experiment
 
 pytestmark = pytest.mark.assets  # the tiny BERT uses MiniLM's tokenizer
 
@@ -94,7 +94,11 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     for f in stale + kept:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("")
-    doc2 = experiment.run(cfg, out, progress=False, name=str(data))
+    assert {r["finetune_malloc"] for r in doc["rows"]} == {allocator.describe()}
+    with monkeypatch.context() as m:  # each reused row keeps the malloc setting its finetune ran under
+        m.setattr(allocator, "applied", not allocator.applied)
+        doc2 = experiment.run(cfg, out, progress=False, name=str(data))
+    assert doc2["environment"]["malloc"] != doc["environment"]["malloc"]
     assert not any(f.exists() for f in stale) and all(f.exists() for f in kept)
     (out / "notes.txt").unlink(), (out / ".hidden").unlink()
     shutil.rmtree(out / "stages" / "x")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel import baselines, metrics, progress as progress_
+from jaxsel import allocator, baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
@@ -182,6 +182,7 @@ class Run:
         n = len(dd["train"]) if idx is None else len(idx)
         ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
         m = finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=True, progress=self.progress)
+        m["malloc"] = allocator.describe()  # a resumed run reuses this row's timing under another process's setting
         write_json(path, m)
         if ckpt is not None:
             shutil.rmtree(ckpt, ignore_errors=True)
@@ -287,6 +288,7 @@ class Run:
         chosen = np.arange(n) if indices is None else indices
         row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
                    validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
+                   finetune_malloc=m.get("malloc"),
                    examples=int(len(chosen)), corrupted_chosen=int(flags.any(0)[chosen].sum()),
                    flipped_chosen=int(flags[0, chosen].sum()), duplicates_chosen=int(flags[1, chosen].sum()),
                    steps=m.get("steps"), examples_seen=m.get("examples_seen"),
