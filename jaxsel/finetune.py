@@ -85,6 +85,20 @@ def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | Non
     return out
 
 
+def step_batch(cfg: FinetuneConfig, examples: int) -> int:
+    """Rows per micro-batch for ``examples`` training examples: ``cfg.batch_size``, or less for a
+    subset smaller than one step, the power of two that holds it (a multiple of the devices), so a
+    batch size above the subset does not train padding rows (a typo of 100,000 padded 8 examples to
+    100,000 rows) and subsets of different sizes still share a few compiled shapes."""
+    devices = jax.device_count()
+    return min(cfg.batch_size, math.ceil(power_of_two(math.ceil(examples / cfg.grad_accum)) / devices) * devices)
+
+
+def power_of_two(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def pad(ids: list[list[int]], rows, batch_size: int, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) padded to (batch_size, bucketed length); missing rows are all padding."""
     return embed.pad_batch(ids, rows, batch_size, embed.bucket_length(max(len(ids[i]) for i in rows), max_length))
@@ -206,8 +220,9 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
         embed.map_packed(lambda tok, seg: packed_eval_step(params, rest, tok, seg, graphdef=graphdef), ids, pred,
                          cfg.max_length)
     else:
-        for rows in batches(np.array([len(x) for x in ids]), cfg.batch_size, None):
-            tok, mask = pad(ids, rows, cfg.batch_size, cfg.max_length)
+        size = min(cfg.batch_size, power_of_two(len(ids)))  # as step_batch: no rows of padding only
+        for rows in batches(np.array([len(x) for x in ids]), size, None):
+            tok, mask = pad(ids, rows, size, cfg.max_length)
             pred[rows] = np.asarray(eval_step(params, rest, tok, mask, graphdef=graphdef))[:len(rows)]
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
 
@@ -281,6 +296,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         raise JaxselError("the training subset is empty")
     if jax.device_count() > 1 and cfg.batch_size % jax.device_count():
         raise JaxselError(f"batch size {cfg.batch_size} must divide over {jax.device_count()} devices")
+    batch = step_batch(cfg, len(train))
     model, encode = build(cfg, names)
     if isinstance(model, classifier.BertClassifier):
         tokens.check_length(cfg.max_length, model.encoder.cfg.max_positions)
@@ -289,7 +305,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
     packed = isinstance(model, classifier.BertClassifier)
     lengths = np.array([len(x) for x in splits["train"][0]])
-    steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
+    steps_per_epoch = math.ceil(len(train) / (batch * cfg.grad_accum))
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # small subsets: more epochs
     total = steps_per_epoch * epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * epochs)
     lrs = learning_rates(cfg, total)
@@ -308,11 +324,11 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     state = jax.device_put(state, replicated)
     rng = np.random.default_rng(cfg.seed)
     for _ in range(prog.epoch):  # the same shuffles as an uninterrupted run
-        batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
+        batches(lengths, batch * cfg.grad_accum, rng)
     while prog.epoch < epochs and prog.step < total and (prog.bad_epochs < cfg.patience or prog.step < cfg.min_steps):
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None
-        plan = batches(lengths, cfg.batch_size * cfg.grad_accum, rng)
+        plan = batches(lengths, batch * cfg.grad_accum, rng)
         t0, ep_tokens, ep_loss, ep_steps = time.perf_counter(), 0, 0.0, 0
         params, opt_state = state.params, state.opt_state
         bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", unit="step", disable=not progress,
@@ -320,11 +336,11 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         for rows in bar:
             if prog.step >= total:
                 break
-            tok, mask = pad(splits["train"][0], rows, cfg.batch_size * cfg.grad_accum, cfg.max_length)
+            tok, mask = pad(splits["train"][0], rows, batch * cfg.grad_accum, cfg.max_length)
             y = np.zeros(len(tok), np.int32)
             y[:len(rows)] = splits["train"][1][rows]
             w = (np.arange(len(tok)) < len(rows)).astype(np.float32)
-            shape = lambda a: a.reshape(cfg.grad_accum, cfg.batch_size, *a.shape[1:])
+            shape = lambda a: a.reshape(cfg.grad_accum, batch, *a.shape[1:])
             args = [jax.device_put(shape(a), batch_sh) for a in (tok, mask, y, w)]
             params, opt_state, loss = train_step(params, rest, opt_state, lrs[prog.step], *args,
                                                  graphdef=graphdef, tx=tx)
@@ -359,7 +375,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
            "val_accuracy_per_epoch": prog.val_acc, "train_seconds": prog.seconds, "tokens_seen": prog.tokens,
            "examples_used": len(train), "epochs_run": prog.epoch, "steps": prog.step, "examples_seen": prog.examples,
            "tokens_per_s": tokens_per_s, "model": cfg.model, "config": asdict(cfg)}
-    mean_len = prog.tokens / max(1, prog.step * cfg.batch_size * cfg.grad_accum)
+    mean_len = prog.tokens / max(1, prog.step * batch * cfg.grad_accum)
     util = mfu(flops_per_token(model, cfg, int(mean_len)), tokens_per_s)
     if util is not None:
         out["mfu"] = util

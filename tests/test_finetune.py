@@ -31,6 +31,21 @@ def test_batches_cover_every_row_once_and_bucket_lengths():
     assert spread < np.ptp(lengths) / 4  # batches hold similar lengths
 
 
+@pytest.mark.parametrize("batch_size, accum, examples, rows", [
+    (16, 1, 100, 16), (16, 1, 9, 16), (16, 1, 8, 8), (100_000, 1, 8, 8), (16, 2, 25, 16), (16, 2, 5, 4), (16, 1, 1, 1)])
+def test_step_batch_is_the_power_of_two_holding_a_small_subset(batch_size, accum, examples, rows):
+    assert finetune.step_batch(finetune.FinetuneConfig(batch_size=batch_size, grad_accum=accum), examples) == rows
+
+
+def test_a_batch_size_above_the_subset_trains_as_the_subset_size(table_file, tmp_cache):
+    from jaxsel import data
+    dd = data.load(str(table_file))
+    small, huge = (finetune.finetune(dd, np.arange(8), finetune.FinetuneConfig(**{**TINY, "batch_size": b}),
+                                     progress=False) for b in (8, 100_000))
+    for key in ("test_accuracy", "val_accuracy_per_epoch", "steps", "tokens_seen"):
+        assert huge[key] == small[key]
+
+
 @pytest.mark.assets
 def test_tiny_run_reports_metrics(table_file, tmp_cache, tmp_path):
     import json
