@@ -154,12 +154,30 @@ def _data_folder(data: str) -> Path:
     return Path("runs") / f"{Path(data).stem}-{hashlib.sha256(source_name(data).encode()).hexdigest()[:6]}"
 
 
+MADE: list[Path] = []  # folders this command created (_writable), removed again where empty if it fails
+
+
 def _writable(path: Path, folder: bool = False) -> Path:
     """``path`` once its folder (``folder``: the path itself) exists and can be written, so a bad
     --out fails before any work; raises JaxselError naming it."""
     from jaxsel.io import ensure_folder
-    ensure_folder(path if folder else path.parent, path)
+    target = (path if folder else path.parent).absolute()
+    new = [d for d in (target, *target.parents) if not d.exists()]
+    ensure_folder(target, path)
+    MADE.extend(new)
     return path
+
+
+def _remove_empty_made() -> None:
+    """Remove the folders in :data:`MADE` (and the folders under them) that hold no file: a failed
+    command leaves no empty output folder behind, and never touches one that has content."""
+    for top in sorted(set(MADE), key=lambda d: len(d.parts), reverse=True):
+        for folder, _, _ in sorted(os.walk(top), key=lambda w: len(Path(w[0]).parts), reverse=True):
+            try:
+                os.rmdir(folder)  # only succeeds when empty
+            except OSError:
+                pass
+    MADE.clear()
 
 
 def _load(a):
@@ -550,8 +568,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv``, default ``sys.argv[1:]``) and return its exit status: 0, 2 for a
     user mistake (one line on stderr), 130 after Ctrl-C. Leaves malloc as it is: the ``jaxsel``
-    command sets it for ``run`` and ``finetune`` before this module is imported (``jaxsel.__main__``)."""
+    command sets it for ``run`` and ``finetune`` before this module is imported (``jaxsel.__main__``).
+    A command that fails removes the empty output folders it created."""
     args = build_parser().parse_args(argv)
+    MADE.clear()
+    code = _dispatch(args)
+    if code:
+        _remove_empty_made()
+    return code
+
+
+def _dispatch(args) -> int:
+    """``args.func(args)`` (in a distributed run, logging run, ...) and its exit status."""
     try:
         if getattr(args, "distributed", False) or getattr(args, "coordinator", None) or \
                 getattr(args, "num_processes", None) or getattr(args, "process_id", None) is not None:

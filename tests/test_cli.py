@@ -661,3 +661,18 @@ def test_unwritable_target_is_named_not_its_temporary_file(capsys):
     with pytest.raises(OSError) as e:
         io.write_json("/sys/jaxsel-out.json", {})
     assert e.value.filename == "/sys/jaxsel-out.json"
+
+
+def test_a_failed_command_leaves_no_empty_folder_it_made(table_file, tmp_path, tmp_cache, capsys):
+    made = tmp_path / "new" / "deeper"
+    assert cli.main(["select", str(table_file), "--model", str(tmp_path / "nowhere"), "--out", str(made)]) == 2
+    assert cli.main(["finetune", str(table_file), "--model", "bogus", "--out", str(made)]) == 2
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder that was there stays, and so does anything with content
+    kept.mkdir()
+    (made / "x").mkdir(parents=True)
+    (made / "notes.txt").write_text("mine")
+    assert cli.main(["finetune", str(table_file), "--model", "bogus", "--out", str(kept)]) == 2
+    assert cli.main(["finetune", str(table_file), "--model", "bogus", "--out", str(made)]) == 2
+    assert kept.is_dir() and (made / "notes.txt").exists() and (made / "x").is_dir()
+    assert "unknown model 'bogus'" in capsys.readouterr().err
