@@ -181,6 +181,9 @@ def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_pa
     assert any("dropped 1 rows without a label, 3 rows with an empty text" in w for w in data.summary_warnings(s))
     with pytest.raises(JaxselError, match="1 rows have no label"):
         data.load(str(j), missing_labels="error")
+    p.write_text(_csv([(f"text {i}", "NaN") for i in range(6)]))  # a wrong label column, say
+    with pytest.raises(JaxselError, match="all 6 rows have no label"):
+        data.load(str(p))
 
 
 def test_label_case_merge_and_small_classes(tmp_path, capsys):

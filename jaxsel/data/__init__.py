@@ -349,6 +349,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     if missing_labels == "error" and raw.missing_labels:
         raise JaxselError(f"{raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); fill them in, "
                           f"or drop them with --missing-labels drop")
+    if raw.missing_labels and not raw.texts:
+        raise JaxselError(f"{name_or_path}: all {raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); "
+                          f"is --label-col {label_col!r} the right column?")
     try:
         raw, dups = clean(raw, dedup=dedup)
     except JaxselError as e:
