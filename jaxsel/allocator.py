@@ -21,8 +21,8 @@ environment before it starts::
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 jupyter lab
 
 ``JAXSEL_MALLOC=system`` (any case) keeps glibc's defaults; so does any malloc variable of your own
-(``MALLOC_*``, or ``GLIBC_TUNABLES`` with a ``glibc.malloc.`` tunable), which then rules. Memory freed stays in the process: its
-resident size does not shrink until exit.
+(``MALLOC_*``, or ``GLIBC_TUNABLES`` with a ``glibc.malloc.`` tunable), which then rules. Memory
+freed stays in the process: its resident size does not shrink until exit.
 """
 
 from __future__ import annotations
