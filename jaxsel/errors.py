@@ -30,12 +30,14 @@ def check_choice(owner: str, obj, name: str, choices: tuple) -> None:
 
 
 def check_range(owner: str, obj, low: float, high: float, *names: str, low_open: bool = False) -> None:
-    """Raise JaxselError unless each field ``names`` of ``obj`` (None skipped) is a number in
-    [low, high] ((low, high] with ``low_open``); NaN fails."""
+    """Raise JaxselError unless each field ``names`` of ``obj`` (None skipped) is a finite number in
+    [low, high] ((low, high] with ``low_open``; high may be inf for no bound); NaN and inf fail."""
     for name in names:
         value = getattr(obj, name)
         if value is None:
             continue
+        if value in (float("inf"), float("-inf")):
+            raise JaxselError(f"{owner} {name} must be a finite number, got {value}")
         if not (low < value <= high if low_open else low <= value <= high):
             raise JaxselError(f"{owner} {name} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value}")
 

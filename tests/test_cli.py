@@ -484,12 +484,16 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             load_config(tmp_path / "c.toml")
     for bad, says in ((dict(lam=-1.0), "lam must be in"), (dict(temperature=0.0), "temperature must be in"),
-                      (dict(objective="f1"), "unknown proxy objective")):
+                      (dict(objective="f1"), "unknown proxy objective"),
+                      (dict(lam=float("inf")), "proxy lam must be a finite number, got inf")):
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             ProxyConfig(**bad)
     for bad in (5, -1, 0.0, 1.0, "5%", float("nan"), True):
         with np.testing.assert_raises_regex(cli.JaxselError, "budget must be a fraction strictly between 0 and 1"):
             SelectConfig(budget=bad)
+    from jaxsel.config import FinetuneConfig
+    with np.testing.assert_raises_regex(cli.JaxselError, "finetune lr must be a positive finite number, got inf"):
+        FinetuneConfig(lr=float("inf"))
     with np.testing.assert_raises_regex(cli.JaxselError, "unknown select method 'gredy'"):
         SelectConfig(method="gredy")
     assert SelectConfig(budget=np.float32(0.05)).budget == np.float32(0.05)
