@@ -340,6 +340,9 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     path = Path(path)
     if not path.exists() and path.with_suffix(".toml").exists():
         path = path.with_suffix(".toml")
+    if path.is_dir():
+        found = sorted(q.name for q in path.glob("*.toml"))[:5]
+        raise JaxselError(f"config {path} is a folder; give a TOML file" + (f" in it ({', '.join(found)})" if found else ""))
     if not path.is_file():
         raise JaxselError(f"no such config: {path}")
     try:

@@ -189,6 +189,10 @@ def test_a_bad_data_file_leaves_no_run_folder(tmp_path, capsys):
 def test_missing_config_is_one_line_error(tmp_path, capsys):
     assert cli.main(["run", "--config", str(tmp_path / "nope")]) == 2
     assert "no such config" in capsys.readouterr().err
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.toml").write_text("")
+    assert cli.main(["run", "--config", str(tmp_path / "configs")]) == 2
+    assert "is a folder; give a TOML file in it (mine.toml)" in capsys.readouterr().err
 
 
 def test_config_numbers_are_coerced_to_their_fields(tmp_path):
