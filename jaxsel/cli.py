@@ -512,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD)")
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD); the clustering is cached "
+                                                "beside it in OUT/../stages, shared by the methods selected there")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
