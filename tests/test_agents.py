@@ -169,7 +169,7 @@ def test_same_selection_with_jax_enable_x64():
 def test_settings_that_cannot_work_warn_or_stop(truth, capsys):
     """A DQN run too short to pass learning_starts returned its untrained network's choice without a
     word; a budget that rounds to no example became one silently; a proxy scoring NaN (here an
-    infinite temperature) gave a selection scored NaN. Now: two warnings and one error."""
+    infinite validation features) gave a selection scored NaN. Now: two warnings and one error."""
     p, cl, y = truth
     short = dqn.DQNConfig(num_envs=4, total_timesteps=64, learning_starts=1000)
     agents.select(p, cl, y, agents.SelectConfig(method="dqn", budget=0.25, dqn=short), progress=False)
@@ -177,6 +177,7 @@ def test_settings_that_cannot_work_warn_or_stop(truth, capsys):
     sel = agents.select(p, cl, y, agents.SelectConfig(method="random", budget=1e-9), progress=False)
     assert len(sel.indices) == 1 and "rounds to no example: selecting 1" in capsys.readouterr().err
     x, y2, cl2, xv, yv = known_truth()
-    nan_proxy = proxy.make(x, y2, cl2, xv, yv, proxy.ProxyConfig(temperature=float("inf")))
+    nan_proxy = proxy.make(x, y2, cl2, xv, yv, proxy.ProxyConfig())
+    nan_proxy = nan_proxy.replace(xv=nan_proxy.xv * np.inf)  # infinite logits (a config refuses inf)
     with np.testing.assert_raises_regex(agents.JaxselError, "not a number"):
         agents.select(nan_proxy, cl2, y2, agents.SelectConfig(method="greedy", budget=0.25), progress=False)
