@@ -181,6 +181,12 @@ def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_pa
     assert any("dropped 1 rows without a label, 3 rows with an empty text" in w for w in data.summary_warnings(s))
     with pytest.raises(JaxselError, match="1 rows have no label"):
         data.load(str(j), missing_labels="error")
+    twice = tmp_path / "twice.csv"  # two columns named "text": pandas read the second as "text.1", jaxsel used the first
+    twice.write_text("text,label,text,notes,notes\n" + "".join(f"a {i},{i % 2},b {i},x,y\n" for i in range(60)))
+    with pytest.raises(JaxselError, match="more than one column is named 'text'"):
+        data.load(str(twice))
+    twice.write_text("text,label,notes,notes\n" + "".join(f"a {i},{i % 2},x,y\n" for i in range(60)))
+    assert data.summary(data.load(str(twice)))["labels"] == ["0", "1"]  # a repeated other column is the user's
     p.write_text(_csv([(f"text {i}", "NaN") for i in range(6)]))  # a wrong label column, say
     with pytest.raises(JaxselError, match="all 6 rows have no label"):
         data.load(str(p))

@@ -164,8 +164,11 @@ def _read_frame(path: Path, encoding: str | None):
         text = decode(data, path, encoding)
         if kind in (".jsonl", ".json"):
             return pd.read_json(io.StringIO(text), lines=kind == ".jsonl", dtype=False)
-        return pd.read_csv(io.StringIO(text), sep="\t" if ".tsv" in suffixes else ",", dtype=str,
-                           keep_default_na=False)
+        sep = "\t" if ".tsv" in suffixes else ","
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
+        df.attrs["repeated_columns"] = sorted({c for c in header if header.count(c) > 1})
+        return df
     except JaxselError:
         raise
     except (ValueError, OSError, EOFError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
@@ -202,6 +205,8 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
                 encoding: str | None = None) -> Raw:
     df = _read_frame(path, encoding)
     for col in (text_col, label_col) + ((split_col,) if split_col else ()):
+        if col in df.attrs.get("repeated_columns", ()):
+            raise JaxselError(f"{path}: more than one column is named {col!r}; rename all but one")
         if col not in df.columns:
             raise JaxselError(f"{path}: missing column {col!r} (columns: {_columns(df)})")
     for col in (text_col, label_col):
