@@ -59,7 +59,7 @@ def choice() -> str:
         JaxselError: for a value other than "keep" or "system"."""
     value = os.environ.get(OPT_OUT, "").strip().lower() or "keep"
     if value not in CHOICES:
-        raise JaxselError(f"{OPT_OUT}={os.environ[OPT_OUT]!r}: choose keep or system")
+        raise JaxselError(f"{OPT_OUT}={os.environ[OPT_OUT]!r}: choose {' or '.join(CHOICES)}")
     return value
 
 

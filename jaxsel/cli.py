@@ -171,8 +171,8 @@ def _writable(path: Path, folder: bool = False) -> Path:
 def _remove_empty_made() -> None:
     """Remove the folders in :data:`MADE` (and the folders under them) that hold no file: a failed
     command leaves no empty output folder behind, and never touches one that has content."""
-    for top in sorted(set(MADE), key=lambda d: len(d.parts), reverse=True):
-        for folder, _, _ in sorted(os.walk(top), key=lambda w: len(Path(w[0]).parts), reverse=True):
+    for top in MADE:
+        for folder, _, _ in os.walk(top, topdown=False):  # a folder's subfolders before it
             try:
                 os.rmdir(folder)  # only succeeds when empty
             except OSError:

@@ -138,8 +138,7 @@ class FinetuneConfig:
         check_at_least("finetune", self, 1, "epochs", "batch_size", "grad_accum", "patience")
         check_at_least("finetune", self, 2, "max_length")  # a [CLS] and a [SEP] at least
         check_at_least("finetune", self, 0, "lora_rank", "min_steps", "seed")
-        if not 0 < self.lr < INF:
-            raise JaxselError(f"finetune lr must be a positive finite number, got {self.lr}")
+        check_range("finetune", self, 0, INF, "lr", low_open=True)
         if self.max_steps is not None and self.max_steps < 1:
             raise JaxselError(f"finetune max_steps must be at least 1 (or unset), got {self.max_steps}")
 

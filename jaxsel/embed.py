@@ -91,6 +91,11 @@ def bucket_length(n: int, max_length: int) -> int:
     return min(next((b for b in BUCKETS if b >= n), max_length), max_length)
 
 
+def power_of_two(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1): the rows a batch of n is padded to."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def pad_batch(ids: list[list[int]], rows, batch_size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """(token ids, mask) of ``rows`` of ``ids`` padded (or cut) to (batch_size, length); rows beyond
     ``len(rows)`` are all padding, so every batch has one shape."""
@@ -163,7 +168,7 @@ def packed_calls(lengths: np.ndarray, max_length: int, batch_tokens: int | None 
     for width, members in row_widths(lengths, max_length).items():
         rows = [[int(members[i]) for i in row] for row in pack(lengths[members], width)]
         per_call = max(1, (batch_tokens or default_batch_tokens()) // width)
-        per_call = min(per_call, 1 << (len(rows) - 1).bit_length())
+        per_call = min(per_call, power_of_two(len(rows)))
         calls += [(width, per_call, rows[i:i + per_call]) for i in range(0, len(rows), per_call)]
     return calls
 

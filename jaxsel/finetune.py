@@ -91,12 +91,7 @@ def step_batch(cfg: FinetuneConfig, examples: int) -> int:
     batch size above the subset does not train padding rows (a typo of 100,000 padded 8 examples to
     100,000 rows) and subsets of different sizes still share a few compiled shapes."""
     devices = jax.device_count()
-    return min(cfg.batch_size, math.ceil(power_of_two(math.ceil(examples / cfg.grad_accum)) / devices) * devices)
-
-
-def power_of_two(n: int) -> int:
-    """The smallest power of two >= n (1 for n <= 1)."""
-    return 1 << max(0, (n - 1).bit_length())
+    return min(cfg.batch_size, math.ceil(embed.power_of_two(math.ceil(examples / cfg.grad_accum)) / devices) * devices)
 
 
 def pad(ids: list[list[int]], rows, batch_size: int, max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +215,7 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
         embed.map_packed(lambda tok, seg: packed_eval_step(params, rest, tok, seg, graphdef=graphdef), ids, pred,
                          cfg.max_length)
     else:
-        size = min(cfg.batch_size, power_of_two(len(ids)))  # as step_batch: no rows of padding only
+        size = min(cfg.batch_size, embed.power_of_two(len(ids)))  # as step_batch: no rows of padding only
         for rows in batches(np.array([len(x) for x in ids]), size, None):
             tok, mask = pad(ids, rows, size, cfg.max_length)
             pred[rows] = np.asarray(eval_step(params, rest, tok, mask, graphdef=graphdef))[:len(rows)]

@@ -492,8 +492,11 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
         with np.testing.assert_raises_regex(cli.JaxselError, "budget must be a fraction strictly between 0 and 1"):
             SelectConfig(budget=bad)
     from jaxsel.config import FinetuneConfig
-    with np.testing.assert_raises_regex(cli.JaxselError, "finetune lr must be a positive finite number, got inf"):
+    with np.testing.assert_raises_regex(cli.JaxselError, "finetune lr must be a finite number, got inf"):
         FinetuneConfig(lr=float("inf"))
+    for bad in (0.0, -1.0, float("nan")):
+        with np.testing.assert_raises_regex(cli.JaxselError, r"finetune lr must be in \(0, inf\], got"):
+            FinetuneConfig(lr=bad)
     with np.testing.assert_raises_regex(cli.JaxselError, "unknown select method 'gredy'"):
         SelectConfig(method="gredy")
     assert SelectConfig(budget=np.float32(0.05)).budget == np.float32(0.05)

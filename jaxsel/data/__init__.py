@@ -167,7 +167,7 @@ def _read_frame(path: Path, encoding: str | None):
         sep = "\t" if ".tsv" in suffixes else ","
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
-        df.attrs["repeated_columns"] = sorted({c for c in header if header.count(c) > 1})
+        df.attrs["repeated_columns"] = sorted(c for c, n in Counter(header).items() if n > 1)
         return df
     except JaxselError:
         raise
