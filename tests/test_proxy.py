@@ -337,6 +337,39 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
                                float(lin.score_rows(rows_for(cl, small)).loglik), atol=1e-6)
 
 
+@pytest.mark.parametrize("partial_share", [0.0, 0.05, 0.4, 1.0])
+def test_vmapped_partial_chunks_equal_one_by_one(problem, partial_share):
+    """Vmapped, the ridge proxy's partial-chunk statistics gather only the entries with rows (in
+    groups, as many rounds as needed): whatever share of a batch has rows, every entry equals its
+    statistics computed alone, and so do the steps of vmapped environments' ``add``; nested vmaps
+    and a count shared by the batch take the plain route with the same result."""
+    x, y, cl, xv, yv = problem
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="ridge"))
+    rng = np.random.default_rng(3)
+    n = 37  # groups of 4, the last one padded
+    clusters = rng.integers(0, K, n).astype(np.int32)
+    offsets = (rng.integers(0, 3, n) * (cl.sizes[clusters] > 5)).astype(np.int32)
+    counts = np.where(rng.random(n) < partial_share, rng.integers(1, 5, n), 0).astype(np.int32)
+    batched = jax.jit(jax.vmap(p._partial))(clusters, offsets, counts)
+    one = jax.jit(p._partial)
+    for i in range(n):
+        alone = one(clusters[i], offsets[i], counts[i])
+        for a, b in zip(batched, alone):
+            np.testing.assert_array_equal(np.asarray(a[i]), np.asarray(b))
+    nested = jax.jit(jax.vmap(jax.vmap(p._partial, in_axes=(0, 0, None)), in_axes=(None, None, 0)))(
+        clusters, offsets, counts[:3])
+    for j in range(3):
+        for a, b in zip(nested, one(clusters[0], offsets[0], counts[j])):
+            np.testing.assert_array_equal(np.asarray(a[j, 0]), np.asarray(b))
+    state = p.init()
+    added = jax.jit(jax.vmap(lambda c, k, s: p.add(state, c, k, s)))(clusters, counts + (counts == 0) * 999, offsets)
+    for i in range(n):
+        alone = jax.jit(lambda c, k, s: p.add(state, c, k, s))(clusters[i], counts[i] + (counts[i] == 0) * 999,
+                                                               offsets[i])
+        for a, b in zip(added, alone):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
 def test_batches_of_every_size_share_a_few_compiled_scorers(problem):
     """A search scores batches whose size changes every step: sizes are padded to a few shapes
     (powers of two up to the chunk, or up to 8 one after another, then multiples of it), and the

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
@@ -87,9 +88,9 @@ class Ridge(Proxy):
         """O(r^2) update of the running sums when the rows are one whole chunk, else
         O(partial_cap r^2) to gather them."""
         count = self.count(cluster, count, start)
-        part = self._partial(cluster, start, count)
         chunk = self.chunk_first[cluster] + (0 if self.quota == 0 else start // self.quota)
         whole = (start + count >= self.sizes[cluster]) | ((self.quota > 0) & (count >= self.quota))
+        part = self._partial(cluster, start, jnp.where(whole, 0, count))  # vmapped: only the partial picks gather
         return RidgeState(state.xtx + jnp.where(whole, self.xtx[chunk], part.xtx),
                           state.xty + jnp.where(whole, self.xty[chunk], part.xty), state.n + count)
 
@@ -165,12 +166,51 @@ class Ridge(Proxy):
                           keep.sum(dtype=jnp.int32))
 
     def _partial(self, cluster: jax.Array, offset: jax.Array, count: jax.Array) -> RidgeState:
-        """Statistics of rows ``offset .. offset + count`` (count <= ``partial_cap``) of ``cluster``
-        in the within-cluster order."""
-        i = jnp.arange(self.partial_cap)
-        n = self.xf.shape[0]
-        rows = self.rows[jnp.minimum(self.start[cluster] + offset + i, n - 1)]
-        return self.row_stats(rows, i < count)
+        """Statistics of rows ``offset .. offset + count`` (count <= ``partial_cap``; 0: zero
+        statistics) of ``cluster`` in the within-cluster order. Vmapped, only the entries with
+        rows to add gather them (:func:`_partials_batched`)."""
+        return _partial_stats(self, cluster, offset, count)
+
+
+def _gathered_stats(p: Ridge, cluster: jax.Array, offset: jax.Array, count: jax.Array) -> RidgeState:
+    """:meth:`Ridge._partial` of one entry: ``partial_cap`` rows gathered, those past ``count`` zeroed."""
+    i = jnp.arange(p.partial_cap)
+    rows = p.rows[jnp.minimum(p.start[cluster] + offset + i, p.xf.shape[0] - 1)]
+    return p.row_stats(rows, i < count)
+
+
+_partial_stats = custom_vmap(_gathered_stats)
+
+SPARSE_SHARE = 8  # a vmapped batch of partial statistics gathers in groups of 1/8 of its entries
+
+
+@_partial_stats.def_vmap
+def _partials_batched(axis_size: int, in_batched, p: Ridge, cluster, offset, count) -> tuple[RidgeState, RidgeState]:
+    """The batching rule of :meth:`Ridge._partial`: a batch (an environment step of every PPO or DQN
+    environment, greedy's candidates) has rows to gather in a few entries only (an episode's last,
+    budget-clipped pick), but vmapped, every entry gathered ``partial_cap`` rows and formed their
+    (r+1)^2 statistics: at 64 environments, r = 64, ~40% of an environment step. Here the entries
+    with rows to add are gathered ``axis_size / SPARSE_SHARE`` at a time, in as many rounds as they
+    need (none when no entry has rows), the others get zeros; the same statistics as plain vmap."""
+    p_batched, cluster_b, offset_b, count_b = in_batched
+    if any(jax.tree.leaves(p_batched)) or not count_b:  # proxies batched too, or one count for all
+        axes = (jax.tree.map(lambda b: 0 if b else None, p_batched), *(0 if b else None for b in in_batched[1:]))
+        return jax.vmap(_gathered_stats, in_axes=axes)(p, cluster, offset, count), RidgeState(True, True, True)
+    cluster, offset = (a if b else jnp.broadcast_to(a, (axis_size,)) for a, b in ((cluster, cluster_b), (offset, offset_b)))
+    group = max(1, axis_size // SPARSE_SHARE)
+    need = count > 0
+    order = jnp.nonzero(need, size=-(-axis_size // group) * group, fill_value=axis_size)[0]  # entries with rows first
+    r1, c = p.xty.shape[1:]
+    zero = RidgeState(jnp.zeros((axis_size, r1, r1), jnp.float32), jnp.zeros((axis_size, r1, c), jnp.float32),
+                      jnp.zeros(axis_size, jnp.int32))
+
+    def gather_group(g, out: RidgeState) -> RidgeState:
+        idx = jax.lax.dynamic_slice(order, (g * group,), (group,))
+        j = jnp.minimum(idx, axis_size - 1)
+        stats = jax.vmap(partial(_gathered_stats, p))(cluster[j], offset[j], jnp.where(idx < axis_size, count[j], 0))
+        return jax.tree.map(lambda a, s: a.at[idx].set(s.astype(a.dtype), mode="drop"), out, stats)
+
+    return jax.lax.fori_loop(0, -(-need.sum() // group), gather_group, zero), RidgeState(True, True, True)
 
 
 @partial(jax.jit, static_argnames="chunk")
