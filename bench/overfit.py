@@ -3,6 +3,7 @@
     python bench/overfit.py [--config configs/rotten_tomatoes-cpu] [--seeds 0 1 2] [--quick]
     python bench/overfit.py --config configs/tweets-cpu-pool --searches greedy,ppo --ppo-lrs 3e-4,3e-3 \
         --granularities quota --score-on validation+train --rl-steps 100000   # PPO's learning rate
+    python bench/overfit.py --searches ppo --networks early,late --seeds 0 1 2 3 4   # the agents' networks
 
 The config's validation cap (``max_validation``) leaves most of the validation split unused: those
 rows are held out here. Every subset (5% of the pool) is scored by the same ridge proxy twice: on
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,6 +57,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one seed, greedy only")
     ap.add_argument("--searches", default="greedy,climb", help="comma-separated search methods")
     ap.add_argument("--ppo-lrs", default=None, help="with ppo among the searches: its learning rates, e.g. 3e-4,3e-3")
+    ap.add_argument("--networks", default=None, help="with ppo or dqn among the searches: their networks, e.g. "
+                    "early,late (jaxsel.agents.networks)")
     ap.add_argument("--granularities", default="cluster,quota")
     ap.add_argument("--rl-steps", type=int, default=None, help="PPO/DQN environment steps (default: the config's)")
     ap.add_argument("--score-on", default="validation,validation+train", help="the proxies' scored rows")
@@ -63,7 +67,9 @@ def main() -> None:
     seeds = a.seeds[:1] if a.quick else a.seeds
     searches = ["greedy"] if a.quick else a.searches.split(",")
     lrs = [float(v) for v in a.ppo_lrs.split(",")] if a.ppo_lrs else [None]
-    variants = [(m, lr) for m in searches for lr in (lrs if m == "ppo" else [None])]
+    nets = a.networks.split(",") if a.networks else [None]
+    variants = [(m, lr, net) for m in searches for lr in (lrs if m == "ppo" else [None])
+                for net in (nets if m in ("ppo", "dqn") else [None])]
     run = Run(cfg, Path("runs") / "bench-overfit" / cfg.name, progress=False)
     dd = run.dataset()
     emb = run.embeddings(dd)
@@ -75,29 +81,34 @@ def main() -> None:
     judge = proxy.make(emb["train"], y, c, hx, hy, cfg.proxy)
     flagged = label_issues.find(proxies["validation"], y, c.assignment)
     n = budget_examples(a.budget, len(y))
-    rows = []
+    rows, seconds = [], {}
     for seed in seeds:
         picks = {m: baselines.indices(m, n, seed, labels=y, clustering=c, x=emb["train"], issues=flagged)
                  for m in ("stratified", "cleanlab")}
         for score_on in a.score_on.split(","):
             for gran in a.granularities.split(","):
-                for m, lr in variants:
-                    ppo_cfg = agents.ppo.PPOConfig(**{"total_timesteps": a.rl_steps or cfg.select.rl_steps, **cfg.select.ppo,
-                                                      **({} if lr is None else {"lr": lr})})
+                for m, lr, net in variants:
+                    steps = {"total_timesteps": a.rl_steps or cfg.select.rl_steps, **({} if net is None else {"network": net})}
+                    ppo_cfg = agents.ppo.PPOConfig(**{**steps, **cfg.select.ppo, **({} if lr is None else {"lr": lr})})
+                    dqn_cfg = agents.dqn.DQNConfig(**{**steps, **cfg.select.dqn})
+                    t = time.perf_counter()
                     sel = agents.select(proxies[score_on], c, y, agents.SelectConfig(
-                        method=m, budget=a.budget, seed=seed, granularity=gran, ppo=ppo_cfg), progress=False)
-                    picks[f"{m}{'' if lr is None else f' lr={lr:g}'}/{gran} on {score_on}"] = sel.indices
+                        method=m, budget=a.budget, seed=seed, granularity=gran, ppo=ppo_cfg, dqn=dqn_cfg),
+                        progress=False)
+                    name = f"{m}{'' if lr is None else f' lr={lr:g}'}{'' if net is None else f' {net}'}/{gran} on {score_on}"
+                    picks[name], seconds[name, seed] = sel.indices, time.perf_counter() - t
         for name, idx in picks.items():
             rows.append({"method": name, "seed": seed, "reward": float(proxies["validation"].score_rows(idx).accuracy),
                          "reward_pool": float(proxies["validation+train"].score_rows(idx).accuracy),
-                         "held_out": float(judge.score_rows(idx).accuracy)})
+                         "held_out": float(judge.score_rows(idx).accuracy), "seconds": seconds.get((name, seed))})
         print(f"seed {seed} done", file=sys.stderr, flush=True)
     table, ref = [], {r["seed"]: r["held_out"] for r in rows if r["method"] == "stratified"}
     for name in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == name]
         row = {"method": name, "seeds": len(rs), "scored rows (validation)": np.mean([r["reward"] for r in rs]),
                "scored rows (+pool)": np.mean([r["reward_pool"] for r in rs]),
-               "held-out": np.mean([r["held_out"] for r in rs])}
+               "held-out": np.mean([r["held_out"] for r in rs]),
+               "seconds": np.mean([r["seconds"] for r in rs]) if rs[0]["seconds"] is not None else None}
         if name != "stratified" and len(rs) > 1:
             m, h = mean_ci([r["held_out"] - ref[r["seed"]] for r in rs])
             row["held-out vs stratified"] = f"{m:+.3f} ± {h:.3f}"
@@ -107,8 +118,9 @@ def main() -> None:
                "validation_rows": int(len(vy)), "pool_rows_scored": int(proxies["validation+train"].yv.shape[0] - len(vy)),
                "stratified_held_out": float(np.mean(list(ref.values()))), "best_search": best["method"],
                "best_search_held_out": float(best["held-out"]), "per_seed": rows}
-    report(f"overfit-{cfg.name}", table,
-           ["method", "seeds", "scored rows (validation)", "scored rows (+pool)", "held-out", "held-out vs stratified"],
+    report(f"overfit-{cfg.name}{'-networks' if a.networks else ''}", table,
+           ["method", "seeds", "scored rows (validation)", "scored rows (+pool)", "held-out", "held-out vs stratified",
+            "seconds"],
            summary, a.quick)
 
 

@@ -16,7 +16,9 @@ for the same number of environment steps as jaxsel's 64-environment run, with th
 MaskablePPO runs twice: with its default MLP policy on the taken shares (what a user would write;
 a network with ~1/12 of the Deep Sets' FLOPs per sample at K=256), and with jaxsel's Deep Sets
 network and observation ported to PyTorch (``peers.deep_sets_policy``: equal outputs for equal
-weights), so the second ratio compares the stacks doing the same work.
+weights), so the second ratio compares the stacks doing the same work. jaxsel's PPO with the
+late-fusion network (``network = "late"``, ~1/50 of the default's FLOPs per sample) is timed against
+the MLP peer too (``late_vs_maskable_ppo``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def main() -> None:
                 for _ in range(cfg.num_steps):
                     carry, tr = step(params, carry, None)
                     trs.append(tr)
-                runner = learn(runner, carry, jax.tree.map(lambda *t: jnp.stack(t), *trs))
+                runner = learn(params, runner, carry, jax.tree.map(lambda *t: jnp.stack(t), *trs))
             return runner
 
         jax.block_until_ready(update(runner0, n_updates, params))  # compile
@@ -98,6 +100,12 @@ def main() -> None:
         for deep_sets in (False, True):
             rows.append(maskable_ppo(params, n_updates, ours, deep_sets=deep_sets))
             print(rows[-1], file=sys.stderr)
+        late = jaxsel_ppo(params, env, n_updates, network="late")
+        steps = late["config"].num_envs * late["config"].num_steps * n_updates
+        rows.append({"agent": "ppo, late-fusion network", "envs": late["config"].num_envs, "env_steps": steps,
+                     "device_s": late["seconds"], "device_steps_per_s": steps / late["seconds"],
+                     "best_score": late["best"], "jaxsel_vs_peer": rows[-2]["device_s"] / late["seconds"]})
+        print(rows[-1], file=sys.stderr)
     n_envs = 64
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
     fns = dqn.make_chunks(cfg, env)
@@ -113,10 +121,13 @@ def main() -> None:
                "proxy": f"ridge-d{a.project or 384}"}
     sb3 = [r for r in rows if r["agent"].startswith("MaskablePPO")]
     if sb3:
+        late_row = next(r for r in rows if r["agent"].startswith("ppo, late"))
         summary.update(maskable_ppo_env_steps_per_s=sb3[0]["device_steps_per_s"], vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"],
                        best_score_jaxsel=sb3[0]["jaxsel_best_score"], best_score_maskable_ppo=sb3[0]["best_score"],
                        vs_maskable_ppo_same_network=sb3[1]["jaxsel_vs_peer"],
-                       best_score_maskable_ppo_same_network=sb3[1]["best_score"])
+                       best_score_maskable_ppo_same_network=sb3[1]["best_score"],
+                       late_env_steps_per_s=late_row["device_steps_per_s"], late_vs_maskable_ppo=late_row["jaxsel_vs_peer"],
+                       best_score_late=late_row["best_score"])
     report("rl", rows, ["agent", "envs", "env_steps", "device_s", "host_loop_s", "device_steps_per_s",
                         "host_steps_per_s", "device_vs_host", "best_score", "jaxsel_best_score", "jaxsel_vs_peer"],
            summary, a.quick)
@@ -133,7 +144,7 @@ def scaling(quick: bool, project: int) -> None:
         cl = cluster.kmeans(x, k, method="lloyd" if k <= 256 else "minibatch", max_iter=10)
         p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=project or None))
         env, params = make_env(p, cl, y, 0.05)
-        feats, hidden = env.observation_shape(params)[-1], ppo.PPOConfig().hidden
+        feats, hidden = env.observation_shape(params)[-1] + params.features.shape[1], ppo.PPOConfig().hidden
         flops = 2 * k * (feats * hidden + 2 * hidden * hidden + hidden)  # per-cluster layers dominate
         for n_envs in ([16, 64] if quick else [16, 64, 256]):
             n_updates = 2
@@ -153,10 +164,10 @@ def scaling(quick: bool, project: int) -> None:
            {"best_env_steps_per_s_by_K": best, "proxy": f"ridge-d{project or 384}"}, quick)
 
 
-def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0) -> dict:
-    """jaxsel's PPO from scratch for ``n_envs * 16 * n_updates`` environment steps: the config, the
-    seconds of a run timed after compilation, and the best proxy score it found."""
-    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
+def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, network: str = "early") -> dict:
+    """jaxsel's PPO (with ``network``) from scratch for ``n_envs * 16 * n_updates`` environment steps:
+    the config, the seconds of a run timed after compilation, and the best proxy score it found."""
+    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, network=network)
     fns = ppo.make_chunks(cfg, env)
     runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
     update = jax.jit(fns.update, static_argnums=1)

@@ -67,6 +67,23 @@ def test_every_agent_beats_random_on_known_truth(truth):
         assert bad <= rand_corrupt / 2, (method, bad, rand_corrupt)
 
 
+def test_late_fusion_agents_beat_random_on_known_truth(truth):
+    """PPO and DQN with the late-fusion network (the clusters' state joins their features at the
+    head) learn the known truth too: better than random picks, and half its corrupted clusters."""
+    p, cl, y = truth
+    fast = dict(ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=24_000, network="late"),
+                dqn=dqn.DQNConfig(num_envs=16, total_timesteps=16_000, learning_starts=400, target_every=50,
+                                  network="late"))
+    rand = [agents.select(p, cl, y, agents.SelectConfig(method="random-search", budget=0.25, seed=s, random_samples=256),
+                          progress=False).scores["mean"] for s in (0, 1)]
+    for method in ("ppo", "dqn"):
+        runs = [agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.25, seed=s, **fast), progress=False)
+                for s in (0, 1)]
+        assert np.mean([r.scores["proxy_accuracy"] for r in runs]) > np.mean(rand) + 0.02, method
+        assert np.mean([corrupted(r) for r in runs]) <= 10 * CORRUPT / K / 2, method
+        assert runs[0].meta["config"]["ppo" if method == "ppo" else "dqn"]["network"] == "late"
+
+
 SEEDS = """
 import sys; sys.path.insert(0, "tests")
 import jax, numpy as np

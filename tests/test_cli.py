@@ -472,6 +472,7 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
                        ('[proxy]\nkind = "ridg"', "unknown proxy kind 'ridg'"),
                        ('[select]\nfinal = "worst"', r"\[select\]: unknown select final 'worst'"),
                        ("[select]\nppo = {lr = -1.0}", r"\[select.ppo\]: ppo lr must be in"),
+                       ('[select.dqn]\nnetwork = "mid"', r"\[select.dqn\]: unknown dqn network 'mid' \(choose from early, late\)"),
                        ("[data]\nmax_train = -5", r"\[data\]: data max_train must be at least 1"),
                        ('[data]\nmissing_labels = "ignore"', "unknown data missing_labels 'ignore'"),
                        ("[noise]\nflip_fraction = 2.0", r"\[noise\]: noise flip_fraction must be in \[0, 1\]"),

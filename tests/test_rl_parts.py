@@ -1,4 +1,4 @@
-"""Unit tests of the RL building blocks: the Deep Sets network, best-episode tracking, DQN's
+"""Unit tests of the RL building blocks: the Deep Sets networks, best-episode tracking, DQN's
 replay buffer, and PPO's action masking."""
 
 import jax
@@ -11,36 +11,69 @@ from jaxsel.agents import dqn, episodes, networks, ppo
 from jaxsel.agents.env import make_env
 
 
-def test_network_is_permutation_equivariant_over_clusters():
-    params = networks.init(jax.random.PRNGKey(0), 5, hidden=8)
-    rng = np.random.default_rng(0)
-    obs = rng.standard_normal((7, 5)).astype(np.float32)
-    obs[:, 0] = rng.random(7) < 0.4  # share taken
-    perm = rng.permutation(7)
-    out, value = networks.apply(params, jnp.asarray(obs))
-    out_p, value_p = networks.apply(params, jnp.asarray(obs[perm]))
+def network_inputs(seed: int, lead=(), k: int = 7, state: int = 3, features: int = 4):
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((*lead, k, state)).astype(np.float32)
+    obs[..., 0] = rng.random((*lead, k)) < 0.4  # share taken
+    return obs, rng.standard_normal((k, features)).astype(np.float32)
+
+
+def network_reference(params: dict, obs: np.ndarray, feats: np.ndarray):
+    """Either network on one observation (K, D), written out in float64 numpy, cluster by cluster."""
+    p = {name: {k: np.asarray(v, np.float64) for k, v in layer.items()} for name, layer in params.items()}
+    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+    dense = lambda name, x: x @ p[name]["w"] + p[name]["b"]  # noqa: E731
+    late = "feat1" in p
+    h = np.stack([relu(dense("feat2" if late else "enc2", relu(dense("feat1" if late else "enc1",
+                  f if late else np.concatenate([o, f]))))) for o, f in zip(obs, feats)])
+    share = obs[:, 0]
+    ctx = np.concatenate([h.mean(0), (h * share[:, None]).sum(0) / max(share.sum(), 1.0)])
+    if late:
+        out = np.array([dense("out2", relu(dense("out1", np.concatenate([h[i], ctx, obs[i]])))) for i in range(len(h))])
+        value = dense("val2", relu(dense("val1", np.concatenate([ctx, obs.mean(0)]))))
+    else:
+        out = np.array([dense("out2", relu(dense("out1", np.concatenate([h[i], ctx])))) for i in range(len(h))])
+        value = dense("val2", relu(dense("val1", ctx)))
+    return out[:, 0], float(value[0])
+
+
+@pytest.mark.parametrize("network", networks.NETWORKS)
+def test_network_equals_its_written_out_reference(network):
+    """Each network's outputs and value, batched (N, K, D) or (A, N, K, D), equal a float64 numpy
+    reference computing them one cluster at a time from the formulas in the module docstring."""
+    params = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network=network)
+    obs, feats = network_inputs(1, (2, 3))
+    out, value = networks.apply(params, jnp.asarray(obs), jnp.asarray(feats))
+    assert out.shape == (2, 3, 7) and value.shape == (2, 3)
+    for i in np.ndindex(2, 3):
+        want_out, want_value = network_reference(params, obs[i], feats)
+        np.testing.assert_allclose(out[i], want_out, rtol=1e-5, atol=1e-6)
+        assert float(value[i]) == pytest.approx(want_value, rel=1e-5, abs=1e-6)
+        one, v = networks.apply(params, jnp.asarray(obs[i]), jnp.asarray(feats))
+        np.testing.assert_allclose(one, out[i], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("network", networks.NETWORKS)
+def test_network_is_permutation_equivariant_over_clusters(network):
+    params = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network=network)
+    obs, feats = network_inputs(0)
+    perm = np.random.default_rng(1).permutation(7)
+    out, value = networks.apply(params, jnp.asarray(obs), jnp.asarray(feats))
+    out_p, value_p = networks.apply(params, jnp.asarray(obs[perm]), jnp.asarray(feats[perm]))
     np.testing.assert_allclose(out_p, np.asarray(out)[perm], rtol=1e-5, atol=1e-6)
     assert float(value_p) == pytest.approx(float(value), rel=1e-5, abs=1e-6)
     obs2 = obs.copy()
     obs2[0, 0] = 1 - obs2[0, 0]  # what is taken changes every cluster's output through the context
-    assert not np.allclose(networks.apply(params, jnp.asarray(obs2))[0][1:], np.asarray(out)[1:])
+    assert not np.allclose(networks.apply(params, jnp.asarray(obs2), jnp.asarray(feats))[0][1:], np.asarray(out)[1:])
     masked = networks.masked(out, jnp.arange(7) % 2 == 0)
     assert int(jnp.argmax(masked)) % 2 == 0 and float(masked[1]) < -1e8
 
 
-def test_batched_network_equals_one_observation_at_a_time():
-    """apply on a batch (N, K, F) or (A, N, K, F) gives each observation's outputs alone (a loop)."""
-    params = networks.init(jax.random.PRNGKey(0), 5, hidden=8)
-    obs = np.array(jax.random.normal(jax.random.PRNGKey(1), (2, 3, 7, 5)))
-    obs[..., 0] = obs[..., 0] > 0
-    out, value = networks.apply(params, jnp.asarray(obs))
-    assert out.shape == (2, 3, 7) and value.shape == (2, 3)
-    for i in np.ndindex(2, 3):
-        one, v = networks.apply(params, jnp.asarray(obs[i]))
-        np.testing.assert_allclose(out[i], one, rtol=1e-6, atol=1e-6)
-        assert float(value[i]) == pytest.approx(float(v), rel=1e-6, abs=1e-6)
-    flat = networks.apply(params, jnp.asarray(obs[0]))
-    np.testing.assert_allclose(flat[0], out[0], rtol=1e-6, atol=1e-6)
+def test_network_refuses_features_of_another_width():
+    params = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network="late")
+    obs, feats = network_inputs(0, features=5)
+    with pytest.raises(AssertionError):
+        networks.apply(params, jnp.asarray(obs), jnp.asarray(feats))
 
 
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])
@@ -59,25 +92,26 @@ def test_orthogonal_init_is_the_qr_of_its_gaussian_draws(shape):
 def test_vmapped_network_init_has_no_lapack_call():
     # Batched LAPACK QRs running side by side deadlock jaxlib's 2-thread CPU pool (seen: a vmapped
     # PPO on 2 cores hung for good); the initialiser must lower to plain XLA ops.
-    init = jax.vmap(lambda k: networks.init(k, 10, 16))
+    init = jax.vmap(lambda k: (networks.init(k, 3, 10, 16), networks.init(k, 3, 10, 16, "late")))
     assert "custom_call" not in jax.jit(init).lower(jax.random.split(jax.random.PRNGKey(0), 4)).as_text()
 
 
 def test_chunked_gradient_equals_the_whole_batch_gradient():
     """The network's gradient of a mean loss over 24 samples, summed in chunks of 8 (or 24: one
     chunk), equals jax.grad over the whole batch; chunks divide the batch and hold <= 8,192 rows."""
-    params = networks.init(jax.random.PRNGKey(0), 5, 16)
-    obs = jax.random.normal(jax.random.PRNGKey(1), (24, 30, 5))
+    obs, feats = network_inputs(1, (24,), k=30)
     w = jax.random.normal(jax.random.PRNGKey(2), (24, 30))
+    for network in networks.NETWORKS:
+        params = networks.init(jax.random.PRNGKey(0), 3, 4, 16, network)
 
-    def loss(p, o, ww):
-        out, v = networks.apply(p, o)
-        return ((out * ww).sum(1) + v ** 2).mean()
+        def loss(p, o, ww):
+            out, v = networks.apply(p, o, jnp.asarray(feats))
+            return ((out * ww).sum(1) + v ** 2).mean()
 
-    want = jax.grad(loss)(params, obs, w)
-    for chunk in (8, 24):
-        got = jax.jit(networks.chunked_grad, static_argnums=(0, 3))(loss, params, (obs, w), chunk)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
+        want = jax.grad(loss)(params, obs, w)
+        for chunk in (8, 24):
+            got = jax.jit(networks.chunked_grad, static_argnums=(0, 3))(loss, params, (obs, w), chunk)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
     assert networks.grad_chunk(256, 256) == 32 and networks.grad_chunk(256, 100) == 64
     assert networks.grad_chunk(96, 4096) == 2 and networks.grad_chunk(7, 10_000) == 1 and networks.grad_chunk(10, 10) == 10
     assert networks.grad_chunk(257, 256) == 257  # no divisor near 32: the whole batch, not 257 chunks of 1

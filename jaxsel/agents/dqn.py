@@ -21,7 +21,8 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.errors import check_at_least, check_range
+from jaxsel.config import later
+from jaxsel.errors import check_at_least, check_choice, check_range
 
 HISTORY = 64
 
@@ -42,8 +43,10 @@ class DQNConfig:
     eps_fraction: float = 0.5
     max_grad_norm: float = 10.0
     hidden: int = 64
+    network: str = later("early")  # networks.NETWORKS: how the clusters' state joins their features
 
     def __post_init__(self):
+        check_choice("dqn", self, "network", networks.NETWORKS)
         check_at_least("dqn", self, 1, "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_every",
                        "target_every", "hidden")
         check_at_least("dqn", self, 0, "learning_starts")
@@ -124,12 +127,11 @@ def make_chunks(config: DQNConfig, env):
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
     # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
     epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
-    qnet = lambda p, o: networks.apply(p, o)[0]  # obs (N, K, F) -> Q-values (N, K)
 
     def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
-        k, n_features = env.observation_shape(env_params)
-        params = networks.init(k_net, n_features, c.hidden)
+        k, state = env.observation_shape(env_params)
+        params = networks.init(k_net, state, env_params.features.shape[1], c.hidden, c.network)
         _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         i32 = jnp.int32(0)
         item = Transition(jnp.zeros(k, jnp.int32), i32, i32, i32, jnp.float32(0), jnp.bool_(False),
@@ -138,7 +140,8 @@ def make_chunks(config: DQNConfig, env):
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
                       jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
 
-    def _loss(params, target, batch, obs_of, valid_of):
+    def _loss(params, target, batch, obs_of, valid_of, features):
+        qnet = lambda p, o: networks.apply(p, o, features)[0]  # noqa: E731  obs (N, K, D) -> Q-values (N, K)
         q_tm1 = qnet(params, obs_of(batch.taken, batch.chosen, batch.step))
         obs_t = obs_of(batch.next_taken, batch.next_chosen, batch.next_step)
         q_t_value = qnet(target, obs_t)
@@ -155,7 +158,7 @@ def make_chunks(config: DQNConfig, env):
         s = shard_envs(runner.env_state, c.num_envs)
         valid = valid_of(s.taken)
         obs = obs_of(s.taken, s.chosen, s.step)
-        greedy = jnp.argmax(networks.masked(qnet(runner.params, obs), valid), -1)
+        greedy = jnp.argmax(networks.masked(networks.apply(runner.params, obs, env_params.features)[0], valid), -1)
         rand = jax.random.categorical(k_rand, jnp.where(valid, 0.0, -1e9).astype(jnp.float32))
         action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,), jnp.float32) < eps, rand, greedy)
         _, s2, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
@@ -163,7 +166,8 @@ def make_chunks(config: DQNConfig, env):
         b = buffer_add(runner.buffer, Transition(s.taken, s.chosen, s.step, action, reward, done,
                                                  s2.taken, s2.chosen, s2.step))
         batch = buffer_sample(b, k_batch, c.batch_size)
-        loss = lambda params, batch: _loss(params, runner.target, batch, obs_of, valid_of)  # noqa: E731
+        loss = lambda params, batch: _loss(params, runner.target, batch, obs_of, valid_of,  # noqa: E731
+                                           env_params.features)
         grads = networks.chunked_grad(loss, runner.params, (batch,), networks.grad_chunk(c.batch_size, valid.shape[1]))
         learn = buffer_filled(b) >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)

@@ -155,26 +155,29 @@ class SelectionEnv:
     """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely."""
 
     def observation_shape(self, params: EnvParams) -> tuple[int, int]:
-        """(K, F + 3), or (K, F + 4) with class caps: one row of features per cluster."""
-        return params.sizes.shape[0], params.features.shape[1] + 3 + params.balanced
+        """(K, 3), or (K, 4) with class caps: the state of each cluster. Its static features,
+        ``params.features`` (K, F), are the same in every state: agents' networks take them
+        beside the observation (:func:`jaxsel.agents.networks.apply`), so trajectories and
+        replay buffers hold only what changes."""
+        return params.sizes.shape[0], 3 + params.balanced
 
     def num_actions(self, params: EnvParams) -> int:
         """K: one action per cluster."""
         return params.sizes.shape[0]
 
     def observe(self, taken: jax.Array, chosen: jax.Array, step: jax.Array, params: EnvParams) -> jax.Array:
-        """(K, F + 3 [+ 1]) observation of the state fields it depends on (what a replay buffer
-        keeps): share of the cluster taken (0 or 1 with whole clusters), budget used, picks / max,
-        [with class caps: the cluster's class room / budget,] then the static features."""
+        """(K, 3 [+ 1]) observation of the state fields it depends on (what a replay buffer
+        keeps): share of the cluster taken (0 or 1 with whole clusters), budget used, picks / max
+        [, with class caps: the cluster's class room / budget]."""
         k = params.sizes.shape[0]
         used = jnp.full((k, 1), chosen / params.budget, jnp.float32)
         steps = jnp.full((k, 1), step / params.max_steps, jnp.float32)
         share = (taken / params.sizes).astype(jnp.float32)[:, None]
         room = [(self.room(taken, params) / params.budget).astype(jnp.float32)[:, None]] if params.balanced else []
-        return jnp.concatenate([share, used, steps, *room, params.features], 1)
+        return jnp.concatenate([share, used, steps, *room], 1)
 
     def observation(self, state: EnvState, params: EnvParams) -> jax.Array:
-        """(K, F + 3 [+ 1]): see :meth:`observe`."""
+        """(K, 3 [+ 1]): see :meth:`observe`."""
         return self.observe(state.taken, state.chosen, state.step, params)
 
     def room(self, taken: jax.Array, params: EnvParams) -> jax.Array:

@@ -51,7 +51,7 @@ def greedy_rollout(params: dict, env, env_params, key: jax.Array, sample: bool =
 
     def body(carry, k):
         obs, state, out, finished = carry
-        scores, _ = networks.apply(params, obs)
+        scores, _ = networks.apply(params, obs, env_params.features)
         scores = networks.masked(scores, env.action_mask(state, env_params))
         action = jax.random.categorical(k, scores) if sample else jnp.argmax(scores)
         obs, state, _, done, info = env.step(key, state, action, env_params)

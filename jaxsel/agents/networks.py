@@ -1,9 +1,19 @@
-"""A permutation-equivariant network over clusters (Deep Sets), shared by the PPO actor-critic
+"""Permutation-equivariant networks over clusters (Deep Sets), shared by the PPO actor-critic
 and the DQN Q-network: one score per cluster plus a pooled value.
 
-obs (K, F) -> per-cluster embedding h (K, H) -> context = [mean h, mean of chosen h] (2H)
--> per-cluster output from [h_k, context] (K,) and a value from the context ().
-Parameters are a plain dict of arrays so agents stay pure functions.
+An observation is the clusters' state (N, K, D) (share taken, budget used, picks made [, class
+room]: :meth:`jaxsel.agents.env.SelectionEnv.observe`) beside their static features (K, F), the
+same for every sample. Two ways to join them (Deep Sets, Zaheer et al. 2017, with early or late
+fusion):
+
+- ``"early"`` (the default): per-cluster embedding h_k of [state_k, features_k] (two layers) ->
+  context = [mean h, mean of chosen h] (2H) -> per-cluster output from [h_k, context] and a value
+  from the context. Every sample runs the encoder on all K clusters: ~18 K H^2 FLOPs forward.
+- ``"late"``: the embedding h_k of the features alone, computed once per call for every sample;
+  the state enters the head: output from [h_k, context, state_k], value from [context, mean
+  state]. ~8 K H FLOPs per sample beside the shared 4 K H^2: at K = 256, H = 64, ~50x fewer.
+
+Parameters are a plain dict of arrays (their keys say which network) so agents stay pure functions.
 """
 
 from __future__ import annotations
@@ -41,9 +51,18 @@ def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
     return {"w": orthogonal(key, n_in, n_out, scale), "b": jnp.zeros(n_out, jnp.float32)}  # float32 even under x64
 
 
-def init(key: jax.Array, features: int, hidden: int = 64) -> dict:
+NETWORKS = ("early", "late")  # PPOConfig.network, DQNConfig.network
+
+
+def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "early") -> dict:
+    """Parameters for observations of ``state`` columns per cluster beside ``features`` static
+    ones, ``hidden`` units, the ``network`` of :data:`NETWORKS`."""
     k = jax.random.split(key, 6)
-    return {"enc1": _dense(k[0], features, hidden, 2 ** 0.5), "enc2": _dense(k[1], hidden, hidden, 2 ** 0.5),
+    if network == "late":
+        return {"feat1": _dense(k[0], features, hidden, 2 ** 0.5), "feat2": _dense(k[1], hidden, hidden, 2 ** 0.5),
+                "out1": _dense(k[2], 3 * hidden + state, hidden, 2 ** 0.5), "out2": _dense(k[3], hidden, 1, 0.01),
+                "val1": _dense(k[4], 2 * hidden + state, hidden, 2 ** 0.5), "val2": _dense(k[5], hidden, 1, 1.0)}
+    return {"enc1": _dense(k[0], state + features, hidden, 2 ** 0.5), "enc2": _dense(k[1], hidden, hidden, 2 ** 0.5),
             "out1": _dense(k[2], 3 * hidden, hidden, 2 ** 0.5), "out2": _dense(k[3], hidden, 1, 0.01),
             "val1": _dense(k[4], 2 * hidden, hidden, 2 ** 0.5), "val2": _dense(k[5], hidden, 1, 1.0)}
 
@@ -52,25 +71,46 @@ def _apply(p: dict, x: jax.Array) -> jax.Array:
     return x @ p["w"] + p["b"]
 
 
-def apply(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """obs (..., K, F) with the chosen flag in column 0 -> (per-cluster outputs (..., K), values (...)):
-    one observation (K, F) or a batch (N, K, F) or (A, N, K, F). The dense layers see (samples x K, F)
-    matrices, not a vmapped (K, F) one: vmapped, each weight gradient contracts two axes, which
-    XLA:CPU computes through transposed copies (the gradient 1.4x slower at 32 samples x K=256)."""
+def _context(per: jax.Array, share: jax.Array) -> jax.Array:
+    """(N, 2H): the clusters' mean embedding and the mean of the taken ones weighted by their
+    share taken, from embeddings ``per`` (N, K, H) or (K, H) and shares (N, K)."""
+    mean = jnp.broadcast_to(per.mean(-2), (share.shape[0], per.shape[-1]))
+    taken = (share @ per if per.ndim == 2 else (per * share[..., None]).sum(1))
+    return jnp.concatenate([mean, taken / jnp.maximum(share.sum(1, keepdims=True), 1.0)], 1)
+
+
+def apply(params: dict, obs: jax.Array, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The clusters' state ``obs`` (..., K, D) (share taken in column 0) and static ``features``
+    (K, F) -> (per-cluster outputs (..., K), values (...)): one observation (K, D) or a batch
+    (N, K, D) or (A, N, K, D). The dense layers see (samples x K, width) matrices, not a vmapped
+    (K, width) one: vmapped, each weight gradient contracts two axes, which XLA:CPU computes
+    through transposed copies (the gradient 1.4x slower at 32 samples x K=256)."""
     chex.assert_rank(obs, {2, 3, 4})
-    chex.assert_axis_dimension(obs, -1, params["enc1"]["w"].shape[0])
-    *lead, k, f = obs.shape
-    h = jax.nn.relu(_apply(params["enc2"], jax.nn.relu(_apply(params["enc1"], obs.reshape(-1, f)))))  # (N K, H)
-    hidden = h.shape[1]
-    chosen = obs.reshape(-1, k, f)[..., :1]
-    per = h.reshape(-1, k, hidden)
-    ctx = jnp.concatenate([per.mean(1), (per * chosen).sum(1) / jnp.maximum(chosen.sum(1), 1.0)], 1)  # (N, 2H)
-    # [h_k, ctx] @ W1 split as h_k @ W1[:H] + ctx @ W1[H:]: the context once per sample, not per cluster
-    pre = (h @ params["out1"]["w"][:hidden]).reshape(-1, k, hidden) + \
-        (ctx @ params["out1"]["w"][hidden:] + params["out1"]["b"])[:, None]
+    chex.assert_rank(features, 2)
+    *lead, k, d = obs.shape
+    obs = obs.reshape(-1, k, d)
+    n = obs.shape[0]
+    if "feat1" in params:  # late fusion
+        chex.assert_axis_dimension(features, 1, params["feat1"]["w"].shape[0])
+        h = jax.nn.relu(_apply(params["feat2"], jax.nn.relu(_apply(params["feat1"], features))))  # (K, H), once
+        hidden = h.shape[1]
+        ctx = _context(h, obs[..., 0])
+        w = params["out1"]["w"]  # rows: [h_k, ctx, state_k]
+        pre = (h @ w[:hidden])[None] + (ctx @ w[hidden:3 * hidden] + params["out1"]["b"])[:, None] + \
+            (obs.reshape(-1, d) @ w[3 * hidden:]).reshape(n, k, hidden)
+        value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], jnp.concatenate([ctx, obs.mean(1)], 1))))
+    else:  # early fusion
+        x = jnp.concatenate([obs, jnp.broadcast_to(features, (n, k, features.shape[1]))], 2).reshape(n * k, -1)
+        chex.assert_axis_dimension(x, 1, params["enc1"]["w"].shape[0])
+        h = jax.nn.relu(_apply(params["enc2"], jax.nn.relu(_apply(params["enc1"], x))))  # (N K, H)
+        hidden = h.shape[1]
+        ctx = _context(h.reshape(n, k, hidden), obs[..., 0])
+        # [h_k, ctx] @ W1 split as h_k @ W1[:H] + ctx @ W1[H:]: the context once per sample, not per cluster
+        pre = (h @ params["out1"]["w"][:hidden]).reshape(n, k, hidden) + \
+            (ctx @ params["out1"]["w"][hidden:] + params["out1"]["b"])[:, None]
+        value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], ctx)))
     out = _apply(params["out2"], jax.nn.relu(pre.reshape(-1, hidden))).reshape(*lead, k)
-    value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], ctx))).reshape(lead)
-    return out, value
+    return out, value.reshape(lead)
 
 
 CHUNK_ROWS = 8192  # observation rows (samples x clusters) per gradient chunk on CPU

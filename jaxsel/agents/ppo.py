@@ -27,7 +27,8 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.errors import JaxselError, check_at_least, check_range
+from jaxsel.config import later
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range
 
 HISTORY = 64
 
@@ -48,8 +49,10 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
+    network: str = later("early")  # networks.NETWORKS: how the clusters' state joins their features
 
     def __post_init__(self):
+        check_choice("ppo", self, "network", networks.NETWORKS)
         check_at_least("ppo", self, 1, "num_envs", "num_steps", "total_timesteps", "update_epochs",
                        "num_minibatches", "hidden")
         check_range("ppo", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
@@ -91,17 +94,17 @@ class Runner(NamedTuple):
 def make_chunks(config: PPOConfig, env):
     """The training run in resumable pieces: ``init(key, env_params)``, ``update(runner, n,
     env_params)``, and for host-driven loops (the benchmark's baseline) ``rollout_start``,
-    ``env_step(env_params, carry, _)`` and ``learn``. The environment's params are arguments, not
+    ``env_step(env_params, carry, _)`` and ``learn(env_params, runner, carry, trajectory)``. The environment's params are arguments, not
     constants of the program: one compiled ``update`` serves any params of the same shapes."""
     c = config
     schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
                 if c.anneal_lr else c.lr)
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5))
-    policy = networks.apply  # batched: obs (N, K, F) -> logits (N, K), values (N,)
 
     def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
-        params = networks.init(k_net, env.observation_shape(env_params)[-1], c.hidden)
+        params = networks.init(k_net, env.observation_shape(env_params)[-1], env_params.features.shape[1], c.hidden,
+                               c.network)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         return Runner(params, tx.init(params), env_state, obs, key, jnp.int32(0), empty_best(env_params),
                       jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
@@ -111,7 +114,7 @@ def make_chunks(config: PPOConfig, env):
         env_state, obs = shard_envs((env_state, obs), c.num_envs)
         key, k_act, k_env = jax.random.split(key, 3)
         valid = jax.vmap(env.action_mask, in_axes=(0, None))(env_state, env_params)
-        logits, value = policy(params, obs)
+        logits, value = networks.apply(params, obs, env_params.features)  # (N, K), (N,)
         logits = networks.masked(logits, valid)
         action = jax.random.categorical(k_act, logits)
         log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], 1)[:, 0]
@@ -123,8 +126,8 @@ def make_chunks(config: PPOConfig, env):
         return (params, env_state, obs2, key, best, score_sum, episodes), Transition(
             obs, valid, action, log_prob, value, reward, done)
 
-    def _loss(params, batch: Transition, adv, target):
-        logits, value = policy(params, batch.obs)
+    def _loss(params, batch: Transition, adv, target, features):
+        logits, value = networks.apply(params, batch.obs, features)
         logits = networks.masked(logits, batch.valid)
         logp_all = jax.nn.log_softmax(logits)
         logp = jnp.take_along_axis(logp_all, batch.action[:, None], 1)[:, 0]
@@ -136,28 +139,28 @@ def make_chunks(config: PPOConfig, env):
         entropy = -jnp.sum(jnp.where(batch.valid, probs * logp_all, 0.0), -1).mean()
         return pg + c.vf_coef * v_loss - c.ent_coef * entropy
 
-    def _update_minibatch(carry, mb):
+    def _update_minibatch(features, carry, mb):
         params, opt_state = carry
         batch, adv, target = mb
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # over the minibatch, before it is cut into chunks
         chunk = networks.grad_chunk(*batch.obs.shape[:2])  # static shapes: (minibatch, K)
-        grads = networks.chunked_grad(_loss, params, (batch, adv, target), chunk)
+        grads = networks.chunked_grad(partial(_loss, features=features), params, (batch, adv, target), chunk)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), None
 
-    def _update_epoch(carry, key):
+    def _update_epoch(features, carry, key):
         params, opt_state, traj, adv, target = carry
         n = c.num_envs * c.num_steps
         perm = jax.random.permutation(key, n)
         flat = jax.tree.map(lambda x: x.reshape(n, *x.shape[2:])[perm].reshape(
             c.num_minibatches, c.minibatch_size, *x.shape[2:]), (traj, adv, target))
-        (params, opt_state), _ = jax.lax.scan(_update_minibatch, (params, opt_state), flat)
+        (params, opt_state), _ = jax.lax.scan(partial(_update_minibatch, features), (params, opt_state), flat)
         return (params, opt_state, traj, adv, target), None
 
-    def _learn(runner: Runner, carry, traj: Transition) -> Runner:
+    def _learn(env_params, runner: Runner, carry, traj: Transition) -> Runner:
         """GAE, minibatch epochs and bookkeeping after a rollout that ended in ``carry``."""
         params, env_state, obs, key, best, score_sum, episodes = carry
-        _, last_value = policy(params, obs)
+        _, last_value = networks.apply(params, obs, env_params.features)
         values = jnp.concatenate([traj.value, last_value[None]], 0)
         discount = c.gamma * (1.0 - traj.done.astype(jnp.float32))
         gae = jax.vmap(rlax.truncated_generalized_advantage_estimation, in_axes=(1, 1, None, 1), out_axes=1)
@@ -165,7 +168,8 @@ def make_chunks(config: PPOConfig, env):
         target = adv + traj.value
         key, k_epochs = jax.random.split(key)
         (params, opt_state, *_), _ = jax.lax.scan(
-            _update_epoch, (params, runner.opt_state, traj, adv, target), jax.random.split(k_epochs, c.update_epochs))
+            partial(_update_epoch, env_params.features), (params, runner.opt_state, traj, adv, target),
+            jax.random.split(k_epochs, c.update_epochs))
         slot = runner.update * HISTORY // c.num_updates
         mean_score = jnp.where(episodes > 0, score_sum / jnp.maximum(episodes, 1), jnp.nan)
         history = runner.history.at[slot].set(mean_score)
@@ -177,7 +181,7 @@ def make_chunks(config: PPOConfig, env):
     def update(runner: Runner, n: int, env_params) -> Runner:
         def _update(runner: Runner, _):
             carry, traj = jax.lax.scan(partial(_env_step, env_params), rollout_start(runner), None, c.num_steps)
-            return _learn(runner, carry, traj), None
+            return _learn(env_params, runner, carry, traj), None
 
         return jax.lax.scan(_update, runner, None, n)[0]
 
