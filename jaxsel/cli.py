@@ -396,9 +396,10 @@ def cmd_export(a) -> None:
         raise JaxselError(f"{a.selection} does not record its dataset; give it with --data")
     _writable(Path(a.out), folder=fmt == "arrow")
     name, how = (a.data_spec["name"], DataSpec(**a.data_spec)) if a.data_spec else (a.data, a)  # as _load reads it
-    extra = None if a.no_source_columns else data.source_columns(
-        name, text_col=how.text_col, label_col=how.label_col, encoding=how.encoding)
-    out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data, source_columns=extra)
+    with data.files_read_once():  # the rows and the other columns from one parse of the file
+        extra = None if a.no_source_columns else data.source_columns(
+            name, text_col=how.text_col, label_col=how.label_col, encoding=how.encoding)
+        out = export(sel, _load(a), a.out, fmt, complement=a.complement, source=a.data, source_columns=extra)
     what = "examples NOT selected" if a.complement else "kept examples"
     print(f"wrote {out} ({fmt}, the {what}) and {out}.jaxsel.json")
 

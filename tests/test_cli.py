@@ -261,10 +261,15 @@ def test_export_writes_source_columns_of_any_kind(tmp_path, tmp_cache, monkeypat
     pd.DataFrame({"text": texts, "label": labels, "blob": [bytes([i, 0, 255]) for i in range(n)]}).to_parquet("d.parquet")
     Path("d.jsonl").write_text("".join(json.dumps({"text": t, "label": y, "mixed": m}) + "\n"
                                        for t, y, m in zip(texts, labels, mixed)))
+    from jaxsel import data
+    parse, parsed = data._parse_frame, []
+    monkeypatch.setattr(data, "_parse_frame", lambda *args: parsed.append(args[0]) or parse(*args))
     for source in ("d.parquet", "d.jsonl"):
         assert cli.main(["select", source, "--model", "hash", "--k", "6", "--method", "random", "--budget", "0.2",
                          "--out", "sel"]) == 0
+        parsed.clear()
         assert cli.main(["export", "sel/selection.json", "--out", "k.jsonl"]) == 0
+        assert len(parsed) == 1, parsed  # its rows and its other columns from one parse
         for line in Path("k.jsonl").read_text().splitlines():
             r = json.loads(line)
             i = r["source_row"]
@@ -277,6 +282,22 @@ def test_export_writes_source_columns_of_any_kind(tmp_path, tmp_cache, monkeypat
     capsys.readouterr()
     assert cli.main(["export", "sel/selection.json", "--out", "b.jsonl"]) == 2
     assert "b.jsonl.jaxsel.json" in capsys.readouterr().err and not (tmp_path / "b.jsonl").exists()
+
+
+def test_files_read_once_parses_an_unchanged_file_once(tmp_path):
+    """Inside files_read_once a file read again unchanged is not parsed again, each read gets its
+    own frame, and a changed file is parsed afresh; outside the block every read parses."""
+    from jaxsel import data
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\na,x\nb,y\n")
+    with data.files_read_once():
+        first = data._read_frame(f, None)
+        first.loc[0, "text"] = "changed"
+        again = data._read_frame(f, None)
+        assert list(again["text"]) == ["a", "b"] and len(data._FRAMES) == 1
+        f.write_text("text,label\na,x\nb,y\nc,z\n")
+        assert len(data._read_frame(f, None)) == 3
+    assert data._FRAMES is None
 
 
 def test_export_format_follows_the_suffix():

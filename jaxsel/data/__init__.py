@@ -9,6 +9,7 @@ CSV/TSV/JSONL/Parquet file or a hub dataset name.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -140,9 +141,36 @@ def _read_bbc_news() -> Raw:
 _READERS = {"tweets": _read_tweets, "rotten_tomatoes": _read_rotten_tomatoes, "bbc_news": _read_bbc_news}
 
 
+_FRAMES: dict | None = None  # inside files_read_once: (path, size, mtime, encoding) -> the frame parsed
+
+
+@contextlib.contextmanager
+def files_read_once():
+    """Within the block, a data file read again unchanged is not parsed again (``jaxsel export``
+    reads the file's rows, then its other columns); each read gets its own copy of the frame. The
+    frames are dropped when the block ends."""
+    global _FRAMES
+    _FRAMES = {}
+    try:
+        yield
+    finally:
+        _FRAMES = None
+
+
 def _read_frame(path: Path, encoding: str | None):
     """A pandas DataFrame of a CSV/TSV(.gz)/JSON(L)/Parquet file; one-line errors for folders,
-    empty, undecodable and malformed files."""
+    empty, undecodable and malformed files. Parsed once per file inside :func:`files_read_once`."""
+    if _FRAMES is None or not path.is_file():
+        return _parse_frame(path, encoding)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, encoding)
+    if key not in _FRAMES:
+        _FRAMES[key] = _parse_frame(path, encoding)
+    return _FRAMES[key].copy()
+
+
+def _parse_frame(path: Path, encoding: str | None):
+    """:func:`_read_frame` without the cache."""
     import gzip
     import pandas as pd
 
