@@ -1,7 +1,7 @@
 """RL throughput: PPO fully on device vs the same PPO driven by a host Python loop; DQN on device.
 
     python bench/rl.py [--quick] [--project 64]
-    python bench/rl.py --scaling [--quick]     # env steps/s against K and the number of environments
+    python bench/rl.py --scaling [--quick] [--network late]   # env steps/s against K and the number of environments
 
 Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budget, ridge proxy
 (PCA-64 by default, as the CLI). The device version is ``ppo.make_chunks(...).update`` (one
@@ -56,10 +56,11 @@ def main() -> None:
     ap.add_argument("--envs", default=None, help="comma-separated env counts (default 64,256,1024)")
     ap.add_argument("--updates", type=int, default=None, help="PPO updates timed per setting")
     ap.add_argument("--scaling", action="store_true", help="only PPO's env steps/s against the number of clusters "
-                    "(K = 100 .. 4,096) and environments, saved as rl-scaling")
+                    "(K = 100 .. 4,096) and environments, saved as rl-scaling[-late]")
+    ap.add_argument("--network", default="early", choices=("early", "late"), help="with --scaling: PPO's network")
     a = ap.parse_args()
     if a.scaling:
-        return scaling(a.quick, a.project)
+        return scaling(a.quick, a.project, a.network)
     envs = [int(e) for e in a.envs.split(",")] if a.envs else ([64, 256] if a.quick else [64, 256, 1024])
     n_updates = a.updates or (3 if a.quick else 10)
     x, y = synthetic(34_000, 384, 3, 0)
@@ -133,10 +134,11 @@ def main() -> None:
            summary, a.quick)
 
 
-def scaling(quick: bool, project: int) -> None:
+def scaling(quick: bool, project: int, network: str = "early") -> None:
     """PPO env steps/s (compilation excluded) for K = 100, 256, 1,024, 4,096 clusters of the same 30k
     synthetic rows and 16, 64, 256 environments (``quick``: 16 and 64), each timed over 2 updates of
-    16 steps per environment, with the per-sample FLOPs of the Deep Sets forward pass."""
+    16 steps per environment, with the per-sample FLOPs of the ``network``'s forward pass (late
+    fusion: without its feature encoder, which runs once per call)."""
     x, y = synthetic(34_000, 384, 3, 0)
     x, y, xv, yv = x[:30_000], y[:30_000], x[30_000:], y[30_000:]
     rows = []
@@ -144,11 +146,13 @@ def scaling(quick: bool, project: int) -> None:
         cl = cluster.kmeans(x, k, method="lloyd" if k <= 256 else "minibatch", max_iter=10)
         p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=project or None))
         env, params = make_env(p, cl, y, 0.05)
-        feats, hidden = env.observation_shape(params)[-1] + params.features.shape[1], ppo.PPOConfig().hidden
-        flops = 2 * k * (feats * hidden + 2 * hidden * hidden + hidden)  # per-cluster layers dominate
+        state, hidden = env.observation_shape(params)[-1], ppo.PPOConfig().hidden
+        feats = state + params.features.shape[1]
+        flops = (2 * k * (feats * hidden + 2 * hidden * hidden + hidden) if network == "early"  # per-cluster layers
+                 else 2 * k * hidden * (state + 3))  # late: the head's state term, context, output layer
         for n_envs in ([16, 64] if quick else [16, 64, 256]):
             n_updates = 2
-            cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
+            cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, network=network)
             fns = ppo.make_chunks(cfg, env)
             runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
             update = jax.jit(fns.update, static_argnums=1)
@@ -159,9 +163,9 @@ def scaling(quick: bool, project: int) -> None:
                          "first_call_s": compile_s, "policy_mflop_per_sample": flops / 1e6})
             print(rows[-1], file=sys.stderr)
     best = {k: max(r["env_steps_per_s"] for r in rows if r["K"] == k) for k in (100, 256, 1024, 4096)}
-    report("rl-scaling", rows, ["K", "envs", "env_steps", "seconds", "env_steps_per_s", "first_call_s",
-                                "policy_mflop_per_sample"],
-           {"best_env_steps_per_s_by_K": best, "proxy": f"ridge-d{project or 384}"}, quick)
+    report(f"rl-scaling{'-late' if network == 'late' else ''}", rows,
+           ["K", "envs", "env_steps", "seconds", "env_steps_per_s", "first_call_s", "policy_mflop_per_sample"],
+           {"best_env_steps_per_s_by_K": best, "proxy": f"ridge-d{project or 384}", "network": network}, quick)
 
 
 def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, network: str = "early") -> dict:

@@ -9,6 +9,7 @@ import pytest
 from jaxsel import cluster, proxy
 from jaxsel.agents import dqn, episodes, networks, ppo
 from jaxsel.agents.env import make_env
+from jaxsel.errors import JaxselError
 
 
 def network_inputs(seed: int, lead=(), k: int = 7, state: int = 3, features: int = 4):
@@ -69,11 +70,29 @@ def test_network_is_permutation_equivariant_over_clusters(network):
     assert int(jnp.argmax(masked)) % 2 == 0 and float(masked[1]) < -1e8
 
 
-def test_network_refuses_features_of_another_width():
+def test_network_refuses_features_of_another_width_and_unknown_names():
     params = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network="late")
     obs, feats = network_inputs(0, features=5)
     with pytest.raises(AssertionError):
         networks.apply(params, jnp.asarray(obs), jnp.asarray(feats))
+    for bad in ("mid", "LATE"):  # was: the early network's parameters, silently
+        with pytest.raises(JaxselError, match=f"unknown network '{bad}'"):
+            networks.init(jax.random.PRNGKey(0), 3, 4, network=bad)
+
+
+def test_select_config_builds_agent_configs_from_dicts():
+    """A dict of PPOConfig / DQNConfig fields, as a config file spells them, becomes the config (it was
+    accepted as a dict and failed inside select with an AttributeError); a bad key or value, or
+    another type, is one JaxselError."""
+    from jaxsel.agents import SelectConfig
+    assert SelectConfig(method="ppo", ppo={"network": "late", "num_envs": 8}).ppo == ppo.PPOConfig(network="late",
+                                                                                                  num_envs=8)
+    assert SelectConfig(method="dqn", dqn={"network": "late"}).dqn.network == "late"
+    for bad, says in ((dict(ppo={"netwrk": "late"}), "select ppo: unknown key 'netwrk'"),
+                      (dict(ppo={"network": "mid"}), "unknown ppo network 'mid'"),
+                      (dict(dqn=3), "select dqn must be a jaxsel.agents.dqn.DQNConfig or a dict")):
+        with pytest.raises(JaxselError, match=says):
+            SelectConfig(**bad)
 
 
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])

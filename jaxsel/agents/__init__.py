@@ -21,7 +21,7 @@ import numpy as np
 from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import BASELINES, later, settings
+from jaxsel.config import BASELINES, build, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, is_int
@@ -64,6 +64,13 @@ class SelectConfig:
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
 
     def __post_init__(self):
+        for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # a dict, as a config file spells it
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, build(cls, value, f"select {name}"))
+            elif not isinstance(value, cls):
+                raise JaxselError(f"select {name} must be a {cls.__module__}.{cls.__name__} or a dict of its fields, "
+                                  f"got {type(value).__name__}")
         for name, choices in (("method", METHODS), ("final", FINALS), ("granularity", GRANULARITIES),
                               ("balance", BALANCES)):
             check_choice("select", self, name, choices)

@@ -108,12 +108,12 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
              caps: ClassCaps | None = None) -> tuple["SelectionEnv", EnvParams]:
     """The environment and its params for selecting ``budget`` (a fraction in (0, 1)) of the train
     set, a pick adding a whole cluster (``quota`` 0) or its next ``quota`` rows. ``agreement``:
-    the observation also holds each cluster's label agreement with the ridge proxy's
-    leave-one-cluster-out predictions (share agreeing, mean probability of the given labels), a
-    cue for mislabelled clusters; needs the ridge proxy. ``similarity``: it also holds each
-    cluster's share of the rows the proxy scores (:func:`scored_similarity`). ``caps``: per-class example caps
-    (:func:`jaxsel.selection.balance_caps`); the observation then also holds each cluster's
-    class room as a share of the budget."""
+    the clusters' static features (``params.features``) also hold each cluster's label agreement
+    with the ridge proxy's leave-one-cluster-out predictions (share agreeing, mean probability of
+    the given labels), a cue for mislabelled clusters; needs the ridge proxy. ``similarity``: they
+    also hold each cluster's share of the rows the proxy scores (:func:`scored_similarity`).
+    ``caps``: per-class example caps (:func:`jaxsel.selection.balance_caps`); the observation
+    then also holds each cluster's class room as a share of the budget."""
     if not 0 < budget < 1:
         raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
     n = int(np.sum(clustering.sizes))

@@ -354,6 +354,14 @@ def plot_mask_map(maps: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def _agents(cfg: dict) -> str:
+    """A sentence on the RL agents of the run: their environment steps and network."""
+    sel = cfg.get("select", {})
+    parts = [f"{m.upper()} {sel.get('rl_steps', '?'):,} environment steps, {(sel.get(m) or {}).get('network', 'early')} "
+             f"network" for m in ("ppo", "dqn") if m in cfg["methods"]]
+    return f" {'; '.join(parts)} (`jaxsel.agents.networks`)." if parts else ""
+
+
 def write(out: Path, doc: dict, maps: dict) -> None:
     """``report.md`` and the PNG plots in ``out`` (the mask map only from ``maps``; an earlier one is kept)."""
     out = Path(out)
@@ -370,7 +378,7 @@ def write(out: Path, doc: dict, maps: dict) -> None:
                f"size) over seeds, paired by seed" if paired else "")
             + f". `total s` adds the shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
             f"to selection and finetuning; `total / full` divides it by the full-data finetune. `label mix %`: "
-            f"the selections' label shares over all seeds (full data: the train split's).\n\n"
+            f"the selections' label shares over all seeds (full data: the train split's).{_agents(cfg)}\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")
     plot_accuracy(doc["summary"], out / "accuracy_vs_budget.png")
     plot_wallclock(doc["summary"], doc["timings"], out / "wallclock.png")
