@@ -131,6 +131,15 @@ def test_chunked_gradient_equals_the_whole_batch_gradient():
         for chunk in (8, 24):
             got = jax.jit(networks.chunked_grad, static_argnums=(0, 3))(loss, params, (obs, w), chunk)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
+            # the features' encoding once for all chunks, its gradient through one VJP
+            shared = jax.jit(networks.chunked_grad, static_argnums=(0, 3, 4))(
+                lambda p, enc, o, ww: ((networks.apply(p, o, jnp.asarray(feats), enc)[0] * ww).sum(1)
+                                       + networks.apply(p, o, jnp.asarray(feats), enc)[1] ** 2).mean(),
+                params, (obs, w), chunk, lambda p: networks.encode(p, jnp.asarray(feats)))
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), shared, want)
+    from jax.test_util import check_grads  # the repeat's gradient, a matrix product, against finite differences
+    check_grads(lambda x: (networks._repeat(x, 3) * jnp.arange(3.0)[:, None, None]).sum(0), (jnp.ones((5, 4)),),
+                order=1, modes=["rev"])
     assert networks.grad_chunk(256, 256) == 32 and networks.grad_chunk(256, 100) == 64
     assert networks.grad_chunk(96, 4096) == 2 and networks.grad_chunk(7, 10_000) == 1 and networks.grad_chunk(10, 10) == 10
     assert networks.grad_chunk(257, 256) == 257  # no divisor near 32: the whole batch, not 257 chunks of 1

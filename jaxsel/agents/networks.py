@@ -78,6 +78,26 @@ def _apply(p: dict, x: jax.Array) -> jax.Array:
     return x @ p["w"] + p["b"]
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _repeat(x: jax.Array, n: int) -> jax.Array:
+    """``x`` (K, H) repeated for n samples, (n, K, H), with its gradient summed over the samples
+    by a matrix product: XLA:CPU's reduction over a leading axis of (n, K, H) is slow once K H
+    passes ~32k (8 x 1,024 x 64: 1.45 ms against 0.03 ms as ones(n) @ (n, K H), 2-core CPU), which
+    made late fusion's gradient at K = 1,024 cost 11x its forward pass."""
+    return jnp.broadcast_to(x, (n, *x.shape))
+
+
+def _repeat_fwd(x, n):
+    return _repeat(x, n), None
+
+
+def _repeat_bwd(n, _, g):
+    return ((jnp.ones(n, g.dtype) @ g.reshape(n, -1)).reshape(g.shape[1:]),)
+
+
+_repeat.defvjp(_repeat_fwd, _repeat_bwd)
+
+
 def _context(per: jax.Array, share: jax.Array) -> jax.Array:
     """(N, 2H): the clusters' mean embedding and the mean of the taken ones weighted by their
     share taken, from embeddings ``per`` (N, K, H) or (K, H) and shares (N, K)."""
@@ -86,24 +106,37 @@ def _context(per: jax.Array, share: jax.Array) -> jax.Array:
     return jnp.concatenate([mean, taken / jnp.maximum(share.sum(1, keepdims=True), 1.0)], 1)
 
 
-def apply(params: dict, obs: jax.Array, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+def encode(params: dict, features: jax.Array) -> tuple:
+    """What a network computes from its parameters and the static ``features`` (K, F) alone:
+    with late fusion the clusters' embeddings h (K, H) and their term of the head's first layer
+    (K, H); with early fusion nothing, (). :func:`apply` computes it when not given; a chunked
+    gradient computes it once for all chunks (:func:`chunked_grad`'s ``shared``)."""
+    if "feat1" not in params:
+        return ()
+    chex.assert_rank(features, 2)
+    chex.assert_axis_dimension(features, 1, params["feat1"]["w"].shape[0])
+    h = jax.nn.relu(_apply(params["feat2"], jax.nn.relu(_apply(params["feat1"], features))))
+    return h, h @ params["out1"]["w"][:h.shape[1]]
+
+
+def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | None = None) -> tuple[jax.Array, jax.Array]:
     """The clusters' state ``obs`` (..., K, D) (share taken in column 0) and static ``features``
     (K, F) -> (per-cluster outputs (..., K), values (...)): one observation (K, D) or a batch
-    (N, K, D) or (A, N, K, D). The dense layers see (samples x K, width) matrices, not a vmapped
-    (K, width) one: vmapped, each weight gradient contracts two axes, which XLA:CPU computes
-    through transposed copies (the gradient 1.4x slower at 32 samples x K=256)."""
+    (N, K, D) or (A, N, K, D); ``encoded``: :func:`encode`'s result, if already computed. The
+    dense layers see (samples x K, width) matrices, not a vmapped (K, width) one: vmapped, each
+    weight gradient contracts two axes, which XLA:CPU computes through transposed copies (the
+    gradient 1.4x slower at 32 samples x K=256)."""
     chex.assert_rank(obs, {2, 3, 4})
     chex.assert_rank(features, 2)
     *lead, k, d = obs.shape
     obs = obs.reshape(-1, k, d)
     n = obs.shape[0]
     if "feat1" in params:  # late fusion
-        chex.assert_axis_dimension(features, 1, params["feat1"]["w"].shape[0])
-        h = jax.nn.relu(_apply(params["feat2"], jax.nn.relu(_apply(params["feat1"], features))))  # (K, H), once
+        h, per = encode(params, features) if encoded is None else encoded  # (K, H) each
         hidden = h.shape[1]
         ctx = _context(h, obs[..., 0])
         w = params["out1"]["w"]  # rows: [h_k, ctx, state_k]
-        pre = (h @ w[:hidden])[None] + (ctx @ w[hidden:3 * hidden] + params["out1"]["b"])[:, None] + \
+        pre = _repeat(per, n) + (ctx @ w[hidden:3 * hidden] + params["out1"]["b"])[:, None] + \
             (obs.reshape(-1, d) @ w[3 * hidden:]).reshape(n, k, hidden)
         value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], jnp.concatenate([ctx, obs.mean(1)], 1))))
     else:  # early fusion
@@ -135,19 +168,34 @@ def grad_chunk(batch: int, clusters: int) -> int:
     return batch if jax.default_backend() != "cpu" or 4 * best < want else best
 
 
-def chunked_grad(loss, params, data, chunk: int):
+def chunked_grad(loss, params, data, chunk: int, shared=None):
     """The gradient of ``loss(params, *data)``, a mean over the leading axis (n) of every array in
     ``data``, as the average of its gradients over the n // chunk equal chunks (one ``lax.scan``):
-    the same gradient to float rounding, with a working set of one chunk. ``chunk`` must divide n."""
+    the same gradient to float rounding, with a working set of one chunk. ``chunk`` must divide n.
+    With ``shared``, a function of the params alone that every chunk needs (:func:`encode`), the
+    loss is ``loss(params, shared(params), *data)``: ``shared`` runs once, and its gradient once,
+    through its VJP, with the chunks' gradients with respect to its output summed (late fusion at
+    K = 4,096 has chunks of 2 samples, each of which re-encoded all 4,096 clusters)."""
+    if shared is None:
+        return _chunked(lambda p, _, *d: loss(p, *d), params, (), data, chunk)[0]
+    value, vjp = jax.vjp(shared, params)
+    direct, through = _chunked(loss, params, value, data, chunk)
+    return jax.tree.map(jnp.add, direct, vjp(through)[0])
+
+
+def _chunked(loss, params, value, data, chunk: int):
+    """Gradients of the mean ``loss(params, value, *data)`` over ``data``'s chunks, with respect to
+    ``params`` and ``value``."""
     n = jax.tree.leaves(data)[0].shape[0]
+    grad = jax.grad(loss, argnums=(0, 1))
     if chunk >= n:
-        return jax.grad(loss)(params, *data)
+        return grad(params, value, *data)
     parts = jax.tree.map(lambda x: x.reshape(n // chunk, chunk, *x.shape[1:]), data)
 
     def add(total, part):
-        return jax.tree.map(jnp.add, total, jax.grad(loss)(params, *part)), None
+        return jax.tree.map(jnp.add, total, grad(params, value, *part)), None
 
-    total, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, params), parts)
+    total, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, (params, value)), parts)
     return jax.tree.map(lambda g: g / (n // chunk), total)
 
 

@@ -126,8 +126,8 @@ def make_chunks(config: PPOConfig, env):
         return (params, env_state, obs2, key, best, score_sum, episodes), Transition(
             obs, valid, action, log_prob, value, reward, done)
 
-    def _loss(params, batch: Transition, adv, target, features):
-        logits, value = networks.apply(params, batch.obs, features)
+    def _loss(params, encoded, batch: Transition, adv, target, features):
+        logits, value = networks.apply(params, batch.obs, features, encoded)
         logits = networks.masked(logits, batch.valid)
         logp_all = jax.nn.log_softmax(logits)
         logp = jnp.take_along_axis(logp_all, batch.action[:, None], 1)[:, 0]
@@ -144,7 +144,8 @@ def make_chunks(config: PPOConfig, env):
         batch, adv, target = mb
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # over the minibatch, before it is cut into chunks
         chunk = networks.grad_chunk(*batch.obs.shape[:2])  # static shapes: (minibatch, K)
-        grads = networks.chunked_grad(partial(_loss, features=features), params, (batch, adv, target), chunk)
+        grads = networks.chunked_grad(partial(_loss, features=features), params, (batch, adv, target), chunk,
+                                      shared=partial(networks.encode, features=features))
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), None
 
