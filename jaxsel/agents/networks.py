@@ -14,7 +14,7 @@ fusion):
   computed once per call for all samples; the state enters the head: output from [h_k, context,
   state_k], value from [context, mean state]. ~2 K H (D + 2) matmul FLOPs per sample, ~0.16 M
   (XLA's count with the elementwise work: ~20 K H); measured forward 4.2x faster at 64 samples,
-  PPO ~3.5x the env steps/s (bench/README.md, "Late fusion").
+  PPO 3-6x the env steps/s (bench/README.md, "Late fusion").
 
 Parameters are a plain dict of arrays (their keys say which network) so agents stay pure functions.
 """
