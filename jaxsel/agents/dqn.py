@@ -140,12 +140,14 @@ def make_chunks(config: DQNConfig, env):
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
                       jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
 
-    def _loss(params, target, batch, obs_of, valid_of, features):
-        qnet = lambda p, o: networks.apply(p, o, features)[0]  # noqa: E731  obs (N, K, D) -> Q-values (N, K)
-        q_tm1 = qnet(params, obs_of(batch.taken, batch.chosen, batch.step))
+    def _loss(params, encoded, target, batch, obs_of, valid_of, features):
+        """``encoded``: :func:`networks.encode` of ``params``; ``target``: the target network's
+        params and their encoding."""
+        qnet = lambda p, o, e: networks.apply(p, o, features, e)[0]  # noqa: E731  obs (N, K, D) -> Q-values (N, K)
+        q_tm1 = qnet(params, obs_of(batch.taken, batch.chosen, batch.step), encoded)
         obs_t = obs_of(batch.next_taken, batch.next_chosen, batch.next_step)
-        q_t_value = qnet(target, obs_t)
-        q_t_selector = networks.masked(qnet(params, obs_t), valid_of(batch.next_taken))
+        q_t_value = qnet(target[0], obs_t, target[1])
+        q_t_selector = networks.masked(qnet(params, obs_t, encoded), valid_of(batch.next_taken))
         discount = c.gamma * (1.0 - batch.done.astype(jnp.float32))
         td = jax.vmap(rlax.double_q_learning)(q_tm1, batch.action, batch.reward, discount, q_t_value, q_t_selector)
         return rlax.huber_loss(td, 1.0).mean()
@@ -166,9 +168,11 @@ def make_chunks(config: DQNConfig, env):
         b = buffer_add(runner.buffer, Transition(s.taken, s.chosen, s.step, action, reward, done,
                                                  s2.taken, s2.chosen, s2.step))
         batch = buffer_sample(b, k_batch, c.batch_size)
-        loss = lambda params, batch: _loss(params, runner.target, batch, obs_of, valid_of,  # noqa: E731
-                                           env_params.features)
-        grads = networks.chunked_grad(loss, runner.params, (batch,), networks.grad_chunk(c.batch_size, valid.shape[1]))
+        target_net = (runner.target, networks.encode(runner.target, env_params.features))  # once, not per chunk
+        loss = lambda params, encoded, batch: _loss(params, encoded, target_net, batch, obs_of, valid_of,  # noqa: E731
+                                                    env_params.features)
+        grads = networks.chunked_grad(loss, runner.params, (batch,), networks.grad_chunk(c.batch_size, valid.shape[1]),
+                                      shared=partial(networks.encode, features=env_params.features))
         learn = buffer_filled(b) >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
         params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),

@@ -94,8 +94,9 @@ class Runner(NamedTuple):
 def make_chunks(config: PPOConfig, env):
     """The training run in resumable pieces: ``init(key, env_params)``, ``update(runner, n,
     env_params)``, and for host-driven loops (the benchmark's baseline) ``rollout_start``,
-    ``env_step(env_params, carry, _)`` and ``learn(env_params, runner, carry, trajectory)``. The environment's params are arguments, not
-    constants of the program: one compiled ``update`` serves any params of the same shapes."""
+    ``env_step(env_params, carry, _)`` and ``learn(env_params, runner, carry, trajectory)``. The
+    environment's params are arguments, not constants of the program: one compiled ``update``
+    serves any params of the same shapes."""
     c = config
     schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
                 if c.anneal_lr else c.lr)
