@@ -145,8 +145,14 @@ def numpy_selection_env(proxy, budget: int, record: list, features: np.ndarray |
     ``action_masks()`` for sb3-contrib's MaskablePPO. Each finished episode's final proxy
     accuracy is appended to ``record``."""
     import gymnasium as gym
+    import jax
 
-    xtx, xty = np.asarray(proxy.xtx, np.float64), np.asarray(proxy.xty, np.float64)
+    from jaxsel.proxy import ridge
+
+    r1 = proxy.xty.shape[1]
+    lower = np.asarray(jax.vmap(lambda v: ridge.unpack(v, r1))(proxy.xtx), np.float64)[:, :r1, :r1]  # packed stats
+    xtx = np.tril(lower) + np.swapaxes(np.tril(lower, -1), 1, 2)
+    xty = np.asarray(proxy.xty, np.float64)
     xv, yv = np.asarray(proxy.xv, np.float64), np.asarray(proxy.yv)
     xf, yf = np.asarray(proxy.xf, np.float64), np.asarray(proxy.yf)
     rows, start, sizes = np.asarray(proxy.rows), np.asarray(proxy.start), np.asarray(proxy.sizes)

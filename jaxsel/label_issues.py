@@ -58,8 +58,8 @@ def _per_cluster(proxy: Proxy) -> Ridge:
 
 @jax.jit
 def _probs(p: Ridge, assignment: jax.Array, keep: jax.Array) -> jax.Array:
-    xtx, xty = p.xtx, p.xty  # (K, r+1, r+1), (K, r+1, C)
-    total = jnp.einsum("k,kij->ij", keep, xtx, precision=HIGHEST)
+    xtx, xty = p.xtx, p.xty  # (K, L) packed, (K, r+1, C)
+    total = jnp.dot(keep, xtx, precision=HIGHEST)
     total_y = jnp.einsum("k,kic->ic", keep, xty, precision=HIGHEST)
     w = jax.vmap(lambda a, b, s: ridge_weights(total - s * a, total_y - s * b, p.cfg.lam))(xtx, xty, keep)
     logits = p.cfg.temperature * jnp.einsum("nr,nrc->nc", p.xf, w[assignment], precision=HIGHEST)

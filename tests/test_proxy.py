@@ -58,6 +58,58 @@ def test_ridge_equals_fit_on_union(problem, project, projection):
         assert float(s.loglik) == pytest.approx(logp[np.arange(len(yv)), yv].mean(), abs=1e-4)
 
 
+def test_wide_ridge_packs_lower_blocks_and_equals_fit_on_union():
+    """Above ``SEQUENTIAL_SOLVE`` features the statistics are stored as their lower blocks (150
+    dimensions + bias: 3 blocks of 51 rows, one padded feature): pack/unpack keep the lower
+    blocks exactly and leave the upper ones zero, and the whole-cluster, batched, partial and
+    incremental scores, the weights, and the leave-one-cluster-out probabilities all equal
+    float64 from-scratch fits."""
+    from jaxsel import label_issues
+    from jaxsel.proxy import ridge
+    from jaxsel.selection import rows_for
+    rng = np.random.default_rng(4)
+    d, k = 150, 12
+    x = rng.standard_normal((900, d)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1)
+    xv = rng.standard_normal((200, d)).astype(np.float32)
+    yv = (xv[:, 0] > 0).astype(int) + (xv[:, 1] > 1)
+    cl = cluster.kmeans(x, k)
+    cfg = proxy.ProxyConfig(kind="ridge", project=None, lam=0.5)
+    p = proxy.make(x, y, cl, xv, yv, cfg)
+    assert ridge.blocks(d + 1) == (3, 51) and p.xtx.shape == (k, 6 * 51 * 51)
+    a = rng.standard_normal((d + 1, d + 1))
+    a = a + a.T
+    full = np.asarray(ridge.unpack(ridge.pack(jnp.asarray(a)), d + 1))
+    low = np.kron(np.tril(np.ones((3, 3))), np.ones((51, 51)))[:d + 1, :d + 1].astype(bool)
+    np.testing.assert_allclose(full[:d + 1, :d + 1][low], a[low], rtol=1e-6)
+    assert not full[:d + 1, :d + 1][~low].any() and not full[d + 1:].any()
+    mean, proj = proxy.projector(x, cfg)
+    ms = masks(k, 4, 2)
+    batch = p.score_batch(ms)
+    for i, m in enumerate(ms):
+        rows = np.isin(cl.assignment, np.flatnonzero(m))
+        want = ridge_reference(x[rows], y[rows], xv, cfg, mean, proj)
+        np.testing.assert_allclose(np.asarray(p.xv) @ proxy.fit_ridge(p, m) * cfg.temperature, want, atol=1e-3)
+        acc = (want.argmax(1) == yv).mean()
+        assert float(p.score(jnp.asarray(m)).accuracy) == pytest.approx(acc, abs=1e-6)
+        assert float(batch.accuracy[i]) == pytest.approx(acc, abs=1e-6)
+    take = (ms[1] * cl.sizes).astype(np.int32)
+    take[np.flatnonzero(~ms[1])[0]] = 5
+    rows = rows_for(cl, take)
+    acc = (ridge_reference(x[rows], y[rows], xv, cfg, mean, proj).argmax(1) == yv).mean()
+    assert float(p.score(jnp.asarray(take)).accuracy) == pytest.approx(acc, abs=1e-6)
+    state = p.init()
+    for c in np.flatnonzero(take):
+        state = jax.jit(p.add)(state, c, take[c])
+    assert float(p.score_state(state).accuracy) == pytest.approx(acc, abs=1e-6)
+    probs = label_issues.out_of_cluster_probs(p, cl.assignment)
+    for c in (0, 5):
+        rows = cl.assignment != c
+        want = ridge_reference(x[rows], y[rows], x[~rows], cfg, mean, proj)
+        want = np.exp(want - want.max(1, keepdims=True))
+        np.testing.assert_allclose(probs[~rows], want / want.sum(1, keepdims=True), atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["ridge", "linear", "mlp"])
 def test_incremental_jit_and_vmap_agree(problem, kind):
     x, y, cl, xv, yv = problem
@@ -368,6 +420,28 @@ def test_vmapped_partial_chunks_equal_one_by_one(problem, partial_share):
                                                                offsets[i])
         for a, b in zip(added, alone):
             np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [9, 200])
+def test_vmapped_ridge_solves_equal_one_by_one(dim):
+    """Vmapped, ridge_weights solves large systems one at a time (``ridge.SEQUENTIAL_SOLVE``) and
+    small ones as a batch: either way every solution equals the system solved alone, and solves
+    (X^T X + lam I) W = X^T Y (float64 numpy); nested vmaps and a lam shared by the batch too."""
+    from jaxsel.proxy import ridge
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2 * dim, dim)).astype(np.float32)
+    xtx, xty = np.einsum("bni,bnj->bij", x, x), rng.standard_normal((6, dim, 3)).astype(np.float32)
+    lam = np.float32(0.5)
+    batched = np.asarray(jax.jit(jax.vmap(ridge.ridge_weights, in_axes=(0, 0, None)))(xtx, xty, lam))
+    nested = np.asarray(jax.jit(jax.vmap(jax.vmap(ridge.ridge_weights, in_axes=(0, 0, None)), in_axes=(0, 0, None)))(
+        xtx.reshape(2, 3, dim, dim), xty.reshape(2, 3, dim, 3), lam)).reshape(batched.shape)
+    one = jax.jit(ridge.ridge_weights)
+    for i in range(6):
+        alone = np.asarray(one(xtx[i], xty[i], lam))
+        np.testing.assert_allclose(batched[i], alone, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(nested[i], alone, rtol=1e-5, atol=1e-6)
+        exact = np.linalg.solve(xtx[i].astype(np.float64) + lam * np.eye(dim), xty[i].astype(np.float64))
+        np.testing.assert_allclose(alone, exact, rtol=1e-3, atol=1e-4)
 
 
 def test_batches_of_every_size_share_a_few_compiled_scorers(problem):

@@ -4,7 +4,8 @@ Each chunk's X^T X and X^T Y are summed once (in float64, on the host); adding a
 its statistics, so a step costs O(r^2) + one (r+1)-dimensional Cholesky solve whatever the number
 of examples. A partly taken chunk adds the statistics of its first rows, gathered from the train
 features (at most ``partial_cap`` rows: O(partial_cap r^2)). Scores are those of the logits
-``temperature * X_val W`` with W = (X^T X + lam I)^-1 X^T Y.
+``temperature * X_val W`` with W = (X^T X + lam I)^-1 X^T Y. Statistics X^T X are kept packed
+(:func:`pack`): above ``SEQUENTIAL_SOLVE`` features, only the blocks on and below the diagonal.
 """
 
 from __future__ import annotations
@@ -24,20 +25,88 @@ from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, check_subset,
 
 
 class RidgeState(NamedTuple):
-    xtx: jax.Array  # (r+1, r+1) running sum of X^T X
+    xtx: jax.Array  # (L,) running sum of X^T X, packed (pack)
     xty: jax.Array  # (r+1, C) running sum of X^T Y
     n: jax.Array  # examples in the subset
 
 
+SEQUENTIAL_SOLVE = 128  # on CPU, a vmapped batch of larger systems is solved one system at a time
+BLOCK = 64  # above SEQUENTIAL_SOLVE features, X^T X is stored as its lower blocks of about this size
+
+
+def blocks(r1: int) -> tuple[int, int]:
+    """(blocks per side, rows per block) of the packed X^T X of ``r1`` features: one block up to
+    ``SEQUENTIAL_SOLVE``, else blocks of ~``BLOCK`` rows (the last padded with zero features)."""
+    n = 1 if r1 <= SEQUENTIAL_SOLVE else -(-r1 // BLOCK)
+    return n, -(-r1 // n)
+
+
+def pack(xtx: jax.Array) -> jax.Array:
+    """Symmetric (..., r+1, r+1) -> packed (..., L): the matrix flattened (L = (r+1)^2) up to
+    ``SEQUENTIAL_SOLVE`` features, else its blocks on and below the diagonal (:func:`blocks`; L =
+    n(n+1)/2 b^2, ~57% of the matrix at r + 1 = 385). Sums of packed statistics are the packed
+    sums, and the weighted sum over a batch's chunks, the ridge proxy's largest product, shrinks
+    with them: the upper blocks are never read (the Cholesky factor reads the lower triangle)."""
+    *lead, r1, _ = xtx.shape
+    n, b = blocks(r1)
+    if n == 1:
+        return xtx.reshape(*lead, r1 * r1)
+    x = jnp.pad(xtx, [(0, 0)] * len(lead) + [(0, n * b - r1)] * 2).reshape(*lead, n, b, n, b)
+    i, j = np.tril_indices(n)
+    return jnp.swapaxes(x, -3, -2)[..., i, j, :, :].reshape(*lead, -1)
+
+
+def unpack(xtx: jax.Array, r1: int) -> jax.Array:
+    """Packed (L,) -> (n b, n b) with the lower blocks of X^T X (:func:`pack`); the upper blocks
+    are zero unless there is one block (then the whole symmetric matrix, (r+1, r+1))."""
+    n, b = blocks(r1)
+    if n == 1:
+        return xtx.reshape(r1, r1)
+    parts, zero, k = xtx.reshape(-1, b, b), jnp.zeros((b, b), xtx.dtype), 0
+    rows = []
+    for i in range(n):  # row-block i holds blocks (i, 0..i), laid out as np.tril_indices orders them
+        rows.append(jnp.concatenate([parts[k + j] if j <= i else zero for j in range(n)], 1))
+        k += i + 1
+    return jnp.concatenate(rows, 0)
+
+
 def ridge_weights(xtx: jax.Array, xty: jax.Array, lam: float) -> jax.Array:
-    """W = (X^T X + lam I)^-1 X^T Y by Cholesky: (r+1, r+1), (r+1, C) -> (r+1, C)."""
-    a = xtx + lam * jnp.eye(xtx.shape[0], dtype=xtx.dtype)
-    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), xty)
+    """W = (X^T X + lam I)^-1 X^T Y by Cholesky: X^T X (r+1, r+1) or packed (L,) (:func:`pack`),
+    X^T Y (r+1, C) -> (r+1, C). Vmapped on CPU over systems of more than ``SEQUENTIAL_SOLVE``
+    features, the solves run one after another (:func:`_weights_batched`)."""
+    return _weights(xtx if xtx.ndim == 1 else pack(xtx), xty, jnp.asarray(lam, xtx.dtype))
+
+
+def _cholesky_solve(xtx: jax.Array, xty: jax.Array, lam: jax.Array) -> jax.Array:
+    r1 = xty.shape[0]
+    a = unpack(xtx, r1)
+    a = a + lam * jnp.eye(a.shape[0], dtype=a.dtype)  # padded features: lam on the diagonal, weight 0
+    factor = jax.lax.linalg.cholesky(a, symmetrize_input=False)  # reads the lower triangle only
+    w = jax.scipy.linalg.cho_solve((factor, True), jnp.pad(xty, ((0, a.shape[0] - r1), (0, 0))))
+    return w[:r1]
+
+
+_weights = custom_vmap(_cholesky_solve)
+
+
+@_weights.def_vmap
+def _weights_batched(axis_size: int, in_batched, xtx, xty, lam) -> tuple[jax.Array, bool]:
+    """The batching rule of :func:`ridge_weights`. XLA:CPU solves a batch of Cholesky systems as
+    one batched LAPACK call per stage (factor, two triangular solves), each stage streaming the
+    whole batch through memory; one system at a time (``lax.map``) keeps each matrix in cache
+    from its unpacking to its solves. Measured on 2 cores, 64 systems: r + 1 = 385, 0.79 ms per
+    system batched against 0.41 ms one at a time; 129, 35 against 33 us; 65, 7.9 against 9.2 us
+    (batched wins while the batch fits in cache). Same results, the same LAPACK calls."""
+    xtx, xty, lam = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
+                     for a, b in zip((xtx, xty, lam), in_batched))
+    if jax.default_backend() != "cpu" or xty.shape[-2] <= SEQUENTIAL_SOLVE:
+        return jax.vmap(_cholesky_solve)(xtx, xty, lam), True
+    return jax.lax.map(lambda a: _cholesky_solve(*a), (xtx, xty, lam)), True
 
 
 def chunk_stats(xf: np.ndarray, yf: np.ndarray, num_classes: int, rows: np.ndarray, start: np.ndarray,
                 sizes: np.ndarray, quota: int) -> dict[str, jax.Array]:
-    """Per-chunk ridge statistics ``xtx`` (P, r+1, r+1) and ``xty`` (P, r+1, C), summed in float64,
+    """Per-chunk ridge statistics ``xtx`` (P, L) (packed: :func:`pack`) and ``xty`` (P, r+1, C), summed in float64,
     with the chunk layout of :func:`jaxsel.proxy.base.chunks`; ``rows``/``start``: the
     within-cluster order."""
     ch = chunks(sizes, quota)
@@ -49,7 +118,7 @@ def chunk_stats(xf: np.ndarray, yf: np.ndarray, num_classes: int, rows: np.ndarr
         x = xf[idx].astype(np.float64)
         xtx[i], xty[i] = x.T @ x, x.T @ onehot[idx]
     out = {k: jnp.asarray(v, jnp.int32) for k, v in ch.items() if k != "chunk_begin"}
-    return dict(out, xtx=jnp.asarray(xtx, jnp.float32), xty=jnp.asarray(xty, jnp.float32))
+    return dict(out, xtx=pack(jnp.asarray(xtx, jnp.float32)), xty=jnp.asarray(xty, jnp.float32))
 
 
 CPU_CHUNK = 64  # subsets a ridge proxy vmaps together at most on CPU (see Ridge.batch_chunk)
@@ -62,7 +131,7 @@ class Ridge(Proxy):
     yf: jax.Array  # (N,) int32 train labels
     rows: jax.Array  # (N,) int32 train rows in the within-cluster order
     start: jax.Array  # (K,) int32 offset of each cluster in ``rows``
-    xtx: jax.Array  # (P, r+1, r+1) per-chunk X^T X
+    xtx: jax.Array  # (P, L) per-chunk X^T X, packed (pack)
     xty: jax.Array  # (P, r+1, C) per-chunk X^T Y
     chunk_cluster: jax.Array  # (P,) int32 cluster of each chunk
     chunk_end: jax.Array  # (P,) int32 end of each chunk within its cluster
@@ -81,7 +150,8 @@ class Ridge(Proxy):
 
     def init(self) -> RidgeState:
         r1, c = self.xty.shape[1:]
-        return RidgeState(jnp.zeros((r1, r1), jnp.float32), jnp.zeros((r1, c), jnp.float32), jnp.zeros((), jnp.int32))
+        return RidgeState(jnp.zeros(self.xtx.shape[1], jnp.float32), jnp.zeros((r1, c), jnp.float32),
+                          jnp.zeros((), jnp.int32))
 
     def add(self, state: RidgeState, cluster: jax.Array, count: jax.Array | None = None,
             start: jax.Array | int = 0) -> RidgeState:
@@ -141,7 +211,7 @@ class Ridge(Proxy):
         """Sufficient statistics of a take's whole chunks (one weighted sum over the chunk statistics)."""
         bound = self.boundary(take)
         w = (self.chunk_end <= bound[self.chunk_cluster]).astype(jnp.float32)
-        return RidgeState(jnp.einsum("k,kij->ij", w, self.xtx, precision=HIGHEST),
+        return RidgeState(jnp.dot(w, self.xtx, precision=HIGHEST),
                           jnp.einsum("k,kij->ij", w, self.xty, precision=HIGHEST), bound.sum())
 
     def take_stats(self, take: jax.Array) -> RidgeState:
@@ -162,7 +232,7 @@ class Ridge(Proxy):
         """Sufficient statistics of the train rows ``rows`` where ``keep`` (both (n,))."""
         x = self.xf[rows] * keep[:, None]
         y = jax.nn.one_hot(self.yf[rows], self.num_classes, dtype=jnp.float32)
-        return RidgeState(jnp.dot(x.T, x, precision=HIGHEST), jnp.dot(x.T, y, precision=HIGHEST),
+        return RidgeState(pack(jnp.dot(x.T, x, precision=HIGHEST)), jnp.dot(x.T, y, precision=HIGHEST),
                           keep.sum(dtype=jnp.int32))
 
     def _partial(self, cluster: jax.Array, offset: jax.Array, count: jax.Array) -> RidgeState:
@@ -201,7 +271,7 @@ def _partials_batched(axis_size: int, in_batched, p: Ridge, cluster, offset, cou
     need = count > 0
     order = jnp.nonzero(need, size=-(-axis_size // group) * group, fill_value=axis_size)[0]  # entries with rows first
     r1, c = p.xty.shape[1:]
-    zero = RidgeState(jnp.zeros((axis_size, r1, r1), jnp.float32), jnp.zeros((axis_size, r1, c), jnp.float32),
+    zero = RidgeState(jnp.zeros((axis_size, p.xtx.shape[1]), jnp.float32), jnp.zeros((axis_size, r1, c), jnp.float32),
                       jnp.zeros(axis_size, jnp.int32))
 
     def gather_group(g, out: RidgeState) -> RidgeState:
