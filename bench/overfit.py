@@ -4,6 +4,7 @@
     python bench/overfit.py --config configs/tweets-cpu-pool --searches greedy,ppo --ppo-lrs 3e-4,3e-3 \
         --granularities quota --score-on validation+train --rl-steps 100000   # PPO's learning rate
     python bench/overfit.py --searches ppo --networks early,late --seeds 0 1 2 3 4   # the agents' networks
+    python bench/overfit.py --searches ppo --preference-rates 0,64 --seeds 0 1 2 3 4   # per-cluster preferences
 
 The config's validation cap (``max_validation``) leaves most of the validation split unused: those
 rows are held out here. Every subset (5% of the pool) is scored by the same ridge proxy twice: on
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--ppo-lrs", default=None, help="with ppo among the searches: its learning rates, e.g. 3e-4,3e-3")
     ap.add_argument("--networks", default=None, help="with ppo or dqn among the searches: their networks, e.g. "
                     "early,late (jaxsel.agents.networks)")
+    ap.add_argument("--preference-rates", default=None, help="with ppo or dqn among the searches: their "
+                    "preference_rate values, e.g. 0,64 (jaxsel.agents.networks.preference_rate)")
     ap.add_argument("--granularities", default="cluster,quota")
     ap.add_argument("--rl-steps", type=int, default=None, help="PPO/DQN environment steps (default: the config's)")
     ap.add_argument("--score-on", default="validation,validation+train", help="the proxies' scored rows")
@@ -68,8 +71,9 @@ def main() -> None:
     searches = ["greedy"] if a.quick else a.searches.split(",")
     lrs = [float(v) for v in a.ppo_lrs.split(",")] if a.ppo_lrs else [None]
     nets = a.networks.split(",") if a.networks else [None]
-    variants = [(m, lr, net) for m in searches for lr in (lrs if m == "ppo" else [None])
-                for net in (nets if m in ("ppo", "dqn") else [None])]
+    prefs = [float(v) for v in a.preference_rates.split(",")] if a.preference_rates else [None]
+    variants = [(m, lr, net, pref) for m in searches for lr in (lrs if m == "ppo" else [None])
+                for net in (nets if m in ("ppo", "dqn") else [None]) for pref in (prefs if m in ("ppo", "dqn") else [None])]
     run = Run(cfg, Path("runs") / "bench-overfit" / cfg.name, progress=False)
     dd = run.dataset()
     emb = run.embeddings(dd)
@@ -87,15 +91,17 @@ def main() -> None:
                  for m in ("stratified", "cleanlab")}
         for score_on in a.score_on.split(","):
             for gran in a.granularities.split(","):
-                for m, lr, net in variants:
-                    steps = {"total_timesteps": a.rl_steps or cfg.select.rl_steps, **({} if net is None else {"network": net})}
+                for m, lr, net, pref in variants:
+                    steps = {"total_timesteps": a.rl_steps or cfg.select.rl_steps, **({} if net is None else {"network": net}),
+                             **({} if pref is None else {"preference_rate": pref})}
                     ppo_cfg = agents.ppo.PPOConfig(**{**steps, **cfg.select.ppo, **({} if lr is None else {"lr": lr})})
                     dqn_cfg = agents.dqn.DQNConfig(**{**steps, **cfg.select.dqn})
                     t = time.perf_counter()
                     sel = agents.select(proxies[score_on], c, y, agents.SelectConfig(
                         method=m, budget=a.budget, seed=seed, granularity=gran, ppo=ppo_cfg, dqn=dqn_cfg),
                         progress=False)
-                    name = f"{m}{'' if lr is None else f' lr={lr:g}'}{'' if net is None else f' {net}'}/{gran} on {score_on}"
+                    name = (f"{m}{'' if lr is None else f' lr={lr:g}'}{'' if net is None else f' {net}'}"
+                            f"{'' if pref is None else f' pref={pref:g}'}/{gran} on {score_on}")
                     picks[name], seconds[name, seed] = sel.indices, time.perf_counter() - t
         for name, idx in picks.items():
             rows.append({"method": name, "seed": seed, "reward": float(proxies["validation"].score_rows(idx).accuracy),
@@ -118,7 +124,8 @@ def main() -> None:
                "validation_rows": int(len(vy)), "pool_rows_scored": int(proxies["validation+train"].yv.shape[0] - len(vy)),
                "stratified_held_out": float(np.mean(list(ref.values()))), "best_search": best["method"],
                "best_search_held_out": float(best["held-out"]), "per_seed": rows}
-    report(f"overfit-{cfg.name}{'-networks' if a.networks else ''}", table,
+    tag = ("-networks" if a.networks else "") + ("-preferences" if a.preference_rates else "")
+    report(f"overfit-{cfg.name}{tag}", table,
            ["method", "seeds", "scored rows (validation)", "scored rows (+pool)", "held-out", "held-out vs stratified",
             "seconds"],
            summary, a.quick)

@@ -2,6 +2,7 @@
 
     python bench/rl.py [--quick] [--project 64]
     python bench/rl.py --scaling [--quick] [--network late]   # env steps/s against K and the number of environments
+    python bench/rl.py --scores 10 [--updates 20]   # best proxy score found for equal env steps, 10 seeds
 
 Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budget, ridge proxy
 (PCA-64 by default, as the CLI). The device version is ``ppo.make_chunks(...).update`` (one
@@ -18,7 +19,11 @@ a network with ~1/12 of the Deep Sets' FLOPs per sample at K=256), and with jaxs
 network and observation ported to PyTorch (``peers.deep_sets_policy``: equal outputs for equal
 weights), so the second ratio compares the stacks doing the same work. jaxsel's PPO with the
 late-fusion network (``network = "late"``, ~1/30 of the default's matmul FLOPs per sample) is timed against
-the MLP peer too (``late_vs_maskable_ppo``).
+the MLP peer too (``late_vs_maskable_ppo``). Then the best proxy accuracy each finds in the same env
+steps (4 updates of 64 x 16 with --quick, 20 without; ``--scores SEEDS`` alone) over 3 (5) seeds:
+jaxsel's PPO with both networks, and late fusion with a learned preference per cluster
+(``preference_rate = 64``), against MaskablePPO's MLP, paired by seed, means with 95% t intervals
+(``best_score_*_minus_maskable_ppo``, in accuracy points).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from jaxsel import cluster  # noqa: E402
 from jaxsel.agents import dqn, networks, ppo  # noqa: E402
 from jaxsel import proxy as proxy_mod  # noqa: E402
 from jaxsel.agents.env import make_env  # noqa: E402
+from jaxsel.experiment.report import mean_ci  # noqa: E402
 
 
 def timed(fn):
@@ -58,16 +64,16 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="only PPO's env steps/s against the number of clusters "
                     "(K = 100 .. 4,096) and environments, saved as rl-scaling[-late]")
     ap.add_argument("--network", default="early", choices=networks.NETWORKS, help="with --scaling: PPO's network")
+    ap.add_argument("--scores", type=int, default=0, metavar="SEEDS",
+                    help="only the best-score comparison over SEEDS seeds (--updates: default 20), saved as rl-scores")
     a = ap.parse_args()
     if a.scaling:
         return scaling(a.quick, a.project, a.network)
+    if a.scores:
+        return scores_only(a.scores, a.updates or 20, a.project)
     envs = [int(e) for e in a.envs.split(",")] if a.envs else ([64, 256] if a.quick else [64, 256, 1024])
     n_updates = a.updates or (3 if a.quick else 10)
-    x, y = synthetic(34_000, 384, 3, 0)
-    x, y, xv, yv = x[:30_000], y[:30_000], x[30_000:], y[30_000:]
-    cl = cluster.kmeans(x, 256, max_iter=20)
-    p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=a.project or None))
-    env, params = make_env(p, cl, y, 0.05)
+    env, params = setting(a.project)
     rows = []
     for n_envs in envs:
         cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
@@ -130,9 +136,29 @@ def main() -> None:
                        best_score_maskable_ppo_same_network=sb3[1]["best_score"],
                        late_env_steps_per_s=late_row["device_steps_per_s"], late_vs_maskable_ppo=late_row["jaxsel_vs_peer"],
                        best_score_late=late_row["best_score"])
-    report("rl", rows, ["agent", "envs", "env_steps", "device_s", "host_loop_s", "device_steps_per_s",
+        seeded, scores = best_scores(params, env, 3 if a.quick else 5, 4 if a.quick else 20)
+        rows += seeded
+        summary.update(scores)
+    report("rl", rows, ["agent", "seed", "envs", "env_steps", "device_s", "host_loop_s", "device_steps_per_s",
                         "host_steps_per_s", "device_vs_host", "best_score", "jaxsel_best_score", "jaxsel_vs_peer"],
            summary, a.quick)
+
+
+def setting(project: int, k: int = 256):
+    """The benchmark's environment: 30k synthetic tweets-shaped rows, ``k`` clusters, the ridge
+    proxy (``project`` PCA dimensions, 0: all 384), 5% budget."""
+    x, y = synthetic(34_000, 384, 3, 0)
+    x, y, xv, yv = x[:30_000], y[:30_000], x[30_000:], y[30_000:]
+    cl = cluster.kmeans(x, k, max_iter=20)
+    p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=project or None))
+    return make_env(p, cl, y, 0.05)
+
+
+def scores_only(seeds: int, n_updates: int, project: int) -> None:
+    """:func:`best_scores` alone, for enough seeds to resolve a difference."""
+    env, params = setting(project)
+    rows, summary = best_scores(params, env, seeds, n_updates)
+    report("rl-scores", rows, ["agent", "seed", "best_score"], dict(summary, proxy=f"ridge-d{project or 384}"), False)
 
 
 def scaling(quick: bool, project: int, network: str = "early") -> None:
@@ -169,16 +195,48 @@ def scaling(quick: bool, project: int, network: str = "early") -> None:
            {"best_env_steps_per_s_by_K": best, "proxy": f"ridge-d{project or 384}", "network": network}, quick)
 
 
-def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, network: str = "early") -> dict:
-    """jaxsel's PPO (with ``network``) from scratch for ``n_envs * 16 * n_updates`` environment steps:
-    the config, the seconds of the fastest of 3 runs after compilation, and the best proxy score it found."""
-    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, network=network)
+def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, timed_runs: int = 3, **settings) -> dict:
+    """jaxsel's PPO (with ``settings``: PPOConfig fields) from scratch for ``n_envs * 16 * n_updates``
+    environment steps: the config, the seconds of the fastest of ``timed_runs`` runs after
+    compilation (None for 0), and the best proxy score it found."""
+    cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, **settings)
     fns = ppo.make_chunks(cfg, env)
     runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
     update = jax.jit(fns.update, static_argnums=1)
     best = float(update(runner0, cfg.num_updates, params).best.score)  # compiles; float() waits for the run
-    seconds = min(timed(lambda: update(runner0, cfg.num_updates, params)) for _ in range(3))  # short runs: noisy
+    seconds = min((timed(lambda: update(runner0, cfg.num_updates, params)) for _ in range(timed_runs)),
+                  default=None)  # short runs: noisy
     return {"config": cfg, "seconds": seconds, "best": best}
+
+
+SETTINGS = {"early": {}, "late": {"network": "late"},  # jaxsel PPO settings whose best scores are compared
+            "late_preferences": {"network": "late", "preference_rate": 64.0}}
+
+
+def best_scores(params, env, seeds: int, n_updates: int) -> tuple[list[dict], dict]:
+    """The best proxy accuracy each agent finds in the same ``64 x 16 x n_updates`` env steps, over
+    ``seeds`` seeds (jaxsel's key and sb3's seed): jaxsel's PPO in each of :data:`SETTINGS` (both
+    networks; late fusion learning a preference per cluster too) and MaskablePPO with its MLP. Rows
+    per agent and seed, and the paired differences (jaxsel - MaskablePPO, in accuracy points) as
+    means with 95% t intervals: a run of a few updates finds its best mostly by luck of
+    exploration, so one seed says little."""
+    rows = []
+    for seed in range(seeds):
+        ours = {name: jaxsel_ppo(params, env, n_updates, seed=seed, timed_runs=0, **kw) for name, kw in SETTINGS.items()}
+        peer = maskable_ppo(params, n_updates, {**ours["early"], "seconds": float("nan")}, seed=seed)["best_score"]
+        rows += [{"agent": f"best score, ppo {name}", "seed": seed, "best_score": ours[name]["best"]} for name in ours]
+        rows.append({"agent": "best score, MaskablePPO MLP", "seed": seed, "best_score": peer})
+        print(rows[-len(ours) - 1:], file=sys.stderr)
+    by = {r["agent"]: [q["best_score"] for q in rows if q["agent"] == r["agent"]] for r in rows}
+    peer = np.asarray(by["best score, MaskablePPO MLP"])
+    summary = {"best_score_seeds": seeds, "best_score_env_steps": 64 * 16 * n_updates,
+               "best_score_maskable_ppo_mean": float(peer.mean())}
+    for name in SETTINGS:
+        mine = np.asarray(by[f"best score, ppo {name}"])
+        diff, half = mean_ci(100 * (mine - peer))
+        summary.update({f"best_score_{name}_mean": float(mine.mean()), f"best_score_{name}_minus_maskable_ppo": diff,
+                        f"best_score_{name}_minus_maskable_ppo_ci95": half})
+    return rows, summary
 
 
 def maskable_ppo(params, n_updates: int, ours: dict, seed: int = 0, deep_sets: bool = False) -> dict:

@@ -67,13 +67,14 @@ def test_every_agent_beats_random_on_known_truth(truth):
         assert bad <= rand_corrupt / 2, (method, bad, rand_corrupt)
 
 
-def test_late_fusion_agents_beat_random_on_known_truth(truth):
+@pytest.mark.parametrize("setting", [{"network": "late"}, {"preference_rate": 64.0}], ids=["late", "preferences"])
+def test_agent_settings_beat_random_on_known_truth(truth, setting):
     """PPO and DQN with the late-fusion network (the clusters' state joins their features at the
-    head) learn the known truth too: better than random picks, and half its corrupted clusters."""
+    head), or learning a preference per cluster too, learn the known truth: better than random
+    picks, and half its corrupted clusters."""
     p, cl, y = truth
-    fast = dict(ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=24_000, network="late"),
-                dqn=dqn.DQNConfig(num_envs=16, total_timesteps=16_000, learning_starts=400, target_every=50,
-                                  network="late"))
+    fast = dict(ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=24_000, **setting),
+                dqn=dqn.DQNConfig(num_envs=16, total_timesteps=16_000, learning_starts=400, target_every=50, **setting))
     rand = [agents.select(p, cl, y, agents.SelectConfig(method="random-search", budget=0.25, seed=s, random_samples=256),
                           progress=False).scores["mean"] for s in (0, 1)]
     for method in ("ppo", "dqn"):
@@ -81,8 +82,8 @@ def test_late_fusion_agents_beat_random_on_known_truth(truth):
                 for s in (0, 1)]
         assert np.mean([r.scores["proxy_accuracy"] for r in runs]) > np.mean(rand) + 0.02, method
         assert np.mean([corrupted(r) for r in runs]) <= 10 * CORRUPT / K / 2, method
-        assert runs[0].meta["config"]["ppo" if method == "ppo" else "dqn"]["network"] == "late"
-
+        for key, value in setting.items():
+            assert runs[0].meta["config"]["ppo" if method == "ppo" else "dqn"][key] == value
 
 SEEDS = """
 import sys; sys.path.insert(0, "tests")

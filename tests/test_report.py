@@ -222,3 +222,13 @@ def test_cpu_record_reads_model_and_simd_flags():
     assert report.cpu(x86) == {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "fma", "avx512f", "amx_bf16"]}
     assert report.cpu(arm)["isa"] == ["asimd", "sve"]
     assert report.environment()["cpu"]["model"]
+
+
+def test_agents_sentence_names_network_and_preferences():
+    """report.md's sentence on the agents names each one's steps, network and, when learned, the
+    per-cluster preferences' rate."""
+    from jaxsel.experiment.report import _agents
+    cfg = {"methods": ["ppo", "dqn", "greedy"],
+           "select": {"rl_steps": 2000, "ppo": {"network": "late", "preference_rate": 64.0}, "dqn": {}}}
+    assert _agents(cfg) == (" PPO 2,000 environment steps, late network, per-cluster preferences at 64x its learning "
+                            "rate; DQN 2,000 environment steps, early network (`jaxsel.agents.networks`).")

@@ -80,6 +80,35 @@ def test_network_refuses_features_of_another_width_and_unknown_names():
             networks.init(jax.random.PRNGKey(0), 3, 4, network=bad)
 
 
+@pytest.mark.parametrize("network", networks.NETWORKS)
+def test_preferences_add_one_logit_per_cluster_at_their_own_rate(network):
+    """With ``clusters``, a network holds one zero preference per cluster, added to its outputs
+    (the value unchanged); ``preference_rate`` scales the preferences' Adam updates by its factor
+    and leaves the other updates alone; factor 0 adds nothing to the optimizer."""
+    import optax
+    plain = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network=network)
+    params = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network=network, clusters=7)
+    np.testing.assert_array_equal(params.pop("preference"), np.zeros(7))
+    pref = jnp.asarray(np.random.default_rng(2).standard_normal(7), jnp.float32)
+    obs, feats = network_inputs(3, (2, 3))
+    out, value = networks.apply(plain, jnp.asarray(obs), jnp.asarray(feats))
+    out_p, value_p = networks.apply(dict(params, preference=pref), jnp.asarray(obs), jnp.asarray(feats))
+    np.testing.assert_allclose(out_p, np.asarray(out) + np.asarray(pref), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(value_p, value)
+    params["preference"] = pref
+    grads = jax.tree.map(lambda a: jnp.full_like(a, 0.3), params)
+    adam, fast = optax.adam(1e-2), optax.chain(optax.adam(1e-2), networks.preference_rate(5.0))
+    want, _ = adam.update(grads, adam.init(params), params)
+    got, _ = fast.update(grads, fast.init(params), params)
+    for name in params:
+        scale = 5.0 if name == "preference" else 1.0
+        for a, b in zip(jax.tree.leaves(got[name]), jax.tree.leaves(want[name])):
+            np.testing.assert_allclose(a, scale * np.asarray(b), rtol=1e-6)
+    assert networks.optimizer_extras(0.0) == ()
+    with pytest.raises(JaxselError, match="ppo preference_rate must be in"):
+        ppo.PPOConfig(preference_rate=-1.0)
+
+
 def test_select_config_builds_agent_configs_from_dicts():
     """A dict of PPOConfig / DQNConfig fields, as a config file spells them, becomes the config (it was
     accepted as a dict and failed inside select with an AttributeError); a bad key or value, or

@@ -44,9 +44,11 @@ class DQNConfig:
     max_grad_norm: float = 10.0
     hidden: int = 64
     network: str = later("early")  # networks.NETWORKS: how the clusters' state joins their features
+    preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
         check_choice("dqn", self, "network", networks.NETWORKS)
+        check_range("dqn", self, 0, float("inf"), "preference_rate")
         check_at_least("dqn", self, 1, "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_every",
                        "target_every", "hidden")
         check_at_least("dqn", self, 0, "learning_starts")
@@ -124,14 +126,15 @@ def make_chunks(config: DQNConfig, env):
     """The training run in resumable pieces: ``init(key, env_params)`` and ``update(runner, n,
     env_params)``; the environment's params are arguments, not constants of the program."""
     c = config
-    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr), *networks.optimizer_extras(c.preference_rate))
     # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
     epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
 
     def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         k, state = env.observation_shape(env_params)
-        params = networks.init(k_net, state, env_params.features.shape[1], c.hidden, c.network)
+        params = networks.init(k_net, state, env_params.features.shape[1], c.hidden, c.network,
+                               env.num_actions(env_params) if c.preference_rate else 0)
         _, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         i32 = jnp.int32(0)
         item = Transition(jnp.zeros(k, jnp.int32), i32, i32, i32, jnp.float32(0), jnp.bool_(False),

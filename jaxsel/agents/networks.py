@@ -16,6 +16,12 @@ fusion):
   (XLA's count with the elementwise work: ~20 K H); measured forward 4.2x faster at 64 samples,
   PPO 3-6x the env steps/s (bench/README.md, "Late fusion").
 
+Either network may also learn one preference per cluster (``init(..., clusters=K)``): a (K,) logit
+added to the outputs, as a gradient bandit's action preferences (Sutton & Barto, "Reinforcement
+Learning: An Introduction", 2nd ed., 2018, section 2.8). It breaks the permutation equivariance on
+purpose: within one run the clusters are fixed, and a preference learns what their features do not
+show. :func:`preference_rate` gives it its own learning rate.
+
 Parameters are a plain dict of arrays (their keys say which network) so agents stay pure functions.
 """
 
@@ -26,6 +32,7 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxsel.errors import JaxselError
 
@@ -59,11 +66,35 @@ def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
 NETWORKS = ("early", "late")  # PPOConfig.network, DQNConfig.network
 
 
-def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "early") -> dict:
+def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "early",
+         clusters: int = 0) -> dict:
     """Parameters for observations of ``state`` columns per cluster beside ``features`` static
-    ones, ``hidden`` units, the ``network`` of :data:`NETWORKS` (JaxselError for another)."""
+    ones, ``hidden`` units, the ``network`` of :data:`NETWORKS` (JaxselError for another); with
+    ``clusters`` > 0, also a zero preference per cluster ("preference", (clusters,))."""
     if network not in NETWORKS:
         raise JaxselError(f"unknown network {network!r} (choose from {', '.join(NETWORKS)})")
+    net = _init(key, state, features, hidden, network)
+    return dict(net, preference=jnp.zeros(clusters, jnp.float32)) if clusters > 0 else net
+
+
+def preference_rate(factor: float) -> optax.GradientTransformation:
+    """Scales the update of the "preference" parameters by ``factor`` (the rest unchanged): put
+    after Adam, whose steps do not depend on the gradient's scale, it gives the preferences a
+    learning rate ``factor`` times the network's. A dense layer's output moves by ~lr x its
+    fan-in per step, a lone (K,) logit by ~lr: a preference at the network's own rate barely moves
+    within a run."""
+    def scale(updates, params=None):
+        return dict(updates, preference=updates["preference"] * factor) if "preference" in updates else updates
+    return optax.stateless(scale)
+
+
+def optimizer_extras(rate: float) -> tuple[optax.GradientTransformation, ...]:
+    """What an agent chains after Adam for a preference learning-rate factor ``rate`` (0: nothing,
+    so agents without preferences keep their optimizer state's structure)."""
+    return (preference_rate(rate),) if rate else ()
+
+
+def _init(key: jax.Array, state: int, features: int, hidden: int, network: str) -> dict:
     k = jax.random.split(key, 6)
     if network == "late":
         return {"feat1": _dense(k[0], features, hidden, 2 ** 0.5), "feat2": _dense(k[1], hidden, hidden, 2 ** 0.5),
@@ -125,7 +156,8 @@ def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | No
     (N, K, D) or (A, N, K, D); ``encoded``: :func:`encode`'s result, if already computed. The
     dense layers see (samples x K, width) matrices, not a vmapped (K, width) one: vmapped, each
     weight gradient contracts two axes, which XLA:CPU computes through transposed copies (the
-    gradient 1.4x slower at 32 samples x K=256)."""
+    gradient 1.4x slower at 32 samples x K=256). The outputs include the clusters' preferences
+    when the params hold them (:func:`init`'s ``clusters``)."""
     chex.assert_rank(obs, {2, 3, 4})
     chex.assert_rank(features, 2)
     *lead, k, d = obs.shape
@@ -149,8 +181,10 @@ def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | No
         pre = (h @ params["out1"]["w"][:hidden]).reshape(n, k, hidden) + \
             (ctx @ params["out1"]["w"][hidden:] + params["out1"]["b"])[:, None]
         value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], ctx)))
-    out = _apply(params["out2"], jax.nn.relu(pre.reshape(-1, hidden))).reshape(*lead, k)
-    return out, value.reshape(lead)
+    out = _apply(params["out2"], jax.nn.relu(pre.reshape(-1, hidden))).reshape(n, k)
+    if "preference" in params:
+        out = out + params["preference"]
+    return out.reshape(*lead, k), value.reshape(lead)
 
 
 CHUNK_ROWS = 8192  # observation rows (samples x clusters) per gradient chunk on CPU

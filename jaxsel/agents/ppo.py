@@ -50,9 +50,11 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     hidden: int = 64
     network: str = later("early")  # networks.NETWORKS: how the clusters' state joins their features
+    preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
         check_choice("ppo", self, "network", networks.NETWORKS)
+        check_range("ppo", self, 0, float("inf"), "preference_rate")
         check_at_least("ppo", self, 1, "num_envs", "num_steps", "total_timesteps", "update_epochs",
                        "num_minibatches", "hidden")
         check_range("ppo", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
@@ -100,12 +102,13 @@ def make_chunks(config: PPOConfig, env):
     c = config
     schedule = (optax.linear_schedule(c.lr, 0.0, c.num_updates * c.update_epochs * c.num_minibatches)
                 if c.anneal_lr else c.lr)
-    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5))
+    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5),
+                     *networks.optimizer_extras(c.preference_rate))
 
     def init(key: jax.Array, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         params = networks.init(k_net, env.observation_shape(env_params)[-1], env_params.features.shape[1], c.hidden,
-                               c.network)
+                               c.network, env.num_actions(env_params) if c.preference_rate else 0)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         return Runner(params, tx.init(params), env_state, obs, key, jnp.int32(0), empty_best(env_params),
                       jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet

@@ -355,10 +355,16 @@ def plot_mask_map(maps: dict, path: Path) -> None:
 
 
 def _agents(cfg: dict) -> str:
-    """A sentence on the RL agents of the run: their environment steps and network."""
+    """A sentence on the RL agents of the run: their environment steps, network and preferences."""
     sel = cfg.get("select", {})
-    parts = [f"{m.upper()} {sel.get('rl_steps', '?'):,} environment steps, {(sel.get(m) or {}).get('network', 'early')} "
-             f"network" for m in ("ppo", "dqn") if m in cfg["methods"]]
+
+    def agent(m: str) -> str:
+        own = sel.get(m) or {}
+        rate = own.get("preference_rate", 0)
+        return (f"{m.upper()} {sel.get('rl_steps', '?'):,} environment steps, {own.get('network', 'early')} network"
+                f"{f', per-cluster preferences at {rate:g}x its learning rate' if rate else ''}")
+
+    parts = [agent(m) for m in ("ppo", "dqn") if m in cfg["methods"]]
     return f" {'; '.join(parts)} (`jaxsel.agents.networks`)." if parts else ""
 
 
