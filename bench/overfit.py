@@ -72,8 +72,9 @@ def main() -> None:
     lrs = [float(v) for v in a.ppo_lrs.split(",")] if a.ppo_lrs else [None]
     nets = a.networks.split(",") if a.networks else [None]
     prefs = [float(v) for v in a.preference_rates.split(",")] if a.preference_rates else [None]
+    agent = ("ppo", "dqn")  # the searches with a network
     variants = [(m, lr, net, pref) for m in searches for lr in (lrs if m == "ppo" else [None])
-                for net in (nets if m in ("ppo", "dqn") else [None]) for pref in (prefs if m in ("ppo", "dqn") else [None])]
+                for net in (nets if m in agent else [None]) for pref in (prefs if m in agent else [None])]
     run = Run(cfg, Path("runs") / "bench-overfit" / cfg.name, progress=False)
     dd = run.dataset()
     emb = run.embeddings(dd)
@@ -92,7 +93,8 @@ def main() -> None:
         for score_on in a.score_on.split(","):
             for gran in a.granularities.split(","):
                 for m, lr, net, pref in variants:
-                    steps = {"total_timesteps": a.rl_steps or cfg.select.rl_steps, **({} if net is None else {"network": net}),
+                    steps = {"total_timesteps": a.rl_steps or cfg.select.rl_steps,
+                             **({} if net is None else {"network": net}),
                              **({} if pref is None else {"preference_rate": pref})}
                     ppo_cfg = agents.ppo.PPOConfig(**{**steps, **cfg.select.ppo, **({} if lr is None else {"lr": lr})})
                     dqn_cfg = agents.dqn.DQNConfig(**{**steps, **cfg.select.dqn})

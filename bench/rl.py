@@ -57,7 +57,8 @@ def timed(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="64 envs, few updates, 3 seeds of best scores (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true",
+                    help="64 envs, few updates, 3 seeds of best scores (under 2 minutes on 2 CPU cores)")
     ap.add_argument("--project", type=int, default=64, help="proxy PCA dimensions (0: full 384)")
     ap.add_argument("--envs", default=None, help="comma-separated env counts (default 64,256,1024)")
     ap.add_argument("--updates", type=int, default=None, help="PPO updates timed per setting")
@@ -222,7 +223,8 @@ def best_scores(params, env, seeds: int, n_updates: int) -> tuple[list[dict], di
     exploration, so one seed says little."""
     rows = []
     for seed in range(seeds):
-        ours = {name: jaxsel_ppo(params, env, n_updates, seed=seed, timed_runs=0, **kw) for name, kw in SETTINGS.items()}
+        ours = {name: jaxsel_ppo(params, env, n_updates, seed=seed, timed_runs=0, **kw)
+                for name, kw in SETTINGS.items()}
         peer = maskable_ppo(params, n_updates, {**ours["early"], "seconds": float("nan")}, seed=seed)["best_score"]
         rows += [{"agent": f"best score, ppo {name}", "seed": seed, "best_score": ours[name]["best"]} for name in ours]
         rows.append({"agent": "best score, MaskablePPO MLP", "seed": seed, "best_score": peer})

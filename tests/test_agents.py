@@ -85,6 +85,7 @@ def test_agent_settings_beat_random_on_known_truth(truth, setting):
         for key, value in setting.items():
             assert runs[0].meta["config"]["ppo" if method == "ppo" else "dqn"][key] == value
 
+
 SEEDS = """
 import sys; sys.path.insert(0, "tests")
 import jax, numpy as np

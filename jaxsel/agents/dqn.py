@@ -126,7 +126,8 @@ def make_chunks(config: DQNConfig, env):
     """The training run in resumable pieces: ``init(key, env_params)`` and ``update(runner, n,
     env_params)``; the environment's params are arguments, not constants of the program."""
     c = config
-    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr), *networks.optimizer_extras(c.preference_rate))
+    tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr),
+                     *networks.optimizer_extras(c.preference_rate))
     # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
     epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
 
