@@ -288,6 +288,8 @@ def cmd_select(a) -> None:
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"
+    agent = dict(total_timesteps=a.steps, network=a.network, preference_rate=a.preference_rate)
+    ppo_cfg, dqn_cfg = agents.ppo.PPOConfig(**agent), agents.dqn.DQNConfig(**agent)  # bad values fail before any work
     out = _writable(Path(a.out or _data_folder(a.data) / a.method), folder=True)
     dd = _load(a)
     emb = _embed(a, dd)
@@ -303,8 +305,7 @@ def cmd_select(a) -> None:
         cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                                   granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
                                   similarity=a.similarity, balance=a.balance,
-                                  ppo=agents.ppo.PPOConfig(total_timesteps=a.steps),
-                                  dqn=agents.dqn.DQNConfig(total_timesteps=a.steps))
+                                  ppo=ppo_cfg, dqn=dqn_cfg)
         meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
                 "project": a.project, "stratified": a.stratified, "order": a.order}
@@ -510,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", default=CLUSTER.order, choices=("random", "typical"),
                    help="within-cluster order of quota picks and of the trimmed last pick: seeded, or nearest "
                         "the centroid first")
+    p.add_argument("--network", default="early",
+                   help="ppo/dqn: early (each cluster's state joins its features before the first layer) or late "
+                        "(after a shared per-cluster embedding: several times the env steps/s)")
+    p.add_argument("--preference-rate", type=float, default=0.0,
+                   help="ppo/dqn: > 0 adds a learned preference per cluster at this multiple of the learning rate "
+                        "(e.g. 64; 0: off)")
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=_at_least(0), default=0)

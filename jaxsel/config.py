@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types, coerce, expected
 from jaxsel.selection import FINALS, GRANULARITIES, check_balance, parse_budget, quota_for
 
 def later(default):
@@ -103,12 +102,17 @@ class ProxyConfig:
     candidates: int = later(256)  # knn: each scored row's most similar train rows the vote looks among
 
     def __post_init__(self):
+        check_types("proxy", self)
+        if self.project == 0:  # as the CLI's --project 0: all dimensions (a TOML file cannot spell None)
+            object.__setattr__(self, "project", None)
+        if self.project is not None and self.project < 0:
+            raise JaxselError(f"proxy project must be at least 1 (0: all dimensions), got {self.project}")
         for name, choices in (("kind", PROXY_KINDS), ("projection", ("pca", "random")), ("score_on", SCORE_ON),
                               ("objective", ("accuracy", "loglik")), ("batch_mode", ("auto", "vmap", "map"))):
             check_choice("proxy", self, name, choices)
         check_range("proxy", self, 0, INF, "lam", "temperature", "lr", low_open=True)  # lam 0: a singular solve
         check_at_least("proxy", self, 0, "weight_decay", "seed")
-        check_at_least("proxy", self, 1, "project", "val_size", "steps", "hidden", "max_clusters", "layers",
+        check_at_least("proxy", self, 1, "val_size", "steps", "hidden", "max_clusters", "layers",
                        "batch_chunk", "neighbors", "candidates")
 
 
@@ -135,6 +139,7 @@ class FinetuneConfig:
     min_steps: int = later(0)  # train at least this many optimizer steps: more epochs for small subsets
 
     def __post_init__(self):
+        check_types("finetune", self)
         check_at_least("finetune", self, 1, "epochs", "batch_size", "grad_accum", "patience")
         check_at_least("finetune", self, 2, "max_length")  # a [CLS] and a [SEP] at least
         check_at_least("finetune", self, 0, "lora_rank", "min_steps", "seed")
@@ -168,6 +173,7 @@ class DataSpec:
     dedup: bool = later(False)  # drop exact duplicate texts
 
     def __post_init__(self):
+        check_types("data", self)
         check_choice("data", self, "missing_labels", ("drop", "error"))
         check_at_least("data", self, 1, "max_train", "max_validation", "max_test")
         check_at_least("data", self, 0, "seed", "min_class_rows", "split_seed")
@@ -191,6 +197,7 @@ class NoiseSpec:
 
     def __post_init__(self):
         from jaxsel.data.noise import KINDS
+        check_types("noise", self)
         check_choice("noise", self, "kind", KINDS)
         check_choice("noise", self, "groups", ("clusters", "independent"))
         check_range("noise", self, 0, 1, "flip_fraction", "duplicate_fraction", "rate_low", "rate_high")
@@ -206,6 +213,7 @@ class EmbedSpec:
     max_length: int = 128  # tokens per text, longer texts truncated
 
     def __post_init__(self):
+        check_types("embed", self)
         check_at_least("embed", self, 2, "max_length")  # a [CLS] and a [SEP] at least
 
 
@@ -218,6 +226,12 @@ class ClusterSpec:
     seed: int = 0
     stratified: bool = False  # cluster each label separately: label-pure clusters
     order: str = "random"  # "random" or "typical"
+
+    def __post_init__(self):
+        check_types("cluster", self)
+        check_choice("cluster", self, "order", ("random", "typical"))
+        check_at_least("cluster", self, 1, "k")
+        check_at_least("cluster", self, 0, "seed")
 
 
 @dataclass(frozen=True)
@@ -241,6 +255,7 @@ class SelectSpec:
     dqn: dict = field(default_factory=dict)  # fields of jaxsel.agents.dqn.DQNConfig
 
     def __post_init__(self):
+        check_types("select", self)
         check_choice("select", self, "final", FINALS)
         check_choice("select", self, "granularity", GRANULARITIES)
 
@@ -265,50 +280,12 @@ class RunConfig:
     stages: str | None = None  # stage folder; None: RUN/stages. Another run's folder reuses its identical stages
 
     def __post_init__(self):
+        check_types("run config", self)
         check_at_least("run config", self, 0, "checkpoint_min_examples")
 
 
 SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,
             "select": SelectSpec, "finetune": FinetuneConfig, "noise": NoiseSpec}
-
-_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
-
-
-def _expected(hint) -> str:
-    """How a type reads in an error message."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_expected(a) for a in typing.get_args(hint) if a is not type(None))
-    if typing.get_origin(hint) is tuple:
-        return f"a list ({_expected(typing.get_args(hint)[0])} each)"
-    return _NAMES.get(typing.get_origin(hint) or hint, str(hint))
-
-
-def _coerce(value, hint):
-    """``value`` as ``hint`` (ints become floats, lists tuples); raises TypeError if it is not one."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arm in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arm)
-            except TypeError:
-                pass
-        raise TypeError
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError
-        return tuple(_coerce(v, args[0]) for v in value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint in (str, bool, dict) and isinstance(value, hint):
-        return value
-    if hint in (int, float, str, bool, dict):
-        raise TypeError
-    return value  # nested dataclasses are built by their own section
-
 
 def build(cls, table: dict, where: str):
     """``cls(**table)`` with every value checked against its field's type; raises JaxselError
@@ -321,13 +298,14 @@ def build(cls, table: dict, where: str):
     values = {}
     for key, value in table.items():
         try:
-            values[key] = _coerce(value, hints[key])
+            values[key] = coerce(value, hints[key])
         except TypeError:
-            raise JaxselError(f"{where}: {key} must be {_expected(hints[key])}, got {value!r}") from None
+            raise JaxselError(f"{where}: {key} must be {expected(hints[key])}, got {value!r}") from None
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise JaxselError(f"{where}: {e}")
+    except (TypeError, ValueError) as e:  # "PATH [select.ppo]: lr must ...", not "...: ppo lr must ..."
+        section = where.rsplit("[", 1)[-1].rstrip("]").rsplit(".", 1)[-1]
+        raise JaxselError(f"{where}: {str(e).removeprefix(section + ' ')}")
 
 
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
@@ -394,13 +372,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"{path}: seeds must not be negative, got {min(cfg.seeds)}")
     try:
         check_at_least("[select]", cfg.select, 1, "rl_steps", "climb_rounds", "horizon")
-        check_at_least("[cluster]", cfg.cluster, 1, "k")
     except JaxselError as e:
         raise JaxselError(f"{path}: {e}")
     if Path(cfg.name).name != cfg.name or cfg.name in ("", ".", ".."):
         raise JaxselError(f"{path}: name must be a plain folder name (no '/' or '..'), got {cfg.name!r}")
-    if cfg.cluster.order not in ("random", "typical"):
-        raise JaxselError(f"{path}: [cluster] unknown order {cfg.cluster.order!r} (random or typical)")
     if cfg.select.filter not in FILTERS:
         raise JaxselError(f"{path}: [select] unknown filter {cfg.select.filter!r} (choose from {', '.join(FILTERS)})")
     try:

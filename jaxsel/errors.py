@@ -1,4 +1,11 @@
-"""The one exception type for user mistakes: the CLI prints it as one line and exits 2."""
+"""The one exception type for user mistakes (the CLI prints it as one line and exits 2), and the
+checks configs run on their fields."""
+
+import dataclasses
+import functools
+import numbers
+import types
+import typing
 
 
 class JaxselError(ValueError):
@@ -20,6 +27,65 @@ class OutputError(JaxselError, OSError):
 
     def __str__(self) -> str:
         return f"cannot write {self.filename}: {self.strerror}"
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
+
+
+def expected(hint) -> str:
+    """How a type reads in an error message ("an integer", "a list (a string each)", ...)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(expected(a) for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return f"a list ({expected(typing.get_args(hint)[0])} each)"
+    return _NAMES.get(typing.get_origin(hint) or hint, str(hint))
+
+
+def coerce(value, hint):
+    """``value`` as type ``hint``: whole numbers (numpy's too) become floats where a float goes, numpy
+    integers Python ints, lists tuples; a bool is no number. Raises TypeError if it is not one; other
+    hints (nested configs) pass ``value`` through."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arm)
+            except TypeError:
+                pass
+        raise TypeError
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return tuple(coerce(v, args[0]) for v in value)
+    if hint is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and is_int(value):
+        return int(value)
+    if hint in (str, bool, dict) and isinstance(value, hint):
+        return value
+    if hint in (int, float, str, bool, dict):
+        raise TypeError
+    return value
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def check_types(owner: str, obj) -> None:
+    """Check every field of the frozen config dataclass ``obj`` against its type hint and store the
+    :func:`coerce`-d value (``lr=1`` becomes 1.0: a config and its checkpoints spell it one way).
+    Raise JaxselError naming the field and the type it needs."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            object.__setattr__(obj, f.name, coerce(value, hints[f.name]))
+        except TypeError:
+            raise JaxselError(f"{owner} {f.name} must be {expected(hints[f.name])}, got {value!r}") from None
 
 
 def check_choice(owner: str, obj, name: str, choices: tuple) -> None:

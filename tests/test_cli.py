@@ -176,12 +176,36 @@ def test_ignored_or_invalid_settings_are_refused(table_file, tmp_path, tmp_cache
     assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--val-size", "2",
                      "--out", str(tmp_path / "v")]) == 2
     assert "val_size must be at least the number of classes (3)" in capsys.readouterr().err
+    for flag, value, says in (("--network", "lat", "unknown ppo network 'lat'"),
+                              ("--preference-rate", "1e6", "ppo preference_rate must be in [0, 1000]")):
+        assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", flag, value,
+                         "--out", str(tmp_path / "n")]) == 2
+        assert says in capsys.readouterr().err and not (tmp_path / "n").exists()  # refused before any work
     with np.testing.assert_raises_regex(cli.JaxselError, "did you mean 'rotten_tomatoes'"):
         data.load("rotten_tomato")
     header = tmp_path / "header.csv"
     header.write_text("text,label\n")
     with np.testing.assert_raises_regex(cli.JaxselError, "header.csv"):
         data.load(str(header))
+
+
+def test_select_passes_agent_settings(table_file, tmp_path, tmp_cache, monkeypatch):
+    """--network and --preference-rate reach both agents' configs (they were settable from run
+    configs and the library only)."""
+    from jaxsel import agents
+
+    class Stop(Exception):
+        pass
+
+    def capture(proxy, clustering, labels, config, **kw):
+        seen.append(config)
+        raise Stop
+    seen = []
+    monkeypatch.setattr(agents, "select", capture)
+    with pytest.raises(Stop):
+        cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--network", "late",
+                  "--preference-rate", "64", "--out", str(tmp_path / "s")])
+    assert (seen[0].ppo.network, seen[0].ppo.preference_rate, seen[0].dqn.network) == ("late", 64.0, "late")
 
 
 def test_selection_records_how_to_read_its_data(tmp_path, tmp_cache, monkeypatch):
@@ -488,16 +512,16 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
     from jaxsel.agents import SelectConfig
     from jaxsel.config import load_config
     from jaxsel.proxy import ProxyConfig
-    for body, says in (("[proxy]\nlam = 0.0", r"c.toml \[proxy\]: proxy lam must be in \(0, inf\]"),
-                       ("[proxy]\nproject = -4", "proxy project must be at least 1"),
+    for body, says in (("[proxy]\nlam = 0.0", r"c.toml \[proxy\]: lam must be in \(0, inf\]"),
+                       ("[proxy]\nproject = -4", r"\[proxy\]: project must be at least 1 \(0: all dimensions\), got -4"),
                        ('[proxy]\nkind = "ridg"', "unknown proxy kind 'ridg'"),
                        ('[select]\nfinal = "worst"', r"\[select\]: unknown select final 'worst'"),
-                       ("[select]\nppo = {lr = -1.0}", r"\[select.ppo\]: ppo lr must be in"),
+                       ("[select]\nppo = {lr = -1.0}", r"\[select.ppo\]: lr must be in"),
                        ('[select.dqn]\nnetwork = "mid"', r"\[select.dqn\]: unknown dqn network 'mid' \(choose from early, late\)"),
-                       ("[data]\nmax_train = -5", r"\[data\]: data max_train must be at least 1"),
+                       ("[data]\nmax_train = -5", r"\[data\]: max_train must be at least 1"),
                        ('[data]\nmissing_labels = "ignore"', "unknown data missing_labels 'ignore'"),
-                       ("[noise]\nflip_fraction = 2.0", r"\[noise\]: noise flip_fraction must be in \[0, 1\]"),
-                       ("[embed]\nmax_length = 0", r"\[embed\]: embed max_length must be at least 2"),
+                       ("[noise]\nflip_fraction = 2.0", r"\[noise\]: flip_fraction must be in \[0, 1\]"),
+                       ("[embed]\nmax_length = 0", r"\[embed\]: max_length must be at least 2"),
                        ('[embed]\nmodel = "hsah"', r"\[embed\] unknown model 'hsah'"),
                        ('budgets = ["5%"]', "c.toml: budgets: budget must be a number"),
                        ("budgets = [1.5]", "c.toml: budgets: budget must be strictly between 0 and 1"),

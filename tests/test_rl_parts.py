@@ -124,6 +124,25 @@ def test_select_config_builds_agent_configs_from_dicts():
             SelectConfig(**bad)
 
 
+def test_configs_built_in_python_check_their_field_types():
+    """Configs made directly (not from a TOML file) check each field's type as the file path does: a
+    string where a number goes raised a raw TypeError deep inside, True passed as 1.0; whole numbers
+    become floats where a float goes, so a checkpoint made with rate 64 resumes with 64.0."""
+    from jaxsel.config import ClusterSpec, ProxyConfig
+    for make, says in ((lambda: ppo.PPOConfig(preference_rate="64"), "ppo preference_rate must be a number, got '64'"),
+                       (lambda: ppo.PPOConfig(lr="0.1"), "ppo lr must be a number, got '0.1'"),
+                       (lambda: dqn.DQNConfig(preference_rate=True), "dqn preference_rate must be a number, got True"),
+                       (lambda: dqn.DQNConfig(num_envs=2.0), "dqn num_envs must be an integer, got 2.0"),
+                       (lambda: ppo.PPOConfig(preference_rate=1e4), r"preference_rate must be in \[0, 1000\]"),
+                       (lambda: ClusterSpec(order="best"), "unknown cluster order 'best'"),
+                       (lambda: ProxyConfig(project=-1), r"proxy project must be at least 1 \(0: all")):
+        with pytest.raises(JaxselError, match=says):
+            make()
+    c = ppo.PPOConfig(preference_rate=64, num_envs=np.int64(8))
+    assert c == ppo.PPOConfig(preference_rate=64.0, num_envs=8) and type(c.preference_rate) is float
+    assert type(c.num_envs) is int and ProxyConfig(project=0).project is None  # 0: all dimensions, as --project 0
+
+
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])
 def test_orthogonal_init_is_the_qr_of_its_gaussian_draws(shape):
     key = jax.random.PRNGKey(shape[0] + 1000 * shape[1])

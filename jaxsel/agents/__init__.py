@@ -24,7 +24,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, is_int
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, check_types
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
@@ -77,10 +77,9 @@ class SelectConfig:
         if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool) or not 0 < self.budget < 1:
             raise JaxselError(f"select budget must be a fraction strictly between 0 and 1 (0.05 for 5%), "
                               f"got {self.budget!r}")
+        check_types("select", self)  # after the budget's own message: a string is no fraction either
         check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
                        "random_samples", "climb_rounds")
-        if not is_int(self.seed):  # before the comparisons below: a string seed would fail there
-            raise JaxselError(f"select seed must be an integer, got {self.seed!r}")
         check_at_least("select", self, 0, "seed", "surrogate_rounds")
 
 

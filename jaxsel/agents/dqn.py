@@ -22,7 +22,7 @@ from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
 from jaxsel.config import later
-from jaxsel.errors import check_at_least, check_choice, check_range
+from jaxsel.errors import check_at_least, check_choice, check_range, check_types
 
 HISTORY = 64
 
@@ -47,8 +47,9 @@ class DQNConfig:
     preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
+        check_types("dqn", self)
         check_choice("dqn", self, "network", networks.NETWORKS)
-        check_range("dqn", self, 0, float("inf"), "preference_rate")
+        check_range("dqn", self, 0, networks.MAX_PREFERENCE_RATE, "preference_rate")
         check_at_least("dqn", self, 1, "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_every",
                        "target_every", "hidden")
         check_at_least("dqn", self, 0, "learning_starts")

@@ -77,6 +77,9 @@ def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: s
     return dict(net, preference=jnp.zeros(clusters, jnp.float32)) if clusters > 0 else net
 
 
+MAX_PREFERENCE_RATE = 1e3  # above, a preference moves by lr x rate >= ~3 logits an update: the policy collapses
+
+
 def preference_rate(factor: float) -> optax.GradientTransformation:
     """Scales the update of the "preference" parameters by ``factor`` (the rest unchanged): put
     after Adam, whose steps do not depend on the gradient's scale, it gives the preferences a

@@ -28,7 +28,7 @@ from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
 from jaxsel.config import later
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
 HISTORY = 64
 
@@ -53,8 +53,9 @@ class PPOConfig:
     preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
+        check_types("ppo", self)
         check_choice("ppo", self, "network", networks.NETWORKS)
-        check_range("ppo", self, 0, float("inf"), "preference_rate")
+        check_range("ppo", self, 0, networks.MAX_PREFERENCE_RATE, "preference_rate")
         check_at_least("ppo", self, 1, "num_envs", "num_steps", "total_timesteps", "update_epochs",
                        "num_minibatches", "hidden")
         check_range("ppo", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
