@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jaxsel import baselines
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types, coerce, expected
-from jaxsel.selection import FINALS, GRANULARITIES, check_balance, parse_budget, quota_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
 
 def later(default):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -256,8 +256,13 @@ class SelectSpec:
 
     def __post_init__(self):
         check_types("select", self)
-        check_choice("select", self, "final", FINALS)
-        check_choice("select", self, "granularity", GRANULARITIES)
+        for name, choices in (("final", FINALS), ("granularity", GRANULARITIES), ("filter", FILTERS),
+                              ("balance", BALANCES)):
+            check_choice("select", self, name, choices)
+        check_at_least("select", self, 1, "rl_steps", "climb_rounds", "horizon", "quota")
+        if self.quota is not None and self.granularity != "quota":
+            raise JaxselError('select quota sets the examples per pick of granularity = "quota"; '
+                              'set granularity = "quota" or remove quota')
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,26 @@ class RunConfig:
     def __post_init__(self):
         check_types("run config", self)
         check_at_least("run config", self, 0, "checkpoint_min_examples")
+        for name, known in (("method", SEARCH_METHODS + BASELINES), ("variant", VARIANTS)):
+            unknown = next((v for v in getattr(self, name + "s") if v not in known), None)
+            if unknown is not None:
+                raise JaxselError(f"unknown {name} {unknown!r} (choose from {', '.join(known)})")
+        if not self.seeds or not self.budgets or not self.methods:
+            raise JaxselError("methods, budgets and seeds must not be empty")
+        for b in self.budgets:
+            parse_budget(repr(b))  # a fraction strictly between 0 and 1
+        for name in ("methods", "budgets", "seeds", "variants"):  # a repeat would count one cell twice
+            values = getattr(self, name)
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:
+                raise JaxselError(f"{name} lists {repeated!r} twice (budgets compare as fractions)")
+        if min(self.seeds) < 0:
+            raise JaxselError(f"seeds must not be negative, got {min(self.seeds)}")
+        if Path(self.name).name != self.name or self.name in ("", ".", ".."):
+            raise JaxselError(f"name must be a plain folder name (no '/' or '..'), got {self.name!r}")
+        if self.select.balance != "none" and not self.cluster.stratified:
+            raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters: "
+                              f"set [cluster] stratified = true")
 
 
 SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,
@@ -311,9 +336,10 @@ def build(cls, table: dict, where: str):
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
     """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
     (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
-    Raises JaxselError for a missing or empty file, invalid TOML, an unknown key, a value of the
-    wrong type, an unknown method, variant, granularity, order, filter, balance or score_on, a
-    repeated method, budget, seed or variant, a negative seed or a count below one."""
+    Raises JaxselError for a missing or empty file, invalid TOML, an unknown key or model, and
+    what the configs' own checks refuse (a value of the wrong type, an unknown method, variant,
+    granularity, order, filter, balance or score_on, a repeated method, budget, seed or variant, a
+    negative seed or a count below one); notes agent tables no listed method uses."""
     path = Path(path)
     if not path.exists() and path.with_suffix(".toml").exists():
         path = path.with_suffix(".toml")
@@ -355,43 +381,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         except JaxselError as e:
             raise JaxselError(f"{path}: budgets: {e}") from None
     cfg = build(RunConfig, doc, str(path))
-    for m in cfg.methods:
-        if m not in SEARCH_METHODS + BASELINES:
-            raise JaxselError(f"{path}: unknown method {m!r} (choose from {', '.join(SEARCH_METHODS + BASELINES)})")
-    for v in cfg.variants:
-        if v not in VARIANTS:
-            raise JaxselError(f"{path}: unknown variant {v!r} (clean or noisy)")
-    if not cfg.seeds or not cfg.budgets or not cfg.methods:
-        raise JaxselError(f"{path}: methods, budgets and seeds must not be empty")
-    for name in ("methods", "budgets", "seeds", "variants"):  # a repeat would count one cell twice
-        values = getattr(cfg, name)
-        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
-        if repeated is not None:
-            raise JaxselError(f"{path}: {name} lists {repeated!r} twice (budgets compare as fractions)")
-    if min(cfg.seeds) < 0:
-        raise JaxselError(f"{path}: seeds must not be negative, got {min(cfg.seeds)}")
-    try:
-        check_at_least("[select]", cfg.select, 1, "rl_steps", "climb_rounds", "horizon")
-    except JaxselError as e:
-        raise JaxselError(f"{path}: {e}")
-    if Path(cfg.name).name != cfg.name or cfg.name in ("", ".", ".."):
-        raise JaxselError(f"{path}: name must be a plain folder name (no '/' or '..'), got {cfg.name!r}")
-    if cfg.select.filter not in FILTERS:
-        raise JaxselError(f"{path}: [select] unknown filter {cfg.select.filter!r} (choose from {', '.join(FILTERS)})")
-    try:
-        check_balance(cfg.select.balance)
-    except JaxselError as e:
-        raise JaxselError(f"{path}: [select] {e}")
-    if cfg.select.balance != "none" and not cfg.cluster.stratified:
-        raise JaxselError(f"{path}: [select] balance = {cfg.select.balance!r} needs label-pure clusters: "
-                          f"set [cluster] stratified = true")
-    if cfg.select.quota is not None and cfg.select.granularity != "quota":
-        raise JaxselError(f"{path}: [select] quota sets the examples per pick of granularity = \"quota\"; "
-                          f"set granularity = \"quota\" or remove quota")
-    try:
-        quota_for(cfg.select.granularity, cfg.select.quota, cfg.select.horizon, 1)
-    except JaxselError as e:
-        raise JaxselError(f"{path}: [select] {e}")
     if not named:  # after every check, so a config's mistake stays a one-line error
         print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
+    for name in ("ppo", "dqn"):
+        if getattr(cfg.select, name) and name not in cfg.methods:
+            print(f"note: {path} sets [select.{name}] but methods do not list {name!r}: those settings are unused",
+                  file=sys.stderr)
     return cfg

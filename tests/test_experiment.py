@@ -167,9 +167,9 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ("[select.ppo]\nnum_envs = 0.5", "[select.ppo]: num_envs must be an integer"),
                                          ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'"),
                                          ('[noise]\nkind = "uniform"', "[noise]: unknown noise kind 'uniform'"),
-                                         ('[select]\nfilter = "magic"', "[select] unknown filter 'magic'"),
+                                         ('[select]\nfilter = "magic"', "[select]: unknown select filter 'magic'"),
                                          ('[proxy]\nscore_on = "test"', "[proxy]: unknown proxy score_on 'test'"),
-                                         ('[select]\nbalance = "even"', "[select] unknown balance 'even'"),
+                                         ('[select]\nbalance = "even"', "[select]: unknown select balance 'even'"),
                                          ('[select]\nbalance = "equal"', "needs label-pure clusters")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
@@ -177,6 +177,27 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     assert cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
+    """The checks of a config file hold for a RunConfig made in Python (they lived in load_config
+    only: RunConfig(methods=("magic",)) ran until the method was looked up); agent settings that no
+    listed method uses get a note (they were silently ignored)."""
+    from jaxsel.config import RunConfig, SelectSpec
+    for bad, says in ((dict(methods=("magic",)), "unknown method 'magic'"), (dict(budgets=(1.5,)), "strictly between"),
+                      (dict(seeds=(1, 1)), "seeds lists 1 twice"), (dict(variants=("dirty",)), "unknown variant"),
+                      (dict(name="a/b"), "plain folder name"), (dict(seeds=()), "must not be empty"),
+                      (dict(select=SelectSpec(balance="equal")), "needs label-pure clusters")):
+        with pytest.raises(cli.JaxselError, match=says):
+            RunConfig(**bad)
+    for bad, says in ((dict(filter="magic"), "unknown select filter"), (dict(rl_steps=0), "rl_steps must be at least 1"),
+                      (dict(quota=5), "granularity")):
+        with pytest.raises(cli.JaxselError, match=says):
+            SelectSpec(**bad)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('methods = ["random"]\n[data]\nname = "tweets"\n[select.ppo]\nnetwork = "late"\n')
+    experiment.load_config(cfg)
+    assert "sets [select.ppo] but methods do not list 'ppo'" in capsys.readouterr().err
 
 
 def test_a_bad_data_file_leaves_no_run_folder(tmp_path, capsys):
