@@ -156,9 +156,10 @@ def setting(project: int, k: int = 256):
 
 
 def scores_only(seeds: int, n_updates: int, project: int) -> None:
-    """:func:`best_scores` alone, for enough seeds to resolve a difference."""
+    """:func:`best_scores` alone, for enough seeds to resolve a difference, with late fusion and
+    preferences at fewer PPO epochs too (:data:`FEWER_EPOCHS`: faster learning, how much worse?)."""
     env, params = setting(project)
-    rows, summary = best_scores(params, env, seeds, n_updates)
+    rows, summary = best_scores(params, env, seeds, n_updates, {**SETTINGS, **FEWER_EPOCHS})
     report("rl-scores", rows, ["agent", "seed", "best_score"], dict(summary, proxy=f"ridge-d{project or 384}"), False)
 
 
@@ -212,19 +213,22 @@ def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, tim
 
 SETTINGS = {"early": {}, "late": {"network": "late"},  # jaxsel PPO settings whose best scores are compared
             "late_preferences": {"network": "late", "preference_rate": 64.0}}
+FEWER_EPOCHS = {"late_preferences_2_epochs": {"network": "late", "preference_rate": 64.0, "update_epochs": 2},
+                "late_preferences_1_epoch": {"network": "late", "preference_rate": 64.0, "update_epochs": 1}}  # --scores
 
 
-def best_scores(params, env, seeds: int, n_updates: int) -> tuple[list[dict], dict]:
+def best_scores(params, env, seeds: int, n_updates: int, settings: dict = SETTINGS) -> tuple[list[dict], dict]:
     """The best proxy accuracy each agent finds in the same ``64 x 16 x n_updates`` env steps, over
-    ``seeds`` seeds (jaxsel's key and sb3's seed): jaxsel's PPO in each of :data:`SETTINGS` (both
-    networks; late fusion learning a preference per cluster too) and MaskablePPO with its MLP. Rows
+    ``seeds`` seeds (jaxsel's key and sb3's seed): jaxsel's PPO in each of ``settings`` (default
+    :data:`SETTINGS`: both networks; late fusion learning a preference per cluster too; it must
+    hold "early", whose config MaskablePPO copies) and MaskablePPO with its MLP. Rows
     per agent and seed, and the paired differences (jaxsel - MaskablePPO, in accuracy points) as
     means with 95% t intervals: a run of a few updates finds its best mostly by luck of
     exploration, so one seed says little."""
     rows = []
     for seed in range(seeds):
         ours = {name: jaxsel_ppo(params, env, n_updates, seed=seed, timed_runs=0, **kw)
-                for name, kw in SETTINGS.items()}
+                for name, kw in settings.items()}
         peer = maskable_ppo(params, n_updates, {**ours["early"], "seconds": float("nan")}, seed=seed)["best_score"]
         rows += [{"agent": f"best score, ppo {name}", "seed": seed, "best_score": ours[name]["best"]} for name in ours]
         rows.append({"agent": "best score, MaskablePPO MLP", "seed": seed, "best_score": peer})
@@ -233,7 +237,7 @@ def best_scores(params, env, seeds: int, n_updates: int) -> tuple[list[dict], di
     peer = np.asarray(by["best score, MaskablePPO MLP"])
     summary = {"best_score_seeds": seeds, "best_score_env_steps": 64 * 16 * n_updates,
                "best_score_maskable_ppo_mean": float(peer.mean())}
-    for name in SETTINGS:
+    for name in settings:
         mine = np.asarray(by[f"best score, ppo {name}"])
         diff, half = mean_ci(100 * (mine - peer))
         summary.update({f"best_score_{name}_mean": float(mine.mean()), f"best_score_{name}_minus_maskable_ppo": diff,
