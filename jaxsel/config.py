@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types, coerce, expected
+from jaxsel.errors import (MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types,
+                           coerce, expected)
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
 
 def later(default):
@@ -72,6 +73,8 @@ def recorded_settings(config: dict) -> dict:
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
 PROXY_KINDS = ("ridge", "knn", "linear", "mlp", "transformer")  # ProxyConfig.kind
 INF = float("inf")
+NETWORKS = ("early", "late")  # PPOConfig.network, DQNConfig.network (jaxsel.agents.networks)
+MAX_PREFERENCE_RATE = 1e3  # above, a preference moves by lr x rate >= ~3 logits an update: the policy collapses
 FILTERS = ("none", "cleanlab", "cleanlab+clusters")  # SelectSpec.filter (jaxsel.label_issues.FILTER_BY)
 
 
@@ -111,7 +114,8 @@ class ProxyConfig:
                               ("objective", ("accuracy", "loglik")), ("batch_mode", ("auto", "vmap", "map"))):
             check_choice("proxy", self, name, choices)
         check_range("proxy", self, 0, INF, "lam", "temperature", "lr", low_open=True)  # lam 0: a singular solve
-        check_at_least("proxy", self, 0, "weight_decay", "seed")
+        check_range("proxy", self, 0, INF, "weight_decay")
+        check_seed("proxy", self, "seed")
         check_at_least("proxy", self, 1, "val_size", "steps", "hidden", "max_clusters", "layers",
                        "batch_chunk", "neighbors", "candidates")
 
@@ -142,7 +146,14 @@ class FinetuneConfig:
         check_types("finetune", self)
         check_at_least("finetune", self, 1, "epochs", "batch_size", "grad_accum", "patience")
         check_at_least("finetune", self, 2, "max_length")  # a [CLS] and a [SEP] at least
-        check_at_least("finetune", self, 0, "lora_rank", "min_steps", "seed")
+        check_at_least("finetune", self, 0, "lora_rank", "min_steps")
+        check_seed("finetune", self, "seed")
+        for name, choices in (("schedule", ("cosine", "linear")), ("head", ("verbalizer", "linear")),
+                              ("dtype", ("auto", "float32", "bfloat16"))):
+            check_choice("finetune", self, name, choices)
+        check_range("finetune", self, 0, 1, "warmup")
+        check_range("finetune", self, 0, INF, "weight_decay")
+        check_range("finetune", self, 0, INF, "clip", low_open=True)
         check_range("finetune", self, 0, INF, "lr", low_open=True)
         if self.max_steps is not None and self.max_steps < 1:
             raise JaxselError(f"finetune max_steps must be at least 1 (or unset), got {self.max_steps}")
@@ -176,7 +187,8 @@ class DataSpec:
         check_types("data", self)
         check_choice("data", self, "missing_labels", ("drop", "error"))
         check_at_least("data", self, 1, "max_train", "max_validation", "max_test")
-        check_at_least("data", self, 0, "seed", "min_class_rows", "split_seed")
+        check_at_least("data", self, 0, "min_class_rows")
+        check_seed("data", self, "seed", "split_seed")
 
 
 @dataclass(frozen=True)
@@ -202,7 +214,7 @@ class NoiseSpec:
         check_choice("noise", self, "groups", ("clusters", "independent"))
         check_range("noise", self, 0, 1, "flip_fraction", "duplicate_fraction", "rate_low", "rate_high")
         check_at_least("noise", self, 1, "copies")
-        check_at_least("noise", self, 0, "seed")
+        check_seed("noise", self, "seed")
         if self.rate_low > self.rate_high:
             raise JaxselError(f"noise rate_low ({self.rate_low}) must not exceed rate_high ({self.rate_high})")
 
@@ -231,7 +243,7 @@ class ClusterSpec:
         check_types("cluster", self)
         check_choice("cluster", self, "order", ("random", "typical"))
         check_at_least("cluster", self, 1, "k")
-        check_at_least("cluster", self, 0, "seed")
+        check_seed("cluster", self, "seed")
 
 
 @dataclass(frozen=True)
@@ -263,6 +275,10 @@ class SelectSpec:
         if self.quota is not None and self.granularity != "quota":
             raise JaxselError('select quota sets the examples per pick of granularity = "quota"; '
                               'set granularity = "quota" or remove quota')
+        if self.ppo or self.dqn:  # their fields, checked as the agents' configs (jax imported only then)
+            from jaxsel.agents import dqn, ppo
+            for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):
+                build(cls, getattr(self, name), f"[select.{name}]")
 
 
 @dataclass(frozen=True)
@@ -291,18 +307,19 @@ class RunConfig:
             unknown = next((v for v in getattr(self, name + "s") if v not in known), None)
             if unknown is not None:
                 raise JaxselError(f"unknown {name} {unknown!r} (choose from {', '.join(known)})")
-        if not self.seeds or not self.budgets or not self.methods:
-            raise JaxselError("methods, budgets and seeds must not be empty")
+        if not self.seeds or not self.budgets or not self.methods or not self.variants:
+            raise JaxselError("methods, budgets, seeds and variants must not be empty")
         for b in self.budgets:
             parse_budget(repr(b))  # a fraction strictly between 0 and 1
         for name in ("methods", "budgets", "seeds", "variants"):  # a repeat would count one cell twice
             values = getattr(self, name)
             repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
             if repeated is not None:
-                raise JaxselError(f"{name} lists {repeated!r} twice (budgets compare as fractions)")
-        if min(self.seeds) < 0:
-            raise JaxselError(f"seeds must not be negative, got {min(self.seeds)}")
-        if Path(self.name).name != self.name or self.name in ("", ".", ".."):
+                raise JaxselError(f"{name} lists {repeated!r} twice" + " (budgets compare as fractions)" * (name == "budgets"))
+        bad = next((seed for seed in self.seeds if not 0 <= seed <= MAX_SEED), None)
+        if bad is not None:
+            raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
+        if Path(self.name).name != self.name or self.name in ("", ".", "..") or "\0" in self.name:
             raise JaxselError(f"name must be a plain folder name (no '/' or '..'), got {self.name!r}")
         if self.select.balance != "none" and not self.cluster.stratified:
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters: "
@@ -329,8 +346,10 @@ def build(cls, table: dict, where: str):
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:  # "PATH [select.ppo]: lr must ...", not "...: ppo lr must ..."
+        if str(e).startswith("["):  # a nested table's own message, "[select.ppo]: ...": the file, then it
+            raise JaxselError(f"{where.rsplit(' [', 1)[0]} {e}")
         section = where.rsplit("[", 1)[-1].rstrip("]").rsplit(".", 1)[-1]
-        raise JaxselError(f"{where}: {str(e).removeprefix(section + ' ')}")
+        raise JaxselError(f"{where}: {str(e).removeprefix(section + ' ').replace(f'unknown {section} ', 'unknown ', 1)}")
 
 
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
@@ -355,16 +374,13 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if not doc:
         raise JaxselError(f"{path}: the config is empty (see configs/README.md for its tables)")
     doc = dict(doc)
+    for name in SECTIONS:
+        if not isinstance(doc.get(name, {}), dict):
+            raise JaxselError(f"{path}: [{name}] must be a table, got {name} = {doc[name]!r}")
     doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
     named = "name" in doc["data"]
     for name, cls in SECTIONS.items():
-        table = doc.pop(name, {})
-        if not isinstance(table, dict):
-            raise JaxselError(f"{path}: [{name}] must be a table")
-        doc[name] = build(cls, table, f"{path} [{name}]")
-    from jaxsel.agents import dqn, ppo
-    for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # fail here, before any work
-        build(cls, getattr(doc["select"], name), f"{path} [select.{name}]")
+        doc[name] = build(cls, doc.pop(name, {}), f"{path} [{name}]")
     from jaxsel.embed import MODELS as EMBEDDERS
     if doc["embed"].model not in EMBEDDERS and not Path(doc["embed"].model).is_dir():
         raise JaxselError(f"{path}: [embed] unknown model {doc['embed'].model!r}: use one of "

@@ -4,6 +4,7 @@ checks configs run on their fields."""
 import dataclasses
 import functools
 import numbers
+import os
 import types
 import typing
 
@@ -38,13 +39,15 @@ def expected(hint) -> str:
         return " or ".join(expected(a) for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(hint) is tuple:
         return f"a list ({expected(typing.get_args(hint)[0])} each)"
-    return _NAMES.get(typing.get_origin(hint) or hint, str(hint))
+    hint = typing.get_origin(hint) or hint
+    return _NAMES.get(hint) or f"a {getattr(hint, '__name__', hint)}"
 
 
 def coerce(value, hint):
     """``value`` as type ``hint``: whole numbers (numpy's too) become floats where a float goes, numpy
-    integers Python ints, lists tuples; a bool is no number. Raises TypeError if it is not one; other
-    hints (nested configs) pass ``value`` through."""
+    integers, bools and strings Python ones, paths strings, lists tuples; a bool is no number; a
+    nested config must be of its class. Raises TypeError if it is not one (OverflowError for an
+    integer too large for a float)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -59,14 +62,21 @@ def coerce(value, hint):
         if not isinstance(value, (list, tuple)):
             raise TypeError
         return tuple(coerce(v, args[0]) for v in value)
-    if hint is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
+    import numpy as np
+    if hint is float and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return float(value)  # OverflowError for an int beyond float's range
     if hint is int and is_int(value):
         return int(value)
-    if hint in (str, bool, dict) and isinstance(value, hint):
+    if hint is bool and isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if hint is str and isinstance(value, (str, os.PathLike)):
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)  # np.str_ -> str
+    if hint is dict and isinstance(value, dict):
         return value
     if hint in (int, float, str, bool, dict):
         raise TypeError
+    if dataclasses.is_dataclass(hint) and not isinstance(value, hint):
+        raise TypeError  # a nested config section of another type
     return value
 
 
@@ -85,7 +95,16 @@ def check_types(owner: str, obj) -> None:
         try:
             object.__setattr__(obj, f.name, coerce(value, hints[f.name]))
         except TypeError:
-            raise JaxselError(f"{owner} {f.name} must be {expected(hints[f.name])}, got {value!r}") from None
+            raise JaxselError(f"{owner} {f.name} must be {expected(hints[f.name])}, got {_short(value)}") from None
+        except OverflowError:
+            raise JaxselError(f"{owner} {f.name} must be a finite number, got an integer of {len(str(value))} digits") \
+                from None
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to 60 characters (an error message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_choice(owner: str, obj, name: str, choices: tuple) -> None:
@@ -105,6 +124,8 @@ def check_range(owner: str, obj, low: float, high: float, *names: str, low_open:
         if value in (float("inf"), float("-inf")):
             raise JaxselError(f"{owner} {name} must be a finite number, got {value}")
         if not (low < value <= high if low_open else low <= value <= high):
+            if high == float("inf"):
+                raise JaxselError(f"{owner} {name} must be a number {'>' if low_open else '>='} {low:g}, got {value}")
             raise JaxselError(f"{owner} {name} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value}")
 
 
@@ -114,8 +135,19 @@ def check_at_least(owner: str, obj, low: int, *names: str) -> None:
     scan)."""
     for name in names:
         value = getattr(obj, name)
-        if value is not None and value < low:
+        if value is not None and not value >= low:  # NaN too
             raise JaxselError(f"{owner} {name} must be at least {low}, got {value}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's and jax's seeds: larger ones overflowed deep inside a run
+
+
+def check_seed(owner: str, obj, *names: str) -> None:
+    """Raise JaxselError unless each field ``names`` of ``obj`` is a seed, 0..:data:`MAX_SEED`."""
+    for name in names:
+        value = getattr(obj, name)
+        if not 0 <= value <= MAX_SEED:
+            raise JaxselError(f"{owner} {name} must be a seed from 0 to {MAX_SEED}, got {value}")
 
 
 def check_labels(labels, name: str, rows: int | None = None, num_classes: int | None = None):

@@ -152,8 +152,8 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ('methods = ["magic"]', "unknown method 'magic'"),
                                          ("[finetune]\nepochz = 2", "unknown key 'epochz'"),
                                          ("budgets = [\"2\"]", "budget must be strictly between 0 and 1"),
-                                         ('[select]\ngranularity = "rows"', "unknown select granularity 'rows'"),
-                                         ('[cluster]\norder = "best"', "unknown cluster order 'best'"),
+                                         ('[select]\ngranularity = "rows"', "[select]: unknown granularity 'rows'"),
+                                         ('[cluster]\norder = "best"', "[cluster]: unknown order 'best'"),
                                          ("name = [", "not valid TOML"),
                                          ('[cluster]\nk = "ten"', "[cluster]: k must be an integer, got 'ten'"),
                                          ("[cluster]\nk = 2.5", "k must be an integer, got 2.5"),
@@ -166,10 +166,10 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ('[finetune]\nlr = "fast"', "lr must be a number"),
                                          ("[select.ppo]\nnum_envs = 0.5", "[select.ppo]: num_envs must be an integer"),
                                          ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'"),
-                                         ('[noise]\nkind = "uniform"', "[noise]: unknown noise kind 'uniform'"),
-                                         ('[select]\nfilter = "magic"', "[select]: unknown select filter 'magic'"),
-                                         ('[proxy]\nscore_on = "test"', "[proxy]: unknown proxy score_on 'test'"),
-                                         ('[select]\nbalance = "even"', "[select]: unknown select balance 'even'"),
+                                         ('[noise]\nkind = "uniform"', "[noise]: unknown kind 'uniform'"),
+                                         ('[select]\nfilter = "magic"', "[select]: unknown filter 'magic'"),
+                                         ('[proxy]\nscore_on = "test"', "[proxy]: unknown score_on 'test'"),
+                                         ('[select]\nbalance = "even"', "[select]: unknown balance 'even'"),
                                          ('[select]\nbalance = "equal"', "needs label-pure clusters")])
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"
@@ -183,18 +183,27 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     """The checks of a config file hold for a RunConfig made in Python (they lived in load_config
     only: RunConfig(methods=("magic",)) ran until the method was looked up); agent settings that no
     listed method uses get a note (they were silently ignored)."""
-    from jaxsel.config import RunConfig, SelectSpec
+    from jaxsel.config import DataSpec, RunConfig, SelectSpec
     for bad, says in ((dict(methods=("magic",)), "unknown method 'magic'"), (dict(budgets=(1.5,)), "strictly between"),
                       (dict(seeds=(1, 1)), "seeds lists 1 twice"), (dict(variants=("dirty",)), "unknown variant"),
                       (dict(name="a/b"), "plain folder name"), (dict(seeds=()), "must not be empty"),
-                      (dict(select=SelectSpec(balance="equal")), "needs label-pure clusters")):
+                      (dict(select=SelectSpec(balance="equal")), "needs label-pure clusters"),
+                      (dict(variants=()), "must not be empty"), (dict(name="a\0b"), "plain folder name"),
+                      (dict(seeds=(2**70,)), "seeds must be from 0 to 4294967295"),
+                      (dict(select={"rl_steps": 5}), "run config select must be a SelectSpec, got {'rl_steps': 5}"),
+                      (dict(proxy=SelectSpec()), "run config proxy must be a ProxyConfig")):
         with pytest.raises(cli.JaxselError, match=says):
             RunConfig(**bad)
     for bad, says in ((dict(filter="magic"), "unknown select filter"), (dict(rl_steps=0), "rl_steps must be at least 1"),
-                      (dict(quota=5), "granularity")):
+                      (dict(quota=5), "granularity"), (dict(ppo={"lr": "x"}), r"\[select.ppo\]: lr must be a number"),
+                      (dict(dqn={"batch": 4}), r"\[select.dqn\]: unknown key 'batch'")):
         with pytest.raises(cli.JaxselError, match=says):
             SelectSpec(**bad)
+    assert RunConfig(data=DataSpec(name=tmp_path / "d.csv")).data.name == str(tmp_path / "d.csv")  # a Path is a name
     cfg = tmp_path / "c.toml"
+    cfg.write_text("data = 5\n")  # a table's name as a key: a TypeError when the --data overrides were merged
+    with pytest.raises(cli.JaxselError, match=r"\[data\] must be a table, got data = 5"):
+        experiment.load_config(cfg)
     cfg.write_text('methods = ["random"]\n[data]\nname = "tweets"\n[select.ppo]\nnetwork = "late"\n')
     experiment.load_config(cfg)
     assert "sets [select.ppo] but methods do not list 'ppo'" in capsys.readouterr().err

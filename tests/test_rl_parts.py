@@ -128,19 +128,26 @@ def test_configs_built_in_python_check_their_field_types():
     """Configs made directly (not from a TOML file) check each field's type as the file path does: a
     string where a number goes raised a raw TypeError deep inside, True passed as 1.0; whole numbers
     become floats where a float goes, so a checkpoint made with rate 64 resumes with 64.0."""
-    from jaxsel.config import ClusterSpec, ProxyConfig
+    from jaxsel.config import ClusterSpec, FinetuneConfig, ProxyConfig
     for make, says in ((lambda: ppo.PPOConfig(preference_rate="64"), "ppo preference_rate must be a number, got '64'"),
                        (lambda: ppo.PPOConfig(lr="0.1"), "ppo lr must be a number, got '0.1'"),
                        (lambda: dqn.DQNConfig(preference_rate=True), "dqn preference_rate must be a number, got True"),
                        (lambda: dqn.DQNConfig(num_envs=2.0), "dqn num_envs must be an integer, got 2.0"),
                        (lambda: ppo.PPOConfig(preference_rate=1e4), r"preference_rate must be in \[0, 1000\]"),
                        (lambda: ClusterSpec(order="best"), "unknown cluster order 'best'"),
-                       (lambda: ProxyConfig(project=-1), r"proxy project must be at least 1 \(0: all")):
+                       (lambda: ProxyConfig(project=-1), r"proxy project must be at least 1 \(0: all"),
+                       (lambda: ppo.PPOConfig(lr=10**400), "ppo lr must be a finite number, got an integer of 401 digits"),
+                       (lambda: ppo.PPOConfig(ent_coef=-0.5), "ppo ent_coef must be a number >= 0"),
+                       (lambda: ProxyConfig(weight_decay=float("nan")), "proxy weight_decay must be a number >= 0"),
+                       (lambda: FinetuneConfig(schedule="cos"), "unknown finetune schedule 'cos'"),
+                       (lambda: FinetuneConfig(warmup=5.0), r"finetune warmup must be in \[0, 1\]"),
+                       (lambda: ClusterSpec(seed=2**64), "cluster seed must be a seed from 0 to 4294967295")):
         with pytest.raises(JaxselError, match=says):
             make()
     c = ppo.PPOConfig(preference_rate=64, num_envs=np.int64(8))
     assert c == ppo.PPOConfig(preference_rate=64.0, num_envs=8) and type(c.preference_rate) is float
     assert type(c.num_envs) is int and ProxyConfig(project=0).project is None  # 0: all dimensions, as --project 0
+    assert ClusterSpec(stratified=np.bool_(True)).stratified is True
 
 
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])

@@ -24,7 +24,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, check_types
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
@@ -80,7 +80,9 @@ class SelectConfig:
         check_types("select", self)  # after the budget's own message: a string is no fraction either
         check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
                        "random_samples", "climb_rounds")
-        check_at_least("select", self, 0, "seed", "surrogate_rounds")
+        check_at_least("select", self, 0, "surrogate_rounds")
+        check_seed("select", self, "seed")
+        check_range("select", self, 0, float("inf"), "reward_scale", low_open=True)
 
 
 def warn(message: str) -> None:

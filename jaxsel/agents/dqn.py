@@ -21,7 +21,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.config import later
+from jaxsel.config import MAX_PREFERENCE_RATE, NETWORKS, later
 from jaxsel.errors import check_at_least, check_choice, check_range, check_types
 
 HISTORY = 64
@@ -43,13 +43,13 @@ class DQNConfig:
     eps_fraction: float = 0.5
     max_grad_norm: float = 10.0
     hidden: int = 64
-    network: str = later("early")  # networks.NETWORKS: how the clusters' state joins their features
+    network: str = later("early")  # NETWORKS: how the clusters' state joins their features
     preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
         check_types("dqn", self)
-        check_choice("dqn", self, "network", networks.NETWORKS)
-        check_range("dqn", self, 0, networks.MAX_PREFERENCE_RATE, "preference_rate")
+        check_choice("dqn", self, "network", NETWORKS)
+        check_range("dqn", self, 0, MAX_PREFERENCE_RATE, "preference_rate")
         check_at_least("dqn", self, 1, "num_envs", "total_timesteps", "buffer_size", "batch_size", "train_every",
                        "target_every", "hidden")
         check_at_least("dqn", self, 0, "learning_starts")

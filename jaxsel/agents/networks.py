@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxsel.config import NETWORKS
 from jaxsel.errors import JaxselError
 
 
@@ -63,7 +64,6 @@ def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
     return {"w": orthogonal(key, n_in, n_out, scale), "b": jnp.zeros(n_out, jnp.float32)}  # float32 even under x64
 
 
-NETWORKS = ("early", "late")  # PPOConfig.network, DQNConfig.network
 
 
 def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "early",
@@ -75,9 +75,6 @@ def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: s
         raise JaxselError(f"unknown network {network!r} (choose from {', '.join(NETWORKS)})")
     net = _init(key, state, features, hidden, network)
     return dict(net, preference=jnp.zeros(clusters, jnp.float32)) if clusters > 0 else net
-
-
-MAX_PREFERENCE_RATE = 1e3  # above, a preference moves by lr x rate >= ~3 logits an update: the policy collapses
 
 
 def preference_rate(factor: float) -> optax.GradientTransformation:

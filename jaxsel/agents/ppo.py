@@ -27,7 +27,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.config import later
+from jaxsel.config import MAX_PREFERENCE_RATE, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
 HISTORY = 64
@@ -49,17 +49,19 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
-    network: str = later("early")  # networks.NETWORKS: how the clusters' state joins their features
+    network: str = later("early")  # NETWORKS: how the clusters' state joins their features
     preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
         check_types("ppo", self)
-        check_choice("ppo", self, "network", networks.NETWORKS)
-        check_range("ppo", self, 0, networks.MAX_PREFERENCE_RATE, "preference_rate")
+        check_choice("ppo", self, "network", NETWORKS)
+        check_range("ppo", self, 0, MAX_PREFERENCE_RATE, "preference_rate")
         check_at_least("ppo", self, 1, "num_envs", "num_steps", "total_timesteps", "update_epochs",
                        "num_minibatches", "hidden")
         check_range("ppo", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
         check_range("ppo", self, 0, 1, "gamma", "gae_lambda")
+        check_range("ppo", self, 0, float("inf"), "ent_coef", "vf_coef")
+        check_range("ppo", self, 0, float("inf"), "clip_eps", low_open=True)
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise JaxselError(f"ppo num_minibatches ({self.num_minibatches}) must divide num_envs x num_steps "
                               f"({self.num_envs * self.num_steps})")
