@@ -213,8 +213,9 @@ def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, tim
 
 SETTINGS = {"early": {}, "late": {"network": "late"},  # jaxsel PPO settings whose best scores are compared
             "late_preferences": {"network": "late", "preference_rate": 64.0}}
-FEWER_EPOCHS = {"late_preferences_2_epochs": {"network": "late", "preference_rate": 64.0, "update_epochs": 2},
-                "late_preferences_1_epoch": {"network": "late", "preference_rate": 64.0, "update_epochs": 1}}  # --scores
+FEWER_EPOCHS = {  # --scores also compares these: faster learning, how much worse?
+    "late_preferences_2_epochs": {"network": "late", "preference_rate": 64.0, "update_epochs": 2},
+    "late_preferences_1_epoch": {"network": "late", "preference_rate": 64.0, "update_epochs": 1}}
 
 
 def best_scores(params, env, seeds: int, n_updates: int, settings: dict = SETTINGS) -> tuple[list[dict], dict]:

@@ -315,7 +315,8 @@ class RunConfig:
             values = getattr(self, name)
             repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
             if repeated is not None:
-                raise JaxselError(f"{name} lists {repeated!r} twice" + " (budgets compare as fractions)" * (name == "budgets"))
+                why = " (budgets compare as fractions)" if name == "budgets" else ""
+                raise JaxselError(f"{name} lists {repeated!r} twice{why}")
         bad = next((seed for seed in self.seeds if not 0 <= seed <= MAX_SEED), None)
         if bad is not None:
             raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
@@ -349,7 +350,8 @@ def build(cls, table: dict, where: str):
         if str(e).startswith("["):  # a nested table's own message, "[select.ppo]: ...": the file, then it
             raise JaxselError(f"{where.rsplit(' [', 1)[0]} {e}")
         section = where.rsplit("[", 1)[-1].rstrip("]").rsplit(".", 1)[-1]
-        raise JaxselError(f"{where}: {str(e).removeprefix(section + ' ').replace(f'unknown {section} ', 'unknown ', 1)}")
+        message = str(e).removeprefix(section + " ").replace(f"unknown {section} ", "unknown ", 1)
+        raise JaxselError(f"{where}: {message}")
 
 
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
