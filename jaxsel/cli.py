@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import MAX_SEED, JaxselError
+from jaxsel.errors import MAX_INT, JaxselError
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
@@ -75,7 +75,7 @@ def _number_in(low: float, high: float):
 
 
 def _at_least(low: int):
-    """argparse type of an integer >= ``low``."""
+    """argparse type of an integer >= ``low`` (and at most :data:`jaxsel.errors.MAX_INT`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -83,16 +83,10 @@ def _at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value > MAX_INT:  # counts past int32 overflowed inside jax
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_INT}, got {value}")
         return value
     return parse
-
-
-def _seed(text: str) -> int:
-    """argparse type of a seed, 0..MAX_SEED."""
-    value = _at_least(0)(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEED}, got {value}")
-    return value
 
 
 # how a dataset is read: CLI option -> (data.load keyword, default)
@@ -118,7 +112,7 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
     p.add_argument("--label-col", default=given("label"))
     p.add_argument("--split-col", default=None,
                    help="column with an existing train/validation/test split (any case; dev, val, valid: validation)")
-    p.add_argument("--split-seed", type=_seed, default=given(0), help="seed of the stratified 80/10/10 split")
+    p.add_argument("--split-seed", type=_at_least(0), default=given(0), help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None,
                    help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
@@ -467,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-issues", action="store_true",
                    help="also embed, cluster (--k) and flag likely label errors of the train split with cleanlab")
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="clusters for --label-issues")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     _embed_args(p)
     p.set_defaults(func=cmd_data)
     p = sub.add_parser("embed", help="embed and cache all splits")
@@ -482,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"))
     p.add_argument("--table-size", type=_at_least(1), default=CLUSTER_TABLE,
                    help="members sampled per cluster for fixed-size proxies")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
                                                    "tagged with the options that differ from their defaults)")
     p.set_defaults(func=cmd_cluster)
@@ -541,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. 64; 0: off)")
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD); the clustering is cached "
                                                 "beside it in OUT/../stages, shared by the methods selected there")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -562,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
@@ -585,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default=None)
     p.add_argument("--label-col", default=None)
     p.add_argument("--split-col", default=None)
-    p.add_argument("--split-seed", type=_seed, default=None, help="seed of the stratified 80/10/10 split")
+    p.add_argument("--split-seed", type=_at_least(0), default=None, help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from jaxsel import baselines
 from jaxsel.errors import (MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types,
-                           coerce, expected)
+                           coerce, expected, too_large)
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
 
 def later(default):
@@ -278,7 +278,8 @@ class SelectSpec:
         if self.ppo or self.dqn:  # their fields, checked as the agents' configs (jax imported only then)
             from jaxsel.agents import dqn, ppo
             for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):
-                build(cls, getattr(self, name), f"[select.{name}]")
+                built = build(cls, getattr(self, name), f"[select.{name}]")  # lr = 1 and 1.0: one stage key
+                object.__setattr__(self, name, {key: getattr(built, key) for key in getattr(self, name)})
 
 
 @dataclass(frozen=True)
@@ -320,8 +321,9 @@ class RunConfig:
         bad = next((seed for seed in self.seeds if not 0 <= seed <= MAX_SEED), None)
         if bad is not None:
             raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
-        if Path(self.name).name != self.name or self.name in ("", ".", "..") or "\0" in self.name:
-            raise JaxselError(f"name must be a plain folder name (no '/' or '..'), got {self.name!r}")
+        if Path(self.name).name != self.name or self.name in ("", ".", "..") or len(self.name.encode()) > 255:
+            raise JaxselError(f"name must be a plain folder name (no '/' or '..', at most 255 bytes), "
+                              f"got {self.name[:60]!r}")
         if self.select.balance != "none" and not self.cluster.stratified:
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters: "
                               f"set [cluster] stratified = true")
@@ -344,14 +346,26 @@ def build(cls, table: dict, where: str):
             values[key] = coerce(value, hints[key])
         except TypeError:
             raise JaxselError(f"{where}: {key} must be {expected(hints[key])}, got {value!r}") from None
+        except OverflowError:
+            raise JaxselError(f"{where}: {key} {too_large(hints[key], value)}") from None
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:  # "PATH [select.ppo]: lr must ...", not "...: ppo lr must ..."
-        if str(e).startswith("["):  # a nested table's own message, "[select.ppo]: ...": the file, then it
-            raise JaxselError(f"{where.rsplit(' [', 1)[0]} {e}")
-        section = where.rsplit("[", 1)[-1].rstrip("]").rsplit(".", 1)[-1]
-        message = str(e).removeprefix(section + " ").replace(f"unknown {section} ", "unknown ", 1)
-        raise JaxselError(f"{where}: {message}")
+    except (TypeError, ValueError) as e:
+        raise JaxselError(_located(str(e), where)) from None
+
+
+def _located(message: str, where: str) -> str:
+    """A config's own error ``message`` (it names its owner: "ppo lr must ...", "unknown ppo network
+    ...") placed at ``where`` ("PATH [select.ppo]", "[select.ppo]" or "PATH"), naming the owner once:
+    "PATH [select.ppo]: lr must ...". A nested table's message that names its table ("[select.ppo]:
+    ...") follows the path alone."""
+    if not where.endswith("]"):  # a RunConfig: its owner is the file
+        return f"{where}: {message.removeprefix('run config ')}"
+    path, section = where[:where.rindex("[")].rstrip(), where[where.rindex("[") + 1:-1].rsplit(".", 1)[-1]
+    if message.startswith("["):
+        return f"{path} {message}".lstrip()
+    message = message.removeprefix(section + " ").replace(f"unknown {section} ", "unknown ", 1)
+    return f"{where}: {message}"
 
 
 def load_config(path: str | Path, **data_overrides) -> RunConfig:

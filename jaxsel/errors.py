@@ -30,6 +30,7 @@ class OutputError(JaxselError, OSError):
         return f"cannot write {self.filename}: {self.strerror}"
 
 
+MAX_INT = 2**31 - 1  # any integer setting: counts, sizes, seeds (jax's int32)
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
 
 
@@ -66,6 +67,8 @@ def coerce(value, hint):
     if hint is float and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return float(value)  # OverflowError for an int beyond float's range
     if hint is int and is_int(value):
+        if abs(value) > MAX_INT:
+            raise OverflowError  # a count past int32 overflowed inside jax
         return int(value)
     if hint is bool and isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -97,8 +100,17 @@ def check_types(owner: str, obj) -> None:
         except TypeError:
             raise JaxselError(f"{owner} {f.name} must be {expected(hints[f.name])}, got {_short(value)}") from None
         except OverflowError:
-            raise JaxselError(f"{owner} {f.name} must be a finite number, got an integer of {len(str(value))} digits") \
-                from None
+            raise JaxselError(f"{owner} {f.name} {too_large(hints[f.name], value)}") from None
+        value = getattr(obj, f.name)
+        if any("\0" in v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, str)):
+            raise JaxselError(f"{owner} {f.name} must not contain a NUL character")
+
+
+def too_large(hint, value) -> str:
+    """The end of the message for a number :func:`coerce` found too large for ``hint``."""
+    if int in (hint, *typing.get_args(hint)):
+        return f"must be an integer of at most {MAX_INT:,}, got {_short(value)}"
+    return f"must be a finite number, got an integer of {len(str(value))} digits"
 
 
 def _short(value) -> str:
@@ -139,7 +151,7 @@ def check_at_least(owner: str, obj, low: int, *names: str) -> None:
             raise JaxselError(f"{owner} {name} must be at least {low}, got {value}")
 
 
-MAX_SEED = 2**32 - 1  # numpy's and jax's seeds: larger ones overflowed deep inside a run
+MAX_SEED = MAX_INT  # numpy's and jax's seeds: larger ones overflowed deep inside a run
 
 
 def check_seed(owner: str, obj, *names: str) -> None:

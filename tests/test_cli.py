@@ -154,7 +154,8 @@ def test_usage_mistakes_are_one_line_exit_2(table_file, capsys):
                        (("select", str(table_file), "--network", "lat"), "--network: invalid choice: 'lat'"),
                        (("select", str(table_file), "--preference-rate", "1e6"),
                         "--preference-rate: must be in [0, 1000], got 1e6"),
-                       (("select", str(table_file), "--seed", str(2**64)), "--seed: must be at most 4294967295"),
+                       (("select", str(table_file), "--seed", str(2**64)), "--seed: must be at most 2147483647"),
+                       (("select", str(table_file), "--steps", str(10**11)), "--steps: must be at most 2147483647"),
                        (("data", str(table_file), "--split-seed", "-1"), "--split-seed: must be at least 0"),
                        (("embed", str(table_file), "--max-length", "1"), "--max-length: must be at least 2")]:
         with np.testing.assert_raises(SystemExit) as stop:
@@ -491,7 +492,7 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
             cls(**bad)
     from jaxsel.config import load_config
     for body, says in (("", "the config is empty"), ("seeds = [0, 0]", "seeds lists 0 twice"),
-                       ('budgets = [0.1, "1/10"]', "budgets lists 0.1 twice"), ("seeds = [-1]", "seeds must be from 0 to 4294967295, got -1"),
+                       ('budgets = [0.1, "1/10"]', "budgets lists 0.1 twice"), ("seeds = [-1]", "seeds must be from 0 to 2147483647, got -1"),
                        ("[select]\nrl_steps = -5", "rl_steps must be at least 1"),
                        ("[select]\nppo = {num_envs = 0}", "num_envs must be at least 1"),
                        ('name = "../x"', "plain folder name"), ('[finetune]\nmodel = "gpt-9"', "unknown model")):

@@ -188,8 +188,10 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
                       (dict(seeds=(1, 1)), "seeds lists 1 twice"), (dict(variants=("dirty",)), "unknown variant"),
                       (dict(name="a/b"), "plain folder name"), (dict(seeds=()), "must not be empty"),
                       (dict(select=SelectSpec(balance="equal")), "needs label-pure clusters"),
-                      (dict(variants=()), "must not be empty"), (dict(name="a\0b"), "plain folder name"),
-                      (dict(seeds=(2**70,)), "seeds must be from 0 to 4294967295"),
+                      (dict(variants=()), "must not be empty"), (dict(name="a\0b"), "name must not contain a NUL"),
+                      (dict(seeds=(2**70,)), "seeds must be an integer of at most 2,147,483,647"),
+                      (dict(seeds=(-3,)), "seeds must be from 0 to 2147483647, got -3"), (dict(name="x" * 300), "255 bytes"),
+                      (dict(stages="/tmp/s\0x"), "run config stages must not contain a NUL character"),
                       (dict(select={"rl_steps": 5}), "run config select must be a SelectSpec, got {'rl_steps': 5}"),
                       (dict(proxy=SelectSpec()), "run config proxy must be a ProxyConfig")):
         with pytest.raises(cli.JaxselError, match=says):
@@ -204,6 +206,17 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     cfg.write_text("data = 5\n")  # a table's name as a key: a TypeError when the --data overrides were merged
     with pytest.raises(cli.JaxselError, match=r"\[data\] must be a table, got data = 5"):
         experiment.load_config(cfg)
+    odd = tmp_path / "br [x]" / "c.name.toml"  # messages keep the whole path and the field
+    odd.parent.mkdir()
+    for body, says in (('name = "a/b"', ": name must be a plain folder name"),
+                       ('[select]\nbalance = "equal"', ": [select] balance = 'equal' needs label-pure clusters"),
+                       ("[select.ppo]\nlr = -1.0", " [select.ppo]: lr must be a number > 0")):
+        odd.write_text(body + "\n")
+        with pytest.raises(cli.JaxselError) as e:
+            experiment.load_config(odd)
+        assert str(e.value).startswith(f"{odd}{says}"), str(e.value)
+    odd.write_text("[select.ppo]\nlr = 1\n")
+    assert experiment.load_config(odd).select.ppo == {"lr": 1.0}  # one stage key for lr = 1 and lr = 1.0
     cfg.write_text('methods = ["random"]\n[data]\nname = "tweets"\n[select.ppo]\nnetwork = "late"\n')
     experiment.load_config(cfg)
     assert "sets [select.ppo] but methods do not list 'ppo'" in capsys.readouterr().err

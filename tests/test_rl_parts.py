@@ -117,8 +117,8 @@ def test_select_config_builds_agent_configs_from_dicts():
     assert SelectConfig(method="ppo", ppo={"network": "late", "num_envs": 8}).ppo == ppo.PPOConfig(network="late",
                                                                                                   num_envs=8)
     assert SelectConfig(method="dqn", dqn={"network": "late"}).dqn.network == "late"
-    for bad, says in ((dict(ppo={"netwrk": "late"}), "select ppo: unknown key 'netwrk'"),
-                      (dict(ppo={"network": "mid"}), "unknown ppo network 'mid'"),
+    for bad, says in ((dict(ppo={"netwrk": "late"}), r"\[select.ppo\]: unknown key 'netwrk'"),
+                      (dict(ppo={"network": "mid"}), r"\[select.ppo\]: unknown network 'mid'"),
                       (dict(dqn=3), "select dqn must be a jaxsel.agents.dqn.DQNConfig or a dict")):
         with pytest.raises(JaxselError, match=says):
             SelectConfig(**bad)
@@ -128,7 +128,8 @@ def test_configs_built_in_python_check_their_field_types():
     """Configs made directly (not from a TOML file) check each field's type as the file path does: a
     string where a number goes raised a raw TypeError deep inside, True passed as 1.0; whole numbers
     become floats where a float goes, so a checkpoint made with rate 64 resumes with 64.0."""
-    from jaxsel.config import ClusterSpec, FinetuneConfig, ProxyConfig
+    from jaxsel.agents import SelectConfig
+    from jaxsel.config import ClusterSpec, DataSpec, FinetuneConfig, ProxyConfig
     for make, says in ((lambda: ppo.PPOConfig(preference_rate="64"), "ppo preference_rate must be a number, got '64'"),
                        (lambda: ppo.PPOConfig(lr="0.1"), "ppo lr must be a number, got '0.1'"),
                        (lambda: dqn.DQNConfig(preference_rate=True), "dqn preference_rate must be a number, got True"),
@@ -141,7 +142,11 @@ def test_configs_built_in_python_check_their_field_types():
                        (lambda: ProxyConfig(weight_decay=float("nan")), "proxy weight_decay must be a number >= 0"),
                        (lambda: FinetuneConfig(schedule="cos"), "unknown finetune schedule 'cos'"),
                        (lambda: FinetuneConfig(warmup=5.0), r"finetune warmup must be in \[0, 1\]"),
-                       (lambda: ClusterSpec(seed=2**64), "cluster seed must be a seed from 0 to 4294967295")):
+                       (lambda: ClusterSpec(seed=2**64), "cluster seed must be an integer of at most 2,147,483,647"),
+                       (lambda: ClusterSpec(seed=-1), "cluster seed must be a seed from 0 to 2147483647, got -1"),
+                       (lambda: ProxyConfig(kind="linear", steps=10**11), "proxy steps must be an integer of at most"),
+                       (lambda: SelectConfig(ppo={"lr": -1.0}), r"^\[select.ppo\]: lr must be a number > 0"),
+                       (lambda: DataSpec(name="a\0b"), "data name must not contain a NUL character")):
         with pytest.raises(JaxselError, match=says):
             make()
     c = ppo.PPOConfig(preference_rate=64, num_envs=np.int64(8))

@@ -67,7 +67,7 @@ class SelectConfig:
         for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # a dict, as a config file spells it
             value = getattr(self, name)
             if isinstance(value, dict):
-                object.__setattr__(self, name, build(cls, value, f"select {name}"))
+                object.__setattr__(self, name, build(cls, value, f"[select.{name}]"))
             elif not isinstance(value, cls):
                 raise JaxselError(f"select {name} must be a {cls.__module__}.{cls.__name__} or a dict of its fields, "
                                   f"got {type(value).__name__}")
