@@ -14,13 +14,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
-from jaxsel.errors import (MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types,
-                           coerce, expected, too_large)
+from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
 
 def later(default):
@@ -333,23 +331,14 @@ SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy
             "select": SelectSpec, "finetune": FinetuneConfig, "noise": NoiseSpec}
 
 def build(cls, table: dict, where: str):
-    """``cls(**table)`` with every value checked against its field's type; raises JaxselError
-    naming ``where``, the key and the expected type, or an unknown key."""
-    hints = typing.get_type_hints(cls)
+    """``cls(**table)``, its fields checked by its own ``__post_init__`` (:func:`check_types` first);
+    raises JaxselError naming ``where``, the key and what it must be, or an unknown key."""
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(table) - set(names))
     if unknown:
         raise JaxselError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    values = {}
-    for key, value in table.items():
-        try:
-            values[key] = coerce(value, hints[key])
-        except TypeError:
-            raise JaxselError(f"{where}: {key} must be {expected(hints[key])}, got {value!r}") from None
-        except OverflowError:
-            raise JaxselError(f"{where}: {key} {too_large(hints[key], value)}") from None
     try:
-        return cls(**values)
+        return cls(**table)
     except (TypeError, ValueError) as e:
         raise JaxselError(_located(str(e), where)) from None
 

@@ -34,17 +34,17 @@ MAX_INT = 2**31 - 1  # any integer setting: counts, sizes, seeds (jax's int32)
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
 
 
-def expected(hint) -> str:
+def _expected(hint) -> str:
     """How a type reads in an error message ("an integer", "a list (a string each)", ...)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(expected(a) for a in typing.get_args(hint) if a is not type(None))
+        return " or ".join(_expected(a) for a in typing.get_args(hint) if a is not type(None))
     if typing.get_origin(hint) is tuple:
-        return f"a list ({expected(typing.get_args(hint)[0])} each)"
+        return f"a list ({_expected(typing.get_args(hint)[0])} each)"
     hint = typing.get_origin(hint) or hint
     return _NAMES.get(hint) or f"a {getattr(hint, '__name__', hint)}"
 
 
-def coerce(value, hint):
+def _coerce(value, hint):
     """``value`` as type ``hint``: whole numbers (numpy's too) become floats where a float goes, numpy
     integers, bools and strings Python ones, paths strings, lists tuples; a bool is no number; a
     nested config must be of its class. Raises TypeError if it is not one (OverflowError for an
@@ -55,14 +55,14 @@ def coerce(value, hint):
             return None
         for arm in (a for a in args if a is not type(None)):
             try:
-                return coerce(value, arm)
+                return _coerce(value, arm)
             except TypeError:
                 pass
         raise TypeError
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError
-        return tuple(coerce(v, args[0]) for v in value)
+        return tuple(_coerce(v, args[0]) for v in value)
     import numpy as np
     if hint is float and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return float(value)  # OverflowError for an int beyond float's range
@@ -90,24 +90,24 @@ def _hints(cls) -> dict:
 
 def check_types(owner: str, obj) -> None:
     """Check every field of the frozen config dataclass ``obj`` against its type hint and store the
-    :func:`coerce`-d value (``lr=1`` becomes 1.0: a config and its checkpoints spell it one way).
+    :func:`_coerce`-d value (``lr=1`` becomes 1.0: a config and its checkpoints spell it one way).
     Raise JaxselError naming the field and the type it needs."""
     hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         try:
-            object.__setattr__(obj, f.name, coerce(value, hints[f.name]))
+            object.__setattr__(obj, f.name, _coerce(value, hints[f.name]))
         except TypeError:
-            raise JaxselError(f"{owner} {f.name} must be {expected(hints[f.name])}, got {_short(value)}") from None
+            raise JaxselError(f"{owner} {f.name} must be {_expected(hints[f.name])}, got {_short(value)}") from None
         except OverflowError:
-            raise JaxselError(f"{owner} {f.name} {too_large(hints[f.name], value)}") from None
+            raise JaxselError(f"{owner} {f.name} {_too_large(hints[f.name], value)}") from None
         value = getattr(obj, f.name)
         if any("\0" in v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, str)):
             raise JaxselError(f"{owner} {f.name} must not contain a NUL character")
 
 
-def too_large(hint, value) -> str:
-    """The end of the message for a number :func:`coerce` found too large for ``hint``."""
+def _too_large(hint, value) -> str:
+    """The end of the message for a number :func:`_coerce` found too large for ``hint``."""
     if int in (hint, *typing.get_args(hint)):
         return f"must be an integer of at most {MAX_INT:,}, got {_short(value)}"
     return f"must be a finite number, got an integer of {len(str(value))} digits"

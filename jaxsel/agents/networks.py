@@ -64,8 +64,6 @@ def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
     return {"w": orthogonal(key, n_in, n_out, scale), "b": jnp.zeros(n_out, jnp.float32)}  # float32 even under x64
 
 
-
-
 def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "early",
          clusters: int = 0) -> dict:
     """Parameters for observations of ``state`` columns per cluster beside ``features`` static
