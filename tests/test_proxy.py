@@ -171,6 +171,23 @@ def gathered_rows(cl, m):
     return rows[rows >= 0]
 
 
+@pytest.mark.parametrize("classes", [2, 3, proxy.base.UNROLL_CLASSES + 4])
+def test_row_scores_equal_a_numpy_reference_with_ties(classes):
+    """Tie-aware accuracy credit (1 / size of the argmax set when the label is in it) and the
+    label's log-softmax, class by class (few classes) and by reductions (many), against numpy."""
+    from scipy.special import log_softmax
+    rng = np.random.default_rng(classes)
+    logits = rng.integers(-2, 3, (500, classes)).astype(np.float32)  # small integers: many ties
+    y = rng.integers(0, classes, 500)
+    top = logits == logits.max(1, keepdims=True)
+    want_credit = top[np.arange(500), y] / top.sum(1)
+    want_loglik = log_softmax(logits.astype(np.float64), 1)[np.arange(500), y]
+    got = proxy.base.row_scores(jnp.asarray(logits), jnp.asarray(y))
+    np.testing.assert_allclose(np.asarray(got.accuracy), want_credit, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got.loglik), want_loglik, rtol=1e-5, atol=1e-6)
+    assert 0 < (want_credit % 1).mean()  # the draw holds partial credits
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_trained_head_equals_training_on_gathered_subset(problem, kind):
     x, y, cl, xv, yv = problem

@@ -3,6 +3,7 @@ of takes, and the :class:`Proxy` base class that states the protocol."""
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -31,12 +32,29 @@ class Scores(NamedTuple):
     loglik: jax.Array
 
 
+UNROLL_CLASSES = 16  # row_scores works class by class up to this many classes
+
+
 def row_scores(logits: jax.Array, y: jax.Array) -> Scores:
-    """Per row (M,): the tie-aware accuracy credit and log-likelihood of labels y (M,) under logits (M, C)."""
-    top = logits >= logits.max(-1, keepdims=True)
-    credit = jnp.take_along_axis(top, y[:, None], 1)[:, 0] / top.sum(-1)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-    return Scores(credit, jnp.take_along_axis(logp, y[:, None], 1)[:, 0])
+    """Per row (M,): the tie-aware accuracy credit and log-likelihood of labels y (M,) under logits (M, C).
+
+    Up to ``UNROLL_CLASSES`` classes the max, tie count, label's logit and log-sum-exp are built
+    from the C columns one at a time (elementwise work XLA fuses into one loop): XLA:CPU's
+    reductions over a minor axis of 2-3 elements and its gather of the label's column ran ~6x
+    slower (64 batches of 4,000 rows, 3 classes: 8.3 ms against 1.5). The same values."""
+    c = logits.shape[-1]
+    if c > UNROLL_CLASSES:
+        top = logits >= logits.max(-1, keepdims=True)
+        credit = jnp.take_along_axis(top, y[:, None], 1)[:, 0] / top.sum(-1)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+        return Scores(credit, jnp.take_along_axis(logp, y[:, None], 1)[:, 0])
+    cols = [logits[:, i] for i in range(c)]
+    top = functools.reduce(jnp.maximum, cols)
+    ties = sum((col >= top).astype(jnp.int32) for col in cols)
+    mine = functools.reduce(lambda a, i: jnp.where(y == i, cols[i], a), range(1, c), cols[0])
+    top32 = top.astype(jnp.float32)
+    lse = jnp.log(sum(jnp.exp(col.astype(jnp.float32) - top32) for col in cols))
+    return Scores((mine >= top) / ties, mine.astype(jnp.float32) - top32 - lse)
 
 
 def mean_scores(rows: Scores) -> Scores:
