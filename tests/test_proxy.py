@@ -241,6 +241,20 @@ def test_validation_subsample_is_stratified_and_seeded():
     assert len(proxy.stratified_subsample(y, None, 0)) == 1000
 
 
+@pytest.mark.parametrize("size", [400, 100, 30, 27, 26, 20])
+def test_stratified_subsample_has_exactly_the_size_asked(size):
+    """26 classes of 14-43 rows: the rounded shares summed to 398-401 rows for 400; now exactly
+    ``size``, every class within a row of its share (one row each while size allows), no row twice."""
+    rng = np.random.default_rng(0)
+    counts = rng.integers(14, 44, 26)
+    y = np.repeat(np.arange(26), counts)
+    a = proxy.stratified_subsample(y, size, seed=1)
+    got = np.bincount(y[a], minlength=26)
+    assert len(a) == len(np.unique(a)) == size
+    assert np.all(np.abs(got - counts / counts.sum() * size) < 1 + 1e-9)
+    assert (got >= 1).all() if size >= 26 else got.max() == 1
+
+
 def test_max_picks_matches_brute_force():
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -305,7 +319,7 @@ def test_labels_that_are_not_class_ids_are_refused(problem):
     p = proxy.make(x, y, cl, xv, yv)
     config = SelectConfig(method="stratified", budget=0.1)
     for match, bad in {"drop unlabelled": np.where(np.arange(N) < 10, -1, y), "labels for": y[:-1],
-                       "knows 3 classes": np.where(np.arange(N) < 10, 5, y)}.items():
+                       "there are 3 classes": np.where(np.arange(N) < 10, 5, y)}.items():
         with pytest.raises(JaxselError, match=match):
             agents.select(p, cl, bad, config, progress=False)
 

@@ -101,14 +101,23 @@ def features(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
 
 
 def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded, label-stratified sample of ``size`` rows (all rows if None)."""
+    """Sorted indices of a seeded, label-stratified sample of exactly ``size`` rows (all rows if None):
+    each class its rounded share, at least one row while ``size`` allows, the rounding's excess or
+    shortfall taken from or given to the classes whose share it moved most."""
     if size is None or size >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
-    take = np.maximum(np.round(counts / counts.sum() * size).astype(int), 1)
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), min(t, n), replace=False)
-                                   for c, t, n in zip(classes, take, counts)]))
+    share = counts / counts.sum() * size
+    take = np.minimum(np.maximum(np.round(share).astype(int), 1), counts)
+    while take.sum() != size:  # at most a row per class each way
+        if take.sum() > size:
+            room = np.where(take > (1 if size >= len(classes) else 0), take - share, -np.inf)
+            take[np.argmax(room)] -= 1
+        else:
+            take[np.argmax(np.where(take < counts, share - take, -np.inf))] += 1
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), t, replace=False)
+                                   for c, t in zip(classes, take)]))
 
 
 def chunks(sizes: np.ndarray, quota: int) -> dict[str, np.ndarray]:
