@@ -17,6 +17,8 @@ it then flags about what the row filter flags (bench/README.md, "A cluster vote 
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,16 +100,21 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
         raise JaxselError("label issues need at least two classes")
 
     per_cluster = _per_cluster(proxy)  # once: a quota proxy rebuilds its chunk statistics on the host
+    k = per_cluster.xtx.shape[0]
+    judged = judgeable(labels, assignment, k)
+    if not judged.all():
+        print(f"warning: label issues: {int((~judged).sum())} rows belong to classes with under "
+              f"{MIN_OUTSIDE:.0%} of their rows outside the row's cluster; the out-of-cluster fit cannot judge "
+              f"their labels, so they are never flagged", file=sys.stderr)
 
     def rows(keep: np.ndarray | None) -> np.ndarray:
         probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)
         # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
-        return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool)
+        return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool) & judged
 
     flagged = rows(None)
     if by == "rows":
         return flagged
-    k = per_cluster.xtx.shape[0]
     sizes = np.maximum(np.bincount(assignment, minlength=k), 1)
     seen: set[bytes] = set()
     for _ in range(max_rounds):
@@ -117,4 +124,21 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
         seen.add(bad.tobytes())
         flagged = rows(~bad)
     bad = np.bincount(assignment, flagged, k) / sizes > 0.5
-    return flagged | bad[assignment]
+    return (flagged | bad[assignment]) & judged
+
+
+MIN_OUTSIDE = 0.1  # a row's label is judged when this share of its class lies outside its cluster
+
+
+def judgeable(labels: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
+    """(N,) bool: the rows whose given class has at least ``MIN_OUTSIDE`` of its rows outside the
+    row's cluster. The fit without a cluster has seen too few of a class that lives in it (a
+    class found in one cluster, a class of a few rows), and predicts the other classes there:
+    cleanlab would flag every such row, right labels too (a new user's 26 classes over 30 clusters:
+    38% of correct rows flagged)."""
+    labels, assignment = np.asarray(labels), np.asarray(assignment)
+    c = int(labels.max()) + 1
+    joint = np.bincount(assignment * c + labels, minlength=k * c).reshape(k, c)  # rows per (cluster, class)
+    total = joint.sum(0)
+    outside = total[labels] - joint[assignment, labels]
+    return outside >= MIN_OUTSIDE * total[labels]

@@ -172,3 +172,24 @@ def test_the_cluster_vote_finds_noise_that_follows_clusters():
     assert (rows <= both).all() and both.sum() - rows.sum() < 0.05 * len(y), (rows.sum(), both.sum())
     with pytest.raises(JaxselError, match="unknown label-issue detector"):
         label_issues.find(p, corr.labels, cl.assignment, by="cluster")
+
+
+def test_classes_living_in_one_cluster_are_not_flagged(capsys):
+    """A class whose rows sit in one cluster: the fit without that cluster never saw it and predicts
+    the other classes, so cleanlab flagged its correct labels (a new user's 26 classes). Those rows
+    are now left unjudged, with a warning; the classes spread over clusters are judged as before."""
+    x, y, xv, yv = blobs()
+    rare = np.random.default_rng(3).standard_normal(16) * 6  # a fourth, far class of 30 rows
+    x = np.concatenate([x, (rare + np.random.default_rng(4).standard_normal((30, 16))).astype(np.float32)])
+    y = np.concatenate([y, np.full(30, C)])
+    cl = cluster.kmeans(x, 20, seed=0)
+    assert np.unique(cl.assignment[y == C]).size == 1  # the rare class is one cluster
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=None))
+    judged = label_issues.judgeable(y, cl.assignment, cl.k)
+    assert not judged[y == C].any() and judged[y < C].all()
+    probs = label_issues.out_of_cluster_probs(p, cl.assignment)
+    assert (probs[y == C].argmax(1) != C).all()  # the fit without its cluster cannot predict it
+    for by in label_issues.BY:
+        flagged = label_issues.find(p, y, cl.assignment, by=by)
+        assert not flagged[y == C].any() and flagged.sum() < 0.02 * len(y), (by, flagged.sum())
+    assert "30 rows belong to classes with under 10%" in capsys.readouterr().err
