@@ -28,6 +28,7 @@ METHODS = ("random", "stratified", "typical", "cleanlab")
 def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
     """Sorted indices of a seeded uniform sample of ``examples`` of ``n`` rows: the ``random``
     baseline (an example-level subset, what users mean by a random subset)."""
+    _check(n, examples)
     return np.sort(np.random.default_rng(seed).choice(n, examples, replace=False))
 
 
@@ -76,6 +77,8 @@ def stratified_indices(labels: np.ndarray, assignment: np.ndarray, examples: int
     ``examples`` rows. labels, assignment: (N,) ints."""
     labels, assignment = np.asarray(labels), np.asarray(assignment)
     _check(len(labels), examples)
+    if assignment.shape != labels.shape:
+        raise JaxselError(f"assignment has shape {assignment.shape}, labels {labels.shape}: one cluster per row")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     out = []

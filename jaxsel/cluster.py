@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel import progress as progress_
-from jaxsel.errors import JaxselError, is_int
+from jaxsel.errors import MAX_INT, JaxselError, is_int
 from jaxsel.io import atomic_path
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
@@ -277,6 +277,10 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     """
     x = np.asarray(x, np.float32)
     _check(x, k)
+    for name, value, low in (("seed", seed, 0), ("n_init", n_init, 1), ("max_iter", max_iter, 1),
+                             ("table_size", table_size, 1)):
+        if not is_int(value) or not low <= value <= MAX_INT:
+            raise JaxselError(f"kmeans: {name} must be an integer in [{low}, {MAX_INT}], got {value!r}")
     distinct = len(np.unique(x, axis=0))
     if k > distinct:
         raise JaxselError(f"cannot make {k} clusters: the {x.shape[0]} examples hold only {distinct} distinct "

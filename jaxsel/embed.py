@@ -258,6 +258,8 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     the test split), and a later call for every split embeds just the test split."""
     from jaxsel import data
 
+    if not isinstance(model, str):
+        raise JaxselError(f"model must be an embedding model's name (e.g. 'minilm', 'hash'), got {type(model).__name__}")
     splits = (splits,) if isinstance(splits, str) else tuple(splits or data.SPLITS)
     unknown = [s for s in splits if s not in dd]
     if unknown:

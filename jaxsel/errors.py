@@ -181,6 +181,22 @@ def check_labels(labels, name: str, rows: int | None = None, num_classes: int | 
     if len(y) and y.min() < 0:
         raise JaxselError(f"{name} must be class ids 0..C-1, got {int(y.min())} (drop unlabelled rows first)")
     if num_classes is not None and len(y) and y.max() >= num_classes:
-        raise JaxselError(f"{name} holds class {int(y.max())}, but the proxy knows {num_classes} classes "
+        raise JaxselError(f"{name} holds class {int(y.max())}, but there are {num_classes} classes "
                           f"(0..{num_classes - 1})")
     return y
+
+
+def check_indices(values, n: int, name: str):
+    """``values`` as an int64 array (m,) of row indices in [0, n), checked: raise JaxselError for
+    another rank, a bool mask (pass ``np.flatnonzero(mask)``), floats or another dtype, or an index
+    out of range."""
+    import numpy as np
+
+    a = np.asarray(values)
+    if a.ndim != 1 or (a.size and (a.dtype == bool or a.dtype.kind not in "iu")):
+        hint = " (for a bool mask pass np.flatnonzero(mask); for a Selection, its .indices)"
+        raise JaxselError(f"{name} must be a 1-D array of integer row indices, got shape {a.shape} of {a.dtype}{hint}")
+    a = a.astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise JaxselError(f"{name} must lie in [0, {n}), got {a.min()}..{a.max()}")
+    return a

@@ -27,8 +27,8 @@ from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import FinetuneConfig
-from jaxsel.data import column
-from jaxsel.errors import JaxselError
+from jaxsel.data import SPLITS, column
+from jaxsel.errors import JaxselError, check_indices
 
 MODELS = ("minilm", "smollm2-135m", "tiny-bert")
 PEAK_BF16_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
@@ -285,8 +285,16 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
     as a preempted job would; ``resume=True`` then continues it. Raises JaxselError for an empty
     subset or a batch that does not divide over the devices."""
+    import datasets
+
+    if not isinstance(dd, datasets.DatasetDict) or not set(SPLITS) <= set(dd):
+        raise JaxselError(f"finetune takes a DatasetDict with {', '.join(SPLITS)} splits (jaxsel.data.load), "
+                          f"got {type(dd).__name__}" + (f" with {', '.join(dd)}" if isinstance(dd, dict) else ""))
+    if not isinstance(cfg, FinetuneConfig):
+        raise JaxselError(f"finetune's cfg must be a FinetuneConfig, got {type(cfg).__name__}")
     names = dd["train"].features["label"].names
-    train = dd["train"] if train_indices is None else dd["train"].select(np.asarray(train_indices).tolist())
+    train = dd["train"] if train_indices is None else \
+        dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices").tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
     if jax.device_count() > 1 and cfg.batch_size % jax.device_count():

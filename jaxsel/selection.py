@@ -286,10 +286,15 @@ SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": 
 
 def export_format(path: str | Path, fmt: str | None = None) -> str:
     """The export format: ``fmt`` if given, else the one ``path``'s suffix names (.jsonl/.json,
-    .parquet, .csv, .arrow), else jsonl. Raises JaxselError for an unknown format or a suffix that
-    names another one (``kept.csv`` with ``fmt="jsonl"``)."""
-    named = SUFFIXES.get(Path(path).suffix.lower())
+    .parquet, .csv, .arrow), else (no suffix) jsonl. Raises JaxselError for an unknown format, a
+    suffix that names another one (``kept.csv`` with ``fmt="jsonl"``), or, without ``fmt``, a
+    suffix that names no export format (``kept.xlsx``)."""
+    suffix = Path(path).suffix.lower()
+    named = SUFFIXES.get(suffix)
     if fmt is None:
+        if suffix and named is None:
+            raise JaxselError(f"{path}: {suffix} is not an export format; use one of {', '.join(SUFFIXES)} "
+                              f"(or name the format: --format / fmt=)")
         return named or "jsonl"
     if fmt not in EXPORT_FORMATS:
         raise JaxselError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
@@ -322,9 +327,9 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         raise JaxselError(f"source_columns takes a pandas DataFrame, got {type(source_columns).__name__}: for a file, "
                           f"pass jaxsel.data.source_columns(path, text_col=..., label_col=...)")
     from jaxsel import __version__
-    from jaxsel.data import column
+    from jaxsel.data import column, source_file
     fmt = export_format(path, fmt)
-    check_not_input(path, source, sel.meta.get("dataset"))
+    check_not_input(path, source, sel.meta.get("dataset"), source_file(dd))
     full = Path(os.path.abspath(path))  # "." names the folder it is
     sidecar = full.with_name(full.name + ".jaxsel.json")
     check_target(sidecar, folder=False)  # before the data file: never one without the other

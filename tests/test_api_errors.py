@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import agents, cluster, data, embed, proxy, selection
+from jaxsel import agents, baselines, cluster, data, embed, finetune, proxy, selection
 from jaxsel.errors import JaxselError
 
 
@@ -34,6 +34,18 @@ CASES = {
     "a dict for the config": (lambda x, y, v, yv, c, p: agents.select(p, c, y, {"method": "random"}),
                               "SelectConfig as config"),
     "a name for the clustering": (lambda x, y, v, yv, c, p: proxy.make(x, y, "c", v, yv), "Clustering third"),
+    "another clustering than the proxy's": (lambda x, y, v, yv, c, p: agents.select(p, cluster.kmeans(x, 5), y),
+                                            "not the one the proxy was made with"),
+    "labels other than the proxy's": (lambda x, y, v, yv, c, p: agents.select(p, c, np.roll(y, 1)),
+                                      "differ from the labels the proxy was made with"),
+    "resume without a checkpoint folder": (lambda x, y, v, yv, c, p: agents.select(p, c, y, resume=True),
+                                           "needs the ckpt_dir"),
+    "a seed below zero for k-means": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, seed=-1), "seed must be"),
+    "no k-means initialisation": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, n_init=0), "n_init must be"),
+    "more random rows than there are": (lambda x, y, v, yv, c, p: baselines.random_indices(10, 20, 0),
+                                        "cannot choose 20 of 10"),
+    "an assignment of another length": (lambda x, y, v, yv, c, p: baselines.stratified_indices(y, y[:5], 6, 0),
+                                        "one cluster per row"),
 }
 
 
@@ -66,3 +78,39 @@ def test_unknown_splits_files_and_arguments_are_named(tmp_path, table_file, caps
     capsys.readouterr()
     p = proxy.make(x, labels, cluster.kmeans(x, 4), x[:12], labels[:12])
     assert p.num_classes == 8 and "class ids [1, 2, 3, 4, 6] appear in no train or validation" in capsys.readouterr().err
+
+
+def test_wrong_rows_and_data_in_the_data_path_are_named(tmp_path, table_file):
+    """A bool mask given as row ids made derive build a pool of copies of rows 0 and 1; an unknown
+    split name was ignored; finetune passed wrong indices to datasets (deep pyarrow errors); load
+    of a DataFrame was a TypeError; Python's export overwrote the dataset's own source file."""
+    import datasets
+    import pandas as pd
+    dd = data.load(str(table_file))
+    n = len(dd["train"])
+    mask = np.zeros(n, bool)
+    mask[:3] = True
+    for rows, message in (({"train": mask}, "np.flatnonzero"), ({"train": [0.5, 1.5]}, "integer row indices"),
+                          ({"dev": [0]}, "unknown split 'dev'"), ({"train": [n]}, rf"\[0, {n}\)"),
+                          ({"train": []}, "train split would be empty")):
+        with pytest.raises(JaxselError, match=message):
+            data.derive(dd, rows, tag="t")
+    with pytest.raises(JaxselError, match="train_labels holds class 99"):
+        data.derive(dd, {"train": [0, 1]}, train_labels=[0, 99], tag="t")
+    assert len(data.derive(dd, {"train": np.flatnonzero(mask)}, tag="t")["train"]) == 3
+    for indices, message in ((mask, "np.flatnonzero"), ([-1, 2], r"\[0, "), ([n], r"\[0, ")):
+        with pytest.raises(JaxselError, match=message):
+            finetune.finetune(dd, indices, progress=False)
+    with pytest.raises(JaxselError, match="validation, test splits"):
+        finetune.finetune(datasets.DatasetDict({"train": dd["train"]}), [0], progress=False)
+    with pytest.raises(JaxselError, match="write in-memory data to a file"):
+        data.load(pd.DataFrame({"text": ["a"], "label": ["x"]}))
+    assert data.source_file(dd) == str(table_file.resolve())
+    assert data.source_file(data.derive(dd, {"train": [0, 1]}, tag="t")) == str(table_file.resolve())
+    sel = selection.Selection([], np.arange(3), {}, {"fingerprint": data.dataset_fingerprint(dd)})
+    before = table_file.read_bytes()
+    with pytest.raises(JaxselError, match="refusing to write"):
+        selection.export(sel, dd, table_file)
+    with pytest.raises(JaxselError, match="not an export format"):
+        selection.export(sel, dd, tmp_path / "kept.xlsx")
+    assert table_file.read_bytes() == before and not (tmp_path / "kept.xlsx").exists()

@@ -202,7 +202,16 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         if not isinstance(value, kind):
             raise JaxselError(f"select(proxy, clustering, train_labels, config) takes a {kind.__name__} as {what}, "
                               f"got {type(value).__name__}")
+    if not np.array_equal(np.asarray(proxy.sizes), np.asarray(clustering.sizes)):
+        raise JaxselError(f"the clustering ({clustering.k} clusters) is not the one the proxy was made with "
+                          f"({proxy.k} clusters of other sizes): pass the clustering given to proxy.make")
     train_labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
+    fitted = getattr(proxy, "yf", None)  # the ridge proxy keeps the train labels it was made with
+    if fitted is not None and not np.array_equal(np.asarray(fitted), train_labels):
+        raise JaxselError("train_labels differ from the labels the proxy was made with: pass the same labels "
+                          "(in the same row order) to proxy.make and select")
+    if resume and ckpt_dir is None:
+        raise JaxselError("resume=True needs the ckpt_dir of the run to resume")
     examples = budget_examples(c.budget, len(train_labels))
     if round(c.budget * len(train_labels)) < 1 and c.method != "full":
         warn(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to no example: selecting 1")

@@ -15,16 +15,18 @@ import difflib
 import hashlib
 import io
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote, unquote
 
 import numpy as np
 
 from jaxsel import assets
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_indices, check_labels
 
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
@@ -476,6 +478,10 @@ def load(
     """
     import datasets
 
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise JaxselError(f"load takes a dataset name or a file path, got {type(name_or_path).__name__}: write "
+                          f"in-memory data to a file first (e.g. df.to_csv('data.csv', index=False)) and load that")
+    name_or_path = os.fspath(name_or_path)
     if text_col == label_col:
         raise JaxselError(f"the text and label columns are both {text_col!r}: name two different columns")
     texts, label_ids, names, parts, counts, sources = split(
@@ -494,8 +500,10 @@ def load(
     params = f"{source}|{fractions}|{seed}|{dedup}|{split_col}" + \
         (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
     fp = fingerprint(dd, params)
+    origin = {"source": quote(str(Path(name_or_path).resolve()), safe="/")} if source == "file" else {}
     for d in dd.values():
-        d.info.description = f"jaxsel_fingerprint={fp};" + ";".join(f"jaxsel_{k}={v}" for k, v in counts.items())
+        d.info.description = f"jaxsel_fingerprint={fp};" + ";".join(f"jaxsel_{k}={v}" for k, v in
+                                                                     {**counts, **origin}.items())
     return dd
 
 
@@ -517,17 +525,30 @@ def fingerprint(dd, params: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def _info(dd, key: str) -> str:
+def _fields(dd) -> dict[str, str]:
+    """The ``jaxsel_*`` fields :func:`load` records in the splits' description."""
     desc = dd["train"].info.description or ""
-    fields = dict(kv.split("=", 1) for kv in desc.split(";") if "=" in kv)
+    return dict(kv.split("=", 1) for kv in desc.split(";") if "=" in kv)
+
+
+def _info(dd, key: str) -> str:
+    fields = _fields(dd)
     if key not in fields:
-        raise JaxselError("dataset was not loaded with jaxsel.data.load (no fingerprint)")
+        raise JaxselError("dataset was not loaded with jaxsel.data.load (no fingerprint): write your data to a "
+                          "CSV/JSONL/Parquet file and load it with jaxsel.data.load(path)")
     return fields[key]
 
 
 def dataset_fingerprint(dd) -> str:
     """The fingerprint recorded by :func:`load`."""
     return _info(dd, "jaxsel_fingerprint")
+
+
+def source_file(dd) -> str | None:
+    """The absolute path of the file :func:`load` read ``dd`` from (also for :func:`derive`'d
+    datasets), or None for a built-in or hub dataset."""
+    source = _fields(dd).get("jaxsel_source")
+    return None if source is None else unquote(source)
 
 
 def summary(dd) -> dict:
@@ -569,23 +590,31 @@ def summary_warnings(s: dict) -> list[str]:
 
 def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None = None,
            train_texts: list[str] | None = None, tag: str):
-    """A new DatasetDict of the given rows of each split (missing splits: all rows), optionally with
-    new train labels and texts; its fingerprint combines the parent's, ``tag`` and the rows, labels
-    and texts taken."""
+    """A new DatasetDict of the given rows of each split (``rows``: split name -> 1-D integer row
+    indices; missing splits: all rows), optionally with new train labels (class ids) and texts;
+    its fingerprint combines the parent's, ``tag`` and the rows, labels and texts taken. Raises
+    JaxselError for an unknown split name, row indices that are not integers (a bool mask: pass
+    ``np.flatnonzero(mask)``) or out of range, an empty train split, or labels outside the classes."""
     import datasets
 
     parent = dataset_fingerprint(dd)
+    unknown = sorted(set(rows) - set(SPLITS))
+    if unknown:
+        raise JaxselError(f"derive: unknown split {unknown[0]!r} in rows (splits: {', '.join(SPLITS)})")
     out = datasets.DatasetDict()
     h = hashlib.sha256(f"{parent}|{tag}".encode())
     for s in SPLITS:
-        idx = np.asarray(rows.get(s, np.arange(len(dd[s]))), np.int64)
+        idx = check_indices(rows[s], len(dd[s]), f"rows[{s!r}]") if s in rows else np.arange(len(dd[s]), dtype=np.int64)
+        if s == "train" and not len(idx):
+            raise JaxselError("derive: the train split would be empty")
         d = dd[s].select(idx.tolist())
         if s == "train" and (train_labels is not None or train_texts is not None):
-            labels = np.asarray(column(d, "label") if train_labels is None else train_labels, np.int64)
+            labels = np.asarray(column(d, "label") if train_labels is None else train_labels)
             texts = column(d, "text") if train_texts is None else list(train_texts)
             if labels.shape != idx.shape or len(texts) != len(idx):
-                raise JaxselError(f"new train labels/texts have {labels.shape[0]}/{len(texts)} rows, "
+                raise JaxselError(f"new train labels/texts have {len(labels)}/{len(texts)} rows, "
                                   f"the derived train split {len(idx)}")
+            labels = check_labels(labels, "train_labels", len(idx), d.features["label"].num_classes)
             others = {c: column(d, c) for c in d.column_names if c not in ("text", "label")}  # source_row
             d = datasets.Dataset.from_dict({**others, "text": texts, "label": labels.tolist()}, features=d.features)
             if train_labels is not None:
