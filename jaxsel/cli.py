@@ -6,6 +6,7 @@ User mistakes end with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
@@ -171,6 +172,14 @@ def _data_folder(data: str) -> Path:
 
 
 MADE: list[Path] = []  # folders this command created (_writable), removed again where empty if it fails
+LOCKS = contextlib.ExitStack()  # output folders this command holds (_exclusive)
+
+
+def _exclusive(folder: Path) -> Path:
+    """``folder``, locked against other jaxsel processes until this command ends (:func:`jaxsel.io.exclusive`)."""
+    from jaxsel.io import exclusive
+    LOCKS.enter_context(exclusive(folder))
+    return folder
 
 
 def _writable(path: Path, folder: bool = False) -> Path:
@@ -306,7 +315,7 @@ def cmd_select(a) -> None:
         a.filter = "none"
     agent = dict(total_timesteps=a.steps, network=a.network, preference_rate=a.preference_rate)
     ppo_cfg, dqn_cfg = agents.ppo.PPOConfig(**agent), agents.dqn.DQNConfig(**agent)  # bad values fail before any work
-    out = _writable(Path(a.out or _data_folder(a.data) / a.method), folder=True)
+    out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / a.method), folder=True))
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -377,7 +386,8 @@ def cmd_finetune(a) -> None:
                                   max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
                                   lora_rank=a.lora_rank)
     kind = 'sel' if a.selection else 'rand' if a.random_fraction else 'full'
-    out = _writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"), folder=True)
+    out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"),
+                               folder=True))
     dd = _load(a)
     n = len(dd["train"])
     if sel:
@@ -399,14 +409,10 @@ def cmd_finetune(a) -> None:
 
 def cmd_export(a) -> None:
     from jaxsel import data
-    from jaxsel.selection import SUFFIXES, Selection, export, export_format
+    from jaxsel.selection import Selection, export, export_format
     path = Path(a.selection)
     check_not_input(a.out, path, Selection.indices_path(path), Selection.clusters_path(path))
     fmt = export_format(a.out, a.format)
-    suffix = Path(a.out).suffix.lower()
-    if a.format is None and suffix and suffix not in SUFFIXES:
-        raise JaxselError(f"--out {a.out}: {suffix} is not an export format; use one of {', '.join(SUFFIXES)} "
-                          f"(or --format)")
     sel = Selection.load(path)
     _recorded(a, sel.meta)
     if a.data is None:
@@ -597,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     A command that fails removes the empty output folders it created."""
     args = build_parser().parse_args(argv)
     MADE.clear()
-    code = _dispatch(args)
+    with LOCKS:  # the output folders this command writes, released when it ends
+        code = _dispatch(args)
     if code:
         _remove_empty_made()
     return code

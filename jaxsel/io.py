@@ -27,6 +27,39 @@ def writes_files() -> bool:
     return primary()
 
 
+@contextlib.contextmanager
+def exclusive(folder: str | Path):
+    """Hold an advisory lock (``flock``) on ``folder``, made if missing, while writing into it:
+    raise JaxselError at once if another process holds it (two runs writing one output folder
+    delete each other's temporaries and mix their checkpoints). The kernel releases it when the
+    process ends, even by ``kill -9``, so no stale lock is left. A no-op without ``fcntl``
+    (Windows) and in processes that do not write files (:func:`writes_files`)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    if not writes_files():
+        yield
+        return
+    folder = Path(os.path.abspath(folder))
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # removed again if left empty
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JaxselError(f"{folder} is being written by another jaxsel process: wait for it to finish or "
+                              f"choose another output folder") from None
+        yield
+    finally:
+        os.close(fd)
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only succeeds when empty
+
+
 def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
     """Raise JaxselError when writing ``out`` (a file, or a folder it replaces) would overwrite one of
     ``inputs`` (a command's data file, a selection's own files); None and non-files are skipped."""
@@ -36,8 +69,8 @@ def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
             continue
         inp = Path(inp).resolve()
         if inp == out or out in inp.parents:
-            raise JaxselError(f"refusing to write {out}: it would overwrite {inp}, an input of this command; "
-                              f"choose another --out")
+            raise JaxselError(f"refusing to write {out}: it would overwrite {inp}, an input (the data or selection "
+                              f"it reads); choose another output path")
 
 
 @contextlib.contextmanager

@@ -729,3 +729,25 @@ def test_a_failed_command_leaves_no_empty_folder_it_made(table_file, tmp_path, t
     assert cli.main(["finetune", str(table_file), "--model", "bogus", "--out", str(made)]) == 2
     assert kept.is_dir() and (made / "notes.txt").exists() and (made / "x").is_dir()
     assert "unknown model 'bogus'" in capsys.readouterr().err
+
+
+def test_two_processes_never_write_one_output_folder(table_file, tmp_path, tmp_cache, capsys):
+    """Two commands writing one --out deleted each other's temporaries and mixed their checkpoints
+    (a new user's test): the second now stops at once with one line, and the folder is free again
+    when the first ends, even by kill -9 (the kernel drops the lock)."""
+    folder = tmp_path / "sel"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom jaxsel.io import exclusive\n"
+                               "with exclusive(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)",
+                               str(folder)], stdout=subprocess.PIPE, text=True)
+    args = ["select", str(table_file), "--model", "hash", "--k", "4", "--method", "stratified", "--budget", "0.2",
+            "--out", str(folder)]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert "being written by another jaxsel process" in err and len(err.strip().splitlines()) == 1, err
+        assert not (folder / "selection.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(args) == 0 and (folder / "selection.json").exists()

@@ -28,7 +28,7 @@ from jaxsel.experiment import stages
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
-from jaxsel.io import remove_stale_temporaries, write_json
+from jaxsel.io import exclusive, remove_stale_temporaries, write_json
 from jaxsel.selection import budget_examples
 
 def load_dataset(spec: DataSpec):
@@ -340,7 +340,7 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
     if out is None:
         given = data_overrides.get("name")
         out = f"runs/{cfg.name}" + (f"-{Path(given).stem}" if given else "")
-    with metrics.logging_to(log_dir):
+    with exclusive(out), metrics.logging_to(log_dir):
         doc = Run(cfg, Path(out), progress).execute()
     doc["out"] = str(out)
     return doc
