@@ -268,7 +268,9 @@ class Selection:
         fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
         if want is not None and fp != want:
             raise JaxselError(f"selection was made for another dataset ({self.meta.get('dataset', 'unnamed')}, fingerprint "
-                              f"{want}; this one is {fp}): its texts, labels, columns or split options differ")
+                              f"{want}; this one is {fp}): its texts, labels, columns or split options differ"
+                              + ("" if "dataset" in self.meta else "; a selection of a pool made in Python "
+                                 "(jaxsel.data.derive) applies to that pool only: export it from Python"))
         n = len(dd["train"])
         if len(self.indices) and int(self.indices.max()) >= n:
             raise JaxselError(f"selection holds row {int(self.indices.max())}, the train split only {n} rows")
