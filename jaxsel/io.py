@@ -44,7 +44,7 @@ def exclusive(folder: str | Path):
         return
     folder = Path(os.path.abspath(folder))
     made = [d for d in (folder, *folder.parents) if not d.exists()]  # removed again if left empty
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_folder(folder, folder)
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:

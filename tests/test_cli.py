@@ -751,3 +751,11 @@ def test_two_processes_never_write_one_output_folder(table_file, tmp_path, tmp_c
         holder.kill()
         holder.wait()
     assert cli.main(args) == 0 and (folder / "selection.json").exists()
+    from jaxsel.errors import JaxselError
+    from jaxsel.io import exclusive
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(JaxselError, match="a-file is a file, not a folder"), exclusive(tmp_path / "a-file" / "run"):
+        pass
+    with exclusive(tmp_path / "new" / "run"):  # made for the lock, removed again when left empty
+        assert (tmp_path / "new" / "run").is_dir()
+    assert not (tmp_path / "new").exists()
