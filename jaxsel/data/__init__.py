@@ -604,17 +604,17 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
     out = datasets.DatasetDict()
     h = hashlib.sha256(f"{parent}|{tag}".encode())
     for s in SPLITS:
-        idx = check_indices(rows[s], len(dd[s]), f"rows[{s!r}]") if s in rows else np.arange(len(dd[s]), dtype=np.int64)
+        idx = check_indices(rows[s], len(dd[s]), f"rows[{s!r}]") if s in rows else \
+            np.arange(len(dd[s]), dtype=np.int64)
         if s == "train" and not len(idx):
             raise JaxselError("derive: the train split would be empty")
         d = dd[s].select(idx.tolist())
         if s == "train" and (train_labels is not None or train_texts is not None):
-            labels = np.asarray(column(d, "label") if train_labels is None else train_labels)
+            labels = np.asarray(column(d, "label"), np.int64) if train_labels is None else \
+                check_labels(train_labels, "train_labels", len(idx), d.features["label"].num_classes)
             texts = column(d, "text") if train_texts is None else list(train_texts)
-            if labels.shape != idx.shape or len(texts) != len(idx):
-                raise JaxselError(f"new train labels/texts have {len(labels)}/{len(texts)} rows, "
-                                  f"the derived train split {len(idx)}")
-            labels = check_labels(labels, "train_labels", len(idx), d.features["label"].num_classes)
+            if len(texts) != len(idx):
+                raise JaxselError(f"new train texts have {len(texts)} rows, the derived train split {len(idx)}")
             others = {c: column(d, c) for c in d.column_names if c not in ("text", "label")}  # source_row
             d = datasets.Dataset.from_dict({**others, "text": texts, "label": labels.tolist()}, features=d.features)
             if train_labels is not None:
