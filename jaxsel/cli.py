@@ -321,7 +321,8 @@ def cmd_select(a) -> None:
     fp = data.dataset_fingerprint(dd)
     labels = np.asarray(column(dd["train"], "label"))
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
-    c = stages.clustering(out.parent / "stages", fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
+    stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
+    c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
     with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock:  # interrupted attempts too
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import agents, baselines, cluster, data, embed, finetune, proxy, selection
+from jaxsel import agents, baselines, cluster, data, embed, experiment, finetune, proxy, selection
 from jaxsel.errors import JaxselError
 
 
@@ -44,6 +44,7 @@ CASES = {
     "no k-means initialisation": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, n_init=0), "n_init must be"),
     "more random rows than there are": (lambda x, y, v, yv, c, p: baselines.random_indices(10, 20, 0),
                                         "cannot choose 20 of 10"),
+    "no config for a run": (lambda x, y, v, yv, c, p: experiment.run(None), "config file's path or a RunConfig"),
     "an assignment of another length": (lambda x, y, v, yv, c, p: baselines.stratified_indices(y, y[:5], 6, 0),
                                         "one cluster per row"),
 }
@@ -92,7 +93,8 @@ def test_wrong_rows_and_data_in_the_data_path_are_named(tmp_path, table_file):
     mask[:3] = True
     for rows, message in (({"train": mask}, "np.flatnonzero"), ({"train": [0.5, 1.5]}, "integer row indices"),
                           ({"dev": [0]}, "unknown split 'dev'"), ({"train": [n]}, rf"\[0, {n}\)"),
-                          ({"train": []}, "train split would be empty")):
+                          ({"train": []}, "train split would be empty"),
+                          ({"validation": []}, "validation split would be empty"), (np.arange(3), "must be a dict")):
         with pytest.raises(JaxselError, match=message):
             data.derive(dd, rows, tag="t")
     with pytest.raises(JaxselError, match="train_labels holds class 99"):

@@ -759,3 +759,13 @@ def test_two_processes_never_write_one_output_folder(table_file, tmp_path, tmp_c
     with exclusive(tmp_path / "new" / "run"):  # made for the lock, removed again when left empty
         assert (tmp_path / "new" / "run").is_dir()
     assert not (tmp_path / "new").exists()
+
+
+def test_select_keeps_its_stage_cache_beside_out_however_out_is_spelled(table_file, tmp_path, tmp_cache, monkeypatch):
+    """The clustering stage goes to OUT/../stages: `--out .` put it inside the output folder."""
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--method", "stratified",
+                     "--budget", "0.2", "--out", "."]) == 0
+    assert (tmp_path / "a" / "stages").is_dir() and not (work / "stages").exists()

@@ -536,3 +536,12 @@ def test_ridge_proxy_runs_blas_on_one_thread(problem):
         assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {2}
         proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=8))
         assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+
+
+def test_a_stratified_sample_smaller_than_the_classes_drops_classes_by_seed(capsys):
+    """15 rows of 20 equal classes: the 5 classes left out were always the same (ties went to the
+    lowest ids) and nothing was said; now the seed decides, with a warning."""
+    y = np.repeat(np.arange(20), 10)
+    left_out = {tuple(sorted(set(range(20)) - set(y[proxy.stratified_subsample(y, 15, s)].tolist()))) for s in range(4)}
+    assert len(left_out) > 1 and all(len(c) == 5 for c in left_out)
+    assert "leaves 5 of the 20 classes without a row" in capsys.readouterr().err

@@ -594,11 +594,14 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
     indices; missing splits: all rows), optionally with new train labels (class ids) and texts;
     its fingerprint combines the parent's, ``tag`` and the rows, labels and texts taken. Raises
     JaxselError for an unknown split name, row indices that are not integers (a bool mask: pass
-    ``np.flatnonzero(mask)``) or out of range, an empty train split, or labels outside the classes."""
+    ``np.flatnonzero(mask)``) or out of range, an empty split, or labels outside the classes."""
     import datasets
 
     parent = dataset_fingerprint(dd)
-    unknown = sorted(set(rows) - set(SPLITS))
+    if not isinstance(rows, dict):
+        raise JaxselError(f"derive: rows must be a dict of split name -> row indices (e.g. {{'train': idx}}), "
+                          f"got {type(rows).__name__}")
+    unknown = sorted(set(rows) - set(SPLITS), key=str)
     if unknown:
         raise JaxselError(f"derive: unknown split {unknown[0]!r} in rows (splits: {', '.join(SPLITS)})")
     out = datasets.DatasetDict()
@@ -606,8 +609,8 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
     for s in SPLITS:
         idx = check_indices(rows[s], len(dd[s]), f"rows[{s!r}]") if s in rows else \
             np.arange(len(dd[s]), dtype=np.int64)
-        if s == "train" and not len(idx):
-            raise JaxselError("derive: the train split would be empty")
+        if not len(idx):
+            raise JaxselError(f"derive: the {s} split would be empty")
         d = dd[s].select(idx.tolist())
         if s == "train" and (train_labels is not None or train_texts is not None):
             labels = np.asarray(column(d, "label"), np.int64) if train_labels is None else \

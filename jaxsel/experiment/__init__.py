@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from jaxsel.experiment import stages
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
+from jaxsel.errors import JaxselError
 from jaxsel.io import exclusive, remove_stale_temporaries, write_json
 from jaxsel.selection import budget_examples
 
@@ -336,6 +338,8 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
 
     Leaves jax's configuration alone: call :func:`jaxsel.assets.enable_compilation_cache` first to
     keep compiled programs on disk across runs, as ``jaxsel run`` does."""
+    if not isinstance(config, (str, os.PathLike, RunConfig)):
+        raise JaxselError(f"run takes a config file's path or a RunConfig, got {type(config).__name__}")
     cfg = config if isinstance(config, RunConfig) else load_config(config, **data_overrides)
     if out is None:
         given = data_overrides.get("name")

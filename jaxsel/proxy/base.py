@@ -4,6 +4,7 @@ of takes, and the :class:`Proxy` base class that states the protocol."""
 from __future__ import annotations
 
 import functools
+import sys
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -102,20 +103,29 @@ def features(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
 
 def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded, label-stratified sample of exactly ``size`` rows (all rows if None):
-    each class its rounded share, at least one row while ``size`` allows, the rounding's excess or
-    shortfall taken from or given to the classes whose share it moved most."""
+    each class its rounded share, at least one row while ``size`` allows (below the number of classes,
+    a warning names how many classes get none), the rounding's excess or shortfall taken from or given
+    to the classes whose share it moved most (ties broken by the seed)."""
     if size is None or size >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
+    if size < len(classes):
+        print(f"warning: a stratified sample of {size} rows leaves {len(classes) - size} of the {len(classes)} "
+              f"classes without a row", file=sys.stderr)
     share = counts / counts.sum() * size
     take = np.minimum(np.maximum(np.round(share).astype(int), 1), counts)
+    tie = np.random.default_rng([seed, 1]).permutation(len(classes))  # the sample's own draws stay as they were
+
+    def most(gap: np.ndarray) -> int:
+        best = np.flatnonzero(gap == gap.max())
+        return int(best[np.argmin(tie[best])])
+
     while take.sum() != size:  # at most a row per class each way
         if take.sum() > size:
-            room = np.where(take > (1 if size >= len(classes) else 0), take - share, -np.inf)
-            take[np.argmax(room)] -= 1
+            take[most(np.where(take > (1 if size >= len(classes) else 0), take - share, -np.inf))] -= 1
         else:
-            take[np.argmax(np.where(take < counts, share - take, -np.inf))] += 1
+            take[most(np.where(take < counts, share - take, -np.inf))] += 1
     return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), t, replace=False)
                                    for c, t in zip(classes, take)]))
 
