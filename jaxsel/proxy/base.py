@@ -121,7 +121,7 @@ def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarr
         best = np.flatnonzero(gap == gap.max())
         return int(best[np.argmin(tie[best])])
 
-    while take.sum() != size:  # at most a row per class each way
+    while take.sum() != size:  # a row at a time; the one-row floor may take several rows from a large class
         if take.sum() > size:
             take[most(np.where(take > (1 if size >= len(classes) else 0), take - share, -np.inf))] -= 1
         else:
