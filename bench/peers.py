@@ -5,7 +5,8 @@ import, and a benchmark without them prints one line saying which peer it skippe
 
 - ``torch``: PyTorch + transformers ``BertForSequenceClassification`` loaded from the same MiniLM
   safetensors, and ``LlamaForCausalLM`` filled from the same SmolLM2 GGUF tensors with jaxsel's
-  verbalizer scoring; one AdamW step with global-norm clipping on the same token batches (fp32 on CPU).
+  verbalizer scoring; one AdamW step with global-norm clipping on the same token batches (fp32 on CPU; on a GPU
+  bf16 autocast over float32 weights, as jaxsel trains there).
 - ``sentence-transformers``: the same MiniLM folder with mean pooling and L2 normalisation
   (all-MiniLM-L6-v2's own recipe), ``encode`` at the same batch size and max length.
 - ``faiss``: ``faiss.Kmeans`` (Lloyd, one init) at the same k and iterations.
@@ -48,18 +49,20 @@ class TorchFinetune:
     BERT's 0.1, transformers' default, which costs PyTorch ~20% of a step on CPU."""
 
     def __init__(self, folder, num_labels: int, lr: float = 1e-5, threads: int | None = None,
-                 dropout: bool = False):
+                 dropout: bool = False, device: str = "cpu"):
         import transformers
         extra = {} if dropout else NO_DROPOUT
         self._setup(transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=num_labels,
-                                                                                **extra), lr, threads)
+                                                                                **extra), lr, threads, device)
 
-    def _setup(self, model, lr: float, threads: int | None) -> None:
-        """Seed and thread count, ``model`` in training mode, AdamW over its parameters."""
+    def _setup(self, model, lr: float, threads: int | None, device: str) -> None:
+        """Seed and thread count, ``model`` on ``device`` in training mode, AdamW over its
+        parameters. On a GPU the forward and backward run under bf16 autocast with float32
+        weights and optimizer state, as jaxsel trains there (bf16 compute, float32 parameters)."""
         import torch
         torch.manual_seed(0)
         torch.set_num_threads(threads or os.cpu_count() or 1)
-        self.torch, self.model = torch, model
+        self.torch, self.device, self.model = torch, device, model.to(device)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
 
@@ -67,48 +70,62 @@ class TorchFinetune:
         """The batch's mean cross-entropy (torch int64 tensors in)."""
         return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> float:
-        """One optimizer step on a (B, T) batch; returns the loss."""
+    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray):
+        """One optimizer step on a (B, T) batch; returns the loss as a tensor (no device sync:
+        call :meth:`sync` before reading a clock)."""
         t = self.torch
-        loss = self.loss(*(t.from_numpy(a.astype(np.int64)) for a in (tokens, mask, labels)))
+        batch = [t.from_numpy(a.astype(np.int64)).to(self.device, non_blocking=True) for a in (tokens, mask, labels)]
+        with t.autocast(self.device, dtype=t.bfloat16, enabled=self.device != "cpu"):
+            loss = self.loss(*batch)
         loss.backward()
         t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.detach()
+
+    def sync(self) -> None:
+        """Wait for the device's queued work (a no-op on CPU)."""
+        if self.device != "cpu":
+            self.torch.cuda.synchronize()
 
 
 class TorchLlamaFinetune(TorchFinetune):
     """PyTorch + transformers: SmolLM2 as ``LlamaForCausalLM`` filled from the same GGUF tensors
     jaxsel loads (:func:`jaxsel.models.llama.gguf_weights`), scored like jaxsel's verbalizer head
-    (the label words' logits at each row's last real token), the same clipped AdamW step."""
+    (the label words' logits at each row's last real token), the same clipped AdamW step.
+    ``gguf_path=None``: random weights of SmolLM2's architecture (``LlamaConfig()``), for timings
+    where the GGUF is not at hand (the work per step does not depend on the weights' values)."""
 
-    def __init__(self, gguf_path, label_token_ids: list[int], lr: float = 1e-5, threads: int | None = None):
+    def __init__(self, gguf_path, label_token_ids: list[int], lr: float = 1e-5, threads: int | None = None,
+                 device: str = "cpu"):
         import torch
         import transformers
         from jaxsel.models import llama
-        cfg, get, _ = llama.gguf_weights(gguf_path)
+        cfg, get, _ = llama.gguf_weights(gguf_path) if gguf_path is not None else (llama.LlamaConfig(), None, None)
         hf = transformers.LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                                       num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
                                       intermediate_size=cfg.intermediate, rope_theta=cfg.rope_theta,
                                       rms_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings)
         model = transformers.LlamaForCausalLM(hf)
-        state = {k: torch.tensor(get(k)) for k in model.state_dict()
-                 if not (k == "lm_head.weight" and cfg.tie_embeddings) and "rotary" not in k}
-        model.load_state_dict(state, strict=False)  # leaves out only the tied head and rotary buffers
-        self._setup(model, lr, threads)
-        self.words = torch.tensor(label_token_ids)
+        if get is not None:
+            state = {k: torch.tensor(get(k)) for k in model.state_dict()
+                     if not (k == "lm_head.weight" and cfg.tie_embeddings) and "rotary" not in k}
+            model.load_state_dict(state, strict=False)  # leaves out only the tied head and rotary buffers
+        self._setup(model, lr, threads, device)
+        self.words = torch.tensor(label_token_ids, device=device)
 
     def loss(self, ids, mask, labels):
         h = self.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = h[self.torch.arange(len(h)), mask.sum(1) - 1]
+        last = h[self.torch.arange(len(h), device=h.device), mask.sum(1) - 1]
         logits = last @ self.model.model.embed_tokens.weight[self.words].T
         return self.torch.nn.functional.cross_entropy(logits, labels)
 
 
-def sentence_transformers_encode(folder, texts: list[str], batch_size: int, max_length: int) -> tuple[np.ndarray, float]:
+def sentence_transformers_encode(folder, texts: list[str], batch_size: int, max_length: int,
+                                  device: str = "cpu") -> tuple[np.ndarray, float]:
     """(embeddings (n, 384), seconds of the timed call after one warm-up batch) with
-    sentence-transformers on the MiniLM folder: mean pooling, then L2 normalisation."""
+    sentence-transformers on the MiniLM folder on ``device``: mean pooling, then L2 normalisation
+    (float32, its default)."""
     from sentence_transformers import SentenceTransformer
     try:  # sentence-transformers >= 6
         from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -116,11 +133,19 @@ def sentence_transformers_encode(folder, texts: list[str], batch_size: int, max_
         from sentence_transformers.models import Normalize, Pooling, Transformer
     word = Transformer(str(folder), max_seq_length=max_length)
     dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
-    st = SentenceTransformer(modules=[word, Pooling(dim(), "mean"), Normalize()], device="cpu")
+    st = SentenceTransformer(modules=[word, Pooling(dim(), "mean"), Normalize()], device=device)
     st.encode(texts[:batch_size], batch_size=batch_size)
     t = time.perf_counter()
     out = st.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     return out, time.perf_counter() - t
+
+
+def torch_device() -> str:
+    """"cuda" when jax computes on a GPU and PyTorch sees one too (the peer then runs on the same
+    device), else "cpu"."""
+    import jax
+    import torch
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
 def faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int = 1) -> tuple[float, float]:

@@ -265,7 +265,8 @@ def maskable_ppo(params, n_updates: int, ours: dict, seed: int = 0, deep_sets: b
     policy = peers.deep_sets_policy(k) if deep_sets else "MlpPolicy"
     model = MaskablePPO(policy, vec, n_steps=c.num_steps, batch_size=c.minibatch_size, n_epochs=c.update_epochs,
                         gamma=c.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, learning_rate=c.lr,
-                        max_grad_norm=c.max_grad_norm, seed=seed, verbose=0)
+                        max_grad_norm=c.max_grad_norm, seed=seed, verbose=0,
+                        device="cpu")  # sb3's advice for MLP policies, and its faster choice on a GPU machine too
     with peer_blas():
         t = time.perf_counter()
         model.learn(total_timesteps=steps)
