@@ -1,6 +1,7 @@
 """Finetuning throughput: training tokens/s at sequence length 64 for MiniLM and SmolLM2-135M.
 
-    python bench/finetune.py [--quick] [--steps N] [--batch-size 64,256] [--random-weights]
+    python bench/finetune.py [--quick] [--steps N] [--batch-size 64,256] [--micro-batches 1,4]
+                             [--random-weights] [--profile DIR]
 
 Each model runs the real jitted train step (forward, backward, AdamW) on batches of tweets
 padded to 64 tokens; the first steps (compilation) are excluded. On accelerators the compute is
@@ -46,6 +47,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", default=None, help="comma-separated batch sizes (default: 8 for SmolLM2 and "
                     "32 for MiniLM on CPU, 64 on accelerators)")
+    ap.add_argument("--micro-batches", default="1",
+                    help="comma-separated micro-batch counts accumulated inside one optimizer step (PyTorch "
+                         "accumulates the same way): a per-step fixed cost shrinks per token as this grows")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="also trace one more round of jaxsel's steps per setting with jax.profiler into DIR")
     ap.add_argument("--random-weights", action="store_true",
                     help="SmolLM2's architecture with random weights (no GGUF needed; same work per step)")
     ap.add_argument("--models", default="minilm,smollm2-135m")
@@ -65,9 +71,10 @@ def main() -> None:
     device = None if skipped else peers.torch_device()
     partial = RESULTS / f"finetune-{jax.default_backend()}.partial.json"
     rows = []
-    for model_name, bs in [(m, b) for m in a.models.split(",")
-                           for b in ([int(x) for x in a.batch_size.split(",")] if a.batch_size else
-                                     [(8 if m != "minilm" else 32) if cpu else 64])]:
+    for model_name, bs, micro in [(m, b, u) for m in a.models.split(",")
+                                  for b in ([int(x) for x in a.batch_size.split(",")] if a.batch_size else
+                                            [(8 if m != "minilm" else 32) if cpu else 64])
+                                  for u in [int(x) for x in a.micro_batches.split(",")]]:
         cfg = finetune.FinetuneConfig(model=model_name, batch_size=bs, max_length=64)
         random_weights = a.random_weights and model_name == "smollm2-135m"
         model, encode = random_smollm2(cfg, names) if random_weights else finetune.build(cfg, names)
@@ -76,20 +83,22 @@ def main() -> None:
         tx = finetune.optimizer(1.0, 0.01)
         opt_state = tx.init(params)
         step = lambda *args: finetune.train_step(*args[:3], np.float32(1e-5), *args[3:], graphdef=graphdef, tx=tx)
-        ids = encode([texts[i] for i in train[: bs * (steps + 2)]], 64)
+        rows_a_step = bs * micro
+        ids = encode([texts[i] for i in train[: rows_a_step * (steps + 2)]], 64)
         batch_sh, _ = finetune.data_sharding()
 
         def host_batch(i):
-            tok = np.zeros((bs, 64), np.int32)
-            mask = np.zeros((bs, 64), np.int32)
-            for r in range(bs):
-                x = ids[i * bs + r][:64]
+            tok = np.zeros((rows_a_step, 64), np.int32)
+            mask = np.zeros((rows_a_step, 64), np.int32)
+            for r in range(rows_a_step):
+                x = ids[i * rows_a_step + r][:64]
                 tok[r, :len(x)], mask[r, :len(x)] = x, 1
-            return tok, mask, np.asarray(labels[train[i * bs:(i + 1) * bs]], np.int32)
+            return tok, mask, np.asarray(labels[train[i * rows_a_step:(i + 1) * rows_a_step]], np.int32)
 
-        def batch(i):
+        def batch(i):  # (micro, bs, ...) device arrays: the micro-batches train_step accumulates
             tok, mask, y = host_batch(i)
-            return [jax.device_put(v[None], batch_sh) for v in (tok, mask, y, np.ones(bs, np.float32))]
+            return [jax.device_put(v.reshape(micro, bs, *v.shape[1:]), batch_sh)
+                    for v in (tok, mask, y, np.ones(rows_a_step, np.float32))]
 
         peer = None
         if model_name == "minilm" and not skipped:
@@ -97,33 +106,46 @@ def main() -> None:
         elif model_name == "smollm2-135m" and not skipped:
             peer = peers.TorchLlamaFinetune(None if random_weights else assets.path("smollm2", finetune.SMOLLM2_GGUF),
                                             np.asarray(model.label_ids[...]).tolist(), device=device)
+        t = time.perf_counter()
         for i in range(2):  # compile and warm up
             params, opt_state, loss = step(params, rest, opt_state, *batch(i))
-            if peer is not None:
-                peer.step(*host_batch(i))
         jax.block_until_ready(params)
+        first_s, t = time.perf_counter() - t, time.perf_counter()
         if peer is not None:
+            for i in range(2):
+                peer.step(*host_batch(i), micro=micro)
             peer.sync()
-        ours, theirs = [], []
-        for _ in range(a.reps):  # alternate, so both see the same machine load
+        peer_first_s = time.perf_counter() - t
+
+        def ours_round():
+            nonlocal params, opt_state
             t = time.perf_counter()
             for i in range(2, steps + 2):
-                params, opt_state, loss = step(params, rest, opt_state, *batch(i))
+                params, opt_state, _ = step(params, rest, opt_state, *batch(i))
             jax.block_until_ready(params)
-            ours.append(time.perf_counter() - t)
+            return time.perf_counter() - t
+
+        ours, theirs = [], []
+        for _ in range(a.reps):  # alternate, so both see the same machine load
+            ours.append(ours_round())
             if peer is not None:
                 t = time.perf_counter()
                 for i in range(2, steps + 2):
-                    peer.step(*host_batch(i))
+                    peer.step(*host_batch(i), micro=micro)
                 peer.sync()
                 theirs.append(time.perf_counter() - t)
+        if a.profile is not None:
+            with jax.profiler.trace(str(a.profile / f"{model_name}-b{bs}-m{micro}")):
+                ours_round()
         secs = float(np.median(ours))
-        tok_s = steps * bs * 64 / secs
+        tok_s = steps * rows_a_step * 64 / secs
         row = {"model": model_name + (" (random weights)" if random_weights else ""), "params_M": n_params / 1e6,
-               "batch": bs, "seq": 64, "steps": steps, "seconds": secs, "tokens_per_s": tok_s,
+               "batch": bs, "micro_batches": micro, "seq": 64, "steps": steps, "seconds": secs,
+               "ms_per_step": secs / steps * 1e3, "tokens_per_s": tok_s, "first_2_steps_s": first_s,
                "dtype": "bf16" if not cpu else "fp32"}
         if theirs:
-            row.update(torch_tokens_per_s=steps * bs * 64 / float(np.median(theirs)), torch_device=device,
+            row.update(torch_tokens_per_s=steps * rows_a_step * 64 / float(np.median(theirs)),
+                       torch_first_2_steps_s=peer_first_s, torch_device=device,
                        torch=peers.version("torch"), transformers=peers.version("transformers"))
             row["vs_torch"] = row["tokens_per_s"] / row["torch_tokens_per_s"]
         util = finetune.mfu(finetune.flops_per_token(model, cfg, 64), tok_s)
@@ -148,7 +170,7 @@ def main() -> None:
                "torch_smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("torch_tokens_per_s"),
                "smollm2_vs_torch": by.get("smollm2-135m", {}).get("vs_torch"),
                "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
-    opt = {r["model"]: r["ms_per_step"] for r in rows if "ms_per_step" in r}
+    opt = {r["model"]: r["ms_per_step"] for r in rows if "ms_per_step" in r and "tokens_per_s" not in r}
     if opt:
         summary.update(adamw_ms=opt.get("jaxsel AdamW"), optax_adamw_ms=opt.get("optax-clipped AdamW"),
                        torch_adamw_ms=opt.get("torch AdamW"), torch_fused_adamw_ms=opt.get("torch AdamW fused"))
@@ -158,8 +180,9 @@ def main() -> None:
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:
         summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
-    report("finetune", rows, ["model", "params_M", "batch", "seq", "steps", "seconds", "ms_per_step", "tokens_per_s",
-                              "torch_tokens_per_s", "vs_torch", "dtype", "mfu", "test_accuracy"],
+    report("finetune", rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
+                              "tokens_per_s", "torch_tokens_per_s", "vs_torch", "first_2_steps_s", "dtype", "mfu",
+                              "test_accuracy"],
            summary, a.quick)
     partial.unlink(missing_ok=True)
 

@@ -70,14 +70,16 @@ class TorchFinetune:
         """The batch's mean cross-entropy (torch int64 tensors in)."""
         return self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray):
-        """One optimizer step on a (B, T) batch; returns the loss as a tensor (no device sync:
-        call :meth:`sync` before reading a clock)."""
+    def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray, micro: int = 1):
+        """One optimizer step on a (B, T) batch, its gradient accumulated over ``micro`` equal
+        micro-batches (as jaxsel's ``train_step`` does); returns the last micro-batch's loss as a
+        tensor (no device sync: call :meth:`sync` before reading a clock)."""
         t = self.torch
         batch = [t.from_numpy(a.astype(np.int64)).to(self.device, non_blocking=True) for a in (tokens, mask, labels)]
-        with t.autocast(self.device, dtype=t.bfloat16, enabled=self.device != "cpu"):
-            loss = self.loss(*batch)
-        loss.backward()
+        for part in zip(*(b.chunk(micro) for b in batch)):
+            with t.autocast(self.device, dtype=t.bfloat16, enabled=self.device != "cpu"):
+                loss = self.loss(*part) / micro
+            loss.backward()
         t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
