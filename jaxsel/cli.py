@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import MAX_INT, JaxselError
+from jaxsel.errors import MAX_INT, JaxselError, warn
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
@@ -238,7 +238,7 @@ def cmd_data(a) -> None:
         print(f"{split:<11}{r['rows']:>7}" + "".join(f"{r['label_counts'][n]:>13}" for n in names)
               + f"{r['duplicate_texts']:>11}")
     for line in data.summary_warnings(s):
-        print(f"warning: {line}", file=sys.stderr)
+        warn(line)
     if a.label_issues:
         li = s["label_issues"]
         print(f"label issues (cleanlab on leave-one-cluster-out ridge predictions, k={li['k']}): "
@@ -363,11 +363,10 @@ def cmd_select(a) -> None:
     print("label mix: " + ", ".join(f"{n} {c} (train {t})" for n, c, t in
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
-        print(f"warning: the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
-              f"a model finetuned on it cannot predict that class (try a larger budget"
-              f"{'' if a.method in BASELINE_METHODS or a.stratified else ' or --stratified clusters'}"
-              f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})",
-              file=sys.stderr)
+        warn(f"the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
+             f"a model finetuned on it cannot predict that class (try a larger budget"
+             f"{'' if a.method in BASELINE_METHODS or a.stratified else ' or --stratified clusters'}"
+             f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})")
     print(f"wrote {out / 'selection.json'}")
 
 

@@ -8,7 +8,6 @@ for) and caches the result on disk, keyed by (dataset fingerprint, model, max le
 from __future__ import annotations
 
 import functools
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from flax import nnx
 
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, warn
 from jaxsel.io import write_npz
 
 if TYPE_CHECKING:
@@ -282,5 +281,5 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
         try:
             write_npz(path, **out)
         except OSError as e:  # the cache only saves time: a read-only one is no reason to stop
-            print(f"warning: embeddings not cached, cannot write {path.parent}: {e.strerror or e}", file=sys.stderr)
+            warn(f"embeddings not cached, cannot write {path.parent}: {e.strerror or e}")
     return {s: out[s] for s in splits}

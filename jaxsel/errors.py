@@ -13,6 +13,13 @@ class JaxselError(ValueError):
     """Bad input or environment, explained in one line (missing column, wrong checksum, ...)."""
 
 
+def warn(message: str) -> None:
+    """A warning on stderr, one line: "warning: " + ``message`` (something the user should know
+    that does not stop the work)."""
+    import sys
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def is_int(value) -> bool:
     """Whether ``value`` is a whole number as Python or numpy types it (a bool is not one)."""
     import numpy as np

@@ -17,13 +17,12 @@ it then flags about what the row filter flags (bench/README.md, "A cluster vote 
 
 from __future__ import annotations
 
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, warn
 from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
@@ -103,9 +102,9 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     k = per_cluster.xtx.shape[0]
     judged = judgeable(labels, assignment, k)
     if not judged.all():
-        print(f"warning: label issues: {int((~judged).sum())} rows belong to classes with under "
-              f"{MIN_OUTSIDE:.0%} of their rows outside the row's cluster; the out-of-cluster fit cannot judge "
-              f"their labels, so they are never flagged", file=sys.stderr)
+        warn(f"label issues: {int((~judged).sum())} rows belong to classes with under {MIN_OUTSIDE:.0%} of their "
+             f"rows outside the row's cluster; the out-of-cluster fit cannot judge their labels, so they are never "
+             f"flagged")
 
     def rows(keep: np.ndarray | None) -> np.ndarray:
         probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types, warn
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
@@ -83,11 +82,6 @@ class SelectConfig:
         check_at_least("select", self, 0, "surrogate_rounds")
         check_seed("select", self, "seed")
         check_range("select", self, 0, float("inf"), "reward_scale", low_open=True)
-
-
-def warn(message: str) -> None:
-    """A warning on stderr, one line."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def env_steps(cfg, updates: int) -> int:

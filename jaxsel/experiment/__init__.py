@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from jaxsel.experiment import stages
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, warn
 from jaxsel.io import exclusive, remove_stale_temporaries, write_json
 from jaxsel.selection import budget_examples
 
@@ -75,7 +74,7 @@ class Run:
         dd = load_dataset(self.cfg.data)
         if self.progress:
             for line in data.summary_warnings(data.summary(dd)):
-                print(f"warning: {line}", file=sys.stderr)
+                warn(line)
         return dd
 
     def embeddings(self, dd) -> dict[str, np.ndarray]:

@@ -36,7 +36,6 @@ prediction), for every kind. Reward = score(subset + pick) - score(subset).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import jax.numpy as jnp
@@ -45,7 +44,7 @@ import numpy as np
 from jaxsel.cluster import Clustering
 from jaxsel.config import PROXY_KINDS as KINDS
 from jaxsel.config import SCORE_ON
-from jaxsel.errors import JaxselError, check_labels
+from jaxsel.errors import JaxselError, check_labels, warn
 from jaxsel.proxy import knn, ridge
 from jaxsel.proxy.base import (HIGHEST, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
@@ -113,9 +112,9 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     c = int(max(train_y.max(), val_y.max())) + 1
     unused = sorted(set(range(c)) - set(train_y.tolist()) - set(val_y.tolist()))
     if unused:
-        print(f"warning: class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation "
-              f"label, yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
-              f"(numpy.unique(labels, return_inverse=True))", file=sys.stderr)
+        warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
+             f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
+             f"(numpy.unique(labels, return_inverse=True))")
     keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
     val_x, val_y = val_x[keep], val_y[keep]
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)[keep]

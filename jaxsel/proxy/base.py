@@ -4,7 +4,6 @@ of takes, and the :class:`Proxy` base class that states the protocol."""
 from __future__ import annotations
 
 import functools
-import sys
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -13,7 +12,7 @@ import numpy as np
 from flax import struct
 
 from jaxsel.config import ProxyConfig
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, warn
 from jaxsel.proxy import batch
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -111,8 +110,8 @@ def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarr
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
     if size < len(classes):
-        print(f"warning: a stratified sample of {size} rows leaves {len(classes) - size} of the {len(classes)} "
-              f"classes without a row", file=sys.stderr)
+        warn(f"a stratified sample of {size} rows leaves {len(classes) - size} of the {len(classes)} classes "
+             f"without a row")
     share = counts / counts.sum() * size
     take = np.minimum(np.maximum(np.round(share).astype(int), 1), counts)
     tie = np.random.default_rng([seed, 1]).permutation(len(classes))  # the sample's own draws stay as they were
