@@ -72,8 +72,8 @@ class TorchFinetune:
 
     def step(self, tokens: np.ndarray, mask: np.ndarray, labels: np.ndarray, micro: int = 1):
         """One optimizer step on a (B, T) batch, its gradient accumulated over ``micro`` equal
-        micro-batches (as jaxsel's ``train_step`` does); returns the last micro-batch's loss as a
-        tensor (no device sync: call :meth:`sync` before reading a clock)."""
+        micro-batches (as jaxsel's ``train_step`` does); returns the last micro-batch's mean loss
+        as a tensor (no device sync: call :meth:`sync` before reading a clock)."""
         t = self.torch
         batch = [t.from_numpy(a.astype(np.int64)).to(self.device, non_blocking=True) for a in (tokens, mask, labels)]
         for part in zip(*(b.chunk(micro) for b in batch)):
@@ -83,7 +83,7 @@ class TorchFinetune:
         t.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss.detach() * micro
 
     def sync(self) -> None:
         """Wait for the device's queued work (a no-op on CPU)."""
