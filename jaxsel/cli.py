@@ -162,6 +162,10 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
 
 
+READ_OPTIONS = ("text_col", "label_col", "split_col", "split_seed", "dedup", "encoding", "missing_labels",
+                "merge_label_case", "min_class_rows", "model", "max_length", "dtype")  # what changes the embeddings
+
+
 def _data_folder(data: str) -> Path:
     """The default output folder of a dataset, runs/DATA: a built-in or hub dataset by its name, a
     file by its stem plus a hash of its absolute path, so files named alike in two folders
@@ -283,6 +287,9 @@ def cmd_cluster(a) -> None:
     from jaxsel import cluster, data
     tags = ["-strat" * a.stratified, f"-{a.method}" * (a.method != "lloyd"), f"-s{a.seed}" * (a.seed != 0),
             f"-table{a.table_size}" * (a.table_size != CLUSTER_TABLE)]
+    read = {k: getattr(a, k) for k, default in a.read_defaults.items() if getattr(a, k) != default}
+    if read:  # how the data was read and embedded, when not the default: a short hash of those options
+        tags.append("-" + hashlib.sha256(json.dumps(read, sort_keys=True, default=str).encode()).hexdigest()[:6])
     name = f"clustering-k{a.k}{''.join(tags)}.npz"
     out = Path(a.out or _data_folder(a.data) / name)
     if a.out and (a.out.endswith(("/", os.sep)) or out.is_dir()):
@@ -484,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="members sampled per cluster for fixed-size proxies")
     p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
-                                                   "tagged with the options that differ from their defaults)")
-    p.set_defaults(func=cmd_cluster)
+                                                   "tagged with the options that differ from their defaults; "
+                                                   "reading and embedding options as a short hash)")
+    p.set_defaults(func=cmd_cluster, read_defaults={k: p.get_default(k) for k in READ_OPTIONS})
     p = sub.add_parser("select", help="choose a budget of the train set with an RL agent or a search baseline")
     _dataset_args(p)
     _embed_args(p)

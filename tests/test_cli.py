@@ -335,7 +335,8 @@ def test_export_format_follows_the_suffix():
 
 def test_cluster_out_may_name_a_folder(table_file, tmp_path, tmp_cache):
     assert cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--out", str(tmp_path / "cl") + "/"]) == 0
-    assert cluster.Clustering.load(tmp_path / "cl" / "clustering-k4.npz").k == 4
+    [written] = (tmp_path / "cl").glob("clustering-k4-*.npz")  # tagged: --model hash is not the default
+    assert cluster.Clustering.load(written).k == 4
 
 
 def test_cluster_never_overwrites_its_data_or_writes_another_format(table_file, tmp_path, tmp_cache, capsys):
@@ -471,7 +472,20 @@ def test_default_outputs_of_files_named_alike_do_not_collide(tmp_path, tmp_cache
                          "--seed", "1"]) == 0
     written = sorted(str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*.npz"))
     assert len(written) == 4 and len({p.split("/")[0] for p in written}) == 2, written
-    assert {p.split("/")[1] for p in written} == {"clustering-k4.npz", "clustering-k4-s1.npz"}
+    names = {p.split("/")[1] for p in written}  # the same reading options in both folders: the same tag
+    assert len(names) == 2 and {n.replace("-s1", "") for n in names} == {min(names, key=len)}, names
+
+
+def test_default_clustering_file_names_the_reading_options(table_file, tmp_path, tmp_cache, monkeypatch):
+    """The default clustering file is tagged with every option that changes what is clustered (how the
+    data is read and embedded), so two clusterings of differently read data never overwrite each other;
+    the same options name the same file."""
+    monkeypatch.chdir(tmp_path)
+    base = ["cluster", str(table_file), "--k", "4", "--model", "hash"]
+    for extra in ([], ["--max-length", "8"], ["--split-seed", "5"], ["--dedup"], [], ["--seed", "1"]):
+        assert cli.main(base + extra) == 0
+    names = sorted(p.name for p in tmp_path.rglob("clustering-*.npz"))
+    assert len(names) == 5 and sum("-s1-" in n for n in names) == 1, names
 
 
 def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):

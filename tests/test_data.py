@@ -214,13 +214,30 @@ def test_label_case_merge_and_small_classes(tmp_path, capsys):
 
 
 def test_texts_shared_across_splits_are_counted(tmp_path):
+    """Leakage is counted in rows (the share of the split that measures nothing), with the distinct
+    texts beside: 9 test rows repeat 3 train texts (t0 four times, t1 three, t2 twice)."""
     rows = [(f"t{i}", "ab"[i % 2], "train") for i in range(40)] + \
-           [(f"t{i}", "ab"[i % 2], "test") for i in range(6)] + [(f"v{i}", "ab"[i % 2], "validation") for i in range(6)]
+           [(t, "ab"[int(t[1])  % 2], "test") for t in ["t0"] * 4 + ["t1"] * 3 + ["t2"] * 2] + \
+           [(f"u{i}", "ab"[i % 2], "test") for i in range(3)] + [(f"v{i}", "ab"[i % 2], "validation") for i in range(6)]
     p = tmp_path / "d.csv"
     p.write_text("text,label,split\n" + "\n".join(f"{t},{y},{s}" for t, y, s in rows) + "\n")
     s = data.summary(data.load(str(p), split_col="split"))
-    assert s["shared_with_train"] == {"validation": 0, "test": 6}
-    assert any("6 in test" in w for w in data.summary_warnings(s))
+    assert s["shared_with_train"] == {"validation": 0, "test": 9}
+    assert s["shared_texts_with_train"] == {"validation": 0, "test": 3}
+    assert any("9 of 12 test rows (3 distinct texts)" in w for w in data.summary_warnings(s))
+
+
+def test_numeric_labels_are_compared_exactly(capsys):
+    """Numeric labels: one class per number, compared exactly (ids past 2**53 neither collide nor
+    change, as float() made them), with a warning naming the spellings merged; a non-number anywhere
+    keeps every label as written."""
+    assert data.numeric_names(["1", "01", "1.0", "2", "1e1"]) == ["1", "1", "1", "2", "10"]
+    assert "'01' = '1' = '1.0' -> '1'" in capsys.readouterr().err
+    ids = ["9007199254740993", "9007199254740992", "12345678901234567891"]
+    assert data.numeric_names(ids) == ids and capsys.readouterr().err == ""
+    assert data.numeric_names(["0.5", "0.50", "0.1", "-3"]) == ["0.5", "0.5", "0.1", "-3"]
+    assert data.numeric_names(["1", "x", "01"]) == ["1", "x", "01"]
+    assert data.numeric_names(["1/2", "1"]) == ["1/2", "1"] and data.numeric_names(["1", "nan"]) == ["1", "nan"]
 
 
 def test_json_mistakes_name_the_line_or_the_column(tmp_path):

@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from jaxsel import assets
-from jaxsel.errors import JaxselError, check_indices, check_labels
+from jaxsel.errors import JaxselError, check_indices, check_labels, warn
 
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
@@ -83,15 +83,34 @@ def label_name(value) -> str | None:
 
 
 def numeric_names(labels: list[str]) -> list[str]:
-    """When every label is a number, one spelling per number ("1", "1.0" and "01" -> "1");
-    otherwise the labels unchanged."""
+    """When every label is a finite number, one spelling per number ("1", "1.0", "1e0" and "01" ->
+    "1"; "0.50" -> "0.5"), the numbers compared exactly (``fractions.Fraction``: ids past 2**53
+    neither collide nor change), with a warning naming the spellings merged; otherwise the labels
+    unchanged."""
+    from fractions import Fraction
+    distinct = sorted(set(labels))
     try:
-        values = [float(v) for v in labels]
-    except ValueError:
+        if not all(np.isfinite([float(v) for v in distinct])):  # float() decides what is a number ("1/2" is not)
+            return labels
+        exact = {v: Fraction(v.strip()) for v in distinct}
+    except (ValueError, ZeroDivisionError):
         return labels
-    if not all(np.isfinite(values)):
-        return labels
-    return [str(int(v)) if v.is_integer() else repr(v) for v in values]
+
+    def name(x: Fraction, spelling: str) -> str:
+        if x.denominator == 1:
+            return str(x.numerator)
+        short = repr(float(x))
+        return short if Fraction(short) == x else spelling.strip()
+
+    spellings: dict[Fraction, list[str]] = {}
+    for v, x in exact.items():
+        spellings.setdefault(x, []).append(v)
+    names = {v: name(x, vs[0]) for x, vs in spellings.items() for v in vs}
+    merged = [f"{' = '.join(repr(v) for v in vs)} -> {names[vs[0]]!r}" for vs in spellings.values() if len(vs) > 1]
+    if merged:
+        warn(f"numeric labels that are the same number are one class: {'; '.join(merged[:5])}"
+             f"{f' (and {len(merged) - 5} more)' if len(merged) > 5 else ''}")
+    return [names[v] for v in labels]
 
 
 def decode(data: bytes, path: Path, encoding: str | None) -> str:
@@ -561,7 +580,9 @@ def summary(dd) -> dict:
                        for k in ("missing_label", "empty_text", "small_class")},
            "splits": {}}
     train = set(column(dd["train"], "text"))
-    out["shared_with_train"] = {s: sum(t in train for t in set(column(dd[s], "text"))) for s in SPLITS[1:]}
+    shared = {s: [t for t in column(dd[s], "text") if t in train] for s in SPLITS[1:]}
+    out["shared_with_train"] = {s: len(v) for s, v in shared.items()}  # rows whose text is also in train
+    out["shared_texts_with_train"] = {s: len(set(v)) for s, v in shared.items()}  # distinct such texts
     for s in SPLITS:
         d = dd[s]
         counts = Counter(column(d, "label"))
@@ -583,8 +604,10 @@ def summary_warnings(s: dict) -> list[str]:
         out.append("dropped " + ", ".join(parts))
     shared = {k: v for k, v in s.get("shared_with_train", {}).items() if v}
     if shared:
-        out.append("texts also in train (leakage): " + ", ".join(f"{v} in {k}" for k, v in shared.items())
-                   + " (--dedup drops exact duplicates before a random split)")
+        texts = s.get("shared_texts_with_train", {})
+        out.append("rows whose text is also in train (leakage): " + ", ".join(
+            f"{v} of {s['splits'][k]['rows']} {k} rows ({texts.get(k, v)} distinct texts)" for k, v in shared.items())
+            + " (--dedup drops exact duplicates before a random split)")
     return out
 
 

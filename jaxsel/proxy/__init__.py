@@ -111,6 +111,10 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     c = int(max(train_y.max(), val_y.max())) + 1
     unused = sorted(set(range(c)) - set(train_y.tolist()) - set(val_y.tolist()))
+    if c > len(train_y) + len(val_y):  # more classes than labelled rows: ids, not classes (C-sized tables too)
+        raise JaxselError(f"labels must be class ids 0..C-1: they run to {c - 1} ({c - len(unused)} distinct ids in "
+                          f"{len(train_y) + len(val_y)} train and validation rows); renumber them "
+                          f"(numpy.unique(labels, return_inverse=True))")
     if unused:
         warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
              f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
