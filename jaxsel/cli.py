@@ -163,7 +163,24 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 READ_OPTIONS = ("text_col", "label_col", "split_col", "split_seed", "dedup", "encoding", "missing_labels",
-                "merge_label_case", "min_class_rows", "model", "max_length", "dtype")  # what changes the embeddings
+                "merge_label_case", "min_class_rows")  # how a dataset is read
+EMBED_OPTIONS = ("model", "max_length", "dtype")
+
+
+def _read_defaults() -> dict:
+    """The reading options' defaults, as ``jaxsel data`` and ``select`` have them."""
+    p = argparse.ArgumentParser()
+    _dataset_args(p)
+    return {k: p.get_default(k) for k in READ_OPTIONS}
+
+
+def _options_tag(a) -> str:
+    """"-" and a short hash of the reading (and embedding) options ``a`` sets away from their defaults
+    (``a.tagged``, set by the subcommand), "" when none: the default output names carry it, so data
+    read or embedded differently never overwrites an output."""
+    changed = {k: getattr(a, k) for k, default in a.tagged.items() if getattr(a, k) != default}
+    return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6] \
+        if changed else ""
 
 
 def _data_folder(data: str) -> Path:
@@ -287,10 +304,7 @@ def cmd_cluster(a) -> None:
     from jaxsel import cluster, data
     tags = ["-strat" * a.stratified, f"-{a.method}" * (a.method != "lloyd"), f"-s{a.seed}" * (a.seed != 0),
             f"-table{a.table_size}" * (a.table_size != CLUSTER_TABLE)]
-    read = {k: getattr(a, k) for k, default in a.read_defaults.items() if getattr(a, k) != default}
-    if read:  # how the data was read and embedded, when not the default: a short hash of those options
-        tags.append("-" + hashlib.sha256(json.dumps(read, sort_keys=True, default=str).encode()).hexdigest()[:6])
-    name = f"clustering-k{a.k}{''.join(tags)}.npz"
+    name = f"clustering-k{a.k}{''.join(tags)}{_options_tag(a)}.npz"
     out = Path(a.out or _data_folder(a.data) / name)
     if a.out and (a.out.endswith(("/", os.sep)) or out.is_dir()):
         out = out / name  # --out names a folder
@@ -322,14 +336,14 @@ def cmd_select(a) -> None:
         a.filter = "none"
     agent = dict(total_timesteps=a.steps, network=a.network, preference_rate=a.preference_rate)
     ppo_cfg, dqn_cfg = agents.ppo.PPOConfig(**agent), agents.dqn.DQNConfig(**agent)  # bad values fail before any work
-    out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / a.method), folder=True))
+    out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
     labels = np.asarray(column(dd["train"], "label"))
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
-    c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length), labels)
+    c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
     with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock:  # interrupted attempts too
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
@@ -339,7 +353,8 @@ def cmd_select(a) -> None:
                                   granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
                                   similarity=a.similarity, balance=a.balance,
                                   ppo=ppo_cfg, dqn=dqn_cfg)
-        meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "k": a.k, "proxy_kind": a.proxy,
+        meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "embed_max_length": a.max_length,
+                "embed_dtype": a.dtype, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
                 "project": a.project, "stratified": a.stratified, "order": a.order}
         kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
@@ -393,8 +408,8 @@ def cmd_finetune(a) -> None:
                                   max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
                                   lora_rank=a.lora_rank)
     kind = 'sel' if a.selection else 'rand' if a.random_fraction else 'full'
-    out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"),
-                               folder=True))
+    out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
+                                                                    f"{_options_tag(a)}"), folder=True))
     dd = _load(a)
     n = len(dd["train"])
     if sel:
@@ -493,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
                                                    "tagged with the options that differ from their defaults; "
                                                    "reading and embedding options as a short hash)")
-    p.set_defaults(func=cmd_cluster, read_defaults={k: p.get_default(k) for k in READ_OPTIONS})
+    p.set_defaults(func=cmd_cluster, tagged={k: p.get_default(k) for k in READ_OPTIONS + EMBED_OPTIONS})
     p = sub.add_parser("select", help="choose a budget of the train set with an RL agent or a search baseline")
     _dataset_args(p)
     _embed_args(p)
@@ -550,12 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD); the clustering is cached "
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the reading and "
+                                                "embedding options set away from their defaults); the clustering is cached "
                                                 "beside it in OUT/../stages, shared by the methods selected there")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
-    p.set_defaults(func=cmd_select)
+    p.set_defaults(func=cmd_select, tagged={k: p.get_default(k) for k in READ_OPTIONS + EMBED_OPTIONS})
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything",
                        epilog=MALLOC_NOTE)
     _dataset_args(p, recorded="positional")
@@ -571,11 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-...)")
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND, tagged like "
+                                                "select's with the reading options)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, tagged=_read_defaults())  # options the selection records, against their defaults
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
     _dataset_args(p, recorded="option")

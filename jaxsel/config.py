@@ -221,10 +221,12 @@ class NoiseSpec:
 class EmbedSpec:
     model: str = "minilm"  # minilm, hash, or a local BERT folder
     max_length: int = 128  # tokens per text, longer texts truncated
+    dtype: str = "float32"  # the encoder's compute dtype: float32 or bfloat16 (embeddings are float32 either way)
 
     def __post_init__(self):
         check_types("embed", self)
         check_at_least("embed", self, 2, "max_length")  # a [CLS] and a [SEP] at least
+        check_choice("embed", self, "dtype", ("float32", "bfloat16"))
 
 
 @dataclass(frozen=True)

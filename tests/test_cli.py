@@ -476,6 +476,19 @@ def test_default_outputs_of_files_named_alike_do_not_collide(tmp_path, tmp_cache
     assert len(names) == 2 and {n.replace("-s1", "") for n in names} == {min(names, key=len)}, names
 
 
+def test_default_selection_folders_name_the_reading_options(table_file, tmp_path, tmp_cache, monkeypatch):
+    """select's default runs/DATA/METHOD was one folder whatever --split-seed or --dtype said (a second
+    select overwrote the first one's selection); a bfloat16 select also reused the float32 clustering
+    from the stage cache (its key had no dtype)."""
+    monkeypatch.chdir(tmp_path)
+    base = ["select", str(table_file), "--model", "hash", "--k", "4", "--method", "stratified", "--budget", "0.2"]
+    for extra in ([], ["--split-seed", "3"], ["--dtype", "bfloat16"]):
+        assert cli.main(base + extra) == 0
+    folders = sorted(p.parent.name for p in tmp_path.rglob("selection.json"))
+    assert len(folders) == 3 and all(f.startswith("stratified-") for f in folders), folders
+    assert len(list(tmp_path.rglob("stages/cluster-*.npz"))) == 3  # the dtype is part of the clustering's key
+
+
 def test_default_clustering_file_names_the_reading_options(table_file, tmp_path, tmp_cache, monkeypatch):
     """The default clustering file is tagged with every option that changes what is clustered (how the
     data is read and embedded), so two clusterings of differently read data never overwrite each other;

@@ -240,6 +240,61 @@ def test_numeric_labels_are_compared_exactly(capsys):
     assert data.numeric_names(["1/2", "1"]) == ["1/2", "1"] and data.numeric_names(["1", "nan"]) == ["1", "nan"]
 
 
+def test_typed_numeric_labels_keep_their_exact_values(tmp_path, capsys):
+    """JSON and Parquet number columns: ints past 2**53 with a null beside them went through float64
+    (two ids became one class named by a value absent from the file) and JSON's 0.3 and
+    0.30000000000000004 became one float; the null row is dropped and counted, as a missing label."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    big = [2**53, 2**53 + 1, 2**53 + 3]
+    rows = [{"text": f"row {i} {'abc'[i % 3]}", "label": big[i % 3]} for i in range(60)] + [{"text": "x", "label": None}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": pa.array([r["label"] for r in rows], pa.int64())}),
+                   tmp_path / "d.parquet")
+    for f in ("d.jsonl", "d.parquet"):
+        dd = data.load(str(tmp_path / f))
+        assert dd["train"].features["label"].names == [str(b) for b in big], f
+        assert data.summary(dd)["dropped"]["missing_label"] == 1
+    floats = [{"text": f"row {i}", "label": [0.3, 0.30000000000000004][i % 2]} for i in range(40)]
+    (tmp_path / "f.json").write_text(json.dumps(floats))
+    assert data.load(str(tmp_path / "f.json"))["train"].features["label"].names == ["0.3", "0.30000000000000004"]
+    assert "same number" not in capsys.readouterr().err
+
+
+def test_labels_that_look_like_numbers_but_are_not_sort_as_text(tmp_path):
+    """The class order put integers first through int(s) after an isdigit() test that "³" and "--1"
+    pass or half-pass: a ValueError traceback on every command loading the file."""
+    labels = ["--1", "\u00b3", "7", "-2", "b"]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"row {i},{labels[i % 5]}\n" for i in range(100)))
+    assert data.load(str(tmp_path / "d.csv"))["train"].features["label"].names == ["-2", "7", "--1", "b", "\u00b3"]
+
+
+def test_a_tab_in_a_text_cannot_forge_a_row_of_the_fingerprint(tmp_path):
+    """Rows were hashed as LABEL<tab>TEXT<newline> as they are: a text holding "<newline>0<tab>..."
+    made two different files one fingerprint (the second got the first one's cached embeddings).
+    Texts without a tab hash as before, so existing fingerprints stay valid."""
+    a = [("first\n0\tsecond", 0), ("third", 1)] + [(f"t{i}", i % 2) for i in range(20)]
+    b = [("first", 0), ("second\n1\tthird", 0)] + [(f"t{i}", i % 2) for i in range(20)]
+    fps = []
+    for name, rows in (("a", a), ("b", b)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": t, "label": "xy"[y], "split": "train"}) + "\n" for t, y in rows)
+                        + "".join(json.dumps({"text": f"{s}{i}", "label": "xy"[i % 2], "split": s}) + "\n"
+                                  for s in ("validation", "test") for i in range(4)))
+        fps.append(data.fingerprint(data.load(str(path), split_col="split")))
+    assert fps[0] != fps[1]
+    import hashlib
+    dd = data.load(str(tmp_path / "a.jsonl"), split_col="split")
+    clean = data.derive(dd, {"train": np.arange(1, len(dd["train"]))}, tag="no-tab")  # without the tab's row
+    h = hashlib.sha256(b"")  # the stream as it was hashed before the escape
+    for s in data.SPLITS:
+        d = clean[s]
+        h.update(f"|{s}|{len(d)}|{','.join(d.features['label'].names)}|".encode())
+        for t, y in zip(d["text"], d["label"]):
+            h.update(f"{y}\t{t}\n".encode())
+    assert data.fingerprint(clean) == h.hexdigest()[:16]
+
+
 def test_json_mistakes_name_the_line_or_the_column(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "label": "x"}\n\n{not json\n')

@@ -82,6 +82,15 @@ def label_name(value) -> str | None:
     return None if text.lower() in MISSING_LABELS else text
 
 
+def _class_order(name: str) -> tuple:
+    """Sort key of class names: integers first in numeric order, then the rest as text ("--1", "³"
+    and ids past Python's 4,300-digit int limit are text)."""
+    try:
+        return (0, int(name), name)
+    except ValueError:
+        return (1, 0, name)
+
+
 def numeric_names(labels: list[str]) -> list[str]:
     """When every label is a finite number, one spelling per number ("1", "1.0", "1e0" and "01" ->
     "1"; "0.50" -> "0.5"), the numbers compared exactly (``fractions.Fraction``: ids past 2**53
@@ -203,8 +212,9 @@ def _parse_frame(path: Path, encoding: str | None):
         raise JaxselError(f"{path}: unsupported file type {path.suffix!r} (use .csv, .tsv, .jsonl, .json or .parquet)")
     text = None
     try:
-        if kind == ".parquet":
-            return pd.read_parquet(path)
+        if kind == ".parquet":  # integer columns with nulls as Python ints, not float64 (ids past 2**53 kept)
+            import pyarrow.parquet as pq
+            return pq.read_table(path).to_pandas(integer_object_nulls=True)
         data = path.read_bytes()
         if suffixes.endswith(".gz"):
             data = gzip.decompress(data)
@@ -212,7 +222,7 @@ def _parse_frame(path: Path, encoding: str | None):
             raise JaxselError(f"{path}: the file is empty")
         text = decode(data, path, encoding)
         if kind in (".jsonl", ".json"):
-            return pd.read_json(io.StringIO(text), lines=kind == ".jsonl", dtype=False)
+            return _json_frame(text, lines=kind == ".jsonl")
         sep = "\t" if ".tsv" in suffixes else ","
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
@@ -228,6 +238,20 @@ def _parse_frame(path: Path, encoding: str | None):
         if "," not in header and (sep := next((c for c in ";|\t" if c in header), None)):
             first += f" (the header seems separated by {sep!r}, not commas)"
         raise JaxselError(f"{path}: cannot be parsed: {first}")
+
+
+def _json_frame(text: str, lines: bool):
+    """A DataFrame of JSON records (a list of objects, JSON lines, or an object of column lists)
+    parsed by the standard library into object columns: numbers stay as written (ints past 2**53,
+    0.3 beside 0.30000000000000004), where pandas' parser went through float64. Other JSON layouts
+    go to ``pandas.read_json``."""
+    import pandas as pd
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return pd.DataFrame(rows, dtype=object)
+    if isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values()):
+        return pd.DataFrame(rows, dtype=object)
+    return pd.read_json(io.StringIO(text), lines=lines, dtype=False, precise_float=True)
 
 
 def _bad_json_line(text: str) -> str | None:
@@ -422,7 +446,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             print(f"note: dropped {small} rows of {len(gone)} classes with fewer than {min_class_rows} rows: "
                   f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}", file=sys.stderr)
             raw = raw.rows(keep)
-    names = sorted(set(raw.labels), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    names = sorted(set(raw.labels), key=_class_order)
     if len(names) < 2:
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
     folded = Counter(n.casefold() for n in names)
@@ -538,10 +562,23 @@ def fingerprint(dd, params: str = "") -> str:
     h = hashlib.sha256(params.encode())
     for s in SPLITS:
         d = dd[s]
-        h.update(f"|{s}|{len(d)}|{','.join(d.features['label'].names)}|".encode())
+        h.update(f"|{s}|{len(d)}|{','.join(_unambiguous(n, ',') for n in d.features['label'].names)}|".encode())
         for t, y in zip(column(d, "text"), column(d, "label")):
-            h.update(f"{y}\t{t}\n".encode())
+            h.update(f"{y}\t".encode() + _unambiguous(t, "\t").encode() + b"\n")
     return h.hexdigest()[:16]
+
+
+def _unambiguous(s: str, separator: str) -> str:
+    """``s`` as hashed between ``separator``s: unchanged unless it holds the separator (or starts with
+    NUL), else NUL + ``s`` with backslash, NUL, newline and the separator backslash-escaped. So a
+    text holding a tab can no longer forge a row boundary of the hash stream (two files, one
+    fingerprint, the first one's cached embeddings for the second), while every text without one
+    hashes as before: existing fingerprints and caches stay valid."""
+    if separator not in s and not s.startswith("\0"):
+        return s
+    for c, e in (("\\", "\\\\"), ("\0", "\\0"), ("\n", "\\n"), (separator, "\\" + ("t" if separator == "\t" else separator))):
+        s = s.replace(c, e)
+    return "\0" + s
 
 
 def _fields(dd) -> dict[str, str]:

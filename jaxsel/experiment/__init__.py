@@ -82,7 +82,7 @@ class Run:
         spec = self.cfg.embed
         rec = self.stage_dir / f"embed-{stages.key(data.dataset_fingerprint(dd), spec)}.json"
         t = time.perf_counter()
-        emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, progress=self.progress,
+        emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, dtype=spec.dtype, progress=self.progress,
                                   splits=data.SELECTION_SPLITS)
         if not rec.exists():
             write_json(rec, {"seconds": time.perf_counter() - t})

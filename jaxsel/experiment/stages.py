@@ -57,6 +57,6 @@ def texts_embedded(folder: Path, texts: list[str], embed, progress: bool = True)
     if path.exists():
         with np.load(path) as z:
             return z["x"]
-    x = embed_.encode(texts, embed.model, max_length=embed.max_length, progress=progress)
+    x = embed_.encode(texts, embed.model, max_length=embed.max_length, dtype=embed.dtype, progress=progress)
     write_npz(path, x=x)
     return x
