@@ -184,6 +184,8 @@ def check_labels(labels, name: str, rows: int | None = None, num_classes: int | 
         if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all() or (y != np.round(y)).any():
             raise JaxselError(f"{name} must be integer class ids 0..C-1, got {y.dtype} values such as {y[:3].tolist()} "
                               f"(map names to ids first, e.g. np.unique(labels, return_inverse=True))")
+    if np.issubdtype(y.dtype, np.unsignedinteger) and len(y) and y.max() > np.iinfo(np.int64).max:
+        raise JaxselError(f"{name} must be class ids 0..C-1, got {int(y.max())}")  # read as -1 after the cast
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise JaxselError(f"{name} must be class ids 0..C-1, got {int(y.min())} (drop unlabelled rows first)")

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsel.errors import JaxselError, warn
+from jaxsel.errors import JaxselError, check_labels, warn
 from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
@@ -70,7 +70,7 @@ def _probs(p: Ridge, assignment: jax.Array, keep: jax.Array) -> jax.Array:
 def cluster_agreement(labels: np.ndarray, probs: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
     """(K, 2) float32 per cluster: the share of its rows whose given label is the out-of-cluster
     prediction, and the mean out-of-cluster probability of the given labels."""
-    labels, assignment = np.asarray(labels), np.asarray(assignment)
+    labels, assignment = check_labels(labels, "labels", len(assignment), probs.shape[1]), np.asarray(assignment)
     agree = (probs.argmax(1) == labels).astype(np.float64)
     given = probs[np.arange(len(labels)), labels]
     n = np.maximum(np.bincount(assignment, minlength=k), 1)
@@ -93,6 +93,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     labels, assignment = np.asarray(labels), np.asarray(assignment)
     if labels.shape != assignment.shape:
         raise JaxselError(f"labels ({labels.shape}) and assignment ({assignment.shape}) must have one entry per row")
+    labels = check_labels(labels, "labels", num_classes=proxy.num_classes)
     if max_rounds < 1:
         raise JaxselError(f"max_rounds must be at least 1, got {max_rounds}")
     if len(np.unique(labels)) < 2:
@@ -135,7 +136,8 @@ def judgeable(labels: np.ndarray, assignment: np.ndarray, k: int) -> np.ndarray:
     class found in one cluster, a class of a few rows), and predicts the other classes there:
     cleanlab would flag every such row, right labels too (a new user's 26 classes over 30 clusters:
     38% of correct rows flagged)."""
-    labels, assignment = np.asarray(labels), np.asarray(assignment)
+    _, labels = np.unique(check_labels(labels, "labels", len(assignment)), return_inverse=True)  # any ids
+    assignment = np.asarray(assignment)
     c = int(labels.max()) + 1
     joint = np.bincount(assignment * c + labels, minlength=k * c).reshape(k, c)  # rows per (cluster, class)
     total = joint.sum(0)

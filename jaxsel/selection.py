@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_labels
 from jaxsel.io import atomic_path, check_not_input, check_target, write_json
 
 FORMAT = "jaxsel.selection/1"
@@ -108,7 +108,10 @@ def balance_caps(clustering, labels: np.ndarray, examples: int, balance: str) ->
     check_balance(balance)
     if balance == "none":
         return None
-    labels, assignment = np.asarray(labels, np.int64), np.asarray(clustering.assignment)
+    labels, assignment = check_labels(labels, "labels", len(clustering.assignment)), np.asarray(clustering.assignment)
+    if len(labels) and labels.max() >= len(labels):  # ids, not classes: a class table of that length would not fit
+        raise JaxselError(f"labels must be class ids 0..C-1: they run to {int(labels.max())} in {len(labels)} rows; "
+                          f"renumber them (numpy.unique(labels, return_inverse=True))")
     k = len(clustering.sizes)
     low = np.full(k, np.iinfo(np.int64).max)
     high = np.full(k, -1)

@@ -119,3 +119,36 @@ def test_wrong_rows_and_data_in_the_data_path_are_named(tmp_path, table_file):
     with pytest.raises(JaxselError, match="not an export format"):
         selection.export(sel, dd, tmp_path / "kept.xlsx")
     assert table_file.read_bytes() == before and not (tmp_path / "kept.xlsx").exists()
+
+
+def test_label_ids_outside_the_classes_are_refused_everywhere():
+    """Every Python entry point that takes class ids checks them: ids past the proxy's classes gave
+    IndexErrors (make_env, cluster_agreement), a raw cleanlab ValueError (find), multi-GB class
+    tables (balance_caps) or wrapped around silently (noise.corrupt took ids modulo C, -1 as the
+    last class); uint64 ids past int64 read as -1. label_issues.judgeable takes any ids."""
+    from jaxsel import label_issues
+    from jaxsel.agents import env
+    from jaxsel.data import noise
+    from jaxsel.errors import check_labels
+    rng = np.random.default_rng(0)
+    x, xv = rng.standard_normal((400, 16)).astype(np.float32), rng.standard_normal((100, 16)).astype(np.float32)
+    y, yv = rng.integers(0, 3, 400), rng.integers(0, 3, 100)
+    cl = cluster.kmeans(x, 10)
+    p = proxy.make(x, y, cl, xv, yv)
+    ids = np.array([3, 7, 42, 1000])[np.arange(400) % 4]
+    for call in (lambda: env.make_env(p, cl, ids, 0.05), lambda: label_issues.find(p, ids, cl.assignment),
+                 lambda: label_issues.cluster_agreement(ids, label_issues.out_of_cluster_probs(p, cl.assignment),
+                                                        cl.assignment, cl.k),
+                 lambda: noise.corrupt(ids, cl.assignment, 4)):
+        with pytest.raises(JaxselError, match="holds class 1000, but there are [34] classes"):
+            call()
+    with pytest.raises(JaxselError, match="got -1"):
+        noise.corrupt(np.array([0, 1, -1] * 133 + [0]), cl.assignment, 3)
+    with pytest.raises(JaxselError, match="they run to 1000000000 in 400 rows"):
+        big = np.array([0, 1, 2, 10**9])[np.arange(400) % 4]
+        selection.balance_caps(cluster.kmeans(x, 12, labels=big), big, 20, "equal")
+    with pytest.raises(JaxselError, match="got 18446744073709551615"):
+        check_labels(np.array([0, 2**64 - 1], np.uint64), "labels")
+    compact = np.unique(ids, return_inverse=True)[1]
+    np.testing.assert_array_equal(label_issues.judgeable(ids * 10**6, cl.assignment, cl.k),
+                                  label_issues.judgeable(compact, cl.assignment, cl.k))

@@ -27,7 +27,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_labels
 from jaxsel.proxy import Proxy, max_picks
 from jaxsel.proxy.batch import mesh
 from jaxsel.selection import ClassCaps, budget_examples
@@ -118,7 +118,7 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
         raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
     n = int(np.sum(clustering.sizes))
     examples = budget_examples(budget, n)
-    labels = np.asarray(train_labels)
+    labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
     extra = []
     if agreement:
         from jaxsel import label_issues

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_labels
 
 KINDS = ("clusters", "source", "instance")
 
@@ -73,7 +73,8 @@ def ambiguity(x: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, la
     (n, d) fitted on the other half of the rows (two seeded folds)."""
     n = len(labels)
     xb = np.concatenate([np.asarray(x, np.float64), np.ones((n, 1))], 1)
-    y = np.eye(num_classes)[labels]
+    y = np.zeros((n, num_classes))
+    y[np.arange(n), labels] = 1.0  # one-hot without a (C, C) identity
     fold = np.zeros(n, int)
     fold[np.random.default_rng(seed).permutation(n)[: n // 2]] = 1
     scores = np.zeros((n, num_classes))
@@ -81,7 +82,8 @@ def ambiguity(x: np.ndarray, labels: np.ndarray, num_classes: int, seed: int, la
         fit, out = fold != f, fold == f
         w = np.linalg.solve(xb[fit].T @ xb[fit] + lam * np.eye(xb.shape[1]), xb[fit].T @ y[fit])
         scores[out] = xb[out] @ w
-    other = np.where(np.eye(num_classes, dtype=bool)[labels], -np.inf, scores)
+    other = scores.copy()
+    other[np.arange(n), labels] = -np.inf
     best = other.argmax(1)
     return scores[np.arange(n), labels] - other[np.arange(n), best], best
 
@@ -94,7 +96,8 @@ def corrupt(labels: np.ndarray, assignment: np.ndarray, num_classes: int, *, fli
     ``x`` (n, d) embeddings for ``kind="instance"``; ``texts`` (n,) for ``near_duplicates``.
     ``flip_fraction`` is a share of clusters ("clusters", "source") or of rows ("instance").
     Raises JaxselError for settings out of range or missing inputs."""
-    labels, assignment = np.asarray(labels, np.int64), np.asarray(assignment, np.int64)
+    labels = check_labels(labels, "labels", len(assignment), num_classes)  # ids past C used to wrap around
+    assignment = np.asarray(assignment, np.int64)
     if kind not in KINDS:
         raise JaxselError(f"unknown noise kind {kind!r} (choose from {', '.join(KINDS)})")
     for name, f in (("flip_fraction", flip_fraction), ("duplicate_fraction", duplicate_fraction)):
