@@ -17,7 +17,6 @@ it then flags about what the row filter flags (bench/README.md, "A cluster vote 
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
