@@ -23,7 +23,8 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types, warn
+from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types,
+                           warn)
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
