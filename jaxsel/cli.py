@@ -408,7 +408,8 @@ def cmd_finetune(a) -> None:
     cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                                   max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
                                   lora_rank=a.lora_rank)
-    kind = 'sel' if a.selection else 'rand' if a.random_fraction else 'full'
+    kind = f"sel-{Path(a.selection).absolute().parent.name}" if a.selection else \
+        'rand' if a.random_fraction else 'full'  # one folder per selection (its folder's name: the method and tag)
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
                                                                     f"{_options_tag(a)}"), folder=True))
     dd = _load(a)
@@ -588,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND, tagged like "
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND: sel-SELECTIONFOLDER, rand or full; tagged like "
                                                 "select's with the reading options)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)

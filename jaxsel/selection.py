@@ -409,11 +409,19 @@ def _source_table(frame, source_rows: list[int], names: dict[str, str]):
     return datasets.concatenate_datasets(columns, axis=1)
 
 
+def _json_default(value):
+    """What ``json.dumps`` cannot write natively: dates and times as ISO 8601 text, numpy values
+    and arrays as numbers and lists, anything else (decimals) as its text."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def _json_text(value) -> str | None:
     """``value`` as JSON text (a string as it is, None as None; numpy arrays as lists)."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
 def is_arrow_export(folder: Path) -> bool:
@@ -427,11 +435,17 @@ def is_arrow_export(folder: Path) -> bool:
 def _write(table, path: Path, fmt: str) -> None:
     """``table`` (a datasets.Dataset) to ``path`` as ``fmt``, atomically."""
     with atomic_path(path, folder=fmt == "arrow", replaces=is_arrow_export) as tmp:
-        if fmt == "jsonl":
-            table.to_json(str(tmp), lines=True)
+        if fmt == "jsonl":  # the standard library's writer: floats round-trip (pandas' kept 10 digits), ISO dates
+            with open(tmp, "w", encoding="utf-8") as f:
+                for batch in table.iter(batch_size=1024):
+                    for values in zip(*batch.values()):
+                        f.write(json.dumps(dict(zip(batch, values)), ensure_ascii=False, default=_json_default) + "\n")
         elif fmt == "parquet":
             table.to_parquet(str(tmp))
-        elif fmt == "csv":
-            table.to_csv(str(tmp), index=False)
+        elif fmt == "csv":  # lists and mappings as JSON text, not Python's repr
+            frame = table.to_pandas()
+            for c in frame.columns[frame.dtypes == object]:
+                frame[c] = frame[c].map(lambda v: _json_text(v) if isinstance(v, (list, tuple, dict, np.ndarray)) else v)
+            frame.to_csv(str(tmp), index=False)
         else:
             table.save_to_disk(str(tmp))

@@ -796,3 +796,35 @@ def test_select_keeps_its_stage_cache_beside_out_however_out_is_spelled(table_fi
     assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--method", "stratified",
                      "--budget", "0.2", "--out", "."]) == 0
     assert (tmp_path / "a" / "stages").is_dir() and not (work / "stages").exists()
+
+
+def test_exports_keep_values_and_each_selection_finetunes_into_its_own_folder(tmp_path, tmp_cache, monkeypatch):
+    """Exports as a user reads them back: JSON lines kept floats to 10 digits (pandas' writer) and wrote
+    timestamps as epoch milliseconds; CSV wrote list cells as numpy's repr ("[0 1]"). Finetunes of two
+    selections went to one default folder (the second replaced the first's metrics)."""
+    import datetime
+
+    import pandas as pd
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    n = 120
+    frame = pd.DataFrame({"text": [f"{'good' if i % 2 else 'bad'} review {i} {rng.choice(['x', 'y', 'z'])}" for i in range(n)],
+                          "label": ["pos" if i % 2 else "neg" for i in range(n)],
+                          "score": [i / 3 + 1e-13 for i in range(n)],
+                          "ts": [datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(hours=i)
+                                 for i in range(n)],
+                          "tags": [[i, i + 1] for i in range(n)]})
+    frame.to_parquet("d.parquet")
+    for method in ("stratified", "random"):
+        assert cli.main(["select", "d.parquet", "--model", "hash", "--k", "4", "--method", method, "--budget", "0.3"]) == 0
+    [sel] = [p for p in Path("runs").rglob("selection.json") if p.parent.name.startswith("stratified")]
+    assert cli.main(["export", str(sel), "--out", "kept.jsonl"]) == 0 and cli.main(["export", str(sel), "--out", "kept.csv"]) == 0
+    kept = [json.loads(line) for line in Path("kept.jsonl").read_text().splitlines()]
+    src = frame.set_index("text")
+    assert kept and all(r["score"] == src.loc[r["text"], "score"] for r in kept)  # exact, not 10 digits
+    assert all(datetime.datetime.fromisoformat(r["ts"]) == src.loc[r["text"], "ts"] for r in kept)
+    csv = pd.read_csv("kept.csv")
+    assert [json.loads(t) for t in csv["tags"]] == [list(src.loc[t, "tags"]) for t in csv["text"]]
+    for s in Path("runs").rglob("selection.json"):
+        assert cli.main(["finetune", "--model", "tiny-bert", "--selection", str(s), "--epochs", "1", "--max-length", "16"]) == 0
+    assert len(list(Path("runs").rglob("finetune-tiny-bert-sel-*/metrics.json"))) == 2
