@@ -51,7 +51,7 @@ def main() -> None:
                     help="comma-separated micro-batch counts accumulated inside one optimizer step (PyTorch "
                          "accumulates the same way): a per-step fixed cost shrinks per token as this grows")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                    help="also trace one more round of jaxsel's steps per setting with jax.profiler into DIR")
+                    help="also trace two more of jaxsel's steps per setting with jax.profiler into DIR")
     ap.add_argument("--random-weights", action="store_true",
                     help="SmolLM2's architecture with random weights (no GGUF needed; same work per step)")
     ap.add_argument("--models", default="minilm,smollm2-135m")
@@ -117,10 +117,10 @@ def main() -> None:
             peer.sync()
         peer_first_s = time.perf_counter() - t
 
-        def ours_round():
+        def ours_round(n: int = steps):
             nonlocal params, opt_state
             t = time.perf_counter()
-            for i in range(2, steps + 2):
+            for i in range(2, n + 2):
                 params, opt_state, _ = step(params, rest, opt_state, *batch(i))
             jax.block_until_ready(params)
             return time.perf_counter() - t
@@ -136,7 +136,7 @@ def main() -> None:
                 theirs.append(time.perf_counter() - t)
         if a.profile is not None:
             with jax.profiler.trace(str(a.profile / f"{model_name}-b{bs}-m{micro}")):
-                ours_round()
+                ours_round(2)  # two steps: a trace of ten ran to ~20 MB a setting on CPU
         secs = float(np.median(ours))
         tok_s = steps * rows_a_step * 64 / secs
         row = {"model": model_name + (" (random weights)" if random_weights else ""), "params_M": n_params / 1e6,
