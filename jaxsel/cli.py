@@ -167,13 +167,6 @@ READ_OPTIONS = ("text_col", "label_col", "split_col", "split_seed", "dedup", "en
 EMBED_OPTIONS = ("model", "max_length", "dtype")
 
 
-def _read_defaults() -> dict:
-    """The reading options' defaults, as ``jaxsel data`` and ``select`` have them."""
-    p = argparse.ArgumentParser()
-    _dataset_args(p)
-    return {k: p.get_default(k) for k in READ_OPTIONS}
-
-
 def _options_tag(a) -> str:
     """"-" and a short hash of the reading (and embedding) options ``a`` sets away from their defaults
     (``a.tagged``, set by the subcommand), "" when none: the default output names carry it, so data
@@ -573,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
-    p.set_defaults(func=cmd_select, tagged={k: p.get_default(k) for k in READ_OPTIONS + EMBED_OPTIONS})
+    select_defaults = {k: p.get_default(k) for k in READ_OPTIONS + EMBED_OPTIONS}
+    p.set_defaults(func=cmd_select, tagged=select_defaults)
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything",
                        epilog=MALLOC_NOTE)
     _dataset_args(p, recorded="positional")
@@ -594,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
-    p.set_defaults(func=cmd_finetune, tagged=_read_defaults())  # options the selection records, against their defaults
+    # the reading options a selection records (defaults None here), against select's defaults
+    p.set_defaults(func=cmd_finetune, tagged={k: select_defaults[k] for k in READ_OPTIONS})
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
     _dataset_args(p, recorded="option")

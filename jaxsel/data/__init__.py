@@ -247,9 +247,8 @@ def _json_frame(text: str, lines: bool):
     go to ``pandas.read_json``."""
     import pandas as pd
     rows = [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
-    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-        return pd.DataFrame(rows, dtype=object)
-    if isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values()):
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) or \
+            isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values()):
         return pd.DataFrame(rows, dtype=object)
     return pd.read_json(io.StringIO(text), lines=lines, dtype=False, precise_float=True)
 
