@@ -1,7 +1,8 @@
 """Finetuning throughput: training tokens/s at sequence length 64 for MiniLM and SmolLM2-135M.
 
     python bench/finetune.py [--quick] [--steps N] [--batch-size 64,256] [--micro-batches 1,4]
-                             [--random-weights] [--profile DIR]
+                             [--random-weights] [--profile DIR] [--device-batches] [--dispatch]
+                             [--transfers]
 
 Each model runs the real jitted train step (forward, backward, AdamW) on batches of tweets
 padded to 64 tokens; the first steps (compilation) are excluded. On accelerators the compute is
@@ -15,6 +16,9 @@ MiniLM's tokenizer for the token ids), for a machine without the 94 MB GGUF: the
 the same. ``--optimizer`` also times the clipped AdamW
 update alone over MiniLM's parameters: jaxsel's, optax's ``clip_by_global_norm`` chain, and PyTorch's
 AdamW after ``clip_grad_norm_`` (its CPU default, the per-tensor loop, and ``fused=True``).
+``--dispatch`` times the host's work to launch a step: the nnx-tree call against the finetune loop's
+flat one (:func:`dispatch_times`); ``--device-batches`` and ``--transfers`` ask whether host-device
+copies make the fixed ~45 ms a step seen on an H200 (bench/README.md, "GPU").
 """
 
 from __future__ import annotations
@@ -61,6 +65,15 @@ def main() -> None:
                          "and test 800 rows): jaxsel's 1st and 2nd in one process (a run's first and later cells) "
                          "against PyTorch's, e.g. --whole 100")
     ap.add_argument("--optimizer", action="store_true", help="also time the clipped AdamW update alone (MiniLM)")
+    ap.add_argument("--device-batches", action="store_true",
+                    help="also time jaxsel's steps on batches placed on the device before the clock starts "
+                         "(tokens_per_s_device_batches): what the per-step host-to-device copies cost")
+    ap.add_argument("--transfers", action="store_true",
+                    help="also time single host-device copies (a batch's token ids to the device, a loss and "
+                         "a 25 MB embedding block back) with jax and, when it imports, PyTorch")
+    ap.add_argument("--dispatch", action="store_true",
+                    help="also time the host's work to launch one step (until the call returns): train_step over "
+                         "nnx trees against the finetune loop's flat_train_step over leaf lists")
     a = ap.parse_args()
     cpu = jax.default_backend() == "cpu"
     steps = a.steps or (3 if a.quick else 10)
@@ -81,8 +94,10 @@ def main() -> None:
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         n_params = sum(x.size for x in jax.tree.leaves(params))
         tx = finetune.optimizer(1.0, 0.01)
-        opt_state = tx.init(params)
-        step = lambda *args: finetune.train_step(*args[:3], np.float32(1e-5), *args[3:], graphdef=graphdef, tx=tx)
+        (params, p_def), (opt_state, o_def) = jax.tree.flatten(params), jax.tree.flatten(tx.init(params))
+        rest, r_def = jax.tree.flatten(rest)
+        bound = finetune.flat_train_step(graphdef, tx, p_def, r_def, o_def)  # the finetune loop's step
+        step = lambda *args: bound(*args[:3], np.float32(1e-5), *args[3:])
         rows_a_step = bs * micro
         ids = encode([texts[i] for i in train[: rows_a_step * (steps + 2)]], 64)
         batch_sh, _ = finetune.data_sharding()
@@ -117,17 +132,21 @@ def main() -> None:
             peer.sync()
         peer_first_s = time.perf_counter() - t
 
-        def ours_round(n: int = steps):
+        placed = [batch(i) for i in range(2, steps + 2)] if a.device_batches else None
+
+        def ours_round(n: int = steps, on_device: bool = False):
             nonlocal params, opt_state
             t = time.perf_counter()
             for i in range(2, n + 2):
-                params, opt_state, _ = step(params, rest, opt_state, *batch(i))
+                params, opt_state, _ = step(params, rest, opt_state, *(placed[i - 2] if on_device else batch(i)))
             jax.block_until_ready(params)
             return time.perf_counter() - t
 
-        ours, theirs = [], []
+        ours, theirs, resident = [], [], []
         for _ in range(a.reps):  # alternate, so both see the same machine load
             ours.append(ours_round())
+            if placed:
+                resident.append(ours_round(on_device=True))
             if peer is not None:
                 t = time.perf_counter()
                 for i in range(2, steps + 2):
@@ -148,6 +167,8 @@ def main() -> None:
                        torch_first_2_steps_s=peer_first_s, torch_device=device,
                        torch=peers.version("torch"), transformers=peers.version("transformers"))
             row["vs_torch"] = row["tokens_per_s"] / row["torch_tokens_per_s"]
+        if resident:
+            row["tokens_per_s_device_batches"] = steps * rows_a_step * 64 / float(np.median(resident))
         util = finetune.mfu(finetune.flops_per_token(model, cfg, 64), tok_s)
         if util is not None:
             row["mfu"] = util
@@ -158,6 +179,10 @@ def main() -> None:
         rows += whole_finetunes(a.whole, names, skipped)
     if a.optimizer:
         rows += optimizer_steps(names, a.reps, skipped)
+    if a.dispatch:
+        rows += dispatch_times(a.models.split(","), names, a.random_weights)
+    if a.transfers:
+        rows += transfer_times(skipped)
     by = {}  # per model, the batch size with the most tokens/s
     for r in rows:
         name = r["model"].split(" (")[0]
@@ -169,7 +194,8 @@ def main() -> None:
                "smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("tokens_per_s"),
                "torch_smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("torch_tokens_per_s"),
                "smollm2_vs_torch": by.get("smollm2-135m", {}).get("vs_torch"),
-               "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu")}
+               "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu"),
+               "smollm2_tokens_per_s_device_batches": by.get("smollm2-135m", {}).get("tokens_per_s_device_batches")}
     opt = {r["model"]: r["ms_per_step"] for r in rows if "ms_per_step" in r and "tokens_per_s" not in r}
     if opt:
         summary.update(adamw_ms=opt.get("jaxsel AdamW"), optax_adamw_ms=opt.get("optax-clipped AdamW"),
@@ -177,12 +203,17 @@ def main() -> None:
         if "torch AdamW" in opt:  # speed ratios (> 1: jaxsel's update is faster)
             summary.update(adamw_vs_torch=opt["torch AdamW"] / opt["jaxsel AdamW"],
                            adamw_vs_torch_fused=opt["torch AdamW fused"] / opt["jaxsel AdamW"])
+    for r in rows:
+        if "dispatch_ms_flat" in r:
+            key = r["model"].split(" (")[0].replace("-", "_").replace(".", "")
+            summary.update({f"{key}_dispatch_ms_tree": r["dispatch_ms_tree"], f"{key}_dispatch_ms_flat": r["dispatch_ms_flat"]})
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:
         summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
     report("finetune", rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
                               "tokens_per_s", "torch_tokens_per_s", "vs_torch", "first_2_steps_s", "dtype", "mfu",
-                              "test_accuracy"],
+                              "test_accuracy", "leaves", "dispatch_ms_tree", "dispatch_ms_flat",
+                              "tokens_per_s_device_batches", "jax_ms", "torch_ms"],
            summary, a.quick)
     partial.unlink(missing_ok=True)
 
@@ -273,6 +304,84 @@ def optimizer_steps(names: list[str], reps: int, skipped: str | None, steps: int
     for row in out:
         print(row, file=sys.stderr)
     return out
+
+
+def dispatch_times(models: list[str], names: list[str], random_weights: bool, rounds: int = 3,
+                   calls: int = 5) -> list[dict]:
+    """Rows with the host milliseconds one training step takes to launch (from the call until it
+    returns, the step then running asynchronously; the median over ``rounds`` of ``calls`` calls,
+    each waited for before the next) for each model, at batch 2 x 16 tokens:
+    :func:`jaxsel.finetune.train_step` called with the nnx trees and its static graphdef, against
+    :func:`jaxsel.finetune.flat_train_step` (what the finetune loop calls) with lists of arrays.
+    Rounds alternate between the two."""
+    out = []
+    for model_name in models:
+        cfg = finetune.FinetuneConfig(model=model_name)
+        model, _ = (random_smollm2(cfg, names) if random_weights and model_name == "smollm2-135m"
+                    else finetune.build(cfg, names))
+        graphdef, params, rest = nnx.split(model, finetune.trainable(cfg), ...)
+        tx = finetune.optimizer(1.0, 0.01)
+        batch_sh, replicated = finetune.data_sharding()
+        trees = list(jax.device_put(finetune.copy_tree((params, tx.init(params))), replicated))  # donated: copies
+        flat = [jax.tree.leaves(t) for t in jax.device_put(finetune.copy_tree((params, tx.init(params))), replicated)]
+        bound = finetune.flat_train_step(graphdef, tx, *(jax.tree.structure(t) for t in (params, rest, trees[1])))
+        batch = [jax.device_put(np.ones((1, 2, 16), np.int32), batch_sh), jax.device_put(np.ones((1, 2, 16), np.int32), batch_sh),
+                 jax.device_put(np.zeros((1, 2), np.int32), batch_sh), jax.device_put(np.ones((1, 2), np.float32), batch_sh)]
+        lr, rest_flat = np.float32(1e-5), jax.tree.leaves(rest)
+        launch = {"tree": lambda: finetune.train_step(trees[0], rest, trees[1], lr, *batch, graphdef=graphdef, tx=tx),
+                  "flat": lambda: bound(flat[0], rest_flat, flat[1], lr, *batch)}
+        times = {k: [] for k in launch}
+        for r in range(rounds + 1):  # the first round compiles
+            for kind, fn in launch.items():
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    p, o, _ = fn()
+                    dt = time.perf_counter() - t
+                    jax.block_until_ready(p)
+                    (trees if kind == "tree" else flat)[:] = [p, o]
+                    if r:
+                        times[kind].append(dt * 1e3)
+        n = sum(x.size for x in flat[0])
+        out.append({"model": model_name + (" (random weights)" if random_weights and model_name != "minilm" else ""),
+                    "params_M": n / 1e6, "leaves": len(flat[0]) + len(flat[1]),
+                    "dispatch_ms_tree": float(np.median(times["tree"])), "dispatch_ms_flat": float(np.median(times["flat"]))})
+        print(out[-1], file=sys.stderr)
+    return out
+
+
+def transfer_times(skipped: str | None, reps: int = 20) -> list[dict]:
+    """Rows with the median milliseconds of single copies, each waited for: (128, 64) int32 token ids
+    to the device, a scalar and a (16384, 384) float32 block (25 MB, an embedding call's output on an
+    accelerator) back to the host; with jax, and with PyTorch when it imports (on its device)."""
+    cases = {"ids to device": np.ones((128, 64), np.int32), "scalar to host": np.ones((), np.float32),
+             "25 MB to host": np.ones((16384, 384), np.float32)}
+    out = []
+    for name, x in cases.items():
+        on_device = jax.device_put(x).block_until_ready()
+        fn = (lambda x=x: jax.device_put(x).block_until_ready()) if "to device" in name else \
+            (lambda d=on_device: np.asarray(d + 0))  # a fresh result each time: jax caches a fetched array
+        row = {"model": f"copy: {name}", "jax_ms": _median_ms(fn, reps)}
+        if not skipped:
+            import torch
+            dev = peers.torch_device()
+            t = torch.from_numpy(x)
+            td = t.to(dev)
+            sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+            tfn = (lambda: (t.to(dev), sync())) if "to device" in name else (lambda: (td + 0).cpu().numpy())
+            row["torch_ms"] = _median_ms(tfn, reps)
+        out.append(row)
+        print(row, file=sys.stderr)
+    return out
+
+
+def _median_ms(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks for a lent GPU machine, sized for one session's 15 device minutes (a start
 # costs 1-2 of them): one `bench` call, then, on the still-warm machine (it waits 30 s), a shorter one.
-#   bash bench/gpu.sh bench    # SmolLM2 bf16 finetune against PyTorch with 1 and 4 micro-batches a step and a
-#                              # profile (is a fixed per-step cost what holds MFU at 11%?), PPO against
-#                              # MaskablePPO with the best-score seeds and DQN              (~8 min)
+#   bash bench/gpu.sh bench    # SmolLM2 bf16 finetune against PyTorch with 1 and 4 micro-batches a step, on
+#                              # batches copied each step and placed beforehand, single copies' latency and a
+#                              # profile (is a fixed per-step cost what holds MFU at 11%?); MiniLM the same with
+#                              # the step's launch cost; PPO against MaskablePPO with best-score seeds (~10 min)
 #   bash bench/gpu.sh whole    # configs/tweets-whole seed 0 (its GPU wall-clock against the CPU's 3,800 s)
 #   bash bench/gpu.sh scaling  # the scaling table's GPU column, N = 10^4 .. 10^6
 #   bash bench/gpu.sh tests    # the proxy and cluster tests on the GPU
@@ -36,7 +37,9 @@ torch.__version__, jax.devices(), torch.cuda.is_available())" 2>&1 | tee -a "$lo
 case $mode in
   bench)
     step 300 python3 bench/finetune.py --models smollm2-135m --random-weights --batch-size 128 --micro-batches 1,4 \
-      --steps 10 --reps 2 --profile bench/results/gpu-profile
+      --steps 10 --reps 2 --device-batches --transfers --profile bench/results/gpu-profile
+    cp bench/results/finetune-gpu.json bench/results/finetune-gpu-smollm2.json 2>/dev/null
+    step 150 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --device-batches --dispatch
     step 230 python3 bench/rl.py --quick --envs 64,1024 --updates 10 ;;
   whole)
     step 420 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs ;;

@@ -147,9 +147,9 @@ def test_clip_by_global_norm_matches_optax():
 
 @pytest.mark.assets
 def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, monkeypatch):
-    """A run's finetunes share their compiled steps: train_step and eval_step compile once per
-    batch shape they are called with (uncommitted first-step parameters used to compile the first
-    shape twice in every finetune), and a second finetune of another size reuses them."""
+    """A run's finetunes share their compiled steps: the bound train step (one for both finetunes)
+    and eval_step compile once per batch shape they trace (uncommitted first-step parameters used to
+    compile the first shape twice in every finetune), and a second finetune of another size reuses them."""
     from conftest import WORDS
 
     from jaxsel import data
@@ -159,19 +159,28 @@ def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, mon
         f"{' '.join(rng.choice(WORDS[lab].split(), 5 * (1 + i % 4)))},{lab},{split(i)}"
         for i, lab in enumerate(list(WORDS) * 60)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
-    jitted = {"train": finetune.train_step, "eval": finetune.eval_step}
-    shapes = {kind: set() for kind in jitted}
-    for kind, fn in jitted.items():
-        fn.clear_cache()
+    shapes = {"train": [], "eval": []}
+    train_step, eval_step, bind = finetune.train_step, finetune.packed_eval_step, finetune.flat_train_step
+    bind.cache_clear()
+    eval_step.clear_cache()
+    bound = []
+    monkeypatch.setattr(finetune, "flat_train_step", lambda *a: bound.append(bind(*a)) or bound[-1])
 
-        def record(params, rest, *args, _kind=kind, _fn=fn, **kw):
-            shapes[_kind].add(args[-4 if _kind == "train" else -2].shape)  # ids: (A, B, T) or (B, T)
-            return _fn(params, rest, *args, **kw)
-        monkeypatch.setattr(finetune, f"{kind}_step", record)
+    def traced(params, rest, opt_state, lr, ids, *args, **kw):  # runs when the bound step traces a shape
+        shapes["train"].append(ids.shape)
+        return train_step(params, rest, opt_state, lr, ids, *args, **kw)
+
+    def evaluated(params, rest, ids, *args, **kw):
+        shapes["eval"].append(ids.shape)
+        return eval_step(params, rest, ids, *args, **kw)
+    monkeypatch.setattr(finetune, "train_step", traced)
+    monkeypatch.setattr(finetune, "packed_eval_step", evaluated)
     dd = data.load(str(tmp_path / "d.csv"), split_col="split")
     for rows, seed in ((np.arange(40), 0), (np.arange(40, 104), 1)):
         finetune.finetune(dd, rows, finetune.FinetuneConfig(**{**TINY, "seed": seed}), progress=False)
-        assert {k: fn._cache_size() for k, fn in jitted.items()} == {k: len(v) for k, v in shapes.items()}
+        assert len(set(shapes["train"])) == len(shapes["train"])  # each shape traced once
+        assert (bound[-1]._cache_size(), eval_step._cache_size()) == (len(shapes["train"]), len(set(shapes["eval"])))
+    assert len({id(b) for b in bound}) == 1
     assert len(shapes["train"]) > 1  # the data spans several bucket lengths
 
 
