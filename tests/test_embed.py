@@ -75,6 +75,24 @@ def test_packed_rows_embed_each_text_as_if_alone():
     np.testing.assert_allclose(packed, alone, atol=2e-6)
 
 
+def test_trimmed_copies_give_what_whole_rows_give():
+    """map_packed copying back only the entries the texts of a call's rows use (``trim``, the default
+    off CPU) and the previous call's result read after the next is launched: the same embeddings as
+    whole (R, W, d) blocks, and texts without tokens keep their rows."""
+    from flax import nnx
+    from jaxsel.models import bert
+    net = bert.Bert(bert.BertConfig(vocab_size=50, hidden=16, layers=1, heads=2, intermediate=32), rngs=nnx.Rngs(0))
+    fn = embed.encoder_of(net, None).forward
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(1, 50, rng.integers(1, 40))) for _ in range(60)] + [[]]
+    calls = embed.packed_calls(np.array([len(x) for x in ids]), 48, batch_tokens=256)
+    assert len(calls) > 2 and 2 < max(len(row) for _, _, rows in calls for row in rows) < 16  # trimmed to 4..8
+    whole, trimmed = (embed.map_packed(fn, ids, np.full((61, 16), 7.0, np.float32), 48, batch_tokens=256, trim=t)
+                      for t in (False, True))
+    np.testing.assert_array_equal(trimmed, whole)
+    assert (whole[-1] == 7.0).all() and np.allclose(np.linalg.norm(whole[:-1], axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.assets
 def test_bfloat16_packed_rows_stay_finite_and_close_to_float32():
     """bf16 used to turn a packed row's padding tokens (every key masked) into NaN, which spread to
