@@ -10,6 +10,7 @@ features (at most ``partial_cap`` rows: O(partial_cap r^2)). Scores are those of
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import NamedTuple
 
@@ -89,19 +90,28 @@ def _cholesky_solve(xtx: jax.Array, xty: jax.Array, lam: jax.Array) -> jax.Array
 _weights = custom_vmap(_cholesky_solve)
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity, where the OS reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @_weights.def_vmap
 def _weights_batched(axis_size: int, in_batched, xtx, xty, lam) -> tuple[jax.Array, bool]:
     """The batching rule of :func:`ridge_weights`. XLA:CPU solves a batch of Cholesky systems as
-    one batched LAPACK call per stage (factor, two triangular solves), each stage streaming the
-    whole batch through memory; one system at a time (``lax.map``) keeps each matrix in cache
-    from its unpacking to its solves. Measured on 2 cores, 64 systems: r + 1 = 385, 0.79 ms per
-    system batched against 0.41 ms one at a time; 129, 35 against 33 us; 65, 7.9 against 9.2 us
-    (batched wins while the batch fits in cache). Same results, the same LAPACK calls."""
+    one batched LAPACK call per stage (factor, two triangular solves), spreading the batch over its
+    threads, each stage streaming the whole batch through memory. Above ``SEQUENTIAL_SOLVE``
+    features the batch goes through ``lax.map`` one system per core at a time: each core keeps its
+    matrix in cache from its unpacking to its solves. Measured on 2 cores, 64 systems, r + 1 = 385:
+    all batched 0.79 ms per system, one at a time 0.41 (2026-12-03); one at a time 0.90-1.35, two
+    at a time 0.60-0.67 on a slower hour, and the ridge proxy's 1,024 subsets of ``bench/proxy.py``
+    864 against 1,068 evaluations/s (2026-12-04, alternating runs); 129 features, 35 against 33 us
+    batched; 65, 7.9 against 9.2 us (batched wins while the batch fits in cache). Same results, the
+    same LAPACK calls."""
     xtx, xty, lam = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
                      for a, b in zip((xtx, xty, lam), in_batched))
     if jax.default_backend() != "cpu" or xty.shape[-2] <= SEQUENTIAL_SOLVE:
         return jax.vmap(_cholesky_solve)(xtx, xty, lam), True
-    return jax.lax.map(lambda a: _cholesky_solve(*a), (xtx, xty, lam)), True
+    return jax.lax.map(lambda a: _cholesky_solve(*a), (xtx, xty, lam), batch_size=cpu_cores()), True
 
 
 def chunk_stats(xf: np.ndarray, yf: np.ndarray, num_classes: int, rows: np.ndarray, start: np.ndarray,
