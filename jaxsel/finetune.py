@@ -183,14 +183,15 @@ def flat_train_step(graphdef, tx: optax.GradientTransformation, params_def, rest
     opt leaves, lr, ids, mask, y, w) -> (params leaves, opt leaves, loss), params and optimizer
     leaves donated. The finetune loop's step: a call of ``train_step`` hashes and compares its
     static graphdef and rebuilds an ``nnx.Variable`` per output leaf, host work that grows with the
-    model (on 2 CPU cores 3.5 ms a MiniLM step and 10-15 ms a SmolLM2 step before it is dispatched,
-    ~80% of it those two; ``bench/finetune.py --dispatch``), while lists of arrays go through jit's
-    C++ path. Cached, so the finetunes of a run share one jitted function and its compilations."""
+    model, while lists of arrays go through jit's C++ path (host time to launch a step on 2 CPU
+    cores, ``bench/finetune.py --dispatch``: MiniLM 4.1-4.9 against 6.9-8.2 ms, SmolLM2 9.8-12.0
+    against 19.8-26.1 ms). Cached, so the finetunes of a run share one jitted function and its
+    compilations."""
 
     def step(params, rest, opt_state, lr, ids, mask, y, w):
-        tree = lambda d, leaves: jax.tree.unflatten(d, leaves)
-        params, opt_state, loss = train_step(tree(params_def, params), tree(rest_def, rest), tree(opt_def, opt_state),
-                                             lr, ids, mask, y, w, graphdef=graphdef, tx=tx)
+        params, opt_state, loss = train_step(
+            jax.tree.unflatten(params_def, params), jax.tree.unflatten(rest_def, rest),
+            jax.tree.unflatten(opt_def, opt_state), lr, ids, mask, y, w, graphdef=graphdef, tx=tx)
         return jax.tree.leaves(params), jax.tree.leaves(opt_state), loss
 
     return jax.jit(step, donate_argnums=(0, 2))
