@@ -212,9 +212,10 @@ class Selection:
     def save(self, path: str | Path) -> None:
         """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy`` (and ``.clusters.npy``
         when the rows' clusters are known), each atomically, the JSON last with the digests of the
-        arrays, so :meth:`load` can tell a set left half-written by an interrupted save."""
+        arrays, so :meth:`load` can tell a set left half-written by an interrupted save. Raises
+        JaxselError for indices that are not a 1-D array of non-negative integers."""
         path = Path(path)
-        indices = np.asarray(self.indices, np.int64)
+        indices = _row_indices(self.indices)
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
             np.save(tmp, indices)
         clusters = None if self.row_clusters is None else np.asarray(self.row_clusters, np.int64)
@@ -274,10 +275,21 @@ class Selection:
                               f"{want}; this one is {fp}): its texts, labels, columns or split options differ"
                               + ("" if "dataset" in self.meta else "; a selection of a pool made in Python "
                                  "(jaxsel.data.derive) applies to that pool only: export it from Python"))
-        n = len(dd["train"])
-        if len(self.indices) and int(self.indices.max()) >= n:
-            raise JaxselError(f"selection holds row {int(self.indices.max())}, the train split only {n} rows")
-        return dd["train"].select(self.indices.tolist())
+        n, idx = len(dd["train"]), _row_indices(self.indices)
+        if len(idx) and int(idx.max()) >= n:
+            raise JaxselError(f"selection holds row {int(idx.max())}, the train split only {n} rows")
+        return dd["train"].select(idx.tolist())
+
+
+def _row_indices(indices) -> np.ndarray:
+    """A selection's indices as int64 (m,), refusing (JaxselError) another rank, non-integers and
+    negative rows."""
+    a = np.asarray(indices)
+    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+        raise JaxselError(f"selection indices must be a 1-D array of integer rows, got shape {a.shape} of {a.dtype}")
+    if a.size and int(a.min()) < 0:
+        raise JaxselError(f"selection holds row {int(a.min())}: rows cannot be negative")
+    return a.astype(np.int64)
 
 
 def _digest(a: np.ndarray) -> str:

@@ -145,6 +145,31 @@ def test_bad_files(tmp_path):
         Selection.load(tmp_path / "z.json")
 
 
+def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
+    """A selection's rows must be non-negative integers: save refuses others, and a file forged
+    with a negative row (its digest rewritten to match) gets a one-line error from export, not
+    datasets' OverflowError traceback."""
+    from jaxsel import cli, selection
+    dd = data.load(str(table_file))
+    meta = {"fingerprint": data.dataset_fingerprint(dd), "dataset": str(table_file), "method": "greedy"}
+    for bad, match in ((np.array([-1, 3]), "rows cannot be negative"), (np.array([0.0, 3.0]), "integer rows"),
+                       (np.array([[0, 3]]), "1-D")):
+        with pytest.raises(JaxselError, match=match):
+            Selection([], bad, {}, meta).save(tmp_path / "bad.json")
+        with pytest.raises(JaxselError, match=match):
+            Selection([], bad, {}, meta).apply(dd)
+    Selection([], np.array([1, 3]), {}, meta).save(tmp_path / "s.json")
+    forged = np.array([-1, 3])
+    np.save(tmp_path / "s.indices.npy", forged)
+    doc = json.loads((tmp_path / "s.json").read_text())
+    doc["digests"]["indices"] = selection._digest(forged)
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    assert cli.main(["export", str(tmp_path / "s.json"), "--data", str(table_file),
+                     "--out", str(tmp_path / "k.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "rows cannot be negative" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "arrow"])
 def test_export_round_trips_through_datasets(tmp_path, table_file, fmt):
     import datasets
