@@ -10,6 +10,7 @@ checkpoints after every epoch (``resume`` continues and ends with the same metri
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import time
@@ -243,6 +244,16 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
 
 
+def _fingerprint(dd) -> str | None:
+    """The dataset's fingerprint (:func:`jaxsel.data.dataset_fingerprint`), None for a DatasetDict
+    not made by :func:`jaxsel.data.load` (its checkpoints are then signed by the rows' indices only)."""
+    from jaxsel import data
+    try:
+        return data.dataset_fingerprint(dd)
+    except JaxselError:
+        return None
+
+
 def data_sharding():
     from jax.sharding import NamedSharding, PartitionSpec as P
     from jaxsel.proxy.batch import mesh
@@ -338,7 +349,10 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     batch_sh, replicated = data_sharding()
     ck = None
     if ckpt_dir is not None:
-        signature = json.dumps({"config": asdict(cfg), "examples": len(train)}, sort_keys=True)
+        signature = json.dumps({"config": asdict(cfg), "examples": len(train), "dataset": _fingerprint(dd),
+                                "rows": None if train_indices is None else
+                                hashlib.sha256(np.asarray(train_indices, np.int64).tobytes()).hexdigest()},
+                               sort_keys=True)
         ck = Checkpoints(ckpt_dir, signature, resume=resume)
         if ck.step is not None:
             state, record = ck.restore(state)

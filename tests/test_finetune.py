@@ -93,6 +93,21 @@ def test_resume_ends_with_the_same_metrics(table_file, tmp_path):
         assert resumed[key] == whole[key]
 
 
+@pytest.mark.assets
+def test_resume_refuses_another_training_set(table_file, tmp_path):
+    """A checkpoint resumes only the rows and the dataset it was written for: as many other rows,
+    or the same rows of another dataset, are refused instead of continuing the first run's weights."""
+    from jaxsel import data
+    dd = data.load(str(table_file))
+    cfg = finetune.FinetuneConfig(**{**TINY, "epochs": 3, "patience": 9})
+    rows = np.arange(0, 20)
+    assert finetune.finetune(dd, rows, cfg, ckpt_dir=tmp_path / "c", progress=False, stop_after_epochs=1) is None
+    for other, idx in ((dd, rows + 20), (data.load(str(table_file), seed=5), rows)):
+        with pytest.raises(JaxselError, match="another run configuration"):
+            finetune.finetune(other, idx, cfg, ckpt_dir=tmp_path / "c", resume=True, progress=False)
+    assert finetune.finetune(dd, rows, cfg, ckpt_dir=tmp_path / "c", resume=True, progress=False)["epochs_run"] == 3
+
+
 def test_every_schedule_trains():
     """Warmup starts at 0, so a finetune of one step (one batch, one epoch) used to take no step at
     all and test the initial weights; now it steps at the full rate. Longer schedules keep their
