@@ -282,6 +282,7 @@ class Progress:
     examples: int = 0  # training examples seen (a row counts once per epoch)
     seconds: float = 0.0  # training wall-clock (evaluation excluded)
     val_acc: list = field(default_factory=list)  # validation accuracy after each epoch
+    train_loss: list = field(default_factory=list)  # mean training loss of each epoch
 
 
 def flops_per_token(model, cfg: FinetuneConfig, seq_len: int) -> float:
@@ -310,9 +311,10 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     """Train on ``dd['train']`` rows ``train_indices`` (None: all) for ``cfg.epochs`` epochs, or as
     many as ``cfg.min_steps`` optimizer steps need, evaluating on validation after every epoch
     (early stopping after ``cfg.patience`` epochs without a gain, never before ``cfg.min_steps``
-    steps), and test the best epoch's weights. Returns metrics: test
-    accuracy and macro-F1, validation accuracy per epoch, training seconds, tokens seen and
-    tokens/s, steps, examples used and seen, and MFU on known accelerators.
+    steps), and test the best epoch's weights. Returns metrics: test accuracy and macro-F1,
+    validation accuracy and mean training loss per epoch, training seconds, tokens seen and
+    tokens/s, steps, examples used and seen, and MFU on known accelerators. The progress bar shows
+    the epoch's mean loss up to the previous step (reading the current one would wait for it).
 
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
     as a preempted job would; ``resume=True`` then continues it. Raises JaxselError for an empty
@@ -374,7 +376,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         params, opt_state = jax.tree.leaves(state.params), jax.tree.leaves(state.opt_state)
         bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", unit="step", disable=not progress,
                             leave=False)
-        shown = None  # the previous step's loss: showing it waits for that step while this one runs
+        shown = None  # the epoch's loss sum after the previous step: reading it waits for that step, not this one
         for rows in bar:
             if prog.step >= total:
                 break
@@ -391,8 +393,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
             prog.examples += len(rows)
             if progress and shown is not None:
                 tok_s = ep_tokens / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{float(shown):.4f}", tok_s=f"{tok_s:,.0f}")
-            shown = loss
+                bar.set_postfix(loss=f"{float(shown) / (ep_steps - 1):.4f}", tok_s=f"{tok_s:,.0f}")
+            shown = ep_loss
         jax.block_until_ready(params)
         ep_seconds = time.perf_counter() - t0
         params, opt_state = jax.tree.unflatten(p_def, params), jax.tree.unflatten(o_def, opt_state)
@@ -400,7 +402,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         prog.tokens += ep_tokens
         acc, _ = evaluate(params, rest, graphdef, *splits["validation"], cfg, len(names), packed)
         prog.val_acc.append(acc)
-        metrics.log(f"finetune {cfg.model}", prog.step, loss=float(ep_loss) / max(ep_steps, 1), validation_accuracy=acc,
+        prog.train_loss.append(float(ep_loss) / max(ep_steps, 1))
+        metrics.log(f"finetune {cfg.model}", prog.step, loss=prog.train_loss[-1], validation_accuracy=acc,
                     tokens_per_s=ep_tokens / max(ep_seconds, 1e-9),
                     learning_rate=lrs[max(prog.step - 1, 0)])
         best = state.best_params
@@ -415,7 +418,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     test_acc, test_f1 = evaluate(state.best_params, rest, graphdef, *splits["test"], cfg, len(names), packed)
     tokens_per_s = prog.tokens / max(prog.seconds, 1e-9)
     out = {"test_accuracy": test_acc, "test_macro_f1": test_f1, "validation_accuracy": prog.best_acc,
-           "val_accuracy_per_epoch": prog.val_acc, "train_seconds": prog.seconds, "tokens_seen": prog.tokens,
+           "val_accuracy_per_epoch": prog.val_acc, "train_loss_per_epoch": prog.train_loss,
+           "train_seconds": prog.seconds, "tokens_seen": prog.tokens,
            "examples_used": len(train), "epochs_run": prog.epoch, "steps": prog.step, "examples_seen": prog.examples,
            "tokens_per_s": tokens_per_s, "model": cfg.model, "config": asdict(cfg)}
     mean_len = prog.tokens / max(1, prog.step * batch * cfg.grad_accum)

@@ -89,8 +89,10 @@ def test_resume_ends_with_the_same_metrics(table_file, tmp_path):
     whole = finetune.finetune(dd, None, cfg, ckpt_dir=tmp_path / "a", progress=False)
     assert finetune.finetune(dd, None, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after_epochs=1) is None
     resumed = finetune.finetune(dd, None, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
-    for key in ("test_accuracy", "validation_accuracy", "val_accuracy_per_epoch", "tokens_seen", "steps"):
+    for key in ("test_accuracy", "validation_accuracy", "val_accuracy_per_epoch", "train_loss_per_epoch",
+                "tokens_seen", "steps"):
         assert resumed[key] == whole[key]
+    assert len(whole["train_loss_per_epoch"]) == 3 and whole["train_loss_per_epoch"][-1] < whole["train_loss_per_epoch"][0]
 
 
 @pytest.mark.assets
