@@ -118,6 +118,9 @@ class ProxyConfig:
                        "batch_chunk", "neighbors", "candidates")
 
 
+BERT_MODELS = ("minilm", "tiny-bert")  # the encoders finetune builds; other models are decoders
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How the target model is finetuned (:func:`jaxsel.finetune.finetune`)."""
@@ -155,6 +158,9 @@ class FinetuneConfig:
         check_range("finetune", self, 0, INF, "lr", low_open=True)
         if self.max_steps is not None and self.max_steps < 1:
             raise JaxselError(f"finetune max_steps must be at least 1 (or unset), got {self.max_steps}")
+        if self.lora_rank and self.model in BERT_MODELS:
+            raise JaxselError(f"finetune lora_rank applies to decoders (smollm2-135m or a local Llama folder), "
+                              f"not {self.model}")
 
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")

@@ -27,7 +27,7 @@ from flax import nnx
 from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import FinetuneConfig
+from jaxsel.config import BERT_MODELS, FinetuneConfig
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices
 
@@ -43,9 +43,7 @@ def build(cfg: FinetuneConfig, label_names: list[str]):
     dtype = jnp.bfloat16 if (cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and jax.default_backend() != "cpu")) \
         else jnp.float32
     rngs = nnx.Rngs(cfg.seed)
-    if cfg.model in ("minilm", "tiny-bert"):
-        if cfg.lora_rank:
-            raise JaxselError(f"lora_rank applies to decoders (smollm2-135m or a local Llama folder), not {cfg.model}")
+    if cfg.model in BERT_MODELS:  # FinetuneConfig refuses lora_rank for them
         folder = assets.path("minilm", embed.MINILM_DIR)
         tok = tokens.load(folder / "tokenizer.json")
         enc = bert.from_pretrained(folder, dtype=dtype) if cfg.model == "minilm" else \

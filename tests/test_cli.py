@@ -165,7 +165,7 @@ def test_usage_mistakes_are_one_line_exit_2(table_file, capsys):
 
 
 def test_ignored_or_invalid_settings_are_refused(table_file, tmp_path, tmp_cache, capsys):
-    from jaxsel import data, finetune
+    from jaxsel import data
     from jaxsel.config import FinetuneConfig, load_config
     assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--quota", "5"]) == 2
     assert "--granularity quota" in capsys.readouterr().err
@@ -176,8 +176,12 @@ def test_ignored_or_invalid_settings_are_refused(table_file, tmp_path, tmp_cache
     for bad in (dict(epochs=0), dict(batch_size=0), dict(grad_accum=0), dict(lr=0.0), dict(max_steps=0)):
         with np.testing.assert_raises_regex(cli.JaxselError, "finetune"):
             FinetuneConfig(**bad)
+    for model in ("tiny-bert", "minilm"):  # refused with the config, before a run's first stage
+        with np.testing.assert_raises_regex(cli.JaxselError, "lora_rank applies to decoders"):
+            FinetuneConfig(model=model, lora_rank=2)
+    cfg.write_text('[finetune]\nmodel = "minilm"\nlora_rank = 4\n')
     with np.testing.assert_raises_regex(cli.JaxselError, "lora_rank applies to decoders"):
-        finetune.build(FinetuneConfig(model="tiny-bert", lora_rank=2), ["a", "b"])
+        load_config(cfg)
     assert cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--val-size", "2",
                      "--out", str(tmp_path / "v")]) == 2
     assert "val_size must be at least the number of classes (3)" in capsys.readouterr().err
