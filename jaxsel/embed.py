@@ -212,13 +212,19 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     attending only to itself with its own positions (:meth:`jaxsel.models.bert.Bert.__call__`), so
     almost no token is padding and the encoder compiles once per row width; each call holds
     ``batch_tokens`` tokens (default :func:`default_batch_tokens`). The embeddings equal those of
-    one text per row to float rounding (~2e-7). ``model="hash"``
-    uses the weight-free hashed n-gram embedder; an :class:`Encoder` (:func:`encoder_of`) is used
-    as given, in its own dtype. ``dtype="bfloat16"`` computes in bf16 (for accelerators). Raises
-    JaxselError for an unknown model or a max_length beyond the model's positions.
+    one text per row to float rounding (~2e-7). A text without tokens of its own (empty,
+    whitespace, zero-width characters) gets the embedding of [CLS] [SEP], as sentence-transformers
+    gives it. ``max_length`` counts those two (the CLI embeds with 128). ``model="hash"``
+    uses the weight-free hashed n-gram embedder (a text without characters: zeros); an
+    :class:`Encoder` (:func:`encoder_of`) is used as given, in its own dtype. ``dtype="bfloat16"``
+    computes in bf16 (for accelerators). Raises JaxselError for an unknown model, a max_length
+    beyond the model's positions or a ``batch_tokens`` that is no positive integer.
     """
     if isinstance(texts, str):
         raise JaxselError("texts must be a list of strings, not one string")
+    if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, (int, np.integer))
+                                     or batch_tokens < 1):
+        raise JaxselError(f"batch_tokens must be a positive integer (or None for the default), got {batch_tokens!r}")
     texts = list(texts)
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:

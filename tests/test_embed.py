@@ -109,6 +109,9 @@ def test_encode_rejects_what_is_not_a_list_of_strings():
         embed.encode("hello", embed.Encoder(None, None, 4))
     with pytest.raises(JaxselError, match=r"texts\[1\] is NoneType"):
         embed.encode(["a", None], embed.Encoder(None, None, 4))
+    for bad in (0, -5, 2.5, "big", True):  # 0 silently meant the default, -5 one row a call, "big" a TypeError
+        with pytest.raises(JaxselError, match="batch_tokens must be a positive integer"):
+            embed.encode(["a"], embed.Encoder(None, None, 4), batch_tokens=bad)
 
 
 def test_bad_max_length_or_dtype_is_a_one_line_error():
