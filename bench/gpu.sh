@@ -40,8 +40,8 @@ case $mode in
     step 300 python3 bench/finetune.py --models smollm2-135m --random-weights --batch-size 128 --micro-batches 1,4 \
       --steps 10 --reps 2 --device-batches --transfers --profile bench/results/gpu-profile
     cp bench/results/finetune-gpu.json bench/results/finetune-gpu-smollm2.json 2>/dev/null
-    step 150 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --device-batches --dispatch
-    step 110 python3 bench/embed.py --n 8192 --sweep 16384 --reps 2 ;;
+    step 160 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --device-batches --dispatch
+    step 100 python3 bench/embed.py --n 8192 --sweep 16384 --reps 2 ;;
   rl)
     step 230 python3 bench/rl.py --quick --envs 64,1024 --updates 10 ;;
   whole)

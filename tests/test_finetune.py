@@ -286,7 +286,7 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters():
     llama.add_lora(base, 4, rngs=nnx.Rngs(1))
     np.testing.assert_allclose(np.asarray(base(ids)), before, atol=1e-6)
     clf = classifier.DecoderClassifier(base, [5, 9], head="linear", rngs=nnx.Rngs(0))
-    fcfg = finetune.FinetuneConfig(lora_rank=4)
+    fcfg = finetune.FinetuneConfig(model="smollm2-135m", lora_rank=4)
     graphdef, params, rest = nnx.split(clf, finetune.trainable(fcfg), ...)
     names = {"/".join(map(str, path)) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
     assert names and all("lora" in n or "head" in n for n in names)
