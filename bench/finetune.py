@@ -325,8 +325,8 @@ def dispatch_times(models: list[str], names: list[str], random_weights: bool, ro
         trees = list(jax.device_put(finetune.copy_tree((params, tx.init(params))), replicated))  # donated: copies
         flat = [jax.tree.leaves(t) for t in jax.device_put(finetune.copy_tree((params, tx.init(params))), replicated)]
         bound = finetune.flat_train_step(graphdef, tx, *(jax.tree.structure(t) for t in (params, rest, trees[1])))
-        batch = [jax.device_put(np.ones((1, 2, 16), np.int32), batch_sh), jax.device_put(np.ones((1, 2, 16), np.int32), batch_sh),
-                 jax.device_put(np.zeros((1, 2), np.int32), batch_sh), jax.device_put(np.ones((1, 2), np.float32), batch_sh)]
+        batch = [jax.device_put(a, batch_sh) for a in (np.ones((1, 2, 16), np.int32), np.ones((1, 2, 16), np.int32),
+                                                        np.zeros((1, 2), np.int32), np.ones((1, 2), np.float32))]
         lr, rest_flat = np.float32(1e-5), jax.tree.leaves(rest)
         launch = {"tree": lambda: finetune.train_step(trees[0], rest, trees[1], lr, *batch, graphdef=graphdef, tx=tx),
                   "flat": lambda: bound(flat[0], rest_flat, flat[1], lr, *batch)}
