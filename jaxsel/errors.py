@@ -195,10 +195,10 @@ def check_labels(labels, name: str, rows: int | None = None, num_classes: int | 
     return y
 
 
-def check_indices(values, n: int, name: str):
-    """``values`` as an int64 array (m,) of row indices in [0, n), checked: raise JaxselError for
-    another rank, a bool mask (pass ``np.flatnonzero(mask)``), floats or another dtype, or an index
-    out of range."""
+def check_indices(values, n: int | None, name: str):
+    """``values`` as an int64 array (m,) of row indices in [0, n) (``n`` None: any non-negative),
+    checked: raise JaxselError for another rank, a bool mask (pass ``np.flatnonzero(mask)``), floats
+    or another dtype, or an index out of range."""
     import numpy as np
 
     a = np.asarray(values)
@@ -206,6 +206,7 @@ def check_indices(values, n: int, name: str):
         hint = " (for a bool mask pass np.flatnonzero(mask); for a Selection, its .indices)"
         raise JaxselError(f"{name} must be a 1-D array of integer row indices, got shape {a.shape} of {a.dtype}{hint}")
     a = a.astype(np.int64)
-    if a.size and (a.min() < 0 or a.max() >= n):
-        raise JaxselError(f"{name} must lie in [0, {n}), got {a.min()}..{a.max()}")
+    if a.size and (a.min() < 0 or (n is not None and a.max() >= n)):
+        bounds = "be non-negative" if n is None else f"lie in [0, {n})"
+        raise JaxselError(f"{name} must {bounds}, got {a.min()}..{a.max()}")
     return a

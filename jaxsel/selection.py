@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import JaxselError, check_labels
+from jaxsel.errors import JaxselError, check_indices, check_labels
 from jaxsel.io import atomic_path, check_not_input, check_target, write_json
 
 FORMAT = "jaxsel.selection/1"
@@ -215,7 +215,7 @@ class Selection:
         arrays, so :meth:`load` can tell a set left half-written by an interrupted save. Raises
         JaxselError for indices that are not a 1-D array of non-negative integers."""
         path = Path(path)
-        indices = _row_indices(self.indices)
+        indices = check_indices(self.indices, None, "selection rows")
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
             np.save(tmp, indices)
         clusters = None if self.row_clusters is None else np.asarray(self.row_clusters, np.int64)
@@ -275,21 +275,10 @@ class Selection:
                               f"{want}; this one is {fp}): its texts, labels, columns or split options differ"
                               + ("" if "dataset" in self.meta else "; a selection of a pool made in Python "
                                  "(jaxsel.data.derive) applies to that pool only: export it from Python"))
-        n, idx = len(dd["train"]), _row_indices(self.indices)
+        n, idx = len(dd["train"]), check_indices(self.indices, None, "selection rows")
         if len(idx) and int(idx.max()) >= n:
             raise JaxselError(f"selection holds row {int(idx.max())}, the train split only {n} rows")
         return dd["train"].select(idx.tolist())
-
-
-def _row_indices(indices) -> np.ndarray:
-    """A selection's indices as int64 (m,), refusing (JaxselError) another rank, non-integers and
-    negative rows."""
-    a = np.asarray(indices)
-    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
-        raise JaxselError(f"selection indices must be a 1-D array of integer rows, got shape {a.shape} of {a.dtype}")
-    if a.size and int(a.min()) < 0:
-        raise JaxselError(f"selection holds row {int(a.min())}: rows cannot be negative")
-    return a.astype(np.int64)
 
 
 def _digest(a: np.ndarray) -> str:

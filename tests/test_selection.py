@@ -152,8 +152,8 @@ def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
     from jaxsel import cli, selection
     dd = data.load(str(table_file))
     meta = {"fingerprint": data.dataset_fingerprint(dd), "dataset": str(table_file), "method": "greedy"}
-    for bad, match in ((np.array([-1, 3]), "rows cannot be negative"), (np.array([0.0, 3.0]), "integer rows"),
-                       (np.array([[0, 3]]), "1-D")):
+    for bad, match in ((np.array([-1, 3]), "must be non-negative, got -1..3"), (np.array([0.0, 3.0]), "integer row"),
+                       (np.array([[0, 3]]), "1-D"), (np.array([True, False]), "bool mask")):
         with pytest.raises(JaxselError, match=match):
             Selection([], bad, {}, meta).save(tmp_path / "bad.json")
         with pytest.raises(JaxselError, match=match):
@@ -167,7 +167,7 @@ def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
     assert cli.main(["export", str(tmp_path / "s.json"), "--data", str(table_file),
                      "--out", str(tmp_path / "k.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert "rows cannot be negative" in err and "Traceback" not in err
+    assert "selection rows must be non-negative" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "arrow"])
