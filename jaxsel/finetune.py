@@ -236,9 +236,10 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
                          cfg.max_length)
     else:
         size = min(cfg.batch_size, embed.power_of_two(len(ids)))  # as step_batch: no rows of padding only
-        for rows in batches(np.array([len(x) for x in ids]), size, None):
-            tok, mask = pad(ids, rows, size, cfg.max_length)
-            pred[rows] = np.asarray(eval_step(params, rest, tok, mask, graphdef=graphdef))[:len(rows)]
+        launched = [(rows, eval_step(params, rest, *pad(ids, rows, size, cfg.max_length), graphdef=graphdef))
+                    for rows in batches(np.array([len(x) for x in ids]), size, None)]
+        for rows, p in launched:  # read once all are launched: the device never waits for the host between two
+            pred[rows] = np.asarray(p)[:len(rows)]
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
 
 
