@@ -17,8 +17,9 @@
 # decorator, datasets, dill, multiprocess, cleanlab, termcolor, gguf, stable-baselines3, sb3-contrib, gymnasium,
 # farama-notifications (pip download --python-version 3.12 ..., see the device README), and tfp-slim.tar.gz (the
 # tfp-nightly package without its TensorFlow code and tests: 4 MB instead of 7). Carry both (62 MiB with the
-# tree). Results land in bench/results/*-gpu*.json and, with the log, in $OUT/gpu-MODE.tgz (a profile in
-# $OUT/gpu-profile.tgz).
+# tree). Results land in bench/results/*-gpu*.json and, with the log, in $OUT/gpu-MODE.tgz (a profile's
+# timelines in $OUT/gpu-profile.tgz, each setting's xplane.pb in $OUT/gpu-xplane-SETTING.tgz: a CPU trace of two
+# SmolLM2 steps holds 15 MB of xplane, 0.6 MB of timeline).
 set -uo pipefail
 mode=${1:-bench}
 if [ ! -f /tmp/site/.done ] && ls .whl/*.whl >/dev/null 2>&1; then  # once per machine: a warm one keeps it
@@ -61,5 +62,8 @@ case $mode in
   *) echo "unknown mode $mode (bench, rl, whole, scaling, tests or configs)"; exit 2 ;;
 esac
 tar czf "$OUT/gpu-$mode.tgz" --exclude=stages bench/results/*-gpu* $(ls -d bench/results/gpu-runs 2>/dev/null) "$log"
-[ -d bench/results/gpu-profile ] && tar czf "$OUT/gpu-profile.tgz" bench/results/gpu-profile  # may pass 16 MB alone
+if [ -d bench/results/gpu-profile ]; then  # a call returns files of 16 MB at most: the timelines (~1 MB a setting) in
+  tar czf "$OUT/gpu-profile.tgz" --exclude='*.xplane.pb' bench/results/gpu-profile  # one file, each xplane in its own
+  for d in bench/results/gpu-profile/*/; do tar czf "$OUT/gpu-xplane-$(basename "$d").tgz" "$d"; done
+fi
 ls -la "$OUT"
