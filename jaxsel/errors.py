@@ -195,6 +195,15 @@ def check_labels(labels, name: str, rows: int | None = None, num_classes: int | 
     return y
 
 
+def check_dense_ids(top: int, rows: int, counted: str) -> None:
+    """Refuse class ids that run to ``top`` with only ``rows`` labelled rows: they are ids, not
+    classes, and tables of one entry per class would not fit. ``counted`` says what was counted
+    ("in 400 rows")."""
+    if top >= rows:
+        raise JaxselError(f"labels must be class ids 0..C-1: they run to {top} {counted}; renumber them "
+                          f"(numpy.unique(labels, return_inverse=True))")
+
+
 def check_indices(values, n: int | None, name: str):
     """``values`` as an int64 array (m,) of row indices in [0, n) (``n`` None: any non-negative),
     checked: raise JaxselError for another rank, a bool mask (pass ``np.flatnonzero(mask)``), floats

@@ -10,7 +10,6 @@ checkpoints after every epoch (``resume`` continues and ends with the same metri
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import time
@@ -30,6 +29,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BERT_MODELS, FinetuneConfig
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices
+from jaxsel.selection import digest
 
 MODELS = ("minilm", "smollm2-135m", "tiny-bert")
 PEAK_BF16_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
@@ -351,9 +351,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     ck = None
     if ckpt_dir is not None:
         signature = json.dumps({"config": asdict(cfg), "examples": len(train), "dataset": _fingerprint(dd),
-                                "rows": None if train_indices is None else
-                                hashlib.sha256(np.asarray(train_indices, np.int64).tobytes()).hexdigest()},
-                               sort_keys=True)
+                                "rows": None if train_indices is None else digest(train_indices)}, sort_keys=True)
         ck = Checkpoints(ckpt_dir, signature, resume=resume)
         if ck.step is not None:
             state, record = ck.restore(state)

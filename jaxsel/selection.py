@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import JaxselError, check_indices, check_labels
+from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels
 from jaxsel.io import atomic_path, check_not_input, check_target, write_json
 
 FORMAT = "jaxsel.selection/1"
@@ -109,9 +109,8 @@ def balance_caps(clustering, labels: np.ndarray, examples: int, balance: str) ->
     if balance == "none":
         return None
     labels, assignment = check_labels(labels, "labels", len(clustering.assignment)), np.asarray(clustering.assignment)
-    if len(labels) and labels.max() >= len(labels):  # ids, not classes: a class table of that length would not fit
-        raise JaxselError(f"labels must be class ids 0..C-1: they run to {int(labels.max())} in {len(labels)} rows; "
-                          f"renumber them (numpy.unique(labels, return_inverse=True))")
+    if len(labels):
+        check_dense_ids(int(labels.max()), len(labels), f"in {len(labels)} rows")
     k = len(clustering.sizes)
     low = np.full(k, np.iinfo(np.int64).max)
     high = np.full(k, -1)
@@ -224,8 +223,8 @@ class Selection:
                 np.save(tmp, clusters)
         write_json(path, {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids],
                           "num_examples": int(len(indices)), "scores": self.scores, "meta": self.meta,
-                          "digests": {"indices": _digest(indices),
-                                      "clusters": None if clusters is None else _digest(clusters)}})
+                          "digests": {"indices": digest(indices),
+                                      "clusters": None if clusters is None else digest(clusters)}})
         if clusters is None:  # a file from an earlier save at this path would be read as this one's
             self.clusters_path(path).unlink(missing_ok=True)
 
@@ -258,8 +257,8 @@ class Selection:
         if digests is not None:
             if digests["clusters"] is None:
                 clusters = None
-            if _digest(indices) != digests["indices"] or (clusters is None) != (digests["clusters"] is None) \
-                    or (clusters is not None and _digest(clusters) != digests["clusters"]):
+            if digest(indices) != digests["indices"] or (clusters is None) != (digests["clusters"] is None) \
+                    or (clusters is not None and digest(clusters) != digests["clusters"]):
                 raise JaxselError(f"{path}: its .npy files are not the ones saved with it (an interrupted or "
                                   f"mixed save?): make the selection again")
         return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"], clusters)
@@ -281,8 +280,9 @@ class Selection:
         return dd["train"].select(idx.tolist())
 
 
-def _digest(a: np.ndarray) -> str:
-    """SHA-256 of an int64 array's bytes (a selection's index or cluster file)."""
+def digest(a: np.ndarray) -> str:
+    """SHA-256 (hex) of an int64 array's bytes: a selection's index or cluster file, and the rows a
+    finetune's checkpoints and a run's finetune stage are keyed by."""
     return hashlib.sha256(np.ascontiguousarray(a, np.int64).tobytes()).hexdigest()
 
 

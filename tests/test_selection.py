@@ -162,7 +162,7 @@ def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
     forged = np.array([-1, 3])
     np.save(tmp_path / "s.indices.npy", forged)
     doc = json.loads((tmp_path / "s.json").read_text())
-    doc["digests"]["indices"] = selection._digest(forged)
+    doc["digests"]["indices"] = selection.digest(forged)
     (tmp_path / "s.json").write_text(json.dumps(doc))
     assert cli.main(["export", str(tmp_path / "s.json"), "--data", str(table_file),
                      "--out", str(tmp_path / "k.jsonl")]) == 2

@@ -14,7 +14,6 @@ finetuner's final evaluation alone.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import exclusive, remove_stale_temporaries, write_json
-from jaxsel.selection import budget_examples
+from jaxsel.selection import budget_examples, digest
 
 def load_dataset(spec: DataSpec):
     """The dataset a run reads (``DatasetDict``): ``spec``'s file or name, split and read as it says,
@@ -175,7 +174,7 @@ class Run:
         from jaxsel import data, finetune
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         idx = None if indices is None else np.asarray(indices, np.int64)
-        key = stages.key(data.dataset_fingerprint(dd), cfg, None if idx is None else hashlib.sha256(idx.tobytes()).hexdigest())
+        key = stages.key(data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
         if path.exists():

@@ -44,7 +44,7 @@ import numpy as np
 from jaxsel.cluster import Clustering
 from jaxsel.config import PROXY_KINDS as KINDS
 from jaxsel.config import SCORE_ON
-from jaxsel.errors import JaxselError, check_labels, warn
+from jaxsel.errors import JaxselError, check_dense_ids, check_labels, warn
 from jaxsel.proxy import knn, ridge
 from jaxsel.proxy.base import (HIGHEST, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
@@ -111,10 +111,8 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     c = int(max(train_y.max(), val_y.max())) + 1
     unused = sorted(set(range(c)) - set(train_y.tolist()) - set(val_y.tolist()))
-    if c > len(train_y) + len(val_y):  # more classes than labelled rows: ids, not classes (C-sized tables too)
-        raise JaxselError(f"labels must be class ids 0..C-1: they run to {c - 1} ({c - len(unused)} distinct ids in "
-                          f"{len(train_y) + len(val_y)} train and validation rows); renumber them "
-                          f"(numpy.unique(labels, return_inverse=True))")
+    rows = len(train_y) + len(val_y)
+    check_dense_ids(c - 1, rows, f"({c - len(unused)} distinct ids in {rows} train and validation rows)")
     if unused:
         warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
              f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
