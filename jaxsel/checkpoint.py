@@ -112,7 +112,7 @@ class Stopwatch:
 
     def __init__(self, path: str | Path, *, resume: bool):
         self.path = Path(path)
-        self.before = float(json.loads(self.path.read_text())["seconds"]) if resume and self.path.exists() else 0.0
+        self.before = float(json.loads(self.path.read_text(encoding="utf-8"))["seconds"]) if resume and self.path.exists() else 0.0
         self._start = self._end = None
 
     def __enter__(self) -> "Stopwatch":

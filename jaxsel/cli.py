@@ -640,7 +640,7 @@ def _dispatch(args) -> int:
             from jaxsel import distributed
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
             if not distributed.primary():  # process 0 reports; the others only compute
-                sys.stdout = open(os.devnull, "w")
+                sys.stdout = open(os.devnull, "w", encoding="utf-8")
         if getattr(args, "log_dir", None):
             from jaxsel import metrics
             with metrics.logging_to(args.log_dir):

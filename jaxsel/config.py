@@ -368,7 +368,8 @@ def _located(message: str, where: str) -> str:
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
     """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
     (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
-    Raises JaxselError for a missing or empty file, invalid TOML, an unknown key or model, and
+    The file is read as UTF-8 (with or without a byte-order mark), whatever the locale.
+    Raises JaxselError for a missing or empty file, bytes that are not UTF-8, invalid TOML, an unknown key or model, and
     what the configs' own checks refuse (a value of the wrong type, an unknown method, variant,
     granularity, order, filter, balance or score_on, a repeated method, budget, seed or variant, a
     negative seed or a count below one); notes agent tables no listed method uses."""
@@ -380,8 +381,11 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         raise JaxselError(f"config {path} is a folder; give a TOML file" + (f" in it ({', '.join(found)})" if found else ""))
     if not path.is_file():
         raise JaxselError(f"no such config: {path}")
-    try:
-        doc = tomllib.loads(path.read_text())
+    try:  # TOML is UTF-8 whatever the locale; a byte-order mark (Windows Notepad writes one) is dropped
+        doc = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise JaxselError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "TOML files are UTF-8: save it as UTF-8")
     except tomllib.TOMLDecodeError as e:
         raise JaxselError(f"{path}: not valid TOML: {e}")
     if not doc:

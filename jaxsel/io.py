@@ -169,7 +169,7 @@ def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | No
 
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:

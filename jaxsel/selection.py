@@ -240,7 +240,7 @@ class Selection:
     def load(cls, path: str | Path) -> "Selection":
         path = Path(path)
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_text(encoding="utf-8"))
             ours = isinstance(doc, dict) and doc.get("format") == FORMAT
             indices = np.load(cls.indices_path(path)) if ours else None  # another JSON has no .npy to look for
         except FileNotFoundError as e:

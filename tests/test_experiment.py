@@ -1,6 +1,7 @@
 """``jaxsel run`` end to end on a tiny config: hash embeddings, a tiny BERT target."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -177,6 +178,48 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, needle):
     assert cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_configs_are_read_as_utf8_whatever_the_locale(tmp_path, capsys):
+    """A config is UTF-8 text (TOML's rule): a byte-order mark (Windows Notepad) is accepted, bytes
+    that are not UTF-8 are one line naming the byte, and a UTF-8 config with non-ASCII names loads
+    under a Latin-1 locale (it was read in the locale's encoding: a UnicodeDecodeError traceback)."""
+    import subprocess
+    import sys
+    from jaxsel.config import load_config
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbfname = \"bom\"\n")
+    assert load_config(bom).name == "bom"
+    capsys.readouterr()  # its note: no dataset named
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'name = "x\xff"\n')
+    assert cli.main(["run", "--config", str(latin), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not UTF-8 text (byte 0xff at offset 9)" in err and len(err.splitlines()) == 1
+    greek = tmp_path / "greek.toml"
+    greek.write_text('name = "ελληνικά"  # é\n[data]\ntext_col = "κείμενο"\n', encoding="utf-8")
+    code = f"from jaxsel.config import load_config; print(ascii(load_config({str(greek)!r}).data.text_col))"  # ASCII argv
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C.ISO-8859-1", "PYTHONIOENCODING": "utf-8"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, encoding="utf-8")
+    assert out.returncode == 0 and out.stdout.strip() == ascii("κείμενο"), out.stderr[-500:]
+
+
+def test_the_package_names_the_encoding_of_every_text_file_it_opens():
+    """The kind of the test above: every ``read_text``, ``write_text`` and text-mode ``open`` in jaxsel
+    names its encoding (the locale's default turned non-ASCII configs and reports into tracebacks)."""
+    import ast
+    from pathlib import Path
+    missing = []
+    for path in sorted((Path(__file__).parent.parent / "jaxsel").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            mode = node.args[1] if name == "open" and len(node.args) > 1 else None
+            binary = isinstance(mode, ast.Constant) and "b" in str(mode.value)
+            if name in ("read_text", "write_text") or (name == "open" and isinstance(node.func, ast.Name) and not binary):
+                missing.append(f"{path.name}:{node.lineno}")
+    assert not missing, f"text files opened without an encoding: {missing}"
 
 
 def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):

@@ -53,7 +53,7 @@ class SearchLog:
         if path is None or not Path(path).exists():
             return None
         try:
-            log = cls(**json.loads(Path(path).read_text()))
+            log = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as e:
             raise JaxselError(f"{path}: not a readable search checkpoint ({type(e).__name__})")
         if log.signature != signature:

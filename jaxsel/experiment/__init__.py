@@ -85,7 +85,7 @@ class Run:
                                   splits=data.SELECTION_SPLITS)
         if not rec.exists():
             write_json(rec, {"seconds": time.perf_counter() - t})
-        self.timings["embed_seconds"] = json.loads(rec.read_text())["seconds"]
+        self.timings["embed_seconds"] = json.loads(rec.read_text(encoding="utf-8"))["seconds"]
         return emb
 
     def clustering(self, dd, emb):
@@ -178,7 +178,7 @@ class Run:
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
         if path.exists():
-            return json.loads(path.read_text())
+            return json.loads(path.read_text(encoding="utf-8"))
         n = len(dd["train"]) if idx is None else len(idx)
         ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
         m = finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=True, progress=self.progress)
@@ -206,7 +206,7 @@ class Run:
             orders.append(sel.cluster_ids)
             kinds.append(m)
             if log is not None and log.exists():
-                explored = json.loads(log.read_text())["orders"]
+                explored = json.loads(log.read_text(encoding="utf-8"))["orders"]
                 orders += explored
                 kinds += [f"{m} explored"] * len(explored)
         takes = search.takes(orders, sizes, examples, quota, caps)

@@ -34,7 +34,7 @@ def cpu(info: str | None = None) -> dict:
     differ by these more than by anything jaxsel does (fp32 matmul 127 vs 355 GFLOP/s on two 2-core hosts)."""
     if info is None:
         try:
-            info = Path("/proc/cpuinfo").read_text()
+            info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
             return {"model": platform.processor() or platform.machine(), "isa": []}
     field = lambda *names: next((line.split(":", 1)[1].strip() for line in info.splitlines()
@@ -393,4 +393,4 @@ def write(out: Path, doc: dict, maps: dict) -> None:
     if (out / "mask_map.png").exists():  # drawn now, or kept from the part holding the first seed
         text += "![explored masks](mask_map.png)\n"
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")

@@ -31,7 +31,7 @@ class BertConfig:
 
     @classmethod
     def from_hf(cls, path: Path) -> "BertConfig":
-        c = json.loads(Path(path).read_text())
+        c = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
                    c["intermediate_size"], c["max_position_embeddings"], c.get("type_vocab_size", 2),
                    c.get("layer_norm_eps", 1e-12))

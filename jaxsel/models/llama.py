@@ -261,7 +261,7 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise JaxselError(f"{folder}: missing config.json")
-    c = json.loads((folder / "config.json").read_text())
+    c = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     cfg = LlamaConfig(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
                       c.get("num_key_value_heads", c["num_attention_heads"]), c["intermediate_size"],
                       float(c.get("rope_theta", 10_000.0)), float(c.get("rms_norm_eps", 1e-6)),
