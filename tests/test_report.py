@@ -226,9 +226,11 @@ def test_cpu_record_reads_model_and_simd_flags():
 
 def test_agents_sentence_names_network_and_preferences():
     """report.md's sentence on the agents names each one's steps, network and, when learned, the
-    per-cluster preferences' rate."""
+    per-cluster preferences' rate. The steps are those run: whole updates (PPO: 64 environments x
+    16 steps; DQN: its environments, 48 here), not the rl_steps asked (it said 2,000)."""
     from jaxsel.experiment.report import _agents
     cfg = {"methods": ["ppo", "dqn", "greedy"],
-           "select": {"rl_steps": 2000, "ppo": {"network": "late", "preference_rate": 64.0}, "dqn": {}}}
-    assert _agents(cfg) == (" PPO 2,000 environment steps, late network, per-cluster preferences at 64x its learning "
-                            "rate; DQN 2,000 environment steps, early network (`jaxsel.agents.networks`).")
+           "select": {"rl_steps": 2000, "ppo": {"network": "late", "preference_rate": 64.0}, "dqn": {"num_envs": 48}}}
+    ppo_steps, dqn_steps = 2000 // (64 * 16) * 64 * 16, 2000 // 48 * 48
+    assert _agents(cfg) == (f" PPO {ppo_steps:,} environment steps, late network, per-cluster preferences at 64x its "
+                            f"learning rate; DQN {dqn_steps:,} environment steps, early network (`jaxsel.agents.networks`).")
