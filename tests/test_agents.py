@@ -200,3 +200,21 @@ def test_settings_that_cannot_work_warn_or_stop(truth, capsys):
     nan_proxy = nan_proxy.replace(xv=nan_proxy.xv * np.inf)  # infinite logits (a config refuses inf)
     with np.testing.assert_raises_regex(agents.JaxselError, "not a number"):
         agents.select(nan_proxy, cl2, y2, agents.SelectConfig(method="greedy", budget=0.25), progress=False)
+
+
+def test_select_config_budget_text_and_the_settings_a_method_uses():
+    """A budget's text ("1/16") is accepted from Python as from a config file (it was refused there
+    only); ``used()`` keeps the agent settings of the method's own agent and defaults the others, so
+    a run whose PPO steps change keeps its greedy and DQN selections (new-user round: greedy was
+    selected again)."""
+    from jaxsel.errors import JaxselError
+    assert agents.SelectConfig(budget="1/16").budget == 1 / 16
+    with pytest.raises(JaxselError, match="budget must be a number like 0.05 or 1/16, got '5%'"):
+        agents.SelectConfig(budget="5%")
+    longer = {"ppo": {"total_timesteps": 4096}, "dqn": {"total_timesteps": 4096}}
+    for method in ("greedy", "climb", "random-search", "stratified"):
+        assert agents.SelectConfig(method=method, **longer).used() == agents.SelectConfig(method=method).used()
+    ppo_cfg = agents.SelectConfig(method="ppo", **longer).used()
+    assert ppo_cfg.ppo.total_timesteps == 4096 and ppo_cfg.dqn == dqn.DQNConfig()
+    dqn_cfg = agents.SelectConfig(method="dqn", **longer).used()
+    assert dqn_cfg.dqn.total_timesteps == 4096 and dqn_cfg.ppo == ppo.PPOConfig()

@@ -565,8 +565,12 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
                       (dict(lam=float("inf")), "proxy lam must be a finite number, got inf")):
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             ProxyConfig(**bad)
-    for bad in (5, -1, 0.0, 1.0, "5%", float("nan"), True):
+    for bad in (5, -1, 0.0, 1.0, float("nan"), True):
         with np.testing.assert_raises_regex(cli.JaxselError, "budget must be a fraction strictly between 0 and 1"):
+            SelectConfig(budget=bad)
+    for bad, says in (("5%", "budget must be a number like 0.05 or 1/16, got '5%'"),  # text, as configs spell it
+                      ("3/2", "budget must be strictly between 0 and 1, got 3/2")):
+        with np.testing.assert_raises_regex(cli.JaxselError, says):
             SelectConfig(budget=bad)
     from jaxsel.config import FinetuneConfig
     with np.testing.assert_raises_regex(cli.JaxselError, "finetune lr must be a finite number, got inf"):

@@ -27,12 +27,13 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labe
                            warn)
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, budget_examples, check_balance, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """``final``: for RL, "best" (best finished episode seen in training) or "greedy" (a greedy
+    """``budget``: a fraction in (0, 1), or its text ("1/16", as configs spell it).
+    ``final``: for RL, "best" (best finished episode seen in training) or "greedy" (a greedy
     rollout of the trained network). ``surrogate_rounds`` > 0 trains the agent on the reward
     model's predicted rewards instead of the proxy's (WarmStart, then rounds of: train, score the
     policy's rollouts with the true proxy, refit); the result is the best truly scored subset.
@@ -74,6 +75,8 @@ class SelectConfig:
         for name, choices in (("method", METHODS), ("final", FINALS), ("granularity", GRANULARITIES),
                               ("balance", BALANCES)):
             check_choice("select", self, name, choices)
+        if isinstance(self.budget, str):  # "1/16", as a config file and --budget spell it
+            object.__setattr__(self, "budget", parse_budget(self.budget))
         if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool) or not 0 < self.budget < 1:
             raise JaxselError(f"select budget must be a fraction strictly between 0 and 1 (0.05 for 5%), "
                               f"got {self.budget!r}")
@@ -83,6 +86,13 @@ class SelectConfig:
         check_at_least("select", self, 0, "surrogate_rounds")
         check_seed("select", self, "seed")
         check_range("select", self, 0, float("inf"), "reward_scale", low_open=True)
+
+    def used(self) -> "SelectConfig":
+        """This config with the agent settings its method does not use (``ppo``, ``dqn``) at their
+        defaults: what keys its stage and signs its checkpoints, so changing PPO's steps does not
+        select greedy's subset again."""
+        return replace(self, ppo=self.ppo if self.method == "ppo" else ppo.PPOConfig(),
+                       dqn=self.dqn if self.method == "dqn" else dqn.DQNConfig())
 
 
 def env_steps(cfg, updates: int) -> int:
@@ -229,7 +239,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(params.proxy)
     extra: dict = {}
-    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
+    signature = json.dumps({"config": settings(c.used()), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
     if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:

@@ -152,7 +152,7 @@ class Run:
             similarity=spec.similarity, balance=spec.balance, ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
             dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
         fp = data.dataset_fingerprint(dd)
-        parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg) + ((spec.filter,) if flagged is not None else ())
+        parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg.used()) + ((spec.filter,) if flagged is not None else ())
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(*parts)}"
         path = folder / "selection.json"
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
