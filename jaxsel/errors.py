@@ -13,10 +13,17 @@ class JaxselError(ValueError):
     """Bad input or environment, explained in one line (missing column, wrong checksum, ...)."""
 
 
-def warn(message: str) -> None:
+_warned: set[str] = set()  # the messages warn(..., once=True) printed in this process
+
+
+def warn(message: str, once: bool = False) -> None:
     """A warning on stderr, one line: "warning: " + ``message`` (something the user should know
-    that does not stop the work)."""
+    that does not stop the work); with ``once``, not again when this process printed the same
+    message (a property of the data that every seed's and method's pass would repeat)."""
     import sys
+    if once and message in _warned:
+        return
+    _warned.add(message)
     print(f"warning: {message}", file=sys.stderr)
 
 

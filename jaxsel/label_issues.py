@@ -104,7 +104,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     if not judged.all():
         warn(f"label issues: {int((~judged).sum())} rows belong to classes with under {MIN_OUTSIDE:.0%} of their "
              f"rows outside the row's cluster; the out-of-cluster fit cannot judge their labels, so they are never "
-             f"flagged")
+             f"flagged", once=True)  # every seed's and method's pass over the same clustering finds the same rows
 
     def rows(keep: np.ndarray | None) -> np.ndarray:
         probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)

@@ -192,4 +192,5 @@ def test_classes_living_in_one_cluster_are_not_flagged(capsys):
     for by in label_issues.BY:
         flagged = label_issues.find(p, y, cl.assignment, by=by)
         assert not flagged[y == C].any() and flagged.sum() < 0.02 * len(y), (by, flagged.sum())
-    assert "30 rows belong to classes with under 10%" in capsys.readouterr().err
+    # once, although both passes found them (a run printed it for every seed, method and variant: 12 times)
+    assert capsys.readouterr().err.count("30 rows belong to classes with under 10%") == 1
