@@ -158,6 +158,8 @@ class FinetuneConfig:
         check_range("finetune", self, 0, INF, "lr", low_open=True)
         if self.max_steps is not None and self.max_steps < 1:
             raise JaxselError(f"finetune max_steps must be at least 1 (or unset), got {self.max_steps}")
+        if self.max_steps is not None and self.min_steps > self.max_steps:
+            raise JaxselError(f"finetune min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
         if self.lora_rank and self.model in BERT_MODELS:
             raise JaxselError(f"finetune lora_rank applies to decoders (smollm2-135m or a local Llama folder), "
                               f"not {self.model}")
@@ -221,6 +223,11 @@ class NoiseSpec:
         check_seed("noise", self, "seed")
         if self.rate_low > self.rate_high:
             raise JaxselError(f"noise rate_low ({self.rate_low}) must not exceed rate_high ({self.rate_high})")
+        if self.kind != "instance" and self.flip_fraction + self.duplicate_fraction >= 1:  # checked again by corrupt
+            raise JaxselError(f"noise flip_fraction + duplicate_fraction ({self.flip_fraction} + "
+                              f"{self.duplicate_fraction}) must be below 1: some clusters must stay clean")
+        if self.kind == "instance" and self.flip_fraction >= 1:
+            raise JaxselError(f"noise flip_fraction must be below 1 for instance noise, got {self.flip_fraction}")
 
 
 @dataclass(frozen=True)
@@ -379,8 +386,11 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if path.is_dir():
         found = sorted(q.name for q in path.glob("*.toml"))[:5]
         raise JaxselError(f"config {path} is a folder; give a TOML file" + (f" in it ({', '.join(found)})" if found else ""))
+    if path.exists() and not path.is_file():
+        raise JaxselError(f"config {path} is not a regular file (a device, a pipe or a socket); give a TOML file")
     if not path.is_file():
-        raise JaxselError(f"no such config: {path}")
+        where = "" if path.is_absolute() else f" (a relative path is read from the working folder: {Path.cwd()})"
+        raise JaxselError(f"no such config: {path}{where}")
     try:  # TOML is UTF-8 whatever the locale; a byte-order mark (Windows Notepad writes one) is dropped
         doc = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
@@ -396,6 +406,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             raise JaxselError(f"{path}: [{name}] must be a table, got {name} = {doc[name]!r}")
     doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
     named = "name" in doc["data"]
+    given = {name: set(doc.get(name, {})) for name in SECTIONS}  # the keys the file sets, for unused_settings
     for name, cls in SECTIONS.items():
         doc[name] = build(cls, doc.pop(name, {}), f"{path} [{name}]")
     from jaxsel.embed import MODELS as EMBEDDERS
@@ -416,8 +427,27 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     cfg = build(RunConfig, doc, str(path))
     if not named:  # after every check, so a config's mistake stays a one-line error
         print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
-    for name in ("ppo", "dqn"):
-        if getattr(cfg.select, name) and name not in cfg.methods:
-            print(f"note: {path} sets [select.{name}] but methods do not list {name!r}: those settings are unused",
-                  file=sys.stderr)
+    for note in unused_settings(cfg, given):
+        print(f"note: {path} sets {note}: unused", file=sys.stderr)
     return cfg
+
+
+def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
+    """What a config file sets (``given``: its keys by table) that nothing in ``cfg`` will read, each
+    as "[table] key but ...why": agent tables and settings with no agent listed, CLIMB's rounds
+    without climb, a filter without a search, a [noise] table without the noisy variant, a decoder
+    head for a BERT target."""
+    rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
+    notes = [f"[select.{m}] but methods do not list {m!r}" for m in ("ppo", "dqn") if getattr(cfg.select, m) and m not in rl]
+    if not rl:
+        notes += [f"[select] {k} but methods list no RL agent (ppo, dqn)"
+                  for k in ("rl_steps", "final", "agreement", "similarity") if k in given["select"]]
+    if "climb_rounds" in given["select"] and "climb" not in cfg.methods:
+        notes.append("[select] climb_rounds but methods do not list 'climb'")
+    if cfg.select.filter != "none" and not set(SEARCH_METHODS) & set(cfg.methods):
+        notes.append(f"[select] filter = {cfg.select.filter!r} but methods list no search ({', '.join(SEARCH_METHODS)})")
+    if given["noise"] and "noisy" not in cfg.variants:
+        notes.append("[noise] but variants do not list 'noisy'")
+    if "head" in given["finetune"] and cfg.finetune.model in BERT_MODELS:
+        notes.append(f"[finetune] head, which decoders use, but the target is {cfg.finetune.model}")
+    return notes

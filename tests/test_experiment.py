@@ -168,6 +168,9 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
                                          ("[select.ppo]\nnum_envs = 0.5", "[select.ppo]: num_envs must be an integer"),
                                          ("[select.dqn]\nbatch = 4", "[select.dqn]: unknown key 'batch'"),
                                          ('[noise]\nkind = "uniform"', "[noise]: unknown kind 'uniform'"),
+                                         # checked as the config loads (was: after the embed and cluster stages)
+                                         ("[noise]\nflip_fraction = 0.6\nduplicate_fraction = 0.5",
+                                          "[noise]: flip_fraction + duplicate_fraction (0.6 + 0.5) must be below 1"),
                                          ('[select]\nfilter = "magic"', "[select]: unknown filter 'magic'"),
                                          ('[proxy]\nscore_on = "test"', "[proxy]: unknown score_on 'test'"),
                                          ('[select]\nbalance = "even"', "[select]: unknown balance 'even'"),
@@ -262,7 +265,28 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     assert experiment.load_config(odd).select.ppo == {"lr": 1.0}  # one stage key for lr = 1 and lr = 1.0
     cfg.write_text('methods = ["random"]\n[data]\nname = "tweets"\n[select.ppo]\nnetwork = "late"\n')
     experiment.load_config(cfg)
-    assert "sets [select.ppo] but methods do not list 'ppo'" in capsys.readouterr().err
+    assert "sets [select.ppo] but methods do not list 'ppo': unused" in capsys.readouterr().err
+    # settings nothing reads get a note each (a new user's round: they ran silently); used ones none
+    cfg.write_text('methods = ["greedy", "stratified"]\nvariants = ["clean"]\n[data]\nname = "tweets"\n'
+                   '[select]\nrl_steps = 500\nclimb_rounds = 9\nfilter = "cleanlab"\n[noise]\nflip_fraction = 0.3\n'
+                   '[finetune]\nhead = "linear"\n')
+    experiment.load_config(cfg)
+    notes = capsys.readouterr().err.splitlines()
+    assert [n.split(" sets ", 1)[1] for n in notes] == [
+        "[select] rl_steps but methods list no RL agent (ppo, dqn): unused",
+        "[select] climb_rounds but methods do not list 'climb': unused",
+        "[noise] but variants do not list 'noisy': unused",
+        "[finetune] head, which decoders use, but the target is minilm: unused"]
+    cfg.write_text('methods = ["stratified"]\n[data]\nname = "tweets"\n[select]\nfilter = "cleanlab"\n')
+    experiment.load_config(cfg)
+    assert "[select] filter = 'cleanlab' but methods list no search" in capsys.readouterr().err
+    cfg.write_text('methods = ["climb", "ppo"]\nvariants = ["noisy"]\n[data]\nname = "tweets"\n'
+                   '[select]\nrl_steps = 500\nclimb_rounds = 9\nfilter = "cleanlab"\n[noise]\nflip_fraction = 0.3\n')
+    experiment.load_config(cfg)
+    assert capsys.readouterr().err == ""
+    cfg.write_text('[data]\nname = "tweets"\n[finetune]\nmin_steps = 50\nmax_steps = 5\n')
+    with pytest.raises(cli.JaxselError, match=r"\[finetune\]: min_steps \(50\) must not exceed max_steps \(5\)"):
+        experiment.load_config(cfg)
 
 
 def test_a_bad_data_file_leaves_no_run_folder(tmp_path, capsys):
@@ -282,6 +306,14 @@ def test_missing_config_is_one_line_error(tmp_path, capsys):
     (tmp_path / "configs" / "mine.toml").write_text("")
     assert cli.main(["run", "--config", str(tmp_path / "configs")]) == 2
     assert "is a folder; give a TOML file in it (mine.toml)" in capsys.readouterr().err
+    assert cli.main(["run", "--config", "/dev/null"]) == 2  # it said "no such config"
+    assert "config /dev/null is not a regular file" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as m:  # the default, configs/quick, outside a checkout: where it looked
+        m.chdir(tmp_path / "configs")
+        assert cli.main(["run", "--config", "configs/quick"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"no such config: configs/quick (a relative path is read from the working folder: "
+                            f"{tmp_path / 'configs'})") and len(err.splitlines()) == 1
 
 
 def test_config_numbers_are_coerced_to_their_fields(tmp_path):
