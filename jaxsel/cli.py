@@ -652,7 +652,8 @@ def _dispatch(args) -> int:
         return 2
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
         # a location the user named cannot be written (read-only folder, a file where a folder goes)
-        print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}", file=sys.stderr)
+        why = "a file is there, where a folder is needed" if isinstance(e, FileExistsError) else e.strerror
+        print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {why}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):

@@ -396,3 +396,16 @@ def test_shipped_configs_load():
     for name in names:
         cfg = experiment.load_config(root / name)
         assert cfg.name == name
+
+
+def test_a_file_where_the_stage_folder_goes_is_one_line(tmp_path, tmp_cache, capsys):
+    """``stages = PATH`` naming a file (a new user's round: "cannot write PATH: File exists")."""
+    data = write_data(tmp_path / "d.csv")
+    cfg = write_config(tmp_path / "tiny.toml", methods=("random",), variants=("clean",))
+    in_the_way = tmp_path / "notes.txt"
+    in_the_way.write_text("mine\n")
+    cfg.write_text(f"stages = {str(in_the_way)!r}\n" + cfg.read_text())
+    assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"jaxsel: error: cannot write {in_the_way}: a file is there, where a folder is needed"
+    assert in_the_way.read_text() == "mine\n"

@@ -248,7 +248,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                                               resume=resume, signature=signature, stop_after=stop_after, caps=caps)
     elif c.method in ("ppo", "dqn"):
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
-        if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # not 1% off
+        if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
             warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
                  f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps")
         if c.method == "dqn" and cfg.total_timesteps <= cfg.learning_starts:
