@@ -545,3 +545,18 @@ def test_a_stratified_sample_smaller_than_the_classes_drops_classes_by_seed(caps
     left_out = {tuple(sorted(set(range(20)) - set(y[proxy.stratified_subsample(y, 15, s)].tolist()))) for s in range(4)}
     assert len(left_out) > 1 and all(len(c) == 5 for c in left_out)
     assert "leaves 5 of the 20 classes without a row" in capsys.readouterr().err
+
+
+def test_settings_beyond_the_data_are_named_once(problem, capsys):
+    """``project`` above the embeddings' width and ``val_size`` above the validation rows keep
+    everything, as documented, with a warning each, once (a new user's round: silently clamped); the
+    scores are those of the settings that keep everything."""
+    x, y, cl, xv, yv = problem
+    big = proxy.ProxyConfig(project=10 * D, val_size=10 * len(yv))
+    scores = [proxy.make(x, y, cl, xv, yv, big).score_batch(masks()) for _ in range(2)]
+    err = capsys.readouterr().err
+    assert err.count(f"proxy val_size {10 * len(yv)} exceeds the {len(yv)} validation rows: all are scored") == 1
+    assert err.count(f"proxy project {10 * D} exceeds the embeddings' {D} dimensions: all are kept") == 1
+    same = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=None)).score_batch(masks())
+    np.testing.assert_array_equal(scores[0].accuracy, same.accuracy)
+    assert capsys.readouterr().err == ""

@@ -117,6 +117,11 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
              f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
              f"(numpy.unique(labels, return_inverse=True))")
+    if cfg.val_size is not None and cfg.val_size > len(val_y):
+        warn(f"proxy val_size {cfg.val_size} exceeds the {len(val_y)} validation rows: all are scored", once=True)
+    if cfg.project is not None and cfg.project > train_x.shape[1]:
+        warn(f"proxy project {cfg.project} exceeds the embeddings' {train_x.shape[1]} dimensions: all are kept",
+             once=True)
     keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)
     val_x, val_y = val_x[keep], val_y[keep]
     val_tokens = None if val_tokens is None else np.asarray(val_tokens)[keep]
