@@ -404,7 +404,15 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     for name in SECTIONS:
         if not isinstance(doc.get(name, {}), dict):
             raise JaxselError(f"{path}: [{name}] must be a table, got {name} = {doc[name]!r}")
-    doc["data"] = {**doc.get("data", {}), **{k: v for k, v in data_overrides.items() if v is not None}}
+    given_overrides = {k: v for k, v in data_overrides.items() if v is not None}
+    if "name" in given_overrides:  # another dataset: say which of the file's column names still apply
+        kept = [f"{k} = {v!r}" for k, v in doc.get("data", {}).items()
+                if k in ("text_col", "label_col", "split_col") and k not in given_overrides]
+        if kept:
+            print(f"note: --data replaces {path}'s dataset; its [data] {', '.join(kept)} still "
+                  f"{'applies' if len(kept) == 1 else 'apply'} (--text-col, --label-col, --split-col set others)",
+                  file=sys.stderr)
+    doc["data"] = {**doc.get("data", {}), **given_overrides}
     named = "name" in doc["data"]
     given = {name: set(doc.get(name, {})) for name in SECTIONS}  # the keys the file sets, for unused_settings
     for name, cls in SECTIONS.items():

@@ -409,3 +409,17 @@ def test_a_file_where_the_stage_folder_goes_is_one_line(tmp_path, tmp_cache, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"jaxsel: error: cannot write {in_the_way}: a file is there, where a folder is needed"
     assert in_the_way.read_text() == "mine\n"
+
+
+def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys):
+    """``--data`` with a config whose [data] names columns: a note says which still apply (a new
+    user's round: "missing column 'review'" without saying it came from the config)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "a.csv"\ntext_col = "review"\nlabel_col = "sentiment"\n')
+    loaded = experiment.load_config(cfg, name="b.jsonl", label_col="y")
+    assert (loaded.data.name, loaded.data.text_col, loaded.data.label_col) == ("b.jsonl", "review", "y")
+    assert capsys.readouterr().err.strip() == (
+        f"note: --data replaces {cfg}'s dataset; its [data] text_col = 'review' still applies "
+        "(--text-col, --label-col, --split-col set others)")
+    experiment.load_config(cfg, name="b.jsonl", text_col="t", label_col="y")
+    assert capsys.readouterr().err == ""
