@@ -218,3 +218,18 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
     assert ppo_cfg.ppo.total_timesteps == 4096 and ppo_cfg.dqn == dqn.DQNConfig()
     dqn_cfg = agents.SelectConfig(method="dqn", **longer).used()
     assert dqn_cfg.dqn.total_timesteps == 4096 and dqn_cfg.ppo == ppo.PPOConfig()
+
+
+def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, capsys):
+    """Quota picks of at least the budget take whole clusters (or the budget's rest): greedy selects
+    the same rows as with granularity "cluster", and a warning says so, once (a new user's round:
+    quota = 10,000 above a 42-example budget ran silently as whole-cluster picks)."""
+    p, cl, y = truth
+    by_cluster = agents.select(p, cl, y, agents.SelectConfig(method="greedy", budget=0.25), progress=False)
+    capsys.readouterr()
+    big = agents.SelectConfig(method="greedy", budget=0.25, granularity="quota", quota=10_000)
+    for _ in range(2):
+        by_quota = agents.select(p, cl, y, big, progress=False)
+        np.testing.assert_array_equal(np.sort(by_quota.indices), np.sort(by_cluster.indices))
+    assert capsys.readouterr().err.count("quota 10000 is at least the budget's 600 examples: each pick takes a whole "
+                                         "cluster (or the rest of the budget), as granularity 'cluster' does") == 1
