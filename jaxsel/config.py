@@ -379,7 +379,8 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     Raises JaxselError for a missing or empty file, bytes that are not UTF-8, invalid TOML, an unknown key or model, and
     what the configs' own checks refuse (a value of the wrong type, an unknown method, variant,
     granularity, order, filter, balance or score_on, a repeated method, budget, seed or variant, a
-    negative seed or a count below one); notes agent tables no listed method uses."""
+    negative seed or a count below one); notes what the file sets that nothing reads
+    (:func:`unused_settings`) and, with a ``name`` override, the file's column names that still apply."""
     path = Path(path)
     if not path.exists() and path.with_suffix(".toml").exists():
         path = path.with_suffix(".toml")

@@ -21,9 +21,10 @@ def warn(message: str, once: bool = False) -> None:
     that does not stop the work); with ``once``, not again when this process printed the same
     message (a property of the data that every seed's and method's pass would repeat)."""
     import sys
-    if once and message in _warned:
-        return
-    _warned.add(message)
+    if once:
+        if message in _warned:
+            return
+        _warned.add(message)
     print(f"warning: {message}", file=sys.stderr)
 
 
