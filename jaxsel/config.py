@@ -390,7 +390,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if path.exists() and not path.is_file():
         raise JaxselError(f"config {path} is not a regular file (a device, a pipe or a socket); give a TOML file")
     if not path.is_file():
-        where = "" if path.is_absolute() else f" (a relative path is read from the working folder: {Path.cwd()})"
+        try:
+            where = "" if path.is_absolute() else f" (a relative path is read from the working folder: {Path.cwd()})"
+        except FileNotFoundError:  # the working folder was deleted
+            where = " (the working folder no longer exists)"
         raise JaxselError(f"no such config: {path}{where}")
     try:  # TOML is UTF-8 whatever the locale; a byte-order mark (Windows Notepad writes one) is dropped
         doc = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
@@ -406,13 +409,8 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
         if not isinstance(doc.get(name, {}), dict):
             raise JaxselError(f"{path}: [{name}] must be a table, got {name} = {doc[name]!r}")
     given_overrides = {k: v for k, v in data_overrides.items() if v is not None}
-    if "name" in given_overrides:  # another dataset: say which of the file's column names still apply
-        kept = [f"{k} = {v!r}" for k, v in doc.get("data", {}).items()
-                if k in ("text_col", "label_col", "split_col") and k not in given_overrides]
-        if kept:
-            print(f"note: --data replaces {path}'s dataset; its [data] {', '.join(kept)} still "
-                  f"{'applies' if len(kept) == 1 else 'apply'} (--text-col, --label-col, --split-col set others)",
-                  file=sys.stderr)
+    kept = [f"{k} = {v!r}" for k, v in doc.get("data", {}).items()  # with another dataset, the file's columns that apply
+            if "name" in given_overrides and k in ("text_col", "label_col", "split_col") and k not in given_overrides]
     doc["data"] = {**doc.get("data", {}), **given_overrides}
     named = "name" in doc["data"]
     given = {name: set(doc.get(name, {})) for name in SECTIONS}  # the keys the file sets, for unused_settings
@@ -436,6 +434,10 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     cfg = build(RunConfig, doc, str(path))
     if not named:  # after every check, so a config's mistake stays a one-line error
         print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
+    if kept:
+        print(f"note: --data replaces {path}'s dataset; its [data] {', '.join(kept)} still "
+              f"{'applies' if len(kept) == 1 else 'apply'} (--text-col, --label-col, --split-col set others)",
+              file=sys.stderr)
     for note in unused_settings(cfg, given):
         print(f"note: {path} sets {note}: unused", file=sys.stderr)
     return cfg
@@ -443,14 +445,14 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
 
 def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     """What a config file sets (``given``: its keys by table) that nothing in ``cfg`` will read, each
-    as "[table] key but ...why": agent tables and settings with no agent listed, CLIMB's rounds
+    as "[table] key but ...why": agent tables, rl_steps and final with no agent listed, CLIMB's rounds
     without climb, a filter without a search, a [noise] table without the noisy variant, a decoder
     head for a BERT target."""
     rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
     notes = [f"[select.{m}] but methods do not list {m!r}" for m in ("ppo", "dqn") if getattr(cfg.select, m) and m not in rl]
     if not rl:
         notes += [f"[select] {k} but methods list no RL agent (ppo, dqn)"
-                  for k in ("rl_steps", "final", "agreement", "similarity") if k in given["select"]]
+                  for k in ("rl_steps", "final") if k in given["select"]]  # agreement, similarity: every search's env
     if "climb_rounds" in given["select"] and "climb" not in cfg.methods:
         notes.append("[select] climb_rounds but methods do not list 'climb'")
     if cfg.select.filter != "none" and not set(SEARCH_METHODS) & set(cfg.methods):

@@ -233,3 +233,6 @@ def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, cap
         np.testing.assert_array_equal(np.sort(by_quota.indices), np.sort(by_cluster.indices))
     assert capsys.readouterr().err.count("quota 10000 is at least the budget's 600 examples: each pick takes a whole "
                                          "cluster (or the rest of the budget), as granularity 'cluster' does") == 1
+    agents.select(p, cl, y, agents.SelectConfig(method="greedy", budget=0.25, granularity="quota", horizon=1),
+                  progress=False)
+    assert "quota" not in capsys.readouterr().err  # budget / horizon is the user's choice of picks, not a mistake

@@ -277,6 +277,9 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
         "[select] climb_rounds but methods do not list 'climb': unused",
         "[noise] but variants do not list 'noisy': unused",
         "[finetune] head, which decoders use, but the target is minilm: unused"]
+    cfg.write_text('methods = ["greedy"]\n[data]\nname = "tweets"\n[select]\nsimilarity = true\nagreement = true\n')
+    experiment.load_config(cfg)  # every search's environment reads these, not only the RL agents'
+    assert capsys.readouterr().err == ""
     cfg.write_text('methods = ["stratified"]\n[data]\nname = "tweets"\n[select]\nfilter = "cleanlab"\n')
     experiment.load_config(cfg)
     assert "[select] filter = 'cleanlab' but methods list no search" in capsys.readouterr().err
@@ -314,6 +317,13 @@ def test_missing_config_is_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.endswith(f"no such config: configs/quick (a relative path is read from the working folder: "
                             f"{tmp_path / 'configs'})") and len(err.splitlines()) == 1
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        m.chdir(gone)
+        gone.rmdir()  # a deleted working folder: Path.cwd() raises
+        assert cli.main(["run", "--config", "configs/quick"]) == 2
+        assert capsys.readouterr().err.strip() == ("jaxsel: error: no such config: configs/quick "
+                                                   "(the working folder no longer exists)")
 
 
 def test_config_numbers_are_coerced_to_their_fields(tmp_path):
@@ -423,3 +433,6 @@ def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys)
         "(--text-col, --label-col, --split-col set others)")
     experiment.load_config(cfg, name="b.jsonl", text_col="t", label_col="y")
     assert capsys.readouterr().err == ""
+    cfg.write_text('[data]\ntext_col = "review"\n[cluster]\nk = -4\n')  # a mistake stays one line: the note comes after the checks
+    assert cli.main(["run", "--config", str(cfg), "--data", str(tmp_path / "x.csv")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"jaxsel: error: {cfg} [cluster]: k must be at least 1, got -4"]

@@ -224,7 +224,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         raise JaxselError(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to all of them: "
                           f"choose a smaller budget, or the full method")
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
-    if quota >= examples and c.method not in BASELINES:
+    if c.quota is not None and quota >= examples and c.method not in BASELINES:  # a quota given, not budget / horizon
         warn(f"quota {quota} is at least the budget's {examples} examples: each pick takes a whole cluster (or the "
              f"rest of the budget), as granularity 'cluster' does; budget / horizon would be "
              f"{quota_for('quota', None, c.horizon, examples)}", once=True)
