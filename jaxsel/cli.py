@@ -328,8 +328,8 @@ def cmd_select(a) -> None:
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"
-    agent = dict(total_timesteps=a.steps, network=a.network, preference_rate=a.preference_rate)
-    ppo_cfg, dqn_cfg = agents.ppo.PPOConfig(**agent), agents.dqn.DQNConfig(**agent)  # bad values fail before any work
+    agent = dict(network=a.network, preference_rate=a.preference_rate)  # bad values fail before any work
+    ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
     dd = _load(a)
     emb = _embed(a, dd)

@@ -95,6 +95,13 @@ class SelectConfig:
                        dqn=self.dqn if self.method == "dqn" else dqn.DQNConfig())
 
 
+def agent_config(method: str, rl_steps: int, overrides: dict):
+    """The PPOConfig or DQNConfig (``method`` "ppo" or "dqn") of a run config's ``[select]``: its
+    ``rl_steps`` as ``total_timesteps``, then the ``[select.ppo]``/``[select.dqn]`` table's
+    ``overrides``. One place, so a run and its report count the same steps."""
+    return (ppo.PPOConfig if method == "ppo" else dqn.DQNConfig)(**{"total_timesteps": rl_steps, **overrides})
+
+
 def env_steps(cfg, updates: int) -> int:
     """Environment steps of all environments in ``updates`` updates of an RL config (PPO: a rollout
     of ``num_steps`` per update; DQN: one step)."""

@@ -149,8 +149,8 @@ class Run:
         cfg = agents.SelectConfig(
             method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
             granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
-            similarity=spec.similarity, balance=spec.balance, ppo=agents.ppo.PPOConfig(**{"total_timesteps": spec.rl_steps, **spec.ppo}),
-            dqn=agents.dqn.DQNConfig(**{"total_timesteps": spec.rl_steps, **spec.dqn}))
+            similarity=spec.similarity, balance=spec.balance, ppo=agents.agent_config("ppo", spec.rl_steps, spec.ppo),
+            dqn=agents.agent_config("dqn", spec.rl_steps, spec.dqn))
         fp = data.dataset_fingerprint(dd)
         parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg.used()) + ((spec.filter,) if flagged is not None else ())
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(*parts)}"

@@ -357,15 +357,14 @@ def plot_mask_map(maps: dict, path: Path) -> None:
 def _agents(cfg: dict) -> str:
     """A sentence on the RL agents of the run: the environment steps they ran (whole updates: rl_steps
     rounded down, :func:`jaxsel.agents.env_steps`), network and preferences."""
-    from jaxsel.agents import dqn, env_steps, ppo
+    from jaxsel.agents import agent_config, env_steps
     from jaxsel.config import SelectSpec
     sel = cfg.get("select", {})
 
     def agent(m: str) -> str:
         own = sel.get(m) or {}
         rate = own.get("preference_rate", 0)
-        c = (ppo.PPOConfig if m == "ppo" else dqn.DQNConfig)(
-            **{"total_timesteps": sel.get("rl_steps", SelectSpec().rl_steps), **own})
+        c = agent_config(m, sel.get("rl_steps", SelectSpec().rl_steps), own)
         return (f"{m.upper()} {env_steps(c, c.num_updates):,} environment steps, {own.get('network', 'early')} network"
                 f"{f', per-cluster preferences at {rate:g}x its learning rate' if rate else ''}")
 
