@@ -153,6 +153,12 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     assert report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=new)])["complete"]
     with pytest.raises(ValueError, match="differ in data"):
         report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=dict(new, dedup=True))])
+    # the agents' recorded settings: a part from before they were recorded ran the defaults of then
+    late, early = {"ppo": {"network": "late"}}, {"ppo": {"network": "early"}}
+    assert report.merge([dict(_doc([0], rows[:3]), agents=late), dict(_doc([1], rows[3:]), agents=late)])["agents"] == late
+    for other in (early, None):
+        with pytest.raises(ValueError, match="differ in agents"):
+            report.merge([dict(_doc([0], rows[:3]), agents=late), dict(_doc([1], rows[3:]), agents=other)])
 
 
 def test_validated_picks_by_finetuned_validation_accuracy_and_pays_for_every_candidate():
@@ -227,10 +233,21 @@ def test_cpu_record_reads_model_and_simd_flags():
 def test_agents_sentence_names_network_and_preferences():
     """report.md's sentence on the agents names each one's steps, network and, when learned, the
     per-cluster preferences' rate. The steps are those run: whole updates (PPO: 64 environments x
-    16 steps; DQN: its environments, 48 here), not the rl_steps asked (it said 2,000)."""
-    from jaxsel.experiment.report import _agents
-    cfg = {"methods": ["ppo", "dqn", "greedy"],
-           "select": {"rl_steps": 2000, "ppo": {"network": "late", "preference_rate": 64.0}, "dqn": {"num_envs": 48}}}
+    16 steps; DQN: its environments, 48 here), not the rl_steps asked (it said 2,000). It reads the
+    document's recorded agents; a document from before they were recorded ran the early network."""
+    from jaxsel.config import RunConfig, SelectSpec
+    from jaxsel.experiment.report import _agents, agent_settings
+    select = {"rl_steps": 2000, "ppo": {"network": "late", "preference_rate": 64.0}, "dqn": {"num_envs": 48}}
+    cfg = {"methods": ["ppo", "dqn", "greedy"], "select": select}
     ppo_steps, dqn_steps = 2000 // (64 * 16) * 64 * 16, 2000 // 48 * 48
-    assert _agents(cfg) == (f" PPO {ppo_steps:,} environment steps, late network, per-cluster preferences at 64x its "
-                            f"learning rate; DQN {dqn_steps:,} environment steps, early network (`jaxsel.agents.networks`).")
+    legacy = (f" PPO {ppo_steps:,} environment steps, late network, per-cluster preferences at 64x its "
+              f"learning rate; DQN {dqn_steps:,} environment steps, early network (`jaxsel.agents.networks`).")
+    assert _agents({"config": cfg}) == legacy
+    run = RunConfig(methods=("ppo", "dqn", "greedy"), select=SelectSpec(**select))
+    agents = agent_settings(run)
+    assert agents["ppo"]["total_timesteps"] == 2000 and agents["dqn"]["num_envs"] == 48
+    assert _agents({"config": cfg, "agents": agents}) == legacy.replace("DQN 1,968 environment steps, early",
+                                                                        f"DQN 1,968 environment steps, {agents['dqn']['network']}")
+    plain = agent_settings(RunConfig(methods=("ppo", "random")))
+    assert list(plain) == ["ppo"] and f"19,456 environment steps, {plain['ppo']['network']} network" in _agents(
+        {"config": {"methods": ["ppo", "random"]}, "agents": plain})

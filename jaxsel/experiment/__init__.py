@@ -243,7 +243,8 @@ class Run:
         """Write ``results.json`` and the report for the rows so far (after every seed)."""
         from jaxsel import data
         from jaxsel.experiment import report
-        doc = {"config": dataclasses.asdict(self.cfg), "dataset": data.summary(dd), "timings": self.timings,
+        doc = {"config": dataclasses.asdict(self.cfg), "agents": report.agent_settings(self.cfg),
+               "dataset": data.summary(dd), "timings": self.timings,
                "rows": rows, "environment": report.environment(), "run_seconds": seconds,
                "complete": len(rows) == len(self.cells())}
         doc["summary"] = report.summarize(rows, self.timings)

@@ -8,6 +8,7 @@ proxy score (the paper's Figure 1).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -166,13 +167,15 @@ def merge(docs: list[dict]) -> dict:
 
     Raises ``ValueError`` when the parts' configs differ in anything but ``seeds`` and ``stages``
     (where the stage cache lives; fields added later that hold their defaults are no difference),
-    their datasets differ, or two of them hold the same (variant, method, budget, seed) cell."""
+    or their RL agents' recorded settings (``agents``: a part run before they were recorded ran
+    the defaults of then) differ, their datasets differ, or two of them hold the same (variant, method, budget, seed) cell."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import recorded_settings
-    settings = lambda d: {k: v for k, v in recorded_settings(d["config"]).items() if k not in ("seeds", "stages")}
+    settings = lambda d: {**{k: v for k, v in recorded_settings(d["config"]).items() if k not in ("seeds", "stages")},
+                          "agents": d.get("agents")}
     ref = settings(first)
     for d in docs[1:]:
         cfg = settings(d)
@@ -197,7 +200,8 @@ def merge(docs: list[dict]) -> dict:
     parts = [p for d in docs for p in d.get("parts") or [{"seeds": sorted({r["seed"] for r in d["rows"]}),
                                                            "environment": d["environment"],
                                                            "run_seconds": d["run_seconds"]}]]
-    return {"config": dict(first["config"], seeds=seeds), "dataset": first["dataset"], "timings": first["timings"],
+    return {"config": dict(first["config"], seeds=seeds), **({"agents": first["agents"]} if "agents" in first else {}),
+            "dataset": first["dataset"], "timings": first["timings"],
             "rows": rows, "environment": first["environment"], "run_seconds": sum(p["run_seconds"] for p in parts),
             "complete": complete, "parts": parts, "summary": summarize(rows, first["timings"])}
 
@@ -354,21 +358,35 @@ def plot_mask_map(maps: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def _agents(cfg: dict) -> str:
-    """A sentence on the RL agents of the run: the environment steps they ran (whole updates: rl_steps
-    rounded down, :func:`jaxsel.agents.env_steps`), network and preferences."""
+def agent_settings(cfg) -> dict:
+    """The settings each RL agent of a :class:`jaxsel.config.RunConfig` runs with (all fields of its
+    PPOConfig/DQNConfig, by method): what results documents record as ``agents``, so a document
+    says which network and steps ran whatever the defaults of the jaxsel that reads it."""
+    from jaxsel.agents import agent_config
+    return {m: dataclasses.asdict(agent_config(m, cfg.select.rl_steps, getattr(cfg.select, m)))
+            for m in ("ppo", "dqn") if m in cfg.methods}
+
+
+def _agents(doc: dict) -> str:
+    """A sentence on the RL agents of a results document: the environment steps they ran (whole
+    updates: rl_steps rounded down, :func:`jaxsel.agents.env_steps`), network and preferences, from
+    its ``agents``; a document written before those were recorded (2026-12-05) ran its config's
+    tables over the defaults of then (the early network)."""
     from jaxsel.agents import agent_config, env_steps
     from jaxsel.config import SelectSpec
+    cfg = doc["config"]
     sel = cfg.get("select", {})
+    recorded = doc.get("agents") or {m: {"total_timesteps": sel.get("rl_steps", SelectSpec().rl_steps),
+                                         "network": "early", **(sel.get(m) or {})}
+                                     for m in ("ppo", "dqn") if m in cfg["methods"]}
 
     def agent(m: str) -> str:
-        own = sel.get(m) or {}
-        rate = own.get("preference_rate", 0)
-        c = agent_config(m, sel.get("rl_steps", SelectSpec().rl_steps), own)
-        return (f"{m.upper()} {env_steps(c, c.num_updates):,} environment steps, {own.get('network', 'early')} network"
+        c = agent_config(m, recorded[m]["total_timesteps"], recorded[m])
+        rate = c.preference_rate
+        return (f"{m.upper()} {env_steps(c, c.num_updates):,} environment steps, {c.network} network"
                 f"{f', per-cluster preferences at {rate:g}x its learning rate' if rate else ''}")
 
-    parts = [agent(m) for m in ("ppo", "dqn") if m in cfg["methods"]]
+    parts = [agent(m) for m in ("ppo", "dqn") if m in recorded]
     return f" {'; '.join(parts)} (`jaxsel.agents.networks`)." if parts else ""
 
 
@@ -388,7 +406,7 @@ def write(out: Path, doc: dict, maps: dict) -> None:
                f"size) over seeds, paired by seed" if paired else "")
             + f". `total s` adds the shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
             f"to selection and finetuning; `total / full` divides it by the full-data finetune. `label mix %`: "
-            f"the selections' label shares over all seeds (full data: the train split's).{_agents(cfg)}\n\n"
+            f"the selections' label shares over all seeds (full data: the train split's).{_agents(doc)}\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")
     plot_accuracy(doc["summary"], out / "accuracy_vs_budget.png")
     plot_wallclock(doc["summary"], doc["timings"], out / "wallclock.png")
