@@ -93,11 +93,12 @@ def main() -> None:
         for score_on in a.score_on.split(","):
             for gran in a.granularities.split(","):
                 for m, lr, net, pref in variants:
-                    steps = {"total_timesteps": a.rl_steps or cfg.select.rl_steps,
-                             **({} if net is None else {"network": net}),
+                    asked = {**({} if net is None else {"network": net}),  # over the config's own tables
                              **({} if pref is None else {"preference_rate": pref})}
-                    ppo_cfg = agents.ppo.PPOConfig(**{**steps, **cfg.select.ppo, **({} if lr is None else {"lr": lr})})
-                    dqn_cfg = agents.dqn.DQNConfig(**{**steps, **cfg.select.dqn})
+                    steps = a.rl_steps or cfg.select.rl_steps
+                    ppo_cfg = agents.agent_config("ppo", steps, {**cfg.select.ppo, **asked,
+                                                                 **({} if lr is None else {"lr": lr})})
+                    dqn_cfg = agents.agent_config("dqn", steps, {**cfg.select.dqn, **asked})
                     t = time.perf_counter()
                     sel = agents.select(proxies[score_on], c, y, agents.SelectConfig(
                         method=m, budget=a.budget, seed=seed, granularity=gran, ppo=ppo_cfg, dqn=dqn_cfg),
@@ -126,7 +127,8 @@ def main() -> None:
                "validation_rows": int(len(vy)), "pool_rows_scored": int(proxies["validation+train"].yv.shape[0] - len(vy)),
                "stratified_held_out": float(np.mean(list(ref.values()))), "best_search": best["method"],
                "best_search_held_out": float(best["held-out"]), "per_seed": rows}
-    tag = ("-networks" if a.networks else "") + ("-preferences" if a.preference_rates else "")
+    tag = ("-networks" if a.networks else "") + ("-preferences" if a.preference_rates else "") + (
+        f"-steps{a.rl_steps}" if a.rl_steps else "")
     report(f"overfit-{cfg.name}{tag}", table,
            ["method", "seeds", "scored rows (validation)", "scored rows (+pool)", "held-out", "held-out vs stratified",
             "seconds"],

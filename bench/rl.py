@@ -1,7 +1,7 @@
 """RL throughput: PPO fully on device vs the same PPO driven by a host Python loop; DQN on device.
 
     python bench/rl.py [--quick] [--project 64]
-    python bench/rl.py --scaling [--quick] [--network late]   # env steps/s against K and the number of environments
+    python bench/rl.py --scaling [--quick] [--network early]   # env steps/s against K and the number of environments
     python bench/rl.py --scores 10 [--updates 20]   # best proxy score found for equal env steps, 10 seeds
 
 Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budget, ridge proxy
@@ -14,16 +14,16 @@ MaskablePPO on a gymnasium environment computing the same reward with numpy from
 per-cluster statistics (``bench/peers.py``; the ``bench`` extra), 64 environments in a
 DummyVecEnv, with jaxsel's PPO settings (rollout length, epochs, minibatches, learning rate); timed
 for the same number of environment steps as jaxsel's 64-environment run, with the best proxy accuracy each reached.
-MaskablePPO runs twice: with its default MLP policy on the taken shares (what a user would write;
-a network with ~1/12 of the Deep Sets' FLOPs per sample at K=256), and with jaxsel's Deep Sets
-network and observation ported to PyTorch (``peers.deep_sets_policy``: equal outputs for equal
-weights), so the second ratio compares the stacks doing the same work. jaxsel's PPO with the
-late-fusion network (``network = "late"``, ~1/30 of the default's matmul FLOPs per sample) is timed against
-the MLP peer too (``late_vs_maskable_ppo``). Then the best proxy accuracy each finds in the same env
-steps (4 updates of 64 x 16 with --quick, 20 without; ``--scores SEEDS`` alone) over 3 (5) seeds:
-jaxsel's PPO with both networks, and late fusion with a learned preference per cluster
-(``preference_rate = 64``), against MaskablePPO's MLP, paired by seed, means with 95% t intervals
-(``best_score_*_minus_maskable_ppo``, in accuracy points).
+jaxsel's PPO with its default network (late fusion, ``network = "late"``) is timed against
+MaskablePPO's default MLP policy on the taken shares (what a user would write; ``vs_maskable_ppo``),
+and jaxsel's PPO with the early-fusion Deep Sets network (~30x late fusion's matmul FLOPs per
+sample) against the MLP (``early_vs_maskable_ppo``) and against MaskablePPO with that network and
+observation ported to PyTorch (``peers.deep_sets_policy``: equal outputs for equal weights;
+``vs_maskable_ppo_same_network``: the stacks doing the same work). Then the best proxy accuracy each
+finds in the same env steps (4 updates of 64 x 16 with --quick, 20 without; ``--scores SEEDS``
+alone) over 3 (5) seeds: jaxsel's PPO with both networks, and late fusion with a learned preference
+per cluster (``preference_rate = 64``), against MaskablePPO's MLP, paired by seed, means with 95% t
+intervals (``best_score_*_minus_maskable_ppo``, in accuracy points).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=None, help="PPO updates timed per setting")
     ap.add_argument("--scaling", action="store_true", help="only PPO's env steps/s against the number of clusters "
                     "(K = 100 .. 4,096) and environments, saved as rl-scaling[-late]")
-    ap.add_argument("--network", default="early", choices=networks.NETWORKS, help="with --scaling: PPO's network")
+    ap.add_argument("--network", default=ppo.PPOConfig().network, choices=networks.NETWORKS,
+                    help="with --scaling: PPO's network (default: PPO's default)")
     ap.add_argument("--scores", type=int, default=0, metavar="SEEDS",
                     help="only the best-score comparison over SEEDS seeds (--updates: default 20), saved as rl-scores")
     a = ap.parse_args()
@@ -104,16 +105,16 @@ def main() -> None:
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
     else:
-        ours = jaxsel_ppo(params, env, n_updates)
-        for deep_sets in (False, True):
-            rows.append(maskable_ppo(params, n_updates, ours, deep_sets=deep_sets))
+        ours = jaxsel_ppo(params, env, n_updates)  # the default network
+        early = jaxsel_ppo(params, env, n_updates, network="early")
+        for deep_sets, mine in ((False, ours), (True, early)):
+            rows.append(maskable_ppo(params, n_updates, mine, deep_sets=deep_sets))
             print(rows[-1], file=sys.stderr)
         mlp = next(r for r in rows if r["agent"].startswith("MaskablePPO") and "MLP" in r["agent"])
-        late = jaxsel_ppo(params, env, n_updates, network="late")
-        steps = late["config"].num_envs * late["config"].num_steps * n_updates
-        rows.append({"agent": "ppo, late-fusion network", "envs": late["config"].num_envs, "env_steps": steps,
-                     "device_s": late["seconds"], "device_steps_per_s": steps / late["seconds"],
-                     "best_score": late["best"], "jaxsel_vs_peer": mlp["device_s"] / late["seconds"]})
+        steps = early["config"].num_envs * early["config"].num_steps * n_updates
+        rows.append({"agent": "ppo, early-fusion network", "envs": early["config"].num_envs, "env_steps": steps,
+                     "device_s": early["seconds"], "device_steps_per_s": steps / early["seconds"],
+                     "best_score": early["best"], "jaxsel_vs_peer": mlp["device_s"] / early["seconds"]})
         print(rows[-1], file=sys.stderr)
     n_envs = 64
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
@@ -130,13 +131,14 @@ def main() -> None:
                "proxy": f"ridge-d{a.project or 384}"}
     sb3 = [r for r in rows if r["agent"].startswith("MaskablePPO")]
     if sb3:
-        late_row = next(r for r in rows if r["agent"].startswith("ppo, late"))
-        summary.update(maskable_ppo_env_steps_per_s=sb3[0]["device_steps_per_s"], vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"],
-                       best_score_jaxsel=sb3[0]["jaxsel_best_score"], best_score_maskable_ppo=sb3[0]["best_score"],
+        early_row = next(r for r in rows if r["agent"].startswith("ppo, early"))
+        summary.update(network=ours["config"].network, maskable_ppo_env_steps_per_s=sb3[0]["device_steps_per_s"],
+                       vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"], best_score_jaxsel=sb3[0]["jaxsel_best_score"],
+                       best_score_maskable_ppo=sb3[0]["best_score"],
                        vs_maskable_ppo_same_network=sb3[1]["jaxsel_vs_peer"],
                        best_score_maskable_ppo_same_network=sb3[1]["best_score"],
-                       late_env_steps_per_s=late_row["device_steps_per_s"], late_vs_maskable_ppo=late_row["jaxsel_vs_peer"],
-                       best_score_late=late_row["best_score"])
+                       early_env_steps_per_s=early_row["device_steps_per_s"],
+                       early_vs_maskable_ppo=early_row["jaxsel_vs_peer"], best_score_early=early_row["best_score"])
         seeded, scores = best_scores(params, env, 3 if a.quick else 5, 4 if a.quick else 20)
         rows += seeded
         summary.update(scores)
@@ -163,7 +165,7 @@ def scores_only(seeds: int, n_updates: int, project: int) -> None:
     report("rl-scores", rows, ["agent", "seed", "best_score"], dict(summary, proxy=f"ridge-d{project or 384}"), False)
 
 
-def scaling(quick: bool, project: int, network: str = "early") -> None:
+def scaling(quick: bool, project: int, network: str) -> None:
     """PPO env steps/s (compilation excluded) for K = 100, 256, 1,024, 4,096 clusters of the same 30k
     synthetic rows and 16, 64, 256 environments (``quick``: 16 and 64), each timed over 2 updates of
     16 steps per environment, with the per-sample FLOPs of the ``network``'s forward pass (late
@@ -211,7 +213,7 @@ def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, tim
     return {"config": cfg, "seconds": seconds, "best": best}
 
 
-SETTINGS = {"early": {}, "late": {"network": "late"},  # jaxsel PPO settings whose best scores are compared
+SETTINGS = {"early": {"network": "early"}, "late": {"network": "late"},  # jaxsel PPO settings whose best scores are compared
             "late_preferences": {"network": "late", "preference_rate": 64.0}}
 FEWER_EPOCHS = {  # --scores also compares these: faster learning, how much worse?
     "late_preferences_2_epochs": {"network": "late", "preference_rate": 64.0, "update_epochs": 2},

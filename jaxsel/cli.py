@@ -328,7 +328,7 @@ def cmd_select(a) -> None:
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"
-    agent = dict(network=a.network, preference_rate=a.preference_rate)  # bad values fail before any work
+    agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
     dd = _load(a)
@@ -551,9 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", default=CLUSTER.order, choices=("random", "typical"),
                    help="within-cluster order of quota picks and of the trimmed last pick: seeded, or nearest "
                         "the centroid first")
-    p.add_argument("--network", default="early", choices=NETWORKS,
+    p.add_argument("--network", default=None, choices=NETWORKS,
                    help="ppo/dqn: early (each cluster's state joins its features before the first layer) or late "
-                        "(after a shared per-cluster embedding: several times the env steps/s)")
+                        "(after a shared per-cluster embedding: several times the env steps/s); default: the "
+                        "agent's own (PPOConfig/DQNConfig.network)")
     p.add_argument("--preference-rate", type=_number_in(0, MAX_PREFERENCE_RATE), default=0.0,
                    help="ppo/dqn: > 0 adds a learned preference per cluster at this multiple of the learning rate "
                         "(e.g. 64; 0: off)")

@@ -21,50 +21,54 @@ from jaxsel import baselines
 from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
 
-def later(default):
+def later(default, *, before=None):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
-    holds ``default``, so adding it keeps the keys of earlier stages. Never change such a default."""
-    return field(default=default, metadata={"later": True})
+    holds the value every earlier key meant: ``default``, or ``before`` once the default has changed
+    from ``before`` to ``default``. So adding a field keeps the keys of earlier stages, a new
+    default gets keys of its own, and a config that pins the former default keeps its caches.
+    Never change ``before`` once set."""
+    return field(default=default, metadata={"later": True, "keyless": default if before is None else before})
 
 
 def spelling(obj) -> str:
     """How a config is spelled in stage-cache keys: its dataclass repr (nested configs spelled the
-    same way), without the :func:`later` fields that hold their defaults."""
+    same way), without the :func:`later` fields that hold their keyless values."""
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return str(obj)
     parts = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.repr and not _holds_later_default(f, value):
+        if f.repr and not _keyless(f, value):
             parts.append(f"{f.name}={spelling(value) if dataclasses.is_dataclass(value) else repr(value)}")
     return f"{type(obj).__qualname__}({', '.join(parts)})"
 
 
-def _holds_later_default(f: dataclasses.Field, value) -> bool:
-    """Whether ``value`` of field ``f`` is a :func:`later` field's default (left out of keys and records)."""
-    return bool(f.metadata.get("later")) and value == f.default
+def _keyless(f: dataclasses.Field, value) -> bool:
+    """Whether ``value`` of field ``f`` is the value a :func:`later` field's earlier keys meant (left
+    out of keys and records)."""
+    return bool(f.metadata.get("later")) and value == f.metadata["keyless"]
 
 
-def _without_later_defaults(cls, values: dict) -> dict:
-    """``values`` (a dict of ``cls``'s fields) without the :func:`later` fields that hold their defaults."""
+def _without_keyless(cls, values: dict) -> dict:
+    """``values`` (a dict of ``cls``'s fields) without the :func:`later` fields that hold their keyless values."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    return {k: v for k, v in values.items() if not (k in fields and _holds_later_default(fields[k], v))}
+    return {k: v for k, v in values.items() if not (k in fields and _keyless(fields[k], v))}
 
 
 def settings(obj) -> dict:
     """A config dataclass as a dict (:func:`dataclasses.asdict`) without its :func:`later` fields
-    that hold their defaults: what run signatures record, so adding a field keeps old checkpoints."""
-    return _without_later_defaults(type(obj), dataclasses.asdict(obj))
+    that hold their keyless values: what run signatures record, so adding a field keeps old checkpoints."""
+    return _without_keyless(type(obj), dataclasses.asdict(obj))
 
 
 def recorded_settings(config: dict) -> dict:
     """A run config as results documents record it (:func:`dataclasses.asdict` of a
-    :class:`RunConfig`), without the :func:`later` fields that hold their defaults, in it and its
+    :class:`RunConfig`), without the :func:`later` fields that hold their keyless values, in it and its
     sections: a config recorded before a field was added compares equal to one recorded after."""
-    out = _without_later_defaults(RunConfig, config)
+    out = _without_keyless(RunConfig, config)
     for name, cls in SECTIONS.items():
         if isinstance(out.get(name), dict):
-            out[name] = _without_later_defaults(cls, out[name])
+            out[name] = _without_keyless(cls, out[name])
     return out
 
 

@@ -101,7 +101,7 @@ cfg = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=256)
 keys = jax.random.split(jax.random.PRNGKey(0), 3)
 out = jax.jit(jax.vmap(ppo.make_train(cfg, env), in_axes=(0, None)))(keys, params)
 assert out.best.score.shape == (3,) and out.update.tolist() == [cfg.num_updates] * 3 == [2] * 3
-assert len(set(np.asarray(out.params["enc1"]["w"]).reshape(3, -1)[:, 0].tolist())) == 3  # three different runs
+assert len(set(np.asarray(out.params["out1"]["w"]).reshape(3, -1)[:, 0].tolist())) == 3  # three different runs
 single = jax.jit(ppo.make_train(cfg, env))(keys[1], params)
 np.testing.assert_allclose(float(single.best.score), float(out.best.score[1]), atol=1e-5)
 for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(out.params)):

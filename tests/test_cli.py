@@ -195,7 +195,7 @@ def test_ignored_or_invalid_settings_are_refused(table_file, tmp_path, tmp_cache
 
 def test_select_passes_agent_settings(table_file, tmp_path, tmp_cache, monkeypatch):
     """--network and --preference-rate reach both agents' configs (they were settable from run
-    configs and the library only)."""
+    configs and the library only); without --network each agent keeps its own default."""
     from jaxsel import agents
 
     class Stop(Exception):
@@ -210,6 +210,13 @@ def test_select_passes_agent_settings(table_file, tmp_path, tmp_cache, monkeypat
         cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--network", "late",
                   "--preference-rate", "64", "--out", str(tmp_path / "s")])
     assert (seen[0].ppo.network, seen[0].ppo.preference_rate, seen[0].dqn.network) == ("late", 64.0, "late")
+    with pytest.raises(Stop):
+        cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--network", "early",
+                  "--out", str(tmp_path / "e")])
+    assert (seen[1].ppo.network, seen[1].ppo.preference_rate, seen[1].dqn.network) == ("early", 0.0, "early")
+    with pytest.raises(Stop):
+        cli.main(["select", str(table_file), "--model", "hash", "--k", "4", "--out", str(tmp_path / "d")])
+    assert (seen[2].ppo, seen[2].dqn) == (agents.ppo.PPOConfig(), agents.dqn.DQNConfig())
 
 
 def test_selection_records_how_to_read_its_data(tmp_path, tmp_cache, monkeypatch):

@@ -43,7 +43,8 @@ class DQNConfig:
     eps_fraction: float = 0.5
     max_grad_norm: float = 10.0
     hidden: int = 64
-    network: str = later("early")  # NETWORKS: how the clusters' state joins their features
+    network: str = later("late", before="early")  # NETWORKS: how the clusters' state joins their features
+    # ("early" until 2026-12-05; bench/README.md, "Late fusion as the agents' default")
     preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 
     def __post_init__(self):
