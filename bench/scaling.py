@@ -132,7 +132,8 @@ def main() -> None:
             rows += [{"N": n, "K": k, "stage": "greedy step: ridge pick scores", "seconds": fast, "how": "measured"},
                      {"N": n, "K": k, "stage": "greedy step: per-candidate sums (before)", "seconds": general,
                       "how": "measured", "ratio": general / fast}]
-            rows.append({"N": n, "K": k, "stage": "PPO, 100k env steps", "seconds": ppo_seconds_per_100k(p, cl, y),
+            rows.append({"N": n, "K": k, "stage": f"PPO, 100k env steps, {ppo.PPOConfig().network} network",
+                         "seconds": ppo_seconds_per_100k(p, cl, y),
                          "how": "from steps/s"})
             print(rows[-6:], file=sys.stderr)
     if a.extend is not None:

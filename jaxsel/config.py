@@ -30,6 +30,12 @@ def later(default, *, before=None):
     return field(default=default, metadata={"later": True, "keyless": default if before is None else before})
 
 
+def keyless(cls):
+    """``cls()`` with every :func:`later` field at its keyless value (the default of the keys
+    written before any of those defaults changed): what stands in, in keys, for settings nothing reads."""
+    return cls(**{f.name: f.metadata["keyless"] for f in dataclasses.fields(cls) if f.metadata.get("later")})
+
+
 def spelling(obj) -> str:
     """How a config is spelled in stage-cache keys: its dataclass repr (nested configs spelled the
     same way), without the :func:`later` fields that hold their keyless values."""

@@ -8,6 +8,7 @@ import pytest
 from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo, reward_model
 from jaxsel.cluster import Clustering, index_table
+from jaxsel.config import keyless, settings, spelling
 
 K, PER, D = 40, 60, 12
 CORRUPT = 10
@@ -67,11 +68,11 @@ def test_every_agent_beats_random_on_known_truth(truth):
         assert bad <= rand_corrupt / 2, (method, bad, rand_corrupt)
 
 
-@pytest.mark.parametrize("setting", [{"network": "late"}, {"preference_rate": 64.0}], ids=["late", "preferences"])
+@pytest.mark.parametrize("setting", [{"network": "early"}, {"preference_rate": 64.0}], ids=["early", "preferences"])
 def test_agent_settings_beat_random_on_known_truth(truth, setting):
-    """PPO and DQN with the late-fusion network (the clusters' state joins their features at the
-    head), or learning a preference per cluster too, learn the known truth: better than random
-    picks, and half its corrupted clusters."""
+    """PPO and DQN with the early-fusion network (the clusters' state joins their features before
+    the first layer; the default until 2026-12-05), or learning a preference per cluster too, learn
+    the known truth: better than random picks, and half its corrupted clusters."""
     p, cl, y = truth
     fast = dict(ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=24_000, **setting),
                 dqn=dqn.DQNConfig(num_envs=16, total_timesteps=16_000, learning_starts=400, target_every=50, **setting))
@@ -215,9 +216,18 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
     for method in ("greedy", "climb", "random-search", "stratified"):
         assert agents.SelectConfig(method=method, **longer).used() == agents.SelectConfig(method=method).used()
     ppo_cfg = agents.SelectConfig(method="ppo", **longer).used()
-    assert ppo_cfg.ppo.total_timesteps == 4096 and ppo_cfg.dqn == dqn.DQNConfig()
+    assert ppo_cfg.ppo.total_timesteps == 4096 and ppo_cfg.dqn == keyless(dqn.DQNConfig)
     dqn_cfg = agents.SelectConfig(method="dqn", **longer).used()
-    assert dqn_cfg.dqn.total_timesteps == 4096 and dqn_cfg.ppo == ppo.PPOConfig()
+    assert dqn_cfg.dqn.total_timesteps == 4096 and dqn_cfg.ppo == keyless(ppo.PPOConfig)
+    # the agents' network became "late" (2026-12-05): keys of cells that pin "early", and of every
+    # search cell, are spelled as before it, so their caches and checkpoints stay valid
+    early = {"ppo": {"network": "early"}, "dqn": {"network": "early"}}
+    for method in ("ppo", "dqn", "greedy", "climb"):
+        assert "network" not in spelling(agents.SelectConfig(method=method, **early).used())
+        signed = settings(agents.SelectConfig(method=method, **early).used())  # nested: every field, as then
+        assert signed["ppo"]["network"] == signed["dqn"]["network"] == "early"
+    assert "network" not in spelling(agents.SelectConfig(method="greedy").used())
+    assert "network='late'" in spelling(agents.SelectConfig(method="ppo").used())
 
 
 def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, capsys):

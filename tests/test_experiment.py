@@ -88,6 +88,8 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert "| clean | greedy | 10% | 2 |" in (out / "report.md").read_text()
     assert "vs stratified, paired" in (out / "report.md").read_text()
     assert list(doc["agents"]) == ["ppo"]  # the settings PPO ran with, recorded (DQN is not in methods)
+    from jaxsel.agents.ppo import PPOConfig
+    assert doc["agents"]["ppo"]["network"] == PPOConfig().network
     assert f"PPO 512 environment steps, {doc['agents']['ppo']['network']} network" in (out / "report.md").read_text()
     # a second run reuses every stage: the same rows, no finetuning
     before = {p.name for p in (out / "stages").iterdir()}

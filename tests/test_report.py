@@ -153,12 +153,18 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     assert report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=new)])["complete"]
     with pytest.raises(ValueError, match="differ in data"):
         report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=dict(new, dedup=True))])
-    # the agents' recorded settings: a part from before they were recorded ran the defaults of then
-    late, early = {"ppo": {"network": "late"}}, {"ppo": {"network": "early"}}
-    assert report.merge([dict(_doc([0], rows[:3]), agents=late), dict(_doc([1], rows[3:]), agents=late)])["agents"] == late
-    for other in (early, None):
-        with pytest.raises(ValueError, match="differ in agents"):
-            report.merge([dict(_doc([0], rows[:3]), agents=late), dict(_doc([1], rows[3:]), agents=other)])
+    # the agents' settings: a part from before they were recorded ran its tables over the defaults of
+    # then (the early network), so it merges with a part that pinned "early", not with a late one
+    import dataclasses
+    from jaxsel.agents.ppo import PPOConfig
+    ran = lambda **kw: {"ppo": dataclasses.asdict(PPOConfig(**kw))}  # noqa: E731  (rl_steps: the default's)
+    old, pinned = _doc([0], rows[:3]), dict(_doc([1], rows[3:], select={"ppo": {"network": "early"}}),
+                                           agents=ran(network="early"))
+    assert report.merge([old, pinned])["agents"] == ran(network="early") == report.recorded_agents(old)
+    late = dict(_doc([1], rows[3:]), agents=ran(network="late"))
+    assert report.merge([dict(_doc([0], rows[:3]), agents=ran(network="late")), late])["complete"]
+    with pytest.raises(ValueError, match="differ in agents"):
+        report.merge([old, late])
 
 
 def test_validated_picks_by_finetuned_validation_accuracy_and_pays_for_every_candidate():

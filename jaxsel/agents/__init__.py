@@ -20,7 +20,7 @@ import numpy as np
 from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import BASELINES, build, later, settings
+from jaxsel.config import BASELINES, build, keyless, later, settings
 from jaxsel.agents.env import make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types,
@@ -89,10 +89,11 @@ class SelectConfig:
 
     def used(self) -> "SelectConfig":
         """This config with the agent settings its method does not use (``ppo``, ``dqn``) at their
-        defaults: what keys its stage and signs its checkpoints, so changing PPO's steps does not
-        select greedy's subset again."""
-        return replace(self, ppo=self.ppo if self.method == "ppo" else ppo.PPOConfig(),
-                       dqn=self.dqn if self.method == "dqn" else dqn.DQNConfig())
+        keyless defaults (:func:`jaxsel.config.keyless`): what keys its stage and signs its
+        checkpoints, so changing PPO's steps, or an agent's default, does not select greedy's
+        subset again."""
+        return replace(self, ppo=self.ppo if self.method == "ppo" else keyless(ppo.PPOConfig),
+                       dqn=self.dqn if self.method == "dqn" else keyless(dqn.DQNConfig))
 
 
 def agent_config(method: str, rl_steps: int, overrides: dict):

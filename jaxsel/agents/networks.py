@@ -6,15 +6,17 @@ room]: :meth:`jaxsel.agents.env.SelectionEnv.observe`) beside their static featu
 same for every sample. Two ways to join them (Deep Sets, Zaheer et al. 2017, with early or late
 fusion):
 
-- ``"early"`` (the default): per-cluster embedding h_k of [state_k, features_k] (two layers) ->
-  context = [mean h, mean of chosen h] (2H) -> per-cluster output from [h_k, context] and a value
-  from the context. Every sample runs the encoder and the head's first layer on all K clusters:
-  ~2 K (2 H^2 + (D + F) H) matmul FLOPs forward, ~4.6 M at K = 256, H = 64, D + F = 16.
-- ``"late"``: the embedding h_k of the features alone (and its term of the head's first layer),
-  computed once per call for all samples; the state enters the head: output from [h_k, context,
-  state_k], value from [context, mean state]. ~2 K H (D + 2) matmul FLOPs per sample, ~0.16 M
-  (XLA's count with the elementwise work: ~20 K H); measured forward 4.2x faster at 64 samples,
-  PPO 3-6x the env steps/s (bench/README.md, "Late fusion").
+- ``"early"`` (the agents' default until 2026-12-05): per-cluster embedding h_k of [state_k,
+  features_k] (two layers) -> context = [mean h, mean of chosen h] (2H) -> per-cluster output from
+  [h_k, context] and a value from the context. Every sample runs the encoder and the head's first
+  layer on all K clusters: ~2 K (2 H^2 + (D + F) H) matmul FLOPs forward, ~4.6 M at K = 256,
+  H = 64, D + F = 16.
+- ``"late"`` (PPOConfig's and DQNConfig's default): the embedding h_k of the features alone (and
+  its term of the head's first layer), computed once per call for all samples; the state enters
+  the head: output from [h_k, context, state_k], value from [context, mean state]. ~2 K H (D + 2)
+  matmul FLOPs per sample, ~0.16 M (XLA's count with the elementwise work: ~20 K H); measured
+  forward 4.2x faster at 64 samples, PPO 3-6x the env steps/s, held-out choices within noise of
+  early's (bench/README.md, "Late fusion" and "Late fusion as the agents' default").
 
 Either network may also learn one preference per cluster (``init(..., clusters=K)``): a (K,) logit
 added to the outputs, as a gradient bandit's action preferences (Sutton & Barto, "Reinforcement
@@ -64,7 +66,7 @@ def _dense(key, n_in: int, n_out: int, scale: float = 1.0) -> dict:
     return {"w": orthogonal(key, n_in, n_out, scale), "b": jnp.zeros(n_out, jnp.float32)}  # float32 even under x64
 
 
-def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "early",
+def init(key: jax.Array, state: int, features: int, hidden: int = 64, network: str = "late",
          clusters: int = 0) -> dict:
     """Parameters for observations of ``state`` columns per cluster beside ``features`` static
     ones, ``hidden`` units, the ``network`` of :data:`NETWORKS` (JaxselError for another); with

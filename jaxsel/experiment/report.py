@@ -167,15 +167,18 @@ def merge(docs: list[dict]) -> dict:
 
     Raises ``ValueError`` when the parts' configs differ in anything but ``seeds`` and ``stages``
     (where the stage cache lives; fields added later that hold their defaults are no difference),
-    or their RL agents' recorded settings (``agents``: a part run before they were recorded ran
-    the defaults of then) differ, their datasets differ, or two of them hold the same (variant, method, budget, seed) cell."""
+    or their RL agents' settings (:func:`recorded_agents`: a part written before they were
+    recorded ran its tables over the defaults of then) differ, their datasets differ, or two of them hold the same (variant, method, budget, seed) cell."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import recorded_settings
-    settings = lambda d: {**{k: v for k, v in recorded_settings(d["config"]).items() if k not in ("seeds", "stages")},
-                          "agents": d.get("agents")}
+    def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
+        cfg = recorded_settings(d["config"])
+        select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in ("ppo", "dqn")}
+        return {**{k: v for k, v in cfg.items() if k not in ("seeds", "stages")}, "select": select,
+                "agents": recorded_agents(d)}
     ref = settings(first)
     for d in docs[1:]:
         cfg = settings(d)
@@ -200,7 +203,7 @@ def merge(docs: list[dict]) -> dict:
     parts = [p for d in docs for p in d.get("parts") or [{"seeds": sorted({r["seed"] for r in d["rows"]}),
                                                            "environment": d["environment"],
                                                            "run_seconds": d["run_seconds"]}]]
-    return {"config": dict(first["config"], seeds=seeds), **({"agents": first["agents"]} if "agents" in first else {}),
+    return {"config": dict(first["config"], seeds=seeds), "agents": recorded_agents(first),
             "dataset": first["dataset"], "timings": first["timings"],
             "rows": rows, "environment": first["environment"], "run_seconds": sum(p["run_seconds"] for p in parts),
             "complete": complete, "parts": parts, "summary": summarize(rows, first["timings"])}
@@ -367,18 +370,27 @@ def agent_settings(cfg) -> dict:
             for m in ("ppo", "dqn") if m in cfg.methods}
 
 
-def _agents(doc: dict) -> str:
-    """A sentence on the RL agents of a results document: the environment steps they ran (whole
-    updates: rl_steps rounded down, :func:`jaxsel.agents.env_steps`), network and preferences, from
-    its ``agents``; a document written before those were recorded (2026-12-05) ran its config's
+def recorded_agents(doc: dict) -> dict:
+    """The settings a results document's RL agents ran with (as :func:`agent_settings`): its
+    ``agents``, or for a document written before those were recorded (2026-12-05), its config's
     tables over the defaults of then (the early network)."""
-    from jaxsel.agents import agent_config, env_steps
+    from jaxsel.agents import agent_config
     from jaxsel.config import SelectSpec
+    if "agents" in doc:
+        return doc["agents"]
     cfg = doc["config"]
     sel = cfg.get("select", {})
-    recorded = doc.get("agents") or {m: {"total_timesteps": sel.get("rl_steps", SelectSpec().rl_steps),
-                                         "network": "early", **(sel.get(m) or {})}
-                                     for m in ("ppo", "dqn") if m in cfg["methods"]}
+    return {m: dataclasses.asdict(agent_config(m, sel.get("rl_steps", SelectSpec().rl_steps),
+                                               {"network": "early", **(sel.get(m) or {})}))
+            for m in ("ppo", "dqn") if m in cfg["methods"]}
+
+
+def _agents(doc: dict) -> str:
+    """A sentence on the RL agents of a results document (:func:`recorded_agents`): the environment
+    steps they ran (whole updates: rl_steps rounded down, :func:`jaxsel.agents.env_steps`), network
+    and preferences."""
+    from jaxsel.agents import agent_config, env_steps
+    recorded = recorded_agents(doc)
 
     def agent(m: str) -> str:
         c = agent_config(m, recorded[m]["total_timesteps"], recorded[m])
