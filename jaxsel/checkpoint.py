@@ -23,6 +23,17 @@ from pathlib import Path
 from jaxsel.errors import JaxselError
 
 
+def signature_differences(written: str, now: str) -> str:
+    """Where a checkpoint's JSON signature differs from this run's, as a refused resume names it:
+    " (it differs in config.ppo.network ('early' written, 'late' now))"; empty if either is not JSON."""
+    from jaxsel.config import describe_differences
+    try:
+        said = describe_differences(json.loads(written), json.loads(now), ("written", "now"))
+    except (TypeError, json.JSONDecodeError):
+        return ""
+    return f" (it differs in {said})" if said else ""
+
+
 def _ocp():
     import orbax.checkpoint as ocp  # lazily: slow to import
     return ocp
@@ -67,9 +78,9 @@ class Checkpoints:
             self.step = self._manager.latest_step()
         except Exception as e:  # orbax raises many types for a folder it cannot read
             raise JaxselError(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
-        if self.step is not None and self.record().get("signature") != signature:
-            raise JaxselError(f"checkpoint in {self.folder} was written by another run configuration; "
-                              "use a new output folder or drop --resume")
+        if self.step is not None and (written := self.record().get("signature")) != signature:
+            raise JaxselError(f"checkpoint in {self.folder} was written by another run configuration"
+                              f"{signature_differences(written, signature)}; use a new output folder or drop --resume")
 
     def record(self) -> dict:
         """The JSON record of the newest step (it holds ``signature``)."""

@@ -24,7 +24,7 @@ from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
-from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
+from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
                            FinetuneConfig, RunConfig, SelectSpec)
 from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, budget_examples, parse_budget, take_for
 
@@ -328,6 +328,9 @@ def cmd_select(a) -> None:
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"
+    if a.method not in ("ppo", "dqn") and (a.network is not None or a.preference_rate):
+        print(f"note: --network and --preference-rate set the RL agents (ppo, dqn); {a.method} ignores them",
+              file=sys.stderr)
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
@@ -553,8 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the centroid first")
     p.add_argument("--network", default=None, choices=NETWORKS,
                    help="ppo/dqn: early (each cluster's state joins its features before the first layer) or late "
-                        "(after a shared per-cluster embedding: several times the env steps/s); default: the "
-                        "agent's own (PPOConfig/DQNConfig.network)")
+                        f"(after a shared per-cluster embedding: several times the env steps/s); default: "
+                        f"{NETWORK} (PPOConfig/DQNConfig.network)")
     p.add_argument("--preference-rate", type=_number_in(0, MAX_PREFERENCE_RATE), default=0.0,
                    help="ppo/dqn: > 0 adds a learned preference per cluster at this multiple of the learning rate "
                         "(e.g. 64; 0: off)")

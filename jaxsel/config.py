@@ -67,6 +67,23 @@ def settings(obj) -> dict:
     return _without_keyless(type(obj), dataclasses.asdict(obj))
 
 
+def differences(a, b, path: str = "") -> list[tuple[str, object, object]]:
+    """Where two nested settings (dicts of JSON values) differ: (dotted path, value in ``a``, value
+    in ``b``) for each differing leaf, None where one side lacks the key; [] when they are equal."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [(path, a, b)]
+    return [d for k in sorted(set(a) | set(b), key=str)
+            for d in differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
+
+
+def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
+    """:func:`differences` of ``a`` and ``b`` in words, at most ``limit``: "ppo.network ('early' in
+    NAME_A, 'late' in NAME_B)", with ``names`` naming the two sides."""
+    found = differences(a, b)
+    said = [f"{p} ({x!r} {names[0]}, {y!r} {names[1]})" for p, x, y in found[:limit]]
+    return ", ".join(said) + (f" and {len(found) - limit} more" if len(found) > limit else "")
+
+
 def recorded_settings(config: dict) -> dict:
     """A run config as results documents record it (:func:`dataclasses.asdict` of a
     :class:`RunConfig`), without the :func:`later` fields that hold their keyless values, in it and its
@@ -82,6 +99,7 @@ SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
 PROXY_KINDS = ("ridge", "knn", "linear", "mlp", "transformer")  # ProxyConfig.kind
 INF = float("inf")
 NETWORKS = ("early", "late")  # PPOConfig.network, DQNConfig.network (jaxsel.agents.networks)
+NETWORK = "late"  # their default ("early" until 2026-12-05)
 MAX_PREFERENCE_RATE = 1e3  # above, a preference moves by lr x rate >= ~3 logits an update: the policy collapses
 FILTERS = ("none", "cleanlab", "cleanlab+clusters")  # SelectSpec.filter (jaxsel.label_issues.FILTER_BY)
 

@@ -193,7 +193,8 @@ def test_settings_that_cannot_work_warn_or_stop(truth, capsys):
     p, cl, y = truth
     short = dqn.DQNConfig(num_envs=4, total_timesteps=64, learning_starts=1000)
     agents.select(p, cl, y, agents.SelectConfig(method="dqn", budget=0.25, dqn=short), progress=False)
-    assert "never pass learning_starts (1000)" in capsys.readouterr().err
+    err = capsys.readouterr().err  # final "best" (the default): the best exploration episode is chosen
+    assert "never pass learning_starts (1000)" in err and "the best of its random exploration episodes" in err
     sel = agents.select(p, cl, y, agents.SelectConfig(method="random", budget=1e-9), progress=False)
     assert len(sel.indices) == 1 and "rounds to no example: selecting 1" in capsys.readouterr().err
     x, y2, cl2, xv, yv = known_truth()

@@ -41,6 +41,15 @@ def test_a_save_that_fails_midway_leaves_the_previous_step(tmp_path):
     assert Checkpoints(tmp_path / "c", "sig", resume=True).restore(tree(0.0))[1]["epoch"] == 2
 
 
+def test_signature_differences_name_the_settings():
+    from jaxsel.checkpoint import signature_differences
+    written = '{"config": {"ppo": {"network": "early", "lr": 1}}, "k": 4}'
+    now = '{"config": {"ppo": {"network": "late", "lr": 1}}}'
+    assert signature_differences(written, now) == (" (it differs in config.ppo.network ('early' written, 'late' now), "
+                                                   "k (4 written, None now))")
+    assert signature_differences(written, written) == signature_differences("a", now) == ""
+
+
 def test_foreign_signature_is_refused_and_no_resume_starts_afresh(tmp_path):
     Checkpoints(tmp_path / "c", "a", resume=False).save(5, tree(5.0))
     with pytest.raises(JaxselError, match="another run configuration"):

@@ -93,6 +93,10 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
                      "--budget", "0.05", "--filter", "cleanlab", "--out", str(tmp_path / "fs")]) == 0
     assert "stratified ignores it" in capsys.readouterr().err
     assert Selection.load(tmp_path / "fs" / "selection.json").meta["filter"] == "none"
+    # so do the RL agents' settings given to a search (a new user's round: they passed silently)
+    assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "greedy",
+                     "--budget", "0.05", "--network", "early", "--out", str(tmp_path / "fn")]) == 0
+    assert "set the RL agents (ppo, dqn); greedy ignores them" in capsys.readouterr().err
     # --balance equal: per-class caps of the 13 examples, so no class is missing, with whole clusters too
     capsys.readouterr()
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",

@@ -163,7 +163,8 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     assert report.merge([old, pinned])["agents"] == ran(network="early") == report.recorded_agents(old)
     late = dict(_doc([1], rows[3:]), agents=ran(network="late"))
     assert report.merge([dict(_doc([0], rows[:3]), agents=ran(network="late")), late])["complete"]
-    with pytest.raises(ValueError, match="differ in agents"):
+    with pytest.raises(ValueError, match=r"differ in agents.ppo.network \('early' in the part of seeds \[0\], "
+                                         r"'late' in that of \[1\]\)"):
         report.merge([old, late])
 
 

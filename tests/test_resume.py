@@ -1,5 +1,7 @@
 """Stopped RL and round-based searches resume to the same selection as an uninterrupted run."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -34,8 +36,15 @@ def test_resume_refuses_foreign_checkpoint(truth, tmp_path):
     p, cl, y = truth
     small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=256))
     agents.select(p, cl, y, agents.SelectConfig(budget=0.25, **small), ckpt_dir=tmp_path, progress=False)
-    with pytest.raises(agents.JaxselError, match="another run configuration"):
+    with pytest.raises(agents.JaxselError, match=r"another run configuration \(it differs in config.budget "
+                                                  r"\(0.25 written, 0.3 now\)\); use a new output folder"):
         agents.select(p, cl, y, agents.SelectConfig(budget=0.3, **small), ckpt_dir=tmp_path, resume=True,
+                      progress=False)
+    # a checkpoint of the early network (PPO's default until 2026-12-05) resumed under the late default
+    early = dict(ppo=dataclasses.replace(small["ppo"], network="early"))
+    agents.select(p, cl, y, agents.SelectConfig(budget=0.25, **early), ckpt_dir=tmp_path / "e", progress=False)
+    with pytest.raises(agents.JaxselError, match=r"differs in config.ppo.network \('early' written, 'late' now\)"):
+        agents.select(p, cl, y, agents.SelectConfig(budget=0.25, **small), ckpt_dir=tmp_path / "e", resume=True,
                       progress=False)
 
 

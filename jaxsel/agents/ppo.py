@@ -27,7 +27,7 @@ import rlax
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
-from jaxsel.config import MAX_PREFERENCE_RATE, NETWORKS, later
+from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
 HISTORY = 64
@@ -49,7 +49,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: int = 64
-    network: str = later("late", before="early")  # NETWORKS: how the clusters' state joins their features
+    network: str = later(NETWORK, before="early")  # NETWORKS: how the clusters' state joins their features
     # ("early" until 2026-12-05; bench/README.md, "Late fusion as the agents' default")
     preference_rate: float = later(0.0)  # > 0: a learned preference per cluster at this x lr (networks.preference_rate)
 

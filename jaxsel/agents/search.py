@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxsel import metrics, progress
 from jaxsel.agents import reward_model
+from jaxsel.checkpoint import signature_differences
 from jaxsel.errors import JaxselError
 from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache
@@ -57,7 +58,8 @@ class SearchLog:
         except (json.JSONDecodeError, TypeError) as e:
             raise JaxselError(f"{path}: not a readable search checkpoint ({type(e).__name__})")
         if log.signature != signature:
-            raise JaxselError(f"search checkpoint {path} was written by another run configuration")
+            raise JaxselError(f"search checkpoint {path} was written by another run configuration"
+                              f"{signature_differences(log.signature, signature)}")
         return log
 
 

@@ -173,7 +173,7 @@ def merge(docs: list[dict]) -> dict:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
-    from jaxsel.config import recorded_settings
+    from jaxsel.config import describe_differences, recorded_settings
     def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
         cfg = recorded_settings(d["config"])
         select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in ("ppo", "dqn")}
@@ -183,8 +183,9 @@ def merge(docs: list[dict]) -> dict:
     for d in docs[1:]:
         cfg = settings(d)
         if cfg != ref:
-            diff = sorted(k for k in set(cfg) | set(ref) if cfg.get(k) != ref.get(k))
-            raise ValueError(f"the parts ran different configs (they differ in {', '.join(diff)})")
+            seeds = lambda doc: sorted({r["seed"] for r in doc["rows"]})  # noqa: E731
+            said = describe_differences(ref, cfg, (f"in the part of seeds {seeds(first)}", f"in that of {seeds(d)}"))
+            raise ValueError(f"the parts ran different configs (they differ in {said})")
         if d["dataset"] != first["dataset"]:
             raise ValueError("the parts ran on different datasets")
     rows, per_seed = [], {}
@@ -363,8 +364,10 @@ def plot_mask_map(maps: dict, path: Path) -> None:
 
 def agent_settings(cfg) -> dict:
     """The settings each RL agent of a :class:`jaxsel.config.RunConfig` runs with (all fields of its
-    PPOConfig/DQNConfig, by method): what results documents record as ``agents``, so a document
-    says which network and steps ran whatever the defaults of the jaxsel that reads it."""
+    PPOConfig/DQNConfig, by method; ``total_timesteps`` as asked: training runs whole updates,
+    :func:`jaxsel.agents.env_steps`, the count report.md states): what results documents record as
+    ``agents``, so a document says which network and steps ran whatever the defaults of the jaxsel
+    that reads it."""
     from jaxsel.agents import agent_config
     return {m: dataclasses.asdict(agent_config(m, cfg.select.rl_steps, getattr(cfg.select, m)))
             for m in ("ppo", "dqn") if m in cfg.methods}
