@@ -473,7 +473,8 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
 
 def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     """What a config file sets (``given``: its keys by table) that nothing in ``cfg`` will read, each
-    as "[table] key but ...why": agent tables, rl_steps and final with no agent listed, CLIMB's rounds
+    as "[table] key but ...why": agent tables, rl_steps and final with no agent listed, rl_steps under
+    every listed agent's own total_timesteps, CLIMB's rounds
     without climb, a filter without a search, a [noise] table without the noisy variant, a decoder
     head for a BERT target."""
     rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
@@ -481,6 +482,9 @@ def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     if not rl:
         notes += [f"[select] {k} but methods list no RL agent (ppo, dqn)"
                   for k in ("rl_steps", "final") if k in given["select"]]  # agreement, similarity: every search's env
+    elif "rl_steps" in given["select"] and all("total_timesteps" in getattr(cfg.select, m) for m in rl):
+        notes.append(f"[select] rl_steps but {' and '.join(f'[select.{m}] total_timesteps' for m in rl)} "
+                     f"set{'s' if len(rl) == 1 else ''} the agents' steps")
     if "climb_rounds" in given["select"] and "climb" not in cfg.methods:
         notes.append("[select] climb_rounds but methods do not list 'climb'")
     if cfg.select.filter != "none" and not set(SEARCH_METHODS) & set(cfg.methods):

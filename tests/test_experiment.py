@@ -290,6 +290,13 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
                    '[select]\nrl_steps = 500\nclimb_rounds = 9\nfilter = "cleanlab"\n[noise]\nflip_fraction = 0.3\n')
     experiment.load_config(cfg)
     assert capsys.readouterr().err == ""
+    # each listed agent's own steps win over rl_steps (a new user's round: it ran silently); one agent's do not
+    for agents, note in ((["ppo"], True), (["ppo", "dqn"], False)):
+        cfg.write_text(f'methods = {json.dumps(agents)}\n[data]\nname = "tweets"\n[select]\nrl_steps = 500\n'
+                       '[select.ppo]\ntotal_timesteps = 64\n')
+        experiment.load_config(cfg)
+        err = capsys.readouterr().err
+        assert ("[select] rl_steps but [select.ppo] total_timesteps sets the agents' steps: unused" in err) == note, err
     cfg.write_text('[data]\nname = "tweets"\n[finetune]\nmin_steps = 50\nmax_steps = 5\n')
     with pytest.raises(cli.JaxselError, match=r"\[finetune\]: min_steps \(50\) must not exceed max_steps \(5\)"):
         experiment.load_config(cfg)
