@@ -474,9 +474,8 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
 def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     """What a config file sets (``given``: its keys by table) that nothing in ``cfg`` will read, each
     as "[table] key but ...why": agent tables, rl_steps and final with no agent listed, rl_steps under
-    every listed agent's own total_timesteps, CLIMB's rounds
-    without climb, a filter without a search, a [noise] table without the noisy variant, a decoder
-    head for a BERT target."""
+    every listed agent's own total_timesteps, CLIMB's rounds without climb, a filter without a
+    search, a [noise] table without the noisy variant, a decoder head for a BERT target."""
     rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
     notes = [f"[select.{m}] but methods do not list {m!r}" for m in ("ppo", "dqn") if getattr(cfg.select, m) and m not in rl]
     if not rl:

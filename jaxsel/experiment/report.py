@@ -168,12 +168,14 @@ def merge(docs: list[dict]) -> dict:
     Raises ``ValueError`` when the parts' configs differ in anything but ``seeds`` and ``stages``
     (where the stage cache lives; fields added later that hold their defaults are no difference),
     or their RL agents' settings (:func:`recorded_agents`: a part written before they were
-    recorded ran its tables over the defaults of then) differ, their datasets differ, or two of them hold the same (variant, method, budget, seed) cell."""
+    recorded ran its tables over the defaults of then) differ, their datasets differ, or two of
+    them hold the same (variant, method, budget, seed) cell; the message names what differs."""
     if not docs:
         raise ValueError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import describe_differences, recorded_settings
+
     def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
         cfg = recorded_settings(d["config"])
         select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in ("ppo", "dqn")}
