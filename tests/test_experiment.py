@@ -109,6 +109,7 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     shutil.rmtree(out / "stages" / "x")
     assert {p.name for p in (out / "stages").iterdir()} == before
     assert doc2["rows"] == doc["rows"]
+    assert doc2["finetunes_reused"] == len(doc2["rows"])  # what jaxsel run says it reused
     # results.json (which says "complete") is written after the report and plots
     (out / "results.json").unlink()
 
@@ -126,6 +127,7 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     doc3 = experiment.run(cfg, out, progress=False, name=str(data))
     keep = ("variant", "method", "seed", "examples", "proxy_accuracy", "test_accuracy", "corrupted_chosen")
     assert [{k: r[k] for k in keep} for r in doc3["rows"]] == [{k: r[k] for k in keep} for r in doc["rows"]]
+    assert doc3["finetunes_reused"] == len(doc3["rows"]) - 1  # only the deleted finetune ran again
 
 
 def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):

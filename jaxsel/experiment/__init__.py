@@ -65,6 +65,7 @@ class Run:
             remove_stale_temporaries(self.stage_dir, min_age=600)
         self.timings: dict = {}
         self.search_logs: dict = {}
+        self.finetunes_reused = 0  # finetunes whose metrics the stage folder already held
 
     # -- shared stages ---------------------------------------------------------------------
 
@@ -178,6 +179,7 @@ class Run:
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
         if path.exists():
+            self.finetunes_reused += 1
             return json.loads(path.read_text(encoding="utf-8"))
         n = len(dd["train"]) if idx is None else len(idx)
         ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
@@ -331,7 +333,8 @@ class Run:
 
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
         log_dir: str | Path | None = None, **data_overrides) -> dict:
-    """Run (or resume) a config; returns the results document also written to ``OUT/results.json``.
+    """Run (or resume) a config; returns the results document also written to ``OUT/results.json``,
+    plus ``out`` and ``finetunes_reused`` (the finetunes the stage folder already held).
     ``log_dir``: write step metrics there (:mod:`jaxsel.metrics`), each cell's under its
     ``variant/method/budget/seed`` stage.
 
@@ -344,6 +347,7 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         given = data_overrides.get("name")
         out = f"runs/{cfg.name}" + (f"-{Path(given).stem}" if given else "")
     with exclusive(out), metrics.logging_to(log_dir):
-        doc = Run(cfg, Path(out), progress).execute()
-    doc["out"] = str(out)
+        r = Run(cfg, Path(out), progress)
+        doc = r.execute()
+    doc["out"], doc["finetunes_reused"] = str(out), r.finetunes_reused
     return doc
