@@ -320,6 +320,14 @@ def cmd_cluster(a) -> None:
     print(f"wrote {out}")
 
 
+def _note_fresh_start(folder: Path, resume: bool) -> None:
+    """A note when a command without --resume is about to replace the checkpoints of an earlier,
+    perhaps stopped, run in ``folder`` (a new user's round: they went without a word)."""
+    if not resume and folder.is_dir() and any(p.name != "seconds.json" for p in folder.iterdir()):
+        print(f"note: {folder} holds an earlier run's checkpoints; starting afresh replaces them "
+              f"(--resume continues that run)", file=sys.stderr)
+
+
 def cmd_select(a) -> None:
     from jaxsel import agents, data, label_issues, proxy
     from jaxsel.experiment import stages
@@ -341,6 +349,7 @@ def cmd_select(a) -> None:
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
+    _note_fresh_start(out / "checkpoints", a.resume)
     with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock:  # interrupted attempts too
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
@@ -418,6 +427,7 @@ def cmd_finetune(a) -> None:
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
+    _note_fresh_start(out / "checkpoints", a.resume)
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source,
              environment=report.environment())

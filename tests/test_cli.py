@@ -847,3 +847,18 @@ def test_exports_keep_values_and_each_selection_finetunes_into_its_own_folder(tm
     for s in Path("runs").rglob("selection.json"):
         assert cli.main(["finetune", "--model", "tiny-bert", "--selection", str(s), "--epochs", "1", "--max-length", "16"]) == 0
     assert len(list(Path("runs").rglob("finetune-tiny-bert-sel-*/metrics.json"))) == 2
+
+
+def test_a_fresh_start_over_checkpoints_says_so(tmp_path, capsys):
+    """select and finetune without --resume replace an earlier run's checkpoints in OUT; a note says
+    so (a new user's round: they went without a word), not for the stopwatch file alone or with --resume."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "seconds.json").write_text("{}")
+    cli._note_fresh_start(folder, resume=False)
+    assert capsys.readouterr().err == ""
+    (folder / "agent").mkdir()
+    cli._note_fresh_start(folder, resume=True)
+    assert capsys.readouterr().err == ""
+    cli._note_fresh_start(folder, resume=False)
+    assert "holds an earlier run's checkpoints; starting afresh replaces them (--resume" in capsys.readouterr().err
