@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json(a.out / "results.json", doc)
     report.write(a.out, doc, maps={})
     print(report.markdown(doc["summary"], doc["dataset"].get("labels")))
-    print(f"seeds {doc['config']['seeds']} from {len(doc['parts'])} parts, complete: {doc['complete']}; wrote {a.out}")
+    n = len(doc["parts"])
+    print(f"seeds {doc['config']['seeds']} from {n} part{'s' if n != 1 else ''}, complete: {doc['complete']}; "
+          f"wrote {a.out}")
     return 0
 
 
