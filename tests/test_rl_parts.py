@@ -197,12 +197,33 @@ def test_chunked_gradient_equals_the_whole_batch_gradient():
                                        + networks.apply(p, o, jnp.asarray(feats), enc)[1] ** 2).mean(),
                 params, (obs, w), chunk, lambda p: networks.encode(p, jnp.asarray(feats)))
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), shared, want)
-    from jax.test_util import check_grads  # the repeat's gradient, a matrix product, against finite differences
-    check_grads(lambda x: (networks._repeat(x, 3) * jnp.arange(3.0)[:, None, None]).sum(0), (jnp.ones((5, 4)),),
-                order=1, modes=["rev"])
     assert networks.grad_chunk(256, 256) == 32 and networks.grad_chunk(256, 100) == 64
     assert networks.grad_chunk(96, 4096) == 2 and networks.grad_chunk(7, 10_000) == 1 and networks.grad_chunk(10, 10) == 10
     assert networks.grad_chunk(257, 256) == 257  # no divisor near 32: the whole batch, not 257 chunks of 1
+
+
+def test_late_head_gradient_is_autodiff_of_its_formula():
+    """Late fusion's head has a written-out gradient (networks._late_head): it must equal jax's
+    autodiff of the plain formula relu(per + base + state @ w_state) @ w_out, every argument's
+    cotangent, some pre-activations negative; and finite differences."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 6)
+    n, k, d, h = 4, 7, 3, 5
+    args = (jax.random.normal(keys[0], (k, h)), jax.random.normal(keys[1], (n, h)),
+            jax.random.uniform(keys[2], (n, k, d)), jax.random.normal(keys[3], (d, h)), jax.random.normal(keys[4], (h,)))
+    g = jax.random.normal(keys[5], (n, k))
+
+    def plain(per, base, state, w_state, w_out):
+        return jax.nn.relu(per + base[:, None] + state @ w_state) @ w_out
+
+    out, vjp = jax.vjp(networks._late_head, *args)
+    want_out, want_vjp = jax.vjp(plain, *args)
+    np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-6)
+    pre = np.asarray(args[0] + args[1][:, None] + args[2] @ args[3])
+    assert (pre < 0).mean() > 0.2 and (pre > 0).mean() > 0.2  # both sides of the ReLU exercised
+    for got, want in zip(vjp(g), want_vjp(g)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    from jax.test_util import check_grads
+    check_grads(networks._late_head, args, order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
 def test_track_best_keeps_the_best_finished_episode():

@@ -109,24 +109,41 @@ def _apply(p: dict, x: jax.Array) -> jax.Array:
     return x @ p["w"] + p["b"]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _repeat(x: jax.Array, n: int) -> jax.Array:
-    """``x`` (K, H) repeated for n samples, (n, K, H), with its gradient summed over the samples
-    by a matrix product: XLA:CPU's reduction over a leading axis of (n, K, H) is slow once K H
-    passes ~32k (8 x 1,024 x 64: 1.45 ms against 0.03 ms as ones(n) @ (n, K H), 2-core CPU), which
-    made late fusion's gradient at K = 1,024 cost 11x its forward pass."""
-    return jnp.broadcast_to(x, (n, *x.shape))
+def _late_pre(per: jax.Array, base: jax.Array, state: jax.Array, w_state: jax.Array) -> jax.Array:
+    """Late fusion's first head layer before its ReLU, (n, K, H): per_k + base_n + state_nk @ w_state,
+    the product written as D broadcast terms so that XLA fuses it with the sums (D is 3 or 4)."""
+    return per + base[:, None] + sum(state[..., j, None] * w_state[j] for j in range(state.shape[-1]))
 
 
-def _repeat_fwd(x, n):
-    return _repeat(x, n), None
+@jax.custom_vjp
+def _late_head(per: jax.Array, base: jax.Array, state: jax.Array, w_state: jax.Array, w_out: jax.Array) -> jax.Array:
+    """Late fusion's per-cluster outputs before their bias, (n, K): relu(:func:`_late_pre`) @ w_out,
+    from the clusters' feature term ``per`` (K, H), the samples' context term ``base`` (n, H), the
+    state (n, K, D) and the weights of the state (D, H) and of the output (H,). Its gradient is
+    written out: the (n, K, H) activations are recomputed once, not stored, and each parameter's
+    gradient reads them once, summed over samples by matrix products. Autodiff of the same formula
+    made XLA:CPU read them ~9 times per chunk, a reduction over the leading axis of (n, K, H) among
+    them, slow once K H passes ~32k (8 x 1,024 x 64: 1.45 ms against 0.03 ms as ones(n) @ (n, K H));
+    written out, the gradient at K = 256 costs ~10% less and the forward pass ~30% less
+    (bench/README.md, "Late fusion's head")."""
+    return jax.nn.relu(_late_pre(per, base, state, w_state)) @ w_out
 
 
-def _repeat_bwd(n, _, g):
-    return ((jnp.ones(n, g.dtype) @ g.reshape(n, -1)).reshape(g.shape[1:]),)
+def _late_head_fwd(per, base, state, w_state, w_out):
+    return _late_head(per, base, state, w_state, w_out), (per, base, state, w_state, w_out)
 
 
-_repeat.defvjp(_repeat_fwd, _repeat_bwd)
+def _late_head_bwd(res, g):
+    per, base, state, w_state, w_out = res
+    n, k, d = state.shape
+    pre = _late_pre(per, base, state, w_state)
+    dpre = jnp.where(pre > 0, g[..., None] * w_out, 0.0)  # (n, K, H)
+    rows = dpre.reshape(n * k, -1)
+    return ((jnp.ones(n, g.dtype) @ dpre.reshape(n, -1)).reshape(per.shape), dpre.sum(1), dpre @ w_state.T,
+            state.reshape(n * k, d).T @ rows, g.reshape(-1) @ jnp.maximum(pre, 0.0).reshape(n * k, -1))
+
+
+_late_head.defvjp(_late_head_fwd, _late_head_bwd)
 
 
 def _context(per: jax.Array, share: jax.Array) -> jax.Array:
@@ -147,7 +164,7 @@ def encode(params: dict, features: jax.Array) -> tuple:
     chex.assert_rank(features, 2)
     chex.assert_axis_dimension(features, 1, params["feat1"]["w"].shape[0])
     h = jax.nn.relu(_apply(params["feat2"], jax.nn.relu(_apply(params["feat1"], features))))
-    return h, h @ params["out1"]["w"][:h.shape[1]]
+    return h, h @ params["out1"]["w"][:h.shape[1]] + params["out1"]["b"]
 
 
 def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | None = None) -> tuple[jax.Array, jax.Array]:
@@ -168,8 +185,8 @@ def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | No
         hidden = h.shape[1]
         ctx = _context(h, obs[..., 0])
         w = params["out1"]["w"]  # rows: [h_k, ctx, state_k]
-        pre = _repeat(per, n) + (ctx @ w[hidden:3 * hidden] + params["out1"]["b"])[:, None] + \
-            (obs.reshape(-1, d) @ w[3 * hidden:]).reshape(n, k, hidden)
+        out = _late_head(per, ctx @ w[hidden:3 * hidden], obs, w[3 * hidden:], params["out2"]["w"][:, 0]) + \
+            params["out2"]["b"]
         value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], jnp.concatenate([ctx, obs.mean(1)], 1))))
     else:  # early fusion
         x = jnp.concatenate([obs, jnp.broadcast_to(features, (n, k, features.shape[1]))], 2).reshape(n * k, -1)
@@ -181,7 +198,7 @@ def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | No
         pre = (h @ params["out1"]["w"][:hidden]).reshape(n, k, hidden) + \
             (ctx @ params["out1"]["w"][hidden:] + params["out1"]["b"])[:, None]
         value = _apply(params["val2"], jax.nn.relu(_apply(params["val1"], ctx)))
-    out = _apply(params["out2"], jax.nn.relu(pre.reshape(-1, hidden))).reshape(n, k)
+        out = _apply(params["out2"], jax.nn.relu(pre.reshape(-1, hidden))).reshape(n, k)
     if "preference" in params:
         out = out + params["preference"]
     return out.reshape(*lead, k), value.reshape(lead)
