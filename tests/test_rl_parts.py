@@ -43,6 +43,9 @@ def test_network_equals_its_written_out_reference(network):
     """Each network's outputs and value, batched (N, K, D) or (A, N, K, D), equal a float64 numpy
     reference computing them one cluster at a time from the formulas in the module docstring."""
     params = networks.init(jax.random.PRNGKey(0), 3, 4, hidden=8, network=network)
+    biases = jax.random.split(jax.random.PRNGKey(5), len(params))  # init's zero biases would hide a misplaced one
+    params = {name: dict(layer, b=0.3 * jax.random.normal(key, layer["b"].shape))
+              for (name, layer), key in zip(params.items(), biases)}
     obs, feats = network_inputs(1, (2, 3))
     out, value = networks.apply(params, jnp.asarray(obs), jnp.asarray(feats))
     assert out.shape == (2, 3, 7) and value.shape == (2, 3)
@@ -224,6 +227,12 @@ def test_late_head_gradient_is_autodiff_of_its_formula():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     from jax.test_util import check_grads
     check_grads(networks._late_head, args, order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    with jax.enable_x64(True):  # float64 states beside float32 weights: each cotangent in its input's dtype
+        wide = (args[0], args[1].astype(jnp.float64), args[2].astype(jnp.float64), args[3], args[4])
+        got = jax.vjp(networks._late_head, *wide)[1](g.astype(jnp.float64))
+        assert [x.dtype for x in got] == [x.dtype for x in wide]
+        for a, b in zip(got, want_vjp(g)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_track_best_keeps_the_best_finished_episode():

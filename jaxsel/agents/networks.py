@@ -118,7 +118,7 @@ def _late_pre(per: jax.Array, base: jax.Array, state: jax.Array, w_state: jax.Ar
 @jax.custom_vjp
 def _late_head(per: jax.Array, base: jax.Array, state: jax.Array, w_state: jax.Array, w_out: jax.Array) -> jax.Array:
     """Late fusion's per-cluster outputs before their bias, (n, K): relu(:func:`_late_pre`) @ w_out,
-    from the clusters' feature term ``per`` (K, H), the samples' context term ``base`` (n, H), the
+    from the clusters' term ``per`` (K, H) (features and the layer's bias), the samples' context term ``base`` (n, H), the
     state (n, K, D) and the weights of the state (D, H) and of the output (H,). Its gradient is
     written out: the (n, K, H) activations are recomputed once, not stored, and each parameter's
     gradient reads them once, summed over samples by matrix products. Autodiff of the same formula
@@ -139,8 +139,9 @@ def _late_head_bwd(res, g):
     pre = _late_pre(per, base, state, w_state)
     dpre = jnp.where(pre > 0, g[..., None] * w_out, 0.0)  # (n, K, H)
     rows = dpre.reshape(n * k, -1)
-    return ((jnp.ones(n, g.dtype) @ dpre.reshape(n, -1)).reshape(per.shape), dpre.sum(1), dpre @ w_state.T,
-            state.reshape(n * k, d).T @ rows, g.reshape(-1) @ jnp.maximum(pre, 0.0).reshape(n * k, -1))
+    grads = ((jnp.ones(n, g.dtype) @ dpre.reshape(n, -1)).reshape(per.shape), dpre.sum(1), dpre @ w_state.T,
+             state.reshape(n * k, d).T @ rows, g.reshape(-1) @ jnp.maximum(pre, 0.0).reshape(n * k, -1))
+    return tuple(gr.astype(x.dtype) for gr, x in zip(grads, res))  # float64 states under x64 beside float32 weights
 
 
 _late_head.defvjp(_late_head_fwd, _late_head_bwd)
@@ -156,8 +157,8 @@ def _context(per: jax.Array, share: jax.Array) -> jax.Array:
 
 def encode(params: dict, features: jax.Array) -> tuple:
     """What a network computes from its parameters and the static ``features`` (K, F) alone:
-    with late fusion the clusters' embeddings h (K, H) and their term of the head's first layer
-    (K, H); with early fusion nothing, (). :func:`apply` computes it when not given; a chunked
+    with late fusion the clusters' embeddings h (K, H) and their term of the head's first layer,
+    that layer's bias included (K, H); with early fusion nothing, (). :func:`apply` computes it when not given; a chunked
     gradient computes it once for all chunks (:func:`chunked_grad`'s ``shared``)."""
     if "feat1" not in params:
         return ()
@@ -171,7 +172,8 @@ def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | No
     """The clusters' state ``obs`` (..., K, D) (share taken in column 0) and static ``features``
     (K, F) -> (per-cluster outputs (..., K), values (...)): one observation (K, D) or a batch
     (N, K, D) or (A, N, K, D); ``encoded``: :func:`encode`'s result, if already computed. The
-    dense layers see (samples x K, width) matrices, not a vmapped (K, width) one: vmapped, each
+    early network's dense layers see (samples x K, width) matrices, not a vmapped (K, width) one (late
+    fusion's head: :func:`_late_head`): vmapped, each
     weight gradient contracts two axes, which XLA:CPU computes through transposed copies (the
     gradient 1.4x slower at 32 samples x K=256). The outputs include the clusters' preferences
     when the params hold them (:func:`init`'s ``clusters``)."""
