@@ -200,9 +200,11 @@ def test_chunked_gradient_equals_the_whole_batch_gradient():
                                        + networks.apply(p, o, jnp.asarray(feats), enc)[1] ** 2).mean(),
                 params, (obs, w), chunk, lambda p: networks.encode(p, jnp.asarray(feats)))
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), shared, want)
-    assert networks.grad_chunk(256, 256) == 32 and networks.grad_chunk(256, 100) == 64
-    assert networks.grad_chunk(96, 4096) == 2 and networks.grad_chunk(7, 10_000) == 1 and networks.grad_chunk(10, 10) == 10
-    assert networks.grad_chunk(257, 256) == 257  # no divisor near 32: the whole batch, not 257 chunks of 1
+    chunk = networks.grad_chunk
+    assert chunk(256, 256, "early") == 32 and chunk(256, 100, "early") == 64 and chunk(256, 100, "late") == 128
+    assert chunk(96, 4096, "early") == 2 and chunk(96, 4096, "late") == 4 and chunk(7, 10_000, "late") == 1
+    assert chunk(10, 10, "early") == 10 and chunk(256, 256, "late") == 64
+    assert chunk(257, 256, "early") == 257  # no divisor near 32: the whole batch, not 257 chunks of 1
 
 
 def test_late_head_gradient_is_autodiff_of_its_formula():

@@ -177,7 +177,8 @@ def make_chunks(config: DQNConfig, env):
         target_net = (runner.target, networks.encode(runner.target, env_params.features))  # once, not per chunk
         loss = lambda params, encoded, batch: _loss(params, encoded, target_net, batch, obs_of, valid_of,  # noqa: E731
                                                     env_params.features)
-        grads = networks.chunked_grad(loss, runner.params, (batch,), networks.grad_chunk(c.batch_size, valid.shape[1]),
+        chunk = networks.grad_chunk(c.batch_size, valid.shape[1], c.network)
+        grads = networks.chunked_grad(loss, runner.params, (batch,), chunk,
                                       shared=partial(networks.encode, features=env_params.features))
         learn = buffer_filled(b) >= c.learning_starts
         updates, opt_state = tx.update(grads, runner.opt_state, runner.params)

@@ -206,17 +206,20 @@ def apply(params: dict, obs: jax.Array, features: jax.Array, encoded: tuple | No
     return out.reshape(*lead, k), value.reshape(lead)
 
 
-CHUNK_ROWS = 8192  # observation rows (samples x clusters) per gradient chunk on CPU
+CHUNK_ROWS = {"early": 8192, "late": 16384}  # observation rows (samples x clusters) per gradient chunk on CPU
 
 
-def grad_chunk(batch: int, clusters: int) -> int:
+def grad_chunk(batch: int, clusters: int, network: str) -> int:
     """Samples per gradient chunk (:func:`chunked_grad`) for a batch of ``batch`` observations of
-    ``clusters`` rows each: on CPU the largest divisor of ``batch`` with chunk x clusters <=
-    ``CHUNK_ROWS``, so each chunk's per-cluster activations stay in cache (the network's gradient
-    at K = 256, 256 samples: 39 ms in chunks of 32 against 66 ms whole, 2-core CPU); the whole
-    batch on accelerators, which want the parallelism, and where no divisor comes within 4x of the
-    chunk wanted (a prime batch would otherwise run one sample at a time)."""
-    want = min(batch, max(1, CHUNK_ROWS // clusters))
+    ``clusters`` rows each through ``network``: on CPU the largest divisor of ``batch`` with chunk x
+    clusters <= ``CHUNK_ROWS[network]``, so each chunk's per-cluster activations stay in cache (the
+    early network's gradient at K = 256, 256 samples: 39 ms in chunks of 32 against 66 ms whole,
+    2-core CPU; late fusion's head reads its activations fewer times, and its per-chunk launch
+    costs weigh more: PPO 9,700 -> 10,800 env steps/s at K = 256 and 3,400 -> 4,400 at 1,024 with
+    16,384 rows instead of 8,192, bench/README.md, "Late fusion's head"); the whole batch on
+    accelerators, which want the parallelism, and where no divisor comes within 4x of the chunk
+    wanted (a prime batch would otherwise run one sample at a time)."""
+    want = min(batch, max(1, CHUNK_ROWS[network] // clusters))
     best = max(d for d in range(1, want + 1) if batch % d == 0)
     return batch if jax.default_backend() != "cpu" or 4 * best < want else best
 

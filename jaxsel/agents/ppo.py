@@ -151,7 +151,7 @@ def make_chunks(config: PPOConfig, env):
         params, opt_state = carry
         batch, adv, target = mb
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # over the minibatch, before it is cut into chunks
-        chunk = networks.grad_chunk(*batch.obs.shape[:2])  # static shapes: (minibatch, K)
+        chunk = networks.grad_chunk(*batch.obs.shape[:2], c.network)  # static shapes: (minibatch, K)
         grads = networks.chunked_grad(partial(_loss, features=features), params, (batch, adv, target), chunk,
                                       shared=partial(networks.encode, features=features))
         updates, opt_state = tx.update(grads, opt_state, params)
