@@ -214,7 +214,8 @@ def test_late_head_gradient_is_autodiff_of_its_formula():
     keys = jax.random.split(jax.random.PRNGKey(3), 6)
     n, k, d, h = 4, 7, 3, 5
     args = (jax.random.normal(keys[0], (k, h)), jax.random.normal(keys[1], (n, h)),
-            jax.random.uniform(keys[2], (n, k, d)), jax.random.normal(keys[3], (d, h)), jax.random.normal(keys[4], (h,)))
+            jax.random.uniform(keys[2], (n, k, d)), jax.random.normal(keys[3], (d, h)),
+            jax.random.normal(keys[4], (h,)))
     g = jax.random.normal(keys[5], (n, k))
 
     def plain(per, base, state, w_state, w_out):

@@ -118,8 +118,9 @@ def _late_pre(per: jax.Array, base: jax.Array, state: jax.Array, w_state: jax.Ar
 @jax.custom_vjp
 def _late_head(per: jax.Array, base: jax.Array, state: jax.Array, w_state: jax.Array, w_out: jax.Array) -> jax.Array:
     """Late fusion's per-cluster outputs before their bias, (n, K): relu(:func:`_late_pre`) @ w_out,
-    from the clusters' term ``per`` (K, H) (features and the layer's bias), the samples' context term ``base`` (n, H), the
-    state (n, K, D) and the weights of the state (D, H) and of the output (H,). Its gradient is
+    from the clusters' term ``per`` (K, H) (features and the layer's bias), the samples' context
+    term ``base`` (n, H), the state (n, K, D) and the weights of the state (D, H) and of the output
+    (H,). Its gradient is
     written out: the (n, K, H) activations are recomputed once, not stored, and each parameter's
     gradient reads them once, summed over samples by matrix products. Autodiff of the same formula
     made XLA:CPU read them ~9 times per chunk, a reduction over the leading axis of (n, K, H) among
@@ -158,8 +159,9 @@ def _context(per: jax.Array, share: jax.Array) -> jax.Array:
 def encode(params: dict, features: jax.Array) -> tuple:
     """What a network computes from its parameters and the static ``features`` (K, F) alone:
     with late fusion the clusters' embeddings h (K, H) and their term of the head's first layer,
-    that layer's bias included (K, H); with early fusion nothing, (). :func:`apply` computes it when not given; a chunked
-    gradient computes it once for all chunks (:func:`chunked_grad`'s ``shared``)."""
+    that layer's bias included (K, H); with early fusion nothing, (). :func:`apply` computes it
+    when not given; a chunked gradient computes it once for all chunks (:func:`chunked_grad`'s
+    ``shared``)."""
     if "feat1" not in params:
         return ()
     chex.assert_rank(features, 2)
