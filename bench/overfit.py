@@ -86,6 +86,7 @@ def main() -> None:
     judge = proxy.make(emb["train"], y, c, hx, hy, cfg.proxy)
     flagged = label_issues.find(proxies["validation"], y, c.assignment)
     n = budget_examples(a.budget, len(y))
+    steps = a.rl_steps or cfg.select.rl_steps  # the RL agents' env steps
     rows, seconds = [], {}
     for seed in seeds:
         picks = {m: baselines.indices(m, n, seed, labels=y, clustering=c, x=emb["train"], issues=flagged)
@@ -95,7 +96,6 @@ def main() -> None:
                 for m, lr, net, pref in variants:
                     asked = {**({} if net is None else {"network": net}),  # over the config's own tables
                              **({} if pref is None else {"preference_rate": pref})}
-                    steps = a.rl_steps or cfg.select.rl_steps
                     ppo_cfg = agents.agent_config("ppo", steps, {**cfg.select.ppo, **asked,
                                                                  **({} if lr is None else {"lr": lr})})
                     dqn_cfg = agents.agent_config("dqn", steps, {**cfg.select.dqn, **asked})
