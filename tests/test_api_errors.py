@@ -82,6 +82,9 @@ def test_unknown_splits_files_and_arguments_are_named(tmp_path, table_file, caps
     codes = np.array([0, 1, 2, 100_000])[np.arange(60) % 4]  # ids, not classes: a 100,001-class table (75 GB) before
     with pytest.raises(JaxselError, match="they run to 100000 .4 distinct ids in 72 train and validation rows.; renumber"):
         proxy.make(x, codes, cluster.kmeans(x, 4), x[:12], codes[:12])
+    codes = codes * 10**7  # ids to 10^12: the unused-id warning built set(range(C)) first (OOM-killed at 2e9)
+    with pytest.raises(JaxselError, match="they run to 1000000000000 .4 distinct ids"):
+        proxy.make(x, codes, cluster.kmeans(x, 4), x[:12], codes[:12])
 
 
 def test_wrong_rows_and_data_in_the_data_path_are_named(tmp_path, table_file):

@@ -110,9 +110,10 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     """
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     c = int(max(train_y.max(), val_y.max())) + 1
-    unused = sorted(set(range(c)) - set(train_y.tolist()) - set(val_y.tolist()))
+    seen = np.unique(np.concatenate([train_y, val_y]))
     rows = len(train_y) + len(val_y)
-    check_dense_ids(c - 1, rows, f"({c - len(unused)} distinct ids in {rows} train and validation rows)")
+    check_dense_ids(c - 1, rows, f"({len(seen)} distinct ids in {rows} train and validation rows)")
+    unused = np.setdiff1d(np.arange(c), seen).tolist()  # c <= rows now: the ids' range is checked first
     if unused:
         warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
              f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
