@@ -123,7 +123,9 @@ class Stopwatch:
 
     def __init__(self, path: str | Path, *, resume: bool):
         self.path = Path(path)
-        self.before = float(json.loads(self.path.read_text(encoding="utf-8"))["seconds"]) if resume and self.path.exists() else 0.0
+        from jaxsel.io import read_cached, read_json
+        earlier = read_cached(self.path, lambda path: float(read_json(path)["seconds"])) if resume else None
+        self.before = earlier or 0.0
         self._start = self._end = None
 
     def __enter__(self) -> "Stopwatch":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,7 +65,7 @@ class Clustering:
             with np.load(path) as z:
                 return cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
                            json.loads(str(z["meta"])), z["within"] if "within" in z else None)
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__})")
 
 

@@ -21,7 +21,7 @@ from flax import nnx
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import write_npz
+from jaxsel.io import read_cached, write_npz
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -287,10 +287,11 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     if unknown:
         raise JaxselError(f"no split {unknown[0]!r} in the dataset; it has {', '.join(dd)}")
     path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
-    out = {}
-    if use_cache and path.exists():
+    def read(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as z:  # only the splits asked for, unless a rewrite has to keep the others
-            out = {s: z[s] for s in (splits if set(splits) <= set(z.files) else z.files)}
+            return {s: z[s] for s in (splits if set(splits) <= set(z.files) else z.files)}
+
+    out = (read_cached(path, read) if use_cache else None) or {}
     missing = [s for s in splits if s not in out]
     if missing:
         check_model(model)

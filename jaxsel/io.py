@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target folder, then ``os.replace``."""
+"""Atomic file writes (a temporary file in the target folder, then ``os.replace``), and cache files
+read back (:func:`read_cached`: an unreadable one is computed again)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from jaxsel.errors import JaxselError, OutputError
+
+T = TypeVar("T")
 
 
 def writes_files() -> bool:
@@ -172,6 +177,30 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def read_json(path: str | Path):
+    """The JSON document in ``path`` (UTF-8)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
+
+
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, JaxselError)  # JSON and pickle errors are ValueErrors
+
+
+def read_cached(path: str | Path, load: Callable[[Path], T]) -> T | None:
+    """``load(path)`` of a cache or stage file, or None when there is none or it cannot be read (cut
+    short by a full disk, damaged by hand, an older format): the caller computes it again and its
+    atomic write replaces the file; a warning names the file. Errors of ``load`` outside
+    :data:`UNREADABLE` propagate."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except UNREADABLE as e:
+        from jaxsel.errors import warn
+        warn(f"ignoring the unreadable cache file {path} ({type(e).__name__}); computing it again")
+        return None

@@ -245,7 +245,7 @@ class Selection:
             indices = np.load(cls.indices_path(path)) if ours else None  # another JSON has no .npy to look for
         except FileNotFoundError as e:
             raise JaxselError(f"selection file missing: {e.filename}")
-        except (json.JSONDecodeError, ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:  # JSONDecodeError is a ValueError
             raise JaxselError(f"{path}: not a readable selection file ({type(e).__name__})")
         if not ours:
             raise JaxselError(f"{path}: not a jaxsel selection file")

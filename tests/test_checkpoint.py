@@ -75,3 +75,40 @@ def test_stopwatch_adds_the_seconds_of_interrupted_attempts(tmp_path):
     assert clock.before == first and clock.seconds >= first + 0.05
     assert clock.seconds == json.loads(path.read_text())["seconds"]  # frozen at the end, as written
     assert Stopwatch(path, resume=False).before == 0.0
+
+
+def test_damaged_cache_and_stage_files_are_computed_again(tmp_path, tmp_cache, table_file, capsys):
+    """A cache or stage file cut short or overwritten (a full disk, a hand edit) is read as missing: a
+    warning names it, the stage computes it again to the same result and rewrites it. A new user's
+    truncated embedding cache and stage files had stopped every rerun with a traceback (BadZipFile,
+    JSONDecodeError, pickled-data ValueError)."""
+    from jaxsel import data, embed
+    from jaxsel.config import ClusterSpec, EmbedSpec
+    from jaxsel.experiment import stages
+    from jaxsel.io import read_cached, read_json
+
+    x = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    first = stages.clustering(tmp_path, "fp", x, ClusterSpec(k=4), EmbedSpec(model="hash"), progress=False)
+    (path,) = tmp_path.glob("cluster-*.npz")
+    dd = data.load(str(table_file))
+    emb = embed.embed_dataset(dd, "hash", progress=False)
+    (cached,) = (tmp_cache / "embeddings").glob("*.npz")
+    seconds, metrics = tmp_path / "seconds.json", tmp_path / "metrics.json"
+    seconds.write_text('{"seconds": 2.5}')
+    for damage in (lambda p: p.write_bytes(p.read_bytes()[:100]), lambda p: p.write_text("garbage")):
+        damage(path)
+        damage(cached)
+        capsys.readouterr()
+        again = stages.clustering(tmp_path, "fp", x, ClusterSpec(k=4), EmbedSpec(model="hash"), progress=False)
+        np.testing.assert_array_equal(again.assignment, first.assignment)
+        for split, e in embed.embed_dataset(dd, "hash", progress=False).items():
+            np.testing.assert_array_equal(e, emb[split])
+        err = capsys.readouterr().err
+        assert f"ignoring the unreadable cache file {path}" in err and f"unreadable cache file {cached}" in err
+        assert stages.clustering(tmp_path, "fp", x, ClusterSpec(k=4), EmbedSpec(model="hash")).k == 4  # rewritten
+        assert "unreadable" not in capsys.readouterr().err
+    assert Stopwatch(seconds, resume=True).before == 2.5
+    seconds.write_text('{"broken')
+    metrics.write_text('{"broken')
+    assert Stopwatch(seconds, resume=True).before == 0.0 and read_cached(metrics, read_json) is None
+    assert read_cached(tmp_path / "absent.json", read_json) is None and "absent" not in capsys.readouterr().err

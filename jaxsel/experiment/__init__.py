@@ -14,7 +14,6 @@ finetuner's final evaluation alone.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -28,7 +27,7 @@ from jaxsel.checkpoint import Stopwatch
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import exclusive, remove_stale_temporaries, write_json
+from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, write_json
 from jaxsel.selection import budget_examples, digest
 
 def load_dataset(spec: DataSpec):
@@ -84,9 +83,11 @@ class Run:
         t = time.perf_counter()
         emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, dtype=spec.dtype, progress=self.progress,
                                   splits=data.SELECTION_SPLITS)
-        if not rec.exists():
-            write_json(rec, {"seconds": time.perf_counter() - t})
-        self.timings["embed_seconds"] = json.loads(rec.read_text(encoding="utf-8"))["seconds"]
+        kept = read_cached(rec, lambda path: float(read_json(path)["seconds"]))
+        if kept is None:
+            kept = time.perf_counter() - t
+            write_json(rec, {"seconds": kept})
+        self.timings["embed_seconds"] = kept
         return emb
 
     def clustering(self, dd, emb):
@@ -157,8 +158,9 @@ class Run:
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(*parts)}"
         path = folder / "selection.json"
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
-        if path.exists():
-            return Selection.load(path)
+        kept = read_cached(path, Selection.load)
+        if kept is not None:
+            return kept
         kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints", resume=True,
                   progress=self.progress, train_x=train_x)
         with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
@@ -178,9 +180,10 @@ class Run:
         key = stages.key(data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
-        if path.exists():
+        kept = read_cached(path, read_json)
+        if kept is not None:
             self.finetunes_reused += 1
-            return json.loads(path.read_text(encoding="utf-8"))
+            return kept
         n = len(dd["train"]) if idx is None else len(idx)
         ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
         m = finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=True, progress=self.progress)
@@ -207,8 +210,8 @@ class Run:
         for (m, sel), log in zip(sels.items(), logs):
             orders.append(sel.cluster_ids)
             kinds.append(m)
-            if log is not None and log.exists():
-                explored = json.loads(log.read_text(encoding="utf-8"))["orders"]
+            explored = None if log is None else read_cached(log, lambda path: list(read_json(path)["orders"]))
+            if explored is not None:
                 orders += explored
                 kinds += [f"{m} explored"] * len(explored)
         takes = search.takes(orders, sizes, examples, quota, caps)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.config import spelling
+from jaxsel.io import read_cached
 
 
 def key(*parts) -> str:
@@ -35,8 +36,9 @@ def clustering(folder: Path, fingerprint: str, x: np.ndarray, spec, embed, label
     ``meta["seconds"]`` is the time it took when computed."""
     from jaxsel import cluster
     path = Path(folder) / f"cluster-{key(fingerprint, embed, spec)}.npz"
-    if path.exists():
-        return cluster.Clustering.load(path)
+    kept = read_cached(path, cluster.Clustering.load)
+    if kept is not None:
+        return kept
     t = time.perf_counter()
     c = cluster.kmeans(x, spec.k, seed=spec.seed, labels=labels if spec.stratified else None, progress=progress)
     if spec.order == "typical":
@@ -54,9 +56,14 @@ def texts_embedded(folder: Path, texts: list[str], embed, progress: bool = True)
     from jaxsel.io import write_npz
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
     path = Path(folder) / f"texts-{key(digest, len(texts), embed)}.npz"
-    if path.exists():
+
+    def read(path: Path) -> np.ndarray:
         with np.load(path) as z:
             return z["x"]
+
+    kept = read_cached(path, read)
+    if kept is not None:
+        return kept
     x = embed_.encode(texts, embed.model, max_length=embed.max_length, dtype=embed.dtype, progress=progress)
     write_npz(path, x=x)
     return x
