@@ -72,6 +72,7 @@ class Checkpoints:
         if not resume and self.folder.exists() and writes_files():  # multi-process: process 0 clears it
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._remove_unfinished()
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
         try:
             self._manager = ocp.CheckpointManager(self.folder, options=options)
@@ -113,6 +114,14 @@ class Checkpoints:
         finally:  # on failure too: no write of this step may still be running when the caller goes on
             self._manager.wait_until_finished()
         self.step = int(step)
+
+    def _remove_unfinished(self) -> None:
+        """Delete the temporary folder of a step whose save a stopped process left (Ctrl-C, a kill):
+        never a checkpoint, and orbax warned of it on the next save."""
+        from jaxsel.io import writes_files
+        if writes_files():
+            for tmp in self.folder.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Stopwatch:

@@ -41,6 +41,17 @@ def test_a_save_that_fails_midway_leaves_the_previous_step(tmp_path):
     assert Checkpoints(tmp_path / "c", "sig", resume=True).restore(tree(0.0))[1]["epoch"] == 2
 
 
+def test_a_step_left_unfinished_by_a_stopped_process_is_removed_on_resume(tmp_path):
+    """A Ctrl-C during a save left ``2.orbax-checkpoint-tmp`` beside the checkpoints, and the resumed
+    run's first save printed orbax's warning about it (a new user's test): resuming removes it."""
+    Checkpoints(tmp_path / "c", "sig", resume=False).save(1, tree(1.0), {"epoch": 1})
+    (tmp_path / "c" / "2.orbax-checkpoint-tmp" / "state").mkdir(parents=True)  # what the stopped save left
+    again = Checkpoints(tmp_path / "c", "sig", resume=True)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["1"] and again.step == 1
+    again.save(2, tree(2.0), {"epoch": 2})
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["2"]
+
+
 def test_signature_differences_name_the_settings():
     from jaxsel.checkpoint import signature_differences
     written = '{"config": {"ppo": {"network": "early", "lr": 1}}, "k": 4}'
