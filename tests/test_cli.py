@@ -594,6 +594,19 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
     assert SelectConfig(budget=np.float32(0.05)).budget == np.float32(0.05)
 
 
+def test_split_caps_below_the_number_of_classes_are_refused(table_file):
+    """[data] max_validation = 1 on 3 classes ran on with a warning, one validation row scoring the
+    proxy and stopping the finetunes (a new user's test), while a file whose validation split misses a
+    class is refused: caps below the classes are refused too, naming the cap."""
+    from jaxsel.config import DataSpec
+    from jaxsel.experiment import load_dataset
+    for cap in ("max_validation", "max_test", "max_train"):
+        with pytest.raises(cli.JaxselError, match=rf"\[data\] {cap} = 2 leaves classes without .* 3 classes"):
+            load_dataset(DataSpec(name=str(table_file), **{cap: 2}))
+    dd = load_dataset(DataSpec(name=str(table_file), max_validation=3))
+    assert len(dd["validation"]) == 3 and len(set(dd["validation"]["label"])) == 3
+
+
 def test_a_run_selection_exports_and_finetunes_from_what_it_records(tmp_path, tmp_cache, monkeypatch):
     """A `jaxsel run` selection records its [data] table (caps included), so `export` rebuilds the
     same capped dataset without options; a noisy-variant selection is refused with the reason."""

@@ -40,7 +40,12 @@ def load_dataset(spec: DataSpec):
                    seed=d.split_seed, dedup=d.dedup)
     caps = {"train": d.max_train, "validation": d.max_validation, "test": d.max_test}
     if any(caps.values()):
-        rows = {s: proxy.stratified_subsample(np.asarray(column(dd[s], "label")), n, d.seed) for s, n in caps.items()}
+        labels = {s: np.asarray(column(dd[s], "label")) for s in caps}
+        for s, n in caps.items():
+            if n is not None and n < (classes := len(np.unique(labels[s]))):
+                raise JaxselError(f"[data] max_{s} = {n} leaves classes without {s} rows: the split has {classes} "
+                                  f"classes, and each class needs rows in train, validation and test")
+        rows = {s: proxy.stratified_subsample(labels[s], n, d.seed) for s, n in caps.items()}
         dd = data.derive(dd, rows, tag=f"caps={caps};seed={d.seed}")
     return dd
 
