@@ -28,10 +28,21 @@ def signature_differences(written: str, now: str) -> str:
     " (it differs in config.ppo.network ('early' written, 'late' now))"; empty if either is not JSON."""
     from jaxsel.config import describe_differences
     try:
-        said = describe_differences(json.loads(written), json.loads(now), ("written", "now"))
+        said = describe_differences(*_without_agents(json.loads(written), json.loads(now)), ("written", "now"))
     except (TypeError, json.JSONDecodeError):
         return ""
     return f" (it differs in {said})" if said else ""
+
+
+def _without_agents(*signatures):
+    """Selection signatures of different methods without the agents' settings: each stands there at
+    placeholder values for the agents its method does not run (``SelectConfig.used``), and a resume
+    with another method named those as differences (``config.dqn.network ('early' written, 'late'
+    now)``) beside the method itself. Other signatures unchanged."""
+    configs = [s.get("config") if isinstance(s, dict) else None for s in signatures]
+    if not all(isinstance(c, dict) and "method" in c for c in configs) or len({c["method"] for c in configs}) == 1:
+        return signatures
+    return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn")}} for s, c in zip(signatures, configs))
 
 
 def _ocp():

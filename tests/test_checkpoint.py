@@ -59,6 +59,10 @@ def test_signature_differences_name_the_settings():
     assert signature_differences(written, now) == (" (it differs in config.ppo.network ('early' written, 'late' now), "
                                                    "k (4 written, None now))")
     assert signature_differences(written, written) == signature_differences("a", now) == ""
+    # another method: the agents it does not run stand at placeholders, and are not named (a new user's test)
+    ppo = '{"config": {"method": "ppo", "ppo": {"network": "late"}, "dqn": {"network": "early"}}}'
+    dqn = '{"config": {"method": "dqn", "ppo": {"network": "early"}, "dqn": {"network": "late"}}}'
+    assert signature_differences(ppo, dqn) == " (it differs in config.method ('ppo' written, 'dqn' now))"
 
 
 def test_foreign_signature_is_refused_and_no_resume_starts_afresh(tmp_path):
