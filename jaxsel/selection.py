@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels
+from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, warn
 from jaxsel.io import atomic_path, check_not_input, check_target, write_json
 
 FORMAT = "jaxsel.selection/1"
@@ -266,7 +266,9 @@ class Selection:
     def apply(self, dd):
         """The selected rows of ``dd['train']``. Refuses a dataset whose fingerprint differs from the
         one recorded in ``meta["fingerprint"]``; a selection recorded without one (made by the
-        library without ``meta``) is only checked against the train split's size."""
+        library without ``meta``) is checked against the train split's class counts it records
+        (``train_label_counts``: :func:`jaxsel.agents.select` records them), else with a warning
+        only against the train split's size."""
         from jaxsel import data
         fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
         if want is not None and fp != want:
@@ -274,10 +276,26 @@ class Selection:
                               f"{want}; this one is {fp}): its texts, labels, columns or split options differ"
                               + ("" if "dataset" in self.meta else "; a selection of a pool made in Python "
                                  "(jaxsel.data.derive) applies to that pool only: export it from Python"))
+        if want is None:
+            self._check_train_counts(np.asarray(data.column(dd["train"], "label")))
         n, idx = len(dd["train"]), check_indices(self.indices, None, "selection rows")
         if len(idx) and int(idx.max()) >= n:
             raise JaxselError(f"selection holds row {int(idx.max())}, the train split only {n} rows")
         return dd["train"].select(idx.tolist())
+
+    def _check_train_counts(self, labels: np.ndarray) -> None:
+        """Refuse train ``labels`` (N,) whose class counts differ from those recorded, in a selection
+        without a dataset fingerprint (one saved from the library was exported to any dataset with
+        enough rows: a new user's test); warn when none are recorded."""
+        want = self.meta.get("train_label_counts")
+        if want is None:
+            warn("the selection records neither its dataset's fingerprint nor its train class counts: "
+                 "it cannot be checked against this dataset (only the rows' range is)", once=True)
+            return
+        have = np.bincount(labels, minlength=len(want)).tolist() if len(labels) else []
+        if have != list(want):
+            raise JaxselError(f"selection was made for a train split of {sum(want)} rows with class counts {list(want)}; "
+                              f"this dataset's has {len(labels)} rows with {have}: another dataset, or other split options")
 
 
 def digest(a: np.ndarray) -> str:

@@ -112,7 +112,7 @@ def test_quota_takes_follow_the_typical_order(cl):
     assert float(p.score(jnp.asarray(take)).loglik) == pytest.approx(float(p.score_rows(rows).loglik), abs=1e-5)
 
 
-def test_save_load_apply(tmp_path, table_file, cl):
+def test_save_load_apply(tmp_path, table_file, cl, capsys):
     dd = data.load(str(table_file))
     sel = Selection([1, 2], np.array([0, 3, 5]), {"proxy_accuracy": 0.5},
                     {"fingerprint": data.dataset_fingerprint(dd), "method": "random"})
@@ -128,6 +128,13 @@ def test_save_load_apply(tmp_path, table_file, cl):
         back.apply(other)
     unrecorded = Selection([1], np.array([0, 3]), {}, {})  # made by the library without meta
     assert unrecorded.apply(other)["text"] == [other["train"]["text"][i] for i in (0, 3)]
+    assert "cannot be checked against this dataset" in capsys.readouterr().err
+    counts = np.bincount(data.column(dd["train"], "label")).tolist()  # what agents.select records
+    counted = Selection([1], np.array([0, 3]), {}, {"train_label_counts": counts})
+    assert counted.apply(dd)["text"] == [dd["train"]["text"][i] for i in (0, 3)]
+    smaller = data.derive(dd, {"train": np.arange(len(dd["train"]) - 1)}, tag="one row less")
+    with pytest.raises(JaxselError, match=rf"made for a train split of {sum(counts)} rows with class counts"):
+        counted.apply(smaller)  # was exported to any dataset with enough rows
     with pytest.raises(JaxselError, match="the train split only"):
         Selection([1], np.array([0, 10_000]), {}, {}).apply(other)
 
