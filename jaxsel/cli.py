@@ -477,6 +477,8 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     g.add_argument("--num-processes", type=int, default=None)
     g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--join-timeout", type=int, default=300, metavar="SECONDS",
+                   help="how long to wait for every process to join (default 300); then JAX ends the process")
     g.add_argument("--distributed", action="store_true",
                    help="join a multi-process run that JAX detects from the cluster's environment (Cloud TPU, SLURM, "
                         "Open MPI) instead of the three flags above")
@@ -653,7 +655,7 @@ def _dispatch(args) -> int:
         if getattr(args, "distributed", False) or getattr(args, "coordinator", None) or \
                 getattr(args, "num_processes", None) or getattr(args, "process_id", None) is not None:
             from jaxsel import distributed
-            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
             if not distributed.primary():  # process 0 reports; the others only compute
                 sys.stdout = open(os.devnull, "w", encoding="utf-8")
         if getattr(args, "log_dir", None):

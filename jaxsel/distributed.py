@@ -13,16 +13,20 @@ On CPU the processes talk through gloo collectives (JAX's default).
 
 from __future__ import annotations
 
+import sys
+
 import jax
 
 from jaxsel.errors import JaxselError
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None, timeout: int = 300) -> None:
     """``jax.distributed.initialize`` with the given coordinator (``HOST:PORT``), process count and
     this process's id (all three, or none to let JAX detect a cluster). Call before any JAX
-    computation. Raises JaxselError for a partial or inconsistent set."""
+    computation. Raises JaxselError for a partial or inconsistent set. Says on stderr that it waits
+    for the others: when they have not all joined within ``timeout`` seconds, JAX ends the process
+    itself (SIGABRT, its own message: the runtime gives Python no error to catch)."""
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
         raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
@@ -34,8 +38,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             raise JaxselError(f"--num-processes must be at least 1, got {num_processes}")
         if not 0 <= process_id < num_processes:
             raise JaxselError(f"--process-id must lie in [0, {num_processes}), got {process_id}")
+    if timeout < 1:
+        raise JaxselError(f"--join-timeout must be at least 1 second, got {timeout}")
+    if all(given):
+        print(f"jaxsel: process {process_id} of {num_processes} joining {coordinator}: waiting up to {timeout} s for "
+              f"all {num_processes} (--join-timeout; a process that never starts ends this one with JAX's error)",
+              file=sys.stderr, flush=True)
     try:
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout)
     except (RuntimeError, ValueError, TypeError) as e:
         raise JaxselError(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
 

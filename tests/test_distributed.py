@@ -74,3 +74,16 @@ def test_two_processes_compute_what_one_does(tmp_path, tmp_cache):
         assert a[key] == pytest.approx(one[key], abs=1e-5), key
     # only process 0 writes files
     assert [f.name for f in (tmp_path / "two").glob("written-by-*")] == ["written-by-0.json"]
+
+
+def test_a_process_whose_peers_never_join_says_it_waits_and_ends_after_the_join_timeout(tmp_path, table_file):
+    """A new user's process 0 without its peer printed nothing for 5 minutes, then JAX's fatal error:
+    it now says what it waits for and for how long (``--join-timeout``), and ends non-zero then (JAX
+    aborts the process itself: its runtime raises nothing Python could catch)."""
+    root = Path(__file__).parent.parent
+    cmd = [sys.executable, "-m", "jaxsel", "select", str(table_file), "--method", "random", "--model", "hash",
+           "--k", "3", "--out", str(tmp_path / "o"), "--coordinator", f"localhost:{free_port()}",
+           "--num-processes", "2", "--process-id", "0", "--join-timeout", "2"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and not (tmp_path / "o" / "selection.json").exists()
+    assert "process 0 of 2 joining localhost:" in done.stderr and "waiting up to 2 s for all 2" in done.stderr
