@@ -158,6 +158,9 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "folder.csv").mkdir()
     with pytest.raises(JaxselError, match="folder.csv: is a folder"):
         data.split(str(tmp_path / "folder.csv"))
+    for blank in ("", "  "):  # read as the folder "." (a new user's `jaxsel select ""`)
+        with pytest.raises(JaxselError, match="no dataset given .*: name a data file, a built-in dataset"):
+            data.split(blank)
     (tmp_path / "cut.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "lab')
     with pytest.raises(JaxselError, match="cut.jsonl: cannot be parsed"):
         data.split(str(tmp_path / "cut.jsonl"))

@@ -411,6 +411,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raise JaxselError(f"missing_labels must be drop or error, got {missing_labels!r}")
     if seed < 0 or min_class_rows < 0:
         raise JaxselError(f"the split seed and min_class_rows must not be negative, got {seed} and {min_class_rows}")
+    if not str(name_or_path).strip():  # Path("") is "." and read as a folder
+        raise JaxselError(f"no dataset given ({name_or_path!r}): name a data file, a built-in dataset "
+                          f"({', '.join(_READERS)}) or a hub dataset")
     if name_or_path in _READERS:
         raw = _READERS[name_or_path]()
     elif Path(name_or_path).exists():
