@@ -90,6 +90,10 @@ def test_stopwatch_adds_the_seconds_of_interrupted_attempts(tmp_path):
     assert clock.before == first and clock.seconds >= first + 0.05
     assert clock.seconds == json.loads(path.read_text())["seconds"]  # frozen at the end, as written
     assert Stopwatch(path, resume=False).before == 0.0
+    with Stopwatch(path, resume=True, every=0.02) as clock:  # written as it runs: a kill -9 keeps most of it
+        time.sleep(0.2)
+        during = json.loads(path.read_text())["seconds"]
+    assert clock.before + 0.1 <= during <= clock.seconds
 
 
 def test_damaged_cache_and_stage_files_are_computed_again(tmp_path, tmp_cache, table_file, capsys):
