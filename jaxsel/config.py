@@ -368,6 +368,13 @@ class RunConfig:
         if self.select.balance != "none" and not self.cluster.stratified:
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters: "
                               f"set [cluster] stratified = true")
+        n = self.noise
+        if self.select.balance != "none" and "noisy" in self.variants and n.flip_fraction > 0 and \
+                (n.kind != "clusters" or n.groups == "independent"):  # found only when the run drew its mask maps
+            raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters, and the noisy "
+                              f"variant's [noise] (kind = {n.kind!r}, groups = {n.groups!r}) mislabels rows inside "
+                              f"clusters: use kind = \"clusters\" with groups = \"clusters\" (whole clusters "
+                              f"relabelled), or balance the clean variant alone")
 
 
 SECTIONS = {"data": DataSpec, "embed": EmbedSpec, "cluster": ClusterSpec, "proxy": ProxyConfig,

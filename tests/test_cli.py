@@ -567,7 +567,10 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
                        ('[embed]\nmodel = "hsah"', r"\[embed\] unknown model 'hsah'"),
                        ('budgets = ["5%"]', "c.toml: budgets: budget must be a number"),
                        ("budgets = [1.5]", "c.toml: budgets: budget must be strictly between 0 and 1"),
-                       ("checkpoint_min_examples = -1", "checkpoint_min_examples must be at least 0")):
+                       ("checkpoint_min_examples = -1", "checkpoint_min_examples must be at least 0"),
+                       # ran every cell, then died drawing the mask maps (a new user's test)
+                       ('[select]\nbalance = "equal"\n[cluster]\nstratified = true\n[noise]\nkind = "source"',
+                        r"balance = 'equal' needs label-pure clusters, and the noisy variant's \[noise\] \(kind = 'source'")):
         (tmp_path / "c.toml").write_text(body + '\n[data]\nname = "tweets"\n' * ("[data]" not in body))
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             load_config(tmp_path / "c.toml")
