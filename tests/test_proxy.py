@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import textwrap
@@ -322,6 +323,8 @@ def test_labels_that_are_not_class_ids_are_refused(problem):
                        "there are 3 classes": np.where(np.arange(N) < 10, 5, y)}.items():
         with pytest.raises(JaxselError, match=match):
             agents.select(p, cl, bad, config, progress=False)
+    sel = agents.select(p, cl, y, config, progress=False)  # a baseline's search score was a bare NaN: not JSON
+    assert sel.scores["search_score"] is None and json.loads(json.dumps(sel.scores, allow_nan=False))
 
 
 SHARDED = textwrap.dedent("""

@@ -286,7 +286,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
         extra["env_steps"] = steps
     elif c.method in baselines.METHODS:
-        order, score = [], float("nan")
+        order, score = [], None  # no search: null in selection.json (a bare NaN is not JSON)
     else:
         if c.method == "random-search":
             found = search.random_search(cache, sizes, budget, c.random_samples, c.seed, quota, caps)
