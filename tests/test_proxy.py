@@ -406,7 +406,7 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
     assert float(p.score_batch(take[None]).accuracy[0]) == pytest.approx(acc, abs=1e-6)
     bad = take.copy()
     bad[3] -= 1
-    with pytest.raises(JaxselError, match="at most one cluster in part"):
+    with pytest.raises(JaxselError, match=r"at most one cluster in part \(integer subsets are takes, rows per cluster; a bool mask takes whole"):
         p.score_batch(bad[None])
     # class caps leave one cluster in part per class: with_partials scores every partial chunk
     rows = rows_for(cl, bad)

@@ -269,7 +269,9 @@ class Proxy(struct.PyTreeNode):
         return self.score_take(self.take(subset))
 
     def score_batch(self, subsets) -> Scores:
-        """Scores of a (B, K) batch of masks or takes; jit + vmap, batch axis sharded over all devices."""
+        """Scores of a (B, K) batch of subsets: bool masks take whole clusters, integer arrays are
+        takes (rows per cluster, so 0/1 integers take one row of a cluster, not all of it: pass
+        ``masks.astype(bool)``); jit + vmap, batch axis sharded over all devices."""
         return batch.score_batch(self, subsets)
 
     def score_picks(self, take, clusters, counts) -> Scores:
