@@ -26,7 +26,7 @@ from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
                            FinetuneConfig, RunConfig, SelectSpec)
-from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, budget_examples, parse_budget, take_for
+from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, parse_budget, take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -423,7 +423,7 @@ def cmd_finetune(a) -> None:
         sel.apply(dd)  # refuses another dataset's selection
         indices, source = sel.indices, f"selection {a.selection}"
     elif a.random_fraction:
-        indices = random_indices(n, budget_examples(a.random_fraction, n), a.seed)
+        indices = random_indices(n, checked_examples(a.random_fraction, n, "--random-fraction"), a.seed)
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"

@@ -48,6 +48,29 @@ def budget_examples(budget: float, n: int) -> int:
     return max(1, int(round(budget * n)))
 
 
+def checked_examples(budget: float, n: int, what: str = "a budget") -> int:
+    """:func:`budget_examples`, with a warning when the fraction rounds to no example (one is
+    taken) and JaxselError when it rounds to all ``n`` rows. ``what`` names the fraction."""
+    if round(budget * n) < 1:
+        warn(f"{what} of {budget:g} of {n} train rows rounds to no example: selecting 1")
+    examples = budget_examples(budget, n)
+    if examples >= n:
+        raise JaxselError(f"{what} of {budget:g} of {n} train rows rounds to all of them: "
+                          + ("choose a smaller budget, or the full method" if what == "a budget" else "choose a smaller one"))
+    return examples
+
+
+def check_distinct_budgets(budgets, n: int) -> None:
+    """Raise JaxselError when two of ``budgets`` (fractions) select the same number of ``n`` train
+    rows: a run would select, finetune and report that subset size twice under two names."""
+    seen: dict[int, float] = {}
+    for b in budgets:
+        e = budget_examples(b, n)
+        if e in seen:
+            raise JaxselError(f"budgets {seen[e]:g} and {b:g} both select {e} of the {n} train examples: keep one")
+        seen[e] = b
+
+
 BALANCES = ("none", "proportional", "equal")
 GRANULARITIES = ("cluster", "quota")  # a pick adds a whole cluster, or its next quota rows
 FINALS = ("best", "greedy")  # an RL run's result: its best episode, or a greedy rollout

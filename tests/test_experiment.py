@@ -448,3 +448,18 @@ def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys)
     cfg.write_text('[data]\ntext_col = "review"\n[cluster]\nk = -4\n')  # a mistake stays one line: the note comes after the checks
     assert cli.main(["run", "--config", str(cfg), "--data", str(tmp_path / "x.csv")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"jaxsel: error: {cfg} [cluster]: k must be at least 1, got -4"]
+
+
+def test_budgets_selecting_the_same_examples_are_refused_before_any_work(tmp_path, table_file, tmp_cache):
+    """budgets = [0.05, 0.0500001] ran every method twice and reported two "5%" groups of the same
+    size (a new user's test; only equal fractions were refused): refused once the train split is known."""
+    from jaxsel import data
+    from jaxsel.config import DataSpec, EmbedSpec, RunConfig
+    from jaxsel.errors import JaxselError
+    from jaxsel.selection import check_distinct_budgets
+    n = len(data.load(str(table_file))["train"])
+    cfg = RunConfig(data=DataSpec(name=str(table_file)), embed=EmbedSpec(model="hash"), budgets=(0.1, 0.1 + 0.1 / n))
+    with pytest.raises(JaxselError, match=rf"budgets 0.1 and 0.1\d* both select {round(0.1 * n)} of the {n} train"):
+        experiment.run(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "stages").exists()
+    check_distinct_budgets((0.1, 0.1 + 1.0 / n), n)  # one example apart: both run

@@ -212,3 +212,14 @@ def test_export_round_trips_through_datasets(tmp_path, table_file, fmt):
     other = data.load(str(table_file), seed=5)
     with pytest.raises(JaxselError, match="selection was made for another dataset"):
         export(sel, other, tmp_path / "x", fmt)
+
+
+def test_checked_examples_warn_at_none_and_refuse_all(capsys):
+    """`jaxsel finetune --random-fraction 0.0005` trained 1 example without the warning `select` gives
+    (a new user's test): both count a fraction's examples through checked_examples."""
+    from jaxsel.selection import checked_examples
+    assert checked_examples(0.05, 1000) == 50 and capsys.readouterr().err == ""
+    assert checked_examples(0.0005, 831, "--random-fraction") == 1
+    assert "--random-fraction of 0.0005 of 831 train rows rounds to no example: selecting 1" in capsys.readouterr().err
+    with pytest.raises(JaxselError, match="a budget of 0.9999 of 831 train rows rounds to all of them: choose a smaller budget"):
+        checked_examples(0.9999, 831)

@@ -27,7 +27,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labe
                            warn)
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -225,12 +225,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                           "(in the same row order) to proxy.make and select")
     if resume and ckpt_dir is None:
         raise JaxselError("resume=True needs the ckpt_dir of the run to resume")
-    examples = budget_examples(c.budget, len(train_labels))
-    if round(c.budget * len(train_labels)) < 1 and c.method != "full":
-        warn(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to no example: selecting 1")
-    if examples >= len(train_labels) and c.method != "full":
-        raise JaxselError(f"a budget of {c.budget:g} of {len(train_labels)} train rows rounds to all of them: "
-                          f"choose a smaller budget, or the full method")
+    examples = budget_examples(c.budget, len(train_labels)) if c.method == "full" else \
+        checked_examples(c.budget, len(train_labels))
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
     if c.quota is not None and quota >= examples and c.method not in BASELINES:  # a quota given, not budget / horizon
         warn(f"quota {quota} is at least the budget's {examples} examples: each pick takes a whole cluster (or the "

@@ -28,7 +28,7 @@ from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, write_json
-from jaxsel.selection import budget_examples, digest
+from jaxsel.selection import budget_examples, check_distinct_budgets, digest
 
 def load_dataset(spec: DataSpec):
     """The dataset a run reads (``DatasetDict``): ``spec``'s file or name, split and read as it says,
@@ -312,6 +312,7 @@ class Run:
         from jaxsel.experiment import report
         t_start = time.perf_counter()
         dd = self.dataset()
+        check_distinct_budgets(self.cfg.budgets, len(dd["train"]))
         self.stage_dir.mkdir(parents=True, exist_ok=True)  # after the data loads: a bad file leaves no folder
         emb = self.embeddings(dd)
         clean = self.clustering(dd, emb)
