@@ -46,7 +46,7 @@ def noise_name(cfg: dict, variant: str) -> str:
 def verdict(diff: float | None, half: float | None, seeds: int) -> str:
     """``wins`` / ``loses`` when the paired 95% interval excludes zero, ``ties`` otherwise ("-" for
     one seed: no interval)."""
-    if diff is None or seeds < 2:
+    if diff is None or half is None or seeds < 2:
         return "-"
     return "wins" if diff - half > 0 else "loses" if diff + half < 0 else "ties"
 
@@ -84,7 +84,7 @@ def figure_entries(docs: list[dict]) -> dict[str, list[dict]]:
 
 def markdown(rows: list[dict]) -> str:
     def pm(mean, half, seeds, sign=""):
-        return "-" if mean is None else f"{100 * mean:{sign}.1f}" + (f" ± {100 * half:.1f}" if seeds > 1 else "")
+        return "-" if mean is None else f"{100 * mean:{sign}.1f}" + (f" ± {100 * half:.1f}" if seeds > 1 and half is not None else "")
     head = ["dataset", "noise", "method", "seeds", "test acc %", "vs stratified, paired", "vs cleanlab, paired",
             "vs full, paired", "verdict vs stratified", "wall-clock / full finetune"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

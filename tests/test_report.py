@@ -42,6 +42,16 @@ def test_summarize_groups_and_charges_the_pipeline_to_search_methods():
     assert "| 3 |" in table.splitlines()[2]  # the total alone: these rows do not split it
 
 
+def test_one_seed_has_no_interval_in_the_json_either():
+    """results.json gave one seed's rows test_accuracy_ci95 = 0.0 and vs_*_ci95 = 0.0 (a new user's
+    test), read as no uncertainty; the report's table already printed no interval: now null."""
+    one = [r for r in _rows() if r["seed"] == 0]
+    s = {x["method"]: x for x in report.summarize(one, {})}
+    assert s["ppo"]["test_accuracy_ci95"] is None and s["ppo"]["vs_random_ci95"] is None
+    assert s["ppo"]["vs_full_ci95"] is None and s["ppo"]["vs_random"] == pytest.approx(0.10)
+    assert "| noisy | ppo | 5% | 1 | 0.700 | +0.100 | -0.100 |" in report.markdown(report.summarize(one, {}))
+
+
 def test_corrupted_rows_split_into_flipped_and_copies():
     rows = [dict(r, flipped_chosen=r["corrupted_chosen"] - s, duplicates_chosen=s)
             for r, s in zip(_rows(), (1, 10, 200, 2, 12, 200))]

@@ -72,6 +72,13 @@ def mean_ci(values) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
+def _seeds_ci(values) -> tuple[float, float | None]:
+    """:func:`mean_ci` over seeds, the half-width None (null in ``results.json``) for a single seed:
+    one seed has no interval, and a 0.0 there read as no uncertainty."""
+    mean, half = mean_ci(values)
+    return mean, half if len(values) > 1 else None
+
+
 def _overhead(method: str, variant: str, timings: dict) -> float:
     """Seconds of the shared selection pipeline a method pays: none for random and full data,
     embed + cluster for the cluster-based baselines, embed + cluster + proxy for searches."""
@@ -127,7 +134,7 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     full = {(r["variant"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == "full"}
     out = []
     for (v, m, b), rs in groups.items():
-        acc, ci = mean_ci([r["test_accuracy"] for r in rs])
+        acc, ci = _seeds_ci([r["test_accuracy"] for r in rs])
         total = [_overhead(m, v, timings) + r["selection_seconds"] + r["finetune_seconds"] for r in rs]
         s = {"variant": v, "method": m, "budget": b, "seeds": sorted(r["seed"] for r in rs),
              "test_accuracy": acc, "test_accuracy_ci95": ci,
@@ -148,10 +155,10 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
         for ref, acc_of in refs.items():
             paired = [r["test_accuracy"] - acc_of[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in acc_of]
             if m not in (ref, "full") and paired:
-                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = mean_ci(paired)
+                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = _seeds_ci(paired)
         paired = [r["test_accuracy"] - full[(v, r["seed"])] for r in rs if (v, r["seed"]) in full]
         if m != "full" and paired:
-            s["vs_full"], s["vs_full_ci95"] = mean_ci(paired)
+            s["vs_full"], s["vs_full_ci95"] = _seeds_ci(paired)
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
@@ -233,9 +240,9 @@ def _label_mix(rs: list[dict]) -> dict:
     return out
 
 
-def _interval(mean: float, half: float, seeds: int, sign: str = "") -> str:
-    """``mean ± half``, or the mean alone for one seed (no interval to show)."""
-    return f"{mean:{sign}.3f}" + (f" ± {half:.3f}" if seeds > 1 else "")
+def _interval(mean: float, half: float | None, seeds: int, sign: str = "") -> str:
+    """``mean ± half``, or the mean alone for one seed or pairing (no interval to show)."""
+    return f"{mean:{sign}.3f}" + (f" ± {half:.3f}" if seeds > 1 and half is not None else "")
 
 
 def method_label(s: dict) -> str:
@@ -306,12 +313,13 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
             if ss:
                 dodge = 1 + 0.06 * (i / max(len(ORDER) - 1, 1) - 0.5)
                 ax.errorbar([s["budget"] * 100 * dodge for s in ss], [s["test_accuracy"] for s in ss],
-                            yerr=[s["test_accuracy_ci95"] for s in ss], marker="o", capsize=3, label=m,
+                            yerr=[s["test_accuracy_ci95"] or 0.0 for s in ss], marker="o", capsize=3, label=m,
                             color=f"C{i % 10}")  # a method keeps its colour across figures
         for s in summary:
             if s["variant"] == v and s["method"] == "full":
                 ax.axhline(s["test_accuracy"], color="k", ls="--", label="full data")
-                ax.axhspan(s["test_accuracy"] - s["test_accuracy_ci95"], s["test_accuracy"] + s["test_accuracy_ci95"],
+                half = s["test_accuracy_ci95"] or 0.0
+                ax.axhspan(s["test_accuracy"] - half, s["test_accuracy"] + half,
                            color="k", alpha=0.08)
         ax.set(title=f"{v} data", xlabel="budget (% of train)", ylabel="test accuracy")
         ax.legend(fontsize=8)
