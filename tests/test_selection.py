@@ -208,6 +208,10 @@ def test_export_round_trips_through_datasets(tmp_path, table_file, fmt):
     back = read(rest)
     assert sorted(list(back["row"]) + list(got["row"])) == list(range(len(dd["train"]))) and not any(back["kept"])
     assert set(back["cluster"]) == {-1}  # rows outside the selection: cluster unknown to it
+    again = data.load(str(rest))  # jaxsel reads back what it exports (an arrow folder was "not a data file")
+    named = again["train"].features["label"].names
+    assert sorted((t, named[y]) for s in again for t, y in zip(again[s]["text"], again[s]["label"])) == \
+        sorted(zip(back["text"], back["label"]))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
     other = data.load(str(table_file), seed=5)
     with pytest.raises(JaxselError, match="selection was made for another dataset"):

@@ -199,13 +199,31 @@ def _read_frame(path: Path, encoding: str | None):
     return _FRAMES[key].copy()
 
 
+def _saved_frame(path: Path):
+    """The table of a ``datasets`` ``save_to_disk`` folder (what ``jaxsel export --format arrow``
+    writes), class-label columns as their names."""
+    import datasets
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError) as e:
+        raise JaxselError(f"{path}: cannot be read as a saved datasets folder ({type(e).__name__})")
+    df = ds.to_pandas()
+    for name, feature in ds.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            df[name] = [feature.int2str(int(v)) for v in df[name]]
+    return df
+
+
 def _parse_frame(path: Path, encoding: str | None):
     """:func:`_read_frame` without the cache."""
     import gzip
     import pandas as pd
 
     if path.is_dir():
-        raise JaxselError(f"{path}: is a folder, not a data file")
+        if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+            return _saved_frame(path)
+        whole = " (a DatasetDict's folder: name one split's folder in it)" if (path / "dataset_dict.json").is_file() else ""
+        raise JaxselError(f"{path}: is a folder, not a data file{whole}")
     suffixes = "".join(path.suffixes[-2:]).lower()
     kind = path.suffix.lower()
     if kind not in (".csv", ".tsv", ".jsonl", ".json", ".parquet") and not suffixes.endswith((".csv.gz", ".tsv.gz")):
