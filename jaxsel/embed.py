@@ -287,6 +287,7 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
     if unknown:
         raise JaxselError(f"no split {unknown[0]!r} in the dataset; it has {', '.join(dd)}")
     path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
+
     def read(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as z:  # only the splits asked for, unless a rewrite has to keep the others
             return {s: z[s] for s in (splits if set(splits) <= set(z.files) else z.files)}
