@@ -158,7 +158,7 @@ def test_an_encoder_over_the_finetuners_bert_embeds_with_its_own_weights():
     tok = tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json")
     got = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), progress=False)
     np.testing.assert_allclose(got, np.array(GOLDEN["embeddings"], np.float32), atol=1e-4)  # untrained: MiniLM
-    net.encoder.emb_norm.bias.value = net.encoder.emb_norm.bias.value + jnp.float32(0.5)  # as a finetune would move it
+    net.encoder.emb_norm.bias[...] = net.encoder.emb_norm.bias[...] + jnp.float32(0.5)  # as a finetune would move it
     moved = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), progress=False)
     assert np.abs(moved - got).max() > 1e-2
 
