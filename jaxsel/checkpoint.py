@@ -136,6 +136,13 @@ class Checkpoints:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+def recorded_seconds(path: str | Path) -> float | None:
+    """The seconds a ``{"seconds": ...}`` record in ``path`` holds (a :class:`Stopwatch`'s, a run's
+    embedding time), None when there is none or it cannot be read (:func:`jaxsel.io.read_cached`)."""
+    from jaxsel.io import read_cached, read_json
+    return read_cached(path, lambda path: float(read_json(path)["seconds"]))
+
+
 class Stopwatch:
     """Wall-clock seconds of a resumable job over all its attempts: the seconds earlier attempts left
     in ``path`` (when ``resume``) plus this one's, written atomically every ``every`` seconds (from
@@ -146,9 +153,7 @@ class Stopwatch:
 
     def __init__(self, path: str | Path, *, resume: bool, every: float = 10.0):
         self.path, self.every = Path(path), every
-        from jaxsel.io import read_cached, read_json
-        earlier = read_cached(self.path, lambda path: float(read_json(path)["seconds"])) if resume else None
-        self.before = earlier or 0.0
+        self.before = (recorded_seconds(self.path) if resume else None) or 0.0
         self._start = self._end = None
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True)

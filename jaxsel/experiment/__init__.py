@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsel import allocator, baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
-from jaxsel.checkpoint import Stopwatch
+from jaxsel.checkpoint import Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
@@ -88,7 +88,7 @@ class Run:
         t = time.perf_counter()
         emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, dtype=spec.dtype, progress=self.progress,
                                   splits=data.SELECTION_SPLITS)
-        kept = read_cached(rec, lambda path: float(read_json(path)["seconds"]))
+        kept = recorded_seconds(rec)
         if kept is None:
             kept = time.perf_counter() - t
             write_json(rec, {"seconds": kept})
