@@ -126,8 +126,9 @@ def remove_stale_temporaries(folder: Path, min_age: float = 0.0) -> list[Path]:
     """Delete the temporary files and folders :func:`atomic_path` left in ``folder`` and its
     subfolders (not below a ``checkpoints`` folder: :class:`jaxsel.checkpoint.Checkpoints` removes
     an unfinished step there when it resumes) when a process was killed before renaming them into
-    place, those last modified ``min_age`` seconds ago or more; returns them. Where another process may be writing, give a ``min_age`` longer than any write. A run
-    killed while drawing its plots left ``.wallclock.png.<random>.png`` for good."""
+    place, those last modified ``min_age`` seconds ago or more; returns them. Where another
+    process may be writing, give a ``min_age`` longer than any write. A run killed while drawing
+    its plots left ``.wallclock.png.<random>.png`` for good."""
     gone, now = [], time.time()
     if writes_files():  # multi-process: process 0 alone writes, so it alone tidies
         for root, dirs, files in os.walk(folder):
