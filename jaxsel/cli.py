@@ -167,10 +167,21 @@ READ_OPTIONS = ("text_col", "label_col", "split_col", "split_seed", "dedup", "en
 EMBED_OPTIONS = ("model", "max_length", "dtype")
 
 
+UNTAGGED = ("help", "out", "resume", "log_dir", "coordinator", "num_processes", "process_id", "join_timeout",
+            "distributed", "data", "selection")  # options that never change what a command writes
+
+
+def _output_options(p: argparse.ArgumentParser, named: str) -> dict:
+    """The defaults of ``p``'s options that change what it writes: all but :data:`UNTAGGED` and
+    ``named``, the one the output's name spells out."""
+    return {act.dest: act.default for act in p._actions if act.dest not in UNTAGGED + (named,)}
+
+
 def _options_tag(a) -> str:
-    """"-" and a short hash of the reading (and embedding) options ``a`` sets away from their defaults
-    (``a.tagged``, set by the subcommand), "" when none: the default output names carry it, so data
-    read or embedded differently never overwrites an output."""
+    """"-" and a short hash of the options ``a`` sets away from their defaults (``a.tagged``, set by
+    the subcommand: how the data is read and embedded, and for select and finetune every option of
+    theirs that changes the result), "" when none: the default output names carry it, so data read
+    or embedded differently, or a selection with another budget, never overwrites an output."""
     changed = {k: getattr(a, k) for k, default in a.tagged.items() if getattr(a, k) != default}
     return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6] \
         if changed else ""
@@ -577,13 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the reading and "
-                                                "embedding options set away from their defaults); the clustering is cached "
+    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the options "
+                                                "set away from their defaults, --budget and --seed included); the clustering is cached "
                                                 "beside it in OUT/../stages, shared by the methods selected there")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
-    select_defaults = {k: p.get_default(k) for k in READ_OPTIONS + EMBED_OPTIONS}
+    select_defaults = _output_options(p, named="method")
     p.set_defaults(func=cmd_select, tagged=select_defaults)
     p = sub.add_parser("finetune", help="finetune a classifier on a selection, a random subset, or everything",
                        epilog=MALLOC_NOTE)
@@ -601,12 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND: sel-SELECTIONFOLDER, rand or full; tagged like "
-                                                "select's with the reading options)")
+                                                "select's with the reading and finetuning options set away from their defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
-    # the reading options a selection records (defaults None here), against select's defaults
-    p.set_defaults(func=cmd_finetune, tagged={k: select_defaults[k] for k in READ_OPTIONS})
+    # the reading options a selection records (defaults None here) against select's defaults, and finetune's own
+    own = {k: v for k, v in _output_options(p, named="model").items() if k not in READ_OPTIONS}
+    p.set_defaults(func=cmd_finetune, tagged={**{k: select_defaults[k] for k in READ_OPTIONS}, **own})
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
     _dataset_args(p, recorded="option")

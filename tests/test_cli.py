@@ -504,6 +504,23 @@ def test_default_selection_folders_name_the_reading_options(table_file, tmp_path
     assert len(list(tmp_path.rglob("stages/cluster-*.npz"))) == 3  # the dtype is part of the clustering's key
 
 
+def test_default_folders_name_every_option_that_changes_the_output(table_file, tmp_path, tmp_cache, monkeypatch):
+    """select's default folder was runs/DATA/METHOD whatever --budget, --seed or --k said, and
+    finetune's runs/DATA/finetune-MODEL-rand whatever the fraction or epochs: a second command
+    overwrote the first one's output. Now each such option set away from its default tags the name,
+    and the same options (a rerun) name the same folder."""
+    monkeypatch.chdir(tmp_path)
+    base = ["select", str(table_file), "--model", "hash", "--k", "4", "--method", "stratified"]
+    for extra in ([], ["--budget", "0.2"], ["--seed", "1"], ["--k", "3"], [], ["--budget", "1/20"]):
+        assert cli.main(base + extra) == 0
+    folders = sorted(p.parent.name for p in tmp_path.rglob("selection.json"))
+    assert len(folders) == 4 and len({f.split("-")[0] for f in folders}) == 1, folders  # 1/20 is the default 0.05
+    tune = ["finetune", str(table_file), "--model", "tiny-bert", "--epochs", "1", "--max-length", "8"]
+    for extra in (["--random-fraction", "0.2"], ["--random-fraction", "0.3"], ["--random-fraction", "0.2"]):
+        assert cli.main(tune + extra) == 0
+    assert len(list(tmp_path.rglob("finetune-tiny-bert-rand*/metrics.json"))) == 2
+
+
 def test_default_clustering_file_names_the_reading_options(table_file, tmp_path, tmp_cache, monkeypatch):
     """The default clustering file is tagged with every option that changes what is clustered (how the
     data is read and embedded), so two clusterings of differently read data never overwrite each other;
