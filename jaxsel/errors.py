@@ -212,10 +212,10 @@ def check_dense_ids(top: int, rows: int, counted: str) -> None:
                           f"(numpy.unique(labels, return_inverse=True))")
 
 
-def check_indices(values, n: int | None, name: str):
+def check_indices(values, n: int | None, name: str, distinct: bool = False):
     """``values`` as an int64 array (m,) of row indices in [0, n) (``n`` None: any non-negative),
     checked: raise JaxselError for another rank, a bool mask (pass ``np.flatnonzero(mask)``), floats
-    or another dtype, or an index out of range."""
+    or another dtype, an index out of range, or (``distinct``: a subset of rows) a repeated index."""
     import numpy as np
 
     a = np.asarray(values)
@@ -226,4 +226,8 @@ def check_indices(values, n: int | None, name: str):
     if a.size and (a.min() < 0 or (n is not None and a.max() >= n)):
         bounds = "be non-negative" if n is None else f"lie in [0, {n})"
         raise JaxselError(f"{name} must {bounds}, got {a.min()}..{a.max()}")
+    if distinct and len(np.unique(a)) < len(a):
+        rows, counts = np.unique(a, return_counts=True)
+        raise JaxselError(f"{name} repeat {int((counts > 1).sum())} row(s) (row {int(rows[counts > 1][0])} "
+                          f"{int(counts.max())} times): a subset names each row once")
     return a

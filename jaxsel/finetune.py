@@ -317,7 +317,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
 
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
     as a preempted job would; ``resume=True`` then continues it. Raises JaxselError for an empty
-    subset or a batch that does not divide over the devices."""
+    subset, indices out of range or repeated (a subset names each row once), or a batch that does
+    not divide over the devices."""
     import datasets
 
     if not isinstance(dd, datasets.DatasetDict) or not set(SPLITS) <= set(dd):
@@ -327,7 +328,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         raise JaxselError(f"finetune's cfg must be a FinetuneConfig, got {type(cfg).__name__}")
     names = dd["train"].features["label"].names
     train = dd["train"] if train_indices is None else \
-        dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices").tolist())
+        dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True).tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
     if jax.device_count() > 1 and cfg.batch_size % jax.device_count():

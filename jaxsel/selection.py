@@ -235,9 +235,9 @@ class Selection:
         """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy`` (and ``.clusters.npy``
         when the rows' clusters are known), each atomically, the JSON last with the digests of the
         arrays, so :meth:`load` can tell a set left half-written by an interrupted save. Raises
-        JaxselError for indices that are not a 1-D array of non-negative integers."""
+        JaxselError for indices that are not a 1-D array of distinct non-negative integers."""
         path = Path(path)
-        indices = check_indices(self.indices, None, "selection rows")
+        indices = check_indices(self.indices, None, "selection rows", distinct=True)
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
             np.save(tmp, indices)
         clusters = None if self.row_clusters is None else np.asarray(self.row_clusters, np.int64)
@@ -301,7 +301,7 @@ class Selection:
                                  "(jaxsel.data.derive) applies to that pool only: export it from Python"))
         if want is None:
             self._check_train_counts(np.asarray(data.column(dd["train"], "label")))
-        n, idx = len(dd["train"]), check_indices(self.indices, None, "selection rows")
+        n, idx = len(dd["train"]), check_indices(self.indices, None, "selection rows", distinct=True)
         if len(idx) and int(idx.max()) >= n:
             raise JaxselError(f"selection holds row {int(idx.max())}, the train split only {n} rows")
         return dd["train"].select(idx.tolist())

@@ -45,6 +45,8 @@ CASES = {
     "more random rows than there are": (lambda x, y, v, yv, c, p: baselines.random_indices(10, 20, 0),
                                         "cannot choose 20 of 10"),
     "no config for a run": (lambda x, y, v, yv, c, p: experiment.run(None), "config file's path or a RunConfig"),
+    "a selection repeating a row": (lambda x, y, v, yv, c, p: selection.Selection([], np.array([3, 1, 3]), {})
+                                    .save("unused.json"), r"repeat 1 row\(s\) \(row 3 2 times\)"),
     "an assignment of another length": (lambda x, y, v, yv, c, p: baselines.stratified_indices(y, y[:5], 6, 0),
                                         "one cluster per row"),
 }
@@ -155,3 +157,10 @@ def test_label_ids_outside_the_classes_are_refused_everywhere():
     compact = np.unique(ids, return_inverse=True)[1]
     np.testing.assert_array_equal(label_issues.judgeable(ids * 10**6, cl.assignment, cl.k),
                                   label_issues.judgeable(compact, cl.assignment, cl.k))
+
+
+def test_finetune_refuses_repeated_rows(table_file):
+    """Rows named twice were trained on twice (and counted twice among the examples used): a
+    subset names each row once."""
+    with pytest.raises(JaxselError, match=r"train_indices repeat 2 row\(s\) \(row 0 3 times\)"):
+        finetune.train_and_evaluate(data.load(table_file), [0, 0, 1, 0, 2, 2])

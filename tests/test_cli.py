@@ -546,7 +546,8 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
         distributed.initialize("notaport", 1, 0)
     for cls, bad, says in ((PPOConfig, dict(num_envs=0), "ppo num_envs must be at least 1"),
                            (PPOConfig, dict(num_minibatches=3), "must divide"),
-                           (DQNConfig, dict(batch_size=0), "dqn batch_size must be at least 1")):
+                           (DQNConfig, dict(batch_size=0), "dqn batch_size must be at least 1"),
+                           (DQNConfig, dict(eps_start=0.1, eps_end=0.5), r"eps_end \(0.5\) must not exceed")):
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             cls(**bad)
     from jaxsel.config import load_config

@@ -22,7 +22,7 @@ from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
 from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
-from jaxsel.errors import check_at_least, check_choice, check_range, check_types
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
 HISTORY = 64
 
@@ -56,6 +56,9 @@ class DQNConfig:
         check_at_least("dqn", self, 0, "learning_starts")
         check_range("dqn", self, 0, float("inf"), "lr", "max_grad_norm", low_open=True)
         check_range("dqn", self, 0, 1, "gamma", "eps_start", "eps_end", "eps_fraction")
+        if self.eps_end > self.eps_start:  # exploration that grows as the agent learns: swapped values
+            raise JaxselError(f"dqn eps_end ({self.eps_end}) must not exceed eps_start ({self.eps_start}): "
+                              f"exploration falls from eps_start to eps_end")
 
     @property
     def num_updates(self) -> int:
