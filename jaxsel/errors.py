@@ -61,7 +61,7 @@ def _expected(hint) -> str:
 
 def _coerce(value, hint):
     """``value`` as type ``hint``: whole numbers (numpy's too) become floats where a float goes, numpy
-    integers, bools and strings Python ones, paths strings, lists tuples; a bool is no number; a
+    integers, bools and strings Python ones, paths strings, lists and 1-D arrays tuples; a bool is no number; a
     nested config must be of its class. Raises TypeError if it is not one (OverflowError for an
     integer too large for a float)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -74,11 +74,13 @@ def _coerce(value, hint):
             except TypeError:
                 pass
         raise TypeError
+    import numpy as np
     if origin is tuple:
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()  # np.arange(3) for seeds
         if not isinstance(value, (list, tuple)):
             raise TypeError
         return tuple(_coerce(v, args[0]) for v in value)
-    import numpy as np
     if hint is float and isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return float(value)  # OverflowError for an int beyond float's range
     if hint is int and is_int(value):
@@ -129,8 +131,8 @@ def _too_large(hint, value) -> str:
 
 
 def _short(value) -> str:
-    """``repr(value)``, cut to 60 characters (an error message stays one readable line)."""
-    text = repr(value)
+    """``repr(value)`` on one line, cut to 60 characters (an error message stays one readable line)."""
+    text = " ".join(repr(value).split())  # a 2-D array's repr spans lines
     return text if len(text) <= 60 else text[:57] + "..."
 
 

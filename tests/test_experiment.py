@@ -253,6 +253,10 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
         with pytest.raises(cli.JaxselError, match=says):
             SelectSpec(**bad)
     assert RunConfig(data=DataSpec(name=tmp_path / "d.csv")).data.name == str(tmp_path / "d.csv")  # a Path is a name
+    numpy_made = RunConfig(budgets=np.array([0.05, 0.1]), seeds=np.arange(3))  # were refused as "not a list"
+    assert numpy_made.budgets == (0.05, 0.1) and numpy_made.seeds == (0, 1, 2) and type(numpy_made.seeds[0]) is int
+    with pytest.raises(cli.JaxselError, match=r"^run config seeds must be a list \(an integer each\), got array\(\[\[0, 0\], \[0, 0\]\]\)$"):
+        RunConfig(seeds=np.zeros((2, 2), int))  # on one line
     cfg = tmp_path / "c.toml"
     cfg.write_text("data = 5\n")  # a table's name as a key: a TypeError when the --data overrides were merged
     with pytest.raises(cli.JaxselError, match=r"\[data\] must be a table, got data = 5"):
