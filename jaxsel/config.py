@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
+from jaxsel.io import folder_digest
 from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
 
@@ -38,14 +39,18 @@ def keyless(cls):
 
 def spelling(obj) -> str:
     """How a config is spelled in stage-cache keys: its dataclass repr (nested configs spelled the
-    same way), without the :func:`later` fields that hold their keyless values."""
+    same way), without the :func:`later` fields that hold their keyless values; a ``model`` that
+    names a local folder also by its files' digest (:func:`jaxsel.io.folder_digest`)."""
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return str(obj)
     parts = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if f.repr and not _keyless(f, value):
-            parts.append(f"{f.name}={spelling(value) if dataclasses.is_dataclass(value) else repr(value)}")
+            spelled = spelling(value) if dataclasses.is_dataclass(value) else repr(value)
+            if f.name == "model" and isinstance(value, str) and Path(value).is_dir():
+                spelled += f"@{folder_digest(value)}"
+            parts.append(f"{f.name}={spelled}")
     return f"{type(obj).__qualname__}({', '.join(parts)})"
 
 

@@ -21,7 +21,7 @@ from flax import nnx
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import read_cached, write_npz
+from jaxsel.io import folder_digest, read_cached, write_npz
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -54,13 +54,19 @@ def check_model(model: str) -> None:
         raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
 
 
-@functools.lru_cache(maxsize=2)
 def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     """Load ``model`` (``minilm`` or a folder with config.json/model.safetensors/tokenizer.json).
-    Cached: every split and call of a process reuses one encoder and its compiled program."""
+    Cached: every split and call of a process reuses one encoder and its compiled program (a
+    folder's while its files stay the same)."""
     check_model(model)
     if dtype not in DTYPES:
         raise JaxselError(f"unknown embedding dtype {dtype!r}: use one of {DTYPES}")
+    return _load_encoder(model, "" if model in MODELS else folder_digest(model), dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_encoder(model: str, files: str, dtype: str) -> Encoder:
+    """:func:`load_encoder` for ``model`` whose folder's files have digest ``files``."""
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
     return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), tokens.load(folder / "tokenizer.json"))
 
@@ -266,8 +272,9 @@ def hash_encode(texts: list[str], dim: int = 384, buckets: int = 1 << 14, seed: 
 
 def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "float32") -> Path:
     """Where ``embed_dataset`` caches a dataset's embeddings: one file per (data, model, max_length,
-    compute dtype; float32 files carry no dtype tag)."""
-    safe = model if model in MODELS else Path(model).name
+    compute dtype; float32 files carry no dtype tag); a local model folder by its name and its
+    files' digest (:func:`jaxsel.io.folder_digest`)."""
+    safe = model if model in MODELS or not Path(model).is_dir() else f"{Path(model).name}-{folder_digest(model)}"
     tag = "" if dtype == "float32" or model == "hash" else f"-{dtype}"
     return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}{tag}.npz"
 

@@ -4,6 +4,7 @@ read back (:func:`read_cached`: an unreadable one is computed again)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -171,6 +172,27 @@ def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | No
         raise OutputError(path, "a file is there, not a folder")
     elif not path.is_file():
         raise OutputError(path, "it is not a regular file (a device, a pipe or a socket)")
+
+
+def folder_digest(folder: str | Path) -> str:
+    """12 hex digits of SHA-256 over the names and bytes of ``folder``'s files (not its
+    subfolders): a local model's identity in cache keys, so two folders named alike (``a/model``,
+    ``b/model``), or one whose weights changed, never share cached embeddings or stages. Read once
+    per process for each state of the files (their sizes and modification times)."""
+    folder = Path(folder).absolute()
+    files = sorted(f for f in folder.iterdir() if f.is_file())
+    return _folder_digest(folder, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_digest(folder: Path, state: tuple) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for name, _, _ in state:
+        h.update(name.encode() + b"\0")
+        with open(folder / name, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()[:12]
 
 
 def write_json(path: str | Path, obj) -> None:

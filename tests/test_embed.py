@@ -219,3 +219,24 @@ def test_an_unwritable_cache_warns_and_embeds(tmp_path, table_file, monkeypatch,
     out = embed.embed_dataset(dd, "hash", progress=False)
     assert out["train"].shape == (len(dd["train"]), 384)
     assert "warning: embeddings not cached" in capsys.readouterr().err
+
+
+def test_local_model_folders_are_cached_by_their_files(tmp_path, tmp_cache):
+    """Two local models in folders of the same name (a/model, b/model) shared one embedding cache
+    file (named by the folder's base name): the second model's embeddings were the first one's.
+    Now the files' digest is in the name (equal files, one file), and in the stage keys, which
+    named the folder only: weights changed in place were not a new key."""
+    from jaxsel.config import EmbedSpec
+    from jaxsel.experiment import stages
+    folders = [tmp_path / side / "model" for side in "abc"]
+    for folder, weights in zip(folders, (b"first", b"second", b"first")):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(weights)
+        (folder / "config.json").write_text("{}")
+    files = [embed.cache_file("fp", str(f), 32) for f in folders]
+    keys = [stages.key("fp", EmbedSpec(model=str(f))) for f in folders]
+    assert files[0] != files[1] and files[0] == files[2] and files[0].name.startswith("fp-model-")
+    (folders[0] / "model.safetensors").write_bytes(b"changed!")  # new contents: a new file and key
+    assert embed.cache_file("fp", str(folders[0]), 32) != files[0]
+    assert stages.key("fp", EmbedSpec(model=str(folders[0]))) != keys[0]
+    assert stages.key("fp", EmbedSpec()) == stages.key("fp", EmbedSpec(model="minilm"))  # built-ins by name
