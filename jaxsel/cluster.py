@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -19,7 +20,7 @@ import numpy as np
 
 from jaxsel import progress as progress_
 from jaxsel.errors import MAX_INT, JaxselError, is_int
-from jaxsel.io import atomic_path
+from jaxsel.io import atomic_path, json_text
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
 
@@ -57,7 +58,7 @@ class Clustering:
         extra = {} if self.within is None else {"within": self.within}
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, assignment=self.assignment, centroids=self.centroids, sizes=self.sizes,
-                     table=self.table, inertia=self.inertia, meta=json.dumps(self.meta), **extra)
+                     table=self.table, inertia=self.inertia, meta=json_text(self.meta, f"clustering {path}"), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "Clustering":
@@ -282,6 +283,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
                              ("table_size", table_size, 1)):
         if not is_int(value) or not low <= value <= MAX_INT:
             raise JaxselError(f"kmeans: {name} must be an integer in [{low}, {MAX_INT}], got {value!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < float("inf"):
+        raise JaxselError(f"kmeans: tol must be a finite number >= 0, got {tol!r}")
     distinct = len(np.unique(x, axis=0))
     if k > distinct:
         raise JaxselError(f"cannot make {k} clusters: the {x.shape[0]} examples hold only {distinct} distinct "

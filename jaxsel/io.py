@@ -195,9 +195,32 @@ def _folder_digest(folder: Path, state: tuple) -> str:
     return h.hexdigest()[:12]
 
 
+def jsonable(obj):
+    """``obj`` with numpy scalars and arrays as Python numbers and lists, tuples as lists, and
+    NaN and infinities as None (null: bare ``NaN`` is not JSON)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
+
+
+def json_text(obj, what: str = "a value") -> str:
+    """``obj`` (through :func:`jsonable`) as indented JSON text with sorted keys; raises
+    JaxselError naming ``what`` for a value JSON cannot hold, before anything is written."""
+    try:
+        return json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise JaxselError(f"cannot write {what} as JSON: {e}") from None
+
+
 def write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as JSON (:func:`json_text`) to ``path``, atomically."""
+    text = json_text(obj, str(path))
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_json(path: str | Path):

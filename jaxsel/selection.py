@@ -17,6 +17,7 @@ rows hold exactly ``caps[c]`` examples of each class c.
 import base64
 import hashlib
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -25,18 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, warn
-from jaxsel.io import atomic_path, check_not_input, check_target, write_json
+from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
 METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "stratified", "typical", "cleanlab", "full")
 
 
-def parse_budget(text: str) -> float:
-    """A budget as a fraction in (0, 1): ``0.05`` or ``1/16``."""
+def parse_budget(text: str | float) -> float:
+    """A budget as a fraction in (0, 1): ``0.05``, ``"0.05"`` or ``"1/16"``."""
     try:
-        value = float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
+        value = float(text) if isinstance(text, numbers.Real) and not isinstance(text, bool) else float(Fraction(text))
+    except (ValueError, ZeroDivisionError, TypeError):
         raise JaxselError(f"budget must be a number like 0.05 or 1/16, got {text!r}")
     if not 0 < value < 1:
         raise JaxselError(f"budget must be strictly between 0 and 1, got {text}")
@@ -238,26 +239,32 @@ class Selection:
         JaxselError for indices that are not a 1-D array of distinct non-negative integers."""
         path = Path(path)
         indices = check_indices(self.indices, None, "selection rows", distinct=True)
+        clusters = None if self.row_clusters is None else np.asarray(self.row_clusters, np.int64)
+        if clusters is not None and clusters.shape != indices.shape:
+            raise JaxselError(f"row_clusters must give one cluster per selected row, {indices.shape}, "
+                              f"got {clusters.shape}")
+        doc = {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids], "num_examples": int(len(indices)),
+               "scores": self.scores, "meta": self.meta,
+               "digests": {"indices": digest(indices), "clusters": None if clusters is None else digest(clusters)}}
+        json_text(doc, f"selection {path}")  # scores or meta JSON cannot hold: refused before any file is written
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
             np.save(tmp, indices)
-        clusters = None if self.row_clusters is None else np.asarray(self.row_clusters, np.int64)
         if clusters is not None:
             with atomic_path(self.clusters_path(path), suffix=".npy") as tmp:
                 np.save(tmp, clusters)
-        write_json(path, {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids],
-                          "num_examples": int(len(indices)), "scores": self.scores, "meta": self.meta,
-                          "digests": {"indices": digest(indices),
-                                      "clusters": None if clusters is None else digest(clusters)}})
+        write_json(path, doc)
         if clusters is None:  # a file from an earlier save at this path would be read as this one's
             self.clusters_path(path).unlink(missing_ok=True)
 
     @staticmethod
     def indices_path(path: Path) -> Path:
-        return path.with_suffix(".indices.npy")
+        """Beside ``path``: its name without ``.json``, then ``.indices.npy`` (``random.seed0`` ->
+        ``random.seed0.indices.npy``, not ``random.indices.npy``, shared with ``random.seed1``)."""
+        return _beside(path, ".indices.npy")
 
     @staticmethod
     def clusters_path(path: Path) -> Path:
-        return path.with_suffix(".clusters.npy")
+        return _beside(path, ".clusters.npy")
 
     @classmethod
     def load(cls, path: str | Path) -> "Selection":
@@ -289,9 +296,10 @@ class Selection:
     def apply(self, dd):
         """The selected rows of ``dd['train']``. Refuses a dataset whose fingerprint differs from the
         one recorded in ``meta["fingerprint"]``; a selection recorded without one (made by the
-        library without ``meta``) is checked against the train split's class counts it records
-        (``train_label_counts``: :func:`jaxsel.agents.select` records them), else with a warning
-        only against the train split's size."""
+        library without ``meta``) is checked against the train split's class counts and label
+        sequence it records (``train_label_counts``, ``train_labels_digest``:
+        :func:`jaxsel.agents.select` records them), else with a warning only against the train
+        split's size."""
         from jaxsel import data
         fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
         if want is not None and fp != want:
@@ -300,16 +308,17 @@ class Selection:
                               + ("" if "dataset" in self.meta else "; a selection of a pool made in Python "
                                  "(jaxsel.data.derive) applies to that pool only: export it from Python"))
         if want is None:
-            self._check_train_counts(np.asarray(data.column(dd["train"], "label")))
+            self._check_train_labels(np.asarray(data.column(dd["train"], "label")))
         n, idx = len(dd["train"]), check_indices(self.indices, None, "selection rows", distinct=True)
         if len(idx) and int(idx.max()) >= n:
             raise JaxselError(f"selection holds row {int(idx.max())}, the train split only {n} rows")
         return dd["train"].select(idx.tolist())
 
-    def _check_train_counts(self, labels: np.ndarray) -> None:
-        """Refuse train ``labels`` (N,) whose class counts differ from those recorded, in a selection
-        without a dataset fingerprint (one saved from the library was exported to any dataset with
-        enough rows: a new user's test); warn when none are recorded."""
+    def _check_train_labels(self, labels: np.ndarray) -> None:
+        """Refuse train ``labels`` (N,) whose class counts, or sequence (``train_labels_digest``:
+        a stratified split with another seed keeps the counts), differ from those recorded, in a
+        selection without a dataset fingerprint (one saved from the library was exported to any
+        dataset with enough rows: a new user's test); warn when none are recorded."""
         want = self.meta.get("train_label_counts")
         if want is None:
             warn("the selection records neither its dataset's fingerprint nor its train class counts: "
@@ -319,6 +328,16 @@ class Selection:
         if have != list(want):
             raise JaxselError(f"selection was made for a train split of {sum(want)} rows with class counts {list(want)}; "
                               f"this dataset's has {len(labels)} rows with {have}: another dataset, or other split options")
+        recorded = self.meta.get("train_labels_digest")
+        if recorded is not None and digest(np.asarray(labels, np.int64)) != recorded:
+            raise JaxselError("selection was made for a train split with the same class counts but its labels in "
+                              "another order: another split (seed or options) of the data, or another dataset")
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    """``path`` without a ``.json`` suffix, ``suffix`` appended."""
+    path = Path(path)
+    return path.with_name((path.stem if path.suffix.lower() == ".json" else path.name) + suffix)
 
 
 def digest(a: np.ndarray) -> str:

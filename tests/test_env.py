@@ -108,6 +108,18 @@ def test_bad_budget(setup):
         make_env(p, cl, np.zeros(1500, int), 1.0)
 
 
+def test_an_action_out_of_range_is_the_nearest_cluster_everywhere(setup):
+    """Action K + 4 had left ``taken`` unchanged (the write dropped) while the score, reward and
+    count came from cluster K - 1 (the reads clamped): the state no longer matched its score."""
+    env, params, p, cl = setup
+    _, state = env.reset(jax.random.key(0), params)
+    _, out, r_out, _, _ = env.step(jax.random.key(0), state, K + 4, params)
+    _, last, r_last, _, _ = env.step(jax.random.key(0), state, K - 1, params)
+    assert int(out.taken[K - 1]) == int(cl.sizes[K - 1]) and int(out.chosen) == int(out.taken.sum())
+    assert float(out.score) == float(last.score) == float(p.score(np.asarray(out.taken)).accuracy)
+    assert float(r_out) == float(r_last)
+
+
 def test_agreement_features_are_the_label_agreement_of_each_cluster(setup):
     from jaxsel import label_issues
     env, params, p, cl = setup

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxsel import cluster, data
+from jaxsel import cluster, data, selection
 from jaxsel.errors import JaxselError
 from jaxsel.selection import Selection, balance_caps, class_caps, indices_for, take_for
 
@@ -135,6 +135,13 @@ def test_save_load_apply(tmp_path, table_file, cl, capsys):
     smaller = data.derive(dd, {"train": np.arange(len(dd["train"]) - 1)}, tag="one row less")
     with pytest.raises(JaxselError, match=rf"made for a train split of {sum(counts)} rows with class counts"):
         counted.apply(smaller)  # was exported to any dataset with enough rows
+    labels = np.asarray(data.column(dd["train"], "label"))
+    sequenced = Selection([1], np.array([0, 3]), {}, {"train_label_counts": counts,
+                                                      "train_labels_digest": selection.digest(labels)})
+    assert sequenced.apply(dd)["text"] == [dd["train"]["text"][i] for i in (0, 3)]
+    assert np.bincount(data.column(other["train"], "label")).tolist() == counts  # another split, same counts
+    with pytest.raises(JaxselError, match="same class counts but its labels in another order"):
+        sequenced.apply(other)  # was applied to rows it never chose
     with pytest.raises(JaxselError, match="the train split only"):
         Selection([1], np.array([0, 10_000]), {}, {}).apply(other)
 
@@ -227,3 +234,28 @@ def test_checked_examples_warn_at_none_and_refuse_all(capsys):
     assert "--random-fraction of 0.0005 of 831 train rows rounds to no example: selecting 1" in capsys.readouterr().err
     with pytest.raises(JaxselError, match="a budget of 0.9999 of 831 train rows rounds to all of them: choose a smaller budget"):
         checked_examples(0.9999, 831)
+
+
+def test_saves_take_numpy_values_and_keep_other_names_apart(tmp_path):
+    """NumPy scalars in scores, meta or a k-means seed made saves fail in json (after the .npy files
+    were written); NaN was written as bare NaN (not JSON); ``random.seed0`` and ``random.seed1``
+    shared one ``random.indices.npy``, so the first selection could no longer be loaded; a
+    row_clusters of another length was saved and broadcast at export."""
+    a = Selection([1], np.array([0, 2]), {"acc": np.float32(0.5), "gap": float("nan")}, {"n": np.int64(3)})
+    b = Selection([2], np.array([4, 5, 6]), {}, {})
+    a.save(tmp_path / "random.seed0")
+    b.save(tmp_path / "random.seed1")
+    got = Selection.load(tmp_path / "random.seed0")
+    assert got.indices.tolist() == [0, 2] and got.scores == {"acc": 0.5, "gap": None} and got.meta == {"n": 3}
+    assert Selection.load(tmp_path / "random.seed1").indices.tolist() == [4, 5, 6]
+    assert "NaN" not in (tmp_path / "random.seed0").read_text()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(JaxselError, match="cannot write selection .* as JSON"):
+        Selection([], np.array([7]), {}, {"bad": object()}).save(tmp_path / "c.json")
+    with pytest.raises(JaxselError, match="one cluster per selected row"):
+        Selection([], np.array([1, 2]), {}, {}, row_clusters=np.array([0])).save(tmp_path / "d.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written by either refusal
+    x = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    c = cluster.kmeans(x, 3, seed=np.int64(3))
+    c.save(tmp_path / "c.npz")
+    assert cluster.Clustering.load(tmp_path / "c.npz").meta["seed"] == 3

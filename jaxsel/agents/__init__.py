@@ -27,7 +27,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labe
                            warn)
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,9 @@ class SelectConfig:
         check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
                        "random_samples", "climb_rounds")
         check_at_least("select", self, 0, "surrogate_rounds")
+        if self.quota is not None and self.granularity != "quota":  # as SelectSpec (a run config) refuses it
+            raise JaxselError('select quota sets the examples per pick of granularity "quota"; '
+                              'set granularity="quota" or leave quota out')
         check_seed("select", self, "seed")
         check_range("select", self, 0, float("inf"), "reward_scale", low_open=True)
 
@@ -219,8 +222,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         raise JaxselError(f"the clustering ({clustering.k} clusters) is not the one the proxy was made with "
                           f"({proxy.k} clusters of other sizes): pass the clustering given to proxy.make")
     train_labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
-    fitted = getattr(proxy, "yf", None)  # the ridge proxy keeps the train labels it was made with
-    if fitted is not None and not np.array_equal(np.asarray(fitted), train_labels):
+    if not proxy.made_with(train_labels):
         raise JaxselError("train_labels differ from the labels the proxy was made with: pass the same labels "
                           "(in the same row order) to proxy.make and select")
     if resume and ckpt_dir is None:
@@ -325,6 +327,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "granularity": c.granularity, "quota": quota, "balance": c.balance,
             "class_caps": None if caps is None else caps.caps.tolist(),
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
+            "train_labels_digest": digest(labels),
             "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
@@ -352,7 +355,8 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     sel = select(make_proxy(rows, sub), sub, labels[rows], inner, **kwargs)
     indices = rows[sel.indices]
     meta = dict(sel.meta, budget=config.budget, config=asdict(config), excluded_rows=int(len(labels) - len(rows)),
-                train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist())
+                train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist(),
+                train_labels_digest=digest(labels))
     meta["missing_classes"] = np.flatnonzero((np.asarray(meta["label_counts"]) == 0)
                                              & (np.asarray(meta["train_label_counts"]) > 0)).tolist()
     return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, sel.scores, meta,

@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxsel.errors import JaxselError, check_labels
 from jaxsel.proxy import Proxy, max_picks
 from jaxsel.proxy.batch import mesh
-from jaxsel.selection import ClassCaps, budget_examples
+from jaxsel.selection import ClassCaps, budget_examples, parse_budget
 
 
 @struct.dataclass
@@ -114,8 +114,7 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
     also hold each cluster's share of the rows the proxy scores (:func:`scored_similarity`).
     ``caps``: per-class example caps (:func:`jaxsel.selection.balance_caps`); the observation
     then also holds each cluster's class room as a share of the budget."""
-    if not 0 < budget < 1:
-        raise JaxselError(f"budget must be a fraction strictly between 0 and 1, got {budget}")
+    budget = parse_budget(budget)  # "1/16" as SelectConfig takes it
     n = int(np.sum(clustering.sizes))
     examples = budget_examples(budget, n)
     labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
@@ -206,8 +205,10 @@ class SelectionEnv:
         return self.observation(state, params), state
 
     def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
-        """One transition without auto-reset."""
-        action = jnp.asarray(action, jnp.int32)  # int64 from samplers under JAX_ENABLE_X64
+        """One transition without auto-reset. ``action``: a cluster :meth:`action_mask` allows; one
+        it masks takes no rows, one outside [0, K) is clipped into it (indexing would clamp some
+        reads and drop the write: state, score and reward of different clusters)."""
+        action = jnp.clip(jnp.asarray(action, jnp.int32), 0, params.sizes.shape[0] - 1)  # int64 under JAX_ENABLE_X64
         start = state.taken[action]
         count = jnp.minimum(params.sizes[action] - start, self.room(state.taken, params)[action])
         if params.quota:

@@ -12,7 +12,7 @@ import numpy as np
 from flax import struct
 
 from jaxsel.config import ProxyConfig
-from jaxsel.errors import JaxselError, warn
+from jaxsel.errors import JaxselError, is_int, warn
 from jaxsel.proxy import batch
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -105,6 +105,8 @@ def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarr
     each class its rounded share, at least one row while ``size`` allows (below the number of classes,
     a warning names how many classes get none), the rounding's excess or shortfall taken from or given
     to the classes whose share it moved most (ties broken by the seed)."""
+    if size is not None and (not is_int(size) or size < 1):
+        raise JaxselError(f"a stratified sample needs a whole number of rows >= 1, got {size!r}")
     if size is None or size >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
@@ -259,14 +261,32 @@ class Proxy(struct.PyTreeNode):
         """Scores of a (K,) int take (whole chunks, and at most ``partials`` clusters with a partial chunk)."""
         raise NotImplementedError
 
+    def made_with(self, train_labels: np.ndarray) -> bool:
+        """Whether ``train_labels`` (N,) are the labels this proxy was made with (those it keeps)."""
+        raise NotImplementedError
+
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (int indices)."""
         raise NotImplementedError
 
     def score(self, subset: jax.Array) -> Scores:
-        """Scores of ``subset``: (K,) bool mask or (K,) int take. Pure; jit and vmap freely."""
-        check_subset(subset, self.k)
-        return self.score_take(self.take(subset))
+        """Scores of ``subset``: (K,) bool mask or (K,) int take (rows per cluster: whole chunks
+        but for at most ``partials`` clusters). Pure; jit and vmap freely. Raises JaxselError for
+        another shape, and outside jit for what :meth:`score_batch` refuses."""
+        return self.score_take(self.take(self.checked(subset)))
+
+    def checked(self, subset) -> jax.Array:
+        """``subset`` checked as :meth:`score_batch` checks a batch's rows where its values are
+        known (outside jit: a take with two partly taken clusters was scored as another subset),
+        else its shape only; raises JaxselError."""
+        try:
+            values, sizes = np.asarray(subset), np.asarray(self.sizes)
+        except jax.errors.TracerArrayConversionError:  # under jit
+            check_subset(subset, self.k)
+            return subset
+        check_subset(values, self.k)
+        return jnp.asarray(batch.check_masks(values, self.k, self.max_clusters, sizes=sizes, partial_cap=self.partial_cap,
+                                             quota=self.quota, partials=self.partials)[0])
 
     def score_batch(self, subsets) -> Scores:
         """Scores of a (B, K) batch of subsets: bool masks take whole clusters, integer arrays are

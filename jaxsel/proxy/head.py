@@ -113,6 +113,11 @@ class Trained(Proxy):
         s = self.valid.shape[1]
         return self.fit_and_score(self.valid & (jnp.arange(s)[None] < take[:, None]))
 
+    def made_with(self, train_labels: np.ndarray) -> bool:
+        """Checked on the index table's rows, the only labels this kind keeps."""
+        valid = np.asarray(self.valid)
+        return np.array_equal(np.asarray(self.ys)[valid], np.asarray(train_labels)[np.asarray(self.table)[valid]])
+
     def score_rows(self, rows) -> Scores:
         """Scores of training on the index-table rows that are in ``rows`` (what a trained proxy
         sees of any subset)."""

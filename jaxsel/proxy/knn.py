@@ -106,6 +106,9 @@ class Knn(Proxy):
     def score_take(self, take: jax.Array) -> Scores:
         return self.vote(self.nbr_pos < take[self.nbr_cluster])
 
+    def made_with(self, train_labels: np.ndarray) -> bool:
+        return self.ridge.made_with(train_labels)
+
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (any shape of int indices)."""
         rows = np.unique(np.asarray(rows, np.int64))

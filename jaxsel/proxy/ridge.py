@@ -22,7 +22,7 @@ from jax.custom_batching import custom_vmap
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 from jaxsel.proxy.batch import check_masks, padded_batch, unpad
-from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, check_subset, chunks, or_chance, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
 
 
 class RidgeState(NamedTuple):
@@ -182,6 +182,9 @@ class Ridge(Proxy):
     def score_take(self, take: jax.Array) -> Scores:
         return self.score_state(self.take_stats(take))
 
+    def made_with(self, train_labels: np.ndarray) -> bool:
+        return np.array_equal(np.asarray(self.yf), train_labels)
+
     def score_rows(self, rows) -> Scores:
         """Scores of a fit on exactly the train rows ``rows`` (any shape of int indices)."""
         rows = np.asarray(rows)
@@ -195,10 +198,10 @@ class Ridge(Proxy):
 
     def score(self, subset: jax.Array) -> Scores:
         """As :meth:`Proxy.score`; a bool mask (whole clusters) skips the partial-chunk gather."""
+        subset = self.checked(subset)
         if subset.dtype == jnp.bool_:
-            check_subset(subset, self.k)
             return self.score_state(self.whole_stats(self.take(subset)))
-        return super().score(subset)
+        return self.score_take(self.take(subset))
 
     def score_picks(self, take, clusters, counts) -> Scores:
         """As :meth:`Proxy.score_picks` (the candidates must be valid takes): the take's statistics
