@@ -289,7 +289,9 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: st
 
     if not isinstance(model, str):
         raise JaxselError(f"model must be an embedding model's name (e.g. 'minilm', 'hash'), got {type(model).__name__}")
-    splits = (splits,) if isinstance(splits, str) else tuple(splits or data.SPLITS)
+    splits = (splits,) if isinstance(splits, str) else data.SPLITS if splits is None else tuple(splits)
+    if not splits:
+        raise JaxselError("splits is empty: name the splits to embed, or pass None for all")
     unknown = [s for s in splits if s not in dd]
     if unknown:
         raise JaxselError(f"no split {unknown[0]!r} in the dataset; it has {', '.join(dd)}")

@@ -136,9 +136,9 @@ def optimizer(clip: float, weight_decay: float) -> optax.GradientTransformation:
 
 def learning_rates(cfg: FinetuneConfig, total: int) -> np.ndarray:
     """(total,) float32 learning rate of each optimizer step: linear warmup from 0 over ``cfg.warmup``
-    of the steps (at least one, never all: a one-step finetune takes its step at ``cfg.lr``), then
-    cosine or linear decay to 0 (optax schedules)."""
-    warm = min(max(1, int(cfg.warmup * total)), total - 1)
+    of the steps (at least one unless ``cfg.warmup`` is 0, never all: a one-step finetune takes its
+    step at ``cfg.lr``), then cosine or linear decay to 0 (optax schedules)."""
+    warm = 0 if cfg.warmup == 0 else min(max(1, int(cfg.warmup * total)), total - 1)
     return np.asarray(_schedule(jnp.float32(cfg.lr), total=total, warm=warm, cosine=cfg.schedule == "cosine"))
 
 
@@ -326,7 +326,12 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
                           f"got {type(dd).__name__}" + (f" with {', '.join(dd)}" if isinstance(dd, dict) else ""))
     if not isinstance(cfg, FinetuneConfig):
         raise JaxselError(f"finetune's cfg must be a FinetuneConfig, got {type(cfg).__name__}")
-    names = dd["train"].features["label"].names
+    features = dd["train"].features
+    if "text" not in features or not isinstance(features.get("label"), datasets.ClassLabel):
+        raise JaxselError("finetune needs a 'text' column and a 'label' column of class ids (datasets.ClassLabel, as "
+                          "jaxsel.data.load makes; for your own DatasetDict: dd.class_encode_column('label')), got "
+                          + ", ".join(f"{k}: {type(v).__name__}" for k, v in features.items()))
+    names = features["label"].names
     train = dd["train"] if train_indices is None else \
         dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True).tolist())
     if len(train) == 0:

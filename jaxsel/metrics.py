@@ -36,8 +36,9 @@ class Sink:
     """``metrics.jsonl`` (appended) plus a TensorBoard writer when tensorboardX imports."""
 
     def __init__(self, folder: str | Path):
+        from jaxsel.io import ensure_folder
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        ensure_folder(self.folder, self.folder / "metrics.jsonl")  # OutputError (a JaxselError) for a file there
         self.file = open(self.folder / "metrics.jsonl", "a", encoding="utf-8")
         try:
             from tensorboardX import SummaryWriter

@@ -3,6 +3,7 @@ tracing error, or a silently wrong result (found by a new user's test of the lib
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,6 +19,12 @@ def parts():
     y, yv = np.arange(120) % 3, np.arange(30) % 3
     c = cluster.kmeans(x, 6)
     return x, y, v, yv, c, proxy.make(x, y, c, v, yv)
+
+
+def metrics_sink(path):
+    from jaxsel import metrics
+    with metrics.logging_to(path):
+        pass
 
 
 CASES = {
@@ -45,6 +52,18 @@ CASES = {
     "more random rows than there are": (lambda x, y, v, yv, c, p: baselines.random_indices(10, 20, 0),
                                         "cannot choose 20 of 10"),
     "no config for a run": (lambda x, y, v, yv, c, p: experiment.run(None), "config file's path or a RunConfig"),
+    "a quota without quota picks": (lambda x, y, v, yv, c, p: agents.SelectConfig(method="greedy", quota=4),
+                                    'granularity="quota"'),  # was accepted and ignored (SelectSpec refused it)
+    "a NaN k-means tolerance": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, tol=float("nan")), "tol must be"),
+    "a negative k-means tolerance": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, tol=-1), "tol must be"),
+    "a budget the environment cannot read": (lambda x, y, v, yv, c, p: agents.env.make_env(p, c, y, "a/b"),
+                                             "budget must be a number like 0.05"),
+    "no split to embed": (lambda x, y, v, yv, c, p: embed.embed_dataset({"train": []}, "hash", splits=()),
+                          "splits is empty"),  # returned every split
+    "a negative sample size": (lambda x, y, v, yv, c, p: proxy.stratified_subsample(y, -5, 0), "whole number of rows"),
+    "a log folder that is a file": (lambda x, y, v, yv, c, p: metrics_sink(__file__), "is a file, not a folder"),
+    "a take with two clusters in part": (lambda x, y, v, yv, c, p: p.score(np.array([1, 1, 0, 0, 0, 0])),
+                                         "at most one cluster in part"),  # was scored as another subset
     "a selection repeating a row": (lambda x, y, v, yv, c, p: selection.Selection([], np.array([3, 1, 3]), {})
                                     .save("unused.json"), r"repeat 1 row\(s\) \(row 3 2 times\)"),
     "an assignment of another length": (lambda x, y, v, yv, c, p: baselines.stratified_indices(y, y[:5], 6, 0),
@@ -164,3 +183,57 @@ def test_finetune_refuses_repeated_rows(table_file):
     subset names each row once."""
     with pytest.raises(JaxselError, match=r"train_indices repeat 2 row\(s\) \(row 0 3 times\)"):
         finetune.train_and_evaluate(data.load(table_file), [0, 0, 1, 0, 2, 2])
+
+
+def test_score_takes_lists_and_checks_values_outside_jit_only(parts):
+    """A list is a subset as its array is (it raised AttributeError); under jit only the shape is
+    checked (the values are not known), and the same mask scores the same either way."""
+    *_, p = parts
+    mask = np.array([True, False, True, False, False, False])
+    want = float(p.score(mask).accuracy)
+    assert float(p.score(mask.tolist()).accuracy) == want
+    assert float(jax.jit(p.score)(mask).accuracy) == want
+    assert float(jax.jit(lambda q, m: q.score(m))(p, mask).accuracy) == want
+
+
+@pytest.mark.parametrize("kind", ["knn", "linear"])
+def test_every_proxy_kind_refuses_other_labels(parts, kind):
+    """Only the ridge proxy compared select's labels with its own: a knn or linear proxy selected
+    (and recorded label counts) with permuted labels."""
+    x, y, v, yv, c, _ = parts
+    p = proxy.make(x, y, c, v, yv, proxy.ProxyConfig(kind=kind))
+    with pytest.raises(JaxselError, match="differ from the labels the proxy was made with"):
+        agents.select(p, c, np.roll(y, 1), agents.SelectConfig(method="stratified", budget=0.1))
+    sel = agents.select(p, c, y, agents.SelectConfig(method="stratified", budget=0.1))
+    assert len(sel.indices) == 12 and sel.meta["train_labels_digest"] == selection.digest(y)  # what apply checks
+
+
+def test_finetune_names_a_label_column_that_is_not_class_ids():
+    """A DatasetDict built by hand with plain int or string labels raised AttributeError ('Value'
+    object has no attribute 'names')."""
+    from datasets import Dataset, DatasetDict
+    for labels in ([0, 1, 0, 1], ["a", "b", "a", "b"]):
+        dd = DatasetDict({s: Dataset.from_dict({"text": ["x y", "y z", "z x", "x x"], "label": labels})
+                          for s in ("train", "validation", "test")})
+        with pytest.raises(JaxselError, match=r"class_encode_column\('label'\)\), got text: Value, label: Value"):
+            finetune.train_and_evaluate(dd, None, finetune.FinetuneConfig(model="tiny-bert"))
+        dd = dd.class_encode_column("label")  # the fix the message names is accepted by the check
+        assert isinstance(dd["train"].features["label"].names, list)
+
+
+def test_a_wrong_split_column_is_named_in_one_short_line(table_file):
+    """split_col naming the text column listed every distinct text (921 KB for a real file)."""
+    with pytest.raises(JaxselError) as e:
+        data.load(table_file, split_col="text")
+    msg = str(e.value)
+    assert msg.startswith("split column has 60 other values (") and ", ...); expected only" in msg and len(msg) < 400
+
+
+def test_string_budgets_and_fractional_split_seeds(parts, table_file):
+    """make_env took no "1/16" (a TypeError) though SelectConfig does; data.load's seed=1.5 and
+    min_class_rows=2.5 reached numpy (a TypeError) or were accepted."""
+    x, y, v, yv, c, p = parts
+    assert int(agents.env.make_env(p, c, y, "1/4")[1].budget) == int(agents.env.make_env(p, c, y, 0.25)[1].budget) == 30
+    for bad in (dict(seed=1.5), dict(min_class_rows=2.5)):
+        with pytest.raises(JaxselError, match="must be integers"):
+            data.load(table_file, **bad)

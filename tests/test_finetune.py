@@ -120,6 +120,9 @@ def test_every_schedule_trains():
         for total in (2, 3, 10, 57):
             lrs = finetune.learning_rates(cfg, total)
             assert lrs[0] == 0.0 and (lrs[1:] > 0).all() and lrs.max() == np.float32(1e-4)
+            # warmup 0 is none: the first step had been taken at rate 0 (half of a two-step finetune)
+            cold = finetune.learning_rates(finetune.FinetuneConfig(lr=1e-4, warmup=0.0, schedule=schedule), total)
+            assert cold[0] == np.float32(1e-4) and (cold[1:] < cold[0]).all() and (cold > 0).all()
 
 
 def test_unit_rate_optimizer_times_schedule_is_optax_scheduled_adamw():

@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from jaxsel import assets
-from jaxsel.errors import JaxselError, check_indices, check_labels, warn
+from jaxsel.errors import JaxselError, check_indices, check_labels, is_int, warn
 
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
@@ -427,6 +427,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     """
     if missing_labels not in ("drop", "error"):
         raise JaxselError(f"missing_labels must be drop or error, got {missing_labels!r}")
+    if not (is_int(seed) and is_int(min_class_rows)):
+        raise JaxselError(f"the split seed and min_class_rows must be integers, got {seed!r} and {min_class_rows!r}")
     if seed < 0 or min_class_rows < 0:
         raise JaxselError(f"the split seed and min_class_rows must not be negative, got {seed} and {min_class_rows}")
     if not str(name_or_path).strip():  # Path("") is "." and read as a folder
@@ -479,7 +481,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         read = {v: SPLIT_NAMES.get(v.casefold()) for v in set(raw.split)}
         bad = sorted(v for v, s in read.items() if s is None)
         if bad:
-            raise JaxselError(f"split column has values {bad}; expected only {', '.join(SPLITS)} (any case; "
+            shown = ", ".join(repr(v if len(v) <= 40 else v[:37] + "...") for v in bad[:5])  # not every text of a wrong column
+            raise JaxselError(f"split column has {len(bad)} other value{'s' * (len(bad) > 1)} ({shown}"
+                              f"{', ...' if len(bad) > 5 else ''}); expected only {', '.join(SPLITS)} (any case; "
                               f"also train: training; validation: val, valid, dev; test: testing)")
         renamed = sorted(f"{v!r} as {s}" for v, s in read.items() if v != s)
         if renamed:
