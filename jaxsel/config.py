@@ -348,6 +348,11 @@ class RunConfig:
     stages: str | None = None  # stage folder; None: RUN/stages. Another run's folder reuses its identical stages
 
     def __post_init__(self):
+        for name, cls in SECTIONS.items():  # a table as a config file spells it, as SelectConfig(ppo={...}) takes
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, build(cls, getattr(self, name), f"[{name}]"))
+        if isinstance(self.budgets, (list, tuple)):  # "1/16", as a config file and SelectConfig spell it
+            object.__setattr__(self, "budgets", [parse_budget(b) if isinstance(b, str) else b for b in self.budgets])
         check_types("run config", self)
         check_at_least("run config", self, 0, "checkpoint_min_examples")
         for name, known in (("method", SEARCH_METHODS + BASELINES), ("variant", VARIANTS)):

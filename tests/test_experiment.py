@@ -243,7 +243,8 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
                       (dict(seeds=(2**70,)), "seeds must be an integer of at most 2,147,483,647"),
                       (dict(seeds=(-3,)), "seeds must be from 0 to 2147483647, got -3"), (dict(name="x" * 300), "255 bytes"),
                       (dict(stages="/tmp/s\0x"), "run config stages must not contain a NUL character"),
-                      (dict(select={"rl_steps": 5}), "run config select must be a SelectSpec, got {'rl_steps': 5}"),
+                      (dict(select={"rl_step": 5}), r"\[select\]: unknown key 'rl_step'"),
+                      (dict(budgets=("1/0",)), "budget must be a number like 0.05 or 1/16"),
                       (dict(proxy=SelectSpec()), "run config proxy must be a ProxyConfig")):
         with pytest.raises(cli.JaxselError, match=says):
             RunConfig(**bad)
@@ -253,6 +254,8 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
         with pytest.raises(cli.JaxselError, match=says):
             SelectSpec(**bad)
     assert RunConfig(data=DataSpec(name=tmp_path / "d.csv")).data.name == str(tmp_path / "d.csv")  # a Path is a name
+    spelled = RunConfig(budgets=("1/16", 0.05), select={"rl_steps": 5})  # as a file spells them (were refused)
+    assert spelled.budgets == (0.0625, 0.05) and spelled.select == SelectSpec(rl_steps=5)
     numpy_made = RunConfig(budgets=np.array([0.05, 0.1]), seeds=np.arange(3))  # were refused as "not a list"
     assert numpy_made.budgets == (0.05, 0.1) and numpy_made.seeds == (0, 1, 2) and type(numpy_made.seeds[0]) is int
     with pytest.raises(cli.JaxselError, match=r"^run config seeds must be a list \(an integer each\), got array\(\[\[0, 0\], \[0, 0\]\]\)$"):
