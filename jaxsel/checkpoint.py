@@ -16,6 +16,7 @@ a state without its record or a record without its state. Only the newest step i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -73,17 +74,28 @@ def _local_like(tree, target):
                         else a, tree, target)
 
 
+MARKER = ".jaxsel-checkpoints"  # written into every checkpoints folder: what a fresh start may delete
+STEP = re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?")  # a step folder, or one a stopped save left
+
+
 class Checkpoints:
-    """The checkpoints of one run in ``folder``. Without ``resume``, anything there is deleted; with
-    it, a stored step written under another ``signature`` raises :class:`JaxselError`."""
+    """The checkpoints of one run in ``folder``. Without ``resume``, the checkpoints there are
+    deleted (a folder holding other files is refused: it is not a checkpoints folder); with it, a
+    stored step written under another ``signature`` raises :class:`JaxselError`."""
 
     def __init__(self, folder: str | Path, signature: str, *, resume: bool):
         ocp = _ocp()
         self.folder, self.signature = Path(folder).absolute(), signature
         from jaxsel.io import writes_files
         if not resume and self.folder.exists() and writes_files():  # multi-process: process 0 clears it
+            other = sorted(p.name for p in self.folder.iterdir() if p.name != MARKER and not STEP.fullmatch(p.name))
+            if other and not (self.folder / MARKER).exists():  # a user's folder: its files were deleted
+                raise JaxselError(f"{self.folder} holds files that are not checkpoints ({', '.join(other[:3])}"
+                                  f"{', ...' if len(other) > 3 else ''}): give the checkpoints a folder of their own")
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        if writes_files():
+            (self.folder / MARKER).touch()
         self._remove_unfinished()
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
         try:

@@ -26,7 +26,7 @@ def test_state_and_record_round_trip_and_only_the_newest_step_is_kept(tmp_path):
     assert again.step == 2 and record == {"epoch": 2, "signature": "sig"}
     np.testing.assert_array_equal(state["w"], np.full(3, 2.0))
     assert int(state["n"]) == 2
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["2"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "2"]
 
 
 def test_a_save_that_fails_midway_leaves_the_previous_step(tmp_path):
@@ -47,9 +47,9 @@ def test_a_step_left_unfinished_by_a_stopped_process_is_removed_on_resume(tmp_pa
     Checkpoints(tmp_path / "c", "sig", resume=False).save(1, tree(1.0), {"epoch": 1})
     (tmp_path / "c" / "2.orbax-checkpoint-tmp" / "state").mkdir(parents=True)  # what the stopped save left
     again = Checkpoints(tmp_path / "c", "sig", resume=True)
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["1"] and again.step == 1
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "1"] and again.step == 1
     again.save(2, tree(2.0), {"epoch": 2})
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["2"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "2"]
 
 
 def test_signature_differences_name_the_settings():
@@ -70,9 +70,27 @@ def test_foreign_signature_is_refused_and_no_resume_starts_afresh(tmp_path):
     with pytest.raises(JaxselError, match="another run configuration"):
         Checkpoints(tmp_path / "c", "b", resume=True)
     fresh = Checkpoints(tmp_path / "c", "b", resume=False)
-    assert fresh.step is None and not any((tmp_path / "c").iterdir())
+    assert fresh.step is None and [p.name for p in (tmp_path / "c").iterdir()] == [".jaxsel-checkpoints"]
     with pytest.raises(JaxselError, match="no checkpoint"):
         fresh.restore(tree(0.0))
+
+
+def test_a_fresh_start_never_deletes_a_users_files(tmp_path):
+    """finetune(..., ckpt_dir=FOLDER) without resume deleted everything in FOLDER (a user's notes
+    and subfolders too). A folder of other files is refused; one jaxsel made (its marker) or one of
+    step folders only (made before the marker) is cleared."""
+    (tmp_path / "mine" / "sub").mkdir(parents=True)
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(JaxselError, match=r"holds files that are not checkpoints \(notes.txt, sub\)"):
+        Checkpoints(tmp_path / "mine", "a", resume=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"
+    Checkpoints(tmp_path / "old", "a", resume=False).save(3, tree(3.0))
+    (tmp_path / "old" / ".jaxsel-checkpoints").unlink()  # as an earlier jaxsel left it
+    assert Checkpoints(tmp_path / "old", "b", resume=False).step is None
+    made = Checkpoints(tmp_path / "made", "a", resume=False)
+    made.save(1, tree(1.0))
+    (tmp_path / "made" / "orbax-extra").write_text("")  # a file a newer orbax might keep beside its steps
+    assert Checkpoints(tmp_path / "made", "b", resume=False).step is None
 
 
 def test_stopwatch_adds_the_seconds_of_interrupted_attempts(tmp_path):

@@ -25,7 +25,7 @@ def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularit
                               dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 12, learning_starts=16, batch_size=16))
     whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
     agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=4)  # interrupted part-way
-    assert sorted(x.name for x in (tmp_path / "b" / "agent").iterdir()) == ["4"]  # only the newest step is kept
+    assert sorted(x.name for x in (tmp_path / "b" / "agent").iterdir()) == [".jaxsel-checkpoints", "4"]  # only the newest step is kept
     resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
     assert resumed.cluster_ids == whole.cluster_ids
     np.testing.assert_array_equal(resumed.indices, whole.indices)
