@@ -243,14 +243,16 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
 
 
-def _fingerprint(dd) -> str | None:
-    """The dataset's fingerprint (:func:`jaxsel.data.dataset_fingerprint`), None for a DatasetDict
-    not made by :func:`jaxsel.data.load` (its checkpoints are then signed by the rows' indices only)."""
+def _fingerprint(dd) -> str:
+    """The dataset's fingerprint (:func:`jaxsel.data.dataset_fingerprint`); for a DatasetDict not
+    made by :func:`jaxsel.data.load`, a hash of its splits' texts and labels
+    (:func:`jaxsel.data.fingerprint`: its checkpoints had been signed by the rows' indices only, so
+    another dataset of the same size resumed them)."""
     from jaxsel import data
     try:
         return data.dataset_fingerprint(dd)
     except JaxselError:
-        return None
+        return "content-" + data.fingerprint(dd)
 
 
 def data_sharding():
@@ -316,10 +318,13 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     the epoch's mean loss up to the previous step (reading the current one would wait for it).
 
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
-    as a preempted job would; ``resume=True`` then continues it. Raises JaxselError for an empty
-    subset, indices out of range or repeated (a subset names each row once), or a batch that does
-    not divide over the devices."""
+    as a preempted job would (it needs ``ckpt_dir``); ``resume=True`` then continues it. Raises
+    JaxselError for an empty subset, indices out of range or repeated (a subset names each row
+    once), or a batch that does not divide over the devices."""
     import datasets
+
+    if ckpt_dir is None and stop_after_epochs is not None:  # stopping had thrown the training away
+        raise JaxselError("stop_after_epochs needs a ckpt_dir to keep the epochs in")
 
     if not isinstance(dd, datasets.DatasetDict) or not set(SPLITS) <= set(dd):
         raise JaxselError(f"finetune takes a DatasetDict with {', '.join(SPLITS)} splits (jaxsel.data.load), "

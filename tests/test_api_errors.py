@@ -237,3 +237,25 @@ def test_string_budgets_and_fractional_split_seeds(parts, table_file):
     for bad in (dict(seed=1.5), dict(min_class_rows=2.5)):
         with pytest.raises(JaxselError, match="must be integers"):
             data.load(table_file, **bad)
+
+
+def test_finetune_checkpoints_belong_to_their_data(tmp_path):
+    """A DatasetDict built by hand had its checkpoints signed by row indices only: another one of
+    the same size resumed them (the first one's model scored on the second's test split).
+    Stopping without a checkpoint folder had thrown the training away and returned None."""
+    from datasets import Dataset, DatasetDict
+
+    def made(words):
+        return DatasetDict({s: Dataset.from_dict({"text": [f"{w} {i}" for i, w in enumerate(words * 4)],
+                                                  "label": [i % 2 for i in range(len(words) * 4)]})
+                            .class_encode_column("label") for s in ("train", "validation", "test")})
+    cfg = finetune.FinetuneConfig(model="tiny-bert", epochs=2, batch_size=8, max_length=8)
+    with pytest.raises(JaxselError, match="stop_after_epochs needs a ckpt_dir"):
+        finetune.train_and_evaluate(made(["a", "b"]), None, cfg, stop_after_epochs=1, progress=False)
+    assert finetune.train_and_evaluate(made(["a", "b"]), None, cfg, ckpt_dir=tmp_path / "ck", stop_after_epochs=1,
+                                       progress=False) is None
+    with pytest.raises(JaxselError, match="another run configuration"):
+        finetune.train_and_evaluate(made(["c", "d"]), None, cfg, ckpt_dir=tmp_path / "ck", resume=True, progress=False)
+    done = finetune.train_and_evaluate(made(["a", "b"]), None, cfg, ckpt_dir=tmp_path / "ck", resume=True,
+                                       progress=False)
+    assert len(done["val_accuracy_per_epoch"]) == 2  # the same data resumes
