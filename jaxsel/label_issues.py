@@ -33,7 +33,8 @@ def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray 
     """(N, C) float32: each train row's predicted class distribution from the ridge fit on every
     other cluster (with ``keep`` (K,) bool: every other kept cluster). ``assignment`` (N,): the
     clustering the proxy was made with. Raises :class:`JaxselError` for a proxy that is not ridge
-    (a knn proxy lends its ``ridge``) or a misshapen ``assignment``/``keep``."""
+    (a knn proxy lends its ``ridge``), a misshapen ``assignment``/``keep``, or an assignment whose
+    cluster sizes are not the proxy's."""
     p = _per_cluster(proxy)
     assignment = np.asarray(assignment)
     if assignment.shape != (p.xf.shape[0],):
@@ -41,6 +42,9 @@ def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray 
     k = p.xtx.shape[0]
     if assignment.min(initial=0) < 0 or assignment.max(initial=0) >= k:
         raise JaxselError(f"assignment holds cluster ids outside 0..{k - 1} (the proxy's clusters)")
+    if not np.array_equal(np.bincount(assignment, minlength=k), np.asarray(p.sizes)):
+        raise JaxselError("assignment is not the clustering the proxy was made with (other cluster sizes): pass the "
+                          "clustering given to proxy.make")
     keep = np.ones(k, bool) if keep is None else np.asarray(keep, bool)
     if keep.shape != (k,):
         raise JaxselError(f"keep must have shape ({k},), got {keep.shape}")
@@ -84,8 +88,8 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     ``by="clusters"`` also flags every row of each cluster where cleanlab flags more than half the
     rows, then refits the out-of-cluster ridge without those clusters and flags again, until the
     flagged clusters repeat (at most ``max_rounds`` refits); the result is the last round's rows and
-    clusters. Raises :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1 or
-    ``labels`` and ``assignment`` of different lengths."""
+    clusters. Raises :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1,
+    ``labels`` and ``assignment`` of different lengths, or either not the proxy's."""
     from cleanlab.filter import find_label_issues
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
@@ -93,6 +97,9 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     if labels.shape != assignment.shape:
         raise JaxselError(f"labels ({labels.shape}) and assignment ({assignment.shape}) must have one entry per row")
     labels = check_labels(labels, "labels", num_classes=proxy.num_classes)
+    if not proxy.made_with(labels):  # flags computed for other labels: none, or the wrong rows
+        raise JaxselError("labels differ from the labels the proxy was made with: pass the same labels "
+                          "(in the same row order) to proxy.make and label_issues.find")
     if max_rounds < 1:
         raise JaxselError(f"max_rounds must be at least 1, got {max_rounds}")
     if len(np.unique(labels)) < 2:

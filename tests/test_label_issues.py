@@ -71,6 +71,11 @@ def test_errors(noisy):
         label_issues.out_of_cluster_probs(p, cl.assignment + 1)
     with pytest.raises(JaxselError, match="one entry per row"):
         label_issues.find(p, corr.labels[:-1], cl.assignment)
+    # other labels or another clustering had flagged nothing (or the wrong rows) without a word
+    with pytest.raises(JaxselError, match="differ from the labels the proxy was made with"):
+        label_issues.find(p, np.roll(corr.labels, 1), cl.assignment)
+    with pytest.raises(JaxselError, match="not the clustering the proxy was made with"):
+        label_issues.find(p, corr.labels, np.zeros_like(cl.assignment))
     with pytest.raises(JaxselError, match="max_rounds must be at least 1"):
         label_issues.find(p, corr.labels, cl.assignment, by="clusters", max_rounds=0)
     with pytest.raises(JaxselError, match="fewer than the budget"):
