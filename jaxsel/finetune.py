@@ -99,8 +99,11 @@ def pad(ids: list[list[int]], rows, batch_size: int, max_length: int) -> tuple[n
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Mean F1 over the classes among the labels ``y`` or the predictions ``pred`` (both (n,) ids
+    below ``num_classes``), as ``sklearn.metrics.f1_score(average="macro")``: a class in neither
+    (a split without it) is left out, not scored 0."""
     f1 = []
-    for c in range(num_classes):
+    for c in np.union1d(y, pred):
         tp = np.sum((pred == c) & (y == c))
         fp, fn = np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
         f1.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))

@@ -20,6 +20,10 @@ def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
     assert finetune.macro_f1(y, p, 4) == pytest.approx(f1_score(y, p, average="macro"))
+    # a class in neither the labels nor the predictions (a test split without it) had scored F1 = 0
+    y, p = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    assert finetune.macro_f1(y, p, 3) == pytest.approx(f1_score(y, p, average="macro"))
+    assert finetune.macro_f1(y, y, 3) == 1.0
 
 
 def test_batches_cover_every_row_once_and_bucket_lengths():
