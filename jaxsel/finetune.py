@@ -57,8 +57,8 @@ def build(cfg: FinetuneConfig, label_names: list[str]):
         raise JaxselError(f"unknown model {cfg.model!r}: use one of {', '.join(MODELS)} or a local HF Llama folder")
     if cfg.lora_rank:
         llama.add_lora(dec, cfg.lora_rank, rngs=rngs)
-    words = [tok.encode(" " + n.replace("_", " ")).ids[0] for n in label_names]
-    if len(set(words)) < len(words):
+    words = [tok.encode(" " + n.replace("_", " "), add_special_tokens=False).ids[0] for n in label_names]  # not a BOS
+    if cfg.head == "verbalizer" and len(set(words)) < len(words):
         raise JaxselError(f"label words {label_names} share a first token; use --head linear")
     return (classifier.DecoderClassifier(dec, words, head=cfg.head, rngs=rngs),
             classifier.TextEncoder(tok, classifier.TEMPLATE))

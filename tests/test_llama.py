@@ -54,28 +54,36 @@ def test_unpermute_inverts_llama_cpp_permutation():
     assert not np.array_equal(permute(w, 3), w)
 
 
-def test_hf_folder_round_trip(tmp_path):
+def save_hf_folder(folder, src: llama.Llama, tokenizer, norm_shift: float = 0.0) -> None:
+    """``src`` written as a Hugging Face Llama folder (safetensors, config.json, tokenizer.json); the
+    attention norms stored ``norm_shift`` above src's (HF folders hold the scale itself)."""
     from safetensors.numpy import save_file
-    from tokenizers import Tokenizer, models
-
-    cfg = llama.LlamaConfig(vocab_size=50, hidden=16, layers=2, heads=4, kv_heads=2, intermediate=24,
-                            rope_theta=10_000.0, eps=1e-6, tie_embeddings=False)
-    src = llama.Llama(cfg, rngs=nnx.Rngs(1))
-    w = {"model.embed_tokens.weight": src.embed.embedding[...], "model.norm.weight": src.norm.scale[...],
-         "lm_head.weight": src.lm_head.kernel[...].T}
+    cfg = src.cfg
+    w = {"model.embed_tokens.weight": src.embed.embedding[...], "model.norm.weight": src.norm.scale[...]}
+    if src.lm_head is not None:
+        w["lm_head.weight"] = src.lm_head.kernel[...].T
     hf = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
     for i, blk in enumerate(src.blocks):
         for attr, name in hf.items():
             w[f"model.layers.{i}.{name}.weight"] = getattr(blk, attr).kernel[...].T
-        w[f"model.layers.{i}.input_layernorm.weight"] = blk.attn_norm.scale[...] + 0.5
+        w[f"model.layers.{i}.input_layernorm.weight"] = blk.attn_norm.scale[...] + norm_shift
         w[f"model.layers.{i}.post_attention_layernorm.weight"] = blk.mlp_norm.scale[...]
-    save_file({k: np.asarray(v) for k, v in w.items()}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps({
-        "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 24, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": False}))
-    Tokenizer(models.BPE({"a": 0}, [])).save(str(tmp_path / "tokenizer.json"))
+    save_file({k: np.asarray(v) for k, v in w.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads, "num_key_value_heads": cfg.kv_heads, "intermediate_size": cfg.intermediate,
+        "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.eps, "tie_word_embeddings": cfg.tie_embeddings}))
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def test_hf_folder_round_trip(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    cfg = llama.LlamaConfig(vocab_size=50, hidden=16, layers=2, heads=4, kv_heads=2, intermediate=24,
+                            rope_theta=10_000.0, eps=1e-6, tie_embeddings=False)
+    src = llama.Llama(cfg, rngs=nnx.Rngs(1))
+    save_hf_folder(tmp_path, src, Tokenizer(models.BPE({"a": 0}, [])), norm_shift=0.5)
     loaded, _ = llama.from_hf_folder(tmp_path)
     for blk in src.blocks:
         blk.attn_norm.scale[...] = blk.attn_norm.scale[...] + 0.5
@@ -87,3 +95,36 @@ def test_bad_gguf(tmp_path):
     (tmp_path / "x.gguf").write_bytes(b"not a gguf file")
     with pytest.raises(JaxselError, match="not a readable GGUF"):
         llama.from_gguf(tmp_path / "x.gguf")
+
+
+def bos_tokenizer():
+    """A word-level tokenizer whose post-processor adds a BOS, as Llama 2/3's do."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    vocab = {w: i for i, w in enumerate(["<s>", "<unk>", "Text", ":", "Label", "good", "bad", "very", "fine"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return tok
+
+
+def test_a_bos_tokenizer_starts_each_prompt_with_one_bos(tmp_path):
+    """Head, text and tail were each encoded with the tokenizer's special tokens: a Llama 2/3
+    tokenizer put a BOS before each of the three. And the label words' first token was the BOS,
+    so every label set 'shared a first token', with either head."""
+    from jaxsel import finetune
+    from jaxsel.models import classifier, tokens
+    tok = bos_tokenizer()
+    [prompt] = tokens.ids(tok, ["good fine bad"], 16, classifier.TEMPLATE)
+    assert [tok.id_to_token(i) for i in prompt] == ["<s>", "Text", ":", "good", "fine", "bad", "Label", ":"]
+    [cut] = tokens.ids(tok, ["good fine bad"], 7, classifier.TEMPLATE)
+    assert [tok.id_to_token(i) for i in cut] == ["<s>", "Text", ":", "good", "fine", "Label", ":"]  # the text is cut
+    with pytest.raises(JaxselError, match="not one string"):
+        tokens.ids(tok, "good", 8)
+    cfg = llama.LlamaConfig(vocab_size=16, hidden=8, layers=1, heads=2, kv_heads=1, intermediate=8,
+                            rope_theta=10_000.0, eps=1e-6, tie_embeddings=True)
+    save_hf_folder(tmp_path, llama.Llama(cfg, rngs=nnx.Rngs(0)), tok)
+    model, _ = finetune.build(finetune.FinetuneConfig(model=str(tmp_path)), ["good", "bad"])  # was refused
+    assert [tok.id_to_token(int(i)) for i in np.asarray(model.label_ids[...])] == ["good", "bad"]
+    finetune.build(finetune.FinetuneConfig(model=str(tmp_path), head="linear"), ["very_good", "very_bad"])  # was refused
+    with pytest.raises(JaxselError, match="share a first token; use --head linear"):
+        finetune.build(finetune.FinetuneConfig(model=str(tmp_path)), ["very_good", "very_bad"])

@@ -49,13 +49,31 @@ def _cut(encoding, max_length: int) -> list[int]:
 
 def ids(tokenizer, texts: list[str], max_length: int, template: str | None = None) -> list[list[int]]:
     """Token ids of each text, at most ``max_length`` (>= 2) each. With ``template`` (a string
-    holding ``{text}``), its head and tail are kept whole and the text between them is cut, so a
-    prompt's label cue survives truncation."""
+    holding ``{text}`` once), each prompt is the tokenizer's special tokens around head, text and
+    tail (a Llama tokenizer's BOS once, at the start), the head and tail kept whole and the text cut
+    to what ``max_length`` leaves, but never below one token (a template longer than
+    ``max_length`` makes longer prompts). Raises JaxselError for one string instead of a list or a
+    template without ``{text}``."""
     check_length(max_length)
+    if isinstance(texts, str):
+        raise JaxselError("texts must be a list of strings, not one string")
     if template is None:
         return [_cut(e, max_length) for e in tokenizer.encode_batch(list(texts))]
+    if template.count("{text}") != 1:
+        raise JaxselError(f"a prompt template holds {{text}} once, got {template!r}")
     head, tail = template.split("{text}")
-    head_ids = tokenizer.encode(head).ids if head else []
-    tail_ids = tokenizer.encode(tail).ids
-    room = max(1, max_length - len(head_ids) - len(tail_ids))
-    return [head_ids + e.ids[:room] + tail_ids for e in tokenizer.encode_batch(list(texts))]
+    start, end = _specials(tokenizer)
+    head_ids = tokenizer.encode(head, add_special_tokens=False).ids if head else []
+    tail_ids = tokenizer.encode(tail, add_special_tokens=False).ids if tail else []
+    room = max(1, max_length - len(start) - len(head_ids) - len(tail_ids) - len(end))
+    return [start + head_ids + e.ids[:room] + tail_ids + end
+            for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def _specials(tokenizer) -> tuple[list[int], list[int]]:
+    """(ids before, ids after) the text that the tokenizer's post-processor adds to one sequence
+    (Llama 2/3: ([BOS], []); SmolLM2's: ([], []))."""
+    plain = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a").ids
+    at = next(i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain)
+    return full[:at], full[at + len(plain):]
