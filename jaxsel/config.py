@@ -152,6 +152,15 @@ class ProxyConfig:
 
 
 BERT_MODELS = ("minilm", "tiny-bert")  # the encoders finetune builds; other models are decoders
+FINETUNE_MODELS = ("minilm", "smollm2-135m", "tiny-bert")  # built in; or a local HF Llama folder
+EMBED_MODELS = ("minilm", "hash")  # built in; or a local BERT folder
+
+
+def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str) -> None:
+    """Raise JaxselError unless ``model`` is one of ``known`` or an existing folder (a ``folder``
+    kind of model), so a typo stops a run before its first stage, not at its first finetune."""
+    if model not in known and not Path(model).is_dir():
+        raise JaxselError(f"{owner} unknown model {model!r}: use one of {', '.join(known)} or {folder}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_types("finetune", self)
+        check_model_name("finetune", self.model, FINETUNE_MODELS, "a local HF Llama folder")
         check_at_least("finetune", self, 1, "epochs", "batch_size", "grad_accum", "patience")
         check_at_least("finetune", self, 2, "max_length")  # a [CLS] and a [SEP] at least
         check_at_least("finetune", self, 0, "lora_rank", "min_steps")
@@ -271,6 +281,7 @@ class EmbedSpec:
 
     def __post_init__(self):
         check_types("embed", self)
+        check_model_name("embed", self.model, EMBED_MODELS, "a local BERT folder")
         check_at_least("embed", self, 2, "max_length")  # a [CLS] and a [SEP] at least
         check_choice("embed", self, "dtype", ("float32", "bfloat16"))
 
@@ -461,14 +472,6 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     given = {name: set(doc.get(name, {})) for name in SECTIONS}  # the keys the file sets, for unused_settings
     for name, cls in SECTIONS.items():
         doc[name] = build(cls, doc.pop(name, {}), f"{path} [{name}]")
-    from jaxsel.embed import MODELS as EMBEDDERS
-    if doc["embed"].model not in EMBEDDERS and not Path(doc["embed"].model).is_dir():
-        raise JaxselError(f"{path}: [embed] unknown model {doc['embed'].model!r}: use one of "
-                          f"{', '.join(EMBEDDERS)} or a local BERT folder")
-    from jaxsel.finetune import MODELS as TARGETS
-    if doc["finetune"].model not in TARGETS and not Path(doc["finetune"].model).is_dir():
-        raise JaxselError(f"{path}: [finetune] unknown model {doc['finetune'].model!r}: use one of "
-                          f"{', '.join(TARGETS)} or a local HF Llama folder")
     if "budgets" in doc:
         if not isinstance(doc["budgets"], list):
             raise JaxselError(f"{path}: budgets must be a list of fractions like [0.05, \"1/16\"]")

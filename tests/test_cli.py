@@ -582,7 +582,7 @@ def test_out_of_range_settings_fail_where_they_are_set(tmp_path):
                        ('[data]\nmissing_labels = "ignore"', r"\[data\]: unknown missing_labels 'ignore'"),
                        ("[noise]\nflip_fraction = 2.0", r"\[noise\]: flip_fraction must be in \[0, 1\]"),
                        ("[embed]\nmax_length = 0", r"\[embed\]: max_length must be at least 2"),
-                       ('[embed]\nmodel = "hsah"', r"\[embed\] unknown model 'hsah'"),
+                       ('[embed]\nmodel = "hsah"', r"\[embed\]: unknown model 'hsah'"),
                        ('budgets = ["5%"]', "c.toml: budgets: budget must be a number"),
                        ("budgets = [1.5]", "c.toml: budgets: budget must be strictly between 0 and 1"),
                        ("checkpoint_min_examples = -1", "checkpoint_min_examples must be at least 0"),

@@ -317,7 +317,7 @@ def test_flops_per_token_counts_every_weight_and_only_trainable_gradients():
     cfg = finetune.FinetuneConfig(model="tiny-bert")
     assert finetune.flops_per_token(model, cfg, 10) == 6 * n + 12 * l * 10 * h
     dec = llama.Llama(llama.LlamaConfig(vocab_size=50, hidden=8, layers=1, heads=2, kv_heads=1, intermediate=16))
-    lora = finetune.FinetuneConfig(model="x", lora_rank=2)
+    lora = finetune.FinetuneConfig(model="smollm2-135m", lora_rank=2)
     llama.add_lora(dec, 2, rngs=nnx.Rngs(0))
     lm = classifier.DecoderClassifier(dec, [1, 2], head="verbalizer", rngs=nnx.Rngs(0))
     flat = nnx.to_flat_state(nnx.state(lm, nnx.Param))
