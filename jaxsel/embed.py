@@ -21,7 +21,7 @@ from flax import nnx
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import folder_digest, read_cached, write_npz
+from jaxsel.io import folder_digest, loaded, read_cached, write_npz
 from jaxsel.config import EMBED_MODELS
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
 def _load_encoder(model: str, files: str, dtype: str) -> Encoder:
     """:func:`load_encoder` for ``model`` whose folder's files have digest ``files``."""
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
-    return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), tokens.load(folder / "tokenizer.json"))
+    return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)),
+                      loaded(folder / "tokenizer.json", "tokenizer file", tokens.load))
 
 
 def encoder_of(net: bert.Bert, tokenizer: Tokenizer) -> Encoder:

@@ -216,6 +216,17 @@ def json_text(obj, what: str = "a value") -> str:
         raise JaxselError(f"cannot write {what} as JSON: {e}") from None
 
 
+def loaded(path: Path, what: str, load: Callable[[Path], T]) -> T:
+    """``load(path)``, its failure on a truncated or foreign file (each library raises its own
+    types: safetensors, tokenizers, json) a JaxselError naming ``path`` and ``what`` it should be."""
+    try:
+        return load(path)
+    except JaxselError:
+        raise
+    except Exception as e:
+        raise JaxselError(f"{path}: not a readable {what} ({type(e).__name__}: {str(e)[:120]})") from None
+
+
 def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as JSON (:func:`json_text`) to ``path``, atomically."""
     text = json_text(obj, str(path))

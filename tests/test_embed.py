@@ -30,8 +30,10 @@ def test_truncated_ids_equal_the_tokenizers_own_truncation_and_leave_it_unchange
         assert tokens.ids(cached, texts, length) == [e.ids for e in ref.encode_batch(texts)]
     assert cached.truncation is None and cached.padding is None and tokens.load(path) is cached
     cut = tokens.ids(cached, texts, 12, template="Review: {text} Sentiment:")
-    tail = cached.encode(" Sentiment:").ids
-    assert all(len(x) <= 12 and x[-len(tail):] == tail for x in cut)
+    tail = cached.encode(" Sentiment:", add_special_tokens=False).ids
+    cls, sep = cached.token_to_id("[CLS]"), cached.token_to_id("[SEP]")  # around the whole prompt, once
+    assert all(len(x) <= 12 and x[-len(tail) - 1:-1] == tail and x[0] == cls and x[-1] == sep
+               and x.count(cls) == x.count(sep) == 1 for x in cut)
 
 
 @pytest.mark.assets

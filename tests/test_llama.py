@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,6 +68,8 @@ def save_hf_folder(folder, src: llama.Llama, tokenizer, norm_shift: float = 0.0)
     for i, blk in enumerate(src.blocks):
         for attr, name in hf.items():
             w[f"model.layers.{i}.{name}.weight"] = getattr(blk, attr).kernel[...].T
+            if cfg.attn_bias and attr in ("q", "k", "v"):
+                w[f"model.layers.{i}.{name}.bias"] = getattr(blk, attr).bias[...]
         w[f"model.layers.{i}.input_layernorm.weight"] = blk.attn_norm.scale[...] + norm_shift
         w[f"model.layers.{i}.post_attention_layernorm.weight"] = blk.mlp_norm.scale[...]
     save_file({k: np.asarray(v) for k, v in w.items()}, str(folder / "model.safetensors"))
@@ -128,3 +131,63 @@ def test_a_bos_tokenizer_starts_each_prompt_with_one_bos(tmp_path):
     finetune.build(finetune.FinetuneConfig(model=str(tmp_path), head="linear"), ["very_good", "very_bad"])  # was refused
     with pytest.raises(JaxselError, match="share a first token; use --head linear"):
         finetune.build(finetune.FinetuneConfig(model=str(tmp_path)), ["very_good", "very_bad"])
+
+
+def test_qwen2_biases_are_loaded_and_foreign_tensors_refused(tmp_path):
+    """A Qwen2 folder's q/k/v biases were dropped without a word (outputs as if they were zero);
+    any tensor the architecture does not use was dropped the same way."""
+    from safetensors.numpy import load_file, save_file
+    from tokenizers import Tokenizer, models
+    cfg = llama.LlamaConfig(vocab_size=20, hidden=8, layers=2, heads=2, kv_heads=1, intermediate=8,
+                            rope_theta=10_000.0, eps=1e-6, tie_embeddings=True, attn_bias=True)
+    src = llama.Llama(cfg, rngs=nnx.Rngs(2))
+    for blk in src.blocks:
+        for proj in (blk.q, blk.k, blk.v):
+            proj.bias[...] = 5 * jax.random.normal(jax.random.key(3), proj.bias.shape)
+    save_hf_folder(tmp_path, src, Tokenizer(models.BPE({"a": 0}, [])))
+    loaded, _ = llama.from_hf_folder(tmp_path)
+    ids = jnp.array([[1, 7, 3, 9]])
+    assert loaded.cfg.attn_bias
+    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+    llama.add_lora(loaded, 2, rngs=nnx.Rngs(0))  # the adapters start at zero and keep the biases
+    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+    w = load_file(str(tmp_path / "model.safetensors"))
+    save_file({**w, "model.layers.0.self_attn.o_proj.bias": np.zeros(8, np.float32)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(JaxselError, match="1 tensors a Llama/Qwen2 model does not use .model.layers.0.self_attn.o_proj"):
+        llama.from_hf_folder(tmp_path)
+
+
+def test_broken_model_folders_are_one_line_errors(tmp_path):
+    """A missing tokenizer, a config that is not JSON or lacks a key, a truncated checkpoint and
+    heads that do not divide raised the libraries' own exceptions (KeyError, JSONDecodeError,
+    SafetensorError, a reshape TypeError)."""
+    import shutil
+
+    from tokenizers import Tokenizer, models
+    from jaxsel.models import bert
+    cfg = llama.LlamaConfig(vocab_size=20, hidden=8, layers=1, heads=2, kv_heads=1, intermediate=8)
+    good = tmp_path / "good"
+    good.mkdir()
+    save_hf_folder(good, llama.Llama(cfg, rngs=nnx.Rngs(0)), Tokenizer(models.BPE({"a": 0}, [])))
+
+    def broken(name, change):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        change(folder)
+        return folder
+    cases = [(lambda f: (f / "tokenizer.json").unlink(), "missing tokenizer.json"),
+             (lambda f: (f / "tokenizer.json").write_text("{}"), r"tokenizer.json: not a readable tokenizer file"),
+             (lambda f: (f / "config.json").write_text("{not json"), r"config.json: not a readable JSON file"),
+             (lambda f: (f / "config.json").write_text(json.dumps({"vocab_size": 20})), r"config.json: no 'hidden_size'"),
+             (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:100]),
+              r"model.safetensors: not a readable safetensors file")]
+    for i, (change, says) in enumerate(cases):
+        with pytest.raises(JaxselError, match=says):
+            llama.from_hf_folder(broken(f"b{i}", change))
+    with pytest.raises(JaxselError, match="kv_heads dividing heads"):
+        llama.LlamaConfig(heads=4, kv_heads=3)
+    with pytest.raises(JaxselError, match="heads dividing hidden"):
+        bert.BertConfig(hidden=30, heads=4)
+    (good / "config.json").write_text(json.dumps({"vocab_size": 20}))
+    with pytest.raises(JaxselError, match=r"config.json: no 'hidden_size' \(not a BERT config\)"):
+        bert.from_pretrained(good)

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxsel.errors import JaxselError
+from jaxsel.io import loaded
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,23 @@ class BertConfig:
     type_vocab: int = 2
     eps: float = 1e-12
 
+    def __post_init__(self):
+        if self.heads < 1 or self.hidden % self.heads:
+            raise JaxselError(f"a BERT needs heads dividing hidden, got hidden {self.hidden}, heads {self.heads}")
+
     @classmethod
     def from_hf(cls, path: Path) -> "BertConfig":
-        c = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
-                   c["intermediate_size"], c["max_position_embeddings"], c.get("type_vocab_size", 2),
-                   c.get("layer_norm_eps", 1e-12))
+        """The config of a Hugging Face ``config.json``; raises JaxselError naming the file for one
+        that is not JSON or lacks a key a BERT needs."""
+        try:
+            c = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
+                       int(c["num_attention_heads"]), int(c["intermediate_size"]), int(c["max_position_embeddings"]),
+                       int(c.get("type_vocab_size", 2)), float(c.get("layer_norm_eps", 1e-12)))
+        except KeyError as e:
+            raise JaxselError(f"{path}: no {e.args[0]!r} (not a BERT config)") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise JaxselError(f"{path}: not a BERT config ({type(e).__name__}: {e})") from None
 
 
 class BertLayer(nnx.Module):
@@ -175,5 +187,5 @@ def from_pretrained(folder: Path, *, dtype=jnp.float32) -> Bert:
             raise JaxselError(f"{folder}: missing {f}")
     cfg = BertConfig.from_hf(folder / "config.json")
     model = nnx.eval_shape(lambda: Bert(cfg, dtype=dtype))  # shapes only: every parameter is loaded below
-    load_weights(model, load_file(str(folder / "model.safetensors")))
+    load_weights(model, loaded(folder / "model.safetensors", "safetensors file", lambda p: load_file(str(p))))
     return model

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from jaxsel.errors import JaxselError
+from jaxsel.io import loaded
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class LlamaConfig:
     rope_theta: float = 100_000.0
     eps: float = 1e-5
     tie_embeddings: bool = True
+    attn_bias: bool = False  # q/k/v projections with biases (Qwen2)
+
+    def __post_init__(self):
+        if self.heads < 1 or self.kv_heads < 1 or self.hidden % self.heads or self.heads % self.kv_heads:
+            raise JaxselError(f"a Llama needs heads dividing hidden and kv_heads dividing heads, got hidden "
+                              f"{self.hidden}, heads {self.heads}, kv_heads {self.kv_heads}")
 
     @property
     def head_dim(self) -> int:
@@ -63,10 +70,11 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 class Block(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, dtype, rngs: nnx.Rngs):
         h, hd = cfg.hidden, cfg.head_dim
-        lin = lambda i, o: nnx.Linear(i, o, use_bias=False, dtype=dtype, rngs=rngs)
+        lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=dtype, rngs=rngs)
         self.cfg = cfg
         self.attn_norm = RMSNorm(h, cfg.eps, dtype)
-        self.q, self.k, self.v = lin(h, cfg.heads * hd), lin(h, cfg.kv_heads * hd), lin(h, cfg.kv_heads * hd)
+        b = cfg.attn_bias
+        self.q, self.k, self.v = lin(h, cfg.heads * hd, b), lin(h, cfg.kv_heads * hd, b), lin(h, cfg.kv_heads * hd, b)
         self.o = lin(cfg.heads * hd, h)
         self.mlp_norm = RMSNorm(h, cfg.eps, dtype)
         self.gate, self.up, self.down = lin(h, cfg.intermediate), lin(h, cfg.intermediate), lin(cfg.intermediate, h)
@@ -130,9 +138,11 @@ def add_lora(model: Llama, rank: int, targets: tuple[str, ...] = ("q", "v"), *, 
     for blk in model.blocks:
         for name in targets:
             old = getattr(blk, name)
-            new = nnx.LoRALinear(old.in_features, old.out_features, lora_rank=rank, use_bias=False, dtype=old.dtype,
-                                 rngs=rngs)
+            new = nnx.LoRALinear(old.in_features, old.out_features, lora_rank=rank, use_bias=old.use_bias,
+                                 dtype=old.dtype, rngs=rngs)
             new.kernel[...] = old.kernel[...]
+            if old.use_bias:
+                new.bias[...] = old.bias[...]
             setattr(blk, name, new)
 
 
@@ -159,6 +169,8 @@ def load_tensors(model: Llama, get) -> None:
     for i, blk in enumerate(model.blocks):
         for attr, name in names.items():
             _put(getattr(blk, attr).kernel, get(f"model.layers.{i}.{name}.weight").T)
+            if model.cfg.attn_bias and attr in ("q", "k", "v"):
+                _put(getattr(blk, attr).bias, get(f"model.layers.{i}.{name}.bias"))
         _put(blk.attn_norm.scale, get(f"model.layers.{i}.input_layernorm.weight"))
         _put(blk.mlp_norm.scale, get(f"model.layers.{i}.post_attention_layernorm.weight"))
 
@@ -253,30 +265,47 @@ def gguf_tokenizer(reader):
 
 
 def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
-    """(model, tokenizer) from a local Llama/Qwen2-style folder (config.json, *.safetensors, tokenizer.json)."""
+    """(model, tokenizer) from a local Llama/Qwen2-style folder (config.json, *.safetensors,
+    tokenizer.json); q/k/v biases (Qwen2) are loaded where the checkpoint has them. Raises
+    JaxselError naming the file for a missing or unreadable file, a config without a key it needs,
+    or a checkpoint with tensors this architecture does not use (they would be dropped)."""
     from safetensors.numpy import load_file
 
     from jaxsel.models import tokens
 
     folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise JaxselError(f"{folder}: missing config.json")
-    c = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    cfg = LlamaConfig(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
-                      c.get("num_key_value_heads", c["num_attention_heads"]), c["intermediate_size"],
-                      float(c.get("rope_theta", 10_000.0)), float(c.get("rms_norm_eps", 1e-6)),
-                      bool(c.get("tie_word_embeddings", False)))
+    for f in ("config.json", "tokenizer.json"):
+        if not (folder / f).is_file():
+            raise JaxselError(f"{folder}: missing {f}")
     weights = {}
     for f in sorted(folder.glob("*.safetensors")):
-        weights.update(load_file(str(f)))
+        weights.update(loaded(f, "safetensors file", lambda p: load_file(str(p))))
     if not weights:
         raise JaxselError(f"{folder}: no .safetensors files")
+    c = loaded(folder / "config.json", "JSON file", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    try:
+        cfg = LlamaConfig(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
+                          int(c["num_attention_heads"]), int(c.get("num_key_value_heads", c["num_attention_heads"])),
+                          int(c["intermediate_size"]), float(c.get("rope_theta", 10_000.0)),
+                          float(c.get("rms_norm_eps", 1e-6)), bool(c.get("tie_word_embeddings", False)),
+                          "model.layers.0.self_attn.q_proj.bias" in weights)
+    except KeyError as e:
+        raise JaxselError(f"{folder / 'config.json'}: no {e.args[0]!r} (not a Llama/Qwen2 config)") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise JaxselError(f"{folder / 'config.json'}: not a Llama/Qwen2 config ({type(e).__name__}: {e})") from None
+    used = set()
 
     def get(name):
         if name not in weights:
             raise JaxselError(f"{folder}: checkpoint has no tensor {name}")
+        used.add(name)
         return np.asarray(weights[name], np.float32)
 
     model = nnx.eval_shape(lambda: Llama(cfg, dtype=dtype))  # shapes only: load_tensors fills every parameter
     load_tensors(model, get)
-    return model, tokens.load(folder / "tokenizer.json")
+    unused = sorted(n for n in set(weights) - used if not n.endswith("rotary_emb.inv_freq"))  # a recomputed buffer
+    if unused:
+        raise JaxselError(f"{folder}: the checkpoint has {len(unused)} tensors a Llama/Qwen2 model does not use "
+                          f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): another architecture")
+    return model, loaded(folder / "tokenizer.json", "tokenizer file", tokens.load)
+
