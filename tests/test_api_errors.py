@@ -68,6 +68,8 @@ CASES = {
         r"\[finetune\]: unknown model '/nonexistent/typo'"),  # was found after the first stages had run
     "an embedding model that is neither": (lambda x, y, v, yv, c, p: EmbedSpec(model="mini-lm"),
                                            "embed unknown model 'mini-lm'"),
+    "noise over one class": (lambda x, y, v, yv, c, p: data.noise.corrupt(np.zeros(120, int), c.assignment, 1),
+                             "at least two classes"),  # numpy's "low >= high"
     "a take with two clusters in part": (lambda x, y, v, yv, c, p: p.score(np.array([1, 1, 0, 0, 0, 0])),
                                          "at most one cluster in part"),  # was scored as another subset
     "a selection repeating a row": (lambda x, y, v, yv, c, p: selection.Selection([], np.array([3, 1, 3]), {})
@@ -265,3 +267,16 @@ def test_finetune_checkpoints_belong_to_their_data(tmp_path):
     done = finetune.train_and_evaluate(made(["a", "b"]), None, cfg, ckpt_dir=tmp_path / "ck", resume=True,
                                        progress=False)
     assert len(done["val_accuracy_per_epoch"]) == 2  # the same data resumes
+
+
+def test_derived_texts_are_strings_and_hash_unambiguously(table_file):
+    """derive's new texts were joined with NUL to be hashed: ["a\\0b", "c"] and ["a", "b\\0c"] gave one
+    fingerprint (one stage cache for both); a None text reached datasets' TypeError."""
+    dd = data.load(table_file)
+    rows = {"train": np.arange(2)}
+    one, two = (data.derive(dd, rows, train_texts=t, tag="x") for t in (["a\0b", "c"], ["a", "b\0c"]))
+    assert data.dataset_fingerprint(one) != data.dataset_fingerprint(two)
+    plain = data.derive(dd, rows, train_texts=["a", "b"], tag="x")  # texts without NUL hash as they did
+    assert data.joined(["a", "b"]) == "a\0b" and data.dataset_fingerprint(plain) != data.dataset_fingerprint(one)
+    with pytest.raises(JaxselError, match=r"train_texts\[1\] is NoneType, not a string"):
+        data.derive(dd, rows, train_texts=["a", None], tag="x")

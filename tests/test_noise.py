@@ -32,6 +32,10 @@ def test_flips_whole_clusters_and_duplicates_others():
     assert np.array_equal(r.assignment, assign[r.source])
     assert np.array_equal(r.labels[n:], r.labels[extra])
     assert r.corrupted.sum() == r.flipped.sum() + r.duplicate.sum()
+    # cluster ids 0, 10, .., 190 (not contiguous) are 20 clusters too: 180 had been counted, 18 flipped
+    spread = noise.corrupt(labels, assign * 10, 3, flip_fraction=0.2, duplicate_fraction=0.1, copies=3, seed=1)
+    assert np.array_equal(spread.flipped_clusters, 10 * r.flipped_clusters)
+    assert np.array_equal(spread.labels, r.labels) and np.array_equal(spread.source, r.source)
 
 
 def test_same_seed_same_corruption_and_zero_is_identity():

@@ -592,6 +592,12 @@ def fingerprint(dd, params: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def joined(texts: list[str]) -> str:
+    """``texts`` as one string to hash, NUL-separated, a text holding a NUL escaped
+    (:func:`_unambiguous`): ["a\\0b", "c"] and ["a", "b\\0c"] had hashed alike."""
+    return "\0".join(_unambiguous(t, "\0") for t in texts)
+
+
 def _unambiguous(s: str, separator: str) -> str:
     """``s`` as hashed between ``separator``s: unchanged unless it holds the separator (or starts with
     NUL), else NUL + ``s`` with backslash, NUL, newline and the separator backslash-escaped. So a
@@ -702,12 +708,15 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
             texts = column(d, "text") if train_texts is None else list(train_texts)
             if len(texts) != len(idx):
                 raise JaxselError(f"new train texts have {len(texts)} rows, the derived train split {len(idx)}")
+            bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+            if bad is not None:
+                raise JaxselError(f"train_texts[{bad}] is {type(texts[bad]).__name__}, not a string")
             others = {c: column(d, c) for c in d.column_names if c not in ("text", "label")}  # source_row
             d = datasets.Dataset.from_dict({**others, "text": texts, "label": labels.tolist()}, features=d.features)
             if train_labels is not None:
                 h.update(labels.tobytes())
             if train_texts is not None:
-                h.update("\x00".join(texts).encode())
+                h.update(joined(texts).encode())
         h.update(f"|{s}|".encode() + idx.tobytes())
         out[s] = d
     fp = h.hexdigest()[:16]

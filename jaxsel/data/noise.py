@@ -97,6 +97,8 @@ def corrupt(labels: np.ndarray, assignment: np.ndarray, num_classes: int, *, fli
     ``flip_fraction`` is a share of clusters ("clusters", "source") or of rows ("instance").
     Raises JaxselError for settings out of range or missing inputs."""
     labels = check_labels(labels, "labels", len(assignment), num_classes)  # ids past C used to wrap around
+    if num_classes < 2:
+        raise JaxselError(f"label noise needs at least two classes, got num_classes={num_classes}")
     assignment = np.asarray(assignment, np.int64)
     if kind not in KINDS:
         raise JaxselError(f"unknown noise kind {kind!r} (choose from {', '.join(KINDS)})")
@@ -113,14 +115,14 @@ def corrupt(labels: np.ndarray, assignment: np.ndarray, num_classes: int, *, fli
         raise JaxselError("instance noise needs the train embeddings (one row per label)")
     if near_duplicates and (texts is None or len(texts) != len(labels)):
         raise JaxselError("near duplicates need the train texts (one per label)")
-    k = int(assignment.max()) + 1
+    ids = np.unique(assignment)  # the clusters with rows (0..K-1 for jaxsel's clusterings: then as before)
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(k)
-    n_flip = 0 if kind == "instance" else int(round(flip_fraction * k))
-    n_dup = int(round(duplicate_fraction * k))
+    perm = ids[rng.permutation(len(ids))]
+    n_flip = 0 if kind == "instance" else int(round(flip_fraction * len(ids)))
+    n_dup = int(round(duplicate_fraction * len(ids)))
     flip_c, dup_c = np.sort(perm[:n_flip]), np.sort(perm[n_flip:n_flip + n_dup])
     if kind == "clusters":
-        shift = np.zeros(k, np.int64)
+        shift = np.zeros(int(assignment.max()) + 1, np.int64)
         shift[flip_c] = rng.integers(1, num_classes, size=n_flip)
         new = (labels + shift[assignment]) % num_classes
     elif kind == "source":

@@ -54,7 +54,8 @@ def texts_embedded(folder: Path, texts: list[str], embed, progress: bool = True)
     copies are new texts, not in the dataset's embedding cache, and every run would embed them again."""
     from jaxsel import embed as embed_
     from jaxsel.io import write_npz
-    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    from jaxsel.data import joined
+    digest = hashlib.sha256(joined(texts).encode()).hexdigest()[:16]
     path = Path(folder) / f"texts-{key(digest, len(texts), embed)}.npz"
 
     def read(path: Path) -> np.ndarray:
