@@ -261,7 +261,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
             + ["macro-F1", "examples", "steps", "examples seen"]
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
-            + (["corrupted chosen (flipped + copies)"] if noisy else []))
+            + (["corrupted chosen (flipped, copies: a copy of a flipped row counts in both)"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     warnings = []
     for s in summary:
@@ -277,7 +277,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
                   "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
         if noisy:
             cells.append("-" if s["variant"] != "noisy" else f"{s['corrupted_chosen']:.0f}" + (
-                f" ({s['flipped_chosen']:.0f} + {s['duplicates_chosen']:.0f})" if "flipped_chosen" in s else ""))
+                f" ({s['flipped_chosen']:.0f} flipped, {s['duplicates_chosen']:.0f} copies)" if "flipped_chosen" in s else ""))
         lines.append("| " + " | ".join(cells) + " |")
         if s.get("missing_classes"):
             names = [labels[c] if labels else str(c) for c in s["missing_classes"]]
