@@ -105,7 +105,7 @@ class Checkpoints:
             raise JaxselError(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
         if self.step is not None and (written := self.record().get("signature")) != signature:
             raise JaxselError(f"checkpoint in {self.folder} was written by another run configuration"
-                              f"{signature_differences(written, signature)}; use a new output folder or drop --resume")
+                              f"{signature_differences(written, signature)}; use a new output folder, or start afresh (no --resume; resume=False in Python)")
 
     def record(self) -> dict:
         """The JSON record of the newest step (it holds ``signature``)."""

@@ -28,6 +28,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
+from jaxsel.errors import JaxselError
+
 _sink: "Sink | None" = None
 _scope: list[str] = []
 
@@ -88,6 +92,16 @@ def scope(name: str):
 
 
 def log(stage: str, step: int, **values: float) -> None:
-    """Record ``values`` (floats) of ``stage`` at ``step``; nothing outside :func:`logging_to`."""
-    if _sink is not None:
-        _sink.write("/".join([*_scope, stage]), int(step), {k: float(v) for k, v in values.items()})
+    """Record ``values`` (numbers: Python, numpy or one-element arrays) of ``stage`` at ``step``
+    (an integer); nothing outside :func:`logging_to`. Raises JaxselError for another value."""
+    if _sink is None:
+        return
+    if np.ndim(step) or np.asarray(step).dtype.kind not in "iu":
+        raise JaxselError(f"metrics step must be an integer, got {step!r}")  # 3.7 was logged as 3
+    numbers = {}
+    for k, v in values.items():
+        try:
+            numbers[k] = float(np.asarray(v).reshape(()))
+        except (TypeError, ValueError):
+            raise JaxselError(f"metric {k!r} must be a number, got {type(v).__name__} {str(v)[:40]!r}") from None
+    _sink.write("/".join([*_scope, stage]), int(step), numbers)

@@ -24,6 +24,22 @@ def test_lines_scopes_and_tensorboard(tmp_path):
     assert list((tmp_path / "a").glob("events.out.tfevents.*"))
 
 
+def test_values_are_numbers_and_steps_integers(tmp_path):
+    """A string reached float() (ValueError), a one-element array raised TypeError, step 3.7 was
+    logged as 3; numpy and one-element arrays are numbers like any other."""
+    import numpy as np
+    import pytest
+
+    from jaxsel.errors import JaxselError
+    with metrics.logging_to(tmp_path / "b"):
+        metrics.log("s", np.int64(1), a=np.float32(0.5), b=np.array([2.0]))
+        with pytest.raises(JaxselError, match="metric 'a' must be a number, got str 'high'"):
+            metrics.log("s", 2, a="high")
+        with pytest.raises(JaxselError, match="step must be an integer, got 3.7"):
+            metrics.log("s", 3.7, a=1.0)
+    assert [(x["step"], x["a"], x["b"]) for x in read(tmp_path / "b")] == [(1, 0.5, 2.0)]
+
+
 def test_select_with_log_dir_logs_the_agent(tmp_path, tmp_cache, capsys):
     from conftest import write_data
     from jaxsel.selection import Selection
