@@ -53,7 +53,7 @@ def checked_examples(budget: float, n: int, what: str = "a budget") -> int:
     """:func:`budget_examples`, with a warning when the fraction rounds to no example (one is
     taken) and JaxselError when it rounds to all ``n`` rows. ``what`` names the fraction."""
     if round(budget * n) < 1:
-        warn(f"{what} of {budget:g} of {n} train rows rounds to no example: selecting 1")
+        warn(f"{what} of {budget:g} of {n} train rows rounds to no example: selecting 1", once=True)
     examples = budget_examples(budget, n)
     if examples >= n:
         raise JaxselError(f"{what} of {budget:g} of {n} train rows rounds to all of them: "
