@@ -86,7 +86,7 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
     onto ``path``, else delete it. An existing ``path`` is replaced only when it is a regular file
     (``folder=False``) or a folder that is empty or that ``replaces(path)`` accepts as an earlier
     output of the same kind; anything else (a folder where a file goes, a device such as /dev/null, a
-    folder of other files, the current folder) raises :class:`OutputError`, as does a place that
+    symbolic link, a folder of other files, the current folder) raises :class:`OutputError`, as does a place that
     cannot be written. In a multi-process run only process 0 writes: the others get a scratch path
     that is discarded."""
     path = Path(os.path.abspath(path))  # "." and "a/.." name the folder they are
@@ -160,9 +160,12 @@ def ensure_folder(folder: Path, target: Path) -> None:
 def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | None = None) -> None:
     """Raise :class:`OutputError` unless writing ``path`` (a file, or a folder with ``folder``) is
     safe: nothing there, a regular file for a file, an empty folder or one ``replaces`` accepts for
-    a folder."""
+    a folder; never a symbolic link (the rename replaced the link, not its target: ``--out
+    /dev/stdout`` as root turned /dev/stdout into a regular file)."""
     if not (path.exists() or path.is_symlink()):
         return
+    if path.is_symlink():
+        raise OutputError(path, f"it is a symbolic link (to {os.readlink(path)}); name the file itself")
     if path.is_dir():
         if not folder:
             raise OutputError(path, "it is a folder; name a file inside it")

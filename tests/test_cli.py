@@ -443,10 +443,11 @@ def test_export_replaces_only_what_it_wrote(tmp_path, tmp_cache, capsys, monkeyp
     (precious / "thesis.txt").write_text("thesis")
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "afile")  # the rename had replaced the link (/dev/stdout too)
     capsys.readouterr()
     refused = [("precious", ["--format", "arrow"]), ("precious/.", ["--format", "arrow"]),
                ("precious", ["--format", "jsonl"]), ("pipe", ["--format", "jsonl"]), ("afile/kept.jsonl", []),
-               ("/proc/kept.jsonl", [])]
+               ("/proc/kept.jsonl", []), ("link.jsonl", [])]
     for out, fmt in refused:
         monkeypatch.chdir(precious if out == "precious/." else tmp_path)  # --out . from inside it
         assert cli.main(["export", sel, "--out", "." if out == "precious/." else out, *fmt]) == 2, out
@@ -455,6 +456,7 @@ def test_export_replaces_only_what_it_wrote(tmp_path, tmp_cache, capsys, monkeyp
     monkeypatch.chdir(tmp_path)
     assert (precious / "thesis.txt").read_text() == "thesis" and (precious / "sub").is_dir()
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode) and (tmp_path / "afile").read_text() == "x"
+    assert (tmp_path / "link.jsonl").is_symlink()
     assert "afile is a file, not a folder" in (cli.main(["export", sel, "--out", "afile/k.jsonl"]) and
                                                  capsys.readouterr().err)
     for _ in range(2):  # a second export replaces the first
