@@ -416,6 +416,8 @@ def cmd_finetune(a) -> None:
     from jaxsel.selection import Selection
     if a.selection and a.random_fraction:
         raise JaxselError("give --selection or --random-fraction, not both")
+    if a.selection:  # the default folder is tagged by the selection file's whole path (see build_parser)
+        a.selection = str(Path(a.selection).resolve())
     sel = Selection.load(a.selection) if a.selection else None
     _recorded(a, sel.meta if sel else {})
     if sel and a.data is None:
@@ -612,13 +614,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND: sel-SELECTIONFOLDER, rand or full; tagged like "
-                                                "select's with the reading and finetuning options set away from their defaults)")
+                                                "select's with the reading and finetuning options set away from their defaults and the selection file)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
     _distributed_args(p)
     # the reading options a selection records (defaults None here) against select's defaults, and finetune's own
     own = {k: v for k, v in _output_options(p, named="model").items() if k not in READ_OPTIONS}
-    p.set_defaults(func=cmd_finetune, tagged={**{k: select_defaults[k] for k in READ_OPTIONS}, **own})
+    # and the selection file: exp1/strat/selection.json and exp2/strat/selection.json, or picks/a.json and
+    # picks/b.json, had shared one folder (named by the selection's folder only)
+    p.set_defaults(func=cmd_finetune, tagged={**{k: select_defaults[k] for k in READ_OPTIONS}, **own, "selection": None})
     p = sub.add_parser("export", help="write a selection's kept rows (or the rest) as JSONL, Parquet, CSV or Arrow")
     p.add_argument("selection", help="a selection.json from jaxsel select or jaxsel run")
     _dataset_args(p, recorded="option")

@@ -521,6 +521,13 @@ def test_default_folders_name_every_option_that_changes_the_output(table_file, t
     for extra in (["--random-fraction", "0.2"], ["--random-fraction", "0.3"], ["--random-fraction", "0.2"]):
         assert cli.main(tune + extra) == 0
     assert len(list(tmp_path.rglob("finetune-tiny-bert-rand*/metrics.json"))) == 2
+    sels = []
+    for i, budget in enumerate(("0.2", "0.3")):  # two selections in folders named alike
+        assert cli.main(base + ["--budget", budget, "--out", f"exp{i}/strat"]) == 0
+        sels.append(f"exp{i}/strat/selection.json")
+    for sel in sels + [str(tmp_path / sels[0])]:  # the first again, spelled absolutely: its own folder again
+        assert cli.main(["finetune", "--selection", sel, "--model", "tiny-bert", "--epochs", "1", "--max-length", "8"]) == 0
+    assert len(list(tmp_path.rglob("finetune-tiny-bert-sel-strat-*/metrics.json"))) == 2
 
 
 def test_default_clustering_file_names_the_reading_options(table_file, tmp_path, tmp_cache, monkeypatch):
