@@ -644,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=True)
-    p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME); rerunning resumes it")
+    p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME, with --data's name and a short hash of a data file's path "
+                                                "and the reading options given); rerunning resumes it")
     _log_arg(p)
     _distributed_args(p)
     p.set_defaults(func=cmd_run)

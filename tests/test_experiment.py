@@ -470,3 +470,18 @@ def test_budgets_selecting_the_same_examples_are_refused_before_any_work(tmp_pat
         experiment.run(cfg, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "stages").exists()
     check_distinct_budgets((0.1, 0.1 + 1.0 / n), n)  # one example apart: both run
+
+
+def test_default_run_folders_tell_data_files_and_readings_apart(tmp_path):
+    """``jaxsel run --data FILE`` named its folder runs/NAME-STEM: a/reviews.csv and b/reviews.csv, or
+    one file read with other columns, replaced each other's report. A built-in name keeps its
+    short folder."""
+    for side in "ab":
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "reviews.csv").write_text("text,label\n")
+    none = dict(text_col=None, label_col=None, split_seed=None)
+    outs = [experiment.default_out("quick", dict(none, name=str(tmp_path / side / "reviews.csv"))) for side in "ab"]
+    outs.append(experiment.default_out("quick", dict(none, name=str(tmp_path / "a" / "reviews.csv"), text_col="review")))
+    assert len(set(outs)) == 3 and all(o.startswith("runs/quick-reviews-") for o in outs)
+    assert experiment.default_out("quick", dict(none, name="tweets")) == "runs/quick-tweets"
+    assert experiment.default_out("quick", none) == "runs/quick"

@@ -14,6 +14,8 @@ finetuner's final evaluation alone.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -340,6 +342,18 @@ class Run:
         return doc
 
 
+def default_out(name: str, data_overrides: dict) -> str:
+    """A run's default folder: runs/NAME, with a ``--data`` override's stem (runs/quick-tweets), and
+    a short hash of a data file's absolute path and the other reading options given (None: not
+    given), so two files named alike, or one file read two ways, never share a run folder."""
+    given = {k: v for k, v in data_overrides.items() if v is not None}
+    data = given.pop("name", None)
+    if data is not None and Path(data).exists():
+        given["file"] = os.path.abspath(data)
+    tag = "-" + hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:6] if given else ""
+    return f"runs/{name}" + (f"-{Path(data).stem}" if data is not None else "") + tag
+
+
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
         log_dir: str | Path | None = None, **data_overrides) -> dict:
     """Run (or resume) a config; returns the results document also written to ``OUT/results.json``,
@@ -353,8 +367,7 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         raise JaxselError(f"run takes a config file's path or a RunConfig, got {type(config).__name__}")
     cfg = config if isinstance(config, RunConfig) else load_config(config, **data_overrides)
     if out is None:
-        given = data_overrides.get("name")
-        out = f"runs/{cfg.name}" + (f"-{Path(given).stem}" if given else "")
+        out = default_out(cfg.name, data_overrides)
     with exclusive(out), metrics.logging_to(log_dir):
         r = Run(cfg, Path(out), progress)
         doc = r.execute()
