@@ -146,6 +146,10 @@ def _recorded(a, meta: dict) -> None:
         if meta.get("variant", "clean") != "clean":
             raise JaxselError(f"this selection indexes the run's {meta['variant']} variant (labels flipped and "
                               f"copies added by the run), not the dataset itself: use a clean-variant selection")
+        given = next((opt for opt in _LOAD if getattr(a, opt) is not None), None)
+        if given is not None:  # it was ignored: the recorded [data] table reads the dataset
+            raise JaxselError(f"this selection records how its run read the data (its config's [data] table); "
+                              f"--{given.replace('_', '-')} cannot change that: leave it out")
         a.data_spec = meta["data_spec"]
     a.data = a.data or meta.get("dataset")
     for opt, value in meta.get("data_options", {}).items():

@@ -658,6 +658,11 @@ def test_a_run_selection_exports_and_finetunes_from_what_it_records(tmp_path, tm
     assert [k["text"] for k in kept] == [dd["train"][int(i)]["text"] for i in sel.indices]
     Selection([], sel.indices, {}, dict(sel.meta, variant="noisy")).save(tmp_path / "n.json")
     assert cli.main(["export", "n.json", "--out", "k2.jsonl"]) == 2
+    # reading options given beside a recorded [data] table had been ignored without a word
+    with pytest.raises(cli.JaxselError, match="--split-seed cannot change that"):
+        cli._recorded(cli.build_parser().parse_args(["export", "s.json", "--out", "k3.jsonl", "--split-seed", "3"]),
+                      sel.meta)
+    assert cli.main(["export", "s.json", "--out", "k3.jsonl", "--text-col", "label"]) == 2
 
 
 def test_too_small_data_and_budgets_say_why(tmp_path, capsys):
