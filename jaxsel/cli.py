@@ -337,10 +337,15 @@ def cmd_cluster(a) -> None:
 
 def _note_fresh_start(folder: Path, resume: bool) -> None:
     """A note when a command without --resume is about to replace the checkpoints of an earlier,
-    perhaps stopped, run in ``folder`` (a new user's round: they went without a word)."""
-    if not resume and folder.is_dir() and any(p.name != "seconds.json" for p in folder.iterdir()):
+    perhaps stopped, run in ``folder``, or when --resume finds none there (a new user's rounds:
+    both went without a word; a --resume spelled with other options names another folder)."""
+    held = folder.is_dir() and any(p.name != "seconds.json" for p in folder.iterdir())
+    if not resume and held:
         print(f"note: {folder} holds an earlier run's checkpoints; starting afresh replaces them "
               f"(--resume continues that run)", file=sys.stderr)
+    elif resume and not held:
+        print(f"note: no checkpoint to resume in {folder}: starting from the beginning (a run with other "
+              f"options has another default folder)", file=sys.stderr)
 
 
 def cmd_select(a) -> None:
@@ -392,7 +397,8 @@ def cmd_select(a) -> None:
     trimmed = int(take_for(sel.cluster_ids, c.sizes, int(c.sizes.sum()), quota).sum()) > len(sel.indices)
     whole = f"untrimmed {sel.scores['proxy_accuracy_whole_clusters']:.4f}, " if trimmed else ""
     n = len(sel.cluster_ids)
-    picks = f"{n} {'pick' if quota else 'cluster'}{'' if n == 1 else 's'}" + (f" of up to {quota} examples" if quota else "")
+    picks = f"{n} {'pick' if quota else 'cluster'}{'' if n == 1 else 's'}" + \
+        (f" of up to {quota} example{'' if quota == 1 else 's'}" if quota else "")
     picks = picks if n else "example-level"
     print(f"{a.method}: {len(sel.indices)} of {len(labels)} train examples ({picks}"
           f"{', the last trimmed to the budget' if trimmed else ''}), proxy accuracy of these examples "

@@ -905,6 +905,8 @@ def test_a_fresh_start_over_checkpoints_says_so(tmp_path, capsys):
     (folder / "seconds.json").write_text("{}")
     cli._note_fresh_start(folder, resume=False)
     assert capsys.readouterr().err == ""
+    cli._note_fresh_start(folder, resume=True)  # --resume with nothing to resume had started afresh silently
+    assert "no checkpoint to resume in" in capsys.readouterr().err
     (folder / "agent").mkdir()
     cli._note_fresh_start(folder, resume=True)
     assert capsys.readouterr().err == ""
