@@ -201,6 +201,12 @@ def _data_folder(data: str) -> Path:
 
 
 MADE: list[Path] = []  # folders this command created (_writable), removed again where empty if it fails
+RESUME: list[str] = []  # how to continue this command after Ctrl-C (set once its output folder is known)
+
+
+def interrupted() -> str:
+    """The line a Ctrl-C ends a command with: what was interrupted and how to continue it."""
+    return "jaxsel: interrupted" + (f" ({RESUME[0]})" if RESUME else "")
 LOCKS = contextlib.ExitStack()  # output folders this command holds (_exclusive)
 
 
@@ -362,6 +368,7 @@ def cmd_select(a) -> None:
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
+    RESUME[:] = [f"to continue, rerun with --resume --out {out}"]
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -440,6 +447,7 @@ def cmd_finetune(a) -> None:
         'rand' if a.random_fraction else 'full'  # one folder per selection (its folder's name: the method and tag)
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
                                                                     f"{_options_tag(a)}"), folder=True))
+    RESUME[:] = [f"to continue, rerun with --resume --out {out}"]
     dd = _load(a)
     n = len(dd["train"])
     if sel:
@@ -485,6 +493,7 @@ def cmd_run(a) -> None:
     assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
     if a.log_dir:
         print(f"step metrics: {Path(a.log_dir) / 'metrics.jsonl'}")
+    RESUME[:] = ["to continue, rerun the same command: it resumes from its stage folder"]
     doc = experiment.run(a.config, a.out, name=a.data, text_col=a.text_col, label_col=a.label_col,
                          split_col=a.split_col, encoding=a.encoding, missing_labels=a.missing_labels,
                          merge_case=a.merge_label_case, min_class_rows=a.min_class_rows, split_seed=a.split_seed,
@@ -705,7 +714,7 @@ def _dispatch(args) -> int:
         print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxsel: interrupted", file=sys.stderr)
+        print(interrupted(), file=sys.stderr)
         return 130
     return 0
 
@@ -724,7 +733,7 @@ class Interrupts:
 
     @staticmethod
     def leave() -> None:
-        print("jaxsel: interrupted", file=sys.stderr, flush=True)
+        print(interrupted(), file=sys.stderr, flush=True)
         os._exit(130)
 
     def __call__(self, signum, frame) -> None:

@@ -698,7 +698,8 @@ def test_ctrl_c_exits_130_and_leaves_no_selection(tmp_path, tmp_cache):
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         rest = p.communicate(timeout=120)[1]
-        assert p.returncode == 130 and rest.strip().splitlines()[-1] == "jaxsel: interrupted"
+        assert p.returncode == 130  # the last line says how to continue (it had not named the folder)
+        assert rest.strip().splitlines()[-1] == f"jaxsel: interrupted (to continue, rerun with --resume --out {out})"
         assert not (out / "selection.json").exists()
 
 
