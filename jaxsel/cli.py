@@ -359,6 +359,8 @@ def cmd_select(a) -> None:
     from jaxsel.experiment import stages
     if a.quota is not None and a.granularity != "quota":
         raise JaxselError("--quota sets the examples per pick of --granularity quota; add --granularity quota")
+    if a.network == NETWORK:  # the agents' default spelled out: the same selection, so the same default folder
+        a.network = None
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"

@@ -513,10 +513,11 @@ def test_default_folders_name_every_option_that_changes_the_output(table_file, t
     and the same options (a rerun) name the same folder."""
     monkeypatch.chdir(tmp_path)
     base = ["select", str(table_file), "--model", "hash", "--k", "4", "--method", "stratified"]
-    for extra in ([], ["--budget", "0.2"], ["--seed", "1"], ["--k", "3"], [], ["--budget", "1/20"]):
+    for extra in ([], ["--budget", "0.2"], ["--seed", "1"], ["--k", "3"], [], ["--budget", "1/20"],
+                  ["--network", cli.NETWORK]):
         assert cli.main(base + extra) == 0
     folders = sorted(p.parent.name for p in tmp_path.rglob("selection.json"))
-    assert len(folders) == 4 and len({f.split("-")[0] for f in folders}) == 1, folders  # 1/20 is the default 0.05
+    assert len(folders) == 4 and len({f.split("-")[0] for f in folders}) == 1, folders  # 1/20, the default network: defaults
     tune = ["finetune", str(table_file), "--model", "tiny-bert", "--epochs", "1", "--max-length", "8"]
     for extra in (["--random-fraction", "0.2"], ["--random-fraction", "0.3"], ["--random-fraction", "0.2"]):
         assert cli.main(tune + extra) == 0
