@@ -20,7 +20,7 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).parent)]
 
 from common import RESULTS  # noqa: E402
-from pools import summarize  # noqa: E402
+from pools import percent, summarize  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
 from jaxsel.io import write_json  # noqa: E402
 
@@ -65,10 +65,10 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| clusters flipped | method | pools | test acc % | vs full data, paired (wins/losses) | vs stratified "
              "| examples: flipped + copies of |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        pair = [f"{100 * r[f'vs_{ref}']:+.1f} ± {100 * r[f'vs_{ref}_ci95']:.1f} "
+        pair = [f"{report.pm(*percent(r, f'vs_{ref}'), '+.1f')} "
                 f"({r[f'vs_{ref}_wins']}/{r[f'vs_{ref}_losses']})" if f"vs_{ref}" in r else "-" for ref in ("full", "stratified")]
         lines.append(f"| {r['flip_fraction']:.0%} | {r['method']} | {r['units']} | "
-                     f"{100 * r['test_accuracy']:.1f} ± {100 * r['test_accuracy_ci95']:.1f} | {pair[0]} | {pair[1]} | "
+                     f"{report.pm(*percent(r, 'test_accuracy'), '.1f')} | {pair[0]} | {pair[1]} | "
                      + (f"{r['flipped_chosen']:.0f} + {r['duplicates_chosen']:.0f} of {r['examples']:.0f} |"
                         if "flipped_chosen" in r else "- |"))
     return "\n".join(lines)
@@ -80,13 +80,13 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, m in enumerate(METHODS):
         rs = [r for r in rows if r["method"] == m]
         x = np.array([100 * r["flip_fraction"] for r in rs]) + (i - 1.5) * 0.6  # dodged
-        acc.errorbar(x, [100 * r["test_accuracy"] for r in rs], yerr=[100 * r["test_accuracy_ci95"] for r in rs],
-                     fmt="o-", capsize=3, label=m, color=f"C{i}")
+        acc.errorbar(x, *zip(*(percent(r, "test_accuracy", np.nan) for r in rs)), fmt="o-", capsize=3, label=m,
+                     color=f"C{i}")
         rs = [r for r in rs if "vs_full" in r]
         if rs:
             diff.errorbar(np.array([100 * r["flip_fraction"] for r in rs]) + (i - 1.5) * 0.6,
-                          [100 * r["vs_full"] for r in rs], yerr=[100 * r["vs_full_ci95"] for r in rs],
-                          fmt="o-", capsize=3, label=m, color=f"C{i}")
+                          *zip(*(percent(r, "vs_full", np.nan) for r in rs)), fmt="o-", capsize=3, label=m,
+                          color=f"C{i}")
     diff.axhline(0, color="k", lw=0.8)
     acc.set_ylabel("test accuracy % (95% CI over pools)")
     diff.set_ylabel("5% minus full data, paired by pool (points)")

@@ -118,13 +118,19 @@ def markdown(summary: list[dict]) -> str:
     for s in summary:
         name = s["method"] + ("" if "picked" not in s else
                               " (" + ", ".join(f"{k} {n}" for k, n in s["picked"].items()) + ")")
-        cells = [s["variant"], name, str(s["units"]), f"{100 * s['test_accuracy']:.1f} ± {100 * s['test_accuracy_ci95']:.1f}"]
+        cells = [s["variant"], name, str(s["units"]), report.pm(*percent(s, "test_accuracy"), ".1f")]
         for ref in refs:
-            cells.append(f"{100 * s[f'vs_{ref}']:+.1f} ± {100 * s[f'vs_{ref}_ci95']:.1f} "
+            cells.append(f"{report.pm(*percent(s, f'vs_{ref}'), '+.1f')} "
                          f"({s[f'vs_{ref}_wins']}/{s[f'vs_{ref}_losses']} of {len(s[f'vs_{ref}_by_pool'])})"
                          if f"vs_{ref}" in s else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def percent(s: dict, key: str, missing=None) -> tuple[float, float | None]:
+    """``s[key]`` and its interval ``s[key + "_ci95"]`` in percent (``missing`` where one pool has none)."""
+    half = s[f"{key}_ci95"]
+    return 100 * s[key], missing if half is None else 100 * half
 
 
 def plot(summary: list[dict], path: Path, title: str) -> None:
@@ -134,8 +140,7 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     for i, s in enumerate(ss):
         d = 100 * np.array(list(s["vs_stratified_by_pool"].values()))
         ax.scatter(i + np.linspace(-0.15, 0.15, len(d)), d, s=14, color="0.55", zorder=2)
-        ax.errorbar(i, 100 * s["vs_stratified"], yerr=100 * s["vs_stratified_ci95"], fmt="o", color="C0", capsize=4,
-                    zorder=3)
+        ax.errorbar(i, *percent(s, "vs_stratified", np.nan), fmt="o", color="C0", capsize=4, zorder=3)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(ss)), [f"{s['variant']}\n{s['method']}" for s in ss])
     ax.set_ylabel("test accuracy - stratified (points)")

@@ -9,7 +9,8 @@ def test_mean_ci_closed_form():
     mean, half = report.mean_ci(v)
     assert mean == pytest.approx(np.mean(v))
     assert half == pytest.approx(4.3027 * np.std(v, ddof=1) / np.sqrt(3), rel=1e-4)  # t(0.975, 2 df) = 4.3027
-    assert report.mean_ci([0.5]) == (0.5, 0.0)
+    assert report.mean_ci([0.5]) == (0.5, None)  # no interval (was 0.0: read as no uncertainty)
+    assert report.pm(0.5, None) == "0.500" and report.pm(0.01, 0.02, "+.1f") == "+0.0 ± 0.0"
 
 
 def _rows():
@@ -230,9 +231,9 @@ def test_pools_pair_by_pool_and_seed_and_read_every_pool(tmp_path):
     assert s["validated"]["picked"] == {"greedy": 2, "stratified": 1}  # pool 2: stratified validates higher
     assert s["validated"]["vs_stratified"] == pytest.approx(np.mean([0.04, 0.0, 0.10]))
     assert "vs_cleanlab" not in s["greedy"] and "vs_stratified" not in s["stratified"] and "vs_full" not in s["full"]
-    assert s["greedy"]["vs_full"] == pytest.approx(-0.03) and s["greedy"]["vs_full_ci95"] == 0.0  # pool 1 only
+    assert s["greedy"]["vs_full"] == pytest.approx(-0.03) and s["greedy"]["vs_full_ci95"] is None  # pool 1 only: no interval
     table = pools.markdown(pools.summarize(units))
-    assert "| clean | validated (greedy 2, stratified 1) | 3 | 76.7 ± 10.3 | +4.7 ± 12.5 (2/0 of 3) | -3.0 ± 0.0 (0/1 of 1) |" in table
+    assert "| clean | validated (greedy 2, stratified 1) | 3 | 76.7 ± 10.3 | +4.7 ± 12.5 (2/0 of 3) | -3.0 (0/1 of 1) |" in table
     later = units + [dict(row("cleanlab", 0, 0.7, 0.75), pool=3)]  # a reference in the last pool only
     assert {x["method"]: x for x in pools.summarize(later)}["greedy"]["vs_cleanlab_by_pool"] == {
         "3/0": pytest.approx(0.05)}

@@ -62,21 +62,21 @@ def environment() -> dict:
             "device_count": jax.device_count(), "versions": versions, "malloc": allocator.describe()}
 
 
-def mean_ci(values) -> tuple[float, float]:
-    """Mean and the half-width of its two-sided 95% Student-t interval (0 for one value; the
-    quantile from ``scipy.stats.t``)."""
+def mean_ci(values) -> tuple[float, float | None]:
+    """Mean and the half-width of its two-sided 95% Student-t interval (the quantile from
+    ``scipy.stats.t``); the half-width None (null in JSON) for one value: it has no interval, and
+    the 0.0 returned before read as no uncertainty."""
     from scipy import stats
     v = np.asarray(values, np.float64)
     if len(v) < 2:
-        return float(v.mean()), 0.0
+        return float(v.mean()), None
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
-def _seeds_ci(values) -> tuple[float, float | None]:
-    """:func:`mean_ci` over seeds, the half-width None (null in ``results.json``) for a single seed:
-    one seed has no interval, and a 0.0 there read as no uncertainty."""
-    mean, half = mean_ci(values)
-    return mean, half if len(values) > 1 else None
+def pm(mean: float, half: float | None, spec: str = ".3f") -> str:
+    """``mean ± half`` formatted with ``spec`` (the half-width without a sign), or the mean alone
+    when there is no interval (``half`` None: one value)."""
+    return f"{mean:{spec}}" + ("" if half is None else f" ± {half:{spec.lstrip('+')}}")
 
 
 def _overhead(method: str, variant: str, timings: dict) -> float:
@@ -134,7 +134,7 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     full = {(r["variant"], r["seed"]): r["test_accuracy"] for r in rows if r["method"] == "full"}
     out = []
     for (v, m, b), rs in groups.items():
-        acc, ci = _seeds_ci([r["test_accuracy"] for r in rs])
+        acc, ci = mean_ci([r["test_accuracy"] for r in rs])
         total = [_overhead(m, v, timings) + r["selection_seconds"] + r["finetune_seconds"] for r in rs]
         s = {"variant": v, "method": m, "budget": b, "seeds": sorted(r["seed"] for r in rs),
              "test_accuracy": acc, "test_accuracy_ci95": ci,
@@ -155,10 +155,10 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
         for ref, acc_of in refs.items():
             paired = [r["test_accuracy"] - acc_of[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in acc_of]
             if m not in (ref, "full") and paired:
-                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = _seeds_ci(paired)
+                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = mean_ci(paired)
         paired = [r["test_accuracy"] - full[(v, r["seed"])] for r in rs if (v, r["seed"]) in full]
         if m != "full" and paired:
-            s["vs_full"], s["vs_full_ci95"] = _seeds_ci(paired)
+            s["vs_full"], s["vs_full_ci95"] = mean_ci(paired)
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
@@ -242,7 +242,7 @@ def _label_mix(rs: list[dict]) -> dict:
 
 def _interval(mean: float, half: float | None, seeds: int, sign: str = "") -> str:
     """``mean ± half``, or the mean alone for one seed or pairing (no interval to show)."""
-    return f"{mean:{sign}.3f}" + (f" ± {half:.3f}" if seeds > 1 and half is not None else "")
+    return pm(mean, half if seeds > 1 else None, f"{sign}.3f")
 
 
 def method_label(s: dict) -> str:
