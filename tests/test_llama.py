@@ -123,6 +123,10 @@ def test_a_bos_tokenizer_starts_each_prompt_with_one_bos(tmp_path):
     assert [tok.id_to_token(i) for i in cut] == ["<s>", "Text", ":", "good", "fine", "Label", ":"]  # the text is cut
     with pytest.raises(JaxselError, match="not one string"):
         tokens.ids(tok, "good", 8)
+    from tokenizers import Tokenizer, models, processors
+    odd = Tokenizer(models.BPE({"<s>": 0, "b": 1}, []))  # encodes none of the probe texts
+    odd.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    assert tokens._specials(odd) == ([0], []) and tokens._specials(tok) == ([0], [])
     cfg = llama.LlamaConfig(vocab_size=16, hidden=8, layers=1, heads=2, kv_heads=1, intermediate=8,
                             rope_theta=10_000.0, eps=1e-6, tie_embeddings=True)
     save_hf_folder(tmp_path, llama.Llama(cfg, rngs=nnx.Rngs(0)), tok)

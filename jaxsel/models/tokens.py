@@ -72,8 +72,12 @@ def ids(tokenizer, texts: list[str], max_length: int, template: str | None = Non
 
 def _specials(tokenizer) -> tuple[list[int], list[int]]:
     """(ids before, ids after) the text that the tokenizer's post-processor adds to one sequence
-    (Llama 2/3: ([BOS], []); SmolLM2's: ([], []))."""
-    plain = tokenizer.encode("a", add_special_tokens=False).ids
-    full = tokenizer.encode("a").ids
-    at = next(i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain)
-    return full[:at], full[at + len(plain):]
+    (Llama 2/3: ([BOS], []); BERT: ([CLS], [SEP]); SmolLM2's: ([], [])), found around a probe text
+    the vocabulary encodes; all before when none does."""
+    for probe in ("a", "the", "0", "."):
+        plain = tokenizer.encode(probe, add_special_tokens=False).ids
+        full = tokenizer.encode(probe).ids
+        if plain:
+            at = next(i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain)
+            return full[:at], full[at + len(plain):]
+    return full, []
