@@ -89,7 +89,7 @@ class Checkpoints:
         from jaxsel.io import writes_files
         if not resume and self.folder.exists() and writes_files():  # multi-process: process 0 clears it
             other = sorted(p.name for p in self.folder.iterdir() if p.name != MARKER and not STEP.fullmatch(p.name))
-            if other and not (self.folder / MARKER).exists():  # a user's folder: its files were deleted
+            if other and not (self.folder / MARKER).exists():  # a user's folder: rmtree deleted their files
                 raise JaxselError(f"{self.folder} holds files that are not checkpoints ({', '.join(other[:3])}"
                                   f"{', ...' if len(other) > 3 else ''}): give the checkpoints a folder of their own")
             shutil.rmtree(self.folder)

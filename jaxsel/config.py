@@ -48,7 +48,7 @@ def spelling(obj) -> str:
         value = getattr(obj, f.name)
         if f.repr and not _keyless(f, value):
             spelled = spelling(value) if dataclasses.is_dataclass(value) else repr(value)
-            if f.name == "model" and isinstance(value, str) and Path(value).is_dir():
+            if f.name == "model" and isinstance(value, str) and value not in BUILT_IN_MODELS and Path(value).is_dir():
                 spelled += f"@{folder_digest(value)}"
             parts.append(f"{f.name}={spelled}")
     return f"{type(obj).__qualname__}({', '.join(parts)})"
@@ -154,6 +154,7 @@ class ProxyConfig:
 BERT_MODELS = ("minilm", "tiny-bert")  # the encoders finetune builds; other models are decoders
 FINETUNE_MODELS = ("minilm", "smollm2-135m", "tiny-bert")  # built in; or a local HF Llama folder
 EMBED_MODELS = ("minilm", "hash")  # built in; or a local BERT folder
+BUILT_IN_MODELS = FINETUNE_MODELS + EMBED_MODELS  # names, never folders (a ./minilm folder leaves them alone)
 
 
 def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str) -> None:
