@@ -97,9 +97,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     if labels.shape != assignment.shape:
         raise JaxselError(f"labels ({labels.shape}) and assignment ({assignment.shape}) must have one entry per row")
     labels = check_labels(labels, "labels", num_classes=proxy.num_classes)
-    if not proxy.made_with(labels):  # flags computed for other labels: none, or the wrong rows
-        raise JaxselError("labels differ from the labels the proxy was made with: pass the same labels "
-                          "(in the same row order) to proxy.make and label_issues.find")
+    proxy.check_made_with(labels, "labels", "label_issues.find")  # flags for other labels: none, or the wrong rows
     if max_rounds < 1:
         raise JaxselError(f"max_rounds must be at least 1, got {max_rounds}")
     if len(np.unique(labels)) < 2:

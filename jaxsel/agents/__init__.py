@@ -222,9 +222,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         raise JaxselError(f"the clustering ({clustering.k} clusters) is not the one the proxy was made with "
                           f"({proxy.k} clusters of other sizes): pass the clustering given to proxy.make")
     train_labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
-    if not proxy.made_with(train_labels):
-        raise JaxselError("train_labels differ from the labels the proxy was made with: pass the same labels "
-                          "(in the same row order) to proxy.make and select")
+    proxy.check_made_with(train_labels, "train_labels", "select")
     if resume and ckpt_dir is None:
         raise JaxselError("resume=True needs the ckpt_dir of the run to resume")
     examples = budget_examples(c.budget, len(train_labels)) if c.method == "full" else \

@@ -265,6 +265,13 @@ class Proxy(struct.PyTreeNode):
         """Whether ``train_labels`` (N,) are the labels this proxy was made with (those it keeps)."""
         raise NotImplementedError
 
+    def check_made_with(self, train_labels: np.ndarray, name: str, caller: str) -> None:
+        """Raise JaxselError unless ``train_labels`` (argument ``name`` of ``caller``) are the
+        labels this proxy was made with (:meth:`made_with`)."""
+        if not self.made_with(train_labels):
+            raise JaxselError(f"{name} differ from the labels the proxy was made with: pass the same labels "
+                              f"(in the same row order) to proxy.make and {caller}")
+
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (int indices)."""
         raise NotImplementedError
