@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, warn
-from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json
+from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json, write_text
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
@@ -246,13 +246,13 @@ class Selection:
         doc = {"format": FORMAT, "cluster_ids": [int(c) for c in self.cluster_ids], "num_examples": int(len(indices)),
                "scores": self.scores, "meta": self.meta,
                "digests": {"indices": digest(indices), "clusters": None if clusters is None else digest(clusters)}}
-        json_text(doc, f"selection {path}")  # scores or meta JSON cannot hold: refused before any file is written
+        text = json_text(doc, f"selection {path}")  # scores or meta JSON cannot hold: refused before any file is written
         with atomic_path(self.indices_path(path), suffix=".npy") as tmp:
             np.save(tmp, indices)
         if clusters is not None:
             with atomic_path(self.clusters_path(path), suffix=".npy") as tmp:
                 np.save(tmp, clusters)
-        write_json(path, doc)
+        write_text(path, text)
         if clusters is None:  # a file from an earlier save at this path would be read as this one's
             self.clusters_path(path).unlink(missing_ok=True)
 
