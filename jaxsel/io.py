@@ -232,10 +232,10 @@ def loaded(path: Path, what: str, load: Callable[[Path], T]) -> T:
 
 def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as JSON (:func:`json_text`) to ``path``, atomically."""
-    write_text(path, json_text(obj, str(path)))
+    write_utf8(path, json_text(obj, str(path)))
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_utf8(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path``, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, warn
-from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json, write_text
+from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json, write_utf8
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
@@ -252,7 +252,7 @@ class Selection:
         if clusters is not None:
             with atomic_path(self.clusters_path(path), suffix=".npy") as tmp:
                 np.save(tmp, clusters)
-        write_text(path, text)
+        write_utf8(path, text)
         if clusters is None:  # a file from an earlier save at this path would be read as this one's
             self.clusters_path(path).unlink(missing_ok=True)
 
