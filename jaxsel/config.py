@@ -48,8 +48,8 @@ def spelling(obj) -> str:
         value = getattr(obj, f.name)
         if f.repr and not _keyless(f, value):
             spelled = spelling(value) if dataclasses.is_dataclass(value) else repr(value)
-            if f.name == "model" and isinstance(value, str) and value not in BUILT_IN_MODELS and Path(value).is_dir():
-                spelled += f"@{folder_digest(value)}"
+            if f.name == "model" and isinstance(value, str) and (files := model_files(value)):
+                spelled += f"@{files}"
             parts.append(f"{f.name}={spelled}")
     return f"{type(obj).__qualname__}({', '.join(parts)})"
 
@@ -155,6 +155,13 @@ BERT_MODELS = ("minilm", "tiny-bert")  # the encoders finetune builds; other mod
 FINETUNE_MODELS = ("minilm", "smollm2-135m", "tiny-bert")  # built in; or a local HF Llama folder
 EMBED_MODELS = ("minilm", "hash")  # built in; or a local BERT folder
 BUILT_IN_MODELS = FINETUNE_MODELS + EMBED_MODELS  # names, never folders (a ./minilm folder leaves them alone)
+
+
+def model_files(model: str, known: tuple[str, ...] = BUILT_IN_MODELS) -> str:
+    """The digest of a local model folder's files (:func:`jaxsel.io.folder_digest`), or "" for a
+    model named in ``known`` (a name, even where a folder of that name sits in the working folder)
+    or a path that is not a folder: what tells two local models apart in cache keys."""
+    return "" if model in known or not Path(model).is_dir() else folder_digest(model)
 
 
 def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str) -> None:

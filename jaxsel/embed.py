@@ -21,8 +21,8 @@ from flax import nnx
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import folder_digest, loaded, read_cached, write_npz
-from jaxsel.config import EMBED_MODELS
+from jaxsel.io import loaded, read_cached, write_npz
+from jaxsel.config import EMBED_MODELS, model_files
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -62,7 +62,7 @@ def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
     check_model(model)
     if dtype not in DTYPES:
         raise JaxselError(f"unknown embedding dtype {dtype!r}: use one of {DTYPES}")
-    return _load_encoder(model, "" if model in MODELS else folder_digest(model), dtype)
+    return _load_encoder(model, model_files(model, MODELS), dtype)
 
 
 @functools.lru_cache(maxsize=2)
@@ -276,7 +276,8 @@ def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "floa
     """Where ``embed_dataset`` caches a dataset's embeddings: one file per (data, model, max_length,
     compute dtype; float32 files carry no dtype tag); a local model folder by its name and its
     files' digest (:func:`jaxsel.io.folder_digest`)."""
-    safe = model if model in MODELS or not Path(model).is_dir() else f"{Path(model).name}-{folder_digest(model)}"
+    files = model_files(model, MODELS)
+    safe = f"{Path(model).name}-{files}" if files else model
     tag = "" if dtype == "float32" or model == "hash" else f"-{dtype}"
     return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}{tag}.npz"
 
