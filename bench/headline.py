@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jaxsel.config import SEARCH_METHODS  # noqa: E402
+from jaxsel.experiment import report  # noqa: E402
 from jaxsel.experiment.report import ORDER, method_label, plot_accuracy, summarize  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -83,8 +84,9 @@ def figure_entries(docs: list[dict]) -> dict[str, list[dict]]:
 
 
 def markdown(rows: list[dict]) -> str:
-    def pm(mean, half, seeds, sign=""):
-        return "-" if mean is None else f"{100 * mean:{sign}.1f}" + (f" ± {100 * half:.1f}" if seeds > 1 and half is not None else "")
+    def pm(mean, half, seeds, sign=""):  # points; one seed prints no interval
+        return "-" if mean is None else report.pm(100 * mean, 100 * half if seeds > 1 and half is not None else None,
+                                                  f"{sign}.1f")
     head = ["dataset", "noise", "method", "seeds", "test acc %", "vs stratified, paired", "vs cleanlab, paired",
             "vs full, paired", "verdict vs stratified", "wall-clock / full finetune"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
