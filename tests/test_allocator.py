@@ -8,15 +8,20 @@ import pytest
 
 from jaxsel import allocator
 
-# 40 allocations of 64 MiB, each written then freed: glibc maps and unmaps every one of them
-# (above its 32 MiB mmap ceiling), so each is faulted in afresh (4 KiB or 2 MiB pages) unless the memory is kept.
+# 40 allocations of 64 MiB through glibc's malloc, each written then freed: glibc maps and unmaps every one
+# of them (above its 32 MiB mmap ceiling), so each is faulted in afresh unless the memory is kept. malloc
+# itself, not numpy: numpy 2.0 asks for huge pages on its large arrays, and 2 MiB pages hid the difference.
 LOOP = """
-import resource, numpy as np
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(40):
-    a = np.empty(8 << 20)
-    a.fill(1.0)
-    del a
+    p = libc.malloc(64 << 20)
+    libc.memset(p, 1, 64 << 20)
+    libc.free(p)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 

@@ -51,13 +51,14 @@ def test_minilm_matches_sentence_transformers(batch_tokens):
 @pytest.mark.assets
 def test_gelu_is_the_exact_gelu():
     """bert.gelu (the erf form) against the closed form x Phi(x) in float64 (scipy's normal CDF): to
-    float32 rounding, except 1 + erf's cancellation near x = -5, under 1e-6 (PyTorch's form too)."""
+    float32 rounding, except 1 + erf's cancellation below x = -5: under 1e-6 (PyTorch's form too), under
+    3e-6 with jax < 0.10's float32 erf. The tanh approximation is off by up to 4.7e-4."""
     import jax.numpy as jnp
     from scipy.stats import norm
     from jaxsel.models import bert
     x = np.concatenate([np.linspace(-12, 12, 4001), [-30.0, 0.0, 30.0]]).astype(np.float32)
     want = x.astype(np.float64) * norm.cdf(x.astype(np.float64))
-    np.testing.assert_allclose(np.asarray(bert.gelu(jnp.asarray(x))), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bert.gelu(jnp.asarray(x))), want, rtol=1e-6, atol=3e-6)
     np.testing.assert_allclose(np.asarray(bert.gelu(jnp.asarray(x, jnp.bfloat16)), np.float64), want, rtol=1e-2, atol=1e-2)
 
 
