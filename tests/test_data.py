@@ -312,3 +312,34 @@ def test_json_mistakes_name_the_line_or_the_column(tmp_path):
     with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: .{100,130}: one column; the file seems separated by ';'") as e:
         data.load(str(wide))
     assert len(str(e.value)) < 300
+
+
+def test_a_dataset_changed_after_loading_is_not_taken_for_the_loaded_one(table_file, tmp_cache):
+    """datasets' map, filter, shuffle and select copy the description that holds jaxsel's
+    fingerprint: a shuffled DatasetDict got the loaded one's cached embeddings in the old row order
+    (texts upper-cased: the old texts' embeddings; filtered: the old row counts). Now a change of
+    content is a new fingerprint (the embeddings are those of the new rows); a change of format or a
+    select of every row in order keeps the recorded one (its caches stay valid)."""
+    from jaxsel import embed
+    dd = data.load(str(table_file))
+    fp = data.dataset_fingerprint(dd)
+    embed.embed_dataset(dd, "hash", progress=False)  # cached under fp
+    changed = {"shuffle": dd.shuffle(seed=1), "map": dd.map(lambda r: {"text": r["text"].upper()}),
+               "filter": dd.filter(lambda r: r["label"] != 0), "relabel": dd.map(lambda r: {"label": 2 - r["label"]}),
+               "derive+shuffle": data.derive(dd, {"train": np.arange(10)}, tag="t").shuffle(seed=2)}
+    fps = {name: data.dataset_fingerprint(d) for name, d in changed.items()}
+    assert fp not in fps.values() and len(set(fps.values())) == len(fps)
+    assert fps["shuffle"] == data.dataset_fingerprint(dd.shuffle(seed=1))  # deterministic
+    for name, d in changed.items():
+        got = embed.embed_dataset(d, "hash", progress=False)
+        for s in data.SPLITS:
+            np.testing.assert_array_equal(got[s], embed.encode(data.column(d[s], "text"), "hash", progress=False),
+                                          err_msg=f"{name} {s}")
+    same = dd.with_format("numpy")
+    same.set_format("numpy")
+    assert data.dataset_fingerprint(same) == fp
+    assert data.dataset_fingerprint(dd.select_columns(["text", "label", "source_row"])) == fp
+    everything = type(dd)({s: dd[s].select(range(len(dd[s]))) for s in data.SPLITS})
+    assert data.dataset_fingerprint(everything) == fp
+    with pytest.raises(JaxselError, match="changed after jaxsel.data.load"):
+        data.dataset_fingerprint(dd.rename_column("label", "y"))

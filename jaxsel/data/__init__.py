@@ -566,12 +566,25 @@ def load(
     source = "file" if name_or_path not in _READERS and Path(name_or_path).exists() else name_or_path
     params = f"{source}|{fractions}|{seed}|{dedup}|{split_col}" + \
         (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
-    fp = fingerprint(dd, params)
     origin = {"source": quote(str(Path(name_or_path).resolve()), safe="/")} if source == "file" else {}
-    for d in dd.values():
-        d.info.description = f"jaxsel_fingerprint={fp};" + ";".join(f"jaxsel_{k}={v}" for k, v in
-                                                                     {**counts, **origin}.items())
+    _record(dd, fingerprint(dd, params), {**counts, **origin})
     return dd
+
+
+def _record(dd, fp: str, fields: dict) -> None:
+    """Write jaxsel's fields into every split's description: the fingerprint ``fp``, ``fields``, and
+    what tells a later change apart (datasets copies the description to what ``map``, ``filter``,
+    ``shuffle``, ``select``, ... make): each split's own datasets fingerprint, changed by every
+    such call, and a digest of the content (:func:`dataset_fingerprint`)."""
+    desc = ";".join(f"jaxsel_{k}={v}" for k, v in
+                    {"fingerprint": fp, **fields, "splits": _split_ids(dd), "content": fingerprint(dd)}.items())
+    for d in dd.values():
+        d.info.description = desc
+
+
+def _split_ids(dd) -> str:
+    """The splits' datasets fingerprints (``Dataset._fingerprint``), new after every transform."""
+    return ",".join(str(getattr(dd[s], "_fingerprint", "")) for s in SPLITS)
 
 
 def column(d, name: str) -> list:
@@ -611,6 +624,9 @@ def _unambiguous(s: str, separator: str) -> str:
     return "\0" + s
 
 
+_OWN_FIELDS = ("jaxsel_fingerprint", "jaxsel_splits", "jaxsel_content")  # what _record writes afresh
+
+
 def _fields(dd) -> dict[str, str]:
     """The ``jaxsel_*`` fields :func:`load` records in the splits' description."""
     desc = dd["train"].info.description or ""
@@ -626,8 +642,27 @@ def _info(dd, key: str) -> str:
 
 
 def dataset_fingerprint(dd) -> str:
-    """The fingerprint recorded by :func:`load`."""
-    return _info(dd, "jaxsel_fingerprint")
+    """The fingerprint recorded by :func:`load` (or :func:`derive`). For a DatasetDict changed since
+    (datasets' ``map``, ``filter``, ``shuffle``, ``select``, ... copy the description that holds
+    it): the recorded one while the texts, labels and label names are unchanged (e.g. a new
+    format), else a fingerprint of the new content, so no cache of the old rows (embeddings,
+    stages, checkpoints) is taken for the new ones. Raises JaxselError for a DatasetDict not made by
+    :func:`load` or one whose changes left no ``text`` and class ``label`` columns."""
+    fp, fields = _info(dd, "jaxsel_fingerprint"), _fields(dd)
+    if fields.get("jaxsel_splits", _split_ids(dd)) == _split_ids(dd):  # unchanged, or recorded before 2026-12-05
+        return fp
+    key = (fp, _split_ids(dd))
+    if key not in _CHANGED:
+        try:
+            content = fingerprint(dd)
+        except (KeyError, AttributeError, TypeError) as e:
+            raise JaxselError(f"the dataset was changed after jaxsel.data.load and no longer has a text column and a "
+                              f"ClassLabel label column in every split ({type(e).__name__}: {e})") from None
+        _CHANGED[key] = fp if content == fields.get("jaxsel_content") else fingerprint(dd, f"changed|{fp}")
+    return _CHANGED[key]
+
+
+_CHANGED: dict[tuple[str, str], str] = {}  # (recorded fingerprint, splits' datasets fingerprints) -> fingerprint
 
 
 def source_file(dd) -> str | None:
@@ -719,8 +754,6 @@ def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None =
                 h.update(joined(texts).encode())
         h.update(f"|{s}|".encode() + idx.tobytes())
         out[s] = d
-    fp = h.hexdigest()[:16]
-    for d in out.values():
-        d.info.description = (dd["train"].info.description or "").replace(f"jaxsel_fingerprint={parent}",
-                                                                           f"jaxsel_fingerprint={fp}")
+    fields = {k[len("jaxsel_"):]: v for k, v in _fields(dd).items() if k not in _OWN_FIELDS}
+    _record(out, h.hexdigest()[:16], fields)
     return out
