@@ -343,3 +343,44 @@ def test_a_dataset_changed_after_loading_is_not_taken_for_the_loaded_one(table_f
     assert data.dataset_fingerprint(everything) == fp
     with pytest.raises(JaxselError, match="changed after jaxsel.data.load"):
         data.dataset_fingerprint(dd.rename_column("label", "y"))
+
+
+def _labelled(labels, texts=None):
+    import datasets
+    feat = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "neu", "pos"])})
+    texts = texts or [f"text number {i} with words {i % 7}" for i in range(len(labels))]
+    return datasets.Dataset.from_dict({"text": texts, "label": labels}, features=feat)
+
+
+def test_class_id_minus_one_is_a_missing_label(tmp_path, monkeypatch):
+    """datasets marks an unlabelled row with class id -1 (GLUE's test splits): a hub dataset's -1 rows
+    were read as the last class (names[-1]: 30 invented 'pos' rows scored at test time), and a
+    save_to_disk folder holding one stopped with datasets' traceback. Both now drop and count them
+    as missing labels; another id outside the classes is one line."""
+    import datasets
+    labels = [i % 3 for i in range(90)]
+    with_missing = [-1 if i % 10 == 0 else y for i, y in enumerate(labels)]
+    _labelled(with_missing).save_to_disk(str(tmp_path / "saved"))
+    dd = data.load(str(tmp_path / "saved"))
+    assert data.summary(dd)["dropped"]["missing_label"] == 9 and sum(len(dd[s]) for s in data.SPLITS) == 81
+    hub = datasets.DatasetDict({"train": _labelled(labels), "validation": _labelled(labels[:30]),
+                                "test": _labelled([-1] * 30)})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: hub)
+    with pytest.raises(JaxselError, match="split 'test' is empty"):  # every test row unlabelled: none invented
+        data.load("someorg/somedata")
+    hub["test"] = _labelled([-1] * 10 + labels[:30])
+    dd = data.load("someorg/somedata")
+    assert data.summary(dd)["dropped"]["missing_label"] == 10 and len(dd["test"]) == 30
+    assert data.class_names(["a", "b"], [0, -1, None, 1], "x") == ["a", "", "", "b"]
+    with pytest.raises(JaxselError, match="x: class id 2 outside its 2 class names"):
+        data.class_names(["a", "b"], [0, 2], "x")
+
+
+def test_texts_of_only_invisible_characters_are_empty(tmp_path):
+    """A text of zero-width spaces (or a BOM, a word joiner) was kept as a text while whitespace-only
+    ones were dropped and counted."""
+    rows = [{"text": f"row {i} says something", "label": "ab"[i % 2]} for i in range(60)]
+    rows += [{"text": t, "label": "a"} for t in ("\u200b", " \u200b\u2060 ", "\ufeff")]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    dd = data.load(str(tmp_path / "d.jsonl"))
+    assert data.summary(dd)["dropped"]["empty_text"] == 3 and sum(len(dd[s]) for s in data.SPLITS) == 60

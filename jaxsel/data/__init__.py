@@ -17,6 +17,7 @@ import io
 import json
 import os
 import sys
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -210,8 +211,21 @@ def _saved_frame(path: Path):
     df = ds.to_pandas()
     for name, feature in ds.features.items():
         if isinstance(feature, datasets.ClassLabel):
-            df[name] = [feature.int2str(int(v)) for v in df[name]]
+            df[name] = class_names(feature.names, df[name], f"{path}: column {name!r}")
     return df
+
+
+def class_names(names: list[str], ids, where: str) -> list[str]:
+    """The names of class ids ``ids`` of a ``datasets`` ClassLabel with ``names``; -1 (datasets'
+    "no label", e.g. GLUE's test splits) and None as "" (a missing label: dropped and counted).
+    Raises JaxselError for any other id outside the classes."""
+    out = []
+    for v in ids:
+        v = -1 if v is None or v != v else int(v)  # None, NaN (pandas' missing integer)
+        if not -1 <= v < len(names):
+            raise JaxselError(f"{where}: class id {v} outside its {len(names)} class names")
+        out.append(names[v] if v >= 0 else "")
+    return out
 
 
 def _parse_frame(path: Path, encoding: str | None):
@@ -304,10 +318,15 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
         if nested is not None:
             raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
                               f"not a {'text' if col == text_col else 'label'}")
-    labels = [label_name(v) for v in df[label_col]]
+    return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]])
+
+
+def _raw(text_cells, label_cells, split: list[str] | None) -> Raw:
+    """The rows of a source's text and label cells (and split names): labels as class names
+    (:func:`label_name`, :func:`numeric_names`), rows without one dropped and counted."""
+    labels = [label_name(v) for v in label_cells]
     keep = [i for i, v in enumerate(labels) if v is not None]
-    texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in df[text_col]]
-    split = None if split_col is None else [str(s).strip() for s in df[split_col]]
+    texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in text_cells]
     return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
                None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep)
 
@@ -341,15 +360,15 @@ def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
                 raise JaxselError(f"{name}: missing column {col!r} in split {s!r}")
         feat = d.features[label_col]
         names = getattr(feat, "names", None)
-        texts += [str(t) for t in d[text_col]]
-        labels += [names[v] if names else str(v) for v in d[label_col]]
+        texts += list(d[text_col])
+        labels += class_names(names, d[label_col], f"{name}: split {s!r}") if names else list(d[label_col])
         split += [s] * len(d)
-    keep = set(split) >= set(SPLITS)
-    return Raw(texts, labels, split if keep else None)
+    return _raw(texts, labels, split if set(split) >= set(SPLITS) else None)
 
 
 def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
-    """Strip whitespace, drop empty texts, optionally drop exact duplicate texts.
+    """Strip whitespace, drop empty texts (nothing but whitespace and invisible format characters
+    such as zero-width spaces), optionally drop exact duplicate texts.
 
     Returns the cleaned rows (``empty_texts`` counts the empty ones dropped) and the number of
     duplicate texts (counted, dropped only if ``dedup``).
@@ -357,7 +376,7 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
     keep, seen, dups, empty = [], set(), 0, 0
     for i, t in enumerate(raw.texts):
         t = t.strip()
-        if not t:
+        if not t or all(unicodedata.category(c) == "Cf" for c in t):  # e.g. only zero-width spaces
             empty += 1
             continue
         if t in seen:
