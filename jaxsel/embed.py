@@ -22,7 +22,7 @@ from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import loaded, read_cached, write_npz
-from jaxsel.config import EMBED_MODELS, model_files
+from jaxsel.config import EMBED_MODELS, EmbedSpec, model_files
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -212,7 +212,7 @@ def _scatter(out: np.ndarray, rows: list[list[int]], result: jax.Array) -> None:
         out[row] = result[r, :len(row)]
 
 
-def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = 256,
+def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int = EmbedSpec.max_length,
            batch_tokens: int | None = None, dtype: str = "float32", progress: bool = True) -> np.ndarray:
     """Embed texts into L2-normalised float32 vectors (n, d).
 
@@ -282,7 +282,7 @@ def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "floa
     return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}{tag}.npz"
 
 
-def embed_dataset(dd, model: str = "minilm", *, max_length: int = 256, dtype: str = "float32",
+def embed_dataset(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_length, dtype: str = "float32",
                   progress: bool = True, use_cache: bool = True, splits: tuple[str, ...] | None = None
                   ) -> dict[str, np.ndarray]:
     """Embeddings of ``splits`` of ``dd`` (default every split) as {split: (n, d)}, cached on disk

@@ -7,6 +7,7 @@ import pytest
 from jaxsel import data, embed
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "minilm_l6_v2.json").read_text())
+GOLDEN_LENGTH = 256  # the reference's sentence-transformers max_seq_length (GOLDEN["reference"])
 
 
 @pytest.mark.assets
@@ -41,7 +42,8 @@ def test_truncated_ids_equal_the_tokenizers_own_truncation_and_leave_it_unchange
 def test_minilm_matches_sentence_transformers(batch_tokens):
     """Packed rows (1024 tokens: every text in one call; 16 or 1: one row a call) give
     sentence-transformers' embeddings (the golden file)."""
-    got = embed.encode(GOLDEN["sentences"], batch_tokens=batch_tokens, progress=False)
+    assert f"max_seq_length={GOLDEN_LENGTH}" in GOLDEN["reference"]
+    got = embed.encode(GOLDEN["sentences"], batch_tokens=batch_tokens, max_length=GOLDEN_LENGTH, progress=False)
     want = np.array(GOLDEN["embeddings"], np.float32)
     err = np.abs(got - want).max(axis=1)
     assert got.dtype == np.float32 and got.shape == (8, 384)
@@ -159,10 +161,10 @@ def test_an_encoder_over_the_finetuners_bert_embeds_with_its_own_weights():
     from jaxsel.models import tokens
     net, _ = finetune.build(FinetuneConfig(dtype="float32"), ["a", "b"])
     tok = tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json")
-    got = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), progress=False)
+    got = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), max_length=GOLDEN_LENGTH, progress=False)
     np.testing.assert_allclose(got, np.array(GOLDEN["embeddings"], np.float32), atol=1e-4)  # untrained: MiniLM
     net.encoder.emb_norm.bias[...] = net.encoder.emb_norm.bias[...] + jnp.float32(0.5)  # as a finetune would move it
-    moved = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), progress=False)
+    moved = embed.encode(GOLDEN["sentences"], embed.encoder_of(net.encoder, tok), max_length=GOLDEN_LENGTH, progress=False)
     assert np.abs(moved - got).max() > 1e-2
 
 
@@ -184,7 +186,7 @@ def test_hash_embedder_deterministic_and_normalised():
 def test_embed_dataset_cache_round_trip(tmp_cache, table_file):
     dd = data.load(str(table_file))
     first = embed.embed_dataset(dd, "hash", progress=False)
-    path = embed.cache_file(data.dataset_fingerprint(dd), "hash", 256)
+    path = embed.cache_file(data.dataset_fingerprint(dd), "hash", 128)
     assert path.exists()
     second = embed.embed_dataset(dd, "hash", progress=False)
     for s in data.SPLITS:
@@ -202,7 +204,7 @@ def test_embed_dataset_embeds_only_the_splits_asked_for(tmp_cache, table_file, m
     monkeypatch.setattr(embed, "encode", lambda texts, *a, **k: calls.append(len(texts)) or real(texts, *a, **k))
     some = embed.embed_dataset(dd, "hash", progress=False, splits=("train", "validation"))
     assert sorted(some) == ["train", "validation"] and calls == [len(dd["train"]), len(dd["validation"])]
-    with np.load(embed.cache_file(data.dataset_fingerprint(dd), "hash", 256)) as z:
+    with np.load(embed.cache_file(data.dataset_fingerprint(dd), "hash", 128)) as z:
         assert sorted(z.files) == ["train", "validation"]
     every = embed.embed_dataset(dd, "hash", progress=False)
     assert calls[2:] == [len(dd["test"])]
@@ -259,3 +261,16 @@ def test_built_in_model_names_stay_names_beside_a_folder_of_that_name(tmp_path, 
     assert model_files("minilm") == "" and len(model_files("mine")) == 12
     assert stages.key("fp", EmbedSpec(model="minilm")) == key and embed.cache_file("fp", "minilm", 32) == file
     assert embed.cache_file("fp", "mine", 32).name == f"fp-mine-{model_files('mine')}-32.npz"
+
+
+def test_the_librarys_embedding_defaults_are_the_command_lines():
+    """embed.encode and embed_dataset embedded at 256 tokens while jaxsel select/run and EmbedSpec use
+    128 (other embeddings for longer texts, another cache file), against the README's "the library's
+    defaults are the CLI's"."""
+    import inspect
+    from jaxsel import cli
+    args = cli.build_parser().parse_args(["select", "tweets"])
+    for fn in (embed.encode, embed.embed_dataset):
+        params = inspect.signature(fn).parameters
+        assert (params["max_length"].default, params["dtype"].default) == (args.max_length, args.dtype)
+        assert params["model"].default == args.model
