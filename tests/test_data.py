@@ -384,3 +384,21 @@ def test_texts_of_only_invisible_characters_are_empty(tmp_path):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     dd = data.load(str(tmp_path / "d.jsonl"))
     assert data.summary(dd)["dropped"]["empty_text"] == 3 and sum(len(dd[s]) for s in data.SPLITS) == 60
+
+
+def test_non_integer_numeric_labels(tmp_path, capsys):
+    """A regression target (300 distinct floats) stopped at the stratified split with a hint that
+    would drop every row; a few decimal classes loaded silently, ordered integers first and the
+    decimals as text after them ('0', '1', '2', '0.1', ...). Now continuous labels are one line, and
+    decimal classes warn and take their numeric order."""
+    rng = np.random.default_rng(0)
+    texts = [f"row {i} of the table" for i in range(300)]
+    pd_rows = lambda labels: "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels))
+    (tmp_path / "reg.jsonl").write_text(pd_rows(rng.normal(size=300).tolist()), encoding="utf-8")
+    with pytest.raises(JaxselError, match=r"continuous target \(300 distinct numbers in 300 rows"):
+        data.load(str(tmp_path / "reg.jsonl"))
+    (tmp_path / "dec.jsonl").write_text(pd_rows([[0, 0.5, 1, 1.5, 2][i % 5] for i in range(300)]), encoding="utf-8")
+    dd = data.load(str(tmp_path / "dec.jsonl"))
+    assert dd["train"].features["label"].names == ["0", "0.5", "1", "1.5", "2"]
+    assert "2 of the 5 numeric labels are not integers (e.g. 0.5, 1.5)" in capsys.readouterr().err
+    assert sorted(["b", "10", "2", "0.25", "-1.5", "a"], key=data._class_order) == ["-1.5", "0.25", "2", "10", "a", "b"]

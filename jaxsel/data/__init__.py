@@ -84,19 +84,27 @@ def label_name(value) -> str | None:
 
 
 def _class_order(name: str) -> tuple:
-    """Sort key of class names: integers first in numeric order, then the rest as text ("--1", "³"
-    and ids past Python's 4,300-digit int limit are text)."""
+    """Sort key of class names: numbers first in numeric order (integers, then decimals such as
+    "0.5", compared exactly), then the rest as text ("--1", "³" and ids past Python's 4,300-digit int
+    limit are text)."""
+    from fractions import Fraction
     try:
         return (0, int(name), name)
     except ValueError:
+        pass
+    try:
+        return (0, Fraction(name), name)
+    except (ValueError, ZeroDivisionError):
         return (1, 0, name)
 
 
 def numeric_names(labels: list[str]) -> list[str]:
     """When every label is a finite number, one spelling per number ("1", "1.0", "1e0" and "01" ->
     "1"; "0.50" -> "0.5"), the numbers compared exactly (``fractions.Fraction``: ids past 2**53
-    neither collide nor change), with a warning naming the spellings merged; otherwise the labels
-    unchanged."""
+    neither collide nor change), with a warning naming the spellings merged, and one when some are not
+    integers; otherwise the labels unchanged. Raises JaxselError for labels that look like a
+    continuous (regression) target: more than 20 distinct numbers and more than half the rows, some
+    not integers."""
     from fractions import Fraction
     distinct = sorted(set(labels))
     try:
@@ -115,6 +123,15 @@ def numeric_names(labels: list[str]) -> list[str]:
     spellings: dict[Fraction, list[str]] = {}
     for v, x in exact.items():
         spellings.setdefault(x, []).append(v)
+    fractional = sorted(x for x in spellings if x.denominator != 1)
+    if fractional:
+        examples = ", ".join(str(float(x)) for x in fractional[:3])
+        if len(spellings) > max(20, len(labels) / 2):
+            raise JaxselError(f"the labels look like a continuous target ({len(spellings)} distinct numbers in "
+                              f"{len(labels)} rows, e.g. {examples}): jaxsel selects data for classification; bin "
+                              f"them into classes first (e.g. pandas.cut) or name the label column with --label-col")
+        warn(f"{len(fractional)} of the {len(spellings)} numeric labels are not integers (e.g. {examples}): each "
+             f"number is a class of its own, in numeric order")
     names = {v: name(x, vs[0]) for x, vs in spellings.items() for v in vs}
     merged = [f"{' = '.join(repr(v) for v in vs)} -> {names[vs[0]]!r}" for vs in spellings.values() if len(vs) > 1]
     if merged:
