@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxsel import progress as progress_
 from jaxsel.errors import MAX_INT, JaxselError, is_int
-from jaxsel.io import atomic_path, json_text
+from jaxsel.io import json_text, read_npz, write_npz
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
 
@@ -56,18 +56,26 @@ class Clustering:
     def save(self, path: str | Path) -> None:
         """Write arrays and metadata to one ``.npz`` file, atomically."""
         extra = {} if self.within is None else {"within": self.within}
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, assignment=self.assignment, centroids=self.centroids, sizes=self.sizes,
-                     table=self.table, inertia=self.inertia, meta=json_text(self.meta, f"clustering {path}"), **extra)
+        write_npz(path, assignment=self.assignment, centroids=self.centroids, sizes=self.sizes, table=self.table,
+                  inertia=self.inertia, meta=json_text(self.meta, f"clustering {path}"), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "Clustering":
+        """The clustering :meth:`save` wrote to ``path``. Raises JaxselError for a file that is not
+        one, was changed since (the arrays' sha256), or whose arrays disagree (assignments outside
+        the clusters or not adding up to their sizes, index-table rows outside the data)."""
         try:
-            with np.load(path) as z:
-                return cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
-                           json.loads(str(z["meta"])), z["within"] if "within" in z else None)
+            z = read_npz(path)
+            c = cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
+                    json.loads(str(z["meta"])), z.get("within"))
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__})")
+            raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__}: {str(e)[:120]})")
+        a, n = np.asarray(c.assignment), len(c.assignment)
+        if (a.ndim != 1 or len(c.centroids) != c.k or (n and (a.min() < 0 or a.max() >= c.k))
+                or not np.array_equal(np.bincount(a, minlength=c.k), c.sizes)
+                or (np.asarray(c.table).size and (c.table.min() < -1 or c.table.max() >= n))):
+            raise JaxselError(f"{path}: a clustering whose assignments, sizes and index table disagree")
+        return c
 
 
 def _sq_dists(x: jax.Array, c: jax.Array) -> jax.Array:

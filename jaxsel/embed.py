@@ -21,7 +21,7 @@ from flax import nnx
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import loaded, read_cached, write_npz
+from jaxsel.io import loaded, read_cached, read_npz, write_npz
 from jaxsel.config import EMBED_MODELS, EmbedSpec, model_files
 
 if TYPE_CHECKING:
@@ -301,8 +301,14 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_
     path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
 
     def read(path: Path) -> dict[str, np.ndarray]:
-        with np.load(path) as z:  # only the splits asked for, unless a rewrite has to keep the others
-            return {s: z[s] for s in (splits if set(splits) <= set(z.files) else z.files)}
+        with np.load(path) as z:
+            names = [n for n in z.files if n in dd]
+        # only the splits asked for, unless a rewrite has to keep the others
+        out = read_npz(path, splits if set(splits) <= set(names) else names)
+        for s, x in out.items():  # files written before their sha256 was
+            if x.ndim != 2 or len(x) != len(dd[s]) or not np.isfinite(x).all():
+                raise ValueError(f"its {s} embeddings have shape {x.shape} for {len(dd[s])} rows, or are not finite")
+        return out
 
     out = (read_cached(path, read) if use_cache else None) or {}
     missing = [s for s in splits if s not in out]

@@ -246,9 +246,37 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+def write_npz(path: str | Path, **arrays) -> None:
+    """Write ``arrays`` to one ``.npz`` file, atomically, each with its sha256 beside it
+    (``NAME.sha256``), which :func:`read_npz` checks: a cache file edited by hand is computed
+    again, not used."""
+    arrays = {name: np.asarray(a) for name, a in arrays.items()}
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays, **{f"{name}{_SHA}": np.array(_digest(a)) for name, a in arrays.items()})
+
+
+def read_npz(path: str | Path, names: list[str] | tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Arrays ``names`` (default: every one) of a :func:`write_npz` file. Raises ValueError for an
+    array whose sha256 differs from the one written beside it (files written before 2026-12-05
+    have none), KeyError for a missing name, and numpy's errors for an unreadable file."""
+    with np.load(path) as z:
+        names = [n for n in z.files if not n.endswith(_SHA)] if names is None else list(names)
+        out = {name: z[name] for name in names}
+        for name, a in out.items():
+            if name + _SHA in z.files and str(z[name + _SHA]) != _digest(a):
+                raise ValueError(f"{name} changed since it was written")
+    return out
+
+
+_SHA = ".sha256"
+
+
+def _digest(a: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    import hashlib
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, JaxselError)  # JSON and pickle errors are ValueErrors
@@ -266,5 +294,6 @@ def read_cached(path: str | Path, load: Callable[[Path], T]) -> T | None:
         return load(path)
     except UNREADABLE as e:
         from jaxsel.errors import warn
-        warn(f"ignoring the unreadable cache file {path} ({type(e).__name__}); computing it again")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+        warn(f"ignoring the unreadable cache file {path} ({why}); computing it again")
         return None

@@ -118,7 +118,9 @@ def test_damaged_cache_and_stage_files_are_computed_again(tmp_path, tmp_cache, t
     """A cache or stage file cut short or overwritten (a full disk, a hand edit) is read as missing: a
     warning names it, the stage computes it again to the same result and rewrites it. A new user's
     truncated embedding cache and stage files had stopped every rerun with a traceback (BadZipFile,
-    JSONDecodeError, pickled-data ValueError)."""
+    JSONDecodeError, pickled-data ValueError). An edit that leaves the file readable (other
+    assignments, embeddings of another width or rows) was used: the arrays' sha256 (and, for files
+    written before those, their shapes) now tell."""
     from jaxsel import data, embed
     from jaxsel.config import ClusterSpec, EmbedSpec
     from jaxsel.experiment import stages
@@ -132,9 +134,26 @@ def test_damaged_cache_and_stage_files_are_computed_again(tmp_path, tmp_cache, t
     (cached,) = (tmp_cache / "embeddings").glob("*.npz")
     seconds, metrics = tmp_path / "seconds.json", tmp_path / "metrics.json"
     seconds.write_text('{"seconds": 2.5}')
-    for damage in (lambda p: p.write_bytes(p.read_bytes()[:100]), lambda p: p.write_text("garbage")):
-        damage(path)
-        damage(cached)
+    def edited(change, digests=True):  # a hand edit that stays readable: the same names, other values
+        def damage(p):
+            with np.load(p) as z:
+                arrays = {n: z[n] for n in z.files if digests or not n.endswith(".sha256")}
+            change(arrays)
+            np.savez(p, **arrays)
+        return damage
+
+    def cut(arrays):
+        for name in [n for n in arrays if not n.endswith(".sha256")]:
+            arrays[name] = arrays[name][:-3] if name in ("train", "assignment") else arrays[name]
+
+    damages = [(lambda p: p.write_bytes(p.read_bytes()[:100]),) * 2, (lambda p: p.write_text("garbage"),) * 2,
+               # assignments all 0 / embeddings 100 wide: a different selection without a word
+               (edited(lambda a: a.update(assignment=np.zeros_like(a["assignment"]))),
+                edited(lambda a: a.update(train=a["train"][:, :100]))),
+               (edited(cut, digests=False),) * 2]  # files from before the sha256s, rows cut: tracebacks
+    for cluster_damage, embedding_damage in damages:
+        cluster_damage(path)
+        embedding_damage(cached)
         capsys.readouterr()
         again = stages.clustering(tmp_path, "fp", x, ClusterSpec(k=4), EmbedSpec(model="hash"), progress=False)
         np.testing.assert_array_equal(again.assignment, first.assignment)

@@ -53,14 +53,16 @@ def texts_embedded(folder: Path, texts: list[str], embed, progress: bool = True)
     computed once per (texts, settings) and kept in ``folder``: the noisy variant's near-duplicate
     copies are new texts, not in the dataset's embedding cache, and every run would embed them again."""
     from jaxsel import embed as embed_
-    from jaxsel.io import write_npz
+    from jaxsel.io import read_npz, write_npz
     from jaxsel.data import joined
     digest = hashlib.sha256(joined(texts).encode()).hexdigest()[:16]
     path = Path(folder) / f"texts-{key(digest, len(texts), embed)}.npz"
 
     def read(path: Path) -> np.ndarray:
-        with np.load(path) as z:
-            return z["x"]
+        x = read_npz(path, ["x"])["x"]
+        if x.shape[0] != len(texts) or not np.isfinite(x).all():  # files written before their sha256 was
+            raise ValueError(f"{x.shape[0]} embeddings for {len(texts)} texts, or not finite")
+        return x
 
     kept = read_cached(path, read)
     if kept is not None:
