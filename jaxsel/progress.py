@@ -30,8 +30,9 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = 
 
 
 def write(message: str) -> None:
-    """An informational line on standard output that does not break a bar being drawn."""
-    tqdm.write(message)
+    """An informational line on standard error (with the progress lines: standard output holds
+    results only, e.g. ``jaxsel data --json``) that does not break a bar being drawn."""
+    tqdm.write(message, file=sys.stderr)
 
 
 class Lines:

@@ -145,6 +145,11 @@ def test_data_label_issues(tmp_path, tmp_cache, capsys):
     assert cli.main(["data", str(csv), "--split-col", "split", "--model", "hash", "--label-issues", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["label_issues"]["rows"] == 252 and 0 <= doc["label_issues"]["flagged"] < 252
+    for f in (tmp_cache / "embeddings").iterdir():  # embedding afresh: its lines went to stdout before the JSON
+        f.unlink()
+    assert cli.main(["data", str(csv), "--split-col", "split", "--model", "hash", "--label-issues", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == doc and "embedding train: 252 texts" in err
 
 
 def test_usage_mistakes_are_one_line_exit_2(table_file, capsys):
