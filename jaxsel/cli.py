@@ -754,6 +754,37 @@ class Interrupts:
 
 
 
+class PipeSafe:
+    """Standard output that a reader leaving the pipe early does not stop (``jaxsel select ... |
+    head -1``, a pipe into a command that failed): the rest of the output goes to /dev/null and
+    the command finishes its work and exits with its own status, instead of a BrokenPipeError
+    traceback and exit 1 after the selection was written."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())  # what the stream still buffers goes there too
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def entry() -> None:
     """The ``jaxsel`` command: :func:`main` under :class:`Interrupts`, then exit with its code.
     After Ctrl-C (130) it leaves without the interpreter's teardown: XLA may still be running the
@@ -763,6 +794,7 @@ def entry() -> None:
     interrupts = Interrupts()
     signal.signal(signal.SIGINT, interrupts)
     sys.unraisablehook = interrupts.unraisable
+    sys.stdout = PipeSafe(sys.stdout)
     code = main()
     if interrupts.hit.is_set() and code != 130:  # an interrupt the run did not stop for still ends it as one
         interrupts.leave()

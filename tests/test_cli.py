@@ -919,3 +919,20 @@ def test_a_fresh_start_over_checkpoints_says_so(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     cli._note_fresh_start(folder, resume=False)
     assert "holds an earlier run's checkpoints; starting afresh replaces them (--resume" in capsys.readouterr().err
+
+
+def test_a_reader_leaving_the_pipe_early_does_not_fail_the_command(tmp_path):
+    """`jaxsel select ... | head -1` (or a pipe into a command that failed) ended with a
+    BrokenPipeError traceback and exit 1 after the selection was written: the command now finishes
+    and exits with its own status."""
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    for args in (["data", str(csv), "--split-col", "split"],
+                 ["select", str(csv), "--split-col", "split", "--model", "hash", "--method", "greedy", "--k", "10",
+                  "--out", str(tmp_path / "sel")]):
+        p = subprocess.Popen([sys.executable, "-m", "jaxsel", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        p.stdout.close()  # the reader is gone before the first line
+        err = p.stderr.read()
+        assert p.wait() == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+    assert (tmp_path / "sel" / "selection.json").exists()
