@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report  # noqa: E402
 
+from jaxsel.assets import cache_dir  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 FILED = "8800a7b"  # the repository when issue 13 was filed (2026-11-29)
 ORDER = ("A", "B", "C", "B", "A")
@@ -107,7 +109,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.summarize is not None:
         return summarize(a.summarize, a.old)
-    assets = Path(os.environ.get("JAXSEL_CACHE", Path.home() / ".cache" / "jaxsel")).expanduser() / "assets"
+    assets = cache_dir() / "assets"
     if not assets.is_dir():
         sys.exit(f"no downloaded assets at {assets}: run `jaxsel run --config configs/quick` once first")
     plan = prepare(a.work, a.old)

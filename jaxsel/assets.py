@@ -80,8 +80,9 @@ _DONE = ".complete"
 
 
 def cache_dir() -> Path:
-    """The root of jaxsel's on-disk cache: ``$JAXSEL_CACHE`` or ``~/.cache/jaxsel``."""
-    return Path(os.environ.get("JAXSEL_CACHE", Path.home() / ".cache" / "jaxsel")).expanduser()
+    """The root of jaxsel's on-disk cache: ``$JAXSEL_CACHE`` or, when that is unset or empty,
+    ``~/.cache/jaxsel`` (an empty one had put the cache in the working folder)."""
+    return Path(os.environ.get("JAXSEL_CACHE") or Path.home() / ".cache" / "jaxsel").expanduser()
 
 
 def sha256_file(path: Path) -> str:

