@@ -75,6 +75,15 @@ def _number_in(low: float, high: float):
     return parse
 
 
+def _out(text: str) -> str:
+    """argparse type of an --out path: not ``-``, which had written files named ``-`` and
+    ``-.jaxsel.json`` into the working folder (jaxsel writes files, not standard output)."""
+    if text.strip() == "-":
+        raise argparse.ArgumentTypeError("jaxsel writes files, not standard output: name a file or folder "
+                                         "(for a pipe, export to a file and cat it)")
+    return text
+
+
 def _at_least(low: int):
     """argparse type of an integer >= ``low`` (and at most :data:`jaxsel.errors.MAX_INT`)."""
     def parse(text: str) -> int:
@@ -551,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-size", type=_at_least(1), default=CLUSTER_TABLE,
                    help="members sampled per cluster for fixed-size proxies")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
+    p.add_argument("--out", type=_out, default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
                                                    "tagged with the options that differ from their defaults; "
                                                    "reading and embedding options as a short hash)")
     p.set_defaults(func=cmd_cluster, tagged={k: p.get_default(k) for k in READ_OPTIONS + EMBED_OPTIONS})
@@ -612,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the options "
+    p.add_argument("--out", type=_out, default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the options "
                                                 "set away from their defaults, --budget and --seed included); the clustering is cached "
                                                 "beside it in OUT/../stages, shared by the methods selected there")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -635,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND: sel-SELECTIONFOLDER, rand or full; tagged like "
+    p.add_argument("--out", type=_out, default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND: sel-SELECTIONFOLDER, rand or full; tagged like "
                                                 "select's with the reading and finetuning options set away from their defaults and the selection file)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     _log_arg(p)
@@ -650,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_args(p, recorded="option")
     p.add_argument("--format", default=None, choices=("jsonl", "parquet", "csv", "arrow"),
                    help="arrow: a datasets.save_to_disk folder (default: from --out's suffix, else jsonl)")
-    p.add_argument("--out", required=True, help="output file (a folder for arrow)")
+    p.add_argument("--out", type=_out, required=True, help="output file (a folder for arrow)")
     p.add_argument("--complement", action="store_true", help="write the rows NOT selected instead")
     p.add_argument("--no-source-columns", action="store_true",
                    help="leave out the source file's other columns (written by default; one named like a jaxsel column as user_NAME)")
@@ -666,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=True)
-    p.add_argument("--out", default=None, help="run folder (default runs/CONFIG-NAME, with --data's name and a short hash of a data file's path "
+    p.add_argument("--out", type=_out, default=None, help="run folder (default runs/CONFIG-NAME, with --data's name and a short hash of a data file's path "
                                                 "and the reading options given); rerunning resumes it")
     _log_arg(p)
     _distributed_args(p)

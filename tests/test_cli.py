@@ -947,3 +947,16 @@ def test_embed_says_when_it_could_not_cache(table_file, tmp_path, monkeypatch, c
     out, err = capsys.readouterr()
     assert "embeddings not cached (see the warning)" in out and "warning: embeddings not cached" in err
     assert "cached at" not in out
+
+
+def test_out_dash_is_refused_not_a_file_named_dash(table_file, tmp_path, monkeypatch, capsys):
+    """`export --out -` wrote files named '-' and '-.jaxsel.json' into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    for command in (["export", "sel.json"], ["select", str(table_file)], ["cluster", str(table_file)],
+                    ["finetune", str(table_file)], ["run", "--config", "quick"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([*command, "--out", "-"])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2
+        assert "--out: jaxsel writes files, not standard output" in err and err.count("\n") == 1, err
+    assert [p.name for p in tmp_path.iterdir()] == [table_file.name]  # nothing written
