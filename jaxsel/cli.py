@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxsel.errors import MAX_INT, JaxselError, warn
 from jaxsel.checkpoint import Stopwatch
-from jaxsel.io import check_not_input
+from jaxsel.io import check_not_input, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
@@ -206,7 +206,7 @@ def _data_folder(data: str) -> Path:
     (a/d.csv, b/d.csv) never overwrite each other's outputs."""
     if data in BUILTIN or not Path(data).exists():
         return Path("runs") / Path(data).stem
-    return Path("runs") / f"{Path(data).stem}-{hashlib.sha256(source_name(data).encode()).hexdigest()[:6]}"
+    return Path("runs") / f"{short_name(Path(data).stem)}-{hashlib.sha256(source_name(data).encode()).hexdigest()[:6]}"
 
 
 MADE: list[Path] = []  # folders this command created (_writable), removed again where empty if it fails
@@ -220,9 +220,11 @@ LOCKS = contextlib.ExitStack()  # output folders this command holds (_exclusive)
 
 
 def _exclusive(folder: Path) -> Path:
-    """``folder``, locked against other jaxsel processes until this command ends (:func:`jaxsel.io.exclusive`)."""
-    from jaxsel.io import exclusive
+    """``folder``, locked against other jaxsel processes until this command ends (:func:`jaxsel.io.exclusive`),
+    without the temporary files a killed command left there."""
+    from jaxsel.io import exclusive, remove_stale_temporaries
     LOCKS.enter_context(exclusive(folder))
+    remove_stale_temporaries(folder)  # what a killed command left (no other process writes here now)
     return folder
 
 
@@ -721,7 +723,7 @@ def _dispatch(args) -> int:
         print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {why}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG):
             raise
         print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}", file=sys.stderr)
         return 2

@@ -100,10 +100,12 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
     check_target(path, folder, replaces)
     ensure_folder(path.parent, path)
     try:
+        prefix = f".{short_name(path.name, 200)}."  # the random part and suffix fit in the 255 bytes a name may hold
+        _remove_stale(path.parent, prefix, "" if folder else suffix or path.suffix)
         if folder:
-            tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")
+            tmp = tempfile.mkdtemp(dir=path.parent, prefix=prefix)
         else:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix or path.suffix)
             os.close(fd)
     except OSError as e:  # name the file asked for, not the temporary one
         raise OutputError(path, e.strerror, e.errno) from None
@@ -118,6 +120,20 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
             shutil.rmtree(tmp)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale(folder: Path, prefix: str, suffix: str, min_age: float = 600.0) -> None:
+    """Delete the temporaries of one target (``prefix`` + 8 random characters + ``suffix``) left in
+    ``folder`` by a process killed while writing it at least ``min_age`` seconds ago (a writer
+    touches its file all along: one that old is not being written). Every atomic write does it, so
+    a killed export or embedding cache write leaves no hidden file for good."""
+    pattern, now = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix)), time.time()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            old = folder / name
+            if pattern.fullmatch(name) and now - old.lstat().st_mtime >= min_age:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")  # mkstemp's names in atomic_path
@@ -155,6 +171,13 @@ def ensure_folder(folder: Path, target: Path) -> None:
                           e.errno) from None
     if not os.access(folder, os.W_OK):
         raise OutputError(target, f"{folder} is not writable")
+
+
+def short_name(text: str, limit: int = 64) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (a whole character at the end): a data
+    file's name inside a default folder's, which a hash beside it keeps unique, so a long but valid
+    file name never makes a folder name past the file system's 255 bytes."""
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | None = None) -> None:

@@ -960,3 +960,43 @@ def test_out_dash_is_refused_not_a_file_named_dash(table_file, tmp_path, monkeyp
         assert stop.value.code == 2
         assert "--out: jaxsel writes files, not standard output" in err and err.count("\n") == 1, err
     assert [p.name for p in tmp_path.iterdir()] == [table_file.name]  # nothing written
+
+
+def test_a_killed_writes_temporaries_go_with_the_next_write_or_command(tmp_path, table_file):
+    """A killed export or embedding-cache write left its hidden temporary for good (33 MB for one
+    embedding file), outside jaxsel run: every atomic write now removes its own target's
+    temporaries older than 10 minutes, and select/finetune the ones in the folder they lock."""
+    from jaxsel import io
+    target = tmp_path / "kept.jsonl"
+    stale, fresh = tmp_path / ".kept.jsonl.ab12cd_9.jsonl", tmp_path / ".kept.jsonl.zz12cd_9.jsonl"
+    unrelated = [tmp_path / ".other.jsonl.ab12cd_9.jsonl", tmp_path / ".kept.jsonl.notmine"]
+    for f in [stale, fresh, *unrelated]:
+        f.write_text("partial")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    io.write_utf8(target, "{}\n")
+    assert not stale.exists() and fresh.exists() and all(f.exists() for f in unrelated)
+    out = tmp_path / "sel"
+    out.mkdir()
+    planted = out / ".selection.json.k9_x2abc.json"
+    planted.write_text("partial")
+    assert cli.main(["select", str(table_file), "--model", "hash", "--method", "stratified", "--k", "4",
+                     "--out", str(out)]) == 0
+    assert not planted.exists() and (out / "selection.json").exists()
+    long = tmp_path / ("k" * 240 + ".jsonl")  # a valid name: the temporary's had gone past 255 bytes
+    io.write_utf8(long, "{}\n")
+    assert long.read_text() == "{}\n"
+
+
+def test_long_valid_file_names(tmp_path, table_file, monkeypatch, capsys):
+    """A 249-byte data file name made a default folder name past 255 bytes, and an export to a
+    246-byte name a sidecar name past it: both ended in an OSError traceback."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / ("d" * 249 + ".csv")
+    data.write_bytes(table_file.read_bytes())
+    assert cli.main(["select", str(data), "--model", "hash", "--method", "stratified", "--k", "4"]) == 0
+    (sel,) = (tmp_path / "runs").glob("*/stratified*/selection.json")
+    assert len(sel.parent.parent.name) == 64 + 7
+    capsys.readouterr()
+    assert cli.main(["export", str(sel), "--out", "k" * 240 + ".jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxsel: error: cannot write") and "File name too long" in err and err.count("\n") == 1

@@ -29,7 +29,7 @@ from jaxsel.checkpoint import Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, write_json
+from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
 from jaxsel.selection import budget_examples, check_distinct_budgets, digest
 
 def load_dataset(spec: DataSpec):
@@ -351,7 +351,7 @@ def default_out(name: str, data_overrides: dict) -> str:
     if data is not None and Path(data).exists():
         given["file"] = os.path.abspath(data)
     tag = "-" + hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:6] if given else ""
-    return f"runs/{name}" + (f"-{Path(data).stem}" if data is not None else "") + tag
+    return f"runs/{name}" + (f"-{short_name(Path(data).stem)}" if data is not None else "") + tag
 
 
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
