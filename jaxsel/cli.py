@@ -503,8 +503,7 @@ def cmd_export(a) -> None:
 
 
 def cmd_run(a) -> None:
-    from jaxsel import assets, experiment
-    assets.enable_compilation_cache()  # the CLI's choice; library calls leave jax's config alone
+    from jaxsel import experiment
     if a.log_dir:
         print(f"step metrics: {Path(a.log_dir) / 'metrics.jsonl'}")
     RESUME[:] = ["to continue, rerun the same command: it resumes from its stage folder"]
@@ -689,8 +688,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv``, default ``sys.argv[1:]``) and return its exit status: 0, 2 for a
     user mistake (one line on stderr), 130 after Ctrl-C. Leaves malloc as it is: the ``jaxsel``
     command sets it for ``run`` and ``finetune`` before this module is imported (``jaxsel.__main__``).
-    A command that fails removes the empty output folders it created."""
+    A command that fails removes the empty output folders it created. Every command keeps its
+    compiled programs in ``$JAXSEL_CACHE/xla`` (:func:`jaxsel.assets.enable_compilation_cache`)."""
     args = build_parser().parse_args(argv)
+    from jaxsel import assets
+    assets.enable_compilation_cache()  # every command's programs; library calls leave jax's config alone
     MADE.clear()
     with LOCKS:  # the output folders this command writes, released when it ends
         code = _dispatch(args)

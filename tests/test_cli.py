@@ -1000,3 +1000,15 @@ def test_long_valid_file_names(tmp_path, table_file, monkeypatch, capsys):
     assert cli.main(["export", str(sel), "--out", "k" * 240 + ".jsonl"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("jaxsel: error: cannot write") and "File name too long" in err and err.count("\n") == 1
+
+
+def test_every_command_keeps_its_compiled_programs(tmp_path):
+    """Only jaxsel run enabled the persistent compilation cache: two identical PPO selects each
+    compiled for ~5 s of a 9 s command, though the README says the CLI keeps compiled programs."""
+    from conftest import write_data
+    csv = write_data(tmp_path / "d.csv")
+    env = {**os.environ, "JAXSEL_CACHE": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-m", "jaxsel", "select", str(csv), "--split-col", "split", "--model", "hash",
+                    "--method", "ppo", "--steps", "1024", "--k", "6", "--out", str(tmp_path / "p")],
+                   env=env, check=True, capture_output=True)
+    assert any((tmp_path / "cache" / "xla").iterdir())
