@@ -736,7 +736,7 @@ def _dispatch(args) -> int:
 
 
 class Interrupts:
-    """The command's Ctrl-C handling. As a SIGINT handler, the first Ctrl-C raises KeyboardInterrupt
+    """The command's Ctrl-C (and SIGTERM) handling. As a SIGINT handler, the first Ctrl-C raises KeyboardInterrupt
     as usual and starts a ``grace`` seconds deadline; a second one or the deadline leaves at once
     (one line, exit 130). Python drops an exception raised inside a garbage-collector callback (jax
     runs one after collections) and reports it as "Exception ignored in ..." with a traceback: a
@@ -765,7 +765,6 @@ class Interrupts:
         if issubclass(info.exc_type, KeyboardInterrupt):
             return self.leave()
         sys.__unraisablehook__(info)
-
 
 
 class PipeSafe:
@@ -807,6 +806,7 @@ def entry() -> None:
     so nothing half-written is left."""
     interrupts = Interrupts()
     signal.signal(signal.SIGINT, interrupts)
+    signal.signal(signal.SIGTERM, interrupts)  # timeout, systemd, Kubernetes: the same line and cleanup
     sys.unraisablehook = interrupts.unraisable
     sys.stdout = PipeSafe(sys.stdout)
     code = main()

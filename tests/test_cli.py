@@ -687,12 +687,14 @@ def test_too_small_data_and_budgets_say_why(tmp_path, capsys):
 
 
 def test_ctrl_c_exits_130_and_leaves_no_selection(tmp_path, tmp_cache):
-    """Ctrl-C during a search: one line, exit 130, no selection file (only whole checkpoints)."""
+    """Ctrl-C during a search: one line, exit 130, no selection file (only whole checkpoints). The
+    same for SIGTERM (what timeout, systemd and Kubernetes send), which had ended it silently."""
     from conftest import write_data
     csv = tmp_path / "d.csv"
     write_data(csv)
-    for delay in (0.2, 1.0):  # early, Ctrl-C often landed in jax's gc callback and was lost
-        out = tmp_path / f"sel{delay}"
+    # early, Ctrl-C often landed in jax's gc callback and was lost
+    for delay, sig in ((0.2, signal.SIGINT), (1.0, signal.SIGINT), (1.0, signal.SIGTERM)):
+        out = tmp_path / f"sel{delay}{sig.name}"
         p = subprocess.Popen([sys.executable, "-m", "jaxsel", "select", str(csv), "--split-col", "split",
                               "--model", "hash", "--k", "6", "--budget", "0.1", "--method", "ppo", "--steps",
                               "10000000", "--out", str(out)], stderr=subprocess.PIPE, text=True)
@@ -702,7 +704,7 @@ def test_ctrl_c_exits_130_and_leaves_no_selection(tmp_path, tmp_cache):
             assert line, f"the command ended before its search: {seen}"
             seen += line
         time.sleep(delay)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         rest = p.communicate(timeout=120)[1]
         assert p.returncode == 130  # the last line says how to continue (it had not named the folder)
         assert rest.strip().splitlines()[-1] == f"jaxsel: interrupted (to continue, rerun with --resume --out {out})"
