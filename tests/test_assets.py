@@ -132,3 +132,13 @@ def test_an_empty_cache_variable_is_unset(monkeypatch, tmp_path):
     assert assets.cache_dir() == tmp_path / ".cache" / "jaxsel"
     monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "c"))
     assert assets.cache_dir() == tmp_path / "c"
+
+
+def test_an_unwritable_cache_names_the_way_out(fake, tmp_path, monkeypatch):
+    """A read-only HOME stopped a first run with 'cannot write ~/.cache: Read-only file system',
+    without saying what was to be fetched or that JAXSEL_CACHE moves the cache."""
+    wheel, _ = fake
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "file"))
+    with pytest.raises(JaxselError, match=r"cannot write the cache folder .*fake==1.0.*set JAXSEL_CACHE"):
+        assets.fetch("fake", wheel=wheel)
