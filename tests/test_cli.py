@@ -421,6 +421,7 @@ def test_export_never_overwrites_its_inputs(tmp_path, tmp_cache, capsys, monkeyp
     monkeypatch.chdir(tmp_path)
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "random",
                      "--out", "sel"]) == 0
+    capsys.readouterr()  # select's own lines
     sel = tmp_path / "sel" / "selection.json"
     before = {p: p.read_bytes() for p in (csv, sel, sel.with_suffix(".indices.npy"))}
     for out, fmt in ((csv, []), (sel, []), (sel.with_suffix(".indices.npy"), ["--format", "jsonl"]),
