@@ -115,6 +115,10 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
         if folder and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk while writing names no file, or the temporary one: name the target
+        if isinstance(e, OutputError) or e.errno is None or e.filename not in (None, tmp, str(tmp)):
+            raise
+        raise OutputError(path, e.strerror, e.errno) from None
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)

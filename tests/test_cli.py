@@ -1015,3 +1015,18 @@ def test_every_command_keeps_its_compiled_programs(tmp_path):
                     "--method", "ppo", "--steps", "1024", "--k", "6", "--out", str(tmp_path / "p")],
                    env=env, check=True, capture_output=True)
     assert any((tmp_path / "cache" / "xla").iterdir())
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    """'jaxsel: error: cannot write the output: No space left on device' named no file."""
+    import errno
+    from jaxsel import io
+    from jaxsel.errors import OutputError
+    target = tmp_path / "x.json"
+    with pytest.raises(OutputError, match=f"cannot write {target}: No space left on device"):
+        with io.atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(FileNotFoundError):  # another file's error is not the target's
+        with io.atomic_path(target):
+            open(tmp_path / "absent")
+    assert list(tmp_path.iterdir()) == []
