@@ -603,17 +603,20 @@ def load(
     params = f"{source}|{fractions}|{seed}|{dedup}|{split_col}" + \
         (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
     origin = {"source": quote(str(Path(name_or_path).resolve()), safe="/")} if source == "file" else {}
-    _record(dd, fingerprint(dd, params), {**counts, **origin})
+    fp, content = fingerprints(dd, params, "")
+    _record(dd, fp, {**counts, **origin}, content)
     return dd
 
 
-def _record(dd, fp: str, fields: dict) -> None:
+def _record(dd, fp: str, fields: dict, content: str | None = None) -> None:
     """Write jaxsel's fields into every split's description: the fingerprint ``fp``, ``fields``, and
     what tells a later change apart (datasets copies the description to what ``map``, ``filter``,
     ``shuffle``, ``select``, ... make): each split's own datasets fingerprint, changed by every
-    such call, and a digest of the content (:func:`dataset_fingerprint`)."""
+    such call, and a digest of the content (``content``, :func:`fingerprint` without parameters,
+    computed when not given; :func:`dataset_fingerprint`)."""
+    content = fingerprint(dd) if content is None else content
     desc = ";".join(f"jaxsel_{k}={v}" for k, v in
-                    {"fingerprint": fp, **fields, "splits": _split_ids(dd), "content": fingerprint(dd)}.items())
+                    {"fingerprint": fp, **fields, "splits": _split_ids(dd), "content": content}.items())
     for d in dd.values():
         d.info.description = desc
 
@@ -632,13 +635,20 @@ def column(d, name: str) -> list:
 
 def fingerprint(dd, params: str = "") -> str:
     """A short hash of the splits' content (texts, labels, label names) and the split parameters."""
-    h = hashlib.sha256(params.encode())
+    return fingerprints(dd, params)[0]
+
+
+def fingerprints(dd, *params: str) -> list[str]:
+    """:func:`fingerprint` of ``dd`` with each of ``params``, in one pass over the rows."""
+    hashes = [hashlib.sha256(p.encode()) for p in params]
     for s in SPLITS:
         d = dd[s]
-        h.update(f"|{s}|{len(d)}|{','.join(_unambiguous(n, ',') for n in d.features['label'].names)}|".encode())
-        for t, y in zip(column(d, "text"), column(d, "label")):
-            h.update(f"{y}\t".encode() + _unambiguous(t, "\t").encode() + b"\n")
-    return h.hexdigest()[:16]
+        chunks = [f"|{s}|{len(d)}|{','.join(_unambiguous(n, ',') for n in d.features['label'].names)}|".encode()]
+        chunks += [f"{y}\t".encode() + _unambiguous(t, "\t").encode() + b"\n"
+                   for t, y in zip(column(d, "text"), column(d, "label"))]
+        for h in hashes:
+            h.update(b"".join(chunks))
+    return [h.hexdigest()[:16] for h in hashes]
 
 
 def joined(texts: list[str]) -> str:
