@@ -177,8 +177,12 @@ _INTACT: set[Path] = set()  # asset folders checked by this process
 def write_manifest(folder: Path, art: Artifact) -> None:
     """Record every file of an unpacked ``folder`` (size, modification time, sha256) in its
     completion marker, which :func:`damaged` checks them against."""
-    files = {str(f.relative_to(folder)): [f.stat().st_size, f.stat().st_mtime_ns, sha256_file(f)]
-             for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")}  # nor its temporaries
+    _write_marker(folder, art, {str(f.relative_to(folder)): [f.stat().st_size, f.stat().st_mtime_ns, sha256_file(f)]
+                                for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")})  # nor temporaries
+
+
+def _write_marker(folder: Path, art: Artifact, files: dict) -> None:
+    """The completion marker: ``art``'s requirement and its ``files`` (path -> [size, mtime_ns, sha256])."""
     write_utf8(folder / _DONE, json.dumps({"requirement": art.requirement, "files": files}) + "\n")
 
 
@@ -210,7 +214,7 @@ def damaged(art: Artifact, folder: Path) -> str | None:
             files[member][1], touched = st.st_mtime_ns, True  # copied or touched: the same bytes
     if touched:  # so a copied cache is read once, not in every process
         with contextlib.suppress(OSError, JaxselError):  # a read-only cache: read again next time
-            write_utf8(folder / _DONE, json.dumps({"requirement": art.requirement, "files": files}) + "\n")
+            _write_marker(folder, art, files)
     return None
 
 
