@@ -177,8 +177,9 @@ _INTACT: set[Path] = set()  # asset folders checked by this process
 def write_manifest(folder: Path, art: Artifact) -> None:
     """Record every file of an unpacked ``folder`` (size, modification time, sha256) in its
     completion marker, which :func:`damaged` checks them against."""
+    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")]  # nor temporaries
     _write_marker(folder, art, {str(f.relative_to(folder)): [f.stat().st_size, f.stat().st_mtime_ns, sha256_file(f)]
-                                for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")})  # nor temporaries
+                                for f in files})
 
 
 def _write_marker(folder: Path, art: Artifact, files: dict) -> None:
@@ -237,7 +238,8 @@ def enable_compilation_cache() -> None:
     ``jaxsel run``) skip recompiling the same shapes. Before jax is imported, through the
     environment jax reads its settings from when it is (so a command that never needs jax, e.g.
     ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``."""
-    settings = {"jax_compilation_cache_dir": str(cache_dir() / "xla"), "jax_persistent_cache_min_compile_time_secs": 0.5}
+    settings = {"jax_compilation_cache_dir": str(cache_dir() / "xla"),
+                "jax_persistent_cache_min_compile_time_secs": 0.5}
     if "jax" not in sys.modules:
         os.environ.update({name.upper(): str(value) for name, value in settings.items()})
         return
