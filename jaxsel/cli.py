@@ -211,10 +211,14 @@ def _data_folder(data: str) -> Path:
 
 MADE: list[Path] = []  # folders this command created (_writable), removed again where empty if it fails
 RESUME: list[str] = []  # how to continue this command after Ctrl-C (set once its output folder is known)
+RESUMABLE: list[Path] = []  # the checkpoint folder a --resume would continue from (select, finetune)
 
 
 def interrupted() -> str:
-    """The line a Ctrl-C ends a command with: what was interrupted and how to continue it."""
+    """The line a Ctrl-C ends a command with: what was interrupted and how to continue it (nothing
+    about --resume while its checkpoint folder holds no checkpoint yet)."""
+    if RESUMABLE and not _checkpoints_held(RESUMABLE[0]):
+        return "jaxsel: interrupted (no checkpoint was written yet: rerunning the command starts afresh)"
     return "jaxsel: interrupted" + (f" ({RESUME[0]})" if RESUME else "")
 LOCKS = contextlib.ExitStack()  # output folders this command holds (_exclusive)
 
@@ -353,11 +357,16 @@ def cmd_cluster(a) -> None:
     print(f"wrote {out}")
 
 
+def _checkpoints_held(folder: Path) -> bool:
+    """Whether a checkpoint folder holds a checkpoint (its wall-clock file alone does not count)."""
+    return folder.is_dir() and any(p.name != "seconds.json" for p in folder.iterdir())
+
+
 def _note_fresh_start(folder: Path, resume: bool) -> None:
     """A note when a command without --resume is about to replace the checkpoints of an earlier,
     perhaps stopped, run in ``folder``, or when --resume finds none there (a new user's rounds:
     both went without a word; a --resume spelled with other options names another folder)."""
-    held = folder.is_dir() and any(p.name != "seconds.json" for p in folder.iterdir())
+    held = _checkpoints_held(folder)
     if not resume and held:
         print(f"note: {folder} holds an earlier run's checkpoints; starting afresh replaces them "
               f"(--resume continues that run)", file=sys.stderr)
@@ -382,7 +391,7 @@ def cmd_select(a) -> None:
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
-    RESUME[:] = [f"to continue, rerun with --resume --out {out}"]
+    RESUME[:], RESUMABLE[:] = [f"to continue, rerun with --resume --out {out}"], [out / "checkpoints"]
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -461,7 +470,7 @@ def cmd_finetune(a) -> None:
         'rand' if a.random_fraction else 'full'  # one folder per selection (its folder's name: the method and tag)
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
                                                                     f"{_options_tag(a)}"), folder=True))
-    RESUME[:] = [f"to continue, rerun with --resume --out {out}"]
+    RESUME[:], RESUMABLE[:] = [f"to continue, rerun with --resume --out {out}"], [out / "checkpoints"]
     dd = _load(a)
     n = len(dd["train"])
     if sel:

@@ -708,8 +708,27 @@ def test_ctrl_c_exits_130_and_leaves_no_selection(tmp_path, tmp_cache):
         p.send_signal(sig)
         rest = p.communicate(timeout=120)[1]
         assert p.returncode == 130  # the last line says how to continue (it had not named the folder)
-        assert rest.strip().splitlines()[-1] == f"jaxsel: interrupted (to continue, rerun with --resume --out {out})"
+        held = any(f.name != "seconds.json" for f in (out / "checkpoints").iterdir())
+        assert rest.strip().splitlines()[-1] == (
+            f"jaxsel: interrupted (to continue, rerun with --resume --out {out})" if held else
+            "jaxsel: interrupted (no checkpoint was written yet: rerunning the command starts afresh)")
         assert not (out / "selection.json").exists()
+
+
+def test_interrupted_suggests_resume_only_once_a_checkpoint_exists(tmp_path, monkeypatch):
+    """Ctrl-C in a command's first seconds had suggested --resume though nothing was saved yet."""
+    ckpt = tmp_path / "out" / "checkpoints"
+    monkeypatch.setattr(cli, "RESUME", [f"to continue, rerun with --resume --out {ckpt.parent}"])
+    monkeypatch.setattr(cli, "RESUMABLE", [ckpt])
+    first = "jaxsel: interrupted (no checkpoint was written yet: rerunning the command starts afresh)"
+    assert cli.interrupted() == first  # no folder
+    ckpt.mkdir(parents=True)
+    (ckpt / "seconds.json").write_text("{}")
+    assert cli.interrupted() == first  # the wall-clock file alone
+    (ckpt / "3").mkdir()
+    assert cli.interrupted() == f"jaxsel: interrupted (to continue, rerun with --resume --out {ckpt.parent})"
+    monkeypatch.setattr(cli, "RESUMABLE", [])  # jaxsel run: its stage folder
+    assert cli.interrupted() == f"jaxsel: interrupted (to continue, rerun with --resume --out {ckpt.parent})"
 
 
 def test_second_ctrl_c_or_the_deadline_leaves_at_once(monkeypatch):
