@@ -214,6 +214,9 @@ class FinetuneConfig:
         if self.lora_rank and self.model in BERT_MODELS:
             raise JaxselError(f"finetune lora_rank applies to decoders (smollm2-135m or a local Llama folder), "
                               f"not {self.model}")
+        if self.head != "verbalizer" and self.model in BERT_MODELS:  # it was ignored, yet tagged the output folder
+            raise JaxselError(f"finetune head applies to decoders (smollm2-135m or a local Llama folder); {self.model} "
+                              f"classifies from its [CLS] token with a linear layer whatever the head")
 
 
 SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")

@@ -213,6 +213,21 @@ def apply_scaled(tx: optax.GradientTransformation, grads, opt_state, params, lr)
     return optax.apply_updates(params, updates), opt_state
 
 
+@jax.jit
+def _all_finite(leaves) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def check_finite(cfg: FinetuneConfig, epoch: int, loss: float, params) -> None:
+    """Raise JaxselError when an epoch's mean training loss or the weights it ended with are not
+    finite: a diverged finetune (a learning rate far too high) had gone on to test NaN weights,
+    which predict one class, and reported that as its accuracy."""
+    finite = bool(_all_finite(jax.tree.leaves(params)))
+    if not (math.isfinite(loss) and finite):
+        raise JaxselError(f"finetuning {cfg.model} diverged in epoch {epoch} (mean training loss {loss:.4g}, weights "
+                          f"{'finite' if finite else 'NaN or inf'}): lower the learning rate (lr {cfg.lr:g})")
+
+
 @functools.partial(jax.jit, static_argnames="graphdef")
 def eval_step(params, rest, ids, mask, *, graphdef):
     """Predicted class ids (B,) for ids/mask (B, T); compiled once per model structure and shape."""
@@ -408,12 +423,14 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
             shown = ep_loss
         jax.block_until_ready(params)
         ep_seconds = time.perf_counter() - t0
+        loss = float(ep_loss) / max(ep_steps, 1)
+        check_finite(cfg, prog.epoch + 1, loss, params)
         params, opt_state = jax.tree.unflatten(p_def, params), jax.tree.unflatten(o_def, opt_state)
         prog.seconds += ep_seconds
         prog.tokens += ep_tokens
         acc, _ = evaluate(params, rest, graphdef, *splits["validation"], cfg, len(names), packed)
         prog.val_acc.append(acc)
-        prog.train_loss.append(float(ep_loss) / max(ep_steps, 1))
+        prog.train_loss.append(loss)
         metrics.log(f"finetune {cfg.model}", prog.step, loss=prog.train_loss[-1], validation_accuracy=acc,
                     tokens_per_s=ep_tokens / max(ep_seconds, 1e-9),
                     learning_rate=lrs[max(prog.step - 1, 0)])

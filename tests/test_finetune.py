@@ -279,6 +279,29 @@ def test_sharded_step_equals_single_device():
     assert "sharded step ok" in p.stdout
 
 
+@pytest.mark.assets
+def test_a_diverged_finetune_stops_instead_of_testing_nan_weights(table_file, tmp_cache, capsys):
+    """lr 1e9 made the weights NaN in epoch 1's last step: the run went on to test them (one class
+    predicted, accuracy 1/3 on three classes) and exited 0. Now one line names the divergence."""
+    from jaxsel import data
+    dd = data.load(str(table_file))
+    with pytest.raises(JaxselError, match=r"diverged in epoch 1 .*weights NaN or inf.*lower the learning rate"):
+        finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**{**TINY, "lr": 1e9}), progress=False)
+    assert cli.main(["finetune", str(table_file), "--model", "tiny-bert", "--random-fraction", "0.2", "--lr", "1e9",
+                     "--max-length", "32", "--out", str(tmp_cache / "f")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("jaxsel: error: finetuning tiny-bert diverged") and not (tmp_cache / "f" / "metrics.json").exists()
+
+
+def test_a_head_is_refused_for_bert_targets(capsys):
+    """--head linear was ignored for BERT models (the same losses as the verbalizer) yet recorded
+    and tagged the output folder as another experiment."""
+    with pytest.raises(JaxselError, match="head applies to decoders"):
+        finetune.FinetuneConfig(model="minilm", head="linear")
+    assert cli.main(["finetune", "tweets", "--model", "tiny-bert", "--head", "linear"]) == 2
+    assert "head applies to decoders" in capsys.readouterr().err
+
+
 def test_cli_rejects_both_sources(table_file, capsys):
     assert cli.main(["finetune", str(table_file), "--selection", "x.json", "--random-fraction", "0.5"]) == 2
     assert "not both" in capsys.readouterr().err
