@@ -8,6 +8,7 @@ for) and caches the result on disk, keyed by (dataset fingerprint, model, max le
 from __future__ import annotations
 
 import functools
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from flax import nnx
 from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import loaded, read_cached, read_npz, write_npz
+from jaxsel.io import UNREADABLE, loaded, read_cached, read_npz, write_npz
 from jaxsel.config import EMBED_MODELS, EmbedSpec, model_files
 
 if TYPE_CHECKING:
@@ -282,6 +283,27 @@ def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "floa
     return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}{tag}.npz"
 
 
+SECONDS = ".seconds"  # a split's embedding seconds, kept in the cache file beside its embeddings
+
+
+def embedding_seconds(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_length, dtype: str = "float32",
+                      splits: tuple[str, ...] = ("train", "validation")) -> float | None:
+    """Seconds :func:`embed_dataset` took to embed ``splits`` of ``dd`` when it computed them (summed
+    over the splits; wall-clock of their encoding), read from its cache: what a run whose
+    embeddings came from the cache reports as their cost. None when a split is not cached, or was
+    cached before its time was kept (2026-12-05), or the file cannot be read."""
+    from jaxsel import data
+    path = cache_file(data.dataset_fingerprint(dd), model, max_length, dtype)
+    keys = [s + SECONDS for s in ((splits,) if isinstance(splits, str) else splits)]
+    try:
+        with np.load(path) as z:
+            if not set(keys) <= set(z.files):
+                return None
+        return float(sum(read_npz(path, keys).values()))
+    except UNREADABLE:
+        return None
+
+
 def embed_dataset(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_length, dtype: str = "float32",
                   progress: bool = True, use_cache: bool = True, splits: tuple[str, ...] | None = None
                   ) -> dict[str, np.ndarray]:
@@ -303,9 +325,12 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_
     def read(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             names = [n for n in z.files if n in dd]
-        # only the splits asked for, unless a rewrite has to keep the others
-        out = read_npz(path, splits if set(splits) <= set(names) else names)
-        for s, x in out.items():  # files written before their sha256 was
+            # only the splits asked for, unless a rewrite has to keep the others; with their seconds
+            want = list(splits) if set(splits) <= set(names) else names
+            timed = [s + SECONDS for s in want if s + SECONDS in z.files]
+        out = read_npz(path, want + timed)
+        for s in want:  # files written before their sha256 was
+            x = out[s]
             if x.ndim != 2 or len(x) != len(dd[s]) or not np.isfinite(x).all():
                 raise ValueError(f"its {s} embeddings have shape {x.shape} for {len(dd[s])} rows, or are not finite")
         return out
@@ -317,7 +342,9 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_
     for s in missing:
         if progress:
             progress_.write(f"embedding {s}: {len(dd[s])} texts")
+        t = time.perf_counter()
         out[s] = encode(data.column(dd[s], "text"), model, max_length=max_length, dtype=dtype, progress=progress)
+        out[s + SECONDS] = np.float64(time.perf_counter() - t)
         if not np.isfinite(out[s]).all():
             raise JaxselError(f"embeddings of the {s} split contain NaN or inf")
     if use_cache and missing:

@@ -205,7 +205,8 @@ def test_embed_dataset_embeds_only_the_splits_asked_for(tmp_cache, table_file, m
     some = embed.embed_dataset(dd, "hash", progress=False, splits=("train", "validation"))
     assert sorted(some) == ["train", "validation"] and calls == [len(dd["train"]), len(dd["validation"])]
     from jaxsel.io import read_npz
-    assert sorted(read_npz(embed.cache_file(data.dataset_fingerprint(dd), "hash", 128))) == ["train", "validation"]
+    assert sorted(read_npz(embed.cache_file(data.dataset_fingerprint(dd), "hash", 128))) == [
+        "train", "train.seconds", "validation", "validation.seconds"]  # with the seconds each took
     every = embed.embed_dataset(dd, "hash", progress=False)
     assert calls[2:] == [len(dd["test"])]
     fresh = embed.embed_dataset(dd, "hash", progress=False, use_cache=False)
@@ -213,6 +214,30 @@ def test_embed_dataset_embeds_only_the_splits_asked_for(tmp_cache, table_file, m
         assert np.array_equal(every[s], fresh[s])
     assert np.array_equal(some["train"], fresh["train"])
     assert embed.embed_dataset(dd, "hash", progress=False, splits=("test",)).keys() == {"test"} and len(calls) == 6
+
+
+def test_the_cache_keeps_what_embedding_took_and_a_fresh_run_folder_reports_it(tmp_cache, table_file, tmp_path,
+                                                                               monkeypatch):
+    """A run whose embeddings came from the global cache reported 0.0 s of embedding (a new user's
+    round: a second run of a config into a new folder halved every search's cost over full data)."""
+    import itertools
+    from jaxsel import experiment
+    from jaxsel.config import DataSpec, EmbedSpec, RunConfig
+    dd = data.load(str(table_file))
+    assert embed.embedding_seconds(dd, "hash") is None  # nothing cached
+    clock = itertools.count(0, 10)  # each split "takes" 10 s on a fake clock
+    monkeypatch.setattr(embed.time, "perf_counter", lambda: next(clock))
+    embed.embed_dataset(dd, "hash", progress=False, splits=("train", "validation"))
+    assert embed.embedding_seconds(dd, "hash") == 20.0 and embed.embedding_seconds(dd, "hash", splits=("test",)) is None
+    embed.embed_dataset(dd, "hash", progress=False)  # adds the test split, keeps the others' seconds
+    assert embed.embedding_seconds(dd, "hash", splits=data.SPLITS) == 30.0
+    monkeypatch.setattr(embed, "encode", lambda *a, **k: pytest.fail("embedded again"))
+    monkeypatch.setattr(experiment, "load_dataset", lambda spec: dd)
+    cfg = RunConfig(data=DataSpec(name=str(table_file)), embed=EmbedSpec(model="hash"))
+    for folder in ("a", "b"):  # two fresh run folders, both from the cache (10 s on the clock around the call)
+        run = experiment.Run(cfg, tmp_path / folder, progress=False)
+        run.embeddings(dd)
+        assert run.timings["embed_seconds"] == 20.0
 
 
 def test_an_unwritable_cache_warns_and_embeds(tmp_path, table_file, monkeypatch, capsys):
