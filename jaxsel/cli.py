@@ -26,7 +26,8 @@ from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
                            FinetuneConfig, RunConfig, SelectSpec)
-from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, parse_budget, take_for
+from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget, \
+    take_for
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -481,12 +482,20 @@ def cmd_finetune(a) -> None:
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
+    if indices is not None:  # select warns of this; a selection handed to finetune (or a random one) said nothing
+        labels, names = np.asarray(column(dd["train"], "label")), dd["train"].features["label"].names
+        absent = missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels[indices], labels)))
+        if absent:
+            warn(f"the training subset ({len(indices)} example{'' if len(indices) == 1 else 's'}) holds no example "
+                 f"of class {', '.join(names[i] for i in absent)}: the model cannot learn to predict "
+                 f"{'it' if len(absent) == 1 else 'them'}")
     _note_fresh_start(out / "checkpoints", a.resume)
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source,
              environment=report.environment())
     write_json(out / "metrics.json", m)
-    print(f"{a.model} on {m['examples_used']} examples ({source}): test accuracy {m['test_accuracy']:.4f}, "
+    used = m["examples_used"]
+    print(f"{a.model} on {used} example{'' if used == 1 else 's'} ({source}): test accuracy {m['test_accuracy']:.4f}, "
           f"macro-F1 {m['test_macro_f1']:.4f}, {m['train_seconds']:.1f}s training, {m['tokens_per_s']:,.0f} tokens/s")
     print(f"wrote {out / 'metrics.json'}")
 

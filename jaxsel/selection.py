@@ -340,6 +340,12 @@ def _beside(path: Path, suffix: str) -> Path:
     return path.with_name((path.stem if path.suffix.lower() == ".json" else path.name) + suffix)
 
 
+def missing_classes(label_counts, train_label_counts) -> list[int]:
+    """The classes the train split holds (``train_label_counts`` (C,) > 0) that a subset's
+    ``label_counts`` (C,) miss: a model finetuned on the subset cannot predict them."""
+    return np.flatnonzero((np.asarray(label_counts) == 0) & (np.asarray(train_label_counts) > 0)).tolist()
+
+
 def digest(a: np.ndarray) -> str:
     """SHA-256 (hex) of an int64 array's bytes: a selection's index or cluster file, and the rows a
     finetune's checkpoints and a run's finetune stage are keyed by."""

@@ -293,6 +293,18 @@ def test_a_diverged_finetune_stops_instead_of_testing_nan_weights(table_file, tm
     assert err[-1].startswith("jaxsel: error: finetuning tiny-bert diverged") and not (tmp_cache / "f" / "metrics.json").exists()
 
 
+@pytest.mark.assets
+def test_finetune_warns_of_classes_its_subset_misses(table_file, tmp_cache, capsys):
+    """select warned of a class its selection misses; finetune said nothing, and printed 'on 1 examples'."""
+    from jaxsel import data
+    assert cli.main(["finetune", str(table_file), "--model", "tiny-bert", "--random-fraction", "0.021", "--epochs", "1",
+                     "--max-length", "32", "--out", str(tmp_cache / "f")]) == 0
+    out, err = capsys.readouterr()
+    assert "tiny-bert on 1 example (random 0.021" in out
+    absent = err.split("warning: the training subset (1 example) holds no example of class ")[1].split(":")[0]
+    assert sum(name in absent for name in data.load(str(table_file))["train"].features["label"].names) == 2
+
+
 def test_a_head_is_refused_for_bert_targets(capsys):
     """--head linear was ignored for BERT models (the same losses as the verbalizer) yet recorded
     and tagged the output folder as another experiment."""

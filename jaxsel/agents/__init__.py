@@ -27,7 +27,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labe
                            warn)
 from jaxsel.cluster import Clustering
 from jaxsel.proxy import Proxy, RewardCache
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "class_caps": None if caps is None else caps.caps.tolist(),
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
             "train_labels_digest": digest(labels),
-            "missing_classes": np.flatnonzero((counts == 0) & (train_counts > 0)).tolist(),
+            "missing_classes": missing_classes(counts, train_counts),
             "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
 
@@ -355,8 +355,7 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     meta = dict(sel.meta, budget=config.budget, config=asdict(config), excluded_rows=int(len(labels) - len(rows)),
                 train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist(),
                 train_labels_digest=digest(labels))
-    meta["missing_classes"] = np.flatnonzero((np.asarray(meta["label_counts"]) == 0)
-                                             & (np.asarray(meta["train_label_counts"]) > 0)).tolist()
+    meta["missing_classes"] = missing_classes(meta["label_counts"], meta["train_label_counts"])
     return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, sel.scores, meta,
                      np.asarray(clustering.assignment)[indices])
 
