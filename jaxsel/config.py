@@ -180,7 +180,7 @@ class FinetuneConfig:
     batch_size: int = 32  # examples per optimizer step (before accumulation)
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 1e-4  # peak learning rate
-    warmup: float = 0.1  # share of the steps spent warming up (0..1)
+    warmup: float = 0.1  # share of the steps warming up from learning rate 0 (0..1; the first step is at 0)
     schedule: str = "cosine"  # decay after warmup: "cosine" or "linear"
     weight_decay: float = 0.01  # AdamW
     clip: float = 1.0  # global gradient-norm clip

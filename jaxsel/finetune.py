@@ -140,7 +140,11 @@ def optimizer(clip: float, weight_decay: float) -> optax.GradientTransformation:
 def learning_rates(cfg: FinetuneConfig, total: int) -> np.ndarray:
     """(total,) float32 learning rate of each optimizer step: linear warmup from 0 over ``cfg.warmup``
     of the steps (at least one unless ``cfg.warmup`` is 0, never all: a one-step finetune takes its
-    step at ``cfg.lr``), then cosine or linear decay to 0 (optax schedules)."""
+    step at ``cfg.lr``), then cosine or linear decay to 0 (optax schedules). With warmup the first
+    step runs at learning rate 0, as transformers' ``get_linear_schedule_with_warmup`` and
+    ``get_cosine_schedule_with_warmup`` do: it fills AdamW's moments and leaves the weights as they
+    are, so a finetune of one step an epoch changes nothing in its first epoch (the configs'
+    ``min_steps`` keep small subsets training long enough)."""
     warm = 0 if cfg.warmup == 0 else min(max(1, int(cfg.warmup * total)), total - 1)
     return np.asarray(_schedule(jnp.float32(cfg.lr), total=total, warm=warm, cosine=cfg.schedule == "cosine"))
 
