@@ -281,7 +281,7 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     # settings nothing reads get a note each (a new user's round: they ran silently); used ones none
     cfg.write_text('methods = ["greedy", "stratified"]\nvariants = ["clean"]\n[data]\nname = "tweets"\n'
                    '[select]\nrl_steps = 500\nclimb_rounds = 9\nfilter = "cleanlab"\n[noise]\nflip_fraction = 0.3\n'
-                   '[finetune]\nhead = "linear"\n')
+                   '[finetune]\nhead = "verbalizer"\n')  # linear is refused for BERT
     experiment.load_config(cfg)
     notes = capsys.readouterr().err.splitlines()
     assert [n.split(" sets ", 1)[1] for n in notes] == [
