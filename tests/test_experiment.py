@@ -132,10 +132,10 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
 
 def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
     """Scrambled test labels change no selection (cluster searches with quota picks in the typical
-    order, and the example-level baselines)."""
+    order among the rows cleanlab does not flag, and the example-level baselines)."""
     cfg = write_config(tmp_path / "tiny.toml", methods=("greedy", "climb", "stratified", "typical", "cleanlab"),
                        variants=("noisy",),
-                       select_extra='granularity = "quota"\nhorizon = 8', cluster_extra='order = "typical"')
+                       select_extra='granularity = "quota"\nhorizon = 8\nfilter = "cleanlab"', cluster_extra='order = "typical"')
     picks = []
     for seed in (None, 7):
         data = write_data(tmp_path / f"d{seed}.csv", test_labels_seed=seed)
@@ -151,6 +151,8 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
         rows = {(r["method"], r["seed"]): r for r in doc["rows"]}
         assert all(rows[(m, s)]["examples"] == rows[("greedy", s)]["examples"]
                    for m in ("stratified", "typical", "cleanlab") for s in (0, 1))
+        # the cleanlab baseline and the searches among the unflagged rows pay for the flags (computed once)
+        assert doc["timings"]["cleanlab_seconds_noisy"] == doc["timings"]["filter_seconds_noisy"] > 0
     assert picks[0] == picks[1]
 
 

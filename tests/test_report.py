@@ -43,6 +43,18 @@ def test_summarize_groups_and_charges_the_pipeline_to_search_methods():
     assert "| 3 |" in table.splitlines()[2]  # the total alone: these rows do not split it
 
 
+def test_cleanlabs_flagging_is_charged_to_the_rows_that_use_it():
+    """The cleanlab flags were computed outside every timer: the cleanlab baseline and the searches
+    choosing among unflagged rows paid nothing for them (a new user's round)."""
+    rows = [dict(r, method=m) for r in _rows() if r["method"] == "random" for m in ("cleanlab", "stratified")]
+    rows += _rows()
+    timings = {"embed_seconds": 20.0, "cluster_seconds": 2.0, "proxy_seconds_noisy": 3.0,
+               "cleanlab_seconds_noisy": 7.0, "filter_seconds_noisy": 11.0, "filter_seconds_clean": 99.0}
+    s = {x["method"]: x["total_seconds"] for x in report.summarize(rows, timings)}
+    assert s == pytest.approx({"cleanlab": 22 + 3 + 7 + 5, "stratified": 22 + 5, "ppo": 22 + 3 + 11 + 10 + 5,
+                               "random": 5.0, "full": 100.0})
+
+
 def test_one_seed_has_no_interval_in_the_json_either():
     """results.json gave one seed's rows test_accuracy_ci95 = 0.0 and vs_*_ci95 = 0.0 (a new user's
     test), read as no uncertainty; the report's table already printed no interval: now null."""

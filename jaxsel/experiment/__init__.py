@@ -266,14 +266,16 @@ class Run:
         write_json(self.out / "results.json", doc)  # last: "complete" only once the report and plots are there
         return doc
 
-    @staticmethod
-    def flagged(issues: dict, v: str, p, labels: np.ndarray, c, by: str = "rows") -> np.ndarray:
+    def flagged(self, issues: dict, v: str, p, labels: np.ndarray, c, by: str, charged: str) -> np.ndarray:
         """(N,) bool: the train rows of variant ``v`` cleanlab flags (computed once per variant and
-        ``by``, :func:`jaxsel.label_issues.find`)."""
+        ``by``, :func:`jaxsel.label_issues.find`); its seconds go to ``timings[charged]``, a shared
+        cost of the rows that use the flags (the cleanlab baseline's, or the filtered searches')."""
         if (v, by) not in issues:
             from jaxsel import label_issues
-            issues[v, by] = label_issues.find(p, labels, c.assignment, by=by)
-        return issues[v, by]
+            t = time.perf_counter()
+            issues[v, by] = label_issues.find(p, labels, c.assignment, by=by), time.perf_counter() - t
+        flags, self.timings[charged] = issues[v, by]
+        return flags
 
     def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
              issues: dict) -> dict:
@@ -286,13 +288,14 @@ class Run:
             indices = None
         elif method in baselines.METHODS:
             indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c, x=train_x,
-                                        issues=self.flagged(issues, v, p, labels, c) if method == "cleanlab" else None)
+                                        issues=self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
+                                        if method == "cleanlab" else None)
             row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
         else:
             flagged = None
             if self.cfg.select.filter != "none":
                 from jaxsel.label_issues import FILTER_BY
-                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter])
+                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}")
             sel = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
             selections[(v, budget, seed, method)] = sel
             indices = sel.indices

@@ -81,11 +81,16 @@ def pm(mean: float, half: float | None, spec: str = ".3f") -> str:
 
 def _overhead(method: str, variant: str, timings: dict) -> float:
     """Seconds of the shared selection pipeline a method pays: none for random and full data,
-    embed + cluster for the cluster-based baselines, embed + cluster + proxy for searches."""
+    embed + cluster for the cluster-based baselines, embed + cluster + proxy for searches, plus
+    cleanlab's flagging (``cleanlab_seconds_V``) for the cleanlab baseline and, with a ``[select]
+    filter``, for the searches and the validated choice (``filter_seconds_V``)."""
     if method in ("random", "full"):
         return 0.0
     shared = timings.get("embed_seconds", 0.0) + timings.get("cluster_seconds", 0.0)
-    return shared if method in ("stratified", "typical") else shared + timings.get(f"proxy_seconds_{variant}", 0.0)
+    if method in ("stratified", "typical"):
+        return shared
+    flags = f"cleanlab_seconds_{variant}" if method == "cleanlab" else f"filter_seconds_{variant}"
+    return shared + timings.get(f"proxy_seconds_{variant}", 0.0) + timings.get(flags, 0.0)
 
 
 def validated(rows: list[dict]) -> list[dict]:
@@ -334,7 +339,7 @@ def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
         budgets = sorted({s["budget"] for s in summary if s["variant"] == v and s["budget"] is not None})
         ss = [s for s in summary if s["variant"] == v and (s["budget"] is None or (budgets and s["budget"] == budgets[0]))]
         names = [s["method"] for s in ss]
-        parts = [("embed + cluster + proxy", [_overhead(s["method"], v, timings) for s in ss]),
+        parts = [("embed + cluster + proxy (+ flagging)", [_overhead(s["method"], v, timings) for s in ss]),
                  ("selection", [s["selection_seconds"] for s in ss]),
                  ("finetune", [s["finetune_seconds"] for s in ss])]
         bottom = np.zeros(len(ss))
@@ -429,8 +434,11 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval"
             + (f"; {' and '.join(paired)}: mean and 95% interval of (method - that baseline's subset of the same "
                f"size) over seeds, paired by seed" if paired else "")
-            + f". `total s` adds the shared embed + cluster + proxy time ({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}) "
-            f"to selection and finetuning; `total / full` divides it by the full-data finetune. `label mix %`: "
+            + f". `total s` adds the shared embed + cluster + proxy time, and cleanlab's flagging where a row uses it "
+            f"({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}), to selection and finetuning; "
+            f"`total / full` divides it by the full-data finetune. The first finetune and proxy of each shape in a "
+            f"process include their XLA compilation (seconds; `$JAXSEL_CACHE/xla` keeps it for later runs), which "
+            f"weighs on small runs' ratios. `label mix %`: "
             f"the selections' label shares over all seeds (full data: the train split's).{_agents(doc)}\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")
     plot_accuracy(doc["summary"], out / "accuracy_vs_budget.png")
