@@ -309,7 +309,8 @@ def embed_dataset(dd, model: str = "minilm", *, max_length: int = EmbedSpec.max_
                   ) -> dict[str, np.ndarray]:
     """Embeddings of ``splits`` of ``dd`` (default every split) as {split: (n, d)}, cached on disk
     with the splits embedded before: a run embeds train and validation only (selection never uses
-    the test split), and a later call for every split embeds just the test split."""
+    the test split), and a later call for every split embeds just the test split. The cache also
+    keeps the seconds each split took (:func:`embedding_seconds`)."""
     from jaxsel import data
 
     if not isinstance(model, str):
