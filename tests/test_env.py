@@ -26,7 +26,7 @@ def setup():
 @pytest.fixture(scope="module")
 def quota_setup(setup):
     env, params, p, cl = setup
-    return (*make_env(p, cl, np.zeros(1500, int), 0.2, reward_scale=1.0, quota=7), p, cl)
+    return (*make_env(p, cl, np.asarray(p.yf), 0.2, reward_scale=1.0, quota=7), p, cl)
 
 
 @settings(max_examples=15, deadline=None)
@@ -105,7 +105,7 @@ def test_vmapped_rollout_in_scan(setup):
 def test_bad_budget(setup):
     env, params, p, cl = setup
     with pytest.raises(JaxselError, match="budget"):
-        make_env(p, cl, np.zeros(1500, int), 1.0)
+        make_env(p, cl, np.asarray(p.yf), 1.0)
 
 
 def test_an_action_out_of_range_is_the_nearest_cluster_everywhere(setup):
@@ -118,6 +118,33 @@ def test_an_action_out_of_range_is_the_nearest_cluster_everywhere(setup):
     assert int(out.taken[K - 1]) == int(cl.sizes[K - 1]) and int(out.chosen) == int(out.taken.sum())
     assert float(out.score) == float(last.score) == float(p.score(np.asarray(out.taken)).accuracy)
     assert float(r_out) == float(r_last)
+
+
+@pytest.mark.parametrize("quota", [0, 4])
+def test_a_used_up_cluster_picked_again_changes_nothing(quota):
+    """A masked pick "takes no rows": the ridge state had added the cluster's last chunk again
+    (X^T X doubled, log-likelihood reward -18.1 for no rows; a new user's round). The state, score
+    and budget stay, the reward is 0, and the return is still score(taken) - score(empty)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((400, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.standard_normal(400) > 0).astype(int)
+    cl = cluster.kmeans(x, 12, seed=0)
+    p = proxy.make(x, y, cl, x[:80], y[:80], proxy.ProxyConfig(objective="loglik"))
+    env, params = make_env(p, cl, y, 0.5, reward_scale=1.0, quota=quota)
+    small = int(np.argmin(np.asarray(cl.sizes)))
+    state = env.reset(jax.random.key(0), params)[1]
+    total = 0.0
+    while int(state.taken[small]) < int(cl.sizes[small]):
+        state, r, _ = env.step_env(state, small, params)
+        total += float(r)
+    for _ in range(2):
+        again, r, _ = env.step_env(state, small, params)
+        assert float(r) == 0.0 and int(again.chosen) == int(state.chosen)
+        for a, b in zip(jax.tree.leaves(again.pstate), jax.tree.leaves(state.pstate)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        state = again
+    empty = float(p.value(p.score_state(p.init())))
+    assert total == pytest.approx(float(p.value(p.score(np.asarray(state.taken)))) - empty, abs=1e-5)
 
 
 def test_agreement_features_are_the_label_agreement_of_each_cluster(setup):

@@ -74,7 +74,9 @@ def unpack(xtx: jax.Array, r1: int) -> jax.Array:
 def ridge_weights(xtx: jax.Array, xty: jax.Array, lam: float) -> jax.Array:
     """W = (X^T X + lam I)^-1 X^T Y by Cholesky: X^T X (r+1, r+1) or packed (L,) (:func:`pack`),
     X^T Y (r+1, C) -> (r+1, C). Vmapped on CPU over systems of more than ``SEQUENTIAL_SOLVE``
-    features, the solves run one after another (:func:`_weights_batched`)."""
+    features, the solves run one after another (:func:`_weights_batched`). Not differentiable in
+    its arguments (``jax.custom_batching.custom_vmap`` has no derivative rule): the proxy's scores
+    can be differentiated in the validation features, not through the solve."""
     return _weights(xtx if xtx.ndim == 1 else pack(xtx), xty, jnp.asarray(lam, xtx.dtype))
 
 
@@ -169,7 +171,8 @@ class Ridge(Proxy):
         O(partial_cap r^2) to gather them."""
         count = self.count(cluster, count, start)
         chunk = self.chunk_first[cluster] + (0 if self.quota == 0 else start // self.quota)
-        whole = (start + count >= self.sizes[cluster]) | ((self.quota > 0) & (count >= self.quota))
+        # no rows (a used-up cluster picked again): zero statistics, not its last chunk's once more
+        whole = ((start + count >= self.sizes[cluster]) | ((self.quota > 0) & (count >= self.quota))) & (count > 0)
         part = self._partial(cluster, start, jnp.where(whole, 0, count))  # vmapped: only the partial picks gather
         return RidgeState(state.xtx + jnp.where(whole, self.xtx[chunk], part.xtx),
                           state.xty + jnp.where(whole, self.xty[chunk], part.xty), state.n + count)
@@ -187,14 +190,7 @@ class Ridge(Proxy):
 
     def score_rows(self, rows) -> Scores:
         """Scores of a fit on exactly the train rows ``rows`` (any shape of int indices)."""
-        rows = np.asarray(rows)
-        if rows.size and rows.dtype.kind not in "iu":
-            raise JaxselError(f"row indices must be integers, got {rows.dtype}")
-        rows = np.unique(rows.astype(np.int64))
-        n = int(self.xf.shape[0])
-        if len(rows) and (rows.min() < 0 or rows.max() >= n):
-            raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
-        return _score_rows(self, jnp.asarray(rows))
+        return _score_rows(self, jnp.asarray(self.checked_rows(rows)))
 
     def score(self, subset: jax.Array) -> Scores:
         """As :meth:`Proxy.score`; a bool mask (whole clusters) skips the partial-chunk gather."""
