@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel import progress as progress_
-from jaxsel.errors import MAX_INT, JaxselError, is_int
+from jaxsel.errors import MAX_INT, JaxselError, check_labels, is_int
 from jaxsel.io import json_text, read_npz, write_npz
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
@@ -303,9 +303,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
         c, a, inertia = _fit(x, k, seed, n_init, max_iter, tol, method)
         assignment, centroids, inertia = np.asarray(a, np.int32), np.asarray(c), float(inertia)
     else:
-        labels = np.asarray(labels)
-        if labels.shape != (x.shape[0],):
-            raise JaxselError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
+        labels = check_labels(labels, "labels", x.shape[0])  # class ids, as every other entry point takes them
         classes = np.unique(labels)
         counts = np.array([len(np.unique(x[labels == c], axis=0)) for c in classes])  # distinct points per class
         ks = allocate(counts, k)

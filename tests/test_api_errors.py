@@ -76,7 +76,47 @@ CASES = {
                                     .save("unused.json"), r"repeat 1 row\(s\) \(row 3 2 times\)"),
     "an assignment of another length": (lambda x, y, v, yv, c, p: baselines.stratified_indices(y, y[:5], 6, 0),
                                         "one cluster per row"),
+    # a new user's round on the Python API: make_env took what select refuses
+    "an environment over another clustering": (lambda x, y, v, yv, c, p: agents.env.make_env(p, cluster.kmeans(x, 5), y,
+                                                                                             0.1),
+                                               "not the one the proxy was made with"),
+    "an environment over other labels": (lambda x, y, v, yv, c, p: agents.env.make_env(p, c, np.roll(y, 1), 0.1),
+                                         "differ from the labels the proxy was made with"),
+    "a fractional quota": (lambda x, y, v, yv, c, p: agents.env.make_env(p, c, y, 0.1, quota=2.5),
+                           "quota must be a whole number >= 0, got 2.5"),
+    "a negative reward scale": (lambda x, y, v, yv, c, p: agents.env.make_env(p, c, y, 0.1, reward_scale=-1.0),
+                                "reward_scale must be a finite number > 0"),
+    "no feature dimensions": (lambda x, y, v, yv, c, p: agents.env.make_env(p, c, y, 0.1, feature_dims=-1),
+                              "feature_dims must be a whole number >= 1"),
+    # score_rows of every kind reads indices as ridge does (a mask had been read as rows 0 and 1)
+    "a bool mask as knn rows": (lambda x, y, v, yv, c, p: proxy.make(x, y, c, v, yv, proxy.ProxyConfig(kind="knn"))
+                                .score_rows(np.ones(120, bool)), "must be integers, got bool .*np.flatnonzero"),
+    "fractional rows for a trained head": (lambda x, y, v, yv, c, p: proxy.make(
+        x, y, c, v, yv, proxy.ProxyConfig(kind="linear", steps=2)).score_rows([0.5]), "must be integers"),
+    "rows past the end for a trained head": (lambda x, y, v, yv, c, p: proxy.make(
+        x, y, c, v, yv, proxy.ProxyConfig(kind="linear", steps=2)).score_rows([-5, 10**7]), r"lie in \[0, 120\)"),
+    "stratified k-means over labels that are not class ids": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, labels=y - 1),
+                                                              "labels must be class ids"),
 }
+
+TOKENS = {  # the transformer proxy's token ids: a negative id had scored NaN, the rest were IndexErrors
+    "negative ids": (lambda t: -t, r"must lie in \[0, 30522\)"),
+    "ids past the vocabulary": (lambda t: t + 10**6, r"must lie in \[0, 30522\)"),
+    "float ids": (lambda t: t.astype(np.float32), "must be integer token ids, got float32"),
+    "one row of ids": (lambda t: t[0], r"must be token ids of shape \(120, T\)"),
+    "too few rows": (lambda t: t[:100], r"must be token ids of shape \(120, T\), got shape \(100, 8\)"),
+    "more tokens than positions": (lambda t: np.tile(t, (1, 80)), "hold 640 tokens a row; the model has 512"),
+}
+
+
+@pytest.mark.parametrize("case", TOKENS)
+def test_transformer_tokens_are_checked(parts, case):
+    x, y, v, yv, c, _ = parts
+    tokens = 1 + np.arange(120 * 8).reshape(120, 8) % 50
+    cfg = proxy.ProxyConfig(kind="transformer", tiny=True, steps=2)
+    change, message = TOKENS[case]
+    with pytest.raises(JaxselError, match=message):
+        proxy.make(x, y, c, v, yv, cfg, train_tokens=change(tokens), val_tokens=tokens[:30])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -280,3 +320,15 @@ def test_derived_texts_are_strings_and_hash_unambiguously(table_file):
     assert data.joined(["a", "b"]) == "a\0b" and data.dataset_fingerprint(plain) != data.dataset_fingerprint(one)
     with pytest.raises(JaxselError, match=r"train_texts\[1\] is NoneType, not a string"):
         data.derive(dd, rows, train_texts=["a", None], tag="x")
+
+
+def test_token_widths_may_differ_and_other_kinds_say_they_ignore_tokens(parts, capsys):
+    """Train and validation ids of other widths are padded to one (the validation+train scoring joins
+    them); a ridge proxy given tokens says it ignores them (it was silent)."""
+    x, y, v, yv, c, _ = parts
+    tokens = 1 + np.arange(150 * 8).reshape(150, 8) % 50
+    cfg = proxy.ProxyConfig(kind="transformer", tiny=True, steps=2, score_on="validation+train")
+    p = proxy.make(x, y, c, v, yv, cfg, train_tokens=tokens[:120], val_tokens=tokens[120:, :5])
+    assert p.xv.shape[1] == 8 and np.isfinite(float(p.score(np.ones(6, bool)).accuracy))
+    proxy.make(x, y, c, v, yv, train_tokens=tokens[:120], val_tokens=tokens[120:])
+    assert "the ridge proxy ignores them" in capsys.readouterr().err

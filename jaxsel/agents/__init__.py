@@ -21,12 +21,10 @@ from jaxsel import __version__, baselines, label_issues, metrics, progress as pr
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, keyless, later, settings
-from jaxsel.agents.env import make_env
+from jaxsel.agents.env import checked_parts, make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_labels, check_range, check_seed, check_types,
-                           warn)
-from jaxsel.cluster import Clustering
-from jaxsel.proxy import Proxy, RewardCache
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_seed, check_types, warn
+from jaxsel.proxy import RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
 
@@ -214,15 +212,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
-    for value, kind, what in ((proxy, Proxy, "proxy"), (clustering, Clustering, "clustering"), (c, SelectConfig, "config")):
-        if not isinstance(value, kind):
-            raise JaxselError(f"select(proxy, clustering, train_labels, config) takes a {kind.__name__} as {what}, "
-                              f"got {type(value).__name__}")
-    if not np.array_equal(np.asarray(proxy.sizes), np.asarray(clustering.sizes)):
-        raise JaxselError(f"the clustering ({clustering.k} clusters) is not the one the proxy was made with "
-                          f"({proxy.k} clusters of other sizes): pass the clustering given to proxy.make")
-    train_labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
-    proxy.check_made_with(train_labels, "train_labels", "select")
+    train_labels = checked_parts("select(proxy, clustering, train_labels, config)", proxy, clustering, train_labels,
+                                 (c, SelectConfig, "config"))
     if resume and ckpt_dir is None:
         raise JaxselError("resume=True needs the ckpt_dir of the run to resume")
     examples = budget_examples(c.budget, len(train_labels)) if c.method == "full" else \

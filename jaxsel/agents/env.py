@@ -27,7 +27,8 @@ import numpy as np
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxsel.errors import JaxselError, check_labels
+from jaxsel.cluster import Clustering
+from jaxsel.errors import JaxselError, check_labels, is_int
 from jaxsel.proxy import Proxy, max_picks
 from jaxsel.proxy.batch import mesh
 from jaxsel.selection import ClassCaps, budget_examples, parse_budget
@@ -103,6 +104,20 @@ def cluster_features(clustering, labels: np.ndarray, num_classes: int, budget: i
                            *(np.asarray(e, np.float32).reshape(k, -1) for e in extra)], 1).astype(np.float32)
 
 
+def checked_parts(call: str, proxy: Proxy, clustering, train_labels, *more: tuple) -> np.ndarray:
+    """``train_labels`` (N,) as int64 class ids, checked with the proxy and clustering they go with
+    for ``call`` (its signature, which the errors name); ``more``: further (value, type, name) to
+    check. Raises JaxselError for an argument of the wrong type, or a clustering or labels other
+    than the proxy was made with."""
+    for value, kind, what in ((proxy, Proxy, "proxy"), (clustering, Clustering, "clustering"), *more):
+        if not isinstance(value, kind):
+            raise JaxselError(f"{call} takes a {kind.__name__} as {what}, got {type(value).__name__}")
+    proxy.check_clustering(clustering)
+    labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
+    proxy.check_made_with(labels, "train_labels", call.split("(")[0])
+    return labels
+
+
 def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_scale: float = 100.0,
              feature_dims: int = 8, quota: int = 0, agreement: bool = False, similarity: bool = False,
              caps: ClassCaps | None = None) -> tuple["SelectionEnv", EnvParams]:
@@ -113,11 +128,20 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
     the given labels), a cue for mislabelled clusters; needs the ridge proxy. ``similarity``: they
     also hold each cluster's share of the rows the proxy scores (:func:`scored_similarity`).
     ``caps``: per-class example caps (:func:`jaxsel.selection.balance_caps`); the observation
-    then also holds each cluster's class room as a share of the budget."""
+    then also holds each cluster's class room as a share of the budget. Raises JaxselError for a
+    clustering or labels other than the proxy was made with (a cluster id would name other rows in
+    the environment than in the proxy), a budget outside (0, 1), a quota or ``feature_dims`` that is
+    not a whole number (>= 0, >= 1) or a ``reward_scale`` that is not a finite number > 0."""
+    labels = checked_parts("make_env(proxy, clustering, train_labels, budget)", proxy, clustering, train_labels)
+    for name, value, low in (("quota", quota, 0), ("feature_dims", feature_dims, 1)):
+        if not is_int(value) or value < low:
+            raise JaxselError(f"make_env {name} must be a whole number >= {low}, got {value!r}")
+    if isinstance(reward_scale, bool) or not isinstance(reward_scale, (int, float, np.number)) \
+            or not 0 < reward_scale < float("inf"):
+        raise JaxselError(f"make_env reward_scale must be a finite number > 0, got {reward_scale!r}")
     budget = parse_budget(budget)  # "1/16" as SelectConfig takes it
     n = int(np.sum(clustering.sizes))
     examples = budget_examples(budget, n)
-    labels = check_labels(train_labels, "train_labels", len(clustering.assignment), proxy.num_classes)
     extra = []
     if agreement:
         from jaxsel import label_issues

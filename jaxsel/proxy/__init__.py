@@ -99,6 +99,35 @@ def scored_train_rows(train_x: np.ndarray, train_y: np.ndarray, clustering, val_
     return first & ~flagged
 
 
+def _check_tokens(cfg: ProxyConfig, train_tokens, val_tokens, n: int, m: int) -> tuple:
+    """The transformer proxy's token ids as int32 arrays (N, T) and (M, T'), checked: raise
+    JaxselError for a missing one, another rank or row count, non-integer ids, ids outside the
+    model's vocabulary, or more tokens than its positions (a negative id had scored NaN, one past the
+    vocabulary was clamped, and the rest surfaced as IndexErrors). Other kinds read no tokens: a warning."""
+    if cfg.kind != "transformer":
+        if train_tokens is not None or val_tokens is not None:
+            warn(f"train_tokens and val_tokens are read by the transformer proxy only; the {cfg.kind} proxy ignores them")
+        return None, None
+    if train_tokens is None or val_tokens is None:
+        raise JaxselError("the transformer proxy needs train_tokens and val_tokens")
+    from jaxsel.proxy.transformer import bert_config
+    bcfg = bert_config(cfg)
+    out = []
+    for name, tokens, rows in (("train_tokens", train_tokens, n), ("val_tokens", val_tokens, m)):
+        t = np.asarray(tokens)
+        if t.ndim != 2 or len(t) != rows:
+            raise JaxselError(f"{name} must be token ids of shape ({rows}, T), got shape {t.shape}")
+        if t.size and t.dtype.kind not in "iu":
+            raise JaxselError(f"{name} must be integer token ids, got {t.dtype}")
+        if t.size and (t.min() < 0 or t.max() >= bcfg.vocab_size):
+            raise JaxselError(f"{name} must lie in [0, {bcfg.vocab_size}) (0 = padding), got {t.min()}..{t.max()}")
+        if t.shape[1] > bcfg.max_positions:
+            raise JaxselError(f"{name} hold {t.shape[1]} tokens a row; the model has {bcfg.max_positions} positions")
+        out.append(t.astype(np.int32))
+    width = max(t.shape[1] for t in out)  # one width (0 = padding): scored train rows join the validation rows
+    return tuple(np.pad(t, ((0, 0), (0, width - t.shape[1]))) for t in out)
+
+
 def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray, val_y: np.ndarray,
          cfg: ProxyConfig = ProxyConfig(), *, train_tokens: np.ndarray | None = None,
          val_tokens: np.ndarray | None = None) -> Proxy:
@@ -109,6 +138,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     JaxselError for an unknown kind or objective, non-finite or misshapen inputs.
     """
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
+    train_tokens, val_tokens = _check_tokens(cfg, train_tokens, val_tokens, len(train_y), len(val_y))
     c = int(max(train_y.max(), val_y.max())) + 1
     seen = np.unique(np.concatenate([train_y, val_y]))
     rows = len(train_y) + len(val_y)
@@ -132,7 +162,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         val_x, val_y = np.concatenate([val_x, train_x[extra]]), np.concatenate([val_y, train_y[extra]])
         own = np.concatenate([own, np.flatnonzero(extra)])
         if val_tokens is not None and train_tokens is not None:
-            val_tokens = np.concatenate([val_tokens, np.asarray(train_tokens)[extra]])
+            val_tokens = np.concatenate([val_tokens, train_tokens[extra]])
     mean, proj = projector(train_x, cfg)
     xf, xv = features(train_x, mean, proj), features(val_x, mean, proj)
     if cfg.kind in ("ridge", "knn"):
@@ -145,8 +175,6 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
                   partial_cap=int(sizes.max()), quota=0, yv=jnp.asarray(val_y), sizes=jnp.asarray(sizes),
                   valid=jnp.asarray(table >= 0), table=jnp.asarray(table), ys=jnp.asarray(train_y[rows]))
     if cfg.kind == "transformer":
-        if train_tokens is None or val_tokens is None:
-            raise JaxselError("the transformer proxy needs train_tokens and val_tokens")
         from jaxsel.proxy import transformer
         return transformer.Transformer(xv=jnp.asarray(val_tokens), xs=jnp.asarray(train_tokens[rows]),
                                        params0=transformer.init_params(cfg, c), **common)

@@ -265,6 +265,13 @@ class Proxy(struct.PyTreeNode):
         """Whether ``train_labels`` (N,) are the labels this proxy was made with (those it keeps)."""
         raise NotImplementedError
 
+    def check_clustering(self, clustering) -> None:
+        """Raise JaxselError unless ``clustering`` is the one this proxy was made with (its cluster
+        sizes): with another, a cluster id names other rows here than there."""
+        if not np.array_equal(np.asarray(self.sizes), np.asarray(clustering.sizes)):
+            raise JaxselError(f"the clustering ({clustering.k} clusters) is not the one the proxy was made with "
+                              f"({self.k} clusters of other sizes): pass the clustering given to proxy.make")
+
     def check_made_with(self, train_labels: np.ndarray, name: str, caller: str) -> None:
         """Raise JaxselError unless ``train_labels`` (argument ``name`` of ``caller``) are the
         labels this proxy was made with (:meth:`made_with`)."""
@@ -275,6 +282,20 @@ class Proxy(struct.PyTreeNode):
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (int indices)."""
         raise NotImplementedError
+
+    def checked_rows(self, rows) -> np.ndarray:
+        """``rows`` (any shape of int indices) as the sorted distinct int64 rows they name, checked
+        for :meth:`score_rows`: raise JaxselError for a bool mask or another dtype (a mask had been
+        read as rows 0 and 1, floats cut to integers) and for rows outside [0, N)."""
+        rows = np.asarray(rows)
+        if rows.size and rows.dtype.kind not in "iu":
+            hint = " (for a bool mask over the rows pass np.flatnonzero(mask))" if rows.dtype == bool else ""
+            raise JaxselError(f"row indices must be integers, got {rows.dtype}{hint}")
+        rows = np.unique(rows.astype(np.int64))
+        n = int(np.asarray(self.sizes).sum())  # every train row is in one cluster
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
+        return rows
 
     def score(self, subset: jax.Array) -> Scores:
         """Scores of ``subset``: (K,) bool mask or (K,) int take (rows per cluster: whole chunks

@@ -122,7 +122,7 @@ class Trained(Proxy):
         """Scores of training on the index-table rows that are in ``rows`` (what a trained proxy
         sees of any subset)."""
         table = np.asarray(self.table)
-        return _fit_and_score(self, jnp.asarray(np.isin(table, np.asarray(rows)) & (table >= 0)))
+        return _fit_and_score(self, jnp.asarray(np.isin(table, self.checked_rows(rows)) & (table >= 0)))
 
     def fit_and_score(self, weights: jax.Array) -> Scores:
         """Train on the index-table rows marked in ``weights`` (K, s) bool; score on validation."""

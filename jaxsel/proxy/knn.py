@@ -111,10 +111,8 @@ class Knn(Proxy):
 
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (any shape of int indices)."""
-        rows = np.unique(np.asarray(rows, np.int64))
+        rows = self.checked_rows(rows)
         n = int(self.ridge.xf.shape[0])
-        if len(rows) and (rows.min() < 0 or rows.max() >= n):
-            raise JaxselError(f"row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
         mask = np.zeros(n + 1, bool)  # row n: the left-out entries
         mask[rows] = True
         return _score_mask(self, jnp.asarray(mask))

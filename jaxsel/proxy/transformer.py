@@ -36,13 +36,14 @@ def _graphdef(cfg: bert.BertConfig, n: int):
     return nnx.split(nnx.eval_shape(lambda: Layers(cfg, n, nnx.Rngs(0))))[0]
 
 
-def _bert_config(cfg: ProxyConfig) -> bert.BertConfig:
+def bert_config(cfg: ProxyConfig) -> bert.BertConfig:
+    """The proxy model's shape: :data:`TINY` with ``cfg.tiny``, else MiniLM's (30,522 tokens, 512 positions)."""
     return TINY if cfg.tiny else bert.BertConfig()
 
 
 def init_params(cfg: ProxyConfig, num_classes: int) -> dict:
     """{'frozen': token-embedding arrays, 'train': layer state and head}, from MiniLM or random."""
-    bcfg = _bert_config(cfg)
+    bcfg = bert_config(cfg)
     if cfg.tiny:
         model = bert.Bert(bcfg, rngs=nnx.Rngs(cfg.seed))
     else:
@@ -60,7 +61,7 @@ def init_params(cfg: ProxyConfig, num_classes: int) -> dict:
 
 def apply(cfg: ProxyConfig, frozen: dict, params: dict, tokens: jax.Array) -> jax.Array:
     """Logits (n, C) of token ids (n, T) (0 = padding) under trainable ``params``."""
-    bcfg = _bert_config(cfg)
+    bcfg = bert_config(cfg)
     mask = tokens > 0
     x = frozen["word"][tokens] + frozen["position"][: tokens.shape[1]][None] + frozen["type"]
     mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
