@@ -134,8 +134,9 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     """Prepare a proxy of kind ``cfg.kind`` over whole clusters (checks inputs here, outside jit).
 
     train_x (N, d), train_y (N,), val_x (M, d), val_y (M,); the transformer kind also needs
-    token ids ``train_tokens`` (N, T) and ``val_tokens`` (M, T) (0 = padding). Raises
-    JaxselError for an unknown kind or objective, non-finite or misshapen inputs.
+    token ids ``train_tokens`` (N, T) and ``val_tokens`` (M, T') (0 = padding; the narrower padded
+    to the wider). Raises JaxselError for an unknown kind or objective, non-finite or misshapen
+    inputs, and token ids outside the model's vocabulary or positions.
     """
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     train_tokens, val_tokens = _check_tokens(cfg, train_tokens, val_tokens, len(train_y), len(val_y))
