@@ -65,6 +65,22 @@ def test_jsonl_parquet_and_split_column(tmp_path, table_file):
         assert dd["validation"]["text"][0] == df["sentence"][40]
 
 
+def test_json_lines_with_unicode_line_separators_and_a_json_of_lines_read_back(tmp_path, table_file):
+    """Texts holding U+0085, U+2028 or a form feed (a tweets export holds U+0085) broke the JSON
+    lines reader (str.splitlines splits there: "line 110: Unterminated string"), so jaxsel could not
+    read back its own export; a .json of JSON lines (what `export --out X.json` writes) was refused."""
+    import json
+    import pandas as pd
+    df = pd.read_csv(table_file)
+    df.loc[3, "text"] = "next\x85line\u2028sep\u2029para\x0cfeed\x1cfile"
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in df.to_dict("records"))
+    for name in ("d.jsonl", "d.json"):
+        (tmp_path / name).write_text(lines, encoding="utf-8")
+        dd = data.load(str(tmp_path / name))
+        odd = [t for s in data.SPLITS for t in dd[s]["text"] if t.startswith("next")]
+        assert sum(len(dd[s]) for s in data.SPLITS) == 60 and len(odd) == 1 and "sep" in odd[0] and "file" in odd[0]
+
+
 def test_split_column_reads_common_spellings(tmp_path, table_file, capsys):
     """Split values in any case and the usual aliases (dev, val, valid, training, testing) read as
     the three splits, with a note; an unknown value is one line naming what is accepted (a new

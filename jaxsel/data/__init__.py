@@ -293,18 +293,34 @@ def _json_frame(text: str, lines: bool):
     """A DataFrame of JSON records (a list of objects, JSON lines, or an object of column lists)
     parsed by the standard library into object columns: numbers stay as written (ints past 2**53,
     0.3 beside 0.30000000000000004), where pandas' parser went through float64. Other JSON layouts
-    go to ``pandas.read_json``."""
+    go to ``pandas.read_json``. A ``.json`` file holding JSON lines (what ``jaxsel export --out
+    X.json`` and ``datasets`` write) is read as JSON lines."""
     import pandas as pd
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
+    if not lines:
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":
+                raise
+            lines = True
+    if lines:
+        rows = [json.loads(line) for line in _json_lines(text) if line.strip()]
     if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) or \
             isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values()):
         return pd.DataFrame(rows, dtype=object)
     return pd.read_json(io.StringIO(text), lines=lines, dtype=False, precise_float=True)
 
 
+def _json_lines(text: str) -> list[str]:
+    """The lines of JSON lines ``text``, split at newlines only: ``str.splitlines`` also splits at
+    U+0085, U+2028 and other characters that are legal inside JSON strings (a tweets export holds
+    U+0085, and jaxsel could not read back its own export)."""
+    return text.split("\n")
+
+
 def _bad_json_line(text: str) -> str | None:
     """Where JSON lines ``text`` first fails to parse ("line 11: Expecting ..."), None if it parses."""
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_json_lines(text), 1):
         if line.strip():
             try:
                 json.loads(line)
