@@ -461,6 +461,9 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             where = "" if path.is_absolute() else f" (a relative path is read from the working folder: {Path.cwd()})"
         except FileNotFoundError:  # the working folder was deleted
             where = " (the working folder no longer exists)"
+        if not path.is_absolute() and (path.parts[0] == "configs" or len(path.parts) == 1):
+            where += ("; the shipped configs are in the jaxsel repository's configs/ folder, which an installed "
+                      "package does not hold: run from a clone of the repository or pass a path")
         raise JaxselError(f"no such config: {path}{where}")
     try:  # TOML is UTF-8 whatever the locale; a byte-order mark (Windows Notepad writes one) is dropped
         doc = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
