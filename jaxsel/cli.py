@@ -38,10 +38,14 @@ CLUSTER_TABLE = 32  # members sampled per cluster by `jaxsel cluster` (fixed-siz
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default once: not again where its help already says "(default: ...)"."""
+    """Shows each option's default once: not again where its help already says "(default: ...)",
+    and not "(default: None)" (unset: `jaxsel run` and `export` then read the config's or the
+    selection's setting)."""
 
     def _get_help_string(self, action):
-        return action.help if "(default" in (action.help or "") else super()._get_help_string(action)
+        if "(default" in (action.help or "") or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -35,3 +35,13 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     assert (tmp_path / "sel.json").exists() and len(scope["subset"]) == len(scope["sel"].indices) == 12
     best = np.asarray(scope["runners"].best.score)  # a value, not a shape: waits for the computation
     assert best.shape == (2,) and np.all((best >= 0) & (best <= 1))
+
+
+def test_every_module_is_an_attribute_of_the_package():
+    """`import jaxsel; jaxsel.allocator.keep_freed_memory()` as the README writes it: allocator, cli,
+    distributed, metrics and progress were AttributeErrors after `import jaxsel` (a new user's round)."""
+    import pkgutil
+    import jaxsel
+    names = {m.name for m in pkgutil.iter_modules(jaxsel.__path__) if not m.name.startswith("_")}
+    assert names == set(jaxsel.__all__)
+    assert jaxsel.allocator.keep_freed_memory.__module__ == "jaxsel.allocator"
