@@ -368,7 +368,7 @@ def _labelled(labels, texts=None):
     return datasets.Dataset.from_dict({"text": texts, "label": labels}, features=feat)
 
 
-def test_class_id_minus_one_is_a_missing_label(tmp_path, monkeypatch):
+def test_class_id_minus_one_is_a_missing_label(tmp_path, monkeypatch, capsys):
     """datasets marks an unlabelled row with class id -1 (GLUE's test splits): a hub dataset's -1 rows
     were read as the last class (names[-1]: 30 invented 'pos' rows scored at test time), and a
     save_to_disk folder holding one stopped with datasets' traceback. Both now drop and count them
@@ -385,8 +385,12 @@ def test_class_id_minus_one_is_a_missing_label(tmp_path, monkeypatch):
     with pytest.raises(JaxselError, match="split 'test' is empty"):  # every test row unlabelled: none invented
         data.load("someorg/somedata")
     hub["test"] = _labelled([-1] * 10 + labels[:30])
+    capsys.readouterr()
     dd = data.load("someorg/somedata")
     assert data.summary(dd)["dropped"]["missing_label"] == 10 and len(dd["test"]) == 30
+    # the hub's retries take a while before a misspelt name fails: a line says what is tried
+    assert "'someorg/somedata' is not a built-in dataset or a file here: loading it from the Hugging Face hub" in \
+        capsys.readouterr().err
     assert data.class_names(["a", "b"], [0, -1, None, 1], "x") == ["a", "", "", "b"]
     with pytest.raises(JaxselError, match="x: class id 2 outside its 2 class names"):
         data.class_names(["a", "b"], [0, 2], "x")

@@ -381,6 +381,8 @@ def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str 
 def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
     import datasets
 
+    from jaxsel import progress  # the hub's retries can take a minute before a misspelt name fails: say what runs
+    progress.write(f"{name!r} is not a built-in dataset or a file here: loading it from the Hugging Face hub")
     try:
         dd = datasets.load_dataset(name)
     except Exception as e:  # the hub raises many types; the user needs the one line
