@@ -219,6 +219,11 @@ RESUME: list[str] = []  # how to continue this command after Ctrl-C (set once it
 RESUMABLE: list[Path] = []  # the checkpoint folder a --resume would continue from (select, finetune)
 
 
+def _resumable(out: Path) -> None:
+    """After Ctrl-C, suggest ``--resume --out OUT`` (select, finetune) once OUT holds a checkpoint."""
+    RESUME[:], RESUMABLE[:] = [f"to continue, rerun with --resume --out {out}"], [out / "checkpoints"]
+
+
 def interrupted() -> str:
     """The line a Ctrl-C ends a command with: what was interrupted and how to continue it (nothing
     about --resume while its checkpoint folder holds no checkpoint yet)."""
@@ -396,7 +401,7 @@ def cmd_select(a) -> None:
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
-    RESUME[:], RESUMABLE[:] = [f"to continue, rerun with --resume --out {out}"], [out / "checkpoints"]
+    _resumable(out)
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -475,7 +480,7 @@ def cmd_finetune(a) -> None:
         'rand' if a.random_fraction else 'full'  # one folder per selection (its folder's name: the method and tag)
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
                                                                     f"{_options_tag(a)}"), folder=True))
-    RESUME[:], RESUMABLE[:] = [f"to continue, rerun with --resume --out {out}"], [out / "checkpoints"]
+    _resumable(out)
     dd = _load(a)
     n = len(dd["train"])
     if sel:
