@@ -175,7 +175,8 @@ def gathered_rows(cl, m):
 @pytest.mark.parametrize("classes", [2, 3, proxy.base.UNROLL_CLASSES + 4])
 def test_row_scores_equal_a_numpy_reference_with_ties(classes):
     """Tie-aware accuracy credit (1 / size of the argmax set when the label is in it) and the
-    label's log-softmax, class by class (few classes) and by reductions (many), against numpy."""
+    label's log-softmax, class by class (few classes) and by reductions (many), against numpy; their
+    means from class-major logits too."""
     from scipy.special import log_softmax
     rng = np.random.default_rng(classes)
     logits = rng.integers(-2, 3, (500, classes)).astype(np.float32)  # small integers: many ties
@@ -187,6 +188,8 @@ def test_row_scores_equal_a_numpy_reference_with_ties(classes):
     np.testing.assert_allclose(np.asarray(got.accuracy), want_credit, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(got.loglik), want_loglik, rtol=1e-5, atol=1e-6)
     assert 0 < (want_credit % 1).mean()  # the draw holds partial credits
+    means = proxy.base.scores_from_class_logits(jnp.asarray(logits.T), jnp.asarray(y))  # class-major (the ridge's)
+    np.testing.assert_allclose([means.accuracy, means.loglik], [want_credit.mean(), want_loglik.mean()], rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

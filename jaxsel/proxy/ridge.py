@@ -22,7 +22,7 @@ from jax.custom_batching import custom_vmap
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
 from jaxsel.proxy.batch import check_masks, padded_batch, unpad
-from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_logits
+from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_class_logits
 
 
 class RidgeState(NamedTuple):
@@ -179,8 +179,8 @@ class Ridge(Proxy):
 
     def score_state(self, state: RidgeState) -> Scores:
         w = ridge_weights(state.xtx, state.xty, self.cfg.lam)
-        logits = self.cfg.temperature * jnp.dot(self.xv, w, precision=HIGHEST)
-        return or_chance(scores_from_logits(logits, self.yv), state.n > 0, self.num_classes)
+        logits = self.cfg.temperature * jnp.einsum("rc,mr->cm", w, self.xv, precision=HIGHEST)  # class-major (C, M)
+        return or_chance(scores_from_class_logits(logits, self.yv), state.n > 0, self.num_classes)
 
     def score_take(self, take: jax.Array) -> Scores:
         return self.score_state(self.take_stats(take))
