@@ -123,8 +123,9 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
                        help=where + " (default: the one --selection records, else tweets)")
     else:
         p.add_argument("data", nargs="?", default=DEFAULT_DATA, help=where)
-    p.add_argument("--text-col", default=given("text"))
-    p.add_argument("--label-col", default=given("label"))
+    recorded_note = " (default: the one the selection records)" if recorded else ""
+    p.add_argument("--text-col", default=given("text"), help="column holding the texts" + recorded_note)
+    p.add_argument("--label-col", default=given("label"), help="column holding the labels" + recorded_note)
     p.add_argument("--split-col", default=None,
                    help="column with an existing train/validation/test split (any case; dev, val, valid: validation)")
     p.add_argument("--split-seed", type=_at_least(0), default=given(0), help="seed of the stratified 80/10/10 split")
@@ -177,7 +178,7 @@ def _recorded(a, meta: dict) -> None:
 def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=EMBED.model, help="minilm, hash (weight-free), or a local BERT folder")
     p.add_argument("--max-length", type=_at_least(2), default=EMBED.max_length, help="tokens per text when embedding")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="compute dtype of the embedder")
 
 
 READ_OPTIONS = ("text_col", "label_col", "split_col", "split_seed", "dedup", "encoding", "missing_labels",
@@ -547,8 +548,8 @@ def cmd_run(a) -> None:
 def _distributed_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-process (jax.distributed; run the same command once per process)")
     g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-    g.add_argument("--num-processes", type=int, default=None)
-    g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--num-processes", type=int, default=None, help="how many processes take part")
+    g.add_argument("--process-id", type=int, default=None, help="this process's rank, 0 .. --num-processes - 1")
     g.add_argument("--join-timeout", type=int, default=300, metavar="SECONDS",
                    help="how long to wait for every process to join (default 300); then JAX ends the process")
     g.add_argument("--distributed", action="store_true",
@@ -572,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-issues", action="store_true",
                    help="also embed, cluster (--k) and flag likely label errors of the train split with cleanlab")
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="clusters for --label-issues")
-    p.add_argument("--seed", type=_at_least(0), default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of --label-issues' k-means")
     _embed_args(p)
     p.set_defaults(func=cmd_data)
     p = sub.add_parser("embed", help="embed and cache all splits")
@@ -584,10 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     _embed_args(p)
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
-    p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"))
+    p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"),
+                   help="k-means: full-batch Lloyd iterations or mini-batch updates (faster on large N)")
     p.add_argument("--table-size", type=_at_least(1), default=CLUSTER_TABLE,
                    help="members sampled per cluster for fixed-size proxies")
-    p.add_argument("--seed", type=_at_least(0), default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the k-means initialisation")
     p.add_argument("--out", type=_out, default=None, help="output .npz (default runs/DATA/clustering-kK.npz, "
                                                    "tagged with the options that differ from their defaults; "
                                                    "reading and embedding options as a short hash)")
@@ -615,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows the proxy scores: validation, or validation+train (plus the train rows cleanlab does "
                         "not flag: searches overfit a few hundred validation rows less)")
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
-    p.add_argument("--stratified", action="store_true")
+    p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
     p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
                    help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
                         "issues (the budget stays a fraction of all rows); cleanlab+clusters: nor among the clusters "
@@ -648,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. 64; 0: off)")
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
-    p.add_argument("--seed", type=_at_least(0), default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0,
+                   help="seeds the clustering, the proxy's sampling and the agent or baseline")
     p.add_argument("--out", type=_out, default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the options "
                                                 "set away from their defaults, --budget and --seed included); the clustering is cached "
                                                 "beside it in OUT/../stages, shared by the methods selected there")
@@ -663,15 +666,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=FINETUNE.model, help="minilm, smollm2-135m, tiny-bert, or a local HF Llama folder")
     p.add_argument("--selection", default=None, help="a selection.json from jaxsel select")
     p.add_argument("--random-fraction", type=_budget, default=None, help="train on a random subset this size")
-    p.add_argument("--epochs", type=_at_least(1), default=FINETUNE.epochs)
-    p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size)
-    p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum)
-    p.add_argument("--lr", type=float, default=FINETUNE.lr)
+    p.add_argument("--epochs", type=_at_least(1), default=FINETUNE.epochs, help="passes over the training subset")
+    p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size, help="examples per optimizer step")
+    p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum,
+                   help="micro-batches a step's batch is split into (the same step, less memory)")
+    p.add_argument("--lr", type=float, default=FINETUNE.lr, help="peak AdamW learning rate (linear warmup and decay)")
     p.add_argument("--max-length", type=_at_least(2), default=FINETUNE.max_length, help="tokens per text when finetuning")
     p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
-    p.add_argument("--seed", type=_at_least(0), default=0)
+    p.add_argument("--seed", type=_at_least(0), default=0,
+                   help="seeds the initialisation, the shuffles and --random-fraction's subset")
     p.add_argument("--out", type=_out, default=None, help="output folder (default runs/DATA/finetune-MODEL-KIND: sel-SELECTIONFOLDER, rand or full; tagged like "
                                                 "select's with the reading and finetuning options set away from their defaults and the selection file)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
@@ -696,9 +701,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=MALLOC_NOTE)
     p.add_argument("--config", default="configs/quick", help="a TOML run config (configs/NAME finds configs/NAME.toml)")
     p.add_argument("--data", default=None, help="replace the config's dataset: a built-in name, a file, or a hub name")
-    p.add_argument("--text-col", default=None)
-    p.add_argument("--label-col", default=None)
-    p.add_argument("--split-col", default=None)
+    p.add_argument("--text-col", default=None, help="replace the config's [data] text_col")
+    p.add_argument("--label-col", default=None, help="replace the config's [data] label_col")
+    p.add_argument("--split-col", default=None, help="replace the config's [data] split_col (a train/"
+                                                     "validation/test column)")
     p.add_argument("--split-seed", type=_at_least(0), default=None, help="seed of the stratified 80/10/10 split")
     p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")

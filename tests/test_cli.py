@@ -398,6 +398,10 @@ def test_every_help_shows_defaults(capsys):
         assert stop.exception.code == 0
         out = " ".join(capsys.readouterr().out.split())
         assert "(default:" in out and not re.search(r"\(default[^)]*\) \(default:", out), command  # said once
+    # argparse prints no line, so no default, for an option without help (--seed, --dtype, --lr once)
+    subcommands = cli.build_parser()._subparsers._group_actions[0].choices
+    bare = [(name, a.option_strings or a.dest) for name, p in subcommands.items() for a in p._actions if not a.help]
+    assert not bare
 
 
 def test_library_defaults_are_the_commands_defaults():
