@@ -11,6 +11,7 @@ method's test accuracy and its paired difference to full data against the level.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -98,6 +99,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help; no options
     rows = sweep()
     print(markdown(rows))
     write_json(RESULTS / "noise-sweep.json", {"levels": {str(k): v for k, v in LEVELS.items()}, "rows": rows})
