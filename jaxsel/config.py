@@ -439,6 +439,34 @@ def _located(message: str, where: str) -> str:
     return f"{where}: {message}"
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # the repository's configs/, linked into the package
+
+
+def _shipped_name(path: Path) -> str | None:
+    """The name a relative ``configs/NAME`` or bare ``NAME`` gives a shipped config, else None."""
+    if path.is_absolute() or not path.parts or path.parts[0] in (".", ".."):
+        return None
+    parts = path.parts[1:] if path.parts[0] == "configs" else path.parts
+    return parts[0] if len(parts) == 1 else None
+
+
+def _config_path(path: Path) -> Path:
+    """``path``, or with ``.toml`` added, as given; where neither exists and it names a shipped
+    config (``configs/NAME`` or ``NAME``), that one (:data:`SHIPPED_CONFIGS`, installed with the
+    package), with a note saying so."""
+    for candidate in (path, path.with_suffix(".toml")):
+        if candidate.exists():
+            return candidate
+    name = _shipped_name(path)
+    if name:
+        for candidate in (SHIPPED_CONFIGS / name, (SHIPPED_CONFIGS / name).with_suffix(".toml")):
+            if candidate.is_file():
+                print(f"note: no {path} in the working folder: using the config shipped with jaxsel, {candidate}",
+                      file=sys.stderr)
+                return candidate
+    return path
+
+
 def load_config(path: str | Path, **data_overrides) -> RunConfig:
     """Read a TOML run config (``configs/quick`` finds ``configs/quick.toml``); ``data_overrides``
     (name, text_col, label_col, ...) replace fields of its ``[data]`` table when not None.
@@ -448,9 +476,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     granularity, order, filter, balance or score_on, a repeated method, budget, seed or variant, a
     negative seed or a count below one); notes what the file sets that nothing reads
     (:func:`unused_settings`) and, with a ``name`` override, the file's column names that still apply."""
-    path = Path(path)
-    if not path.exists() and path.with_suffix(".toml").exists():
-        path = path.with_suffix(".toml")
+    path = _config_path(Path(path))
     if path.is_dir():
         found = sorted(q.name for q in path.glob("*.toml"))[:5]
         raise JaxselError(f"config {path} is a folder; give a TOML file" + (f" in it ({', '.join(found)})" if found else ""))
@@ -461,9 +487,8 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             where = "" if path.is_absolute() else f" (a relative path is read from the working folder: {Path.cwd()})"
         except FileNotFoundError:  # the working folder was deleted
             where = " (the working folder no longer exists)"
-        if not path.is_absolute() and (path.parts[0] == "configs" or len(path.parts) == 1):
-            where += ("; the shipped configs are in the jaxsel repository's configs/ folder, which an installed "
-                      "package does not hold: run from a clone of the repository or pass a path")
+        if _shipped_name(path):
+            where += f"; nor is it one of the configs shipped with jaxsel ({SHIPPED_CONFIGS})"
         raise JaxselError(f"no such config: {path}{where}")
     try:  # TOML is UTF-8 whatever the locale; a byte-order mark (Windows Notepad writes one) is dropped
         doc = tomllib.loads(path.read_bytes().decode("utf-8-sig"))

@@ -3,14 +3,16 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import write_data
-from jaxsel import allocator, cli, cluster, experiment
+from jaxsel import allocator, cli, cluster, config, experiment
 
 pytestmark = pytest.mark.assets  # the tiny BERT uses MiniLM's tokenizer
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = """
 name = "tiny"
@@ -332,21 +334,35 @@ def test_missing_config_is_one_line_error(tmp_path, capsys):
     assert "is a folder; give a TOML file in it (mine.toml)" in capsys.readouterr().err
     assert cli.main(["run", "--config", "/dev/null"]) == 2  # it said "no such config"
     assert "config /dev/null is not a regular file" in capsys.readouterr().err
-    with pytest.MonkeyPatch.context() as m:  # the default, configs/quick, outside a checkout: where it looked
+    with pytest.MonkeyPatch.context() as m:  # outside a checkout: where it looked, and the shipped configs
         m.chdir(tmp_path / "configs")
-        assert cli.main(["run", "--config", "configs/quick"]) == 2
+        assert cli.main(["run", "--config", "configs/nope"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.endswith(f"no such config: configs/quick (a relative path is read from the working folder: "
-                            f"{tmp_path / 'configs'}); the shipped configs are in the jaxsel repository's configs/ "
-                            f"folder, which an installed package does not hold: run from a clone of the repository or "
-                            f"pass a path") and len(err.splitlines()) == 1
+        assert err.endswith(f"no such config: configs/nope (a relative path is read from the working folder: "
+                            f"{tmp_path / 'configs'}); nor is it one of the configs shipped with jaxsel "
+                            f"({config.SHIPPED_CONFIGS})") and len(err.splitlines()) == 1
         gone = tmp_path / "gone"
         gone.mkdir()
         m.chdir(gone)
         gone.rmdir()  # a deleted working folder: Path.cwd() raises
-        assert cli.main(["run", "--config", "configs/quick"]) == 2
-        assert capsys.readouterr().err.strip().startswith("jaxsel: error: no such config: configs/quick "
-                                                          "(the working folder no longer exists); the shipped configs")
+        assert cli.main(["run", "--config", "configs/nope"]) == 2
+        assert capsys.readouterr().err.strip().startswith("jaxsel: error: no such config: configs/nope "
+                                                          "(the working folder no longer exists); nor is it one")
+
+
+def test_shipped_configs_are_found_outside_a_checkout(tmp_path, capsys, monkeypatch):
+    """An installed jaxsel finds `configs/quick` (the default of `jaxsel run`) and `quick` in the
+    package (it said "no such config" outside a clone); a file of that name in the working folder wins."""
+    monkeypatch.chdir(tmp_path)
+    want = experiment.load_config(ROOT / "configs" / "quick.toml")
+    capsys.readouterr()
+    for name in ("configs/quick", "quick", "configs/quick.toml"):
+        assert experiment.load_config(name) == want
+        assert "using the config shipped with jaxsel" in capsys.readouterr().err
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quick.toml").write_text('name = "mine"\n')
+    assert experiment.load_config("configs/quick").name == "mine" and "shipped" not in capsys.readouterr().err
+    assert (config.SHIPPED_CONFIGS / "quick.toml").read_bytes() == (ROOT / "configs" / "quick.toml").read_bytes()
 
 
 def test_config_numbers_are_coerced_to_their_fields(tmp_path):
