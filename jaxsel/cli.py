@@ -670,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size, help="examples per optimizer step")
     p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum,
                    help="micro-batches a step's batch is split into (the same step, less memory)")
-    p.add_argument("--lr", type=float, default=FINETUNE.lr, help="peak AdamW learning rate (linear warmup and decay)")
+    p.add_argument("--lr", type=float, default=FINETUNE.lr, help="peak AdamW learning rate (linear warmup over 10%% of the steps, then cosine decay)")
     p.add_argument("--max-length", type=_at_least(2), default=FINETUNE.max_length, help="tokens per text when finetuning")
     p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
