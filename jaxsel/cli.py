@@ -26,8 +26,7 @@ from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
                            FinetuneConfig, RunConfig, SelectSpec)
-from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget, \
-    take_for
+from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -435,7 +434,7 @@ def cmd_select(a) -> None:
     sel.save(out / "selection.json")
     names = dd["train"].features["label"].names
     quota = sel.meta["quota"]
-    trimmed = int(take_for(sel.cluster_ids, c.sizes, int(c.sizes.sum()), quota).sum()) > len(sel.indices)
+    trimmed = sel.scores.get("untrimmed_examples", 0) > len(sel.indices)  # (a filter's picks: of the kept rows)
     whole = f"untrimmed {sel.scores['proxy_accuracy_whole_clusters']:.4f}, " if trimmed else ""
     n = len(sel.cluster_ids)
     picks = f"{n} {'pick' if quota else 'cluster'}{'' if n == 1 else 's'}" + \

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jaxsel import baselines, cluster, label_issues, proxy
+from jaxsel import baselines, cluster, label_issues, proxy, selection
 from jaxsel.data import noise
 from jaxsel.errors import JaxselError
 
@@ -133,6 +133,18 @@ def test_selecting_among_unflagged_rows(noisy):
                         progress=False)
     assert (rows[ref.indices] == sel.indices).all() and sel.cluster_ids == clusters[ref.cluster_ids].tolist()
     assert sel.scores["proxy_accuracy"] == ref.scores["proxy_accuracy"]
+    # the scores recorded on the proxy of all rows, which scores every other method (a filtered greedy once
+    # recorded its restricted proxy's 0.780 where the shared proxy gave 0.762), the search's kept beside them
+    everyone = make(np.arange(len(y)), cl)
+    scored = agents.select_among(rows, make, cl, y, cfg, score_with=everyone, progress=False)
+    assert (scored.indices == sel.indices).all()
+    whole = rows[selection.rows_for(sub, selection.take_for(ref.cluster_ids, sub.sizes, len(rows), 8))]
+    for key, want in (("proxy_accuracy", everyone.score_rows(sel.indices).accuracy),
+                      ("proxy_loglik", everyone.score_rows(sel.indices).loglik),
+                      ("proxy_accuracy_whole_clusters", everyone.score_rows(whole).accuracy)):
+        assert scored.scores[key] == pytest.approx(float(want), abs=1e-6), key
+        assert scored.scores[f"{key}_among_kept"] == ref.scores[key]
+    assert scored.scores["untrimmed_examples"] == len(whole) >= 120
     with pytest.raises(JaxselError, match="the label-issue filter leaves 100 of 1200 train rows, too few"):
         agents.select_among(rows[:100], make, cl, y, cfg, progress=False)
 

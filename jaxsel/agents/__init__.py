@@ -297,7 +297,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         take = sizes.astype(np.int32) if c.method == "full" else take_for(order, sizes, n_budget, quota, caps)
         indices = rows_for(clustering, take)
         final = _score(proxy, jax.numpy.asarray(take))  # the exported rows, the last pick trimmed
-        whole = _score(proxy, jax.numpy.asarray(take_for(order, sizes, int(sizes.sum()), quota)))
+        untrimmed = take_for(order, sizes, int(sizes.sum()), quota)
+        whole = _score(proxy, jax.numpy.asarray(untrimmed))
+        extra["untrimmed_examples"] = int(untrimmed.sum())
     if len(indices) != min(n_budget, int(sizes.sum())):
         raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
     if not np.isfinite([final.accuracy, final.loglik]).all():
@@ -323,13 +325,16 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
 
 
 def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config: SelectConfig = SelectConfig(),
-                 **kwargs) -> Selection:
+                 *, score_with=None, **kwargs) -> Selection:
     """:func:`select` over the train rows ``rows`` only (e.g. the rows no label-issue filter flags),
     with the budget still a fraction of all N train rows; the selection's indices, picks and label
     counts refer to all rows and the full clustering. ``make_proxy(rows, clustering)`` builds the
     proxy of those rows under their restricted clustering (:func:`jaxsel.cluster.restrict`);
-    ``kwargs`` go to :func:`select` (``train_x``: all N rows' embeddings). Raises JaxselError when
-    fewer rows are left than the budget."""
+    ``kwargs`` go to :func:`select` (``train_x``: all N rows' embeddings). With ``score_with``, a
+    proxy of all N rows, the recorded ``proxy_accuracy``, ``proxy_loglik``, ``proxy_score`` and
+    ``proxy_accuracy_whole_clusters`` are its scores of the rows (``score_with.score_rows``), as
+    every other method's, and the restricted proxy's, which the search maximised, are kept with the
+    suffix ``_among_kept``. Raises JaxselError when fewer rows are left than the budget."""
     from jaxsel.cluster import restrict
     rows, labels = np.asarray(rows, np.int64), np.asarray(train_labels)
     examples = budget_examples(config.budget, len(labels))
@@ -347,7 +352,14 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
                 train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist(),
                 train_labels_digest=digest(labels))
     meta["missing_classes"] = missing_classes(meta["label_counts"], meta["train_label_counts"])
-    return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, sel.scores, meta,
+    scores = sel.scores
+    if score_with is not None:  # the rows on the proxy every other method is scored with
+        untrimmed = rows[rows_for(sub, take_for(sel.cluster_ids, sub.sizes, int(sub.sizes.sum()), meta["quota"]))]
+        final, whole = score_with.score_rows(indices), score_with.score_rows(untrimmed)
+        mine = ("proxy_accuracy", "proxy_loglik", "proxy_score", "proxy_accuracy_whole_clusters")
+        scores = {**scores, **{f"{k}_among_kept": scores[k] for k in mine},
+                  **dict(zip(mine, map(float, (final.accuracy, final.loglik, score_with.value(final), whole.accuracy))))}
+    return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, scores, meta,
                      np.asarray(clustering.assignment)[indices])
 
 
@@ -356,7 +368,8 @@ def select_unflagged(flagged: np.ndarray | None, proxy, clustering, train_labels
     """``[select] filter = "cleanlab"`` for RL and the cluster searches: :func:`select_among` the rows
     cleanlab does not flag (``flagged`` (N,) bool; None: :func:`jaxsel.label_issues.find` on
     ``proxy``), each restricted proxy made like ``proxy`` from ``train_x`` (N, d) and ``validation``
-    (embeddings, labels). Example-level baselines and ``full`` ignore the filter (:func:`select`)."""
+    (embeddings, labels). Example-level baselines and ``full`` ignore the filter (:func:`select`). The
+    recorded proxy scores are ``proxy``'s, as the other methods' (:func:`select_among`'s ``score_with``)."""
     if config.method in BASELINES:
         return select(proxy, clustering, train_labels, config, train_x=train_x, **kwargs)
     from jaxsel.proxy import make
@@ -365,4 +378,4 @@ def select_unflagged(flagged: np.ndarray | None, proxy, clustering, train_labels
         flagged = label_issues.find(proxy, labels, clustering.assignment)
     return select_among(np.flatnonzero(~np.asarray(flagged, bool)),
                         lambda r, sub: make(train_x[r], labels[r], sub, *validation, proxy.cfg),
-                        clustering, labels, config, train_x=train_x, **kwargs)
+                        clustering, labels, config, score_with=proxy, train_x=train_x, **kwargs)
