@@ -319,7 +319,7 @@ def _label_issues(a, dd) -> dict:
         print(f"note: --k {a.k} is more than the {len(labels)} train rows; using k = {len(labels)}", file=sys.stderr)
     c = cluster.kmeans(emb["train"], min(a.k, len(labels)), seed=a.seed)
     p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"), proxy.ProxyConfig())
-    flagged = label_issues.find(p, labels, c.assignment)
+    flagged = label_issues.find(p, labels, c.assignment, names=names)
     agree = label_issues.cluster_agreement(labels, label_issues.out_of_cluster_probs(p, c.assignment), c.assignment, c.k)
     per = np.bincount(c.assignment, flagged, c.k)
     worst = [j for j in np.argsort(-per / np.maximum(c.sizes, 1), kind="stable")[:10] if per[j] > 0]
@@ -425,7 +425,8 @@ def cmd_select(a) -> None:
                 "project": a.project, "stratified": a.stratified, "order": a.order}
         kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
         if a.filter != "none":
-            flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
+            flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter],
+                                        names=dd["train"].features["label"].names)
             validation = (emb["validation"], column(dd["validation"], "label"))
             sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=validation, **kw)
         else:

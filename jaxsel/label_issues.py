@@ -81,15 +81,17 @@ def cluster_agreement(labels: np.ndarray, probs: np.ndarray, assignment: np.ndar
 
 
 def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = "rows",
-         max_rounds: int = 10) -> np.ndarray:
+         max_rounds: int = 10, names: list[str] | None = None) -> np.ndarray:
     """(N,) bool: the train rows ``cleanlab.filter.find_label_issues`` flags given the
     out-of-cluster probabilities (its default ``prune_by_noise_rate`` filter).
 
     ``by="clusters"`` also flags every row of each cluster where cleanlab flags more than half the
     rows, then refits the out-of-cluster ridge without those clusters and flags again, until the
     flagged clusters repeat (at most ``max_rounds`` refits); the result is the last round's rows and
-    clusters. Raises :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1,
-    ``labels`` and ``assignment`` of different lengths, or either not the proxy's."""
+    clusters. Either way no class loses more than ``MAX_FLAGGED_SHARE`` of its rows
+    (:func:`spare_classes`; ``names``: the classes' names for its warning). Raises
+    :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1, ``labels`` and
+    ``assignment`` of different lengths, or either not the proxy's."""
     from cleanlab.filter import find_label_issues
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
@@ -111,24 +113,54 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
              f"rows outside the row's cluster; the out-of-cluster fit cannot judge their labels, so they are never "
              f"flagged", once=True)  # every seed's and method's pass over the same clustering finds the same rows
 
-    def rows(keep: np.ndarray | None) -> np.ndarray:
+    def rows(keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)
         # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
-        return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool) & judged
+        return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool) & judged, probs
 
-    flagged = rows(None)
-    if by == "rows":
-        return flagged
-    sizes = np.maximum(np.bincount(assignment, minlength=k), 1)
-    seen: set[bytes] = set()
-    for _ in range(max_rounds):
+    flagged, probs = rows(None)
+    if by == "clusters":
+        sizes = np.maximum(np.bincount(assignment, minlength=k), 1)
+        seen: set[bytes] = set()
+        for _ in range(max_rounds):
+            bad = np.bincount(assignment, flagged, k) / sizes > 0.5
+            if bad.all() or bad.tobytes() in seen:  # nothing left to fit on, or a repeat: stop
+                break
+            seen.add(bad.tobytes())
+            flagged, probs = rows(~bad)
         bad = np.bincount(assignment, flagged, k) / sizes > 0.5
-        if bad.all() or bad.tobytes() in seen:  # nothing left to fit on, or a repeat: stop
-            break
-        seen.add(bad.tobytes())
-        flagged = rows(~bad)
-    bad = np.bincount(assignment, flagged, k) / sizes > 0.5
-    return (flagged | bad[assignment]) & judged
+        flagged = (flagged | bad[assignment]) & judged
+    return spare_classes(flagged, labels, probs[np.arange(len(labels)), labels], names)
+
+
+MAX_FLAGGED_SHARE = 0.5  # of a class's train rows, at most, flagged as label issues
+
+
+def spare_classes(flagged: np.ndarray, labels: np.ndarray, given: np.ndarray,
+                  names: list[str] | None = None) -> np.ndarray:
+    """``flagged`` (N,) bool with, in every class of which more than ``MAX_FLAGGED_SHARE`` of the
+    rows are flagged, the flags of the rows whose given label is likeliest (``given`` (N,): its
+    out-of-cluster probability) lifted until that share is left; a warning names those classes
+    (``names``, else their ids). A rare class (a few dozen rows among thousands, or in few
+    clusters) is one the fit without a row's cluster predicts poorly, and cleanlab flagged every
+    row of such classes in a new user's dataset (Debian package sections: 80 of 80 "editors", 40
+    of 40 "hamradio"), so a filtered selection could hold none of them; a class most of whose
+    labels are really wrong is rarer than one the fit cannot learn. ``labels``: class ids (N,)."""
+    out = np.asarray(flagged, bool).copy()
+    spared = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        hit = members[out[members]]
+        allowed = int(MAX_FLAGGED_SHARE * len(members))
+        if len(hit) > allowed:
+            out[hit[np.argsort(-given[hit], kind="stable")[:len(hit) - allowed]]] = False
+            spared.append(f"{names[c] if names is not None else c} ({len(hit)} of {len(members)})")
+    if spared:
+        warn(f"label issues: cleanlab flagged more than {MAX_FLAGGED_SHARE:.0%} of the train rows of class "
+             f"{', '.join(spared)}; only the {MAX_FLAGGED_SHARE:.0%} whose labels the out-of-cluster fit finds least "
+             f"likely stay flagged (a class mostly flagged is more often too rare for the fit than mostly "
+             f"mislabelled)", once=True)
+    return out
 
 
 MIN_OUTSIDE = 0.1  # a row's label is judged when this share of its class lies outside its cluster

@@ -1,6 +1,7 @@
 """Leave-one-cluster-out ridge probabilities and the cleanlab filter, against known truth."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -211,3 +212,31 @@ def test_classes_living_in_one_cluster_are_not_flagged(capsys):
         assert not flagged[y == C].any() and flagged.sum() < 0.02 * len(y), (by, flagged.sum())
     # once, although both passes found them (a run printed it for every seed, method and variant: 12 times)
     assert capsys.readouterr().err.count("30 rows belong to classes with under 10%") == 1
+
+
+def test_no_class_loses_more_than_half_its_rows(monkeypatch, capsys):
+    """A rare class the out-of-cluster fit cannot tell from a big one (40 rows drawn from class 0's
+    blob, in label-pure clusters) is flagged nearly whole by cleanlab; `find` keeps half of it, the
+    rows whose given label the fit finds likeliest, and says so (a new user's Debian sections lost
+    every row of two classes to the filter)."""
+    x, y, xv, yv = blobs()
+    rare = np.flatnonzero(y == 0)[:40]
+    y = y.copy()
+    y[rare] = 3
+    yv = np.concatenate([yv, [3] * 10])
+    xv = np.concatenate([xv, x[rare[:10]] + 0.1])
+    cl = cluster.kmeans(x, K, seed=0, labels=y)
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=None))
+    given = label_issues.out_of_cluster_probs(p, cl.assignment)[np.arange(len(y)), y]
+    with monkeypatch.context() as m:
+        m.setattr(label_issues, "MAX_FLAGGED_SHARE", 1.0)
+        unspared = label_issues.find(p, y, cl.assignment)
+    assert unspared[rare].mean() > 0.5  # the failure this guards against
+    capsys.readouterr()
+    flagged = label_issues.find(p, y, cl.assignment, names=["a", "b", "c", "rare"])
+    assert re.search(r"more than 50% of the train rows of class rare \(\d+ of 40\)", capsys.readouterr().err)
+    assert flagged[rare].sum() == 20 and (flagged[y != 3] == unspared[y != 3]).all()
+    kept = rare[unspared[rare] & ~flagged[rare]]  # the spared: the likeliest of the flagged
+    assert given[kept].min() >= given[rare[flagged[rare]]].max()
+    spared = label_issues.spare_classes(np.ones(6, bool), np.array([0, 0, 0, 1, 1, 1]), np.arange(6.0))
+    assert spared.tolist() == [True, False, False, True, False, False]  # floor(3 / 2) = 1 flag left in each
