@@ -101,7 +101,8 @@ def class_caps(counts: np.ndarray, examples: int, balance: str) -> np.ndarray:
     """(C,) int64 examples per class for a budget of ``examples`` rows, given the pool's ``counts``
     (C,) rows per class: "proportional" to the counts (largest remainder, Hamilton's method),
     or "equal" (an equal share each; a class with fewer rows gives all it has and the rest is
-    shared among the others, water-filling). Ties go to the lower class index. Raises
+    shared among the others, water-filling: the caps of the classes not given whole differ by at
+    most one). Ties go to the lower class index. Raises
     JaxselError for an unknown ``balance`` or a budget above the pool."""
     counts = np.asarray(counts, np.int64)
     if balance not in BALANCES[1:]:
@@ -117,10 +118,15 @@ def class_caps(counts: np.ndarray, examples: int, balance: str) -> np.ndarray:
 
     if balance == "proportional":
         return share(counts.astype(np.float64), int(examples))
-    caps = np.zeros_like(counts)
-    while caps.sum() < examples:
-        room = counts - caps
-        caps += np.minimum(share((room > 0).astype(np.float64), int(examples - caps.sum())), room)
+    # water-filling: the highest level L with sum(min(counts, L)) <= examples, then one row more for the
+    # first classes with rows above L (repeated rounds of equal shares had left 52 beside 50: a round's
+    # remainder row stayed with its class)
+    low, high = 0, int(counts.max())
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if np.minimum(counts, mid).sum() <= examples else (low, mid - 1)
+    caps = np.minimum(counts, low)
+    caps[np.flatnonzero(counts > low)[:int(examples - caps.sum())]] += 1
     return caps
 
 

@@ -41,6 +41,19 @@ def test_class_caps_closed_forms():
     # equal: 10 each, the 3-row class gives all it has, its 7 left are split 4/3 (the tie to the lower class)
     assert class_caps(np.array([100, 100, 3]), 30, "equal").tolist() == [14, 13, 3]
     assert class_caps(np.array([7, 9]), 16, "equal").tolist() == [7, 9]  # the whole pool
+    # three classes given whole, the other seven within one row of each other (a new user's Debian
+    # sections got 52 beside 50: rounds of equal shares left a round's remainder row with its class)
+    counts = np.array([80, 120, 360, 40, 480, 640, 280, 24, 200, 32])
+    assert class_caps(counts, 451, "equal").tolist() == [51, 51, 51, 40, 51, 51, 50, 24, 50, 32]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        counts = rng.integers(1, 60, rng.integers(2, 12))
+        examples = int(rng.integers(1, counts.sum() + 1))
+        caps = class_caps(counts, examples, "equal")
+        partial = caps < counts
+        assert caps.sum() == examples and (caps <= counts).all()
+        if partial.any():  # every class not given whole is within one of the largest cap
+            assert caps[partial].max() - caps[partial].min() <= 1 and caps[partial].min() >= caps.max() - 1
     with pytest.raises(JaxselError, match="unknown balance"):
         class_caps(np.array([5, 5]), 4, "even")
     with pytest.raises(JaxselError, match="cannot balance"):
