@@ -45,7 +45,8 @@ def parse_budget(text: str | float) -> float:
 
 
 def budget_examples(budget: float, n: int) -> int:
-    """The example budget for a fraction ``budget`` of ``n`` rows: rounded, at least one."""
+    """The example budget for a fraction ``budget`` of ``n`` rows: rounded to the nearest whole
+    number, a half to the even one (Python's ``round``: 0.05 of 8,530 rows is 426), at least one."""
     return max(1, int(round(budget * n)))
 
 
