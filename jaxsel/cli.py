@@ -292,7 +292,8 @@ def cmd_data(a) -> None:
     names = s["labels"]
     print(f"dataset {a.data}  fingerprint {s['fingerprint']}  duplicate texts in source: {s['duplicates_in_source']}")
     print(f"rows dropped when loading: {s['dropped']['missing_label']} without a label, "
-          f"{s['dropped']['empty_text']} with an empty text, {s['dropped']['small_class']} of too small a class")
+          f"{s['dropped']['empty_text']} with an empty text, {s['dropped']['small_class']} of too small a class, "
+          f"{s['dropped']['deduplicated']} repeating an earlier text (--dedup)")
     w = min(max([12] + [len(n) for n in names]), 40) + 1  # whole class names (ids past 12 digits told apart)
     print(f"{'split':<11}{'rows':>7}" + "".join(f"{n[:w - 1]:>{w}}" for n in names) + f"{'dup texts':>11}")
     for split, r in s["splits"].items():

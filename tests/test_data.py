@@ -191,12 +191,12 @@ def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_pa
     p.write_text(_csv(rows))
     dd = data.load(str(p))
     s = data.summary(dd)
-    assert s["labels"] == ["1", "2"] and s["dropped"] == {"missing_label": 40, "empty_text": 0, "small_class": 0}
+    assert s["labels"] == ["1", "2"] and s["dropped"] == {"missing_label": 40, "empty_text": 0, "small_class": 0, "deduplicated": 0}
     j = tmp_path / "d.jsonl"
     j.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in
                            [(None, 1), ("", 0), ("   ", 1)] + [(f"t{i}", i % 2) for i in range(40)] + [("x", None)]))
     s = data.summary(data.load(str(j)))
-    assert s["dropped"] == {"missing_label": 1, "empty_text": 3, "small_class": 0} and s["labels"] == ["0", "1"]
+    assert s["dropped"] == {"missing_label": 1, "empty_text": 3, "small_class": 0, "deduplicated": 0} and s["labels"] == ["0", "1"]
     assert any("dropped 1 rows without a label, 3 rows with an empty text" in w for w in data.summary_warnings(s))
     with pytest.raises(JaxselError, match="1 rows have no label"):
         data.load(str(j), missing_labels="error")
@@ -244,6 +244,23 @@ def test_texts_shared_across_splits_are_counted(tmp_path):
     assert s["shared_with_train"] == {"validation": 0, "test": 9}
     assert s["shared_texts_with_train"] == {"validation": 0, "test": 3}
     assert any("9 of 12 test rows (3 distinct texts)" in w for w in data.summary_warnings(s))
+    assert s["conflicting_label_texts"] == 0
+
+
+def test_texts_with_conflicting_labels_are_counted(tmp_path, capsys):
+    """A text given two labels (in any splits) is counted with its rows and warned about; --dedup
+    keeps its first row and says how many rows it dropped (a new user's file: 22 such texts, no word)."""
+    rows = [(f"t{i}", "ab"[i % 2]) for i in range(60)] + [("t0", "b"), ("t0", "b"), ("t3", "a"), ("t4", "a")]
+    p = tmp_path / "d.csv"
+    p.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n")
+    s = data.summary(data.load(str(p)))
+    assert (s["conflicting_label_texts"], s["conflicting_label_rows"]) == (2, 5)  # t0 x3, t3 x2; t4 agrees
+    assert any(w.startswith("2 texts appear with more than one label (5 rows)") for w in data.summary_warnings(s))
+    s = data.summary(data.load(str(p), dedup=True))
+    assert s["conflicting_label_texts"] == 0 and s["dropped"]["deduplicated"] == 4
+    assert any("4 rows repeating an earlier text (--dedup)" in w for w in data.summary_warnings(s))
+    assert cli.main(["data", str(p), "--dedup"]) == 0
+    assert "4 repeating an earlier text (--dedup)" in capsys.readouterr().out
 
 
 def test_numeric_labels_are_compared_exactly(capsys):

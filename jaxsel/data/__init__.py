@@ -566,7 +566,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                               f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
                               f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)} "
                               f"(min_class_rows in a config's [data])")
-    counts = {"duplicates": dups, "missing_label": raw.missing_labels, "empty_text": raw.empty_texts,
+    counts = {"duplicates": dups, "deduplicated": dups if dedup else 0, "missing_label": raw.missing_labels,
+              "empty_text": raw.empty_texts,
               "small_class": small}
     return Splits(raw.texts, label_ids, names, parts, counts, np.asarray(raw.sources, np.int64))
 
@@ -738,17 +739,26 @@ def source_file(dd) -> str | None:
 
 def summary(dd) -> dict:
     """Rows, label counts and duplicate texts of each split, rows dropped when loading (missing
-    label, empty text, too small a class), and texts shared between train and validation/test (leakage), as a plain dict."""
+    label, empty text, too small a class, a repeated text with ``dedup``), texts shared between
+    train and validation/test (leakage), and texts that appear with more than one label in the
+    dataset, as a plain dict."""
     desc = dd["train"].info.description or ""
     out = {"fingerprint": dataset_fingerprint(dd), "labels": dd["train"].features["label"].names,
            "duplicates_in_source": int(_info(dd, "jaxsel_duplicates")),
            "dropped": {k: int(_info(dd, f"jaxsel_{k}")) if f"jaxsel_{k}=" in desc else 0
-                       for k in ("missing_label", "empty_text", "small_class")},
+                       for k in ("missing_label", "empty_text", "small_class", "deduplicated")},
            "splits": {}}
     train = set(column(dd["train"], "text"))
     shared = {s: [t for t in column(dd[s], "text") if t in train] for s in SPLITS[1:]}
     out["shared_with_train"] = {s: len(v) for s, v in shared.items()}  # rows whose text is also in train
     out["shared_texts_with_train"] = {s: len(set(v)) for s, v in shared.items()}  # distinct such texts
+    seen: dict[str, set] = {}
+    for s in SPLITS:
+        for t, y in zip(column(dd[s], "text"), column(dd[s], "label")):
+            seen.setdefault(t, set()).add(y)
+    conflicting = {t for t, ys in seen.items() if len(ys) > 1}
+    out["conflicting_label_texts"] = len(conflicting)  # distinct texts given two or more labels
+    out["conflicting_label_rows"] = sum(1 for s in SPLITS for t in column(dd[s], "text") if t in conflicting)
     for s in SPLITS:
         d = dd[s]
         counts = Counter(column(d, "label"))
@@ -765,7 +775,8 @@ def summary_warnings(s: dict) -> list[str]:
     d = s.get("dropped", {})
     parts = [f"{d[k]} rows {what}" for k, what in (("missing_label", "without a label"),
                                                     ("empty_text", "with an empty text"),
-                                                    ("small_class", "of classes below --min-class-rows")) if d.get(k)]
+                                                    ("small_class", "of classes below --min-class-rows"),
+                                                    ("deduplicated", "repeating an earlier text (--dedup)")) if d.get(k)]
     if parts:
         out.append("dropped " + ", ".join(parts))
     shared = {k: v for k, v in s.get("shared_with_train", {}).items() if v}
@@ -774,6 +785,9 @@ def summary_warnings(s: dict) -> list[str]:
         out.append("rows whose text is also in train (leakage): " + ", ".join(
             f"{v} of {s['splits'][k]['rows']} {k} rows ({texts.get(k, v)} distinct texts)" for k, v in shared.items())
             + " (--dedup drops exact duplicates before a random split)")
+    if s.get("conflicting_label_texts"):
+        out.append(f"{s['conflicting_label_texts']} texts appear with more than one label ({s['conflicting_label_rows']} "
+                   f"rows): label noise, or texts too short or ambiguous to label (--dedup keeps each text's first row)")
     return out
 
 
