@@ -282,3 +282,22 @@ def test_agents_sentence_names_network_and_preferences():
     plain = agent_settings(RunConfig(methods=("ppo", "random")))
     assert list(plain) == ["ppo"] and f"19,456 environment steps, {plain['ppo']['network']} network" in _agents(
         {"config": {"methods": ["ppo", "random"]}, "agents": plain})
+
+
+def test_accuracy_bars_stay_within_zero_and_one(tmp_path, monkeypatch):
+    """Two seeds' t intervals can pass 0 and 1 (0.083 +- 0.293 in a new user's run): the table keeps
+    the interval, the plot draws its bars and the full-data band within [0, 1]."""
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig))
+    summary = [{"variant": "clean", "method": "ppo", "budget": 0.05, "test_accuracy": 0.083, "test_accuracy_ci95": 0.293},
+               {"variant": "clean", "method": "random", "budget": 0.05, "test_accuracy": 0.95, "test_accuracy_ci95": 0.2},
+               {"variant": "clean", "method": "full", "budget": None, "test_accuracy": 0.9, "test_accuracy_ci95": 0.3}]
+    report.plot_accuracy(summary, tmp_path / "a.png")
+    ax = figures[0].axes[0]
+    segments = [seg for c in ax.collections for seg in getattr(c, "get_segments", lambda: [])()]
+    ys = np.concatenate([np.asarray(seg)[:, 1] for seg in segments])
+    assert len(segments) == 2 and ys.min() == 0.0 and ys.max() == 1.0  # 0.083 - 0.293 and 0.95 + 0.2 cut
+    band = [p for p in ax.patches if p.get_alpha() == 0.08][0]  # a Rectangle (matplotlib >= 3.9) or a Polygon
+    low, high = (band.get_y(), band.get_y() + band.get_height()) if hasattr(band, "get_height") else \
+        (band.get_xy()[:, 1].min(), band.get_xy()[:, 1].max())
+    assert (low, high) == pytest.approx((0.6, 1.0))

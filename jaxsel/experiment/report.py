@@ -306,7 +306,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_accuracy(summary: list[dict], path: Path) -> None:
-    """Test accuracy vs budget per method (error bars: 95% CI), one panel per variant; full data
+    """Test accuracy vs budget per method (error bars: 95% CI, drawn within [0, 1]), one panel per variant; full data
     as a horizontal band. Methods are dodged sideways (by up to +-3% of the budget) so their
     intervals do not hide each other."""
     variants = sorted({s["variant"] for s in summary})
@@ -317,14 +317,16 @@ def plot_accuracy(summary: list[dict], path: Path) -> None:
                         key=lambda s: s["budget"])
             if ss:
                 dodge = 1 + 0.06 * (i / max(len(ORDER) - 1, 1) - 0.5)
-                ax.errorbar([s["budget"] * 100 * dodge for s in ss], [s["test_accuracy"] for s in ss],
-                            yerr=[s["test_accuracy_ci95"] or 0.0 for s in ss], marker="o", capsize=3, label=m,
+                acc = np.array([s["test_accuracy"] for s in ss])
+                half = np.array([s["test_accuracy_ci95"] or 0.0 for s in ss])
+                ax.errorbar([s["budget"] * 100 * dodge for s in ss], acc,  # bars cut at 0 and 1 (few seeds: wide t)
+                            yerr=[np.minimum(half, acc), np.minimum(half, 1 - acc)], marker="o", capsize=3, label=m,
                             color=f"C{i % 10}")  # a method keeps its colour across figures
         for s in summary:
             if s["variant"] == v and s["method"] == "full":
                 ax.axhline(s["test_accuracy"], color="k", ls="--", label="full data")
                 half = s["test_accuracy_ci95"] or 0.0
-                ax.axhspan(s["test_accuracy"] - half, s["test_accuracy"] + half,
+                ax.axhspan(max(s["test_accuracy"] - half, 0.0), min(s["test_accuracy"] + half, 1.0),
                            color="k", alpha=0.08)
         ax.set(title=f"{v} data", xlabel="budget (% of train)", ylabel="test accuracy")
         ax.legend(fontsize=8)
