@@ -411,7 +411,8 @@ def cmd_select(a) -> None:
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
     _note_fresh_start(out / "checkpoints", a.resume)
-    with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock:  # interrupted attempts too
+    with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock, \
+            label_issues.class_names(dd["train"].features["label"].names):  # interrupted attempts too; warnings' classes
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
                                          objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
@@ -426,8 +427,7 @@ def cmd_select(a) -> None:
                 "project": a.project, "stratified": a.stratified, "order": a.order}
         kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
         if a.filter != "none":
-            flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter],
-                                        names=dd["train"].features["label"].names)
+            flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
             validation = (emb["validation"], column(dd["validation"], "label"))
             sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=validation, **kw)
         else:

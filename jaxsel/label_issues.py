@@ -17,6 +17,9 @@ it then flags about what the row filter flags (bench/README.md, "A cluster vote 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +29,20 @@ from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
 BY = ("rows", "clusters")  # what find flags
+_CLASS_NAMES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("class_names", default=None)
+
+
+@contextlib.contextmanager
+def class_names(names: list[str]):
+    """Inside the block, :func:`find`'s warnings name classes by ``names`` (indexed by class id)
+    where the caller gives none: the command line and ``jaxsel run`` set it once for the dataset,
+    and every call under them (the proxy's scored rows, the cleanlab baseline, the filters) then
+    words its warning alike, so it prints once."""
+    token = _CLASS_NAMES.set(list(names))
+    try:
+        yield
+    finally:
+        _CLASS_NAMES.reset(token)
 FILTER_BY = {"cleanlab": "rows", "cleanlab+clusters": "clusters"}  # [select] filter -> find's ``by``
 
 
@@ -89,7 +106,8 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     rows, then refits the out-of-cluster ridge without those clusters and flags again, until the
     flagged clusters repeat (at most ``max_rounds`` refits); the result is the last round's rows and
     clusters. Either way no class loses more than ``MAX_FLAGGED_SHARE`` of its rows
-    (:func:`spare_classes`; ``names``: the classes' names for its warning). Raises
+    (:func:`spare_classes`; ``names``: the classes' names for its warning, else those of
+    :func:`class_names`, else their ids). Raises
     :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1, ``labels`` and
     ``assignment`` of different lengths, or either not the proxy's."""
     from cleanlab.filter import find_label_issues
@@ -141,12 +159,13 @@ def spare_classes(flagged: np.ndarray, labels: np.ndarray, given: np.ndarray,
     """``flagged`` (N,) bool with, in every class of which more than ``MAX_FLAGGED_SHARE`` of the
     rows are flagged, the flags of the rows whose given label is likeliest (``given`` (N,): its
     out-of-cluster probability) lifted until that share is left; a warning names those classes
-    (``names``, else their ids). A rare class (a few dozen rows among thousands, or in few
+    (``names``, else those of :func:`class_names`, else their ids). A rare class (a few dozen rows among thousands, or in few
     clusters) is one the fit without a row's cluster predicts poorly, and cleanlab flagged every
     row of such classes in a new user's dataset (Debian package sections: 80 of 80 "editors", 40
     of 40 "hamradio"), so a filtered selection could hold none of them; a class most of whose
     labels are really wrong is rarer than one the fit cannot learn. ``labels``: class ids (N,)."""
     out = np.asarray(flagged, bool).copy()
+    names = names if names is not None else _CLASS_NAMES.get()
     spared = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)

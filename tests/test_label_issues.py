@@ -146,6 +146,12 @@ def test_selecting_among_unflagged_rows(noisy):
         assert scored.scores[key] == pytest.approx(float(want), abs=1e-6), key
         assert scored.scores[f"{key}_among_kept"] == ref.scores[key]
     assert scored.scores["untrimmed_examples"] == len(whole) >= 120
+    # with class caps the picks are cut by the caps, which stay when the budget is lifted: nothing is
+    # "trimmed to the budget" (the printout had claimed it, counting capped picks as whole)
+    capped = agents.select_among(rows, make, cl, y, dataclasses.replace(cfg, balance="proportional"),
+                                 score_with=everyone, progress=False)
+    assert capped.scores["untrimmed_examples"] == 120 == len(capped.indices)
+    assert capped.scores["proxy_accuracy_whole_clusters"] == capped.scores["proxy_accuracy"]
     with pytest.raises(JaxselError, match="the label-issue filter leaves 100 of 1200 train rows, too few"):
         agents.select_among(rows[:100], make, cl, y, cfg, progress=False)
 
@@ -236,6 +242,11 @@ def test_no_class_loses_more_than_half_its_rows(monkeypatch, capsys):
     flagged = label_issues.find(p, y, cl.assignment, names=["a", "b", "c", "rare"])
     assert re.search(r"more than 50% of the train rows of class rare \(\d+ of 40\)", capsys.readouterr().err)
     assert flagged[rare].sum() == 20 and (flagged[y != 3] == unspared[y != 3]).all()
+    with label_issues.class_names(["w", "x", "y", "z"]):  # what the CLI and `jaxsel run` set for every call under them
+        assert (label_issues.find(p, y, cl.assignment) == flagged).all()
+    assert re.search(r"of class z \(\d+ of 40\)", capsys.readouterr().err)
+    label_issues.find(p, y, cl.assignment, by="clusters")
+    assert re.search(r"of class 3 \(\d+ of 40\)", capsys.readouterr().err)  # outside the block: ids
     kept = rare[unspared[rare] & ~flagged[rare]]  # the spared: the likeliest of the flagged
     assert given[kept].min() >= given[rare[flagged[rare]]].max()
     spared = label_issues.spare_classes(np.ones(6, bool), np.array([0, 0, 0, 1, 1, 1]), np.arange(6.0))

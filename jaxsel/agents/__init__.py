@@ -297,7 +297,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         take = sizes.astype(np.int32) if c.method == "full" else take_for(order, sizes, n_budget, quota, caps)
         indices = rows_for(clustering, take)
         final = _score(proxy, jax.numpy.asarray(take))  # the exported rows, the last pick trimmed
-        untrimmed = take_for(order, sizes, int(sizes.sum()), quota)
+        untrimmed = take_for(order, sizes, int(sizes.sum()), quota, caps)  # the picks uncut by the budget (caps stay)
         whole = _score(proxy, jax.numpy.asarray(untrimmed))
         extra["untrimmed_examples"] = int(untrimmed.sum())
     if len(indices) != min(n_budget, int(sizes.sum())):
@@ -354,7 +354,8 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     meta["missing_classes"] = missing_classes(meta["label_counts"], meta["train_label_counts"])
     scores = sel.scores
     if score_with is not None:  # the rows on the proxy every other method is scored with
-        untrimmed = rows[rows_for(sub, take_for(sel.cluster_ids, sub.sizes, int(sub.sizes.sum()), meta["quota"]))]
+        caps = None if config.method in BASELINES else balance_caps(sub, labels[rows], examples, config.balance)
+        untrimmed = rows[rows_for(sub, take_for(sel.cluster_ids, sub.sizes, int(sub.sizes.sum()), meta["quota"], caps))]
         final, whole = score_with.score_rows(indices), score_with.score_rows(untrimmed)
         mine = ("proxy_accuracy", "proxy_loglik", "proxy_score", "proxy_accuracy_whole_clusters")
         scores = {**scores, **{f"{k}_among_kept": scores[k] for k in mine},

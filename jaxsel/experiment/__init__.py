@@ -266,16 +266,14 @@ class Run:
         write_json(self.out / "results.json", doc)  # last: "complete" only once the report and plots are there
         return doc
 
-    def flagged(self, issues: dict, v: str, p, labels: np.ndarray, c, by: str, charged: str,
-                names: list[str]) -> np.ndarray:
+    def flagged(self, issues: dict, v: str, p, labels: np.ndarray, c, by: str, charged: str) -> np.ndarray:
         """(N,) bool: the train rows of variant ``v`` cleanlab flags (computed once per variant and
-        ``by``, :func:`jaxsel.label_issues.find`; ``names``: the classes'); its seconds go to
-        ``timings[charged]``, a shared cost of the rows that use the flags (the cleanlab baseline's,
-        or the filtered searches')."""
+        ``by``, :func:`jaxsel.label_issues.find`); its seconds go to ``timings[charged]``, a shared
+        cost of the rows that use the flags (the cleanlab baseline's, or the filtered searches')."""
         if (v, by) not in issues:
             from jaxsel import label_issues
             t = time.perf_counter()
-            issues[v, by] = label_issues.find(p, labels, c.assignment, by=by, names=names), time.perf_counter() - t
+            issues[v, by] = label_issues.find(p, labels, c.assignment, by=by), time.perf_counter() - t
         flags, self.timings[charged] = issues[v, by]
         return flags
 
@@ -283,22 +281,21 @@ class Run:
              issues: dict) -> dict:
         """One row of the results: select (or take a baseline subset), finetune, measure."""
         vdd, labels, c, p, flags, train_x = variant
-        n, names = len(labels), vdd["train"].features["label"].names
+        n = len(labels)
         row = {"variant": v, "method": method, "budget": budget, "seed": seed, "selection_seconds": 0.0,
                "proxy_accuracy": None}
         if method == "full":
             indices = None
         elif method in baselines.METHODS:
             indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c, x=train_x,
-                                        issues=self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}",
-                                                            names) if method == "cleanlab" else None)
+                                        issues=self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
+                                        if method == "cleanlab" else None)
             row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
         else:
             flagged = None
             if self.cfg.select.filter != "none":
                 from jaxsel.label_issues import FILTER_BY
-                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}",
-                                       names)
+                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}")
             sel = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
             selections[(v, budget, seed, method)] = sel
             indices = sel.indices
@@ -319,9 +316,15 @@ class Run:
 
     def execute(self) -> dict:
         """Run (or resume) every stage and return the results document."""
-        from jaxsel.experiment import report
+        from jaxsel import label_issues
         t_start = time.perf_counter()
         dd = self.dataset()
+        with label_issues.class_names(dd["train"].features["label"].names):  # what its warnings call the classes
+            return self._stages(dd, t_start)
+
+    def _stages(self, dd, t_start: float) -> dict:
+        """:meth:`execute` once the dataset ``dd`` is loaded (at ``t_start``)."""
+        from jaxsel.experiment import report
         check_distinct_budgets(self.cfg.budgets, len(dd["train"]))
         self.stage_dir.mkdir(parents=True, exist_ok=True)  # after the data loads: a bad file leaves no folder
         emb = self.embeddings(dd)
