@@ -122,28 +122,31 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
                        help=where + " (default: the one --selection records, else tweets)")
     else:
         p.add_argument("data", nargs="?", default=DEFAULT_DATA, help=where)
-    recorded_note = " (default: the one the selection records)" if recorded else ""
+    recorded_note = " (default: as the selection records)" if recorded else ""
     p.add_argument("--text-col", default=given("text"), help="column holding the texts" + recorded_note)
     p.add_argument("--label-col", default=given("label"), help="column holding the labels" + recorded_note)
     p.add_argument("--split-col", default=None,
-                   help="column with an existing train/validation/test split (any case; dev, val, valid: validation)")
-    p.add_argument("--split-seed", type=_at_least(0), default=given(0), help="seed of the stratified 80/10/10 split")
-    p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts")
+                   help="column with an existing train/validation/test split (any case; dev, val, valid: validation)"
+                        + (recorded_note or " (default: none, a seeded 80/10/10 split)"))
+    p.add_argument("--split-seed", type=_at_least(0), default=given(0),
+                   help="seed of the stratified 80/10/10 split" + recorded_note)
+    p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts" + recorded_note)
     p.add_argument("--encoding", default=None,
                    help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
-    _label_args(p, overrides=recorded is not None)
+    _label_args(p, overrides=recorded_note or None)
 
 
-def _label_args(p: argparse.ArgumentParser, overrides: bool = False) -> None:
-    """Label options; with ``overrides`` (jaxsel run, export) they default to None: the config or the
-    selection's record decides."""
+def _label_args(p: argparse.ArgumentParser, overrides: str | None = None) -> None:
+    """Label options; with ``overrides`` (jaxsel run, export, finetune: the help's note on where the
+    default comes from) they default to None: the config or the selection's record decides."""
     d = DataSpec()
+    note = overrides or ""
     p.add_argument("--missing-labels", default=None if overrides else d.missing_labels, choices=("drop", "error"),
-                   help="rows without a label (empty, NaN, null, N/A): drop and count them, or stop")
+                   help="rows without a label (empty, NaN, null, N/A): drop and count them, or stop" + note)
     p.add_argument("--merge-label-case", action="store_true", default=None if overrides else d.merge_case,
-                   help="labels that differ only by case are one class")
+                   help="labels that differ only by case are one class" + note)
     p.add_argument("--min-class-rows", type=_at_least(0), default=None if overrides else d.min_class_rows,
-                   help="drop the classes with fewer rows than this (0: keep every class)")
+                   help="drop the classes with fewer rows than this (0: keep every class)" + note)
 
 
 def _data_record(a) -> dict:
@@ -548,9 +551,10 @@ def cmd_run(a) -> None:
 
 def _distributed_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-process (jax.distributed; run the same command once per process)")
-    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-    g.add_argument("--num-processes", type=int, default=None, help="how many processes take part")
-    g.add_argument("--process-id", type=int, default=None, help="this process's rank, 0 .. --num-processes - 1")
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (default: none, one process)")
+    g.add_argument("--num-processes", type=int, default=None, help="how many processes take part (default: one)")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="this process's rank, 0 .. --num-processes - 1 (default: 0 of one)")
     g.add_argument("--join-timeout", type=int, default=300, metavar="SECONDS",
                    help="how long to wait for every process to join (default 300); then JAX ends the process")
     g.add_argument("--distributed", action="store_true",
@@ -560,7 +564,7 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
 
 def _log_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-dir", default=None, help="write step metrics to LOG_DIR/metrics.jsonl (and TensorBoard "
-                                                    "event files when tensorboardX is installed)")
+                                                    "event files when tensorboardX is installed; default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -611,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="knn: each scored row's most similar train rows the vote looks among")
     p.add_argument("--project", type=_at_least(0), default=PROXY.project,
                    help="PCA dimensions for the proxy (0, or the embedding width or more: keep all)")
-    p.add_argument("--val-size", type=_at_least(1), default=None, help="score on a stratified validation sample of this size")
+    p.add_argument("--val-size", type=_at_least(1), default=None,
+                   help="score on a stratified validation sample of this size (default: every validation row)")
     p.add_argument("--objective", default=PROXY.objective, choices=("accuracy", "loglik"),
                    help="what the proxy rewards: validation accuracy or mean log-likelihood")
     p.add_argument("--score-on", default=PROXY.score_on, choices=SCORE_ON,
@@ -665,8 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=MALLOC_NOTE)
     _dataset_args(p, recorded="positional")
     p.add_argument("--model", default=FINETUNE.model, help="minilm, smollm2-135m, tiny-bert, or a local HF Llama folder")
-    p.add_argument("--selection", default=None, help="a selection.json from jaxsel select")
-    p.add_argument("--random-fraction", type=_budget, default=None, help="train on a random subset this size")
+    p.add_argument("--selection", default=None,
+                   help="a selection.json from jaxsel select (default: none; without --random-fraction too, every train row)")
+    p.add_argument("--random-fraction", type=_budget, default=None, help="train on a random subset this size (default: none)")
     p.add_argument("--epochs", type=_at_least(1), default=FINETUNE.epochs, help="passes over the training subset")
     p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size, help="examples per optimizer step")
     p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum,
@@ -701,15 +707,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole comparison from a config: select with every method, finetune, report",
                        epilog=MALLOC_NOTE)
     p.add_argument("--config", default="configs/quick", help="a TOML run config (configs/NAME finds configs/NAME.toml)")
-    p.add_argument("--data", default=None, help="replace the config's dataset: a built-in name, a file, or a hub name")
-    p.add_argument("--text-col", default=None, help="replace the config's [data] text_col")
-    p.add_argument("--label-col", default=None, help="replace the config's [data] label_col")
-    p.add_argument("--split-col", default=None, help="replace the config's [data] split_col (a train/"
-                                                     "validation/test column)")
-    p.add_argument("--split-seed", type=_at_least(0), default=None, help="seed of the stratified 80/10/10 split")
-    p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts")
+    p.add_argument("--data", default=None,
+                   help="replace the config's dataset: a built-in name, a file, or a hub name (default: the config's)")
+    p.add_argument("--text-col", default=None, help="replace the config's [data] text_col (default: the config's)")
+    p.add_argument("--label-col", default=None, help="replace the config's [data] label_col (default: the config's)")
+    p.add_argument("--split-col", default=None, help="replace the config's [data] split_col, a train/validation/test "
+                                                     "column (default: the config's)")
+    p.add_argument("--split-seed", type=_at_least(0), default=None,
+                   help="seed of the stratified 80/10/10 split (default: the config's)")
+    p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts (default: the config's)")
     p.add_argument("--encoding", default=None, help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
-    _label_args(p, overrides=True)
+    _label_args(p, overrides=" (default: the config's)")
     p.add_argument("--out", type=_out, default=None, help="run folder (default runs/CONFIG-NAME, with --data's name and a short hash of a data file's path "
                                                 "and the reading options given); rerunning resumes it")
     _log_arg(p)

@@ -402,6 +402,10 @@ def test_every_help_shows_defaults(capsys):
     subcommands = cli.build_parser()._subparsers._group_actions[0].choices
     bare = [(name, a.option_strings or a.dest) for name, p in subcommands.items() for a in p._actions if not a.help]
     assert not bare
+    # an option unset by default (None) says what happens then: the formatter leaves "(default: None)" out
+    unsaid = [(name, a.option_strings) for name, p in subcommands.items() for a in p._actions
+              if a.option_strings and a.default is None and not a.required and "default" not in a.help]
+    assert not unsaid
 
 
 def test_library_defaults_are_the_commands_defaults():
