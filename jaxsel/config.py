@@ -451,13 +451,14 @@ def _shipped_name(path: Path) -> str | None:
 
 
 def _config_path(path: Path) -> Path:
-    """``path``, or with ``.toml`` added, as given; where neither exists and it names a shipped
-    config (``configs/NAME`` or ``NAME``), that one (:data:`SHIPPED_CONFIGS`, installed with the
-    package), with a note saying so."""
-    for candidate in (path, path.with_suffix(".toml")):
+    """``path``, or with ``.toml`` added, as given; a bare ``NAME`` also as ``configs/NAME`` of the
+    working folder; where none exists and it names a shipped config (``configs/NAME`` or ``NAME``),
+    that one (:data:`SHIPPED_CONFIGS`, installed with the package), with a note saying so."""
+    name = _shipped_name(path)
+    local = [path] + ([Path("configs") / path] if name and len(path.parts) == 1 else [])
+    for candidate in (c for p in local for c in (p, p.with_suffix(".toml"))):
         if candidate.exists():
             return candidate
-    name = _shipped_name(path)
     if name:
         for candidate in (SHIPPED_CONFIGS / name, (SHIPPED_CONFIGS / name).with_suffix(".toml")):
             if candidate.is_file():

@@ -259,6 +259,10 @@ def test_texts_with_conflicting_labels_are_counted(tmp_path, capsys):
     s = data.summary(data.load(str(p), dedup=True))
     assert s["conflicting_label_texts"] == 0 and s["dropped"]["deduplicated"] == 4
     assert any("4 rows repeating an earlier text (--dedup)" in w for w in data.summary_warnings(s))
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\n" + "\n".join(f"t{i},{'ab'[i % 2]}" for i in range(60)) + "\nt0,b\n")
+    assert any(w.startswith("1 text appears with more than one label (2 rows)")
+               for w in data.summary_warnings(data.summary(data.load(str(one)))))
     assert cli.main(["data", str(p), "--dedup"]) == 0
     assert "4 repeating an earlier text (--dedup)" in capsys.readouterr().out
 

@@ -362,6 +362,7 @@ def test_shipped_configs_are_found_outside_a_checkout(tmp_path, capsys, monkeypa
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "quick.toml").write_text('name = "mine"\n')
     assert experiment.load_config("configs/quick").name == "mine" and "shipped" not in capsys.readouterr().err
+    assert experiment.load_config("quick").name == "mine" and "shipped" not in capsys.readouterr().err
     assert (config.SHIPPED_CONFIGS / "quick.toml").read_bytes() == (ROOT / "configs" / "quick.toml").read_bytes()
 
 

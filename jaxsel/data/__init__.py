@@ -768,6 +768,11 @@ def summary(dd) -> dict:
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 text", "2 texts"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def summary_warnings(s: dict) -> list[str]:
     """What a user should know about a :func:`summary`: rows dropped when loading, and texts of
     validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
@@ -783,11 +788,14 @@ def summary_warnings(s: dict) -> list[str]:
     if shared:
         texts = s.get("shared_texts_with_train", {})
         out.append("rows whose text is also in train (leakage): " + ", ".join(
-            f"{v} of {s['splits'][k]['rows']} {k} rows ({texts.get(k, v)} distinct texts)" for k, v in shared.items())
+            f"{v} of {s['splits'][k]['rows']} {k} rows ({_count(texts.get(k, v), 'distinct text')})"
+            for k, v in shared.items())
             + " (--dedup drops exact duplicates before a random split)")
     if s.get("conflicting_label_texts"):
-        out.append(f"{s['conflicting_label_texts']} texts appear with more than one label ({s['conflicting_label_rows']} "
-                   f"rows): label noise, or texts too short or ambiguous to label (--dedup keeps each text's first row)")
+        n = s["conflicting_label_texts"]
+        out.append(f"{_count(n, 'text')} {'appears' if n == 1 else 'appear'} with more than one label "
+                   f"({s['conflicting_label_rows']} rows): label noise, or texts too short or ambiguous to label "
+                   f"(--dedup keeps each text's first row)")
     return out
 
 
