@@ -29,6 +29,7 @@ from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
 BY = ("rows", "clusters")  # what find flags
+FILTER_BY = {"cleanlab": "rows", "cleanlab+clusters": "clusters"}  # [select] filter -> find's ``by``
 _CLASS_NAMES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("class_names", default=None)
 
 
@@ -43,7 +44,6 @@ def class_names(names: list[str]):
         yield
     finally:
         _CLASS_NAMES.reset(token)
-FILTER_BY = {"cleanlab": "rows", "cleanlab+clusters": "clusters"}  # [select] filter -> find's ``by``
 
 
 def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
@@ -159,11 +159,12 @@ def spare_classes(flagged: np.ndarray, labels: np.ndarray, given: np.ndarray,
     """``flagged`` (N,) bool with, in every class of which more than ``MAX_FLAGGED_SHARE`` of the
     rows are flagged, the flags of the rows whose given label is likeliest (``given`` (N,): its
     out-of-cluster probability) lifted until that share is left; a warning names those classes
-    (``names``, else those of :func:`class_names`, else their ids). A rare class (a few dozen rows among thousands, or in few
-    clusters) is one the fit without a row's cluster predicts poorly, and cleanlab flagged every
-    row of such classes in a new user's dataset (Debian package sections: 80 of 80 "editors", 40
-    of 40 "hamradio"), so a filtered selection could hold none of them; a class most of whose
-    labels are really wrong is rarer than one the fit cannot learn. ``labels``: class ids (N,)."""
+    (``names``, else those of :func:`class_names`, else their ids). A rare class (a few dozen rows
+    among thousands, or in few clusters) is one the fit without a row's cluster predicts poorly,
+    and cleanlab flagged every row of such classes in a new user's dataset (Debian package
+    sections: 80 of 80 "editors", 40 of 40 "hamradio"), so a filtered selection could hold none of
+    them; a class most of whose labels are really wrong is rarer than one the fit cannot learn.
+    ``labels``: class ids (N,)."""
     out = np.asarray(flagged, bool).copy()
     names = names if names is not None else _CLASS_NAMES.get()
     spared = []
