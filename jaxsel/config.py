@@ -450,14 +450,17 @@ def _shipped_name(path: Path) -> str | None:
     return parts[0] if len(parts) == 1 else None
 
 
-def _config_path(path: Path) -> Path:
-    """``path``, or with ``.toml`` added, as given; a bare ``NAME`` also as ``configs/NAME`` of the
-    working folder; where none exists and it names a shipped config (``configs/NAME`` or ``NAME``),
-    that one (:data:`SHIPPED_CONFIGS`, installed with the package), with a note saying so."""
+def config_file(path: str | Path) -> Path:
+    """The file a config argument names: ``path``, or with ``.toml`` added, as given; a bare
+    ``NAME`` also as ``configs/NAME`` of the working folder; where no such file exists and it names
+    a shipped config (``configs/NAME`` or ``NAME``), that one (:data:`SHIPPED_CONFIGS`, installed
+    with the package), with a note saying so; else ``path`` itself (:func:`load_config` says what is
+    wrong with it)."""
+    path = Path(path)
     name = _shipped_name(path)
     local = [path] + ([Path("configs") / path] if name and len(path.parts) == 1 else [])
     for candidate in (c for p in local for c in (p, p.with_suffix(".toml"))):
-        if candidate.exists():
+        if candidate.is_file():  # a folder named like a config does not hide the shipped one
             return candidate
     if name:
         for candidate in (SHIPPED_CONFIGS / name, (SHIPPED_CONFIGS / name).with_suffix(".toml")):
@@ -477,7 +480,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     granularity, order, filter, balance or score_on, a repeated method, budget, seed or variant, a
     negative seed or a count below one); notes what the file sets that nothing reads
     (:func:`unused_settings`) and, with a ``name`` override, the file's column names that still apply."""
-    path = _config_path(Path(path))
+    path = config_file(path)
     if path.is_dir():
         found = sorted(q.name for q in path.glob("*.toml"))[:5]
         raise JaxselError(f"config {path} is a folder; give a TOML file" + (f" in it ({', '.join(found)})" if found else ""))

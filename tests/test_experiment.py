@@ -1,5 +1,6 @@
 """``jaxsel run`` end to end on a tiny config: hash embeddings, a tiny BERT target."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -90,6 +91,7 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert "| clean | greedy | 10% | 2 |" in (out / "report.md").read_text()
     assert "vs stratified, paired" in (out / "report.md").read_text()
     assert list(doc["agents"]) == ["ppo"]  # the settings PPO ran with, recorded (DQN is not in methods)
+    assert doc["config_file"] == str(cfg.resolve()) and doc["environment"]["versions"]["jaxsel"]  # provenance
     from jaxsel.agents.ppo import PPOConfig
     assert doc["agents"]["ppo"]["network"] == PPOConfig().network
     assert f"PPO 512 environment steps, {doc['agents']['ppo']['network']} network" in (out / "report.md").read_text()
@@ -363,6 +365,9 @@ def test_shipped_configs_are_found_outside_a_checkout(tmp_path, capsys, monkeypa
     (tmp_path / "configs" / "quick.toml").write_text('name = "mine"\n')
     assert experiment.load_config("configs/quick").name == "mine" and "shipped" not in capsys.readouterr().err
     assert experiment.load_config("quick").name == "mine" and "shipped" not in capsys.readouterr().err
+    (tmp_path / "configs" / "quick.toml").unlink()
+    (tmp_path / "quick").mkdir()  # a folder named like a config does not hide the shipped file
+    assert experiment.load_config("quick") == want
     assert (config.SHIPPED_CONFIGS / "quick.toml").read_bytes() == (ROOT / "configs" / "quick.toml").read_bytes()
 
 
@@ -506,3 +511,25 @@ def test_default_run_folders_tell_data_files_and_readings_apart(tmp_path):
     assert len(set(outs)) == 3 and all(o.startswith("runs/quick-reviews-") for o in outs)
     assert experiment.default_out("quick", dict(none, name="tweets")) == "runs/quick-tweets"
     assert experiment.default_out("quick", none) == "runs/quick"
+
+
+def test_run_notes_a_copy_named_like_another_run_and_replaced_settings(tmp_path, capsys, monkeypatch):
+    """An edited copy of a shipped config keeps its `name`, so its results go to that run's folder:
+    a note says where, and a folder holding other settings' results says they are replaced (a new
+    user's copy of quick.toml replaced the main job's report without a word); more seeds are no
+    other settings."""
+    from jaxsel.config import load_config
+    from jaxsel.errors import JaxselError
+    from jaxsel.io import write_json
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(tmp_path / "mine.toml")  # name = "tiny"
+    with pytest.raises(JaxselError, match="no such file: missing.csv"):  # stops after the notes
+        experiment.run(cfg, progress=False, name="missing.csv")
+    assert "mine.toml names its run 'tiny' (its `name`): the results go to runs/tiny-missing" in capsys.readouterr().err
+    settings = load_config(cfg)
+    write_json(tmp_path / "o" / "results.json", {"config": dataclasses.asdict(settings)})
+    for same in (settings, dataclasses.replace(settings, seeds=(5, 6))):
+        experiment._note_other_settings(tmp_path / "o", same)
+        assert "other settings" not in capsys.readouterr().err
+    experiment._note_other_settings(tmp_path / "o", dataclasses.replace(settings, methods=("random",)))
+    assert "holds the results of other settings" in capsys.readouterr().err

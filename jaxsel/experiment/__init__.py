@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,10 +27,10 @@ import numpy as np
 from jaxsel import allocator, baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.checkpoint import Stopwatch, recorded_seconds
-from jaxsel.config import DataSpec, RunConfig, load_config, spelling
+from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
+from jaxsel.io import exclusive, json_text, read_cached, read_json, remove_stale_temporaries, short_name, write_json
 from jaxsel.selection import budget_examples, check_distinct_budgets, digest
 
 def load_dataset(spec: DataSpec):
@@ -63,8 +64,8 @@ def data_record(spec: DataSpec) -> dict:
 class Run:
     """One run folder: stage files under ``stages/``, ``results.json`` and the report at the top."""
 
-    def __init__(self, cfg: RunConfig, out: Path, progress: bool = True):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+    def __init__(self, cfg: RunConfig, out: Path, progress: bool = True, source: str | None = None):
+        self.cfg, self.out, self.progress, self.source = cfg, Path(out), progress, source
         self.stage_dir = Path(cfg.stages) if cfg.stages else self.out / "stages"
         remove_stale_temporaries(self.out)  # what a killed run left
         if cfg.stages:  # a stage folder other runs may be writing to now: only what no write takes that long
@@ -257,7 +258,8 @@ class Run:
         """Write ``results.json`` and the report for the rows so far (after every seed)."""
         from jaxsel import data
         from jaxsel.experiment import report
-        doc = {"config": dataclasses.asdict(self.cfg), "agents": report.agent_settings(self.cfg),
+        doc = {"config": dataclasses.asdict(self.cfg), "config_file": self.source,
+               "agents": report.agent_settings(self.cfg),
                "dataset": data.summary(dd), "timings": self.timings,
                "rows": rows, "environment": report.environment(), "run_seconds": seconds,
                "complete": len(rows) == len(self.cells())}
@@ -353,6 +355,20 @@ class Run:
         return doc
 
 
+def _note_other_settings(out: Path, cfg: RunConfig) -> None:
+    """A note when ``out`` holds the results of other settings than ``cfg``'s (seeds aside: a run
+    given more seeds extends its results): its report is replaced. An edited copy of a shipped
+    config that kept its ``name`` had replaced the main job's report without a word."""
+    try:
+        before = read_json(out / "results.json")["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    now = json.loads(json_text(dataclasses.asdict(cfg)))  # as results.json holds it
+    if {k: v for k, v in before.items() if k != "seeds"} != {k: v for k, v in now.items() if k != "seeds"}:
+        print(f"note: {out} holds the results of other settings (another config, or this one edited); its "
+              f"report and results.json are replaced (stages whose settings match are reused)", file=sys.stderr)
+
+
 def default_out(name: str, data_overrides: dict) -> str:
     """A run's default folder: runs/NAME, with a ``--data`` override's stem (runs/quick-tweets), and
     a short hash of a data file's absolute path and the other reading options given (None: not
@@ -376,11 +392,21 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
     keep compiled programs on disk across runs, as ``jaxsel run`` does."""
     if not isinstance(config, (str, os.PathLike, RunConfig)):
         raise JaxselError(f"run takes a config file's path or a RunConfig, got {type(config).__name__}")
-    cfg = config if isinstance(config, RunConfig) else load_config(config, **data_overrides)
+    source = None
+    if isinstance(config, RunConfig):
+        cfg = config
+    else:
+        path = config_file(config)  # the shipped copy where the working folder has none (a note says so)
+        cfg = load_config(path, **data_overrides)
+        source = str(path.resolve())
+        if out is None and path.stem != cfg.name:
+            print(f"note: {path} names its run {cfg.name!r} (its `name`): the results go to "
+                  f"{default_out(cfg.name, data_overrides)}; give the copy its own name, or --out", file=sys.stderr)
     if out is None:
         out = default_out(cfg.name, data_overrides)
+    _note_other_settings(Path(out), cfg)
     with exclusive(out), metrics.logging_to(log_dir):
-        r = Run(cfg, Path(out), progress)
+        r = Run(cfg, Path(out), progress, source)
         doc = r.execute()
     doc["out"], doc["finetunes_reused"] = str(out), r.finetunes_reused
     return doc

@@ -50,7 +50,7 @@ def environment() -> dict:
     versions, and how malloc was set (:func:`jaxsel.allocator.describe`)."""
     import jax
     versions = {}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
+    for pkg in ("jaxsel", "jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
