@@ -1,6 +1,5 @@
 """``jaxsel run`` end to end on a tiny config: hash embeddings, a tiny BERT target."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -513,12 +512,10 @@ def test_default_run_folders_tell_data_files_and_readings_apart(tmp_path):
     assert experiment.default_out("quick", none) == "runs/quick"
 
 
-def test_run_notes_a_copy_named_like_another_run_and_replaced_settings(tmp_path, capsys, monkeypatch):
+def test_run_notes_a_copy_named_like_another_run(tmp_path, capsys, monkeypatch):
     """An edited copy of a shipped config keeps its `name`, so its results go to that run's folder:
-    a note says where, and a folder holding other settings' results says they are replaced (a new
-    user's copy of quick.toml replaced the main job's report without a word); more seeds are no
-    other settings."""
-    from jaxsel.config import load_config
+    a note says where, and a folder holding another config file's results says they are replaced (a
+    new user's copy of quick.toml replaced the main job's report without a word)."""
     from jaxsel.errors import JaxselError
     from jaxsel.io import write_json
     monkeypatch.chdir(tmp_path)
@@ -526,10 +523,11 @@ def test_run_notes_a_copy_named_like_another_run_and_replaced_settings(tmp_path,
     with pytest.raises(JaxselError, match="no such file: missing.csv"):  # stops after the notes
         experiment.run(cfg, progress=False, name="missing.csv")
     assert "mine.toml names its run 'tiny' (its `name`): the results go to runs/tiny-missing" in capsys.readouterr().err
-    settings = load_config(cfg)
-    write_json(tmp_path / "o" / "results.json", {"config": dataclasses.asdict(settings)})
-    for same in (settings, dataclasses.replace(settings, seeds=(5, 6))):
-        experiment._note_other_settings(tmp_path / "o", same)
-        assert "other settings" not in capsys.readouterr().err
-    experiment._note_other_settings(tmp_path / "o", dataclasses.replace(settings, methods=("random",)))
-    assert "holds the results of other settings" in capsys.readouterr().err
+    write_json(tmp_path / "o" / "results.json", {"config_file": "/elsewhere/quick.toml"})
+    with pytest.raises(JaxselError, match="no such file: missing.csv"):
+        experiment.run(cfg, tmp_path / "o", progress=False, name="missing.csv")
+    assert "o holds the results of another config file (/elsewhere/quick.toml)" in capsys.readouterr().err
+    write_json(tmp_path / "o" / "results.json", {"config_file": str(cfg.resolve())})
+    with pytest.raises(JaxselError, match="no such file: missing.csv"):
+        experiment.run(cfg, tmp_path / "o", progress=False, name="missing.csv")
+    assert "another config file" not in capsys.readouterr().err

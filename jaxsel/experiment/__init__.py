@@ -30,7 +30,7 @@ from jaxsel.checkpoint import Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import exclusive, json_text, read_cached, read_json, remove_stale_temporaries, short_name, write_json
+from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
 from jaxsel.selection import budget_examples, check_distinct_budgets, digest
 
 def load_dataset(spec: DataSpec):
@@ -355,18 +355,17 @@ class Run:
         return doc
 
 
-def _note_other_settings(out: Path, cfg: RunConfig) -> None:
-    """A note when ``out`` holds the results of other settings than ``cfg``'s (seeds aside: a run
-    given more seeds extends its results): its report is replaced. An edited copy of a shipped
-    config that kept its ``name`` had replaced the main job's report without a word."""
+def _note_other_config(out: Path, source: str | None) -> None:
+    """A note when ``out`` holds the results of another config file than ``source`` (as its
+    results.json records it): its report is replaced. An edited copy of a shipped config that kept
+    its ``name`` had replaced the main job's report without a word."""
     try:
-        before = read_json(out / "results.json")["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+        before = read_json(out / "results.json").get("config_file")
+    except (OSError, ValueError, AttributeError):
         return
-    now = json.loads(json_text(dataclasses.asdict(cfg)))  # as results.json holds it
-    if {k: v for k, v in before.items() if k != "seeds"} != {k: v for k, v in now.items() if k != "seeds"}:
-        print(f"note: {out} holds the results of other settings (another config, or this one edited); its "
-              f"report and results.json are replaced (stages whose settings match are reused)", file=sys.stderr)
+    if before and source and before != source:
+        print(f"note: {out} holds the results of another config file ({before}); its report and results.json "
+              f"are replaced by {source}'s (stages whose settings match are reused)", file=sys.stderr)
 
 
 def default_out(name: str, data_overrides: dict) -> str:
@@ -404,7 +403,7 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
                   f"{default_out(cfg.name, data_overrides)}; give the copy its own name, or --out", file=sys.stderr)
     if out is None:
         out = default_out(cfg.name, data_overrides)
-    _note_other_settings(Path(out), cfg)
+    _note_other_config(Path(out), source)
     with exclusive(out), metrics.logging_to(log_dir):
         r = Run(cfg, Path(out), progress, source)
         doc = r.execute()
