@@ -752,13 +752,15 @@ def summary(dd) -> dict:
     shared = {s: [t for t in column(dd[s], "text") if t in train] for s in SPLITS[1:]}
     out["shared_with_train"] = {s: len(v) for s, v in shared.items()}  # rows whose text is also in train
     out["shared_texts_with_train"] = {s: len(set(v)) for s, v in shared.items()}  # distinct such texts
-    seen: dict[str, set] = {}
+    labels_of: dict[str, set] = {}
+    rows_of: Counter = Counter()
     for s in SPLITS:
         for t, y in zip(column(dd[s], "text"), column(dd[s], "label")):
-            seen.setdefault(t, set()).add(y)
-    conflicting = {t for t, ys in seen.items() if len(ys) > 1}
+            labels_of.setdefault(t, set()).add(y)
+            rows_of[t] += 1
+    conflicting = [t for t, ys in labels_of.items() if len(ys) > 1]
     out["conflicting_label_texts"] = len(conflicting)  # distinct texts given two or more labels
-    out["conflicting_label_rows"] = sum(1 for s in SPLITS for t in column(dd[s], "text") if t in conflicting)
+    out["conflicting_label_rows"] = sum(rows_of[t] for t in conflicting)
     for s in SPLITS:
         d = dd[s]
         counts = Counter(column(d, "label"))
