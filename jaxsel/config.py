@@ -526,9 +526,9 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if not named:  # after every check, so a config's mistake stays a one-line error
         print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
     if kept:
-        print(f"note: --data replaces {path}'s dataset; its [data] {', '.join(kept)} still "
-              f"{'applies' if len(kept) == 1 else 'apply'} (--text-col, --label-col, --split-col set others)",
-              file=sys.stderr)
+        print(f"note: the dataset given ({given_overrides['name']}) replaces {path}'s; its [data] {', '.join(kept)} "
+              f"still {'applies' if len(kept) == 1 else 'apply'} (give text_col, label_col, split_col to change "
+              "them: --text-col, --label-col, --split-col on the command line)", file=sys.stderr)
     for note in unused_settings(cfg, given):
         print(f"note: {path} sets {note}: unused", file=sys.stderr)
     return cfg

@@ -473,8 +473,8 @@ def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys)
     loaded = experiment.load_config(cfg, name="b.jsonl", label_col="y")
     assert (loaded.data.name, loaded.data.text_col, loaded.data.label_col) == ("b.jsonl", "review", "y")
     assert capsys.readouterr().err.strip() == (
-        f"note: --data replaces {cfg}'s dataset; its [data] text_col = 'review' still applies "
-        "(--text-col, --label-col, --split-col set others)")
+        f"note: the dataset given (b.jsonl) replaces {cfg}'s; its [data] text_col = 'review' still applies "
+        "(give text_col, label_col, split_col to change them: --text-col, --label-col, --split-col on the command line)")
     experiment.load_config(cfg, name="b.jsonl", text_col="t", label_col="y")
     assert capsys.readouterr().err == ""
     cfg.write_text('[data]\ntext_col = "review"\n[cluster]\nk = -4\n')  # a mistake stays one line: the note comes after the checks
