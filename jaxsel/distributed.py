@@ -32,8 +32,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
     if all(given):
         host, _, port = coordinator.rpartition(":")
-        if not host or not port.isdigit():
-            raise JaxselError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), got {coordinator!r}")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise JaxselError(f"--coordinator must be HOST:PORT with a port in 1 .. 65535 (e.g. 10.0.0.1:1234), "
+                              f"got {coordinator!r}")
         if num_processes < 1:
             raise JaxselError(f"--num-processes must be at least 1, got {num_processes}")
         if not 0 <= process_id < num_processes:

@@ -568,6 +568,9 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
         embed.encode(["a b c"], "minilm", max_length=513, progress=False)
     with np.testing.assert_raises_regex(cli.JaxselError, "HOST:PORT"):
         distributed.initialize("notaport", 1, 0)
+    for port in ("0", "65536", "99999"):
+        with np.testing.assert_raises_regex(cli.JaxselError, "a port in 1 .. 65535"):
+            distributed.initialize(f"localhost:{port}", 2, 0)
     for cls, bad, says in ((PPOConfig, dict(num_envs=0), "ppo num_envs must be at least 1"),
                            (PPOConfig, dict(num_minibatches=3), "must divide"),
                            (DQNConfig, dict(batch_size=0), "dqn batch_size must be at least 1"),
