@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -555,8 +556,8 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-processes", type=int, default=None, help="how many processes take part (default: one)")
     g.add_argument("--process-id", type=int, default=None,
                    help="this process's rank, 0 .. --num-processes - 1 (default: 0 of one)")
-    g.add_argument("--join-timeout", type=int, default=300, metavar="SECONDS",
-                   help="how long to wait for every process to join (default 300); then JAX ends the process")
+    g.add_argument("--join-timeout", type=_at_least(1), default=300, metavar="SECONDS",
+                   help="how long to wait for every process to join (default 300); then the process ends (exit 2)")
     g.add_argument("--distributed", action="store_true",
                    help="join a multi-process run that JAX detects from the cluster's environment (Cloud TPU, SLURM, "
                         "Open MPI) instead of the three flags above")
@@ -774,7 +775,28 @@ def _dispatch(args) -> int:
     except KeyboardInterrupt:
         print(interrupted(), file=sys.stderr)
         return 130
+    except Exception as e:
+        if not _joined():
+            raise
+        if _peer_failure(e):
+            print(f"jaxsel: error: the multi-process run broke off ({str(e).splitlines()[0][:200]}): another process "
+                  f"probably ended; start every process again, with --resume", file=sys.stderr)
+        else:  # a fault of jaxsel: its traceback, then the exit without teardown (entry)
+            traceback.print_exc()
+        return 1
     return 0
+
+
+def _joined() -> bool:
+    """Whether this process started a multi-process join (:func:`jaxsel.distributed.joining`)."""
+    return "jaxsel.distributed" in sys.modules and sys.modules["jaxsel.distributed"].joining()
+
+
+def _peer_failure(e: Exception) -> bool:
+    """Whether ``e`` is how a multi-process run's collective fails when a peer is gone: JAX's runtime
+    error, or a ValueError naming gloo (``multihost_utils.process_allgather`` raises that one)."""
+    import jax
+    return isinstance(e, jax.errors.JaxRuntimeError) or "gloo" in str(e).lower()
 
 
 class Interrupts:
@@ -844,8 +866,9 @@ def entry() -> None:
     """The ``jaxsel`` command: :func:`main` under :class:`Interrupts`, then exit with its code.
     After Ctrl-C (130) it leaves without the interpreter's teardown: XLA may still be running the
     interrupted program on its threads, and tearing Python down under it crashed about one
-    interrupt in ten (a segfault, exit 139). Every file jaxsel writes is renamed into place whole,
-    so nothing half-written is left."""
+    interrupt in ten (a segfault, exit 139); so does a failed multi-process run, whose JAX threads may
+    still wait on the other processes (a peer gone: JAX aborted the process ~70 s later with its own
+    trace). Every file jaxsel writes is renamed into place whole, so nothing half-written is left."""
     interrupts = Interrupts()
     signal.signal(signal.SIGINT, interrupts)
     signal.signal(signal.SIGTERM, interrupts)  # timeout, systemd, Kubernetes: the same line and cleanup
@@ -854,10 +877,10 @@ def entry() -> None:
     code = main()
     if interrupts.hit.is_set() and code != 130:  # an interrupt the run did not stop for still ends it as one
         interrupts.leave()
-    if code == 130:
+    if code == 130 or (code and _joined()):  # a failed multi-process run: JAX's threads may wait on its peers
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code)
 
 

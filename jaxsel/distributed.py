@@ -13,20 +13,31 @@ On CPU the processes talk through gloo collectives (JAX's default).
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
+import threading
+import time
 
 import jax
 
 from jaxsel.errors import JaxselError
 
 
+JOIN_GRACE = 60  # seconds JAX's own join deadline lies past ``timeout``: this module's ends the wait first, in one line
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, timeout: int = 300) -> None:
     """``jax.distributed.initialize`` with the given coordinator (``HOST:PORT``), process count and
     this process's id (all three, or none to let JAX detect a cluster). Call before any JAX
-    computation. Raises JaxselError for a partial or inconsistent set. Says on stderr that it waits
-    for the others: when they have not all joined within ``timeout`` seconds, JAX ends the process
-    itself (SIGABRT, its own message: the runtime gives Python no error to catch)."""
+    computation. Says on stderr that it waits for the others. Raises JaxselError for a partial or
+    inconsistent set, a port outside 1..65535, a port another program listens on (process 0 hosts
+    the coordination service there: JAX's gRPC server crashed the process, a segmentation fault),
+    and when not all processes joined within ``timeout`` seconds. JAX's join runs on a helper thread
+    that the main thread waits on, so Ctrl-C stops the wait (KeyboardInterrupt); after a failed
+    join that thread may still wait inside JAX, so end the process without the interpreter's
+    teardown (``os._exit``, as ``jaxsel`` does): :func:`joining` tells."""
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
         raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
@@ -42,13 +53,69 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if timeout < 1:
         raise JaxselError(f"--join-timeout must be at least 1 second, got {timeout}")
     if all(given):
+        if process_id == 0:
+            check_port_free(int(port))
         print(f"jaxsel: process {process_id} of {num_processes} joining {coordinator}: waiting up to {timeout} s for "
-              f"all {num_processes} (--join-timeout; a process that never starts ends this one with JAX's error)",
-              file=sys.stderr, flush=True)
-    try:
-        jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise JaxselError(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
+              f"all {num_processes} (--join-timeout; Ctrl-C stops)", file=sys.stderr, flush=True)
+    failed: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            jax.distributed.initialize(coordinator, num_processes, process_id,
+                                       initialization_timeout=timeout + JOIN_GRACE)
+        except BaseException as e:  # handed to the main thread
+            failed.append(e)
+
+    global _join_thread
+    _join_thread = thread = threading.Thread(target=join, name="jaxsel-join", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while thread.is_alive():
+        thread.join(0.2)  # short waits: a Ctrl-C reaches the main thread between them
+        if thread.is_alive() and time.monotonic() > deadline:
+            raise JaxselError(f"not all {num_processes or 'the'} processes joined {coordinator or 'the run'} within "
+                              f"{timeout} s (--join-timeout): start every process with the same --coordinator and "
+                              f"--num-processes")
+    if failed:
+        e = failed[0]
+        if isinstance(e, (RuntimeError, ValueError, TypeError)):
+            raise JaxselError(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
+        raise e
+
+
+_join_thread: threading.Thread | None = None  # this process's join, once started
+
+
+def joining() -> bool:
+    """Whether this process started a multi-process join (it may still wait inside JAX, or be
+    joined: either way the process should end with ``os._exit``, see :func:`initialize`)."""
+    return _join_thread is not None
+
+
+def check_port_free(port: int) -> None:
+    """Raise JaxselError when another program listens on ``port`` of this host (any interface), where
+    process 0 is to host JAX's coordination service. A port left in TIME_WAIT by an earlier run
+    counts as free, as it does for gRPC (SO_REUSEADDR)."""
+    for family, address in ((socket.AF_INET6, ("::", port)), (socket.AF_INET, ("", port))):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # no IPv6 on this host: the IPv4 check
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise JaxselError(f"port {port} is in use on this host (another program, or another run's process "
+                                      f"0): give --coordinator another port") from None
+                if e.errno == errno.EACCES:
+                    raise JaxselError(f"port {port} needs privileges to listen on: give --coordinator a port "
+                                      f"above 1023") from None
+                if e.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6:
+                    continue
+                raise
+        return
 
 
 def primary() -> bool:

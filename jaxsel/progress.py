@@ -23,7 +23,10 @@ def interactive() -> bool:
 
 def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False,
         leave: bool = True, initial: int = 0):
-    """A tqdm bar in a terminal or notebook, else a :class:`Lines` reporter (nothing when ``disable``)."""
+    """A tqdm bar in a terminal or notebook, else a :class:`Lines` reporter (nothing when ``disable``,
+    nor in a multi-process run's processes other than 0, which report for all)."""
+    from jaxsel.io import writes_files
+    disable = disable or not writes_files()
     if disable or interactive():
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave, initial=initial)
     return Lines(iterable, total=total, desc=desc, unit=unit, initial=initial)

@@ -2,9 +2,11 @@
 sharded proxy scoring, PPO and DQN training runs and a data-parallel finetune; only process 0 writes."""
 
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,14 +78,74 @@ def test_two_processes_compute_what_one_does(tmp_path, tmp_cache):
     assert [f.name for f in (tmp_path / "two").glob("written-by-*")] == ["written-by-0.json"]
 
 
+def _select(table_file, out, port: int, pid: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jaxsel", "select", str(table_file), "--model", "hash", "--k", "3", "--out", str(out),
+            "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(pid), *extra]
+
+
 def test_a_process_whose_peers_never_join_says_it_waits_and_ends_after_the_join_timeout(tmp_path, table_file):
-    """A new user's process 0 without its peer printed nothing for 5 minutes, then JAX's fatal error:
-    it now says what it waits for and for how long (``--join-timeout``), and ends non-zero then (JAX
-    aborts the process itself: its runtime raises nothing Python could catch)."""
+    """A new user's process 0 without its peer printed nothing for 5 minutes, then JAX's fatal error
+    (an abort with a C++ stack trace): it says what it waits for and for how long
+    (``--join-timeout``), and ends then with one line, exit 2, for process 0 (which hosts the
+    coordination service) and for a later process alike."""
     root = Path(__file__).parent.parent
-    cmd = [sys.executable, "-m", "jaxsel", "select", str(table_file), "--method", "random", "--model", "hash",
-           "--k", "3", "--out", str(tmp_path / "o"), "--coordinator", f"localhost:{free_port()}",
-           "--num-processes", "2", "--process-id", "0", "--join-timeout", "2"]
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and not (tmp_path / "o" / "selection.json").exists()
-    assert "process 0 of 2 joining localhost:" in done.stderr and "waiting up to 2 s for all 2" in done.stderr
+    for pid in (0, 1):
+        cmd = _select(table_file, tmp_path / "o", free_port(), pid, "--method", "random", "--join-timeout", "2")
+        t = time.monotonic()
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and not (tmp_path / "o" / "selection.json").exists(), done.stderr[-2000:]
+        assert f"process {pid} of 2 joining localhost:" in done.stderr and "waiting up to 2 s for all 2" in done.stderr
+        assert "jaxsel: error: not all 2 processes joined localhost:" in done.stderr
+        assert "Check failure" not in done.stderr and "Traceback" not in done.stderr
+        assert time.monotonic() - t < 60  # not JAX's own deadline (JOIN_GRACE later), nor teardown waiting on it
+
+
+def test_ctrl_c_stops_a_process_waiting_for_its_peers(tmp_path, table_file):
+    """Ctrl-C (and SIGTERM) were ignored while JAX waited for the peers (the whole join timeout,
+    then its abort): the wait now runs on a helper thread and the interrupt ends it at once."""
+    root = Path(__file__).parent.parent
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(_select(table_file, tmp_path / "o", free_port(), 0, "--method", "random"), cwd=root,
+                                stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if "joining localhost:" in line:
+                break
+        time.sleep(1.0)
+        t = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(60) == 130 and time.monotonic() - t < 30
+        assert "interrupted" in proc.stderr.read()
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    """Process 0 hosts JAX's coordination service on the coordinator's port: one another program
+    listened on crashed the process (gRPC, a segmentation fault)."""
+    from jaxsel import distributed
+    from jaxsel.errors import JaxselError
+    with socket.socket() as s:
+        s.bind(("", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(JaxselError, match=f"port {port} is in use on this host"):
+            distributed.initialize(f"localhost:{port}", 2, 0)
+    distributed.check_port_free(port)  # closed again: free (gRPC's SO_REUSEADDR ignores its TIME_WAIT too)
+
+
+def test_a_peer_that_dies_ends_the_others_with_one_line(tmp_path, table_file):
+    """A process killed mid-run left process 0 with a Python traceback from a gloo collective, then,
+    ~70 s later, JAX's abort and its C++ trace: now one line that says to start again with --resume,
+    at once."""
+    root = Path(__file__).parent.parent
+    port = free_port()
+    procs = [subprocess.Popen(_select(table_file, tmp_path / f"o{pid}", port, pid, "--method", "ppo", "--steps",
+                                      "10000000"), cwd=root, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    for line in procs[0].stderr:
+        if line.startswith("ppo: "):  # training has begun on both
+            break
+    time.sleep(2.0)
+    procs[1].kill()
+    t = time.monotonic()
+    assert procs[0].wait(120) == 1 and time.monotonic() - t < 60
+    err = procs[0].stderr.read()
+    assert "jaxsel: error: the multi-process run broke off" in err and "--resume" in err
+    assert "Traceback" not in err and "Check failure" not in err

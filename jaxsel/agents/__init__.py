@@ -238,7 +238,11 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(params.proxy)
     extra: dict = {}
-    signature = json.dumps({"config": settings(c.used()), "k": clustering.k, "meta": meta}, sort_keys=True, default=str)
+    # with several processes the sharded sums round in another order, so long runs go their own way: a checkpoint
+    # resumes under the process count that wrote it (one process keeps the signature of before)
+    processes = {"processes": jax.process_count()} if jax.process_count() > 1 else {}
+    signature = json.dumps({"config": settings(c.used()), "k": clustering.k, "meta": meta, **processes}, sort_keys=True,
+                           default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
     if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
