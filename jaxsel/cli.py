@@ -25,7 +25,7 @@ from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
-from jaxsel.config import (FILTERS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
+from jaxsel.config import (FILTERS, KMEANS_METHODS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
                            FinetuneConfig, RunConfig, SelectSpec)
 from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
 
@@ -348,7 +348,7 @@ def cmd_embed(a) -> None:
 
 def cmd_cluster(a) -> None:
     from jaxsel import cluster, data
-    tags = ["-strat" * a.stratified, f"-{a.method}" * (a.method != "lloyd"), f"-s{a.seed}" * (a.seed != 0),
+    tags = ["-strat" * a.stratified, f"-{a.method}" * (a.method != CLUSTER.method), f"-s{a.seed}" * (a.seed != 0),
             f"-table{a.table_size}" * (a.table_size != CLUSTER_TABLE)]
     name = f"clustering-k{a.k}{''.join(tags)}{_options_tag(a)}.npz"
     out = Path(a.out or _data_folder(a.data) / name)
@@ -411,7 +411,7 @@ def cmd_select(a) -> None:
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
     labels = np.asarray(column(dd["train"], "label"))
-    spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order)
+    spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order, method=a.cluster_method)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
     _note_fresh_start(out / "checkpoints", a.resume)
@@ -591,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     _embed_args(p)
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
-    p.add_argument("--method", default="lloyd", choices=("lloyd", "minibatch"),
+    p.add_argument("--method", default=CLUSTER.method, choices=KMEANS_METHODS,
                    help="k-means: full-batch Lloyd iterations or mini-batch updates (faster on large N)")
     p.add_argument("--table-size", type=_at_least(1), default=CLUSTER_TABLE,
                    help="members sampled per cluster for fixed-size proxies")
@@ -625,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "not flag: searches overfit a few hundred validation rows less)")
     p.add_argument("--k", type=_at_least(1), default=CLUSTER.k, help="number of clusters")
     p.add_argument("--stratified", action="store_true", help="cluster each label separately (label-pure clusters)")
+    p.add_argument("--cluster-method", default=CLUSTER.method, choices=KMEANS_METHODS,
+                   help="k-means: full-batch Lloyd iterations or mini-batch updates (faster on large N; "
+                        "jaxsel cluster --method)")
     p.add_argument("--filter", default=SELECT.filter, choices=FILTERS,
                    help="cleanlab: RL and the cluster searches choose among the rows cleanlab does not flag as label "
                         "issues (the budget stays a fraction of all rows); cleanlab+clusters: nor among the clusters "

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel import progress as progress_
+from jaxsel.config import KMEANS_METHODS
 from jaxsel.errors import MAX_INT, JaxselError, check_labels, is_int
 from jaxsel.io import json_text, read_npz, write_npz
 
@@ -297,8 +298,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     if k > distinct:
         raise JaxselError(f"cannot make {k} clusters: the {x.shape[0]} examples hold only {distinct} distinct "
                           f"embeddings (exact duplicate texts embed alike); use k <= {distinct} or --dedup")
-    if method not in ("lloyd", "minibatch"):
-        raise JaxselError(f"unknown k-means method {method!r} (lloyd or minibatch)")
+    if method not in KMEANS_METHODS:
+        raise JaxselError(f"unknown k-means method {method!r} ({' or '.join(KMEANS_METHODS)})")
     if labels is None:
         c, a, inertia = _fit(x, k, seed, n_init, max_iter, tol, method)
         assignment, centroids, inertia = np.asarray(a, np.int32), np.asarray(c), float(inertia)

@@ -297,19 +297,25 @@ class EmbedSpec:
         check_choice("embed", self, "dtype", ("float32", "bfloat16"))
 
 
+KMEANS_METHODS = ("lloyd", "minibatch")
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """k-means settings; ``order``: the within-cluster order quota picks and trims follow,
-    "random" (seeded) or "typical" (nearest the centroid first)."""
+    "random" (seeded) or "typical" (nearest the centroid first); ``method``: "lloyd" (full batch)
+    or "minibatch" (:func:`jaxsel.cluster.kmeans`: for millions of rows)."""
 
     k: int = 100  # clusters
     seed: int = 0
     stratified: bool = False  # cluster each label separately: label-pure clusters
     order: str = "random"  # "random" or "typical"
+    method: str = "lloyd"  # "lloyd" or "minibatch"
 
     def __post_init__(self):
         check_types("cluster", self)
         check_choice("cluster", self, "order", ("random", "typical"))
+        check_choice("cluster", self, "method", KMEANS_METHODS)
         check_at_least("cluster", self, 1, "k")
         check_seed("cluster", self, "seed")
 

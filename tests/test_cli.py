@@ -38,6 +38,23 @@ def test_cluster_writes_file(table_file, tmp_path, tmp_cache):
     assert c.k == 4 and c.sizes.sum() == 48 and c.meta["embed_model"] == "hash"
 
 
+def test_select_clusters_as_jaxsel_cluster_does(table_file, tmp_path, tmp_cache):
+    """``select --cluster-method minibatch`` (and ``[cluster] method``) uses the clustering that
+    ``jaxsel cluster --method minibatch`` writes; select had no way to use mini-batch k-means (a user
+    with a large file found ``cluster --method minibatch`` a dead end)."""
+    for method in ("lloyd", "minibatch"):
+        written = tmp_path / f"c-{method}.npz"
+        assert cli.main(["cluster", str(table_file), "--k", "4", "--model", "hash", "--method", method,
+                         "--out", str(written)]) == 0
+        out = tmp_path / method / "sel"
+        assert cli.main(["select", str(table_file), "--k", "4", "--model", "hash", "--method", "stratified",
+                         "--cluster-method", method, "--out", str(out)]) == 0
+        [staged] = (out.parent / "stages").glob("cluster-*.npz")
+        np.testing.assert_array_equal(cluster.Clustering.load(staged).assignment,
+                                      cluster.Clustering.load(written).assignment)
+    assert not np.array_equal(*(cluster.Clustering.load(tmp_path / f"c-{m}.npz").centroids for m in ("lloyd", "minibatch")))
+
+
 def test_cluster_k_too_large(table_file, tmp_cache, capsys):
     assert cli.main(["cluster", str(table_file), "--k", "100", "--model", "hash"]) == 2
     assert "cannot make 100 clusters from 48" in capsys.readouterr().err
@@ -581,6 +598,7 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
     for body, says in (("", "the config is empty"), ("seeds = [0, 0]", "seeds lists 0 twice"),
                        ('budgets = [0.1, "1/10"]', "budgets lists 0.1 twice"), ("seeds = [-1]", "seeds must be from 0 to 2147483647, got -1"),
                        ("[select]\nrl_steps = -5", "rl_steps must be at least 1"),
+                       ('[cluster]\nmethod = "nope"', r"\[cluster\]: unknown method 'nope' \(choose from lloyd, minibatch\)"),
                        ("[select]\nppo = {num_envs = 0}", "num_envs must be at least 1"),
                        ('name = "../x"', "plain folder name"), ('[finetune]\nmodel = "gpt-9"', "unknown model")):
         (tmp_path / "c.toml").write_text(body + "\n")

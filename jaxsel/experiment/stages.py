@@ -40,7 +40,8 @@ def clustering(folder: Path, fingerprint: str, x: np.ndarray, spec, embed, label
     if kept is not None:
         return kept
     t = time.perf_counter()
-    c = cluster.kmeans(x, spec.k, seed=spec.seed, labels=labels if spec.stratified else None, progress=progress)
+    c = cluster.kmeans(x, spec.k, seed=spec.seed, method=spec.method, labels=labels if spec.stratified else None,
+                       progress=progress)
     if spec.order == "typical":
         c = cluster.typical_order(c, x)
     c.meta["seconds"] = time.perf_counter() - t
