@@ -400,7 +400,8 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         source = str(path.resolve())
         if out is None and path.stem != cfg.name:
             print(f"note: {path} names its run {cfg.name!r} (its `name`): the results go to "
-                  f"{default_out(cfg.name, data_overrides)}; give the copy its own name, or an output folder (out, --out)", file=sys.stderr)
+                  f"{default_out(cfg.name, data_overrides)}; give the file its own `name`, or an output folder "
+                  f"(out, --out)", file=sys.stderr)
     if out is None:
         out = default_out(cfg.name, data_overrides)
     _note_other_config(Path(out), source)
