@@ -25,8 +25,8 @@ from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
-from jaxsel.config import (FILTERS, KMEANS_METHODS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec, DataSpec, EmbedSpec,
-                           FinetuneConfig, RunConfig, SelectSpec)
+from jaxsel.config import (FILTERS, KMEANS_METHODS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec,
+                           DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec)
 from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)

@@ -25,6 +25,7 @@ from jaxsel.errors import JaxselError
 
 
 JOIN_GRACE = 60  # seconds JAX's own join deadline lies past ``timeout``: this module's ends the wait first, in one line
+_join_thread: threading.Thread | None = None  # this process's join, once started
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -38,6 +39,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     that the main thread waits on, so Ctrl-C stops the wait (KeyboardInterrupt); after a failed
     join that thread may still wait inside JAX, so end the process without the interpreter's
     teardown (``os._exit``, as ``jaxsel`` does): :func:`joining` tells."""
+    global _join_thread
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
         raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
@@ -66,7 +68,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         except BaseException as e:  # handed to the main thread
             failed.append(e)
 
-    global _join_thread
     _join_thread = thread = threading.Thread(target=join, name="jaxsel-join", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -81,9 +82,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if isinstance(e, (RuntimeError, ValueError, TypeError)):
             raise JaxselError(f"cannot join the multi-process run: {str(e).splitlines()[0]}")
         raise e
-
-
-_join_thread: threading.Thread | None = None  # this process's join, once started
 
 
 def joining() -> bool:
