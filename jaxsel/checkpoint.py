@@ -27,10 +27,14 @@ from jaxsel.errors import JaxselError
 
 def signature_differences(written: str, now: str) -> str:
     """Where a checkpoint's JSON signature differs from this run's, as a refused resume names it:
-    " (it differs in config.ppo.network ('early' written, 'late' now))"; empty if either is not JSON."""
+    " (it differs in config.ppo.network ('early' written, 'late' now))"; empty if either is not JSON.
+    A signature without "processes" was written by one process."""
     from jaxsel.config import describe_differences
     try:
-        said = describe_differences(*_without_agents(json.loads(written), json.loads(now)), ("written", "now"))
+        sigs = [json.loads(written), json.loads(now)]
+        if any(isinstance(s, dict) and "processes" in s for s in sigs):
+            sigs = [{"processes": 1, **s} if isinstance(s, dict) else s for s in sigs]
+        said = describe_differences(*_without_agents(*sigs), ("written", "now"))
     except (TypeError, json.JSONDecodeError):
         return ""
     return f" (it differs in {said})" if said else ""
@@ -54,7 +58,9 @@ def _ocp():
 
 def _global(tree):
     """In a multi-process run, each process-local array (an agent every process runs alike) as a
-    global replicated array, which orbax saves across processes; unchanged with one process."""
+    global replicated array, which orbax saves across processes (and restores as such: a step takes
+    them as they are, while copies committed to each process's own device were refused beside the
+    global mesh, "incompatible devices"); unchanged with one process."""
     import jax
     if jax.process_count() == 1:
         return tree
@@ -63,15 +69,6 @@ def _global(tree):
     sharding = NamedSharding(mesh(), P())  # replicated over every device of every process
     return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, sharding, lambda _: a)
                         if isinstance(a, jax.Array) and a.is_fully_addressable else a, tree)
-
-
-def _local_like(tree, target):
-    """Arrays of ``tree`` back on this process alone where ``target``'s were process-local."""
-    import jax
-    if jax.process_count() == 1:
-        return tree
-    return jax.tree.map(lambda a, t: a.addressable_data(0) if isinstance(t, jax.Array) and t.is_fully_addressable
-                        else a, tree, target)
 
 
 MARKER = ".jaxsel-checkpoints"  # written into every checkpoints folder: what a fresh start may delete
@@ -125,7 +122,7 @@ class Checkpoints:
                 state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore()))
         except Exception as e:
             raise JaxselError(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
-        return _local_like(out["state"], target), out["record"]
+        return out["state"], out["record"]
 
     def save(self, step: int, state, record: dict | None = None) -> None:
         """Save ``state`` (a pytree of arrays) and ``record`` (JSON-able) as step ``step``, atomically;

@@ -50,6 +50,58 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
+RESUME_SCRIPT = """
+import json, sys
+from pathlib import Path
+pid, n, port, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+from jaxsel import distributed
+if n > 1:
+    distributed.initialize(f"localhost:{port}", n, pid)
+import numpy as np
+from jaxsel import agents, cluster, data, finetune, proxy
+sys.path.insert(0, "tests")
+from conftest import write_data
+rng = np.random.default_rng(0)
+x = rng.standard_normal((600, 8)).astype(np.float32)
+y = (x[:, 0] > 0).astype(int)
+xv = rng.standard_normal((100, 8)).astype(np.float32)
+cl = cluster.kmeans(x, 12, seed=0)
+p = proxy.make(x, y, cl, xv, (xv[:, 0] > 0).astype(int))
+out = {}
+for method in ("ppo", "dqn"):
+    cfg = agents.SelectConfig(method=method, budget=0.2, checkpoint_every=2,
+                              ppo=agents.ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=512),
+                              dqn=agents.dqn.DQNConfig(num_envs=8, total_timesteps=8 * 40, learning_starts=64))
+    whole = agents.select(p, cl, y, cfg, ckpt_dir=folder / f"{method}-whole", progress=False)
+    agents.select(p, cl, y, cfg, ckpt_dir=folder / method, progress=False, stop_after=2)
+    resumed = agents.select(p, cl, y, cfg, ckpt_dir=folder / method, progress=False, resume=True)
+    out[method] = [whole.indices.tolist(), resumed.indices.tolist()]
+dd = data.load(str(write_data(folder / f"d{pid}.csv")), split_col="split")
+ft = finetune.FinetuneConfig(model="tiny-bert", epochs=3, batch_size=8, max_length=16, lr=1e-3, patience=99)
+whole = finetune.finetune(dd, np.arange(32), ft, progress=False)
+finetune.finetune(dd, np.arange(32), ft, progress=False, ckpt_dir=folder / "ft", stop_after_epochs=1)
+resumed = finetune.finetune(dd, np.arange(32), ft, progress=False, ckpt_dir=folder / "ft", resume=True)
+out["finetune"] = [whole["validation_accuracy"], resumed["validation_accuracy"]]
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
+def test_two_processes_resume_what_they_checkpointed(tmp_path, tmp_cache):
+    """Both processes restarted with --resume failed with a traceback ("incompatible devices" for
+    PPO and DQN, "cross-host device transfers" for a finetune): each process restored its
+    replicated state as arrays committed to its own device. Now a resumed run ends where the
+    uninterrupted one does."""
+    root = Path(__file__).parent.parent
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(pid), "2", str(port), str(tmp_path)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    for stdout, stderr in [p.communicate(timeout=600) for p in procs]:
+        lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+        assert lines, stderr[-3000:]
+        for key, (whole, resumed) in json.loads(lines[0][7:]).items():
+            assert whole == resumed, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
