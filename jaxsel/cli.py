@@ -428,7 +428,9 @@ def cmd_select(a) -> None:
         meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "embed_max_length": a.max_length,
                 "embed_dtype": a.dtype, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
-                "project": a.project, "stratified": a.stratified, "order": a.order}
+                "project": a.project, "stratified": a.stratified, "order": a.order,
+                **({"cluster_method": a.cluster_method} if a.cluster_method != CLUSTER.method else {})}
+        # (Lloyd's unrecorded, as before the option: checkpoints of then still resume; another method's are refused)
         kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
         if a.filter != "none":
             flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])

@@ -38,7 +38,7 @@ def test_cluster_writes_file(table_file, tmp_path, tmp_cache):
     assert c.k == 4 and c.sizes.sum() == 48 and c.meta["embed_model"] == "hash"
 
 
-def test_select_clusters_as_jaxsel_cluster_does(table_file, tmp_path, tmp_cache):
+def test_select_clusters_as_jaxsel_cluster_does(table_file, tmp_path, tmp_cache, capsys):
     """``select --cluster-method minibatch`` (and ``[cluster] method``) uses the clustering that
     ``jaxsel cluster --method minibatch`` writes; select had no way to use mini-batch k-means (a user
     with a large file found ``cluster --method minibatch`` a dead end)."""
@@ -53,6 +53,13 @@ def test_select_clusters_as_jaxsel_cluster_does(table_file, tmp_path, tmp_cache)
         np.testing.assert_array_equal(cluster.Clustering.load(staged).assignment,
                                       cluster.Clustering.load(written).assignment)
     assert not np.array_equal(*(cluster.Clustering.load(tmp_path / f"c-{m}.npz").centroids for m in ("lloyd", "minibatch")))
+    # a resume under the other method is refused (it continued the agent on the other clusters: a wrong selection)
+    sel = ["select", str(table_file), "--k", "4", "--model", "hash", "--method", "ppo", "--steps", "64",
+           "--out", str(tmp_path / "ppo")]
+    assert cli.main(sel) == 0
+    capsys.readouterr()
+    assert cli.main(sel + ["--resume", "--cluster-method", "minibatch"]) == 2
+    assert "written by another run configuration (it differs in meta.cluster_method" in capsys.readouterr().err
 
 
 def test_cluster_k_too_large(table_file, tmp_cache, capsys):
@@ -585,7 +592,7 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
         embed.encode(["a b c"], "minilm", max_length=513, progress=False)
     with np.testing.assert_raises_regex(cli.JaxselError, "HOST:PORT"):
         distributed.initialize("notaport", 1, 0)
-    for port in ("0", "65536", "99999"):
+    for port in ("0", "65536", "99999", "\u00b2", "\u0664\u0661"):  # non-ASCII digits: int() failed, or gRPC segfaulted
         with np.testing.assert_raises_regex(cli.JaxselError, "a port in 1 .. 65535"):
             distributed.initialize(f"localhost:{port}", 2, 0)
     for cls, bad, says in ((PPOConfig, dict(num_envs=0), "ppo num_envs must be at least 1"),
