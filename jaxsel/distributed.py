@@ -45,7 +45,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise JaxselError("multi-process runs need --coordinator, --num-processes and --process-id together")
     if all(given):
         host, _, port = coordinator.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise JaxselError(f"--coordinator must be HOST:PORT with a port in 1 .. 65535 (e.g. 10.0.0.1:1234), "
                               f"got {coordinator!r}")
         if num_processes < 1:
