@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.assets  # the finetune reads MiniLM's tokenizer
 
-SCRIPT = """
+SETUP = """
 import json, sys
 from pathlib import Path
 pid, n, port, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
@@ -21,10 +21,8 @@ from jaxsel import distributed
 if n > 1:
     distributed.initialize(f"localhost:{port}", n, pid)
 import jax, numpy as np
-from jaxsel import assets, cluster, data, finetune, io, proxy
+from jaxsel import agents, assets, cluster, data, finetune, io, proxy
 assets.enable_compilation_cache()
-from jaxsel.agents import dqn, ppo
-from jaxsel.agents.env import make_env
 sys.path.insert(0, "tests")
 from conftest import write_data
 rng = np.random.default_rng(0)
@@ -33,6 +31,11 @@ y = (x[:, 0] > 0).astype(int)
 xv = rng.standard_normal((100, 8)).astype(np.float32)
 cl = cluster.kmeans(x, 12, seed=0)
 p = proxy.make(x, y, cl, xv, (xv[:, 0] > 0).astype(int))
+"""  # each process: the same proxy over the same clusters
+
+SCRIPT = SETUP + """
+from jaxsel.agents import dqn, ppo
+from jaxsel.agents.env import make_env
 out = {"devices": jax.device_count(), "scores": np.asarray(p.score_batch(rng.random((15, 12)) < 0.4).accuracy).tolist()}
 env, params = make_env(p, cl, y, 0.2)
 runner = jax.jit(ppo.make_train(ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=512), env))(
@@ -50,23 +53,7 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-RESUME_SCRIPT = """
-import json, sys
-from pathlib import Path
-pid, n, port, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-from jaxsel import distributed
-if n > 1:
-    distributed.initialize(f"localhost:{port}", n, pid)
-import numpy as np
-from jaxsel import agents, cluster, data, finetune, proxy
-sys.path.insert(0, "tests")
-from conftest import write_data
-rng = np.random.default_rng(0)
-x = rng.standard_normal((600, 8)).astype(np.float32)
-y = (x[:, 0] > 0).astype(int)
-xv = rng.standard_normal((100, 8)).astype(np.float32)
-cl = cluster.kmeans(x, 12, seed=0)
-p = proxy.make(x, y, cl, xv, (xv[:, 0] > 0).astype(int))
+RESUME_SCRIPT = SETUP + """
 out = {}
 for method in ("ppo", "dqn"):
     cfg = agents.SelectConfig(method=method, budget=0.2, checkpoint_every=2,
