@@ -882,11 +882,20 @@ def entry() -> None:
     code = main()
     if interrupts.hit.is_set() and code != 130:  # an interrupt the run did not stop for still ends it as one
         interrupts.leave()
+    if code == 0 and _joined() and not sys.modules["jaxsel.distributed"].leave():
+        print("jaxsel: note: another process of the run did not reach its end (this one's work is done and written)",
+              file=sys.stderr)
+        _exit_now(0)  # the end-of-run barrier would wait for the missing process, then JAX would abort this one
     if code == 130 or (code and _joined()):  # a failed multi-process run: JAX's threads may wait on its peers
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _exit_now(code)
     sys.exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """Flush the output and end the process without the interpreter's teardown (:func:`entry`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # python -m jaxsel.cli, as before jaxsel.__main__: the command without its malloc setting

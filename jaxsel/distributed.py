@@ -84,6 +84,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise e
 
 
+def leave(timeout: float = 30.0) -> bool:
+    """End this process's part of a joined run: ``jax.distributed.shutdown`` (a barrier every process
+    reaches at its end) on a helper thread, waited on for ``timeout`` seconds. False when the barrier
+    did not pass by then (a process gone: JAX would wait for its heartbeat to time out, ~90 s, and
+    then abort this process with its C++ trace, after its work was done and written): the caller
+    should then end the process at once (``os._exit``)."""
+    thread = threading.Thread(target=jax.distributed.shutdown, name="jaxsel-leave", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
 def joining() -> bool:
     """Whether this process started a multi-process join (it may still wait inside JAX, or be
     joined: either way the process should end with ``os._exit``, see :func:`initialize`)."""

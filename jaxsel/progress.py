@@ -34,8 +34,11 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = 
 
 def write(message: str) -> None:
     """An informational line on standard error (with the progress lines: standard output holds
-    results only, e.g. ``jaxsel data --json``) that does not break a bar being drawn."""
-    tqdm.write(message, file=sys.stderr)
+    results only, e.g. ``jaxsel data --json``) that does not break a bar being drawn; none in a
+    multi-process run's processes other than 0, as for :func:`bar`."""
+    from jaxsel.io import writes_files
+    if writes_files():
+        tqdm.write(message, file=sys.stderr)
 
 
 class Lines:

@@ -188,3 +188,31 @@ def test_a_peer_that_dies_ends_the_others_with_one_line(tmp_path, table_file):
     err = procs[0].stderr.read()
     assert "jaxsel: error: the multi-process run broke off" in err and "--resume" in err
     assert "Traceback" not in err and "Check failure" not in err
+
+
+LEAVE_SCRIPT = """
+import os, sys, time
+pid, port = int(sys.argv[1]), sys.argv[2]
+from jaxsel import distributed
+distributed.initialize(f"localhost:{port}", 2, pid)
+if pid == 1:
+    os._exit(0)  # gone without reaching the end-of-run barrier
+t = time.monotonic()
+print("LEFT", distributed.leave(timeout=5), round(time.monotonic() - t), flush=True)
+os._exit(0)
+"""
+
+
+def test_leaving_a_run_whose_peer_is_gone_takes_its_timeout_not_jax_abort(tmp_path):
+    """Process 0 that finished a run whose other process was killed near its end waited ~90 s in
+    JAX's end-of-run barrier, then JAX aborted it with a C++ trace (its selection written):
+    :func:`jaxsel.distributed.leave` gives up after its timeout instead, so jaxsel exits 0 at once."""
+    root = Path(__file__).parent.parent
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", LEAVE_SCRIPT, str(pid), str(port)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    stdout, stderr = procs[0].communicate(timeout=120)
+    procs[1].communicate(timeout=60)
+    assert procs[0].returncode == 0, stderr[-2000:]
+    left, seconds = stdout.split()[1:]
+    assert left == "False" and 5 <= int(seconds) < 15
