@@ -17,7 +17,6 @@ import errno
 import socket
 import sys
 import threading
-import time
 
 import jax
 
@@ -59,24 +58,13 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             check_port_free(int(port))
         print(f"jaxsel: process {process_id} of {num_processes} joining {coordinator}: waiting up to {timeout} s for "
               f"all {num_processes} (--join-timeout; Ctrl-C stops)", file=sys.stderr, flush=True)
-    failed: list[BaseException] = []
-
-    def join() -> None:
-        try:
-            jax.distributed.initialize(coordinator, num_processes, process_id,
-                                       initialization_timeout=timeout + JOIN_GRACE)
-        except BaseException as e:  # handed to the main thread
-            failed.append(e)
-
-    _join_thread = thread = threading.Thread(target=join, name="jaxsel-join", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while thread.is_alive():
-        thread.join(0.2)  # short waits: a Ctrl-C reaches the main thread between them
-        if thread.is_alive() and time.monotonic() > deadline:
-            raise JaxselError(f"not all {num_processes or 'the'} processes joined {coordinator or 'the run'} within "
-                              f"{timeout} s (--join-timeout): start every process with the same --coordinator and "
-                              f"--num-processes")
+    _join_thread, failed = _on_thread(lambda: jax.distributed.initialize(
+        coordinator, num_processes, process_id, initialization_timeout=timeout + JOIN_GRACE), "jaxsel-join")
+    _join_thread.join(timeout)  # a Ctrl-C interrupts the wait (lock waits take signals on POSIX)
+    if _join_thread.is_alive():
+        raise JaxselError(f"not all {num_processes or 'the'} processes joined {coordinator or 'the run'} within "
+                          f"{timeout} s (--join-timeout): start every process with the same --coordinator and "
+                          f"--num-processes")
     if failed:
         e = failed[0]
         if isinstance(e, (RuntimeError, ValueError, TypeError)):
@@ -90,10 +78,25 @@ def leave(timeout: float = 30.0) -> bool:
     did not pass by then (a process gone: JAX would wait for its heartbeat to time out, ~90 s, and
     then abort this process with its C++ trace, after its work was done and written): the caller
     should then end the process at once (``os._exit``)."""
-    thread = threading.Thread(target=jax.distributed.shutdown, name="jaxsel-leave", daemon=True)
-    thread.start()
+    thread, _ = _on_thread(jax.distributed.shutdown, "jaxsel-leave")
     thread.join(timeout)
     return not thread.is_alive()
+
+
+def _on_thread(fn, name: str) -> tuple[threading.Thread, list[BaseException]]:
+    """``fn()`` started on a daemon thread (JAX's joins release the GIL, so the main thread can wait
+    on it with a timeout and take Ctrl-C), and the list its exception, if any, is put in."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # handed to the waiting thread
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread, failed
 
 
 def joining() -> bool:
