@@ -158,17 +158,20 @@ def test_configs_built_in_python_check_their_field_types():
     assert ClusterSpec(stratified=np.bool_(True)).stratified is True
 
 
-@pytest.mark.parametrize("shape", [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1)])
-def test_orthogonal_init_is_the_qr_of_its_gaussian_draws(shape):
-    key = jax.random.PRNGKey(shape[0] + 1000 * shape[1])
-    w = np.asarray(networks.orthogonal(key, *shape, 1.5))
-    z = np.asarray(jax.random.normal(key, (max(shape), min(shape)), jnp.float32), np.float64)
-    q, r = np.linalg.qr(z)  # Mezzadri's recipe in float64: Q with R's diagonal made positive
-    q = 1.5 * q * np.sign(np.diag(r))
-    np.testing.assert_allclose(w, q if shape[0] >= shape[1] else q.T, atol=1e-5)
-    small = min(shape)
-    gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
-    np.testing.assert_allclose(gram, 2.25 * np.eye(small), atol=1e-5)
+def test_orthogonal_init_is_the_qr_of_its_gaussian_draws():
+    """Each matrix of one call (drawn together, zero-padded to the largest) is Q of the QR of its
+    own key's (max, min) Gaussian draw."""
+    shapes, scales = [(8, 5), (5, 8), (64, 64), (192, 64), (64, 1), (1, 3)], [1.5, 1.0, 2 ** 0.5, 0.01, 1.5, 1.0]
+    keys = jax.random.split(jax.random.PRNGKey(7), len(shapes))
+    for key, shape, scale, w in zip(keys, shapes, scales, networks.orthogonal(keys, shapes, scales)):
+        w = np.asarray(w)
+        z = np.asarray(jax.random.normal(key, (max(shape), min(shape)), jnp.float32), np.float64)
+        q, r = np.linalg.qr(z)  # Mezzadri's recipe in float64: Q with R's diagonal made positive
+        q = scale * q * np.sign(np.diag(r))
+        assert w.shape == shape
+        np.testing.assert_allclose(w, q if shape[0] >= shape[1] else q.T, atol=1e-5 * scale)
+        gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
+        np.testing.assert_allclose(gram, scale ** 2 * np.eye(min(shape)), atol=1e-5 * scale ** 2)
 
 
 def test_vmapped_network_init_has_no_lapack_call():
