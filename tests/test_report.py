@@ -82,7 +82,11 @@ def test_plots_are_written(tmp_path):
     masks = np.random.default_rng(0).random((40, 10)) < 0.3
     report.plot_mask_map({"noisy": {"masks": masks, "scores": masks.mean(1), "kinds": ["sampled"] * 39 + ["ppo"]}},
                          tmp_path / "m.png")
-    for name in ("a.png", "w.png", "m.png"):
+    # one cluster ([cluster] k = 1: a traceback at the end of a whole run), or one mask: one component
+    one = {"masks": np.ones((5, 1), bool), "scores": np.linspace(0, 1, 5), "kinds": ["sampled"] * 4 + ["ppo"]}
+    report.plot_mask_map({"clean": one, "noisy": dict(one, masks=masks[:1], scores=[0.5], kinds=["ppo"])},
+                         tmp_path / "m1.png")
+    for name in ("a.png", "w.png", "m.png", "m1.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -112,6 +116,8 @@ def test_every_method_is_paired_with_random_stratified_and_cleanlab():
     table = report.markdown(list(s.values()))
     assert "vs stratified, paired" in table and "vs cleanlab, paired" in table
     assert "| noisy | random | 5% | 2 | 0.610 ± 0.127 | - | -0.075" in table
+    alone = report.markdown(report.summarize([r for r in _rows() if r["method"] != "random"], {}))
+    assert "vs random" not in alone and "vs full, paired" in alone  # random did not run: no column of dashes
 
 
 def _headline():

@@ -261,7 +261,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     then a warning line for every selection that left out a class. ``labels``: class names."""
     noisy = any(s["variant"] == "noisy" for s in summary)
     mix = any("label_share" in s for s in summary)
-    refs = ([ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] or ["random"]) + (
+    refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] + (
         ["full"] if any("vs_full" in s for s in summary) else [])
     head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
             + ["macro-F1", "examples", "steps", "examples seen"]
@@ -361,6 +361,7 @@ def plot_mask_map(maps: dict, path: Path) -> None:
         x = x - x.mean(0)
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         xy = x @ vt[:2].T
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # one cluster (or one mask): a single component
         kinds, scores = np.array(mp["kinds"]), np.asarray(mp["scores"])
         norm = dict(cmap="viridis", vmin=scores.min(), vmax=scores.max())
         sampled = kinds == "sampled"
