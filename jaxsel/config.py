@@ -177,8 +177,8 @@ class FinetuneConfig:
 
     model: str = "minilm"  # minilm, smollm2-135m, tiny-bert, or a local HF Llama folder
     epochs: int = 3  # passes over the training subset
-    batch_size: int = 32  # examples per optimizer step (before accumulation)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    batch_size: int = 32  # examples per micro-batch (an optimizer step takes batch_size x grad_accum)
+    grad_accum: int = 1  # micro-batches summed into each optimizer step (gradient accumulation, as transformers')
     lr: float = 1e-4  # peak learning rate
     warmup: float = 0.1  # share of the steps warming up from learning rate 0 (0..1; the first step is at 0)
     schedule: str = "cosine"  # decay after warmup: "cosine" or "linear"

@@ -48,6 +48,13 @@ def test_a_batch_size_above_the_subset_trains_as_the_subset_size(table_file, tmp
                                      progress=False) for b in (8, 100_000))
     for key in ("test_accuracy", "val_accuracy_per_epoch", "steps", "tokens_seen"):
         assert huge[key] == small[key]
+    # gradient accumulation (as transformers'): a step sums grad_accum micro-batches of batch_size rows,
+    # the same training as one batch of their product (the help said the step's batch was split)
+    accum = finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**{**TINY, "batch_size": 4, "grad_accum": 2}),
+                              progress=False)
+    whole = finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**{**TINY, "batch_size": 8}), progress=False)
+    assert accum["steps"] == whole["steps"] == 2 * 5 and accum["tokens_seen"] == whole["tokens_seen"]
+    assert accum["train_loss_per_epoch"] == pytest.approx(whole["train_loss_per_epoch"], rel=1e-4)
 
 
 @pytest.mark.assets
