@@ -49,10 +49,16 @@ def indices(method: str, examples: int, seed: int, *, labels: np.ndarray, cluste
         if issues is None:
             raise JaxselError("the cleanlab baseline needs the flagged label issues")
         keep = np.flatnonzero(~np.asarray(issues, bool))
-        if examples > len(keep):
-            raise JaxselError(f"cleanlab: only {len(keep)} examples are not flagged, fewer than the budget of {examples}")
+        check_unflagged(len(keep), examples)
         return np.sort(keep[random_indices(len(keep), examples, seed)]).astype(np.int64)
     raise JaxselError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def check_unflagged(kept: int, examples: int) -> None:
+    """JaxselError when the cleanlab baseline's ``kept`` unflagged rows are fewer than its budget's
+    ``examples``."""
+    if examples > kept:
+        raise JaxselError(f"cleanlab: only {kept} examples are not flagged, fewer than the budget of {examples}")
 
 
 def apportion(weights: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:

@@ -54,22 +54,24 @@ def checked_examples(budget: float, n: int, what: str = "a budget") -> int:
     """:func:`budget_examples`, with a warning when the fraction rounds to no example (one is
     taken) and JaxselError when it rounds to all ``n`` rows. ``what`` names the fraction."""
     if round(budget * n) < 1:
-        warn(f"{what} of {budget:g} of {n} train rows rounds to no example: selecting 1", once=True)
+        warn(f"{what} of {budget:.10g} of {n} train rows rounds to no example: selecting 1", once=True)
     examples = budget_examples(budget, n)
     if examples >= n:
-        raise JaxselError(f"{what} of {budget:g} of {n} train rows rounds to all of them: "
+        raise JaxselError(f"{what} of {budget:.10g} of {n} train rows rounds to all of them: "
                           + ("choose a smaller budget, or the full method" if what == "a budget" else "choose a smaller one"))
     return examples
 
 
-def check_distinct_budgets(budgets, n: int) -> None:
-    """Raise JaxselError when two of ``budgets`` (fractions) select the same number of ``n`` train
-    rows: a run would select, finetune and report that subset size twice under two names."""
+def check_budgets(budgets, n: int) -> None:
+    """Check a run's ``budgets`` (fractions) against its ``n`` train rows before any work, for every
+    method alike (:func:`checked_examples`: a warning for a budget rounding to no example,
+    JaxselError for one rounding to all rows), and raise JaxselError when two select the same number
+    of rows: a run would select, finetune and report that subset size twice under two names."""
     seen: dict[int, float] = {}
     for b in budgets:
-        e = budget_examples(b, n)
+        e = checked_examples(b, n)
         if e in seen:
-            raise JaxselError(f"budgets {seen[e]:g} and {b:g} both select {e} of the {n} train examples: keep one")
+            raise JaxselError(f"budgets {seen[e]:.10g} and {b:.10g} both select {e} of the {n} train examples: keep one")
         seen[e] = b
 
 

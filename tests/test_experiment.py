@@ -465,6 +465,25 @@ def test_a_file_where_the_stage_folder_goes_is_one_line(tmp_path, tmp_cache, cap
     assert in_the_way.read_text() == "mine\n"
 
 
+def test_a_stage_folder_made_anew_is_noted(tmp_path, tmp_cache, capsys, monkeypatch):
+    """A relative ``stages`` path read from another working folder made a new empty folder there and
+    recomputed every stage without a word (a new user's round)."""
+    data = write_data(tmp_path / "d.csv")
+    cfg = write_config(tmp_path / "tiny.toml", methods=("random",), variants=("clean",))
+    cfg.write_text('stages = "shared/stages"\n' + cfg.read_text())
+    monkeypatch.chdir(tmp_path)
+
+    def stop(*_):
+        raise cli.JaxselError("stopped after the stage folder is made")
+
+    monkeypatch.setattr(experiment.Run, "embeddings", stop)
+    for note in (True, False):  # the second run finds the folder
+        assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert (f"note: the stage folder {tmp_path / 'shared' / 'stages'} (`stages`) does not exist" in err) == note
+        assert (tmp_path / "shared" / "stages").is_dir()
+
+
 def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys):
     """``--data`` with a config whose [data] names columns: a note says which still apply (a new
     user's round: "missing column 'review'" without saying it came from the config)."""
@@ -482,19 +501,45 @@ def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys)
     assert capsys.readouterr().err.strip().splitlines() == [f"jaxsel: error: {cfg} [cluster]: k must be at least 1, got -4"]
 
 
-def test_budgets_selecting_the_same_examples_are_refused_before_any_work(tmp_path, table_file, tmp_cache):
+def test_budgets_that_cannot_run_are_refused_before_any_work(tmp_path, table_file, tmp_cache):
     """budgets = [0.05, 0.0500001] ran every method twice and reported two "5%" groups of the same
     size (a new user's test; only equal fractions were refused): refused once the train split is known."""
     from jaxsel import data
     from jaxsel.config import DataSpec, EmbedSpec, RunConfig
     from jaxsel.errors import JaxselError
-    from jaxsel.selection import check_distinct_budgets
+    from jaxsel.selection import check_budgets
     n = len(data.load(str(table_file))["train"])
     cfg = RunConfig(data=DataSpec(name=str(table_file)), embed=EmbedSpec(model="hash"), budgets=(0.1, 0.1 + 0.1 / n))
     with pytest.raises(JaxselError, match=rf"budgets 0.1 and 0.1\d* both select {round(0.1 * n)} of the {n} train"):
         experiment.run(cfg, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "stages").exists()
-    check_distinct_budgets((0.1, 0.1 + 1.0 / n), n)  # one example apart: both run
+    check_budgets((0.1, 0.1 + 1.0 / n), n)  # one example apart: both run
+    # a budget rounding to every train row: refused before any work for the baselines too (they ran
+    # it as the whole split, the searches stopped after clustering), quoting the budget as written
+    for methods in (("stratified", "random"), ("greedy",)):
+        cfg = RunConfig(data=DataSpec(name=str(table_file)), embed=EmbedSpec(model="hash"), methods=methods,
+                        budgets=(0.05, 0.9999999))
+        with pytest.raises(JaxselError, match=f"a budget of 0.9999999 of {n} train rows rounds to all of them"):
+            experiment.run(cfg, tmp_path / "out", progress=False)
+        assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_too_few_unflagged_rows_stop_a_run_before_any_finetune(tmp_path, table_file, tmp_cache, monkeypatch):
+    """A budget larger than the rows cleanlab leaves stopped a run at the cleanlab baseline's (or a
+    filtered search's) first cell, after the finetunes of every cell before it (a new user's
+    round): now before the first cell."""
+    from jaxsel import data, label_issues
+    from jaxsel.config import ClusterSpec, DataSpec, EmbedSpec, RunConfig, SelectSpec
+    from jaxsel.errors import JaxselError
+    n = len(data.load(str(table_file))["train"])
+    monkeypatch.setattr(label_issues, "find", lambda p, labels, *a, **k: np.arange(len(labels)) % 2 == 0)
+    monkeypatch.setattr(experiment.Run, "finetune", lambda *a, **k: pytest.fail("a cell ran"))
+    for methods, filter_, message in ((("stratified", "cleanlab"), "none", f"cleanlab: only {n // 2} examples are not"),
+                                      (("stratified", "greedy"), "cleanlab", f"filter leaves {n // 2} of {n} train rows")):
+        cfg = RunConfig(data=DataSpec(name=str(table_file)), embed=EmbedSpec(model="hash"), methods=methods,
+                        cluster=ClusterSpec(k=4), budgets=(0.05, 0.6), select=SelectSpec(filter=filter_))
+        with pytest.raises(JaxselError, match=message):
+            experiment.run(cfg, tmp_path / "out", progress=False)
 
 
 def test_default_run_folders_tell_data_files_and_readings_apart(tmp_path):

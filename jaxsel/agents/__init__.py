@@ -328,6 +328,14 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
 
 
+def check_kept(kept: int, n: int, examples: int) -> None:
+    """JaxselError when a label-issue filter keeps too few (``kept`` of ``n``) train rows for a
+    search to choose a budget of ``examples`` among them."""
+    if examples >= kept:
+        raise JaxselError(f"the label-issue filter leaves {kept} of {n} train rows, too few to choose "
+                          f"{examples} from (lower the budget or use a milder filter)")
+
+
 def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config: SelectConfig = SelectConfig(),
                  *, score_with=None, **kwargs) -> Selection:
     """:func:`select` over the train rows ``rows`` only (e.g. the rows no label-issue filter flags),
@@ -342,9 +350,7 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     from jaxsel.cluster import restrict
     rows, labels = np.asarray(rows, np.int64), np.asarray(train_labels)
     examples = budget_examples(config.budget, len(labels))
-    if examples >= len(rows):
-        raise JaxselError(f"the label-issue filter leaves {len(rows)} of {len(labels)} train rows, too few to choose "
-                          f"{examples} from (lower the budget or use a milder filter)")
+    check_kept(len(rows), len(labels), examples)
     sub, clusters = restrict(clustering, rows)
     if kwargs.get("train_x") is not None:
         kwargs["train_x"] = np.asarray(kwargs["train_x"])[rows]

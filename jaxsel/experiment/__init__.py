@@ -31,7 +31,7 @@ from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spellin
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
-from jaxsel.selection import budget_examples, check_distinct_budgets, digest
+from jaxsel.selection import budget_examples, check_budgets, digest
 
 def load_dataset(spec: DataSpec):
     """The dataset a run reads (``DatasetDict``): ``spec``'s file or name, split and read as it says,
@@ -279,6 +279,22 @@ class Run:
         flags, self.timings[charged] = issues[v, by]
         return flags
 
+    def check_unflagged(self, variants: dict, issues: dict) -> None:
+        """Before the first cell: the rows cleanlab leaves hold the largest budget, for its baseline
+        and for filtered searches, or JaxselError (a run too tight for one of them stopped at that
+        method's first cell, after the finetunes of the cells before it)."""
+        from jaxsel.agents import check_kept
+        from jaxsel.label_issues import FILTER_BY
+        searches = [m for m in self.cfg.methods if m != "full" and m not in baselines.METHODS]
+        for v, (_, labels, c, p, _, _) in variants.items():
+            examples = budget_examples(max(self.cfg.budgets), len(labels))
+            if "cleanlab" in self.cfg.methods:
+                flagged = self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
+                baselines.check_unflagged(int((~flagged).sum()), examples)
+            if searches and self.cfg.select.filter != "none":
+                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}")
+                check_kept(int((~flagged).sum()), len(labels), examples)
+
     def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
              issues: dict) -> dict:
         """One row of the results: select (or take a baseline subset), finetune, measure."""
@@ -327,7 +343,10 @@ class Run:
     def _stages(self, dd, t_start: float) -> dict:
         """:meth:`execute` once the dataset ``dd`` is loaded (at ``t_start``)."""
         from jaxsel.experiment import report
-        check_distinct_budgets(self.cfg.budgets, len(dd["train"]))
+        check_budgets(self.cfg.budgets, len(dd["train"]))  # the noisy variants only add rows
+        if self.cfg.stages and not self.stage_dir.is_dir():  # a relative path is the working folder's
+            print(f"note: the stage folder {self.stage_dir.absolute()} (`stages`) does not exist: made now, every "
+                  f"stage is computed", file=sys.stderr)
         self.stage_dir.mkdir(parents=True, exist_ok=True)  # after the data loads: a bad file leaves no folder
         emb = self.embeddings(dd)
         clean = self.clustering(dd, emb)
@@ -339,6 +358,7 @@ class Run:
             self.timings[f"proxy_seconds_{v}"] = secs
         self.validation = emb["validation"], np.asarray(column(dd["validation"], "label"))
         rows, selections, maps, issues = [], {}, None, {}
+        self.check_unflagged(variants, issues)
         cells = self.cells()
         bar = progress_.bar(cells, desc=f"run {self.cfg.name}", unit="cell", disable=not self.progress)
         for i, (seed, v, budget, method) in enumerate(bar):
