@@ -89,6 +89,16 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
         assert noisy_full["corrupted_chosen"] == noisy_full["flipped_chosen"] + noisy_full["duplicates_chosen"]
     assert "| clean | greedy | 10% | 2 |" in (out / "report.md").read_text()
     assert "vs stratified, paired" in (out / "report.md").read_text()
+    # every subset's selection file, the baselines' too (a validated pick of stratified could not be exported)
+    from jaxsel.selection import Selection
+    for r in doc["rows"]:
+        if r["method"] != "full":
+            sel = Selection.load(r["selection"])
+            assert sel.meta["method"] == r["method"] and len(sel.indices) == r["examples"]
+            assert sel.scores["proxy_accuracy"] == r["proxy_accuracy"]
+    chosen = rows[("clean", "stratified", 1)]
+    assert cli.main(["export", chosen["selection"], "--out", str(tmp_path / "s.jsonl"), "--no-source-columns"]) == 0
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == chosen["examples"]
     assert list(doc["agents"]) == ["ppo"]  # the settings PPO ran with, recorded (DQN is not in methods)
     assert doc["config_file"] == str(cfg.resolve()) and doc["environment"]["versions"]["jaxsel"]  # provenance
     from jaxsel.agents.ppo import PPOConfig
@@ -150,7 +160,9 @@ def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
         picks[-1]["files"] = [json.loads(p.read_text())["cluster_ids"] for p in sels]
         # each records the [data] table it was made from: `jaxsel export` rebuilds the dataset from it
         assert {json.loads(p.read_text())["meta"]["data_spec"]["name"] for p in sels} == {str(data.resolve())}
-        assert all(len(set(ids)) < len(ids) for ids in picks[-1]["files"])  # quota picks revisit clusters
+        searches = [json.loads(p.read_text())["cluster_ids"] for p in sels if "-greedy-" in p.parent.name
+                    or "-climb-" in p.parent.name]
+        assert len(searches) == 4 and all(len(set(ids)) < len(ids) for ids in searches)  # quota picks revisit clusters
         rows = {(r["method"], r["seed"]): r for r in doc["rows"]}
         assert all(rows[(m, s)]["examples"] == rows[("greedy", s)]["examples"]
                    for m in ("stratified", "typical", "cleanlab") for s in (0, 1))

@@ -203,14 +203,16 @@ def _score(proxy, subset: jax.Array):
 
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-           stop_after: int | None = None, train_x: np.ndarray | None = None) -> Selection:
+           stop_after: int | None = None, train_x: np.ndarray | None = None,
+           issues: np.ndarray | None = None) -> Selection:
     """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`.
 
     With ``ckpt_dir`` the run is checkpointed (RL: every ``checkpoint_every`` updates; climb and
     reward-model rounds: every round); ``resume`` continues from there. ``stop_after`` ends the
     call early (after that many updates, or rounds) as a time-sliced job would. ``train_x`` (N, d):
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
-    Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
+    ``issues`` (N,) bool: the rows the ``cleanlab`` baseline leaves out, when already found (None:
+    :func:`jaxsel.label_issues.find`). Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
     c = config
     train_labels = checked_parts("select(proxy, clustering, train_labels, config)", proxy, clustering, train_labels,
                                  (c, SelectConfig, "config"))
@@ -293,7 +295,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         order, score, extra = found.order, found.score, dict(found.extra, evaluations=found.evaluations)
     n_budget = len(train_labels) if c.method == "full" else budget
     if c.method in baselines.METHODS:
-        issues = label_issues.find(proxy, train_labels, clustering.assignment) if c.method == "cleanlab" else None
+        if c.method == "cleanlab" and issues is None:
+            issues = label_issues.find(proxy, train_labels, clustering.assignment)
         indices = baselines.indices(c.method, n_budget, c.seed, labels=np.asarray(train_labels), clustering=clustering,
                                     x=train_x, issues=issues)
         final = whole = proxy.score_rows(indices)

@@ -152,9 +152,12 @@ class Run:
     # -- per-cell stages -------------------------------------------------------------------
 
     def selection(self, variant: str, method: str, budget: float, seed: int, dd, labels: np.ndarray, p, c,
-                  train_x: np.ndarray, flagged: np.ndarray | None = None):
-        """The selection of one (variant, method, budget, seed), computed once and kept. With
-        ``flagged`` (N,) bool (``[select] filter`` not "none") it chooses among the other rows."""
+                  train_x: np.ndarray, flagged: np.ndarray | None = None, issues: np.ndarray | None = None):
+        """(selection, its file's absolute path) of one (variant, method, budget, seed), computed once
+        and kept in its stage folder's ``selection.json`` (baselines' too: ``jaxsel export`` reads any
+        of them; a results row names its file as ``selection``). With
+        ``flagged`` (N,) bool (``[select] filter`` not "none") it chooses among the other rows;
+        ``issues``: the rows the cleanlab baseline leaves out."""
         from jaxsel import agents, data
         from jaxsel.selection import Selection
         spec = self.cfg.select
@@ -166,22 +169,22 @@ class Run:
         fp = data.dataset_fingerprint(dd)
         parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg.used()) + ((spec.filter,) if flagged is not None else ())
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(*parts)}"
-        path = folder / "selection.json"
+        path = (folder / "selection.json").absolute()
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         kept = read_cached(path, Selection.load)
         if kept is not None:
-            return kept
+            return kept, path
         kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints", resume=True,
                   progress=self.progress, train_x=train_x)
         with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
             if flagged is None:
-                sel = agents.select(p, c, labels, cfg, **kw)
+                sel = agents.select(p, c, labels, cfg, issues=issues, **kw)
             else:
                 sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation, **kw)
         sel.meta["selection_seconds"] = clock.seconds
         sel.meta.update(data_record(self.cfg.data))
         sel.save(path)
-        return sel
+        return sel, path
 
     def finetune(self, name: str, dd, indices: np.ndarray | None, seed: int) -> dict:
         from jaxsel import data, finetune
@@ -304,21 +307,21 @@ class Run:
                "proxy_accuracy": None}
         if method == "full":
             indices = None
-        elif method in baselines.METHODS:
-            indices = baselines.indices(method, budget_examples(budget, n), seed, labels=labels, clustering=c, x=train_x,
-                                        issues=self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
-                                        if method == "cleanlab" else None)
-            row["proxy_accuracy"] = float(p.score_rows(indices).accuracy)
+        elif method in baselines.METHODS:  # its seconds stay 0: writing its selection is bookkeeping, not the method
+            sel, path = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, issues=self.flagged(
+                issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}") if method == "cleanlab" else None)
+            indices = sel.indices
+            row.update(proxy_accuracy=sel.scores["proxy_accuracy"], selection=str(path))
         else:
             flagged = None
             if self.cfg.select.filter != "none":
                 from jaxsel.label_issues import FILTER_BY
                 flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}")
-            sel = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
+            sel, path = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
             selections[(v, budget, seed, method)] = sel
             indices = sel.indices
             row.update(selection_seconds=sel.meta["selection_seconds"],
-                       proxy_accuracy=sel.scores["proxy_accuracy"])
+                       proxy_accuracy=sel.scores["proxy_accuracy"], selection=str(path))
         tag = f"{v}-{method}-{'all' if budget is None else stages.budget_tag(budget)}-s{seed}-finetune"
         m = self.finetune(tag, vdd, indices, seed)
         chosen = np.arange(n) if indices is None else indices
