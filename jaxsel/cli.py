@@ -680,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a selection.json from jaxsel select (default: none; without --random-fraction too, every train row)")
     p.add_argument("--random-fraction", type=_budget, default=None, help="train on a random subset this size (default: none)")
     p.add_argument("--epochs", type=_at_least(1), default=FINETUNE.epochs, help="passes over the training subset")
-    p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size, help="examples per micro-batch (an optimizer step takes batch size x grad accum)")
+    p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size,
+                   help="examples per micro-batch (an optimizer step takes batch size x grad accum)")
     p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum,
                    help="micro-batches summed into each optimizer step: larger steps in one micro-batch's memory")
     p.add_argument("--lr", type=float, default=FINETUNE.lr, help="peak AdamW learning rate (linear warmup over 10%% of the steps, then cosine decay)")

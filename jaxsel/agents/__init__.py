@@ -212,7 +212,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     call early (after that many updates, or rounds) as a time-sliced job would. ``train_x`` (N, d):
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     ``issues`` (N,) bool: the rows the ``cleanlab`` baseline leaves out, when already found (None:
-    :func:`jaxsel.label_issues.find`). Example-level baselines (:mod:`jaxsel.baselines`) have no cluster picks (``cluster_ids`` empty)."""
+    :func:`jaxsel.label_issues.find`). Example-level baselines (:mod:`jaxsel.baselines`) have no
+    cluster picks (``cluster_ids`` empty)."""
     c = config
     train_labels = checked_parts("select(proxy, clustering, train_labels, config)", proxy, clustering, train_labels,
                                  (c, SelectConfig, "config"))
