@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
-from common import report  # noqa: E402
+from common import count, counts, entry, report  # noqa: E402
 
 from jaxsel import cluster  # noqa: E402
 
@@ -35,12 +35,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="N in {10k, 100k} (under 2 minutes on 2 CPU cores)")
-    ap.add_argument("--k", type=int, default=256)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--sizes", type=str, default=None, help="comma-separated N values")
-    ap.add_argument("--skip-sklearn-above", type=int, default=10**9)
+    ap.add_argument("--k", type=count(1), default=256)
+    ap.add_argument("--iters", type=count(1), default=10)
+    ap.add_argument("--sizes", type=counts(1), default=None, help="comma-separated N values")
+    ap.add_argument("--skip-sklearn-above", type=count(0), default=10**9)
     a = ap.parse_args()
-    sizes = [int(s) for s in a.sizes.split(",")] if a.sizes else ([10_000, 100_000] if a.quick else [10_000, 100_000, 1_000_000])
+    sizes = a.sizes if a.sizes else ([10_000, 100_000] if a.quick else [10_000, 100_000, 1_000_000])
     skipped = peers.available("faiss")
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
@@ -73,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -11,6 +12,49 @@ from pathlib import Path
 from jaxsel.experiment.report import environment
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def count(low: int = 1):
+    """An argparse type: one integer >= ``low`` (``--reps 0`` had run on, ``--micro-batches 0`` written zeros)."""
+    def parse(text: str) -> int:
+        try:
+            number = float(text)  # 1e3 too
+        except ValueError:
+            number = None
+        if number is None or not number.is_integer():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        value = int(number)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is below {low}")
+        return value
+    return parse
+
+
+def counts(low: int = 1):
+    """An argparse type: comma-separated integers >= ``low`` (``1e3`` reads as 1,000), as a list."""
+    one = count(low)
+    return lambda text: [one(part.strip()) for part in text.split(",")]
+
+
+def budget(text: str) -> float:
+    """An argparse type: a budget as ``jaxsel`` reads one (0.05, 1/16), strictly between 0 and 1."""
+    from jaxsel.errors import JaxselError
+    from jaxsel.selection import parse_budget
+    try:
+        return parse_budget(text)
+    except JaxselError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def entry(main) -> None:
+    """Run a benchmark's ``main``: a JaxselError (a user's mistake: no such config, more clusters
+    than rows) ends it with one line and exit 2, as the ``jaxsel`` command does, not a traceback."""
+    from jaxsel.errors import JaxselError
+    try:
+        sys.exit(main())
+    except JaxselError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def peer_blas():
@@ -57,12 +101,28 @@ def matmul_gflops() -> float:
     return 2 * 2048 * 384 * 1536 / seconds / 1e9
 
 
+def _lost_values(path: Path, summary: dict) -> list[str]:
+    """The keys of ``summary`` that are None where the results file at ``path`` has a value."""
+    try:
+        before = json.loads(path.read_text()).get("summary", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return sorted(k for k, v in summary.items() if v is None and before.get(k) is not None)
+
+
 def report(name: str, rows: list[dict], cols: list[str], summary: dict, quick: bool) -> None:
-    """Print the table, save everything under bench/results/, and print ``summary`` as the last line."""
+    """Print the table, save everything under bench/results/NAME-BACKEND[-quick].json (beside it, as
+    ``.no-peers.json``, when a peer the file there measured did not run), and print ``summary`` as the
+    last line."""
     env = {**environment(), "fp32_matmul_gflops": round(matmul_gflops(), 1)}
     print(table(rows, cols))
     RESULTS.mkdir(exist_ok=True)
     tag = f"{name}-{env['backend']}{'-quick' if quick else ''}.json"
+    lost = _lost_values(RESULTS / tag, summary)
+    if lost:  # a run without a peer had replaced the committed file that held its ratios
+        print(f"note: this run has no {', '.join(lost)} (a peer did not run): saved beside bench/results/{tag}, "
+              f"which keeps them", file=sys.stderr)
+        tag = tag.removesuffix(".json") + ".no-peers.json"  # ignored by git
     out = {"benchmark": name, "quick": quick, "environment": env, "rows": rows, "summary": summary}
     tmp = RESULTS / f".{tag}.tmp"
     tmp.write_text(json.dumps(out, indent=2) + "\n")

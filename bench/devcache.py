@@ -13,6 +13,7 @@ tfp-nightly without its TensorFlow modules, tests and the numpy substrate's copy
 wheel's 7; distrax imports only the jax substrate and what it needs).
 """
 
+import argparse
 import lzma
 import os
 import shutil
@@ -66,7 +67,11 @@ def wheels(dest: Path = ROOT / ".whl") -> None:
 
 
 def main() -> None:
-    names = ("tweets", "rotten_tomatoes", "minilm") + (("bbc_news",) if "--bbc-news" in sys.argv[1:] else ())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bbc-news", action="store_true", help="also bbc_news (9.5 MB of small files)")
+    ap.add_argument("--wheels", action="store_true", help="also .whl/: Python 3.12 wheels the GPU image lacks")
+    a = ap.parse_args()  # --help had built the cache
+    names = ("tweets", "rotten_tomatoes", "minilm") + (("bbc_news",) if a.bbc_news else ())
     for name in names:
         src = assets.fetch(name)
         dst = DEST / src.name
@@ -82,7 +87,7 @@ def main() -> None:
         big.with_name(big.name + ".xz").write_bytes(lzma.compress(big.read_bytes(), preset=9))
         big.unlink()
     print(f"wrote {DEST}")
-    if "--wheels" in sys.argv[1:]:
+    if a.wheels:
         wheels()
 
 

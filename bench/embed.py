@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
-from common import report  # noqa: E402
+from common import count, counts, entry, report  # noqa: E402
 
 from jaxsel import assets, data, embed  # noqa: E402
 
@@ -36,10 +36,10 @@ def timed(fn) -> tuple[np.ndarray, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a 256-text sample (under 2 minutes on 2 CPU cores)")
-    ap.add_argument("--n", type=int, default=None, help="number of train texts (default 4096, quick 256)")
+    ap.add_argument("--n", type=count(1), default=None, help="number of train texts (default 4096, quick 256)")
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--reps", type=int, default=3, help="alternating timed rounds of jaxsel and the peer")
-    ap.add_argument("--sweep", default="512,1024,2048,4096", help="tokens per call to time (the default is added)")
+    ap.add_argument("--reps", type=count(1), default=3, help="alternating timed rounds of jaxsel and the peer")
+    ap.add_argument("--sweep", type=counts(1), default="512,1024,2048,4096", help="tokens per call to time (the default is added)")
     a = ap.parse_args()
     n = a.n or (256 if a.quick else 4096)
     all_texts, _, _, (train, _, _), *_ = data.split("tweets")  # no `datasets` needed (GPU image lacks it)
@@ -53,7 +53,7 @@ def main() -> None:
           f"({packed_tokens / lengths.sum():.3f}x)", file=sys.stderr)
     rows = []
     default = embed.default_batch_tokens()
-    for bt in sorted({int(x) for x in a.sweep.split(",")} | {default}):
+    for bt in sorted(set(a.sweep) | {default}):
         run = lambda: embed.encode(texts, enc, batch_tokens=bt, progress=False)  # noqa: E731
         run()  # compiles the one packed shape
         ref, secs = timed(run)
@@ -91,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
-from common import RESULTS, report  # noqa: E402
+from common import RESULTS, count, counts, entry, report  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxsel import assets, data, embed, finetune  # noqa: E402
@@ -48,10 +48,10 @@ from jaxsel.models import classifier, llama, tokens  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a few steps (under 2 minutes on 2 CPU cores)")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--batch-size", default=None, help="comma-separated batch sizes (default: 8 for SmolLM2 and "
+    ap.add_argument("--steps", type=count(1), default=None)
+    ap.add_argument("--batch-size", type=counts(1), default=None, help="comma-separated batch sizes (default: 8 for SmolLM2 and "
                     "32 for MiniLM on CPU, 64 on accelerators)")
-    ap.add_argument("--micro-batches", default="1",
+    ap.add_argument("--micro-batches", type=counts(1), default="1",
                     help="comma-separated micro-batch counts accumulated inside one optimizer step (PyTorch "
                          "accumulates the same way): a per-step fixed cost shrinks per token as this grows")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -59,8 +59,8 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true",
                     help="SmolLM2's architecture with random weights (no GGUF needed; same work per step)")
     ap.add_argument("--models", default="minilm,smollm2-135m")
-    ap.add_argument("--reps", type=int, default=3, help="alternating timed rounds (jaxsel, then the peer)")
-    ap.add_argument("--whole", type=int, default=0, metavar="N",
+    ap.add_argument("--reps", type=count(1), default=3, help="alternating timed rounds (jaxsel, then the peer)")
+    ap.add_argument("--whole", type=count(0), default=0, metavar="N",
                     help="also time whole N-example MiniLM finetunes (3 epochs, batch 16, 64 tokens, validation 300 "
                          "and test 800 rows): jaxsel's 1st and 2nd in one process (a run's first and later cells) "
                          "against PyTorch's, e.g. --whole 100")
@@ -85,9 +85,9 @@ def main() -> None:
     partial = RESULTS / f"finetune-{jax.default_backend()}.partial.json"
     rows = []
     for model_name, bs, micro in [(m, b, u) for m in a.models.split(",")
-                                  for b in ([int(x) for x in a.batch_size.split(",")] if a.batch_size else
+                                  for b in (a.batch_size if a.batch_size else
                                             [(8 if m != "minilm" else 32) if cpu else 64])
-                                  for u in [int(x) for x in a.micro_batches.split(",")]]:
+                                  for u in a.micro_batches]:
         cfg = finetune.FinetuneConfig(model=model_name, batch_size=bs, max_length=64)
         random_weights = a.random_weights and model_name == "smollm2-135m"
         model, encode = random_smollm2(cfg, names) if random_weights else finetune.build(cfg, names)
@@ -385,4 +385,4 @@ def _median_ms(fn, reps: int) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -24,8 +24,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
+from common import budget, entry  # noqa: E402
 from jaxsel.config import SEARCH_METHODS  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
 from jaxsel.experiment.report import ORDER, method_label, plot_accuracy, summarize  # noqa: E402
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="*", help="results.json files (default: bench/results/e2e-*-whole{,-16th,-instance}/results.json; "
                     "ablations such as e2e-tweets-whole-fulldims are left out)")
-    ap.add_argument("--budget", type=float, default=0.05, help="the budget of the table (fraction of train)")
+    ap.add_argument("--budget", type=budget, default=0.05, help="the budget of the table (fraction of train)")
     ap.add_argument("--figures", action="store_true", help="also draw bench/results/headline-DATASET.png")
     args = ap.parse_args(argv)
     paths = [Path(p) for p in args.results] or sorted(
@@ -120,6 +121,8 @@ def main(argv=None) -> None:
                 seen.add(key)
                 rows.append(r)
     rows.sort(key=lambda r: (r["dataset"], r["noise"] != "clean", r["noise"], ORDER.index(r["method"])))
+    if all(r["method"] == "full" for r in rows):  # --budget 2 had replaced headline.json with the full rows alone
+        sys.exit(f"error: none of the {len(paths)} results files has a budget of {args.budget:g}")
     table = markdown(rows)
     print(table)
     if any(not r["complete"] for r in rows):
@@ -135,4 +138,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

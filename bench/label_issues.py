@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from common import RESULTS, table  # noqa: E402
+from common import RESULTS, entry, table  # noqa: E402
 from pools import ints  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
 from jaxsel.io import write_json  # noqa: E402
@@ -124,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry(main)

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).parent)]
 
-from common import RESULTS  # noqa: E402
+from common import RESULTS, entry  # noqa: E402
 from pools import percent, summarize  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
 from jaxsel.io import write_json  # noqa: E402
@@ -110,4 +110,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry(main)

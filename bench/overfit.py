@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
-from common import report  # noqa: E402
+from common import entry, report  # noqa: E402
 
 from jaxsel import agents, baselines, data, embed, label_issues, proxy  # noqa: E402
 from jaxsel.config import load_config  # noqa: E402
@@ -136,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

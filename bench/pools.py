@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
-from common import RESULTS  # noqa: E402
+from common import RESULTS, entry  # noqa: E402
 from jaxsel.errors import JaxselError  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
 from jaxsel.io import write_json  # noqa: E402
@@ -186,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry(main)

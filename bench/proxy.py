@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from common import peer_blas, report  # noqa: E402
+from common import counts, entry, peer_blas, report  # noqa: E402
 
 from jaxsel import cluster, proxy  # noqa: E402
 
@@ -100,10 +100,10 @@ def ridge_flops(k: int, r1: int, m: int, c: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer sizes and batches (under 2 minutes on 2 CPU cores)")
-    ap.add_argument("--batches", default=None, help="comma-separated B values (default 1,64,1024)")
+    ap.add_argument("--batches", type=counts(1), default=None, help="comma-separated B values (default 1,64,1024)")
     a = ap.parse_args()
     n, d, classes, k, m_val, frac = 30_000, 384, 3, 256, 4000, 0.05
-    batches = [int(b) for b in a.batches.split(",")] if a.batches else [1, 64, 1024]
+    batches = a.batches or [1, 64, 1024]
     x, y = synthetic(n, d, classes, 0)
     xv, yv = synthetic(m_val, d, classes, 0)[0], None
     xv, yv = synthetic(n + m_val, d, classes, 0)
@@ -173,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
-from common import report  # noqa: E402
+from common import entry, report  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from jaxsel import baselines, data, label_issues, proxy  # noqa: E402
@@ -211,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -39,7 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
-from common import peer_blas, report  # noqa: E402
+from common import count, counts, entry, peer_blas, report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
 from jaxsel import cluster  # noqa: E402
@@ -59,21 +59,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true",
                     help="64 envs, few updates, 3 seeds of best scores (under 2 minutes on 2 CPU cores)")
-    ap.add_argument("--project", type=int, default=64, help="proxy PCA dimensions (0: full 384)")
-    ap.add_argument("--envs", default=None, help="comma-separated env counts (default 64,256,1024)")
-    ap.add_argument("--updates", type=int, default=None, help="PPO updates timed per setting")
+    ap.add_argument("--project", type=count(0), default=64, help="proxy PCA dimensions (0: full 384)")
+    ap.add_argument("--envs", type=counts(1), default=None, help="comma-separated env counts (default 64,256,1024)")
+    ap.add_argument("--updates", type=count(1), default=None, help="PPO updates timed per setting")
     ap.add_argument("--scaling", action="store_true", help="only PPO's env steps/s against the number of clusters "
                     "(K = 100 .. 4,096) and environments, saved as rl-scaling[-late]")
     ap.add_argument("--network", default=ppo.PPOConfig().network, choices=networks.NETWORKS,
                     help="with --scaling: PPO's network (default: PPO's default)")
-    ap.add_argument("--scores", type=int, default=0, metavar="SEEDS",
+    ap.add_argument("--scores", type=count(1), default=None, metavar="SEEDS",
                     help="only the best-score comparison over SEEDS seeds (--updates: default 20), saved as rl-scores")
     a = ap.parse_args()
     if a.scaling:
         return scaling(a.quick, a.project, a.network)
-    if a.scores:
+    if a.scores is not None:
         return scores_only(a.scores, a.updates or 20, a.project)
-    envs = [int(e) for e in a.envs.split(",")] if a.envs else ([64] if a.quick else [64, 256, 1024])
+    envs = a.envs if a.envs else ([64] if a.quick else [64, 256, 1024])
     n_updates = a.updates or (3 if a.quick else 10)
     env, params = setting(a.project)
     rows = []
@@ -280,4 +280,4 @@ def maskable_ppo(params, n_updates: int, ours: dict, seed: int = 0, deep_sets: b
             "jaxsel_vs_peer": secs / ours["seconds"]}
 
 if __name__ == "__main__":
-    main()
+    entry(main)

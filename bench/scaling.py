@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from common import RESULTS, report  # noqa: E402
+from common import RESULTS, count, counts, entry, report  # noqa: E402
 from proxy import synthetic  # noqa: E402
 
 from jaxsel import agents, cluster, data, embed, finetune  # noqa: E402
@@ -88,16 +88,16 @@ def greedy_step_seconds(p, cl, n: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N up to 100k, K up to 1,024, 3 k-means iterations")
-    ap.add_argument("--ns", default=None, help="comma-separated row counts")
-    ap.add_argument("--ks", default=None, help="comma-separated cluster counts")
-    ap.add_argument("--iters", type=int, default=None, help="k-means Lloyd iterations (default 10; quick 3)")
+    ap.add_argument("--ns", type=counts(1), default=None, help="comma-separated row counts")
+    ap.add_argument("--ks", type=counts(1), default=None, help="comma-separated cluster counts")
+    ap.add_argument("--iters", type=count(1), default=None, help="k-means Lloyd iterations (default 10; quick 3)")
     ap.add_argument("--extend", type=Path, default=None,
                     help="an earlier results JSON of this script: its rows join this run's table, plot and file "
                          "(a row of the same N, K and stage measured now replaces it), so the grid can be "
                          "measured in parts")
     a = ap.parse_args()
-    ns = [int(float(v)) for v in (a.ns or ("1e3,1e4,1e5" if a.quick else "1e3,1e4,1e5,1e6")).split(",")]
-    ks = [int(v) for v in (a.ks or ("100,1024" if a.quick else "100,1024,4096")).split(",")]
+    ns = a.ns or ([1_000, 10_000, 100_000] if a.quick else [1_000, 10_000, 100_000, 1_000_000])
+    ks = a.ks or ([100, 1024] if a.quick else [100, 1024, 4096])
     iters = a.iters or (3 if a.quick else 10)
     rates = linear_rates()
     print(rates, file=sys.stderr)
@@ -183,4 +183,4 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

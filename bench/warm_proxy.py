@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
-from common import report  # noqa: E402
+from common import entry, report  # noqa: E402
 from flax import nnx  # noqa: E402
 from proxy_target import add_run_args, finished, pool_rows, ridge_views, spearman, subset_rows  # noqa: E402
 
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

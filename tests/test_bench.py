@@ -1,0 +1,52 @@
+"""bench/'s shared plumbing: argument types that refuse what a benchmark cannot run, and results
+files that a run without its peers does not replace (a new user's round 17)."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+import common  # noqa: E402
+
+
+def test_counts_read_whole_numbers_at_or_above_their_floor():
+    assert common.counts()("1e3,16, 5") == [1000, 16, 5] and common.count(0)("0") == 0
+    for bad in ("abc", "0", "-1", "1.5", "nan", "4,,8"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.counts()(bad)
+    assert common.budget("1/16") == 1 / 16
+    with pytest.raises(argparse.ArgumentTypeError, match="strictly between 0 and 1, got 2"):
+        common.budget("2")
+
+
+def test_a_run_without_a_peer_keeps_the_file_with_its_ratios(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "environment", lambda: {"backend": "cpu"})
+    monkeypatch.setattr(common, "matmul_gflops", lambda: 1.0)
+    kept = tmp_path / "x-cpu-quick.json"
+    kept.write_text(json.dumps({"summary": {"x_vs_peer": 2.0, "x": 1.0}}))
+    common.report("x", [{"x": 3.0}], ["x"], {"x_vs_peer": None, "x": 3.0}, True)
+    assert json.loads(kept.read_text())["summary"]["x_vs_peer"] == 2.0
+    assert json.loads((tmp_path / "x-cpu-quick.no-peers.json").read_text())["summary"] == {"x_vs_peer": None, "x": 3.0}
+    assert "this run has no x_vs_peer" in capsys.readouterr().err
+    common.report("x", [{"x": 4.0}], ["x"], {"x_vs_peer": 2.5, "x": 4.0}, True)  # with the peer: replaced
+    assert json.loads(kept.read_text())["summary"] == {"x_vs_peer": 2.5, "x": 4.0}
+    assert capsys.readouterr().out.splitlines()[-1] == '{"x_vs_peer": 2.5, "x": 4.0}'  # the last line: the summary
+
+
+@pytest.mark.parametrize("args, says", [
+    (["headline.py", "--budget", "2"], "argument --budget: budget must be strictly between 0 and 1, got 2"),
+    (["proxy.py", "--batches", "0"], "argument --batches: '0' is below 1"),
+    (["overfit.py", "--config", "nope"], "error: no such config: nope"),
+])
+def test_bad_benchmark_arguments_are_one_line(args, says, tmp_path):
+    before = (BENCH / "results" / "headline.json").read_bytes()
+    done = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:]], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert (BENCH / "results" / "headline.json").read_bytes() == before  # --budget 2 had emptied it
