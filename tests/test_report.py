@@ -307,3 +307,8 @@ def test_accuracy_bars_stay_within_zero_and_one(tmp_path, monkeypatch):
     low, high = (band.get_y(), band.get_y() + band.get_height()) if hasattr(band, "get_height") else \
         (band.get_xy()[:, 1].min(), band.get_xy()[:, 1].max())
     assert (low, high) == pytest.approx((0.6, 1.0))
+
+
+def test_budgets_print_as_percentages_tiny_ones_by_their_digits():
+    """A budget of 1e-9 of the rows was labelled "0%" in the table and its warnings."""
+    assert [report.percent(b) for b in (0.05, 1 / 16, 0.001, 1e-9)] == ["5%", "6.25%", "0.10%", "1e-07%"]

@@ -291,12 +291,16 @@ class Run:
         searches = [m for m in self.cfg.methods if m != "full" and m not in baselines.METHODS]
         for v, (_, labels, c, p, _, _) in variants.items():
             examples = budget_examples(max(self.cfg.budgets), len(labels))
-            if "cleanlab" in self.cfg.methods:
-                flagged = self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
-                baselines.check_unflagged(int((~flagged).sum()), examples)
-            if searches and self.cfg.select.filter != "none":
-                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}")
-                check_kept(int((~flagged).sum()), len(labels), examples)
+            try:
+                if "cleanlab" in self.cfg.methods:
+                    flagged = self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
+                    baselines.check_unflagged(int((~flagged).sum()), examples)
+                if searches and self.cfg.select.filter != "none":
+                    flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter],
+                                           f"filter_seconds_{v}")
+                    check_kept(int((~flagged).sum()), len(labels), examples)
+            except JaxselError as e:  # which variant: the noisy one has more rows
+                raise JaxselError(f"{v} variant, budget {max(self.cfg.budgets):.10g}: {e}") from None
 
     def cell(self, seed: int, v: str, budget: float | None, method: str, variant: tuple, selections: dict,
              issues: dict) -> dict:

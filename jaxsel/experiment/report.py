@@ -256,6 +256,13 @@ def method_label(s: dict) -> str:
     return s["method"] + (" (" + ", ".join(f"{p} {c}" for p, c in picked.items()) + ")" if picked else "")
 
 
+def percent(budget: float) -> str:
+    """A budget as the table prints it: "5%", "6.25%", and budgets under 0.005% by their first
+    digits ("1e-05%"; a budget of 1e-9 of the rows was printed "0%")."""
+    text = f"{budget:.2%}".replace(".00%", "%")
+    return text if budget >= 5e-5 else f"{100 * budget:.2g}%"
+
+
 def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     """The results table (the corrupted-examples column appears when a noisy variant is present),
     then a warning line for every selection that left out a class. ``labels``: class names."""
@@ -271,7 +278,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     warnings = []
     for s in summary:
         n = len(s["seeds"])
-        budget = "all" if s["budget"] is None else f"{s['budget']:.2%}".replace(".00%", "%")
+        budget = "all" if s["budget"] is None else percent(s["budget"])
         cells = [s["variant"], method_label(s), budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
         cells += [_interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], n, "+") if f"vs_{ref}" in s else "-" for ref in refs]
         cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
@@ -348,7 +355,7 @@ def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
         for label, vals in parts:
             ax.bar(names, vals, bottom=bottom, label=label)
             bottom += np.asarray(vals)
-        ax.set(title=f"{v} data, budget {budgets[0]:.2%}" if budgets else v, ylabel="seconds")
+        ax.set(title=f"{v} data, budget {percent(budgets[0])}" if budgets else v, ylabel="seconds")
         ax.legend(fontsize=8)
     _save(fig, path)
 
