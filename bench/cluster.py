@@ -34,7 +34,7 @@ def main() -> None:
     from sklearn.cluster import KMeans
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="N in {10k, 100k} (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="N in {10k, 100k} (about 2 minutes on 2 idle CPU cores, 2-4.5 on a busy host)")
     ap.add_argument("--k", type=count(1), default=256)
     ap.add_argument("--iters", type=count(1), default=10)
     ap.add_argument("--sizes", type=counts(1), default=None, help="comma-separated N values")

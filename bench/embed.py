@@ -35,7 +35,7 @@ def timed(fn) -> tuple[np.ndarray, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="a 256-text sample (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="a 256-text sample (about 2 minutes on 2 idle CPU cores, 2-4.5 on a busy host)")
     ap.add_argument("--n", type=count(1), default=None, help="number of train texts (default 4096, quick 256)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--reps", type=count(1), default=3, help="alternating timed rounds of jaxsel and the peer")

@@ -47,7 +47,7 @@ from jaxsel.models import classifier, llama, tokens  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="a few steps (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="a few steps (about 2 minutes on 2 idle CPU cores, 2-4.5 on a busy host)")
     ap.add_argument("--steps", type=count(1), default=None)
     ap.add_argument("--batch-size", type=counts(1), default=None, help="comma-separated batch sizes (default: 8 for SmolLM2 and "
                     "32 for MiniLM on CPU, 64 on accelerators)")

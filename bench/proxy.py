@@ -99,7 +99,7 @@ def ridge_flops(k: int, r1: int, m: int, c: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="fewer sizes and batches (under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="fewer sizes and batches (about 2 minutes on 2 idle CPU cores, 2-4.5 on a busy host)")
     ap.add_argument("--batches", type=counts(1), default=None, help="comma-separated B values (default 1,64,1024)")
     a = ap.parse_args()
     n, d, classes, k, m_val, frac = 30_000, 384, 3, 256, 4000, 0.05

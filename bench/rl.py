@@ -58,7 +58,7 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true",
-                    help="64 envs, few updates, 3 seeds of best scores (under 2 minutes on 2 CPU cores)")
+                    help="64 envs, few updates, 3 seeds of best scores (about 2 minutes on 2 idle CPU cores, 2-4.5 on a busy host)")
     ap.add_argument("--project", type=count(0), default=64, help="proxy PCA dimensions (0: full 384)")
     ap.add_argument("--envs", type=counts(1), default=None, help="comma-separated env counts (default 64,256,1024)")
     ap.add_argument("--updates", type=count(1), default=None, help="PPO updates timed per setting")
