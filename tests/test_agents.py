@@ -161,6 +161,7 @@ from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo
 x, y, cl, xv, yv = known_truth()
 p = proxy.make(x, y, cl, xv, yv)
+import warnings; warnings.simplefilter("error", FutureWarning)  # jax: implicit int64 -> int32 casts will be errors
 small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
              dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 20, learning_starts=32), climb_rounds=1)
 out = {m: agents.select(p, cl, y, agents.SelectConfig(method=m, budget=0.2, **small), progress=False).indices.tolist()
@@ -171,7 +172,8 @@ print(json.dumps(out))
 
 def test_same_selection_with_jax_enable_x64():
     """JAX_ENABLE_X64=1 (a common notebook setting) gives the same selections: dtypes are pinned
-    where scores and states cross scan and jit boundaries."""
+    where scores and states cross scan and jit boundaries (and DQN's replay buffer, whose int64
+    writes into int32 rows jax deprecates: FutureWarnings fail the run)."""
     import json
     import os
     import subprocess

@@ -100,7 +100,8 @@ def buffer_add(b: Buffer, items: Transition) -> Buffer:
     chex.assert_trees_all_equal_shapes(jax.tree.map(lambda x: x[0], items), jax.tree.map(lambda x: x[0], b.data))
     size, e = b.data.action.shape[0], items.action.shape[0]
     idx = (b.ptr + jnp.arange(e)) % size
-    return Buffer(jax.tree.map(lambda d, x: d.at[idx].set(x), b.data, items), (b.ptr + e) % size,
+    # the buffer's dtypes (jax_enable_x64 makes some actions and counters int64; scatter's implicit cast is deprecated)
+    return Buffer(jax.tree.map(lambda d, x: d.at[idx].set(x.astype(d.dtype)), b.data, items), (b.ptr + e) % size,
                   b.full | (b.ptr + e >= size))
 
 
