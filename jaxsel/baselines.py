@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, check_mask
 
 METHODS = ("random", "stratified", "typical", "cleanlab")
 
@@ -48,7 +48,7 @@ def indices(method: str, examples: int, seed: int, *, labels: np.ndarray, cluste
     if method == "cleanlab":
         if issues is None:
             raise JaxselError("the cleanlab baseline needs the flagged label issues")
-        keep = np.flatnonzero(~np.asarray(issues, bool))
+        keep = np.flatnonzero(~check_mask(issues, len(labels), "issues"))
         check_unflagged(len(keep), examples)
         return np.sort(keep[random_indices(len(keep), examples, seed)]).astype(np.int64)
     raise JaxselError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")

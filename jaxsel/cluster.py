@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxsel import progress as progress_
 from jaxsel.config import KMEANS_METHODS
-from jaxsel.errors import MAX_INT, JaxselError, check_labels, is_int
+from jaxsel.errors import MAX_INT, JaxselError, check_embeddings, check_labels, is_int
 from jaxsel.io import json_text, read_npz, write_npz
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
@@ -72,6 +72,10 @@ class Clustering:
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__}: {str(e)[:120]})")
         a, n = np.asarray(c.assignment), len(c.assignment)
+        ints = all(np.asarray(v).dtype.kind in "iu" for v in (a, c.sizes, c.table))
+        if not ints or not isinstance(c.meta, dict):
+            raise JaxselError(f"{path}: not a jaxsel clustering file (assignments, sizes and index table must be "
+                              f"integer arrays, meta a JSON object)")
         if (a.ndim != 1 or len(c.centroids) != c.k or (n and (a.min() < 0 or a.max() >= c.k))
                 or not np.array_equal(np.bincount(a, minlength=c.k), c.sizes)
                 or (np.asarray(c.table).size and (c.table.min() < -1 or c.table.max() >= n))):
@@ -218,9 +222,10 @@ def typical_order(clustering: Clustering, x: np.ndarray) -> Clustering:
     """The same partition with each cluster's members ordered nearest its centroid first (the
     typicality order of TypiClust, Hacohen et al. 2022, with distance to the centroid; ties by
     row index); the index table holds the most typical members. x: (N, d) the clustered rows."""
-    x = np.asarray(x, np.float32)
-    if x.shape[0] != len(clustering.assignment):
-        raise JaxselError(f"typical order: {x.shape[0]} embeddings for a clustering of {len(clustering.assignment)} rows")
+    x = check_embeddings(x, len(clustering.assignment), "typical order's embeddings").astype(np.float32)
+    if x.shape[1] != clustering.centroids.shape[1]:
+        raise JaxselError(f"typical order: embeddings of width {x.shape[1]} for centroids of width "
+                          f"{clustering.centroids.shape[1]}: pass the embeddings the clustering was fitted on")
     order, bounds = grouped(np.asarray(clustering.assignment), clustering.k)
     table = np.full_like(np.asarray(clustering.table), -1)
     parts = []
@@ -300,6 +305,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
                           f"embeddings (exact duplicate texts embed alike); use k <= {distinct} or --dedup")
     if method not in KMEANS_METHODS:
         raise JaxselError(f"unknown k-means method {method!r} ({' or '.join(KMEANS_METHODS)})")
+    scale = unit_scale(x)
+    x = x * np.float32(scale)  # exact: a power of two
     if labels is None:
         c, a, inertia = _fit(x, k, seed, n_init, max_iter, tol, method)
         assignment, centroids, inertia = np.asarray(a, np.int32), np.asarray(c), float(inertia)
@@ -318,12 +325,24 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
             inertia += float(part)
             offset += int(kc)
         centroids = np.concatenate(centroids)
+    centroids, inertia = centroids / np.float32(scale), inertia / scale**2
     sizes = np.bincount(assignment, minlength=k).astype(np.int32)
     if (sizes == 0).any():  # Lloyd re-seeds empty clusters; this guards what selection relies on
         raise JaxselError(f"k-means left {int((sizes == 0).sum())} of {k} clusters empty; use a smaller k")
     meta = dict(k=k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, method=method,
                 stratified=labels is not None, table_size=table_size)
     return Clustering(assignment, centroids, sizes, index_table(assignment, k, table_size, seed), inertia, meta)
+
+
+def unit_scale(x: np.ndarray, within: float = 2.0**16) -> float:
+    """1.0 for embeddings whose largest absolute value lies in [1 / ``within``, ``within``], else
+    the power of two that brings it near 1: k-means's squared distances in float32 overflow
+    (~1e19 and above) or vanish under its 1e-30 floor (~1e-16 and below), while the partition of
+    ``x * scale`` is that of ``x`` and a power of two scales exactly."""
+    top = float(np.abs(x).max())
+    if top == 0.0 or 1.0 / within <= top <= within:
+        return 1.0
+    return 2.0 ** -round(np.log2(top))
 
 
 def allocate(counts: np.ndarray, k: int) -> np.ndarray:

@@ -115,7 +115,9 @@ class ProxyConfig:
 
     kind: str = "ridge"  # "ridge", "knn", "linear", "mlp" or "transformer"
     lam: float = 1.0  # ridge penalty on the (projected) features
-    project: int | None = 64  # reduce embeddings to this many dimensions first (PCA); None: keep all
+    # reduce embeddings to this many dimensions first (PCA, centred on the train mean); None or >= d:
+    # keep all as they are, uncentred (as the committed fulldims runs did), so a constant offset moves scores
+    project: int | None = 64
     projection: str = "pca"  # "pca" or "random"
     temperature: float = 5.0  # ridge: logits = temperature x scores, for the log-likelihood
     val_size: int | None = None  # score on a stratified validation sample of this many rows; None: all

@@ -233,3 +233,29 @@ def check_indices(values, n: int | None, name: str, distinct: bool = False):
         raise JaxselError(f"{name} repeat {int((counts > 1).sum())} row(s) (row {int(rows[counts > 1][0])} "
                           f"{int(counts.max())} times): a subset names each row once")
     return a
+
+
+def check_mask(values, n: int, name: str):
+    """``values`` as a bool array (n,), one flag per row, checked: raise JaxselError for another
+    shape or a non-bool dtype (row indices: pass ``np.isin(np.arange(n), rows)``)."""
+    import numpy as np
+
+    a = np.asarray(values)
+    if a.shape != (n,) or a.dtype != bool:
+        raise JaxselError(f"{name} must be a bool array of shape ({n},), one flag per train row, got shape {a.shape} "
+                          f"of {a.dtype} (for row indices pass np.isin(np.arange({n}), rows))")
+    return a
+
+
+def check_embeddings(x, rows: int, name: str):
+    """``x`` as a finite float array (rows, d), checked: raise JaxselError for another rank or row
+    count, or NaN/inf values."""
+    import numpy as np
+
+    a = np.asarray(x)
+    if a.ndim != 2 or a.shape[0] != rows or not np.issubdtype(a.dtype, np.number):
+        raise JaxselError(f"{name} must be a numeric array ({rows}, d), one row per train row, got shape {a.shape} "
+                          f"of {a.dtype}")
+    if not np.isfinite(a).all():
+        raise JaxselError(f"{name} holds NaN or inf values ({int((~np.isfinite(a)).any(axis=1).sum())} rows)")
+    return a

@@ -28,7 +28,7 @@ from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig
 from jaxsel.data import SPLITS, column
-from jaxsel.errors import JaxselError, check_indices
+from jaxsel.errors import JaxselError, check_indices, check_labels
 from jaxsel.selection import digest
 
 MODELS = FINETUNE_MODELS
@@ -101,7 +101,11 @@ def pad(ids: list[list[int]], rows, batch_size: int, max_length: int) -> tuple[n
 def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     """Mean F1 over the classes among the labels ``y`` or the predictions ``pred`` (both (n,) ids
     below ``num_classes``), as ``sklearn.metrics.f1_score(average="macro")``: a class in neither
-    (a split without it) is left out, not scored 0."""
+    (a split without it) is left out, not scored 0. Raises JaxselError for empty or unequal-length
+    inputs, or an id outside 0..num_classes-1."""
+    y, pred = check_labels(y, "labels", num_classes=num_classes), check_labels(pred, "predictions", len(y), num_classes)
+    if not len(y):
+        raise JaxselError("macro-F1 of no examples")
     f1 = []
     for c in np.union1d(y, pred):
         tp = np.sum((pred == c) & (y == c))
@@ -363,6 +367,10 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True).tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
+    for split in ("validation", "test"):
+        if len(dd[split]) == 0:
+            raise JaxselError(f"finetune: the {split} split has no rows (the best epoch is chosen on validation, the "
+                              f"result read on test)")
     if jax.device_count() > 1 and cfg.batch_size % jax.device_count():
         raise JaxselError(f"batch size {cfg.batch_size} must divide over {jax.device_count()} devices")
     batch = step_batch(cfg, len(train))

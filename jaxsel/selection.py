@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, warn
+from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, is_int, warn
 from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json, write_utf8
 
 FORMAT = "jaxsel.selection/1"
@@ -288,6 +288,11 @@ class Selection:
             raise JaxselError(f"{path}: not a readable selection file ({type(e).__name__})")
         if not ours:
             raise JaxselError(f"{path}: not a jaxsel selection file")
+        _check_fields(doc, path)
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            raise JaxselError(f"{path}: its index file holds a {indices.ndim}-D {indices.dtype} array, not row "
+                              f"indices: make the selection again")
+        indices = check_indices(indices, None, f"{path}: its index file's rows", distinct=True)
         if len(indices) != doc["num_examples"]:
             raise JaxselError(f"{path}: index file holds {len(indices)} rows, the JSON says {doc['num_examples']}")
         digests = doc.get("digests")  # absent in files saved before jaxsel recorded them
@@ -525,3 +530,25 @@ def _write(table, path: Path, fmt: str) -> None:
             frame.to_csv(str(tmp), index=False)
         else:
             table.save_to_disk(str(tmp))
+
+
+SELECTION_FIELDS = {"num_examples": (int,), "cluster_ids": (list,), "scores": (dict,), "meta": (dict,),
+                    "digests": (dict, type(None))}
+
+
+def _check_fields(doc: dict, path: Path) -> None:
+    """Raise JaxselError unless a selection JSON ``doc`` holds every field :meth:`Selection.save`
+    writes, of its type (a hand-edited or truncated-then-repaired file raised KeyError)."""
+    for name, types in SELECTION_FIELDS.items():
+        if name not in doc and type(None) not in types:
+            raise JaxselError(f"{path}: not a complete selection file (no {name!r}): make the selection again")
+        if not isinstance(doc.get(name), types) or isinstance(doc.get(name), bool):
+            raise JaxselError(f"{path}: {name!r} must be of type "
+                              f"{' or '.join(t.__name__ for t in types if t is not type(None))}, got "
+                              f"{type(doc.get(name)).__name__}: make the selection again")
+    if not all(is_int(c) for c in doc["cluster_ids"]):
+        raise JaxselError(f"{path}: 'cluster_ids' must be integers: make the selection again")
+    digests = doc.get("digests")
+    if digests is not None and not (isinstance(digests.get("indices"), str)
+                                    and isinstance(digests.get("clusters"), (str, type(None)))):
+        raise JaxselError(f"{path}: 'digests' must name the indices' and clusters' digests: make the selection again")

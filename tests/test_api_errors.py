@@ -97,6 +97,25 @@ CASES = {
         x, y, c, v, yv, proxy.ProxyConfig(kind="linear", steps=2)).score_rows([-5, 10**7]), r"lie in \[0, 120\)"),
     "stratified k-means over labels that are not class ids": (lambda x, y, v, yv, c, p: cluster.kmeans(x, 3, labels=y - 1),
                                                               "labels must be class ids"),
+    # round 18: each was a misleading error, a numpy traceback or a silently wrong answer
+    "cleanlab's issues of another length (sampled the first rows only)": (
+        lambda x, y, v, yv, c, p: agents.select(p, c, y, agents.SelectConfig(method="cleanlab", budget=0.1),
+                                                issues=np.zeros(30, bool)), r"issues must be a bool array of shape \(120,\)"),
+    "cleanlab's issues as row indices": (
+        lambda x, y, v, yv, c, p: agents.select(p, c, y, agents.SelectConfig(method="cleanlab", budget=0.1),
+                                                issues=np.array([3, 5])), r"for row indices pass np.isin"),
+    "the typical baseline on embeddings of another width": (
+        lambda x, y, v, yv, c, p: agents.select(p, c, y, agents.SelectConfig(method="typical", budget=0.1),
+                                                train_x=x[:, :3]), "embeddings of width 3 for centroids of width 16"),
+    "the typical baseline on NaN embeddings": (
+        lambda x, y, v, yv, c, p: agents.select(p, c, y, agents.SelectConfig(method="typical", budget=0.1),
+                                                train_x=x * np.nan), "holds NaN or inf values"),
+    "embeddings whose squares overflow the proxy's float32 sums": (
+        lambda x, y, v, yv, c, p: proxy.make(x * 1e20, y, c, v, yv), r"train embeddings reach 3.9e\+20: .* overflow"),
+    "macro-F1 of a class past num_classes (scored it)": (lambda x, y, v, yv, c, p: finetune.macro_f1([0, 1], [0, 7], 2),
+                                                          "predictions holds class 7, but there are 2 classes"),
+    "macro-F1 of nothing (NaN and numpy warnings)": (lambda x, y, v, yv, c, p: finetune.macro_f1([], [], 2),
+                                                     "macro-F1 of no examples"),
 }
 
 TOKENS = {  # the transformer proxy's token ids: a negative id had scored NaN, the rest were IndexErrors
@@ -256,6 +275,29 @@ def test_every_proxy_kind_refuses_other_labels(parts, kind):
     assert len(sel.indices) == 12 and sel.meta["train_labels_digest"] == selection.digest(y)  # what apply checks
 
 
+@pytest.mark.parametrize("kind", ["ridge", "knn", "linear"])
+def test_every_proxy_kind_refuses_the_same_sizes_in_other_rows_or_order(parts, kind):
+    """Only the cluster sizes were compared: typical_order's reordering of the same partition (or
+    two rows swapped between clusters) was accepted, and the recorded proxy score was of other
+    rows than the exported ones (0.605 against 0.540)."""
+    x, y, v, yv, c, _ = parts
+    p = proxy.make(x, y, c, v, yv, proxy.ProxyConfig(kind=kind))
+    a, b = np.flatnonzero(c.assignment == 0)[0], np.flatnonzero(c.assignment == 1)[0]
+    swapped = c.assignment.copy()
+    swapped[[a, b]] = swapped[[b, a]]
+    others = {"typical order": cluster.typical_order(c, x),
+              "two rows swapped": cluster.Clustering(swapped, c.centroids, c.sizes, np.where(c.table == a, b, np.where(
+                  c.table == b, a, c.table)), c.inertia, c.meta)}
+    for name, other in others.items():
+        with pytest.raises(JaxselError, match="other rows, or list them in another order"):
+            agents.select(p, other, y, agents.SelectConfig(method="random-search", budget=0.1))
+    typical = others["typical order"]
+    q = proxy.make(x, y, typical, v, yv, proxy.ProxyConfig(kind=kind))
+    sel = agents.select(q, typical, y, agents.SelectConfig(method="random-search", budget=0.1))
+    if kind != "linear":  # a trained head scores its index table only
+        assert sel.scores["proxy_accuracy"] == pytest.approx(float(q.score_rows(sel.indices).accuracy), abs=1e-6)
+
+
 def test_finetune_names_a_label_column_that_is_not_class_ids():
     """A DatasetDict built by hand with plain int or string labels raised AttributeError ('Value'
     object has no attribute 'names')."""
@@ -267,6 +309,17 @@ def test_finetune_names_a_label_column_that_is_not_class_ids():
             finetune.train_and_evaluate(dd, None, finetune.FinetuneConfig(model="tiny-bert"))
         dd = dd.class_encode_column("label")  # the fix the message names is accepted by the check
         assert isinstance(dd["train"].features["label"].names, list)
+
+
+def test_finetune_names_an_empty_split():
+    """An empty test split trained the model, then macro-F1 returned NaN with numpy's warnings."""
+    from datasets import Dataset, DatasetDict
+    rows = {"text": ["x y", "y z", "z x", "x x"], "label": [0, 1, 0, 1]}
+    whole = DatasetDict({s: Dataset.from_dict(rows) for s in ("train", "validation", "test")}).class_encode_column("label")
+    for split in ("validation", "test"):
+        with pytest.raises(JaxselError, match=f"the {split} split has no rows"):
+            finetune.train_and_evaluate(DatasetDict(whole, **{split: whole[split].select([])}), None,
+                                        finetune.FinetuneConfig(model="tiny-bert"))
 
 
 def test_a_wrong_split_column_is_named_in_one_short_line(table_file):

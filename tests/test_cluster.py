@@ -94,6 +94,32 @@ def test_corrupt_file(tmp_path):
         cluster.Clustering.load(tmp_path / "bad.npz")
 
 
+def test_hand_made_files_of_other_types_are_refused(tmp_path, blobs):
+    """A float assignment raised numpy's TypeError; a JSON list as meta loaded, then member_order
+    raised AttributeError."""
+    import json
+    from jaxsel.io import write_npz
+    c = cluster.kmeans(blobs[0][:300], 4)
+    good = dict(assignment=c.assignment, centroids=c.centroids, sizes=c.sizes, table=c.table, inertia=c.inertia,
+                meta=json.dumps(c.meta))
+    for name, change in (("float", dict(assignment=c.assignment.astype(float))), ("list", dict(meta="[1, 2]"))):
+        write_npz(tmp_path / f"{name}.npz", **{**good, **change})
+        with pytest.raises(JaxselError, match="must be integer arrays, meta a JSON object"):
+            cluster.Clustering.load(tmp_path / f"{name}.npz")
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e18, 1e-16, 1e-20])
+def test_the_partition_does_not_depend_on_the_embeddings_scale(blobs, scale):
+    """Squared distances in float32 overflowed (x 1e19: 'k-means left 8 of 10 clusters empty',
+    x 1e18: another partition and inertia inf) or fell under k-means++'s 1e-30 floor (x 1e-16:
+    another partition). Now the same partition as unscaled, centroids and inertia scaled back."""
+    x = blobs[0][:600]
+    base, scaled = cluster.kmeans(x, 10), cluster.kmeans(x * np.float32(scale), 10)
+    np.testing.assert_array_equal(scaled.assignment, base.assignment)
+    np.testing.assert_allclose(scaled.centroids / scale, base.centroids, rtol=1e-4, atol=1e-4)
+    assert scaled.inertia / scale**2 == pytest.approx(base.inertia, rel=1e-4)
+
+
 @pytest.mark.parametrize("x,k,message", [
     (np.zeros((5, 3)), 6, "cannot make 6 clusters"),
     (np.zeros((5, 3)), 0, "cannot make 0 clusters"),

@@ -172,10 +172,37 @@ def test_bad_files(tmp_path):
         Selection.load(tmp_path / "z.json")
 
 
+def test_incomplete_or_mistyped_files_are_named(tmp_path):
+    """A well-formed JSON of the selection format missing a field raised KeyError, a list of
+    digests TypeError, a 0-d index file TypeError; float indices loaded."""
+    Selection([1, 2], np.array([3, 5, 9]), {"proxy_accuracy": 0.5}, {"a": 1}).save(tmp_path / "s.json")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    changes = {"no num_examples": (lambda d: d.pop("num_examples"), "no 'num_examples'"),
+               "no meta": (lambda d: d.pop("meta"), "no 'meta'"),
+               "digests a list": (lambda d: d.update(digests=[]), "'digests' must be of type dict, got list"),
+               "no indices digest": (lambda d: d["digests"].pop("indices"), "'digests' must name"),
+               "cluster ids a string": (lambda d: d.update(cluster_ids="abc"), "'cluster_ids' must be of type list"),
+               "cluster ids floats": (lambda d: d.update(cluster_ids=[1.5]), "'cluster_ids' must be integers")}
+    for name, (change, message) in changes.items():
+        bad = json.loads(json.dumps(doc))
+        change(bad)
+        (tmp_path / "t.json").write_text(json.dumps(bad))
+        np.save(tmp_path / "t.indices.npy", np.array([3, 5, 9]))
+        with pytest.raises(JaxselError, match=message):
+            Selection.load(tmp_path / "t.json")
+    undigested = {k: v for k, v in doc.items() if k != "digests"}  # the format before digests
+    (tmp_path / "t.json").write_text(json.dumps(undigested))
+    for indices, message in ((np.array(5), "holds a 0-D int64 array"), (np.array([1.5, 2.0, 3.0]), "float64 array"),
+                             (np.array([1, 1, 2]), "repeat 1 row")):
+        np.save(tmp_path / "t.indices.npy", indices)
+        with pytest.raises(JaxselError, match=message):
+            Selection.load(tmp_path / "t.json")
+
+
 def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
     """A selection's rows must be non-negative integers: save refuses others, and a file forged
-    with a negative row (its digest rewritten to match) gets a one-line error from export, not
-    datasets' OverflowError traceback."""
+    with a negative row (its digest rewritten to match) gets a one-line error from export (on
+    loading), not datasets' OverflowError traceback."""
     from jaxsel import cli, selection
     dd = data.load(str(table_file))
     meta = {"fingerprint": data.dataset_fingerprint(dd), "dataset": str(table_file), "method": "greedy"}
@@ -194,7 +221,7 @@ def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
     assert cli.main(["export", str(tmp_path / "s.json"), "--data", str(table_file),
                      "--out", str(tmp_path / "k.jsonl")]) == 2
     err = capsys.readouterr().err
-    assert "selection rows must be non-negative" in err and "Traceback" not in err
+    assert "index file's rows must be non-negative, got -1..3" in err and "Traceback" not in err  # refused on load
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "arrow"])

@@ -23,7 +23,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, keyless, later, settings
 from jaxsel.agents.env import checked_parts, make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_seed, check_types, warn
+from jaxsel.errors import JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types, warn
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
@@ -391,6 +391,6 @@ def select_unflagged(flagged: np.ndarray | None, proxy, clustering, train_labels
     labels = np.asarray(train_labels)
     if flagged is None:
         flagged = label_issues.find(proxy, labels, clustering.assignment)
-    return select_among(np.flatnonzero(~np.asarray(flagged, bool)),
+    return select_among(np.flatnonzero(~check_mask(flagged, len(labels), "flagged")),
                         lambda r, sub: make(train_x[r], labels[r], sub, *validation, proxy.cfg),
                         clustering, labels, config, score_with=proxy, train_x=train_x, **kwargs)

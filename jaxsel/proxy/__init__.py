@@ -72,6 +72,10 @@ def _check(train_x, train_y, clustering, val_x, val_y, cfg: ProxyConfig):
             raise JaxselError(f"{name} embeddings must be a non-empty (n, d) array, got {a.shape}")
         if not np.isfinite(a).all():
             raise JaxselError(f"{name} embeddings contain NaN or inf")
+        top = float(np.abs(a).max())
+        if top**2 * len(train_x) > 1e36:  # float32 sums of squares (ridge's X^T X) reach inf at ~3.4e38
+            raise JaxselError(f"{name} embeddings reach {top:.3g}: the proxy's float32 sums of squares over "
+                              f"{len(train_x)} rows overflow; scale them (e.g. L2-normalise each row)")
     train_y = check_labels(train_y, "train labels", len(train_x))
     val_y = check_labels(val_y, "validation labels", len(val_x))
     if len(np.unique(np.concatenate([train_y, val_y]))) < 2:
@@ -151,7 +155,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
              f"(numpy.unique(labels, return_inverse=True))")
     if cfg.val_size is not None and cfg.val_size > len(val_y):
         warn(f"proxy val_size {cfg.val_size} exceeds the {len(val_y)} validation rows: all are scored", once=True)
-    if cfg.project is not None and cfg.project > train_x.shape[1]:
+    if cfg.project is not None and cfg.project > train_x.shape[1] and cfg.kind != "transformer":  # it reads tokens
         warn(f"proxy project {cfg.project} exceeds the embeddings' {train_x.shape[1]} dimensions: all are kept",
              once=True)
     keep = stratified_subsample(val_y, cfg.val_size, cfg.seed)

@@ -279,12 +279,23 @@ class Proxy(struct.PyTreeNode):
         """Whether ``train_labels`` (N,) are the labels this proxy was made with (those it keeps)."""
         raise NotImplementedError
 
+    def orders_like(self, clustering) -> bool:
+        """Whether ``clustering`` lists the rows of each cluster as the one this proxy was made
+        with does (the rows a pick takes, in the order a partial pick takes them)."""
+        raise NotImplementedError
+
     def check_clustering(self, clustering) -> None:
         """Raise JaxselError unless ``clustering`` is the one this proxy was made with (its cluster
-        sizes): with another, a cluster id names other rows here than there."""
+        sizes, members and within-cluster order, :meth:`orders_like`): with another, a pick scores
+        other rows here than the selection exports (e.g. :func:`jaxsel.cluster.typical_order`'s
+        reordering of the same partition)."""
         if not np.array_equal(np.asarray(self.sizes), np.asarray(clustering.sizes)):
             raise JaxselError(f"the clustering ({clustering.k} clusters) is not the one the proxy was made with "
                               f"({self.k} clusters of other sizes): pass the clustering given to proxy.make")
+        if not self.orders_like(clustering):
+            raise JaxselError("the clustering's clusters hold other rows, or list them in another order, than the "
+                              "clustering the proxy was made with (e.g. cluster.typical_order's reordering): pass the "
+                              "clustering given to proxy.make")
 
     def check_made_with(self, train_labels: np.ndarray, name: str, caller: str) -> None:
         """Raise JaxselError unless ``train_labels`` (argument ``name`` of ``caller``) are the

@@ -118,6 +118,10 @@ class Trained(Proxy):
         valid = np.asarray(self.valid)
         return np.array_equal(np.asarray(self.ys)[valid], np.asarray(train_labels)[np.asarray(self.table)[valid]])
 
+    def orders_like(self, clustering) -> bool:
+        """Checked on the index table, the only rows of a cluster this kind sees."""
+        return np.array_equal(np.asarray(self.table), np.asarray(clustering.table))
+
     def score_rows(self, rows) -> Scores:
         """Scores of training on the index-table rows that are in ``rows`` (what a trained proxy
         sees of any subset)."""

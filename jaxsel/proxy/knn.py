@@ -109,6 +109,9 @@ class Knn(Proxy):
     def made_with(self, train_labels: np.ndarray) -> bool:
         return self.ridge.made_with(train_labels)
 
+    def orders_like(self, clustering) -> bool:
+        return self.ridge.orders_like(clustering)
+
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (any shape of int indices)."""
         rows = self.checked_rows(rows)

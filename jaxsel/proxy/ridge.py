@@ -188,6 +188,9 @@ class Ridge(Proxy):
     def made_with(self, train_labels: np.ndarray) -> bool:
         return np.array_equal(np.asarray(self.yf), train_labels)
 
+    def orders_like(self, clustering) -> bool:
+        return np.array_equal(np.asarray(self.rows), member_order(clustering)[0])
+
     def score_rows(self, rows) -> Scores:
         """Scores of a fit on exactly the train rows ``rows`` (any shape of int indices)."""
         return _score_rows(self, jnp.asarray(self.checked_rows(rows)))
