@@ -26,7 +26,7 @@ from jaxsel.io import check_not_input, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec,
-                           DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec)
+                           DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
 from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
@@ -168,6 +168,7 @@ def _recorded(a, meta: dict) -> None:
         if given is not None:  # it was ignored: the recorded [data] table reads the dataset
             raise JaxselError(f"this selection records how its run read the data (its config's [data] table); "
                               f"--{given.replace('_', '-')} cannot change that: leave it out")
+        build(DataSpec, meta["data_spec"], "the selection's meta data_spec")  # a hand-edited one: one line
         a.data_spec = meta["data_spec"]
     a.data = a.data or meta.get("dataset")
     for opt, value in meta.get("data_options", {}).items():

@@ -69,18 +69,39 @@ class Clustering:
             z = read_npz(path)
             c = cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
                     json.loads(str(z["meta"])), z.get("within"))
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise JaxselError(f"{path}: not a jaxsel clustering file ({type(e).__name__}: {str(e)[:120]})")
-        a, n = np.asarray(c.assignment), len(c.assignment)
-        ints = all(np.asarray(v).dtype.kind in "iu" for v in (a, c.sizes, c.table))
-        if not ints or not isinstance(c.meta, dict):
-            raise JaxselError(f"{path}: not a jaxsel clustering file (assignments, sizes and index table must be "
-                              f"integer arrays, meta a JSON object)")
-        if (a.ndim != 1 or len(c.centroids) != c.k or (n and (a.min() < 0 or a.max() >= c.k))
-                or not np.array_equal(np.bincount(a, minlength=c.k), c.sizes)
-                or (np.asarray(c.table).size and (c.table.min() < -1 or c.table.max() >= n))):
-            raise JaxselError(f"{path}: a clustering whose assignments, sizes and index table disagree")
+        problem = _problem(c)
+        if problem:
+            raise JaxselError(f"{path}: not a usable clustering ({problem}): cluster again")
         return c
+
+
+def _problem(c: Clustering) -> str | None:
+    """What makes ``c``'s arrays disagree with each other or with :class:`Clustering`'s layout
+    (a hand-made or damaged file), or None: every check :meth:`Clustering.load` makes."""
+    a, sizes, table, centroids = (np.asarray(v) for v in (c.assignment, c.sizes, c.table, c.centroids))
+    if not all(v.dtype.kind in "iu" for v in (a, sizes, table)) or a.ndim != 1 or sizes.ndim != 1 or table.ndim != 2:
+        return "assignments (N,), sizes (K,) and index table (K, s) must be integer arrays"
+    k, n, s = len(sizes), len(a), table.shape[1]
+    if centroids.ndim != 2 or len(centroids) != k or centroids.dtype.kind != "f" or not np.isfinite(centroids).all():
+        return f"centroids must be finite floats of shape ({k}, d), got {centroids.shape} of {centroids.dtype}"
+    if not isinstance(c.meta, dict) or not is_int(c.meta.get("seed", 0)) or not 0 <= c.meta.get("seed", 0) <= MAX_INT:
+        return "meta must be a JSON object whose seed is an integer >= 0"
+    if len(table) != k or (n and (a.min() < 0 or a.max() >= k)) or not np.array_equal(np.bincount(a, minlength=k), sizes):
+        return "assignments, sizes and index table disagree"
+    valid, count = table >= 0, np.minimum(sizes, s)
+    if (table.size and (table.min() < -1 or table.max() >= n)) or not np.array_equal(valid, np.arange(s) < count[:, None]) \
+            or not np.array_equal(a[table[valid]], np.repeat(np.arange(k), count)) or len(np.unique(table[valid])) < count.sum():
+        return "the index table must list distinct members of each cluster first, then -1"
+    if c.within is not None:
+        w = np.asarray(c.within)
+        if w.ndim != 1 or w.dtype.kind not in "iu" or not np.array_equal(np.sort(w), np.arange(n)) or np.any(np.diff(a[w]) < 0):
+            return f"the within-cluster order must list each of the {n} rows once, grouped by cluster"
+        head = (grouped(a, k)[1][:-1, None] + np.arange(s)[None])[valid]
+        if not np.array_equal(w[head], table[valid]):
+            return "the index table must be the head of the within-cluster order"
+    return None
 
 
 def _sq_dists(x: jax.Array, c: jax.Array) -> jax.Array:
@@ -170,8 +191,14 @@ def _check(x: np.ndarray, k: int) -> None:
         raise JaxselError(f"k must be an integer number of clusters, got {k!r}")
     if x.ndim != 2 or x.shape[0] == 0:
         raise JaxselError(f"embeddings must be a non-empty (N, d) array, got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise JaxselError(f"embeddings must be numbers, got {x.dtype}")
     if not np.isfinite(x).all():
         raise JaxselError("embeddings contain NaN or inf")
+    top = float(np.abs(x).max())
+    if top > 1e38 or 0 < top < 1e-37:  # float64 input beyond float32's normal numbers
+        raise JaxselError(f"embeddings reach {top:.3g}, outside float32's range (jaxsel computes in float32): scale them "
+                          f"(e.g. L2-normalise each row)")
     if not 1 <= k <= x.shape[0]:
         raise JaxselError(f"cannot make {k} clusters from {x.shape[0]} examples (need 1 <= k <= N)")
 
@@ -222,16 +249,18 @@ def typical_order(clustering: Clustering, x: np.ndarray) -> Clustering:
     """The same partition with each cluster's members ordered nearest its centroid first (the
     typicality order of TypiClust, Hacohen et al. 2022, with distance to the centroid; ties by
     row index); the index table holds the most typical members. x: (N, d) the clustered rows."""
-    x = check_embeddings(x, len(clustering.assignment), "typical order's embeddings").astype(np.float32)
+    x = check_embeddings(x, len(clustering.assignment), "typical order's embeddings")
     if x.shape[1] != clustering.centroids.shape[1]:
         raise JaxselError(f"typical order: embeddings of width {x.shape[1]} for centroids of width "
                           f"{clustering.centroids.shape[1]}: pass the embeddings the clustering was fitted on")
+    scale = unit_scale(x)  # as kmeans: squared distances in float32 neither overflow nor vanish
+    x, centroids = (x * scale).astype(np.float32), (np.asarray(clustering.centroids, np.float64) * scale).astype(np.float32)
     order, bounds = grouped(np.asarray(clustering.assignment), clustering.k)
     table = np.full_like(np.asarray(clustering.table), -1)
     parts = []
     for j in range(clustering.k):
         rows = order[bounds[j]:bounds[j + 1]]
-        d = np.sum((x[rows] - np.asarray(clustering.centroids[j], np.float32)) ** 2, axis=1)
+        d = np.sum((x[rows] - centroids[j]) ** 2, axis=1)
         rows = rows[np.argsort(d, kind="stable")]
         table[j, :min(len(rows), table.shape[1])] = rows[:table.shape[1]]
         parts.append(rows)
@@ -291,8 +320,10 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     clustered separately with a share of k proportional to its count (at least one), so every
     cluster is label-pure. Same seed, same result.
     """
-    x = np.asarray(x, np.float32)
+    x = np.asarray(x)
     _check(x, k)
+    scale = unit_scale(x)
+    x = (x * scale).astype(np.float32)  # exact for a power of two (float64 beyond float32's range: in range)
     for name, value, low in (("seed", seed, 0), ("n_init", n_init, 1), ("max_iter", max_iter, 1),
                              ("table_size", table_size, 1)):
         if not is_int(value) or not low <= value <= MAX_INT:
@@ -305,8 +336,6 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
                           f"embeddings (exact duplicate texts embed alike); use k <= {distinct} or --dedup")
     if method not in KMEANS_METHODS:
         raise JaxselError(f"unknown k-means method {method!r} ({' or '.join(KMEANS_METHODS)})")
-    scale = unit_scale(x)
-    x = x * np.float32(scale)  # exact: a power of two
     if labels is None:
         c, a, inertia = _fit(x, k, seed, n_init, max_iter, tol, method)
         assignment, centroids, inertia = np.asarray(a, np.int32), np.asarray(c), float(inertia)
@@ -325,7 +354,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
             inertia += float(part)
             offset += int(kc)
         centroids = np.concatenate(centroids)
-    centroids, inertia = centroids / np.float32(scale), inertia / scale**2
+    centroids, inertia = (np.asarray(centroids, np.float64) / scale).astype(np.float32), inertia / scale**2
     sizes = np.bincount(assignment, minlength=k).astype(np.int32)
     if (sizes == 0).any():  # Lloyd re-seeds empty clusters; this guards what selection relies on
         raise JaxselError(f"k-means left {int((sizes == 0).sum())} of {k} clusters empty; use a smaller k")

@@ -224,6 +224,8 @@ def check_indices(values, n: int | None, name: str, distinct: bool = False):
     if a.ndim != 1 or (a.size and (a.dtype == bool or a.dtype.kind not in "iu")):
         hint = " (for a bool mask pass np.flatnonzero(mask); for a Selection, its .indices)"
         raise JaxselError(f"{name} must be a 1-D array of integer row indices, got shape {a.shape} of {a.dtype}{hint}")
+    if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:  # would wrap to negative
+        raise JaxselError(f"{name} must lie in [0, {2**63 if n is None else n}), got {a.min()}..{a.max()}")
     a = a.astype(np.int64)
     if a.size and (a.min() < 0 or (n is not None and a.max() >= n)):
         bounds = "be non-negative" if n is None else f"lie in [0, {n})"

@@ -28,7 +28,7 @@ from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig
 from jaxsel.data import SPLITS, column
-from jaxsel.errors import JaxselError, check_indices, check_labels
+from jaxsel.errors import JaxselError, check_indices, check_labels, is_int
 from jaxsel.selection import digest
 
 MODELS = FINETUNE_MODELS
@@ -103,6 +103,8 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     below ``num_classes``), as ``sklearn.metrics.f1_score(average="macro")``: a class in neither
     (a split without it) is left out, not scored 0. Raises JaxselError for empty or unequal-length
     inputs, or an id outside 0..num_classes-1."""
+    if not is_int(num_classes) or num_classes < 1:
+        raise JaxselError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     y, pred = check_labels(y, "labels", num_classes=num_classes), check_labels(pred, "predictions", len(y), num_classes)
     if not len(y):
         raise JaxselError("macro-F1 of no examples")

@@ -297,7 +297,14 @@ class Selection:
             raise JaxselError(f"{path}: index file holds {len(indices)} rows, the JSON says {doc['num_examples']}")
         digests = doc.get("digests")  # absent in files saved before jaxsel recorded them
         clusters_file = cls.clusters_path(path)
-        clusters = np.load(clusters_file) if clusters_file.exists() else None
+        try:
+            clusters = np.load(clusters_file) if clusters_file.exists() else None
+        except (ValueError, OSError, EOFError) as e:
+            raise JaxselError(f"{clusters_file}: not a readable array ({type(e).__name__}): make the selection again")
+        if clusters is not None and (clusters.shape != indices.shape or clusters.dtype.kind not in "iu"
+                                     or (clusters.size and clusters.min() < 0)):
+            raise JaxselError(f"{clusters_file}: holds {clusters.shape} {clusters.dtype}, not one cluster id per "
+                              f"selected row ({indices.shape}): make the selection again")
         if digests is not None:
             if digests["clusters"] is None:
                 clusters = None
@@ -532,6 +539,10 @@ def _write(table, path: Path, fmt: str) -> None:
             table.save_to_disk(str(tmp))
 
 
+# what the commands read back from a selection's meta (export, finetune --selection, apply)
+META_FIELDS = {"dataset": (str,), "data_options": (dict,), "data_spec": (dict,), "fingerprint": (str,),
+               "train_labels_digest": (str,), "variant": (str,), "train_label_counts": (list,), "label_counts": (list,)}
+COUNT_FIELDS = ("train_label_counts", "label_counts")
 SELECTION_FIELDS = {"num_examples": (int,), "cluster_ids": (list,), "scores": (dict,), "meta": (dict,),
                     "digests": (dict, type(None))}
 
@@ -548,6 +559,13 @@ def _check_fields(doc: dict, path: Path) -> None:
                               f"{type(doc.get(name)).__name__}: make the selection again")
     if not all(is_int(c) for c in doc["cluster_ids"]):
         raise JaxselError(f"{path}: 'cluster_ids' must be integers: make the selection again")
+    for name, types in META_FIELDS.items():
+        value = doc["meta"].get(name)
+        if value is not None and (not isinstance(value, types) or (
+                name in COUNT_FIELDS and not all(is_int(v) and v >= 0 for v in value))):
+            raise JaxselError(f"{path}: meta {name!r} must be "
+                              f"{'a list of counts' if name in COUNT_FIELDS else ' or '.join(t.__name__ for t in types)}, "
+                              f"got {json.dumps(value)[:60]}: make the selection again")
     digests = doc.get("digests")
     if digests is not None and not (isinstance(digests.get("indices"), str)
                                     and isinstance(digests.get("clusters"), (str, type(None)))):

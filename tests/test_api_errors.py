@@ -114,6 +114,13 @@ CASES = {
         lambda x, y, v, yv, c, p: proxy.make(x * 1e20, y, c, v, yv), r"train embeddings reach 3.9e\+20: .* overflow"),
     "macro-F1 of a class past num_classes (scored it)": (lambda x, y, v, yv, c, p: finetune.macro_f1([0, 1], [0, 7], 2),
                                                           "predictions holds class 7, but there are 2 classes"),
+    "macro-F1 over True classes": (lambda x, y, v, yv, c, p: finetune.macro_f1([0], [0], True),
+                                   "num_classes must be an integer >= 1, got True"),
+    "the filter's path over another clustering (accepted for the searches)": (
+        lambda x, y, v, yv, c, p: agents.select_unflagged(np.zeros(120, bool), p, cluster.typical_order(c, x), y,
+                                                          agents.SelectConfig(method="greedy", budget=0.1),
+                                                          train_x=x, validation=(v, yv)),
+        "other rows, or list them in another order"),
     "macro-F1 of nothing (NaN and numpy warnings)": (lambda x, y, v, yv, c, p: finetune.macro_f1([], [], 2),
                                                      "macro-F1 of no examples"),
 }

@@ -94,21 +94,43 @@ def test_corrupt_file(tmp_path):
         cluster.Clustering.load(tmp_path / "bad.npz")
 
 
-def test_hand_made_files_of_other_types_are_refused(tmp_path, blobs):
-    """A float assignment raised numpy's TypeError; a JSON list as meta loaded, then member_order
-    raised AttributeError."""
+def test_hand_made_files_that_disagree_with_the_layout_are_refused(tmp_path, blobs):
+    """A float assignment raised numpy's TypeError, an array inertia TypeError (a damaged stage file
+    crashed the CLI instead of being computed again); a JSON list as meta, a string seed, 1-D or NaN
+    centroids loaded and failed later with raw errors; an index table of repeated rows or of other
+    clusters' rows, or a within-cluster order not grouped by cluster, loaded and selected rows of
+    other clusters than it picked (4 distinct rows in a selection of 30)."""
     import json
     from jaxsel.io import write_npz
-    c = cluster.kmeans(blobs[0][:300], 4)
+    c = cluster.typical_order(cluster.kmeans(blobs[0][:300], 4), blobs[0][:300])
+    sub, _ = cluster.restrict(cluster.kmeans(blobs[0][:300], 4), np.arange(0, 300, 3))
     good = dict(assignment=c.assignment, centroids=c.centroids, sizes=c.sizes, table=c.table, inertia=c.inertia,
-                meta=json.dumps(c.meta))
-    for name, change in (("float", dict(assignment=c.assignment.astype(float))), ("list", dict(meta="[1, 2]"))):
-        write_npz(tmp_path / f"{name}.npz", **{**good, **change})
-        with pytest.raises(JaxselError, match="must be integer arrays, meta a JSON object"):
-            cluster.Clustering.load(tmp_path / f"{name}.npz")
+                meta=json.dumps(c.meta), within=c.within)
+    swapped = c.within.copy()
+    swapped[[0, -1]] = swapped[[-1, 0]]
+    changes = {"float assignment": (dict(assignment=c.assignment.astype(float)), "must be integer arrays"),
+               "array inertia": (dict(inertia=np.array([1.0, 2.0])), "not a jaxsel clustering file"),
+               "list meta": (dict(meta="[1, 2]"), "meta must be a JSON object"),
+               "string seed": (dict(meta=json.dumps({**c.meta, "seed": "abc"})), "seed is an integer"),
+               "1-D centroids": (dict(centroids=c.centroids[0]), "centroids must be finite floats"),
+               "NaN centroids": (dict(centroids=c.centroids * np.nan), "centroids must be finite floats"),
+               "repeated table rows": (dict(table=np.repeat(c.table[:, :1], c.table.shape[1], 1)), "distinct members"),
+               "other clusters' rows": (dict(table=c.table[::-1]), "distinct members"),
+               "order not grouped": (dict(within=swapped), "grouped by cluster"),
+               "order too short": (dict(within=c.within[:-1]), "list each of the 300 rows once"),
+               "order 2-D": (dict(within=c.within[None]), "list each of the 300 rows once"),
+               "table not the order's head": (dict(within=np.concatenate([
+                   np.sort(c.within[:c.sizes[0]]), c.within[c.sizes[0]:]])), "head of the within-cluster order")}
+    for name, (change, message) in changes.items():
+        write_npz(tmp_path / "bad.npz", **{**good, **change})
+        with pytest.raises(JaxselError, match=message):
+            cluster.Clustering.load(tmp_path / "bad.npz")
+    for made in (c, sub, cluster.kmeans(blobs[0][:300], 5, labels=blobs[1][:300] % 2)):  # no false refusal
+        made.save(tmp_path / "ok.npz")
+        np.testing.assert_array_equal(cluster.Clustering.load(tmp_path / "ok.npz").table, made.table)
 
 
-@pytest.mark.parametrize("scale", [1e20, 1e18, 1e-16, 1e-20])
+@pytest.mark.parametrize("scale", [1e20, 1e19, 1e-16, 1e-25])
 def test_the_partition_does_not_depend_on_the_embeddings_scale(blobs, scale):
     """Squared distances in float32 overflowed (x 1e19: 'k-means left 8 of 10 clusters empty',
     x 1e18: another partition and inertia inf) or fell under k-means++'s 1e-30 floor (x 1e-16:
@@ -118,12 +140,17 @@ def test_the_partition_does_not_depend_on_the_embeddings_scale(blobs, scale):
     np.testing.assert_array_equal(scaled.assignment, base.assignment)
     np.testing.assert_allclose(scaled.centroids / scale, base.centroids, rtol=1e-4, atol=1e-4)
     assert scaled.inertia / scale**2 == pytest.approx(base.inertia, rel=1e-4)
+    # typical_order's distances too (at 1e19 and 1e-25 it fell back to row-index order)
+    np.testing.assert_array_equal(cluster.typical_order(scaled, x * np.float32(scale)).within,
+                                  cluster.typical_order(base, x).within)
 
 
 @pytest.mark.parametrize("x,k,message", [
     (np.zeros((5, 3)), 6, "cannot make 6 clusters"),
     (np.zeros((5, 3)), 0, "cannot make 0 clusters"),
     (np.full((5, 3), np.nan), 2, "NaN"),
+    (np.full((5, 3), 1e120), 2, "outside float32's range"),  # float64 beyond float32: had said "NaN or inf"
+    (np.array([["a", "b"]]), 1, "must be numbers"),
     (np.zeros((0, 3)), 1, "non-empty"),
 ])
 def test_bad_input(x, k, message):

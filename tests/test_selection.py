@@ -182,7 +182,12 @@ def test_incomplete_or_mistyped_files_are_named(tmp_path):
                "digests a list": (lambda d: d.update(digests=[]), "'digests' must be of type dict, got list"),
                "no indices digest": (lambda d: d["digests"].pop("indices"), "'digests' must name"),
                "cluster ids a string": (lambda d: d.update(cluster_ids="abc"), "'cluster_ids' must be of type list"),
-               "cluster ids floats": (lambda d: d.update(cluster_ids=[1.5]), "'cluster_ids' must be integers")}
+               "cluster ids floats": (lambda d: d.update(cluster_ids=[1.5]), "'cluster_ids' must be integers"),
+               # what export and finetune --selection read back: AttributeError, TypeError, KeyError tracebacks
+               "data options a list": (lambda d: d["meta"].update(data_options=[1, 2]), "meta 'data_options' must be dict"),
+               "dataset a number": (lambda d: d["meta"].update(dataset=5), "meta 'dataset' must be str"),
+               "counts a number": (lambda d: d["meta"].update(train_label_counts=5), "must be a list of counts, got 5"),
+               "counts of strings": (lambda d: d["meta"].update(train_label_counts=["a"]), "must be a list of counts")}
     for name, (change, message) in changes.items():
         bad = json.loads(json.dumps(doc))
         change(bad)
@@ -192,7 +197,16 @@ def test_incomplete_or_mistyped_files_are_named(tmp_path):
             Selection.load(tmp_path / "t.json")
     undigested = {k: v for k, v in doc.items() if k != "digests"}  # the format before digests
     (tmp_path / "t.json").write_text(json.dumps(undigested))
+    np.save(tmp_path / "t.indices.npy", np.array([3, 5, 9]))
+    for clusters, message in ((np.array([1, 2]), r"holds \(2,\) int64, not one cluster id per selected row"),
+                              (np.array(["a", "b", "c"]), "<U1, not one cluster id"),
+                              (np.array([1, None, 2], object), "not a readable array")):
+        np.save(tmp_path / "t.clusters.npy", clusters, allow_pickle=True)
+        with pytest.raises(JaxselError, match=message):
+            Selection.load(tmp_path / "t.json")
+    (tmp_path / "t.clusters.npy").unlink()
     for indices, message in ((np.array(5), "holds a 0-D int64 array"), (np.array([1.5, 2.0, 3.0]), "float64 array"),
+                             (np.array([1, 2, 2**63 + 5], np.uint64), r"must lie in \[0, 9223372036854775808\)"),
                              (np.array([1, 1, 2]), "repeat 1 row")):
         np.save(tmp_path / "t.indices.npy", indices)
         with pytest.raises(JaxselError, match=message):

@@ -312,7 +312,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         raise JaxselError(f"{c.method} selected {len(indices)} examples, not the budget of {n_budget}")
     if not np.isfinite([final.accuracy, final.loglik]).all():
         raise JaxselError(f"the {proxy.kind} proxy scored the {c.method} selection {float(final.accuracy)} (not a "
-                          f"number): check the proxy settings (lam, temperature) and that the embeddings vary")
+                          f"number): check the proxy settings (lam, temperature), that the embeddings vary, and "
+                          f"their scale (the proxy solves in float32: large unnormalised values with project = None "
+                          f"make its system singular; L2-normalise rows or keep the PCA projection)")
     empty = _score(proxy, jax.numpy.zeros(clustering.k, bool))
     scores = {"proxy_accuracy": float(final.accuracy), "proxy_accuracy_empty": float(empty.accuracy),
               "proxy_loglik": float(final.loglik), "proxy_objective": proxy.cfg.objective,
@@ -385,6 +387,7 @@ def select_unflagged(flagged: np.ndarray | None, proxy, clustering, train_labels
     ``proxy``), each restricted proxy made like ``proxy`` from ``train_x`` (N, d) and ``validation``
     (embeddings, labels). Example-level baselines and ``full`` ignore the filter (:func:`select`). The
     recorded proxy scores are ``proxy``'s, as the other methods' (:func:`select_among`'s ``score_with``)."""
+    proxy.check_clustering(clustering)  # the restricted proxies are made from it: refuse another, as select does
     if config.method in BASELINES:
         return select(proxy, clustering, train_labels, config, train_x=train_x, **kwargs)
     from jaxsel.proxy import make
