@@ -200,7 +200,8 @@ def _check(x: np.ndarray, k: int) -> None:
         raise JaxselError(f"embeddings reach {top:.3g}, outside float32's range (jaxsel computes in float32): scale them "
                           f"(e.g. L2-normalise each row)")
     if not 1 <= k <= x.shape[0]:
-        raise JaxselError(f"cannot make {k} clusters from {x.shape[0]} examples (need 1 <= k <= N)")
+        raise JaxselError(f"cannot make {k} clusters from {x.shape[0]} examples: use k between 1 and {x.shape[0]} "
+                          f"(--k, or [cluster] k in a run config)")
 
 
 def grouped(assignment: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +379,8 @@ def allocate(counts: np.ndarray, k: int) -> np.ndarray:
     """Split k clusters over classes proportionally to ``counts`` (largest remainder), >= 1 each, <= count."""
     counts = np.asarray(counts)
     if k < len(counts):
-        raise JaxselError(f"stratified k-means needs k >= number of classes ({len(counts)}), got {k}")
+        raise JaxselError(f"stratified k-means needs k >= number of classes ({len(counts)}), got {k}: raise k (--k, or "
+                          f"[cluster] k in a run config) or drop the smallest classes (--min-class-rows)")
     share = counts / counts.sum() * k
     ks = np.maximum(np.floor(share).astype(int), 1)
     while ks.sum() < k:

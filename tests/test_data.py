@@ -443,3 +443,20 @@ def test_non_integer_numeric_labels(tmp_path, capsys):
     assert dd["train"].features["label"].names == ["0", "0.5", "1", "1.5", "2"]
     assert "2 of the 5 numeric labels are not integers (e.g. 0.5, 1.5)" in capsys.readouterr().err
     assert sorted(["b", "10", "2", "0.25", "-1.5", "a"], key=data._class_order) == ["-1.5", "0.25", "2", "10", "a", "b"]
+
+
+def test_labels_trimmed_of_spaces_are_said(tmp_path, capsys):
+    """" pos" joined "pos" (and "  spaced label " lost its spaces) without a word, while numeric
+    spellings and case merges are reported."""
+    rows = [("t%d %s" % (i, w), lab) for i, (w, lab) in enumerate(
+        [("a", "pos"), ("b", " pos"), ("c", "neg"), ("d", "  spaced label ")] * 30)]
+    import pandas as pd
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "sp.csv", index=False)
+    dd = data.load(str(tmp_path / "sp.csv"))
+    assert dd["train"].features["label"].names == ["neg", "pos", "spaced label"]
+    err = capsys.readouterr().err
+    assert "trimmed" in err and "' pos' -> 'pos'" in err and "'  spaced label ' -> 'spaced label'" in err
+    pd.DataFrame([r for r in rows if r[1] in ("pos", "neg")], columns=["text", "label"]).to_csv(tmp_path / "plain.csv",
+                                                                                          index=False)
+    data.load(str(tmp_path / "plain.csv"))
+    assert "trimmed" not in capsys.readouterr().err

@@ -358,6 +358,11 @@ def _raw(text_cells, label_cells, split: list[str] | None) -> Raw:
     """The rows of a source's text and label cells (and split names): labels as class names
     (:func:`label_name`, :func:`numeric_names`), rows without one dropped and counted."""
     labels = [label_name(v) for v in label_cells]
+    trimmed = {v: n for v, n in zip(label_cells, labels) if n is not None and isinstance(v, str) and v != n}
+    if trimmed:  # " pos" joins "pos": said, as numeric spellings and case merges are
+        shown = [f"{v!r} -> {n!r}" for v, n in list(trimmed.items())[:5]]
+        warn(f"label cells with spaces around them are trimmed (each joins the class of its trimmed name): "
+             f"{'; '.join(shown)}{f' (and {len(trimmed) - 5} more)' if len(trimmed) > 5 else ''}")
     keep = [i for i, v in enumerate(labels) if v is not None]
     texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in text_cells]
     return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
