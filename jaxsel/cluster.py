@@ -63,8 +63,10 @@ class Clustering:
     @classmethod
     def load(cls, path: str | Path) -> "Clustering":
         """The clustering :meth:`save` wrote to ``path``. Raises JaxselError for a file that is not
-        one, was changed since (the arrays' sha256), or whose arrays disagree (assignments outside
-        the clusters or not adding up to their sizes, index-table rows outside the data)."""
+        one, was changed since (the arrays' sha256), or whose arrays disagree with each other or the
+        layout (:func:`_problem`: assignments and sizes, an index table of each cluster's distinct
+        members, a within-cluster order grouped by cluster with the table as its head, finite
+        centroids, an integer seed)."""
         try:
             z = read_npz(path)
             c = cls(z["assignment"], z["centroids"], z["sizes"], z["table"], float(z["inertia"]),
