@@ -360,7 +360,10 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     centroids, inertia = (np.asarray(centroids, np.float64) / scale).astype(np.float32), inertia / scale**2
     sizes = np.bincount(assignment, minlength=k).astype(np.int32)
     if (sizes == 0).any():  # Lloyd re-seeds empty clusters; this guards what selection relies on
-        raise JaxselError(f"k-means left {int((sizes == 0).sum())} of {k} clusters empty; use a smaller k")
+        norms = np.linalg.norm(x, axis=1)
+        spread = norms.max() / max(norms[norms > 0].min(initial=np.inf), np.finfo(np.float32).tiny)
+        hint = f", or scale the rows alike (their norms span {spread:.1e}x: L2-normalise each row)" if spread > 1e6 else ""
+        raise JaxselError(f"k-means left {int((sizes == 0).sum())} of {k} clusters empty; use a smaller k{hint}")
     meta = dict(k=k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, method=method,
                 stratified=labels is not None, table_size=table_size)
     return Clustering(assignment, centroids, sizes, index_table(assignment, k, table_size, seed), inertia, meta)

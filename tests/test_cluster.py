@@ -192,3 +192,11 @@ def test_restrict_keeps_the_within_cluster_order_of_the_kept_rows(blobs, typical
         assert head.tolist() == sub_order[sub_start[j]:sub_start[j] + len(head)].tolist()
     with pytest.raises(JaxselError, match="sorted, distinct"):
         cluster.restrict(c, rows[::-1])
+
+
+def test_rows_of_very_different_scales_are_named_when_clusters_stay_empty():
+    """One row at 1e20 among rows near 1 left 15 of 20 clusters empty with 'use a smaller k' alone."""
+    x = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)
+    x[0] *= 1e20
+    with pytest.raises(JaxselError, match=r"clusters empty; use a smaller k, or scale the rows alike \(their norms span"):
+        cluster.kmeans(x, 20)
