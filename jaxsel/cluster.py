@@ -188,7 +188,8 @@ def minibatch(key: jax.Array, x: jax.Array, k: int, batch: int = 4096, steps: in
     return jax.lax.scan(step, (c0, jnp.zeros(k)), jnp.arange(steps))[0][0]
 
 
-def _check(x: np.ndarray, k: int) -> None:
+def _check(x: np.ndarray, k: int) -> float:
+    """Raise JaxselError for embeddings or a k that k-means cannot take; else the largest |x|."""
     if not is_int(k):
         raise JaxselError(f"k must be an integer number of clusters, got {k!r}")
     if x.ndim != 2 or x.shape[0] == 0:
@@ -204,6 +205,7 @@ def _check(x: np.ndarray, k: int) -> None:
     if not 1 <= k <= x.shape[0]:
         raise JaxselError(f"cannot make {k} clusters from {x.shape[0]} examples: use k between 1 and {x.shape[0]} "
                           f"(--k, or [cluster] k in a run config)")
+    return top
 
 
 def grouped(assignment: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,8 +258,8 @@ def typical_order(clustering: Clustering, x: np.ndarray) -> Clustering:
     if x.shape[1] != clustering.centroids.shape[1]:
         raise JaxselError(f"typical order: embeddings of width {x.shape[1]} for centroids of width "
                           f"{clustering.centroids.shape[1]}: pass the embeddings the clustering was fitted on")
-    scale = unit_scale(x)  # as kmeans: squared distances in float32 neither overflow nor vanish
-    x, centroids = (x * scale).astype(np.float32), (np.asarray(clustering.centroids, np.float64) * scale).astype(np.float32)
+    x, scale = unit_float32(x)  # as kmeans: squared distances in float32 neither overflow nor vanish
+    centroids = (np.asarray(clustering.centroids, np.float64) * scale).astype(np.float32)
     order, bounds = grouped(np.asarray(clustering.assignment), clustering.k)
     table = np.full_like(np.asarray(clustering.table), -1)
     parts = []
@@ -324,9 +326,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     cluster is label-pure. Same seed, same result.
     """
     x = np.asarray(x)
-    _check(x, k)
-    scale = unit_scale(x)
-    x = (x * scale).astype(np.float32)  # exact for a power of two (float64 beyond float32's range: in range)
+    x, scale = unit_float32(x, _check(x, k))  # float64 beyond float32's range comes into it
     for name, value, low in (("seed", seed, 0), ("n_init", n_init, 1), ("max_iter", max_iter, 1),
                              ("table_size", table_size, 1)):
         if not is_int(value) or not low <= value <= MAX_INT:
@@ -369,15 +369,17 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     return Clustering(assignment, centroids, sizes, index_table(assignment, k, table_size, seed), inertia, meta)
 
 
-def unit_scale(x: np.ndarray, within: float = 2.0**16) -> float:
-    """1.0 for embeddings whose largest absolute value lies in [1 / ``within``, ``within``], else
-    the power of two that brings it near 1: k-means's squared distances in float32 overflow
-    (~1e19 and above) or vanish under its 1e-30 floor (~1e-16 and below), while the partition of
-    ``x * scale`` is that of ``x`` and a power of two scales exactly."""
-    top = float(np.abs(x).max())
-    if top == 0.0 or 1.0 / within <= top <= within:
-        return 1.0
-    return 2.0 ** -round(np.log2(top))
+def unit_float32(x: np.ndarray, top: float | None = None) -> tuple[np.ndarray, float]:
+    """(x * scale as float32, scale): scale is 1.0 (no copy of float32 input) when the largest
+    absolute value ``top`` (computed when None) lies in [2^-16, 2^16], else the power of two that
+    brings it near 1. k-means's squared distances in float32 overflow (~1e19 and above) or vanish
+    under its 1e-30 floor (~1e-16 and below), while the partition of ``x * scale`` is that of ``x``
+    and a power of two scales exactly."""
+    top = float(np.abs(x).max()) if top is None else top
+    if top == 0.0 or 2.0**-16 <= top <= 2.0**16:
+        return np.asarray(x, np.float32), 1.0
+    scale = 2.0 ** -round(np.log2(top))
+    return (x * scale).astype(np.float32), scale
 
 
 def allocate(counts: np.ndarray, k: int) -> np.ndarray:
