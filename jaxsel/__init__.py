@@ -9,7 +9,10 @@ imported lazily so ``import jaxsel`` is cheap; the names modules had before the 
 (``jaxsel.ppo``, ``jaxsel.bert``, ...) still resolve.
 """
 
+import functools
 import importlib
+import subprocess
+from pathlib import Path
 
 __version__ = "0.1.0"
 __all__ = ["agents", "allocator", "assets", "baselines", "checkpoint", "cli", "cluster", "config", "data", "distributed",
@@ -18,6 +21,25 @@ __all__ = ["agents", "allocator", "assets", "baselines", "checkpoint", "cli", "c
 MOVED = {**{m: "models" for m in ("bert", "llama", "classifier", "tokens")},
          **{m: "agents" for m in ("ppo", "dqn", "env", "episodes", "networks", "search", "reward_model")},
          "noise": "data", "report": "experiment", "stages": "experiment"}
+
+
+@functools.cache
+def code_version() -> str:
+    """``__version__`` with the git commit of the source when jaxsel runs from a git checkout of
+    itself (an editable install): "0.1.0+gf3c60a4", "0.1.0+gf3c60a4.dirty" when its package folder
+    has uncommitted changes; else ``__version__``. What runs and selections record: the version
+    number alone stays the same across hundreds of commits that change results."""
+    root = Path(__file__).resolve().parent.parent
+    if not ((root / ".git").exists() and (root / "pyproject.toml").exists()):
+        return __version__  # an installed wheel: a git folder around it is not its source
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        commit, changed = git("rev-parse", "--short=7", "HEAD"), git("status", "--porcelain", "--", "jaxsel")
+    except (OSError, subprocess.SubprocessError):  # no git, or not a repository after all
+        return __version__
+    return f"{__version__}+g{commit}{'.dirty' if changed else ''}"
 
 
 def __getattr__(name: str):

@@ -25,30 +25,66 @@ from pathlib import Path
 from jaxsel.errors import JaxselError
 
 
+class CheckpointMismatch(JaxselError):
+    """A checkpoint this run cannot resume: written under another signature (another run
+    configuration, or a jaxsel that recorded other settings), or unreadable. A cached stage of
+    ``jaxsel run`` starts afresh on it (its folder is keyed by its inputs, so only another jaxsel
+    can have written it); a resume the user asked for is refused with it. ``reason``: the message
+    without its advice."""
+
+    def __init__(self, reason: str, advice: str = ""):
+        super().__init__(reason + advice)
+        self.reason = reason
+
+
+def refusal(what: str, written: str, now: str) -> CheckpointMismatch:
+    """The one-line refusal to resume ``what`` (e.g. "checkpoint in FOLDER") signed ``written`` by a
+    run signed ``now``, naming where the two differ (:func:`signature_differences`). Another jaxsel
+    records other settings for the same run (a setting added, a placeholder changed), so the refusal
+    names it beside another configuration: an older jaxsel's checkpoint was refused as "another run
+    configuration" alone, naming settings the user never changed."""
+    return CheckpointMismatch(f"{what} was written by another run configuration or jaxsel version"
+                              f"{signature_differences(written, now)}",
+                              "; use a new output folder, or start afresh (no --resume; resume=False in Python)")
+
+
 def signature_differences(written: str, now: str) -> str:
     """Where a checkpoint's JSON signature differs from this run's, as a refused resume names it:
     " (it differs in config.ppo.network ('early' written, 'late' now))"; empty if either is not JSON.
     A signature without "processes" was written by one process."""
     from jaxsel.config import describe_differences
-    try:
-        sigs = [json.loads(written), json.loads(now)]
-        if any(isinstance(s, dict) and "processes" in s for s in sigs):
-            sigs = [{"processes": 1, **s} if isinstance(s, dict) else s for s in sigs]
-        said = describe_differences(*_without_agents(*sigs), ("written", "now"))
-    except (TypeError, json.JSONDecodeError):
+    sigs = _parsed(written, now)
+    if sigs is None:
         return ""
+    said = describe_differences(*sigs, ("written", "now"))
     return f" (it differs in {said})" if said else ""
 
 
-def _without_agents(*signatures):
-    """Selection signatures of different methods without the agents' settings: each stands there at
-    placeholder values for the agents its method does not run (``SelectConfig.used``), and a resume
-    with another method named those as differences (``config.dqn.network ('early' written, 'late'
-    now)``) beside the method itself. Other signatures unchanged."""
+def _parsed(written: str, now: str) -> tuple | None:
+    """The two signatures as compared (JSON-decoded, one process where none is named, without the
+    unused agents' settings: :func:`_without_agents`); None if either is not JSON."""
+    try:
+        sigs = [json.loads(written), json.loads(now)]
+    except (TypeError, json.JSONDecodeError):
+        return None
+    if any(isinstance(s, dict) and "processes" in s for s in sigs):
+        sigs = [{"processes": 1, **s} if isinstance(s, dict) else s for s in sigs]
+    return _without_agents(*sigs)
+
+
+def _without_agents(*signatures) -> tuple:
+    """Selection signatures without the settings of agents (``ppo``, ``dqn``) that their method does
+    not run, all of them when the methods differ: such settings stand at placeholders
+    (``SelectConfig.used``) that other jaxsel versions recorded otherwise, and a refused resume named
+    them as differences (``config.dqn.network ('early' written, 'late' now)`` beside another method,
+    ``config.dqn.total_timesteps`` for a PPO run an older jaxsel wrote). Other signatures unchanged."""
     configs = [s.get("config") if isinstance(s, dict) else None for s in signatures]
-    if not all(isinstance(c, dict) and "method" in c for c in configs) or len({c["method"] for c in configs}) == 1:
+    if not all(isinstance(c, dict) and "method" in c for c in configs):
         return signatures
-    return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn")}} for s, c in zip(signatures, configs))
+    methods = {str(c["method"]) for c in configs}
+    run = methods if len(methods) == 1 else set()
+    return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn") or k in run}}
+                 for s, c in zip(signatures, configs))
 
 
 def _ocp():
@@ -99,10 +135,9 @@ class Checkpoints:
             self._manager = ocp.CheckpointManager(self.folder, options=options)
             self.step = self._manager.latest_step()
         except Exception as e:  # orbax raises many types for a folder it cannot read
-            raise JaxselError(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
+            raise CheckpointMismatch(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
         if self.step is not None and (written := self.record().get("signature")) != signature:
-            raise JaxselError(f"checkpoint in {self.folder} was written by another run configuration"
-                              f"{signature_differences(written, signature)}; use a new output folder, or start afresh (no --resume; resume=False in Python)")
+            raise refusal(f"checkpoint in {self.folder}", written, signature)
 
     def record(self) -> dict:
         """The JSON record of the newest step (it holds ``signature``)."""
@@ -110,7 +145,7 @@ class Checkpoints:
         try:
             return self._manager.restore(self.step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
         except Exception as e:
-            raise JaxselError(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
+            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
 
     def restore(self, target):
         """(state shaped like ``target``, record dict) of the newest step."""
@@ -121,7 +156,7 @@ class Checkpoints:
             out = self._manager.restore(self.step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore()))
         except Exception as e:
-            raise JaxselError(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
+            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
         return out["state"], out["record"]
 
     def save(self, step: int, state, record: dict | None = None) -> None:
@@ -177,6 +212,10 @@ class Stopwatch:
         self._ticker.join()
         self._end = time.perf_counter()
         self._write()
+
+    def restart(self) -> None:
+        """Count from now, without the seconds of earlier attempts (a job that starts afresh)."""
+        self.before, self._start = 0.0, time.perf_counter()
 
     def _tick(self) -> None:
         while not self._stop.wait(self.every):

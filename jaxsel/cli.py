@@ -572,9 +572,9 @@ def _log_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxsel import __version__
+    from jaxsel import code_version
     parser = _Parser(prog="jaxsel", description="RL-guided data selection for finetuning, in JAX")
-    parser.add_argument("--version", action="version", version=f"jaxsel {__version__}")
+    parser.add_argument("--version", action="version", version=f"jaxsel {code_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="splits, label counts and duplicates of a dataset")
     _dataset_args(p)

@@ -419,7 +419,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     if source_columns is not None and not hasattr(source_columns, "columns"):
         raise JaxselError(f"source_columns takes a pandas DataFrame, got {type(source_columns).__name__}: for a file, "
                           f"pass jaxsel.data.source_columns(path, text_col=..., label_col=...)")
-    from jaxsel import __version__
+    from jaxsel import code_version
     from jaxsel.data import column, source_file
     fmt = export_format(path, fmt)
     check_not_input(path, source, sel.meta.get("dataset"), source_file(dd))
@@ -463,7 +463,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         "rows": int(len(rows)), "format": fmt, "source_dataset": source or sel.meta.get("dataset"),
         "fingerprint": sel.meta.get("fingerprint"), "method": sel.meta.get("method"),
         "budget": sel.meta.get("budget"), "budget_examples": sel.meta.get("budget_examples"),
-        "selection_seed": sel.meta.get("seed"), "jaxsel_version": __version__,
+        "selection_seed": sel.meta.get("seed"), "jaxsel_version": code_version(),
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
                     "source_row": "its 0-based row in the source (a file's data rows, header not counted; -1: unknown)",
                     "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows",

@@ -65,6 +65,23 @@ def test_signature_differences_name_the_settings():
     assert signature_differences(ppo, dqn) == " (it differs in config.method ('ppo' written, 'dqn' now))"
 
 
+def test_an_older_jaxsels_checkpoint_is_named_as_such(tmp_path):
+    """Round 21 of new users' tests: a checkpoint an older jaxsel wrote, resumed with the same
+    settings, was refused as "another run configuration", naming settings the user never changed:
+    the placeholder settings of an agent the method does not run among them."""
+    from jaxsel.checkpoint import CheckpointMismatch, refusal
+    old = '{"config": {"method": "ppo", "ppo": {"lr": 1}, "dqn": {"total_timesteps": 5}}}'
+    new = '{"config": {"method": "ppo", "ppo": {"lr": 1, "preference_rate": 0.0}, "dqn": {"total_timesteps": 6}}}'
+    e = refusal("checkpoint in F", old, new)
+    assert isinstance(e, CheckpointMismatch) and e.reason == ("checkpoint in F was written by another run configuration or "
+                                                              "jaxsel version (it differs in config.ppo.preference_rate "
+                                                              "(None written, 0.0 now))")
+    assert str(e) == e.reason + "; use a new output folder, or start afresh (no --resume; resume=False in Python)"
+    Checkpoints(tmp_path / "c", old, resume=False).save(1, tree(1.0))
+    with pytest.raises(CheckpointMismatch, match="jaxsel version"):
+        Checkpoints(tmp_path / "c", new, resume=True)
+
+
 def test_foreign_signature_is_refused_and_no_resume_starts_afresh(tmp_path):
     Checkpoints(tmp_path / "c", "a", resume=False).save(5, tree(5.0))
     with pytest.raises(JaxselError, match="another run configuration"):

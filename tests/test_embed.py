@@ -264,12 +264,12 @@ def test_local_model_folders_are_cached_by_their_files(tmp_path, tmp_cache):
         (folder / "model.safetensors").write_bytes(weights)
         (folder / "config.json").write_text("{}")
     files = [embed.cache_file("fp", str(f), 32) for f in folders]
-    keys = [stages.key("fp", EmbedSpec(model=str(f))) for f in folders]
+    keys = [stages.key("embedding", "fp", EmbedSpec(model=str(f))) for f in folders]
     assert files[0] != files[1] and files[0] == files[2] and files[0].name.startswith("fp-model-")
     (folders[0] / "model.safetensors").write_bytes(b"changed!")  # new contents: a new file and key
     assert embed.cache_file("fp", str(folders[0]), 32) != files[0]
-    assert stages.key("fp", EmbedSpec(model=str(folders[0]))) != keys[0]
-    assert stages.key("fp", EmbedSpec()) == stages.key("fp", EmbedSpec(model="minilm"))  # built-ins by name
+    assert stages.key("embedding", "fp", EmbedSpec(model=str(folders[0]))) != keys[0]
+    assert stages.key("embedding", "fp", EmbedSpec()) == stages.key("embedding", "fp", EmbedSpec(model="minilm"))  # built-ins by name
 
 
 def test_built_in_model_names_stay_names_beside_a_folder_of_that_name(tmp_path, tmp_cache, monkeypatch):
@@ -278,13 +278,13 @@ def test_built_in_model_names_stay_names_beside_a_folder_of_that_name(tmp_path, 
     working folder (its keys and cached embeddings stay those of the packaged weights)."""
     from jaxsel.config import EmbedSpec, model_files
     from jaxsel.experiment import stages
-    key, file = stages.key("fp", EmbedSpec(model="minilm")), embed.cache_file("fp", "minilm", 32)
+    key, file = stages.key("embedding", "fp", EmbedSpec(model="minilm")), embed.cache_file("fp", "minilm", 32)
     monkeypatch.chdir(tmp_path)
     for name in ("minilm", "mine"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
     assert model_files("minilm") == "" and len(model_files("mine")) == 12
-    assert stages.key("fp", EmbedSpec(model="minilm")) == key and embed.cache_file("fp", "minilm", 32) == file
+    assert stages.key("embedding", "fp", EmbedSpec(model="minilm")) == key and embed.cache_file("fp", "minilm", 32) == file
     assert embed.cache_file("fp", "mine", 32).name == f"fp-mine-{model_files('mine')}-32.npz"
 
 

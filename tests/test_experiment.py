@@ -143,6 +143,36 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert doc3["finetunes_reused"] == len(doc3["rows"]) - 1  # only the deleted finetune ran again
 
 
+def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cache, monkeypatch, capsys):
+    """A run folder another jaxsel left (round 21 of new users' tests): a finetune stage keyed by the
+    same inputs was reused although the newer code scored it otherwise (``warmup = 0`` had changed
+    meaning), and a stage's checkpoints the older code left stopped every rerun with advice to drop a
+    --resume that ``jaxsel run`` does not have. Stage keys carry a format number per stage
+    (``stages.FORMATS``), and a stage's checkpoints that cannot be resumed are set aside with a warning."""
+    import jax.numpy as jnp
+    from jaxsel.checkpoint import Checkpoints
+    from jaxsel.experiment import stages
+    data = write_data(tmp_path / "d.csv")
+    cfg = write_config(tmp_path / "tiny.toml", methods=("ppo", "random", "full"), variants=("clean",))
+    out = tmp_path / "run"
+    doc = experiment.run(cfg, out, progress=False, name=str(data))
+    keep = ("variant", "method", "seed", "examples", "proxy_accuracy", "test_accuracy", "selection")
+    rows = [{k: r.get(k) for k in keep} for r in doc["rows"]]
+    monkeypatch.setitem(stages.FORMATS, "finetune", stages.FORMATS["finetune"] + 1)  # code that finetunes otherwise
+    doc2 = experiment.run(cfg, out, progress=False, name=str(data))
+    assert doc2["finetunes_reused"] == 0 and [{k: r.get(k) for k in keep} for r in doc2["rows"]] == rows
+    [chosen] = (out / "stages").glob("clean-ppo-*-s0-*/selection.json")
+    stage = chosen.parent
+    chosen.unlink()
+    Checkpoints(stage / "checkpoints" / "agent", '{"config": {"method": "ppo"}}', resume=False).save(1, {"x": jnp.zeros(2)})
+    capsys.readouterr()
+    doc3 = experiment.run(cfg, out, progress=False, name=str(data))
+    err = capsys.readouterr().err
+    assert "was written by another run configuration or jaxsel version" in err and "this stage starts afresh" in err
+    assert "--resume" not in err and [{k: r.get(k) for k in keep} for r in doc3["rows"]] == rows
+    assert doc3["finetunes_reused"] == len(rows)
+
+
 def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
     """Scrambled test labels change no selection (cluster searches with quota picks in the typical
     order among the rows cleanlab does not flag, and the example-level baselines)."""

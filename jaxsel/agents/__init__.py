@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxsel import __version__, baselines, label_issues, metrics, progress as progress_
+from jaxsel import baselines, code_version, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, keyless, later, settings
@@ -330,7 +330,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
             "train_labels_digest": digest(labels),
             "missing_classes": missing_classes(counts, train_counts),
-            "jaxsel_version": __version__, "config": asdict(c), **(meta or {})}
+            "jaxsel_version": code_version(), "config": asdict(c), **(meta or {})}
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
 
 

@@ -18,8 +18,7 @@ import numpy as np
 
 from jaxsel import metrics, progress
 from jaxsel.agents import reward_model
-from jaxsel.checkpoint import signature_differences
-from jaxsel.errors import JaxselError
+from jaxsel.checkpoint import CheckpointMismatch, refusal
 from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import ClassCaps, open_clusters, pick_rows, room, take_for
@@ -56,10 +55,9 @@ class SearchLog:
         try:
             log = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as e:
-            raise JaxselError(f"{path}: not a readable search checkpoint ({type(e).__name__})")
+            raise CheckpointMismatch(f"{path}: not a readable search checkpoint ({type(e).__name__})")
         if log.signature != signature:
-            raise JaxselError(f"search checkpoint {path} was written by another run configuration"
-                              f"{signature_differences(log.signature, signature)}")
+            raise refusal(f"search checkpoint {path}", log.signature, signature)
         return log
 
 

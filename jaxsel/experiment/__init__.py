@@ -26,12 +26,27 @@ import numpy as np
 
 from jaxsel import allocator, baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
-from jaxsel.checkpoint import Stopwatch, recorded_seconds
+from jaxsel.checkpoint import CheckpointMismatch, Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
 from jaxsel.selection import budget_examples, check_budgets, digest
+
+def resumed(work, clock: Stopwatch | None = None):
+    """``work(True)``, a stage resuming its checkpoints; when they cannot be resumed
+    (:class:`~jaxsel.checkpoint.CheckpointMismatch`), a warning and ``work(False)``, the stage
+    afresh (``clock``, timing it, restarted). A stage's folder is keyed by its inputs, so only
+    another jaxsel can have written them, and ``jaxsel run`` has no --resume to drop: a run that an
+    older jaxsel left in a finetune stopped with one line, at every rerun."""
+    try:
+        return work(True)
+    except CheckpointMismatch as e:
+        warn(f"{e.reason}: this stage starts afresh")
+        if clock is not None:
+            clock.restart()
+        return work(False)
+
 
 def load_dataset(spec: DataSpec):
     """The dataset a run reads (``DatasetDict``): ``spec``'s file or name, split and read as it says,
@@ -87,7 +102,7 @@ class Run:
     def embeddings(self, dd) -> dict[str, np.ndarray]:
         from jaxsel import data, embed
         spec = self.cfg.embed
-        rec = self.stage_dir / f"embed-{stages.key(data.dataset_fingerprint(dd), spec)}.json"
+        rec = self.stage_dir / f"embed-{stages.key('embedding', data.dataset_fingerprint(dd), spec)}.json"
         t = time.perf_counter()
         emb = embed.embed_dataset(dd, spec.model, max_length=spec.max_length, dtype=spec.dtype, progress=self.progress,
                                   splits=data.SELECTION_SPLITS)
@@ -168,19 +183,20 @@ class Run:
             dqn=agents.agent_config("dqn", spec.rl_steps, spec.dqn))
         fp = data.dataset_fingerprint(dd)
         parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg.used()) + ((spec.filter,) if flagged is not None else ())
-        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key(*parts)}"
+        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key('selection', *parts)}"
         path = (folder / "selection.json").absolute()
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         kept = read_cached(path, Selection.load)
         if kept is not None:
             return kept, path
-        kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints", resume=True,
+        kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints",
                   progress=self.progress, train_x=train_x)
         with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
             if flagged is None:
-                sel = agents.select(p, c, labels, cfg, issues=issues, **kw)
+                sel = resumed(lambda resume: agents.select(p, c, labels, cfg, issues=issues, resume=resume, **kw), clock)
             else:
-                sel = agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation, **kw)
+                sel = resumed(lambda resume: agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation,
+                                                                     resume=resume, **kw), clock)
         sel.meta["selection_seconds"] = clock.seconds
         sel.meta.update(data_record(self.cfg.data))
         sel.save(path)
@@ -190,7 +206,7 @@ class Run:
         from jaxsel import data, finetune
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         idx = None if indices is None else np.asarray(indices, np.int64)
-        key = stages.key(data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
+        key = stages.key("finetune", data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
         kept = read_cached(path, read_json)
@@ -199,7 +215,7 @@ class Run:
             return kept
         n = len(dd["train"]) if idx is None else len(idx)
         ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
-        m = finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=True, progress=self.progress)
+        m = resumed(lambda resume: finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=resume, progress=self.progress))
         m["malloc"] = allocator.describe()  # a resumed run reuses this row's timing under another process's setting
         write_json(path, m)
         if ckpt is not None:

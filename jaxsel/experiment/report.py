@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel import allocator
+from jaxsel import allocator, code_version
 from jaxsel.io import atomic_path
 
 ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "validated", "random", "stratified", "typical", "cleanlab",
@@ -55,6 +55,7 @@ def environment() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    versions["jaxsel"] = code_version()  # with its commit, from a git checkout
     dev = jax.devices()[0]
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),

@@ -16,9 +16,19 @@ from jaxsel.config import spelling
 from jaxsel.io import read_cached
 
 
-def key(*parts) -> str:
-    """A short, stable hash of JSON-able parts; configs hash through :func:`jaxsel.config.spelling`,
-    so a field added later at its default leaves earlier keys unchanged."""
+# What a stage's result depends on besides its inputs: jaxsel's code. A stage's number goes up with a
+# change that makes it compute something else from the same inputs (another finetune schedule, selection
+# rule or clustering), so that results cached by earlier code are recomputed, not reused beside new
+# ones. Stages cached before 2026-12-06 carry none: any earlier jaxsel may have written them (one
+# changed what `warmup = 0` does, and a run reused its finetunes without a word).
+FORMATS = {"clustering": 1, "embedding": 1, "selection": 1, "finetune": 1}
+
+
+def key(stage: str, *parts) -> str:
+    """A short, stable hash of a ``stage`` (a key of :data:`FORMATS`, whose number it includes) and
+    JSON-able parts; configs hash through :func:`jaxsel.config.spelling`, so a field added later at
+    its default leaves earlier keys unchanged. Raises KeyError for another stage."""
+    parts = (stage, FORMATS[stage], *parts)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=spelling).encode()).hexdigest()[:10]
 
 
@@ -35,7 +45,7 @@ def clustering(folder: Path, fingerprint: str, x: np.ndarray, spec, embed, label
     computed once per (dataset fingerprint, ``embed`` settings, spec) and kept in ``folder``;
     ``meta["seconds"]`` is the time it took when computed."""
     from jaxsel import cluster
-    path = Path(folder) / f"cluster-{key(fingerprint, embed, spec)}.npz"
+    path = Path(folder) / f"cluster-{key('clustering', fingerprint, embed, spec)}.npz"
     kept = read_cached(path, cluster.Clustering.load)
     if kept is not None:
         return kept
@@ -57,7 +67,7 @@ def texts_embedded(folder: Path, texts: list[str], embed, progress: bool = True)
     from jaxsel.io import read_npz, write_npz
     from jaxsel.data import joined
     digest = hashlib.sha256(joined(texts).encode()).hexdigest()[:16]
-    path = Path(folder) / f"texts-{key(digest, len(texts), embed)}.npz"
+    path = Path(folder) / f"texts-{key('embedding', digest, len(texts), embed)}.npz"
 
     def read(path: Path) -> np.ndarray:
         x = read_npz(path, ["x"])["x"]
