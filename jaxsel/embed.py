@@ -276,10 +276,15 @@ def hash_encode(texts: list[str], dim: int = 384, buckets: int = 1 << 14, seed: 
 def cache_file(fingerprint: str, model: str, max_length: int, dtype: str = "float32") -> Path:
     """Where ``embed_dataset`` caches a dataset's embeddings: one file per (data, model, max_length,
     compute dtype; float32 files carry no dtype tag); a local model folder by its name and its
-    files' digest (:func:`jaxsel.io.folder_digest`)."""
+    files' digest (:func:`jaxsel.io.folder_digest`). Past format 1 of the embedding stage
+    (``jaxsel.experiment.stages.FORMATS``), the name carries its number: a jaxsel that embeds
+    otherwise does not read another one's embeddings (format 1's files, named before there were
+    formats, keep their names)."""
+    from jaxsel.experiment.stages import FORMATS
     files = model_files(model, MODELS)
     safe = f"{Path(model).name}-{files}" if files else model
     tag = "" if dtype == "float32" or model == "hash" else f"-{dtype}"
+    tag += f"-f{FORMATS['embedding']}" if FORMATS["embedding"] > 1 else ""
     return assets.cache_dir() / "embeddings" / f"{fingerprint}-{safe}-{max_length}{tag}.npz"
 
 

@@ -272,6 +272,18 @@ def test_local_model_folders_are_cached_by_their_files(tmp_path, tmp_cache):
     assert stages.key("embedding", "fp", EmbedSpec()) == stages.key("embedding", "fp", EmbedSpec(model="minilm"))  # built-ins by name
 
 
+def test_another_embedding_format_is_another_cache_file(tmp_cache, monkeypatch):
+    """Round 21 of new users' tests asked what an upgraded jaxsel reuses: embeddings cached by a
+    jaxsel that embeds otherwise are not read (the file's name carries the stage's format past 1;
+    format 1's files keep the names they had)."""
+    from jaxsel.experiment import stages
+    first = embed.cache_file("fp", "minilm", 32)
+    assert first.name == "fp-minilm-32.npz"
+    monkeypatch.setitem(stages.FORMATS, "embedding", 2)
+    assert embed.cache_file("fp", "minilm", 32).name == "fp-minilm-32-f2.npz"
+    assert embed.cache_file("fp", "minilm", 32, "bfloat16").name == "fp-minilm-32-bfloat16-f2.npz"
+
+
 def test_built_in_model_names_stay_names_beside_a_folder_of_that_name(tmp_path, tmp_cache, monkeypatch):
     """Cache files, stage keys and the encoder cache all ask ``config.model_files`` whether a model
     is a local folder: a built-in name is a name even where a folder called ``minilm`` sits in the

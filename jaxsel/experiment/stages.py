@@ -20,7 +20,8 @@ from jaxsel.io import read_cached
 # change that makes it compute something else from the same inputs (another finetune schedule, selection
 # rule or clustering), so that results cached by earlier code are recomputed, not reused beside new
 # ones. Stages cached before 2026-12-06 carry none: any earlier jaxsel may have written them (one
-# changed what `warmup = 0` does, and a run reused its finetunes without a word).
+# changed what `warmup = 0` does, and a run reused its finetunes without a word). "embedding" also
+# names the global embedding cache's files past format 1 (jaxsel.embed.cache_file).
 FORMATS = {"clustering": 1, "embedding": 1, "selection": 1, "finetune": 1}
 
 
