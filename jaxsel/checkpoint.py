@@ -16,13 +16,19 @@ a state without its record or a record without its state. Only the newest step i
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from jaxsel.errors import JaxselError
+
+
+FRESH = "; use a new output folder, or start afresh (no --resume; resume=False in Python)"  # what a refusal advises
 
 
 class CheckpointMismatch(JaxselError):
@@ -30,22 +36,25 @@ class CheckpointMismatch(JaxselError):
     configuration, or a jaxsel that recorded other settings), or unreadable. A cached stage of
     ``jaxsel run`` starts afresh on it (its folder is keyed by its inputs, so only another jaxsel
     can have written it); a resume the user asked for is refused with it. ``reason``: the message
-    without its advice."""
+    without its advice (:data:`FRESH`)."""
 
-    def __init__(self, reason: str, advice: str = ""):
-        super().__init__(reason + advice)
+    def __init__(self, reason: str):
+        super().__init__(reason + FRESH)
         self.reason = reason
 
 
-def refusal(what: str, written: str, now: str) -> CheckpointMismatch:
-    """The one-line refusal to resume ``what`` (e.g. "checkpoint in FOLDER") signed ``written`` by a
-    run signed ``now``, naming where the two differ (:func:`signature_differences`). Another jaxsel
-    records other settings for the same run (a setting added, a placeholder changed), so the refusal
-    names it beside another configuration: an older jaxsel's checkpoint was refused as "another run
-    configuration" alone, naming settings the user never changed."""
-    return CheckpointMismatch(f"{what} was written by another run configuration or jaxsel version"
-                              f"{signature_differences(written, now)}",
-                              "; use a new output folder, or start afresh (no --resume; resume=False in Python)")
+def refusal(what: str, written: str, now: str, version: str | None) -> CheckpointMismatch:
+    """The one-line refusal to resume ``what`` (e.g. "checkpoint in FOLDER") signed ``written`` by
+    the jaxsel ``version`` (None: one that did not record it, i.e. older than 2026-12-06) for a run
+    signed ``now``, naming where the two differ (:func:`signature_differences`). Another jaxsel
+    records other settings for the same run (a setting added, a default changed), and its
+    checkpoint was refused as "another run configuration", naming settings the user never changed."""
+    from jaxsel import code_version
+    if version == code_version():
+        who = "another run configuration"
+    else:
+        who = f"{'an older jaxsel' if version is None else 'jaxsel ' + str(version)} (this is {code_version()}), with other settings"
+    return CheckpointMismatch(f"{what} was written by {who}{signature_differences(written, now)}")
 
 
 def signature_differences(written: str, now: str) -> str:
@@ -85,6 +94,49 @@ def _without_agents(*signatures) -> tuple:
     run = methods if len(methods) == 1 else set()
     return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn") or k in run}}
                  for s, c in zip(signatures, configs))
+
+
+def _damage(e: Exception) -> str:
+    """Why orbax could not restore a checkpoint, in a few words: its exception's type and the start
+    of its first line (orbax appends a TensorStore spec of ~60 lines)."""
+    said = str(e).splitlines()[0].split(". See full")[0] if str(e) else ""
+    return f"damaged or incomplete ({type(e).__name__}{': ' + said[:120] if said else ''})"
+
+
+def _quiet_abandoned_reads() -> None:
+    """Keep what orbax's abandoned reads print after a failed restore off the terminal (installed
+    before the first restore, for the rest of the process): a damaged checkpoint's restore raises at
+    its first bad read while the others still run, and each then printed a traceback through
+    ``sys.unraisablehook`` (tensorstore's callbacks into orbax's closed event loop, "RuntimeError:
+    Event loop is closed"; the reads' coroutines, "Exception ignored in ...
+    _read_array_index_and_device_put") or ``sys.excepthook``, or logged one (their futures,
+    "exception was never retrieved", through the ``asyncio`` logger): hundreds around the one line
+    jaxsel prints. Other exceptions reach the hooks and the log as before."""
+    if getattr(sys.unraisablehook, "quiets_orbax", False):
+        return
+    except_before, unraisable_before = sys.excepthook, sys.unraisablehook
+
+    def abandoned(value, tb) -> bool:
+        frames = traceback.extract_tb(tb)
+        return any("/orbax/" in f.filename for f in frames) or (  # a read, or a callback from a C++ thread
+            isinstance(value, RuntimeError) and str(value) == "Event loop is closed" and frames != []
+            and frames[0].name == "call_soon_threadsafe")
+
+    def excepthook(kind, value, tb):
+        if not abandoned(value, tb):
+            except_before(kind, value, tb)
+
+    def unraisablehook(u):
+        if not abandoned(u.exc_value, u.exc_traceback):
+            unraisable_before(u)
+
+    unraisablehook.quiets_orbax = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+    def logged(record: logging.LogRecord) -> bool:  # tensorstore's own futures carry no frames, only its text
+        value = record.exc_info[1] if record.exc_info else None
+        return not (value is not None and (abandoned(value, record.exc_info[2]) or "OCDBT database" in str(value)))
+
+    logging.getLogger("asyncio").addFilter(logged)
 
 
 def _ocp():
@@ -136,34 +188,37 @@ class Checkpoints:
             self.step = self._manager.latest_step()
         except Exception as e:  # orbax raises many types for a folder it cannot read
             raise CheckpointMismatch(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
-        if self.step is not None and (written := self.record().get("signature")) != signature:
-            raise refusal(f"checkpoint in {self.folder}", written, signature)
+        if self.step is not None and (record := self.record()).get("signature") != signature:
+            raise refusal(f"checkpoint in {self.folder}", record.get("signature"), signature, record.get("jaxsel_version"))
 
     def record(self) -> dict:
         """The JSON record of the newest step (it holds ``signature``)."""
         ocp = _ocp()
+        _quiet_abandoned_reads()
         try:
             return self._manager.restore(self.step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
         except Exception as e:
-            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
+            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {_damage(e)}")
 
     def restore(self, target):
         """(state shaped like ``target``, record dict) of the newest step."""
         ocp = _ocp()
         if self.step is None:
             raise JaxselError(f"no checkpoint to resume in {self.folder}")
+        _quiet_abandoned_reads()  # before: the abandoned reads print while the failed restore unwinds
         try:
             out = self._manager.restore(self.step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore()))
         except Exception as e:
-            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {type(e).__name__}")
+            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {_damage(e)}")
         return out["state"], out["record"]
 
     def save(self, step: int, state, record: dict | None = None) -> None:
         """Save ``state`` (a pytree of arrays) and ``record`` (JSON-able) as step ``step``, atomically;
         older steps are deleted once it is complete."""
         ocp = _ocp()
-        record = {**(record or {}), "signature": self.signature}
+        from jaxsel import code_version
+        record = {**(record or {}), "signature": self.signature, "jaxsel_version": code_version()}
         args = ocp.args.Composite(state=ocp.args.StandardSave(_global(state)), record=ocp.args.JsonSave(record))
         try:
             self._manager.save(int(step), args=args, force=True)

@@ -59,7 +59,7 @@ def test_select_clusters_as_jaxsel_cluster_does(table_file, tmp_path, tmp_cache,
     assert cli.main(sel) == 0
     capsys.readouterr()
     assert cli.main(sel + ["--resume", "--cluster-method", "minibatch"]) == 2
-    assert "written by another run configuration or jaxsel version (it differs in meta.cluster_method" in capsys.readouterr().err
+    assert "written by another run configuration (it differs in meta.cluster_method" in capsys.readouterr().err
 
 
 def test_cluster_k_too_large(table_file, tmp_cache, capsys):

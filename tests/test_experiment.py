@@ -150,6 +150,7 @@ def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cach
     --resume that ``jaxsel run`` does not have. Stage keys carry a format number per stage
     (``stages.FORMATS``), and a stage's checkpoints that cannot be resumed are set aside with a warning."""
     import jax.numpy as jnp
+    import jaxsel
     from jaxsel.checkpoint import Checkpoints
     from jaxsel.experiment import stages
     data = write_data(tmp_path / "d.csv")
@@ -164,11 +165,13 @@ def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cach
     [chosen] = (out / "stages").glob("clean-ppo-*-s0-*/selection.json")
     stage = chosen.parent
     chosen.unlink()
-    Checkpoints(stage / "checkpoints" / "agent", '{"config": {"method": "ppo"}}', resume=False).save(1, {"x": jnp.zeros(2)})
+    with monkeypatch.context() as m:  # a checkpoint of another jaxsel, which signed its runs otherwise
+        m.setattr(jaxsel, "code_version", lambda: "0.0.1+gabcdef0")
+        Checkpoints(stage / "checkpoints" / "agent", '{"config": {"method": "ppo"}}', resume=False).save(1, {"x": jnp.zeros(2)})
     capsys.readouterr()
     doc3 = experiment.run(cfg, out, progress=False, name=str(data))
     err = capsys.readouterr().err
-    assert "was written by another run configuration or jaxsel version" in err and "this stage starts afresh" in err
+    assert "was written by jaxsel 0.0.1+gabcdef0 (this is " in err and "this stage starts afresh" in err
     assert "--resume" not in err and [{k: r.get(k) for k in keep} for r in doc3["rows"]] == rows
     assert doc3["finetunes_reused"] == len(rows)
 

@@ -36,7 +36,7 @@ def test_resume_refuses_foreign_checkpoint(truth, tmp_path):
     p, cl, y = truth
     small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=256))
     agents.select(p, cl, y, agents.SelectConfig(budget=0.25, **small), ckpt_dir=tmp_path, progress=False)
-    with pytest.raises(agents.JaxselError, match=r"another run configuration or jaxsel version \(it differs in config.budget "
+    with pytest.raises(agents.JaxselError, match=r"written by another run configuration \(it differs in config.budget "
                                                   r"\(0.25 written, 0.3 now\)\); use a new output folder"):
         agents.select(p, cl, y, agents.SelectConfig(budget=0.3, **small), ckpt_dir=tmp_path, resume=True,
                       progress=False)

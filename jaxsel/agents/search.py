@@ -43,9 +43,11 @@ class SearchLog:
     round: int
     rng_state: dict
     signature: str = ""
+    jaxsel_version: str | None = None  # the jaxsel that saved it (None: one older than 2026-12-06)
 
     def save(self, path: Path) -> None:
-        write_json(path, asdict(self))
+        from jaxsel import code_version
+        write_json(path, {**asdict(self), "jaxsel_version": code_version()})
 
     @classmethod
     def resume(cls, path: Path | None, signature: str) -> "SearchLog | None":
@@ -57,7 +59,7 @@ class SearchLog:
         except (json.JSONDecodeError, TypeError) as e:
             raise CheckpointMismatch(f"{path}: not a readable search checkpoint ({type(e).__name__})")
         if log.signature != signature:
-            raise refusal(f"search checkpoint {path}", log.signature, signature)
+            raise refusal(f"search checkpoint {path}", log.signature, signature, log.jaxsel_version)
         return log
 
 
