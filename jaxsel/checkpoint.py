@@ -116,14 +116,16 @@ def _quiet_abandoned_reads() -> None:
         return
     except_before, unraisable_before = sys.excepthook, sys.unraisablehook
 
-    def abandoned(value, tb) -> bool:
+    def callback(value, tb) -> bool:  # a callback from a C++ thread into a closed loop
         frames = traceback.extract_tb(tb)
-        return any("/orbax/" in f.filename for f in frames) or (  # a read, or a callback from a C++ thread
-            isinstance(value, RuntimeError) and str(value) == "Event loop is closed" and frames != []
-            and frames[0].name == "call_soon_threadsafe")
+        return (isinstance(value, RuntimeError) and str(value) == "Event loop is closed" and frames != []
+                and frames[0].name == "call_soon_threadsafe")
 
-    def excepthook(kind, value, tb):
-        if not abandoned(value, tb):
+    def abandoned(value, tb) -> bool:  # that, or a read
+        return callback(value, tb) or any("/orbax/" in f.filename for f in traceback.extract_tb(tb))
+
+    def excepthook(kind, value, tb):  # the callbacks alone: an uncaught exception of ours through orbax still prints
+        if not callback(value, tb):
             except_before(kind, value, tb)
 
     def unraisablehook(u):
@@ -132,6 +134,7 @@ def _quiet_abandoned_reads() -> None:
 
     unraisablehook.quiets_orbax = True
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
     def logged(record: logging.LogRecord) -> bool:  # tensorstore's own futures carry no frames, only its text
         value = record.exc_info[1] if record.exc_info else None
         return not (value is not None and (abandoned(value, record.exc_info[2]) or "OCDBT database" in str(value)))

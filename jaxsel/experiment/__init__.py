@@ -33,6 +33,7 @@ from jaxsel.errors import JaxselError, warn
 from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
 from jaxsel.selection import budget_examples, check_budgets, digest
 
+
 def resumed(work, clock: Stopwatch | None = None):
     """``work(True)``, a stage resuming its checkpoints; when they cannot be resumed
     (:class:`~jaxsel.checkpoint.CheckpointMismatch`), a warning and ``work(False)``, the stage
