@@ -154,7 +154,7 @@ def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cach
     from jaxsel.checkpoint import Checkpoints
     from jaxsel.experiment import stages
     data = write_data(tmp_path / "d.csv")
-    cfg = write_config(tmp_path / "tiny.toml", methods=("ppo", "random", "full"), variants=("clean",))
+    cfg = write_config(tmp_path / "tiny.toml", methods=("ppo", "random"), variants=("clean",))
     out = tmp_path / "run"
     doc = experiment.run(cfg, out, progress=False, name=str(data))
     keep = ("variant", "method", "seed", "examples", "proxy_accuracy", "test_accuracy", "selection")
