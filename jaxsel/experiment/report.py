@@ -49,13 +49,12 @@ def environment() -> dict:
     """Date, Python, platform, CPU count, model and SIMD flags, JAX backend and device, package
     versions, and how malloc was set (:func:`jaxsel.allocator.describe`)."""
     import jax
-    versions = {}
-    for pkg in ("jaxsel", "jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
+    versions = {"jaxsel": code_version()}  # with its commit, from a git checkout
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    versions["jaxsel"] = code_version()  # with its commit, from a git checkout
     dev = jax.devices()[0]
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
