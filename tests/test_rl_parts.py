@@ -4,6 +4,7 @@ replay buffer, and PPO's action masking."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxsel import cluster, proxy
@@ -293,3 +294,30 @@ def test_ppo_rollouts_take_only_valid_actions():
     assert valid[np.arange(valid.shape[0])[:, None], np.arange(valid.shape[1])[None], action].all()
     assert (~valid).any()  # the mask did exclude something: exhausted clusters
     assert np.isfinite(np.asarray(traj.log_prob)).all() and np.asarray(traj.done).any()
+
+
+def test_history_keeps_a_slots_mean_through_updates_that_finish_no_episode():
+    h = episodes.empty_history()
+    n = 3 * episodes.HISTORY  # three updates per slot
+    h = episodes.record_mean(h, jnp.int32(3), n, jnp.float32(1.5), jnp.int32(2))  # slot 1: 0.75
+    h = episodes.record_mean(h, jnp.int32(4), n, jnp.float32(0.0), jnp.int32(0))  # slot 1, no episode: kept
+    h = episodes.record_mean(h, jnp.int32(6), n, jnp.float32(0.0), jnp.int32(0))  # slot 2, no episode: still NaN
+    h = np.asarray(h)
+    assert h[1] == 0.75 and np.isnan(h[0]) and np.isnan(h[2]) and np.isnan(h[3:]).all()
+    h = np.asarray(episodes.record_mean(jnp.asarray(h), jnp.int32(5), n, jnp.float32(0.9), jnp.int32(1)))
+    assert np.isclose(h[1], 0.9)  # the slot's last update that finished episodes
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_dqn_takes_a_gradient_step_every_train_every_updates_after_learning_starts(every):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    cl = cluster.kmeans(x, 10, seed=0)
+    env, params = make_env(proxy.make(x, y, cl, x[:40], y[:40]), cl, y, 0.3, quota=6)
+    cfg = dqn.DQNConfig(num_envs=4, total_timesteps=4 * 40, learning_starts=50, batch_size=16, train_every=every)
+    fns = dqn.make_chunks(cfg, env)
+    runner = fns.update(fns.init(jax.random.PRNGKey(0), params), cfg.num_updates, params)
+    # update u adds 4 transitions: the buffer holds 4 (u + 1) when it decides whether to learn
+    expected = sum(1 for u in range(cfg.num_updates) if 4 * (u + 1) >= cfg.learning_starts and u % every == 0)
+    assert int(optax.tree_utils.tree_get(runner.opt_state, "count")) == expected

@@ -20,11 +20,10 @@ import rlax
 
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
-from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.agents.episodes import Best, Chunks, empty_best, empty_history, record_mean, track_best
 from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
-HISTORY = 64
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class DQNConfig:
     buffer_size: int = 20_000
     batch_size: int = 128
     learning_starts: int = 1_000
-    train_every: int = 1  # gradient steps per env step of all envs
+    train_every: int = 1  # one gradient step every this many steps of all envs (CleanRL's train_frequency)
     target_every: int = 100
     lr: float = 5e-4
     gamma: float = 1.0
@@ -148,7 +147,7 @@ def make_chunks(config: DQNConfig, env):
                           jnp.zeros(k, jnp.int32), i32, i32)
         buf = buffer_init(item, c.buffer_size)
         return Runner(params, params, tx.init(params), buf, env_state, key, jnp.int32(0), empty_best(env_params),
-                      jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
+                      empty_history())
 
     def _loss(params, encoded, target, batch, obs_of, valid_of, features):
         """``encoded``: :func:`networks.encode` of ``params``; ``target``: the target network's
@@ -177,25 +176,29 @@ def make_chunks(config: DQNConfig, env):
             jax.random.split(k_env, c.num_envs), s, action, env_params)
         b = buffer_add(runner.buffer, Transition(s.taken, s.chosen, s.step, action, reward, done,
                                                  s2.taken, s2.chosen, s2.step))
-        batch = buffer_sample(b, k_batch, c.batch_size)
         target_net = (runner.target, networks.encode(runner.target, env_params.features))  # once, not per chunk
         loss = lambda params, encoded, batch: _loss(params, encoded, target_net, batch, obs_of, valid_of,  # noqa: E731
                                                     env_params.features)
         chunk = networks.grad_chunk(c.batch_size, valid.shape[1], c.network)
-        grads = networks.chunked_grad(loss, runner.params, (batch,), chunk,
-                                      shared=partial(networks.encode, features=env_params.features))
         learn = buffer_filled(b) >= c.learning_starts
-        updates, opt_state = tx.update(grads, runner.opt_state, runner.params)
-        params = jax.tree.map(lambda new, old: jnp.where(learn, new, old), optax.apply_updates(runner.params, updates),
-                              runner.params)
-        opt_state = jax.tree.map(lambda new, old: jnp.where(learn, new, old), opt_state, runner.opt_state)
+
+        def _gradient_step(params, opt_state):
+            grads = networks.chunked_grad(loss, params, (buffer_sample(b, k_batch, c.batch_size),), chunk,
+                                          shared=partial(networks.encode, features=env_params.features))
+            updates, new_state = tx.update(grads, opt_state, params)
+            keep = lambda new, old: jnp.where(learn, new, old)  # noqa: E731  no learning before learning_starts
+            return jax.tree.map(keep, optax.apply_updates(params, updates), params), jax.tree.map(keep, new_state, opt_state)
+
+        if c.train_every == 1:
+            params, opt_state = _gradient_step(runner.params, runner.opt_state)
+        else:  # lax.cond runs one branch: the updates that do not learn skip the gradient's cost
+            params, opt_state = jax.lax.cond(runner.update % c.train_every == 0, _gradient_step, lambda p, o: (p, o),
+                                             runner.params, runner.opt_state)
         copy = (runner.update % c.target_every) == 0
         target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, runner.target)
         best = track_best(runner.best, done, info)
-        slot = runner.update * HISTORY // c.num_updates
-        mean_score = jnp.where(done.any(), jnp.where(done, info["final_score"], 0.0).sum() / jnp.maximum(done.sum(), 1),
-                               jnp.nan)
-        history = runner.history.at[slot].set(jnp.where(jnp.isnan(mean_score), runner.history[slot], mean_score))
+        history = record_mean(runner.history, runner.update, c.num_updates,
+                              jnp.where(done, info["final_score"], 0.0).sum(), done.sum())
         return Runner(params, target, opt_state, b, s2, key, runner.update + 1, best, history), None
 
     def update(runner: Runner, n: int, env_params) -> Runner:

@@ -11,9 +11,13 @@ import jax.numpy as jnp
 from jaxsel.agents import networks
 
 
+HISTORY = 64  # mean episode scores an agent keeps, sampled evenly over its updates
+
+
 class Chunks(NamedTuple):
-    """An agent's training run in pieces: ``init(key) -> runner``, ``update(runner, n) -> runner``;
-    PPO also exposes its rollout step and learner for host-driven loops."""
+    """An agent's training run in pieces: ``init(key, env_params) -> runner``, ``update(runner, n,
+    env_params) -> runner`` (n updates); PPO also exposes its rollout step and learner for
+    host-driven loops."""
 
     init: Callable
     update: Callable
@@ -23,7 +27,7 @@ class Chunks(NamedTuple):
 
 
 class Best(NamedTuple):
-    score: jax.Array  # () proxy accuracy of the final subset
+    score: jax.Array  # () the proxy's objective (Proxy.value: accuracy or log-likelihood) of the final subset
     take: jax.Array  # (K,) int32 rows taken per cluster
     order: jax.Array  # (max_steps,) int32 picks in order, -1 padded
 
@@ -31,6 +35,20 @@ class Best(NamedTuple):
 def empty_best(env_params) -> Best:
     k = env_params.sizes.shape[0]
     return Best(jnp.float32(-jnp.inf), jnp.zeros(k, jnp.int32), jnp.full(env_params.max_steps, -1, jnp.int32))
+
+
+def empty_history() -> jax.Array:
+    """(HISTORY,) float32 NaN: no update has written a slot yet."""
+    return jnp.full(HISTORY, jnp.nan, jnp.float32)
+
+
+def record_mean(history: jax.Array, update: jax.Array, num_updates: int, score_sum: jax.Array,
+                episodes: jax.Array) -> jax.Array:
+    """``history`` (HISTORY,) with the mean final score of the ``episodes`` that update ``update`` (of
+    ``num_updates``) finished, ``score_sum`` their sum, written to its slot; an update that finished
+    none leaves the slot as it was, so with more updates than slots a slot keeps the last mean."""
+    slot = update * history.shape[0] // num_updates
+    return history.at[slot].set(jnp.where(episodes > 0, score_sum / jnp.maximum(episodes, 1), history[slot]))
 
 
 def track_best(best: Best, done: jax.Array, info: dict) -> Best:

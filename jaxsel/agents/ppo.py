@@ -10,7 +10,7 @@ reward-model round, each budget's proxy). ``make_chunks`` exposes the same run a
 ``update(runner, n, env_params)`` for checkpointed host loops (``jaxsel.agents``).
 
 Logged per run (fixed-size, never grows with the run): the best finished episode (score, take,
-pick order) and a history of ``HISTORY`` mean episode scores sampled evenly over the updates.
+pick order) and a history of ``episodes.HISTORY`` mean episode scores sampled evenly over the updates.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ import rlax
 
 from jaxsel.agents import networks
 from jaxsel.agents.env import shard_envs
-from jaxsel.agents.episodes import Best, Chunks, empty_best, track_best
+from jaxsel.agents.episodes import Best, Chunks, empty_best, empty_history, record_mean, track_best
 from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
-HISTORY = 64
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def make_chunks(config: PPOConfig, env):
                                c.network, env.num_actions(env_params) if c.preference_rate else 0)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_env, c.num_envs), env_params)
         return Runner(params, tx.init(params), env_state, obs, key, jnp.int32(0), empty_best(env_params),
-                      jnp.full(HISTORY, jnp.nan, jnp.float32))  # NaN: slots no update wrote yet
+                      empty_history())
 
     def _env_step(env_params, carry, _):
         params, env_state, obs, key, best, score_sum, episodes = carry
@@ -179,9 +178,7 @@ def make_chunks(config: PPOConfig, env):
         (params, opt_state, *_), _ = jax.lax.scan(
             partial(_update_epoch, env_params.features), (params, runner.opt_state, traj, adv, target),
             jax.random.split(k_epochs, c.update_epochs))
-        slot = runner.update * HISTORY // c.num_updates
-        mean_score = jnp.where(episodes > 0, score_sum / jnp.maximum(episodes, 1), jnp.nan)
-        history = runner.history.at[slot].set(mean_score)
+        history = record_mean(runner.history, runner.update, c.num_updates, score_sum, episodes)
         return Runner(params, opt_state, env_state, obs, key, runner.update + 1, best, history)
 
     def rollout_start(runner: Runner):
