@@ -173,11 +173,13 @@ def lloyd(x: jax.Array, c: jax.Array, max_iter: int = 100, tol: float = 1e-4) ->
 @partial(jax.jit, static_argnames=("k", "batch", "steps"))
 def minibatch(key: jax.Array, x: jax.Array, k: int, batch: int = 4096, steps: int = 200) -> jax.Array:
     """Mini-batch k-means (Sculley 2010): per-centroid step size 1/count; returns centroids."""
-    c0 = kmeans_pp(key, x[jax.random.choice(key, x.shape[0], (min(x.shape[0], max(3 * batch, 20 * k)),), replace=False)], k)
+    k_sample, k_seed, k_steps = jax.random.split(key, 3)  # independent draws: sample, seeding, batches
+    sample = jax.random.choice(k_sample, x.shape[0], (min(x.shape[0], max(3 * batch, 20 * k)),), replace=False)
+    c0 = kmeans_pp(k_seed, x[sample], k)
 
     def step(carry, i):
         c, counts = carry
-        xb = x[jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, x.shape[0], jnp.int32)]
+        xb = x[jax.random.randint(jax.random.fold_in(k_steps, i), (batch,), 0, x.shape[0], jnp.int32)]
         a, _ = _assign(xb, c)
         bsum = jax.ops.segment_sum(xb, a, k)
         bcnt = jax.ops.segment_sum(jnp.ones(batch), a, k)
@@ -321,7 +323,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     """Cluster rows of x (N, d) into k clusters.
 
     method: ``lloyd`` (k-means++ then Lloyd to tolerance, best of ``n_init``) or ``minibatch``
-    (for millions of rows). With ``labels`` (N,), the stratified variant: each label is
+    (for millions of rows: 200 steps of 4,096 rows, one initialisation; ``n_init``, ``max_iter``
+    and ``tol`` do not apply and its ``meta`` leaves them out). With ``labels`` (N,), the stratified variant: each label is
     clustered separately with a share of k proportional to its count (at least one), so every
     cluster is label-pure. Same seed, same result.
     """
@@ -364,8 +367,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
         spread = norms.max() / max(norms[norms > 0].min(initial=np.inf), np.finfo(np.float32).tiny)
         hint = f", or scale the rows alike (their norms span {spread:.1e}x: L2-normalise each row)" if spread > 1e6 else ""
         raise JaxselError(f"k-means left {int((sizes == 0).sum())} of {k} clusters empty; use a smaller k{hint}")
-    meta = dict(k=k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol, method=method,
-                stratified=labels is not None, table_size=table_size)
+    lloyd_only = dict(n_init=n_init, max_iter=max_iter, tol=tol) if method == "lloyd" else {}
+    meta = dict(k=k, seed=seed, **lloyd_only, method=method, stratified=labels is not None, table_size=table_size)
     return Clustering(assignment, centroids, sizes, index_table(assignment, k, table_size, seed), inertia, meta)
 
 

@@ -176,6 +176,20 @@ def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cach
     assert doc3["finetunes_reused"] == len(rows)
 
 
+def test_a_stage_key_follows_the_formats_of_the_stages_it_is_computed_from(monkeypatch):
+    """A new clustering (or embedding) recomputes the selections made on the old one: their keys carry
+    the formats of the stages they are computed from (selections were keyed by the clustering's
+    settings alone, so a clustering computed otherwise would have been paired with old selections)."""
+    from jaxsel.experiment import stages
+    keys = lambda: {s: stages.key(s, "fp", {"k": 4}) for s in stages.FORMATS}  # noqa: E731
+    before = keys()
+    monkeypatch.setitem(stages.FORMATS, "clustering", stages.FORMATS["clustering"] + 1)
+    after = keys()
+    assert sorted(s for s in before if before[s] != after[s]) == ["clustering", "selection"]
+    monkeypatch.setitem(stages.FORMATS, "embedding", stages.FORMATS["embedding"] + 1)
+    assert sorted(s for s, k in keys().items() if k != after[s]) == ["clustering", "embedding", "selection"]
+
+
 def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
     """Scrambled test labels change no selection (cluster searches with quota picks in the typical
     order among the rows cleanlab does not flag, and the example-level baselines)."""

@@ -21,15 +21,21 @@ from jaxsel.io import read_cached
 # rule or clustering), so that results cached by earlier code are recomputed, not reused beside new
 # ones. Stages cached before 2026-12-06 carry none: any earlier jaxsel may have written them (one
 # changed what `warmup = 0` does, and a run reused its finetunes without a word). "embedding" also
-# names the global embedding cache's files past format 1 (jaxsel.embed.cache_file).
-FORMATS = {"clustering": 1, "embedding": 1, "selection": 1, "finetune": 1}
+# names the global embedding cache's files past format 1 (jaxsel.embed.cache_file). A stage's key also
+# carries the numbers of the stages it is computed from (UPSTREAM), so a new clustering recomputes the
+# selections made on the old one. Clustering 2 (2026-12-06): mini-batch k-means draws its sample, its
+# seeding and its batches from independent keys (they shared one).
+FORMATS = {"clustering": 2, "embedding": 1, "selection": 1, "finetune": 1}
+UPSTREAM = {"clustering": ("embedding",), "selection": ("embedding", "clustering")}  # finetunes: keyed by their rows
 
 
 def key(stage: str, *parts) -> str:
-    """A short, stable hash of a ``stage`` (a key of :data:`FORMATS`, whose number it includes) and
-    JSON-able parts; configs hash through :func:`jaxsel.config.spelling`, so a field added later at
-    its default leaves earlier keys unchanged. Raises KeyError for another stage."""
-    parts = (stage, FORMATS[stage], *parts)
+    """A short, stable hash of a ``stage`` (a key of :data:`FORMATS`, whose number it includes, with
+    those of its :data:`UPSTREAM` stages past 1) and JSON-able parts; configs hash through
+    :func:`jaxsel.config.spelling`, so a field added later at its default leaves earlier keys
+    unchanged. Raises KeyError for another stage."""
+    upstream = {u: FORMATS[u] for u in UPSTREAM.get(stage, ()) if FORMATS[u] > 1}  # at 1: the keys of format 1
+    parts = (stage, FORMATS[stage], *parts) + ((upstream,) if upstream else ())
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=spelling).encode()).hexdigest()[:10]
 
 
