@@ -1,6 +1,6 @@
 """Example-level baseline subsets of exactly a budget's size: what a data selection must beat.
 
-- ``random``: a seeded uniform sample (:func:`jaxsel.selection.random_indices`).
+- ``random``: a seeded uniform sample (:func:`random_indices`).
 - ``stratified``: stratified random sampling with proportional allocation (Cochran, *Sampling
   Techniques*, 1977, ch. 5): the budget is split over classes in proportion to their counts,
   each class's share over the clusters holding that class in proportion to its rows there, and
@@ -61,10 +61,11 @@ def check_unflagged(kept: int, examples: int) -> None:
         raise JaxselError(f"cleanlab: only {kept} examples are not flagged, fewer than the budget of {examples}")
 
 
-def apportion(weights: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+def apportion(weights: np.ndarray, total: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """(len(weights),) int64 shares of ``total`` proportional to ``weights`` (largest remainder,
-    Hamilton's method; ties broken at random by ``rng``). Shares sum to ``total`` and, when
-    ``total <= weights.sum()`` with integer weights, never exceed their weight."""
+    Hamilton's method; ties broken at random by ``rng``, or to the lower index without one). Shares
+    sum to ``total`` and, when ``total <= weights.sum()`` with integer weights, never exceed their
+    weight. Raises JaxselError for a negative total or weights that sum to zero or less."""
     w = np.asarray(weights, np.float64)
     if total < 0 or w.sum() <= 0:
         raise JaxselError(f"cannot apportion {total} over weights summing to {w.sum()}")
@@ -73,7 +74,8 @@ def apportion(weights: np.ndarray, total: int, rng: np.random.Generator) -> np.n
     left = int(total - share.sum())
     if left:
         frac = exact - share
-        order = np.lexsort((rng.random(len(w)), -frac))  # largest remainder first, ties random
+        order = (np.argsort(-frac, kind="stable") if rng is None  # largest remainder first
+                 else np.lexsort((rng.random(len(w)), -frac)))
         share[order[:left]] += 1
     return share
 

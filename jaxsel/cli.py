@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxsel.errors import MAX_INT, JaxselError, warn
 from jaxsel.checkpoint import Stopwatch
-from jaxsel.io import check_not_input, short_name
+from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec,
@@ -206,8 +206,7 @@ def _options_tag(a) -> str:
     theirs that changes the result), "" when none: the default output names carry it, so data read
     or embedded differently, or a selection with another budget, never overwrites an output."""
     changed = {k: getattr(a, k) for k, default in a.tagged.items() if getattr(a, k) != default}
-    return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6] \
-        if changed else ""
+    return options_tag(changed)
 
 
 def _data_folder(data: str) -> Path:

@@ -4,6 +4,7 @@ read back (:func:`read_cached`: an unreadable one is computed again)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import functools
 import json
 import os
@@ -182,6 +183,13 @@ def short_name(text: str, limit: int = 64) -> str:
     file's name inside a default folder's, which a hash beside it keeps unique, so a long but valid
     file name never makes a folder name past the file system's 255 bytes."""
     return text.encode()[:limit].decode(errors="ignore")
+
+
+def options_tag(options: dict) -> str:
+    """"-" and 6 hex digits of a hash of ``options`` (a dict of settings given away from their
+    defaults), "" for none: what default output folders' names carry, so output of other settings
+    never lands in the same folder."""
+    return "-" + hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:6] if options else ""
 
 
 def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | None = None) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxsel.baselines import apportion
 from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, is_int, warn
 from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json, write_utf8
 
@@ -112,15 +113,8 @@ def class_caps(counts: np.ndarray, examples: int, balance: str) -> np.ndarray:
         raise JaxselError(f"unknown balance {balance!r} (choose from {', '.join(BALANCES)})")
     if not 0 < examples <= counts.sum():
         raise JaxselError(f"cannot balance {examples} examples over a pool of {counts.sum()}")
-
-    def share(weights: np.ndarray, total: int) -> np.ndarray:  # largest remainder, ties to the lower index
-        exact = weights / weights.sum() * total
-        out = np.floor(exact).astype(np.int64)
-        out[np.argsort(-(exact - out), kind="stable")[:total - out.sum()]] += 1
-        return out
-
     if balance == "proportional":
-        return share(counts.astype(np.float64), int(examples))
+        return apportion(counts, int(examples))
     # water-filling: the highest level L with sum(min(counts, L)) <= examples, then one row more for the
     # first classes with rows above L (repeated rounds of equal shares had left 52 beside 50: a round's
     # remainder row stayed with its class)

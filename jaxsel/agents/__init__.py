@@ -3,8 +3,8 @@
 Methods: ``ppo`` and ``dqn`` (trained on device in chunks of ``checkpoint_every`` updates, with an
 orbax checkpoint after each chunk so ``resume=True`` continues where a run stopped and ends with
 the same selection), the cluster searches ``random-search`` (best of ``random_samples`` random
-budget-sized cluster picks), ``greedy`` and ``climb``, and the example-level baselines ``random``
-(a seeded uniform subset of the budget) and ``full``.
+budget-sized cluster picks), ``greedy`` and ``climb``, the example-level baselines of
+:mod:`jaxsel.baselines` (``random``, ``stratified``, ``typical``, ``cleanlab``) and ``full``.
 """
 
 from __future__ import annotations

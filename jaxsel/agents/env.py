@@ -54,7 +54,7 @@ class EnvState(NamedTuple):
     chosen: jax.Array  # () int32 examples taken (never above the budget)
     step: jax.Array  # () int32
     pstate: object  # the proxy's incremental state
-    score: jax.Array  # () float32 current proxy accuracy
+    score: jax.Array  # () float32 the proxy's objective now (Proxy.value: accuracy or log-likelihood)
 
 
 def scored_similarity(proxy: Proxy, assignment: np.ndarray, k: int) -> np.ndarray:

@@ -14,8 +14,6 @@ finetuner's final evaluation alone.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -30,7 +28,7 @@ from jaxsel.checkpoint import CheckpointMismatch, Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import exclusive, read_cached, read_json, remove_stale_temporaries, short_name, write_json
+from jaxsel.io import exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name, write_json
 from jaxsel.selection import budget_examples, check_budgets, digest
 
 
@@ -420,8 +418,7 @@ def default_out(name: str, data_overrides: dict) -> str:
     data = given.pop("name", None)
     if data is not None and Path(data).exists():
         given["file"] = os.path.abspath(data)
-    tag = "-" + hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:6] if given else ""
-    return f"runs/{name}" + (f"-{short_name(Path(data).stem)}" if data is not None else "") + tag
+    return f"runs/{name}" + (f"-{short_name(Path(data).stem)}" if data is not None else "") + options_tag(given)
 
 
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
