@@ -259,7 +259,7 @@ def loaded(path: Path, what: str, load: Callable[[Path], T]) -> T:
     types: safetensors, tokenizers, json) a JaxselError naming ``path`` and ``what`` it should be."""
     try:
         return load(path)
-    except JaxselError:
+    except (JaxselError, MemoryError):  # out of memory is not a damaged file
         raise
     except Exception as e:
         raise JaxselError(f"{path}: not a readable {what} ({type(e).__name__}: {str(e)[:120]})") from None

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxsel.baselines import apportion
 from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_labels, is_int, warn
-from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_json, write_utf8
+from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_utf8, writes_files
 
 FORMAT = "jaxsel.selection/1"
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
@@ -443,15 +443,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
             renamed[c] = name
             taken.add(name)
         out = datasets.concatenate_datasets([out, _source_table(source_columns, source_rows, renamed)], axis=1)
-    bars_on = datasets.is_progress_bar_enabled()
-    if bars_on:
-        datasets.disable_progress_bars()  # its "Creating json from Arrow format" bars
-    try:
-        _write(out, path, fmt)
-    finally:
-        if bars_on:
-            datasets.enable_progress_bars()
-    write_json(sidecar, {
+    about = json_text({
         "contents": ("the examples NOT selected (the complement of the selection)" if complement
                      else "the KEPT examples: the rows the selection chose"),
         "rows": int(len(rows)), "format": fmt, "source_dataset": source or sel.meta.get("dataset"),
@@ -461,7 +453,18 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
                     "source_row": "its 0-based row in the source (a file's data rows, header not counted; -1: unknown)",
                     "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows",
-                    **{new: f"the source's column {old!r}" for old, new in renamed.items()}}})
+                    **{new: f"the source's column {old!r}" for old, new in renamed.items()}}}, str(sidecar))
+    if writes_files():  # an earlier export's sidecar goes first: interrupted, the rows are never described wrongly
+        sidecar.unlink(missing_ok=True)
+    bars_on = datasets.is_progress_bar_enabled()
+    if bars_on:
+        datasets.disable_progress_bars()  # its "Creating json from Arrow format" bars
+    try:
+        _write(out, path, fmt)
+    finally:
+        if bars_on:
+            datasets.enable_progress_bars()
+    write_utf8(sidecar, about)
     return path
 
 

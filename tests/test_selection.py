@@ -238,6 +238,28 @@ def test_negative_or_non_integer_rows_are_refused(tmp_path, table_file, capsys):
     assert "index file's rows must be non-negative, got -1..3" in err and "Traceback" not in err  # refused on load
 
 
+def test_an_interrupted_export_never_leaves_an_earlier_sidecar_beside_new_rows(tmp_path, table_file, monkeypatch):
+    """The sidecar was written after the rows: interrupted between the two, it described the previous
+    export's rows (count, method, budget) beside the new ones."""
+    from jaxsel import selection
+    dd = data.load(str(table_file))
+    meta = {"fingerprint": data.dataset_fingerprint(dd), "dataset": str(table_file), "method": "greedy"}
+    out, side = tmp_path / "kept.jsonl", tmp_path / "kept.jsonl.jaxsel.json"
+    selection.export(Selection([0], np.array([1, 4, 7]), {}, meta), dd, out)
+    assert json.loads(side.read_text())["rows"] == 3
+
+    def interrupted(path, text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selection, "write_utf8", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        selection.export(Selection([0], np.array([1, 4, 7, 20, 21]), {}, meta), dd, out)
+    assert len(out.read_text().splitlines()) == 5 and not side.exists()  # new rows, and no description of others
+    monkeypatch.undo()
+    selection.export(Selection([0], np.array([2]), {}, meta), dd, out)
+    assert len(out.read_text().splitlines()) == 1 and json.loads(side.read_text())["rows"] == 1
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "arrow"])
 def test_export_round_trips_through_datasets(tmp_path, table_file, fmt):
     import datasets
