@@ -14,7 +14,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from pathlib import Path
 
 import jax
@@ -31,6 +31,7 @@ from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices, check_labels, is_int
 from jaxsel.selection import digest
 
+T = TypeVar("T")
 MODELS = FINETUNE_MODELS
 PEAK_BF16_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
 
@@ -166,7 +167,9 @@ def _schedule(lr: jax.Array, *, total: int, warm: int, cosine: bool) -> jax.Arra
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(0, 2))
-def train_step(params, rest, opt_state, lr, ids, mask, y, w, *, graphdef, tx: optax.GradientTransformation):
+def train_step(params: nnx.State, rest: nnx.State, opt_state: optax.OptState, lr: jax.Array, ids: jax.Array,
+               mask: jax.Array, y: jax.Array, w: jax.Array, *, graphdef: nnx.GraphDef,
+               tx: optax.GradientTransformation) -> tuple[nnx.State, optax.OptState, jax.Array]:
     """One optimizer step: (params, rest, opt_state, lr (), ids (A, B, T) int32, mask (A, B, T), y (A, B)
     int32, w (A, B) float32) -> (new params, new opt_state, mean loss). The A micro-batches are
     accumulated inside the step; ``tx``'s update is scaled by ``lr``. Compiled once per (model
@@ -210,12 +213,13 @@ def flat_train_step(graphdef, tx: optax.GradientTransformation, params_def, rest
 
 
 @jax.jit
-def copy_tree(tree):
+def copy_tree(tree: T) -> T:
     """A copy of every array of ``tree`` in one program (eagerly: a compile per leaf shape)."""
     return jax.tree.map(jnp.copy, tree)
 
 
-def apply_scaled(tx: optax.GradientTransformation, grads, opt_state, params, lr):
+def apply_scaled(tx: optax.GradientTransformation, grads: nnx.State, opt_state: optax.OptState, params: nnx.State,
+                 lr: jax.Array) -> tuple[nnx.State, optax.OptState]:
     """(new params, new opt_state): ``tx``'s update of ``grads`` multiplied by the learning rate ``lr``
     (a scalar), as optax's ``scale_by_learning_rate`` would with a schedule."""
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -239,13 +243,14 @@ def check_finite(cfg: FinetuneConfig, epoch: int, loss: float, params) -> None:
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
-def eval_step(params, rest, ids, mask, *, graphdef):
+def eval_step(params: nnx.State, rest: nnx.State, ids: jax.Array, mask: jax.Array, *, graphdef: nnx.GraphDef) -> jax.Array:
     """Predicted class ids (B,) for ids/mask (B, T); compiled once per model structure and shape."""
     return nnx.merge(graphdef, params, rest)(ids, mask).argmax(-1)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
-def packed_eval_step(params, rest, ids, segments, *, graphdef):
+def packed_eval_step(params: nnx.State, rest: nnx.State, ids: jax.Array, segments: jax.Array, *,
+                     graphdef: nnx.GraphDef) -> jax.Array:
     """Predicted class ids (B, T) of the texts packed into rows ids/segments (B, T)
     (:meth:`jaxsel.models.classifier.BertClassifier.packed`)."""
     return nnx.merge(graphdef, params, rest).packed(ids, segments).argmax(-1)
@@ -283,7 +288,8 @@ def _fingerprint(dd) -> str:
         return "content-" + data.fingerprint(dd)
 
 
-def data_sharding():
+def data_sharding() -> tuple[jax.sharding.NamedSharding, jax.sharding.NamedSharding]:
+    """(shardings of a step's batch arrays (A, B, ...): split over devices along B, of the rest: replicated)."""
     from jax.sharding import NamedSharding, PartitionSpec as P
     from jaxsel.proxy.batch import mesh
     m = mesh()  # the 1-D "batch" mesh over every device

@@ -13,6 +13,7 @@ import json
 import numbers
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 
 import jax
 import numpy as np
@@ -21,7 +22,7 @@ from jaxsel import baselines, code_version, label_issues, metrics, progress as p
 from jaxsel.agents import dqn, ppo, reward_model, search
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, keyless, later, settings
-from jaxsel.agents.env import checked_parts, make_env
+from jaxsel.agents.env import EnvParams, SelectionEnv, checked_parts, make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types, warn
 from jaxsel.proxy import RewardCache
@@ -97,30 +98,34 @@ class SelectConfig:
                        dqn=self.dqn if self.method == "dqn" else keyless(dqn.DQNConfig))
 
 
-def agent_config(method: str, rl_steps: int, overrides: dict):
+AgentConfig = ppo.PPOConfig | dqn.DQNConfig
+
+
+def agent_config(method: str, rl_steps: int, overrides: dict) -> AgentConfig:
     """The PPOConfig or DQNConfig (``method`` "ppo" or "dqn") of a run config's ``[select]``: its
     ``rl_steps`` as ``total_timesteps``, then the ``[select.ppo]``/``[select.dqn]`` table's
     ``overrides``. One place, so a run and its report count the same steps."""
     return (ppo.PPOConfig if method == "ppo" else dqn.DQNConfig)(**{"total_timesteps": rl_steps, **overrides})
 
 
-def env_steps(cfg, updates: int) -> int:
+def env_steps(cfg: AgentConfig, updates: int) -> int:
     """Environment steps of all environments in ``updates`` updates of an RL config (PPO: a rollout
     of ``num_steps`` per update; DQN: one step)."""
     return updates * cfg.num_envs * getattr(cfg, "num_steps", 1)
 
 
-def min_steps(cfg, max_steps: int) -> int:
+def min_steps(cfg: AgentConfig, max_steps: int) -> int:
     """Environment steps for every environment of an RL config to finish at least one episode of
     ``max_steps`` picks (PPO: whole rollouts of ``num_steps``; DQN: steps of all environments)."""
     per_env = max_steps if not hasattr(cfg, "num_steps") else -(-max_steps // cfg.num_steps) * cfg.num_steps
     return per_env * cfg.num_envs
 
 
-def train_agent(module, cfg, env, env_params, key, *, ckpt_dir: Path | None = None, every: int = 20,
-                resume: bool = False, progress: bool = True, signature: str = "",
-                stop_after: int | None = None):
-    """Run ``module.make_chunks`` to ``cfg.num_updates`` in chunks, checkpointing after each chunk.
+def train_agent(module: ModuleType, cfg: AgentConfig, env: SelectionEnv, env_params: EnvParams, key: jax.Array, *,
+                ckpt_dir: Path | None = None, every: int = 20, resume: bool = False, progress: bool = True,
+                signature: str = "", stop_after: int | None = None) -> ppo.Runner | dqn.Runner:
+    """Run ``module.make_chunks`` (``module``: :mod:`ppo` or :mod:`dqn`, ``cfg`` its config) to
+    ``cfg.num_updates`` in chunks of ``every`` updates, checkpointing after each chunk.
 
     ``stop_after`` ends this call once that many updates are done (a time-sliced job; continue
     it with ``resume=True``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import chex
 import jax
@@ -19,7 +19,7 @@ import optax
 import rlax
 
 from jaxsel.agents import networks
-from jaxsel.agents.env import shard_envs
+from jaxsel.agents.env import EnvParams, SelectionEnv, shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, empty_history, record_mean, track_best
 from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
@@ -127,7 +127,7 @@ class Runner(NamedTuple):
     history: jax.Array
 
 
-def make_chunks(config: DQNConfig, env):
+def make_chunks(config: DQNConfig, env: SelectionEnv) -> Chunks:
     """The training run in resumable pieces: ``init(key, env_params)`` and ``update(runner, n,
     env_params)``; the environment's params are arguments, not constants of the program."""
     c = config
@@ -136,7 +136,7 @@ def make_chunks(config: DQNConfig, env):
     # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
     epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
 
-    def init(key: jax.Array, env_params) -> Runner:
+    def init(key: jax.Array, env_params: EnvParams) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         k, state = env.observation_shape(env_params)
         params = networks.init(k_net, state, env_params.features.shape[1], c.hidden, c.network,
@@ -201,13 +201,13 @@ def make_chunks(config: DQNConfig, env):
                               jnp.where(done, info["final_score"], 0.0).sum(), done.sum())
         return Runner(params, target, opt_state, b, s2, key, runner.update + 1, best, history), None
 
-    def update(runner: Runner, n: int, env_params) -> Runner:
+    def update(runner: Runner, n: int, env_params: EnvParams) -> Runner:
         return jax.lax.scan(partial(_update, env_params), runner, None, n)[0]
 
     return Chunks(init, update)
 
 
-def make_train(config: DQNConfig, env):
+def make_train(config: DQNConfig, env: SelectionEnv) -> Callable[[jax.Array, EnvParams], Runner]:
     """train(key, env_params) -> Runner after ``config.num_updates`` iterations; pure, so jit and
     vmap it."""
     fns = make_chunks(config, env)

@@ -219,17 +219,19 @@ class SelectionEnv:
         return self.valid(state.taken, params)
 
     def initial_state(self, params: EnvParams) -> EnvState:
+        """The empty subset: nothing taken, the proxy's empty state and its score."""
         k = params.sizes.shape[0]
         empty = params.proxy.init()
         return EnvState(jnp.zeros(k, jnp.int32), jnp.full(params.max_steps, -1, jnp.int32), jnp.int32(0),
                         jnp.int32(0), empty, params.proxy.value(params.proxy.score_state(empty)))
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        """(observation (K, F), state) of :meth:`initial_state`; ``key`` is unused (the start is fixed)."""
         state = self.initial_state(params)
         return self.observation(state, params), state
 
-    def step_env(self, state: EnvState, action: jax.Array, params: EnvParams):
-        """One transition without auto-reset. ``action``: a cluster :meth:`action_mask` allows; one
+    def step_env(self, state: EnvState, action: jax.Array, params: EnvParams) -> tuple[EnvState, jax.Array, jax.Array]:
+        """One transition without auto-reset: (new state, reward (), done () bool). ``action``: a cluster :meth:`action_mask` allows; one
         it masks takes no rows, one outside [0, K) is clipped into it (indexing would clamp some
         reads and drop the write: state, score and reward of different clusters)."""
         action = jnp.clip(jnp.asarray(action, jnp.int32), 0, params.sizes.shape[0] - 1)  # int64 under JAX_ENABLE_X64
@@ -247,8 +249,9 @@ class SelectionEnv:
         reward = (score - state.score) * params.reward_scale
         return new, reward, done
 
-    def step(self, key: jax.Array, state: EnvState, action: jax.Array, params: EnvParams):
-        """Transition, then reset if the episode ended. ``info`` has the finished episode's
+    def step(self, key: jax.Array, state: EnvState, action: jax.Array,
+             params: EnvParams) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict]:
+        """(observation, state, reward, done, info): a transition, then reset if the episode ended. ``info`` has the finished episode's
         take, order and score (valid where ``done``)."""
         new, reward, done = self.step_env(state, action, params)
         info = {"final_take": new.taken, "final_order": new.order, "final_score": new.score, "chosen": new.chosen}

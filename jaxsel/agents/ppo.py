@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import optax
 import rlax
 
 from jaxsel.agents import networks
-from jaxsel.agents.env import shard_envs
+from jaxsel.agents.env import EnvParams, SelectionEnv, shard_envs
 from jaxsel.agents.episodes import Best, Chunks, empty_best, empty_history, record_mean, track_best
 from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
@@ -96,7 +96,7 @@ class Runner(NamedTuple):
     history: jax.Array
 
 
-def make_chunks(config: PPOConfig, env):
+def make_chunks(config: PPOConfig, env: SelectionEnv) -> Chunks:
     """The training run in resumable pieces: ``init(key, env_params)``, ``update(runner, n,
     env_params)``, and for host-driven loops (the benchmark's baseline) ``rollout_start``,
     ``env_step(env_params, carry, _)`` and ``learn(env_params, runner, carry, trajectory)``. The
@@ -108,7 +108,7 @@ def make_chunks(config: PPOConfig, env):
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(schedule, eps=1e-5),
                      *networks.optimizer_extras(c.preference_rate))
 
-    def init(key: jax.Array, env_params) -> Runner:
+    def init(key: jax.Array, env_params: EnvParams) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         params = networks.init(k_net, env.observation_shape(env_params)[-1], env_params.features.shape[1], c.hidden,
                                c.network, env.num_actions(env_params) if c.preference_rate else 0)
@@ -184,7 +184,7 @@ def make_chunks(config: PPOConfig, env):
     def rollout_start(runner: Runner):
         return (runner.params, runner.env_state, runner.obs, runner.key, runner.best, 0.0, 0)
 
-    def update(runner: Runner, n: int, env_params) -> Runner:
+    def update(runner: Runner, n: int, env_params: EnvParams) -> Runner:
         def _update(runner: Runner, _):
             carry, traj = jax.lax.scan(partial(_env_step, env_params), rollout_start(runner), None, c.num_steps)
             return _learn(env_params, runner, carry, traj), None
@@ -194,7 +194,7 @@ def make_chunks(config: PPOConfig, env):
     return Chunks(init, update, rollout_start, _env_step, _learn)
 
 
-def make_train(config: PPOConfig, env):
+def make_train(config: PPOConfig, env: SelectionEnv) -> Callable[[jax.Array, EnvParams], Runner]:
     """train(key, env_params) -> Runner after ``config.num_updates`` updates; pure, so jit and
     vmap it (over keys, or over params of the same shapes)."""
     fns = make_chunks(config, env)

@@ -20,11 +20,13 @@ from flax import struct
 
 @dataclass(frozen=True)
 class RewardModelConfig:
-    members: int = 4
-    hidden: int = 64
-    steps: int = 300
+    """The ensemble and how each member is fit (full-batch AdamW on the standardized scores)."""
+
+    members: int = 4  # MLPs in the ensemble, each from its own initialisation and bootstrap resample
+    hidden: int = 64  # width of each MLP's one hidden layer
+    steps: int = 300  # full-batch AdamW steps per fit
     lr: float = 3e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
 
 
 def _init_one(key, k: int, hidden: int) -> dict:
