@@ -433,15 +433,9 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     out = datasets.Dataset.from_dict({"text": column(kept, "text"), "label": [names[i] for i in column(kept, "label")],
                                       "row": rows.tolist(), "source_row": source_rows,
                                       "cluster": cluster_of[rows].tolist(), "kept": [not complement] * len(rows)})
-    renamed = {}
+    renamed, described = {}, {}
     if source_columns is not None:
-        taken = set(out.column_names) | {str(c) for c in source_columns.columns}
-        for c in source_columns.columns:
-            name = str(c)
-            while name in out.column_names or (name != str(c) and name in taken):
-                name = f"user_{name}"
-            renamed[c] = name
-            taken.add(name)
+        renamed, described = _source_names(source_columns, out.column_names)
         out = datasets.concatenate_datasets([out, _source_table(source_columns, source_rows, renamed)], axis=1)
     about = json_text({
         "contents": ("the examples NOT selected (the complement of the selection)" if complement
@@ -453,7 +447,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
                     "source_row": "its 0-based row in the source (a file's data rows, header not counted; -1: unknown)",
                     "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows",
-                    **{new: f"the source's column {old!r}" for old, new in renamed.items()}}}, str(sidecar))
+                    **described}}, str(sidecar))
     if writes_files():  # an earlier export's sidecar goes first: interrupted, the rows are never described wrongly
         sidecar.unlink(missing_ok=True)
     bars_on = datasets.is_progress_bar_enabled()
@@ -466,6 +460,29 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
             datasets.enable_progress_bars()
     write_utf8(sidecar, about)
     return path
+
+
+def _source_names(frame, ours: list[str]) -> tuple[dict, dict[str, str]]:
+    """({frame's column: its export name}, {export name: what it holds}) of the source's columns
+    beside ``ours``: a column keeps the name its file gives it, ``user_`` prefixed until free (a
+    file's repeated name too); a column with no name in its header is named ``columnN`` by its
+    1-based place. ``frame.attrs["header"]`` (CSV/TSV: :func:`jaxsel.data.source_columns`) maps the
+    names pandas made up ("x.1", "Unnamed: 0") to (name in the file, place)."""
+    header = frame.attrs.get("header", {})
+    given = {c: header.get(c, (str(c), None)) for c in frame.columns}
+    base = {c: name or f"column{place + 1}" for c, (name, place) in given.items()}
+    repeated = {n for n in base.values() if list(base.values()).count(n) > 1}
+    taken, names, described = set(ours) | set(base.values()), {}, {}
+    for c in frame.columns:
+        name = base[c]
+        while name in ours or name in names.values() or (name != base[c] and name in taken):
+            name = f"user_{name}"
+        names[c], (source, place) = name, given[c]
+        taken.add(name)
+        described[name] = (f"the source's column {place + 1}, which has no name in its header" if not source
+                           else f"the source's column {source!r}" + (f" (column {place + 1} of its header, where "
+                                                                      "the name repeats)" if source in repeated else ""))
+    return names, described
 
 
 def _source_table(frame, source_rows: list[int], names: dict[str, str]):
@@ -519,6 +536,7 @@ def is_arrow_export(folder: Path) -> bool:
 
 def _write(table, path: Path, fmt: str) -> None:
     """``table`` (a datasets.Dataset) to ``path`` as ``fmt``, atomically."""
+    import pandas as pd
     with atomic_path(path, folder=fmt == "arrow", replaces=is_arrow_export) as tmp:
         if fmt == "jsonl":  # the standard library's writer: floats round-trip (pandas' kept 10 digits), ISO dates
             with open(tmp, "w", encoding="utf-8") as f:
@@ -528,9 +546,11 @@ def _write(table, path: Path, fmt: str) -> None:
         elif fmt == "parquet":
             table.to_parquet(str(tmp))
         elif fmt == "csv":  # lists and mappings as JSON text, not Python's repr
-            frame = table.to_pandas()
-            for c in frame.columns[frame.dtypes == object]:
-                frame[c] = frame[c].map(lambda v: _json_text(v) if isinstance(v, (list, tuple, dict, np.ndarray)) else v)
+            # integers with empty cells stay Python integers (float64 wrote "1.0" and rounded ids past 2**53)
+            frame = table.with_format("arrow")[:].to_pandas(integer_object_nulls=True)
+            for c in frame.columns[frame.dtypes == object]:  # object columns built as such: Series.map infers floats
+                frame[c] = pd.Series([_json_text(v) if isinstance(v, (list, tuple, dict, np.ndarray)) else v
+                                      for v in frame[c]], index=frame.index, dtype=object)
             frame.to_csv(str(tmp), index=False)
         else:
             table.save_to_disk(str(tmp))

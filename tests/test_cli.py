@@ -364,6 +364,38 @@ def test_export_writes_source_columns_of_any_kind(tmp_path, tmp_cache, monkeypat
     assert "b.jsonl.jaxsel.json" in capsys.readouterr().err and not (tmp_path / "b.jsonl").exists()
 
 
+def test_export_keeps_integer_ids_and_the_files_own_column_names(tmp_path, tmp_cache, monkeypatch):
+    """Round 23 of new users' tests: a CSV export wrote an integer column with empty cells as floats
+    ("1.0", 2**60 + 1 as 1.152921504606847e+18: pandas' float64), and a CSV's repeated or empty
+    header names came out as the names pandas makes up ("x.1", "Unnamed: 4"), which the sidecar
+    called the source's columns."""
+    import csv
+    monkeypatch.chdir(tmp_path)
+    n = 120
+    ids = [None if i % 4 == 0 else 2**60 + i for i in range(n)]
+    Path("d.jsonl").write_text("".join(json.dumps({"text": f"{'good fine' if i % 2 else 'bad poor'} {i}",
+                                                   "label": "pn"[i % 2], "id": ids[i]}) + "\n" for i in range(n)))
+    Path("h.csv").write_text("text,label,x,x,,row\n" + "".join(
+        f"{'good fine' if i % 2 else 'bad poor'} {i},{'pn'[i % 2]},a{i},b{i},{i},r{i}\n" for i in range(n)))
+    for source in ("d.jsonl", "h.csv"):
+        assert cli.main(["select", source, "--model", "hash", "--k", "6", "--method", "random", "--budget", "0.3",
+                         "--out", "sel"]) == 0
+        assert cli.main(["export", "sel/selection.json", "--out", "k.csv"]) == 0
+        with open("k.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        about = json.loads(Path("k.csv.jaxsel.json").read_text())["columns"]
+        if source == "d.jsonl":
+            assert [r["id"] for r in rows] == ["" if ids[int(r["source_row"])] is None else str(ids[int(r["source_row"])])
+                                               for r in rows] and any(r["id"] == "" for r in rows)
+            continue
+        assert list(rows[0])[6:] == ["x", "user_x", "column5", "user_row"]
+        assert all((r["x"], r["user_x"], r["column5"], r["user_row"]) == (f"a{i}", f"b{i}", str(i), f"r{i}")
+                   for r in rows for i in [int(r["source_row"])])
+        assert about["user_x"] == "the source's column 'x' (column 4 of its header, where the name repeats)"
+        assert about["column5"] == "the source's column 5, which has no name in its header"
+        assert about["user_row"] == "the source's column 'row'"
+
+
 def test_files_read_once_parses_an_unchanged_file_once(tmp_path):
     """Inside files_read_once a file read again unchanged is not parsed again, each read gets its
     own frame, and a changed file is parsed afresh; outside the block every read parses."""

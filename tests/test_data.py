@@ -197,7 +197,7 @@ def test_missing_labels_are_dropped_and_counted_and_numbers_are_one_class(tmp_pa
                            [(None, 1), ("", 0), ("   ", 1)] + [(f"t{i}", i % 2) for i in range(40)] + [("x", None)]))
     s = data.summary(data.load(str(j)))
     assert s["dropped"] == {"missing_label": 1, "empty_text": 3, "small_class": 0, "deduplicated": 0} and s["labels"] == ["0", "1"]
-    assert any("dropped 1 rows without a label, 3 rows with an empty text" in w for w in data.summary_warnings(s))
+    assert any("dropped 1 row without a label, 3 rows with an empty text" in w for w in data.summary_warnings(s))
     with pytest.raises(JaxselError, match="1 rows have no label"):
         data.load(str(j), missing_labels="error")
     twice = tmp_path / "twice.csv"  # two columns named "text": pandas read the second as "text.1", jaxsel used the first

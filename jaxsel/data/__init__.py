@@ -276,6 +276,8 @@ def _parse_frame(path: Path, encoding: str | None):
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
         df.attrs["repeated_columns"] = sorted(c for c, n in Counter(header).items() if n > 1)
+        if len(header) == len(df.columns):  # ... and empty names "Unnamed: 0": {pandas' name: (the file's, place)}
+            df.attrs["header"] = {c: (name, i) for i, (c, name) in enumerate(zip(df.columns, header))}
         return df
     except JaxselError:
         raise
@@ -785,7 +787,7 @@ def summary_warnings(s: dict) -> list[str]:
     validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
     out = []
     d = s.get("dropped", {})
-    parts = [f"{d[k]} rows {what}" for k, what in (("missing_label", "without a label"),
+    parts = [f"{_count(d[k], 'row')} {what}" for k, what in (("missing_label", "without a label"),
                                                     ("empty_text", "with an empty text"),
                                                     ("small_class", "of classes below --min-class-rows"),
                                                     ("deduplicated", "repeating an earlier text (--dedup)")) if d.get(k)]

@@ -50,7 +50,7 @@ def environment() -> dict:
     versions, and how malloc was set (:func:`jaxsel.allocator.describe`)."""
     import jax
     versions = {"jaxsel": code_version()}  # with its commit, from a git checkout
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn"):
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn", "datasets", "pandas", "pyarrow"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
