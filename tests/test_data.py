@@ -417,6 +417,40 @@ def test_class_id_minus_one_is_a_missing_label(tmp_path, monkeypatch, capsys):
         data.class_names(["a", "b"], [0, 2], "x")
 
 
+def test_a_hub_dataset_keeps_its_named_splits_and_an_unreachable_hub_fails_at_once(monkeypatch, capsys):
+    """Round 23 of new users' tests: a name that is neither built in nor a file, with the hub out of
+    reach, printed ten retry lines over ~24 s before its one-line error; it now loads in offline mode
+    (a cached copy still loads) after one probe of the hub's host. Review: a hub dataset with an
+    extra split ('unlabeled') stopped with an error about a split column the user never gave."""
+    import datasets
+    from huggingface_hub import constants
+    labels = [i % 3 for i in range(90)]
+    hub = datasets.DatasetDict({"train": _labelled(labels), "dev": _labelled(labels[:30]),
+                                "test": _labelled(labels[:30]), "unlabeled": _labelled([-1] * 20)})
+    offline_during = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: offline_during.append(
+        (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)) or hub)
+    monkeypatch.setattr(data, "hub_reachable", lambda: False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    dd = data.load("someorg/somedata")
+    assert {s: len(dd[s]) for s in dd} == {"train": 90, "validation": 30, "test": 30}  # 'dev' is validation
+    assert offline_during == [(True, True)] and not constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE
+    err = capsys.readouterr().err
+    assert "cannot be reached: looking in the local datasets cache only" in err
+    assert "left out its split 'unlabeled' (20 rows): neither train, validation nor test" in err
+    monkeypatch.setattr(data, "hub_reachable", lambda: True)
+    data.load("someorg/somedata")
+    assert offline_during[-1] == (False, False)
+    monkeypatch.undo()
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    assert not data.hub_reachable()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert data.hub_reachable()  # only the proxy could tell
+
+
 def test_texts_of_only_invisible_characters_are_empty(tmp_path):
     """A text of zero-width spaces (or a BOM, a word joiner) was kept as a text while whitespace-only
     ones were dropped and counted."""

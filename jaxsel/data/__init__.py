@@ -385,18 +385,61 @@ def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str 
     return df if len(df.columns) else None
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub's host (``huggingface_hub.constants.ENDPOINT``) accepts a TCP
+    connection within ``timeout`` seconds; True behind a configured proxy (only the proxy can tell)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """huggingface_hub's and datasets' offline mode (what ``HF_HUB_OFFLINE=1`` sets when they are
+    imported) inside the block, when ``offline``: a cached dataset loads, another fails at once."""
+    import datasets
+    from huggingface_hub import constants
+    if not offline:
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = before
+
+
 def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
     import datasets
+    from huggingface_hub import constants
 
     from jaxsel import progress  # the hub's retries can take a minute before a misspelt name fails: say what runs
     progress.write(f"{name!r} is not a built-in dataset or a file here: loading it from the Hugging Face hub")
+    offline = not constants.HF_HUB_OFFLINE and not hub_reachable()  # its five retries print ten lines over ~25 s
+    if offline:
+        progress.write(f"the hub ({constants.ENDPOINT}) cannot be reached: looking in the local datasets cache only")
     try:
-        dd = datasets.load_dataset(name)
+        with _hub_offline(offline):
+            dd = datasets.load_dataset(name)
     except Exception as e:  # the hub raises many types; the user needs the one line
         raise JaxselError(f"{name!r} is neither a built-in dataset ({', '.join(BUILTIN)}), a file, "
                           f"nor a loadable hub dataset: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    other = [s for s in dd if SPLIT_NAMES.get(s.casefold()) is None]
+    if other:  # "unlabeled", "unsupervised": not splits a selection is measured on
+        warn(f"{name}: left out its split{'s' if len(other) > 1 else ''} "
+             f"{', '.join(f'{s!r} ({len(dd[s])} rows)' for s in other)}: neither train, validation nor test")
     texts, labels, split = [], [], []
-    for s, d in dd.items():
+    for s, d in ((s, d) for s, d in dd.items() if s not in other):
         for col in (text_col, label_col):
             if col not in d.column_names:
                 raise JaxselError(f"{name}: missing column {col!r} in split {s!r}")
@@ -405,7 +448,7 @@ def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
         texts += list(d[text_col])
         labels += class_names(names, d[label_col], f"{name}: split {s!r}") if names else list(d[label_col])
         split += [s] * len(d)
-    return _raw(texts, labels, split if set(split) >= set(SPLITS) else None)
+    return _raw(texts, labels, split if {SPLIT_NAMES[s.casefold()] for s in split} >= set(SPLITS) else None)
 
 
 def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
