@@ -209,9 +209,9 @@ class Checkpoints:
         if self.step is None:
             raise JaxselError(f"no checkpoint to resume in {self.folder}")
         _quiet_abandoned_reads()  # before: the abandoned reads print while the failed restore unwinds
-        try:
-            out = self._manager.restore(self.step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore()))
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore())
+        try:  # orbax's reading alone: an error of ours is not a damaged checkpoint (a run would set it aside)
+            out = self._manager.restore(self.step, args=args)
         except Exception as e:
             raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {_damage(e)}")
         return out["state"], out["record"]

@@ -101,6 +101,7 @@ def recorded_settings(config: dict) -> dict:
 
 
 SCORE_ON = ("validation", "validation+train")  # ProxyConfig.score_on
+MINILM_LAYERS = 6  # jaxsel.models.bert.BertConfig().layers: what the transformer proxy can keep
 PROXY_KINDS = ("ridge", "knn", "linear", "mlp", "transformer")  # ProxyConfig.kind
 INF = float("inf")
 NETWORKS = ("early", "late")  # PPOConfig.network, DQNConfig.network (jaxsel.agents.networks)
@@ -151,6 +152,9 @@ class ProxyConfig:
         check_seed("proxy", self, "seed")
         check_at_least("proxy", self, 1, "val_size", "steps", "hidden", "max_clusters", "layers",
                        "batch_chunk", "neighbors", "candidates")
+        if self.kind == "transformer" and not self.tiny and self.layers > MINILM_LAYERS:  # more would start random
+            raise JaxselError(f"proxy layers must be at most MiniLM's {MINILM_LAYERS} (the transformer proxy keeps its "
+                              f"first layers), got {self.layers}")
 
 
 BERT_MODELS = ("minilm", "tiny-bert")  # the encoders finetune builds; other models are decoders

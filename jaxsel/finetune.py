@@ -441,6 +441,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
                 tok_s = ep_tokens / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{float(shown) / (ep_steps - 1):.4f}", tok_s=f"{tok_s:,.0f}")
             shown = ep_loss
+        bar.close()  # the loop may stop at the step budget before the plan's end, which would close it
         jax.block_until_ready(params)
         ep_seconds = time.perf_counter() - t0
         loss = float(ep_loss) / max(ep_steps, 1)
@@ -470,7 +471,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
            "train_seconds": prog.seconds, "tokens_seen": prog.tokens,
            "examples_used": len(train), "epochs_run": prog.epoch, "steps": prog.step, "examples_seen": prog.examples,
            "tokens_per_s": tokens_per_s, "model": cfg.model, "config": asdict(cfg)}
-    mean_len = prog.tokens / max(1, prog.step * batch * cfg.grad_accum)
+    mean_len = prog.tokens / max(1, prog.examples)  # tokens of a real row (a step's padding rows carry none)
     util = mfu(flops_per_token(model, cfg, int(mean_len)), tokens_per_s)
     if util is not None:
         out["mfu"] = util

@@ -139,7 +139,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     flagged, probs = rows(None)
     if by == "clusters":
         sizes = np.maximum(np.bincount(assignment, minlength=k), 1)
-        seen: set[bytes] = set()
+        seen = {np.zeros(k, bool).tobytes()}  # no cluster flagged: the refit would be the first fit again
         for _ in range(max_rounds):
             bad = np.bincount(assignment, flagged, k) / sizes > 0.5
             if bad.all() or bad.tobytes() in seen:  # nothing left to fit on, or a repeat: stop

@@ -645,13 +645,16 @@ def test_more_usage_mistakes_are_one_line(tmp_path, tmp_cache, capsys):
                            (DQNConfig, dict(eps_start=0.1, eps_end=0.5), r"eps_end \(0.5\) must not exceed")):
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             cls(**bad)
-    from jaxsel.config import load_config
+    from jaxsel.config import MINILM_LAYERS, load_config
+    from jaxsel.models import bert
+    assert MINILM_LAYERS == bert.BertConfig().layers
     for body, says in (("", "the config is empty"), ("seeds = [0, 0]", "seeds lists 0 twice"),
                        ('budgets = [0.1, "1/10"]', "budgets lists 0.1 twice"), ("seeds = [-1]", "seeds must be from 0 to 2147483647, got -1"),
                        ("[select]\nrl_steps = -5", "rl_steps must be at least 1"),
                        ('[cluster]\nmethod = "nope"', r"\[cluster\]: unknown method 'nope' \(choose from lloyd, minibatch\)"),
                        ("[select]\nppo = {num_envs = 0}", "num_envs must be at least 1"),
-                       ('name = "../x"', "plain folder name"), ('[finetune]\nmodel = "gpt-9"', "unknown model")):
+                       ('name = "../x"', "plain folder name"), ('[finetune]\nmodel = "gpt-9"', "unknown model"),
+                       ('[proxy]\nkind = "transformer"\nlayers = 8', "layers must be at most MiniLM's 6")):  # 7, 8 were random
         (tmp_path / "c.toml").write_text(body + "\n")
         with np.testing.assert_raises_regex(cli.JaxselError, says):
             load_config(tmp_path / "c.toml")

@@ -179,3 +179,21 @@ def test_batches_are_chunked_to_bounded_memory(problem, monkeypatch):
     got = p.score_batch(takes)  # three chunks of 2 (the last padded)
     np.testing.assert_allclose(got.accuracy, want.accuracy, atol=1e-7)
     np.testing.assert_allclose(got.loglik, want.loglik, atol=1e-6)
+
+
+def test_neighbour_table_breaks_ties_at_its_edge_by_the_lower_row():
+    """Rows tied with the last candidate kept: the lower rows, as documented (argpartition had kept an
+    arbitrary few of them: duplicate texts embed alike, so ties are common). Against a full stable sort."""
+    from jaxsel.proxy.knn import neighbour_table, unit
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((30, 8)).astype(np.float32)
+    train = base[rng.integers(0, 30, 300)]  # ten copies of each row on average: ties everywhere
+    scored = np.concatenate([base[:20] + 0.05 * rng.standard_normal((20, 8)).astype(np.float32), train[:40]])
+    own = np.concatenate([np.full(20, -1), np.arange(40)])
+    for keep in (5, 17, 64):
+        out, real = neighbour_table(train, scored, keep, own, block=16)
+        sims = unit(scored) @ unit(train).T
+        for i in range(len(scored)):
+            s = np.where((own[i] >= 0) & ((np.arange(300) == own[i]) | (sims[i] >= 1 - 1e-6)), -np.inf, sims[i])
+            want = np.lexsort((np.arange(300), -s))[:keep]  # most similar first, ties: the lower row first
+            assert out[i].tolist() == want.tolist() and real[i].tolist() == np.isfinite(s[want]).tolist()

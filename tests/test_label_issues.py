@@ -251,3 +251,16 @@ def test_no_class_loses_more_than_half_its_rows(monkeypatch, capsys):
     assert given[kept].min() >= given[rare[flagged[rare]]].max()
     spared = label_issues.spare_classes(np.ones(6, bool), np.array([0, 0, 0, 1, 1, 1]), np.arange(6.0))
     assert spared.tolist() == [True, False, False, True, False, False]  # floor(3 / 2) = 1 flag left in each
+
+
+def test_clusters_detector_fits_once_when_no_cluster_is_mostly_flagged(monkeypatch):
+    """With no cluster flagged past half its rows, ``by="clusters"`` refitted without none of them
+    (the first fit again, and cleanlab again) before it stopped (a review's finding)."""
+    x, y, xv, yv = blobs()
+    cl = cluster.kmeans(x, K, seed=0, labels=y)
+    p = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(project=None))
+    calls, fit = [], label_issues.out_of_cluster_probs
+    monkeypatch.setattr(label_issues, "out_of_cluster_probs", lambda *a: calls.append(a) or fit(*a))
+    by_rows = label_issues.find(p, y, cl.assignment)
+    calls.clear()
+    assert (label_issues.find(p, y, cl.assignment, by="clusters") == by_rows).all() and len(calls) == 1

@@ -302,6 +302,12 @@ def test_bad_input(problem):
     lin = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="linear", max_clusters=2))
     with pytest.raises(JaxselError, match="max_clusters=2"):
         lin.score_batch(masks()[[4]])
+    # rows of every cluster (a random baseline's): all of them trained on, not the first max_clusters
+    # clusters' (a review found score_rows dropping the rest silently)
+    rows = np.arange(0, N, 3)
+    every = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="linear"))
+    assert len(np.unique(np.asarray(cl.assignment)[rows])) > 2
+    np.testing.assert_allclose(float(lin.score_rows(rows).loglik), float(every.score_rows(rows).loglik), atol=1e-6)
 
 
 def test_labels_that_are_not_class_ids_are_refused(problem):

@@ -224,7 +224,8 @@ class Run:
     def explored(self, budget: float, p, c, sels: dict, logs: list, labels: np.ndarray, seed: int = 0,
                  samples: int = 512) -> dict:
         """Subsets for the map of the search space (the share of each cluster taken): random
-        budget-sized picks, CLIMB's explored subsets, and each method's final pick, with their
+        budget-sized picks, the subsets each search logged (``search.json``: CLIMB's, the reward-model
+        agents'), and each search method's final pick, with their
         proxy scores (under the run's class caps, when it balances; ``labels``: the train labels)."""
         from jaxsel.agents import reward_model, search
         from jaxsel.proxy import RewardCache
@@ -286,12 +287,14 @@ class Run:
         write_json(self.out / "results.json", doc)  # last: "complete" only once the report and plots are there
         return doc
 
-    def flagged(self, issues: dict, v: str, p, labels: np.ndarray, c, by: str, charged: str) -> np.ndarray:
-        """(N,) bool: the train rows of variant ``v`` cleanlab flags (computed once per variant and
-        ``by``, :func:`jaxsel.label_issues.find`); its seconds go to ``timings[charged]``, a shared
-        cost of the rows that use the flags (the cleanlab baseline's, or the filtered searches')."""
+    def flagged(self, issues: dict, v: str, p, labels: np.ndarray, c, use: str) -> np.ndarray:
+        """(N,) bool: the train rows of variant ``v`` cleanlab flags for ``use``: "cleanlab" (the
+        baseline: by rows) or "filter" (the searches' ``[select] filter``), computed once per variant
+        and detector (:func:`jaxsel.label_issues.find`); its seconds go to ``timings[USE_seconds_V]``,
+        a shared cost of the rows that use the flags."""
+        from jaxsel import label_issues
+        by, charged = "rows" if use == "cleanlab" else label_issues.FILTER_BY[self.cfg.select.filter], f"{use}_seconds_{v}"
         if (v, by) not in issues:
-            from jaxsel import label_issues
             t = time.perf_counter()
             issues[v, by] = label_issues.find(p, labels, c.assignment, by=by), time.perf_counter() - t
         flags, self.timings[charged] = issues[v, by]
@@ -302,17 +305,15 @@ class Run:
         and for filtered searches, or JaxselError (a run too tight for one of them stopped at that
         method's first cell, after the finetunes of the cells before it)."""
         from jaxsel.agents import check_kept
-        from jaxsel.label_issues import FILTER_BY
         searches = [m for m in self.cfg.methods if m != "full" and m not in baselines.METHODS]
         for v, (_, labels, c, p, _, _) in variants.items():
             examples = budget_examples(max(self.cfg.budgets), len(labels))
             try:
                 if "cleanlab" in self.cfg.methods:
-                    flagged = self.flagged(issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}")
+                    flagged = self.flagged(issues, v, p, labels, c, "cleanlab")
                     baselines.check_unflagged(int((~flagged).sum()), examples)
                 if searches and self.cfg.select.filter != "none":
-                    flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter],
-                                           f"filter_seconds_{v}")
+                    flagged = self.flagged(issues, v, p, labels, c, "filter")
                     check_kept(int((~flagged).sum()), len(labels), examples)
             except JaxselError as e:  # which variant: the noisy one has more rows
                 raise JaxselError(f"{v} variant, budget {max(self.cfg.budgets):.10g}: {e}") from None
@@ -328,14 +329,13 @@ class Run:
             indices = None
         elif method in baselines.METHODS:  # its seconds stay 0: writing its selection is bookkeeping, not the method
             sel, path = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, issues=self.flagged(
-                issues, v, p, labels, c, "rows", f"cleanlab_seconds_{v}") if method == "cleanlab" else None)
+                issues, v, p, labels, c, "cleanlab") if method == "cleanlab" else None)
             indices = sel.indices
             row.update(proxy_accuracy=sel.scores["proxy_accuracy"], selection=str(path))
         else:
             flagged = None
             if self.cfg.select.filter != "none":
-                from jaxsel.label_issues import FILTER_BY
-                flagged = self.flagged(issues, v, p, labels, c, FILTER_BY[self.cfg.select.filter], f"filter_seconds_{v}")
+                flagged = self.flagged(issues, v, p, labels, c, "filter")
             sel, path = self.selection(v, method, budget, seed, vdd, labels, p, c, train_x, flagged)
             selections[(v, budget, seed, method)] = sel
             indices = sel.indices

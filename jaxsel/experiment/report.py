@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel import allocator, code_version
-from jaxsel.io import atomic_path
+from jaxsel.config import BASELINES, SEARCH_METHODS
+from jaxsel.io import atomic_path, write_utf8
 
-ORDER = ("ppo", "dqn", "climb", "greedy", "random-search", "validated", "random", "stratified", "typical", "cleanlab",
-         "full")
+ORDER = SEARCH_METHODS + ("validated",) + BASELINES  # the order of the report's rows
 REFERENCES = ("random", "stratified", "cleanlab")  # baselines every other method is compared with, paired by seed
 
 
@@ -361,7 +361,7 @@ def plot_wallclock(summary: list[dict], timings: dict, path: Path) -> None:
 
 
 def plot_mask_map(maps: dict, path: Path) -> None:
-    """2-D PCA of explored cluster masks coloured by proxy score; each method's pick marked."""
+    """2-D PCA of explored cluster masks coloured by proxy score; each search method's pick marked."""
     fig, axes = _panels(len(maps), 6.5, 4.5)
     for ax, (v, mp) in zip(axes, sorted(maps.items())):
         x = mp["masks"].astype(np.float64)
@@ -372,11 +372,10 @@ def plot_mask_map(maps: dict, path: Path) -> None:
         kinds, scores = np.array(mp["kinds"]), np.asarray(mp["scores"])
         norm = dict(cmap="viridis", vmin=scores.min(), vmax=scores.max())
         sampled = kinds == "sampled"
-        explored = np.char.endswith(kinds.astype(str), " explored")
         sc = ax.scatter(xy[sampled, 0], xy[sampled, 1], c=scores[sampled], s=10, label="random budget-sized", **norm)
-        if explored.any():
-            ax.scatter(xy[explored, 0], xy[explored, 1], c=scores[explored], s=14, marker="x", label="CLIMB explored",
-                       **norm)
+        for i, m in enumerate(m for m in ORDER if (kinds == f"{m} explored").any()):  # each search's logged subsets
+            hit = kinds == f"{m} explored"
+            ax.scatter(xy[hit, 0], xy[hit, 1], c=scores[hit], s=14, marker="x+1"[i % 3], label=f"{m} explored", **norm)
         for i, m in enumerate(m for m in ORDER if (kinds == m).any()):
             hit = kinds == m
             ax.scatter(xy[hit, 0], xy[hit, 1], marker="*P^sD"[i % 5], s=200, edgecolor="k", c=scores[hit],
@@ -457,5 +456,4 @@ def write(out: Path, doc: dict, maps: dict) -> None:
         plot_mask_map(maps, out / "mask_map.png")
     if (out / "mask_map.png").exists():  # drawn now, or kept from the part holding the first seed
         text += "![explored masks](mask_map.png)\n"
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_utf8(out / "report.md", text)

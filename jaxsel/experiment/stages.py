@@ -24,8 +24,10 @@ from jaxsel.io import read_cached
 # names the global embedding cache's files past format 1 (jaxsel.embed.cache_file). A stage's key also
 # carries the numbers of the stages it is computed from (UPSTREAM), so a new clustering recomputes the
 # selections made on the old one. Clustering 2 (2026-12-06): mini-batch k-means draws its sample, its
-# seeding and its batches from independent keys (they shared one).
-FORMATS = {"clustering": 2, "embedding": 1, "selection": 1, "finetune": 1}
+# seeding and its batches from independent keys (they shared one). Selection 2 (2026-12-06): the knn
+# proxy's candidates tied at the edge are the lower rows; trained proxies score a baseline's rows of
+# every cluster, past max_clusters.
+FORMATS = {"clustering": 2, "embedding": 1, "selection": 2, "finetune": 1}
 UPSTREAM = {"clustering": ("embedding",), "selection": ("embedding", "clustering")}  # finetunes: keyed by their rows
 
 

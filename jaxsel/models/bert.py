@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -145,6 +146,14 @@ _LAYER_KEYS = {
 }
 
 
+def put_weight(param: nnx.Variable, value: np.ndarray, what: str = "checkpoint") -> None:
+    """Set ``param`` to ``value`` in its dtype (also replacing an abstract ``eval_shape`` value);
+    JaxselError naming ``what`` when the shapes differ."""
+    if param.shape != value.shape:
+        raise JaxselError(f"{what} shape mismatch: {value.shape} for a {param.shape} parameter")
+    param.set_value(jnp.asarray(value, dtype=param.dtype))
+
+
 def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
     """Copy Hugging Face BERT weights (optionally ``bert.``-prefixed) into ``model`` in place."""
     if any(k.startswith("bert.") for k in weights):
@@ -155,10 +164,7 @@ def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
             raise JaxselError(f"BERT checkpoint has no tensor {key!r}: not a BERT-family checkpoint?")
         return np.asarray(weights[key], dtype=np.float32)
 
-    def put(param: nnx.Param, value: np.ndarray) -> None:
-        if param.shape != value.shape:
-            raise JaxselError(f"BERT checkpoint shape mismatch: {value.shape} for a {param.shape} parameter")
-        param.set_value(jnp.asarray(value, dtype=param.dtype))  # also replaces an abstract (eval_shape) value
+    put = partial(put_weight, what="BERT checkpoint")
 
     def linear(mod: nnx.Linear, prefix: str) -> None:
         put(mod.kernel, get(prefix + ".weight").T)

@@ -19,6 +19,7 @@ from flax import nnx
 
 from jaxsel.errors import JaxselError
 from jaxsel.io import loaded
+from jaxsel.models.bert import put_weight
 
 
 @dataclass(frozen=True)
@@ -152,27 +153,21 @@ def unpermute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, out // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _put(param, value: np.ndarray) -> None:
-    if param.shape != value.shape:
-        raise JaxselError(f"checkpoint shape mismatch: {value.shape} for a {param.shape} parameter")
-    param.set_value(jnp.asarray(value, dtype=param.dtype))  # also replaces an abstract (eval_shape) value
-
-
 def load_tensors(model: Llama, get) -> None:
     """Fill ``model`` from ``get(hf_name) -> np.ndarray`` in Hugging Face layout ([out, in])."""
-    _put(model.embed.embedding, get("model.embed_tokens.weight"))
-    _put(model.norm.scale, get("model.norm.weight"))
+    put_weight(model.embed.embedding, get("model.embed_tokens.weight"))
+    put_weight(model.norm.scale, get("model.norm.weight"))
     if model.lm_head is not None:
-        _put(model.lm_head.kernel, get("lm_head.weight").T)
+        put_weight(model.lm_head.kernel, get("lm_head.weight").T)
     names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
              "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
     for i, blk in enumerate(model.blocks):
         for attr, name in names.items():
-            _put(getattr(blk, attr).kernel, get(f"model.layers.{i}.{name}.weight").T)
+            put_weight(getattr(blk, attr).kernel, get(f"model.layers.{i}.{name}.weight").T)
             if model.cfg.attn_bias and attr in ("q", "k", "v"):
-                _put(getattr(blk, attr).bias, get(f"model.layers.{i}.{name}.bias"))
-        _put(blk.attn_norm.scale, get(f"model.layers.{i}.input_layernorm.weight"))
-        _put(blk.mlp_norm.scale, get(f"model.layers.{i}.post_attention_layernorm.weight"))
+                put_weight(getattr(blk, attr).bias, get(f"model.layers.{i}.{name}.bias"))
+        put_weight(blk.attn_norm.scale, get(f"model.layers.{i}.input_layernorm.weight"))
+        put_weight(blk.mlp_norm.scale, get(f"model.layers.{i}.post_attention_layernorm.weight"))
 
 
 _GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",

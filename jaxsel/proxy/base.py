@@ -333,13 +333,19 @@ class Proxy(struct.PyTreeNode):
         known (outside jit: a take with two partly taken clusters was scored as another subset),
         else its shape only; raises JaxselError."""
         try:
-            values, sizes = np.asarray(subset), np.asarray(self.sizes)
-        except jax.errors.TracerArrayConversionError:  # under jit
+            values = np.asarray(subset)
+            check_subset(values, self.k)
+            return jnp.asarray(self.check_takes(values)[0])
+        except jax.errors.TracerArrayConversionError:  # under jit: the subset or the proxy traced
             check_subset(subset, self.k)
             return subset
-        check_subset(values, self.k)
-        return jnp.asarray(batch.check_masks(values, self.k, self.max_clusters, sizes=sizes, partial_cap=self.partial_cap,
-                                             quota=self.quota, partials=self.partials)[0])
+
+    def check_takes(self, masks) -> np.ndarray:
+        """(B, K) bool masks or int32 takes this proxy can score (:func:`jaxsel.proxy.batch.check_masks`
+        under its clusters, sizes, ``max_clusters``, partial cap, quota and partials); raises
+        JaxselError naming the fault."""
+        return batch.check_masks(masks, self.k, self.max_clusters, sizes=np.asarray(self.sizes),
+                                 partial_cap=self.partial_cap, quota=self.quota, partials=self.partials)
 
     def score_batch(self, subsets) -> Scores:
         """Scores of a (B, K) batch of subsets: bool masks take whole clusters, integer arrays are

@@ -92,10 +92,7 @@ def score_batch(proxy, subsets):
     """``proxy``'s :class:`~jaxsel.proxy.base.Scores` of a (B, K) batch of masks or takes (checked
     by :func:`check_masks`), padded with empty subsets to :func:`padded_batch` and sharded over the
     devices."""
-    masks = check_masks(subsets, proxy.k, proxy.max_clusters, sizes=proxy.sizes, partial_cap=proxy.partial_cap,
-                        quota=proxy.quota, partials=proxy.partials)
-    if proxy.cfg.batch_chunk < 1:
-        raise JaxselError(f"batch_chunk must be >= 1 subset, got {proxy.cfg.batch_chunk}")
+    masks = proxy.check_takes(subsets)
     mode = proxy.cfg.batch_mode
     if mode == "auto":  # XLA:CPU runs vmapped small training loops slower than one after another
         mode = "map" if proxy.sequential_on_cpu and jax.default_backend() == "cpu" else "vmap"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from jaxsel.proxy.base import Proxy, with_picks
-from jaxsel.proxy.batch import check_masks
 
 
 class RewardCache:
@@ -18,8 +17,7 @@ class RewardCache:
     def scores(self, masks) -> np.ndarray:
         """(B,) float32: the objective (``Proxy.value``) of each subset in a (B, K) batch of masks
         or takes, computing only new ones."""
-        masks = check_masks(masks, self.proxy.k, sizes=self.sizes, partial_cap=self.proxy.partial_cap,
-                            quota=self.proxy.quota, partials=self.proxy.partials)
+        masks = self.proxy.check_takes(masks)
         if masks.dtype == bool:
             masks = masks * self.sizes.astype(np.int32)
         return self._memo(masks, lambda i: self.proxy.score_batch(masks[i]))
@@ -28,8 +26,7 @@ class RewardCache:
         """(P,) float32: the objective of ``take`` (K,) plus ``counts[i]`` rows of ``clusters[i]``,
         each on its own (:meth:`Proxy.score_picks`: a kind may score only what a pick changes)."""
         clusters, counts = np.asarray(clusters), np.asarray(counts)
-        cands = check_masks(with_picks(take, clusters, counts), self.proxy.k, sizes=self.sizes,
-                            partial_cap=self.proxy.partial_cap, quota=self.proxy.quota, partials=self.proxy.partials)
+        cands = self.proxy.check_takes(with_picks(take, clusters, counts))
         return self._memo(cands, lambda i: self.proxy.score_picks(take, clusters[i], counts[i]))
 
     def _memo(self, takes: np.ndarray, score) -> np.ndarray:

@@ -124,31 +124,35 @@ class Trained(Proxy):
 
     def score_rows(self, rows) -> Scores:
         """Scores of training on the index-table rows that are in ``rows`` (what a trained proxy
-        sees of any subset)."""
+        sees of any subset), from every cluster they fall in, past ``max_clusters`` too (a random
+        baseline's rows span them all)."""
         table = np.asarray(self.table)
-        return _fit_and_score(self, jnp.asarray(np.isin(table, self.checked_rows(rows)) & (table >= 0)))
+        return _fit_and_score(self, jnp.asarray(np.isin(table, self.checked_rows(rows)) & (table >= 0)), self.k)
 
-    def fit_and_score(self, weights: jax.Array) -> Scores:
-        """Train on the index-table rows marked in ``weights`` (K, s) bool; score on validation."""
-        x, y, w = self._gather(weights)
+    def fit_and_score(self, weights: jax.Array, max_clusters: int | None = None) -> Scores:
+        """Train on the index-table rows marked in ``weights`` (K, s) bool, of at most
+        ``max_clusters`` clusters (default ``cfg.max_clusters``: the lowest ids past it are dropped,
+        so callers check the count); score on validation."""
+        x, y, w = self._gather(weights, max_clusters or self.cfg.max_clusters)
         return or_chance(scores_from_logits(self.logits(x, y, w), self.yv), weights.any(), self.num_classes)
 
     def logits(self, x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
         """Validation logits (M, C) after training on inputs x, labels y (n,), row weights w (n,)."""
         raise NotImplementedError
 
-    def _gather(self, weights: jax.Array):
-        """Rows of the chosen clusters' samples: (m*s, ...) inputs, labels and weights (0 = padding)."""
-        ids = jnp.nonzero(weights.any(1), size=self.cfg.max_clusters, fill_value=-1)[0]
+    def _gather(self, weights: jax.Array, max_clusters: int):
+        """Rows of the chosen clusters' samples, m = ``max_clusters``: (m*s, ...) inputs, labels and
+        weights (0 = padding)."""
+        ids = jnp.nonzero(weights.any(1), size=max_clusters, fill_value=-1)[0]
         safe = jnp.maximum(ids, 0)
         valid = (ids >= 0)[:, None] & weights[safe]
         x, y = self.xs[safe], self.ys[safe]
         return x.reshape(-1, *x.shape[2:]), y.reshape(-1), valid.reshape(-1).astype(jnp.float32)
 
 
-@jax.jit
-def _fit_and_score(p: Trained, weights: jax.Array) -> Scores:
-    return p.fit_and_score(weights)
+@partial(jax.jit, static_argnums=2)
+def _fit_and_score(p: Trained, weights: jax.Array, max_clusters: int | None = None) -> Scores:
+    return p.fit_and_score(weights, max_clusters)
 
 
 class Head(Trained):

@@ -56,7 +56,13 @@ def neighbour_table(train_x: np.ndarray, scored_x: np.ndarray, candidates: int, 
         ob = own[b:b + block]
         drop = (ob >= 0)[:, None] & ((np.arange(n)[None] == ob[:, None]) | (sims >= 1 - 1e-6))
         sims = np.where(drop, -np.inf, sims)
-        part = np.argpartition(-sims, keep - 1, axis=1)[:, :keep] if keep < n else np.tile(np.arange(n), (len(sims), 1))
+        if keep < n:  # the keep most similar; of rows tied with the last of them, the lower rows
+            thr = -np.partition(-sims, keep - 1, axis=1)[:, keep - 1:keep]
+            tied = sims == thr
+            chosen = (sims > thr) | (tied & (np.cumsum(tied, 1) <= keep - (sims > thr).sum(1, keepdims=True)))
+            part = np.nonzero(chosen)[1].reshape(len(sims), keep)  # exactly keep a row, in row order
+        else:
+            part = np.tile(np.arange(n), (len(sims), 1))
         vals = np.take_along_axis(sims, part, 1)
         order = np.lexsort((part, -vals), axis=1)
         out[b:b + block] = np.take_along_axis(part, order, 1)
