@@ -19,6 +19,7 @@ import hashlib
 import json
 import numbers
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -465,13 +466,14 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
 def _source_names(frame, ours: list[str]) -> tuple[dict, dict[str, str]]:
     """({frame's column: its export name}, {export name: what it holds}) of the source's columns
     beside ``ours``: a column keeps the name its file gives it, ``user_`` prefixed until free (a
-    file's repeated name too); a column with no name in its header is named ``columnN`` by its
-    1-based place. ``frame.attrs["header"]`` (CSV/TSV: :func:`jaxsel.data.source_columns`) maps the
-    names pandas made up ("x.1", "Unnamed: 0") to (name in the file, place)."""
+    file's repeated name too); a column with no name is named ``columnN`` by its 1-based place.
+    ``frame.attrs["header"]`` (:func:`jaxsel.data.source_columns`) maps each column to (its name
+    in the file, its place there): a CSV's differ from the names pandas made up ("x.1", "Unnamed:
+    0"); without it, a column's name and place are the frame's."""
     header = frame.attrs.get("header", {})
-    given = {c: header.get(c, (str(c), None)) for c in frame.columns}
+    given = {c: header.get(c, (str(c), i)) for i, c in enumerate(frame.columns)}
     base = {c: name or f"column{place + 1}" for c, (name, place) in given.items()}
-    repeated = {n for n in base.values() if list(base.values()).count(n) > 1}
+    repeated = {n for n, count in Counter(base.values()).items() if count > 1}
     taken, names, described = set(ours) | set(base.values()), {}, {}
     for c in frame.columns:
         name = base[c]
@@ -479,7 +481,7 @@ def _source_names(frame, ours: list[str]) -> tuple[dict, dict[str, str]]:
             name = f"user_{name}"
         names[c], (source, place) = name, given[c]
         taken.add(name)
-        described[name] = (f"the source's column {place + 1}, which has no name in its header" if not source
+        described[name] = (f"the source's column {place + 1}, which has no name" if not source
                            else f"the source's column {source!r}" + (f" (column {place + 1} of its header, where "
                                                                       "the name repeats)" if source in repeated else ""))
     return names, described

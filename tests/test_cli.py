@@ -374,7 +374,8 @@ def test_export_keeps_integer_ids_and_the_files_own_column_names(tmp_path, tmp_c
     n = 120
     ids = [None if i % 4 == 0 else 2**60 + i for i in range(n)]
     Path("d.jsonl").write_text("".join(json.dumps({"text": f"{'good fine' if i % 2 else 'bad poor'} {i}",
-                                                   "label": "pn"[i % 2], "id": ids[i]}) + "\n" for i in range(n)))
+                                                   "label": "pn"[i % 2], "id": ids[i], "": f"e{i}"}) + "\n"
+                                       for i in range(n)))
     Path("h.csv").write_text("text,label,x,x,,row\n" + "".join(
         f"{'good fine' if i % 2 else 'bad poor'} {i},{'pn'[i % 2]},a{i},b{i},{i},r{i}\n" for i in range(n)))
     for source in ("d.jsonl", "h.csv"):
@@ -387,12 +388,14 @@ def test_export_keeps_integer_ids_and_the_files_own_column_names(tmp_path, tmp_c
         if source == "d.jsonl":
             assert [r["id"] for r in rows] == ["" if ids[int(r["source_row"])] is None else str(ids[int(r["source_row"])])
                                                for r in rows] and any(r["id"] == "" for r in rows)
+            assert all(r["column4"] == f"e{r['source_row']}" for r in rows)  # a key "": named by its place
+            assert about["column4"] == "the source's column 4, which has no name"
             continue
         assert list(rows[0])[6:] == ["x", "user_x", "column5", "user_row"]
         assert all((r["x"], r["user_x"], r["column5"], r["user_row"]) == (f"a{i}", f"b{i}", str(i), f"r{i}")
                    for r in rows for i in [int(r["source_row"])])
         assert about["user_x"] == "the source's column 'x' (column 4 of its header, where the name repeats)"
-        assert about["column5"] == "the source's column 5, which has no name in its header"
+        assert about["column5"] == "the source's column 5, which has no name"
         assert about["user_row"] == "the source's column 'row'"
 
 

@@ -376,11 +376,13 @@ def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str 
     """The source file's other columns (not ``text_col`` or ``label_col``) as a pandas DataFrame with
     one row per data row of the file (row i is the ``source_row`` i of the loaded dataset), read as
     :func:`load` reads the file; None for a built-in or hub dataset or a file with no other columns.
-    Raises JaxselError for an unreadable file."""
+    Its ``attrs["header"]``: {column: (its name in the file, its 0-based place there)} (a CSV's
+    repeated and empty names are not pandas' column names). Raises JaxselError for an unreadable file."""
     path = Path(name_or_path)
     if name_or_path in _READERS or not path.exists():
         return None
     df = _read_frame(path, encoding)
+    df.attrs.setdefault("header", {c: (str(c), i) for i, c in enumerate(df.columns)})  # a CSV's: the file's names
     df = df.drop(columns=[c for c in (text_col, label_col) if c in df.columns])
     return df if len(df.columns) else None
 
