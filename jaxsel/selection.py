@@ -473,7 +473,7 @@ def _source_names(frame, ours: list[str]) -> tuple[dict, dict[str, str]]:
     header = frame.attrs.get("header", {})
     given = {c: header.get(c, (str(c), i)) for i, c in enumerate(frame.columns)}
     base = {c: name or f"column{place + 1}" for c, (name, place) in given.items()}
-    repeated = {n for n, count in Counter(base.values()).items() if count > 1}
+    repeated = {n for n, count in Counter(name for name, _ in given.values() if name).items() if count > 1}
     taken, names, described = set(ours) | set(base.values()), {}, {}
     for c in frame.columns:
         name = base[c]

@@ -196,7 +196,11 @@ def test_settings_that_cannot_work_warn_or_stop(truth, capsys):
     short = dqn.DQNConfig(num_envs=4, total_timesteps=64, learning_starts=1000)
     agents.select(p, cl, y, agents.SelectConfig(method="dqn", budget=0.25, dqn=short), progress=False)
     err = capsys.readouterr().err  # final "best" (the default): the best exploration episode is chosen
-    assert "never pass learning_starts (1000)" in err and "the best of its random exploration episodes" in err
+    assert "no update takes a gradient step (64 environment steps, learning_starts 1000" in err
+    assert "the best of its random exploration episodes" in err
+    rare = dqn.DQNConfig(num_envs=4, total_timesteps=64, learning_starts=8, train_every=100)  # only update 0 qualifies
+    agents.select(p, cl, y, agents.SelectConfig(method="dqn", budget=0.25, dqn=rare), progress=False)
+    assert "no update takes a gradient step" in capsys.readouterr().err
     sel = agents.select(p, cl, y, agents.SelectConfig(method="random", budget=1e-9), progress=False)
     assert len(sel.indices) == 1 and "rounds to no example: selecting 1" in capsys.readouterr().err
     x, y2, cl2, xv, yv = known_truth()

@@ -1,4 +1,5 @@
 import json
+import socket
 
 import numpy as np
 import pytest
@@ -447,8 +448,40 @@ def test_a_hub_dataset_keeps_its_named_splits_and_an_unreachable_hub_fails_at_on
     for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(v, raising=False)
     assert not data.hub_reachable()
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert data.hub_reachable()  # only the proxy could tell
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a dead proxy: the retries came back through it
+    assert not data.hub_reachable()
+    with socket.create_server(("127.0.0.1", 0)) as live:  # a proxy that answers: only it can reach the hub
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{live.getsockname()[1]}")
+        assert data.hub_reachable()
+        monkeypatch.setenv("NO_PROXY", "hub.example")  # bypassed: the hub's own host, unknown here
+        assert not data.hub_reachable()
+
+
+def test_rows_with_one_field_more_than_the_header_are_row_names_or_an_error(tmp_path, capsys):
+    """Round 24: a CSV whose data rows hold one field more than the header (R's write.table row
+    names) lost that field silently (pandas made it the index), and one whose FIRST data row had an
+    unquoted comma was read shifted without a word (a later such row was an error). Row names are
+    kept as a column without a name; a first row alone with a field more is the one-line error."""
+    rows = [(f"good fine text {i}" if i % 2 else f"bad poor text {i}", "pn"[i % 2]) for i in range(60)]
+    named = tmp_path / "r.csv"
+    named.write_text("text,label\n" + "".join(f"id{i},{t},{y}\n" for i, (t, y) in enumerate(rows)))
+    dd = data.load(str(named))
+    assert sorted(t for s in data.SPLITS for t in data.column(dd[s], "text")) == sorted(t for t, _ in rows)
+    assert "one field more than its header (row names" in capsys.readouterr().err
+    extra = data.source_columns(str(named))
+    assert list(extra[""]) == [f"id{i}" for i in range(60)] and extra.attrs["header"][""] == ("", 0)
+    shifted = tmp_path / "s.csv"
+    shifted.write_text("text,label\nhello, world,n\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    with pytest.raises(JaxselError, match=r"s.csv: cannot be parsed: line 2 has 3 fields under a header of 2 "
+                                          r"\(an unquoted ',' inside a cell\?\)"):
+        data.load(str(shifted))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table([pa.array([t for t, _ in rows]), pa.array([y for _, y in rows]), pa.array(range(60)),
+                             pa.array(range(60))], names=["text", "label", "dup", "dup"]), tmp_path / "d.parquet")
+    with pytest.raises(JaxselError, match="d.parquet: more than one column is named 'dup': rename one"):
+        data.load(str(tmp_path / "d.parquet"))
 
 
 def test_texts_of_only_invisible_characters_are_empty(tmp_path):

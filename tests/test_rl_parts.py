@@ -320,4 +320,9 @@ def test_dqn_takes_a_gradient_step_every_train_every_updates_after_learning_star
     runner = fns.update(fns.init(jax.random.PRNGKey(0), params), cfg.num_updates, params)
     # update u adds 4 transitions: the buffer holds 4 (u + 1) when it decides whether to learn
     expected = sum(1 for u in range(cfg.num_updates) if 4 * (u + 1) >= cfg.learning_starts and u % every == 0)
-    assert int(optax.tree_utils.tree_get(runner.opt_state, "count")) == expected
+    assert int(optax.tree_utils.tree_get(runner.opt_state, "count")) == expected == cfg.learning_updates
+    for steps, starts, every, size in ((4000, 500, 1000, 20_000), (400, 500, 1, 20_000), (4000, 500, 1, 100),
+                                       (4000, 0, 7, 20_000), (4000, 3, 1, 20_000)):  # against the count it stands for
+        c = dqn.DQNConfig(num_envs=32, total_timesteps=steps, learning_starts=starts, train_every=every, buffer_size=size)
+        assert c.learning_updates == sum(1 for u in range(c.num_updates) if min(32 * (u + 1), size) >= starts
+                                         and u % every == 0), (steps, starts, every, size)

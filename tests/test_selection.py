@@ -335,3 +335,24 @@ def test_saves_take_numpy_values_and_keep_other_names_apart(tmp_path):
     c = cluster.kmeans(x, 3, seed=np.int64(3))
     c.save(tmp_path / "c.npz")
     assert cluster.Clustering.load(tmp_path / "c.npz").meta["seed"] == 3
+
+
+def test_source_column_names_follow_the_file_and_say_where_each_comes_from():
+    """Export names and sidecar lines of a source's columns (round 24: a column the file names
+    "column2" beside an unnamed second column was said to repeat a name the file holds once)."""
+    import pandas as pd
+    from jaxsel.selection import _source_names
+    frame = pd.DataFrame({"Unnamed: 1": [1], "column2": [2], "x": [3], "x.1": [4], "row": [5]})
+    frame.attrs["header"] = {"Unnamed: 1": ("", 1), "column2": ("column2", 2), "x": ("x", 3), "x.1": ("x", 4),
+                             "row": ("row", 5)}
+    names, about = _source_names(frame, ["text", "label", "row"])
+    assert names == {"Unnamed: 1": "column2", "column2": "user_column2", "x": "x", "x.1": "user_x", "row": "user_row"}
+    assert about == {"column2": "the source's column 2, which has no name",
+                     "user_column2": "the source's column 'column2'",
+                     "x": "the source's column 'x' (column 4 of its header, where the name repeats)",
+                     "user_x": "the source's column 'x' (column 5 of its header, where the name repeats)",
+                     "user_row": "the source's column 'row'"}
+    plain = pd.DataFrame({"": [1], "a": [2]})  # from Python, without attrs: the frame's own names and places
+    assert _source_names(plain, ["text"]) == ({"": "column1", "a": "a"},
+                                              {"column1": "the source's column 1, which has no name",
+                                               "a": "the source's column 'a'"})

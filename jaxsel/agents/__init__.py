@@ -262,11 +262,12 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
             warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
                  f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps")
-        if c.method == "dqn" and cfg.total_timesteps <= cfg.learning_starts:
+        if c.method == "dqn" and cfg.learning_updates == 0:
             chosen = "its untrained greedy choice" if c.final == "greedy" else "the best of its random exploration episodes"
-            warn(f"dqn: {cfg.total_timesteps} environment steps never pass learning_starts ({cfg.learning_starts}): "
+            warn(f"dqn: no update takes a gradient step ({env_steps(cfg, cfg.num_updates)} environment steps, "
+                 f"learning_starts {cfg.learning_starts}, train_every {cfg.train_every}, buffer_size {cfg.buffer_size}): "
                  f"the network never trains and the selection is {chosen}; raise the steps (--steps / rl_steps) "
-                 f"well above {cfg.learning_starts}")
+                 f"well above learning_starts")
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature=signature)

@@ -63,6 +63,16 @@ class DQNConfig:
     def num_updates(self) -> int:
         return max(1, self.total_timesteps // self.num_envs)
 
+    @property
+    def learning_updates(self) -> int:
+        """Updates that take a gradient step: every ``train_every``-th, from the first after which the
+        buffer holds ``learning_starts`` transitions (none when it can hold fewer)."""
+        if self.buffer_size < self.learning_starts:
+            return 0
+        first = max(0, -(-self.learning_starts // self.num_envs) - 1)  # update u adds num_envs: u + 1 of them
+        first = -(-first // self.train_every) * self.train_every
+        return max(0, -(-(self.num_updates - first) // self.train_every))
+
 
 class Transition(NamedTuple):
     """One environment step as the replay buffer keeps it: the state fields the observation is

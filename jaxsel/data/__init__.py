@@ -263,6 +263,9 @@ def _parse_frame(path: Path, encoding: str | None):
     try:
         if kind == ".parquet":  # integer columns with nulls as Python ints, not float64 (ids past 2**53 kept)
             import pyarrow.parquet as pq
+            names = pq.read_schema(path).names
+            if repeated := sorted(c for c, n in Counter(names).items() if n > 1):  # pyarrow: "Multiple matches for FieldRef"
+                raise JaxselError(f"{path}: more than one column is named {repeated[0]!r}: rename one")
             return pq.read_table(path).to_pandas(integer_object_nulls=True)
         data = path.read_bytes()
         if suffixes.endswith(".gz"):
@@ -276,6 +279,8 @@ def _parse_frame(path: Path, encoding: str | None):
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
         df.attrs["repeated_columns"] = sorted(c for c, n in Counter(header).items() if n > 1)
+        if not isinstance(df.index, pd.RangeIndex):  # pandas made the first of one field more per row its index
+            df, header = _row_names_column(df, text, sep, path, header), ["", *header]
         if len(header) == len(df.columns):  # ... and empty names "Unnamed: 0": {pandas' name: (the file's, place)}
             df.attrs["header"] = {c: (name, i) for i, (c, name) in enumerate(zip(df.columns, header))}
         return df
@@ -289,6 +294,24 @@ def _parse_frame(path: Path, encoding: str | None):
         if "," not in header and (sep := next((c for c in ";|\t" if c in header), None)):
             first += f" (the header seems separated by {sep!r}, not commas)"
         raise JaxselError(f"{path}: cannot be parsed: {first}")
+
+
+def _row_names_column(df, text: str, sep: str, path: Path, header: list[str]):
+    """A CSV whose first data row holds one field more than its header (R's ``write.table`` writes
+    row names so), which pandas reads as the index: that first field kept as a column without a
+    name (column 1), when every row has as many fields; else JaxselError naming that first row, as
+    pandas names a later row with a field too many (it had read this one's rows shifted, silently)."""
+    rows, first = csv.reader(io.StringIO(text), delimiter=sep), None
+    next(rows, None)
+    for row in rows:
+        first = first or (rows.line_num if row else None)
+        if row and len(row) != len(header) + 1:
+            raise JaxselError(f"{path}: cannot be parsed: line {first} has {len(header) + 1} fields under a header of "
+                              f"{len(header)} (an unquoted {sep!r} inside a cell?)")
+    warn(f"{path}: its rows hold one field more than its header (row names, as R's write.table writes them): "
+         f"the first is kept as a column without a name", once=True)
+    df.index.name = ""
+    return df.reset_index()
 
 
 def _json_frame(text: str, lines: bool):
@@ -388,19 +411,22 @@ def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str 
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub's host (``huggingface_hub.constants.ENDPOINT``) accepts a TCP
-    connection within ``timeout`` seconds; True behind a configured proxy (only the proxy can tell)."""
+    """Whether the Hugging Face hub's host (``huggingface_hub.constants.ENDPOINT``), or the proxy the
+    environment routes it through (``*_PROXY``, ``NO_PROXY``: :func:`urllib.request.getproxies`),
+    accepts a TCP connection within ``timeout`` seconds."""
     import socket
+    import urllib.request
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
-        return True
     url = urlparse(constants.ENDPOINT)
+    proxies = urllib.request.getproxies()
+    proxy = None if urllib.request.proxy_bypass(url.hostname or "") else proxies.get(url.scheme) or proxies.get("all")
+    to = urlparse(proxy if "://" in (proxy or "://") else f"http://{proxy}") if proxy else url
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        socket.create_connection((to.hostname, to.port or (443 if to.scheme == "https" else 80)), timeout).close()
         return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a proxy setting that names no port a socket takes
         return False
 
 
