@@ -25,7 +25,6 @@ from jaxsel.config import MAX_PREFERENCE_RATE, NETWORK, NETWORKS, later
 from jaxsel.errors import JaxselError, check_at_least, check_choice, check_range, check_types
 
 
-
 @dataclass(frozen=True)
 class DQNConfig:
     num_envs: int = 32
