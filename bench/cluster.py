@@ -3,7 +3,8 @@
     python bench/cluster.py [--quick] [--k 256] [--iters 10]
 
 Same k, same number of Lloyd iterations (tol=0 so both run all of them), one k-means++ init
-each (greedy k-means++ in both). Times are warm (jaxsel's compile is timed separately). faiss
+each (greedy k-means++ in both), the same seed every round. Every side runs once untimed (jaxsel's
+compile, scikit-learn's thread pools), then ``--reps`` alternating timed rounds; medians. faiss
 (``faiss.Kmeans``: one init by random sampling, not k-means++; the ``bench`` extra) runs the same k
 and iterations on the same data when it imports.
 """
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--iters", type=count(1), default=10)
     ap.add_argument("--sizes", type=counts(1), default=None, help="comma-separated N values")
     ap.add_argument("--skip-sklearn-above", type=count(0), default=10**9)
+    ap.add_argument("--reps", type=count(1), default=3, help="alternating timed rounds of every side")
     a = ap.parse_args()
     sizes = a.sizes if a.sizes else ([10_000, 100_000] if a.quick else [10_000, 100_000, 1_000_000])
     skipped = peers.available("faiss")
@@ -47,21 +49,28 @@ def main() -> None:
     rows = []
     for n in sizes:
         x = blobs(n, 384, 2 * a.k)
-        t = time.perf_counter()
-        cluster.kmeans(x, a.k, max_iter=a.iters, tol=0.0)
-        first = time.perf_counter() - t
-        t = time.perf_counter()
-        ours = cluster.kmeans(x, a.k, max_iter=a.iters, tol=0.0, seed=1)
-        jt = time.perf_counter() - t
-        row = {"N": n, "k": a.k, "iters": a.iters, "jaxsel_s": jt, "jaxsel_compile_s": first - jt, "jaxsel_inertia": ours.inertia}
+        sides = {"jaxsel": lambda: cluster.kmeans(x, a.k, max_iter=a.iters, tol=0.0, seed=1).inertia}
         if n <= a.skip_sklearn_above:
-            t = time.perf_counter()
-            sk = KMeans(a.k, n_init=1, max_iter=a.iters, tol=0.0, algorithm="lloyd", random_state=1).fit(x)
-            row.update(sklearn_s=time.perf_counter() - t, sklearn_inertia=float(sk.inertia_))
-            row.update(speedup=row["sklearn_s"] / jt, inertia_ratio=ours.inertia / sk.inertia_)
+            sides["sklearn"] = lambda: float(KMeans(a.k, n_init=1, max_iter=a.iters, tol=0.0, algorithm="lloyd",
+                                                    random_state=1).fit(x).inertia_)
         if not skipped:
-            fs, inertia = peers.faiss_kmeans(x, a.k, a.iters)
-            row.update(faiss_s=fs, vs_faiss=fs / jt, faiss_inertia_ratio=ours.inertia / inertia)
+            sides["faiss"] = lambda: peers.faiss_kmeans(x, a.k, a.iters)  # (its training's seconds, inertia)
+        times, inertia = {s: [] for s in sides}, {}
+        for r in range(a.reps + 1):  # round 0 untimed: compiles and thread pools
+            for s, fit in sides.items():
+                t = time.perf_counter()
+                out = fit()
+                seconds, inertia[s] = out if isinstance(out, tuple) else (time.perf_counter() - t, out)
+                times[s].append(seconds)
+        sec = {s: float(np.median(v[1:])) for s, v in times.items()}
+        jt = sec["jaxsel"]
+        row = {"N": n, "k": a.k, "iters": a.iters, "jaxsel_s": jt, "jaxsel_compile_s": times["jaxsel"][0] - jt,
+               "jaxsel_inertia": inertia["jaxsel"]}
+        if "sklearn" in sec:
+            row.update(sklearn_s=sec["sklearn"], sklearn_inertia=inertia["sklearn"], speedup=sec["sklearn"] / jt,
+                       inertia_ratio=inertia["jaxsel"] / inertia["sklearn"])
+        if "faiss" in sec:
+            row.update(faiss_s=sec["faiss"], vs_faiss=sec["faiss"] / jt, faiss_inertia_ratio=inertia["jaxsel"] / inertia["faiss"])
         rows.append(row)
         print(f"N={n}: jaxsel {jt:.2f}s, sklearn {row.get('sklearn_s', float('nan')):.2f}s", file=sys.stderr)
     last = [r for r in rows if "speedup" in r][-1]

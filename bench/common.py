@@ -110,11 +110,27 @@ def _lost_values(path: Path, summary: dict) -> list[str]:
     return sorted(k for k, v in summary.items() if v is None and before.get(k) is not None)
 
 
+PEERS = ("torch", "transformers", "sentence-transformers", "faiss-cpu", "stable-baselines3", "sb3-contrib", "gymnasium")
+
+
+def peer_versions() -> dict[str, str]:
+    """The installed versions of the peers the benchmarks measure against (:data:`PEERS`)."""
+    from importlib import metadata
+    out = {}
+    for pkg in PEERS:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def report(name: str, rows: list[dict], cols: list[str], summary: dict, quick: bool) -> None:
     """Print the table, save everything under bench/results/NAME-BACKEND[-quick].json (beside it, as
     ``.no-peers.json``, when a peer the file there measured did not run), and print ``summary`` as the
     last line."""
     env = {**environment(), "fp32_matmul_gflops": round(matmul_gflops(), 1)}
+    env["versions"] = {**env.get("versions", {}), **peer_versions()}
     print(table(rows, cols))
     RESULTS.mkdir(exist_ok=True)
     tag = f"{name}-{env['backend']}{'-quick' if quick else ''}.json"

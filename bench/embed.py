@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import peers  # noqa: E402
 from common import count, counts, entry, report  # noqa: E402
@@ -40,7 +41,12 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--reps", type=count(1), default=3, help="alternating timed rounds of jaxsel and the peer")
     ap.add_argument("--sweep", type=counts(1), default="512,1024,2048,4096", help="tokens per call to time (the default is added)")
+    ap.add_argument("--precision", choices=("default", "highest"), default="default",
+                    help="jax's float32 matmul precision: 'default' runs TF32 on Ampere and newer GPUs, where PyTorch "
+                         "keeps full float32 unless told otherwise; 'highest' matches it (results file embed-highest-*)")
     a = ap.parse_args()
+    if a.precision == "highest":
+        jax.config.update("jax_default_matmul_precision", "highest")
     n = a.n or (256 if a.quick else 4096)
     all_texts, _, _, (train, _, _), *_ = data.split("tweets")  # no `datasets` needed (GPU image lacks it)
     pick = np.random.default_rng(0).choice(train, min(n, len(train)), replace=False)
@@ -86,7 +92,9 @@ def main() -> None:
         summary.update(jaxsel_alternating_texts_per_s=ours, sentence_transformers_texts_per_s=best["texts_per_s"],
                        vs_sentence_transformers=ours / best["texts_per_s"],
                        vs_sentence_transformers_default_batch=ours / theirs["texts_per_s"])
-    report("embed", rows, ["mode", "texts", "seconds", "texts_per_s", "real_tokens_per_s", "max_abs_diff_vs_jaxsel",
+    summary["jax_matmul_precision"] = a.precision
+    summary["torch_allow_tf32"] = peers.torch_tf32()
+    report("embed" + ("-highest" if a.precision == "highest" else ""), rows, ["mode", "texts", "seconds", "texts_per_s", "real_tokens_per_s", "max_abs_diff_vs_jaxsel",
                            "jaxsel_alternating_texts_per_s"], summary, a.quick)
 
 

@@ -58,7 +58,10 @@ def main() -> None:
                     help="also trace two more of jaxsel's steps per setting with jax.profiler into DIR")
     ap.add_argument("--random-weights", action="store_true",
                     help="SmolLM2's architecture with random weights (no GGUF needed; same work per step)")
-    ap.add_argument("--models", default="minilm,smollm2-135m")
+    ap.add_argument("--models", default="minilm,smollm2-135m",
+                    help="comma-separated; a subset saves under finetune-MODEL[-MODEL]-BACKEND.json, so a run of one "
+                         "model never replaces (or is set aside beside) the results of both")
+    ap.add_argument("--tag", default="", help="also in the results file's name: finetune[-MODELS][-TAG]-BACKEND.json")
     ap.add_argument("--reps", type=count(1), default=3, help="alternating timed rounds (jaxsel, then the peer)")
     ap.add_argument("--whole", type=count(0), default=0, metavar="N",
                     help="also time whole N-example MiniLM finetunes (3 epochs, batch 16, 64 tokens, validation 300 "
@@ -82,9 +85,11 @@ def main() -> None:
     if skipped:
         print(f"peer skipped: {skipped}", file=sys.stderr)
     device = None if skipped else peers.torch_device()
-    partial = RESULTS / f"finetune-{jax.default_backend()}.partial.json"
+    models = a.models.split(",")
+    name = "-".join(["finetune"] + (models if sorted(models) != ["minilm", "smollm2-135m"] else []) + ([a.tag] if a.tag else []))
+    partial = RESULTS / f"{name}-{jax.default_backend()}.partial.json"  # a step gpu.sh cuts short keeps its own
     rows = []
-    for model_name, bs, micro in [(m, b, u) for m in a.models.split(",")
+    for model_name, bs, micro in [(m, b, u) for m in models
                                   for b in (a.batch_size if a.batch_size else
                                             [(8 if m != "minilm" else 32) if cpu else 64])
                                   for u in a.micro_batches]:
@@ -157,10 +162,12 @@ def main() -> None:
             with jax.profiler.trace(str(a.profile / f"{model_name}-b{bs}-m{micro}")):
                 ours_round(2)  # two steps: a trace of ten ran to ~20 MB a setting on CPU
         secs = float(np.median(ours))
-        tok_s = steps * rows_a_step * 64 / secs
+        tok_s = steps * rows_a_step * 64 / secs  # token slots, padding included (both sides' work)
+        real = sum(min(len(x), 64) for x in ids[2 * rows_a_step:(steps + 2) * rows_a_step])  # the texts' own tokens
         row = {"model": model_name + (" (random weights)" if random_weights else ""), "params_M": n_params / 1e6,
                "batch": bs, "micro_batches": micro, "seq": 64, "steps": steps, "seconds": secs,
-               "ms_per_step": secs / steps * 1e3, "tokens_per_s": tok_s, "first_2_steps_s": first_s,
+               "ms_per_step": secs / steps * 1e3, "tokens_per_s": tok_s, "real_tokens_per_s": real / secs,
+               "first_2_steps_s": first_s,
                "dtype": "bf16" if not cpu else "fp32"}
         if theirs:
             row.update(torch_tokens_per_s=steps * rows_a_step * 64 / float(np.median(theirs)),
@@ -170,8 +177,10 @@ def main() -> None:
         if resident:
             row["tokens_per_s_device_batches"] = steps * rows_a_step * 64 / float(np.median(resident))
         util = finetune.mfu(finetune.flops_per_token(model, cfg, 64), tok_s)
-        if util is not None:
+        if util is not None:  # of the padded slots, and of the real tokens alone (useful work)
             row["mfu"] = util
+            mean_len = real / (steps * rows_a_step)
+            row["mfu_real_tokens"] = finetune.mfu(finetune.flops_per_token(model, cfg, int(mean_len)), real / secs)
         rows.append(row)
         print(row, file=sys.stderr)
         partial.write_text(json.dumps(rows, indent=2) + "\n")  # what a cut-short run still leaves
@@ -195,6 +204,7 @@ def main() -> None:
                "torch_smollm2_tokens_per_s": by.get("smollm2-135m", {}).get("torch_tokens_per_s"),
                "smollm2_vs_torch": by.get("smollm2-135m", {}).get("vs_torch"),
                "smollm2_mfu": by.get("smollm2-135m", {}).get("mfu"),
+               "smollm2_mfu_real_tokens": by.get("smollm2-135m", {}).get("mfu_real_tokens"),
                "smollm2_tokens_per_s_device_batches": by.get("smollm2-135m", {}).get("tokens_per_s_device_batches")}
     opt = {r["model"]: r["ms_per_step"] for r in rows if "ms_per_step" in r and "tokens_per_s" not in r}
     if opt:
@@ -210,8 +220,11 @@ def main() -> None:
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:
         summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
-    report("finetune", rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
-                              "tokens_per_s", "torch_tokens_per_s", "vs_torch", "first_2_steps_s", "dtype", "mfu",
+        second = {k.split()[0]: r["seconds"] for k, r in whole.items() if k.endswith(" 2")}
+        if "torch" in second:  # both sides' second finetune in the process: warm against warm
+            summary["whole_vs_torch"] = second["torch"] / second["jaxsel"]
+    report(name, rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
+                              "tokens_per_s", "torch_tokens_per_s", "vs_torch", "first_2_steps_s", "dtype", "mfu", "mfu_real_tokens",
                               "test_accuracy", "leaves", "dispatch_ms_tree", "dispatch_ms_flat",
                               "tokens_per_s_device_batches", "jax_ms", "torch_ms"],
            summary, a.quick)
@@ -231,8 +244,10 @@ def random_smollm2(cfg: finetune.FinetuneConfig, names: list[str]):
 
 def whole_finetunes(n: int, names: list[str], skipped: str | None) -> list[dict]:
     """Rows timing whole ``n``-example MiniLM finetunes on a seeded sample of tweets: jaxsel's first
-    and second in this process, and PyTorch's (when it imports). Same rows, same token ids, same
-    protocol (:func:`peers.torch_small_finetune`)."""
+    and second in this process, and PyTorch's first and second (when it imports; the second against
+    the second: both warm). Same rows, same token ids, same protocol
+    (:func:`peers.torch_small_finetune`); each side batches as its loop does (jaxsel: length buckets,
+    PyTorch: a shuffled batch padded to its longest row)."""
     dd = data.load("tweets")
     rng = np.random.default_rng(0)
     rows = {s: rng.choice(len(dd[s]), m, replace=False) for s, m in (("train", n), ("validation", 300), ("test", 800))}
@@ -249,9 +264,10 @@ def whole_finetunes(n: int, names: list[str], skipped: str | None) -> list[dict]
         return out
     _, encode = finetune.build(cfg, names)
     splits = {s: (encode(small[s]["text"], 64), np.asarray(small[s]["label"])) for s in ("train", "validation", "test")}
-    m = peers.torch_small_finetune(assets.path("minilm", embed.MINILM_DIR), len(names), splits)
-    out.append({"model": f"torch {peers.version('torch')} finetune", "batch": 16, "seq": 64, **m})
-    print(out[-1], file=sys.stderr)
+    for i in (1, 2):
+        m = peers.torch_small_finetune(assets.path("minilm", embed.MINILM_DIR), len(names), splits)
+        out.append({"model": f"torch {peers.version('torch')} finetune {i}", "batch": 16, "seq": 64, **m})
+        print(out[-1], file=sys.stderr)
     return out
 
 

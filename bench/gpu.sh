@@ -7,7 +7,8 @@
 #                              # the step's launch cost; embeddings against sentence-transformers (~9 min)
 #   bash bench/gpu.sh rl       # PPO against MaskablePPO with the best-score seeds and DQN; then MiniLM's step under
 #                              # glibc's malloc defaults (JAXSEL_MALLOC=system: does the one-arena setting that
-#                              # `jaxsel finetune` applies on any backend cost on a GPU host?) (~5 min)
+#                              # `jaxsel finetune` applies on any backend cost on a GPU host?); embeddings at jax's
+#                              # highest float32 precision (PyTorch's; the default runs TF32) (~6 min)
 #   bash bench/gpu.sh whole    # configs/tweets-whole seed 0 (its GPU wall-clock against the CPU's 3,800 s)
 #   bash bench/gpu.sh scaling  # the scaling table's GPU column, N = 10^4 .. 10^6
 #   bash bench/gpu.sh tests    # the proxy, cluster and embedding tests on the GPU
@@ -41,14 +42,14 @@ torch.__version__, jax.devices(), torch.cuda.is_available())" 2>&1 | tee -a "$lo
 case $mode in
   bench)
     step 300 python3 bench/finetune.py --models smollm2-135m --random-weights --batch-size 128 --micro-batches 1,4 \
-      --steps 10 --reps 2 --device-batches --transfers --profile bench/results/gpu-profile
-    cp bench/results/finetune-gpu.json bench/results/finetune-gpu-smollm2.json 2>/dev/null
+      --steps 10 --reps 2 --device-batches --transfers --profile bench/results/gpu-profile  # finetune-smollm2-135m-gpu.json
     step 160 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --device-batches --dispatch
     step 100 python3 bench/embed.py --n 8192 --sweep 16384 --reps 2 ;;
   rl)
     step 230 python3 bench/rl.py --quick --envs 64,1024 --updates 10
-    JAXSEL_MALLOC=system step 120 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --dispatch
-    cp bench/results/finetune-gpu.json bench/results/finetune-gpu-minilm-glibc-malloc.json 2>/dev/null ;;
+    JAXSEL_MALLOC=system step 120 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --dispatch \
+      --tag glibc-malloc
+    step 80 python3 bench/embed.py --n 8192 --sweep 16384 --reps 2 --precision highest ;;  # PyTorch's full float32
   whole)
     step 420 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs ;;
   scaling)

@@ -150,6 +150,16 @@ def torch_device() -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
+def torch_tf32() -> bool | None:
+    """Whether PyTorch runs float32 CUDA matmuls as TF32 (``torch.backends.cuda.matmul.allow_tf32``;
+    False unless set), None without PyTorch: what a float32 comparison with jax on a GPU depends on."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
 def faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int = 1) -> tuple[float, float]:
     """(seconds, inertia) of ``faiss.Kmeans`` (one init, ``iters`` Lloyd iterations) on x (N, d)."""
     import faiss

@@ -133,7 +133,8 @@ def main() -> None:
     if sb3:
         early_row = next(r for r in rows if r["agent"].startswith("ppo, early"))
         summary.update(network=ours["config"].network, maskable_ppo_env_steps_per_s=sb3[0]["device_steps_per_s"],
-                       vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"], best_score_jaxsel=sb3[0]["jaxsel_best_score"],
+                       vs_maskable_ppo=sb3[0]["jaxsel_vs_peer"],  # the ratio of these two rates:
+                       jaxsel_env_steps_per_s=sb3[0]["env_steps"] / ours["seconds"], best_score_jaxsel=sb3[0]["jaxsel_best_score"],
                        best_score_maskable_ppo=sb3[0]["best_score"],
                        vs_maskable_ppo_same_network=sb3[1]["jaxsel_vs_peer"],
                        best_score_maskable_ppo_same_network=sb3[1]["best_score"],
@@ -201,15 +202,15 @@ def scaling(quick: bool, project: int, network: str) -> None:
 
 def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, timed_runs: int = 3, **settings) -> dict:
     """jaxsel's PPO (with ``settings``: PPOConfig fields) from scratch for ``n_envs * 16 * n_updates``
-    environment steps: the config, the seconds of the fastest of ``timed_runs`` runs after
-    compilation (None for 0), and the best proxy score it found."""
+    environment steps: the config, the median seconds of ``timed_runs`` runs after compilation (None
+    for 0), and the best proxy score it found."""
     cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, **settings)
     fns = ppo.make_chunks(cfg, env)
     runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
     update = jax.jit(fns.update, static_argnums=1)
     best = float(update(runner0, cfg.num_updates, params).best.score)  # compiles; float() waits for the run
-    seconds = min((timed(lambda: update(runner0, cfg.num_updates, params)) for _ in range(timed_runs)),
-                  default=None)  # short runs: noisy
+    runs = [timed(lambda: update(runner0, cfg.num_updates, params)) for _ in range(timed_runs)]
+    seconds = float(np.median(runs)) if runs else None  # the peer's one warm run is no best-of either
     return {"config": cfg, "seconds": seconds, "best": best}
 
 
@@ -262,16 +263,19 @@ def maskable_ppo(params, n_updates: int, ours: dict, seed: int = 0, deep_sets: b
     record: list = []
     k = int(params.sizes.shape[0])
     feats = np.asarray(params.features) if deep_sets else None
-    cls = peers.numpy_selection_env(params.proxy, int(params.budget), record, feats, int(params.max_steps))
-    vec = DummyVecEnv([cls] * c.num_envs)
     policy = peers.deep_sets_policy(k) if deep_sets else "MlpPolicy"
-    model = MaskablePPO(policy, vec, n_steps=c.num_steps, batch_size=c.minibatch_size, n_epochs=c.update_epochs,
-                        gamma=c.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, learning_rate=c.lr,
-                        max_grad_norm=c.max_grad_norm, seed=seed, verbose=0,
-                        device="cpu")  # sb3's advice for MLP policies, and its faster choice on a GPU machine too
+
+    def model(record: list):
+        cls = peers.numpy_selection_env(params.proxy, int(params.budget), record, feats, int(params.max_steps))
+        return MaskablePPO(policy, DummyVecEnv([cls] * c.num_envs), n_steps=c.num_steps, batch_size=c.minibatch_size,
+                           n_epochs=c.update_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda, ent_coef=c.ent_coef,
+                           learning_rate=c.lr, max_grad_norm=c.max_grad_norm, seed=seed, verbose=0,
+                           device="cpu")  # sb3's advice for MLP policies, and its faster choice on a GPU machine too
     with peer_blas():
+        model([]).learn(total_timesteps=c.num_envs * c.num_steps)  # untimed: torch's first passes, as jaxsel compiles
+        timed_model = model(record)
         t = time.perf_counter()
-        model.learn(total_timesteps=steps)
+        timed_model.learn(total_timesteps=steps)
         secs = time.perf_counter() - t
     net = "Deep Sets policy" if deep_sets else "MLP policy"
     return {"agent": f"MaskablePPO (sb3-contrib {peers.version('sb3-contrib')}, numpy env, {net})", "envs": c.num_envs,
