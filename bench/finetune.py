@@ -86,8 +86,9 @@ def main() -> None:
         print(f"peer skipped: {skipped}", file=sys.stderr)
     device = None if skipped else peers.torch_device()
     models = a.models.split(",")
-    name = "-".join(["finetune"] + (models if sorted(models) != ["minilm", "smollm2-135m"] else []) + ([a.tag] if a.tag else []))
-    partial = RESULTS / f"{name}-{jax.default_backend()}.partial.json"  # a step gpu.sh cuts short keeps its own
+    results_name = "-".join(["finetune"] + (models if sorted(models) != ["minilm", "smollm2-135m"] else [])
+                            + ([a.tag] if a.tag else []))
+    partial = RESULTS / f"{results_name}-{jax.default_backend()}.partial.json"  # a step gpu.sh cuts short keeps its own
     rows = []
     for model_name, bs, micro in [(m, b, u) for m in models
                                   for b in (a.batch_size if a.batch_size else
@@ -223,7 +224,7 @@ def main() -> None:
         second = {k.split()[0]: r["seconds"] for k, r in whole.items() if k.endswith(" 2")}
         if "torch" in second:  # both sides' second finetune in the process: warm against warm
             summary["whole_vs_torch"] = second["torch"] / second["jaxsel"]
-    report(name, rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
+    report(results_name, rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
                               "tokens_per_s", "torch_tokens_per_s", "vs_torch", "first_2_steps_s", "dtype", "mfu", "mfu_real_tokens",
                               "test_accuracy", "leaves", "dispatch_ms_tree", "dispatch_ms_flat",
                               "tokens_per_s_device_batches", "jax_ms", "torch_ms"],
