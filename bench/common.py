@@ -115,14 +115,8 @@ PEERS = ("torch", "transformers", "sentence-transformers", "faiss-cpu", "stable-
 
 def peer_versions() -> dict[str, str]:
     """The installed versions of the peers the benchmarks measure against (:data:`PEERS`)."""
-    from importlib import metadata
-    out = {}
-    for pkg in PEERS:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    import peers
+    return {pkg: v for pkg in PEERS if (v := peers.version(pkg)) != "-"}
 
 
 def report(name: str, rows: list[dict], cols: list[str], summary: dict, quick: bool) -> None:

@@ -194,26 +194,26 @@ class Checkpoints:
         if self.step is not None and (record := self.record()).get("signature") != signature:
             raise refusal(f"checkpoint in {self.folder}", record.get("signature"), signature, record.get("jaxsel_version"))
 
-    def record(self) -> dict:
-        """The JSON record of the newest step (it holds ``signature``)."""
-        ocp = _ocp()
-        _quiet_abandoned_reads()
-        try:
-            return self._manager.restore(self.step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
+    def _read(self, **items) -> dict:
+        """orbax's restore of the newest step's ``items`` (``ocp.args`` by name); any failure of
+        orbax's reading is a :class:`CheckpointMismatch` naming the step (damaged or incomplete)."""
+        _quiet_abandoned_reads()  # before: the abandoned reads print while the failed restore unwinds
+        args = _ocp().args.Composite(**items)
+        try:  # orbax's reading alone: an error of ours is not a damaged checkpoint (a run would set it aside)
+            return self._manager.restore(self.step, args=args)
         except Exception as e:
             raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {_damage(e)}")
 
+    def record(self) -> dict:
+        """The JSON record of the newest step (it holds ``signature``)."""
+        return self._read(record=_ocp().args.JsonRestore())["record"]
+
     def restore(self, target):
         """(state shaped like ``target``, record dict) of the newest step."""
-        ocp = _ocp()
         if self.step is None:
             raise JaxselError(f"no checkpoint to resume in {self.folder}")
-        _quiet_abandoned_reads()  # before: the abandoned reads print while the failed restore unwinds
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore())
-        try:  # orbax's reading alone: an error of ours is not a damaged checkpoint (a run would set it aside)
-            out = self._manager.restore(self.step, args=args)
-        except Exception as e:
-            raise CheckpointMismatch(f"cannot restore checkpoint {self.folder / str(self.step)}: {_damage(e)}")
+        ocp = _ocp()
+        out = self._read(state=ocp.args.StandardRestore(_global(target)), record=ocp.args.JsonRestore())
         return out["state"], out["record"]
 
     def save(self, step: int, state, record: dict | None = None) -> None:

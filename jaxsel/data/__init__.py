@@ -264,7 +264,7 @@ def _parse_frame(path: Path, encoding: str | None):
         if kind == ".parquet":  # integer columns with nulls as Python ints, not float64 (ids past 2**53 kept)
             import pyarrow.parquet as pq
             names = pq.read_schema(path).names
-            if repeated := sorted(c for c, n in Counter(names).items() if n > 1):  # pyarrow: "Multiple matches for FieldRef"
+            if repeated := _repeated(names):  # pyarrow: "Multiple matches for FieldRef"
                 raise JaxselError(f"{path}: more than one column is named {repeated[0]!r}: rename one")
             return pq.read_table(path).to_pandas(integer_object_nulls=True)
         data = path.read_bytes()
@@ -278,7 +278,7 @@ def _parse_frame(path: Path, encoding: str | None):
         sep = "\t" if ".tsv" in suffixes else ","
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
-        df.attrs["repeated_columns"] = sorted(c for c, n in Counter(header).items() if n > 1)
+        df.attrs["repeated_columns"] = _repeated(header)
         if not isinstance(df.index, pd.RangeIndex):  # pandas made the first of one field more per row its index
             df, header = _row_names_column(df, text, sep, path, header), ["", *header]
         if len(header) == len(df.columns):  # ... and empty names "Unnamed: 0": {pandas' name: (the file's, place)}
@@ -294,6 +294,11 @@ def _parse_frame(path: Path, encoding: str | None):
         if "," not in header and (sep := next((c for c in ";|\t" if c in header), None)):
             first += f" (the header seems separated by {sep!r}, not commas)"
         raise JaxselError(f"{path}: cannot be parsed: {first}")
+
+
+def _repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once in ``names``, sorted."""
+    return sorted(c for c, n in Counter(names).items() if n > 1)
 
 
 def _row_names_column(df, text: str, sep: str, path: Path, header: list[str]):
@@ -422,7 +427,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     url = urlparse(constants.ENDPOINT)
     proxies = urllib.request.getproxies()
     proxy = None if urllib.request.proxy_bypass(url.hostname or "") else proxies.get(url.scheme) or proxies.get("all")
-    to = urlparse(proxy if "://" in (proxy or "://") else f"http://{proxy}") if proxy else url
+    if proxy and "://" not in proxy:  # "host:port" means an HTTP proxy
+        proxy = f"http://{proxy}"
+    to = urlparse(proxy) if proxy else url
     try:
         socket.create_connection((to.hostname, to.port or (443 if to.scheme == "https" else 80)), timeout).close()
         return True
@@ -467,7 +474,9 @@ def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
         warn(f"{name}: left out its split{'s' if len(other) > 1 else ''} "
              f"{', '.join(f'{s!r} ({len(dd[s])} rows)' for s in other)}: neither train, validation nor test")
     texts, labels, split = [], [], []
-    for s, d in ((s, d) for s, d in dd.items() if s not in other):
+    for s, d in dd.items():
+        if s in other:
+            continue
         for col in (text_col, label_col):
             if col not in d.column_names:
                 raise JaxselError(f"{name}: missing column {col!r} in split {s!r}")

@@ -58,8 +58,8 @@ def neighbour_table(train_x: np.ndarray, scored_x: np.ndarray, candidates: int, 
         sims = np.where(drop, -np.inf, sims)
         if keep < n:  # the keep most similar; of rows tied with the last of them, the lower rows
             thr = -np.partition(-sims, keep - 1, axis=1)[:, keep - 1:keep]
-            tied = sims == thr
-            chosen = (sims > thr) | (tied & (np.cumsum(tied, 1) <= keep - (sims > thr).sum(1, keepdims=True)))
+            above, tied = sims > thr, sims == thr
+            chosen = above | (tied & (np.cumsum(tied, 1) <= keep - above.sum(1, keepdims=True)))
             part = np.nonzero(chosen)[1].reshape(len(sims), keep)  # exactly keep a row, in row order
         else:
             part = np.tile(np.arange(n), (len(sims), 1))
