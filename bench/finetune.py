@@ -42,6 +42,7 @@ from common import RESULTS, count, counts, entry, report  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxsel import assets, data, embed, finetune  # noqa: E402
+from jaxsel.config import LENGTH_BUCKETS  # noqa: E402
 from jaxsel.models import classifier, llama, tokens  # noqa: E402
 
 
@@ -67,6 +68,10 @@ def main() -> None:
                     help="also time whole N-example MiniLM finetunes (3 epochs, batch 16, 64 tokens, validation 300 "
                          "and test 800 rows): jaxsel's 1st and 2nd in one process (a run's first and later cells) "
                          "against PyTorch's, e.g. --whole 100")
+    ap.add_argument("--length-buckets", default="auto", choices=LENGTH_BUCKETS,
+                    help="--whole's FinetuneConfig.length_buckets: the padded lengths its train step compiles for "
+                         "(all: each batch's bucket; one: the longest; auto: all on CPU, the fewest that pay for their "
+                         "compile on accelerators)")
     ap.add_argument("--optimizer", action="store_true", help="also time the clipped AdamW update alone (MiniLM)")
     ap.add_argument("--device-batches", action="store_true",
                     help="also time jaxsel's steps on batches placed on the device before the clock starts "
@@ -186,7 +191,7 @@ def main() -> None:
         print(row, file=sys.stderr)
         partial.write_text(json.dumps(rows, indent=2) + "\n")  # what a cut-short run still leaves
     if a.whole:
-        rows += whole_finetunes(a.whole, names, skipped)
+        rows += whole_finetunes(a.whole, names, skipped, a.length_buckets)
     if a.optimizer:
         rows += optimizer_steps(names, a.reps, skipped)
     if a.dispatch:
@@ -221,9 +226,11 @@ def main() -> None:
     whole = {r["model"]: r for r in rows if "test_accuracy" in r}
     if whole:
         summary.update({f"whole_{k.replace(' ', '_')}_s": r["seconds"] for k, r in whole.items()})
-        second = {k.split()[0]: r["seconds"] for k, r in whole.items() if k.endswith(" 2")}
+        first, second = ({k.split()[0]: r["seconds"] for k, r in whole.items() if k.endswith(f" {i}")} for i in (1, 2))
         if "torch" in second:  # both sides' second finetune in the process: warm against warm
             summary["whole_vs_torch"] = second["torch"] / second["jaxsel"]
+            summary["whole_first_vs_torch"] = first["torch"] / first["jaxsel"]  # what a lone `jaxsel finetune` meets
+        summary["whole_padded_lengths"] = whole["jaxsel finetune 1"]["padded_lengths"]
     report(results_name, rows, ["model", "params_M", "batch", "micro_batches", "seq", "steps", "seconds", "ms_per_step",
                               "tokens_per_s", "torch_tokens_per_s", "vs_torch", "first_2_steps_s", "dtype", "mfu", "mfu_real_tokens",
                               "test_accuracy", "leaves", "dispatch_ms_tree", "dispatch_ms_flat",
@@ -243,23 +250,25 @@ def random_smollm2(cfg: finetune.FinetuneConfig, names: list[str]):
     return model, classifier.TextEncoder(tokens.load(assets.path("minilm", embed.MINILM_DIR) / "tokenizer.json"))
 
 
-def whole_finetunes(n: int, names: list[str], skipped: str | None) -> list[dict]:
+def whole_finetunes(n: int, names: list[str], skipped: str | None, length_buckets: str = "auto") -> list[dict]:
     """Rows timing whole ``n``-example MiniLM finetunes on a seeded sample of tweets: jaxsel's first
     and second in this process, and PyTorch's first and second (when it imports; the second against
     the second: both warm). Same rows, same token ids, same protocol
     (:func:`peers.torch_small_finetune`); each side batches as its loop does (jaxsel: length buckets,
-    PyTorch: a shuffled batch padded to its longest row)."""
+    the lengths compiled as ``length_buckets`` says, PyTorch: a shuffled batch padded to its longest row)."""
     dd = data.load("tweets")
     rng = np.random.default_rng(0)
     rows = {s: rng.choice(len(dd[s]), m, replace=False) for s, m in (("train", n), ("validation", 300), ("test", 800))}
     small = data.derive(dd, rows, tag="bench-finetune")
-    cfg = finetune.FinetuneConfig(model="minilm", epochs=3, batch_size=16, lr=1e-4, max_length=64)
+    cfg = finetune.FinetuneConfig(model="minilm", epochs=3, batch_size=16, lr=1e-4, max_length=64,
+                                  length_buckets=length_buckets)
     out = []
     for i in (1, 2):
         t = time.perf_counter()
         m = finetune.train_and_evaluate(small, None, cfg, progress=False)
         out.append({"model": f"jaxsel finetune {i}", "batch": 16, "seq": 64, "steps": m["steps"],
-                    "seconds": time.perf_counter() - t, "test_accuracy": m["test_accuracy"]})
+                    "seconds": time.perf_counter() - t, "test_accuracy": m["test_accuracy"],
+                    "padded_lengths": m["padded_lengths"]})
         print(out[-1], file=sys.stderr)
     if skipped:
         return out

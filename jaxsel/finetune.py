@@ -94,9 +94,59 @@ def step_batch(cfg: FinetuneConfig, examples: int) -> int:
     return min(cfg.batch_size, math.ceil(embed.power_of_two(math.ceil(examples / cfg.grad_accum)) / devices) * devices)
 
 
-def pad(ids: list[list[int]], rows, batch_size: int, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, mask) padded to (batch_size, bucketed length); missing rows are all padding."""
-    return embed.pad_batch(ids, rows, batch_size, embed.bucket_length(max(len(ids[i]) for i in rows), max_length))
+ACCELERATOR_COMPILE_TOKENS = 1 << 20
+""":func:`length_plan`'s price of one more compiled length on accelerators, in padded tokens: on the
+H200 (2026-12-04) a train step of 4,096 or 8,192 tokens took 44-48 ms, a fixed cost, so padding
+there is almost free, while a compile of SmolLM2's step took the better part of a minute; on CPU a
+compile (~3 s for MiniLM's) costs about as much as the padding it saves (bench/README.md)."""
+
+
+def compile_tokens(cfg: FinetuneConfig) -> float:
+    """:func:`length_plan`'s price of compiling one more padded length, in padded tokens, for
+    ``cfg.length_buckets`` (:data:`jaxsel.config.LENGTH_BUCKETS`) on this backend: 0 (every bucket
+    length), inf (one length) or :data:`ACCELERATOR_COMPILE_TOKENS`."""
+    if cfg.length_buckets == "all" or (cfg.length_buckets == "auto" and jax.default_backend() == "cpu"):
+        return 0.0
+    return math.inf if cfg.length_buckets == "one" else float(ACCELERATOR_COMPILE_TOKENS)
+
+
+def length_plan(needs, rows: int, price: float) -> tuple[int, ...]:
+    """The padded lengths (ascending) to compile a step for: from each batch's needed length ``needs``
+    (its bucket, :func:`jaxsel.embed.bucket_length`) and the ``rows`` of every batch, the subset
+    of the needed lengths, the longest always in it, that minimises ``price`` x its size plus
+    the padding it adds (rows x the tokens between each batch's need and the smallest chosen length
+    that holds it). Exact: dynamic programming over the m distinct lengths, O(m^2). ``price`` 0 keeps
+    every needed length; inf only the longest; ties go to fewer lengths."""
+    values, counts = np.unique(np.asarray(needs, np.int64), return_counts=True)
+    if len(values) == 0 or math.isinf(price):
+        return tuple(int(v) for v in values[-1:])
+    cost, covers = np.full(len(values) + 1, np.inf), np.zeros(len(values) + 1, np.int64)
+    cost[0] = 0.0
+    for j in range(1, len(values) + 1):  # values[j - 1] chosen, holding the needs values[i:j]
+        for i in range(j):
+            c = cost[i] + price + rows * float((counts[i:j] * (values[j - 1] - values[i:j])).sum())
+            if c < cost[j]:
+                cost[j], covers[j] = c, i
+    chosen, j = [], len(values)
+    while j:
+        chosen.append(int(values[j - 1]))
+        j = covers[j]
+    return tuple(reversed(chosen))
+
+
+def pad(ids: list[list[int]], rows, batch_size: int, max_length: int,
+        plan: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) padded to (batch_size, length): the bucket length of the longest row
+    (:func:`jaxsel.embed.bucket_length`), raised to the smallest length of ``plan``
+    (:func:`length_plan`) that holds it; missing rows are all padding."""
+    need = embed.bucket_length(max(len(ids[i]) for i in rows), max_length)
+    return embed.pad_batch(ids, rows, batch_size, next((n for n in plan if n >= need), need))
+
+
+def plan_lengths(ids: list[list[int]], plan: list[np.ndarray], rows: int, max_length: int,
+                 price: float) -> tuple[int, ...]:
+    """:func:`length_plan` of the batches ``plan`` (row-index arrays into ``ids``) of ``rows`` rows each."""
+    return length_plan([embed.bucket_length(max(len(ids[i]) for i in b), max_length) for b in plan], rows, price)
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
@@ -269,8 +319,10 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
                          cfg.max_length)
     else:
         size = min(cfg.batch_size, embed.power_of_two(len(ids)))  # as step_batch: no rows of padding only
-        launched = [(rows, eval_step(params, rest, *pad(ids, rows, size, cfg.max_length), graphdef=graphdef))
-                    for rows in batches(np.array([len(x) for x in ids]), size, None)]
+        plan = batches(np.array([len(x) for x in ids]), size, None)
+        lengths = plan_lengths(ids, plan, size, cfg.max_length, compile_tokens(cfg))
+        launched = [(rows, eval_step(params, rest, *pad(ids, rows, size, cfg.max_length, lengths), graphdef=graphdef))
+                    for rows in plan]
         for rows, p in launched:  # read once all are launched: the device never waits for the host between two
             pred[rows] = np.asarray(p)[:len(rows)]
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
@@ -412,12 +464,13 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     rest_leaves, r_def = jax.tree.flatten(rest)
     step = flat_train_step(graphdef, tx, p_def, r_def, o_def)
     rng = np.random.default_rng(cfg.seed)
-    for _ in range(prog.epoch):  # the same shuffles as an uninterrupted run
-        batches(lengths, batch * cfg.grad_accum, rng)
+    plans = [batches(lengths, batch * cfg.grad_accum, rng) for _ in range(epochs)]  # a resumed run's too
+    padded = plan_lengths(splits["train"][0], [b for p in plans for b in p][:total], batch * cfg.grad_accum,
+                          cfg.max_length, compile_tokens(cfg))
     while prog.epoch < epochs and prog.step < total and (prog.bad_epochs < cfg.patience or prog.step < cfg.min_steps):
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None
-        plan = batches(lengths, batch * cfg.grad_accum, rng)
+        plan = plans[prog.epoch]
         t0, ep_tokens, ep_loss, ep_steps = time.perf_counter(), 0, 0.0, 0
         params, opt_state = jax.tree.leaves(state.params), jax.tree.leaves(state.opt_state)
         bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", unit="step", disable=not progress,
@@ -426,7 +479,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         for rows in bar:
             if prog.step >= total:
                 break
-            tok, mask = pad(splits["train"][0], rows, batch * cfg.grad_accum, cfg.max_length)
+            tok, mask = pad(splits["train"][0], rows, batch * cfg.grad_accum, cfg.max_length, padded)
             y = np.zeros(len(tok), np.int32)
             y[:len(rows)] = splits["train"][1][rows]
             w = (np.arange(len(tok)) < len(rows)).astype(np.float32)
@@ -470,7 +523,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
            "val_accuracy_per_epoch": prog.val_acc, "train_loss_per_epoch": prog.train_loss,
            "train_seconds": prog.seconds, "tokens_seen": prog.tokens,
            "examples_used": len(train), "epochs_run": prog.epoch, "steps": prog.step, "examples_seen": prog.examples,
-           "tokens_per_s": tokens_per_s, "model": cfg.model, "config": asdict(cfg)}
+           "tokens_per_s": tokens_per_s, "padded_lengths": list(padded), "model": cfg.model, "config": asdict(cfg)}
     mean_len = prog.tokens / max(1, prog.examples)  # tokens of a real row (a step's padding rows carry none)
     util = mfu(flops_per_token(model, cfg, int(mean_len)), tokens_per_s)
     if util is not None:

@@ -176,20 +176,24 @@ def test_clip_by_global_norm_matches_optax():
         assert norm(ours) == pytest.approx(min(max_norm, norm(g)), rel=1e-6)
 
 
-@pytest.mark.assets
-def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, monkeypatch):
-    """A run's finetunes share their compiled steps: the bound train step (one for both finetunes)
-    and eval_step compile once per batch shape they trace (uncommitted first-step parameters used to
-    compile the first shape twice in every finetune), and a second finetune of another size reuses them."""
+def lengths_dataset(tmp_path):
+    """A DatasetDict of texts of 5 to 20 words (several padded lengths), split by a column."""
     from conftest import WORDS
 
     from jaxsel import data
     rng = np.random.default_rng(0)
     split = lambda i: "train" if i % 10 < 8 else "validation" if i % 10 == 8 else "test"
-    lines = ["text,label,split"] + [  # 5 to 20 words: several padded lengths
-        f"{' '.join(rng.choice(WORDS[lab].split(), 5 * (1 + i % 4)))},{lab},{split(i)}"
-        for i, lab in enumerate(list(WORDS) * 60)]
+    lines = ["text,label,split"] + [f"{' '.join(rng.choice(WORDS[lab].split(), 5 * (1 + i % 4)))},{lab},{split(i)}"
+                                    for i, lab in enumerate(list(WORDS) * 60)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    return data.load(str(tmp_path / "d.csv"), split_col="split")
+
+
+@pytest.mark.assets
+def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, monkeypatch):
+    """A run's finetunes share their compiled steps: the bound train step (one for both finetunes)
+    and eval_step compile once per batch shape they trace (uncommitted first-step parameters used to
+    compile the first shape twice in every finetune), and a second finetune of another size reuses them."""
     shapes = {"train": [], "eval": []}
     train_step, eval_step, bind = finetune.train_step, finetune.packed_eval_step, finetune.flat_train_step
     bind.cache_clear()
@@ -206,7 +210,7 @@ def test_each_step_shape_compiles_once_across_finetunes(tmp_path, tmp_cache, mon
         return eval_step(params, rest, ids, *args, **kw)
     monkeypatch.setattr(finetune, "train_step", traced)
     monkeypatch.setattr(finetune, "packed_eval_step", evaluated)
-    dd = data.load(str(tmp_path / "d.csv"), split_col="split")
+    dd = lengths_dataset(tmp_path)
     for rows, seed in ((np.arange(40), 0), (np.arange(40, 104), 1)):
         finetune.finetune(dd, rows, finetune.FinetuneConfig(**{**TINY, "seed": seed}), progress=False)
         assert len(set(shapes["train"])) == len(shapes["train"])  # each shape traced once
@@ -368,3 +372,59 @@ def test_flops_per_token_counts_every_weight_and_only_trainable_gradients():
                   if p[-1] != "embedding")
     assert 0 < trained < every
     assert finetune.flops_per_token(lm, lora, 4) == 4 * every + 2 * trained + 12 * 1 * 4 * 8
+
+
+def test_length_plan_is_the_cheapest_set_of_lengths():
+    """Against every subset of the needed lengths (the longest always in): the plan's compiles at
+    ``price`` each plus its padded tokens cost the least; price 0 keeps every length, inf one."""
+    import itertools
+    import math
+
+    def cost(plan, needs, rows, price):
+        return price * len(plan) + rows * sum(min(n for n in plan if n >= need) - need for need in needs)
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        needs = rng.choice((8, 16, 24, 32, 48, 64, 96, 128), rng.integers(1, 25)).tolist()
+        rows, price = int(rng.integers(1, 33)), float(rng.choice([0, 10, 100, 1_000, 100_000]))
+        values = sorted(set(needs))
+        best = min(cost((*sub, values[-1]), needs, rows, price)
+                   for r in range(len(values)) for sub in itertools.combinations(values[:-1], r))
+        plan = finetune.length_plan(needs, rows, price)
+        assert plan == tuple(sorted(plan)) and plan[-1] == values[-1] and set(plan) <= set(values)
+        assert cost(plan, needs, rows, price) == pytest.approx(best)
+    assert finetune.length_plan([32, 8, 64, 8], 16, 0) == (8, 32, 64)
+    assert finetune.length_plan([32, 8, 64, 8], 16, math.inf) == (64,)
+    assert finetune.length_plan([], 16, 0) == ()
+
+
+def test_length_buckets_price_by_setting_and_backend(monkeypatch):
+    price = lambda setting: finetune.compile_tokens(finetune.FinetuneConfig(length_buckets=setting))
+    assert (price("all"), price("one"), price("auto")) == (0, float("inf"), 0)  # auto on CPU: every length
+    monkeypatch.setattr(finetune.jax, "default_backend", lambda: "gpu")
+    assert price("auto") == finetune.ACCELERATOR_COMPILE_TOKENS and price("all") == 0
+    with pytest.raises(JaxselError, match="unknown finetune length_buckets 'some'"):
+        finetune.FinetuneConfig(length_buckets="some")
+
+
+@pytest.mark.assets
+def test_length_buckets_set_the_lengths_the_train_step_compiles(tmp_path, tmp_cache, monkeypatch):
+    """``one`` pads every training batch to the finetune's longest bucket (one compiled step),
+    ``all`` to each batch's own (several); the steps see the same tokens, so the losses agree to
+    float rounding, and ``padded_lengths`` names the lengths the train step traced."""
+    dd = lengths_dataset(tmp_path)
+    train_step, out = finetune.train_step, {}
+
+    def traced(params, rest, opt_state, lr, ids, *args, **kw):
+        lengths.add(ids.shape[-1])
+        return train_step(params, rest, opt_state, lr, ids, *args, **kw)
+    monkeypatch.setattr(finetune, "train_step", traced)
+    for setting in ("all", "one"):
+        finetune.flat_train_step.cache_clear()
+        lengths = set()
+        out[setting] = finetune.finetune(dd, np.arange(80), finetune.FinetuneConfig(**TINY, length_buckets=setting),
+                                         progress=False)
+        assert out[setting]["padded_lengths"] == sorted(lengths)
+    assert len(out["all"]["padded_lengths"]) > 1 and out["one"]["padded_lengths"] == out["all"]["padded_lengths"][-1:]
+    assert out["one"]["tokens_seen"] == out["all"]["tokens_seen"]
+    assert out["one"]["train_loss_per_epoch"] == pytest.approx(out["all"]["train_loss_per_epoch"], rel=1e-4)
