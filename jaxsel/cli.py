@@ -126,9 +126,10 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
     recorded_note = " (default: as the selection records)" if recorded else ""
     p.add_argument("--text-col", default=given("text"), help="column holding the texts" + recorded_note)
     p.add_argument("--label-col", default=given("label"), help="column holding the labels" + recorded_note)
-    p.add_argument("--split-col", default=None,
-                   help="column with an existing train/validation/test split (any case; dev, val, valid: validation)"
-                        + (recorded_note or " (default: none, a seeded 80/10/10 split)"))
+    p.add_argument("--split-col", default=None, type=str if recorded else (lambda name: name or None),  # '': none
+                   help="column with an existing train/validation/test split (any case; dev, val, valid: validation); "
+                        "'' for none (a seeded 80/10/10 split), e.g. to clear a config's"
+                        + (recorded_note or " (default: none)"))
     p.add_argument("--split-seed", type=_at_least(0), default=given(0),
                    help="seed of the stratified 80/10/10 split" + recorded_note)
     p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts" + recorded_note)
@@ -719,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default=None, help="replace the config's [data] text_col (default: the config's)")
     p.add_argument("--label-col", default=None, help="replace the config's [data] label_col (default: the config's)")
     p.add_argument("--split-col", default=None, help="replace the config's [data] split_col, a train/validation/test "
-                                                     "column (default: the config's)")
+                                                     "column; '' for none, a seeded split (default: the config's)")
     p.add_argument("--split-seed", type=_at_least(0), default=None,
                    help="seed of the stratified 80/10/10 split (default: the config's)")
     p.add_argument("--dedup", action="store_true", default=None, help="drop exact duplicate texts (default: the config's)")

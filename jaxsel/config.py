@@ -246,7 +246,7 @@ class DataSpec:
     name: str = "tweets"  # built-in name, a CSV/TSV/JSONL/Parquet file, or a hub dataset
     text_col: str = "text"
     label_col: str = "label"
-    split_col: str | None = None  # column holding train/validation/test (any case; dev/val/valid too); None: a seeded 80/10/10 split
+    split_col: str | None = None  # column holding train/validation/test (any case; dev/val/valid too); None or "": a seeded 80/10/10 split
     max_train: int | None = None  # rows (examples) kept of each split, stratified by label; None: all
     max_validation: int | None = None
     max_test: int | None = None
@@ -260,6 +260,8 @@ class DataSpec:
 
     def __post_init__(self):
         check_types("data", self)
+        if self.split_col == "":  # no split column, spelled as the command line can (to clear a config's)
+            object.__setattr__(self, "split_col", None)
         check_choice("data", self, "missing_labels", ("drop", "error"))
         check_at_least("data", self, 1, "max_train", "max_validation", "max_test")
         check_at_least("data", self, 0, "min_class_rows")
@@ -549,7 +551,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     if kept:
         print(f"note: the dataset given ({given_overrides['name']}) replaces {path}'s; its [data] {', '.join(kept)} "
               f"still {'applies' if len(kept) == 1 else 'apply'} (give text_col, label_col, split_col to change "
-              "them: --text-col, --label-col, --split-col on the command line)", file=sys.stderr)
+              "them: --text-col, --label-col, --split-col on the command line; --split-col '' for none)", file=sys.stderr)
     for note in unused_settings(cfg, given):
         print(f"note: {path} sets {note}: unused", file=sys.stderr)
     return cfg

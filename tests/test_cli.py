@@ -1135,3 +1135,26 @@ def test_a_full_disk_names_the_file_being_written(tmp_path):
         with io.atomic_path(target):
             open(tmp_path / "absent")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_split_column_name_means_none(tmp_path, tmp_cache, table_file):
+    """``--split-col ''`` (how a user clears a config's split column from the command line) and
+    ``split_col = ""`` read the file as without a split column: a seeded split with the same
+    fingerprint (a KeyError traceback before)."""
+    from jaxsel import data
+    from jaxsel.config import DataSpec, load_config
+    from jaxsel.selection import Selection
+    fp = data.dataset_fingerprint(data.load(str(table_file)))
+    assert data.dataset_fingerprint(data.load(str(table_file), split_col="")) == fp
+    assert DataSpec(split_col="").split_col is None
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'name = "c"\nmethods = ["random"]\n[data]\nname = "{table_file}"\nsplit_col = "split"\n')
+    assert load_config(toml, split_col="").data.split_col is None and load_config(toml).data.split_col == "split"
+    assert cli.main(["data", str(table_file), "--split-col", ""]) == 0
+    for out, extra in (("a", ["--split-col", ""]), ("b", [])):
+        assert cli.main(["select", str(table_file), *extra, "--model", "hash", "--k", "4", "--method", "random",
+                         "--out", str(tmp_path / out)]) == 0
+    a, b = (Selection.load(tmp_path / out / "selection.json") for out in "ab")
+    assert a.meta["fingerprint"] == b.meta["fingerprint"] == fp and np.array_equal(a.indices, b.indices)
+    assert cli.main(["export", str(tmp_path / "a" / "selection.json"), "--split-col", "",
+                     "--out", str(tmp_path / "kept.jsonl")]) == 0

@@ -572,6 +572,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raise JaxselError(f"the split seed and min_class_rows must be integers, got {seed!r} and {min_class_rows!r}")
     if seed < 0 or min_class_rows < 0:
         raise JaxselError(f"the split seed and min_class_rows must not be negative, got {seed} and {min_class_rows}")
+    split_col = split_col or None  # "": no split column, as None
     if not str(name_or_path).strip():  # Path("") is "." and read as a folder
         raise JaxselError(f"no dataset given ({name_or_path!r}): name a data file, a built-in dataset "
                           f"({', '.join(_READERS)}) or a hub dataset")
@@ -676,7 +677,7 @@ def load(
     """Load a labelled text dataset as a ``DatasetDict`` with train/validation/test splits.
 
     ``name_or_path``: a built-in name, a local file, or a hub dataset name. ``split_col``
-    names a column of an existing split (values train/validation/test); otherwise a seeded
+    names a column of an existing split (values train/validation/test); otherwise (None or "") a seeded
     stratified split with ``fractions`` is made. ``encoding``: of a CSV/TSV/JSON file (default:
     detected, see :func:`decode`). Rows whose label is missing (empty, NaN, null, "N/A", ...) or
     whose text is empty are dropped and counted (``missing_labels="error"`` stops instead);
@@ -693,6 +694,7 @@ def load(
     name_or_path = os.fspath(name_or_path)
     if text_col == label_col:
         raise JaxselError(f"the text and label columns are both {text_col!r}: name two different columns")
+    split_col = split_col or None  # "": no split column (one fingerprint for both spellings)
     texts, label_ids, names, parts, counts, sources = split(
         name_or_path, text_col=text_col, label_col=label_col, split_col=split_col, fractions=fractions, seed=seed,
         dedup=dedup, encoding=encoding, missing_labels=missing_labels, merge_case=merge_case,
