@@ -231,9 +231,16 @@ def enable_compilation_cache() -> None:
     """Keep XLA executables in ``$JAXSEL_CACHE/xla`` so repeated runs (and the many short finetunes of
     ``jaxsel run``) skip recompiling the same shapes. Before jax is imported, through the
     environment jax reads its settings from when it is (so a command that never needs jax, e.g.
-    ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``."""
-    settings = {"jax_compilation_cache_dir": str(cache_dir() / "xla"),
-                "jax_persistent_cache_min_compile_time_secs": 0.5}
+    ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``. A folder that cannot be
+    written leaves the cache off, with one warning (jax warned at every program it compiled)."""
+    folder = cache_dir() / "xla"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        warn(f"compiled programs not cached, cannot write {folder}: {e.strerror or e}")
+        return
+    settings = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": 0.5}
     if "jax" not in sys.modules:
         os.environ.update({name.upper(): str(value) for name, value in settings.items()})
         return

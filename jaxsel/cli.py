@@ -24,7 +24,7 @@ from jaxsel.errors import MAX_INT, JaxselError, warn
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
-from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, column, source_name
+from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON, ClusterSpec,
                            DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
 from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
@@ -143,8 +143,9 @@ def _label_args(p: argparse.ArgumentParser, overrides: str | None = None) -> Non
     default comes from) they default to None: the config or the selection's record decides."""
     d = DataSpec()
     note = overrides or ""
-    p.add_argument("--missing-labels", default=None if overrides else d.missing_labels, choices=("drop", "error"),
-                   help="rows without a label (empty, NaN, null, N/A): drop and count them, or stop" + note)
+    p.add_argument("--missing-labels", default=None if overrides else d.missing_labels, choices=MISSING_CHOICES,
+                   help="rows without a label (empty, NaN, null, or a marker such as none, N/A, NA): drop and count "
+                        "them, stop, or keep the markers as class names (only empty and null cells dropped)" + note)
     p.add_argument("--merge-label-case", action="store_true", default=None if overrides else d.merge_case,
                    help="labels that differ only by case are one class" + note)
     p.add_argument("--min-class-rows", type=_at_least(0), default=None if overrides else d.min_class_rows,
@@ -270,12 +271,19 @@ def _remove_empty_made() -> None:
     MADE.clear()
 
 
-def _load(a):
+def _load(a, warnings: bool = True):
+    """The dataset as ``a`` reads it; with ``warnings``, what loading dropped and any leakage or
+    conflicting labels, one line each (:func:`jaxsel.data.summary_warnings`), as ``jaxsel run`` says."""
     from jaxsel import data
     if getattr(a, "data_spec", None):  # as the run that made the selection read it, caps included
         from jaxsel import experiment
-        return experiment.load_dataset(DataSpec(**a.data_spec))
-    return data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
+        dd = experiment.load_dataset(DataSpec(**a.data_spec))
+    else:
+        dd = data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
+    if warnings:
+        for line in data.summary_warnings(data.summary(dd)):
+            warn(line)
+    return dd
 
 
 def _embed(a, dd, splits: tuple[str, ...] | None = None):
@@ -287,7 +295,7 @@ def _embed(a, dd, splits: tuple[str, ...] | None = None):
 
 def cmd_data(a) -> None:
     from jaxsel import data
-    dd = _load(a)
+    dd = _load(a, warnings=False)  # its summary says them
     s = data.summary(dd)
     if a.label_issues:
         s["label_issues"] = _label_issues(a, dd)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaxsel import baselines
+from jaxsel.data import MISSING_CHOICES
 from jaxsel.io import folder_digest
 from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
@@ -252,7 +253,7 @@ class DataSpec:
     max_test: int | None = None
     seed: int = 0  # of the caps' sampling
     encoding: str | None = None  # of a CSV/TSV/JSON file; None: detected
-    missing_labels: str = "drop"  # rows without a label: "drop" (counted) or "error"
+    missing_labels: str = "drop"  # rows without a label: "drop" (counted), "error", or "keep" ("none", "NA" are classes)
     merge_case: bool = False  # labels that differ only by case are one class
     min_class_rows: int = 0  # drop classes with fewer rows than this (0: keep all)
     split_seed: int = later(0)  # of the seeded 80/10/10 split
@@ -262,7 +263,7 @@ class DataSpec:
         check_types("data", self)
         if self.split_col == "":  # no split column, spelled as the command line can (to clear a config's)
             object.__setattr__(self, "split_col", None)
-        check_choice("data", self, "missing_labels", ("drop", "error"))
+        check_choice("data", self, "missing_labels", MISSING_CHOICES)
         check_at_least("data", self, 1, "max_train", "max_validation", "max_test")
         check_at_least("data", self, 0, "min_class_rows")
         check_seed("data", self, "seed", "split_seed")
@@ -417,7 +418,7 @@ class RunConfig:
         bad = next((seed for seed in self.seeds if not 0 <= seed <= MAX_SEED), None)
         if bad is not None:
             raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
-        if Path(self.name).name != self.name or self.name in ("", ".", "..") or len(self.name.encode()) > 255:
+        if Path(self.name).name != self.name or self.name.strip() in ("", ".", "..") or len(self.name.encode()) > 255:
             raise JaxselError(f"name must be a plain folder name (no '/' or '..', at most 255 bytes), "
                               f"got {self.name[:60]!r}")
         if self.select.balance != "none" and not self.cluster.stratified:

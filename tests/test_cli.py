@@ -1158,3 +1158,36 @@ def test_an_empty_split_column_name_means_none(tmp_path, tmp_cache, table_file):
     assert a.meta["fingerprint"] == b.meta["fingerprint"] == fp and np.array_equal(a.indices, b.indices)
     assert cli.main(["export", str(tmp_path / "a" / "selection.json"), "--split-col", "",
                      "--out", str(tmp_path / "kept.jsonl")]) == 0
+
+
+def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys):
+    """Round 25: select, finetune and export never said that rows were dropped (empty texts,
+    missing labels, --dedup), only ``jaxsel data`` and ``jaxsel run`` did; a class only in the
+    user's test split pointed at a fix that failed too, not at --min-class-rows."""
+    rows = [f"text {i} about {'abc'[i % 3]},{'abc'[i % 3]}" for i in range(120)] + [",a", "  ,b", "text x,none"]
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    assert cli.main(["select", str(tmp_path / "d.csv"), "--model", "hash", "--k", "4", "--method", "random",
+                     "--out", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: dropped 1 row without a label, 2 rows with an empty text" in err and "'none' (1 row)" in err
+    assert cli.main(["export", str(tmp_path / "s" / "selection.json"), "--out", str(tmp_path / "k.csv")]) == 0
+    assert "warning: dropped 1 row without a label, 2 rows with an empty text" in capsys.readouterr().err
+    split = ["train", "validation", "test"]
+    (tmp_path / "t.csv").write_text("text,label,split\n" + "".join(f"t {i},{'ab'[i % 2]},{split[i % 3]}\n"
+                                                                   for i in range(60)) + "only,c,test\n")
+    assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split"]) == 2
+    assert "drop classes this small with --min-class-rows 2" in capsys.readouterr().err
+    assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split", "--min-class-rows", "2"]) == 0
+
+
+def test_an_unwritable_compilation_cache_is_one_warning(tmp_path, monkeypatch, capsys):
+    """Round 25: a read-only JAXSEL_CACHE printed jax's multi-line warning at every program compiled;
+    the compilation cache now stays off, with one line."""
+    from jaxsel import assets
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "file"))
+    import jax
+    before = jax.config.jax_compilation_cache_dir
+    assets.enable_compilation_cache()
+    assert "warning: compiled programs not cached, cannot write" in capsys.readouterr().err
+    assert jax.config.jax_compilation_cache_dir == before

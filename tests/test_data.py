@@ -222,7 +222,8 @@ def test_label_case_merge_and_small_classes(tmp_path, capsys):
     dd = data.load(str(p), min_class_rows=10)
     s = data.summary(dd)
     assert s["labels"] == ["Pos", "neg", "pos"] and s["dropped"]["small_class"] == 2
-    assert "dropped 2 rows of classes below --min-class-rows" in data.summary_warnings(s)[0]
+    assert "note: dropped 2 rows of 1 classes with fewer than 10 rows: 'odd'" in capsys.readouterr().err
+    assert not data.summary_warnings(s)  # the note names them: a warning repeated it (round 25)
     merged = data.summary(data.load(str(p), min_class_rows=10, merge_case=True))
     assert merged["labels"] == ["neg", "pos"] and sum(merged["splits"]["train"]["label_counts"].values()) == \
         sum(s["splits"]["train"]["label_counts"].values())  # same rows, Pos folded into pos (20 rows each)
@@ -527,3 +528,48 @@ def test_labels_trimmed_of_spaces_are_said(tmp_path, capsys):
                                                                                           index=False)
     data.load(str(tmp_path / "plain.csv"))
     assert "trimmed" not in capsys.readouterr().err
+
+
+def test_marker_labels_are_named_and_kept_on_request(tmp_path, monkeypatch, capsys):
+    """Round 25: 'none' and 'NA', real classes in toxicity or region data, were dropped as missing
+    labels with no word from select. Loading names the marker cells it read as missing; ``keep``
+    reads them as class names (empty and null cells still missing); a hub ClassLabel's declared
+    names are classes whatever they spell."""
+    import datasets
+    labels = ["none", "toxic", "NA", "insult", "", "N/A "]
+    lines = ["text,label"] + [f"text {i} about {labels[i % 6].strip() or 'nothing'},{labels[i % 6]}" for i in range(360)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    dd = data.load(str(tmp_path / "d.csv"))
+    assert dd["train"].features["label"].names == ["insult", "toxic"]
+    assert data.summary(dd)["dropped"]["missing_label"] == 240
+    err = capsys.readouterr().err
+    assert "label cells 'none' (60 rows), 'NA' (60 rows), 'N/A' (60 rows) are read as missing labels" in err
+    kept = data.load(str(tmp_path / "d.csv"), missing_labels="keep")
+    assert kept["train"].features["label"].names == ["N/A", "NA", "insult", "none", "toxic"]
+    assert data.summary(kept)["dropped"]["missing_label"] == 60 and "read as missing" not in capsys.readouterr().err
+    with pytest.raises(JaxselError, match="missing_labels must be drop, error or keep"):
+        data.load(str(tmp_path / "d.csv"), missing_labels="skip")
+    feat = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["none", "toxic"])})
+    part = lambda n: datasets.Dataset.from_dict({"text": [f"hub text {i} {n}" for i in range(40)],
+                                                 "label": [i % 2 for i in range(40)]}, features=feat)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(
+        {"train": part("a"), "validation": part("b"), "test": part("c")}))
+    monkeypatch.setattr(data, "hub_reachable", lambda: True)
+    assert data.load("someorg/toxic")["train"].features["label"].names == ["none", "toxic"]
+
+
+def test_numbers_as_texts_and_dedup_relabelling_are_said(tmp_path, capsys):
+    """Round 25: an id column named as the texts was embedded without a word ("174", "522"); with
+    --dedup, repeats carrying another label were dropped silently (the first row's label kept)."""
+    (tmp_path / "n.csv").write_text("id,text,label\n" + "".join(f"{i},{i * 7},{'abc'[i % 3]}\n" for i in range(90)))
+    data.load(str(tmp_path / "n.csv"))
+    assert "column 'text' holds numbers, not texts (0, 7, 14, ...)" in capsys.readouterr().err
+    rows = [f"text {i} about {'abc'[i % 3]},{'abc'[i % 3]}" for i in range(90)]
+    repeats = [f"text {i} about {'abc'[i % 3]},{'abc'[(i + 1) % 3]}" for i in range(6)] + [rows[7]]
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows + repeats) + "\n")
+    data.load(str(tmp_path / "d.csv"))
+    assert "holds numbers" not in capsys.readouterr().err
+    dd = data.load(str(tmp_path / "d.csv"), dedup=True)
+    assert data.summary(dd)["dropped"]["deduplicated"] == 7
+    assert "--dedup keeps each text's first row; 6 dropped rows had another label than the one kept" in \
+        capsys.readouterr().err

@@ -301,7 +301,8 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     from jaxsel.config import DataSpec, RunConfig, SelectSpec
     for bad, says in ((dict(methods=("magic",)), "unknown method 'magic'"), (dict(budgets=(1.5,)), "strictly between"),
                       (dict(seeds=(1, 1)), "seeds lists 1 twice"), (dict(variants=("dirty",)), "unknown variant"),
-                      (dict(name="a/b"), "plain folder name"), (dict(seeds=()), "must not be empty"),
+                      (dict(name="a/b"), "plain folder name"), (dict(name="  "), "plain folder name"),
+                      (dict(seeds=()), "must not be empty"),
                       (dict(select=SelectSpec(balance="equal")), "needs label-pure clusters"),
                       (dict(variants=()), "must not be empty"), (dict(name="a\0b"), "name must not contain a NUL"),
                       (dict(seeds=(2**70,)), "seeds must be an integer of at most 2,147,483,647"),
@@ -552,7 +553,8 @@ def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys)
     assert (loaded.data.name, loaded.data.text_col, loaded.data.label_col) == ("b.jsonl", "review", "y")
     assert capsys.readouterr().err.strip() == (
         f"note: the dataset given (b.jsonl) replaces {cfg}'s; its [data] text_col = 'review' still applies "
-        "(give text_col, label_col, split_col to change them: --text-col, --label-col, --split-col on the command line)")
+        "(give text_col, label_col, split_col to change them: --text-col, --label-col, --split-col on the command line; "
+        "--split-col '' for none)")
     experiment.load_config(cfg, name="b.jsonl", text_col="t", label_col="y")
     assert capsys.readouterr().err == ""
     cfg.write_text('[data]\ntext_col = "review"\n[cluster]\nk = -4\n')  # a mistake stays one line: the note comes after the checks

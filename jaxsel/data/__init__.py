@@ -14,6 +14,7 @@ import csv
 import difflib
 import hashlib
 import io
+import itertools
 import json
 import os
 import sys
@@ -47,6 +48,7 @@ def source_name(name_or_path: str) -> str:
 
 # label cells that mean "no label" (compared after stripping, case-insensitively)
 MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "null", "none", "-", "?", "<na>", "nat"})
+MISSING_CHOICES = ("drop", "error", "keep")  # what load does with rows without a label (missing_labels)
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,31 @@ class Raw:
                        source_rows=[sources[i] for i in keep])
 
 
-def label_name(value) -> str | None:
-    """A label cell as a class name: stripped text, None for a missing value (empty, NaN, null,
-    "N/A", ...; see ``MISSING_LABELS``)."""
+def label_name(value, markers: frozenset[str] = MISSING_LABELS) -> str | None:
+    """A label cell as a class name: stripped text, None for a missing value (None, NaN, or text
+    that is empty or, compared case-insensitively, one of ``markers``: "N/A", "null", ...)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     text = str(value).strip()
-    return None if text.lower() in MISSING_LABELS else text
+    return None if not text or text.lower() in markers else text
+
+
+def _numbers(cells, text_col: str) -> None:
+    """Warn when ``text_col``'s cells are numbers or booleans, not texts (9 in 10 of the first
+    1,000 filled ones; numbers written as text too): an id or score column named as the texts."""
+    filled = [c for c in itertools.islice((c for c in cells if c is not None and str(c).strip()), 1000)]
+    numeric = [c for c in filled if isinstance(c, (bool, int, float, np.number, np.bool_)) or _is_number(str(c))]
+    if filled and len(numeric) >= 0.9 * len(filled):
+        warn(f"column {text_col!r} holds numbers, not texts ({', '.join(str(c) for c in numeric[:3])}, ...): is it "
+             f"the text column? (--text-col names it)")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _class_order(name: str) -> tuple:
@@ -369,7 +389,7 @@ def _columns(df) -> str:
 
 
 def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None,
-                encoding: str | None = None) -> Raw:
+                encoding: str | None = None, missing_labels: str = "drop") -> Raw:
     df = _read_frame(path, encoding)
     for col in (text_col, label_col) + ((split_col,) if split_col else ()):
         if col in df.attrs.get("repeated_columns", ()):
@@ -381,13 +401,29 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
         if nested is not None:
             raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
                               f"not a {'text' if col == text_col else 'label'}")
-    return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]])
+    return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]],
+                text_col, markers(missing_labels))
 
 
-def _raw(text_cells, label_cells, split: list[str] | None) -> Raw:
+def markers(missing_labels: str) -> frozenset[str]:
+    """The label texts read as missing (:func:`label_name`) under ``missing_labels`` (MISSING_CHOICES):
+    none but the empty text with "keep", else ``MISSING_LABELS``."""
+    return frozenset() if missing_labels == "keep" else MISSING_LABELS
+
+
+def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
+         markers: frozenset[str] = MISSING_LABELS) -> Raw:
     """The rows of a source's text and label cells (and split names): labels as class names
-    (:func:`label_name`, :func:`numeric_names`), rows without one dropped and counted."""
-    labels = [label_name(v) for v in label_cells]
+    (:func:`label_name` with ``markers``, :func:`numeric_names`), rows without one dropped and
+    counted, the marker words that matched named in a note."""
+    _numbers(text_cells, text_col)
+    labels = [label_name(v, markers) for v in label_cells]
+    words = Counter(str(v).strip() for v, n in zip(label_cells, labels)
+                    if n is None and isinstance(v, str) and v.strip())
+    if words:  # "none" and "NA" are classes in some datasets (toxicity, regions): say what was read as missing
+        shown = ", ".join(f"{w!r} ({c} row{'s' * (c > 1)})" for w, c in words.most_common(5))
+        print(f"note: label cells {shown}{' ...' if len(words) > 5 else ''} are read as missing labels "
+              f"(--missing-labels keep makes them class names)", file=sys.stderr)
     trimmed = {v: n for v, n in zip(label_cells, labels) if n is not None and isinstance(v, str) and v != n}
     if trimmed:  # " pos" joins "pos": said, as numeric spellings and case merges are
         shown = [f"{v!r} -> {n!r}" for v, n in list(trimmed.items())[:5]]
@@ -454,7 +490,7 @@ def _hub_offline(offline: bool):
         constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = before
 
 
-def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
+def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "drop") -> Raw:
     import datasets
     from huggingface_hub import constants
 
@@ -473,7 +509,7 @@ def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
     if other:  # "unlabeled", "unsupervised": not splits a selection is measured on
         warn(f"{name}: left out its split{'s' if len(other) > 1 else ''} "
              f"{', '.join(f'{s!r} ({len(dd[s])} rows)' for s in other)}: neither train, validation nor test")
-    texts, labels, split = [], [], []
+    texts, labels, split, declared = [], [], [], True
     for s, d in dd.items():
         if s in other:
             continue
@@ -485,7 +521,10 @@ def _read_hub(name: str, text_col: str, label_col: str) -> Raw:
         texts += list(d[text_col])
         labels += class_names(names, d[label_col], f"{name}: split {s!r}") if names else list(d[label_col])
         split += [s] * len(d)
-    return _raw(texts, labels, split if {SPLIT_NAMES[s.casefold()] for s in split} >= set(SPLITS) else None)
+        declared &= bool(names)
+    # a ClassLabel's names are classes it declares ("none" too): only its -1 entries are missing
+    return _raw(texts, labels, split if {SPLIT_NAMES[s.casefold()] for s in split} >= set(SPLITS) else None,
+                text_col, frozenset() if declared else markers(missing_labels))
 
 
 def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
@@ -493,22 +532,27 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
     such as zero-width spaces), optionally drop exact duplicate texts.
 
     Returns the cleaned rows (``empty_texts`` counts the empty ones dropped) and the number of
-    duplicate texts (counted, dropped only if ``dedup``).
+    duplicate texts (counted, dropped only if ``dedup``, which notes how many of those dropped
+    had another label than the row kept).
     """
-    keep, seen, dups, empty = [], set(), 0, 0
+    keep, first, dups, empty, relabelled = [], {}, 0, 0, 0
     for i, t in enumerate(raw.texts):
         t = t.strip()
         if not t or all(unicodedata.category(c) == "Cf" for c in t):  # e.g. only zero-width spaces
             empty += 1
             continue
-        if t in seen:
+        if t in first:
             dups += 1
             if dedup:
+                relabelled += raw.labels[i].strip() != first[t]
                 continue
-        seen.add(t)
+        first.setdefault(t, raw.labels[i].strip())
         keep.append(i)
     if not keep:
         raise JaxselError("dataset has no non-empty text")
+    if relabelled:  # conflicting labels, resolved silently otherwise
+        print(f"note: --dedup keeps each text's first row; {_count(relabelled, 'dropped row')} had another label "
+              f"than the one kept", file=sys.stderr)
     kept = raw.rows(keep)
     return replace(kept, texts=[t.strip() for t in kept.texts], labels=[v.strip() for v in kept.labels],
                    empty_texts=empty), dups
@@ -563,11 +607,13 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     Returns :class:`Splits` (texts, label ids (n,), label names, [train, validation, test] row
     indices, counts, source rows (n,)):
     ``counts`` has the rows dropped for a missing label, an empty text or a class below
-    ``min_class_rows`` rows, and the duplicate texts. ``missing_labels``: "drop" (counted) or
-    "error"; ``merge_case``: labels differing only by case are one class.
+    ``min_class_rows`` rows, and the duplicate texts. ``missing_labels``: "drop" (counted),
+    "error", or "keep" (marker words such as "none" and "NA" are class names; empty and null
+    cells are still dropped); ``merge_case``: labels differing only by case are one class.
     """
-    if missing_labels not in ("drop", "error"):
-        raise JaxselError(f"missing_labels must be drop or error, got {missing_labels!r}")
+    if missing_labels not in MISSING_CHOICES:
+        raise JaxselError(f"missing_labels must be {', '.join(MISSING_CHOICES[:-1])} or {MISSING_CHOICES[-1]}, "
+                          f"got {missing_labels!r}")
     if not (is_int(seed) and is_int(min_class_rows)):
         raise JaxselError(f"the split seed and min_class_rows must be integers, got {seed!r} and {min_class_rows!r}")
     if seed < 0 or min_class_rows < 0:
@@ -579,7 +625,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     if name_or_path in _READERS:
         raw = _READERS[name_or_path]()
     elif Path(name_or_path).exists():
-        raw = _read_table(Path(name_or_path), text_col, label_col, split_col, encoding)
+        raw = _read_table(Path(name_or_path), text_col, label_col, split_col, encoding, missing_labels)
     elif Path(name_or_path).suffix.lower() in _FILE_TYPES or name_or_path.startswith((".", "/", "~")):
         where = "" if Path(name_or_path).expanduser().is_absolute() else \
             f" (relative paths, in a config too, are read from the working folder: {Path.cwd()})"
@@ -587,7 +633,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     elif "/" not in name_or_path and (near := difflib.get_close_matches(name_or_path, BUILTIN, n=1, cutoff=0.75)):
         raise JaxselError(f"no built-in dataset or file {name_or_path!r}; did you mean {near[0]!r}?")
     else:
-        raw = _read_hub(name_or_path, text_col, label_col)
+        raw = _read_hub(name_or_path, text_col, label_col, missing_labels)
     if missing_labels == "error" and raw.missing_labels:
         raise JaxselError(f"{raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); fill them in, "
                           f"or drop them with --missing-labels drop")
@@ -645,11 +691,13 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         if missing:
             c = missing[0]
             rows = int((label_ids == c).sum())
-            if raw.split is not None:  # the user's split: dropping classes by size would not help
-                raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split of the split column; "
-                                  f"each class needs rows in train, validation and test: give it {s} rows, or "
-                                  f"leave out the split column for a stratified split")
             need = int(np.ceil(1 / min(fractions)))
+            if raw.split is not None:  # the user's split
+                raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split of the split column; "
+                                  f"each class needs rows in train, validation and test: give it {s} rows, or drop "
+                                  f"classes this small with --min-class-rows {rows + 1} (min_class_rows in a config's "
+                                  f"[data])" + (", or leave out the split column for a stratified split" if rows >= need
+                                                else ""))
             raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split; each class needs "
                               f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
                               f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)} "
@@ -680,7 +728,8 @@ def load(
     names a column of an existing split (values train/validation/test); otherwise (None or "") a seeded
     stratified split with ``fractions`` is made. ``encoding``: of a CSV/TSV/JSON file (default:
     detected, see :func:`decode`). Rows whose label is missing (empty, NaN, null, "N/A", ...) or
-    whose text is empty are dropped and counted (``missing_labels="error"`` stops instead);
+    whose text is empty are dropped and counted (``missing_labels="error"`` stops instead, "keep"
+    reads marker words such as "none" and "NA" as class names);
     numeric labels that are the same number ("1", "1.0") are one class; labels that differ only by
     case are reported, and merged with ``merge_case``; classes with fewer than ``min_class_rows``
     rows are dropped and counted. The returned dict has ``info`` attributes set on each split:
@@ -865,13 +914,13 @@ def _count(n: int, noun: str) -> str:
 
 
 def summary_warnings(s: dict) -> list[str]:
-    """What a user should know about a :func:`summary`: rows dropped when loading, and texts of
+    """What a user should know about a :func:`summary`: rows dropped when loading (but those of
+    classes below ``min_class_rows``, which loading notes with the classes' names), and texts of
     validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
     out = []
     d = s.get("dropped", {})
     parts = [f"{_count(d[k], 'row')} {what}" for k, what in (("missing_label", "without a label"),
                                                     ("empty_text", "with an empty text"),
-                                                    ("small_class", "of classes below --min-class-rows"),
                                                     ("deduplicated", "repeating an earlier text (--dedup)")) if d.get(k)]
     if parts:
         out.append("dropped " + ", ".join(parts))
