@@ -88,7 +88,7 @@ def label_name(value, markers: frozenset[str] = MISSING_LABELS) -> str | None:
 def _numbers(cells, text_col: str) -> None:
     """Warn when ``text_col``'s cells are numbers or booleans, not texts (9 in 10 of the first
     1,000 filled ones; numbers written as text too): an id or score column named as the texts."""
-    filled = [c for c in itertools.islice((c for c in cells if c is not None and str(c).strip()), 1000)]
+    filled = list(itertools.islice((c for c in cells if c is not None and str(c).strip()), 1000))
     numeric = [c for c in filled if isinstance(c, (bool, int, float, np.number, np.bool_)) or _is_number(str(c))]
     if filled and len(numeric) >= 0.9 * len(filled):
         warn(f"column {text_col!r} holds numbers, not texts ({', '.join(str(c) for c in numeric[:3])}, ...): is it "
@@ -402,10 +402,10 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
             raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
                               f"not a {'text' if col == text_col else 'label'}")
     return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]],
-                text_col, markers(missing_labels))
+                text_col, missing_markers(missing_labels))
 
 
-def markers(missing_labels: str) -> frozenset[str]:
+def missing_markers(missing_labels: str) -> frozenset[str]:
     """The label texts read as missing (:func:`label_name`) under ``missing_labels`` (MISSING_CHOICES):
     none but the empty text with "keep", else ``MISSING_LABELS``."""
     return frozenset() if missing_labels == "keep" else MISSING_LABELS
@@ -524,7 +524,7 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
         declared &= bool(names)
     # a ClassLabel's names are classes it declares ("none" too): only its -1 entries are missing
     return _raw(texts, labels, split if {SPLIT_NAMES[s.casefold()] for s in split} >= set(SPLITS) else None,
-                text_col, frozenset() if declared else markers(missing_labels))
+                text_col, frozenset() if declared else missing_markers(missing_labels))
 
 
 def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
