@@ -231,18 +231,33 @@ def enable_compilation_cache() -> None:
     """Keep XLA executables in ``$JAXSEL_CACHE/xla`` so repeated runs (and the many short finetunes of
     ``jaxsel run``) skip recompiling the same shapes. Before jax is imported, through the
     environment jax reads its settings from when it is (so a command that never needs jax, e.g.
-    ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``. A folder that cannot be
-    written leaves the cache off, with one warning (jax warned at every program it compiled)."""
-    folder = cache_dir() / "xla"
+    ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``. A folder that exists
+    but cannot be written is only read (the programs saved before still load), one that cannot be
+    made leaves the cache off, each with one warning (jax warned at every program it compiled)."""
+    folder, min_seconds = cache_dir() / "xla", 0.5
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        warn(f"compiled programs not cached, cannot make {folder}: {e.strerror or e}")
+        _compilation_cache({"jax_compilation_cache_dir": None})  # not one an earlier call set
+        return
+    try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        warn(f"compiled programs not cached, cannot write {folder}: {e.strerror or e}")
-        return
-    settings = {"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": 0.5}
+        warn(f"compiled programs will not be saved, cannot write {folder} ({e.strerror or e}); those saved "
+             f"there before are still read")
+        min_seconds = 1e9  # jax writes no program that compiled faster than this
+    _compilation_cache({"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": min_seconds})
+
+
+def _compilation_cache(settings: dict) -> None:
+    """Apply jax ``settings`` (None: unset) through the environment before jax is imported, else its config."""
     if "jax" not in sys.modules:
-        os.environ.update({name.upper(): str(value) for name, value in settings.items()})
+        for name, value in settings.items():
+            if value is None:
+                os.environ.pop(name.upper(), None)
+            else:
+                os.environ[name.upper()] = str(value)
         return
     import jax
     for name, value in settings.items():

@@ -179,6 +179,7 @@ def _recorded(a, meta: dict) -> None:
     for opt, (_, default) in _LOAD.items():
         if getattr(a, opt) is None:
             setattr(a, opt, default)
+    a.split_col = a.split_col or None  # '' (none, over a recorded one) reads as the default: one output folder
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from flax import nnx
 from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig
+from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig, settings
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices, check_labels, is_int
 from jaxsel.selection import digest
@@ -112,11 +112,11 @@ def compile_tokens(cfg: FinetuneConfig) -> float:
 
 def length_plan(needs, rows: int, price: float) -> tuple[int, ...]:
     """The padded lengths (ascending) to compile a step for: from each batch's needed length ``needs``
-    (its bucket, :func:`jaxsel.embed.bucket_length`) and the ``rows`` of every batch, the subset
-    of the needed lengths, the longest always in it, that minimises ``price`` x its size plus
-    the padding it adds (rows x the tokens between each batch's need and the smallest chosen length
-    that holds it). Exact: dynamic programming over the m distinct lengths, O(m^2). ``price`` 0 keeps
-    every needed length; inf only the longest; ties go to fewer lengths."""
+    (:func:`needed_length`) and the ``rows`` of every batch, the subset of the needed lengths, the
+    longest always in it, that minimises ``price`` x its size plus the padding it adds (rows x the
+    tokens between each batch's need and the smallest chosen length that holds it). Exact: dynamic
+    programming over the m distinct lengths (at most ``len(embed.BUCKETS)``), O(m^3). ``price`` 0
+    keeps every needed length; inf only the longest; ties go to fewer lengths."""
     values, counts = np.unique(np.asarray(needs, np.int64), return_counts=True)
     if len(values) == 0 or math.isinf(price):
         return tuple(int(v) for v in values[-1:])
@@ -134,19 +134,17 @@ def length_plan(needs, rows: int, price: float) -> tuple[int, ...]:
     return tuple(reversed(chosen))
 
 
+def needed_length(ids: list[list[int]], rows, max_length: int) -> int:
+    """The bucket length (:func:`jaxsel.embed.bucket_length`) of the longest of ``ids``' ``rows``."""
+    return embed.bucket_length(max(len(ids[i]) for i in rows), max_length)
+
+
 def pad(ids: list[list[int]], rows, batch_size: int, max_length: int,
-        plan: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, mask) padded to (batch_size, length): the bucket length of the longest row
-    (:func:`jaxsel.embed.bucket_length`), raised to the smallest length of ``plan``
-    (:func:`length_plan`) that holds it; missing rows are all padding."""
-    need = embed.bucket_length(max(len(ids[i]) for i in rows), max_length)
-    return embed.pad_batch(ids, rows, batch_size, next((n for n in plan if n >= need), need))
-
-
-def plan_lengths(ids: list[list[int]], plan: list[np.ndarray], rows: int, max_length: int,
-                 price: float) -> tuple[int, ...]:
-    """:func:`length_plan` of the batches ``plan`` (row-index arrays into ``ids``) of ``rows`` rows each."""
-    return length_plan([embed.bucket_length(max(len(ids[i]) for i in b), max_length) for b in plan], rows, price)
+        allowed: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) padded to (batch_size, length): :func:`needed_length`, raised to the smallest of
+    the ``allowed`` lengths (:func:`length_plan`) that holds it; missing rows are all padding."""
+    need = needed_length(ids, rows, max_length)
+    return embed.pad_batch(ids, rows, batch_size, next((n for n in allowed if n >= need), need))
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
@@ -312,17 +310,20 @@ def evaluate(params, rest, graphdef, ids: list[list[int]], y: np.ndarray, cfg: F
     labels y (n,): in length-bucketed batches of ``cfg.batch_size``, or with ``packed`` (BERT
     classifiers) several texts to a row as the embedder packs them (:func:`jaxsel.embed.map_packed`):
     almost no padding and one compiled shape instead of one per bucket length (800 tweets at
-    max_length 64, 2 CPU cores: 270 against 250 texts/s, the same predictions)."""
+    max_length 64, 2 CPU cores: 270 against 250 texts/s, the same predictions). Unpacked, its batches'
+    lengths are planned per call (:func:`length_plan` at :func:`compile_tokens`' price: an
+    approximation, as the validation split's padding recurs every epoch and an eval step compiles
+    faster than a train step)."""
     pred = np.zeros(len(y), np.int64)
     if packed:
         embed.map_packed(lambda tok, seg: packed_eval_step(params, rest, tok, seg, graphdef=graphdef), ids, pred,
                          cfg.max_length)
     else:
         size = min(cfg.batch_size, embed.power_of_two(len(ids)))  # as step_batch: no rows of padding only
-        plan = batches(np.array([len(x) for x in ids]), size, None)
-        lengths = plan_lengths(ids, plan, size, cfg.max_length, compile_tokens(cfg))
-        launched = [(rows, eval_step(params, rest, *pad(ids, rows, size, cfg.max_length, lengths), graphdef=graphdef))
-                    for rows in plan]
+        order = batches(np.array([len(x) for x in ids]), size, None)
+        allowed = length_plan([needed_length(ids, rows, cfg.max_length) for rows in order], size, compile_tokens(cfg))
+        launched = [(rows, eval_step(params, rest, *pad(ids, rows, size, cfg.max_length, allowed), graphdef=graphdef))
+                    for rows in order]
         for rows, p in launched:  # read once all are launched: the device never waits for the host between two
             pred[rows] = np.asarray(p)[:len(rows)]
     return float((pred == y).mean()), macro_f1(y, pred, num_classes)
@@ -400,7 +401,9 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     (early stopping after ``cfg.patience`` epochs without a gain, never before ``cfg.min_steps``
     steps), and test the best epoch's weights. Returns metrics: test accuracy and macro-F1,
     validation accuracy and mean training loss per epoch, training seconds, tokens seen and
-    tokens/s, steps, examples used and seen, and MFU on known accelerators. The progress bar shows
+    tokens/s, steps, examples used and seen, ``padded_lengths`` (the lengths planned for the
+    training batches: :func:`length_plan`; with early stopping some may never run), and MFU on
+    known accelerators. The progress bar shows
     the epoch's mean loss up to the previous step (reading the current one would wait for it).
 
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
@@ -451,7 +454,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     batch_sh, replicated = data_sharding()
     ck = None
     if ckpt_dir is not None:
-        signature = json.dumps({"config": asdict(cfg), "examples": len(train), "dataset": _fingerprint(dd),
+        signature = json.dumps({"config": settings(cfg), "examples": len(train), "dataset": _fingerprint(dd),
                                 "rows": None if train_indices is None else digest(train_indices)}, sort_keys=True)
         ck = Checkpoints(ckpt_dir, signature, resume=resume)
         if ck.step is not None:
@@ -465,8 +468,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     step = flat_train_step(graphdef, tx, p_def, r_def, o_def)
     rng = np.random.default_rng(cfg.seed)
     plans = [batches(lengths, batch * cfg.grad_accum, rng) for _ in range(epochs)]  # a resumed run's too
-    padded = plan_lengths(splits["train"][0], [b for p in plans for b in p][:total], batch * cfg.grad_accum,
-                          cfg.max_length, compile_tokens(cfg))
+    padded = length_plan([needed_length(splits["train"][0], rows, cfg.max_length)
+                          for rows in [b for p in plans for b in p][:total]], batch * cfg.grad_accum, compile_tokens(cfg))
     while prog.epoch < epochs and prog.step < total and (prog.bad_epochs < cfg.patience or prog.step < cfg.min_steps):
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None

@@ -1181,13 +1181,29 @@ def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys)
 
 
 def test_an_unwritable_compilation_cache_is_one_warning(tmp_path, monkeypatch, capsys):
-    """Round 25: a read-only JAXSEL_CACHE printed jax's multi-line warning at every program compiled;
-    the compilation cache now stays off, with one line."""
-    from jaxsel import assets
-    (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "file"))
+    """Round 25: a read-only JAXSEL_CACHE printed jax's multi-line warning at every program compiled.
+    A cache folder that cannot be made leaves the cache off (unset, whatever an earlier call set);
+    one that cannot be written is still read, jax writing nothing to it; each with one line."""
     import jax
-    before = jax.config.jax_compilation_cache_dir
-    assets.enable_compilation_cache()
-    assert "warning: compiled programs not cached, cannot write" in capsys.readouterr().err
-    assert jax.config.jax_compilation_cache_dir == before
+
+    from jaxsel import assets
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
+    try:
+        (tmp_path / "file").write_text("not a folder")
+        monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "file"))
+        assets.enable_compilation_cache()
+        assert "warning: compiled programs not cached, cannot make" in capsys.readouterr().err
+        assert jax.config.jax_compilation_cache_dir is None
+        monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "ro"))
+        (tmp_path / "ro" / "xla").mkdir(parents=True)
+
+        def refused(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(assets.tempfile, "TemporaryFile", refused)
+        assets.enable_compilation_cache()
+        assert "compiled programs will not be saved, cannot write" in capsys.readouterr().err
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "ro" / "xla")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1e9
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])

@@ -222,7 +222,7 @@ def test_label_case_merge_and_small_classes(tmp_path, capsys):
     dd = data.load(str(p), min_class_rows=10)
     s = data.summary(dd)
     assert s["labels"] == ["Pos", "neg", "pos"] and s["dropped"]["small_class"] == 2
-    assert "note: dropped 2 rows of 1 classes with fewer than 10 rows: 'odd'" in capsys.readouterr().err
+    assert "note: dropped 2 rows of 1 class with fewer than 10 rows: 'odd'" in capsys.readouterr().err
     assert not data.summary_warnings(s)  # the note names them: a warning repeated it (round 25)
     merged = data.summary(data.load(str(p), min_class_rows=10, merge_case=True))
     assert merged["labels"] == ["neg", "pos"] and sum(merged["splits"]["train"]["label_counts"].values()) == \
@@ -556,6 +556,8 @@ def test_marker_labels_are_named_and_kept_on_request(tmp_path, monkeypatch, caps
         {"train": part("a"), "validation": part("b"), "test": part("c")}))
     monkeypatch.setattr(data, "hub_reachable", lambda: True)
     assert data.load("someorg/toxic")["train"].features["label"].names == ["none", "toxic"]
+    datasets.concatenate_datasets([part(i) for i in range(3)]).save_to_disk(str(tmp_path / "saved"))
+    assert data.load(str(tmp_path / "saved"))["train"].features["label"].names == ["none", "toxic"]
 
 
 def test_numbers_as_texts_and_dedup_relabelling_are_said(tmp_path, capsys):
@@ -573,3 +575,13 @@ def test_numbers_as_texts_and_dedup_relabelling_are_said(tmp_path, capsys):
     assert data.summary(dd)["dropped"]["deduplicated"] == 7
     assert "--dedup keeps each text's first row; 6 dropped rows had another label than the one kept" in \
         capsys.readouterr().err
+    cased = [f"text {i} about {'abc'[i % 3]},{'ABC'[i % 3]}" for i in range(6)]  # the same class once merged
+    (tmp_path / "c.csv").write_text("text,label\n" + "\n".join(rows + cased) + "\n")
+    data.load(str(tmp_path / "c.csv"), dedup=True, merge_case=True)
+    assert "another label" not in capsys.readouterr().err
+    data.load(str(tmp_path / "c.csv"), dedup=True)
+    assert "6 dropped rows had another label" in capsys.readouterr().err
+    capsys.readouterr()
+    nan_texts = [{"text": float("nan") if i % 10 else f"a text {i}", "label": "ab"[i % 2]} for i in range(60)]
+    data._numbers([r["text"] for r in nan_texts], "text")  # missing cells are not numbers
+    assert "holds numbers" not in capsys.readouterr().err

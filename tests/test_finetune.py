@@ -399,6 +399,8 @@ def test_length_plan_is_the_cheapest_set_of_lengths():
 
 
 def test_length_buckets_price_by_setting_and_backend(monkeypatch):
+    """``all`` prices a compile at 0 and ``one`` at inf everywhere; ``auto`` is ``all`` on CPU and
+    :data:`finetune.ACCELERATOR_COMPILE_TOKENS` elsewhere."""
     price = lambda setting: finetune.compile_tokens(finetune.FinetuneConfig(length_buckets=setting))
     assert (price("all"), price("one"), price("auto")) == (0, float("inf"), 0)  # auto on CPU: every length
     monkeypatch.setattr(finetune.jax, "default_backend", lambda: "gpu")
@@ -428,3 +430,28 @@ def test_length_buckets_set_the_lengths_the_train_step_compiles(tmp_path, tmp_ca
     assert len(out["all"]["padded_lengths"]) > 1 and out["one"]["padded_lengths"] == out["all"]["padded_lengths"][-1:]
     assert out["one"]["tokens_seen"] == out["all"]["tokens_seen"]
     assert out["one"]["train_loss_per_epoch"] == pytest.approx(out["all"]["train_loss_per_epoch"], rel=1e-4)
+
+
+@pytest.mark.assets
+def test_unpacked_evaluation_predicts_the_same_at_any_length_plan(tmp_path, tmp_cache, monkeypatch):
+    """``evaluate`` without packing (decoders' path) pads its batches by the same plan: one length or
+    each batch's bucket, the same predictions (a tiny BERT evaluated unpacked)."""
+    from flax import nnx
+    dd = lengths_dataset(tmp_path)
+    cfg = finetune.FinetuneConfig(**TINY)
+    model, encode = finetune.build(cfg, dd["train"].features["label"].names)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ids, y = encode(dd["test"]["text"], cfg.max_length), np.asarray(dd["test"]["label"])
+    eval_step, seen = finetune.eval_step, {}
+
+    def traced(params, rest, ids, *args, **kw):
+        seen[setting].add(ids.shape[-1])
+        return eval_step(params, rest, ids, *args, **kw)
+    monkeypatch.setattr(finetune, "eval_step", traced)
+    out = {}
+    for setting in ("all", "one"):
+        seen[setting] = set()
+        out[setting] = finetune.evaluate(params, rest, graphdef, ids, y, finetune.FinetuneConfig(**TINY, length_buckets=setting),
+                                         len(dd["train"].features["label"].names), packed=False)
+    assert out["one"] == out["all"] and len(seen["one"]) == 1 and len(seen["all"]) > 1
+    assert seen["one"] == {max(seen["all"])}

@@ -16,6 +16,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import sys
 import unicodedata
@@ -88,19 +89,21 @@ def label_name(value, markers: frozenset[str] = MISSING_LABELS) -> str | None:
 def _numbers(cells, text_col: str) -> None:
     """Warn when ``text_col``'s cells are numbers or booleans, not texts (9 in 10 of the first
     1,000 filled ones; numbers written as text too): an id or score column named as the texts."""
-    filled = list(itertools.islice((c for c in cells if c is not None and str(c).strip()), 1000))
-    numeric = [c for c in filled if isinstance(c, (bool, int, float, np.number, np.bool_)) or _is_number(str(c))]
+    filled = list(itertools.islice((c for c in cells if c is not None and c == c and str(c).strip()), 1000))
+    numeric = [c for c in filled if _is_number(c)]
     if filled and len(numeric) >= 0.9 * len(filled):
         warn(f"column {text_col!r} holds numbers, not texts ({', '.join(str(c) for c in numeric[:3])}, ...): is it "
              f"the text column? (--text-col names it)")
 
 
-def _is_number(text: str) -> bool:
+def _is_number(cell) -> bool:
+    """Whether a cell is a finite number or a boolean, or text that spells a finite number."""
+    if isinstance(cell, (bool, np.bool_)):
+        return True
     try:
-        float(text)
-    except ValueError:
+        return math.isfinite(float(cell))
+    except (TypeError, ValueError, OverflowError):
         return False
-    return True
 
 
 def _class_order(name: str) -> tuple:
@@ -249,6 +252,7 @@ def _saved_frame(path: Path):
     for name, feature in ds.features.items():
         if isinstance(feature, datasets.ClassLabel):
             df[name] = class_names(feature.names, df[name], f"{path}: column {name!r}")
+    df.attrs["class_label_columns"] = [n for n, f in ds.features.items() if isinstance(f, datasets.ClassLabel)]
     return df
 
 
@@ -401,8 +405,9 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
         if nested is not None:
             raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
                               f"not a {'text' if col == text_col else 'label'}")
+    declared = label_col in df.attrs.get("class_label_columns", ())  # a saved ClassLabel's names are classes
     return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]],
-                text_col, missing_markers(missing_labels))
+                text_col, frozenset() if declared else missing_markers(missing_labels))
 
 
 def missing_markers(missing_labels: str) -> frozenset[str]:
@@ -423,7 +428,8 @@ def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
     if words:  # "none" and "NA" are classes in some datasets (toxicity, regions): say what was read as missing
         shown = ", ".join(f"{w!r} ({c} row{'s' * (c > 1)})" for w, c in words.most_common(5))
         print(f"note: label cells {shown}{' ...' if len(words) > 5 else ''} are read as missing labels "
-              f"(--missing-labels keep makes them class names)", file=sys.stderr)
+              f"(--missing-labels keep, missing_labels = \"keep\" in a config's [data], makes them class names)",
+              file=sys.stderr)
     trimmed = {v: n for v, n in zip(label_cells, labels) if n is not None and isinstance(v, str) and v != n}
     if trimmed:  # " pos" joins "pos": said, as numeric spellings and case merges are
         shown = [f"{v!r} -> {n!r}" for v, n in list(trimmed.items())[:5]]
@@ -527,14 +533,15 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
                 text_col, frozenset() if declared else missing_markers(missing_labels))
 
 
-def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
+def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[Raw, int]:
     """Strip whitespace, drop empty texts (nothing but whitespace and invisible format characters
     such as zero-width spaces), optionally drop exact duplicate texts.
 
     Returns the cleaned rows (``empty_texts`` counts the empty ones dropped) and the number of
     duplicate texts (counted, dropped only if ``dedup``, which notes how many of those dropped
-    had another label than the row kept).
+    had another label than the row kept: compared ignoring case with ``merge_case``).
     """
+    same = str.casefold if merge_case else str
     keep, first, dups, empty, relabelled = [], {}, 0, 0, 0
     for i, t in enumerate(raw.texts):
         t = t.strip()
@@ -544,9 +551,9 @@ def clean(raw: Raw, *, dedup: bool = False) -> tuple[Raw, int]:
         if t in first:
             dups += 1
             if dedup:
-                relabelled += raw.labels[i].strip() != first[t]
+                relabelled += same(raw.labels[i].strip()) != first[t]
                 continue
-        first.setdefault(t, raw.labels[i].strip())
+        first.setdefault(t, same(raw.labels[i].strip()))
         keep.append(i)
     if not keep:
         raise JaxselError("dataset has no non-empty text")
@@ -636,12 +643,14 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raw = _read_hub(name_or_path, text_col, label_col, missing_labels)
     if missing_labels == "error" and raw.missing_labels:
         raise JaxselError(f"{raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); fill them in, "
-                          f"or drop them with --missing-labels drop")
+                          f"drop them with --missing-labels drop, or read marker words such as none and NA as "
+                          f"classes with --missing-labels keep")
     if raw.missing_labels and not raw.texts:
         raise JaxselError(f"{name_or_path}: all {raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); "
-                          f"is --label-col {label_col!r} the right column?")
+                          f"is --label-col {label_col!r} the right column? (--missing-labels keep reads marker words "
+                          f"such as none and NA as classes)")
     try:
-        raw, dups = clean(raw, dedup=dedup)
+        raw, dups = clean(raw, dedup=dedup, merge_case=merge_case)
     except JaxselError as e:
         raise JaxselError(f"{name_or_path}: {e}") from None
     if merge_case:
@@ -653,7 +662,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         small = len(raw.labels) - len(keep)
         if small:
             gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
-            print(f"note: dropped {small} rows of {len(gone)} classes with fewer than {min_class_rows} rows: "
+            print(f"note: dropped {_count(small, 'row')} of {_count(len(gone), 'class', 'classes')} with fewer than {min_class_rows} rows: "
                   f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}", file=sys.stderr)
             raw = raw.rows(keep)
     names = sorted(set(raw.labels), key=_class_order)
@@ -908,9 +917,9 @@ def summary(dd) -> dict:
     return out
 
 
-def _count(n: int, noun: str) -> str:
-    """"1 text", "2 texts"."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 text", "2 texts" ("2 classes" with ``plural``)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def summary_warnings(s: dict) -> list[str]:
