@@ -173,8 +173,14 @@ def _recorded(a, meta: dict) -> None:
         build(DataSpec, meta["data_spec"], "the selection's meta data_spec")  # a hand-edited one: one line
         a.data_spec = meta["data_spec"]
     a.data = a.data or meta.get("dataset")
-    for opt, value in meta.get("data_options", {}).items():
-        if opt in _LOAD and getattr(a, opt) is None:
+    recorded = {opt: value for opt, value in meta.get("data_options", {}).items() if opt in _LOAD}
+    changed = [f"--{opt.replace('_', '-')} {getattr(a, opt)!r} (the selection's: {value!r})"
+               for opt, value in recorded.items() if getattr(a, opt) is not None and
+               (getattr(a, opt) or None) != (value or None)]  # '' and None: no split column
+    if changed:  # a dataset read otherwise than the selection's is refused by its fingerprint: say why first
+        print(f"note: read otherwise than the selection: {', '.join(changed)}", file=sys.stderr)
+    for opt, value in recorded.items():
+        if getattr(a, opt) is None:
             setattr(a, opt, value)
     for opt, (_, default) in _LOAD.items():
         if getattr(a, opt) is None:

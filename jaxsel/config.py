@@ -418,7 +418,9 @@ class RunConfig:
         bad = next((seed for seed in self.seeds if not 0 <= seed <= MAX_SEED), None)
         if bad is not None:
             raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
-        if Path(self.name).name != self.name or self.name.strip() in ("", ".", "..") or len(self.name.encode()) > 255:
+        if not self.name.strip():
+            raise JaxselError(f"name must not be blank, got {self.name!r}")
+        if Path(self.name).name != self.name or self.name in (".", "..") or len(self.name.encode()) > 255:
             raise JaxselError(f"name must be a plain folder name (no '/' or '..', at most 255 bytes), "
                               f"got {self.name[:60]!r}")
         if self.select.balance != "none" and not self.cluster.stratified:

@@ -1172,6 +1172,11 @@ def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys)
     assert "warning: dropped 1 row without a label, 2 rows with an empty text" in err and "'none' (1 row)" in err
     assert cli.main(["export", str(tmp_path / "s" / "selection.json"), "--out", str(tmp_path / "k.csv")]) == 0
     assert "warning: dropped 1 row without a label, 2 rows with an empty text" in capsys.readouterr().err
+    # read otherwise than the selection: refused by the fingerprint, the option that differs named first
+    assert cli.main(["export", str(tmp_path / "s" / "selection.json"), "--missing-labels", "keep",
+                     "--out", str(tmp_path / "k2.csv")]) == 2
+    assert "note: read otherwise than the selection: --missing-labels 'keep' (the selection's: 'drop')" in \
+        capsys.readouterr().err
     split = ["train", "validation", "test"]
     (tmp_path / "t.csv").write_text("text,label,split\n" + "".join(f"t {i},{'ab'[i % 2]},{split[i % 3]}\n"
                                                                    for i in range(60)) + "only,c,test\n")

@@ -565,7 +565,11 @@ def test_numbers_as_texts_and_dedup_relabelling_are_said(tmp_path, capsys):
     --dedup, repeats carrying another label were dropped silently (the first row's label kept)."""
     (tmp_path / "n.csv").write_text("id,text,label\n" + "".join(f"{i},{i * 7},{'abc'[i % 3]}\n" for i in range(90)))
     data.load(str(tmp_path / "n.csv"))
-    assert "column 'text' holds numbers, not texts (0, 7, 14, ...)" in capsys.readouterr().err
+    assert "column 'text' holds numbers or booleans, not texts (0, 7, 14, ...)" in capsys.readouterr().err
+    (tmp_path / "b.csv").write_text("text,label\n" + "".join(f"{'TRUE' if i % 2 else 'false'},{'ab'[i % 2]}\n"
+                                                             for i in range(90)))
+    data.load(str(tmp_path / "b.csv"))
+    assert "column 'text' holds numbers or booleans, not texts (false, TRUE, false, ...)" in capsys.readouterr().err
     rows = [f"text {i} about {'abc'[i % 3]},{'abc'[i % 3]}" for i in range(90)]
     repeats = [f"text {i} about {'abc'[i % 3]},{'abc'[(i + 1) % 3]}" for i in range(6)] + [rows[7]]
     (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows + repeats) + "\n")
@@ -585,3 +589,20 @@ def test_numbers_as_texts_and_dedup_relabelling_are_said(tmp_path, capsys):
     nan_texts = [{"text": float("nan") if i % 10 else f"a text {i}", "label": "ab"[i % 2]} for i in range(60)]
     data._numbers([r["text"] for r in nan_texts], "text")  # missing cells are not numbers
     assert "holds numbers" not in capsys.readouterr().err
+
+
+def test_pandas_nulls_of_nullable_columns_are_missing(tmp_path):
+    """Round 26: a Parquet file's nullable Int64 / string columns hold pandas' NA for their nulls,
+    which became the text or class "<NA>" (with --missing-labels keep a class of them; texts always)."""
+    import pandas as pd
+    df = pd.DataFrame({"text": pd.array([f"text number {i}" for i in range(300)], dtype="string"),
+                       "label": pd.array([i % 2 for i in range(300)], dtype="Int64")})
+    df.loc[::30, "label"] = pd.NA
+    df.loc[5::40, "text"] = pd.NA
+    df.to_parquet(tmp_path / "n.parquet")
+    for how in ("drop", "keep"):
+        dd = data.load(str(tmp_path / "n.parquet"), missing_labels=how)
+        s = data.summary(dd)
+        assert s["labels"] == ["0", "1"] and s["dropped"]["missing_label"] == 10
+        assert s["dropped"]["empty_text"] == 8 and "<NA>" not in sum((data.column(dd[k], "text") for k in data.SPLITS), [])
+    assert data.missing(pd.NA) and data.missing(pd.NaT) and data.missing(float("nan")) and not data.missing("<NA>")

@@ -301,7 +301,7 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     from jaxsel.config import DataSpec, RunConfig, SelectSpec
     for bad, says in ((dict(methods=("magic",)), "unknown method 'magic'"), (dict(budgets=(1.5,)), "strictly between"),
                       (dict(seeds=(1, 1)), "seeds lists 1 twice"), (dict(variants=("dirty",)), "unknown variant"),
-                      (dict(name="a/b"), "plain folder name"), (dict(name="  "), "plain folder name"),
+                      (dict(name="a/b"), "plain folder name"), (dict(name="  "), "name must not be blank"),
                       (dict(seeds=()), "must not be empty"),
                       (dict(select=SelectSpec(balance="equal")), "needs label-pure clusters"),
                       (dict(variants=()), "must not be empty"), (dict(name="a\0b"), "name must not contain a NUL"),

@@ -77,10 +77,18 @@ class Raw:
                        source_rows=[sources[i] for i in keep])
 
 
+def missing(cell) -> bool:
+    """Whether a cell holds no value: None, a float NaN, or pandas' NA and NaT (the nulls of its
+    nullable ``Int64``/``string`` columns, as read from Parquet), which ``str`` spells "<NA>"."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return True
+    return type(cell).__name__ in ("NAType", "NaTType")
+
+
 def label_name(value, markers: frozenset[str] = MISSING_LABELS) -> str | None:
-    """A label cell as a class name: stripped text, None for a missing value (None, NaN, or text
-    that is empty or, compared case-insensitively, one of ``markers``: "N/A", "null", ...)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    """A label cell as a class name: stripped text, None for a missing value (:func:`missing`, or
+    text that is empty or, compared case-insensitively, one of ``markers``: "N/A", "null", ...)."""
+    if missing(value):
         return None
     text = str(value).strip()
     return None if not text or text.lower() in markers else text
@@ -89,16 +97,16 @@ def label_name(value, markers: frozenset[str] = MISSING_LABELS) -> str | None:
 def _numbers(cells, text_col: str) -> None:
     """Warn when ``text_col``'s cells are numbers or booleans, not texts (9 in 10 of the first
     1,000 filled ones; numbers written as text too): an id or score column named as the texts."""
-    filled = list(itertools.islice((c for c in cells if c is not None and c == c and str(c).strip()), 1000))
+    filled = list(itertools.islice((c for c in cells if not missing(c) and str(c).strip()), 1000))
     numeric = [c for c in filled if _is_number(c)]
     if filled and len(numeric) >= 0.9 * len(filled):
-        warn(f"column {text_col!r} holds numbers, not texts ({', '.join(str(c) for c in numeric[:3])}, ...): is it "
-             f"the text column? (--text-col names it)")
+        warn(f"column {text_col!r} holds numbers or booleans, not texts ({', '.join(str(c) for c in numeric[:3])}, "
+             f"...): is it the text column? (--text-col names it)")
 
 
 def _is_number(cell) -> bool:
-    """Whether a cell is a finite number or a boolean, or text that spells a finite number."""
-    if isinstance(cell, (bool, np.bool_)):
+    """Whether a cell is a finite number or a boolean, or text that spells one ("12.5", "true")."""
+    if isinstance(cell, (bool, np.bool_)) or (isinstance(cell, str) and cell.strip().lower() in ("true", "false")):
         return True
     try:
         return math.isfinite(float(cell))
@@ -399,7 +407,8 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
         if col in df.attrs.get("repeated_columns", ()):
             raise JaxselError(f"{path}: more than one column is named {col!r}; rename all but one")
         if col not in df.columns:
-            raise JaxselError(f"{path}: missing column {col!r} (columns: {_columns(df)})")
+            blank = " (a blank name; --split-col '' means no split column)" if not col.strip() else ""
+            raise JaxselError(f"{path}: missing column {col!r}{blank} (columns: {_columns(df)})")
     for col in (text_col, label_col):
         nested = next((v for v in df[col] if isinstance(v, (list, dict))), None)
         if nested is not None:
@@ -436,7 +445,7 @@ def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
         warn(f"label cells with spaces around them are trimmed (each joins the class of its trimmed name): "
              f"{'; '.join(shown)}{f' (and {len(trimmed) - 5} more)' if len(trimmed) > 5 else ''}")
     keep = [i for i, v in enumerate(labels) if v is not None]
-    texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in text_cells]
+    texts = ["" if missing(t) else str(t) for t in text_cells]
     return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
                None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep)
 
