@@ -45,14 +45,6 @@ def noise_name(cfg: dict, variant: str) -> str:
     return f"{n.get('kind', 'clusters')}{dup}"
 
 
-def verdict(diff: float | None, half: float | None, seeds: int) -> str:
-    """``wins`` / ``loses`` when the paired 95% interval excludes zero, ``ties`` otherwise ("-" for
-    one seed: no interval)."""
-    if diff is None or half is None or seeds < 2:
-        return "-"
-    return "wins" if diff - half > 0 else "loses" if diff + half < 0 else "ties"
-
-
 def rows_of(doc: dict, budget: float) -> list[dict]:
     """The headline rows of one results document at ``budget`` (and its full-data rows)."""
     cfg, out = doc["config"], []
@@ -67,7 +59,7 @@ def rows_of(doc: dict, budget: float) -> list[dict]:
                     **{k: s.get(k) for k in ("vs_stratified", "vs_stratified_ci95", "vs_cleanlab", "vs_cleanlab_ci95",
                                              "vs_full", "vs_full_ci95",
                                              "total_vs_full", "total_seconds", "corrupted_chosen")},
-                    "verdict": verdict(s.get("vs_stratified"), s.get("vs_stratified_ci95"), n),
+                    "verdict": s.get("verdict", "-"), "subsets": s.get("subsets"),
                     "run": cfg["name"], "complete": doc.get("complete", False)})
     return out
 
@@ -94,7 +86,9 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         n = r["seeds"]
         lines.append("| " + " | ".join([
-            r["dataset"], r["noise"], r["label"], str(n), pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
+            r["dataset"], r["noise"], r["label"],
+            str(n) + (f" ({r['subsets']} subset{'s' * (r['subsets'] > 1)})" if (r.get("subsets") or n) < n else ""),
+            pm(r["test_accuracy"], r["test_accuracy_ci95"], n),
             pm(r["vs_stratified"], r["vs_stratified_ci95"], n, "+"), pm(r["vs_cleanlab"], r["vs_cleanlab_ci95"], n, "+"),
             pm(r["vs_full"], r["vs_full_ci95"], n, "+"),
             r["verdict"], "-" if r["total_vs_full"] is None else f"{r['total_vs_full']:.2f}"]) + " |")

@@ -351,7 +351,8 @@ class Run:
                    flipped_chosen=int(flags[0, chosen].sum()), duplicates_chosen=int(flags[1, chosen].sum()),
                    steps=m.get("steps"), examples_seen=m.get("examples_seen"),
                    label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
-                   train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist())
+                   train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist(),
+                   subset_digest=None if indices is None else digest(np.asarray(indices)))  # seeds that chose alike
         return row
 
     def execute(self) -> dict:

@@ -79,6 +79,14 @@ def pm(mean: float, half: float | None, spec: str = ".3f") -> str:
     return f"{mean:{spec}}" + ("" if half is None else f" ± {half:{spec.lstrip('+')}}")
 
 
+def verdict(diff: float | None, half: float | None, pairs: int) -> str:
+    """``wins`` / ``loses`` when the paired 95% interval of ``diff`` excludes zero, ``ties`` otherwise
+    ("-" for fewer than two pairs: no interval)."""
+    if diff is None or half is None or pairs < 2:
+        return "-"
+    return "wins" if diff - half > 0 else "loses" if diff + half < 0 else "ties"
+
+
 def _overhead(method: str, variant: str, timings: dict) -> float:
     """Seconds of the shared selection pipeline a method pays: none for random and full data,
     embed + cluster for the cluster-based baselines, embed + cluster + proxy for searches, plus
@@ -127,8 +135,11 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     """One entry per (variant, method, budget): seeds, accuracy mean and CI, macro-F1, wall-clock,
     and the accuracy difference to random, stratified, cleanlab (same budget) and full data (same
     variant), each paired by seed (``vs_random``, ``vs_stratified``, ``vs_cleanlab``, ``vs_full``
-    with ``*_ci95`` half-widths). Includes the :func:`validated` rows (with ``picked``: how often
-    each candidate was chosen)."""
+    with ``*_ci95`` half-widths and ``*_pairs``, the seeds both have), the :func:`verdict` against
+    stratified, and ``subsets``: how many distinct subsets the seeds chose (rows that record their
+    ``subset_digest``; a deterministic search given the clustering chooses one, whose interval then
+    measures the finetunes' and the baseline's seed-to-seed spread, not the selection's). Includes
+    the :func:`validated` rows (with ``picked``: how often each candidate was chosen)."""
     rows = list(rows) + validated(rows)
     groups: dict = {}
     for r in rows:
@@ -156,14 +167,20 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
                      duplicates_chosen=float(np.mean([r["duplicates_chosen"] for r in rs])))
         if m == "validated":
             s["picked"] = {p: sum(r["picked"] == p for r in rs) for p in ORDER if any(r["picked"] == p for r in rs)}
+        if m != "full" and all(r.get("subset_digest") for r in rs):  # recorded since 2026-12-06
+            s["subsets"] = len({r["subset_digest"] for r in rs})
         s.update(_label_mix(rs))
         for ref, acc_of in refs.items():
             paired = [r["test_accuracy"] - acc_of[(v, b, r["seed"])] for r in rs if (v, b, r["seed"]) in acc_of]
             if m not in (ref, "full") and paired:
                 s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = mean_ci(paired)
+                s[f"vs_{ref}_pairs"] = len(paired)
         paired = [r["test_accuracy"] - full[(v, r["seed"])] for r in rs if (v, r["seed"]) in full]
         if m != "full" and paired:
             s["vs_full"], s["vs_full_ci95"] = mean_ci(paired)
+            s["vs_full_pairs"] = len(paired)
+        if "vs_stratified" in s:
+            s["verdict"] = verdict(s["vs_stratified"], s["vs_stratified_ci95"], s["vs_stratified_pairs"])
         out.append(s)
     key = lambda s: (s["variant"], s["budget"] is None, s["budget"] or 0, ORDER.index(s["method"]))
     return sorted(out, key=key)
@@ -250,6 +267,15 @@ def _interval(mean: float, half: float | None, seeds: int, sign: str = "") -> st
     return pm(mean, half if seeds > 1 else None, f"{sign}.3f")
 
 
+def _paired(s: dict, ref: str, seeds: int) -> str:
+    """The ``vs ref`` cell: mean ± half-width over the pairs ("-" without any), with their count
+    when fewer seeds paired than the row has (a baseline missing some seeds)."""
+    if f"vs_{ref}" not in s:
+        return "-"
+    pairs = s.get(f"vs_{ref}_pairs", seeds)
+    return _interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], pairs, "+") + (f" ({pairs} pairs)" if pairs < seeds else "")
+
+
 def method_label(s: dict) -> str:
     """A summary entry's method, with how often each candidate was picked for ``validated``."""
     picked = s.get("picked")
@@ -270,8 +296,9 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     mix = any("label_share" in s for s in summary)
     refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] + (
         ["full"] if any("vs_full" in s for s in summary) else [])
+    verdicts = any("verdict" in s for s in summary)
     head = (["variant", "method", "budget", "seeds", "test acc (95% CI)"] + [f"vs {ref}, paired" for ref in refs]
-            + ["macro-F1", "examples", "steps", "examples seen"]
+            + (["verdict vs stratified"] if verdicts else []) + ["macro-F1", "examples", "steps", "examples seen"]
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
             + (["corrupted chosen (flipped, copies: a copy of a flipped row counts in both)"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -279,8 +306,10 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     for s in summary:
         n = len(s["seeds"])
         budget = "all" if s["budget"] is None else percent(s["budget"])
-        cells = [s["variant"], method_label(s), budget, str(n), _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
-        cells += [_interval(s[f"vs_{ref}"], s[f"vs_{ref}_ci95"], n, "+") if f"vs_{ref}" in s else "-" for ref in refs]
+        subsets = s.get("subsets", n)
+        seeds = str(n) + (f" ({subsets} subset{'s' * (subsets > 1)})" if subsets < n else "")
+        cells = [s["variant"], method_label(s), budget, seeds, _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
+        cells += [_paired(s, ref, n) for ref in refs] + ([s.get("verdict", "-")] if verdicts else [])
         cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
         cells += ["-" if s.get(k) is None else f"{s[k]:.0f}" for k in ("steps", "examples_seen")]
         if mix:
@@ -443,6 +472,11 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval"
             + (f"; {' and '.join(paired)}: mean and 95% interval of (method - that baseline's subset of the same "
                f"size) over seeds, paired by seed" if paired else "")
+            + ("; `verdict vs stratified`: wins or loses when that paired interval excludes zero, else ties"
+               if "stratified" in cfg["methods"] else "")
+            + ". With few seeds a t-interval is wide and can reach past 0 or 1. `seeds` says `(1 subset)` where every "
+              "seed chose the same examples (a search is deterministic given the clustering, whose seed is fixed): "
+              "its interval is then the finetunes' and the baselines' seed-to-seed spread, not the selection's"
             + f". `total s` adds the shared embed + cluster + proxy time, and cleanlab's flagging where a row uses it "
             f"({', '.join(f'{k} {v:.1f}' for k, v in doc['timings'].items())}), to selection and finetuning; "
             f"`total / full` divides it by the full-data finetune. The first finetune and proxy of each shape in a "
