@@ -426,6 +426,14 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
                           "jaxsel.data.load makes; for your own DatasetDict: dd.class_encode_column('label')), got "
                           + ", ".join(f"{k}: {type(v).__name__}" for k, v in features.items()))
     names = features["label"].names
+    for split in SPLITS[1:]:  # an id means one class in every split (splits class-encoded one by one need not agree)
+        other = dd[split].features.get("label")
+        if getattr(other, "names", None) != names:
+            raise JaxselError(f"finetune: the {split} split's label names {getattr(other, 'names', None)} differ from "
+                              f"train's {names}: encode every split with train's ClassLabel "
+                              f"(dd[s].cast_column('label', dd['train'].features['label']))")
+    for split in SPLITS:  # before training: -1 ("no label") had trained silently, or failed only after
+        check_labels(column(dd[split], "label"), f"finetune: the {split} split's labels", num_classes=len(names))
     train = dd["train"] if train_indices is None else \
         dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True).tolist())
     if len(train) == 0:

@@ -23,6 +23,9 @@ def test_builtin_datasets(name, rows, labels):
     assert s["fingerprint"] == data.dataset_fingerprint(dd)
     for split in data.SPLITS:
         assert all(v > 0 for v in s["splits"][split]["label_counts"].values())
+    if name == "bbc_news":  # UTF-8 articles: read as Latin-1, 646 of them said "Â£" for "£" (round 28)
+        texts = sum((data.column(dd[k], "text") for k in data.SPLITS), [])
+        assert not any("Â£" in t for t in texts) and sum("£" in t for t in texts) > 600
 
 
 @pytest.mark.assets
@@ -606,3 +609,13 @@ def test_pandas_nulls_of_nullable_columns_are_missing(tmp_path):
         assert s["labels"] == ["0", "1"] and s["dropped"]["missing_label"] == 10
         assert s["dropped"]["empty_text"] == 8 and "<NA>" not in sum((data.column(dd[k], "text") for k in data.SPLITS), [])
     assert data.missing(pd.NA) and data.missing(pd.NaT) and data.missing(float("nan")) and not data.missing("<NA>")
+
+
+def test_a_dataset_without_a_split_or_its_text_column_is_one_error(table_file):
+    """Round 28: datasets' own KeyError / ValueError had come through dataset_fingerprint."""
+    import datasets
+    dd = data.load(str(table_file))
+    with pytest.raises(JaxselError, match="no longer has a text column"):
+        data.dataset_fingerprint(dd.rename_column("text", "body"))
+    with pytest.raises(JaxselError, match="this one has no test"):
+        data.dataset_fingerprint(datasets.DatasetDict(train=dd["train"], validation=dd["validation"]))

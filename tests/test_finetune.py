@@ -455,3 +455,23 @@ def test_unpacked_evaluation_predicts_the_same_at_any_length_plan(tmp_path, tmp_
                                          len(dd["train"].features["label"].names), packed=False)
     assert out["one"] == out["all"] and len(seen["one"]) == 1 and len(seen["all"]) > 1
     assert seen["one"] == {max(seen["all"])}
+
+
+def test_splits_must_share_train_label_names_and_hold_class_ids(table_file):
+    """Round 28: a test split class-encoded on its own (another order of the same names) scored
+    0.0 without a word, and -1 ("no label") in train trained silently (in validation it failed only
+    after training)."""
+    import datasets
+    from jaxsel import data
+    dd = data.load(str(table_file))
+    names = dd["train"].features["label"].names
+    other = datasets.ClassLabel(names=names[::-1])
+    flipped = datasets.DatasetDict({**dd, "test": dd["test"].cast_column("label", other)})
+    with pytest.raises(JaxselError, match="the test split's label names"):
+        finetune.finetune(flipped, None, finetune.FinetuneConfig(**TINY), progress=False)
+    unlabelled = dd["train"].cast_column("label", datasets.Value("int64")).map(
+        lambda r, i: {"label": -1 if i == 0 else r["label"]}, with_indices=True)
+    unlabelled = unlabelled.cast_column("label", dd["train"].features["label"])
+    with pytest.raises(JaxselError, match="the train split's labels"):
+        finetune.finetune(datasets.DatasetDict({**dd, "train": unlabelled}), None, finetune.FinetuneConfig(**TINY),
+                          progress=False)

@@ -7,6 +7,7 @@ import pytest
 
 from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo
+from jaxsel.errors import JaxselError
 from test_agents import known_truth
 
 
@@ -24,8 +25,9 @@ def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularit
                               ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 8),
                               dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 12, learning_starts=16, batch_size=16))
     whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
-    agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=4)  # interrupted part-way
+    part = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=4)  # interrupted part-way
     assert sorted(x.name for x in (tmp_path / "b" / "agent").iterdir()) == [".jaxsel-checkpoints", "4"]  # only the newest step is kept
+    assert part.meta["stopped_after"] == 4 and "stopped_after" not in whole.meta  # a partial selection says so
     resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
     assert resumed.cluster_ids == whole.cluster_ids
     np.testing.assert_array_equal(resumed.indices, whole.indices)
@@ -60,3 +62,16 @@ def test_round_based_search_resumes(truth, tmp_path, method, extra):
     assert resumed.cluster_ids == whole.cluster_ids
     assert resumed.scores["evaluations"] == whole.scores["evaluations"]
     assert resumed.scores["proxy_accuracy"] == pytest.approx(whole.scores["proxy_accuracy"])
+
+
+def test_stop_after_needs_a_checkpoint_and_a_count(truth, tmp_path, capsys):
+    """Round 28: ``stop_after`` without a ckpt_dir threw the training away, 0 or -1 returned an untrained
+    network's rollout under a warning about too few steps, and greedy ignored it in silence."""
+    p, cl, y = truth
+    cfg = agents.SelectConfig(method="ppo", budget=0.25, ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=512))
+    for bad, where in ((2, None), (0, tmp_path / "a"), (-1, tmp_path / "a"), (1.5, tmp_path / "a")):
+        with pytest.raises(JaxselError, match="stop_after ends a checkpointed run"):
+            agents.select(p, cl, y, cfg, ckpt_dir=where, progress=False, stop_after=bad)
+    agents.select(p, cl, y, agents.SelectConfig(method="greedy", budget=0.25), ckpt_dir=tmp_path / "g", progress=False,
+                  stop_after=1)
+    assert "greedy has no updates or rounds to stop after: stop_after=1 is ignored" in capsys.readouterr().err

@@ -24,7 +24,8 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BASELINES, build, keyless, later, settings
 from jaxsel.agents.env import EnvParams, SelectionEnv, checked_parts, make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
-from jaxsel.errors import JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types, warn
+from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types,
+                           is_int, warn)
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
@@ -224,6 +225,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                                  (c, SelectConfig, "config"))
     if resume and ckpt_dir is None:
         raise JaxselError("resume=True needs the ckpt_dir of the run to resume")
+    if stop_after is not None and (not is_int(stop_after) or stop_after < 1 or ckpt_dir is None):
+        raise JaxselError(f"stop_after ends a checkpointed run after that many updates or rounds (a whole number from "
+                          f"1, with a ckpt_dir to keep them in), got {stop_after!r}"
+                          + (" without a ckpt_dir" if ckpt_dir is None else ""))
     examples = budget_examples(c.budget, len(train_labels)) if c.method == "full" else \
         checked_examples(c.budget, len(train_labels))
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
@@ -337,7 +342,22 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "train_labels_digest": digest(labels),
             "missing_classes": missing_classes(counts, train_counts),
             "jaxsel_version": code_version(), "config": asdict(c), **(meta or {})}
+    planned = stop_points(c)
+    if stop_after is not None and planned is not None and stop_after < planned:  # a time slice: say so in the file
+        info["stopped_after"] = int(stop_after)
+        warn(f"{c.method} stopped after {stop_after} of {planned} {'rounds' if c.surrogate_rounds or c.method == 'climb' else 'updates'}"
+             f" (stop_after): a partial selection; select again with resume=True to finish")
+    elif stop_after is not None and planned is None:
+        warn(f"{c.method} has no updates or rounds to stop after: stop_after={stop_after} is ignored")
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
+
+
+def stop_points(c: SelectConfig) -> int | None:
+    """The updates (PPO, DQN) or rounds (a reward model's, climb's) a selection with ``c`` runs, which
+    ``stop_after`` counts; None for methods without any (greedy, random search, the baselines)."""
+    if c.method in ("ppo", "dqn"):
+        return c.surrogate_rounds or (c.ppo if c.method == "ppo" else c.dqn).num_updates
+    return c.climb_rounds if c.method == "climb" else None
 
 
 def check_kept(kept: int, n: int, examples: int) -> None:
