@@ -43,5 +43,5 @@ def test_reproduce(tmp_path, tmp_cache, monkeypatch):
     nb = execute("reproduce.ipynb", tmp_path, {"JAXSEL_NOTEBOOK_CONFIG": str(cfg), "JAXSEL_NOTEBOOK_DATA": str(data),
                                                "JAXSEL_NOTEBOOK_OUT": str(tmp_path / "run")}, monkeypatch)
     text = outputs(nb)
-    assert "| noisy | greedy | 10% | 2 |" in text and "corrupted chosen" in text
+    assert "| noisy | greedy | 10% | 2 (1 subset) |" in text and "corrupted chosen" in text  # one clustering
     assert (tmp_path / "run" / "results.json").exists()
