@@ -280,7 +280,7 @@ def _remove_empty_made() -> None:
 
 def _load(a, warnings: bool = True):
     """The dataset as ``a`` reads it; with ``warnings``, what loading dropped and any leakage or
-    conflicting labels, one line each (:func:`jaxsel.data.summary_warnings`), as ``jaxsel run`` says."""
+    conflicting labels, one line each (:func:`jaxsel.data.warn_summary`), as ``jaxsel run`` says."""
     from jaxsel import data
     if getattr(a, "data_spec", None):  # as the run that made the selection read it, caps included
         from jaxsel import experiment
@@ -288,8 +288,7 @@ def _load(a, warnings: bool = True):
     else:
         dd = data.load(a.data, **{kw: getattr(a, opt) for opt, (kw, _) in _LOAD.items()})
     if warnings:
-        for line in data.summary_warnings(data.summary(dd)):
-            warn(line)
+        data.warn_summary(dd)
     return dd
 
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import numbers
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -470,10 +469,11 @@ def _source_names(frame, ours: list[str]) -> tuple[dict, dict[str, str]]:
     ``frame.attrs["header"]`` (:func:`jaxsel.data.source_columns`) maps each column to (its name
     in the file, its place there): a CSV's differ from the names pandas made up ("x.1", "Unnamed:
     0"); without it, a column's name and place are the frame's."""
+    from jaxsel.data import repeated_names
     header = frame.attrs.get("header", {})
     given = {c: header.get(c, (str(c), i)) for i, c in enumerate(frame.columns)}
     base = {c: name or f"column{place + 1}" for c, (name, place) in given.items()}
-    repeated = {n for n, count in Counter(name for name, _ in given.values() if name).items() if count > 1}
+    repeated = set(repeated_names([name for name, _ in given.values() if name]))
     taken, names, described = set(ours) | set(base.values()), {}, {}
     for c in frame.columns:
         name = base[c]

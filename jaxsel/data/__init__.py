@@ -305,7 +305,7 @@ def _parse_frame(path: Path, encoding: str | None):
         if kind == ".parquet":  # integer columns with nulls as Python ints, not float64 (ids past 2**53 kept)
             import pyarrow.parquet as pq
             names = pq.read_schema(path).names
-            if repeated := _repeated(names):  # pyarrow: "Multiple matches for FieldRef"
+            if repeated := repeated_names(names):  # pyarrow: "Multiple matches for FieldRef"
                 raise JaxselError(f"{path}: more than one column is named {repeated[0]!r}: rename one")
             return pq.read_table(path).to_pandas(integer_object_nulls=True)
         data = path.read_bytes()
@@ -319,7 +319,7 @@ def _parse_frame(path: Path, encoding: str | None):
         sep = "\t" if ".tsv" in suffixes else ","
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
-        df.attrs["repeated_columns"] = _repeated(header)
+        df.attrs["repeated_columns"] = repeated_names(header)
         if not isinstance(df.index, pd.RangeIndex):  # pandas made the first of one field more per row its index
             df, header = _row_names_column(df, text, sep, path, header), ["", *header]
         if len(header) == len(df.columns):  # ... and empty names "Unnamed: 0": {pandas' name: (the file's, place)}
@@ -337,7 +337,7 @@ def _parse_frame(path: Path, encoding: str | None):
         raise JaxselError(f"{path}: cannot be parsed: {first}")
 
 
-def _repeated(names: list[str]) -> list[str]:
+def repeated_names(names) -> list[str]:
     """The names that occur more than once in ``names``, sorted."""
     return sorted(c for c, n in Counter(names).items() if n > 1)
 
@@ -423,15 +423,15 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
         if nested is not None:
             raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
                               f"not a {'text' if col == text_col else 'label'}")
-    declared = label_col in df.attrs.get("class_label_columns", ())  # a saved ClassLabel's names are classes
     return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]],
-                text_col, frozenset() if declared else missing_markers(missing_labels))
+                text_col, missing_markers(missing_labels, label_col in df.attrs.get("class_label_columns", ())))
 
 
-def missing_markers(missing_labels: str) -> frozenset[str]:
+def missing_markers(missing_labels: str, declared: bool = False) -> frozenset[str]:
     """The label texts read as missing (:func:`label_name`) under ``missing_labels`` (MISSING_CHOICES):
-    none but the empty text with "keep", else ``MISSING_LABELS``."""
-    return frozenset() if missing_labels == "keep" else MISSING_LABELS
+    none but the empty text with "keep" or for a ClassLabel's ``declared`` names (classes it
+    declares, "none" too: only its -1 entries are missing), else ``MISSING_LABELS``."""
+    return frozenset() if missing_labels == "keep" or declared else MISSING_LABELS
 
 
 def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
@@ -546,9 +546,8 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
         labels += class_names(names, d[label_col], f"{name}: split {s!r}") if names else list(d[label_col])
         split += [s] * len(d)
         declared &= bool(names)
-    # a ClassLabel's names are classes it declares ("none" too): only its -1 entries are missing
     return _raw(texts, labels, split if {SPLIT_NAMES[s.casefold()] for s in split} >= set(SPLITS) else None,
-                text_col, frozenset() if declared else missing_markers(missing_labels))
+                text_col, missing_markers(missing_labels, declared))
 
 
 def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[Raw, int]:
@@ -968,6 +967,13 @@ def summary_warnings(s: dict) -> list[str]:
                    f"({s['conflicting_label_rows']} rows): label noise, or texts too short or ambiguous to label "
                    f"(--dedup keeps each text's first row)")
     return out
+
+
+def warn_summary(dd) -> None:
+    """Warn, one line each, what :func:`summary_warnings` finds in ``dd`` (what ``jaxsel run``, select,
+    finetune and export say after loading)."""
+    for line in summary_warnings(summary(dd)):
+        warn(line)
 
 
 def derive(dd, rows: dict[str, np.ndarray], *, train_labels: np.ndarray | None = None,

@@ -94,8 +94,7 @@ class Run:
         from jaxsel import data
         dd = load_dataset(self.cfg.data)
         if self.progress:
-            for line in data.summary_warnings(data.summary(dd)):
-                warn(line)
+            data.warn_summary(dd)
         return dd
 
     def embeddings(self, dd) -> dict[str, np.ndarray]:
