@@ -757,8 +757,13 @@ def main(argv: list[str] | None = None) -> int:
     user mistake (one line on stderr), 130 after Ctrl-C. Leaves malloc as it is: the ``jaxsel``
     command sets it for ``run`` and ``finetune`` before this module is imported (``jaxsel.__main__``).
     A command that fails removes the empty output folders it created. Every command keeps its
-    compiled programs in ``$JAXSEL_CACHE/xla`` (:func:`jaxsel.assets.enable_compilation_cache`)."""
-    args = build_parser().parse_args(argv)
+    compiled programs in ``$JAXSEL_CACHE/xla`` (:func:`jaxsel.assets.enable_compilation_cache`).
+    ``--help`` and ``--version`` return 0 and an argument mistake 2 (argparse's usage line said
+    why), as after the command: a notebook's call gets the status, not ``SystemExit``."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse leaves this way, its lines printed
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
     from jaxsel import assets
     assets.enable_compilation_cache()  # every command's programs; library calls leave jax's config alone
     MADE.clear()

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from jaxsel.errors import JaxselError
 from jaxsel.experiment import report
 
 
@@ -172,16 +173,16 @@ def test_merge_joins_seed_parts_into_the_summary_of_all_rows():
 
 def test_merge_refuses_different_configs_and_repeated_cells():
     rows = _rows()
-    with pytest.raises(ValueError, match="differ in budgets"):
+    with pytest.raises(JaxselError, match="differ in budgets"):
         report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], budgets=["0.1"])])
-    with pytest.raises(ValueError, match="two parts hold the cell"):
+    with pytest.raises(JaxselError, match="two parts hold the cell"):
         report.merge([_doc([0], rows[:3]), _doc([0], rows[:1])])
     # parts may keep their stage cache in different folders (bench/runbg.sh's seed parts share one)
     assert report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], stages="runs/x/stages")])["complete"]
     # a field added to the config later, at its default, is no difference; set to another value it is
     old, new = {"name": "d", "seed": 0}, {"name": "d", "seed": 0, "dedup": False, "split_seed": 0}
     assert report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=new)])["complete"]
-    with pytest.raises(ValueError, match="differ in data"):
+    with pytest.raises(JaxselError, match="differ in data"):
         report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=dict(new, dedup=True))])
     # the agents' settings: a part from before they were recorded ran its tables over the defaults of
     # then (the early network), so it merges with a part that pinned "early", not with a late one
@@ -193,7 +194,7 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     assert report.merge([old, pinned])["agents"] == ran(network="early") == report.recorded_agents(old)
     late = dict(_doc([1], rows[3:]), agents=ran(network="late"))
     assert report.merge([dict(_doc([0], rows[:3]), agents=ran(network="late")), late])["complete"]
-    with pytest.raises(ValueError, match=r"differ in agents.ppo.network \('early' in the part of seeds \[0\], "
+    with pytest.raises(JaxselError, match=r"differ in agents.ppo.network \('early' in the part of seeds \[0\], "
                                          r"'late' in that of \[1\]\)"):
         report.merge([old, late])
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxsel import allocator, code_version
 from jaxsel.config import BASELINES, SEARCH_METHODS
+from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path, write_utf8
 
 ORDER = SEARCH_METHODS + ("validated",) + BASELINES  # the order of the report's rows
@@ -194,13 +195,13 @@ def merge(docs: list[dict]) -> dict:
     records each part's seeds, environment and wall-clock; ``run_seconds`` is their sum;
     ``complete`` says every seed of the parts' configs has the cells of a complete part.
 
-    Raises ``ValueError`` when the parts' configs differ in anything but ``seeds`` and ``stages``
+    Raises JaxselError (a ``ValueError``) when the parts' configs differ in anything but ``seeds`` and ``stages``
     (where the stage cache lives; fields added later that hold their defaults are no difference),
     or their RL agents' settings (:func:`recorded_agents`: a part written before they were
     recorded ran its tables over the defaults of then) differ, their datasets differ, or two of
     them hold the same (variant, method, budget, seed) cell; the message names what differs."""
     if not docs:
-        raise ValueError("nothing to merge")
+        raise JaxselError("nothing to merge")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import describe_differences, recorded_settings
@@ -216,16 +217,16 @@ def merge(docs: list[dict]) -> dict:
         if cfg != ref:
             seeds = lambda doc: sorted({r["seed"] for r in doc["rows"]})  # noqa: E731
             said = describe_differences(ref, cfg, (f"in the part of seeds {seeds(first)}", f"in that of {seeds(d)}"))
-            raise ValueError(f"the parts ran different configs (they differ in {said})")
+            raise JaxselError(f"the parts ran different configs (they differ in {said})")
         if d["dataset"] != first["dataset"]:
-            raise ValueError("the parts ran on different datasets")
+            raise JaxselError("the parts ran on different datasets")
     rows, per_seed = [], {}
     for d in docs:
         for r in d["rows"]:
             cells = per_seed.setdefault(r["seed"], set())
             cell = (r["variant"], r["method"], r["budget"])
             if cell in cells:
-                raise ValueError(f"two parts hold the cell {cell + (r['seed'],)}")
+                raise JaxselError(f"two parts hold the cell {cell + (r['seed'],)}")
             cells.add(cell)
             rows.append(r)
     rows.sort(key=lambda r: r["seed"])  # stable: each seed's cells keep their run order
