@@ -35,12 +35,14 @@ def writes_files() -> bool:
 
 
 @contextlib.contextmanager
-def exclusive(folder: str | Path):
+def exclusive(folder: str | Path, wait: bool = False):
     """Hold an advisory lock (``flock``) on ``folder``, made if missing, while writing into it:
     raise JaxselError at once if another process holds it (two runs writing one output folder
-    delete each other's temporaries and mix their checkpoints). The kernel releases it when the
-    process ends, even by ``kill -9``, so no stale lock is left. A no-op without ``fcntl``
-    (Windows) and in processes that do not write files (:func:`writes_files`)."""
+    delete each other's temporaries and mix their checkpoints), or with ``wait`` say so on stderr
+    and wait for it (a stage of a shared stage folder that another run computes now: its result is
+    then there to reuse). The kernel releases it when the process ends, even by ``kill -9``, so no
+    stale lock is left. A no-op without ``fcntl`` (Windows) and in processes that do not write
+    files (:func:`writes_files`)."""
     try:
         import fcntl
     except ImportError:
@@ -57,8 +59,11 @@ def exclusive(folder: str | Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise JaxselError(f"{folder} is being written by another jaxsel process: wait for it to finish or "
-                              f"choose another output folder") from None
+            if not wait:
+                raise JaxselError(f"{folder} is being written by another jaxsel process: wait for it to finish or "
+                                  f"choose another output folder") from None
+            print(f"note: another jaxsel process is computing {folder}: waiting for it", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -639,3 +639,46 @@ def test_run_notes_a_copy_named_like_another_run(tmp_path, capsys, monkeypatch):
     with pytest.raises(JaxselError, match="no such file: missing.csv"):
         experiment.run(cfg, tmp_path / "o", progress=False, name="missing.csv")
     assert "another config file" not in capsys.readouterr().err
+
+
+def test_a_cell_another_run_computes_in_a_shared_stage_folder_is_waited_for_then_reused(tmp_path, tmp_cache,
+                                                                                          monkeypatch):
+    """Two runs sharing a stage folder (``stages = ...``, as bench/runbg.sh's seed parts) that reach one
+    cell at once both searched it and created and deleted each other's checkpoint steps (round 30 of new
+    users' tests: orbax's "Unable to find the step 20 for deletion"). A cell's folder is now locked while
+    it is computed: the second run says so, waits, and reuses the first's result instead of searching."""
+    import io
+    import subprocess
+    import sys
+    from jaxsel import agents
+    data = write_data(tmp_path / "d.csv")
+    cfg = write_config(tmp_path / "tiny.toml", methods=("greedy", "random"), variants=("clean",))
+    out = tmp_path / "run"
+    doc = experiment.run(cfg, out, progress=False, name=str(data))
+    [chosen] = (out / "stages").glob("clean-greedy-*-s0-*/selection.json")
+    kept, go = tmp_path / "selection.json", tmp_path / "go"
+    shutil.move(chosen, kept)
+    holder = subprocess.Popen(  # "another run": holds the cell until this one waits, then leaves its result there
+        [sys.executable, "-c", "import shutil, sys, time\nfrom pathlib import Path\nfrom jaxsel.io import exclusive\n"
+         "with exclusive(sys.argv[1]):\n    print('held', flush=True)\n    t = time.time()\n"
+         "    while not Path(sys.argv[2]).exists() and time.time() - t < 120:\n        time.sleep(0.05)\n"
+         "    shutil.copy(sys.argv[3], sys.argv[4])", str(chosen.parent), str(go), str(kept), str(chosen)],
+        stdout=subprocess.PIPE, text=True)
+
+    class Stderr(io.StringIO):
+        def write(self, s):
+            if "waiting for it" in s:
+                go.touch()
+            return super().write(s)
+    err = Stderr()
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(sys, "stderr", err)
+        monkeypatch.setattr(agents, "select", lambda *a, **k: pytest.fail("searched a cell another run computed"))
+        again = experiment.run(cfg, out, progress=False, name=str(data))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"note: another jaxsel process is computing {chosen.parent}: waiting for it" in err.getvalue()
+    keep = ("variant", "method", "seed", "examples", "proxy_accuracy", "test_accuracy")
+    assert [{k: r.get(k) for k in keep} for r in again["rows"]] == [{k: r.get(k) for k in keep} for r in doc["rows"]]

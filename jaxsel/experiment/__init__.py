@@ -184,20 +184,23 @@ class Run:
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key('selection', *parts)}"
         path = (folder / "selection.json").absolute()
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
-        kept = read_cached(path, Selection.load)
-        if kept is not None:
-            return kept, path
-        kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints",
-                  progress=self.progress, train_x=train_x)
-        with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
-            if flagged is None:
-                sel = resumed(lambda resume: agents.select(p, c, labels, cfg, issues=issues, resume=resume, **kw), clock)
-            else:
-                sel = resumed(lambda resume: agents.select_unflagged(flagged, p, c, labels, cfg, validation=self.validation,
-                                                                     resume=resume, **kw), clock)
-        sel.meta["selection_seconds"] = clock.seconds
-        sel.meta.update(data_record(self.cfg.data))
-        sel.save(path)
+        with exclusive(folder, wait=True):  # a shared stage folder: another run may compute this cell now
+            kept = read_cached(path, Selection.load)
+            if kept is not None:
+                return kept, path
+            kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints",
+                      progress=self.progress, train_x=train_x)
+            with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
+                if flagged is None:
+                    sel = resumed(lambda resume: agents.select(p, c, labels, cfg, issues=issues, resume=resume, **kw),
+                                  clock)
+                else:
+                    sel = resumed(lambda resume: agents.select_unflagged(flagged, p, c, labels, cfg,
+                                                                         validation=self.validation, resume=resume, **kw),
+                                  clock)
+            sel.meta["selection_seconds"] = clock.seconds
+            sel.meta.update(data_record(self.cfg.data))
+            sel.save(path)
         return sel, path
 
     def finetune(self, name: str, dd, indices: np.ndarray | None, seed: int) -> dict:
@@ -207,17 +210,19 @@ class Run:
         key = stages.key("finetune", data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
-        kept = read_cached(path, read_json)
-        if kept is not None:
-            self.finetunes_reused += 1
-            return kept
-        n = len(dd["train"]) if idx is None else len(idx)
-        ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
-        m = resumed(lambda resume: finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=resume, progress=self.progress))
-        m["malloc"] = allocator.describe()  # a resumed run reuses this row's timing under another process's setting
-        write_json(path, m)
-        if ckpt is not None:
-            shutil.rmtree(ckpt, ignore_errors=True)
+        with exclusive(folder, wait=True):  # as a selection's
+            kept = read_cached(path, read_json)
+            if kept is not None:
+                self.finetunes_reused += 1
+                return kept
+            n = len(dd["train"]) if idx is None else len(idx)
+            ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
+            m = resumed(lambda resume: finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=resume,
+                                                         progress=self.progress))
+            m["malloc"] = allocator.describe()  # a resumed run reuses this row's timing under another process's setting
+            write_json(path, m)
+            if ckpt is not None:
+                shutil.rmtree(ckpt, ignore_errors=True)
         return m
 
     def explored(self, budget: float, p, c, sels: dict, logs: list, labels: np.ndarray, seed: int = 0,
