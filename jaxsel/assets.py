@@ -11,6 +11,7 @@ concurrent fetches; a failed fetch leaves nothing behind; a warm cache needs no 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +235,8 @@ def enable_compilation_cache() -> None:
     environment jax reads its settings from when it is (so a command that never needs jax, e.g.
     ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``. A folder that exists
     but cannot be written is only read (the programs saved before still load), one that cannot be
-    made leaves the cache off, each with one warning (jax warned at every program it compiled)."""
+    made leaves the cache off, each with one warning (jax warned at every program it compiled). A
+    program saved there that cannot be read is removed and saved again (:func:`damaged_program`)."""
     folder, min_seconds = cache_dir() / "xla", 0.5
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -248,6 +251,43 @@ def enable_compilation_cache() -> None:
              f"there before are still read")
         min_seconds = 1e9  # jax writes no program that compiled faster than this
     _compilation_cache({"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": min_seconds})
+    if getattr(warnings.showwarning, "__wrapped__", None) is None:  # once per process
+        shown = warnings.showwarning
+
+        def showwarning(message, *args, **kwargs):
+            if not damaged_program(str(message)):
+                shown(message, *args, **kwargs)
+        showwarning.__wrapped__ = shown
+        warnings.showwarning = showwarning
+
+
+DAMAGED_PROGRAM = "Error reading persistent compilation cache entry for '"  # jax's warning, then the program's name
+
+
+def damaged_program(message: str, folder: Path | None = None) -> bool:
+    """Whether ``message`` is jax's warning about a saved program it could not read in ``folder``
+    (default: jax's ``jax_compilation_cache_dir``): a file cut short by a kill while jax wrote it (jax
+    neither writes atomically nor replaces an entry, so every later run warned twice and compiled it
+    again). Then the files of that program (``NAME-HASH-cache``, ``-atime``: its saved shapes) are
+    removed, to be saved again once it compiles, and one warning line says so."""
+    if not message.startswith(DAMAGED_PROGRAM):
+        return False
+    if folder is None:
+        import jax
+        if not jax.config.jax_compilation_cache_dir:
+            return False
+        folder = Path(jax.config.jax_compilation_cache_dir)
+    name, _, why = message[len(DAMAGED_PROGRAM):].partition("': ")
+    kept = []
+    for path in folder.glob(glob.escape(name) + "-*"):
+        try:
+            path.unlink()
+        except OSError as e:
+            kept.append(e.strerror or str(e))
+    what = f"not removed: {kept[0]}" if kept else "removed, it is compiled and saved again"
+    warn(f"a compiled program saved in {folder} could not be read ({name}: {why.splitlines()[0] if why else '?'}): "
+         f"{what}")
+    return True
 
 
 def _compilation_cache(settings: dict) -> None:

@@ -1181,6 +1181,30 @@ def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys)
     assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split", "--min-class-rows", "2"]) == 0
 
 
+def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
+    """Round 30: a saved program cut short (a kill while jax wrote it: jax writes in place and never
+    replaces an entry) printed jax's two-line warning at every later run, which compiled it again. It is
+    now removed with one line, saved again by the run that compiles it, and the next run reads it."""
+    program = ("import jax, jax.numpy as jnp\nfrom jaxsel import assets\nassets.enable_compilation_cache()\n"
+               "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+               "def damaged_probe(x):\n    return jnp.sin(x) * 3 + 1\n"
+               "print(float(jax.jit(damaged_probe)(jnp.float32(2))))")
+    env = {**os.environ, "JAXSEL_CACHE": str(tmp_path)}
+    run_it = lambda: subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True)  # noqa: E731
+    first = run_it()
+    [saved] = (tmp_path / "xla").glob("jit_damaged_probe-*-cache")
+    whole = saved.read_bytes()
+    saved.write_bytes(whole[:37])
+    second = run_it()
+    assert second.returncode == 0 and second.stdout == first.stdout, second.stderr
+    said = [line for line in second.stderr.splitlines() if "jit_damaged_probe" in line]
+    assert len(said) == 1 and said[0].startswith("warning: a compiled program saved in ") and \
+        "removed, it is compiled and saved again" in said[0], second.stderr
+    assert "Error reading persistent" not in second.stderr and len(saved.read_bytes()) > 37  # saved again
+    third = run_it()
+    assert third.stdout == first.stdout and "jit_damaged_probe" not in third.stderr
+
+
 def test_an_unwritable_compilation_cache_is_one_warning(tmp_path, monkeypatch, capsys):
     """Round 25: a read-only JAXSEL_CACHE printed jax's multi-line warning at every program compiled.
     A cache folder that cannot be made leaves the cache off (unset, whatever an earlier call set);
