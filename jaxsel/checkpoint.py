@@ -224,9 +224,13 @@ class Checkpoints:
         record = {**(record or {}), "signature": self.signature, "jaxsel_version": code_version()}
         args = ocp.args.Composite(state=ocp.args.StandardSave(_global(state)), record=ocp.args.JsonSave(record))
         try:
-            self._manager.save(int(step), args=args, force=True)
-        finally:  # on failure too: no write of this step may still be running when the caller goes on
-            self._manager.wait_until_finished()
+            try:
+                self._manager.save(int(step), args=args, force=True)
+            finally:  # on failure too: no write of this step may still be running when the caller goes on
+                self._manager.wait_until_finished()
+        except BaseException:  # Ctrl-C, a full disk: the step's unfinished folder goes now, not at the next resume
+            self._remove_unfinished()
+            raise
         self.step = int(step)
 
     def _remove_unfinished(self) -> None:

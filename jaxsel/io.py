@@ -89,7 +89,8 @@ def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
 def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
                 replaces: Callable[[Path], bool] | None = None):
     """Yield a temporary path beside ``path`` (an empty folder with ``folder``); on success rename it
-    onto ``path``, else delete it. An existing ``path`` is replaced only when it is a regular file
+    onto ``path``, else delete it (a folder replacing one renames the old one aside first: no moment
+    without either). An existing ``path`` is replaced only when it is a regular file
     (``folder=False``) or a folder that is empty or that ``replaces(path)`` accepts as an earlier
     output of the same kind; anything else (a folder where a file goes, a device such as /dev/null, a
     symbolic link, a folder of other files, the current folder) raises :class:`OutputError`, as does a place that
@@ -118,9 +119,18 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp/mkdtemp make them private; the result is ordinary
-        if folder and path.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if folder and path.is_dir():  # renamed aside, then away: a kill between the renames leaves it whole
+            aside = tempfile.mkdtemp(dir=path.parent, prefix=prefix)  # a stale temporary's name (_remove_stale)
+            os.rmdir(aside)
+            os.replace(path, aside)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(aside, path)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except OSError as e:  # a full disk while writing names no file, or the temporary one: name the target
         if isinstance(e, OutputError) or e.errno is None or e.filename not in (None, tmp, str(tmp)):
             raise

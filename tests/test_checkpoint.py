@@ -52,6 +52,17 @@ def test_a_step_left_unfinished_by_a_stopped_process_is_removed_on_resume(tmp_pa
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "1"] and again.step == 1
     again.save(2, tree(2.0), {"epoch": 2})
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "2"]
+    # round 30: a Ctrl-C inside the save itself leaves no unfinished step for a resume to find
+    real = again._manager.save
+
+    def stopped(step, **kw):
+        (tmp_path / "c" / f"{step}.orbax-checkpoint-tmp-1" / "state").mkdir(parents=True)
+        raise KeyboardInterrupt
+    again._manager.save = stopped
+    with pytest.raises(KeyboardInterrupt):
+        again.save(3, tree(3.0), {"epoch": 3})
+    again._manager.save = real
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "2"] and again.step == 2
 
 
 def test_signature_differences_name_the_settings():

@@ -900,6 +900,35 @@ def test_a_dropped_ctrl_c_still_ends_the_command(monkeypatch, capsys):
     assert exits == [130, 130]
 
 
+def test_a_folder_replaced_atomically_is_never_missing(tmp_path, monkeypatch):
+    """Round 30: an arrow export replacing an earlier one removed it before renaming the new one into
+    place, so a kill between the two left neither. The old folder is now renamed aside first; a failure
+    at the last rename puts it back, and a success leaves nothing else beside it."""
+    from jaxsel import io
+
+    def write(text):
+        with io.atomic_path(out, folder=True, replaces=lambda p: True) as tmp:
+            (tmp / "data.arrow").write_text(text)
+    out = tmp_path / "export"
+    write("old")
+    renames = []
+
+    def replace(src, dst):
+        renames.append((Path(src).name, Path(dst).name))
+        if len(renames) == 2:  # the new folder onto the old one's name
+            raise OSError(28, "No space left on device", str(src))
+        real(src, dst)
+    real = os.replace
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError):
+        write("new")
+    assert renames[0][0] == "export" and renames[0][1].startswith(".export.")  # aside, under a temporary's name
+    assert (out / "data.arrow").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["export"]
+    monkeypatch.setattr(io.os, "replace", real)
+    write("new")
+    assert (out / "data.arrow").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
 def test_stale_temporaries_are_atomic_paths_own_and_old_enough(tmp_path):
     """Only names atomic_path makes are removed, and with ``min_age`` only those not written lately
     (a stage folder other runs may be writing to)."""
