@@ -236,7 +236,8 @@ def enable_compilation_cache() -> None:
     ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``. A folder that exists
     but cannot be written is only read (the programs saved before still load), one that cannot be
     made leaves the cache off, each with one warning (jax warned at every program it compiled). A
-    program saved there that cannot be read is removed and saved again (:func:`damaged_program`)."""
+    program saved there that cannot be read is removed and saved again (:func:`damaged_program`, a
+    ``warnings.showwarning`` hook from then on in this process)."""
     folder, min_seconds = cache_dir() / "xla", 0.5
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -251,13 +252,17 @@ def enable_compilation_cache() -> None:
              f"there before are still read")
         min_seconds = 1e9  # jax writes no program that compiled faster than this
     _compilation_cache({"jax_compilation_cache_dir": str(folder), "jax_persistent_cache_min_compile_time_secs": min_seconds})
-    if getattr(warnings.showwarning, "__wrapped__", None) is None:  # once per process
+    if not getattr(warnings.showwarning, "jaxsel_cache_hook", False):  # once per process
         shown = warnings.showwarning
 
         def showwarning(message, *args, **kwargs):
-            if not damaged_program(str(message)):
+            try:
+                handled = damaged_program(str(message))
+            except Exception:  # noqa: BLE001  (a hook must never break jax's compile)
+                handled = False
+            if not handled:
                 shown(message, *args, **kwargs)
-        showwarning.__wrapped__ = shown
+        showwarning.jaxsel_cache_hook = True
         warnings.showwarning = showwarning
 
 
@@ -266,10 +271,13 @@ DAMAGED_PROGRAM = "Error reading persistent compilation cache entry for '"  # ja
 
 def damaged_program(message: str, folder: Path | None = None) -> bool:
     """Whether ``message`` is jax's warning about a saved program it could not read in ``folder``
-    (default: jax's ``jax_compilation_cache_dir``): a file cut short by a kill while jax wrote it (jax
-    neither writes atomically nor replaces an entry, so every later run warned twice and compiled it
-    again). Then the files of that program (``NAME-HASH-cache``, ``-atime``: its saved shapes) are
-    removed, to be saved again once it compiles, and one warning line says so."""
+    (default: jax's ``jax_compilation_cache_dir``), now removed: a file cut short by a kill while jax
+    wrote it (jax neither writes atomically nor replaces an entry, so every later run warned twice and
+    compiled it again). The warning names the program, not the file: of its files (``NAME-HASH-cache``,
+    one per compiled shape, and their ``-atime``) those that do not decompress go (all of them when
+    this jax has no ``decompress_executable``), to be saved again when they compile, and one warning line
+    says so. False (jax's own warning shows) when nothing was removed. Installed by
+    :func:`enable_compilation_cache` for the rest of the process (the CLI, the notebooks, the suite)."""
     if not message.startswith(DAMAGED_PROGRAM):
         return False
     if folder is None:
@@ -278,15 +286,28 @@ def damaged_program(message: str, folder: Path | None = None) -> bool:
             return False
         folder = Path(jax.config.jax_compilation_cache_dir)
     name, _, why = message[len(DAMAGED_PROGRAM):].partition("': ")
-    kept = []
-    for path in folder.glob(glob.escape(name) + "-*"):
+    try:
+        from jax._src.compilation_cache import decompress_executable
+    except ImportError:
+        decompress_executable = None
+    removed = []
+    for path in folder.glob(glob.escape(name) + "-*-cache"):
         try:
-            path.unlink()
-        except OSError as e:
-            kept.append(e.strerror or str(e))
-    what = f"not removed: {kept[0]}" if kept else "removed, it is compiled and saved again"
+            if decompress_executable is not None:
+                decompress_executable(path.read_bytes())
+                continue
+        except OSError:
+            continue  # gone meanwhile (another process removed it) or unreadable: not this one's to judge
+        except Exception:  # noqa: BLE001  (zstd's and zlib's errors)
+            pass
+        for f in (path, path.with_name(path.name.removesuffix("-cache") + "-atime")):
+            with contextlib.suppress(OSError):
+                f.unlink(missing_ok=True)
+        removed.append(path.name)
+    if not removed:
+        return False
     warn(f"a compiled program saved in {folder} could not be read ({name}: {why.splitlines()[0] if why else '?'}): "
-         f"{what}")
+         f"removed, it is compiled and saved again")
     return True
 
 

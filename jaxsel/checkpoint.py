@@ -226,10 +226,10 @@ class Checkpoints:
         try:
             try:
                 self._manager.save(int(step), args=args, force=True)
-            finally:  # on failure too: no write of this step may still be running when the caller goes on
+            finally:  # on failure too: no write of this step should still run when the caller goes on
                 self._manager.wait_until_finished()
-        except BaseException:  # Ctrl-C, a full disk: the step's unfinished folder goes now, not at the next resume
-            self._remove_unfinished()
+        except BaseException:  # Ctrl-C, a full disk: the step's unfinished folder goes now (a Ctrl-C inside the
+            self._remove_unfinished()  # wait may leave writes running and some of it: the next resume removes that)
             raise
         self.step = int(step)
 

@@ -4,6 +4,7 @@ read back (:func:`read_cached`: an unreadable one is computed again)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import functools
 import json
@@ -35,14 +36,13 @@ def writes_files() -> bool:
 
 
 @contextlib.contextmanager
-def exclusive(folder: str | Path, wait: bool = False):
+def exclusive(folder: str | Path):
     """Hold an advisory lock (``flock``) on ``folder``, made if missing, while writing into it:
     raise JaxselError at once if another process holds it (two runs writing one output folder
-    delete each other's temporaries and mix their checkpoints), or with ``wait`` say so on stderr
-    and wait for it (a stage of a shared stage folder that another run computes now: its result is
-    then there to reuse). The kernel releases it when the process ends, even by ``kill -9``, so no
-    stale lock is left. A no-op without ``fcntl`` (Windows) and in processes that do not write
-    files (:func:`writes_files`)."""
+    delete each other's temporaries and mix their checkpoints). The kernel releases it when the
+    process ends, even by ``kill -9``, so no stale lock is left. A no-op without ``fcntl``
+    (Windows), on file systems without locks, and in processes that do not write files
+    (:func:`writes_files`)."""
     try:
         import fcntl
     except ImportError:
@@ -59,17 +59,90 @@ def exclusive(folder: str | Path, wait: bool = False):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not wait:
-                raise JaxselError(f"{folder} is being written by another jaxsel process: wait for it to finish or "
-                                  f"choose another output folder") from None
-            print(f"note: another jaxsel process is computing {folder}: waiting for it", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            raise JaxselError(f"{folder} is being written by another jaxsel process: wait for it to finish or "
+                              f"choose another output folder") from None
+        except OSError as e:
+            if e.errno not in NO_LOCKS:
+                raise
         yield
     finally:
         os.close(fd)
         for d in made:
             with contextlib.suppress(OSError):
                 d.rmdir()  # only succeeds when empty
+
+
+NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EINVAL}  # flock on NFS, CIFS, ...
+_STAGES_HELD: set[Path] = set()  # the stage folders this process has locked (stage_lock)
+
+
+@contextlib.contextmanager
+def stage_lock(folder: str | Path, note_every: float = 600.0):
+    """Hold an advisory lock (``flock``) on a stage's ``folder``, made if missing, while computing it;
+    when another process holds it (a run sharing the stage folder computes this stage now), say so on
+    stderr, again every ``note_every`` seconds, and wait. Yields whether it waited: the other process's
+    result may then be there to reuse. A lock made on a folder removed and made again meanwhile is taken
+    again. Nothing is locked (yields False) without ``fcntl`` (Windows), on file systems without locks,
+    in a multi-process run (its processes decide together whether a stage is cached: process 0 alone
+    waiting would part them) or on a folder this process already holds."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    folder = Path(os.path.abspath(folder))
+    jax = sys.modules.get("jax")
+    if folder in _STAGES_HELD or not writes_files() or (jax is not None and jax.process_count() > 1):
+        yield False
+        return
+    ensure_folder(folder, folder)
+    waited, start, said = False, time.monotonic(), 0.0
+    while True:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if not waited or time.monotonic() - said >= note_every:
+                spent = time.monotonic() - start
+                so_far = "" if not waited else f" ({spent:.0f} s so far)" if spent < 120 else f" ({spent / 60:.0f} minutes so far)"
+                print(f"note: another jaxsel process is computing {folder}: waiting for it{so_far}", file=sys.stderr)
+                waited, said = True, time.monotonic()
+            time.sleep(0.25)
+            continue
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in NO_LOCKS:
+                raise
+            yield waited
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(folder).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # removed (and maybe made again) while this process waited: lock the folder there now
+        ensure_folder(folder, folder)
+    _STAGES_HELD.add(folder)
+    try:
+        yield waited
+    finally:
+        _STAGES_HELD.discard(folder)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def computed_once(folder: str | Path, path: str | Path, load: Callable[[Path], T]):
+    """A stage's cached result, ``read_cached(path, load)``, else None with the stage's ``folder``
+    locked (:func:`stage_lock`) for the caller to compute it into ``path``; after waiting for another
+    process, what that process wrote. Only a stage not yet computed needs ``folder`` writable."""
+    kept = read_cached(path, load)
+    if kept is not None:
+        yield kept
+        return
+    with stage_lock(folder) as waited:
+        yield read_cached(path, load) if waited else None
 
 
 def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
@@ -89,8 +162,9 @@ def check_not_input(out: str | Path, *inputs: str | Path | None) -> None:
 def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
                 replaces: Callable[[Path], bool] | None = None):
     """Yield a temporary path beside ``path`` (an empty folder with ``folder``); on success rename it
-    onto ``path``, else delete it (a folder replacing one renames the old one aside first: no moment
-    without either). An existing ``path`` is replaced only when it is a regular file
+    onto ``path``, else delete it (a folder replacing one renames the old one aside first, so a kill
+    leaves ``path`` missing only between two renames, not for the old one's deletion; a failure of the
+    second puts it back). An existing ``path`` is replaced only when it is a regular file
     (``folder=False``) or a folder that is empty or that ``replaces(path)`` accepts as an earlier
     output of the same kind; anything else (a folder where a file goes, a device such as /dev/null, a
     symbolic link, a folder of other files, the current folder) raises :class:`OutputError`, as does a place that
@@ -119,14 +193,15 @@ def atomic_path(path: str | Path, suffix: str = "", *, folder: bool = False,
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp/mkdtemp make them private; the result is ordinary
-        if folder and path.is_dir():  # renamed aside, then away: a kill between the renames leaves it whole
-            aside = tempfile.mkdtemp(dir=path.parent, prefix=prefix)  # a stale temporary's name (_remove_stale)
+        if folder and path.is_dir():  # renamed aside, then away: missing only between two renames
+            aside = tempfile.mkdtemp(dir=path.parent, prefix=prefix)  # a temporary's name: _remove_stale's
             os.rmdir(aside)
             os.replace(path, aside)
             try:
                 os.replace(tmp, path)
             except BaseException:
-                os.replace(aside, path)
+                with contextlib.suppress(OSError):  # the first error is the one to tell
+                    os.replace(aside, path)
                 raise
             shutil.rmtree(aside, ignore_errors=True)
         else:

@@ -900,10 +900,10 @@ def test_a_dropped_ctrl_c_still_ends_the_command(monkeypatch, capsys):
     assert exits == [130, 130]
 
 
-def test_a_folder_replaced_atomically_is_never_missing(tmp_path, monkeypatch):
-    """Round 30: an arrow export replacing an earlier one removed it before renaming the new one into
-    place, so a kill between the two left neither. The old folder is now renamed aside first; a failure
-    at the last rename puts it back, and a success leaves nothing else beside it."""
+def test_a_folder_replaced_atomically_is_put_back_when_the_new_one_cannot_move_in(tmp_path, monkeypatch):
+    """Round 30: an arrow export replacing an earlier one removed it (seconds, for a large one) before
+    renaming the new one into place, so a kill then left neither. The old folder is now renamed aside
+    first; a failure at the last rename puts it back, and a success leaves nothing else beside it."""
     from jaxsel import io
 
     def write(text):
@@ -913,10 +913,11 @@ def test_a_folder_replaced_atomically_is_never_missing(tmp_path, monkeypatch):
     write("old")
     renames = []
 
-    def replace(src, dst):
-        renames.append((Path(src).name, Path(dst).name))
-        if len(renames) == 2:  # the new folder onto the old one's name
-            raise OSError(28, "No space left on device", str(src))
+    def replace(src, dst):  # other threads may rename files of their own meanwhile
+        if Path(src).parent == tmp_path:
+            renames.append((Path(src).name, Path(dst).name))
+            if Path(dst) == out and len(renames) == 2:  # the new one moving in (the third puts the old one back)
+                raise OSError(28, "No space left on device", str(src))
         real(src, dst)
     real = os.replace
     monkeypatch.setattr(io.os, "replace", replace)
@@ -1210,6 +1211,29 @@ def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys)
     assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split", "--min-class-rows", "2"]) == 0
 
 
+def test_stage_lock_waits_for_another_process_not_for_itself(tmp_path, capsys):
+    """A stage folder another process computes is waited for (yielding True: its result may be there);
+    the same process locking it again goes on (cell locks never nest today, and one must not hang)."""
+    from jaxsel.io import stage_lock
+    folder = tmp_path / "cell"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom jaxsel.io import stage_lock\n"
+                               "with stage_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(2)\n"
+                               "    open(sys.argv[2], 'w').close()", str(folder), str(tmp_path / "done")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with stage_lock(folder, note_every=0.5) as waited:
+            assert waited and (tmp_path / "done").exists()  # it had to finish first
+            with stage_lock(folder) as again:
+                assert not again
+    finally:
+        holder.kill()
+        holder.wait()
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert notes[0] == f"note: another jaxsel process is computing {folder}: waiting for it"
+    assert len(notes) > 1 and all(" s so far)" in n for n in notes[1:])  # said again while it waited
+
+
 def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
     """Round 30: a saved program cut short (a kill while jax wrote it: jax writes in place and never
     replaces an entry) printed jax's two-line warning at every later run, which compiled it again. It is
@@ -1232,6 +1256,9 @@ def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
     assert "Error reading persistent" not in second.stderr and len(saved.read_bytes()) > 37  # saved again
     third = run_it()
     assert third.stdout == first.stdout and "jit_damaged_probe" not in third.stderr
+    from jaxsel import assets  # a warning whose program has no file to remove stays jax's own
+    assert not assets.damaged_program(assets.DAMAGED_PROGRAM + "jit_other': ZstdError: x", tmp_path / "xla")
+    assert not assets.damaged_program("another warning", tmp_path / "xla") and saved.exists()
 
 
 def test_an_unwritable_compilation_cache_is_one_warning(tmp_path, monkeypatch, capsys):

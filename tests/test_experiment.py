@@ -661,7 +661,7 @@ def test_a_cell_another_run_computes_in_a_shared_stage_folder_is_waited_for_then
     holder = subprocess.Popen(  # "another run": holds the cell until this one waits, then leaves its result there
         [sys.executable, "-c", "import shutil, sys, time\nfrom pathlib import Path\nfrom jaxsel.io import exclusive\n"
          "with exclusive(sys.argv[1]):\n    print('held', flush=True)\n    t = time.time()\n"
-         "    while not Path(sys.argv[2]).exists() and time.time() - t < 120:\n        time.sleep(0.05)\n"
+         "    while not Path(sys.argv[2]).exists() and time.time() - t < 300:\n        time.sleep(0.05)\n"
          "    shutil.copy(sys.argv[3], sys.argv[4])", str(chosen.parent), str(go), str(kept), str(chosen)],
         stdout=subprocess.PIPE, text=True)
 

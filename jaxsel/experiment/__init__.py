@@ -28,7 +28,8 @@ from jaxsel.checkpoint import CheckpointMismatch, Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
 from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
-from jaxsel.io import exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name, write_json
+from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
+                       write_json)
 from jaxsel.selection import budget_examples, check_budgets, digest
 
 
@@ -184,8 +185,7 @@ class Run:
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key('selection', *parts)}"
         path = (folder / "selection.json").absolute()
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
-        with exclusive(folder, wait=True):  # a shared stage folder: another run may compute this cell now
-            kept = read_cached(path, Selection.load)
+        with computed_once(folder, path, Selection.load) as kept:  # another run sharing the stages may compute it now
             if kept is not None:
                 return kept, path
             kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints",
@@ -210,8 +210,7 @@ class Run:
         key = stages.key("finetune", data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
-        with exclusive(folder, wait=True):  # as a selection's
-            kept = read_cached(path, read_json)
+        with computed_once(folder, path, read_json) as kept:  # as a selection's
             if kept is not None:
                 self.finetunes_reused += 1
                 return kept
