@@ -476,9 +476,11 @@ def cmd_select(a) -> None:
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
         warn(f"the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
-             f"a model finetuned on it cannot predict that class (try a larger budget"
-             f"{'' if a.method in BASELINE_METHODS or a.stratified else ' or --stratified clusters'}"
-             f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})")
+             f"a model finetuned on it cannot predict that class ("
+             + ("the method takes classes about in proportion to their train rows: try a larger budget, or a search "
+                "with --stratified --balance equal" if a.method in BASELINE_METHODS else
+                f"try a larger budget{'' if a.stratified else ' or --stratified clusters'}")
+             + f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})")
     print(f"wrote {out / 'selection.json'}")
 
 

@@ -78,6 +78,19 @@ def test_parse_budget():
     assert np.isclose(cli.parse_budget("0.5"), 0.5)
 
 
+def test_a_baseline_missing_a_small_class_says_why(tmp_path, tmp_cache, capsys):
+    """Round 31: stratified at a budget with room for every class left the small ones out (it shares the
+    budget in proportion to class sizes, as stratified sampling does) and advised only a larger budget;
+    the warning now says why and names the search setting that keeps every class."""
+    rows = [(f"big {i}", "big") for i in range(240)] + [(f"s{c} {i}", f"small{c}") for c in range(3) for i in range(12)]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    assert cli.main(["select", str(tmp_path / "d.csv"), "--model", "hash", "--k", "4", "--method", "stratified",
+                     "--budget", "0.05", "--out", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert "holds no example of class small" in err and \
+        "in proportion to their train rows: try a larger budget, or a search with --stratified --balance equal" in err
+
+
 def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path, tmp_cache, capsys):
     """A budget smaller than one label-pure cluster: the selection is one trimmed cluster, so two
     classes are missing; the printout and the file carry the score of the exported rows."""
@@ -1209,6 +1222,13 @@ def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys)
     assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split"]) == 2
     assert "drop classes this small with --min-class-rows 2" in capsys.readouterr().err
     assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split", "--min-class-rows", "2"]) == 0
+    # round 31: the advice is left out where it would leave fewer than two classes (it had suggested a
+    # --min-class-rows that dropped every class, then "needs at least 2 classes, found 0")
+    (tmp_path / "u.csv").write_text("text,label,split\n" + "".join(f"t {i},a,{split[i % 3]}\n" for i in range(12))
+                                    + "u 0,b,train\nu 1,b,test\n")
+    assert cli.main(["data", str(tmp_path / "u.csv"), "--split-col", "split"]) == 2
+    err = capsys.readouterr().err
+    assert "class 'b' has 2 rows and none in the validation split" in err and "--min-class-rows" not in err, err
 
 
 def test_stage_lock_waits_for_another_process_not_for_itself(tmp_path, capsys):

@@ -718,16 +718,21 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             c = missing[0]
             rows = int((label_ids == c).sum())
             need = int(np.ceil(1 / min(fractions)))
+
+            def drop(at_least: int) -> str:  # advice only where it leaves two classes (round 31: it left none)
+                if (np.bincount(label_ids, minlength=len(names)) >= at_least).sum() < 2:
+                    return ""
+                return f"drop classes this small with --min-class-rows {at_least} (min_class_rows in a config's [data])"
             if raw.split is not None:  # the user's split
+                advice = [f"give it {s} rows", drop(rows + 1)] + \
+                    (["leave out the split column for a stratified split"] if rows >= need else [])
                 raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split of the split column; "
-                                  f"each class needs rows in train, validation and test: give it {s} rows, or drop "
-                                  f"classes this small with --min-class-rows {rows + 1} (min_class_rows in a config's "
-                                  f"[data])" + (", or leave out the split column for a stratified split" if rows >= need
-                                                else ""))
+                                  f"each class needs rows in train, validation and test: "
+                                  + ", or ".join(a for a in advice if a))
+            advice = ["add rows", drop(max(need, rows + 1))]
             raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split; each class needs "
                               f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
-                              f"split): add rows, or drop small classes with --min-class-rows {max(need, rows + 1)} "
-                              f"(min_class_rows in a config's [data])")
+                              f"split): " + ", or ".join(a for a in advice if a))
     counts = {"duplicates": dups, "deduplicated": dups if dedup else 0, "missing_label": raw.missing_labels,
               "empty_text": raw.empty_texts,
               "small_class": small}
@@ -960,7 +965,8 @@ def summary_warnings(s: dict) -> list[str]:
         out.append("rows whose text is also in train (leakage): " + ", ".join(
             f"{v} of {s['splits'][k]['rows']} {k} rows ({_count(texts.get(k, v), 'distinct text')})"
             for k, v in shared.items())
-            + " (--dedup drops exact duplicates before a random split)")
+            + " (--dedup keeps each text's first row; without a split column the split comes after, so no text is "
+              "shared)")
     if s.get("conflicting_label_texts"):
         n = s["conflicting_label_texts"]
         out.append(f"{_count(n, 'text')} {'appears' if n == 1 else 'appear'} with more than one label "
