@@ -299,6 +299,12 @@ def _embed(a, dd, splits: tuple[str, ...] | None = None):
     return embed.embed_dataset(dd, a.model, max_length=a.max_length, dtype=a.dtype, splits=splits)
 
 
+def printable(name: str) -> str:
+    """A class name for one line of a table: its newlines, tabs and other control characters escaped
+    (round 31: a label "a\\nb" broke the table's header in two)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def cmd_data(a) -> None:
     from jaxsel import data
     dd = _load(a, warnings=False)  # its summary says them
@@ -308,7 +314,7 @@ def cmd_data(a) -> None:
     if a.json:
         print(json.dumps(s, indent=2))
         return
-    names = s["labels"]
+    names = [printable(n) for n in s["labels"]]
     print(f"dataset {a.data}  fingerprint {s['fingerprint']}  duplicate texts in source: {s['duplicates_in_source']}")
     print(f"rows dropped when loading: {s['dropped']['missing_label']} without a label, "
           f"{s['dropped']['empty_text']} with an empty text, {s['dropped']['small_class']} of too small a class, "
@@ -316,7 +322,7 @@ def cmd_data(a) -> None:
     w = min(max([12] + [len(n) for n in names]), 40) + 1  # whole class names (ids past 12 digits told apart)
     print(f"{'split':<11}{'rows':>7}" + "".join(f"{n[:w - 1]:>{w}}" for n in names) + f"{'dup texts':>11}")
     for split, r in s["splits"].items():
-        print(f"{split:<11}{r['rows']:>7}" + "".join(f"{r['label_counts'][n]:>{w}}" for n in names)
+        print(f"{split:<11}{r['rows']:>7}" + "".join(f"{r['label_counts'][n]:>{w}}" for n in s["labels"])
               + f"{r['duplicate_texts']:>11}")
     for line in data.summary_warnings(s):
         warn(line)
@@ -472,7 +478,7 @@ def cmd_select(a) -> None:
         print(f"filter: {sel.meta['excluded_rows']} train rows flagged by --filter {sel.meta['filter']} were left out "
               f"of the candidates"
               + (f" (class caps {sel.meta['class_caps']} come from the rows left)" if sel.meta.get("class_caps") else ""))
-    print("label mix: " + ", ".join(f"{n} {c} (train {t})" for n, c, t in
+    print("label mix: " + ", ".join(f"{printable(n)} {c} (train {t})" for n, c, t in
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
         warn(f"the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "

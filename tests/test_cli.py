@@ -24,6 +24,16 @@ def test_data_prints_splits(table_file, capsys):
     assert "train" in out and "validation" in out and "test" in out and "neg" in out
 
 
+def test_class_names_with_newlines_keep_the_table_one_line_a_row(tmp_path, capsys):
+    """Round 31: a label "a\\nb" broke `jaxsel data`'s header (and select's label mix) in two."""
+    import csv
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label")] + [(f"t {i}", ["a\nb", "x,y", "plain"][i % 3]) for i in range(60)])
+    assert cli.main(["data", str(tmp_path / "d.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and "a\\nb" in lines[2] and "x,y" in lines[2] and lines[3].startswith("train"), lines
+
+
 def test_user_error_is_one_line_exit_2():
     p = run("data", "missing.csv")
     assert p.returncode == 2
