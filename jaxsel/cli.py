@@ -481,7 +481,7 @@ def cmd_select(a) -> None:
     print("label mix: " + ", ".join(f"{printable(n)} {c} (train {t})" for n, c, t in
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
-        warn(f"the selection holds no example of class {', '.join(names[i] for i in sel.meta['missing_classes'])}; "
+        warn(f"the selection holds no example of class {', '.join(printable(names[i]) for i in sel.meta['missing_classes'])}; "
              f"a model finetuned on it cannot predict that class ("
              + ("the method takes classes about in proportion to their train rows: try a larger budget, or a search "
                 "with --stratified --balance equal" if a.method in BASELINE_METHODS else
