@@ -522,8 +522,10 @@ def test_a_file_where_the_stage_folder_goes_is_one_line(tmp_path, tmp_cache, cap
     in_the_way.write_text("mine\n")
     cfg.write_text(f"stages = {str(in_the_way)!r}\n" + cfg.read_text())
     assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    said = capsys.readouterr().err
+    err = said.strip().splitlines()[-1]
     assert err == f"jaxsel: error: cannot write {in_the_way}: a file is there, where a folder is needed"
+    assert "made now" not in said  # round 32: a note had called the file a missing folder, made now
     assert in_the_way.read_text() == "mine\n"
 
 
@@ -544,6 +546,11 @@ def test_a_stage_folder_made_anew_is_noted(tmp_path, tmp_cache, capsys, monkeypa
         err = capsys.readouterr().err
         assert (f"note: the stage folder {tmp_path / 'shared' / 'stages'} (`stages`) does not exist" in err) == note
         assert (tmp_path / "shared" / "stages").is_dir()
+    # "~/..." is the home folder's, not a folder named "~" (round 32)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg.write_text(cfg.read_text().replace('stages = "shared/stages"', 'stages = "~/stages"'))
+    assert cli.main(["run", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert (tmp_path / "home" / "stages").is_dir() and not (tmp_path / "~").exists()
 
 
 def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys):

@@ -81,7 +81,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, out: Path, progress: bool = True, source: str | None = None):
         self.cfg, self.out, self.progress, self.source = cfg, Path(out), progress, source
-        self.stage_dir = Path(cfg.stages) if cfg.stages else self.out / "stages"
+        self.stage_dir = Path(cfg.stages).expanduser() if cfg.stages else self.out / "stages"  # "~/x": a home's
         remove_stale_temporaries(self.out)  # what a killed run left
         if cfg.stages:  # a stage folder other runs may be writing to now: only what no write takes that long
             remove_stale_temporaries(self.stage_dir, min_age=600)
@@ -370,7 +370,7 @@ class Run:
         """:meth:`execute` once the dataset ``dd`` is loaded (at ``t_start``)."""
         from jaxsel.experiment import report
         check_budgets(self.cfg.budgets, len(dd["train"]))  # the noisy variants only add rows
-        if self.cfg.stages and not self.stage_dir.is_dir():  # a relative path is the working folder's
+        if self.cfg.stages and not self.stage_dir.exists():  # a relative path is the working folder's (a file: the error below)
             print(f"note: the stage folder {self.stage_dir.absolute()} (`stages`) does not exist: made now, every "
                   f"stage is computed", file=sys.stderr)
         self.stage_dir.mkdir(parents=True, exist_ok=True)  # after the data loads: a bad file leaves no folder
