@@ -35,6 +35,22 @@ def writes_files() -> bool:
     return primary()
 
 
+NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EINVAL}  # flock on NFS, CIFS, ...
+
+
+def _locked(fcntl, fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` without waiting: False when another process holds it;
+    True when taken, or when the file system has no locks (:data:`NO_LOCKS`: going on unlocked)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if e.errno not in NO_LOCKS:
+            raise
+    return True
+
+
 @contextlib.contextmanager
 def exclusive(folder: str | Path):
     """Hold an advisory lock (``flock``) on ``folder``, made if missing, while writing into it:
@@ -56,14 +72,9 @@ def exclusive(folder: str | Path):
     ensure_folder(folder, folder)
     fd = os.open(folder, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _locked(fcntl, fd):
             raise JaxselError(f"{folder} is being written by another jaxsel process: wait for it to finish or "
-                              f"choose another output folder") from None
-        except OSError as e:
-            if e.errno not in NO_LOCKS:
-                raise
+                              f"choose another output folder")
         yield
     finally:
         os.close(fd)
@@ -72,7 +83,6 @@ def exclusive(folder: str | Path):
                 d.rmdir()  # only succeeds when empty
 
 
-NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EINVAL}  # flock on NFS, CIFS, ...
 _STAGES_HELD: set[Path] = set()  # the stage folders this process has locked (stage_lock)
 
 
@@ -100,8 +110,11 @@ def stage_lock(folder: str | Path, note_every: float = 600.0):
     while True:
         fd = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            taken = _locked(fcntl, fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not taken:
             os.close(fd)
             if not waited or time.monotonic() - said >= note_every:
                 spent = time.monotonic() - start
@@ -110,12 +123,6 @@ def stage_lock(folder: str | Path, note_every: float = 600.0):
                 waited, said = True, time.monotonic()
             time.sleep(0.25)
             continue
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in NO_LOCKS:
-                raise
-            yield waited
-            return
         try:
             same = os.fstat(fd).st_ino == os.stat(folder).st_ino
         except FileNotFoundError:

@@ -713,9 +713,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             raise JaxselError(f"split {s!r} is empty: {len(label_ids)} rows in {len(names)} classes are too few for "
                               f"a stratified {'/'.join(f'{f:g}' for f in fractions)} split "
                               f"(--min-class-rows drops the smallest classes)")
-        missing = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))
-        if missing:
-            c = missing[0]
+        absent = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))  # not `missing`: the module's function
+        if absent:
+            c = absent[0]
             rows = int((label_ids == c).sum())
             need = int(np.ceil(1 / min(fractions)))
 
