@@ -237,6 +237,43 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
     assert "network='late'" in spelling(agents.SelectConfig(method="ppo").used())
 
 
+def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, monkeypatch):
+    """``used()`` resets every setting :data:`agents.READS` says a method does not read, so its stage
+    key ignores them (a run that added climb_rounds or changed the horizon of whole-cluster picks
+    selected random and stratified again: round 32). Known truth that a reset hides no setting a
+    method reads: run with those settings changed and *not* reset (``used`` as the identity, the
+    code before), each method selects the rows, and records the scores, it does at the defaults."""
+    p, cl, y = truth
+    x = known_truth()[0]
+    from dataclasses import replace
+    changed = dict(granularity="quota", quota=3, horizon=5, balance="proportional", final="greedy", checkpoint_every=3,
+                   surrogate_rounds=2, warm_start=7, surrogate_eval=5, random_samples=9, climb_rounds=2,
+                   reward_scale=3.0, agreement=True, similarity=True,
+                   ppo=ppo.PPOConfig(num_envs=4, num_steps=4, total_timesteps=64),
+                   dqn=dqn.DQNConfig(num_envs=4, total_timesteps=64, learning_starts=8))
+    small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 2),
+                 dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 10, learning_starts=32), climb_rounds=1,
+                 random_samples=16)
+    for method, reads in agents.READS.items():
+        base = agents.SelectConfig(method=method, budget=0.2, **small)
+        # whole-cluster picks read no horizon; without surrogate rounds no warm_start or surrogate_eval
+        unread = {k: v for k, v in changed.items() if k not in reads or k in ("horizon", "warm_start", "surrogate_eval")}
+        assert replace(base, **unread).used() == base.used(), method
+        if method == "full":  # before, quota picks cut full's untrimmed rows to 40 picks of 3 (below): no reference
+            unread = {k: v for k, v in unread.items() if k not in ("granularity", "quota")}
+        poisoned = replace(base, **unread)
+        for k in set(reads) - {"horizon", "quota", "warm_start", "surrogate_eval"}:  # each setting it reads: in its key
+            assert replace(base, **{k: changed[k]}).used() != base.used(), (method, k)
+        want = agents.select(p, cl, y, base, progress=False, train_x=x)
+        with monkeypatch.context() as m:
+            m.setattr(agents.SelectConfig, "used", lambda self: self)
+            got = agents.select(p, cl, y, poisoned, progress=False, train_x=x)
+        assert got.indices.tolist() == want.indices.tolist(), method
+        assert got.scores == want.scores, method  # with the search's evaluations and the agents' histories
+    quota_full = agents.select(p, cl, y, agents.SelectConfig(method="full", granularity="quota", quota=3), progress=False)
+    assert quota_full.scores["untrimmed_examples"] == len(y) and quota_full.meta["quota"] == 0
+
+
 def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, capsys):
     """Quota picks of at least the budget take whole clusters (or the budget's rest): greedy selects
     the same rows as with granularity "cluster", and a warning says so, once (a new user's round:

@@ -18,7 +18,7 @@ def truth():
 
 
 @pytest.mark.parametrize("method,granularity", [("ppo", "cluster"), ("dqn", "quota")])
-def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularity):
+def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularity, capsys):
     p, cl, y = truth
     cfg = agents.SelectConfig(method=method, budget=0.25, seed=3, checkpoint_every=2, final="greedy",
                               granularity=granularity, horizon=8,
@@ -28,6 +28,7 @@ def test_resume_reproduces_uninterrupted_run(truth, tmp_path, method, granularit
     part = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=4)  # interrupted part-way
     assert sorted(x.name for x in (tmp_path / "b" / "agent").iterdir()) == [".jaxsel-checkpoints", "4"]  # only the newest step is kept
     assert part.meta["stopped_after"] == 4 and "stopped_after" not in whole.meta  # a partial selection says so
+    assert f"{method} stopped after 4 of {8 if method == 'ppo' else 12} updates (stop_after)" in capsys.readouterr().err
     resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
     assert resumed.cluster_ids == whole.cluster_ids
     np.testing.assert_array_equal(resumed.indices, whole.indices)
@@ -52,12 +53,13 @@ def test_resume_refuses_foreign_checkpoint(truth, tmp_path):
 
 @pytest.mark.parametrize("method,extra", [("climb", {"climb_rounds": 3, "granularity": "quota", "horizon": 8}),
                                           ("ppo", {"surrogate_rounds": 3, "warm_start": 64, "surrogate_eval": 8})])
-def test_round_based_search_resumes(truth, tmp_path, method, extra):
+def test_round_based_search_resumes(truth, tmp_path, method, extra, capsys):
     p, cl, y = truth
     cfg = agents.SelectConfig(method=method, budget=0.25, seed=2, ppo=ppo.PPOConfig(num_envs=8, num_steps=8,
                                                                                    total_timesteps=8 * 8 * 6), **extra)
     whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
     agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=1)  # stopped after a round
+    assert f"{method} stopped after 1 of 3 rounds (stop_after)" in capsys.readouterr().err
     resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)
     assert resumed.cluster_ids == whole.cluster_ids
     assert resumed.scores["evaluations"] == whole.scores["evaluations"]

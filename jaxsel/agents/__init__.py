@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -91,12 +91,32 @@ class SelectConfig:
         check_range("select", self, 0, float("inf"), "reward_scale", low_open=True)
 
     def used(self) -> "SelectConfig":
-        """This config with the agent settings its method does not use (``ppo``, ``dqn``) at their
-        keyless defaults (:func:`jaxsel.config.keyless`): what keys its stage and signs its
-        checkpoints, so changing PPO's steps, or an agent's default, does not select greedy's
-        subset again."""
-        return replace(self, ppo=self.ppo if self.method == "ppo" else keyless(ppo.PPOConfig),
-                       dqn=self.dqn if self.method == "dqn" else keyless(dqn.DQNConfig))
+        """This config with every setting its method does not read (:data:`READS`) at its default
+        (an agent's config at :func:`jaxsel.config.keyless`): what :func:`select` runs with, keys its
+        stage and signs its checkpoints, so changing PPO's steps, CLIMB's rounds or the horizon of
+        whole-cluster picks does not select greedy's or stratified's subset again. ``horizon`` is read
+        only where it sets the quota (granularity "quota" without one); ``warm_start`` and
+        ``surrogate_eval`` only with ``surrogate_rounds``, ``final`` and ``checkpoint_every`` only without."""
+        keep = {"method", "budget", "seed", *READS[self.method]}
+        if self.granularity != "quota" or self.quota is not None:
+            keep.discard("horizon")
+        keep -= {"final", "checkpoint_every"} if self.surrogate_rounds else {"warm_start", "surrogate_eval"}
+        unread = {f.name: keyless(_AGENTS[f.name]) if f.name in _AGENTS else
+                  f.metadata["keyless"] if f.metadata.get("later") else
+                  f.default if f.default is not MISSING else f.default_factory()
+                  for f in fields(self) if f.name not in keep}
+        return replace(self, **unread)
+
+
+_PICKING = ("granularity", "quota", "horizon", "balance")  # how cluster picks take rows: the agents and searches
+_LEARNING = ("final", "checkpoint_every", "surrogate_rounds", "warm_start", "surrogate_eval", "reward_scale",
+             "agreement", "similarity")  # the RL agents' environment, training and final pick
+READS = {"ppo": _PICKING + _LEARNING + ("ppo",), "dqn": _PICKING + _LEARNING + ("dqn",),
+         "random-search": _PICKING + ("random_samples",), "greedy": _PICKING, "climb": _PICKING + ("climb_rounds",),
+         **{m: () for m in BASELINES}}
+"""The :class:`SelectConfig` fields each method reads besides ``method``, ``budget`` and ``seed``
+(example-level baselines and ``full`` read none); :meth:`SelectConfig.used` resets the rest."""
+_AGENTS = {"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig}
 
 
 AgentConfig = ppo.PPOConfig | dqn.DQNConfig
@@ -242,6 +262,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
              f"searches (stratified is class-proportional by construction)")
     if c.surrogate_rounds and c.method not in ("ppo", "dqn"):
         warn(f"{c.method} ignores surrogate_rounds={c.surrogate_rounds}: the reward model trains the RL agents")
+    c = c.used()  # what the method reads, the rest at defaults: as its stage is keyed and its checkpoints signed
+    quota = quota_for(c.granularity, c.quota, c.horizon, examples)
     caps = None if c.method in BASELINES else balance_caps(clustering, train_labels, examples,
                                                                                c.balance)
     env, params = make_env(proxy, clustering, train_labels, c.budget, reward_scale=c.reward_scale, quota=quota,
@@ -254,7 +276,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     # with several processes the sharded sums round in another order, so long runs go their own way: a checkpoint
     # resumes under the process count that wrote it (one process keeps the signature of before)
     processes = {"processes": jax.process_count()} if jax.process_count() > 1 else {}
-    signature = json.dumps({"config": settings(c.used()), "k": clustering.k, "meta": meta, **processes}, sort_keys=True,
+    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta, **processes}, sort_keys=True,
                            default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
@@ -342,22 +364,24 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "train_labels_digest": digest(labels),
             "missing_classes": missing_classes(counts, train_counts),
             "jaxsel_version": code_version(), "config": asdict(c), **(meta or {})}
-    planned = stop_points(c)
+    planned, unit = stop_points(c) or (None, "")
     if stop_after is not None and planned is not None and stop_after < planned:  # a time slice: say so in the file
         info["stopped_after"] = int(stop_after)
-        warn(f"{c.method} stopped after {stop_after} of {planned} {'rounds' if c.surrogate_rounds or c.method == 'climb' else 'updates'}"
-             f" (stop_after): a partial selection; select again with resume=True to finish")
+        warn(f"{c.method} stopped after {stop_after} of {planned} {unit} (stop_after): a partial selection; select "
+             f"again with resume=True to finish")
     elif stop_after is not None and planned is None:
         warn(f"{c.method} has no updates or rounds to stop after: stop_after={stop_after} is ignored")
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
 
 
-def stop_points(c: SelectConfig) -> int | None:
-    """The updates (PPO, DQN) or rounds (a reward model's, climb's) a selection with ``c`` runs, which
-    ``stop_after`` counts; None for methods without any (greedy, random search, the baselines)."""
+def stop_points(c: SelectConfig) -> tuple[int, str] | None:
+    """(count, "updates" or "rounds"): what ``stop_after`` counts in a selection with ``c``: PPO's or
+    DQN's updates, or the rounds of a reward model or of climb; None for methods without any (greedy,
+    random search, the baselines)."""
     if c.method in ("ppo", "dqn"):
-        return c.surrogate_rounds or (c.ppo if c.method == "ppo" else c.dqn).num_updates
-    return c.climb_rounds if c.method == "climb" else None
+        return (c.surrogate_rounds, "rounds") if c.surrogate_rounds else \
+            ((c.ppo if c.method == "ppo" else c.dqn).num_updates, "updates")
+    return (c.climb_rounds, "rounds") if c.method == "climb" else None
 
 
 def check_kept(kept: int, n: int, examples: int) -> None:
@@ -390,7 +414,7 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     inner = replace(config, budget=examples / len(rows))
     sel = select(make_proxy(rows, sub), sub, labels[rows], inner, **kwargs)
     indices = rows[sel.indices]
-    meta = dict(sel.meta, budget=config.budget, config=asdict(config), excluded_rows=int(len(labels) - len(rows)),
+    meta = dict(sel.meta, budget=config.budget, config=asdict(config.used()), excluded_rows=int(len(labels) - len(rows)),
                 train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist(),
                 train_labels_digest=digest(labels))
     meta["missing_classes"] = missing_classes(meta["label_counts"], meta["train_label_counts"])
