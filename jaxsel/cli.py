@@ -570,6 +570,10 @@ def cmd_run(a) -> None:
                          merge_case=a.merge_label_case, min_class_rows=a.min_class_rows, split_seed=a.split_seed,
                          dedup=a.dedup)
     out = Path(doc["out"])
+    made = doc["selections_made"]
+    if doc["selections_reused"] and made:  # a rerun after an edit: which selections its settings changed
+        print(f"selections: {len(made)} made ({', '.join(made[:4])}{', ...' if len(made) > 4 else ''}), "
+              f"{doc['selections_reused']} reused from the stage folder")
     reused = f" ({doc['finetunes_reused']} reused from the stage folder)" if doc["finetunes_reused"] else ""
     print(f"{len(doc['rows'])} finetunes{reused} in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
           f"results: {out / 'results.json'}" + (f", step metrics: {a.log_dir}" if a.log_dir else ""))

@@ -420,6 +420,8 @@ class RunConfig:
             raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
         if not self.name.strip():
             raise JaxselError(f"name must not be blank, got {self.name!r}")
+        if self.stages is not None and not self.stages.strip():  # it meant RUN/stages, without a word
+            raise JaxselError(f"stages must name a folder (leave it out for the run folder's stages/), got {self.stages!r}")
         if Path(self.name).name != self.name or self.name in (".", "..") or len(self.name.encode()) > 255:
             raise JaxselError(f"name must be a plain folder name (no '/' or '..', at most 255 bytes), "
                               f"got {self.name[:60]!r}")
@@ -562,14 +564,15 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
 
 def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     """What a config file sets (``given``: its keys by table) that nothing in ``cfg`` will read, each
-    as "[table] key but ...why": agent tables, rl_steps and final with no agent listed, rl_steps under
+    as "[table] key but ...why": agent tables, rl_steps, final and the agents' observations with no agent
+    listed (:data:`jaxsel.agents.READS`), rl_steps under
     every listed agent's own total_timesteps, CLIMB's rounds without climb, a filter without a
     search, a [noise] table without the noisy variant, a decoder head for a BERT target."""
     rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
     notes = [f"[select.{m}] but methods do not list {m!r}" for m in ("ppo", "dqn") if getattr(cfg.select, m) and m not in rl]
     if not rl:
         notes += [f"[select] {k} but methods list no RL agent (ppo, dqn)"
-                  for k in ("rl_steps", "final") if k in given["select"]]  # agreement, similarity: every search's env
+                  for k in ("rl_steps", "final", "agreement", "similarity") if k in given["select"]]
     elif "rl_steps" in given["select"] and all("total_timesteps" in getattr(cfg.select, m) for m in rl):
         notes.append(f"[select] rl_steps but {' and '.join(f'[select.{m}] total_timesteps' for m in rl)} "
                      f"set{'s' if len(rl) == 1 else ''} the agents' steps")

@@ -72,7 +72,9 @@ def check_budgets(budgets, n: int) -> None:
     for b in budgets:
         e = checked_examples(b, n)
         if e in seen:
-            raise JaxselError(f"budgets {seen[e]:.10g} and {b:.10g} both select {e} of the {n} train examples: keep one")
+            a, c = f"{seen[e]:.10g}", f"{b:.10g}"
+            a, c = (a, c) if a != c else (repr(seen[e]), repr(b))  # 0.05 and 0.050000000001
+            raise JaxselError(f"budgets {a} and {c} both select {e} of the {n} train examples: keep one")
         seen[e] = b
 
 

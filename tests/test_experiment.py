@@ -63,7 +63,7 @@ def write_config(path, methods=("greedy", "random", "full"), variants=("clean", 
     return path
 
 
-def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypatch):
+def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypatch, capsys):
     data = write_data(tmp_path / "d.csv")
     methods = ("ppo", "greedy", "random", "stratified", "full")  # climb: tests/test_agents.py
     cfg = write_config(tmp_path / "tiny.toml", methods=methods)
@@ -135,14 +135,23 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
         m.setattr(experiment.report, "write", fail)
         experiment.run(cfg, out, progress=False, name=str(data))
     assert not (out / "results.json").exists()
-    # a run stopped before some stages finished redoes exactly those, with the same results
-    for stage in [*(out / "stages").glob("noisy-greedy-*-s1-*/selection.json"),
-                  *(out / "stages").glob("clean-random-*-s0-finetune-*/metrics.json")]:
+    # a run stopped before some stages finished redoes exactly those, with the same results, and says which
+    dropped = [*(out / "stages").glob("noisy-greedy-*-s1-*/selection.json"),
+               *(out / "stages").glob("clean-random-*-s0-finetune-*/metrics.json")]
+    for stage in dropped:
         stage.unlink()
+    capsys.readouterr()
+    assert cli.main(["run", "--config", str(cfg), "--out", str(out), "--data", str(data)]) == 0
+    said = capsys.readouterr().out
     doc3 = experiment.run(cfg, out, progress=False, name=str(data))
+    again = sorted(f"noisy greedy {p.parent.name.split('-')[2]} seed 1" for p in dropped if "greedy" in p.parent.name)
+    cells = sum(r["method"] != "full" for r in doc["rows"])  # full's cells select nothing
+    assert doc3["selections_made"] == [] and doc3["selections_reused"] == cells
+    assert f"selections: {len(again)} made ({', '.join(again)}), {cells - len(again)} reused" in said, said
     keep = ("variant", "method", "seed", "examples", "proxy_accuracy", "test_accuracy", "corrupted_chosen")
     assert [{k: r[k] for k in keep} for r in doc3["rows"]] == [{k: r[k] for k in keep} for r in doc["rows"]]
-    assert doc3["finetunes_reused"] == len(doc3["rows"]) - 1  # only the deleted finetune ran again
+    assert f"{len(doc3['rows'])} finetunes ({len(doc3['rows']) - 1} reused from the stage folder)" in said  # only
+    assert doc3["finetunes_reused"] == len(doc3["rows"])  # the deleted finetune ran again, and the next run reuses it
 
 
 def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cache, monkeypatch, capsys):
@@ -310,6 +319,7 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
                       (dict(seeds=(2**70,)), "seeds must be an integer of at most 2,147,483,647"),
                       (dict(seeds=(-3,)), "seeds must be from 0 to 2147483647, got -3"), (dict(name="x" * 300), "255 bytes"),
                       (dict(stages="/tmp/s\0x"), "run config stages must not contain a NUL character"),
+                      (dict(stages=" "), r"stages must name a folder \(leave it out for the run folder's stages/\)"),
                       (dict(select={"rl_step": 5}), r"\[select\]: unknown key 'rl_step'"),
                       (dict(budgets=("1/0",)), "budget must be a number like 0.05 or 1/16"),
                       (dict(proxy=SelectSpec()), "run config proxy must be a ProxyConfig")):
@@ -357,8 +367,10 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
         "[noise] but variants do not list 'noisy': unused",
         "[finetune] head, which decoders use, but the target is minilm: unused"]
     cfg.write_text('methods = ["greedy"]\n[data]\nname = "tweets"\n[select]\nsimilarity = true\nagreement = true\n')
-    experiment.load_config(cfg)  # every search's environment reads these, not only the RL agents'
-    assert capsys.readouterr().err == ""
+    experiment.load_config(cfg)  # the RL agents' observations: no search reads them (agents.READS)
+    assert [n.split(" sets ", 1)[1] for n in capsys.readouterr().err.splitlines()] == [
+        "[select] agreement but methods list no RL agent (ppo, dqn): unused",
+        "[select] similarity but methods list no RL agent (ppo, dqn): unused"]
     cfg.write_text('methods = ["stratified"]\n[data]\nname = "tweets"\n[select]\nfilter = "cleanlab"\n')
     experiment.load_config(cfg)
     assert "[select] filter = 'cleanlab' but methods list no search" in capsys.readouterr().err
@@ -584,6 +596,11 @@ def test_budgets_that_cannot_run_are_refused_before_any_work(tmp_path, table_fil
         experiment.run(cfg, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "stages").exists()
     check_budgets((0.1, 0.1 + 1.0 / n), n)  # one example apart: both run
+    # from a file: named as its other errors are, the two budgets told apart however near they are
+    toml = tmp_path / "near.toml"
+    toml.write_text(f'budgets = [0.1, 0.100000000001]\n[data]\nname = "{table_file}"\n[embed]\nmodel = "hash"\n')
+    with pytest.raises(JaxselError, match=rf"^{toml}: budgets 0.1 and 0.100000000001 both select"):
+        experiment.run(toml, tmp_path / "out", progress=False)
     # a budget rounding to every train row: refused before any work for the baselines too (they ran
     # it as the whole split, the searches stopped after clustering), quoting the budget as written
     for methods in (("stratified", "random"), ("greedy",)):
@@ -690,3 +707,22 @@ def test_a_cell_another_run_computes_in_a_shared_stage_folder_is_waited_for_then
     assert f"note: another jaxsel process is computing {chosen.parent}: waiting for it" in err.getvalue()
     keep = ("variant", "method", "seed", "examples", "proxy_accuracy", "test_accuracy")
     assert [{k: r.get(k) for k in keep} for r in again["rows"]] == [{k: r.get(k) for k in keep} for r in doc["rows"]]
+
+
+def test_the_mask_map_takes_the_runs_quota_whatever_method_comes_first(tmp_path):
+    """The mask map took its quota from the first method's selection: a baseline's records 0 (it
+    reads no granularity: agents.READS), so a run listing stratified first drew quota picks as
+    whole clusters. The map's greedy subset is the rows greedy exports, cluster by cluster."""
+    from test_agents import known_truth
+    from jaxsel import agents, proxy
+    from jaxsel.config import RunConfig, SelectSpec
+    x, y, cl, xv, yv = known_truth()
+    p = proxy.make(x, y, cl, xv, yv)
+    quota = dict(granularity="quota", horizon=8)  # 240 of 2,400 rows in picks of 30 from clusters of 60
+    sels = {m: agents.select(p, cl, y, agents.SelectConfig(method=m, budget=0.1, **quota), progress=False)
+            for m in ("stratified", "greedy")}
+    assert sels["stratified"].meta["quota"] == 0 and sels["greedy"].meta["quota"] == 30
+    mp = experiment.Run(RunConfig(select=SelectSpec(**quota)), tmp_path, progress=False).explored(
+        0.1, p, cl, sels, [None, None], y, samples=4)
+    taken = mp["masks"][mp["kinds"].index("greedy")] * np.asarray(cl.sizes)
+    np.testing.assert_allclose(taken, np.bincount(cl.assignment[sels["greedy"].indices], minlength=cl.k), atol=1e-4)

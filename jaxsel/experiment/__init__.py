@@ -79,8 +79,10 @@ def data_record(spec: DataSpec) -> dict:
 class Run:
     """One run folder: stage files under ``stages/``, ``results.json`` and the report at the top."""
 
-    def __init__(self, cfg: RunConfig, out: Path, progress: bool = True, source: str | None = None):
-        self.cfg, self.out, self.progress, self.source = cfg, Path(out), progress, source
+    def __init__(self, cfg: RunConfig, out: Path, progress: bool = True, source: str | None = None,
+                 where: str | None = None):
+        """``source``: the config file's absolute path (recorded); ``where``: as given, for errors."""
+        self.cfg, self.out, self.progress, self.source, self.where = cfg, Path(out), progress, source, where
         self.stage_dir = Path(cfg.stages).expanduser() if cfg.stages else self.out / "stages"  # "~/x": a home's
         remove_stale_temporaries(self.out)  # what a killed run left
         if cfg.stages:  # a stage folder other runs may be writing to now: only what no write takes that long
@@ -88,6 +90,8 @@ class Run:
         self.timings: dict = {}
         self.search_logs: dict = {}
         self.finetunes_reused = 0  # finetunes whose metrics the stage folder already held
+        self.selections_reused = 0  # selections the stage folder already held
+        self.selections_made: list[str] = []  # the others, "variant method budget seed N", in the order made
 
     # -- shared stages ---------------------------------------------------------------------
 
@@ -187,7 +191,9 @@ class Run:
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         with computed_once(folder, path, Selection.load) as kept:  # another run sharing the stages may compute it now
             if kept is not None:
+                self.selections_reused += 1
                 return kept, path
+            self.selections_made.append(f"{variant} {method} {stages.budget_tag(budget)} seed {seed}")
             kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints",
                       progress=self.progress, train_x=train_x)
             with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
@@ -232,9 +238,10 @@ class Run:
         proxy scores (under the run's class caps, when it balances; ``labels``: the train labels)."""
         from jaxsel.agents import reward_model, search
         from jaxsel.proxy import RewardCache
-        from jaxsel.selection import balance_caps
+        from jaxsel.selection import balance_caps, quota_for
         rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
-        quota = next(iter(sels.values())).meta.get("quota", 0)
+        spec = self.cfg.select  # (a baseline's selection records quota 0: it reads no granularity)
+        quota = quota_for(spec.granularity, spec.quota, spec.horizon, examples)
         caps = balance_caps(c, labels, examples, self.cfg.select.balance)
         sizes = np.asarray(c.sizes)
         orders = [search.complete([], sizes, examples, rng, quota, caps) for _ in range(samples)]
@@ -369,7 +376,10 @@ class Run:
     def _stages(self, dd, t_start: float) -> dict:
         """:meth:`execute` once the dataset ``dd`` is loaded (at ``t_start``)."""
         from jaxsel.experiment import report
-        check_budgets(self.cfg.budgets, len(dd["train"]))  # the noisy variants only add rows
+        try:
+            check_budgets(self.cfg.budgets, len(dd["train"]))  # the noisy variants only add rows
+        except JaxselError as e:  # the file's budgets, as load_config's errors name it
+            raise JaxselError(f"{self.where}: {e}" if self.where else str(e)) from None
         if self.cfg.stages and not self.stage_dir.exists():  # a relative path is the working folder's (a file: the error below)
             print(f"note: the stage folder {self.stage_dir.absolute()} (`stages`) does not exist: made now, every "
                   f"stage is computed", file=sys.stderr)
@@ -428,7 +438,8 @@ def default_out(name: str, data_overrides: dict) -> str:
 def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progress: bool = True,
         log_dir: str | Path | None = None, **data_overrides) -> dict:
     """Run (or resume) a config; returns the results document also written to ``OUT/results.json``,
-    plus ``out`` and ``finetunes_reused`` (the finetunes the stage folder already held).
+    plus ``out``, ``finetunes_reused`` and ``selections_reused`` (the finetunes and selections the stage
+    folder already held) and ``selections_made`` (the others, "variant method budget seed N").
     ``log_dir``: write step metrics there (:mod:`jaxsel.metrics`), each cell's under its
     ``variant/method/budget/seed`` stage.
 
@@ -451,7 +462,8 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         out = default_out(cfg.name, data_overrides)
     _note_other_config(Path(out), source)
     with exclusive(out), metrics.logging_to(log_dir):
-        r = Run(cfg, Path(out), progress, source)
+        r = Run(cfg, Path(out), progress, source, None if source is None else str(path))
         doc = r.execute()
-    doc["out"], doc["finetunes_reused"] = str(out), r.finetunes_reused
+    doc.update(out=str(out), finetunes_reused=r.finetunes_reused, selections_reused=r.selections_reused,
+               selections_made=r.selections_made)
     return doc
