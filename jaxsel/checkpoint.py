@@ -71,29 +71,36 @@ def signature_differences(written: str, now: str) -> str:
 
 def _parsed(written: str, now: str) -> tuple | None:
     """The two signatures as compared (JSON-decoded, one process where none is named, without the
-    unused agents' settings: :func:`_without_agents`); None if either is not JSON."""
+    settings their methods do not read: :func:`_without_unread`); None if either is not JSON."""
     try:
         sigs = [json.loads(written), json.loads(now)]
     except (TypeError, json.JSONDecodeError):
         return None
     if any(isinstance(s, dict) and "processes" in s for s in sigs):
         sigs = [{"processes": 1, **s} if isinstance(s, dict) else s for s in sigs]
-    return _without_agents(*sigs)
+    return _without_unread(*sigs)
 
 
-def _without_agents(*signatures) -> tuple:
-    """Selection signatures without the settings of agents (``ppo``, ``dqn``) that their method does
-    not run, all of them when the methods differ: such settings stand at placeholders
-    (``SelectConfig.used``) that other jaxsel versions recorded otherwise, and a refused resume named
-    them as differences (``config.dqn.network ('early' written, 'late' now)`` beside another method,
-    ``config.dqn.total_timesteps`` for a PPO run an older jaxsel wrote). Other signatures unchanged."""
+def _without_unread(*signatures) -> tuple:
+    """Selection signatures with only the settings that both their methods read
+    (:func:`jaxsel.agents.reads`; where a config is not one this jaxsel can build, all but the
+    settings of agents, ``ppo`` and ``dqn``, that its method does not run): the others stand at
+    placeholders (``SelectConfig.used``) that other jaxsel versions recorded otherwise, and a refused
+    resume named them as differences (``config.dqn.network ('early' written, 'late' now)`` beside
+    another method, ``config.agreement (True written, False now)`` for a climb an older jaxsel
+    wrote). Other signatures unchanged."""
     configs = [s.get("config") if isinstance(s, dict) else None for s in signatures]
     if not all(isinstance(c, dict) and "method" in c for c in configs):
         return signatures
-    methods = {str(c["method"]) for c in configs}
-    run = methods if len(methods) == 1 else set()
-    return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn") or k in run}}
-                 for s, c in zip(signatures, configs))
+    from jaxsel.agents import SelectConfig, reads
+    try:
+        keep = frozenset.intersection(*(reads(SelectConfig(**c)) for c in configs))
+    except (JaxselError, TypeError, ValueError, KeyError):  # fields or methods of another jaxsel
+        methods = {str(c["method"]) for c in configs}
+        keep = None if len(methods) == 1 else frozenset(configs[0]) - {"ppo", "dqn"}
+    if keep is None:
+        return signatures
+    return tuple({**s, "config": {k: v for k, v in c.items() if k in keep}} for s, c in zip(signatures, configs))
 
 
 def _damage(e: Exception) -> str:

@@ -571,9 +571,9 @@ def cmd_run(a) -> None:
                          dedup=a.dedup)
     out = Path(doc["out"])
     made = doc["selections_made"]
-    if doc["selections_reused"] and made:  # a rerun after an edit: which selections its settings changed
-        print(f"selections: {len(made)} made ({', '.join(made[:4])}{', ...' if len(made) > 4 else ''}), "
-              f"{doc['selections_reused']} reused from the stage folder")
+    if doc["selections_reused"] or doc["finetunes_reused"]:  # a rerun: which selections an edit changed, if any
+        named = f" ({', '.join(made[:4])}{', ...' if len(made) > 4 else ''})" if made else ""
+        print(f"selections: {len(made)} made{named}, {doc['selections_reused']} reused from the stage folder")
     reused = f" ({doc['finetunes_reused']} reused from the stage folder)" if doc["finetunes_reused"] else ""
     print(f"{len(doc['rows'])} finetunes{reused} in {doc['run_seconds']:.0f}s; report: {out / 'report.md'}, "
           f"results: {out / 'results.json'}" + (f", step metrics: {a.log_dir}" if a.log_dir else ""))

@@ -420,16 +420,17 @@ class RunConfig:
             raise JaxselError(f"seeds must be from 0 to {MAX_SEED}, got {bad}")
         if not self.name.strip():
             raise JaxselError(f"name must not be blank, got {self.name!r}")
-        if self.stages is not None and not self.stages.strip():  # it meant RUN/stages, without a word
-            raise JaxselError(f"stages must name a folder (leave it out for the run folder's stages/), got {self.stages!r}")
         if Path(self.name).name != self.name or self.name in (".", "..") or len(self.name.encode()) > 255:
             raise JaxselError(f"name must be a plain folder name (no '/' or '..', at most 255 bytes), "
                               f"got {self.name[:60]!r}")
-        if self.select.balance != "none" and not self.cluster.stratified:
+        if self.stages is not None and not self.stages.strip():  # it meant RUN/stages, without a word
+            raise JaxselError(f"stages must name a folder (leave it out for the run folder's stages/), got {self.stages!r}")
+        caps = set(self.methods) & set(SEARCH_METHODS)  # what reads balance (baselines do not: a note says so)
+        if self.select.balance != "none" and caps and not self.cluster.stratified:
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters: "
                               f"set [cluster] stratified = true")
         n = self.noise
-        if self.select.balance != "none" and "noisy" in self.variants and n.flip_fraction > 0 and \
+        if self.select.balance != "none" and caps and "noisy" in self.variants and n.flip_fraction > 0 and \
                 (n.kind != "clusters" or n.groups == "independent"):  # found only when the run drew its mask maps
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters, and the noisy "
                               f"variant's [noise] (kind = {n.kind!r}, groups = {n.groups!r}) mislabels rows inside "
@@ -562,22 +563,39 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
     return cfg
 
 
+def _unread(cfg: RunConfig, keys: set[str]) -> list[str]:
+    """:func:`unused_settings`' notes for the [select] ``keys`` that no method of ``cfg`` reads."""
+    from jaxsel import agents
+    readers = {m: agents.reads(agents.cell_config(cfg.select, m, cfg.budgets[0], 0)) for m in SEARCH_METHODS + BASELINES}
+    notes = []
+    for k in [f.name for f in dataclasses.fields(agents.SelectConfig) if f.name in keys]:
+        if any(k in readers[m] for m in cfg.methods):
+            continue
+        could = [m for m in SEARCH_METHODS + BASELINES if k in readers[m]]
+        why = ("methods list no RL agent (ppo, dqn)" if could == ["ppo", "dqn"] else
+               f"methods do not list {could[0]!r}" if len(could) == 1 else
+               f"methods list none of {', '.join(could)}" if could else
+               "quota sets the rows per pick" if cfg.select.quota is not None else
+               "granularity 'cluster' picks whole clusters")  # horizon: read only where it sets the quota
+        notes.append(f"[select] {k} but {why}")
+    return notes
+
+
 def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     """What a config file sets (``given``: its keys by table) that nothing in ``cfg`` will read, each
-    as "[table] key but ...why": agent tables, rl_steps, final and the agents' observations with no agent
-    listed (:data:`jaxsel.agents.READS`), rl_steps under
-    every listed agent's own total_timesteps, CLIMB's rounds without climb, a filter without a
-    search, a [noise] table without the noisy variant, a decoder head for a BERT target."""
+    as "[table] key but ...why": agent tables of agents not listed, rl_steps with no agent listed or
+    under every listed agent's own total_timesteps, a [select] setting no listed method reads
+    (:func:`jaxsel.agents.reads`: e.g. final without an agent, climb_rounds without climb, horizon
+    where picks take whole clusters), a filter without a search, a [noise] table without the noisy
+    variant, a decoder head for a BERT target."""
     rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
     notes = [f"[select.{m}] but methods do not list {m!r}" for m in ("ppo", "dqn") if getattr(cfg.select, m) and m not in rl]
-    if not rl:
-        notes += [f"[select] {k} but methods list no RL agent (ppo, dqn)"
-                  for k in ("rl_steps", "final", "agreement", "similarity") if k in given["select"]]
+    if not rl and "rl_steps" in given["select"]:
+        notes.append("[select] rl_steps but methods list no RL agent (ppo, dqn)")
     elif "rl_steps" in given["select"] and all("total_timesteps" in getattr(cfg.select, m) for m in rl):
         notes.append(f"[select] rl_steps but {' and '.join(f'[select.{m}] total_timesteps' for m in rl)} "
                      f"set{'s' if len(rl) == 1 else ''} the agents' steps")
-    if "climb_rounds" in given["select"] and "climb" not in cfg.methods:
-        notes.append("[select] climb_rounds but methods do not list 'climb'")
+    notes += _unread(cfg, given["select"])
     if cfg.select.filter != "none" and not set(SEARCH_METHODS) & set(cfg.methods):
         notes.append(f"[select] filter = {cfg.select.filter!r} but methods list no search ({', '.join(SEARCH_METHODS)})")
     if given["noise"] and "noisy" not in cfg.variants:

@@ -72,9 +72,10 @@ def check_budgets(budgets, n: int) -> None:
     for b in budgets:
         e = checked_examples(b, n)
         if e in seen:
-            a, c = f"{seen[e]:.10g}", f"{b:.10g}"
-            a, c = (a, c) if a != c else (repr(seen[e]), repr(b))  # 0.05 and 0.050000000001
-            raise JaxselError(f"budgets {a} and {c} both select {e} of the {n} train examples: keep one")
+            first, second = f"{seen[e]:.10g}", f"{b:.10g}"
+            if first == second:  # 0.05 and 0.050000000001
+                first, second = repr(float(seen[e])), repr(float(b))
+            raise JaxselError(f"budgets {first} and {second} both select {e} of the {n} train examples: keep one")
         seen[e] = b
 
 

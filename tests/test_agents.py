@@ -1,6 +1,8 @@
 """Agents against known truth, multi-seed training, the reward model and JAX_ENABLE_X64
 (resume: test_resume.py; the exported-row and class-cap rules: test_exported_rows.py)."""
 
+from dataclasses import replace
+
 import jax
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo, reward_model
 from jaxsel.cluster import Clustering, index_table
 from jaxsel.config import keyless, settings, spelling
+from jaxsel.selection import METHODS
 
 K, PER, D = 40, 60, 12
 CORRUPT = 10
@@ -237,15 +240,17 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
     assert "network='late'" in spelling(agents.SelectConfig(method="ppo").used())
 
 
-def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, monkeypatch):
-    """``used()`` resets every setting :data:`agents.READS` says a method does not read, so its stage
+def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, monkeypatch, capsys):
+    """``used()`` resets every setting a method does not read (:func:`agents.reads`), so its stage
     key ignores them (a run that added climb_rounds or changed the horizon of whole-cluster picks
-    selected random and stratified again: round 32). Known truth that a reset hides no setting a
-    method reads: run with those settings changed and *not* reset (``used`` as the identity, the
-    code before), each method selects the rows, and records the scores, it does at the defaults."""
+    selected random and stratified again: round 32), and ``select`` warns of them once. Known truth
+    that a reset hides no setting a method reads: run with those settings changed and *not* reset
+    (``used`` as the identity, the code before), each method selects the rows, and records the
+    scores, it does at the defaults; also where a rule drops a setting read elsewhere (the reward
+    model's rounds decide final and checkpoints; a quota given sets the picks, not the horizon)."""
     p, cl, y = truth
     x = known_truth()[0]
-    from dataclasses import replace
+    assert set(agents.READS) == set(METHODS)
     changed = dict(granularity="quota", quota=3, horizon=5, balance="proportional", final="greedy", checkpoint_every=3,
                    surrogate_rounds=2, warm_start=7, surrogate_eval=5, random_samples=9, climb_rounds=2,
                    reward_scale=3.0, agreement=True, similarity=True,
@@ -254,16 +259,19 @@ def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, mo
     small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 2),
                  dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 10, learning_starts=32), climb_rounds=1,
                  random_samples=16)
-    for method, reads in agents.READS.items():
-        base = agents.SelectConfig(method=method, budget=0.2, **small)
-        # whole-cluster picks read no horizon; without surrogate rounds no warm_start or surrogate_eval
-        unread = {k: v for k, v in changed.items() if k not in reads or k in ("horizon", "warm_start", "surrogate_eval")}
+    # (method, its settings, what they leave unread besides what agents.READS leaves out)
+    cases = [(m, {}, {"horizon", "warm_start", "surrogate_eval"}) for m in agents.READS] + [
+        ("ppo", dict(surrogate_rounds=1, warm_start=16, surrogate_eval=4), {"horizon", "final", "checkpoint_every"}),
+        ("greedy", dict(granularity="quota", quota=7), {"horizon"})]
+    for method, given, unread_here in cases:
+        base = agents.SelectConfig(method=method, budget=0.2, **small, **given)
+        unread = {k: v for k, v in changed.items() if k not in given and (k not in agents.READS[method] or k in unread_here)}
         assert replace(base, **unread).used() == base.used(), method
+        for k in agents.READS[method] - unread_here - {"quota"} - set(given):  # each setting it reads: in its key
+            assert replace(base, **{k: changed[k]}).used() != base.used(), (method, k)
         if method == "full":  # before, quota picks cut full's untrimmed rows to 40 picks of 3 (below): no reference
             unread = {k: v for k, v in unread.items() if k not in ("granularity", "quota")}
         poisoned = replace(base, **unread)
-        for k in set(reads) - {"horizon", "quota", "warm_start", "surrogate_eval"}:  # each setting it reads: in its key
-            assert replace(base, **{k: changed[k]}).used() != base.used(), (method, k)
         want = agents.select(p, cl, y, base, progress=False, train_x=x)
         with monkeypatch.context() as m:
             m.setattr(agents.SelectConfig, "used", lambda self: self)
@@ -272,6 +280,12 @@ def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, mo
         assert got.scores == want.scores, method  # with the search's evaluations and the agents' histories
     quota_full = agents.select(p, cl, y, agents.SelectConfig(method="full", granularity="quota", quota=3), progress=False)
     assert quota_full.scores["untrimmed_examples"] == len(y) and quota_full.meta["quota"] == 0
+    capsys.readouterr()
+    greedy = agents.select(p, cl, y, agents.SelectConfig(method="greedy", agreement=True, horizon=8), progress=False)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: greedy ignores horizon=8: it sets the rows per pick of granularity 'quota' without a quota; "
+        "agreement=True: read by ppo, dqn"]
+    assert greedy.meta["config"]["agreement"] is False and greedy.meta["config"]["horizon"] == 32  # as it ran
 
 
 def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, capsys):

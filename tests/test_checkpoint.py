@@ -76,6 +76,12 @@ def test_signature_differences_name_the_settings():
     ppo = '{"config": {"method": "ppo", "ppo": {"network": "late"}, "dqn": {"network": "early"}}}'
     dqn = '{"config": {"method": "dqn", "ppo": {"network": "early"}, "dqn": {"network": "late"}}}'
     assert signature_differences(ppo, dqn) == " (it differs in config.method ('ppo' written, 'dqn' now))"
+    # settings the method does not read: an older jaxsel signed climb with agreement = true as given, this one
+    # resets it (agents.reads); only what climb reads is named
+    older = '{"config": {"method": "climb", "agreement": true, "horizon": 8, "climb_rounds": 3}}'
+    assert signature_differences(older, '{"config": {"method": "climb", "climb_rounds": 3}}') == ""
+    assert signature_differences(older, '{"config": {"method": "climb", "climb_rounds": 2}}') == \
+        " (it differs in config.climb_rounds (3 written, 2 now))"
 
 
 def test_an_older_jaxsels_checkpoint_is_named_as_such(tmp_path):

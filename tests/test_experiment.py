@@ -152,6 +152,8 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert [{k: r[k] for k in keep} for r in doc3["rows"]] == [{k: r[k] for k in keep} for r in doc["rows"]]
     assert f"{len(doc3['rows'])} finetunes ({len(doc3['rows']) - 1} reused from the stage folder)" in said  # only
     assert doc3["finetunes_reused"] == len(doc3["rows"])  # the deleted finetune ran again, and the next run reuses it
+    assert cli.main(["run", "--config", str(cfg), "--out", str(out), "--data", str(data)]) == 0
+    assert f"selections: 0 made, {cells} reused from the stage folder" in capsys.readouterr().out
 
 
 def test_stages_another_jaxsel_left_are_recomputed_not_reused(tmp_path, tmp_cache, monkeypatch, capsys):
@@ -371,6 +373,16 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     assert [n.split(" sets ", 1)[1] for n in capsys.readouterr().err.splitlines()] == [
         "[select] agreement but methods list no RL agent (ppo, dqn): unused",
         "[select] similarity but methods list no RL agent (ppo, dqn): unused"]
+    searches = "ppo, dqn, climb, greedy, random-search"
+    for methods, select, said in (
+            ('"greedy"', 'horizon = 8', ["horizon but granularity 'cluster' picks whole clusters"]),
+            ('"greedy"', 'granularity = "quota"\nquota = 4\nhorizon = 8', ["horizon but quota sets the rows per pick"]),
+            ('"stratified", "full"', 'granularity = "quota"\nbalance = "equal"',  # no refusal: nothing reads balance
+             [f"granularity but methods list none of {searches}", f"balance but methods list none of {searches}"])):
+        cfg.write_text(f'methods = [{methods}]\n[data]\nname = "tweets"\n[select]\n{select}\n')
+        experiment.load_config(cfg)
+        assert [n.split(" sets [select] ", 1)[1] for n in capsys.readouterr().err.splitlines()] == \
+            [f"{n}: unused" for n in said]
     cfg.write_text('methods = ["stratified"]\n[data]\nname = "tweets"\n[select]\nfilter = "cleanlab"\n')
     experiment.load_config(cfg)
     assert "[select] filter = 'cleanlab' but methods list no search" in capsys.readouterr().err

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import numbers
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 
 import jax
 import numpy as np
@@ -91,34 +91,39 @@ class SelectConfig:
         check_range("select", self, 0, float("inf"), "reward_scale", low_open=True)
 
     def used(self) -> "SelectConfig":
-        """This config with every setting its method does not read (:data:`READS`) at its default
-        (an agent's config at :func:`jaxsel.config.keyless`): what :func:`select` runs with, keys its
-        stage and signs its checkpoints, so changing PPO's steps, CLIMB's rounds or the horizon of
-        whole-cluster picks does not select greedy's or stratified's subset again. ``horizon`` is read
-        only where it sets the quota (granularity "quota" without one); ``warm_start`` and
-        ``surrogate_eval`` only with ``surrogate_rounds``, ``final`` and ``checkpoint_every`` only without."""
-        keep = {"method", "budget", "seed", *READS[self.method]}
-        if self.granularity != "quota" or self.quota is not None:
-            keep.discard("horizon")
-        keep -= {"final", "checkpoint_every"} if self.surrogate_rounds else {"warm_start", "surrogate_eval"}
-        unread = {f.name: keyless(_AGENTS[f.name]) if f.name in _AGENTS else
-                  f.metadata["keyless"] if f.metadata.get("later") else
-                  f.default if f.default is not MISSING else f.default_factory()
-                  for f in fields(self) if f.name not in keep}
-        return replace(self, **unread)
+        """This config with every setting its method does not read (:func:`reads`) at its keyless
+        default (:func:`jaxsel.config.keyless`, the agents' configs too): what :func:`select` runs
+        with and records, keys its stage and signs its checkpoints, so changing PPO's steps, CLIMB's
+        rounds or the horizon of whole-cluster picks does not select greedy's or stratified's
+        subset again."""
+        unread = [f.name for f in fields(self) if f.name not in reads(self)]
+        return replace(self, **{name: getattr(_UNREAD, name) for name in unread})
 
 
-_PICKING = ("granularity", "quota", "horizon", "balance")  # how cluster picks take rows: the agents and searches
-_LEARNING = ("final", "checkpoint_every", "surrogate_rounds", "warm_start", "surrogate_eval", "reward_scale",
-             "agreement", "similarity")  # the RL agents' environment, training and final pick
-READS = {"ppo": _PICKING + _LEARNING + ("ppo",), "dqn": _PICKING + _LEARNING + ("dqn",),
-         "random-search": _PICKING + ("random_samples",), "greedy": _PICKING, "climb": _PICKING + ("climb_rounds",),
-         **{m: () for m in BASELINES}}
-"""The :class:`SelectConfig` fields each method reads besides ``method``, ``budget`` and ``seed``
-(example-level baselines and ``full`` read none); :meth:`SelectConfig.used` resets the rest."""
-_AGENTS = {"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig}
+_PICKING = frozenset({"granularity", "quota", "horizon", "balance"})  # how picks take rows: the agents, the searches
+_LEARNING = frozenset({"final", "checkpoint_every", "surrogate_rounds", "warm_start", "surrogate_eval", "reward_scale",
+                       "agreement", "similarity"})  # the RL agents' environment, training and result
+READS = MappingProxyType({"ppo": _PICKING | _LEARNING | {"ppo"}, "dqn": _PICKING | _LEARNING | {"dqn"},
+                          "random-search": _PICKING | {"random_samples"}, "greedy": _PICKING,
+                          "climb": _PICKING | {"climb_rounds"}, **{m: frozenset() for m in BASELINES}})
+"""The :class:`SelectConfig` fields each method may read besides ``method``, ``budget`` and ``seed``
+(example-level baselines and ``full`` read none); :func:`reads` says which it reads under a config."""
+_AGENTS = ("ppo", "dqn")  # the fields holding an agent's config
 
 
+def reads(c: SelectConfig) -> frozenset[str]:
+    """The :class:`SelectConfig` fields ``c.method`` reads under ``c``: ``method``, ``budget``,
+    ``seed`` and its :data:`READS`, less ``horizon`` unless it sets the quota (granularity "quota"
+    without a ``quota``), ``final`` and ``checkpoint_every`` with ``surrogate_rounds`` (the
+    reward-model rounds decide both), ``warm_start`` and ``surrogate_eval`` without."""
+    out = {"method", "budget", "seed"} | READS[c.method]
+    if c.granularity != "quota" or c.quota is not None:
+        out.discard("horizon")
+    out -= {"final", "checkpoint_every"} if c.surrogate_rounds else {"warm_start", "surrogate_eval"}
+    return frozenset(out)
+
+
+_UNREAD = replace(keyless(SelectConfig), ppo=keyless(ppo.PPOConfig), dqn=keyless(dqn.DQNConfig))  # what used() sets
 AgentConfig = ppo.PPOConfig | dqn.DQNConfig
 
 
@@ -127,6 +132,16 @@ def agent_config(method: str, rl_steps: int, overrides: dict) -> AgentConfig:
     ``rl_steps`` as ``total_timesteps``, then the ``[select.ppo]``/``[select.dqn]`` table's
     ``overrides``. One place, so a run and its report count the same steps."""
     return (ppo.PPOConfig if method == "ppo" else dqn.DQNConfig)(**{"total_timesteps": rl_steps, **overrides})
+
+
+def cell_config(spec, method: str, budget: float, seed: int) -> SelectConfig:
+    """The SelectConfig of one cell of a run: its ``[select]`` table (``spec``, a
+    :class:`jaxsel.config.SelectSpec`) for ``method`` at ``budget`` and ``seed``, as given (before
+    :meth:`SelectConfig.used`); ``rl_steps`` and ``[select.ppo]``/``[select.dqn]`` as the agents' configs."""
+    return SelectConfig(method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
+                        granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
+                        similarity=spec.similarity, balance=spec.balance,
+                        **{m: agent_config(m, spec.rl_steps, getattr(spec, m)) for m in _AGENTS})
 
 
 def env_steps(cfg: AgentConfig, updates: int) -> int:
@@ -232,6 +247,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
            stop_after: int | None = None, train_x: np.ndarray | None = None,
            issues: np.ndarray | None = None) -> Selection:
     """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`.
+    Runs with, and records, ``config.used()``: the settings the method does not read (:func:`reads`)
+    at their defaults, with one warning naming those given otherwise (:func:`ignored`).
 
     With ``ckpt_dir`` the run is checkpointed (RL: every ``checkpoint_every`` updates; climb and
     reward-model rounds: every round); ``resume`` continues from there. ``stop_after`` ends the
@@ -257,11 +274,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
              f"rest of the budget), as granularity 'cluster' does; budget / horizon would be "
              f"{quota_for('quota', None, c.horizon, examples)}", once=True)
     check_balance(c.balance)
-    if c.balance != "none" and c.method in BASELINES:
-        warn(f"{c.method} ignores balance={c.balance!r}: class caps apply to the RL agents and the cluster "
-             f"searches (stratified is class-proportional by construction)")
-    if c.surrogate_rounds and c.method not in ("ppo", "dqn"):
-        warn(f"{c.method} ignores surrogate_rounds={c.surrogate_rounds}: the reward model trains the RL agents")
+    if said := ignored(c):
+        warn(f"{c.method} ignores {'; '.join(said)}", once=True)
     c = c.used()  # what the method reads, the rest at defaults: as its stage is keyed and its checkpoints signed
     quota = quota_for(c.granularity, c.quota, c.horizon, examples)
     caps = None if c.method in BASELINES else balance_caps(clustering, train_labels, examples,
@@ -364,24 +378,49 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "train_labels_digest": digest(labels),
             "missing_classes": missing_classes(counts, train_counts),
             "jaxsel_version": code_version(), "config": asdict(c), **(meta or {})}
-    planned, unit = stop_points(c) or (None, "")
-    if stop_after is not None and planned is not None and stop_after < planned:  # a time slice: say so in the file
-        info["stopped_after"] = int(stop_after)
-        warn(f"{c.method} stopped after {stop_after} of {planned} {unit} (stop_after): a partial selection; select "
-             f"again with resume=True to finish")
-    elif stop_after is not None and planned is None:
+    planned = stop_points(c)
+    if stop_after is not None and planned is None:
         warn(f"{c.method} has no updates or rounds to stop after: stop_after={stop_after} is ignored")
+    elif stop_after is not None and stop_after < planned[0]:  # a time slice: say so in the file
+        info["stopped_after"] = int(stop_after)
+        warn(f"{c.method} stopped after {stop_after} of {planned[0]} {planned[1]} (stop_after): a partial selection; "
+             f"select again with resume=True to finish")
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
+
+
+_WHY = {"balance": "class caps apply to the RL agents and the cluster searches (stratified is class-proportional by "
+                   "construction)",
+        "surrogate_rounds": "the reward model trains the RL agents",
+        "horizon": "it sets the rows per pick of granularity 'quota' without a quota",
+        "final": "the reward-model rounds choose the result", "checkpoint_every": "each reward-model round is saved",
+        "warm_start": "it starts surrogate_rounds", "surrogate_eval": "it scores surrogate_rounds' rollouts"}
+
+
+def ignored(c: SelectConfig) -> list[str]:
+    """The settings of ``c`` that its method does not read (:func:`reads`) and that differ from their
+    defaults, each as "name=value: why" (an agent's config, which the CLI fills for every method,
+    is left out): what :func:`select` warns of before running with :meth:`SelectConfig.used`."""
+    out = []
+    for f in fields(c):
+        value = getattr(c, f.name)
+        if f.name in reads(c) or f.name in _AGENTS or value == getattr(_UNREAD, f.name):
+            continue
+        why = _WHY.get(f.name) or f"read by {', '.join(m for m, names in READS.items() if f.name in names)}"
+        out.append(f"{f.name}={value!r}: {why}")
+    return out
 
 
 def stop_points(c: SelectConfig) -> tuple[int, str] | None:
     """(count, "updates" or "rounds"): what ``stop_after`` counts in a selection with ``c``: PPO's or
     DQN's updates, or the rounds of a reward model or of climb; None for methods without any (greedy,
     random search, the baselines)."""
-    if c.method in ("ppo", "dqn"):
-        return (c.surrogate_rounds, "rounds") if c.surrogate_rounds else \
-            ((c.ppo if c.method == "ppo" else c.dqn).num_updates, "updates")
-    return (c.climb_rounds, "rounds") if c.method == "climb" else None
+    if c.method in _AGENTS and c.surrogate_rounds:
+        return c.surrogate_rounds, "rounds"
+    if c.method in _AGENTS:
+        return getattr(c, c.method).num_updates, "updates"
+    if c.method == "climb":
+        return c.climb_rounds, "rounds"
+    return None
 
 
 def check_kept(kept: int, n: int, examples: int) -> None:

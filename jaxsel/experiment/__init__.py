@@ -179,13 +179,9 @@ class Run:
         from jaxsel import agents, data
         from jaxsel.selection import Selection
         spec = self.cfg.select
-        cfg = agents.SelectConfig(
-            method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
-            granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
-            similarity=spec.similarity, balance=spec.balance, ppo=agents.agent_config("ppo", spec.rl_steps, spec.ppo),
-            dqn=agents.agent_config("dqn", spec.rl_steps, spec.dqn))
+        cfg = agents.cell_config(spec, method, budget, seed).used()  # [select] applies where it is read: no warning
         fp = data.dataset_fingerprint(dd)
-        parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg.used()) + ((spec.filter,) if flagged is not None else ())
+        parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg) + ((spec.filter,) if flagged is not None else ())
         folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key('selection', *parts)}"
         path = (folder / "selection.json").absolute()
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
@@ -242,7 +238,7 @@ class Run:
         rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
         spec = self.cfg.select  # (a baseline's selection records quota 0: it reads no granularity)
         quota = quota_for(spec.granularity, spec.quota, spec.horizon, examples)
-        caps = balance_caps(c, labels, examples, self.cfg.select.balance)
+        caps = balance_caps(c, labels, examples, spec.balance)
         sizes = np.asarray(c.sizes)
         orders = [search.complete([], sizes, examples, rng, quota, caps) for _ in range(samples)]
         kinds = ["sampled"] * samples
@@ -379,7 +375,9 @@ class Run:
         try:
             check_budgets(self.cfg.budgets, len(dd["train"]))  # the noisy variants only add rows
         except JaxselError as e:  # the file's budgets, as load_config's errors name it
-            raise JaxselError(f"{self.where}: {e}" if self.where else str(e)) from None
+            if self.where is None:
+                raise
+            raise JaxselError(f"{self.where}: {e}") from None
         if self.cfg.stages and not self.stage_dir.exists():  # a relative path is the working folder's (a file: the error below)
             print(f"note: the stage folder {self.stage_dir.absolute()} (`stages`) does not exist: made now, every "
                   f"stage is computed", file=sys.stderr)
@@ -447,13 +445,13 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
     keep compiled programs on disk across runs, as ``jaxsel run`` does."""
     if not isinstance(config, (str, os.PathLike, RunConfig)):
         raise JaxselError(f"run takes a config file's path or a RunConfig, got {type(config).__name__}")
-    source = None
+    source = where = None
     if isinstance(config, RunConfig):
         cfg = config
     else:
         path = config_file(config)  # the shipped copy where the working folder has none (a note says so)
         cfg = load_config(path, **data_overrides)
-        source = str(path.resolve())
+        source, where = str(path.resolve()), str(path)
         if out is None and path.stem != cfg.name:
             print(f"note: {path} names its run {cfg.name!r} (its `name`): the results go to "
                   f"{default_out(cfg.name, data_overrides)}; give the file its own `name`, or an output folder "
@@ -462,7 +460,7 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         out = default_out(cfg.name, data_overrides)
     _note_other_config(Path(out), source)
     with exclusive(out), metrics.logging_to(log_dir):
-        r = Run(cfg, Path(out), progress, source, None if source is None else str(path))
+        r = Run(cfg, Path(out), progress, source, where=where)
         doc = r.execute()
     doc.update(out=str(out), finetunes_reused=r.finetunes_reused, selections_reused=r.selections_reused,
                selections_made=r.selections_made)
