@@ -286,6 +286,10 @@ def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, mo
         "warning: greedy ignores horizon=8: it sets the rows per pick of granularity 'quota' without a quota; "
         "agreement=True: read by ppo, dqn"]
     assert greedy.meta["config"]["agreement"] is False and greedy.meta["config"]["horizon"] == 32  # as it ran
+    # why: the rule of reads where the method reads the setting elsewhere, else who reads it
+    assert agents.ignored(agents.SelectConfig(method="greedy", final="greedy")) == ["final='greedy': read by ppo, dqn"]
+    assert agents.ignored(agents.SelectConfig(method="ppo", surrogate_rounds=2, final="greedy")) == \
+        ["final='greedy': the reward-model rounds choose the result"]
 
 
 def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, capsys):

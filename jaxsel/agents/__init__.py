@@ -390,10 +390,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
 
 _WHY = {"balance": "class caps apply to the RL agents and the cluster searches (stratified is class-proportional by "
                    "construction)",
-        "surrogate_rounds": "the reward model trains the RL agents",
-        "horizon": "it sets the rows per pick of granularity 'quota' without a quota",
-        "final": "the reward-model rounds choose the result", "checkpoint_every": "each reward-model round is saved",
-        "warm_start": "it starts surrogate_rounds", "surrogate_eval": "it scores surrogate_rounds' rollouts"}
+        "surrogate_rounds": "the reward model trains the RL agents"}
+_UNLESS = {"horizon": "it sets the rows per pick of granularity 'quota' without a quota",
+           "final": "the reward-model rounds choose the result", "checkpoint_every": "each reward-model round is saved",
+           "warm_start": "read with surrogate_rounds", "surrogate_eval": "read with surrogate_rounds"}  # reads' rules
 
 
 def ignored(c: SelectConfig) -> list[str]:
@@ -405,7 +405,8 @@ def ignored(c: SelectConfig) -> list[str]:
         value = getattr(c, f.name)
         if f.name in reads(c) or f.name in _AGENTS or value == getattr(_UNREAD, f.name):
             continue
-        why = _WHY.get(f.name) or f"read by {', '.join(m for m, names in READS.items() if f.name in names)}"
+        why = _UNLESS[f.name] if f.name in READS[c.method] else \
+            _WHY.get(f.name) or f"read by {', '.join(m for m, names in READS.items() if f.name in names)}"
         out.append(f"{f.name}={value!r}: {why}")
     return out
 
