@@ -93,8 +93,11 @@ def _without_unread(*signatures) -> tuple:
     if not all(isinstance(c, dict) and "method" in c for c in configs):
         return signatures
     from jaxsel.agents import SelectConfig, reads
+    from jaxsel.config import keyless
     try:
         keep = frozenset.intersection(*(reads(SelectConfig(**c)) for c in configs))
+        unsaid = keyless(SelectConfig)  # a signature leaves out later fields at their keyless values: name them
+        configs = [{**{k: getattr(unsaid, k) for k in keep - set(c) - {"ppo", "dqn"}}, **c} for c in configs]
     except (JaxselError, TypeError, ValueError, KeyError):  # fields or methods of another jaxsel
         methods = {str(c["method"]) for c in configs}
         keep = None if len(methods) == 1 else frozenset(configs[0]) - {"ppo", "dqn"}

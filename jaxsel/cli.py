@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -421,11 +422,18 @@ def cmd_select(a) -> None:
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"
-    if a.method not in ("ppo", "dqn") and (a.network is not None or a.preference_rate):
-        print(f"note: --network and --preference-rate set the RL agents (ppo, dqn); {a.method} ignores them",
+    agent_options = ("steps", "network", "preference_rate")  # the RL agents' own (agents.ignored leaves them out)
+    if a.method not in ("ppo", "dqn") and any(getattr(a, k) != a.tagged[k] for k in agent_options):
+        print(f"note: --steps, --network and --preference-rate set the RL agents (ppo, dqn); {a.method} ignores them",
               file=sys.stderr)
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
+    cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
+                              granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
+                              similarity=a.similarity, balance=a.balance, ppo=ppo_cfg, dqn=dqn_cfg)
+    unread = {f.name for f in dataclasses.fields(cfg)} - agents.reads(cfg) | \
+        (set() if a.method in ("ppo", "dqn") else set(agent_options))
+    a.tagged = {k: v for k, v in a.tagged.items() if k not in unread}  # the default folder: what the method reads
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
     _resumable(out)
     dd = _load(a)
@@ -442,10 +450,6 @@ def cmd_select(a) -> None:
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
                                          objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
                                          candidates=a.candidates))
-        cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
-                                  granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
-                                  similarity=a.similarity, balance=a.balance,
-                                  ppo=ppo_cfg, dqn=dqn_cfg)
         meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "embed_max_length": a.max_length,
                 "embed_dtype": a.dtype, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,

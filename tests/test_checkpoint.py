@@ -82,6 +82,9 @@ def test_signature_differences_name_the_settings():
     assert signature_differences(older, '{"config": {"method": "climb", "climb_rounds": 3}}') == ""
     assert signature_differences(older, '{"config": {"method": "climb", "climb_rounds": 2}}') == \
         " (it differs in config.climb_rounds (3 written, 2 now))"
+    # a setting left out of a signature at its keyless value is named by that value (it was "None written")
+    assert signature_differences('{"config": {"method": "ppo"}}', '{"config": {"method": "ppo", "agreement": true}}') \
+        == " (it differs in config.agreement (False written, True now))"
 
 
 def test_an_older_jaxsels_checkpoint_is_named_as_such(tmp_path):

@@ -101,7 +101,7 @@ def test_a_baseline_missing_a_small_class_says_why(tmp_path, tmp_cache, capsys):
         "in proportion to their train rows: try a larger budget, or a search with --stratified --balance equal" in err
 
 
-def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path, tmp_cache, capsys):
+def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path, tmp_cache, capsys, monkeypatch):
     """A budget smaller than one label-pure cluster: the selection is one trimmed cluster, so two
     classes are missing; the printout and the file carry the score of the exported rows."""
     from conftest import write_data
@@ -144,6 +144,17 @@ def test_select_reports_the_exported_rows_and_warns_on_a_missing_class(tmp_path,
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "greedy",
                      "--budget", "0.05", "--network", "early", "--out", str(tmp_path / "fn")]) == 0
     assert "set the RL agents (ppo, dqn); greedy ignores them" in capsys.readouterr().err
+    # ... and name no other default folder (round 34: --horizon, --agreement, --steps made a second one)
+    monkeypatch.chdir(tmp_path)
+    greedy = ["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--method", "greedy",
+              "--budget", "0.05"]
+    wrote = [cli.main(greedy + extra) == 0 and [ln for ln in capsys.readouterr().out.splitlines() if "wrote" in ln]
+             for extra in ([], ["--horizon", "8", "--agreement", "--steps", "500"])]
+    assert wrote[0] == wrote[1] and wrote[0], wrote
+    assert cli.main(greedy + ["--steps", "500", "--horizon", "8"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --steps, --network and --preference-rate set the RL agents (ppo, dqn); greedy ignores them" in err
+    assert "warning: greedy ignores horizon=8: read by" not in err and "greedy ignores horizon=8: it sets" in err
     # --balance equal: per-class caps of the 13 examples, so no class is missing, with whole clusters too
     capsys.readouterr()
     assert cli.main(["select", str(csv), "--split-col", "split", "--model", "hash", "--k", "6", "--stratified",

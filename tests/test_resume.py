@@ -77,3 +77,25 @@ def test_stop_after_needs_a_checkpoint_and_a_count(truth, tmp_path, capsys):
     agents.select(p, cl, y, agents.SelectConfig(method="greedy", budget=0.25), ckpt_dir=tmp_path / "g", progress=False,
                   stop_after=1)
     assert "greedy has no updates or rounds to stop after: stop_after=1 is ignored" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_methods_checkpoint(truth, tmp_path):
+    """Round 34: greedy or climb resumed where a PPO run stopped started afresh and wrote over its
+    folder without a word (they keep no agent checkpoint to compare), as PPO did after climb."""
+    p, cl, y = truth
+    small = dict(budget=0.25, checkpoint_every=1, climb_rounds=2,
+                 ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 3))
+    agents.select(p, cl, y, agents.SelectConfig(method="ppo", **small), ckpt_dir=tmp_path / "p", progress=False,
+                  stop_after=1)
+    for method in ("greedy", "climb"):
+        with pytest.raises(agents.JaxselError, match=rf"differs in config.method \('ppo' written, '{method}' now\)"):
+            agents.select(p, cl, y, agents.SelectConfig(method=method, **small), ckpt_dir=tmp_path / "p",
+                          progress=False, resume=True)
+    agents.select(p, cl, y, agents.SelectConfig(method="climb", **small), ckpt_dir=tmp_path / "c", progress=False,
+                  stop_after=1)
+    with pytest.raises(agents.JaxselError, match=r"search checkpoint .* differs in config.method \('climb' written"):
+        agents.select(p, cl, y, agents.SelectConfig(method="ppo", **small), ckpt_dir=tmp_path / "c", progress=False,
+                      resume=True)
+    resumed = agents.select(p, cl, y, agents.SelectConfig(method="ppo", **small), ckpt_dir=tmp_path / "p",
+                            progress=False, resume=True)  # its own method resumes
+    assert len(resumed.indices) == round(0.25 * len(y))

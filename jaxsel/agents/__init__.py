@@ -294,6 +294,8 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                            default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+    if resume:  # another selection's checkpoint there is refused, as an agent refuses another run's
+        _refuse_foreign(Path(ckpt_dir), signature)
     if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
@@ -388,8 +390,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
 
 
-_WHY = {"balance": "class caps apply to the RL agents and the cluster searches (stratified is class-proportional by "
-                   "construction)",
+_WHY = {"balance": "class caps apply to the RL agents and the cluster searches",
         "surrogate_rounds": "the reward model trains the RL agents"}
 _UNLESS = {"horizon": "it sets the rows per pick of granularity 'quota' without a quota",
            "final": "the reward-model rounds choose the result", "checkpoint_every": "each reward-model round is saved",
@@ -409,6 +410,16 @@ def ignored(c: SelectConfig) -> list[str]:
             _WHY.get(f.name) or f"read by {', '.join(m for m, names in READS.items() if f.name in names)}"
         out.append(f"{f.name}={value!r}: {why}")
     return out
+
+
+def _refuse_foreign(folder: Path, signature: str) -> None:
+    """Raise :class:`jaxsel.checkpoint.CheckpointMismatch` when ``folder`` holds a selection's
+    checkpoint signed otherwise than ``signature``: an agent's (``agent/``) or a search log
+    (``search.json``: climb's, a reward model's). A method that keeps neither (greedy), or the other
+    one, had started afresh over a stopped PPO run's folder without a word (round 34)."""
+    if (folder / "agent").is_dir():
+        Checkpoints(folder / "agent", signature, resume=True)
+    search.SearchLog.resume(folder / "search.json", signature)
 
 
 def stop_points(c: SelectConfig) -> tuple[int, str] | None:
