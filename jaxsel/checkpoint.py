@@ -83,8 +83,9 @@ def _parsed(written: str, now: str) -> tuple | None:
 
 def _without_unread(*signatures) -> tuple:
     """Selection signatures with only the settings that both their methods read
-    (:func:`jaxsel.agents.reads`; where a config is not one this jaxsel can build, all but the
-    settings of agents, ``ppo`` and ``dqn``, that its method does not run): the others stand at
+    (:func:`jaxsel.agents.reads`; a setting a signature leaves out at its keyless value named by that
+    value), or, where a config is not one this jaxsel can build (another jaxsel's fields), without
+    the settings of agents (``ppo``, ``dqn``) their method does not run: the others stand at
     placeholders (``SelectConfig.used``) that other jaxsel versions recorded otherwise, and a refused
     resume named them as differences (``config.dqn.network ('early' written, 'late' now)`` beside
     another method, ``config.agreement (True written, False now)`` for a climb an older jaxsel
@@ -96,14 +97,14 @@ def _without_unread(*signatures) -> tuple:
     from jaxsel.config import keyless
     try:
         keep = frozenset.intersection(*(reads(SelectConfig(**c)) for c in configs))
-        unsaid = keyless(SelectConfig)  # a signature leaves out later fields at their keyless values: name them
-        configs = [{**{k: getattr(unsaid, k) for k in keep - set(c) - {"ppo", "dqn"}}, **c} for c in configs]
     except (JaxselError, TypeError, ValueError, KeyError):  # fields or methods of another jaxsel
         methods = {str(c["method"]) for c in configs}
-        keep = None if len(methods) == 1 else frozenset(configs[0]) - {"ppo", "dqn"}
-    if keep is None:
-        return signatures
-    return tuple({**s, "config": {k: v for k, v in c.items() if k in keep}} for s, c in zip(signatures, configs))
+        run = methods if len(methods) == 1 else set()
+        return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn") or k in run}}
+                     for s, c in zip(signatures, configs))
+    unsaid = keyless(SelectConfig)
+    return tuple({**s, "config": {k: c.get(k, getattr(unsaid, k)) for k in keep if k in c or k not in ("ppo", "dqn")}}
+                 for s, c in zip(signatures, configs))
 
 
 def _damage(e: Exception) -> str:

@@ -425,12 +425,12 @@ class RunConfig:
                               f"got {self.name[:60]!r}")
         if self.stages is not None and not self.stages.strip():  # it meant RUN/stages, without a word
             raise JaxselError(f"stages must name a folder (leave it out for the run folder's stages/), got {self.stages!r}")
-        caps = set(self.methods) & set(SEARCH_METHODS)  # what reads balance (baselines do not: a note says so)
-        if self.select.balance != "none" and caps and not self.cluster.stratified:
+        capped = set(self.methods) & set(SEARCH_METHODS)  # what reads balance (baselines do not: a note says so)
+        if self.select.balance != "none" and capped and not self.cluster.stratified:
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters: "
                               f"set [cluster] stratified = true")
         n = self.noise
-        if self.select.balance != "none" and caps and "noisy" in self.variants and n.flip_fraction > 0 and \
+        if self.select.balance != "none" and capped and "noisy" in self.variants and n.flip_fraction > 0 and \
                 (n.kind != "clusters" or n.groups == "independent"):  # found only when the run drew its mask maps
             raise JaxselError(f"[select] balance = {self.select.balance!r} needs label-pure clusters, and the noisy "
                               f"variant's [noise] (kind = {n.kind!r}, groups = {n.groups!r}) mislabels rows inside "
@@ -564,7 +564,11 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
 
 
 def _unread(cfg: RunConfig, keys: set[str]) -> list[str]:
-    """:func:`unused_settings`' notes for the [select] ``keys`` that no method of ``cfg`` reads."""
+    """:func:`unused_settings`' notes for the [select] ``keys`` that no method of ``cfg`` reads (the
+    agents' tables have notes of their own)."""
+    keys = set(keys) - {"rl_steps", "filter", "ppo", "dqn"}  # not SelectConfig's own fields
+    if not keys:  # (jaxsel.agents imports jax)
+        return []
     from jaxsel import agents
     readers = {m: agents.reads(agents.cell_config(cfg.select, m, cfg.budgets[0], 0)) for m in SEARCH_METHODS + BASELINES}
     notes = []

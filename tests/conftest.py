@@ -63,3 +63,11 @@ def pytest_configure(config):
     # compiled executables on disk as `jaxsel run` does (the library itself leaves this to callers).
     from jaxsel import assets
     assets.enable_compilation_cache()
+
+
+@pytest.fixture(autouse=True)
+def _warnings_anew():
+    """Each test sees the once-per-process warnings (``jaxsel.errors.warn(once=True)``) as a new
+    process would, whatever ran before it on its worker."""
+    from jaxsel import errors
+    errors._warned.clear()

@@ -278,6 +278,9 @@ def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, mo
             got = agents.select(p, cl, y, poisoned, progress=False, train_x=x)
         assert got.indices.tolist() == want.indices.tolist(), method
         assert got.scores == want.scores, method  # with the search's evaluations and the agents' histories
+    surrogate, picks = agents.SelectConfig(method="ppo", surrogate_rounds=1), agents.SelectConfig(granularity="quota")
+    assert all(replace(surrogate, **{k: changed[k]}).used() != surrogate.used() for k in ("warm_start", "surrogate_eval"))
+    assert replace(picks, horizon=5).used() != picks.used()  # the rules' other side: read where they apply
     quota_full = agents.select(p, cl, y, agents.SelectConfig(method="full", granularity="quota", quota=3), progress=False)
     assert quota_full.scores["untrimmed_examples"] == len(y) and quota_full.meta["quota"] == 0
     capsys.readouterr()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -355,8 +356,9 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     odd.write_text("[select.ppo]\nlr = 1\n")
     assert experiment.load_config(odd).select.ppo == {"lr": 1.0}  # one stage key for lr = 1 and lr = 1.0
     cfg.write_text('methods = ["random"]\n[data]\nname = "tweets"\n[select.ppo]\nnetwork = "late"\n')
+    capsys.readouterr()
     experiment.load_config(cfg)
-    assert "sets [select.ppo] but methods do not list 'ppo': unused" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [f"note: {cfg} sets [select.ppo] but methods do not list 'ppo': unused"]
     # settings nothing reads get a note each (a new user's round: they ran silently); used ones none
     cfg.write_text('methods = ["greedy", "stratified"]\nvariants = ["clean"]\n[data]\nname = "tweets"\n'
                    '[select]\nrl_steps = 500\nclimb_rounds = 9\nfilter = "cleanlab"\n[noise]\nflip_fraction = 0.3\n'
@@ -611,7 +613,7 @@ def test_budgets_that_cannot_run_are_refused_before_any_work(tmp_path, table_fil
     # from a file: named as its other errors are, the two budgets told apart however near they are
     toml = tmp_path / "near.toml"
     toml.write_text(f'budgets = [0.1, 0.100000000001]\n[data]\nname = "{table_file}"\n[embed]\nmodel = "hash"\n')
-    with pytest.raises(JaxselError, match=rf"^{toml}: budgets 0.1 and 0.100000000001 both select"):
+    with pytest.raises(JaxselError, match=rf"^{re.escape(str(toml))}: budgets 0.1 and 0.100000000001 both select"):
         experiment.run(toml, tmp_path / "out", progress=False)
     # a budget rounding to every train row: refused before any work for the baselines too (they ran
     # it as the whole split, the searches stopped after clustering), quoting the budget as written
@@ -722,9 +724,9 @@ def test_a_cell_another_run_computes_in_a_shared_stage_folder_is_waited_for_then
 
 
 def test_the_mask_map_takes_the_runs_quota_whatever_method_comes_first(tmp_path):
-    """The mask map took its quota from the first method's selection: a baseline's records 0 (it
-    reads no granularity: agents.READS), so a run listing stratified first drew quota picks as
-    whole clusters. The map's greedy subset is the rows greedy exports, cluster by cluster."""
+    """The mask map took its quota from the first selection it was given; a baseline's records 0 (it
+    reads no granularity: agents.READS). Runs hand it only the searches' selections, but it now reads
+    the run's [select] itself: the map's greedy subset is the rows greedy exports, cluster by cluster."""
     from test_agents import known_truth
     from jaxsel import agents, proxy
     from jaxsel.config import RunConfig, SelectSpec

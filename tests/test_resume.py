@@ -8,6 +8,7 @@ import pytest
 from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo
 from jaxsel.errors import JaxselError
+from jaxsel.checkpoint import CheckpointMismatch
 from test_agents import known_truth
 
 
@@ -80,22 +81,29 @@ def test_stop_after_needs_a_checkpoint_and_a_count(truth, tmp_path, capsys):
 
 
 def test_resume_refuses_another_methods_checkpoint(truth, tmp_path):
-    """Round 34: greedy or climb resumed where a PPO run stopped started afresh and wrote over its
-    folder without a word (they keep no agent checkpoint to compare), as PPO did after climb."""
+    """Round 34: greedy or climb resumed where a PPO run stopped started afresh and wrote over it
+    without a word (they keep no agent checkpoint to compare), as PPO did after climb. A fresh start
+    replaces what another method left, so a later resume in that folder resumes its own."""
     p, cl, y = truth
     small = dict(budget=0.25, checkpoint_every=1, climb_rounds=2,
                  ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 3))
-    agents.select(p, cl, y, agents.SelectConfig(method="ppo", **small), ckpt_dir=tmp_path / "p", progress=False,
-                  stop_after=1)
+    sel = lambda method, folder, **kw: agents.select(p, cl, y, agents.SelectConfig(method=method, **small),
+                                                     ckpt_dir=tmp_path / folder, progress=False, **kw)
+    sel("ppo", "p", stop_after=1)
     for method in ("greedy", "climb"):
-        with pytest.raises(agents.JaxselError, match=rf"differs in config.method \('ppo' written, '{method}' now\)"):
-            agents.select(p, cl, y, agents.SelectConfig(method=method, **small), ckpt_dir=tmp_path / "p",
-                          progress=False, resume=True)
-    agents.select(p, cl, y, agents.SelectConfig(method="climb", **small), ckpt_dir=tmp_path / "c", progress=False,
-                  stop_after=1)
-    with pytest.raises(agents.JaxselError, match=r"search checkpoint .* differs in config.method \('climb' written"):
-        agents.select(p, cl, y, agents.SelectConfig(method="ppo", **small), ckpt_dir=tmp_path / "c", progress=False,
-                      resume=True)
-    resumed = agents.select(p, cl, y, agents.SelectConfig(method="ppo", **small), ckpt_dir=tmp_path / "p",
-                            progress=False, resume=True)  # its own method resumes
-    assert len(resumed.indices) == round(0.25 * len(y))
+        with pytest.raises(CheckpointMismatch, match=rf"differs in config.method \('ppo' written, '{method}' now\)"):
+            sel(method, "p", resume=True)
+    sel("climb", "c", stop_after=1)
+    with pytest.raises(CheckpointMismatch, match=r"search checkpoint .* differs in config.method \('climb' written"):
+        sel("ppo", "c", resume=True)
+    assert len(sel("ppo", "p", resume=True).indices) == round(0.25 * len(y))  # its own method resumes
+    # a fresh start over another method's checkpoint replaces it: climb, then ppo, then greedy, each resumable
+    sel("climb", "p", stop_after=1)
+    assert not (tmp_path / "p" / "agent").exists()
+    whole = sel("climb", "whole")
+    assert sel("climb", "p", resume=True).cluster_ids == whole.cluster_ids
+    sel("ppo", "p", stop_after=1)
+    assert not (tmp_path / "p" / "search.json").exists()
+    sel("ppo", "p", resume=True)
+    sel("greedy", "p")
+    assert sel("greedy", "p", resume=True).cluster_ids == sel("greedy", "whole").cluster_ids

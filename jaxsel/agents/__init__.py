@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType, ModuleType
@@ -20,12 +21,13 @@ import numpy as np
 
 from jaxsel import baselines, code_version, label_issues, metrics, progress as progress_
 from jaxsel.agents import dqn, ppo, reward_model, search
-from jaxsel.checkpoint import Checkpoints
+from jaxsel.checkpoint import MARKER, Checkpoints
 from jaxsel.config import BASELINES, build, keyless, later, settings
 from jaxsel.agents.env import EnvParams, SelectionEnv, checked_parts, make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types,
                            is_int, warn)
+from jaxsel.io import writes_files
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
@@ -294,8 +296,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                            default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-    if resume:  # another selection's checkpoint there is refused, as an agent refuses another run's
-        _refuse_foreign(Path(ckpt_dir), signature)
+        _other_selections(Path(ckpt_dir), signature, c, resume)
     if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
@@ -400,26 +401,39 @@ _UNLESS = {"horizon": "it sets the rows per pick of granularity 'quota' without 
 def ignored(c: SelectConfig) -> list[str]:
     """The settings of ``c`` that its method does not read (:func:`reads`) and that differ from their
     defaults, each as "name=value: why" (an agent's config, which the CLI fills for every method,
-    is left out): what :func:`select` warns of before running with :meth:`SelectConfig.used`."""
-    out = []
+    is left out): what :func:`select` warns of before running with :meth:`SelectConfig.used`. Why:
+    the methods that would read it under ``c``'s other settings, else the rule that drops it."""
+    out, read = [], reads(c)
     for f in fields(c):
         value = getattr(c, f.name)
-        if f.name in reads(c) or f.name in _AGENTS or value == getattr(_UNREAD, f.name):
+        if f.name in read or f.name in _AGENTS or value == getattr(_UNREAD, f.name):
             continue
-        why = _UNLESS[f.name] if f.name in READS[c.method] else \
-            _WHY.get(f.name) or f"read by {', '.join(m for m, names in READS.items() if f.name in names)}"
+        readers = [m for m in READS if f.name in reads(replace(c, method=m))]
+        why = _WHY.get(f.name) or (f"read by {', '.join(readers)}" if readers else _UNLESS[f.name])
         out.append(f"{f.name}={value!r}: {why}")
     return out
 
 
-def _refuse_foreign(folder: Path, signature: str) -> None:
-    """Raise :class:`jaxsel.checkpoint.CheckpointMismatch` when ``folder`` holds a selection's
-    checkpoint signed otherwise than ``signature``: an agent's (``agent/``) or a search log
-    (``search.json``: climb's, a reward model's). A method that keeps neither (greedy), or the other
-    one, had started afresh over a stopped PPO run's folder without a word (round 34)."""
-    if (folder / "agent").is_dir():
-        Checkpoints(folder / "agent", signature, resume=True)
-    search.SearchLog.resume(folder / "search.json", signature)
+def _other_selections(folder: Path, signature: str, c: SelectConfig, resume: bool) -> None:
+    """What another selection left in the checkpoint folder ``folder`` and ``c.method`` does not keep
+    (an agent's checkpoints ``agent/``, a search log ``search.json``): removed on a fresh start (which
+    the CLI says replaces them); on a resume, refused when signed otherwise than ``signature``
+    (:class:`jaxsel.checkpoint.CheckpointMismatch`) unless the method's own is there (then that is
+    what resumes, and is checked). Greedy or climb resumed where a PPO run stopped had started
+    afresh and written over its selection without a word (round 34)."""
+    agent, log = folder / "agent", folder / "search.json"
+    owns_agent = c.method in _AGENTS
+    owns_log = c.method == "climb" or (owns_agent and c.surrogate_rounds > 0)
+    agents_there = (agent / MARKER).exists()  # jaxsel's checkpoints, not a folder of the user's named so
+    if not resume:
+        if writes_files() and agents_there and not owns_agent:
+            shutil.rmtree(agent)
+        if writes_files() and log.exists() and not owns_log:
+            log.unlink()
+    elif not (owns_agent and agents_there or owns_log and log.exists()):
+        if agents_there:
+            Checkpoints(agent, signature, resume=True)
+        search.SearchLog.resume(log, signature)
 
 
 def stop_points(c: SelectConfig) -> tuple[int, str] | None:

@@ -236,7 +236,7 @@ class Run:
         from jaxsel.proxy import RewardCache
         from jaxsel.selection import balance_caps, quota_for
         rng, examples = np.random.default_rng(seed), budget_examples(budget, len(c.assignment))
-        spec = self.cfg.select  # (a baseline's selection records quota 0: it reads no granularity)
+        spec = self.cfg.select  # the run's quota, not a selection's record (a baseline's is 0: agents.READS)
         quota = quota_for(spec.granularity, spec.quota, spec.horizon, examples)
         caps = balance_caps(c, labels, examples, spec.balance)
         sizes = np.asarray(c.sizes)
