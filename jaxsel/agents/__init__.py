@@ -29,7 +29,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask
                            is_int, warn)
 from jaxsel.io import writes_files
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, check_balance, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
+from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -270,12 +270,10 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                           + (" without a ckpt_dir" if ckpt_dir is None else ""))
     examples = budget_examples(c.budget, len(train_labels)) if c.method == "full" else \
         checked_examples(c.budget, len(train_labels))
-    quota = quota_for(c.granularity, c.quota, c.horizon, examples)
-    if c.quota is not None and quota >= examples and c.method not in BASELINES:  # a quota given, not budget / horizon
-        warn(f"quota {quota} is at least the budget's {examples} examples: each pick takes a whole cluster (or the "
+    if c.quota is not None and c.quota >= examples and c.method not in BASELINES:  # given, not budget / horizon
+        warn(f"quota {c.quota} is at least the budget's {examples} examples: each pick takes a whole cluster (or the "
              f"rest of the budget), as granularity 'cluster' does; budget / horizon would be "
              f"{quota_for('quota', None, c.horizon, examples)}", once=True)
-    check_balance(c.balance)
     if said := ignored(c):
         warn(f"{c.method} ignores {'; '.join(said)}", once=True)
     c = c.used()  # what the method reads, the rest at defaults: as its stage is keyed and its checkpoints signed
