@@ -269,6 +269,8 @@ def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, mo
         assert replace(base, **unread).used() == base.used(), method
         for k in agents.READS[method] - unread_here - {"quota"} - set(given):  # each setting it reads: in its key
             assert replace(base, **{k: changed[k]}).used() != base.used(), (method, k)
+        if method == "dqn" and not given:  # its unread settings are PPO's, checked by PPO's run, less its own config
+            continue
         if method == "full":  # before, quota picks cut full's untrimmed rows to 40 picks of 3 (below): no reference
             unread = {k: v for k, v in unread.items() if k not in ("granularity", "quota")}
         poisoned = replace(base, **unread)
