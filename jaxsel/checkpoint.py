@@ -95,15 +95,16 @@ def _without_unread(*signatures) -> tuple:
         return signatures
     from jaxsel.agents import SelectConfig, reads
     from jaxsel.config import keyless
+    from jaxsel.selection import AGENTS
     try:
         keep = frozenset.intersection(*(reads(SelectConfig(**c)) for c in configs))
     except (JaxselError, TypeError, ValueError, KeyError):  # fields or methods of another jaxsel
         methods = {str(c["method"]) for c in configs}
         run = methods if len(methods) == 1 else set()
-        return tuple({**s, "config": {k: v for k, v in c.items() if k not in ("ppo", "dqn") or k in run}}
+        return tuple({**s, "config": {k: v for k, v in c.items() if k not in AGENTS or k in run}}
                      for s, c in zip(signatures, configs))
     unsaid = keyless(SelectConfig)
-    return tuple({**s, "config": {k: c.get(k, getattr(unsaid, k)) for k in keep if k in c or k not in ("ppo", "dqn")}}
+    return tuple({**s, "config": {k: c.get(k, getattr(unsaid, k)) for k in keep if k in c or k not in AGENTS}}
                  for s, c in zip(signatures, configs))
 
 

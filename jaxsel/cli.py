@@ -28,7 +28,7 @@ from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
                            ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
-from jaxsel.selection import BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
+from jaxsel.selection import AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -423,16 +423,16 @@ def cmd_select(a) -> None:
         print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
         a.filter = "none"
     agent_options = ("steps", "network", "preference_rate")  # the RL agents' own (agents.ignored leaves them out)
-    if a.method not in ("ppo", "dqn") and any(getattr(a, k) != a.tagged[k] for k in agent_options):
+    if a.method not in AGENTS and any(getattr(a, k) != a.tagged[k] for k in agent_options):
         print(f"note: --steps, --network and --preference-rate set the RL agents (ppo, dqn); {a.method} ignores them",
               file=sys.stderr)
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
-    ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in ("ppo", "dqn"))
+    ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in AGENTS)
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
                               granularity=a.granularity, quota=a.quota, horizon=a.horizon, agreement=a.agreement,
                               similarity=a.similarity, balance=a.balance, ppo=ppo_cfg, dqn=dqn_cfg)
     unread = {f.name for f in dataclasses.fields(cfg)} - agents.reads(cfg) | \
-        (set() if a.method in ("ppo", "dqn") else set(agent_options))
+        (set() if a.method in AGENTS else set(agent_options))
     a.tagged = {k: v for k, v in a.tagged.items() if k not in unread}  # the default folder: what the method reads
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
     _resumable(out)

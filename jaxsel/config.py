@@ -21,7 +21,7 @@ from jaxsel import baselines
 from jaxsel.data import MISSING_CHOICES
 from jaxsel.io import folder_digest
 from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, parse_budget
+from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, parse_budget
 
 def later(default, *, before=None):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -235,7 +235,7 @@ class FinetuneConfig:
                               f"classifies from its [CLS] token with a linear layer whatever the head")
 
 
-SEARCH_METHODS = ("ppo", "dqn", "climb", "greedy", "random-search")
+SEARCH_METHODS = (*AGENTS, "climb", "greedy", "random-search")
 BASELINES = baselines.METHODS + ("full",)
 VARIANTS = ("clean", "noisy")
 
@@ -566,7 +566,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
 def _unread(cfg: RunConfig, keys: set[str]) -> list[str]:
     """:func:`unused_settings`' notes for the [select] ``keys`` that no method of ``cfg`` reads (the
     agents' tables have notes of their own)."""
-    keys = set(keys) - {"rl_steps", "filter", "ppo", "dqn"}  # not SelectConfig's own fields
+    keys = set(keys) - {"rl_steps", "filter", *AGENTS}  # not SelectConfig's own fields
     if not keys:  # (jaxsel.agents imports jax)
         return []
     from jaxsel import agents
@@ -576,7 +576,7 @@ def _unread(cfg: RunConfig, keys: set[str]) -> list[str]:
         if any(k in readers[m] for m in cfg.methods):
             continue
         could = [m for m in SEARCH_METHODS + BASELINES if k in readers[m]]
-        why = ("methods list no RL agent (ppo, dqn)" if could == ["ppo", "dqn"] else
+        why = ("methods list no RL agent (ppo, dqn)" if could == list(AGENTS) else
                f"methods do not list {could[0]!r}" if len(could) == 1 else
                f"methods list none of {', '.join(could)}" if could else
                "quota sets the rows per pick" if cfg.select.quota is not None else
@@ -592,8 +592,8 @@ def unused_settings(cfg: RunConfig, given: dict[str, set[str]]) -> list[str]:
     (:func:`jaxsel.agents.reads`: e.g. final without an agent, climb_rounds without climb, horizon
     where picks take whole clusters), a filter without a search, a [noise] table without the noisy
     variant, a decoder head for a BERT target."""
-    rl = [m for m in ("ppo", "dqn") if m in cfg.methods]
-    notes = [f"[select.{m}] but methods do not list {m!r}" for m in ("ppo", "dqn") if getattr(cfg.select, m) and m not in rl]
+    rl = [m for m in AGENTS if m in cfg.methods]
+    notes = [f"[select.{m}] but methods do not list {m!r}" for m in AGENTS if getattr(cfg.select, m) and m not in rl]
     if not rl and "rl_steps" in given["select"]:
         notes.append("[select] rl_steps but methods list no RL agent (ppo, dqn)")
     elif "rl_steps" in given["select"] and all("total_timesteps" in getattr(cfg.select, m) for m in rl):

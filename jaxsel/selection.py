@@ -30,8 +30,9 @@ from jaxsel.errors import JaxselError, check_dense_ids, check_indices, check_lab
 from jaxsel.io import atomic_path, check_not_input, check_target, json_text, write_utf8, writes_files
 
 FORMAT = "jaxsel.selection/1"
+AGENTS = ("ppo", "dqn")  # the RL agents (jaxsel.agents.ppo, .dqn), also SelectConfig's fields holding their configs
 # every selection method: RL, cluster searches, example-level baselines (see jaxsel.agents.select)
-METHODS = ("ppo", "dqn", "random-search", "greedy", "climb", "random", "stratified", "typical", "cleanlab", "full")
+METHODS = (*AGENTS, "random-search", "greedy", "climb", "random", "stratified", "typical", "cleanlab", "full")
 
 
 def parse_budget(text: str | float) -> float:

@@ -29,7 +29,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask
                            is_int, warn)
 from jaxsel.io import writes_files
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
+from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,6 @@ READS = MappingProxyType({"ppo": _PICKING | _LEARNING | {"ppo"}, "dqn": _PICKING
                           "climb": _PICKING | {"climb_rounds"}, **{m: frozenset() for m in BASELINES}})
 """The :class:`SelectConfig` fields each method may read besides ``method``, ``budget`` and ``seed``
 (example-level baselines and ``full`` read none); :func:`reads` says which it reads under a config."""
-_AGENTS = ("ppo", "dqn")  # the fields holding an agent's config
 
 
 def reads(c: SelectConfig) -> frozenset[str]:
@@ -143,7 +142,7 @@ def cell_config(spec, method: str, budget: float, seed: int) -> SelectConfig:
     return SelectConfig(method=method, budget=budget, seed=seed, final=spec.final, climb_rounds=spec.climb_rounds,
                         granularity=spec.granularity, quota=spec.quota, horizon=spec.horizon, agreement=spec.agreement,
                         similarity=spec.similarity, balance=spec.balance,
-                        **{m: agent_config(m, spec.rl_steps, getattr(spec, m)) for m in _AGENTS})
+                        **{m: agent_config(m, spec.rl_steps, getattr(spec, m)) for m in AGENTS})
 
 
 def env_steps(cfg: AgentConfig, updates: int) -> int:
@@ -295,11 +294,11 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
         _other_selections(Path(ckpt_dir), signature, c, resume)
-    if c.method in ("ppo", "dqn") and c.surrogate_rounds > 0:
+    if c.method in AGENTS and c.surrogate_rounds > 0:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
                                               resume=resume, signature=signature, stop_after=stop_after, caps=caps)
-    elif c.method in ("ppo", "dqn"):
+    elif c.method in AGENTS:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
             warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
@@ -404,7 +403,7 @@ def ignored(c: SelectConfig) -> list[str]:
     out, read = [], reads(c)
     for f in fields(c):
         value = getattr(c, f.name)
-        if f.name in read or f.name in _AGENTS or value == getattr(_UNREAD, f.name):
+        if f.name in read or f.name in AGENTS or value == getattr(_UNREAD, f.name):
             continue
         readers = [m for m in READS if f.name in reads(replace(c, method=m))]
         why = _WHY.get(f.name) or (f"read by {', '.join(readers)}" if readers else _UNLESS[f.name])
@@ -420,7 +419,7 @@ def _other_selections(folder: Path, signature: str, c: SelectConfig, resume: boo
     what resumes, and is checked). Greedy or climb resumed where a PPO run stopped had started
     afresh and written over its selection without a word (round 34)."""
     agent, log = folder / "agent", folder / "search.json"
-    owns_agent = c.method in _AGENTS
+    owns_agent = c.method in AGENTS
     owns_log = c.method == "climb" or (owns_agent and c.surrogate_rounds > 0)
     agents_there = (agent / MARKER).exists()  # jaxsel's checkpoints, not a folder of the user's named so
     if not resume:
@@ -438,9 +437,9 @@ def stop_points(c: SelectConfig) -> tuple[int, str] | None:
     """(count, "updates" or "rounds"): what ``stop_after`` counts in a selection with ``c``: PPO's or
     DQN's updates, or the rounds of a reward model or of climb; None for methods without any (greedy,
     random search, the baselines)."""
-    if c.method in _AGENTS and c.surrogate_rounds:
+    if c.method in AGENTS and c.surrogate_rounds:
         return c.surrogate_rounds, "rounds"
-    if c.method in _AGENTS:
+    if c.method in AGENTS:
         return getattr(c, c.method).num_updates, "updates"
     if c.method == "climb":
         return c.climb_rounds, "rounds"

@@ -21,6 +21,7 @@ import numpy as np
 from jaxsel import allocator, code_version
 from jaxsel.config import BASELINES, SEARCH_METHODS
 from jaxsel.errors import JaxselError
+from jaxsel.selection import AGENTS
 from jaxsel.io import atomic_path, write_utf8
 
 ORDER = SEARCH_METHODS + ("validated",) + BASELINES  # the order of the report's rows
@@ -208,7 +209,7 @@ def merge(docs: list[dict]) -> dict:
 
     def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
         cfg = recorded_settings(d["config"])
-        select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in ("ppo", "dqn")}
+        select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in AGENTS}
         return {**{k: v for k, v in cfg.items() if k not in ("seeds", "stages")}, "select": select,
                 "agents": recorded_agents(d)}
     ref = settings(first)
@@ -424,7 +425,7 @@ def agent_settings(cfg) -> dict:
     that reads it."""
     from jaxsel.agents import agent_config
     return {m: dataclasses.asdict(agent_config(m, cfg.select.rl_steps, getattr(cfg.select, m)))
-            for m in ("ppo", "dqn") if m in cfg.methods}
+            for m in AGENTS if m in cfg.methods}
 
 
 def recorded_agents(doc: dict) -> dict:
@@ -439,7 +440,7 @@ def recorded_agents(doc: dict) -> dict:
     sel = cfg.get("select", {})
     return {m: dataclasses.asdict(agent_config(m, sel.get("rl_steps", SelectSpec().rl_steps),
                                                {"network": "early", **(sel.get(m) or {})}))
-            for m in ("ppo", "dqn") if m in cfg["methods"]}
+            for m in AGENTS if m in cfg["methods"]}
 
 
 def _agents(doc: dict) -> str:
@@ -455,7 +456,7 @@ def _agents(doc: dict) -> str:
         return (f"{m.upper()} {env_steps(c, c.num_updates):,} environment steps, {c.network} network"
                 f"{f', per-cluster preferences at {rate:g}x its learning rate' if rate else ''}")
 
-    parts = [agent(m) for m in ("ppo", "dqn") if m in recorded]
+    parts = [agent(m) for m in AGENTS if m in recorded]
     return f" {'; '.join(parts)} (`jaxsel.agents.networks`)." if parts else ""
 
 
