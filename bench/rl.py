@@ -3,6 +3,7 @@
     python bench/rl.py [--quick] [--project 64]
     python bench/rl.py --scaling [--quick] [--network early]   # env steps/s against K and the number of environments
     python bench/rl.py --scores 10 [--updates 20]   # best proxy score found for equal env steps, 10 seeds
+    python bench/rl.py --seeds 3   # a run's seeds: agents.select with compiled programs reused vs rebuilt
 
 Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budget, ridge proxy
 (PCA-64 by default, as the CLI). The device version is ``ppo.make_chunks(...).update`` (one
@@ -68,7 +69,12 @@ def main() -> None:
                     help="with --scaling: PPO's network (default: PPO's default)")
     ap.add_argument("--scores", type=count(1), default=None, metavar="SEEDS",
                     help="only the best-score comparison over SEEDS seeds (--updates: default 20), saved as rl-scores")
+    ap.add_argument("--seeds", type=count(2), default=None, metavar="SEEDS",
+                    help="only agents.select's seconds per seed (PPO, DQN at their defaults) with the compiled programs "
+                         "reused across seeds against rebuilt for each, saved as rl-seeds")
     a = ap.parse_args()
+    if a.seeds is not None:
+        return seeds_only(a.seeds, a.project)
     if a.scaling:
         return scaling(a.quick, a.project, a.network)
     if a.scores is not None:
@@ -148,14 +154,49 @@ def main() -> None:
            summary, a.quick)
 
 
-def setting(project: int, k: int = 256):
-    """The benchmark's environment: 30k synthetic tweets-shaped rows, ``k`` clusters, the ridge
-    proxy (``project`` PCA dimensions, 0: all 384), 5% budget."""
+def problem(project: int, k: int = 256):
+    """The benchmark's problem: 30k synthetic tweets-shaped rows, ``k`` clusters, the ridge proxy
+    (``project`` PCA dimensions, 0: all 384): (proxy, clustering, train labels)."""
     x, y = synthetic(34_000, 384, 3, 0)
     x, y, xv, yv = x[:30_000], y[:30_000], x[30_000:], y[30_000:]
     cl = cluster.kmeans(x, k, max_iter=20)
-    p = proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=project or None))
-    return make_env(p, cl, y, 0.05)
+    return proxy_mod.make(x, y, cl, xv, yv, proxy_mod.ProxyConfig(project=project or None)), cl, y
+
+
+def setting(project: int, k: int = 256):
+    """The benchmark's environment: :func:`problem` at a 5% budget."""
+    return make_env(*problem(project, k), 0.05)
+
+
+def seeds_only(seeds: int, project: int) -> None:
+    """``agents.select`` for seeds 0 .. ``seeds`` - 1 in one process, as a run's seeds are, PPO and DQN
+    at their defaults (20,000 env steps), the persistent compilation cache on as in the CLI. Each
+    seed is timed twice, alternating: with the programs compiled for an earlier seed reused
+    (``agents.programs``, since 2026-12-06) and rebuilt (its cache cleared first: the code before,
+    which traced, lowered and loaded them from the disk cache again). Both must select the same rows."""
+    from jaxsel import agents, assets
+    assets.enable_compilation_cache()
+    p, cl, y = problem(project)
+    rows = []
+    for method in agents.AGENTS:
+        def select(seed: int, rebuild: bool):
+            if rebuild:
+                agents.programs.cache_clear()
+            t = time.perf_counter()
+            sel = agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.05, seed=seed), progress=False)
+            return time.perf_counter() - t, sel.indices.tolist()
+        first, _ = select(seeds, rebuild=True)  # compiles (or loads) once, outside the timings
+        for seed in range(seeds):
+            (rebuilt, a), (reused, b) = select(seed, True), select(seed, False)
+            if a != b:
+                raise AssertionError(f"{method} seed {seed}: reused programs selected other rows")
+            rows.append({"method": method, "seed": seed, "rebuilt_s": rebuilt, "reused_s": reused,
+                         "rebuilt_vs_reused": rebuilt / reused, "first_in_process_s": first})
+            print(rows[-1], file=sys.stderr)
+    summary = {f"{m}_{k}": float(np.median([r[k] for r in rows if r["method"] == m]))
+               for m in agents.AGENTS for k in ("rebuilt_s", "reused_s", "rebuilt_vs_reused")}
+    report("rl-seeds", rows, ["method", "seed", "first_in_process_s", "rebuilt_s", "reused_s", "rebuilt_vs_reused"],
+           dict(summary, seeds=seeds, proxy=f"ridge-d{project or 384}"), False)
 
 
 def scores_only(seeds: int, n_updates: int, project: int) -> None:

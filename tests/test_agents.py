@@ -90,6 +90,28 @@ def test_agent_settings_beat_random_on_known_truth(truth, setting):
             assert runs[0].meta["config"]["ppo" if method == "ppo" else "dqn"][key] == value
 
 
+@pytest.mark.parametrize("module", [ppo, dqn], ids=["ppo", "dqn"])
+def test_seeds_share_one_compiled_agent(truth, module, monkeypatch):
+    """A run's seeds reuse the agent compiled for the first (``agents.programs``: one build per
+    config; the environment's params and the key are arguments) and select what a fresh build does."""
+    p, cl, y = truth
+    name = module.__name__.split(".")[-1]
+    cfg = (ppo.PPOConfig(num_envs=8, num_steps=4, total_timesteps=96) if module is ppo else
+           dqn.DQNConfig(num_envs=8, total_timesteps=96, learning_starts=16, target_every=4))
+    built, make_chunks = [], module.make_chunks
+    monkeypatch.setattr(module, "make_chunks", lambda *a: built.append(a) or make_chunks(*a))
+    agents.programs.cache_clear()
+    run = lambda seed: agents.select(p, cl, y, agents.SelectConfig(method=name, budget=0.25, seed=seed, **{name: cfg}),
+                                     progress=False)
+    reused = [run(0), run(1)]
+    assert len(built) == 1
+    agents.programs.cache_clear()
+    fresh = run(1)
+    assert len(built) == 2
+    assert fresh.indices.tolist() == reused[1].indices.tolist() != reused[0].indices.tolist()
+    assert fresh.scores == reused[1].scores  # the learning history too
+
+
 SEEDS = """
 import sys; sys.path.insert(0, "tests")
 import jax, numpy as np

@@ -9,10 +9,12 @@ budget-sized cluster picks), ``greedy`` and ``climb``, the example-level baselin
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType, ModuleType
 
@@ -158,6 +160,21 @@ def min_steps(cfg: AgentConfig, max_steps: int) -> int:
     return per_env * cfg.num_envs
 
 
+@functools.lru_cache(maxsize=8)
+def programs(module: ModuleType, cfg: AgentConfig, env: SelectionEnv) -> tuple[Callable, Callable]:
+    """``module.make_chunks(cfg, env)``'s ``init`` and ``update`` (``n`` static), jitted once per
+    process and config: the environment's params and the key are arguments, so every seed, budget
+    and proxy of the same shapes reuses one compiled program (a run's seeds, a surrogate's rounds)."""
+    fns = module.make_chunks(cfg, env)
+    return jax.jit(fns.init), jax.jit(fns.update, static_argnums=1)
+
+
+@functools.lru_cache(maxsize=2)
+def _sampled_rollouts(env: SelectionEnv) -> Callable:
+    """``surrogate_eval`` episodes sampled from the policy, vmapped over keys and jitted once per process."""
+    return jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True), in_axes=(None, None, 0)))
+
+
 def train_agent(module: ModuleType, cfg: AgentConfig, env: SelectionEnv, env_params: EnvParams, key: jax.Array, *,
                 ckpt_dir: Path | None = None, every: int = 20, resume: bool = False, progress: bool = True,
                 signature: str = "", stop_after: int | None = None) -> ppo.Runner | dqn.Runner:
@@ -166,9 +183,8 @@ def train_agent(module: ModuleType, cfg: AgentConfig, env: SelectionEnv, env_par
 
     ``stop_after`` ends this call once that many updates are done (a time-sliced job; continue
     it with ``resume=True``)."""
-    fns = module.make_chunks(cfg, env)
-    update_n = jax.jit(fns.update, static_argnums=1)
-    runner = jax.jit(fns.init)(key, env_params)
+    init, update_n = programs(module, cfg, env)
+    runner = init(key, env_params)
     ck = None if ckpt_dir is None else Checkpoints(Path(ckpt_dir) / "agent", signature, resume=resume)
     if ck is not None and ck.step is not None:
         runner, _ = ck.restore(runner)
@@ -208,10 +224,8 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
         log, rng = search._start(None, signature, c.seed, cache, sizes, budget, c.warm_start, False, quota, caps)
     key = jax.random.PRNGKey(c.seed)
     per_round = max(1, cfg.num_updates // c.surrogate_rounds)
-    rollouts = jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True),
-                                in_axes=(None, None, 0)))
-    fns = module.make_chunks(cfg, env)
-    update = jax.jit(fns.update, static_argnums=1)  # compiled once: each round's reward model is an argument
+    rollouts = _sampled_rollouts(env)
+    init, update = programs(module, cfg, env)  # compiled once: each round's reward model is an argument
     runner = None
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
     for r in progress_.bar(range(log.round, last), desc=f"{c.method} on reward model", disable=not progress):
@@ -220,7 +234,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
                                  np.array(log.scores))
         sur_params = params.replace(proxy=reward_model.Surrogate(model, params.sizes, params.proxy.num_classes))
         if runner is None:
-            runner = jax.jit(fns.init)(key, sur_params)
+            runner = init(key, sur_params)
             if restore:  # resuming: the agent as it was after the previous round
                 runner, _ = ck.restore(runner)
         runner = update(runner._replace(best=empty_best(sur_params)), per_round, sur_params)

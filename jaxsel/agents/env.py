@@ -175,7 +175,14 @@ def shard_envs(tree, num_envs: int):
 
 
 class SelectionEnv:
-    """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely."""
+    """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely.
+    Stateless: every instance equals every other (one cache entry for the compiled agents)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
 
     def observation_shape(self, params: EnvParams) -> tuple[int, int]:
         """(K, 3), or (K, 4) with class caps: the state of each cluster. Its static features,
