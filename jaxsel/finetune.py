@@ -29,6 +29,7 @@ from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig, settings
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices, check_labels, is_int
+from jaxsel.precision import in_32_bits
 from jaxsel.selection import digest
 
 T = TypeVar("T")
@@ -393,6 +394,7 @@ def mfu(flops_per_token: float, tokens_per_s: float) -> float | None:
     return None if peak is None else flops_per_token * tokens_per_s / (peak * jax.device_count())
 
 
+@in_32_bits
 def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = FinetuneConfig(), *,
                        ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
                        stop_after_epochs: int | None = None) -> dict | None:

@@ -187,10 +187,15 @@ from jaxsel.agents import dqn, ppo
 x, y, cl, xv, yv = known_truth()
 p = proxy.make(x, y, cl, xv, yv)
 import warnings; warnings.simplefilter("error", FutureWarning)  # jax: implicit int64 -> int32 casts will be errors
+warnings.filterwarnings("error", "Explicitly requested dtype", UserWarning)  # a 64-bit array where 32 bits run
 small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
              dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 20, learning_starts=32), climb_rounds=1)
 out = {m: agents.select(p, cl, y, agents.SelectConfig(method=m, budget=0.2, **small), progress=False).indices.tolist()
        for m in ("ppo", "dqn", "greedy", "climb")}
+# 15 updates of quota picks: with float64 scalars in optax (Adam's bias correction) PPO had drifted to another subset
+longer = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=2000)
+out["ppo-quota"] = agents.select(p, cl, y, agents.SelectConfig(method="ppo", budget=0.25, granularity="quota", quota=4,
+                                                               ppo=longer), progress=False).indices.tolist()
 print(json.dumps(out))
 """
 

@@ -75,6 +75,32 @@ def test_tiny_run_reports_metrics(table_file, tmp_cache, tmp_path):
         finetune.finetune(dd, np.arange(0), finetune.FinetuneConfig(**TINY), progress=False)
 
 
+X64 = """
+import json, warnings
+import numpy as np
+warnings.filterwarnings("error", "Explicitly requested dtype", UserWarning)  # a 64-bit array where 32 bits run
+from jaxsel import data, finetune
+m = finetune.finetune(data.load(PATH), np.arange(40), finetune.FinetuneConfig(model="tiny-bert", epochs=1, batch_size=8,
+                      max_length=32, lr=1e-3), progress=False)
+out = json.dumps([m["train_loss_per_epoch"], m["val_accuracy_per_epoch"], m["test_accuracy"]])
+"""
+
+
+@pytest.mark.assets
+def test_same_finetune_with_jax_enable_x64(table_file, tmp_cache):
+    """JAX_ENABLE_X64=1 finetunes as float32 does, to the bit (``jaxsel.precision.in_32_bits``): with
+    it on, optax's scalars (Adam's bias correction) were float64 and the first epoch's loss differed."""
+    import json
+    import os
+    script = X64.replace("PATH", repr(str(table_file)))
+    run = subprocess.run([sys.executable, "-c", script + "print(out)"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "JAX_ENABLE_X64": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    here = {}
+    exec(script, here)
+    assert json.loads(run.stdout.splitlines()[-1]) == json.loads(here["out"])
+
+
 @pytest.mark.assets
 def test_min_steps_train_small_subsets_longer(table_file, tmp_cache):
     """The fair protocol: a subset too small for ``min_steps`` in ``epochs`` gets more epochs (5

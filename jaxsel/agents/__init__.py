@@ -30,6 +30,7 @@ from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types,
                            is_int, warn)
 from jaxsel.io import writes_files
+from jaxsel.precision import in_32_bits
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
@@ -257,6 +258,7 @@ def _score(proxy, subset: jax.Array):
     return proxy.score(subset)
 
 
+@in_32_bits
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None, train_x: np.ndarray | None = None,

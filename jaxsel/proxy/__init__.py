@@ -177,8 +177,8 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     table = np.asarray(clustering.table)
     rows = np.maximum(table, 0)
     common = dict(cfg=replace(cfg, max_clusters=min(cfg.max_clusters or clustering.k, clustering.k)), num_classes=c,
-                  partial_cap=int(sizes.max()), quota=0, yv=jnp.asarray(val_y), sizes=jnp.asarray(sizes),
-                  valid=jnp.asarray(table >= 0), table=jnp.asarray(table), ys=jnp.asarray(train_y[rows]))
+                  partial_cap=int(sizes.max()), quota=0, yv=jnp.asarray(val_y, jnp.int32), sizes=jnp.asarray(sizes),
+                  valid=jnp.asarray(table >= 0), table=jnp.asarray(table), ys=jnp.asarray(train_y[rows], jnp.int32))
     if cfg.kind == "transformer":
         from jaxsel.proxy import transformer
         return transformer.Transformer(xv=jnp.asarray(val_tokens), xs=jnp.asarray(train_tokens[rows]),

@@ -331,7 +331,7 @@ def make(cfg: ProxyConfig, num_classes: int, clustering, xf: np.ndarray, train_y
     sizes = np.asarray(clustering.sizes, np.int32)
     rows, start = member_order(clustering)
     return Ridge(cfg=cfg, num_classes=num_classes, partial_cap=int(sizes.max()), quota=0, xv=jnp.asarray(xv),
-                 yv=jnp.asarray(yv), sizes=jnp.asarray(sizes), xf=jnp.asarray(xf),
+                 yv=jnp.asarray(yv, jnp.int32), sizes=jnp.asarray(sizes), xf=jnp.asarray(xf),
                  yf=jnp.asarray(train_y, jnp.int32), rows=jnp.asarray(rows, jnp.int32),
                  start=jnp.asarray(start, jnp.int32), **chunk_stats(xf, train_y, num_classes, rows, start, sizes, 0))
 
