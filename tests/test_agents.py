@@ -91,12 +91,13 @@ def test_agent_settings_beat_random_on_known_truth(truth, setting):
 
 
 @pytest.mark.parametrize("module", [ppo, dqn], ids=["ppo", "dqn"])
-def test_seeds_share_one_compiled_agent(truth, module, monkeypatch):
+def test_seeds_share_one_compiled_agent(truth, module, monkeypatch, capsys):
     """A run's seeds reuse the agent compiled for the first (``agents.programs``: one build per
-    config; the environment's params and the key are arguments) and select what a fresh build does."""
+    config; the environment's params and the key are arguments) and select what a fresh build does.
+    A config's warning (PPO's steps rounded to whole updates) is printed once, not per seed."""
     p, cl, y = truth
     name = module.__name__.split(".")[-1]
-    cfg = (ppo.PPOConfig(num_envs=8, num_steps=4, total_timesteps=96) if module is ppo else
+    cfg = (ppo.PPOConfig(num_envs=8, num_steps=4, total_timesteps=110) if module is ppo else
            dqn.DQNConfig(num_envs=8, total_timesteps=96, learning_starts=16, target_every=4))
     built, make_chunks = [], module.make_chunks
     monkeypatch.setattr(module, "make_chunks", lambda *a: built.append(a) or make_chunks(*a))
@@ -105,6 +106,7 @@ def test_seeds_share_one_compiled_agent(truth, module, monkeypatch):
                                      progress=False)
     reused = [run(0), run(1)]
     assert len(built) == 1
+    assert capsys.readouterr().err.count("environment steps instead of the 110 asked") == (module is ppo)
     agents.programs.cache_clear()
     fresh = run(1)
     assert len(built) == 2

@@ -318,7 +318,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
             warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
-                 f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps")
+                 f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps", once=True)
         if c.method == "dqn" and cfg.learning_updates == 0:
             chosen = "its untrained greedy choice" if c.final == "greedy" else "the best of its random exploration episodes"
             warn(f"dqn: no update takes a gradient step ({env_steps(cfg, cfg.num_updates)} environment steps, "

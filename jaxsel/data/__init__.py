@@ -765,6 +765,9 @@ def load(
     case are reported, and merged with ``merge_case``; classes with fewer than ``min_class_rows``
     rows are dropped and counted. The returned dict has ``info`` attributes set on each split:
     ``jaxsel_fingerprint`` (content + split parameters) and the counts :func:`summary` reports.
+    Each split keeps the source's row order, which may be grouped by label (``tweets`` and
+    ``bbc_news`` are: their first rows are one class); take a sample with
+    :func:`jaxsel.proxy.stratified_subsample`, not the first rows.
     """
     import datasets
 
