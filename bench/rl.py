@@ -48,6 +48,7 @@ from jaxsel.agents import dqn, networks, ppo  # noqa: E402
 from jaxsel import proxy as proxy_mod  # noqa: E402
 from jaxsel.agents.env import make_env  # noqa: E402
 from jaxsel.experiment.report import mean_ci  # noqa: E402
+from jaxsel.selection import AGENTS  # noqa: E402
 
 
 def timed(fn):
@@ -171,14 +172,15 @@ def setting(project: int, k: int = 256):
 def seeds_only(seeds: int, project: int) -> None:
     """``agents.select`` for seeds 0 .. ``seeds`` - 1 in one process, as a run's seeds are, PPO and DQN
     at their defaults (20,000 env steps), the persistent compilation cache on as in the CLI. Each
-    seed is timed twice, alternating: with the programs compiled for an earlier seed reused
-    (``agents.programs``, since 2026-12-06) and rebuilt (its cache cleared first: the code before,
-    which traced, lowered and loaded them from the disk cache again). Both must select the same rows."""
+    seed is timed twice, with the programs compiled for an earlier seed reused (``agents.programs``,
+    since 2026-12-06) and rebuilt (its cache cleared first: the code before, which traced, lowered and
+    loaded them from the disk cache again), the order swapped from seed to seed. Both must select
+    the same rows."""
     from jaxsel import agents, assets
     assets.enable_compilation_cache()
     p, cl, y = problem(project)
     rows = []
-    for method in agents.AGENTS:
+    for method in AGENTS:
         def select(seed: int, rebuild: bool):
             if rebuild:
                 agents.programs.cache_clear()
@@ -187,14 +189,17 @@ def seeds_only(seeds: int, project: int) -> None:
             return time.perf_counter() - t, sel.indices.tolist()
         first, _ = select(seeds, rebuild=True)  # compiles (or loads) once, outside the timings
         for seed in range(seeds):
-            (rebuilt, a), (reused, b) = select(seed, True), select(seed, False)
+            if seed % 2:  # reused first: needs the programs of the previous seed's rebuild
+                (reused, b), (rebuilt, a) = select(seed, False), select(seed, True)
+            else:
+                (rebuilt, a), (reused, b) = select(seed, True), select(seed, False)
             if a != b:
                 raise AssertionError(f"{method} seed {seed}: reused programs selected other rows")
             rows.append({"method": method, "seed": seed, "rebuilt_s": rebuilt, "reused_s": reused,
                          "rebuilt_vs_reused": rebuilt / reused, "first_in_process_s": first})
             print(rows[-1], file=sys.stderr)
     summary = {f"{m}_{k}": float(np.median([r[k] for r in rows if r["method"] == m]))
-               for m in agents.AGENTS for k in ("rebuilt_s", "reused_s", "rebuilt_vs_reused")}
+               for m in AGENTS for k in ("rebuilt_s", "reused_s", "rebuilt_vs_reused")}
     report("rl-seeds", rows, ["method", "seed", "first_in_process_s", "rebuilt_s", "reused_s", "rebuilt_vs_reused"],
            dict(summary, seeds=seeds, proxy=f"ridge-d{project or 384}"), False)
 

@@ -4,7 +4,11 @@ With ``jax_enable_x64`` on (``JAX_ENABLE_X64=1``, a common notebook setting) jax
 derives from Python numbers float64, e.g. optax's Adam bias correction and learning-rate schedules:
 the updates then round otherwise than in float32, and PPO drifted to another subset within 15
 updates, a finetune to other losses (round 35). The entry points of selection and finetuning run
-under :func:`in_32_bits`, so the same seed gives the same selection and finetune either way.
+under :func:`in_32_bits`, so the same seed gives the same selection and finetune either way:
+``agents.select`` and ``select_among`` (so the CLI and ``jaxsel run``), ``finetune.finetune``, the
+proxies' ``score_rows`` and a run's search-space map. Pieces traced inside the caller's own jit
+(``ppo.make_train``, ``dqn.make_train``, ``reward_model.fit``, the searches in ``agents.search``)
+follow the caller's mode: call them under ``with jax.enable_x64(False):`` for the same numbers.
 """
 
 from __future__ import annotations

@@ -93,22 +93,25 @@ def test_agent_settings_beat_random_on_known_truth(truth, setting):
 @pytest.mark.parametrize("module", [ppo, dqn], ids=["ppo", "dqn"])
 def test_seeds_share_one_compiled_agent(truth, module, monkeypatch, capsys):
     """A run's seeds reuse the agent compiled for the first (``agents.programs``: one build per
-    config; the environment's params and the key are arguments) and select what a fresh build does.
-    A config's warning (PPO's steps rounded to whole updates) is printed once, not per seed."""
+    config; the key and the environment's params are arguments, here another proxy of the same
+    shapes) and select what a fresh build does. A config's warning (PPO's steps rounded to whole
+    updates) is printed once, not per seed."""
     p, cl, y = truth
+    x, _, _, xv, yv = known_truth()
+    other = proxy.make(x, y, cl, xv, np.random.default_rng(1).permutation(yv), proxy.ProxyConfig(lam=1.0))
     name = module.__name__.split(".")[-1]
     cfg = (ppo.PPOConfig(num_envs=8, num_steps=4, total_timesteps=110) if module is ppo else
            dqn.DQNConfig(num_envs=8, total_timesteps=96, learning_starts=16, target_every=4))
     built, make_chunks = [], module.make_chunks
     monkeypatch.setattr(module, "make_chunks", lambda *a: built.append(a) or make_chunks(*a))
     agents.programs.cache_clear()
-    run = lambda seed: agents.select(p, cl, y, agents.SelectConfig(method=name, budget=0.25, seed=seed, **{name: cfg}),
-                                     progress=False)
-    reused = [run(0), run(1)]
+    run = lambda p_, seed: agents.select(p_, cl, y, agents.SelectConfig(method=name, budget=0.25, seed=seed,
+                                                                         **{name: cfg}), progress=False)
+    reused = [run(p, 0), run(other, 1)]
     assert len(built) == 1
     assert capsys.readouterr().err.count("environment steps instead of the 110 asked") == (module is ppo)
     agents.programs.cache_clear()
-    fresh = run(1)
+    fresh = run(other, 1)
     assert len(built) == 2
     assert fresh.indices.tolist() == reused[1].indices.tolist() != reused[0].indices.tolist()
     assert fresh.scores == reused[1].scores  # the learning history too
@@ -193,11 +196,14 @@ warnings.filterwarnings("error", "Explicitly requested dtype", UserWarning)  # a
 small = dict(ppo=ppo.PPOConfig(num_envs=8, num_steps=8, total_timesteps=8 * 8 * 4),
              dqn=dqn.DQNConfig(num_envs=8, total_timesteps=8 * 20, learning_starts=32), climb_rounds=1)
 out = {m: agents.select(p, cl, y, agents.SelectConfig(method=m, budget=0.2, **small), progress=False).indices.tolist()
-       for m in ("ppo", "dqn", "greedy", "climb")}
+       for m in ("dqn", "greedy", "climb")}
 # 15 updates of quota picks: with float64 scalars in optax (Adam's bias correction) PPO had drifted to another subset
 longer = ppo.PPOConfig(num_envs=16, num_steps=8, total_timesteps=2000)
-out["ppo-quota"] = agents.select(p, cl, y, agents.SelectConfig(method="ppo", budget=0.25, granularity="quota", quota=4,
-                                                               ppo=longer), progress=False).indices.tolist()
+out["ppo"] = agents.select(p, cl, y, agents.SelectConfig(method="ppo", budget=0.25, granularity="quota", quota=4,
+                                                         ppo=longer), progress=False).indices.tolist()
+# a trained proxy's score of given rows (optax inside): its log-likelihood had differed in the 6th digit
+linear = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="linear"))
+out["linear"] = float(linear.score_rows(out["greedy"]).loglik)
 print(json.dumps(out))
 """
 

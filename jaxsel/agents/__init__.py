@@ -13,8 +13,8 @@ import functools
 import json
 import numbers
 import shutil
-from dataclasses import asdict, dataclass, field, fields, replace
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType, ModuleType
 
@@ -163,9 +163,11 @@ def min_steps(cfg: AgentConfig, max_steps: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def programs(module: ModuleType, cfg: AgentConfig, env: SelectionEnv) -> tuple[Callable, Callable]:
-    """``module.make_chunks(cfg, env)``'s ``init`` and ``update`` (``n`` static), jitted once per
-    process and config: the environment's params and the key are arguments, so every seed, budget
-    and proxy of the same shapes reuses one compiled program (a run's seeds, a surrogate's rounds)."""
+    """``module.make_chunks(cfg, env)``'s ``init`` and ``update`` (``n`` static), built and jitted once
+    per process and config: the key and the environment's params are arguments, so every seed (and
+    a surrogate's every round) reuses one compiled program where the params have the same shapes and
+    static fields (the same budget, quota and proxy kind); other params compile anew into the same
+    jit, which keeps each program for the process: ``programs.cache_clear()`` frees them."""
     fns = module.make_chunks(cfg, env)
     return jax.jit(fns.init), jax.jit(fns.update, static_argnums=1)
 
@@ -324,7 +326,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             warn(f"dqn: no update takes a gradient step ({env_steps(cfg, cfg.num_updates)} environment steps, "
                  f"learning_starts {cfg.learning_starts}, train_every {cfg.train_every}, buffer_size {cfg.buffer_size}): "
                  f"the network never trains and the selection is {chosen}; raise the steps (--steps / rl_steps) "
-                 f"well above learning_starts")
+                 f"well above learning_starts", once=True)
         runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
                              every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
                              signature=signature)
@@ -470,6 +472,7 @@ def check_kept(kept: int, n: int, examples: int) -> None:
                           f"{examples} from (lower the budget or use a milder filter)")
 
 
+@in_32_bits
 def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config: SelectConfig = SelectConfig(),
                  *, score_with=None, **kwargs) -> Selection:
     """:func:`select` over the train rows ``rows`` only (e.g. the rows no label-issue filter flags),

@@ -176,10 +176,11 @@ def shard_envs(tree, num_envs: int):
 
 class SelectionEnv:
     """gymnax-style: ``reset(key, params)``, ``step(key, state, action, params)``; pure, jit/vmap freely.
-    Stateless: every instance equals every other (one cache entry for the compiled agents)."""
+    Stateless: every instance equals every other (one cache entry for the compiled agents,
+    :func:`jaxsel.agents.programs`); a subclass that holds state must define both methods anew."""
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self)
+        return type(other) is type(self) or NotImplemented
 
     def __hash__(self) -> int:
         return hash(type(self))

@@ -30,6 +30,7 @@ from jaxsel.data import column, source_name
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
                        write_json)
+from jaxsel.precision import in_32_bits
 from jaxsel.selection import budget_examples, check_budgets, digest
 
 
@@ -226,6 +227,7 @@ class Run:
                 shutil.rmtree(ckpt, ignore_errors=True)
         return m
 
+    @in_32_bits
     def explored(self, budget: float, p, c, sels: dict, logs: list, labels: np.ndarray, seed: int = 0,
                  samples: int = 512) -> dict:
         """Subsets for the map of the search space (the share of each cluster taken): random

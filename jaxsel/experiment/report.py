@@ -21,8 +21,8 @@ import numpy as np
 from jaxsel import allocator, code_version
 from jaxsel.config import BASELINES, SEARCH_METHODS
 from jaxsel.errors import JaxselError
-from jaxsel.selection import AGENTS
 from jaxsel.io import atomic_path, write_utf8
+from jaxsel.selection import AGENTS
 
 ORDER = SEARCH_METHODS + ("validated",) + BASELINES  # the order of the report's rows
 REFERENCES = ("random", "stratified", "cleanlab")  # baselines every other method is compared with, paired by seed

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsel.precision import in_32_bits
 from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, or_chance, scores_from_logits
 
 
@@ -122,6 +123,7 @@ class Trained(Proxy):
         """Checked on the index table, the only rows of a cluster this kind sees."""
         return np.array_equal(np.asarray(self.table), np.asarray(clustering.table))
 
+    @in_32_bits
     def score_rows(self, rows) -> Scores:
         """Scores of training on the index-table rows that are in ``rows`` (what a trained proxy
         sees of any subset), from every cluster they fall in, past ``max_clusters`` too (a random

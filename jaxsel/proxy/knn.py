@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxsel.cluster import grouped, member_order
 from jaxsel.errors import JaxselError
+from jaxsel.precision import in_32_bits
 from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, mean_scores, row_scores
 from jaxsel.proxy.ridge import Ridge
 
@@ -118,6 +119,7 @@ class Knn(Proxy):
     def orders_like(self, clustering) -> bool:
         return self.ridge.orders_like(clustering)
 
+    @in_32_bits
     def score_rows(self, rows) -> Scores:
         """Scores of the subset holding exactly the train rows ``rows`` (any shape of int indices)."""
         rows = self.checked_rows(rows)

@@ -21,6 +21,7 @@ from jax.custom_batching import custom_vmap
 
 from jaxsel.cluster import member_order
 from jaxsel.errors import JaxselError
+from jaxsel.precision import in_32_bits
 from jaxsel.proxy.batch import check_masks, padded_batch, unpad
 from jaxsel.proxy.base import HIGHEST, Proxy, ProxyConfig, Scores, chunks, or_chance, scores_from_class_logits
 
@@ -191,6 +192,7 @@ class Ridge(Proxy):
     def orders_like(self, clustering) -> bool:
         return np.array_equal(np.asarray(self.rows), member_order(clustering)[0])
 
+    @in_32_bits
     def score_rows(self, rows) -> Scores:
         """Scores of a fit on exactly the train rows ``rows`` (any shape of int indices)."""
         return _score_rows(self, jnp.asarray(self.checked_rows(rows)))

@@ -55,7 +55,7 @@ def init_params(cfg: ProxyConfig, num_classes: int) -> dict:
     frozen = {"word": model.word.embedding[...], "position": model.position.embedding[...],
               "type": model.token_type.embedding[...][0], "scale": model.emb_norm.scale[...],
               "bias": model.emb_norm.bias[...]}
-    head = jnp.zeros((bcfg.hidden + 1, num_classes))
+    head = jnp.zeros((bcfg.hidden + 1, num_classes), jnp.float32)
     return {"frozen": frozen, "train": {"layers": nnx.state(layers, nnx.Param), "head": head}}
 
 
