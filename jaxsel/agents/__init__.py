@@ -172,10 +172,13 @@ def programs(module: ModuleType, cfg: AgentConfig, env: SelectionEnv) -> tuple[C
     return jax.jit(fns.init), jax.jit(fns.update, static_argnums=1)
 
 
-@functools.lru_cache(maxsize=2)
-def _sampled_rollouts(env: SelectionEnv) -> Callable:
-    """``surrogate_eval`` episodes sampled from the policy, vmapped over keys and jitted once per process."""
-    return jax.jit(jax.vmap(lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=True), in_axes=(None, None, 0)))
+@functools.lru_cache(maxsize=4)
+def _rollouts(env: SelectionEnv, sample: bool) -> Callable:
+    """:func:`greedy_rollout` jitted once per process (called eagerly, its operations outside the scan
+    compiled one by one): ``(params, env_params, key)``, or with ``sample`` ``surrogate_eval``
+    episodes drawn from the policy, vmapped over a batch of keys."""
+    one = lambda p_, e, key_: greedy_rollout(p_, env, e, key_, sample=sample)
+    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)) if sample else one)
 
 
 def train_agent(module: ModuleType, cfg: AgentConfig, env: SelectionEnv, env_params: EnvParams, key: jax.Array, *,
@@ -227,7 +230,7 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
         log, rng = search._start(None, signature, c.seed, cache, sizes, budget, c.warm_start, False, quota, caps)
     key = jax.random.PRNGKey(c.seed)
     per_round = max(1, cfg.num_updates // c.surrogate_rounds)
-    rollouts = _sampled_rollouts(env)
+    rollouts = _rollouts(env, sample=True)
     init, update = programs(module, cfg, env)  # compiled once: each round's reward model is an argument
     runner = None
     last = c.surrogate_rounds if stop_after is None else min(stop_after, c.surrogate_rounds)
@@ -339,7 +342,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
                      f"greedy rollout of the trained network. Raise the steps (--steps / rl_steps) to at least "
                      f"{min_steps(cfg, params.max_steps)} for the agent to see whole episodes")
                 extra["completed_by"] = "greedy rollout"
-            best = greedy_rollout(runner.params, env, params, jax.random.PRNGKey(c.seed))
+            best = _rollouts(env, sample=False)(runner.params, params, jax.random.PRNGKey(c.seed))
         order = [int(a) for a in np.asarray(best.order) if a >= 0]
         score = float(best.score)
         extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
