@@ -5,7 +5,7 @@ derives from Python numbers float64, e.g. optax's Adam bias correction and learn
 the updates then round otherwise than in float32, and PPO drifted to another subset within 15
 updates, a finetune to other losses (round 35). The entry points of selection and finetuning run
 under :func:`in_32_bits`, so the same seed gives the same selection and finetune either way:
-``agents.select`` and ``select_among`` (so the CLI and ``jaxsel run``), ``finetune.finetune``, the
+``agents.select`` (so ``select_among``, the CLI and ``jaxsel run``), ``finetune.finetune``, the
 proxies' ``score_rows`` and a run's search-space map. Pieces traced inside the caller's own jit
 (``ppo.make_train``, ``dqn.make_train``, ``reward_model.fit``, the searches in ``agents.search``)
 follow the caller's mode: call them under ``with jax.enable_x64(False):`` for the same numbers.

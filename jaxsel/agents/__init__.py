@@ -475,7 +475,6 @@ def check_kept(kept: int, n: int, examples: int) -> None:
                           f"{examples} from (lower the budget or use a milder filter)")
 
 
-@in_32_bits
 def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config: SelectConfig = SelectConfig(),
                  *, score_with=None, **kwargs) -> Selection:
     """:func:`select` over the train rows ``rows`` only (e.g. the rows no label-issue filter flags),
