@@ -44,6 +44,22 @@ def write_data(path, test_labels_seed=None, n=360):
     return path
 
 
+def with_and_without_x64(script: str) -> tuple:
+    """The JSON string ``out`` that ``script`` sets, parsed, from a subprocess with JAX_ENABLE_X64=1
+    and from this process (float32): what the x64 tests compare."""
+    import json
+    import subprocess
+    import sys
+    import jax
+    assert not jax.config.jax_enable_x64  # this process is the float32 reference
+    run = subprocess.run([sys.executable, "-c", script + "\nprint(out)"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "JAX_ENABLE_X64": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    here = {}
+    exec(script, here)
+    return json.loads(run.stdout.splitlines()[-1]), json.loads(here["out"])
+
+
 # the files that take a worker longest (cold cache, 2026-12-05: 2-3.5 minutes each), scheduled first
 SLOW_FIRST = ("test_agents.py", "test_distributed.py", "test_resume.py", "test_experiment.py", "test_exported_rows.py",
               "test_cli.py")

@@ -206,7 +206,7 @@ out["ppo"] = agents.select(p, cl, y, agents.SelectConfig(method="ppo", budget=0.
 # a trained proxy's score of given rows (optax inside): its log-likelihood had differed in the 6th digit
 linear = proxy.make(x, y, cl, xv, yv, proxy.ProxyConfig(kind="linear"))
 out["linear"] = float(linear.score_rows(out["greedy"]).loglik)
-print(json.dumps(out))
+out = json.dumps(out)
 """
 
 
@@ -214,18 +214,9 @@ def test_same_selection_with_jax_enable_x64():
     """JAX_ENABLE_X64=1 (a common notebook setting) gives the same selections: dtypes are pinned
     where scores and states cross scan and jit boundaries (and DQN's replay buffer, whose int64
     writes into int32 rows jax deprecates: FutureWarnings fail the run)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    import jax
-    assert not jax.config.jax_enable_x64  # this process is the float32 reference
-    run = subprocess.run([sys.executable, "-c", X64], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "JAX_ENABLE_X64": "1"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    here = {}
-    exec(X64.replace("print(json.dumps(out))", "result = json.dumps(out)"), here)
-    assert json.loads(run.stdout.splitlines()[-1]) == json.loads(here["result"])
+    from conftest import with_and_without_x64
+    with_x64, without = with_and_without_x64(X64)
+    assert with_x64 == without
 
 
 def test_settings_that_cannot_work_warn_or_stop(truth, capsys):

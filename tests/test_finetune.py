@@ -90,15 +90,9 @@ out = json.dumps([m["train_loss_per_epoch"], m["val_accuracy_per_epoch"], m["tes
 def test_same_finetune_with_jax_enable_x64(table_file, tmp_cache):
     """JAX_ENABLE_X64=1 finetunes as float32 does, to the bit (``jaxsel.precision.in_32_bits``): with
     it on, optax's scalars (Adam's bias correction) were float64 and the first epoch's loss differed."""
-    import json
-    import os
-    script = X64.replace("PATH", repr(str(table_file)))
-    run = subprocess.run([sys.executable, "-c", script + "print(out)"], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "JAX_ENABLE_X64": "1"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    here = {}
-    exec(script, here)
-    assert json.loads(run.stdout.splitlines()[-1]) == json.loads(here["out"])
+    from conftest import with_and_without_x64
+    with_x64, without = with_and_without_x64(X64.replace("PATH", repr(str(table_file))))
+    assert with_x64 == without
 
 
 @pytest.mark.assets
