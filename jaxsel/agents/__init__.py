@@ -315,12 +315,12 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
         _other_selections(Path(ckpt_dir), signature, c, resume)
-    if c.method in AGENTS and c.surrogate_rounds > 0:
+    if c.method in AGENTS:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
+    if c.method in AGENTS and c.surrogate_rounds > 0:
         order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
                                               resume=resume, signature=signature, stop_after=stop_after, caps=caps)
     elif c.method in AGENTS:
-        module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
         if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
             warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
                  f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps", once=True)
