@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -92,6 +93,49 @@ def test_hf_folder_round_trip(tmp_path):
         blk.attn_norm.scale[...] = blk.attn_norm.scale[...] + 0.5
     ids = jnp.array([[1, 7, 3, 9]])
     np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+
+
+def test_rope_scaling_of_llama3_and_linear_configs(tmp_path):
+    """A Llama 3.1/3.2 folder's rope_scaling was ignored: 17 of 32 frequencies of Llama-3.2-1B differed from
+    the checkpoint's (0.5 rad at position 512). Checked against Meta's rule written per frequency
+    (transformers' _compute_llama3_parameters gives the same to 1e-10); kinds we do not compute are refused."""
+    from tokenizers import Tokenizer, models
+    llama3 = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 8192}
+
+    def reference(f):  # one frequency at a time, as the Llama 3.1 release computes it
+        wavelength = 2 * np.pi / f
+        if wavelength < 8192 / 4.0:
+            return f
+        if wavelength > 8192 / 1.0:
+            return f / 32.0
+        smooth = (8192 / wavelength - 1.0) / (4.0 - 1.0)
+        return (1 - smooth) * f / 32.0 + smooth * f
+
+    base = np.asarray(llama.frequencies(64, 500_000.0))
+    ours = np.asarray(llama.frequencies(64, 500_000.0, llama._rope_scaling(llama3)))
+    np.testing.assert_allclose(ours, [reference(f) for f in base], rtol=1e-6)
+    assert 0 < (ours != base).sum() < 32
+    np.testing.assert_allclose(llama.frequencies(64, 500_000.0, llama._rope_scaling({"type": "linear", "factor": 4})),
+                               base / 4, rtol=1e-7)
+    cfg = llama.LlamaConfig(vocab_size=30, hidden=16, layers=1, heads=2, kv_heads=1, intermediate=8, rope_theta=10_000.0,
+                            eps=1e-6, rope_scaling=llama._rope_scaling({**llama3, "original_max_position_embeddings": 16}))
+    src = llama.Llama(cfg, rngs=nnx.Rngs(0))
+    save_hf_folder(tmp_path, src, Tokenizer(models.BPE({"a": 0}, [])))
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": {**llama3,
+                                                                                 "original_max_position_embeddings": 16}}))
+    loaded, _ = llama.from_hf_folder(tmp_path)
+    ids = jnp.arange(24)[None] % 30
+    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+    plain = llama.Llama(replace(cfg, rope_scaling=()), rngs=nnx.Rngs(0))
+    assert np.abs(np.asarray(plain(ids)) - np.asarray(src(ids))).max() > 1e-3  # the scaling matters at these positions
+    for change, says in [({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling of type 'yarn' is not"),
+                         ({"head_dim": 4}, "head_dim 4 .jaxsel's Llama: 8."),
+                         ({"hidden_act": "gelu"}, "hidden_act 'gelu'")]:
+        (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(JaxselError, match=says):
+            llama.from_hf_folder(tmp_path)
 
 
 def test_bad_gguf(tmp_path):

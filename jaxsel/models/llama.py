@@ -34,6 +34,9 @@ class LlamaConfig:
     eps: float = 1e-5
     tie_embeddings: bool = True
     attn_bias: bool = False  # q/k/v projections with biases (Qwen2)
+    # Hugging Face's ``rope_scaling`` as sorted (key, value) pairs: () for none, else rope_type "linear"
+    # or "llama3" (Llama 3.1 / 3.2 checkpoints) with their keys; see :func:`frequencies`
+    rope_scaling: tuple = ()
 
     def __post_init__(self):
         if self.heads < 1 or self.kv_heads < 1 or self.hidden % self.heads or self.heads % self.kv_heads:
@@ -56,10 +59,30 @@ class RMSNorm(nnx.Module):
         return (y * self.scale[...]).astype(self.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-    """Rotary embedding (rotate-half layout) of x (B, T, H, D) at positions (B, T)."""
-    d = x.shape[-1]
-    inv = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+def frequencies(head_dim: int, theta: float, scaling: tuple = ()) -> jax.Array:
+    """(head_dim / 2,) float32 rotary inverse frequencies ``theta ** (-2i / head_dim)``, rescaled as
+    Hugging Face's ``rope_scaling`` asks (``LlamaConfig.rope_scaling``): "linear" divides every
+    frequency by ``factor``; "llama3" (transformers' ``_compute_llama3_parameters``, Meta's Llama 3.1
+    release) divides those of wavelengths above ``original_max_position_embeddings / low_freq_factor``
+    by ``factor``, keeps those below ``original_max_position_embeddings / high_freq_factor`` and blends
+    linearly between."""
+    inv = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    s = dict(scaling)
+    if s.get("rope_type") == "linear":
+        return inv / s["factor"]
+    if s.get("rope_type") == "llama3":
+        context, low, high = s["original_max_position_embeddings"], s["low_freq_factor"], s["high_freq_factor"]
+        wavelength = 2 * np.pi / inv
+        scaled = jnp.where(wavelength > context / low, inv / s["factor"], inv)
+        smooth = (context / wavelength - low) / (high - low)
+        medium = (wavelength >= context / high) & (wavelength <= context / low)
+        return jnp.where(medium, (1 - smooth) * scaled / s["factor"] + smooth * scaled, scaled)
+    return inv
+
+
+def rope(x: jax.Array, positions: jax.Array, inv: jax.Array) -> jax.Array:
+    """Rotary embedding (rotate-half layout) of x (B, T, H, D) at positions (B, T), with the (D/2,)
+    inverse frequencies ``inv`` (:func:`frequencies`)."""
     ang = positions[..., None].astype(jnp.float32) * inv  # (B, T, D/2)
     cos = jnp.cos(jnp.concatenate([ang, ang], -1))[:, :, None, :]
     sin = jnp.sin(jnp.concatenate([ang, ang], -1))[:, :, None, :]
@@ -88,8 +111,9 @@ class Block(nnx.Module):
         b, t, h = x.shape
         x = x.reshape(b * t, h)
         y = self.attn_norm(x)
-        q = rope(self.q(y).reshape(b, t, c.heads, c.head_dim), positions, c.rope_theta)
-        k = rope(self.k(y).reshape(b, t, c.kv_heads, c.head_dim), positions, c.rope_theta)
+        inv = frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+        q = rope(self.q(y).reshape(b, t, c.heads, c.head_dim), positions, inv)
+        k = rope(self.k(y).reshape(b, t, c.kv_heads, c.head_dim), positions, inv)
         v = self.v(y).reshape(b, t, c.kv_heads, c.head_dim)
         group = c.heads // c.kv_heads
         q = q.reshape(b, t, c.kv_heads, group, c.head_dim)
@@ -192,6 +216,10 @@ def gguf_config(reader) -> LlamaConfig:
     g = lambda k: _field(reader, f"llama.{k}")
     f32 = lambda k: float(str(np.float32(g(k))))  # the float32 field's shortest decimal: 1e-05, not 9.99e-06
     names = {t.name for t in reader.tensors}
+    scaling = _field(reader, "llama.rope.scaling.type") if "llama.rope.scaling.type" in reader.fields else "none"
+    if "rope_freqs.weight" in names or scaling != "none":
+        raise JaxselError("GGUF with rope scaling (rope_freqs.weight or llama.rope.scaling.type, as in Llama 3.1+) "
+                          "is not supported: load its Hugging Face folder instead")
     return LlamaConfig(len(reader.fields["tokenizer.ggml.tokens"].data), g("embedding_length"), g("block_count"),
                        g("attention.head_count"), g("attention.head_count_kv"), g("feed_forward_length"),
                        f32("rope.freq_base"), f32("attention.layer_norm_rms_epsilon"),
@@ -259,6 +287,19 @@ def gguf_tokenizer(reader):
     return tok
 
 
+def _rope_scaling(scaling) -> tuple:
+    """A config.json's ``rope_scaling`` as ``LlamaConfig.rope_scaling``; raises ValueError for a kind
+    :func:`frequencies` does not compute (their outputs would silently differ from the checkpoint's)."""
+    if scaling is None:
+        return ()
+    kind = scaling.get("rope_type", scaling.get("type"))
+    keys = {"default": (), "linear": ("factor",),
+            "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+    if kind not in keys:
+        raise ValueError(f"rope_scaling of type {kind!r} is not supported (linear, llama3)")
+    return tuple(sorted({"rope_type": kind, **{k: float(scaling[k]) for k in keys[kind]}}.items())) if keys[kind] else ()
+
+
 def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, object]:
     """(model, tokenizer) from a local Llama/Qwen2-style folder (config.json, *.safetensors,
     tokenizer.json); q/k/v biases (Qwen2) are loaded where the checkpoint has them. Raises
@@ -283,7 +324,11 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
                           int(c["num_attention_heads"]), int(c.get("num_key_value_heads", c["num_attention_heads"])),
                           int(c["intermediate_size"]), float(c.get("rope_theta", 10_000.0)),
                           float(c.get("rms_norm_eps", 1e-6)), bool(c.get("tie_word_embeddings", False)),
-                          "model.layers.0.self_attn.q_proj.bias" in weights)
+                          "model.layers.0.self_attn.q_proj.bias" in weights, _rope_scaling(c.get("rope_scaling")))
+        unlike = [f"{key} {c[key]!r} (jaxsel's Llama: {ours!r})" for key, ours in
+                  (("head_dim", cfg.head_dim), ("hidden_act", "silu")) if c.get(key) not in (None, ours)]
+        if unlike:
+            raise JaxselError(f"{folder / 'config.json'}: {', '.join(unlike)}: not supported")
     except KeyError as e:
         raise JaxselError(f"{folder / 'config.json'}: no {e.args[0]!r} (not a Llama/Qwen2 config)") from None
     except (TypeError, ValueError, AttributeError) as e:
