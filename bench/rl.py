@@ -4,6 +4,7 @@
     python bench/rl.py --scaling [--quick] [--network early]   # env steps/s against K and the number of environments
     python bench/rl.py --scores 10 [--updates 20]   # best proxy score found for equal env steps, 10 seeds
     python bench/rl.py --seeds 3   # a run's seeds: agents.select with compiled programs reused vs rebuilt
+                                   # (PPO, DQN, CLIMB-Disc, PPO on reward-model rollouts)
 
 Synthetic tweets-shaped data (N=30k, d=384, 3 classes), K=256 clusters, 5% budget, ridge proxy
 (PCA-64 by default, as the CLI). The device version is ``ppo.make_chunks(...).update`` (one
@@ -30,6 +31,8 @@ intervals (``best_score_*_minus_maskable_ppo``, in accuracy points).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import os
 import sys
 import time
@@ -71,7 +74,8 @@ def main() -> None:
     ap.add_argument("--scores", type=count(1), default=None, metavar="SEEDS",
                     help="only the best-score comparison over SEEDS seeds (--updates: default 20), saved as rl-scores")
     ap.add_argument("--seeds", type=count(2), default=None, metavar="SEEDS",
-                    help="only agents.select's seconds per seed (PPO, DQN at their defaults) with the compiled programs "
+                    help="only agents.select's seconds per seed (PPO, DQN at their defaults, climb, PPO with 4 reward-model "
+                         "rounds) with the compiled programs "
                          "reused across seeds against rebuilt for each, saved as rl-seeds")
     a = ap.parse_args()
     if a.seeds is not None:
@@ -170,22 +174,46 @@ def setting(project: int, k: int = 256):
 
 
 def seeds_only(seeds: int, project: int) -> None:
-    """``agents.select`` for seeds 0 .. ``seeds`` - 1 in one process, as a run's seeds are, PPO and DQN
-    at their defaults (20,000 env steps), the persistent compilation cache on as in the CLI. Each
-    seed is timed twice, with the programs compiled for an earlier seed reused (``agents.programs``,
-    since 2026-12-06) and rebuilt (its cache cleared first: the code before, which traced, lowered and
-    loaded them from the disk cache again), the order swapped from seed to seed. Both must select
-    the same rows."""
+    """``agents.select`` for seeds 0 .. ``seeds`` - 1 in one process, as a run's seeds are: PPO and DQN
+    at their defaults (20,000 env steps), CLIMB-Disc (4 rounds) and PPO on reward-model rollouts (4
+    rounds), the persistent compilation cache on as in the CLI. Each seed is timed twice, with the
+    programs compiled for an earlier seed reused and rebuilt, the order swapped from seed to seed:
+    rebuilt clears ``agents.programs`` (the code before 2026-12-06, which traced, lowered and loaded
+    the agents from the disk cache again) and compiles the reward model at every fit (the code
+    before 2026-12-07, whose fit baked the log into a fresh program at each round: the disk cache
+    never held it). Both must select the same rows."""
     from jaxsel import agents, assets
+    from jaxsel.agents import reward_model
     assets.enable_compilation_cache()
     p, cl, y = problem(project)
-    rows = []
-    for method in AGENTS:
+    fit, body, rows = reward_model.fit, reward_model._fit.__wrapped__, []
+    fresh = itertools.count()
+
+    def fit_compiled_afresh(*args, **kwargs):
+        """``fit`` as before 2026-12-07: a program of its own at every call, which the disk cache never
+        held (the log was baked into it); here a constant of the call's own (``n + tag - tag``, the same
+        number) stands for the log."""
+        tag = next(fresh)
+        reward_model._fit = jax.jit(lambda keys, x, y, n, cfg: body(keys, x, y, n + tag - tag, cfg),
+                                    static_argnames="cfg")
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            reward_model._fit = jitted
+    jitted = reward_model._fit
+
+    cases = {m: agents.SelectConfig(method=m, budget=0.05) for m in (*AGENTS, "climb")}
+    cases["ppo-surrogate"] = agents.SelectConfig(method="ppo", budget=0.05, surrogate_rounds=4)
+    for method, cfg in cases.items():
         def select(seed: int, rebuild: bool):
             if rebuild:
                 agents.programs.cache_clear()
+            reward_model.fit = fit_compiled_afresh if rebuild else fit
             t = time.perf_counter()
-            sel = agents.select(p, cl, y, agents.SelectConfig(method=method, budget=0.05, seed=seed), progress=False)
+            try:
+                sel = agents.select(p, cl, y, dataclasses.replace(cfg, seed=seed), progress=False)
+            finally:
+                reward_model.fit = fit
             return time.perf_counter() - t, sel.indices.tolist()
         first, _ = select(seeds, rebuild=True)  # compiles (or loads) once, outside the timings
         for seed in range(seeds):
@@ -198,8 +226,8 @@ def seeds_only(seeds: int, project: int) -> None:
             rows.append({"method": method, "seed": seed, "rebuilt_s": rebuilt, "reused_s": reused,
                          "rebuilt_vs_reused": rebuilt / reused, "first_in_process_s": first})
             print(rows[-1], file=sys.stderr)
-    summary = {f"{m}_{k}": float(np.median([r[k] for r in rows if r["method"] == m]))
-               for m in AGENTS for k in ("rebuilt_s", "reused_s", "rebuilt_vs_reused")}
+    summary = {f"{m.replace('-', '_')}_{k}": float(np.median([r[k] for r in rows if r["method"] == m]))
+               for m in cases for k in ("rebuilt_s", "reused_s", "rebuilt_vs_reused")}
     report("rl-seeds", rows, ["method", "seed", "first_in_process_s", "rebuilt_s", "reused_s", "rebuilt_vs_reused"],
            dict(summary, seeds=seeds, proxy=f"ridge-d{project or 384}"), False)
 

@@ -4,6 +4,7 @@
 from dataclasses import replace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -168,6 +169,31 @@ def test_reward_model_learns_additive_scores():
     mean, std = reward_model.predict(model, masks[300:])
     corr = np.corrcoef(np.asarray(mean), scores[300:])[0, 1]
     assert corr > 0.95 and (np.asarray(std) >= 0).all()
+
+
+def test_reward_model_fits_a_growing_log_with_one_program_per_bucket(monkeypatch):
+    """A search's log grows round by round: its fits share one compiled program per power-of-two bucket,
+    and the padding changes nothing (the bootstrap draws of the real rows, the fitted members)."""
+    traced = []
+    one = reward_model._init_one
+    monkeypatch.setattr(reward_model, "_init_one", lambda *a: traced.append(1) or one(*a))
+    reward_model._fit.clear_cache()
+    rng = np.random.default_rng(1)
+    masks, scores = rng.random((128, 23), np.float32), rng.random(128, np.float32)
+    cfg = reward_model.RewardModelConfig(steps=20)
+    for n in (70, 90, 128):  # one bucket of 128 rows
+        reward_model.fit(jax.random.PRNGKey(0), masks[:n], scores[:n], cfg)
+    assert len(traced) == 1
+    padded = {}
+    for rows in (128, 256):  # the same 100 rows, padded with noise to two sizes
+        x, y = rng.random((rows, 23), np.float32), rng.random(rows, np.float32)
+        x[:100], y[:100] = masks[:100], scores[:100]
+        keys = jax.random.split(jax.random.PRNGKey(0), cfg.members)
+        padded[rows] = reward_model._fit(keys, jnp.asarray(x), jnp.asarray(y), jnp.int32(100), cfg)
+    np.testing.assert_allclose(reward_model.predict(padded[128], masks)[0], reward_model.predict(padded[256], masks)[0],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="as many scores as masks"):
+        reward_model.fit(jax.random.PRNGKey(0), masks[:5], scores[:4])
 
 
 def test_reward_model_rollouts_beat_random(truth):

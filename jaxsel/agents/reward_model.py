@@ -10,6 +10,7 @@ the uncertainty.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -42,18 +43,40 @@ def _predict_one(p: dict, masks: jax.Array) -> jax.Array:
 
 
 def fit(key: jax.Array, masks, scores, cfg: RewardModelConfig = RewardModelConfig()) -> dict:
-    """Fit the ensemble to (B, K) masks and (B,) scores; each member sees a bootstrap resample."""
-    x = jnp.asarray(masks, jnp.float32)
-    y = jnp.asarray(scores, jnp.float32)
-    mu, sd = y.mean(), y.std() + 1e-6
-    yn = (y - mu) / sd
-    keys = jax.random.split(key, cfg.members)
+    """Fit the ensemble to (B, K) masks and (B,) scores; each member sees a bootstrap resample.
+
+    The rows are padded (with zero weight) to the next power of two from 64, so a search whose log
+    grows round by round compiles one program per bucket and config, not one per call."""
+    x = np.asarray(masks, np.float32)
+    n = len(x)
+    if n < 1 or len(np.asarray(scores)) != n:
+        raise ValueError(f"fit needs at least one (mask, score) pair and as many scores as masks, got {n} masks "
+                         f"and {len(np.asarray(scores))} scores")
+    rows = max(64, 1 << (n - 1).bit_length())
+    xp = np.zeros((rows, x.shape[1]), np.float32)
+    xp[:n] = x
+    yp = np.zeros(rows, np.float32)
+    yp[:n] = np.asarray(scores, np.float32)
+    return _fit(jax.random.split(key, cfg.members), jnp.asarray(xp), jnp.asarray(yp), jnp.int32(n), cfg)
+
+
+@partial(jax.jit, static_argnames="cfg")
+def _fit(keys: jax.Array, x: jax.Array, y: jax.Array, n: jax.Array, cfg: RewardModelConfig) -> dict:
+    """:func:`fit` on (R, K) masks and (R,) scores of which the first ``n`` rows are real."""
+    valid = (jnp.arange(len(y)) < n).astype(jnp.float32)
+    mu = (y * valid).sum() / n
+    sd = jnp.sqrt((valid * (y - mu) ** 2).sum() / n) + 1e-6
+    yn = (y - mu) / sd * valid
     tx = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
 
     def train_one(k):
         k_init, k_boot = jax.random.split(k)
         p = _init_one(k_init, x.shape[1], cfg.hidden)
-        w = jnp.bincount(jax.random.randint(k_boot, (len(y),), 0, len(y), jnp.int32), length=len(y)).astype(jnp.float32)
+        # n draws with replacement among the n real rows, draw i from its own key: the same resample
+        # whatever the padding (whose draws count nothing)
+        draws = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(k_boot, i), (), 0, n, jnp.int32))(
+            jnp.arange(len(y)))
+        w = jnp.zeros(len(y), jnp.float32).at[draws].add(valid)
         loss = lambda p: (w * (_predict_one(p, x) - yn) ** 2).sum() / w.sum()
 
         def step(carry, _):
@@ -64,7 +87,7 @@ def fit(key: jax.Array, masks, scores, cfg: RewardModelConfig = RewardModelConfi
 
         return jax.lax.scan(step, (p, tx.init(p)), None, cfg.steps)[0][0]
 
-    return {"members": jax.jit(jax.vmap(train_one))(keys), "mu": mu, "sd": sd}
+    return {"members": jax.vmap(train_one)(keys), "mu": mu, "sd": sd}
 
 
 @jax.jit
