@@ -325,8 +325,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     method: ``lloyd`` (k-means++ then Lloyd to tolerance, best of ``n_init``) or ``minibatch``
     (for millions of rows: 200 steps of 4,096 rows, one initialisation; ``n_init``, ``max_iter``
     and ``tol`` do not apply and its ``meta`` leaves them out). With ``labels`` (N,), the stratified variant: each label is
-    clustered separately with a share of k proportional to its count (at least one), so every
-    cluster is label-pure. Same seed, same result.
+    clustered separately with a share of k proportional to its number of distinct embeddings
+    (:func:`allocate`), so every cluster is label-pure. Same seed, same result.
     """
     x = np.asarray(x)
     x, scale = unit_float32(x, _check(x, k))  # float64 beyond float32's range comes into it
@@ -386,7 +386,9 @@ def unit_float32(x: np.ndarray, top: float | None = None) -> tuple[np.ndarray, f
 
 
 def allocate(counts: np.ndarray, k: int) -> np.ndarray:
-    """Split k clusters over classes proportionally to ``counts`` (largest remainder), >= 1 each, <= count."""
+    """Split k clusters over classes proportionally to ``counts`` (largest remainder), >= 1 each, <= count.
+    Unlike :func:`jaxsel.baselines.apportion` (the same rule without a floor), every class keeps a
+    cluster: a class that floors to none takes its one from the classes most above their share."""
     counts = np.asarray(counts)
     if k < len(counts):
         raise JaxselError(f"stratified k-means needs k >= number of classes ({len(counts)}), got {k}: raise k (--k, or "

@@ -31,7 +31,8 @@ class BertClassifier(nnx.Module):
     def packed(self, ids, segments):
         """Logits (B, T, C) of texts packed into rows (ids, segments (B, T), as
         :func:`jaxsel.embed.pack_batch` makes them): entry [b, j] for text j + 1 of row b, the logits
-        it gets alone in its own row (to float rounding); zeros where a row has no such text."""
+        it gets alone in its own row (to float rounding); where a row has no such text, the head's
+        output for a zero pooled vector (its bias): to be ignored."""
         hidden = self.encoder(ids, (segments > 0).astype(jnp.int32), segments)
         pooled = bert.segment_mean_pool(hidden, segments, ids.shape[1], normalize=False)
         return self.head(pooled).astype(jnp.float32)
