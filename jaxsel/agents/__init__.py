@@ -398,7 +398,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "label_counts": counts.tolist(), "train_label_counts": train_counts.tolist(),
             "train_labels_digest": digest(labels),
             "missing_classes": missing_classes(counts, train_counts),
-            "jaxsel_version": code_version(), "config": asdict(c), **(meta or {})}
+            "jaxsel_version": code_version(),
+            "config": {k: v for k, v in asdict(c).items() if k in reads(c)},  # the settings it ran with
+            **(meta or {})}
     planned = stop_points(c)
     if stop_after is not None and planned is None:
         warn(f"{c.method} has no updates or rounds to stop after: stop_after={stop_after} is ignored")
