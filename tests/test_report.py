@@ -73,7 +73,11 @@ def test_corrupted_rows_split_into_flipped_and_copies():
     assert (s["ppo"]["flipped_chosen"], s["ppo"]["duplicates_chosen"]) == (1.5, 1.5)
     assert (s["random"]["flipped_chosen"], s["random"]["duplicates_chosen"]) == (19.0, 11.0)
     # "(19 + 11)" read as a sum: with instance or source noise a copy of a flipped row is both
-    assert report.markdown(list(s.values())).splitlines()[3].endswith("| 30 (19 flipped, 11 copies) |")
+    lines = report.markdown(list(s.values())).splitlines()
+    assert lines[3].endswith("| 30 (19 flipped, 11 copies) |")
+    # means over seeds keep their half: 4.5 of 1.5 flipped and 1.5 copies printed "4 (2 flipped, 2 copies)"
+    # (round half to even), more than the two together (break-it round 36)
+    assert lines[2].endswith("| 3 (1.5 flipped, 1.5 copies) |")
 
 
 def test_plots_are_written(tmp_path):

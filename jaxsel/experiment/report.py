@@ -264,6 +264,12 @@ def _label_mix(rs: list[dict]) -> dict:
     return out
 
 
+def _count(mean: float) -> str:
+    """A count's mean over seeds: whole numbers as such, else one decimal (15.5 corrupted of 4.5 flipped and
+    11.0 copies printed 16 of 4 and 11, against the column's "counts in both")."""
+    return f"{mean:.0f}" if float(mean).is_integer() else f"{mean:.1f}"
+
+
 def _interval(mean: float, half: float | None, seeds: int, sign: str = "") -> str:
     """``mean ± half``, or the mean alone for one seed or pairing (no interval to show)."""
     return pm(mean, half if seeds > 1 else None, f"{sign}.3f")
@@ -312,15 +318,16 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
         seeds = str(n) + (f" ({subsets} subset{'s' * (subsets > 1)})" if subsets < n else "")
         cells = [s["variant"], method_label(s), budget, seeds, _interval(s["test_accuracy"], s["test_accuracy_ci95"], n)]
         cells += [_paired(s, ref, n) for ref in refs] + ([s.get("verdict", "-")] if verdicts else [])
-        cells += [f"{s['test_macro_f1']:.3f}", f"{s['examples']:.0f}"]
-        cells += ["-" if s.get(k) is None else f"{s[k]:.0f}" for k in ("steps", "examples_seen")]
+        cells += [f"{s['test_macro_f1']:.3f}", _count(s["examples"])]
+        cells += ["-" if s.get(k) is None else _count(s[k]) for k in ("steps", "examples_seen")]
         if mix:
             cells.append("/".join(f"{100 * v:.0f}" for v in s["label_share"]) if "label_share" in s else "-")
         cells += [f"{s['selection_seconds']:.1f}", f"{s['finetune_seconds']:.1f}", f"{s['total_seconds']:.1f}",
                   "-" if s["total_vs_full"] is None else f"{s['total_vs_full']:.2f}"]
         if noisy:
-            cells.append("-" if s["variant"] != "noisy" else f"{s['corrupted_chosen']:.0f}" + (
-                f" ({s['flipped_chosen']:.0f} flipped, {s['duplicates_chosen']:.0f} copies)" if "flipped_chosen" in s else ""))
+            cells.append("-" if s["variant"] != "noisy" else _count(s["corrupted_chosen"]) + (
+                f" ({_count(s['flipped_chosen'])} flipped, {_count(s['duplicates_chosen'])} copies)"
+                if "flipped_chosen" in s else ""))
         lines.append("| " + " | ".join(cells) + " |")
         if s.get("missing_classes"):
             names = [labels[c] if labels else str(c) for c in s["missing_classes"]]
