@@ -400,7 +400,8 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     ``datasets`` (``fmt``: jsonl, parquet, csv, or arrow = ``save_to_disk`` folder), atomically, with
     columns ``text``, ``label`` (the class name), ``row`` (index in the train split), ``source_row``
     (0-based row of the source file, header not counted: what joins back to the user's own columns),
-    ``cluster`` (-1 when unknown) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
+    ``cluster`` (-1 when unknown: always for ``complement``, since a selection records the clusters
+    of its kept rows only) and ``kept`` (true for selected rows), plus a sidecar ``PATH.jaxsel.json``
     naming the source dataset, the method, the budget and the jaxsel version. ``source_columns``: a
     pandas DataFrame of the source's other columns, row i for source row i
     (:func:`jaxsel.data.source_columns`); each row's values follow its own columns (empty for a row
@@ -450,7 +451,8 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
         "selection_seed": sel.meta.get("seed"), "jaxsel_version": code_version(),
         "columns": {"text": "the example", "label": "its class name", "row": "index in the train split",
                     "source_row": "its 0-based row in the source (a file's data rows, header not counted; -1: unknown)",
-                    "cluster": "its cluster (-1: unknown)", "kept": "true for selected rows",
+                    "cluster": "its cluster (-1: unknown, as for every row not selected: a selection records the "
+                               "clusters of its kept rows only)", "kept": "true for selected rows",
                     **described}}, str(sidecar))
     if writes_files():  # an earlier export's sidecar goes first: interrupted, the rows are never described wrongly
         sidecar.unlink(missing_ok=True)
