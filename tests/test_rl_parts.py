@@ -326,3 +326,12 @@ def test_dqn_takes_a_gradient_step_every_train_every_updates_after_learning_star
         c = dqn.DQNConfig(num_envs=32, total_timesteps=steps, learning_starts=starts, train_every=every, buffer_size=size)
         assert c.learning_updates == sum(1 for u in range(c.num_updates) if min(32 * (u + 1), size) >= starts
                                          and u % every == 0), (steps, starts, every, size)
+
+
+def test_dqn_exploration_falls_linearly_then_stays():
+    """eps_fraction 0 explored at random for the whole run: optax holds a schedule of no steps at its start."""
+    c = dqn.DQNConfig(num_envs=1, total_timesteps=100, eps_start=1.0, eps_end=0.05, eps_fraction=0.5)
+    eps = dqn.exploration(c)
+    np.testing.assert_allclose([float(eps(u)) for u in (0, 25, 50, 99)], [1.0, 1.0 - 0.95 / 2, 0.05, 0.05], rtol=1e-6)
+    never = dqn.exploration(dqn.DQNConfig(num_envs=1, total_timesteps=100, eps_end=0.05, eps_fraction=0.0))
+    assert [float(never(u)) for u in (0, 1, 99)] == [pytest.approx(0.05)] * 3

@@ -136,14 +136,22 @@ class Runner(NamedTuple):
     history: jax.Array
 
 
+def exploration(c: DQNConfig) -> optax.Schedule:
+    """Epsilon by update: falls linearly from ``eps_start`` to ``eps_end`` over the first
+    ``eps_fraction`` of the updates, then stays; ``eps_fraction`` 0: ``eps_end`` throughout (optax
+    holds a schedule of no steps at its start value, which explored at random for the whole run)."""
+    if c.eps_fraction == 0:
+        return optax.constant_schedule(c.eps_end)
+    return optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
+
+
 def make_chunks(config: DQNConfig, env: SelectionEnv) -> Chunks:
     """The training run in resumable pieces: ``init(key, env_params)`` and ``update(runner, n,
     env_params)``; the environment's params are arguments, not constants of the program."""
     c = config
     tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr),
                      *networks.optimizer_extras(c.preference_rate))
-    # exploration falls linearly from eps_start to eps_end over the first eps_fraction of the updates
-    epsilon = optax.linear_schedule(c.eps_start, c.eps_end, c.eps_fraction * c.num_updates)
+    epsilon = exploration(c)
 
     def init(key: jax.Array, env_params: EnvParams) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
