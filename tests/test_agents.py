@@ -11,6 +11,7 @@ import pytest
 from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo, reward_model
 from jaxsel.cluster import Clustering, index_table
+from jaxsel.errors import JaxselError
 from jaxsel.config import keyless, settings, spelling
 from jaxsel.selection import METHODS
 
@@ -272,7 +273,6 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
     only); ``used()`` keeps the agent settings of the method's own agent and defaults the others, so
     a run whose PPO steps change keeps its greedy and DQN selections (new-user round: greedy was
     selected again)."""
-    from jaxsel.errors import JaxselError
     assert agents.SelectConfig(budget="1/16").budget == 1 / 16
     with pytest.raises(JaxselError, match="budget must be a number like 0.05 or 1/16, got '5%'"):
         agents.SelectConfig(budget="5%")
@@ -292,6 +292,15 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
         assert signed["ppo"]["network"] == signed["dqn"]["network"] == "early"
     assert "network" not in spelling(agents.SelectConfig(method="greedy").used())
     assert "network='late'" in spelling(agents.SelectConfig(method="ppo").used())
+
+
+def test_more_reward_model_rounds_than_updates_are_refused():
+    """Each round trains at least one update: with more rounds than updates the learning rate's schedule
+    reached 0 and the later rounds trained nothing (RL review)."""
+    with pytest.raises(JaxselError, match=r"surrogate_rounds \(20\) exceeds the 19 updates of ppo's 20000"):
+        agents.SelectConfig(method="ppo", surrogate_rounds=20)
+    agents.SelectConfig(method="ppo", surrogate_rounds=19)
+    agents.SelectConfig(method="greedy", surrogate_rounds=20)  # unread by greedy: reset, never run
 
 
 def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, monkeypatch, capsys):

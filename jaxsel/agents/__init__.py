@@ -89,6 +89,11 @@ class SelectConfig:
         check_at_least("select", self, 1, "quota", "horizon", "checkpoint_every", "warm_start", "surrogate_eval",
                        "random_samples", "climb_rounds")
         check_at_least("select", self, 0, "surrogate_rounds")
+        agent = getattr(self, self.method) if self.method in AGENTS else None
+        if agent is not None and self.surrogate_rounds > agent.num_updates:  # past its end the lr schedule is 0
+            raise JaxselError(f"select surrogate_rounds ({self.surrogate_rounds}) exceeds the {agent.num_updates} "
+                              f"updates of {self.method}'s {agent.total_timesteps} environment steps, and each round "
+                              f"trains at least one: raise the steps (--steps / rl_steps) or lower the rounds")
         if self.quota is not None and self.granularity != "quota":  # as SelectSpec (a run config) refuses it
             raise JaxselError('select quota sets the examples per pick of granularity "quota"; '
                               'set granularity="quota" or leave quota out')

@@ -234,7 +234,8 @@ class SelectionEnv:
                         jnp.int32(0), empty, params.proxy.value(params.proxy.score_state(empty)))
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        """(observation (K, F), state) of :meth:`initial_state`; ``key`` is unused (the start is fixed)."""
+        """(observation (K, 3 [+ 1]): see :meth:`observe`, state) of :meth:`initial_state`; ``key`` is unused
+        (the start is fixed)."""
         state = self.initial_state(params)
         return self.observation(state, params), state
 
