@@ -10,6 +10,7 @@ import pytest
 
 from jaxsel import agents, proxy
 from jaxsel.agents import dqn, ppo, reward_model
+from jaxsel.agents.env import make_env
 from jaxsel.cluster import Clustering, index_table
 from jaxsel.errors import JaxselError
 from jaxsel.config import keyless, settings, spelling
@@ -197,11 +198,37 @@ def test_reward_model_fits_a_growing_log_with_one_program_per_bucket(monkeypatch
         reward_model.fit(jax.random.PRNGKey(0), masks[:5], scores[:4])
 
 
-def test_reward_model_rollouts_beat_random(truth):
+def test_a_new_reward_model_rescores_the_episodes_under_way(truth):
+    """Each reward-model round swaps the model under episodes under way: their first step was rewarded
+    by the new model's score less the old one's (RL review). Rescored, a step's reward is one model's change."""
+    p, cl, y = truth
+    env, params = make_env(p, cl, y, 0.25)
+    rng = np.random.default_rng(0)
+    masks = rng.random((64, cl.k), np.float32)
+    models = [reward_model.Surrogate(reward_model.fit(jax.random.PRNGKey(i), masks, rng.random(64, np.float32)),
+                                     params.sizes, p.num_classes) for i in (0, 1)]
+    old, new = (params.replace(proxy=m) for m in models)
+    state = env.initial_state(old)
+    for action in (3, 11):
+        state, _, _ = env.step_env(state, jnp.int32(action), old)
+    states = jax.tree.map(lambda a: a[None], state)
+    rescored = jax.tree.map(lambda a: a[0], agents._rescored(states, new))
+    after, reward, _ = env.step_env(rescored, jnp.int32(20), new)
+    assert float(reward) == pytest.approx(float((after.score - new.proxy.value(new.proxy.score_state(state.pstate)))
+                                                 * params.reward_scale), rel=1e-5)
+    _, stale, _ = env.step_env(state, jnp.int32(20), new)
+    assert abs(float(stale) - float(reward)) > 1e-3  # the old model's score differs: what the step was rewarded by
+
+
+def test_reward_model_rollouts_beat_random(truth, monkeypatch):
     p, cl, y = truth
     cfg = agents.SelectConfig(method="ppo", budget=0.25, surrogate_rounds=2, warm_start=128, surrogate_eval=32,
                               ppo=ppo.PPOConfig(num_envs=32, num_steps=10, total_timesteps=12_000))
+    rescored = []  # each round's model rescores the episodes under way (the test above)
+    real = agents._rescored
+    monkeypatch.setattr(agents, "_rescored", lambda *args: rescored.append(1) or real(*args))
     sel = agents.select(p, cl, y, cfg, progress=False)
+    assert len(rescored) == 2
     rand = agents.select(p, cl, y, agents.SelectConfig(method="random-search", budget=0.25, random_samples=128),
                          progress=False)
     assert sel.scores["evaluations"] == 128 + 2 * (32 + 1)  # warm start + per round: rollouts and the best episode

@@ -223,7 +223,9 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     """WarmStart + reward-model rollouts: returns (best order, its true proxy score, extra info).
 
     With ``ckpt_dir``, the agent and the search log are saved together after every round (one
-    checkpoint step, so they never disagree); ``search.json`` mirrors the log for reports."""
+    checkpoint step, so they never disagree); ``search.json`` mirrors the log for reports. Each
+    round's model rescores the episodes under way (:func:`_rescored`); DQN's replay buffer keeps the
+    rewards of the rounds that wrote its transitions."""
     sizes, budget, quota = np.asarray(params.sizes), int(params.budget), params.quota
     ck = None if ckpt_dir is None else Checkpoints(Path(ckpt_dir) / "agent", signature, resume=resume)
     log_path = None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json"
@@ -248,7 +250,9 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
             runner = init(key, sur_params)
             if restore:  # resuming: the agent as it was after the previous round
                 runner, _ = ck.restore(runner)
-        runner = update(runner._replace(best=empty_best(sur_params)), per_round, sur_params)
+        # episodes under way go on, their scores now the new model's: a step's reward is one model's change
+        runner = runner._replace(best=empty_best(sur_params), env_state=_rescored(runner.env_state, sur_params))
+        runner = update(runner, per_round, sur_params)
         outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
         new.append([int(a) for a in np.asarray(runner.best.order) if a >= 0])
@@ -259,6 +263,15 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     i = int(np.argmax(log.scores))
     return log.orders[i], float(log.scores[i]), {"evaluations": len(log.orders),
                                                  "warm_start_best": float(max(log.scores[:c.warm_start]))}
+
+
+@jax.jit
+def _rescored(states, params):
+    """Environment states (batched) with their scores recomputed by ``params.proxy``: a reward-model
+    round's new model, so that the first step of each episode under way is not rewarded by the new
+    model's score less the old one's."""
+    score = jax.vmap(lambda p: params.proxy.value(params.proxy.score_state(p)))(states.pstate)
+    return states._replace(score=score.astype(states.score.dtype))
 
 
 @jax.jit
