@@ -234,9 +234,10 @@ def seeds_only(seeds: int, project: int) -> None:
 
 def scores_only(seeds: int, n_updates: int, project: int) -> None:
     """:func:`best_scores` alone, for enough seeds to resolve a difference, with late fusion and
-    preferences at fewer PPO epochs too (:data:`FEWER_EPOCHS`: faster learning, how much worse?)."""
+    preferences at fewer PPO epochs too (:data:`FEWER_EPOCHS`: faster learning, how much worse?) and with
+    the value clipped as before 2026-12-06 (:data:`CLIPPED_VALUE`)."""
     env, params = setting(project)
-    rows, summary = best_scores(params, env, seeds, n_updates, {**SETTINGS, **FEWER_EPOCHS})
+    rows, summary = best_scores(params, env, seeds, n_updates, {**SETTINGS, **CLIPPED_VALUE, **FEWER_EPOCHS})
     report("rl-scores", rows, ["agent", "seed", "best_score"], dict(summary, proxy=f"ridge-d{project or 384}"), False)
 
 
@@ -290,6 +291,9 @@ def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, tim
 
 SETTINGS = {"early": {"network": "early"}, "late": {"network": "late"},  # jaxsel PPO settings whose best scores are compared
             "late_preferences": {"network": "late", "preference_rate": 64.0}}
+CLIPPED_VALUE = {  # --scores also compares these: PPO's value clipped as before 2026-12-06
+    "late_clipped_value": {"network": "late", "clip_value": True},
+    "late_preferences_clipped_value": {"network": "late", "preference_rate": 64.0, "clip_value": True}}
 FEWER_EPOCHS = {  # --scores also compares these: faster learning, how much worse?
     "late_preferences_2_epochs": {"network": "late", "preference_rate": 64.0, "update_epochs": 2},
     "late_preferences_1_epoch": {"network": "late", "preference_rate": 64.0, "update_epochs": 1}}

@@ -141,7 +141,9 @@ assert len(set(np.asarray(out.params["out1"]["w"]).reshape(3, -1)[:, 0].tolist()
 single = jax.jit(ppo.make_train(cfg, env))(keys[1], params)
 np.testing.assert_allclose(float(single.best.score), float(out.best.score[1]), atol=1e-5)
 for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(out.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b)[1], rtol=1e-4, atol=2e-5)  # Adam: tiny gradients move ~lr
+    # Adam: tiny gradients move ~lr whatever their rounding (5e-5 on 11 of 12,480 weights since the value's
+    # unclipped loss); a run of another key differs by ~0.1 on 99.9% of them (its own initialisation)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b)[1], rtol=1e-4, atol=1e-4)
 print("seeds ok")
 """
 

@@ -43,6 +43,10 @@ class PPOConfig:
     gamma: float = 1.0
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
+    # the value's change per update clipped to +-clip_eps too, as PureJaxRL's loss does (True until 2026-12-06:
+    # on returns of tens, rewards x reward_scale 100, it held the critic far behind them; bench/README.md,
+    # "PPO's critic without value clipping")
+    clip_value: bool = later(False, before=True)
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
@@ -139,8 +143,11 @@ def make_chunks(config: PPOConfig, env: SelectionEnv) -> Chunks:
         logp = jnp.take_along_axis(logp_all, batch.action[:, None], 1)[:, 0]
         ratio = jnp.exp(logp - batch.log_prob)
         pg = rlax.clipped_surrogate_pg_loss(ratio, adv, c.clip_eps)
-        v_clipped = batch.value + jnp.clip(value - batch.value, -c.clip_eps, c.clip_eps)
-        v_loss = 0.5 * jnp.maximum((value - target) ** 2, (v_clipped - target) ** 2).mean()
+        v_loss = (value - target) ** 2
+        if c.clip_value:
+            v_clipped = batch.value + jnp.clip(value - batch.value, -c.clip_eps, c.clip_eps)
+            v_loss = jnp.maximum(v_loss, (v_clipped - target) ** 2)
+        v_loss = 0.5 * v_loss.mean()
         probs = jnp.exp(logp_all)
         entropy = -jnp.sum(jnp.where(batch.valid, probs * logp_all, 0.0), -1).mean()
         return pg + c.vf_coef * v_loss - c.ent_coef * entropy
