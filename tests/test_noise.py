@@ -116,10 +116,13 @@ def test_fields_added_later_keep_the_spelling_of_earlier_configs():
     assert "batch_chunk=8" in spelling(ProxyConfig(batch_chunk=8))
     assert "neighbors=5" in spelling(ProxyConfig(kind="knn", neighbors=5))
     assert "score_on='validation+train'" in spelling(ProxyConfig(score_on="validation+train"))
-    # a default changed since (PPO's network, "early" until 2026-12-05): the former default keeps the
-    # keys and checkpoint signatures of then (a config pinning it keeps its caches), the new one is spelled out
+    # defaults changed since (PPO's network, "early" until 2026-12-05; its value clipping, on until 2026-12-06):
+    # the former defaults keep the keys and checkpoint signatures of then (a config pinning them keeps its
+    # caches), the new ones are spelled out
     from jaxsel.agents.ppo import PPOConfig
     from jaxsel.config import settings
-    early, late = PPOConfig(network="early"), PPOConfig()
-    assert "network" not in spelling(early) and spelling(late) == spelling(early)[:-1] + ", network='late')"
-    assert "network" not in settings(early) and settings(late) == dict(settings(early), network="late")
+    before, now = PPOConfig(network="early", clip_value=True), PPOConfig()
+    assert "network" not in spelling(before) and "clip_value" not in spelling(before)
+    assert spelling(now) == spelling(before).replace("clip_eps=0.2", "clip_eps=0.2, clip_value=False")[:-1] + \
+        ", network='late')"
+    assert settings(now) == dict(settings(before), network="late", clip_value=False)
