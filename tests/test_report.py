@@ -193,12 +193,17 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     import dataclasses
     from jaxsel.agents.ppo import PPOConfig
     ran = lambda **kw: {"ppo": dataclasses.asdict(PPOConfig(**kw))}  # noqa: E731  (rl_steps: the default's)
-    old, pinned = _doc([0], rows[:3]), dict(_doc([1], rows[3:], select={"ppo": {"network": "early"}}),
-                                           agents=ran(network="early"))
-    assert report.merge([old, pinned])["agents"] == ran(network="early") == report.recorded_agents(old)
+    then = dict(network="early", clip_value=True)  # and the value clipped (until 2026-12-06)
+    old, pinned = _doc([0], rows[:3]), dict(_doc([1], rows[3:], select={"ppo": then}), agents=ran(**then))
+    assert report.merge([old, pinned])["agents"] == ran(**then) == report.recorded_agents(old)
+    # a part that recorded its agents before clip_value existed ran it clipped: it merges with a part pinning that
+    recorded = dict(_doc([0], rows[:3]), agents={"ppo": {k: v for k, v in ran(**then)["ppo"].items() if k != "clip_value"}})
+    assert report.merge([recorded, pinned])["complete"]
+    with pytest.raises(JaxselError, match=r"differ in agents.ppo.clip_value \(True in the part of seeds \[0\], False"):
+        report.merge([recorded, dict(pinned, agents=ran(network="early"))])
     late = dict(_doc([1], rows[3:]), agents=ran(network="late"))
     assert report.merge([dict(_doc([0], rows[:3]), agents=ran(network="late")), late])["complete"]
-    with pytest.raises(JaxselError, match=r"differ in agents.ppo.network \('early' in the part of seeds \[0\], "
+    with pytest.raises(JaxselError, match=r"agents.ppo.network \('early' in the part of seeds \[0\], "
                                          r"'late' in that of \[1\]\)"):
         report.merge([old, late])
 
@@ -283,13 +288,14 @@ def test_agents_sentence_names_network_and_preferences():
     cfg = {"methods": ["ppo", "dqn", "greedy"], "select": select}
     ppo_steps, dqn_steps = 2000 // (64 * 16) * 64 * 16, 2000 // 48 * 48
     legacy = (f" PPO {ppo_steps:,} environment steps, late network, per-cluster preferences at 64x its "
-              f"learning rate; DQN {dqn_steps:,} environment steps, early network (`jaxsel.agents.networks`).")
-    assert _agents({"config": cfg}) == legacy
+              f"learning rate, value clipped; DQN {dqn_steps:,} environment steps, early network "
+              f"(`jaxsel.agents.networks`).")
+    assert _agents({"config": cfg}) == legacy  # PPO's value was clipped then
     run = RunConfig(methods=("ppo", "dqn", "greedy"), select=SelectSpec(**select))
     agents = agent_settings(run)
     assert agents["ppo"]["total_timesteps"] == 2000 and agents["dqn"]["num_envs"] == 48
-    assert _agents({"config": cfg, "agents": agents}) == legacy.replace("DQN 1,968 environment steps, early",
-                                                                        f"DQN 1,968 environment steps, {agents['dqn']['network']}")
+    assert _agents({"config": cfg, "agents": agents}) == legacy.replace(", value clipped", "").replace(
+        "DQN 1,968 environment steps, early", f"DQN 1,968 environment steps, {agents['dqn']['network']}")
     plain = agent_settings(RunConfig(methods=("ppo", "random")))
     assert list(plain) == ["ppo"] and f"19,456 environment steps, {plain['ppo']['network']} network" in _agents(
         {"config": {"methods": ["ppo", "random"]}, "agents": plain})

@@ -437,23 +437,26 @@ def agent_settings(cfg) -> dict:
 
 def recorded_agents(doc: dict) -> dict:
     """The settings a results document's RL agents ran with (as :func:`agent_settings`): its
-    ``agents``, or for a document written before those were recorded (2026-12-05), its config's
-    tables over the defaults of then (the early network)."""
-    from jaxsel.agents import agent_config
+    ``agents``, with the fields added since at the values that ran before they existed (their
+    keyless values: PPO's value clipped, until 2026-12-06), or for a document written before those
+    were recorded (2026-12-05), its config's tables over the defaults of then (the early network)."""
+    from jaxsel.agents import agent_config, dqn, ppo
     from jaxsel.config import SelectSpec
+    then = {m: {f.name: f.metadata["keyless"] for f in dataclasses.fields(cls) if f.metadata.get("later")}
+            for m, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig))}
     if "agents" in doc:
-        return doc["agents"]
+        return {m: {**then[m], **settings} for m, settings in doc["agents"].items()}
     cfg = doc["config"]
     sel = cfg.get("select", {})
     return {m: dataclasses.asdict(agent_config(m, sel.get("rl_steps", SelectSpec().rl_steps),
-                                               {"network": "early", **(sel.get(m) or {})}))
+                                               {**then[m], **(sel.get(m) or {})}))
             for m in AGENTS if m in cfg["methods"]}
 
 
 def _agents(doc: dict) -> str:
     """A sentence on the RL agents of a results document (:func:`recorded_agents`): the environment
-    steps they ran (whole updates: rl_steps rounded down, :func:`jaxsel.agents.env_steps`), network
-    and preferences."""
+    steps they ran (whole updates: rl_steps rounded down, :func:`jaxsel.agents.env_steps`), network,
+    preferences and PPO's value clipping."""
     from jaxsel.agents import agent_config, env_steps
     recorded = recorded_agents(doc)
 
@@ -461,7 +464,8 @@ def _agents(doc: dict) -> str:
         c = agent_config(m, recorded[m]["total_timesteps"], recorded[m])
         rate = c.preference_rate
         return (f"{m.upper()} {env_steps(c, c.num_updates):,} environment steps, {c.network} network"
-                f"{f', per-cluster preferences at {rate:g}x its learning rate' if rate else ''}")
+                f"{f', per-cluster preferences at {rate:g}x its learning rate' if rate else ''}"
+                f"{', value clipped' if getattr(c, 'clip_value', False) else ''}")
 
     parts = [agent(m) for m in AGENTS if m in recorded]
     return f" {'; '.join(parts)} (`jaxsel.agents.networks`)." if parts else ""
