@@ -2,8 +2,9 @@
 
 Everything after ``make_train`` is one pure function of the key and the environment's params:
 vmapped environments, a masked categorical actor-critic (``jaxsel.agents.networks``), GAE and the
-clipped surrogate from rlax, minibatch epochs, an entropy bonus and a linearly annealed learning
-rate, all inside ``lax.scan``, so ``jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, params)``
+clipped surrogate from rlax, an unclipped squared-error value loss (``clip_value``: PureJaxRL's
+clipped one), minibatch epochs, an entropy bonus and a linearly annealed learning rate, all inside
+``lax.scan``, so ``jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, params)``
 trains several seeds at once. The params (proxy arrays included) are arguments, not constants
 baked into the program, so one compilation serves every set of params of the same shapes (each
 reward-model round, each budget's proxy). ``make_chunks`` exposes the same run as ``init`` +
