@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 from jaxsel.errors import JaxselError
@@ -76,9 +77,21 @@ def _parsed(written: str, now: str) -> tuple | None:
         sigs = [json.loads(written), json.loads(now)]
     except (TypeError, json.JSONDecodeError):
         return None
-    if any(isinstance(s, dict) and "processes" in s for s in sigs):
-        sigs = [{"processes": 1, **s} if isinstance(s, dict) else s for s in sigs]
+    for name in ("processes", "revision"):  # a signature without them: one process, the first algorithm
+        if any(isinstance(s, dict) and name in s for s in sigs):
+            sigs = [{name: 1, **s} if isinstance(s, dict) else s for s in sigs]
     return _without_unread(*sigs)
+
+
+def same_signature(written: str, now: str) -> bool:
+    """Whether a checkpoint signed ``written`` resumes in a run signed ``now``: the same string, or the
+    same settings once compared as :func:`signature_differences` compares them (an agent's setting
+    added later, absent from an older signature, at the value that ran before it existed; a pinned
+    former default left out of the run's own spelling)."""
+    if written == now:
+        return True
+    sigs = _parsed(written, now)
+    return sigs is not None and sigs[0] == sigs[1]
 
 
 def _without_unread(*signatures) -> tuple:
@@ -93,7 +106,7 @@ def _without_unread(*signatures) -> tuple:
     configs = [s.get("config") if isinstance(s, dict) else None for s in signatures]
     if not all(isinstance(c, dict) and "method" in c for c in configs):
         return signatures
-    from jaxsel.agents import SelectConfig, reads
+    from jaxsel.agents import SelectConfig, dqn, ppo, reads
     from jaxsel.config import keyless
     from jaxsel.selection import AGENTS
     try:
@@ -104,7 +117,12 @@ def _without_unread(*signatures) -> tuple:
         return tuple({**s, "config": {k: v for k, v in c.items() if k not in AGENTS or k in run}}
                      for s, c in zip(signatures, configs))
     unsaid = keyless(SelectConfig)
-    return tuple({**s, "config": {k: c.get(k, getattr(unsaid, k)) for k in keep if k in c or k not in AGENTS}}
+    before = {"ppo": asdict(keyless(ppo.PPOConfig)), "dqn": asdict(keyless(dqn.DQNConfig))}
+
+    def setting(c: dict, k: str):  # an agent's table over the values its fields ran with before they existed
+        value = c.get(k, getattr(unsaid, k))
+        return {**before[k], **value} if k in AGENTS and isinstance(value, dict) else value
+    return tuple({**s, "config": {k: setting(c, k) for k in keep if k in c or k not in AGENTS}}
                  for s, c in zip(signatures, configs))
 
 
@@ -203,7 +221,7 @@ class Checkpoints:
             self.step = self._manager.latest_step()
         except Exception as e:  # orbax raises many types for a folder it cannot read
             raise CheckpointMismatch(f"cannot read checkpoints in {self.folder}: {type(e).__name__}: {e}")
-        if self.step is not None and (record := self.record()).get("signature") != signature:
+        if self.step is not None and not same_signature((record := self.record()).get("signature"), signature):
             raise refusal(f"checkpoint in {self.folder}", record.get("signature"), signature, record.get("jaxsel_version"))
 
     def _read(self, **items) -> dict:

@@ -406,7 +406,7 @@ def _note_fresh_start(folder: Path, resume: bool) -> None:
     held = _checkpoints_held(folder)
     if not resume and held:
         print(f"note: {folder} holds an earlier run's checkpoints; starting afresh replaces them "
-              f"(--resume continues that run)", file=sys.stderr)
+              f"(--resume continues that run if it ran these settings with this jaxsel's algorithms)", file=sys.stderr)
     elif resume and not held:
         print(f"note: no checkpoint to resume in {folder}: starting from the beginning (a run with other "
               f"options has another default folder)", file=sys.stderr)

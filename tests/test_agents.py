@@ -323,6 +323,18 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
     assert "network='late'" in spelling(agents.SelectConfig(method="ppo").used())
 
 
+def test_a_changed_algorithm_is_a_revision_of_its_own():
+    """CLIMB's and the reward-model rounds' selections changed on 2026-12-06 (the fit's bootstrap, rescored
+    episodes), as did DQN's with eps_fraction 0: a run reused an older jaxsel's CLIMB stage of the same key
+    (break-it round 37). Their keys and signatures carry revision 2; the others stay at 1 (keys unchanged)."""
+    revised = [agents.SelectConfig(method="climb"), agents.SelectConfig(method="ppo", surrogate_rounds=2),
+               agents.SelectConfig(method="dqn", surrogate_rounds=2),
+               agents.SelectConfig(method="dqn", dqn=dqn.DQNConfig(eps_fraction=0.0))]
+    assert [agents.revision(c.used()) for c in revised] == [2] * 4
+    assert {agents.revision(agents.SelectConfig(method=m).used()) for m in METHODS if m != "climb"} == {1}
+    assert agents.revision(agents.SelectConfig(method="greedy", surrogate_rounds=2).used()) == 1  # unread: reset
+
+
 def test_more_reward_model_rounds_than_updates_are_refused():
     """Each round trains at least one update: with more rounds than updates the learning rate's schedule
     reached 0 and the later rounds trained nothing (RL review)."""

@@ -95,9 +95,10 @@ def test_an_older_jaxsels_checkpoint_is_named_as_such(tmp_path):
     from jaxsel import code_version
     from jaxsel.checkpoint import CheckpointMismatch, refusal
     old = '{"config": {"method": "ppo", "ppo": {"lr": 1}, "dqn": {"total_timesteps": 5}}}'
-    new = '{"config": {"method": "ppo", "ppo": {"lr": 1, "preference_rate": 0.0}, "dqn": {"total_timesteps": 6}}}'
+    new = '{"config": {"method": "ppo", "ppo": {"lr": 1, "preference_rate": 64.0}, "dqn": {"total_timesteps": 6}}}'
     e = refusal("checkpoint in F", old, new, None)
-    differs = " (it differs in config.ppo.preference_rate (None written, 0.0 now))"
+    # a setting added since is read at the value that ran before it existed (its keyless one)
+    differs = " (it differs in config.ppo.preference_rate (0.0 written, 64.0 now))"
     assert isinstance(e, CheckpointMismatch)
     assert e.reason == f"checkpoint in F was written by an older jaxsel (this is {code_version()}), with other settings{differs}"
     assert str(e) == e.reason + "; use a new output folder, or start afresh (no --resume; resume=False in Python)"
@@ -107,6 +108,34 @@ def test_an_older_jaxsels_checkpoint_is_named_as_such(tmp_path):
     Checkpoints(tmp_path / "c", old, resume=False).save(1, tree(1.0))  # by this jaxsel
     with pytest.raises(CheckpointMismatch, match="written by another run configuration"):
         Checkpoints(tmp_path / "c", new, resume=True)
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_where_it_ran_the_same(tmp_path):
+    """Upgrades (break-it round 37): PPO's clip_value is absent from a signature written before it existed,
+    and that run clipped the value: a config pinning clip_value = true resumed nothing ("clip_value (None
+    written, True now)") and the default was said to differ from None. A signature is read at the values
+    that ran before a setting existed; a changed algorithm (agents.revision) is its own difference."""
+    from jaxsel.agents import SelectConfig, ppo as ppo_mod
+    from jaxsel.checkpoint import CheckpointMismatch, same_signature, signature_differences
+    from jaxsel.config import settings
+
+    def signed(cfg, drop=(), **extra):
+        config = settings(cfg.used())
+        config["ppo"] = {k: v for k, v in config["ppo"].items() if k not in drop}
+        return json.dumps({"config": config, "k": 8, "meta": {}, **extra}, sort_keys=True)
+    pinned = SelectConfig(method="ppo", ppo=ppo_mod.PPOConfig(network="early", clip_value=True))
+    older = signed(pinned, drop=("clip_value",))  # as a jaxsel from before clip_value signed the same run
+    assert same_signature(older, signed(pinned)) and signature_differences(older, signed(pinned)) == ""
+    now = signed(SelectConfig(method="ppo", ppo=ppo_mod.PPOConfig(network="early")))
+    assert not same_signature(older, now)
+    assert signature_differences(older, now) == " (it differs in config.ppo.clip_value (True written, False now))"
+    Checkpoints(tmp_path / "c", older, resume=False).save(1, tree(1.0))
+    Checkpoints(tmp_path / "c", signed(pinned), resume=True)  # resumes
+    with pytest.raises(CheckpointMismatch, match=r"clip_value \(True written, False now\)"):
+        Checkpoints(tmp_path / "c", now, resume=True)
+    climb = SelectConfig(method="climb")
+    assert not same_signature(signed(climb), signed(climb, revision=2))
+    assert signature_differences(signed(climb), signed(climb, revision=2)) == " (it differs in revision (1 written, 2 now))"
 
 
 DAMAGED = """

@@ -201,6 +201,23 @@ def test_a_stage_key_follows_the_formats_of_the_stages_it_is_computed_from(monke
     assert sorted(s for s, k in keys().items() if k != after[s]) == ["clustering", "embedding", "selection"]
 
 
+def test_a_selection_key_follows_the_revision_of_its_algorithm(monkeypatch):
+    """A run reused the CLIMB stage an older jaxsel computed under the same key, though CLIMB now selects
+    other rows (break-it round 37): a revised algorithm (agents.revision) keys another stage; the others
+    keep the keys they had (their parts as before)."""
+    from jaxsel import agents
+    from jaxsel.config import RunConfig
+    from jaxsel.experiment import stages
+    run = RunConfig()
+    cells = {m: agents.cell_config(run.select, m, 0.05, 0).used() for m in ("greedy", "climb", "ppo")}
+    now = {m: stages.selection_key("fp", run, c, True) for m, c in cells.items()}
+    before = {m: stages.key("selection", "fp", run.embed, run.cluster, run.proxy, c, run.select.filter)
+              for m, c in cells.items()}  # the parts of the keys of before
+    assert now["greedy"] == before["greedy"] and now["ppo"] == before["ppo"] and now["climb"] != before["climb"]
+    monkeypatch.setattr(agents, "revision", lambda c: 1)
+    assert stages.selection_key("fp", run, cells["climb"], True) == before["climb"]
+
+
 def test_selection_never_sees_the_test_split(tmp_path, tmp_cache):
     """Scrambled test labels change no selection (cluster searches with quota picks in the typical
     order among the rows cleanlab does not flag, and the example-level baselines)."""

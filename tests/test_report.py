@@ -203,6 +203,15 @@ def test_merge_refuses_different_configs_and_repeated_cells():
         report.merge([recorded, dict(pinned, agents=ran(network="early"))])
     late = dict(_doc([1], rows[3:]), agents=ran(network="late"))
     assert report.merge([dict(_doc([0], rows[:3]), agents=ran(network="late")), late])["complete"]
+    # a part computed before an algorithm changed (agents.revision; none recorded: the first) merges with none
+    # after it: bench/merge.py joined an older jaxsel's CLIMB rows with the new one's (break-it round 37)
+    revised = dict(pinned, revisions={"climb": 2})
+    assert report.merge([dict(old, revisions={"climb": 2}), revised])["revisions"] == {"climb": 2}
+    with pytest.raises(JaxselError, match=r"differ in revisions.climb \(None in the part of seeds \[0\], 2 in"):
+        report.merge([old, revised])
+    from jaxsel.config import RunConfig
+    assert report.revisions(RunConfig(methods=("climb", "greedy"))) == {"revisions": {"climb": 2}}
+    assert report.revisions(RunConfig(methods=("ppo", "greedy"))) == {}
     with pytest.raises(JaxselError, match=r"agents.ppo.network \('early' in the part of seeds \[0\], "
                                          r"'late' in that of \[1\]\)"):
         report.merge([old, late])

@@ -132,6 +132,19 @@ def reads(c: SelectConfig) -> frozenset[str]:
     return frozenset(out)
 
 
+def revision(c: SelectConfig) -> int:
+    """The revision of the algorithm ``c.method`` runs under ``c`` (1: as first released), raised where
+    a change selects other rows for the same settings: stage keys and checkpoint signatures carry it
+    past 1, so a stage or checkpoint of the earlier algorithm is computed anew, not reused or resumed.
+    2 (2026-12-06): CLIMB and the agents' reward-model rounds (the reward model's bootstrap draws; each
+    round's model rescores the episodes under way) and DQN with ``eps_fraction`` 0 (it explored at
+    random throughout)."""
+    if c.method == "climb" or (c.method in AGENTS and c.surrogate_rounds > 0) or \
+            (c.method == "dqn" and c.dqn.eps_fraction == 0):
+        return 2
+    return 1
+
+
 _UNREAD = replace(keyless(SelectConfig), ppo=keyless(ppo.PPOConfig), dqn=keyless(dqn.DQNConfig))  # what used() sets
 AgentConfig = ppo.PPOConfig | dqn.DQNConfig
 
@@ -328,8 +341,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     # with several processes the sharded sums round in another order, so long runs go their own way: a checkpoint
     # resumes under the process count that wrote it (one process keeps the signature of before)
     processes = {"processes": jax.process_count()} if jax.process_count() > 1 else {}
-    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta, **processes}, sort_keys=True,
-                           default=str)
+    revised = {"revision": revision(c)} if revision(c) > 1 else {}
+    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta, **processes, **revised},
+                           sort_keys=True, default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
         _other_selections(Path(ckpt_dir), signature, c, resume)

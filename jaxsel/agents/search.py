@@ -10,7 +10,7 @@ only the rows that fit (:func:`jaxsel.selection.take_for`); that take is what th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jax
@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxsel import metrics, progress
 from jaxsel.agents import reward_model
-from jaxsel.checkpoint import CheckpointMismatch, refusal
+from jaxsel.checkpoint import CheckpointMismatch, refusal, same_signature
 from jaxsel.io import write_json
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import ClassCaps, open_clusters, pick_rows, room, take_for
@@ -58,9 +58,9 @@ class SearchLog:
             log = cls(**json.loads(Path(path).read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as e:
             raise CheckpointMismatch(f"{path}: not a readable search checkpoint ({type(e).__name__})")
-        if log.signature != signature:
+        if not same_signature(log.signature, signature):
             raise refusal(f"search checkpoint {path}", log.signature, signature, log.jaxsel_version)
-        return log
+        return replace(log, signature=signature)  # saved on as this run signs it
 
 
 def _start(log_path, signature, seed, cache, sizes, budget, n, resume, quota: int = 0, caps: ClassCaps | None = None):

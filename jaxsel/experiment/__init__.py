@@ -182,8 +182,8 @@ class Run:
         spec = self.cfg.select
         cfg = agents.cell_config(spec, method, budget, seed).used()  # [select] applies where it is read: no warning
         fp = data.dataset_fingerprint(dd)
-        parts = (fp, self.cfg.embed, self.cfg.cluster, self.cfg.proxy, cfg) + ((spec.filter,) if flagged is not None else ())
-        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{stages.key('selection', *parts)}"
+        key = stages.selection_key(fp, self.cfg, cfg, flagged is not None)
+        folder = self.stage_dir / f"{variant}-{method}-{stages.budget_tag(budget)}-s{seed}-{key}"
         path = (folder / "selection.json").absolute()
         self.search_logs[(variant, budget, seed, method)] = folder / "checkpoints" / "search.json"
         with computed_once(folder, path, Selection.load) as kept:  # another run sharing the stages may compute it now
@@ -286,7 +286,7 @@ class Run:
         from jaxsel import data
         from jaxsel.experiment import report
         doc = {"config": dataclasses.asdict(self.cfg), "config_file": self.source,
-               "agents": report.agent_settings(self.cfg),
+               "agents": report.agent_settings(self.cfg), **report.revisions(self.cfg),
                "dataset": data.summary(dd), "timings": self.timings,
                "rows": rows, "environment": report.environment(), "run_seconds": seconds,
                "complete": len(rows) == len(self.cells())}

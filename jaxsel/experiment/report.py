@@ -211,7 +211,7 @@ def merge(docs: list[dict]) -> dict:
         cfg = recorded_settings(d["config"])
         select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in AGENTS}
         return {**{k: v for k, v in cfg.items() if k not in ("seeds", "stages")}, "select": select,
-                "agents": recorded_agents(d)}
+                "agents": recorded_agents(d), "revisions": d.get("revisions", {})}
     ref = settings(first)
     for d in docs[1:]:
         cfg = settings(d)
@@ -238,7 +238,7 @@ def merge(docs: list[dict]) -> dict:
                                                            "environment": d["environment"],
                                                            "run_seconds": d["run_seconds"]}]]
     return {"config": dict(first["config"], seeds=seeds), "agents": recorded_agents(first),
-            "dataset": first["dataset"], "timings": first["timings"],
+            **({"revisions": first["revisions"]} if first.get("revisions") else {}), "dataset": first["dataset"], "timings": first["timings"],
             "rows": rows, "environment": first["environment"], "run_seconds": sum(p["run_seconds"] for p in parts),
             "complete": complete, "parts": parts, "summary": summarize(rows, first["timings"])}
 
@@ -433,6 +433,16 @@ def agent_settings(cfg) -> dict:
     from jaxsel.agents import agent_config
     return {m: dataclasses.asdict(agent_config(m, cfg.select.rl_steps, getattr(cfg.select, m)))
             for m in AGENTS if m in cfg.methods}
+
+
+def revisions(cfg) -> dict:
+    """``{"revisions": {method: revision}}`` for the methods of a :class:`jaxsel.config.RunConfig`
+    whose algorithm is past its first revision (:func:`jaxsel.agents.revision`), else ``{}``: what a
+    results document records, so parts computed before and after an algorithm changed never merge."""
+    from jaxsel.agents import cell_config, revision
+    revised = {m: revision(cell_config(cfg.select, m, cfg.budgets[0], 0).used()) for m in cfg.methods}
+    revised = {m: r for m, r in revised.items() if r > 1}
+    return {"revisions": revised} if revised else {}
 
 
 def recorded_agents(doc: dict) -> dict:

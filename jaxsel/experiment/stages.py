@@ -41,6 +41,17 @@ def key(stage: str, *parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=spelling).encode()).hexdigest()[:10]
 
 
+def selection_key(fingerprint: str, run, cell, filtered: bool) -> str:
+    """The :func:`key` of one cell's selection stage: the dataset's ``fingerprint``, the run config's
+    (``run``) embed, cluster and proxy settings, the cell's ``SelectConfig`` as it runs (``cell``,
+    after ``used()``), the run's ``[select] filter`` where ``filtered``, and the revision of the
+    cell's algorithm past 1 (:func:`jaxsel.agents.revision`: a changed algorithm is another stage)."""
+    from jaxsel.agents import revision
+    parts = (fingerprint, run.embed, run.cluster, run.proxy, cell) + ((run.select.filter,) if filtered else ())
+    parts += ({"revision": revision(cell)},) if revision(cell) > 1 else ()
+    return key("selection", *parts)
+
+
 def budget_tag(budget: float) -> str:
     """A budget fraction as a file-name tag: 0.05 -> "5pct"."""
     return f"{budget * 100:g}pct"
