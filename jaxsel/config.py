@@ -35,7 +35,17 @@ def later(default, *, before=None):
 def keyless(cls):
     """``cls()`` with every :func:`later` field at its keyless value (the default of the keys
     written before any of those defaults changed): what stands in, in keys, for settings nothing reads."""
-    return cls(**{f.name: f.metadata["keyless"] for f in dataclasses.fields(cls) if f.metadata.get("later")})
+    return cls(**_later_values(cls))
+
+
+def _later_values(cls) -> dict:
+    return {f.name: f.metadata["keyless"] for f in dataclasses.fields(cls) if f.metadata.get("later")}
+
+
+def as_ran(cls, table: dict) -> dict:
+    """A recorded dict of ``cls``'s fields (a signature's or a results document's agent settings)
+    with the :func:`later` fields it lacks at their keyless values: what ran before they existed."""
+    return {**_later_values(cls), **table}
 
 
 def spelling(obj) -> str:
@@ -167,8 +177,12 @@ BUILT_IN_MODELS = FINETUNE_MODELS + EMBED_MODELS  # names, never folders (a ./mi
 def model_files(model: str, known: tuple[str, ...] = BUILT_IN_MODELS) -> str:
     """The digest of a local model folder's files (:func:`jaxsel.io.folder_digest`), or "" for a
     model named in ``known`` (a name, even where a folder of that name sits in the working folder)
-    or a path that is not a folder: what tells two local models apart in cache keys."""
-    return "" if model in known or not Path(model).is_dir() else folder_digest(model)
+    or a path that is not a folder: what tells two local models apart in cache keys; past a folder's
+    first revision (:func:`jaxsel.models.llama.revision`) also that ("-r2")."""
+    if model in known or not Path(model).is_dir():
+        return ""
+    from jaxsel.models import llama
+    return folder_digest(model) + (f"-r{llama.revision(model)}" if llama.revision(model) > 1 else "")
 
 
 def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str) -> None:

@@ -464,8 +464,10 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     batch_sh, replicated = data_sharding()
     ck = None
     if ckpt_dir is not None:
+        revised = {"model_revision": llama.revision(cfg.model)} if llama.revision(cfg.model) > 1 else {}
         signature = json.dumps({"config": settings(cfg), "examples": len(train), "dataset": _fingerprint(dd),
-                                "rows": None if train_indices is None else digest(train_indices)}, sort_keys=True)
+                                "rows": None if train_indices is None else digest(train_indices), **revised},
+                               sort_keys=True)
         ck = Checkpoints(ckpt_dir, signature, resume=resume)
         if ck.step is not None:
             state, record = ck.restore(state)

@@ -128,6 +128,18 @@ def test_rope_scaling_of_llama3_and_linear_configs(tmp_path):
     loaded, _ = llama.from_hf_folder(tmp_path)
     ids = jnp.arange(24)[None] % 30
     np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+    # transformers 5 writes rope_theta and the scaling inside rope_parameters (review): read the same
+    scaled = {**llama3, "original_max_position_embeddings": 16}
+    (tmp_path / "config.json").write_text(json.dumps({**{k: v for k, v in config.items() if k != "rope_theta"},
+                                                      "rope_parameters": {"rope_theta": 10_000.0, **scaled}}))
+    loaded, _ = llama.from_hf_folder(tmp_path)
+    np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
+    # outputs of before (scaling ignored) are another revision of the folder: finetune keys and checkpoints change
+    from jaxsel.config import model_files
+    assert llama.revision(tmp_path) == 2 and model_files(str(tmp_path)).endswith("-r2")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert llama.revision(tmp_path) == 1 and not model_files(str(tmp_path)).endswith("-r2")
+    assert llama.revision("smollm2") == 1
     plain = llama.Llama(replace(cfg, rope_scaling=()), rngs=nnx.Rngs(0))
     assert np.abs(np.asarray(plain(ids)) - np.asarray(src(ids))).max() > 1e-3  # the scaling matters at these positions
     for change, says in [({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling of type 'yarn' is not"),

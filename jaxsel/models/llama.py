@@ -287,6 +287,26 @@ def gguf_tokenizer(reader):
     return tok
 
 
+def _rope_config(c: dict) -> tuple[float, tuple]:
+    """(rope_theta, ``LlamaConfig.rope_scaling``) of a config.json: top-level ``rope_theta`` and
+    ``rope_scaling``, or transformers 5's ``rope_parameters`` holding both."""
+    nested = c.get("rope_parameters") or {}
+    theta = c.get("rope_theta", nested.get("rope_theta", 10_000.0))
+    scaling = c.get("rope_scaling") or ({k: v for k, v in nested.items() if k != "rope_theta"} or None)
+    return float(theta), _rope_scaling(scaling)
+
+
+def revision(model: str | Path) -> int:
+    """The revision of what a local Llama folder ``model`` computes (1 for anything else): 2 where its
+    config.json scales the rotary frequencies (jaxsel ignored ``rope_scaling`` until 2026-12-06), so
+    finetune stage keys and checkpoints of the earlier outputs are not reused."""
+    path = Path(model) / "config.json"
+    try:
+        return 2 if path.is_file() and _rope_config(json.loads(path.read_text(encoding="utf-8")))[1] else 1
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):  # not a readable Llama config: loading says why
+        return 1
+
+
 def _rope_scaling(scaling) -> tuple:
     """A config.json's ``rope_scaling`` as ``LlamaConfig.rope_scaling``; raises ValueError for a kind
     :func:`frequencies` does not compute (their outputs would silently differ from the checkpoint's)."""
@@ -320,11 +340,12 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
         raise JaxselError(f"{folder}: no .safetensors files")
     c = loaded(folder / "config.json", "JSON file", lambda p: json.loads(p.read_text(encoding="utf-8")))
     try:
+        theta, scaling = _rope_config(c)
         cfg = LlamaConfig(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
                           int(c["num_attention_heads"]), int(c.get("num_key_value_heads", c["num_attention_heads"])),
-                          int(c["intermediate_size"]), float(c.get("rope_theta", 10_000.0)),
-                          float(c.get("rms_norm_eps", 1e-6)), bool(c.get("tie_word_embeddings", False)),
-                          "model.layers.0.self_attn.q_proj.bias" in weights, _rope_scaling(c.get("rope_scaling")))
+                          int(c["intermediate_size"]), theta, float(c.get("rms_norm_eps", 1e-6)),
+                          bool(c.get("tie_word_embeddings", False)), "model.layers.0.self_attn.q_proj.bias" in weights,
+                          scaling)
         unlike = [f"{key} {c[key]!r} (jaxsel's Llama: {ours!r})" for key, ours in
                   (("head_dim", cfg.head_dim), ("hidden_act", "silu")) if c.get(key) not in (None, ours)]
         if unlike:
