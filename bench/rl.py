@@ -178,10 +178,10 @@ def seeds_only(seeds: int, project: int) -> None:
     at their defaults (20,000 env steps), CLIMB-Disc (4 rounds) and PPO on reward-model rollouts (4
     rounds), the persistent compilation cache on as in the CLI. Each seed is timed twice, with the
     programs compiled for an earlier seed reused and rebuilt, the order swapped from seed to seed:
-    rebuilt clears ``agents.programs`` (the code before 2026-12-06, which traced, lowered and loaded
-    the agents from the disk cache again) and compiles the reward model at every fit (the code
-    before 2026-12-07, whose fit baked the log into a fresh program at each round: the disk cache
-    never held it). Both must select the same rows."""
+    rebuilt clears ``agents.programs`` (the code of the morning of 2026-12-06, which traced, lowered
+    and loaded the agents from the disk cache again) and compiles the reward model at every fit (the
+    code until that evening, whose fit baked the log into a fresh program at each round: the disk
+    cache never held it). Both must select the same rows."""
     from jaxsel import agents, assets
     from jaxsel.agents import reward_model
     assets.enable_compilation_cache()
@@ -190,8 +190,8 @@ def seeds_only(seeds: int, project: int) -> None:
     fresh = itertools.count()
 
     def fit_compiled_afresh(*args, **kwargs):
-        """``fit`` as before 2026-12-07: a program of its own at every call, which the disk cache never
-        held (the log was baked into it); here a constant of the call's own (``n + tag - tag``, the same
+        """``fit`` until the evening of 2026-12-06: a program of its own at every call, which the disk
+        cache never held (the log was baked into it); here a constant of the call's own (``n + tag - tag``, the same
         number) stands for the log."""
         tag = next(fresh)
         reward_model._fit = jax.jit(lambda keys, x, y, n, cfg: body(keys, x, y, n + tag - tag, cfg),

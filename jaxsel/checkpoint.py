@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 from jaxsel.errors import JaxselError
@@ -106,8 +105,8 @@ def _without_unread(*signatures) -> tuple:
     configs = [s.get("config") if isinstance(s, dict) else None for s in signatures]
     if not all(isinstance(c, dict) and "method" in c for c in configs):
         return signatures
-    from jaxsel.agents import SelectConfig, dqn, ppo, reads
-    from jaxsel.config import keyless
+    from jaxsel.agents import CONFIGS, SelectConfig, reads
+    from jaxsel.config import as_ran, keyless
     from jaxsel.selection import AGENTS
     try:
         keep = frozenset.intersection(*(reads(SelectConfig(**c)) for c in configs))
@@ -117,11 +116,10 @@ def _without_unread(*signatures) -> tuple:
         return tuple({**s, "config": {k: v for k, v in c.items() if k not in AGENTS or k in run}}
                      for s, c in zip(signatures, configs))
     unsaid = keyless(SelectConfig)
-    before = {"ppo": asdict(keyless(ppo.PPOConfig)), "dqn": asdict(keyless(dqn.DQNConfig))}
 
-    def setting(c: dict, k: str):  # an agent's table over the values its fields ran with before they existed
+    def setting(c: dict, k: str):  # an agent's table with the values its fields ran with before they existed
         value = c.get(k, getattr(unsaid, k))
-        return {**before[k], **value} if k in AGENTS and isinstance(value, dict) else value
+        return as_ran(CONFIGS[k], value) if k in AGENTS and isinstance(value, dict) else value
     return tuple({**s, "config": {k: setting(c, k) for k in keep if k in c or k not in AGENTS}}
                  for s, c in zip(signatures, configs))
 

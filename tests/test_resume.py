@@ -59,6 +59,7 @@ def test_round_based_search_resumes(truth, tmp_path, method, extra, capsys):
     cfg = agents.SelectConfig(method=method, budget=0.25, seed=2, ppo=ppo.PPOConfig(num_envs=8, num_steps=8,
                                                                                    total_timesteps=8 * 8 * 6), **extra)
     whole = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
+    assert whole.meta["revision"] == 2  # both changed on 2026-12-06 (agents.revision): selection.json says so
     agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after=1)  # stopped after a round
     assert f"{method} stopped after 1 of 3 rounds (stop_after)" in capsys.readouterr().err
     resumed = agents.select(p, cl, y, cfg, ckpt_dir=tmp_path / "b", resume=True, progress=False)

@@ -35,6 +35,10 @@ from jaxsel.proxy import RewardCache
 from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
 
+CONFIGS = MappingProxyType({"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig})
+"""Each RL agent's config class, by method (:data:`jaxsel.selection.AGENTS`)."""
+
+
 @dataclass(frozen=True)
 class SelectConfig:
     """``budget``: a fraction in (0, 1), or its text ("1/16", as configs spell it).
@@ -70,7 +74,7 @@ class SelectConfig:
     dqn: dqn.DQNConfig = field(default_factory=dqn.DQNConfig)
 
     def __post_init__(self):
-        for name, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig)):  # a dict, as a config file spells it
+        for name, cls in CONFIGS.items():  # a dict, as a config file spells it
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, build(cls, value, f"[select.{name}]"))
@@ -145,6 +149,13 @@ def revision(c: SelectConfig) -> int:
     return 1
 
 
+def revised(c: SelectConfig) -> dict:
+    """``{"revision": revision(c)}`` past the first revision, else ``{}`` (keys and records of the
+    first stay as they were): what stage keys, checkpoint signatures and ``selection.json`` carry."""
+    r = revision(c)
+    return {"revision": r} if r > 1 else {}
+
+
 _UNREAD = replace(keyless(SelectConfig), ppo=keyless(ppo.PPOConfig), dqn=keyless(dqn.DQNConfig))  # what used() sets
 AgentConfig = ppo.PPOConfig | dqn.DQNConfig
 
@@ -153,7 +164,7 @@ def agent_config(method: str, rl_steps: int, overrides: dict) -> AgentConfig:
     """The PPOConfig or DQNConfig (``method`` "ppo" or "dqn") of a run config's ``[select]``: its
     ``rl_steps`` as ``total_timesteps``, then the ``[select.ppo]``/``[select.dqn]`` table's
     ``overrides``. One place, so a run and its report count the same steps."""
-    return (ppo.PPOConfig if method == "ppo" else dqn.DQNConfig)(**{"total_timesteps": rl_steps, **overrides})
+    return CONFIGS[method](**{"total_timesteps": rl_steps, **overrides})
 
 
 def cell_config(spec, method: str, budget: float, seed: int) -> SelectConfig:
@@ -243,8 +254,8 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
     ck = None if ckpt_dir is None else Checkpoints(Path(ckpt_dir) / "agent", signature, resume=resume)
     log_path = None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json"
     restore = ck is not None and ck.step is not None
-    if restore:  # the log as it was after the saved round; the agent is restored below
-        log, rng = search.SearchLog(**ck.record()["log"]), np.random.default_rng(c.seed)
+    if restore:  # the log as it was after the saved round (signed as this run signs it); the agent is restored below
+        log, rng = replace(search.SearchLog(**ck.record()["log"]), signature=signature), np.random.default_rng(c.seed)
         rng.bit_generator.state = log.rng_state
     else:
         log, rng = search._start(None, signature, c.seed, cache, sizes, budget, c.warm_start, False, quota, caps)
@@ -341,8 +352,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     # with several processes the sharded sums round in another order, so long runs go their own way: a checkpoint
     # resumes under the process count that wrote it (one process keeps the signature of before)
     processes = {"processes": jax.process_count()} if jax.process_count() > 1 else {}
-    revised = {"revision": revision(c)} if revision(c) > 1 else {}
-    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta, **processes, **revised},
+    signature = json.dumps({"config": settings(c), "k": clustering.k, "meta": meta, **processes, **revised(c)},
                            sort_keys=True, default=str)
     if ckpt_dir is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
@@ -432,7 +442,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
             "missing_classes": missing_classes(counts, train_counts),
             "jaxsel_version": code_version(),
             "config": {k: v for k, v in asdict(c).items() if k in reads(c)},  # the settings it ran with
-            **(meta or {})}
+            **revised(c), **(meta or {})}
     planned = stop_points(c)
     if stop_after is not None and planned is None:
         warn(f"{c.method} has no updates or rounds to stop after: stop_after={stop_after} is ignored")

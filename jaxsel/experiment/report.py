@@ -238,7 +238,8 @@ def merge(docs: list[dict]) -> dict:
                                                            "environment": d["environment"],
                                                            "run_seconds": d["run_seconds"]}]]
     return {"config": dict(first["config"], seeds=seeds), "agents": recorded_agents(first),
-            **({"revisions": first["revisions"]} if first.get("revisions") else {}), "dataset": first["dataset"], "timings": first["timings"],
+            **({"revisions": first["revisions"]} if first.get("revisions") else {}),
+            "dataset": first["dataset"], "timings": first["timings"],
             "rows": rows, "environment": first["environment"], "run_seconds": sum(p["run_seconds"] for p in parts),
             "complete": complete, "parts": parts, "summary": summarize(rows, first["timings"])}
 
@@ -450,16 +451,14 @@ def recorded_agents(doc: dict) -> dict:
     ``agents``, with the fields added since at the values that ran before they existed (their
     keyless values: PPO's value clipped, until 2026-12-06), or for a document written before those
     were recorded (2026-12-05), its config's tables over the defaults of then (the early network)."""
-    from jaxsel.agents import agent_config, dqn, ppo
-    from jaxsel.config import SelectSpec
-    then = {m: {f.name: f.metadata["keyless"] for f in dataclasses.fields(cls) if f.metadata.get("later")}
-            for m, cls in (("ppo", ppo.PPOConfig), ("dqn", dqn.DQNConfig))}
+    from jaxsel.agents import CONFIGS, agent_config
+    from jaxsel.config import SelectSpec, as_ran
     if "agents" in doc:
-        return {m: {**then[m], **settings} for m, settings in doc["agents"].items()}
+        return {m: as_ran(CONFIGS[m], settings) for m, settings in doc["agents"].items()}
     cfg = doc["config"]
     sel = cfg.get("select", {})
     return {m: dataclasses.asdict(agent_config(m, sel.get("rl_steps", SelectSpec().rl_steps),
-                                               {**then[m], **(sel.get(m) or {})}))
+                                               as_ran(CONFIGS[m], sel.get(m) or {})))
             for m in AGENTS if m in cfg["methods"]}
 
 

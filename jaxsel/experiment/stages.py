@@ -46,10 +46,10 @@ def selection_key(fingerprint: str, run, cell, filtered: bool) -> str:
     (``run``) embed, cluster and proxy settings, the cell's ``SelectConfig`` as it runs (``cell``,
     after ``used()``), the run's ``[select] filter`` where ``filtered``, and the revision of the
     cell's algorithm past 1 (:func:`jaxsel.agents.revision`: a changed algorithm is another stage)."""
-    from jaxsel.agents import revision
+    from jaxsel.agents import revised
     parts = (fingerprint, run.embed, run.cluster, run.proxy, cell) + ((run.select.filter,) if filtered else ())
-    parts += ({"revision": revision(cell)},) if revision(cell) > 1 else ()
-    return key("selection", *parts)
+    revision = revised(cell)  # the first revision adds nothing: keys as before
+    return key("selection", *parts, *([revision] if revision else []))
 
 
 def budget_tag(budget: float) -> str:
