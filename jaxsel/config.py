@@ -182,7 +182,8 @@ def model_files(model: str, known: tuple[str, ...] = BUILT_IN_MODELS) -> str:
     if model in known or not Path(model).is_dir():
         return ""
     from jaxsel.models import llama
-    return folder_digest(model) + (f"-r{llama.revision(model)}" if llama.revision(model) > 1 else "")
+    revision = llama.revision(model)  # reads the folder's config.json
+    return folder_digest(model) + (f"-r{revision}" if revision > 1 else "")
 
 
 def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str) -> None:

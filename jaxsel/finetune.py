@@ -464,7 +464,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     batch_sh, replicated = data_sharding()
     ck = None
     if ckpt_dir is not None:
-        revised = {"model_revision": llama.revision(cfg.model)} if llama.revision(cfg.model) > 1 else {}
+        revision = llama.revision(cfg.model)  # reads the folder's config.json
+        revised = {"model_revision": revision} if revision > 1 else {}
         signature = json.dumps({"config": settings(cfg), "examples": len(train), "dataset": _fingerprint(dd),
                                 "rows": None if train_indices is None else digest(train_indices), **revised},
                                sort_keys=True)

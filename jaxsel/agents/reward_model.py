@@ -47,16 +47,16 @@ def fit(key: jax.Array, masks, scores, cfg: RewardModelConfig = RewardModelConfi
 
     The rows are padded (with zero weight) to the next power of two from 64, so a search whose log
     grows round by round compiles one program per bucket and config, not one per call."""
-    x = np.asarray(masks, np.float32)
+    x, y = np.asarray(masks, np.float32), np.asarray(scores, np.float32)
     n = len(x)
-    if n < 1 or len(np.asarray(scores)) != n:
+    if n < 1 or len(y) != n:
         raise ValueError(f"fit needs at least one (mask, score) pair and as many scores as masks, got {n} masks "
-                         f"and {len(np.asarray(scores))} scores")
+                         f"and {len(y)} scores")
     rows = max(64, 1 << (n - 1).bit_length())
     xp = np.zeros((rows, x.shape[1]), np.float32)
     xp[:n] = x
     yp = np.zeros(rows, np.float32)
-    yp[:n] = np.asarray(scores, np.float32)
+    yp[:n] = y
     return _fit(jax.random.split(key, cfg.members), jnp.asarray(xp), jnp.asarray(yp), jnp.int32(n), cfg)
 
 

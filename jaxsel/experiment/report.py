@@ -440,10 +440,10 @@ def revisions(cfg) -> dict:
     """``{"revisions": {method: revision}}`` for the methods of a :class:`jaxsel.config.RunConfig`
     whose algorithm is past its first revision (:func:`jaxsel.agents.revision`), else ``{}``: what a
     results document records, so parts computed before and after an algorithm changed never merge."""
-    from jaxsel.agents import cell_config, revision
-    revised = {m: revision(cell_config(cfg.select, m, cfg.budgets[0], 0).used()) for m in cfg.methods}
-    revised = {m: r for m, r in revised.items() if r > 1}
-    return {"revisions": revised} if revised else {}
+    from jaxsel.agents import cell_config, revised
+    parts = {m: revised(cell_config(cfg.select, m, cfg.budgets[0], 0).used()) for m in cfg.methods}
+    past = {m: part["revision"] for m, part in parts.items() if part}
+    return {"revisions": past} if past else {}
 
 
 def recorded_agents(doc: dict) -> dict:
