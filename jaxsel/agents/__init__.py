@@ -306,6 +306,41 @@ def _score(proxy, subset: jax.Array):
 
 
 @in_32_bits
+def _trained(module, cfg, c: SelectConfig, env, params, cache, progress: bool, *, ckpt_dir, resume: bool,
+             signature: str, stop_after, caps) -> tuple[list[int], float, dict]:
+    """Train ``c.method``'s agent (``module``, ``cfg``) without reward-model rounds: the chosen cluster order,
+    its proxy score and what selection.json records beside (history, env steps, how it was completed).
+    ``cache`` and ``caps`` are :func:`surrogate_train`'s, unread here."""
+    extra: dict = {}
+    if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
+        warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
+             f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps", once=True)
+    if c.method == "dqn" and cfg.learning_updates == 0:
+        chosen = "its untrained greedy choice" if c.final == "greedy" else "the best of its random exploration episodes"
+        warn(f"dqn: no update takes a gradient step ({env_steps(cfg, cfg.num_updates)} environment steps, "
+             f"learning_starts {cfg.learning_starts}, train_every {cfg.train_every}, buffer_size {cfg.buffer_size}): "
+             f"the network never trains and the selection is {chosen}; raise the steps (--steps / rl_steps) "
+             f"well above learning_starts", once=True)
+    runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
+                         every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
+                         signature=signature)
+    steps = env_steps(cfg, int(runner.update))
+    best = runner.best
+    if c.final == "greedy" or not np.isfinite(float(best.score)):
+        if c.final == "best":
+            warn(f"{c.method}: no episode finished in {steps} environment steps ({cfg.num_envs} "
+                 f"environments; an episode takes up to {params.max_steps} picks); the selection is a "
+                 f"greedy rollout of the trained network. Raise the steps (--steps / rl_steps) to at least "
+                 f"{min_steps(cfg, params.max_steps)} for the agent to see whole episodes")
+            extra["completed_by"] = "greedy rollout"
+        best = _rollouts(env, sample=False)(runner.params, params, jax.random.PRNGKey(c.seed))
+    order = [int(a) for a in np.asarray(best.order) if a >= 0]
+    score = float(best.score)
+    extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
+    extra["env_steps"] = steps
+    return order, score, extra
+
+
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None, train_x: np.ndarray | None = None,
@@ -348,7 +383,6 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     budget = int(params.budget)
     sizes = np.asarray(clustering.sizes)
     cache = RewardCache(params.proxy)
-    extra: dict = {}
     # with several processes the sharded sums round in another order, so long runs go their own way: a checkpoint
     # resumes under the process count that wrote it (one process keeps the signature of before)
     processes = {"processes": jax.process_count()} if jax.process_count() > 1 else {}
@@ -359,38 +393,11 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         _other_selections(Path(ckpt_dir), signature, c, resume)
     if c.method in AGENTS:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
-    if c.method in AGENTS and c.surrogate_rounds > 0:
-        order, score, extra = surrogate_train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir,
-                                              resume=resume, signature=signature, stop_after=stop_after, caps=caps)
-    elif c.method in AGENTS:
-        if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
-            warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
-                 f"{cfg.total_timesteps} asked: training runs whole updates of {env_steps(cfg, 1)} steps", once=True)
-        if c.method == "dqn" and cfg.learning_updates == 0:
-            chosen = "its untrained greedy choice" if c.final == "greedy" else "the best of its random exploration episodes"
-            warn(f"dqn: no update takes a gradient step ({env_steps(cfg, cfg.num_updates)} environment steps, "
-                 f"learning_starts {cfg.learning_starts}, train_every {cfg.train_every}, buffer_size {cfg.buffer_size}): "
-                 f"the network never trains and the selection is {chosen}; raise the steps (--steps / rl_steps) "
-                 f"well above learning_starts", once=True)
-        runner = train_agent(module, cfg, env, params, jax.random.PRNGKey(c.seed), ckpt_dir=ckpt_dir,
-                             every=c.checkpoint_every, resume=resume, progress=progress, stop_after=stop_after,
-                             signature=signature)
-        steps = env_steps(cfg, int(runner.update))
-        best = runner.best
-        if c.final == "greedy" or not np.isfinite(float(best.score)):
-            if c.final == "best":
-                warn(f"{c.method}: no episode finished in {steps} environment steps ({cfg.num_envs} "
-                     f"environments; an episode takes up to {params.max_steps} picks); the selection is a "
-                     f"greedy rollout of the trained network. Raise the steps (--steps / rl_steps) to at least "
-                     f"{min_steps(cfg, params.max_steps)} for the agent to see whole episodes")
-                extra["completed_by"] = "greedy rollout"
-            best = _rollouts(env, sample=False)(runner.params, params, jax.random.PRNGKey(c.seed))
-        order = [int(a) for a in np.asarray(best.order) if a >= 0]
-        score = float(best.score)
-        extra["history"] = [None if np.isnan(v) else float(v) for v in np.asarray(runner.history)]
-        extra["env_steps"] = steps
+        train = surrogate_train if c.surrogate_rounds > 0 else _trained
+        order, score, extra = train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir, resume=resume,
+                                    signature=signature, stop_after=stop_after, caps=caps)
     elif c.method in baselines.METHODS:
-        order, score = [], None  # no search: null in selection.json (a bare NaN is not JSON)
+        order, score, extra = [], None, {}  # no search: null in selection.json (a bare NaN is not JSON)
     else:
         if c.method == "random-search":
             found = search.random_search(cache, sizes, budget, c.random_samples, c.seed, quota, caps)
