@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxsel.errors import JaxselError, check_mask
+from jaxsel.errors import JaxselError, check_mask, is_int
 
 METHODS = ("random", "stratified", "typical", "cleanlab")
 
@@ -28,7 +28,7 @@ METHODS = ("random", "stratified", "typical", "cleanlab")
 def random_indices(n: int, examples: int, seed: int) -> np.ndarray:
     """Sorted indices of a seeded uniform sample of ``examples`` of ``n`` rows: the ``random``
     baseline (an example-level subset, what users mean by a random subset)."""
-    _check(n, examples)
+    _check(n, examples, seed)
     return np.sort(np.random.default_rng(seed).choice(n, examples, replace=False))
 
 
@@ -65,10 +65,14 @@ def apportion(weights: np.ndarray, total: int, rng: np.random.Generator | None =
     """(len(weights),) int64 shares of ``total`` proportional to ``weights`` (largest remainder,
     Hamilton's method; ties broken at random by ``rng``, or to the lower index without one). Shares
     sum to ``total`` and, when ``total <= weights.sum()`` with integer weights, never exceed their
-    weight. Raises JaxselError for a negative total or weights that sum to zero or less."""
+    weight. Raises JaxselError for a total that is not a whole number >= 0, or weights that are not
+    (K,) finite numbers >= 0 with a positive sum."""
     w = np.asarray(weights, np.float64)
-    if total < 0 or w.sum() <= 0:
-        raise JaxselError(f"cannot apportion {total} over weights summing to {w.sum()}")
+    if not is_int(total) or total < 0:
+        raise JaxselError(f"cannot apportion {total!r}: the total must be a whole number >= 0")
+    if w.ndim != 1 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise JaxselError(f"cannot apportion {total} over weights {w.tolist()[:10]}: they must be finite, none "
+                          f"negative, with a positive sum")
     exact = w / w.sum() * total
     share = np.floor(exact).astype(np.int64)
     left = int(total - share.sum())
@@ -84,7 +88,7 @@ def stratified_indices(labels: np.ndarray, assignment: np.ndarray, examples: int
     """Class-proportional, then cluster-proportional (within each class) random sample of
     ``examples`` rows. labels, assignment: (N,) ints."""
     labels, assignment = np.asarray(labels), np.asarray(assignment)
-    _check(len(labels), examples)
+    _check(len(labels), examples, seed)
     if assignment.shape != labels.shape:
         raise JaxselError(f"assignment has shape {assignment.shape}, labels {labels.shape}: one cluster per row")
     rng = np.random.default_rng(seed)
@@ -104,12 +108,15 @@ def typical_indices(x: np.ndarray, clustering, examples: int, seed: int) -> np.n
     nearest its centroid (:func:`jaxsel.cluster.typical_order`). x: (N, d) the embeddings the
     clustering was fitted on."""
     from jaxsel.cluster import member_order, typical_order
-    _check(len(clustering.assignment), examples)
+    _check(len(clustering.assignment), examples, seed)
     rows, start = member_order(typical_order(clustering, x))
     quotas = apportion(np.asarray(clustering.sizes), examples, np.random.default_rng(seed))
     return np.sort(np.concatenate([rows[start[j]:start[j] + q] for j, q in enumerate(quotas) if q])).astype(np.int64)
 
 
-def _check(n: int, examples: int) -> None:
-    if not 0 < examples <= n:
-        raise JaxselError(f"cannot choose {examples} of {n} training examples")
+def _check(n: int, examples: int, seed: int) -> None:
+    """Raise JaxselError unless ``examples`` is a whole number in 1..``n`` and ``seed`` one >= 0."""
+    if not is_int(examples) or not 0 < examples <= n:
+        raise JaxselError(f"cannot choose {examples!r} of {n} training examples (a whole number from 1 to {n})")
+    if not is_int(seed) or seed < 0:
+        raise JaxselError(f"seed must be a whole number >= 0, got {seed!r}")

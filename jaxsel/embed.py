@@ -226,7 +226,7 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     gives it. ``max_length`` counts those two (the CLI embeds with 128). ``model="hash"``
     uses the weight-free hashed n-gram embedder (a text without characters: zeros); an
     :class:`Encoder` (:func:`encoder_of`) is used as given, in its own dtype. ``dtype="bfloat16"``
-    computes in bf16 (for accelerators). Raises JaxselError for an unknown model, a max_length
+    computes in bf16 (for accelerators). Raises JaxselError for an unknown model or dtype, a max_length
     beyond the model's positions or a ``batch_tokens`` that is no positive integer.
     """
     if isinstance(texts, str):
@@ -234,6 +234,8 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, (int, np.integer))
                                      or batch_tokens < 1):
         raise JaxselError(f"batch_tokens must be a positive integer (or None for the default), got {batch_tokens!r}")
+    if dtype not in DTYPES:  # here too for the models that ignore it (hash, an Encoder): a typo is no setting
+        raise JaxselError(f"unknown embedding dtype {dtype!r}: use one of {DTYPES}")
     texts = list(texts)
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:

@@ -51,7 +51,7 @@ def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray 
     other cluster (with ``keep`` (K,) bool: every other kept cluster). ``assignment`` (N,): the
     clustering the proxy was made with. Raises :class:`JaxselError` for a proxy that is not ridge
     (a knn proxy lends its ``ridge``), a misshapen ``assignment``/``keep``, or an assignment whose
-    cluster sizes are not the proxy's."""
+    clusters hold other rows than the proxy's."""
     p = _per_cluster(proxy)
     assignment = np.asarray(assignment)
     if assignment.shape != (p.xf.shape[0],):
@@ -59,9 +59,9 @@ def out_of_cluster_probs(proxy: Ridge, assignment: np.ndarray, keep: np.ndarray 
     k = p.xtx.shape[0]
     if assignment.min(initial=0) < 0 or assignment.max(initial=0) >= k:
         raise JaxselError(f"assignment holds cluster ids outside 0..{k - 1} (the proxy's clusters)")
-    if not np.array_equal(np.bincount(assignment, minlength=k), np.asarray(p.sizes)):
-        raise JaxselError("assignment is not the clustering the proxy was made with (other cluster sizes): pass the "
-                          "clustering given to proxy.make")
+    if not np.array_equal(assignment[np.asarray(p.rows)], np.repeat(np.arange(k), np.asarray(p.sizes))):
+        raise JaxselError("assignment is not the clustering the proxy was made with (its clusters hold other rows): "
+                          "pass the clustering given to proxy.make")
     keep = np.ones(k, bool) if keep is None else np.asarray(keep, bool)
     if keep.shape != (k,):
         raise JaxselError(f"keep must have shape ({k},), got {keep.shape}")

@@ -36,7 +36,10 @@ METHODS = (*AGENTS, "random-search", "greedy", "climb", "random", "stratified", 
 
 
 def parse_budget(text: str | float) -> float:
-    """A budget as a fraction in (0, 1): ``0.05``, ``"0.05"`` or ``"1/16"``."""
+    """A budget as a fraction in (0, 1): ``0.05``, ``"0.05"``, ``"1/16"``, or a numpy or 0-d jax
+    float (as its shortest decimal: ``np.float32(0.05)`` is 0.05, not 0.05000000074505806)."""
+    if getattr(text, "shape", None) == () and np.asarray(text).dtype.kind == "f":
+        text = str(np.asarray(text)[()])  # a numpy scalar's repr is its shortest round-tripping decimal
     try:
         value = float(text) if isinstance(text, numbers.Real) and not isinstance(text, bool) else float(Fraction(text))
     except (ValueError, ZeroDivisionError, TypeError):
@@ -47,8 +50,11 @@ def parse_budget(text: str | float) -> float:
 
 
 def budget_examples(budget: float, n: int) -> int:
-    """The example budget for a fraction ``budget`` of ``n`` rows: rounded to the nearest whole
-    number, a half to the even one (Python's ``round``: 0.05 of 8,530 rows is 426), at least one."""
+    """The example budget for a fraction ``budget`` in (0, 1] of ``n`` >= 1 rows: rounded to the
+    nearest whole number, a half to the even one (Python's ``round``: 0.05 of 8,530 rows is 426),
+    at least one. Raises JaxselError for a budget outside (0, 1] or no rows."""
+    if not is_int(n) or n < 1 or not 0 < budget <= 1:
+        raise JaxselError(f"a budget needs a fraction in (0, 1] of at least one row, got {budget!r} of {n!r}")
     return max(1, int(round(budget * n)))
 
 
@@ -111,8 +117,10 @@ def class_caps(counts: np.ndarray, examples: int, balance: str) -> np.ndarray:
     or "equal" (an equal share each; a class with fewer rows gives all it has and the rest is
     shared among the others, water-filling: the caps of the classes not given whole differ by at
     most one). Ties go to the lower class index. Raises
-    JaxselError for an unknown ``balance`` or a budget above the pool."""
+    JaxselError for an unknown ``balance``, a budget above the pool, or negative counts."""
     counts = np.asarray(counts, np.int64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise JaxselError(f"class counts must be (C,) rows per class, none negative, got {counts.tolist()}")
     if balance not in BALANCES[1:]:
         raise JaxselError(f"unknown balance {balance!r} (choose from {', '.join(BALANCES)})")
     if not 0 < examples <= counts.sum():
@@ -317,8 +325,9 @@ class Selection:
         one recorded in ``meta["fingerprint"]``; a selection recorded without one (made by the
         library without ``meta``) is checked against the train split's class counts and label
         sequence it records (``train_label_counts``, ``train_labels_digest``:
-        :func:`jaxsel.agents.select` records them), else with a warning only against the train
-        split's size."""
+        :func:`jaxsel.agents.select` records them) with a warning (other texts with the same labels
+        pass: e.g. another stratified pool of data grouped by label), else with a warning only
+        against the train split's size."""
         from jaxsel import data
         fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
         if want is not None and fp != want:
@@ -351,6 +360,9 @@ class Selection:
         if recorded is not None and digest(np.asarray(labels, np.int64)) != recorded:
             raise JaxselError("selection was made for a train split with the same class counts but its labels in "
                               "another order: another split (seed or options) of the data, or another dataset")
+        warn("the selection records no dataset fingerprint: apply checked only the train labels' counts and order, "
+             "which other pools of label-grouped data share (e.g. stratified_subsample of tweets); pass "
+             "meta={'fingerprint': jaxsel.data.dataset_fingerprint(dd)} to select to check the texts too", once=True)
 
 
 def _beside(path: Path, suffix: str) -> Path:

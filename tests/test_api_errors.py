@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsel import agents, baselines, cluster, data, embed, experiment, finetune, proxy, selection
+from jaxsel import agents, baselines, cluster, data, embed, experiment, finetune, label_issues, proxy, selection
 from jaxsel.config import EmbedSpec
 from jaxsel.errors import JaxselError
 
@@ -123,6 +123,36 @@ CASES = {
         "other rows, or list them in another order"),
     "macro-F1 of nothing (NaN and numpy warnings)": (lambda x, y, v, yv, c, p: finetune.macro_f1([], [], 2),
                                                      "macro-F1 of no examples"),
+    # round 38 (the Python API as a notebook user): silent nonsense or numpy tracebacks before
+    "label issues over another clustering's assignment (same sizes: wrong flags)": (
+        lambda x, y, v, yv, c, p: label_issues.find(p, y, np.random.default_rng(0).permutation(c.assignment)),
+        "clusters hold other rows"),
+    "validation classes none of which is a train class (every subset scored 0)": (
+        lambda x, y, v, yv, c, p: proxy.make(x, y, c, v, yv + 3), "no validation label is a class of the train"),
+    "stratified sample of 2-D labels (indices past the rows)": (
+        lambda x, y, v, yv, c, p: proxy.stratified_subsample(y.reshape(60, 2), 5, 0), "one label per row"),
+    "stratified sample of NaN labels (numpy's 'a cannot be empty')": (
+        lambda x, y, v, yv, c, p: proxy.stratified_subsample(np.array([np.nan, 1.0] * 10), 6, 0), "NaN"),
+    "stratified sample without a seed (a TypeError)": (
+        lambda x, y, v, yv, c, p: proxy.stratified_subsample(y, 6, None), "seed that is a whole number"),
+    "a fractional number of random rows (numpy's TypeError)": (
+        lambda x, y, v, yv, c, p: baselines.random_indices(120, 10.0, 0), "cannot choose 10.0 of 120"),
+    "a negative seed for random rows (numpy's ValueError)": (
+        lambda x, y, v, yv, c, p: baselines.random_indices(120, 3, -1), "seed must be a whole number >= 0"),
+    "NaN weights to apportion (huge negative shares)": (
+        lambda x, y, v, yv, c, p: baselines.apportion(np.array([np.nan, 1.0]), 3), "must be finite, none negative"),
+    "negative weights to apportion (a negative share)": (
+        lambda x, y, v, yv, c, p: baselines.apportion(np.array([-1, 3]), 2), "must be finite, none negative"),
+    "negative class counts to cap (a negative cap)": (
+        lambda x, y, v, yv, c, p: selection.class_caps(np.array([-5, 10]), 3, "proportional"), "none negative"),
+    "a budget above one (more examples than rows)": (
+        lambda x, y, v, yv, c, p: selection.budget_examples(1.5, 10), r"fraction in \(0, 1\] of at least one row"),
+    "a budget of no rows (one example of none)": (
+        lambda x, y, v, yv, c, p: selection.budget_examples(0.5, 0), r"fraction in \(0, 1\] of at least one row"),
+    "an environment whose budget rounds to every row (select refuses it)": (
+        lambda x, y, v, yv, c, p: agents.env.make_env(p, c, y, 0.999), "rounds to all of them"),
+    "an unknown embedding dtype for the hash model (ignored)": (
+        lambda x, y, v, yv, c, p: embed.encode(["a"], "hash", dtype="foo"), "unknown embedding dtype 'foo'"),
 }
 
 TOKENS = {  # the transformer proxy's token ids: a negative id had scored NaN, the rest were IndexErrors
@@ -392,3 +422,47 @@ def test_token_widths_may_differ_and_other_kinds_say_they_ignore_tokens(parts, c
     assert p.xv.shape[1] == 8 and np.isfinite(float(p.score(np.ones(6, bool)).accuracy))
     proxy.make(x, y, c, v, yv, train_tokens=tokens[:120], val_tokens=tokens[120:])
     assert "the ridge proxy ignores them" in capsys.readouterr().err
+
+
+def test_numpy_and_jax_budgets_read_as_their_decimal(parts):
+    """A numpy or 0-d jax float budget is its shortest decimal (float32's 0.05 had been recorded as
+    0.05000000074505806, and a jax scalar refused as no fraction)."""
+    for b in (np.float32(0.05), jnp.float32(0.05), np.float64(0.05), "1/20"):
+        assert agents.SelectConfig(budget=b).budget == 0.05
+    with pytest.raises(JaxselError, match="strictly between 0 and 1"):
+        agents.SelectConfig(budget=jnp.float32(1.5))
+
+
+def test_validation_classes_without_train_rows_are_named(parts, capsys):
+    """Validation rows of a class no train row has can never be predicted: a warning names them
+    (their share of the validation rows); the proxy still scores the rest as before."""
+    x, y, v, yv, c, p = parts
+    yv2 = np.where(np.arange(30) < 6, 3, yv)
+    capsys.readouterr()
+    p2 = proxy.make(x, y, c, v, yv2)
+    err = capsys.readouterr().err
+    assert "validation classes [3] have no train row" in err and "(20.0% of the validation rows)" in err
+    assert p2.num_classes == 4
+
+
+def test_apply_without_a_fingerprint_warns_of_other_pools(table_file, capsys):
+    """Two pools of one dataset with the same labels in the same order (e.g. stratified pools of
+    label-grouped data) but other texts: a selection made without ``meta={"fingerprint": ...}``
+    applies to either (it cannot tell them apart), and now says so; with the fingerprint the other
+    pool is refused."""
+    dd = data.load(str(table_file))
+    n = len(dd["train"])
+    pools = [data.derive(dd, {}, train_texts=[f"pool {k} row {i}" for i in range(n)], tag=f"pool{k}") for k in (0, 1)]
+    y = np.asarray(dd["train"]["label"])
+    x = embed.encode(dd["train"]["text"], "hash")
+    c = cluster.kmeans(x, 6)
+    p = proxy.make(x, y, c, x[:30], y[:30])
+    sel = agents.select(p, c, y, agents.SelectConfig(method="random", budget=0.1))
+    capsys.readouterr()
+    assert [len(sel.apply(pool)) for pool in pools] == [sel.meta["budget_examples"]] * 2
+    assert "records no dataset fingerprint: apply checked only the train labels" in capsys.readouterr().err
+    signed = agents.select(p, c, y, agents.SelectConfig(method="random", budget=0.1),
+                           meta={"fingerprint": data.dataset_fingerprint(pools[0])})
+    assert len(signed.apply(pools[0])) == sel.meta["budget_examples"]
+    with pytest.raises(JaxselError, match="selection was made for another dataset"):
+        signed.apply(pools[1])

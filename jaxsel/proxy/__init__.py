@@ -140,7 +140,8 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     train_x (N, d), train_y (N,), val_x (M, d), val_y (M,); the transformer kind also needs
     token ids ``train_tokens`` (N, T) and ``val_tokens`` (M, T') (0 = padding; the narrower padded
     to the wider). Raises JaxselError for an unknown kind or objective, non-finite or misshapen
-    inputs, and token ids outside the model's vocabulary or positions.
+    inputs, validation labels of which none is a train class (a warning when some are not), and
+    token ids outside the model's vocabulary or positions.
     """
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     train_tokens, val_tokens = _check_tokens(cfg, train_tokens, val_tokens, len(train_y), len(val_y))
@@ -153,6 +154,14 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
              f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
              f"(numpy.unique(labels, return_inverse=True))")
+    absent = np.setdiff1d(val_y, train_y).tolist()  # classes the proxy can never predict
+    if len(absent) == len(np.unique(val_y)):
+        raise JaxselError(f"no validation label is a class of the train labels (validation {np.unique(val_y).tolist()[:10]}, "
+                          f"train {np.unique(train_y).tolist()[:10]}): every subset would score 0; number both "
+                          f"splits' classes alike")
+    if absent:
+        warn(f"validation classes {absent[:10]}{' ...' if len(absent) > 10 else ''} have no train row: no subset can "
+             f"predict them ({np.isin(val_y, absent).mean():.1%} of the validation rows)", once=True)
     if cfg.val_size is not None and cfg.val_size > len(val_y):
         warn(f"proxy val_size {cfg.val_size} exceeds the {len(val_y)} validation rows: all are scored", once=True)
     if cfg.project is not None and cfg.project > train_x.shape[1] and cfg.kind != "transformer":  # it reads tokens

@@ -115,12 +115,21 @@ def features(x: np.ndarray, mean: np.ndarray, proj: np.ndarray) -> np.ndarray:
 
 
 def stratified_subsample(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded, label-stratified sample of exactly ``size`` rows (all rows if None):
-    each class its rounded share, at least one row while ``size`` allows (below the number of classes,
-    a warning names how many classes get none), the rounding's excess or shortfall taken from or given
-    to the classes whose share it moved most (ties broken by the seed)."""
+    """Sorted indices of a seeded, label-stratified sample of exactly ``size`` rows of labels ``y``
+    (N,) (all N rows when ``size`` is None or at least N): each class its rounded share, at least
+    one row while ``size`` allows (below the number of classes, a warning names how many classes get
+    none), the rounding's excess or shortfall taken from or given to the classes whose share it
+    moved most (ties broken by the seed). Raises JaxselError for labels that are not one per row (or
+    hold NaN), a ``size`` that is not a whole number >= 1, or a ``seed`` that is not one >= 0."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise JaxselError(f"a stratified sample needs one label per row, got labels of shape {y.shape}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise JaxselError("a stratified sample needs labels without NaN or infinite values")
     if size is not None and (not is_int(size) or size < 1):
         raise JaxselError(f"a stratified sample needs a whole number of rows >= 1, got {size!r}")
+    if not is_int(seed) or seed < 0:
+        raise JaxselError(f"a stratified sample needs a seed that is a whole number >= 0, got {seed!r}")
     if size is None or size >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
