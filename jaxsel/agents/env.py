@@ -262,7 +262,8 @@ class SelectionEnv:
     def step(self, key: jax.Array, state: EnvState, action: jax.Array,
              params: EnvParams) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict]:
         """(observation, state, reward, done, info): a transition, then reset if the episode ended. ``info`` has the finished episode's
-        take, order and score (valid where ``done``)."""
+        take, order and score (valid where ``done``). ``action`` as in :meth:`step_env`: under jit nothing
+        can refuse one the mask forbids (it takes no rows) or one outside [0, K) (clipped into it)."""
         new, reward, done = self.step_env(state, action, params)
         info = {"final_take": new.taken, "final_order": new.order, "final_score": new.score, "chosen": new.chosen}
         reset = self.initial_state(params)
