@@ -149,8 +149,6 @@ CASES = {
         lambda x, y, v, yv, c, p: selection.budget_examples(1.5, 10), r"fraction in \(0, 1\] of at least one row"),
     "a budget of no rows (one example of none)": (
         lambda x, y, v, yv, c, p: selection.budget_examples(0.5, 0), r"fraction in \(0, 1\] of at least one row"),
-    "an environment whose budget rounds to every row (select refuses it)": (
-        lambda x, y, v, yv, c, p: agents.env.make_env(p, c, y, 0.999), "rounds to all of them"),
     "an unknown embedding dtype for the hash model (ignored)": (
         lambda x, y, v, yv, c, p: embed.encode(["a"], "hash", dtype="foo"), "unknown embedding dtype 'foo'"),
 }

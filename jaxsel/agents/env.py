@@ -31,7 +31,7 @@ from jaxsel.cluster import Clustering
 from jaxsel.errors import JaxselError, check_labels, is_int
 from jaxsel.proxy import Proxy, max_picks
 from jaxsel.proxy.batch import mesh
-from jaxsel.selection import ClassCaps, checked_examples, parse_budget
+from jaxsel.selection import ClassCaps, budget_examples, parse_budget
 
 
 @struct.dataclass
@@ -130,8 +130,9 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
     ``caps``: per-class example caps (:func:`jaxsel.selection.balance_caps`); the observation
     then also holds each cluster's class room as a share of the budget. Raises JaxselError for a
     clustering or labels other than the proxy was made with (a cluster id would name other rows in
-    the environment than in the proxy), a budget outside (0, 1) or rounding to all rows (a warning
-    when it rounds to none: one example is taken), a quota or ``feature_dims`` that is
+    the environment than in the proxy), a budget outside (0, 1) (one rounding to no example takes
+    one, one rounding to all rows takes them all: :func:`jaxsel.agents.select` warns of the first and
+    refuses the second for every method but ``full``), a quota or ``feature_dims`` that is
     not a whole number (>= 0, >= 1) or a ``reward_scale`` that is not a finite number > 0."""
     labels = checked_parts("make_env(proxy, clustering, train_labels, budget)", proxy, clustering, train_labels)
     for name, value, low in (("quota", quota, 0), ("feature_dims", feature_dims, 1)):
@@ -142,7 +143,7 @@ def make_env(proxy: Proxy, clustering, train_labels, budget: float, *, reward_sc
         raise JaxselError(f"make_env reward_scale must be a finite number > 0, got {reward_scale!r}")
     budget = parse_budget(budget)  # "1/16" as SelectConfig takes it
     n = int(np.sum(clustering.sizes))
-    examples = checked_examples(budget, n)  # as select: a warning for none, a refusal for all rows
+    examples = budget_examples(budget, n)  # select refuses one rounding to all rows for every method but full
     extra = []
     if agreement:
         from jaxsel import label_issues
