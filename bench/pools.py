@@ -14,6 +14,11 @@ only scored).
     python bench/pools.py configs/rotten_tomatoes-cpu-pool-filter --methods greedy,stratified,cleanlab --variants noisy
     python bench/pools.py configs/rotten_tomatoes-cpu-pool-clusterfilter-steps100 --summarize \
         --references bench/results/pools-rotten_tomatoes-cpu-pool-filter-noisy.json   # its full data
+    python bench/pools.py configs/quick-preferences --pools 1,...,16 --summarize \
+        --versus bench/results/pools-quick.json   # an A/B of two configs: each method against its twin there
+
+Against stratified the table also gives validation accuracy (what a decision may rest on; the proxy
+scores those rows too, so a search that fits them gains there first) and test macro-F1.
 
 Runs go to runs/pools-NAME/poolP (NAME: the config's, plus the variants when ``--variants`` replaces
 them), sharing one stage folder, runs/pools-CONFIG/stages (a rerun resumes from it). Prints the
@@ -75,54 +80,95 @@ def units(folder: Path, pools: tuple[int, ...]) -> list[dict]:
     return out
 
 
+def results_rows(path: Path) -> list[dict]:
+    """The rows of a pools results JSON (``bench/results/pools-*.json``)."""
+    if not path.exists():
+        raise JaxselError(f"no such results file: {path}")
+    return json.loads(path.read_text())["rows"]
+
+
 def borrowed(rows: list[dict], path: Path) -> list[dict]:
     """The reference rows of another pools results file (``path``) for (variant, method, pool, seed)
     cells ``rows`` lacks, tagged ``borrowed`` with the file's name (e.g. full data's finetunes, which
     a run that changes only the selection shares)."""
-    if not path.exists():
-        raise JaxselError(f"no such results file: {path}")
     have = {(r["variant"], r["method"], r["pool"], r["seed"]) for r in rows}
     want = {(r["variant"], r["pool"], r["seed"]) for r in rows}
-    return [dict(r, borrowed=path.name) for r in json.loads(path.read_text())["rows"]
+    return [dict(r, borrowed=path.name) for r in results_rows(path)
             if r["method"] in REFERENCES and (r["variant"], r["pool"], r["seed"]) in want
             and (r["variant"], r["method"], r["pool"], r["seed"]) not in have]
 
 
-def summarize(rows: list[dict]) -> list[dict]:
+METRICS = {"": "test_accuracy", "_validation": "validation_accuracy", "_macro_f1": "test_macro_f1"}
+
+
+def paired(rs: list[dict], other: dict, metric: str) -> dict[str, float]:
+    """``metric`` of each row of ``rs`` minus that of the row ``other`` holds for its (pool, seed), by
+    "pool/seed" (rows ``other`` lacks, or either without the metric, are left out)."""
+    return {f"{r['pool']}/{r['seed']}": r[metric] - other[(r["pool"], r["seed"])][metric] for r in rs
+            if (r["pool"], r["seed"]) in other and r.get(metric) is not None
+            and other[(r["pool"], r["seed"])].get(metric) is not None}
+
+
+def differences(d: dict[str, float], prefix: str) -> dict:
+    """Mean, 95% interval, wins and losses (a tie is neither) and the per-pool values of the paired
+    differences ``d``, under keys starting with ``prefix``."""
+    x = np.array(list(d.values()))
+    mean, ci = report.mean_ci(x)
+    return {prefix: mean, f"{prefix}_ci95": ci, f"{prefix}_wins": int((x > 0).sum()),
+            f"{prefix}_losses": int((x < 0).sum()), f"{prefix}_by_pool": d}
+
+
+def summarize(rows: list[dict], versus: list[dict] | None = None) -> list[dict]:
     """Per (variant, method): units, test accuracy mean and 95% interval, and the difference to each
-    reference paired by (pool, seed), with wins and losses (a tie is neither)."""
-    acc = {(r["variant"], r["method"], r["pool"], r["seed"]): r["test_accuracy"] for r in rows}
+    reference paired by (pool, seed) (``vs_REF``), with wins and losses; against stratified also in
+    validation accuracy (``vs_stratified_validation``: the rows a decision may rest on) and test
+    macro-F1 (``vs_stratified_macro_f1``). ``versus``: the rows of another pools run of the same
+    pools (an A/B of two configs): each method against the same method there (``versus``, ``versus_validation``,
+    ``versus_macro_f1``)."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["variant"], r["method"]), {})[(r["pool"], r["seed"])] = r
+    theirs = {}
+    for r in versus or ():
+        theirs.setdefault((r["variant"], r["method"]), {})[(r["pool"], r["seed"])] = r
     out = []
-    for v, m in sorted({(r["variant"], r["method"]) for r in rows}, key=lambda k: (k[0], report.ORDER.index(k[1]))):
-        rs = [r for r in rows if r["variant"] == v and r["method"] == m]
+    for v, m in sorted(by, key=lambda k: (k[0], report.ORDER.index(k[1]))):
+        rs = list(by[(v, m)].values())
         mean, ci = report.mean_ci([r["test_accuracy"] for r in rs])
         s = {"variant": v, "method": m, "units": len(rs), "test_accuracy": mean, "test_accuracy_ci95": ci}
         if m == "validated":
             s["picked"] = {k: sum(r["picked"] == k for r in rs) for k in sorted({r["picked"] for r in rs})}
         for ref in REFERENCES:
-            d = {f"{r['pool']}/{r['seed']}": r["test_accuracy"] - acc[(v, ref, r["pool"], r["seed"])] for r in rs
-                 if m not in (ref, "full") and (v, ref, r["pool"], r["seed"]) in acc}
-            if d:
-                x = np.array(list(d.values()))
-                s[f"vs_{ref}"], s[f"vs_{ref}_ci95"] = report.mean_ci(x)
-                s[f"vs_{ref}_wins"], s[f"vs_{ref}_losses"] = int((x > 0).sum()), int((x < 0).sum())
-                s[f"vs_{ref}_by_pool"] = d
+            if m in (ref, "full") or (v, ref) not in by:
+                continue
+            for suffix, metric in METRICS.items() if ref == "stratified" else [("", "test_accuracy")]:
+                if d := paired(rs, by[(v, ref)], metric):
+                    s.update(differences(d, f"vs_{ref}{suffix}"))
+        if m not in REFERENCES and (v, m) in theirs:
+            for suffix, metric in METRICS.items():
+                if d := paired(rs, theirs[(v, m)], metric):
+                    s.update(differences(d, f"versus{suffix}"))
         out.append(s)
     return out
 
 
 def markdown(summary: list[dict]) -> str:
     refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)]
-    head = ["variant", "method", "pools x seeds", "test acc %"] + [f"vs {ref}, paired (wins/losses)" for ref in refs]
+    extra = [(k, label) for k, label in (("vs_stratified_validation", "validation vs stratified"),
+                                         ("vs_stratified_macro_f1", "macro-F1 vs stratified"),
+                                         ("versus", "test vs the other run"),
+                                         ("versus_validation", "validation vs the other run"))
+             if any(k in s for s in summary)]
+    head = (["variant", "method", "pools x seeds", "test acc %"] + [f"vs {ref}, paired (wins/losses)" for ref in refs]
+            + [label for _, label in extra])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         name = s["method"] + ("" if "picked" not in s else
                               " (" + ", ".join(f"{k} {n}" for k, n in s["picked"].items()) + ")")
         cells = [s["variant"], name, str(s["units"]), report.pm(*percent(s, "test_accuracy"), ".1f")]
-        for ref in refs:
-            cells.append(f"{report.pm(*percent(s, f'vs_{ref}'), '+.1f')} "
-                         f"({s[f'vs_{ref}_wins']}/{s[f'vs_{ref}_losses']} of {len(s[f'vs_{ref}_by_pool'])})"
-                         if f"vs_{ref}" in s else "-")
+        for key in [f"vs_{ref}" for ref in refs] + [k for k, _ in extra]:
+            cells.append(f"{report.pm(*percent(s, key), '+.1f')} ({s[f'{key}_wins']}/{s[f'{key}_losses']} of "
+                         f"{len(s[f'{key}_by_pool'])})" if key in s else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -158,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summarize", action="store_true", help="only read the runs' results and write the table")
     ap.add_argument("--references", type=Path, help="a pools results JSON of the same pools and data whose reference "
                     "rows (stratified, cleanlab, full) fill in those this run lacks")
+    ap.add_argument("--versus", type=Path, help="a pools results JSON of the same pools and data from another config "
+                    "(an A/B): each method paired with the same method there, in test and validation accuracy and macro-F1")
     a = ap.parse_args(argv)
     name = Path(a.config).stem + ("" if a.variants is None else "-" + "-".join(a.variants))
     folder = ROOT / "runs" / f"pools-{name}"
@@ -168,14 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = units(folder, a.pools)
         if a.references:
             rows += borrowed(rows, a.references)
+        versus = None if a.versus is None else results_rows(a.versus)
     except JaxselError as e:
         sys.exit(f"error: {e}")
-    summary = summarize(rows)
+    summary = summarize(rows, versus)
     out = RESULTS / f"pools-{name}"
     doc = {"config": name, "pools": list(a.pools), "environment": report.environment(), "summary": summary,
+           **({} if a.versus is None else {"versus": a.versus.name}),
            "rows": [{k: r.get(k) for k in ("pool", "seed", "variant", "method", "picked", "test_accuracy",
-                                             "validation_accuracy", "examples", "corrupted_chosen", "flipped_chosen",
-                                             "duplicates_chosen", "borrowed")} for r in rows]}
+                                             "validation_accuracy", "test_macro_f1", "examples", "corrupted_chosen",
+                                             "flipped_chosen", "duplicates_chosen", "borrowed")} for r in rows]}
     write_json(out.with_suffix(".json"), doc)
     if any("vs_stratified" in s for s in summary):  # else nothing to draw (e.g. full data alone)
         plot(summary, out.with_suffix(".png"), f"{name}\npools {','.join(map(str, a.pools))}, paired by (pool, seed)")

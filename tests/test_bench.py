@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 BENCH = Path(__file__).parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -50,3 +52,28 @@ def test_bad_benchmark_arguments_are_one_line(args, says, tmp_path):
                           cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert (BENCH / "results" / "headline.json").read_bytes() == before  # --budget 2 had emptied it
+
+
+def test_pools_pairs_each_method_by_pool_in_every_metric():
+    """bench/pools.py's summary: each method minus stratified by (pool, seed) in test accuracy,
+    validation accuracy and macro-F1, and an A/B against another run's same method, against a
+    direct computation (a pool the other run lacks is left out of the A/B)."""
+    import pools
+    rng = np.random.default_rng(0)
+
+    def rows(methods, n):
+        return [dict(pool=p, seed=0, variant="clean", method=m, picked=None, test_accuracy=rng.random(),
+                     validation_accuracy=rng.random(), test_macro_f1=rng.random()) for p in range(n) for m in methods]
+    mine, theirs = rows(("ppo", "stratified"), 6), rows(("ppo", "stratified"), 5)
+    (s,), = [[s for s in pools.summarize(mine, theirs) if s["method"] == "ppo"]]
+    get = {(r["method"], r["pool"]): r for r in mine}
+    other = {(r["method"], r["pool"]): r for r in theirs}
+    for suffix, metric in (("", "test_accuracy"), ("_validation", "validation_accuracy"), ("_macro_f1", "test_macro_f1")):
+        d = np.array([get["ppo", p][metric] - get["stratified", p][metric] for p in range(6)])
+        assert s[f"vs_stratified{suffix}"] == pytest.approx(d.mean())
+        assert s[f"vs_stratified{suffix}_ci95"] == pytest.approx(stats.t.ppf(0.975, 5) * d.std(ddof=1) / np.sqrt(6))
+        assert (s[f"vs_stratified{suffix}_wins"], s[f"vs_stratified{suffix}_losses"]) == ((d > 0).sum(), (d < 0).sum())
+        v = np.array([get["ppo", p][metric] - other["ppo", p][metric] for p in range(5)])
+        assert s[f"versus{suffix}"] == pytest.approx(v.mean()) and len(s[f"versus{suffix}_by_pool"]) == 5
+    table = pools.markdown(pools.summarize(mine, theirs))
+    assert "validation vs stratified" in table and "test vs the other run" in table
