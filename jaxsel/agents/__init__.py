@@ -306,7 +306,6 @@ def _score(proxy, subset: jax.Array):
     return proxy.score(subset)
 
 
-@in_32_bits
 def _trained(module, cfg, c: SelectConfig, env, params, cache, progress: bool, *, ckpt_dir, resume: bool,
              signature: str, stop_after, caps) -> tuple[list[int], float, dict]:
     """Train ``c.method``'s agent (``module``, ``cfg``) without reward-model rounds: the chosen cluster order,
@@ -342,6 +341,7 @@ def _trained(module, cfg, c: SelectConfig, env, params, cache, progress: bool, *
     return order, score, extra
 
 
+@in_32_bits
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None, train_x: np.ndarray | None = None,
