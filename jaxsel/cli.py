@@ -485,11 +485,16 @@ def cmd_select(a) -> None:
     print("label mix: " + ", ".join(f"{printable(n)} {c} (train {t})" for n, c, t in
                                     zip(names, sel.meta["label_counts"], sel.meta["train_label_counts"])))
     if sel.meta["missing_classes"]:
-        warn(f"the selection holds no example of class {', '.join(printable(names[i]) for i in sel.meta['missing_classes'])}; "
-             f"a model finetuned on it cannot predict that class ("
+        gone = sel.meta["missing_classes"]
+        whole = a.method not in BASELINE_METHODS and a.granularity == "cluster"
+        warn(f"the selection holds no example of {'class' if len(gone) == 1 else 'classes'} "
+             f"{', '.join(printable(names[i]) for i in gone)}; a model finetuned on it cannot predict "
+             f"{'that class' if len(gone) == 1 else 'those classes'} ("
              + ("the method takes classes about in proportion to their train rows: try a larger budget, or a search "
                 "with --stratified --balance equal" if a.method in BASELINE_METHODS else
-                f"try a larger budget{'' if a.stratified else ' or --stratified clusters'}")
+                f"try a larger budget{'' if a.stratified else ' or --stratified clusters'}"
+                + (f" or --granularity quota (a pick of whole clusters: {sel.meta['budget_examples']} examples are "
+                   f"about {len(sel.cluster_ids)} clusters)" if whole else ""))
              + f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})")
     print(f"wrote {out / 'selection.json'}")
 

@@ -95,6 +95,16 @@ def step_batch(cfg: FinetuneConfig, examples: int) -> int:
     return min(cfg.batch_size, math.ceil(embed.power_of_two(math.ceil(examples / cfg.grad_accum)) / devices) * devices)
 
 
+def planned_steps(cfg: FinetuneConfig, examples: int) -> tuple[int, int]:
+    """(optimizer steps, epochs) a finetune of ``examples`` rows plans (early stopping may end it
+    sooner): ``cfg.epochs`` of whole passes, more where ``cfg.min_steps`` needs them, at most
+    ``cfg.max_steps``."""
+    steps_per_epoch = math.ceil(examples / (step_batch(cfg, examples) * cfg.grad_accum))
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # small subsets: more epochs
+    total = steps_per_epoch * epochs
+    return (total if cfg.max_steps is None else min(cfg.max_steps, total)), epochs
+
+
 ACCELERATOR_COMPILE_TOKENS = 1 << 20
 """:func:`length_plan`'s price of one more compiled length on accelerators, in padded tokens: on the
 H200 (2026-12-04) a train step of 4,096 or 8,192 tokens took 44-48 ms, a fixed cost, so padding
@@ -455,9 +465,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
     packed = isinstance(model, classifier.BertClassifier)
     lengths = np.array([len(x) for x in splits["train"][0]])
-    steps_per_epoch = math.ceil(len(train) / (batch * cfg.grad_accum))
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # small subsets: more epochs
-    total = steps_per_epoch * epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * epochs)
+    total, epochs = planned_steps(cfg, len(train))
     lrs = learning_rates(cfg, total)
     tx = optimizer(cfg.clip, cfg.weight_decay)
     state, prog = TrainState(params, jax.jit(tx.init)(params), params), Progress()

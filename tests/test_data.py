@@ -248,9 +248,15 @@ def test_texts_shared_across_splits_are_counted(tmp_path):
     s = data.summary(data.load(str(p), split_col="split"))
     assert s["shared_with_train"] == {"validation": 0, "test": 9}
     assert s["shared_texts_with_train"] == {"validation": 0, "test": 3}
-    assert any("9 of 12 test rows (3 distinct texts)" in w and "without a split column the split comes after" in w
+    assert any("9 of 12 test rows (3 distinct texts)" in w and "in whichever split the split column puts it" in w
                for w in data.summary_warnings(s))  # round 31: --dedup was advised as if no split column could be given
-    assert s["conflicting_label_texts"] == 0
+    assert s["conflicting_label_texts"] == 0 and s["split_column"]
+    # round 39: without a split column the advice is the split's own (it had named a split column the file has)
+    p.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y, _ in rows) + "\n")
+    s = data.summary(data.load(str(p)))
+    assert not s["split_column"] and all("split column" not in w for w in data.summary_warnings(s))
+    assert any(s["shared_with_train"].values())  # the split put copies of t0, t1 or t2 outside train
+    assert any("--dedup drops repeated texts before the split" in w for w in data.summary_warnings(s))
 
 
 def test_texts_with_conflicting_labels_are_counted(tmp_path, capsys):

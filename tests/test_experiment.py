@@ -92,6 +92,8 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert "| clean | greedy | 10% | 2 (1 subset) |" in (out / "report.md").read_text()
     assert "| clean | stratified | 10% | 2 |" in (out / "report.md").read_text()
     assert "vs stratified, paired" in (out / "report.md").read_text()
+    labels = doc["dataset"]["labels"]  # round 39: the label mix column's order was nowhere in the report
+    assert f"in class order {'/'.join(labels)}" in (out / "report.md").read_text() and len(labels) == 3
     # every subset's selection file, the baselines' too (a validated pick of stratified could not be exported)
     from jaxsel.selection import Selection
     for r in doc["rows"]:
@@ -754,3 +756,36 @@ def test_the_mask_map_takes_the_runs_quota_whatever_method_comes_first(tmp_path)
         0.1, p, cl, sels, [None, None], y, samples=4)
     taken = mp["masks"][mp["kinds"].index("greedy")] * np.asarray(cl.sizes)
     np.testing.assert_allclose(taken, np.bincount(cl.assignment[sels["greedy"].indices], minlength=cl.k), atol=1e-4)
+
+
+def test_a_run_warns_when_its_subsets_train_too_few_steps_per_class(tmp_path, capsys):
+    """A 5% of 2,000 rows at batch 16 for 3 epochs is 21 optimizer steps: for 10 classes (a user's
+    merged file: loss 1.1-1.3 against chance's 2.3) the run says so and names min_steps; for 3
+    classes, or with min_steps = 100, or for full data alone it does not."""
+    import dataclasses
+
+    from jaxsel import errors
+    from jaxsel.finetune import planned_steps
+
+    def warned(classes, **kwargs) -> bool:
+        cfg = experiment.RunConfig(**kwargs)
+        errors._warned.clear()  # each case as a new process: one warned once would hide the next
+        capsys.readouterr()
+        experiment.Run(cfg, tmp_path / "run", progress=False)._check_steps(2000, classes)
+        return "optimizer steps (100 examples" in capsys.readouterr().err
+    ft = config.FinetuneConfig(batch_size=16, epochs=3)
+    assert planned_steps(ft, 100) == (21, 3) and planned_steps(dataclasses.replace(ft, min_steps=100), 100) == (105, 15)
+    assert warned(10, budgets=(0.05,), finetune=ft)
+    assert not warned(3, budgets=(0.05,), finetune=ft)
+    assert not warned(10, budgets=(0.05,), finetune=dataclasses.replace(ft, min_steps=100))
+    assert not warned(10, budgets=(0.05,), finetune=ft, methods=("full",))
+
+
+def test_a_cap_above_a_split_uses_all_its_rows_and_says_so(tmp_path, capsys):
+    """Round 39: max_test = 800 of a 418-row test split used all of them without a word (the docs
+    said a cap draws exactly that many rows)."""
+    from jaxsel.config import DataSpec
+    csv = write_data(tmp_path / "d.csv")
+    dd = experiment.load_dataset(DataSpec(name=str(csv), split_col="split", max_train=30, max_test=800))
+    assert len(dd["train"]) == 30 and len(dd["test"]) == 54
+    assert "[data] max_test = 800 exceeds the 54 test rows: all are used" in capsys.readouterr().err

@@ -795,7 +795,7 @@ def load(
         (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
     origin = {"source": quote(str(Path(name_or_path).resolve()), safe="/")} if source == "file" else {}
     fp, content = fingerprints(dd, params, "")
-    _record(dd, fp, {**counts, **origin}, content)
+    _record(dd, fp, {**counts, **origin, **({"split_column": 1} if split_col else {})}, content)
     return dd
 
 
@@ -915,7 +915,8 @@ def source_file(dd) -> str | None:
 
 def summary(dd) -> dict:
     """Rows, label counts and duplicate texts of each split, rows dropped when loading (missing
-    label, empty text, too small a class, a repeated text with ``dedup``), texts shared between
+    label, empty text, too small a class, a repeated text with ``dedup``), whether a split column
+    made the splits (``split_column``), texts shared between
     train and validation/test (leakage), and texts that appear with more than one label in the
     dataset, as a plain dict."""
     desc = dd["train"].info.description or ""
@@ -923,7 +924,7 @@ def summary(dd) -> dict:
            "duplicates_in_source": int(_info(dd, "jaxsel_duplicates")),
            "dropped": {k: int(_info(dd, f"jaxsel_{k}")) if f"jaxsel_{k}=" in desc else 0
                        for k in ("missing_label", "empty_text", "small_class", "deduplicated")},
-           "splits": {}}
+           "split_column": "jaxsel_split_column=" in desc, "splits": {}}
     train = set(column(dd["train"], "text"))
     shared = {s: [t for t in column(dd[s], "text") if t in train] for s in SPLITS[1:]}
     out["shared_with_train"] = {s: len(v) for s, v in shared.items()}  # rows whose text is also in train
@@ -968,8 +969,8 @@ def summary_warnings(s: dict) -> list[str]:
         out.append("rows whose text is also in train (leakage): " + ", ".join(
             f"{v} of {s['splits'][k]['rows']} {k} rows ({_count(texts.get(k, v), 'distinct text')})"
             for k, v in shared.items())
-            + " (--dedup keeps each text's first row; without a split column the split comes after, so no text is "
-              "shared)")
+            + (" (--dedup keeps each text's first row, in whichever split the split column puts it)"
+               if s.get("split_column") else " (--dedup drops repeated texts before the split, so no text is shared)"))
     if s.get("conflicting_label_texts"):
         n = s["conflicting_label_texts"]
         out.append(f"{_count(n, 'text')} {'appears' if n == 1 else 'appear'} with more than one label "

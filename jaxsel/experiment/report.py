@@ -339,6 +339,11 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     return "\n".join(lines + ([""] + warnings if warnings else []))
 
 
+def _class_order(labels: list[str] | None) -> str:
+    """", in class order a/b/c" for the label mix column (empty without class names)."""
+    return f", in class order {'/'.join(labels)}" if labels else ""
+
+
 def _panels(n: int, width: float, height: float):
     """(figure, row of n axes): a ``matplotlib.figure.Figure`` (no pyplot, no global backend)."""
     from matplotlib.figure import Figure
@@ -504,7 +509,8 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"`total / full` divides it by the full-data finetune. The first finetune and proxy of each shape in a "
             f"process include their XLA compilation (seconds; `$JAXSEL_CACHE/xla` keeps it for later runs), which "
             f"weighs on small runs' ratios. `label mix %`: "
-            f"the selections' label shares over all seeds (full data: the train split's).{_agents(doc)}\n\n"
+            f"the selections' label shares over all seeds (full data: the train split's)"
+            f"{_class_order(doc.get('dataset', {}).get('labels'))}.{_agents(doc)}\n\n"
             f"{table}\n\n![accuracy](accuracy_vs_budget.png)\n![wall-clock](wallclock.png)\n")
     plot_accuracy(doc["summary"], out / "accuracy_vs_budget.png")
     plot_wallclock(doc["summary"], doc["timings"], out / "wallclock.png")
