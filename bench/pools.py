@@ -48,7 +48,23 @@ REFERENCES = ("stratified", "cleanlab", "full")
 
 
 def ints(s: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in s.split(","))
+    """Comma-separated whole numbers, with ranges as the configs' headers spell them: "1,...,16" and
+    "1-16" are 1 to 16, "0,3-5" is 0, 3, 4, 5."""
+    parts, out = [p.strip() for p in s.split(",")], []
+    try:
+        for i, p in enumerate(parts):
+            if p == "...":
+                if not out or i + 1 == len(parts):
+                    raise ValueError
+                out += range(out[-1] + 1, int(parts[i + 1]))
+            elif "-" in p[1:]:
+                low, high = p.split("-", 1)
+                out += range(int(low), int(high) + 1)
+            else:
+                out.append(int(p))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers like 1,2,3, 1-16 or 1,...,16, got {s!r}") from None
+    return tuple(out)
 
 
 def run_pools(config: str, pools: tuple[int, ...], folder: Path, stages: Path, **overrides) -> None:
@@ -118,6 +134,14 @@ def differences(d: dict[str, float], prefix: str) -> dict:
             f"{prefix}_losses": int((x < 0).sum()), f"{prefix}_by_pool": d}
 
 
+def cells(rows: list[dict]) -> dict:
+    """``rows`` by (variant, method), then by (pool, seed)."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r["variant"], r["method"]), {})[(r["pool"], r["seed"])] = r
+    return out
+
+
 def summarize(rows: list[dict], versus: list[dict] | None = None) -> list[dict]:
     """Per (variant, method): units, test accuracy mean and 95% interval, and the difference to each
     reference paired by (pool, seed) (``vs_REF``), with wins and losses; against stratified also in
@@ -125,12 +149,7 @@ def summarize(rows: list[dict], versus: list[dict] | None = None) -> list[dict]:
     macro-F1 (``vs_stratified_macro_f1``). ``versus``: the rows of another pools run of the same
     pools (an A/B of two configs): each method against the same method there (``versus``, ``versus_validation``,
     ``versus_macro_f1``)."""
-    by = {}
-    for r in rows:
-        by.setdefault((r["variant"], r["method"]), {})[(r["pool"], r["seed"])] = r
-    theirs = {}
-    for r in versus or ():
-        theirs.setdefault((r["variant"], r["method"]), {})[(r["pool"], r["seed"])] = r
+    by, theirs = cells(rows), cells(versus or [])
     out = []
     for v, m in sorted(by, key=lambda k: (k[0], report.ORDER.index(k[1]))):
         rs = list(by[(v, m)].values())
@@ -144,7 +163,7 @@ def summarize(rows: list[dict], versus: list[dict] | None = None) -> list[dict]:
             for suffix, metric in METRICS.items() if ref == "stratified" else [("", "test_accuracy")]:
                 if d := paired(rs, by[(v, ref)], metric):
                     s.update(differences(d, f"vs_{ref}{suffix}"))
-        if m not in REFERENCES and (v, m) in theirs:
+        if (v, m) in theirs:  # the references too: stratified against its twin is the A/B's own check
             for suffix, metric in METRICS.items():
                 if d := paired(rs, theirs[(v, m)], metric):
                     s.update(differences(d, f"versus{suffix}"))
@@ -157,7 +176,8 @@ def markdown(summary: list[dict]) -> str:
     extra = [(k, label) for k, label in (("vs_stratified_validation", "validation vs stratified"),
                                          ("vs_stratified_macro_f1", "macro-F1 vs stratified"),
                                          ("versus", "test vs the other run"),
-                                         ("versus_validation", "validation vs the other run"))
+                                         ("versus_validation", "validation vs the other run"),
+                                         ("versus_macro_f1", "macro-F1 vs the other run"))
              if any(k in s for s in summary)]
     head = (["variant", "method", "pools x seeds", "test acc %"] + [f"vs {ref}, paired (wins/losses)" for ref in refs]
             + [label for _, label in extra])

@@ -413,7 +413,8 @@ class RunConfig:
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, build(cls, getattr(self, name), f"[{name}]"))
         if isinstance(self.budgets, (list, tuple)):  # "1/16", as a config file and SelectConfig spell it
-            object.__setattr__(self, "budgets", [parse_budget(b) if isinstance(b, str) else b for b in self.budgets])
+            object.__setattr__(self, "budgets", [parse_budget(b) if isinstance(b, str) or getattr(b, "shape", None) == ()
+                                                 else b for b in self.budgets])  # and numpy / 0-d jax numbers
         check_types("run config", self)
         check_at_least("run config", self, 0, "checkpoint_min_examples")
         for name, known in (("method", SEARCH_METHODS + BASELINES), ("variant", VARIANTS)):

@@ -38,7 +38,7 @@ METHODS = (*AGENTS, "random-search", "greedy", "climb", "random", "stratified", 
 def parse_budget(text: str | float) -> float:
     """A budget as a fraction in (0, 1): ``0.05``, ``"0.05"``, ``"1/16"``, or a numpy or 0-d jax
     float (as its shortest decimal: ``np.float32(0.05)`` is 0.05, not 0.05000000074505806)."""
-    if getattr(text, "shape", None) == () and np.asarray(text).dtype.kind == "f":
+    if getattr(text, "shape", None) == () and np.asarray(text).dtype.name.startswith(("float", "bfloat")):
         text = str(np.asarray(text)[()])  # a numpy scalar's repr is its shortest round-tripping decimal
     try:
         value = float(text) if isinstance(text, numbers.Real) and not isinstance(text, bool) else float(Fraction(text))
@@ -53,7 +53,7 @@ def budget_examples(budget: float, n: int) -> int:
     """The example budget for a fraction ``budget`` in (0, 1] of ``n`` >= 1 rows: rounded to the
     nearest whole number, a half to the even one (Python's ``round``: 0.05 of 8,530 rows is 426),
     at least one. Raises JaxselError for a budget outside (0, 1] or no rows."""
-    if not is_int(n) or n < 1 or not 0 < budget <= 1:
+    if not is_int(n) or n < 1 or isinstance(budget, bool) or not 0 < budget <= 1:
         raise JaxselError(f"a budget needs a fraction in (0, 1] of at least one row, got {budget!r} of {n!r}")
     return max(1, int(round(budget * n)))
 

@@ -75,5 +75,12 @@ def test_pools_pairs_each_method_by_pool_in_every_metric():
         assert (s[f"vs_stratified{suffix}_wins"], s[f"vs_stratified{suffix}_losses"]) == ((d > 0).sum(), (d < 0).sum())
         v = np.array([get["ppo", p][metric] - other["ppo", p][metric] for p in range(5)])
         assert s[f"versus{suffix}"] == pytest.approx(v.mean()) and len(s[f"versus{suffix}_by_pool"]) == 5
+    strat = next(s for s in pools.summarize(mine, theirs) if s["method"] == "stratified")
+    assert "versus" in strat and "vs_stratified" not in strat  # the A/B's own check: stratified against its twin
     table = pools.markdown(pools.summarize(mine, theirs))
-    assert "validation vs stratified" in table and "test vs the other run" in table
+    assert "validation vs stratified" in table and "macro-F1 vs the other run" in table
+    # --pools as the configs' headers spell it (argparse had refused "1,...,16")
+    assert pools.ints("1,...,16") == tuple(range(1, 17)) == pools.ints("1-16") and pools.ints("0,3-5") == (0, 3, 4, 5)
+    for bad in ("a", "1,...", "1-b"):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole numbers like"):
+            pools.ints(bad)

@@ -772,10 +772,13 @@ def test_a_run_warns_when_its_subsets_train_too_few_steps_per_class(tmp_path, ca
         errors._warned.clear()  # each case as a new process: one warned once would hide the next
         capsys.readouterr()
         experiment.Run(cfg, tmp_path / "run", progress=False)._check_steps(2000, classes)
-        return "optimizer steps (100 examples" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        return "optimizer steps (100 examples" in err and err
     ft = config.FinetuneConfig(batch_size=16, epochs=3)
     assert planned_steps(ft, 100) == (21, 3) and planned_steps(dataclasses.replace(ft, min_steps=100), 100) == (105, 15)
-    assert warned(10, budgets=(0.05,), finetune=ft)
+    assert "min_steps = 100 trains every subset" in warned(10, budgets=(0.05,), finetune=ft)
+    # more classes: the advice names enough steps to clear the floor itself (it had named 100 for 30 classes)
+    assert "min_steps = 150 trains every subset" in warned(30, budgets=(0.05,), finetune=ft)
     assert not warned(3, budgets=(0.05,), finetune=ft)
     assert not warned(10, budgets=(0.05,), finetune=dataclasses.replace(ft, min_steps=100))
     assert not warned(10, budgets=(0.05,), finetune=ft, methods=("full",))

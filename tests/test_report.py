@@ -181,6 +181,12 @@ def test_merge_refuses_different_configs_and_repeated_cells():
         report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], budgets=["0.1"])])
     with pytest.raises(JaxselError, match="two parts hold the cell"):
         report.merge([_doc([0], rows[:3]), _doc([0], rows[:1])])
+    # a dataset summary that a newer jaxsel records more of (split_column, 2026-12-07) is the same dataset;
+    # one whose recorded fields differ is not
+    newer = dict(_doc([1], rows[3:]), dataset={"name": "d", "split_column": True})
+    assert report.merge([_doc([0], rows[:3]), newer])["complete"]
+    with pytest.raises(JaxselError, match="different datasets"):
+        report.merge([_doc([0], rows[:3]), dict(newer, dataset={"name": "e"})])
     # parts may keep their stage cache in different folders (bench/runbg.sh's seed parts share one)
     assert report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], stages="runs/x/stages")])["complete"]
     # a field added to the config later, at its default, is no difference; set to another value it is

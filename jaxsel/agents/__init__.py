@@ -85,7 +85,7 @@ class SelectConfig:
                               ("balance", BALANCES)):
             check_choice("select", self, name, choices)
         if isinstance(self.budget, str) or getattr(self.budget, "shape", None) == ():  # "1/16" (a config file's
-            # and --budget's spelling), or a numpy or 0-d jax float: parse_budget reads both
+            # and --budget's spelling), or a numpy or 0-d jax number: parse_budget reads both
             object.__setattr__(self, "budget", parse_budget(self.budget))
         if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool) or not 0 < self.budget < 1:
             raise JaxselError(f"select budget must be a fraction strictly between 0 and 1 (0.05 for 5%), "

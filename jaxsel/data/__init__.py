@@ -631,7 +631,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     Returns :class:`Splits` (texts, label ids (n,), label names, [train, validation, test] row
     indices, counts, source rows (n,)):
     ``counts`` has the rows dropped for a missing label, an empty text or a class below
-    ``min_class_rows`` rows, and the duplicate texts. ``missing_labels``: "drop" (counted),
+    ``min_class_rows`` rows, the duplicate texts, and ``split_column`` 1 where the source's own
+    split made the splits (a split column, a hub dataset's splits). ``missing_labels``: "drop" (counted),
     "error", or "keep" (marker words such as "none" and "NA" are class names; empty and null
     cells are still dropped); ``merge_case``: labels differing only by case are one class.
     """
@@ -735,7 +736,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                               f"split): " + ", or ".join(a for a in advice if a))
     counts = {"duplicates": dups, "deduplicated": dups if dedup else 0, "missing_label": raw.missing_labels,
               "empty_text": raw.empty_texts,
-              "small_class": small}
+              "small_class": small, **({"split_column": 1} if raw.split is not None else {})}
     return Splits(raw.texts, label_ids, names, parts, counts, np.asarray(raw.sources, np.int64))
 
 
@@ -795,7 +796,7 @@ def load(
         (f"|merge_case={merge_case}|min_class_rows={min_class_rows}" if merge_case or min_class_rows else "")
     origin = {"source": quote(str(Path(name_or_path).resolve()), safe="/")} if source == "file" else {}
     fp, content = fingerprints(dd, params, "")
-    _record(dd, fp, {**counts, **origin, **({"split_column": 1} if split_col else {})}, content)
+    _record(dd, fp, {**counts, **origin}, content)
     return dd
 
 
@@ -916,7 +917,7 @@ def source_file(dd) -> str | None:
 def summary(dd) -> dict:
     """Rows, label counts and duplicate texts of each split, rows dropped when loading (missing
     label, empty text, too small a class, a repeated text with ``dedup``), whether a split column
-    made the splits (``split_column``), texts shared between
+    made the splits (``split_column``: a file's split column or a hub dataset's own splits), texts shared between
     train and validation/test (leakage), and texts that appear with more than one label in the
     dataset, as a plain dict."""
     desc = dd["train"].info.description or ""
@@ -969,7 +970,7 @@ def summary_warnings(s: dict) -> list[str]:
         out.append("rows whose text is also in train (leakage): " + ", ".join(
             f"{v} of {s['splits'][k]['rows']} {k} rows ({_count(texts.get(k, v), 'distinct text')})"
             for k, v in shared.items())
-            + (" (--dedup keeps each text's first row, in whichever split the split column puts it)"
+            + (" (--dedup keeps each text's first row, in whichever split the source puts it)"
                if s.get("split_column") else " (--dedup drops repeated texts before the split, so no text is shared)"))
     if s.get("conflicting_label_texts"):
         n = s["conflicting_label_texts"]

@@ -387,11 +387,14 @@ class Run:
         b = min(self.cfg.budgets)
         examples = budget_examples(b, n)
         steps, epochs = planned_steps(self.cfg.finetune, examples)
-        if steps < MIN_STEPS_PER_CLASS * classes:
-            warn(f"the {b:.4g} subsets' finetunes plan {steps} optimizer steps ({examples} examples, batch "
-                 f"{self.cfg.finetune.batch_size}, {epochs} epochs) for {classes} classes: trained that little their "
-                 f"comparison is mostly noise; [finetune] min_steps = 100 trains every subset at least 100 steps "
-                 f"(the whole-dataset protocol, bench/README.md)", once=True)
+        need = MIN_STEPS_PER_CLASS * classes
+        if steps < need:
+            cap = self.cfg.finetune.max_steps
+            warn(f"the {b:.4g} subsets' finetunes plan {steps} optimizer steps ({examples} examples, {epochs} epochs) "
+                 f"for {classes} classes: trained that little their comparison is mostly noise; [finetune] min_steps = "
+                 f"{max(100, need)} trains every subset at least that many (100: the whole-dataset protocol, "
+                 f"bench/README.md)" + (f", with max_steps ({cap}) raised to match" if cap is not None and cap < need
+                                        else ""), once=True)
 
     def _stages(self, dd, t_start: float) -> dict:
         """:meth:`execute` once the dataset ``dd`` is loaded (at ``t_start``)."""

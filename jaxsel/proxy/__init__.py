@@ -157,8 +157,8 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     absent = np.setdiff1d(val_y, train_y).tolist()  # classes the proxy can never predict
     if len(absent) == len(np.unique(val_y)):
         raise JaxselError(f"no validation label is a class of the train labels (validation {np.unique(val_y).tolist()[:10]}, "
-                          f"train {np.unique(train_y).tolist()[:10]}): every subset would score 0; number both "
-                          f"splits' classes alike")
+                          f"train {np.unique(train_y).tolist()[:10]}): no subset could predict a validation row; "
+                          f"number both splits' classes alike")
     if absent:
         warn(f"validation classes {absent[:10]}{' ...' if len(absent) > 10 else ''} have no train row: no subset can "
              f"predict them ({np.isin(val_y, absent).mean():.1%} of the validation rows)", once=True)
