@@ -721,9 +721,13 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             need = int(np.ceil(1 / min(fractions)))
 
             def drop(at_least: int) -> str:  # advice only where it leaves two classes (round 31: it left none)
-                if (np.bincount(label_ids, minlength=len(names)) >= at_least).sum() < 2:
+                sizes = np.bincount(label_ids, minlength=len(names))
+                if (sizes >= at_least).sum() < 2:
                     return ""
-                return f"drop classes this small with --min-class-rows {at_least} (min_class_rows in a config's [data])"
+                others = int((sizes < at_least).sum()) - 1  # round 39: a large class in one split only drops more
+                return (f"drop classes this small with --min-class-rows {at_least} (min_class_rows in a config's [data]"
+                        + (f"; it also drops {others} other {'class' if others == 1 else 'classes'}" if others else "")
+                        + ")")
             if raw.split is not None:  # the user's split
                 advice = [f"give it {s} rows", drop(rows + 1)] + \
                     (["leave out the split column for a stratified split"] if rows >= need else [])
