@@ -21,7 +21,7 @@ from jaxsel import baselines
 from jaxsel.data import MISSING_CHOICES
 from jaxsel.io import folder_digest
 from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
-from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, parse_budget
+from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, parse_budget, read_budget
 
 def later(default, *, before=None):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -413,8 +413,7 @@ class RunConfig:
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, build(cls, getattr(self, name), f"[{name}]"))
         if isinstance(self.budgets, (list, tuple)):  # "1/16", as a config file and SelectConfig spell it
-            object.__setattr__(self, "budgets", [parse_budget(b) if isinstance(b, str) or getattr(b, "shape", None) == ()
-                                                 else b for b in self.budgets])  # and numpy / 0-d jax numbers
+            object.__setattr__(self, "budgets", [read_budget(b) for b in self.budgets])
         check_types("run config", self)
         check_at_least("run config", self, 0, "checkpoint_min_examples")
         for name, known in (("method", SEARCH_METHODS + BASELINES), ("variant", VARIANTS)):

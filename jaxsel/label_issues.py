@@ -132,11 +132,11 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     per_cluster = _per_cluster(proxy)  # once: a quota proxy rebuilds its chunk statistics on the host
     k = per_cluster.xtx.shape[0]
     judged = judgeable(labels, assignment, k)
-    if not judged.all():
+    if not judged.all():  # once: every seed's and method's pass over the same clustering finds the same rows
         n = int((~judged).sum())
         warn(f"label issues: {n} {'row belongs' if n == 1 else 'rows belong'} to classes with under {MIN_OUTSIDE:.0%} "
              f"of their rows outside the row's cluster; the out-of-cluster fit cannot judge their labels, so "
-             f"{'it is' if n == 1 else 'they are'} never flagged", once=True)  # every seed's and method's pass over the same clustering finds the same rows
+             f"{'it is' if n == 1 else 'they are'} never flagged", once=True)
 
     def rows(keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)

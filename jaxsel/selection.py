@@ -49,6 +49,12 @@ def parse_budget(text: str | float) -> float:
     return value
 
 
+def read_budget(value):
+    """``value`` as a config's budget: text ("1/16") and numpy or 0-d jax numbers through
+    :func:`parse_budget`, anything else as it is (the config's own check names a wrong type)."""
+    return parse_budget(value) if isinstance(value, str) or getattr(value, "shape", None) == () else value
+
+
 def budget_examples(budget: float, n: int) -> int:
     """The example budget for a fraction ``budget`` in (0, 1] of ``n`` >= 1 rows: rounded to the
     nearest whole number, a half to the even one (Python's ``round``: 0.05 of 8,530 rows is 426),

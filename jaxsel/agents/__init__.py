@@ -32,7 +32,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask
 from jaxsel.io import writes_files
 from jaxsel.precision import in_32_bits
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, parse_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
+from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, read_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
 
 CONFIGS = MappingProxyType({"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig})
@@ -84,9 +84,7 @@ class SelectConfig:
         for name, choices in (("method", METHODS), ("final", FINALS), ("granularity", GRANULARITIES),
                               ("balance", BALANCES)):
             check_choice("select", self, name, choices)
-        if isinstance(self.budget, str) or getattr(self.budget, "shape", None) == ():  # "1/16" (a config file's
-            # and --budget's spelling), or a numpy or 0-d jax number: parse_budget reads both
-            object.__setattr__(self, "budget", parse_budget(self.budget))
+        object.__setattr__(self, "budget", read_budget(self.budget))  # "1/16", as a config file and --budget spell it
         if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool) or not 0 < self.budget < 1:
             raise JaxselError(f"select budget must be a fraction strictly between 0 and 1 (0.05 for 5%), "
                               f"got {self.budget!r}")
@@ -306,11 +304,10 @@ def _score(proxy, subset: jax.Array):
     return proxy.score(subset)
 
 
-def _trained(module, cfg, c: SelectConfig, env, params, cache, progress: bool, *, ckpt_dir, resume: bool,
-             signature: str, stop_after, caps) -> tuple[list[int], float, dict]:
+def _trained(module, cfg, c: SelectConfig, env, params, progress: bool, *, ckpt_dir, resume: bool,
+             signature: str, stop_after) -> tuple[list[int], float, dict]:
     """Train ``c.method``'s agent (``module``, ``cfg``) without reward-model rounds: the chosen cluster order,
-    its proxy score and what selection.json records beside (history, env steps, how it was completed).
-    ``cache`` and ``caps`` are :func:`surrogate_train`'s, unread here."""
+    its proxy score and what selection.json records beside (history, env steps, how it was completed)."""
     extra: dict = {}
     if abs(env_steps(cfg, cfg.num_updates) - cfg.total_timesteps) > 0.1 * cfg.total_timesteps:  # > 10% off
         warn(f"{c.method}: {env_steps(cfg, cfg.num_updates)} environment steps instead of the "
@@ -394,9 +391,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         _other_selections(Path(ckpt_dir), signature, c, resume)
     if c.method in AGENTS:
         module, cfg = (ppo, c.ppo) if c.method == "ppo" else (dqn, c.dqn)
-        train = surrogate_train if c.surrogate_rounds > 0 else _trained
-        order, score, extra = train(module, cfg, c, env, params, cache, progress, ckpt_dir=ckpt_dir, resume=resume,
-                                    signature=signature, stop_after=stop_after, caps=caps)
+        run = dict(ckpt_dir=ckpt_dir, resume=resume, signature=signature, stop_after=stop_after)
+        order, score, extra = (surrogate_train(module, cfg, c, env, params, cache, progress, caps=caps, **run)
+                               if c.surrogate_rounds > 0 else _trained(module, cfg, c, env, params, progress, **run))
     elif c.method in baselines.METHODS:
         order, score, extra = [], None, {}  # no search: null in selection.json (a bare NaN is not JSON)
     else:

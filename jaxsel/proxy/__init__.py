@@ -154,9 +154,10 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
         warn(f"class ids {unused[:10]}{' ...' if len(unused) > 10 else ''} appear in no train or validation label, "
              f"yet count as classes ({c}: 0 .. the largest id); renumber the labels 0..C-1 "
              f"(numpy.unique(labels, return_inverse=True))")
-    absent = np.setdiff1d(val_y, train_y).tolist()  # classes the proxy can never predict
-    if len(absent) == len(np.unique(val_y)):
-        raise JaxselError(f"no validation label is a class of the train labels (validation {np.unique(val_y).tolist()[:10]}, "
+    val_classes = np.unique(val_y)
+    absent = np.setdiff1d(val_classes, train_y).tolist()  # classes the proxy can never predict
+    if len(absent) == len(val_classes):
+        raise JaxselError(f"no validation label is a class of the train labels (validation {val_classes.tolist()[:10]}, "
                           f"train {np.unique(train_y).tolist()[:10]}): no subset could predict a validation row; "
                           f"number both splits' classes alike")
     if absent:
