@@ -5,7 +5,8 @@ Data flow, one subpackage or module per stage: ``data.load`` -> ``embed.embed_da
 random-search; baselines random, stratified, typical, cleanlab; full) -> ``Selection`` ->
 ``finetune.finetune``; ``experiment.run(config)`` does all of it and ``experiment.report``
 summarises. ``models`` holds the networks (BERT, Llama, classifiers, tokenization). Modules are
-imported lazily so ``import jaxsel`` is cheap; the names modules had before the subpackages
+imported lazily so ``import jaxsel`` is cheap; ``jaxsel.JaxselError`` is every user mistake and
+``jaxsel.JaxselWarning`` every warning (Python's ``warnings``: filterable); the names modules had before the subpackages
 (``jaxsel.ppo``, ``jaxsel.bert``, ...) still resolve.
 """
 
@@ -21,6 +22,7 @@ __all__ = ["agents", "allocator", "assets", "baselines", "checkpoint", "cli", "c
 MOVED = {**{m: "models" for m in ("bert", "llama", "classifier", "tokens")},
          **{m: "agents" for m in ("ppo", "dqn", "env", "episodes", "networks", "search", "reward_model")},
          "noise": "data", "report": "experiment", "stages": "experiment"}
+CLASSES = {"JaxselError": "errors", "JaxselWarning": "errors"}  # `except jaxsel.JaxselError`, warning filters
 
 
 @functools.cache
@@ -45,6 +47,8 @@ def code_version() -> str:
 def __getattr__(name: str):
     if name in __all__:
         return importlib.import_module(f"jaxsel.{name}")
+    if name in CLASSES:
+        return getattr(importlib.import_module(f"jaxsel.{CLASSES[name]}"), name)
     if name in MOVED:
         return importlib.import_module(f"jaxsel.{MOVED[name]}.{name}")
     raise AttributeError(f"module 'jaxsel' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import MAX_INT, JaxselError, warn
+from jaxsel.errors import MAX_INT, JaxselError, warn, warnings_as_lines
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
@@ -780,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     A command that fails removes the empty output folders it created. Every command keeps its
     compiled programs in ``$JAXSEL_CACHE/xla`` (:func:`jaxsel.assets.enable_compilation_cache`).
     ``--help`` and ``--version`` return 0 and an argument mistake 2 (argparse's usage line said
-    why), as after the command: a notebook's call gets the status, not ``SystemExit``."""
+    why), as after the command: a notebook's call gets the status, not ``SystemExit``. Each
+    :class:`~jaxsel.errors.JaxselWarning` is printed as one line, "warning: " + its message."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse leaves this way, its lines printed
@@ -788,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxsel import assets
     assets.enable_compilation_cache()  # every command's programs; library calls leave jax's config alone
     MADE.clear()
-    with LOCKS:  # the output folders this command writes, released when it ends
+    # LOCKS: the output folders this command writes, released when it ends; warnings as "warning: ..." lines
+    with LOCKS, warnings_as_lines():
         code = _dispatch(args)
     if code:
         _remove_empty_made()

@@ -1,31 +1,73 @@
-"""The one exception type for user mistakes (the CLI prints it as one line and exits 2), and the
-checks configs run on their fields."""
+"""The one exception type for user mistakes (the CLI prints it as one line and exits 2), the one
+warning type for what does not stop the work, and the checks configs run on their fields."""
 
+import contextlib
 import dataclasses
 import functools
 import numbers
 import os
+import sys
 import types
 import typing
+import warnings
 
 
 class JaxselError(ValueError):
     """Bad input or environment, explained in one line (missing column, wrong checksum, ...)."""
 
 
-_warned: set[str] = set()  # the messages warn(..., once=True) printed in this process
+class JaxselWarning(UserWarning):
+    """Something the user should know that does not stop the work (a class missing from a subset,
+    too few optimizer steps, a duplicated text, ...). A Python warning: ``warnings.filterwarnings(
+    "ignore", category=jaxsel.JaxselWarning)`` silences them, ``warnings.catch_warnings(record=True)``
+    collects them; the ``jaxsel`` command prints each as one line, "warning: " + the message."""
+
+
+_warned: set[str] = set()  # the messages warn(..., once=True) issued in this process
 
 
 def warn(message: str, once: bool = False) -> None:
-    """A warning on stderr, one line: "warning: " + ``message`` (something the user should know
-    that does not stop the work); with ``once``, not again when this process printed the same
-    message (a property of the data that every seed's and method's pass would repeat)."""
-    import sys
+    """Issue ``message`` as a :class:`JaxselWarning` (Python's ``warnings``: shown on stderr unless
+    filtered; the CLI prints it as "warning: " + ``message``); with ``once``, not again when this
+    process issued the same message (a property of the data that every seed's and method's pass
+    would repeat)."""
     if once:
         if message in _warned:
             return
         _warned.add(message)
-    print(f"warning: {message}", file=sys.stderr)
+    warnings.warn(message, JaxselWarning, stacklevel=_caller_level())
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside jaxsel above :func:`warn`'s caller: a warning is
+    shown at the user's line that led to it (a notebook cell's), as Python 3.12's
+    ``skip_file_prefixes`` would, and is filtered by that module's registry."""
+    frame, level = sys._getframe(2), 2  # warn's caller, in jaxsel
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 2
+
+
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Within this block every :class:`JaxselWarning` is printed to stderr as one line, "warning: " +
+    its message, each time it is issued (the ``jaxsel`` command's form); other warnings as Python
+    shows them. Restores the warning filters and display on exit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", JaxselWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, JaxselWarning):
+                print(f"warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def is_int(value) -> bool:

@@ -84,6 +84,10 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _warnings_anew():
     """Each test sees the once-per-process warnings (``jaxsel.errors.warn(once=True)``) as a new
-    process would, whatever ran before it on its worker."""
+    process would, whatever ran before it on its worker, and every JaxselWarning on stderr as the
+    ``jaxsel`` command prints it ("warning: ..."), so a test reads a library call's warnings and a
+    command's alike (``pytest.warns`` inside a test still records them)."""
     from jaxsel import errors
     errors._warned.clear()
+    with errors.warnings_as_lines():
+        yield

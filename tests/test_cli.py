@@ -1289,7 +1289,7 @@ def test_stage_lock_waits_for_another_process_not_for_itself(tmp_path, capsys):
 def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
     """Round 30: a saved program cut short (a kill while jax wrote it: jax writes in place and never
     replaces an entry) printed jax's two-line warning at every later run, which compiled it again. It is
-    now removed with one line, saved again by the run that compiles it, and the next run reads it."""
+    now removed with one JaxselWarning, saved again by the run that compiles it, and the next run reads it."""
     program = ("import jax, jax.numpy as jnp\nfrom jaxsel import assets\nassets.enable_compilation_cache()\n"
                "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
                "def damaged_probe(x):\n    return jnp.sin(x) * 3 + 1\n"
@@ -1303,7 +1303,7 @@ def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
     second = run_it()
     assert second.returncode == 0 and second.stdout == first.stdout, second.stderr
     said = [line for line in second.stderr.splitlines() if "jit_damaged_probe" in line]
-    assert len(said) == 1 and said[0].startswith("warning: a compiled program saved in ") and \
+    assert len(said) == 1 and "JaxselWarning: a compiled program saved in " in said[0] and \
         "removed, it is compiled and saved again" in said[0], second.stderr
     assert "Error reading persistent" not in second.stderr and len(saved.read_bytes()) > 37  # saved again
     third = run_it()
