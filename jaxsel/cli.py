@@ -12,23 +12,25 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import MAX_INT, JaxselError, warn, warnings_as_lines
+from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, warn, warnings_as_lines
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
                            ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
-from jaxsel.selection import AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes, parse_budget
+from jaxsel.selection import AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, class_list, missing_classes, parse_budget
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -487,8 +489,7 @@ def cmd_select(a) -> None:
     if sel.meta["missing_classes"]:
         gone = sel.meta["missing_classes"]
         whole = a.method not in BASELINE_METHODS and a.granularity == "cluster"
-        warn(f"the selection holds no example of {'class' if len(gone) == 1 else 'classes'} "
-             f"{', '.join(printable(names[i]) for i in gone)}; a model finetuned on it cannot predict "
+        warn(f"the selection holds no example of {class_list(gone, names)}; a model finetuned on it cannot predict "
              f"{'that class' if len(gone) == 1 else 'those classes'} ("
              + ("the method takes classes about in proportion to their train rows: try a larger budget, or a search "
                 "with --stratified --balance equal" if a.method in BASELINE_METHODS else
@@ -536,7 +537,7 @@ def cmd_finetune(a) -> None:
         absent = missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels[indices], labels)))
         if absent:
             warn(f"the training subset ({len(indices)} example{'' if len(indices) == 1 else 's'}) holds no example "
-                 f"of class {', '.join(names[i] for i in absent)}: the model cannot learn to predict "
+                 f"of {class_list(absent, names)}: the model cannot learn to predict "
                  f"{'it' if len(absent) == 1 else 'them'}")
     _note_fresh_start(out / "checkpoints", a.resume)
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
@@ -786,11 +787,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse leaves this way, its lines printed
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
-    from jaxsel import assets
-    assets.enable_compilation_cache()  # every command's programs; library calls leave jax's config alone
     MADE.clear()
-    # LOCKS: the output folders this command writes, released when it ends; warnings as "warning: ..." lines
-    with LOCKS, warnings_as_lines():
+    # warnings as "warning: ..." lines (the cache's too); LOCKS: the output folders this command writes, released
+    # when it ends
+    with warnings_as_lines(), LOCKS:
         code = _dispatch(args)
     if code:
         _remove_empty_made()
@@ -799,7 +799,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     """``args.func(args)`` (in a distributed run, logging run, ...) and its exit status."""
+    from jaxsel import assets
     try:
+        # jax's warning of a damaged saved program is shown, never raised (-W error), so the cache hook repairs it
+        warnings.filterwarnings("default", message=re.escape(assets.DAMAGED_PROGRAM), category=UserWarning)
+        assets.enable_compilation_cache()  # every command's programs; library calls leave jax's config alone
         if getattr(args, "distributed", False) or getattr(args, "coordinator", None) or \
                 getattr(args, "num_processes", None) or getattr(args, "process_id", None) is not None:
             from jaxsel import distributed
@@ -812,7 +816,7 @@ def _dispatch(args) -> int:
                 args.func(args)
         else:
             args.func(args)
-    except JaxselError as e:
+    except (JaxselError, JaxselWarning) as e:  # a warning the filters made an error (-W error)
         print(f"jaxsel: error: {e}", file=sys.stderr)
         return 2
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:

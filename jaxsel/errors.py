@@ -23,41 +23,55 @@ class JaxselWarning(UserWarning):
     collects them; the ``jaxsel`` command prints each as one line, "warning: " + the message."""
 
 
-_warned: set[str] = set()  # the messages warn(..., once=True) issued in this process
+_warned: set[str] = set()  # the messages warn(..., once=True) showed or recorded in this process
 
 
 def warn(message: str, once: bool = False) -> None:
     """Issue ``message`` as a :class:`JaxselWarning` (Python's ``warnings``: shown on stderr unless
-    filtered; the CLI prints it as "warning: " + ``message``); with ``once``, not again when this
-    process issued the same message (a property of the data that every seed's and method's pass
-    would repeat)."""
-    if once:
-        if message in _warned:
-            return
+    filtered, raised where the filters say "error"; the CLI prints it as "warning: " + ``message``),
+    attributed to the first frame outside jaxsel and jax. With ``once``, not again when this process
+    showed or recorded the same message (a property of the data that every seed's and method's pass
+    would repeat); one the filters ignored or raised is issued again next time."""
+    if once and message in _warned:
+        return
+    frame, level = _caller()
+    warnings.warn(message, JaxselWarning, stacklevel=level)
+    if once and _action(message, frame) != "ignore":
         _warned.add(message)
-    warnings.warn(message, JaxselWarning, stacklevel=_caller_level())
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_INSIDE = ("jaxsel", "jax", "jaxlib", "warnings")  # top-level modules whose frames a warning is not shown at
 
 
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside jaxsel above :func:`warn`'s caller: a warning is
-    shown at the user's line that led to it (a notebook cell's), as Python 3.12's
-    ``skip_file_prefixes`` would, and is filtered by that module's registry."""
+def _caller() -> tuple:
+    """(frame, ``stacklevel``) of the first frame above :func:`warn`'s caller outside jaxsel, jax and the
+    warnings module: a warning is shown at the user's line that led to it (a notebook cell's), as
+    Python 3.12's ``skip_file_prefixes`` would, and is filtered by that module's name."""
     frame, level = sys._getframe(2), 2  # warn's caller, in jaxsel
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _INSIDE:
         frame, level = frame.f_back, level + 1
-    return level if frame is not None else 2
+    return (frame, level) if frame is not None else (sys._getframe(2), 2)
+
+
+def _action(message: str, frame) -> str:
+    """The action Python's warning filters (``warnings.filters``, first match wins) take on
+    ``message`` as a JaxselWarning issued at ``frame``: "ignore", "error", "always", ..."""
+    module, lineno = frame.f_globals.get("__name__", "<string>"), frame.f_lineno
+    for action, text, category, mod, line in warnings.filters:
+        if ((text is None or text.match(message)) and issubclass(JaxselWarning, category)
+                and (mod is None or mod.match(module)) and line in (0, lineno)):
+            return action
+    return warnings.defaultaction
 
 
 @contextlib.contextmanager
 def warnings_as_lines():
     """Within this block every :class:`JaxselWarning` is printed to stderr as one line, "warning: " +
-    its message, each time it is issued (the ``jaxsel`` command's form); other warnings as Python
-    shows them. Restores the warning filters and display on exit."""
+    its message, each time it is issued (the ``jaxsel`` command's form) unless the warning filters
+    set before say otherwise (``-W``, ``PYTHONWARNINGS``, a notebook's ``filterwarnings``: theirs come
+    first); other warnings as Python shows them. Restores the warning filters and display on exit."""
     with warnings.catch_warnings():
-        warnings.simplefilter("always", JaxselWarning)
+        warnings.filterwarnings("always", category=JaxselWarning, append=True)
         shown = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):

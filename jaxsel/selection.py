@@ -383,6 +383,12 @@ def missing_classes(label_counts, train_label_counts) -> list[int]:
     return np.flatnonzero((np.asarray(label_counts) == 0) & (np.asarray(train_label_counts) > 0)).tolist()
 
 
+def class_list(ids, names) -> str:
+    """"class 'a'" or "classes 'a', 'b, c'": the classes ``ids`` by their ``names``, quoted (a name may
+    hold a comma or a newline) for a message."""
+    return f"{'class' if len(ids) == 1 else 'classes'} {', '.join(repr(names[i]) for i in ids)}"
+
+
 def digest(a: np.ndarray) -> str:
     """SHA-256 (hex) of an int64 array's bytes: a selection's index or cluster file, and the rows a
     finetune's checkpoints and a run's finetune stage are keyed by."""

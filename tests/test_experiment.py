@@ -94,6 +94,11 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert "vs stratified, paired" in (out / "report.md").read_text()
     labels = doc["dataset"]["labels"]  # round 39: the label mix column's order was nowhere in the report
     assert f"in class order {'/'.join(labels)}" in (out / "report.md").read_text() and len(labels) == 3
+    err = capsys.readouterr().err  # round 40: a subset missing a class is warned of as it is made, as select's is
+    for r in doc["rows"]:
+        gone = [i for i, (c, t) in enumerate(zip(r["label_counts"], r["train_label_counts"])) if t and not c]
+        said = f"warning: {r['variant']} {r['method']} 10% seed {r['seed']}: the subset holds no example of class"
+        assert (said in err) == bool(gone), (said, gone)
     # every subset's selection file, the baselines' too (a validated pick of stratified could not be exported)
     from jaxsel.selection import Selection
     for r in doc["rows"]:

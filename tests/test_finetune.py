@@ -332,7 +332,7 @@ def test_finetune_warns_of_classes_its_subset_misses(table_file, tmp_cache, caps
                      "--max-length", "32", "--out", str(tmp_cache / "f")]) == 0
     out, err = capsys.readouterr()
     assert "tiny-bert on 1 example (random 0.021" in out
-    absent = err.split("warning: the training subset (1 example) holds no example of class ")[1].split(":")[0]
+    absent = err.split("warning: the training subset (1 example) holds no example of classes ")[1].split(":")[0]
     assert sum(name in absent for name in data.load(str(table_file))["train"].features["label"].names) == 2
 
 

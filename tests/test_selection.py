@@ -356,3 +356,10 @@ def test_source_column_names_follow_the_file_and_say_where_each_comes_from():
     assert _source_names(plain, ["text"]) == ({"": "column1", "a": "a"},
                                               {"column1": "the source's column 1, which has no name",
                                                "a": "the source's column 'a'"})
+
+
+def test_class_lists_quote_their_names():
+    """Round 40: "no example of classes food, drink, sports team" read as three classes where there were two."""
+    from jaxsel.selection import class_list
+    assert class_list([0, 2], ["food", "drink", "sports, team"]) == "classes 'food', 'sports, team'"
+    assert class_list([1], ["a", "line\nbreak"]) == "class 'line\\nbreak'"  # one line, whatever the name

@@ -51,3 +51,50 @@ def test_the_command_prints_one_line_each(tmp_path):
     assert lines[:2] == ["warning: first", "warning: first"]  # each time, one line, no source line
     assert "RuntimeWarning: other" in lines[2]  # other categories as Python shows them
     assert "JaxselWarning: outside" in err and "warning: outside" not in err  # the display restored
+
+
+def test_a_once_warning_the_filters_raised_or_ignored_is_issued_again():
+    """Round 40: a once-per-process warning was spent before the filters ran: raised as an error once, the
+    same call then passed silently (a notebook's rerun, pytest.warns); silenced once, it was never recorded."""
+    for action in ("error", "ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter(action, jaxsel.JaxselWarning)
+            for _ in range(2):
+                try:
+                    errors.warn(f"a property of the data ({action})", once=True)
+                except jaxsel.JaxselWarning:
+                    pass
+        with pytest.warns(jaxsel.JaxselWarning, match=rf"a property of the data \({action}\)"):
+            errors.warn(f"a property of the data ({action})", once=True)
+
+
+def _command(path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python FLAGS -m jaxsel data PATH``."""
+    import os
+    return subprocess.run([sys.executable, *flags, "-m", "jaxsel", "data", str(path)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_command_follows_the_users_warning_filters(tmp_path):
+    """Round 40: the command's own "always" came before -W and PYTHONWARNINGS, so neither silenced nor
+    raised its warnings. Now: shown as one line by default, silenced by -W ignore, and -W error
+    ends the command with one line and exit status 2."""
+    path = tmp_path / "d.csv"  # a label cell with spaces around it: a warning
+    path.write_text("text,label\n" + "".join(f"text {i} {w},{label}\n" for i, (w, label) in enumerate(
+        [("apple", "a"), ("car", "b"), ("sun", " a")] * 12)))
+    shown = _command(path)
+    assert shown.returncode == 0 and "warning: label cells with spaces around them are trimmed" in shown.stderr
+    ignored = _command(path, "-W", "ignore")
+    assert ignored.returncode == 0 and "warning" not in ignored.stderr and ignored.stdout == shown.stdout
+    assert "warning" not in _command(path, env={"PYTHONWARNINGS": "ignore::UserWarning"}).stderr
+    raised = _command(path, "-W", "error::UserWarning")
+    assert raised.returncode == 2 and raised.stderr.strip().splitlines() == [
+        "jaxsel: error: " + shown.stderr.split("warning: ", 1)[1].splitlines()[0]], raised.stderr
+
+
+def test_the_cli_leaves_the_callers_warning_display_and_filters(table_file):
+    """Round 40: jaxsel.cli.main replaced warnings.showwarning for good (its cache hook)."""
+    from jaxsel import cli
+    before, filters = warnings.showwarning, list(warnings.filters)
+    assert cli.main(["data", str(table_file)]) == 0
+    assert warnings.showwarning is before and warnings.filters == filters

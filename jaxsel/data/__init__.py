@@ -187,8 +187,7 @@ def decode(data: bytes, path: Path, encoding: str | None) -> str:
             return data.decode("utf-8")
         except UnicodeDecodeError:
             encoding = "cp1252"
-            print(f"note: {path} is not UTF-8; reading it as Windows-1252 (pass --encoding to choose another)",
-                  file=sys.stderr)
+            warn(f"{path} is not UTF-8; reading it as Windows-1252 (pass --encoding to choose another)")
     try:
         return data.decode(encoding)
     except LookupError:
@@ -445,9 +444,8 @@ def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
                     if n is None and isinstance(v, str) and v.strip())
     if words:  # "none" and "NA" are classes in some datasets (toxicity, regions): say what was read as missing
         shown = ", ".join(f"{w!r} ({c} row{'s' * (c > 1)})" for w, c in words.most_common(5))
-        print(f"note: label cells {shown}{' ...' if len(words) > 5 else ''} are read as missing labels "
-              f"(--missing-labels keep, missing_labels = \"keep\" in a config's [data], makes them class names)",
-              file=sys.stderr)
+        warn(f"label cells {shown}{' ...' if len(words) > 5 else ''} are read as missing labels "
+             f"(--missing-labels keep, missing_labels = \"keep\" in a config's [data], makes them class names)")
     trimmed = {v: n for v, n in zip(label_cells, labels) if n is not None and isinstance(v, str) and v != n}
     if trimmed:  # " pos" joins "pos": said, as numeric spellings and case merges are
         shown = [f"{v!r} -> {n!r}" for v, n in list(trimmed.items())[:5]]
@@ -688,8 +686,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
     folded = Counter(n.casefold() for n in names)
     for n in sorted(n for n in folded if folded[n] > 1):
-        print(f"note: labels {', '.join(repr(m) for m in names if m.casefold() == n)} differ only by case; "
-              f"they are kept as separate classes (--merge-label-case makes them one)", file=sys.stderr)
+        warn(f"labels {', '.join(repr(m) for m in names if m.casefold() == n)} differ only by case; "
+             f"they are kept as separate classes (--merge-label-case makes them one)")
     index = {n: i for i, n in enumerate(names)}
     label_ids = np.array([index[v] for v in raw.labels])
     if raw.split is not None:

@@ -31,7 +31,7 @@ from jaxsel.errors import JaxselError, warn
 from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
                        write_json)
 from jaxsel.precision import in_32_bits
-from jaxsel.selection import budget_examples, check_budgets, digest
+from jaxsel.selection import budget_examples, check_budgets, class_list, digest, missing_classes
 
 
 def resumed(work, clock: Stopwatch | None = None):
@@ -366,6 +366,12 @@ class Run:
                    label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
                    train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist(),
                    subset_digest=None if indices is None else digest(np.asarray(indices)))  # seeds that chose alike
+        gone = missing_classes(row["label_counts"], row["train_label_counts"])
+        if gone:  # as `jaxsel select` says of its selection; the report's table notes them too (never full data)
+            from jaxsel.experiment.report import percent
+            names = vdd["train"].features["label"].names
+            warn(f"{v} {method} {percent(budget)} seed {seed}: the subset holds no example of {class_list(gone, names)}; "
+                 f"a model finetuned on it cannot predict {'that class' if len(gone) == 1 else 'those classes'}")
         return row
 
     def execute(self) -> dict:

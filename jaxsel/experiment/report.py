@@ -312,7 +312,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
             + (["label mix %"] if mix else []) + ["selection s", "finetune s", "total s", "total / full"]
             + (["corrupted chosen (flipped, copies: a copy of a flipped row counts in both)"] if noisy else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    warnings = []
+    notes = []  # classes a method left out
     for s in summary:
         n = len(s["seeds"])
         budget = "all" if s["budget"] is None else percent(s["budget"])
@@ -334,10 +334,10 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
         if s.get("missing_classes"):
             names = [labels[c] if labels else str(c) for c in s["missing_classes"]]
             train = "/".join(f"{100 * v:.0f}" for v in s["train_label_share"])
-            warnings.append(f"warning: {s['variant']} {s['method']} {budget} selected no example of class "
+            notes.append(f"note: {s['variant']} {s['method']} {budget} selected no example of class "
                             f"{', '.join(names)} in at least one seed (label mix % "
                             f"{'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; train {train})")
-    return "\n".join(lines + ([""] + warnings if warnings else []))
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def _class_order(labels: list[str] | None) -> str:
