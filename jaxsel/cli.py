@@ -516,7 +516,7 @@ def cmd_finetune(a) -> None:
     a.data = a.data or DEFAULT_DATA
     cfg = finetune.FinetuneConfig(model=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                                   max_length=a.max_length, head=a.head, seed=a.seed, grad_accum=a.grad_accum,
-                                  lora_rank=a.lora_rank, length_buckets=a.length_buckets)
+                                  lora_rank=a.lora_rank, length_buckets=a.length_buckets, min_steps=a.min_steps)
     kind = f"sel-{Path(a.selection).absolute().parent.name}" if a.selection else \
         'rand' if a.random_fraction else 'full'  # one folder per selection (its folder's name: the method and tag)
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
@@ -717,6 +717,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a selection.json from jaxsel select (default: none; without --random-fraction too, every train row)")
     p.add_argument("--random-fraction", type=_budget, default=None, help="train on a random subset this size (default: none)")
     p.add_argument("--epochs", type=_at_least(1), default=FINETUNE.epochs, help="passes over the training subset")
+    p.add_argument("--min-steps", type=_at_least(0), default=FINETUNE.min_steps,
+                   help="train at least this many optimizer steps: more epochs for a small subset (0: --epochs only)")
     p.add_argument("--batch-size", type=_at_least(1), default=FINETUNE.batch_size,
                    help="examples per micro-batch (an optimizer step takes batch size x grad accum)")
     p.add_argument("--grad-accum", type=_at_least(1), default=FINETUNE.grad_accum,

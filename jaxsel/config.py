@@ -221,7 +221,8 @@ class FinetuneConfig:
     dtype: str = "auto"  # "auto" (bf16 on accelerators), "float32" or "bfloat16"
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (tests, benchmarks)
-    min_steps: int = later(0)  # train at least this many optimizer steps: more epochs for small subsets
+    min_steps: int = later(100, before=0)  # at least this many optimizer steps (more epochs for small subsets;
+    # max_steps caps it): 100 since 2026-12-07, 0 before (bench/README.md, "Every subset trained at least 100 steps")
     length_buckets: str = later("auto")  # LENGTH_BUCKETS: which padded lengths a finetune compiles its steps for
 
     def __post_init__(self):
@@ -240,8 +241,6 @@ class FinetuneConfig:
         check_range("finetune", self, 0, INF, "lr", low_open=True)
         if self.max_steps is not None and self.max_steps < 1:
             raise JaxselError(f"finetune max_steps must be at least 1 (or unset), got {self.max_steps}")
-        if self.max_steps is not None and self.min_steps > self.max_steps:
-            raise JaxselError(f"finetune min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
         if self.lora_rank and self.model in BERT_MODELS:
             raise JaxselError(f"finetune lora_rank applies to decoders (smollm2-135m or a local Llama folder), "
                               f"not {self.model}")

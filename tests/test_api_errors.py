@@ -385,7 +385,7 @@ def test_finetune_checkpoints_belong_to_their_data(tmp_path):
         return DatasetDict({s: Dataset.from_dict({"text": [f"{w} {i}" for i, w in enumerate(words * 4)],
                                                   "label": [i % 2 for i in range(len(words) * 4)]})
                             .class_encode_column("label") for s in ("train", "validation", "test")})
-    cfg = finetune.FinetuneConfig(model="tiny-bert", epochs=2, batch_size=8, max_length=8)
+    cfg = finetune.FinetuneConfig(model="tiny-bert", epochs=2, batch_size=8, max_length=8, min_steps=0)
     with pytest.raises(JaxselError, match="stop_after_epochs needs a ckpt_dir"):
         finetune.train_and_evaluate(made(["a", "b"]), None, cfg, stop_after_epochs=1, progress=False)
     assert finetune.train_and_evaluate(made(["a", "b"]), None, cfg, ckpt_dir=tmp_path / "ck", stop_after_epochs=1,

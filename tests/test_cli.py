@@ -637,7 +637,7 @@ def test_default_folders_name_every_option_that_changes_the_output(table_file, t
         assert cli.main(base + extra) == 0
     folders = sorted(p.parent.name for p in tmp_path.rglob("selection.json"))
     assert len(folders) == 4 and len({f.split("-")[0] for f in folders}) == 1, folders  # 1/20, the default network: defaults
-    tune = ["finetune", str(table_file), "--model", "tiny-bert", "--epochs", "1", "--max-length", "8"]
+    tune = ["finetune", str(table_file), "--model", "tiny-bert", "--epochs", "1", "--min-steps", "0", "--max-length", "8"]
     for extra in (["--random-fraction", "0.2"], ["--random-fraction", "0.3"], ["--random-fraction", "0.2"]):
         assert cli.main(tune + extra) == 0
     assert len(list(tmp_path.rglob("finetune-tiny-bert-rand*/metrics.json"))) == 2
@@ -646,7 +646,8 @@ def test_default_folders_name_every_option_that_changes_the_output(table_file, t
         assert cli.main(base + ["--budget", budget, "--out", f"exp{i}/strat"]) == 0
         sels.append(f"exp{i}/strat/selection.json")
     for sel in sels + [str(tmp_path / sels[0])]:  # the first again, spelled absolutely: its own folder again
-        assert cli.main(["finetune", "--selection", sel, "--model", "tiny-bert", "--epochs", "1", "--max-length", "8"]) == 0
+        assert cli.main(["finetune", "--selection", sel, "--model", "tiny-bert", "--epochs", "1", "--min-steps", "0",
+                         "--max-length", "8"]) == 0
     assert len(list(tmp_path.rglob("finetune-tiny-bert-sel-strat-*/metrics.json"))) == 2
 
 
@@ -1072,7 +1073,8 @@ def test_exports_keep_values_and_each_selection_finetunes_into_its_own_folder(tm
     csv = pd.read_csv("kept.csv")
     assert [json.loads(t) for t in csv["tags"]] == [list(src.loc[t, "tags"]) for t in csv["text"]]
     for s in Path("runs").rglob("selection.json"):
-        assert cli.main(["finetune", "--model", "tiny-bert", "--selection", str(s), "--epochs", "1", "--max-length", "16"]) == 0
+        assert cli.main(["finetune", "--model", "tiny-bert", "--selection", str(s), "--epochs", "1", "--min-steps", "0",
+                         "--max-length", "16"]) == 0
     assert len(list(Path("runs").rglob("finetune-tiny-bert-sel-*/metrics.json"))) == 2
 
 

@@ -47,7 +47,7 @@ cfg = agents.SelectConfig(budget=0.2, checkpoint_every=2, ppo=ppo.PPOConfig(num_
 agents.select(p, cl, y, cfg, ckpt_dir=folder / "ppo", progress=False, stop_after=2)  # DQN resumes the same way
 out["ppo_resumed"] = agents.select(p, cl, y, cfg, ckpt_dir=folder / "ppo", progress=False, resume=True).indices.tolist()
 dd = data.load(str(write_data(folder / f"d{pid}.csv")), split_col="split")
-ft = finetune.FinetuneConfig(model="tiny-bert", epochs=2, batch_size=8, max_length=16, lr=1e-3, patience=99)
+ft = finetune.FinetuneConfig(model="tiny-bert", epochs=2, batch_size=8, max_length=16, lr=1e-3, patience=99, min_steps=0)
 finetune.finetune(dd, np.arange(32), ft, progress=False, ckpt_dir=folder / "ft", stop_after_epochs=1)
 m = finetune.finetune(dd, np.arange(32), ft, progress=False, ckpt_dir=folder / "ft", resume=True)
 out.update({k: m[k] for k in ("test_accuracy", "validation_accuracy", "steps")})

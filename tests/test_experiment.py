@@ -50,6 +50,7 @@ copies = 2
 [finetune]
 model = "tiny-bert"
 epochs = 1
+min_steps = 0
 batch_size = 8
 max_length = 16
 lr = 1e-3
@@ -421,8 +422,8 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
         err = capsys.readouterr().err
         assert ("[select] rl_steps but [select.ppo] total_timesteps sets the agents' steps: unused" in err) == note, err
     cfg.write_text('[data]\nname = "tweets"\n[finetune]\nmin_steps = 50\nmax_steps = 5\n')
-    with pytest.raises(cli.JaxselError, match=r"\[finetune\]: min_steps \(50\) must not exceed max_steps \(5\)"):
-        experiment.load_config(cfg)
+    from jaxsel.finetune import planned_steps  # max_steps caps min_steps (the default 100 meets max_steps = 5 too)
+    assert planned_steps(experiment.load_config(cfg).finetune, 100) == (5, 13)  # 4 steps an epoch, 13 epochs planned
 
 
 def test_a_bad_data_file_leaves_no_run_folder(tmp_path, capsys):
@@ -779,7 +780,7 @@ def test_a_run_warns_when_its_subsets_train_too_few_steps_per_class(tmp_path, ca
         experiment.Run(cfg, tmp_path / "run", progress=False)._check_steps(2000, classes)
         err = capsys.readouterr().err
         return "optimizer steps (100 examples" in err and err
-    ft = config.FinetuneConfig(batch_size=16, epochs=3)
+    ft = config.FinetuneConfig(batch_size=16, epochs=3, min_steps=0)
     assert planned_steps(ft, 100) == (21, 3) and planned_steps(dataclasses.replace(ft, min_steps=100), 100) == (105, 15)
     assert "min_steps = 100 trains every subset" in warned(10, budgets=(0.05,), finetune=ft)
     # more classes: the advice names enough steps to clear the floor itself (it had named 100 for 30 classes)

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from jaxsel import cli, finetune
 from jaxsel.models import classifier, llama
 from jaxsel.errors import JaxselError
 
-TINY = dict(model="tiny-bert", epochs=2, batch_size=8, max_length=32, lr=1e-3)
+TINY = dict(model="tiny-bert", epochs=2, batch_size=8, max_length=32, lr=1e-3, min_steps=0)  # epochs alone
 
 
 def test_macro_f1_matches_sklearn():
@@ -59,7 +60,6 @@ def test_a_batch_size_above_the_subset_trains_as_the_subset_size(table_file, tmp
 
 @pytest.mark.assets
 def test_tiny_run_reports_metrics(table_file, tmp_cache, tmp_path):
-    import json
     from jaxsel import data, metrics
     dd = data.load(str(table_file))
     with metrics.logging_to(tmp_path / "logs"), metrics.scope("cell"):
@@ -81,7 +81,7 @@ import numpy as np
 warnings.filterwarnings("error", "Explicitly requested dtype", UserWarning)  # a 64-bit array where 32 bits run
 from jaxsel import data, finetune
 m = finetune.finetune(data.load(PATH), np.arange(40), finetune.FinetuneConfig(model="tiny-bert", epochs=1, batch_size=8,
-                      max_length=32, lr=1e-3), progress=False)
+                      max_length=32, lr=1e-3, min_steps=0), progress=False)
 out = json.dumps([m["train_loss_per_epoch"], m["val_accuracy_per_epoch"], m["test_accuracy"]])
 """
 
@@ -110,6 +110,11 @@ def test_min_steps_train_small_subsets_longer(table_file, tmp_cache):
     stopped = finetune.finetune(dd, np.arange(40), finetune.FinetuneConfig(**{**TINY, "epochs": 60, "min_steps": 10,
                                                                              "patience": 1}), progress=False)
     assert 10 <= stopped["steps"] < 300 and stopped["steps"] == 5 * stopped["epochs_run"]
+    # the default since 2026-12-07: 100 steps (5% of 2,000 rows at batch 32: 25 epochs of 4), capped by max_steps
+    assert finetune.planned_steps(finetune.FinetuneConfig(), 100) == (100, 25)
+    assert finetune.planned_steps(finetune.FinetuneConfig(max_steps=30), 100) == (30, 25)
+    assert finetune.planned_steps(finetune.FinetuneConfig(), 5000) == (471, 3)  # large subsets: epochs alone
+    assert cli.build_parser().parse_args(["finetune"]).min_steps == 100
 
 
 @pytest.mark.assets
@@ -329,9 +334,10 @@ def test_finetune_warns_of_classes_its_subset_misses(table_file, tmp_cache, caps
     """select warned of a class its selection misses; finetune said nothing, and printed 'on 1 examples'."""
     from jaxsel import data
     assert cli.main(["finetune", str(table_file), "--model", "tiny-bert", "--random-fraction", "0.021", "--epochs", "1",
-                     "--max-length", "32", "--out", str(tmp_cache / "f")]) == 0
+                     "--min-steps", "0", "--max-length", "32", "--out", str(tmp_cache / "f")]) == 0
     out, err = capsys.readouterr()
     assert "tiny-bert on 1 example (random 0.021" in out
+    assert json.loads((tmp_cache / "f" / "metrics.json").read_text())["steps"] == 1  # --min-steps 0: one epoch of one
     absent = err.split("warning: the training subset (1 example) holds no example of classes ")[1].split(":")[0]
     assert sum(name in absent for name in data.load(str(table_file))["train"].features["label"].names) == 2
 

@@ -107,8 +107,10 @@ def test_fields_added_later_keep_the_spelling_of_earlier_configs():
     assert spelling(NoiseSpec()) == "NoiseSpec(flip_fraction=0.2, duplicate_fraction=0.1, copies=3, seed=0)"
     assert "kind='source'" in spelling(NoiseSpec(kind="source"))
     ft = FinetuneConfig()
-    assert spelling(ft) == repr(ft).replace(", min_steps=0", "").replace(", length_buckets='auto'", "")
-    assert "min_steps=300" in spelling(FinetuneConfig(min_steps=300))
+    assert spelling(ft) == repr(ft).replace(", length_buckets='auto'", "")  # min_steps' default changed: it counts
+    assert "min_steps=100" in spelling(ft) and "min_steps=300" in spelling(FinetuneConfig(min_steps=300))
+    assert spelling(FinetuneConfig(min_steps=0)) == repr(FinetuneConfig(min_steps=0)).replace(
+        ", min_steps=0", "").replace(", length_buckets='auto'", "")  # the former default keeps earlier keys
     assert "length_buckets='one'" in spelling(FinetuneConfig(length_buckets="one"))
     from jaxsel.config import ProxyConfig
     assert spelling(ProxyConfig()) == repr(ProxyConfig()).replace(", score_on='validation'", "").replace(
