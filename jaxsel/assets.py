@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jaxsel.errors import JaxselError, warn
+from jaxsel.errors import JaxselError, JaxselWarning, warn
 from jaxsel.io import write_utf8
 
 
@@ -237,7 +237,7 @@ def enable_compilation_cache() -> None:
     but cannot be written is only read (the programs saved before still load), one that cannot be
     made leaves the cache off, each with one warning (jax warned at every program it compiled). A
     program saved there that cannot be read is removed and saved again (:func:`damaged_program`, a
-    ``warnings.showwarning`` hook from then on in this process)."""
+    ``warnings.showwarning`` hook from then on in this process; a ``jaxsel`` command's for the command)."""
     folder, min_seconds = cache_dir() / "xla", 0.5
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,6 +258,8 @@ def enable_compilation_cache() -> None:
         def showwarning(message, *args, **kwargs):
             try:
                 handled = damaged_program(str(message))
+            except JaxselWarning:  # its note of the repair made an error (-W error): it cannot leave jax's compile
+                handled = True
             except Exception:  # noqa: BLE001  (a hook must never break jax's compile)
                 handled = False
             if not handled:
@@ -277,7 +279,7 @@ def damaged_program(message: str, folder: Path | None = None) -> bool:
     one per compiled shape, and their ``-atime``) those that do not decompress go (all of them when
     this jax has no ``decompress_executable``), to be saved again when they compile, and one warning line
     says so. False (jax's own warning shows) when nothing was removed. Installed by
-    :func:`enable_compilation_cache` for the rest of the process (the CLI, the notebooks, the suite)."""
+    :func:`enable_compilation_cache` (the CLI, the notebooks, the suite)."""
     if not message.startswith(DAMAGED_PROGRAM):
         return False
     if folder is None:

@@ -15,6 +15,7 @@ a state without its record or a record without its state. Only the newest step i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -79,7 +80,18 @@ def _parsed(written: str, now: str) -> tuple | None:
     for name in ("processes", "revision"):  # a signature without them: one process, the first algorithm
         if any(isinstance(s, dict) and name in s for s in sigs):
             sigs = [{name: 1, **s} if isinstance(s, dict) else s for s in sigs]
-    return _without_unread(*sigs)
+    return _finetune_as_ran(*_without_unread(*sigs))
+
+
+def _finetune_as_ran(*signatures) -> tuple:
+    """Finetune signatures (a ``FinetuneConfig``'s settings) with the fields they leave out at the
+    values they ran with (``min_steps`` 0 where written before its default became 100: a refused
+    resume says "0 written", not "None written"); other signatures unchanged."""
+    from jaxsel.config import FinetuneConfig, as_ran
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return tuple({**s, "config": as_ran(FinetuneConfig, s["config"])}
+                 if isinstance(s, dict) and isinstance(s.get("config"), dict) and "method" not in s["config"]
+                 and {"model", "epochs", "lr"} <= set(s["config"]) <= fields else s for s in signatures)
 
 
 def same_signature(written: str, now: str) -> bool:

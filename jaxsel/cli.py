@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, warn, warnings_as_lines
+from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, filter_action, warn, warnings_as_lines
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
@@ -803,8 +803,9 @@ def _dispatch(args) -> int:
     """``args.func(args)`` (in a distributed run, logging run, ...) and its exit status."""
     from jaxsel import assets
     try:
-        # jax's warning of a damaged saved program is shown, never raised (-W error), so the cache hook repairs it
-        warnings.filterwarnings("default", message=re.escape(assets.DAMAGED_PROGRAM), category=UserWarning)
+        if filter_action(assets.DAMAGED_PROGRAM, UserWarning, "jax._src.compiler") == "error":  # -W error
+            # jax's warning of a damaged saved program is shown, not raised inside its compile: the hook repairs it
+            warnings.filterwarnings("default", message=re.escape(assets.DAMAGED_PROGRAM), category=UserWarning)
         assets.enable_compilation_cache()  # every command's programs; library calls leave jax's config alone
         if getattr(args, "distributed", False) or getattr(args, "coordinator", None) or \
                 getattr(args, "num_processes", None) or getattr(args, "process_id", None) is not None:

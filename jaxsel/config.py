@@ -20,7 +20,8 @@ from pathlib import Path
 from jaxsel import baselines
 from jaxsel.data import MISSING_CHOICES
 from jaxsel.io import folder_digest
-from jaxsel.errors import MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types
+from jaxsel.errors import (MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types,
+                           warn)
 from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, parse_budget, read_budget
 
 def later(default, *, before=None):
@@ -573,7 +574,7 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
               f"still {'applies' if len(kept) == 1 else 'apply'} (give text_col, label_col, split_col to change "
               "them: --text-col, --label-col, --split-col on the command line; --split-col '' for none)", file=sys.stderr)
     for note in unused_settings(cfg, given):
-        print(f"note: {path} sets {note}: unused", file=sys.stderr)
+        warn(f"{path} sets {note}: unused")
     return cfg
 
 

@@ -36,29 +36,35 @@ def warn(message: str, once: bool = False) -> None:
         return
     frame, level = _caller()
     warnings.warn(message, JaxselWarning, stacklevel=level)
-    if once and _action(message, frame) != "ignore":
+    if once and filter_action(message, JaxselWarning, _module(frame), frame.f_lineno) != "ignore":
         _warned.add(message)
 
 
-_INSIDE = ("jaxsel", "jax", "jaxlib", "warnings")  # top-level modules whose frames a warning is not shown at
+_INSIDE = ("jaxsel", "jax", "jaxlib", "warnings", "_py_warnings")  # modules a warning is not shown in
+
+
+def _module(frame) -> str:
+    """The module name Python's warnings give a frame ("<string>" without one)."""
+    return str(frame.f_globals.get("__name__") or "<string>")
 
 
 def _caller() -> tuple:
-    """(frame, ``stacklevel``) of the first frame above :func:`warn`'s caller outside jaxsel, jax and the
-    warnings module: a warning is shown at the user's line that led to it (a notebook cell's), as
-    Python 3.12's ``skip_file_prefixes`` would, and is filtered by that module's name."""
+    """(frame, ``stacklevel``) of the first frame from :func:`warn`'s caller up that is outside
+    jaxsel, jax and the warnings module: a warning is shown at the user's line that led to it (a
+    notebook cell's), as Python 3.12's ``skip_file_prefixes`` would, and filtered by that module."""
     frame, level = sys._getframe(2), 2  # warn's caller, in jaxsel
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _INSIDE:
+    while frame is not None and _module(frame).partition(".")[0] in _INSIDE:
         frame, level = frame.f_back, level + 1
     return (frame, level) if frame is not None else (sys._getframe(2), 2)
 
 
-def _action(message: str, frame) -> str:
-    """The action Python's warning filters (``warnings.filters``, first match wins) take on
-    ``message`` as a JaxselWarning issued at ``frame``: "ignore", "error", "always", ..."""
-    module, lineno = frame.f_globals.get("__name__", "<string>"), frame.f_lineno
-    for action, text, category, mod, line in warnings.filters:
-        if ((text is None or text.match(message)) and issubclass(JaxselWarning, category)
+def filter_action(message: str, category: type, module: str, lineno: int = 0) -> str:
+    """The action the warning filters in force (first match wins; a ``catch_warnings`` block's own
+    on Python 3.14's context-aware warnings) take on ``message`` of ``category`` issued in
+    ``module`` at ``lineno``: "ignore", "error", "always", "default", ..."""
+    filters = warnings._get_filters() if hasattr(warnings, "_get_filters") else warnings.filters
+    for action, text, cat, mod, line in filters:
+        if ((text is None or text.match(message)) and issubclass(category, cat)
                 and (mod is None or mod.match(module)) and line in (0, lineno)):
             return action
     return warnings.defaultaction
@@ -69,19 +75,23 @@ def warnings_as_lines():
     """Within this block every :class:`JaxselWarning` is printed to stderr as one line, "warning: " +
     its message, each time it is issued (the ``jaxsel`` command's form) unless the warning filters
     set before say otherwise (``-W``, ``PYTHONWARNINGS``, a notebook's ``filterwarnings``: theirs come
-    first); other warnings as Python shows them. Restores the warning filters and display on exit."""
+    first); other warnings as Python shows them. Restores the warning filters and display on exit
+    (the display by hand: Python 3.14's context-aware ``catch_warnings`` leaves it)."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, JaxselWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
     with warnings.catch_warnings():
         warnings.filterwarnings("always", category=JaxselWarning, append=True)
-        shown = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, JaxselWarning):
-                print(f"warning: {message}", file=sys.stderr)
-            else:
-                shown(message, category, filename, lineno, file, line)
-
         warnings.showwarning = show
-        yield
+        try:
+            yield
+        finally:
+            warnings.showwarning = shown
 
 
 def is_int(value) -> bool:

@@ -320,3 +320,15 @@ def test_damaged_cache_and_stage_files_are_computed_again(tmp_path, tmp_cache, t
     metrics.write_text('{"broken')
     assert Stopwatch(seconds, resume=True).before == 0.0 and read_cached(metrics, read_json) is None
     assert read_cached(tmp_path / "absent.json", read_json) is None and "absent" not in capsys.readouterr().err
+
+
+def test_a_finetune_checkpoint_from_before_min_steps_default_names_its_value():
+    """A finetune checkpoint written when min_steps defaulted to 0 leaves the field out: a resume under
+    the default of 100 is refused, naming "0 written" (it said "None written": no value to pass)."""
+    import json
+    from jaxsel.checkpoint import same_signature, signature_differences
+    from jaxsel.config import FinetuneConfig, settings
+    old, now, pinned = (json.dumps({"config": settings(c), "examples": 100})
+                        for c in (FinetuneConfig(min_steps=0), FinetuneConfig(), FinetuneConfig(min_steps=0)))
+    assert "min_steps" not in old and "config.min_steps (0 written, 100 now)" in signature_differences(old, now)
+    assert not same_signature(old, now) and same_signature(old, pinned)

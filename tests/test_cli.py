@@ -97,7 +97,7 @@ def test_a_baseline_missing_a_small_class_says_why(tmp_path, tmp_cache, capsys):
     assert cli.main(["select", str(tmp_path / "d.csv"), "--model", "hash", "--k", "4", "--method", "stratified",
                      "--budget", "0.05", "--out", str(tmp_path / "s")]) == 0
     err = capsys.readouterr().err
-    assert "holds no example of classes 'small'" in err and \
+    assert "holds no example of classes 'small" in err and \
         "in proportion to their train rows: try a larger budget, or a search with --stratified --balance equal" in err
 
 

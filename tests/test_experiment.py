@@ -380,7 +380,7 @@ def test_run_configs_built_in_python_are_checked_as_files_are(tmp_path, capsys):
     cfg.write_text('methods = ["random"]\n[data]\nname = "tweets"\n[select.ppo]\nnetwork = "late"\n')
     capsys.readouterr()
     experiment.load_config(cfg)
-    assert capsys.readouterr().err.splitlines() == [f"note: {cfg} sets [select.ppo] but methods do not list 'ppo': unused"]
+    assert capsys.readouterr().err.splitlines() == [f"warning: {cfg} sets [select.ppo] but methods do not list 'ppo': unused"]
     # settings nothing reads get a note each (a new user's round: they ran silently); used ones none
     cfg.write_text('methods = ["greedy", "stratified"]\nvariants = ["clean"]\n[data]\nname = "tweets"\n'
                    '[select]\nrl_steps = 500\nclimb_rounds = 9\nfilter = "cleanlab"\n[noise]\nflip_fraction = 0.3\n'

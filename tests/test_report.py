@@ -104,7 +104,7 @@ def test_label_mix_and_missing_classes_and_one_seed_has_no_interval():
     table = report.markdown(report.summarize(rows, {}), ["a", "b", "c"])
     assert "| noisy | ppo | 5% | 1 | 0.700 | +0.100 |" in table and "±" not in table
     assert "| 60/40/0 |" in table
-    assert "note: noisy ppo 5% selected no example of class c" in table and "train 70/25/5" in table
+    assert "note: noisy ppo 5% selected no example of class 'c'" in table and "train 70/25/5" in table
 
 
 def test_every_method_is_paired_with_random_stratified_and_cleanlab():

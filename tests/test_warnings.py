@@ -41,7 +41,7 @@ def test_once_warnings_are_issued_once_a_process():
     assert [str(w.message) for w in record] == ["a property of the data", "every time", "every time"]
 
 
-def test_the_command_prints_one_line_each(tmp_path):
+def test_the_command_prints_one_line_each():
     script = ("import warnings, jaxsel.errors as e\n"
               "with e.warnings_as_lines():\n"
               "    e.warn('first'); e.warn('first'); warnings.warn('other', RuntimeWarning)\n"

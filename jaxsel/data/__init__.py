@@ -573,8 +573,8 @@ def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[R
     if not keep:
         raise JaxselError("dataset has no non-empty text")
     if relabelled:  # conflicting labels, resolved silently otherwise
-        print(f"note: --dedup keeps each text's first row; {_count(relabelled, 'dropped row')} had another label "
-              f"than the one kept", file=sys.stderr)
+        warn(f"--dedup keeps each text's first row; {_count(relabelled, 'dropped row')} had another label "
+             f"than the one kept")
     kept = raw.rows(keep)
     return replace(kept, texts=[t.strip() for t in kept.texts], labels=[v.strip() for v in kept.labels],
                    empty_texts=empty), dups

@@ -354,24 +354,24 @@ class Run:
             indices = sel.indices
             row.update(selection_seconds=sel.meta["selection_seconds"],
                        proxy_accuracy=sel.scores["proxy_accuracy"], selection=str(path))
+        chosen = np.arange(n) if indices is None else indices
+        counts = [np.bincount(labels[x], minlength=p.num_classes).tolist() for x in (chosen, np.arange(n))]
+        gone = missing_classes(*counts)
+        if gone:  # as `jaxsel select` says of its selection, before the finetune; the report notes them too
+            from jaxsel.experiment.report import percent
+            names = vdd["train"].features["label"].names
+            warn(f"{v} {method} {percent(budget)} seed {seed}: the subset holds no example of {class_list(gone, names)}; "
+                 f"a model finetuned on it cannot predict {'that class' if len(gone) == 1 else 'those classes'}")
         tag = f"{v}-{method}-{'all' if budget is None else stages.budget_tag(budget)}-s{seed}-finetune"
         m = self.finetune(tag, vdd, indices, seed)
-        chosen = np.arange(n) if indices is None else indices
         row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
                    validation_accuracy=m["validation_accuracy"], finetune_seconds=m["train_seconds"],
                    finetune_malloc=m.get("malloc"),
                    examples=int(len(chosen)), corrupted_chosen=int(flags.any(0)[chosen].sum()),
                    flipped_chosen=int(flags[0, chosen].sum()), duplicates_chosen=int(flags[1, chosen].sum()),
                    steps=m.get("steps"), examples_seen=m.get("examples_seen"),
-                   label_counts=np.bincount(labels[chosen], minlength=p.num_classes).tolist(),
-                   train_label_counts=np.bincount(labels, minlength=p.num_classes).tolist(),
+                   label_counts=counts[0], train_label_counts=counts[1],
                    subset_digest=None if indices is None else digest(np.asarray(indices)))  # seeds that chose alike
-        gone = missing_classes(row["label_counts"], row["train_label_counts"])
-        if gone:  # as `jaxsel select` says of its selection; the report's table notes them too (never full data)
-            from jaxsel.experiment.report import percent
-            names = vdd["train"].features["label"].names
-            warn(f"{v} {method} {percent(budget)} seed {seed}: the subset holds no example of {class_list(gone, names)}; "
-                 f"a model finetuned on it cannot predict {'that class' if len(gone) == 1 else 'those classes'}")
         return row
 
     def execute(self) -> dict:

@@ -22,6 +22,7 @@ from jaxsel import allocator, code_version
 from jaxsel.config import BASELINES, SEARCH_METHODS
 from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path, write_utf8
+from jaxsel.selection import class_list
 from jaxsel.selection import AGENTS
 
 ORDER = SEARCH_METHODS + ("validated",) + BASELINES  # the order of the report's rows
@@ -301,7 +302,7 @@ def percent(budget: float) -> str:
 
 def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
     """The results table (the corrupted-examples column appears when a noisy variant is present),
-    then a warning line for every selection that left out a class. ``labels``: class names."""
+    then a note for every selection that left out a class (the run warned of it). ``labels``: class names."""
     noisy = any(s["variant"] == "noisy" for s in summary)
     mix = any("label_share" in s for s in summary)
     refs = [ref for ref in REFERENCES if any(f"vs_{ref}" in s for s in summary)] + (
@@ -332,11 +333,10 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
                 if "flipped_chosen" in s else ""))
         lines.append("| " + " | ".join(cells) + " |")
         if s.get("missing_classes"):
-            names = [labels[c] if labels else str(c) for c in s["missing_classes"]]
             train = "/".join(f"{100 * v:.0f}" for v in s["train_label_share"])
-            notes.append(f"note: {s['variant']} {s['method']} {budget} selected no example of class "
-                            f"{', '.join(names)} in at least one seed (label mix % "
-                            f"{'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; train {train})")
+            gone = class_list(s["missing_classes"], labels or [str(c) for c in range(len(s["train_label_share"]))])
+            notes.append(f"note: {s['variant']} {s['method']} {budget} selected no example of {gone} in at least one "
+                         f"seed (label mix % {'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; train {train})")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
