@@ -6,8 +6,8 @@ random-search; baselines random, stratified, typical, cleanlab; full) -> ``Selec
 ``finetune.finetune``; ``experiment.run(config)`` does all of it and ``experiment.report``
 summarises. ``models`` holds the networks (BERT, Llama, classifiers, tokenization). Modules are
 imported lazily so ``import jaxsel`` is cheap; ``jaxsel.JaxselError`` is every user mistake and
-``jaxsel.JaxselWarning`` every warning (Python's ``warnings``: filterable); the names modules had before the subpackages
-(``jaxsel.ppo``, ``jaxsel.bert``, ...) still resolve.
+``jaxsel.JaxselWarning`` every warning (Python's ``warnings``: filterable); the names modules had
+before the subpackages (``jaxsel.ppo``, ``jaxsel.bert``, ...) still resolve.
 """
 
 import functools

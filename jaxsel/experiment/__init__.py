@@ -355,7 +355,7 @@ class Run:
             row.update(selection_seconds=sel.meta["selection_seconds"],
                        proxy_accuracy=sel.scores["proxy_accuracy"], selection=str(path))
         chosen = np.arange(n) if indices is None else indices
-        counts = [np.bincount(labels[x], minlength=p.num_classes).tolist() for x in (chosen, np.arange(n))]
+        counts = [np.bincount(x, minlength=p.num_classes).tolist() for x in (labels[chosen], labels)]
         gone = missing_classes(*counts)
         if gone:  # as `jaxsel select` says of its selection, before the finetune; the report notes them too
             from jaxsel.experiment.report import percent

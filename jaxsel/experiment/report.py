@@ -22,8 +22,7 @@ from jaxsel import allocator, code_version
 from jaxsel.config import BASELINES, SEARCH_METHODS
 from jaxsel.errors import JaxselError
 from jaxsel.io import atomic_path, write_utf8
-from jaxsel.selection import class_list
-from jaxsel.selection import AGENTS
+from jaxsel.selection import AGENTS, class_list
 
 ORDER = SEARCH_METHODS + ("validated",) + BASELINES  # the order of the report's rows
 REFERENCES = ("random", "stratified", "cleanlab")  # baselines every other method is compared with, paired by seed
