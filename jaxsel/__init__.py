@@ -6,14 +6,20 @@ random-search; baselines random, stratified, typical, cleanlab; full) -> ``Selec
 ``finetune.finetune``; ``experiment.run(config)`` does all of it and ``experiment.report``
 summarises. ``models`` holds the networks (BERT, Llama, classifiers, tokenization). Modules are
 imported lazily so ``import jaxsel`` is cheap; ``jaxsel.JaxselError`` is every user mistake and
-``jaxsel.JaxselWarning`` every warning (Python's ``warnings``: filterable); the names modules had
-before the subpackages (``jaxsel.ppo``, ``jaxsel.bert``, ...) still resolve.
+``jaxsel.JaxselWarning`` every warning (Python's ``warnings``: filterable); notes (what jaxsel did
+for you: a class dropped, a config file found, another process waited for) go to the ``jaxsel``
+logger (Python's ``logging``), shown as "note: ..." lines until ``logging.getLogger("jaxsel")
+.setLevel(logging.WARNING)``; the names modules had before the subpackages (``jaxsel.ppo``,
+``jaxsel.bert``, ...) still resolve.
 """
 
 import functools
 import importlib
+import logging
 import subprocess
 from pathlib import Path
+
+from jaxsel import errors
 
 __version__ = "0.1.0"
 __all__ = ["agents", "allocator", "assets", "baselines", "checkpoint", "cli", "cluster", "config", "data", "distributed",
@@ -23,6 +29,7 @@ MOVED = {**{m: "models" for m in ("bert", "llama", "classifier", "tokens")},
          **{m: "agents" for m in ("ppo", "dqn", "env", "episodes", "networks", "search", "reward_model")},
          "noise": "data", "report": "experiment", "stages": "experiment"}
 CLASSES = {"JaxselError": "errors", "JaxselWarning": "errors"}  # `except jaxsel.JaxselError`, warning filters
+errors.show_notes(logging.getLogger(__name__))
 
 
 @functools.cache

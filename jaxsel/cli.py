@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -30,7 +31,10 @@ from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
                            ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
-from jaxsel.selection import AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, class_list, missing_classes, parse_budget
+from jaxsel.selection import (AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, class_list, missing_classes,
+                              no_example_of, parse_budget)
+
+log = logging.getLogger(__name__)
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -181,7 +185,7 @@ def _recorded(a, meta: dict) -> None:
                for opt, value in recorded.items() if getattr(a, opt) is not None and
                (getattr(a, opt) or None) != (value or None)]  # '' and None: no split column
     if changed:  # a dataset read otherwise than the selection's is refused by its fingerprint: say why first
-        print(f"note: read otherwise than the selection: {', '.join(changed)}", file=sys.stderr)
+        log.info(f"read otherwise than the selection: {', '.join(changed)}")
     for opt, value in recorded.items():
         if getattr(a, opt) is None:
             setattr(a, opt, value)
@@ -345,7 +349,7 @@ def _label_issues(a, dd) -> dict:
     labels = np.asarray(column(dd["train"], "label"))
     names = dd["train"].features["label"].names
     if a.k > len(labels):
-        print(f"note: --k {a.k} is more than the {len(labels)} train rows; using k = {len(labels)}", file=sys.stderr)
+        log.info(f"--k {a.k} is more than the {len(labels)} train rows; using k = {len(labels)}")
     c = cluster.kmeans(emb["train"], min(a.k, len(labels)), seed=a.seed)
     p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"), proxy.ProxyConfig())
     flagged = label_issues.find(p, labels, c.assignment, names=names)
@@ -407,11 +411,11 @@ def _note_fresh_start(folder: Path, resume: bool) -> None:
     both went without a word; a --resume spelled with other options names another folder)."""
     held = _checkpoints_held(folder)
     if not resume and held:
-        print(f"note: {folder} holds an earlier run's checkpoints; starting afresh replaces them "
-              f"(--resume continues that run if it ran these settings with this jaxsel's algorithms)", file=sys.stderr)
+        log.info(f"{folder} holds an earlier run's checkpoints; starting afresh replaces them "
+                 f"(--resume continues that run if it ran these settings with this jaxsel's algorithms)")
     elif resume and not held:
-        print(f"note: no checkpoint to resume in {folder}: starting from the beginning (a run with other "
-              f"options has another default folder)", file=sys.stderr)
+        log.info(f"no checkpoint to resume in {folder}: starting from the beginning (a run with other "
+                 f"options has another default folder)")
 
 
 def cmd_select(a) -> None:
@@ -422,12 +426,11 @@ def cmd_select(a) -> None:
     if a.network == NETWORK:  # the agents' default spelled out: the same selection, so the same default folder
         a.network = None
     if a.filter != "none" and a.method in BASELINE_METHODS + ("full",):
-        print(f"note: --filter applies to RL and the cluster searches; {a.method} ignores it", file=sys.stderr)
+        log.info(f"--filter applies to RL and the cluster searches; {a.method} ignores it")
         a.filter = "none"
     agent_options = ("steps", "network", "preference_rate")  # the RL agents' own (agents.ignored leaves them out)
     if a.method not in AGENTS and any(getattr(a, k) != a.tagged[k] for k in agent_options):
-        print(f"note: --steps, --network and --preference-rate set the RL agents (ppo, dqn); {a.method} ignores them",
-              file=sys.stderr)
+        log.info(f"--steps, --network and --preference-rate set the RL agents (ppo, dqn); {a.method} ignores them")
     agent = dict(preference_rate=a.preference_rate, **({} if a.network is None else {"network": a.network}))
     ppo_cfg, dqn_cfg = (agents.agent_config(m, a.steps, agent) for m in AGENTS)
     cfg = agents.SelectConfig(method=a.method, budget=a.budget, seed=a.seed, surrogate_rounds=a.surrogate_rounds,
@@ -489,8 +492,7 @@ def cmd_select(a) -> None:
     if sel.meta["missing_classes"]:
         gone = sel.meta["missing_classes"]
         whole = a.method not in BASELINE_METHODS and a.granularity == "cluster"
-        warn(f"the selection holds no example of {class_list(gone, names)}; a model finetuned on it cannot predict "
-             f"{'that class' if len(gone) == 1 else 'those classes'} ("
+        warn(f"the selection holds {no_example_of(gone, names)} ("
              + ("the method takes classes about in proportion to their train rows: try a larger budget, or a search "
                 "with --stratified --balance equal" if a.method in BASELINE_METHODS else
                 f"try a larger budget{'' if a.stratified else ' or --stratified clusters'}"
@@ -938,8 +940,7 @@ def entry() -> None:
     if interrupts.hit.is_set() and code != 130:  # an interrupt the run did not stop for still ends it as one
         interrupts.leave()
     if code == 0 and _joined() and not sys.modules["jaxsel.distributed"].leave():
-        print("jaxsel: note: another process of the run did not reach its end (this one's work is done and written)",
-              file=sys.stderr)
+        log.info("another process of the run did not reach its end (this one's work is done and written)")
         _exit_now(0)  # the end-of-run barrier would wait for the missing process, then JAX would abort this one
     if code == 130 or (code and _joined()):  # a failed multi-process run: JAX's threads may wait on its peers
         _exit_now(code)

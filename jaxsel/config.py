@@ -12,7 +12,7 @@ naming the file, the section, the key and the type expected.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,9 @@ from jaxsel.io import folder_digest
 from jaxsel.errors import (MAX_SEED, JaxselError, check_at_least, check_choice, check_range, check_seed, check_types,
                            warn)
 from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, parse_budget, read_budget
+
+log = logging.getLogger(__name__)
+
 
 def later(default, *, before=None):
     """A config field added after stage caches existed: :func:`spelling` leaves it out while it
@@ -509,8 +512,7 @@ def config_file(path: str | Path) -> Path:
     if name:
         for candidate in (SHIPPED_CONFIGS / name, (SHIPPED_CONFIGS / name).with_suffix(".toml")):
             if candidate.is_file():
-                print(f"note: no {path} in the working folder: using the config shipped with jaxsel, {candidate}",
-                      file=sys.stderr)
+                log.info(f"no {path} in the working folder: using the config shipped with jaxsel, {candidate}")
                 return candidate
     return path
 
@@ -568,11 +570,11 @@ def load_config(path: str | Path, **data_overrides) -> RunConfig:
             raise JaxselError(f"{path}: budgets: {e}") from None
     cfg = build(RunConfig, doc, str(path))
     if not named:  # after every check, so a config's mistake stays a one-line error
-        print(f"note: {path} names no dataset ([data] name): using the built-in {DataSpec.name!r}", file=sys.stderr)
+        log.info(f"{path} names no dataset ([data] name): using the built-in {DataSpec.name!r}")
     if kept:
-        print(f"note: the dataset given ({given_overrides['name']}) replaces {path}'s; its [data] {', '.join(kept)} "
-              f"still {'applies' if len(kept) == 1 else 'apply'} (give text_col, label_col, split_col to change "
-              "them: --text-col, --label-col, --split-col on the command line; --split-col '' for none)", file=sys.stderr)
+        log.info(f"the dataset given ({given_overrides['name']}) replaces {path}'s; its [data] {', '.join(kept)} "
+                 f"still {'applies' if len(kept) == 1 else 'apply'} (give text_col, label_col, split_col to change "
+                 "them: --text-col, --label-col, --split-col on the command line; --split-col '' for none)")
     for note in unused_settings(cfg, given):
         warn(f"{path} sets {note}: unused")
     return cfg

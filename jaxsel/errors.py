@@ -1,9 +1,11 @@
 """The one exception type for user mistakes (the CLI prints it as one line and exits 2), the one
-warning type for what does not stop the work, and the checks configs run on their fields."""
+warning type for what does not stop the work, the notes' display (Python's ``logging``), and the
+checks configs run on their fields."""
 
 import contextlib
 import dataclasses
 import functools
+import logging
 import numbers
 import os
 import sys
@@ -92,6 +94,31 @@ def warnings_as_lines():
             yield
         finally:
             warnings.showwarning = shown
+
+
+class NoteLines(logging.Handler):
+    """The ``jaxsel`` logger's display: each record one line on the standard error of the moment (a
+    notebook's, pytest's capture), "note: " + the message for INFO ("warning: ", "error: " above),
+    written through tqdm so a progress bar being drawn is not broken."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+            kind = "note" if record.levelno < logging.WARNING else record.levelname.lower()
+            tqdm.write(f"{kind}: {record.getMessage()}", file=sys.stderr)
+        except Exception:  # logging's contract: a failing display reports itself, never stops the work
+            self.handleError(record)
+
+
+def show_notes(logger: logging.Logger) -> None:
+    """Give jaxsel's logger its display unless it has one: INFO and above as :class:`NoteLines`, not
+    passed on to the root logger (whose handlers, e.g. ``logging.basicConfig``'s, would print each
+    note twice). ``logging.getLogger("jaxsel").setLevel(logging.WARNING)`` silences the notes;
+    ``.propagate = True`` (and removing the handler) sends them to the application's logging."""
+    if not logger.handlers:
+        logger.addHandler(NoteLines())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def is_int(value) -> bool:

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from typing import TypeVar
 import numpy as np
 
 from jaxsel.errors import JaxselError, OutputError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -119,7 +122,7 @@ def stage_lock(folder: str | Path, note_every: float = 600.0):
             if not waited or time.monotonic() - said >= note_every:
                 spent = time.monotonic() - start
                 so_far = "" if not waited else f" ({spent:.0f} s so far)" if spent < 120 else f" ({spent / 60:.0f} minutes so far)"
-                print(f"note: another jaxsel process is computing {folder}: waiting for it{so_far}", file=sys.stderr)
+                log.info(f"another jaxsel process is computing {folder}: waiting for it{so_far}")
                 waited, said = True, time.monotonic()
             time.sleep(0.25)
             continue

@@ -389,6 +389,13 @@ def class_list(ids, names) -> str:
     return f"{'class' if len(ids) == 1 else 'classes'} {', '.join(repr(names[i]) for i in ids)}"
 
 
+def no_example_of(ids, names) -> str:
+    """"no example of class 'a'; a model finetuned on it cannot predict that class" (or of classes
+    ..., those classes): what a warning says of a subset missing the classes ``ids`` (:func:`class_list`)."""
+    return (f"no example of {class_list(ids, names)}; a model finetuned on it cannot predict "
+            f"{'that class' if len(ids) == 1 else 'those classes'}")
+
+
 def digest(a: np.ndarray) -> str:
     """SHA-256 (hex) of an int64 array's bytes: a selection's index or cluster file, and the rows a
     finetune's checkpoints and a run's finetune stage are keyed by."""

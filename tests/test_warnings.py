@@ -1,6 +1,7 @@
-"""jaxsel's warnings are Python warnings of one category: a notebook filters or records them, the
-command prints each as one line."""
+"""jaxsel's warnings are Python warnings of one category, its notes records of Python's logging: a
+notebook filters, records or silences them, the command prints each as one line."""
 
+import logging
 import subprocess
 import sys
 import warnings
@@ -8,7 +9,7 @@ import warnings
 import pytest
 
 import jaxsel
-from jaxsel import errors, selection
+from jaxsel import data, errors, selection
 
 
 def _warning_call():
@@ -98,3 +99,45 @@ def test_the_cli_leaves_the_callers_warning_display_and_filters(table_file):
     before, filters = warnings.showwarning, list(warnings.filters)
     assert cli.main(["data", str(table_file)]) == 0
     assert warnings.showwarning is before and warnings.filters == filters
+
+
+@pytest.fixture
+def noted(tmp_path):
+    """A call that notes: loading a file whose 2-row class --min-class-rows 10 drops."""
+    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(80)] + [("rare one", "odd"), ("rare two", "odd")]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    return lambda: data.load(str(tmp_path / "d.csv"), min_class_rows=10)
+
+
+NOTE = "dropped 2 rows of 1 class with fewer than 10 rows: 'odd'"
+
+
+def test_notes_are_log_records_of_the_jaxsel_logger(noted, capsys):
+    """Round 40's note: informational lines were prints a notebook could not silence. They are INFO
+    records of the module's logger, shown once as "note: ..." by jaxsel's own display, not passed to
+    the root logger (an application's logging.basicConfig would print them a second time)."""
+    records, root = [], []
+    keep = type("Keep", (logging.Handler,), {"emit": lambda self, r: records.append(r)})()
+    root_keep = type("Keep", (logging.Handler,), {"emit": lambda self, r: root.append(r)})()
+    logging.getLogger("jaxsel").addHandler(keep)
+    logging.getLogger().addHandler(root_keep)
+    try:
+        noted()
+    finally:
+        logging.getLogger("jaxsel").removeHandler(keep)
+        logging.getLogger().removeHandler(root_keep)
+    assert [(r.name, r.levelno, r.getMessage()) for r in records] == [("jaxsel.data", logging.INFO, NOTE)]
+    assert not root and capsys.readouterr().err.splitlines() == [f"note: {NOTE}"]
+
+
+def test_a_notebook_can_silence_the_notes(noted, capsys):
+    logger = logging.getLogger("jaxsel")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        noted()
+    finally:
+        logger.setLevel(level)
+    assert capsys.readouterr().err == ""
+    noted()  # the display is back with the level
+    assert capsys.readouterr().err == f"note: {NOTE}\n"

@@ -16,9 +16,9 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import os
-import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -30,6 +30,8 @@ import numpy as np
 
 from jaxsel import assets
 from jaxsel.errors import JaxselError, check_indices, check_labels, is_int, warn
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
@@ -678,8 +680,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         small = len(raw.labels) - len(keep)
         if small:
             gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
-            print(f"note: dropped {_count(small, 'row')} of {_count(len(gone), 'class', 'classes')} with fewer than {min_class_rows} rows: "
-                  f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}", file=sys.stderr)
+            log.info(f"dropped {_count(small, 'row')} of {_count(len(gone), 'class', 'classes')} with fewer than {min_class_rows} rows: "
+                     f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
             raw = raw.rows(keep)
     names = sorted(set(raw.labels), key=_class_order)
     if len(names) < 2:
@@ -700,7 +702,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                               f"also train: training; validation: val, valid, dev; test: testing)")
         renamed = sorted(f"{v!r} as {s}" for v, s in read.items() if v != s)
         if renamed:
-            print(f"note: split values read {', '.join(renamed)}", file=sys.stderr)
+            log.info(f"split values read {', '.join(renamed)}")
         sp = np.array([read[v] for v in raw.split])
         parts = [np.flatnonzero(sp == s) for s in SPLITS]
     else:

@@ -14,9 +14,9 @@ finetuner's final evaluation alone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +31,9 @@ from jaxsel.errors import JaxselError, warn
 from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
                        write_json)
 from jaxsel.precision import in_32_bits
-from jaxsel.selection import budget_examples, check_budgets, class_list, digest, missing_classes
+from jaxsel.selection import budget_examples, check_budgets, digest, missing_classes, no_example_of
+
+log = logging.getLogger(__name__)
 
 
 def resumed(work, clock: Stopwatch | None = None):
@@ -360,8 +362,7 @@ class Run:
         if gone:  # as `jaxsel select` says of its selection, before the finetune; the report notes them too
             from jaxsel.experiment.report import percent
             names = vdd["train"].features["label"].names
-            warn(f"{v} {method} {percent(budget)} seed {seed}: the subset holds no example of {class_list(gone, names)}; "
-                 f"a model finetuned on it cannot predict {'that class' if len(gone) == 1 else 'those classes'}")
+            warn(f"{v} {method} {percent(budget)} seed {seed}: the subset holds {no_example_of(gone, names)}")
         tag = f"{v}-{method}-{'all' if budget is None else stages.budget_tag(budget)}-s{seed}-finetune"
         m = self.finetune(tag, vdd, indices, seed)
         row.update(test_accuracy=m["test_accuracy"], test_macro_f1=m["test_macro_f1"],
@@ -413,8 +414,8 @@ class Run:
             raise JaxselError(f"{self.where}: {e}") from None
         self._check_steps(len(dd["train"]), len(dd["train"].features["label"].names))
         if self.cfg.stages and not self.stage_dir.exists():  # a relative path is the working folder's (a file: the error below)
-            print(f"note: the stage folder {self.stage_dir.absolute()} (`stages`) does not exist: made now, every "
-                  f"stage is computed", file=sys.stderr)
+            log.info(f"the stage folder {self.stage_dir.absolute()} (`stages`) does not exist: made now, every "
+                     f"stage is computed")
         self.stage_dir.mkdir(parents=True, exist_ok=True)  # after the data loads: a bad file leaves no folder
         emb = self.embeddings(dd)
         clean = self.clustering(dd, emb)
@@ -452,8 +453,8 @@ def _note_other_config(out: Path, source: str | None) -> None:
     except (OSError, ValueError, AttributeError):
         return
     if before and source and before != source:
-        print(f"note: {out} holds the results of another config file ({before}); its report and results.json "
-              f"are replaced by {source}'s (stages whose settings match are reused)", file=sys.stderr)
+        log.info(f"{out} holds the results of another config file ({before}); its report and results.json "
+                 f"are replaced by {source}'s (stages whose settings match are reused)")
 
 
 def default_out(name: str, data_overrides: dict) -> str:
@@ -487,9 +488,9 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         cfg = load_config(path, **data_overrides)
         source, where = str(path.resolve()), str(path)
         if out is None and path.stem != cfg.name:
-            print(f"note: {path} names its run {cfg.name!r} (its `name`): the results go to "
-                  f"{default_out(cfg.name, data_overrides)}; give the file its own `name`, or an output folder "
-                  f"(out, --out)", file=sys.stderr)
+            log.info(f"{path} names its run {cfg.name!r} (its `name`): the results go to "
+                     f"{default_out(cfg.name, data_overrides)}; give the file its own `name`, or an output folder "
+                     f"(out, --out)")
     if out is None:
         out = default_out(cfg.name, data_overrides)
     _note_other_config(Path(out), source)
