@@ -75,16 +75,11 @@ def _keyless(f: dataclasses.Field, value) -> bool:
     return bool(f.metadata.get("later")) and value == f.metadata["keyless"]
 
 
-def _without_keyless(cls, values: dict) -> dict:
-    """``values`` (a dict of ``cls``'s fields) without the :func:`later` fields that hold their keyless values."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    return {k: v for k, v in values.items() if not (k in fields and _keyless(fields[k], v))}
-
-
 def settings(obj) -> dict:
     """A config dataclass as a dict (:func:`dataclasses.asdict`) without its :func:`later` fields
     that hold their keyless values: what run signatures record, so adding a field keeps old checkpoints."""
-    return _without_keyless(type(obj), dataclasses.asdict(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    return {k: v for k, v in dataclasses.asdict(obj).items() if not _keyless(fields[k], v)}
 
 
 def differences(a, b, path: str = "") -> list[tuple[str, object, object]]:
@@ -106,12 +101,14 @@ def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
 
 def recorded_settings(config: dict) -> dict:
     """A run config as results documents record it (:func:`dataclasses.asdict` of a
-    :class:`RunConfig`), without the :func:`later` fields that hold their keyless values, in it and its
-    sections: a config recorded before a field was added compares equal to one recorded after."""
-    out = _without_keyless(RunConfig, config)
+    :class:`RunConfig`), with the :func:`later` fields it lacks, in it and its sections (one it lacks
+    read as empty), at the values that ran before they existed (:func:`as_ran`): a config recorded
+    before a field was added compares equal to one recorded after at that value, and a difference
+    names both values ("finetune.min_steps (0 ..., 100 ...)", not None for the older side)."""
+    out = as_ran(RunConfig, config)
     for name, cls in SECTIONS.items():
-        if isinstance(out.get(name), dict):
-            out[name] = _without_keyless(cls, out[name])
+        if isinstance(out.get(name), dict) or name not in out:
+            out[name] = as_ran(cls, out.get(name, {}))
     return out
 
 
