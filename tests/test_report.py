@@ -196,7 +196,8 @@ def test_merge_refuses_different_configs_and_repeated_cells():
         report.merge([_doc([0], rows[:3], data=old), _doc([1], rows[3:], data=dict(new, dedup=True))])
     # a difference against a field's former default names the value that ran, not None (min_steps: 0 until 2026-12-07)
     with pytest.raises(JaxselError, match=r"differ in finetune.min_steps \(0 in the part of seeds \[0\], 100 in"):
-        report.merge([_doc([0], rows[:3], finetune={"epochs": 3}), _doc([1], rows[3:], finetune={"epochs": 3, "min_steps": 100})])
+        report.merge([_doc([0], rows[:3], finetune={"epochs": 3}),
+                      _doc([1], rows[3:], finetune={"epochs": 3, "min_steps": 100})])
     # the agents' settings: a part from before they were recorded ran its tables over the defaults of
     # then (the early network), so it merges with a part that pinned "early", not with a late one
     import dataclasses

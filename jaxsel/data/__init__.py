@@ -680,8 +680,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         small = len(raw.labels) - len(keep)
         if small:
             gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
-            log.info(f"dropped {_count(small, 'row')} of {_count(len(gone), 'class', 'classes')} with fewer than {min_class_rows} rows: "
-                     f"{', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
+            log.info(f"dropped {_count(small, 'row')} of {_count(len(gone), 'class', 'classes')} with fewer than "
+                     f"{min_class_rows} rows: {', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
             raw = raw.rows(keep)
     names = sorted(set(raw.labels), key=_class_order)
     if len(names) < 2:

@@ -251,10 +251,10 @@ class Run:
         sizes = np.asarray(c.sizes)
         orders = [search.complete([], sizes, examples, rng, quota, caps) for _ in range(samples)]
         kinds = ["sampled"] * samples
-        for (m, sel), log in zip(sels.items(), logs):
+        for (m, sel), searched in zip(sels.items(), logs):
             orders.append(sel.cluster_ids)
             kinds.append(m)
-            explored = None if log is None else read_cached(log, lambda path: list(read_json(path)["orders"]))
+            explored = None if searched is None else read_cached(searched, lambda path: list(read_json(path)["orders"]))
             if explored is not None:
                 orders += explored
                 kinds += [f"{m} explored"] * len(explored)
