@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +104,15 @@ def cluster_agreement(labels: np.ndarray, probs: np.ndarray, assignment: np.ndar
     return np.stack([np.bincount(assignment, agree, k) / n, np.bincount(assignment, given, k) / n], 1).astype(np.float32)
 
 
+def cleanlab_find_label_issues():
+    """``cleanlab.filter.find_label_issues``, imported with the warning filters kept: cleanlab (2.7)
+    runs ``warnings.filterwarnings("ignore")`` when its ``datalab`` loads, which silenced every later
+    warning of the process (jaxsel's too: break-it round 41)."""
+    with warnings.catch_warnings():
+        from cleanlab.filter import find_label_issues
+    return find_label_issues
+
+
 def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = "rows",
          max_rounds: int = 10, names: list[str] | None = None) -> np.ndarray:
     """(N,) bool: the train rows ``cleanlab.filter.find_label_issues`` flags given the
@@ -116,7 +126,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     :func:`class_names`, else their ids). Raises
     :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1, ``labels`` and
     ``assignment`` of different lengths, or either not the proxy's."""
-    from cleanlab.filter import find_label_issues
+    find_label_issues = cleanlab_find_label_issues()
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
     labels, assignment = np.asarray(labels), np.asarray(assignment)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -279,3 +281,14 @@ def test_out_of_cluster_logits_never_gather_every_rows_weights():
     compiled = label_issues._probs.lower(p, jnp.asarray(cl.assignment, jnp.int32), jnp.ones(32, jnp.float32)).compile()
     gathered = n * (d + 1) * C * 4  # bytes of every row's weights at once
     assert compiled.memory_analysis().temp_size_in_bytes < gathered / 4
+
+
+def test_cleanlab_leaves_the_warning_filters():
+    """Break-it round 41: cleanlab runs warnings.filterwarnings("ignore") when it loads, so a run with
+    --filter cleanlab (the README's main job) showed no warning afterwards, jaxsel's included. A fresh
+    process: the import is what changes the filters."""
+    program = ("import warnings\nfrom jaxsel import errors, label_issues\nbefore = list(warnings.filters)\n"
+               "label_issues.cleanlab_find_label_issues()\nimport cleanlab.filter\n"
+               "assert warnings.filters == before, warnings.filters[:2]\nerrors.warn('still shown')")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "JaxselWarning: still shown" in done.stderr, done.stderr[-2000:]
