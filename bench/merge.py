@@ -23,14 +23,23 @@ from jaxsel.experiment import report  # noqa: E402
 from jaxsel.io import write_json  # noqa: E402
 
 
+def read_part(path: Path) -> dict:
+    """The results document in ``path``; an error naming the file where it is no JSON (report.merge
+    says which part is not a results document)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder for the merged results.json, report.md and plots")
     ap.add_argument("parts", nargs="+", type=Path, help="results.json of each part")
     a = ap.parse_args(argv)
     try:
-        doc = report.merge([json.loads(p.read_text()) for p in a.parts])
-    except (OSError, json.JSONDecodeError, ValueError) as e:
+        doc = report.merge([read_part(p) for p in a.parts])
+    except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     a.out.mkdir(parents=True, exist_ok=True)
     write_json(a.out / "results.json", doc)

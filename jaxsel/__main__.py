@@ -9,7 +9,7 @@ so this module imports nothing else until it is made; importing :mod:`jaxsel.cli
 import sys
 
 from jaxsel import allocator
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, say
 
 FINETUNING = ("run", "finetune")  # the commands that keep freed memory for XLA
 
@@ -22,7 +22,7 @@ def configure(argv: list[str]) -> None:
     try:
         allocator.choice()
     except JaxselError as e:
-        print(f"jaxsel: error: {e}", file=sys.stderr)
+        say(f"jaxsel: error: {e}")
         sys.exit(2)
     if argv[:1] and argv[0] in FINETUNING:
         allocator.keep_freed_memory()
@@ -35,7 +35,7 @@ def entry() -> None:
     try:
         from jaxsel import cli
     except KeyboardInterrupt:
-        print("jaxsel: interrupted", file=sys.stderr)
+        say("jaxsel: interrupted")
         sys.exit(130)
     cli.entry()
 

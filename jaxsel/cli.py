@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, filter_action, warn, warnings_as_lines
+from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, counted, filter_action, say, warn, warnings_as_lines
 from jaxsel.checkpoint import Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
                            ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
-from jaxsel.selection import (AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, class_list, missing_classes,
+from jaxsel.selection import (AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes,
                               no_example_of, parse_budget)
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, an unknown option named by the command it was given to ("jaxsel select: error:
+        unrecognized arguments: --bogus (see jaxsel select --help)"), as its other mistakes are."""
+        found, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            commands.get(getattr(found, "command", None), self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return found
 
 
 def _budget(text: str) -> float:
@@ -497,7 +506,7 @@ def cmd_select(a) -> None:
                 "with --stratified --balance equal" if a.method in BASELINE_METHODS else
                 f"try a larger budget{'' if a.stratified else ' or --stratified clusters'}"
                 + (f" or --granularity quota (a pick of whole clusters: {sel.meta['budget_examples']} examples are "
-                   f"about {len(sel.cluster_ids)} clusters)" if whole else ""))
+                   f"about {counted(len(sel.cluster_ids), 'cluster')})" if whole else ""))
              + f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})")
     print(f"wrote {out / 'selection.json'}")
 
@@ -538,9 +547,7 @@ def cmd_finetune(a) -> None:
         labels, names = np.asarray(column(dd["train"], "label")), dd["train"].features["label"].names
         absent = missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels[indices], labels)))
         if absent:
-            warn(f"the training subset ({len(indices)} example{'' if len(indices) == 1 else 's'}) holds no example "
-                 f"of {class_list(absent, names)}: the model cannot learn to predict "
-                 f"{'it' if len(absent) == 1 else 'them'}")
+            warn(f"the training subset ({counted(len(indices), 'example')}) holds {no_example_of(absent, names)}")
     _note_fresh_start(out / "checkpoints", a.resume)
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source,
@@ -822,27 +829,27 @@ def _dispatch(args) -> int:
         else:
             args.func(args)
     except (JaxselError, JaxselWarning) as e:  # a warning the filters made an error (-W error)
-        print(f"jaxsel: error: {e}", file=sys.stderr)
+        say(f"jaxsel: error: {e}")
         return 2
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
         # a location the user named cannot be written (read-only folder, a file where a folder goes)
         why = "a file is there, where a folder is needed" if isinstance(e, FileExistsError) else e.strerror
-        print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {why}", file=sys.stderr)
+        say(f"jaxsel: error: cannot write {e.filename or 'the output'}: {why}")
         return 2
     except OSError as e:
         if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG):
             raise
-        print(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}", file=sys.stderr)
+        say(f"jaxsel: error: cannot write {e.filename or 'the output'}: {e.strerror}")
         return 2
     except KeyboardInterrupt:
-        print(interrupted(), file=sys.stderr)
+        say(interrupted())
         return 130
     except Exception as e:
         if not _joined():
             raise
         if _peer_failure(e):
-            print(f"jaxsel: error: the multi-process run broke off ({str(e).splitlines()[0][:200]}): another process "
-                  f"probably ended; start every process again, with --resume", file=sys.stderr)
+            say(f"jaxsel: error: the multi-process run broke off ({str(e).splitlines()[0][:200]}): another process "
+                f"probably ended; start every process again, with --resume")
         else:  # a fault of jaxsel: its traceback, then the exit without teardown (entry)
             traceback.print_exc()
         return 1
@@ -875,7 +882,7 @@ class Interrupts:
 
     @staticmethod
     def leave() -> None:
-        print(interrupted(), file=sys.stderr, flush=True)
+        say(interrupted())
         os._exit(130)
 
     def __call__(self, signum, frame) -> None:

@@ -339,7 +339,9 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     distinct = len(np.unique(x, axis=0))
     if k > distinct:
         raise JaxselError(f"cannot make {k} clusters: the {x.shape[0]} examples hold only {distinct} distinct "
-                          f"embeddings (exact duplicate texts embed alike); use k <= {distinct} or --dedup")
+                          f"embeddings (repeated texts embed alike, as do texts the model does not tell apart, such "
+                          f"as ones differing only in letter case for an uncased model); use k <= {distinct}, or "
+                          f"--dedup where texts repeat")
     if method not in KMEANS_METHODS:
         raise JaxselError(f"unknown k-means method {method!r} ({' or '.join(KMEANS_METHODS)})")
     if labels is None:

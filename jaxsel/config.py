@@ -82,21 +82,33 @@ def settings(obj) -> dict:
     return {k: v for k, v in dataclasses.asdict(obj).items() if not _keyless(fields[k], v)}
 
 
+class _Absent:
+    """The value :func:`differences` gives a key one side lacks (a JSON null is None)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()
+
+
 def differences(a, b, path: str = "") -> list[tuple[str, object, object]]:
     """Where two nested settings (dicts of JSON values) differ: (dotted path, value in ``a``, value
-    in ``b``) for each differing leaf, None where one side lacks the key; [] when they are equal."""
+    in ``b``) for each differing leaf, :data:`ABSENT` where one side lacks the key; [] when they are equal."""
     if not (isinstance(a, dict) and isinstance(b, dict)):
         return [] if a == b else [(path, a, b)]
     return [d for k in sorted(set(a) | set(b), key=str)
-            for d in differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
+            for d in differences(a.get(k, ABSENT), b.get(k, ABSENT), f"{path}.{k}" if path else str(k))]
 
 
 def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
-    """:func:`differences` of ``a`` and ``b`` in words, at most ``limit``: "ppo.network ('early' in
-    NAME_A, 'late' in NAME_B)", with ``names`` naming the two sides."""
+    """:func:`differences` of ``a`` and ``b`` in words, the first ``limit`` with both values: "ppo.network
+    ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides; the others by their paths
+    (" and 2 more: select.filter, proxy.score_on")."""
     found = differences(a, b)
     said = [f"{p} ({x!r} {names[0]}, {y!r} {names[1]})" for p, x, y in found[:limit]]
-    return ", ".join(said) + (f" and {len(found) - limit} more" if len(found) > limit else "")
+    rest = [p for p, _, _ in found[limit:]]
+    return ", ".join(said) + (f" and {len(rest)} more: {', '.join(rest)}" if rest else "")
 
 
 def recorded_settings(config: dict) -> dict:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import errno
 import socket
-import sys
 import threading
 
 import jax
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, say
 
 
 JOIN_GRACE = 60  # seconds JAX's own join deadline lies past ``timeout``: this module's ends the wait first, in one line
@@ -56,8 +55,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if all(given):
         if process_id == 0:
             check_port_free(int(port))
-        print(f"jaxsel: process {process_id} of {num_processes} joining {coordinator}: waiting up to {timeout} s for "
-              f"all {num_processes} (--join-timeout; Ctrl-C stops)", file=sys.stderr, flush=True)
+        say(f"jaxsel: process {process_id} of {num_processes} joining {coordinator}: waiting up to {timeout} s for "
+            f"all {num_processes} (--join-timeout; Ctrl-C stops)")
     _join_thread, failed = _on_thread(lambda: jax.distributed.initialize(
         coordinator, num_processes, process_id, initialization_timeout=timeout + JOIN_GRACE), "jaxsel-join")
     _join_thread.join(timeout)  # a Ctrl-C interrupts the wait (lock waits take signals on POSIX)

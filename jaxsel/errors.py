@@ -83,7 +83,7 @@ def warnings_as_lines():
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, JaxselWarning):
-            print(f"warning: {message}", file=sys.stderr)
+            say(f"warning: {message}")
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -96,12 +96,22 @@ def warnings_as_lines():
             warnings.showwarning = shown
 
 
+def say(line: str) -> None:
+    """``line`` on the standard error of the moment, flushed; nothing where there is none (a process
+    started with it closed, ``2>&-``, or by pythonw): ``print`` would put it on standard output, among
+    the results (``jaxsel data --json``)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr, flush=True)
+
+
 class NoteLines(logging.Handler):
     """The ``jaxsel`` logger's display: each record one line on the standard error of the moment (a
     notebook's, pytest's capture), "note: " + the message for INFO ("warning: ", "error: " above),
     written through tqdm so a progress bar being drawn is not broken."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if sys.stderr is None:  # nowhere to show it (see say)
+            return
         try:
             from tqdm import tqdm
             kind = "note" if record.levelno < logging.WARNING else record.levelname.lower()
@@ -111,14 +121,24 @@ class NoteLines(logging.Handler):
 
 
 def show_notes(logger: logging.Logger) -> None:
-    """Give jaxsel's logger its display unless it has one: INFO and above as :class:`NoteLines`, not
-    passed on to the root logger (whose handlers, e.g. ``logging.basicConfig``'s, would print each
-    note twice). ``logging.getLogger("jaxsel").setLevel(logging.WARNING)`` silences the notes;
-    ``.propagate = True`` (and removing the handler) sends them to the application's logging."""
-    if not logger.handlers:
-        logger.addHandler(NoteLines())
+    """Give jaxsel's logger its display, once a process (not again when ``jaxsel`` is reloaded), and
+    not where the application gave it a handler before: records of INFO and above (a level set
+    before ``import jaxsel`` is kept) printed by :class:`NoteLines` and not passed on to the root
+    logger (whose handlers, e.g. ``logging.basicConfig``'s, would print each note twice).
+    ``logging.getLogger("jaxsel").setLevel(logging.WARNING)`` silences the notes; ``.propagate =
+    True`` (and removing the handler) sends them to the application's logging."""
+    if getattr(logger, "jaxsel_display", False) or logger.handlers:
+        return
+    logger.jaxsel_display = True
+    logger.addHandler(NoteLines())
+    if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger.propagate = False
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 text", "2 texts" ("2 classes" with ``plural``): a count in a message."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def is_int(value) -> bool:

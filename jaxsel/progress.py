@@ -13,12 +13,14 @@ import time
 
 from tqdm.auto import tqdm
 
+from jaxsel.errors import say
+
 INTERVAL = 30.0  # seconds between two lines of the same stage in a log
 
 
 def interactive() -> bool:
     """Whether progress goes to a person: a terminal, or a Jupyter kernel."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
+    return (sys.stderr is not None and sys.stderr.isatty()) or "ipykernel" in sys.modules
 
 
 def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False,
@@ -26,7 +28,7 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = 
     """A tqdm bar in a terminal or notebook, else a :class:`Lines` reporter (nothing when ``disable``,
     nor in a multi-process run's processes other than 0, which report for all)."""
     from jaxsel.io import writes_files
-    disable = disable or not writes_files()
+    disable = disable or not writes_files() or sys.stderr is None  # nowhere to draw it (errors.say)
     if disable or interactive():
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave, initial=initial)
     return Lines(iterable, total=total, desc=desc, unit=unit, initial=initial)
@@ -37,7 +39,7 @@ def write(message: str) -> None:
     results only, e.g. ``jaxsel data --json``) that does not break a bar being drawn; none in a
     multi-process run's processes other than 0, as for :func:`bar`."""
     from jaxsel.io import writes_files
-    if writes_files():
+    if writes_files() and sys.stderr is not None:
         tqdm.write(message, file=sys.stderr)
 
 
@@ -65,7 +67,7 @@ class Lines:
                 parts.append(f"ETA {int(eta // 60)}:{int(eta % 60):02d}")
         if self.postfix:
             parts.append(self.postfix)
-        print(", ".join(parts), file=sys.stderr, flush=True)
+        say(", ".join(parts))
         self.last, self.shown = self.clock(), self.n
 
     def update(self, n: int = 1) -> None:

@@ -70,7 +70,7 @@ def test_signature_differences_name_the_settings():
     written = '{"config": {"ppo": {"network": "early", "lr": 1}}, "k": 4}'
     now = '{"config": {"ppo": {"network": "late", "lr": 1}}}'
     assert signature_differences(written, now) == (" (it differs in config.ppo.network ('early' written, 'late' now), "
-                                                   "k (4 written, None now))")
+                                                   "k (4 written, absent now))")
     assert signature_differences(written, written) == signature_differences("a", now) == ""
     # another method: the agents it does not run stand at placeholders, and are not named (a new user's test)
     ppo = '{"config": {"method": "ppo", "ppo": {"network": "late"}, "dqn": {"network": "early"}}}'

@@ -239,7 +239,10 @@ def test_usage_mistakes_are_one_line_exit_2(table_file, capsys):
                        (("select", str(table_file), "--seed", str(2**64)), "--seed: must be at most 2147483647"),
                        (("select", str(table_file), "--steps", str(10**11)), "--steps: must be at most 2147483647"),
                        (("data", str(table_file), "--split-seed", "-1"), "--split-seed: must be at least 0"),
-                       (("embed", str(table_file), "--max-length", "1"), "--max-length: must be at least 2")]:
+                       (("embed", str(table_file), "--max-length", "1"), "--max-length: must be at least 2"),
+                       # an unknown option, named by its command (round 41: "jaxsel: error: ... (see jaxsel --help)")
+                       (("select", str(table_file), "--bogus", "1"),
+                        "jaxsel select: error: unrecognized arguments: --bogus 1 (see jaxsel select --help)")]:
         code = cli.main(list(args))  # argparse's exit becomes main's status (round 29: SystemExit in a notebook)
         err = capsys.readouterr().err
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)

@@ -338,7 +338,7 @@ def test_finetune_warns_of_classes_its_subset_misses(table_file, tmp_cache, caps
     out, err = capsys.readouterr()
     assert "tiny-bert on 1 example (random 0.021" in out
     assert json.loads((tmp_cache / "f" / "metrics.json").read_text())["steps"] == 1  # --min-steps 0: one epoch of one
-    absent = err.split("warning: the training subset (1 example) holds no example of classes ")[1].split(":")[0]
+    absent = err.split("warning: the training subset (1 example) holds no example of classes ")[1].split(";")[0]
     assert sum(name in absent for name in data.load(str(table_file))["train"].features["label"].names) == 2
 
 

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -104,7 +108,7 @@ def test_label_mix_and_missing_classes_and_one_seed_has_no_interval():
     table = report.markdown(report.summarize(rows, {}), ["a", "b", "c"])
     assert "| noisy | ppo | 5% | 1 | 0.700 | +0.100 |" in table and "±" not in table
     assert "| 60/40/0 |" in table
-    assert "note: noisy ppo 5% selected no example of class 'c'" in table and "train 70/25/5" in table
+    assert "missing classes: noisy ppo 5% selected no example of class 'c'" in table and "train 70/25/5" in table
 
 
 def test_every_method_is_paired_with_random_stratified_and_cleanlab():
@@ -217,7 +221,7 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     # after it: bench/merge.py joined an older jaxsel's CLIMB rows with the new one's (break-it round 37)
     revised = dict(pinned, revisions={"climb": 2})
     assert report.merge([dict(old, revisions={"climb": 2}), revised])["revisions"] == {"climb": 2}
-    with pytest.raises(JaxselError, match=r"differ in revisions.climb \(None in the part of seeds \[0\], 2 in"):
+    with pytest.raises(JaxselError, match=r"differ in revisions.climb \(absent in the part of seeds \[0\], 2 in"):
         report.merge([old, revised])
     from jaxsel.config import RunConfig
     assert report.revisions(RunConfig(methods=("climb", "greedy"))) == {"revisions": {"climb": 2}}
@@ -225,6 +229,32 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     with pytest.raises(JaxselError, match=r"agents.ppo.network \('early' in the part of seeds \[0\], "
                                          r"'late' in that of \[1\]\)"):
         report.merge([old, late])
+
+
+def test_merge_names_what_is_not_a_part_and_every_difference(tmp_path):
+    """Break-it round 41: a part that was not a results document ended bench/merge.py with a traceback
+    (and a file that was no JSON with a message naming no file); parts that read the same file by two
+    spellings of its path were refused; differences past the third were counted, not named."""
+    rows = _rows()
+    for bad in ([], {"rows": []}, dict(_doc([0], rows[:3]), complete="yes")):
+        with pytest.raises(JaxselError, match=r"part 2 is not a run's results document \(a results.json with config, "):
+            report.merge([_doc([1], rows[3:]), bad])
+    same = {"name": "d", "fingerprint": "f1"}
+    here = dict(_doc([0], rows[:3], data={"name": "many.jsonl"}), dataset=same)
+    there = dict(_doc([1], rows[3:], data={"name": "./many.jsonl"}), dataset=same)
+    assert report.merge([here, there])["complete"]  # the same content: the path is no difference
+    with pytest.raises(JaxselError, match="different datasets"):
+        report.merge([here, dict(there, dataset={"name": "d", "fingerprint": "f2"})])
+    with pytest.raises(JaxselError, match=r"differ in data.name \('many.jsonl' .*, './many.jsonl' .*\)"):
+        report.merge([dict(here, dataset={"name": "d"}), dict(there, dataset={"name": "d"})])  # no content to compare
+    many = dict(_doc([1], rows[3:], budgets=["0.1"], name="y", k=3, proxy={"kind": "mlp"}, finetune={"lr": 1}))
+    with pytest.raises(JaxselError, match=r"\) and 2 more: name, proxy.kind\)$"):
+        report.merge([_doc([0], rows[:3]), many])
+    (tmp_path / "bad.json").write_text("{'not': json}")
+    script = Path(__file__).parent.parent / "bench" / "merge.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "bad.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.startswith(f"error: {tmp_path / 'bad.json'}: not JSON (")
 
 
 def test_validated_picks_by_finetuned_validation_accuracy_and_pays_for_every_candidate():

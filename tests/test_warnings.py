@@ -2,6 +2,7 @@
 notebook filters, records or silences them, the command prints each as one line."""
 
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -101,12 +102,18 @@ def test_the_cli_leaves_the_callers_warning_display_and_filters(table_file):
     assert warnings.showwarning is before and warnings.filters == filters
 
 
+def _noted_file(folder) -> str:
+    """A file whose 2-row class --min-class-rows 10 drops, with a note."""
+    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(80)] + [("rare one", "odd"), ("rare two", "odd")]
+    (folder / "d.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    return str(folder / "d.csv")
+
+
 @pytest.fixture
 def noted(tmp_path):
-    """A call that notes: loading a file whose 2-row class --min-class-rows 10 drops."""
-    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(80)] + [("rare one", "odd"), ("rare two", "odd")]
-    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
-    return lambda: data.load(str(tmp_path / "d.csv"), min_class_rows=10)
+    """A call that notes: loading :func:`_noted_file`."""
+    path = _noted_file(tmp_path)
+    return lambda: data.load(path, min_class_rows=10)
 
 
 NOTE = "dropped 2 rows of 1 class with fewer than 10 rows: 'odd'"
@@ -141,3 +148,44 @@ def test_a_notebook_can_silence_the_notes(noted, capsys):
     assert capsys.readouterr().err == ""
     noted()  # the display is back with the level
     assert capsys.readouterr().err == f"note: {NOTE}\n"
+
+
+def test_the_applications_logging_settings_are_kept(noted, tmp_path, capsys):
+    """Break-it round 41: a level set before ``import jaxsel`` (a notebook's first cell) was reset to
+    INFO, and reloading jaxsel gave the logger its display back after an application had routed the
+    notes into its own logging."""
+    program = ("import logging, sys\nlogging.getLogger('jaxsel').setLevel(logging.WARNING)\n"
+               "from jaxsel import data\ndata.load(sys.argv[1], min_class_rows=10)")
+    done = subprocess.run([sys.executable, "-c", program, _noted_file(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "note:" not in done.stderr, done.stderr[-2000:]
+    import importlib
+    logger = logging.getLogger("jaxsel")
+    display = logger.handlers[:]
+    try:
+        logger.handlers.clear()
+        logger.propagate = True
+        importlib.reload(jaxsel)
+        assert logger.handlers == [] and logger.propagate
+    finally:
+        logger.handlers[:] = display
+        logger.propagate = False
+
+
+def test_no_line_reaches_standard_output_when_standard_error_is_closed(tmp_path):
+    """Break-it round 41: with standard error closed (``2>&-``), notes and warnings went to standard
+    output, into ``jaxsel data --json``'s JSON, and a selection ended with exit status 1 and nothing
+    said (its progress asked the missing stream whether it was a terminal)."""
+    import json
+    path = _noted_file(tmp_path)
+    command = [sys.executable, "-m", "jaxsel", "data", path, "--min-class-rows", "10", "--json"]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=300, preexec_fn=lambda: os.close(2))
+    assert done.returncode == 0 and json.loads(done.stdout)["labels"] == ["neg", "pos"]
+    command = [sys.executable, "-m", "jaxsel", "select", path, "--model", "hash", "--k", "4", "--method", "ppo",
+               "--steps", "8", "--budget", "0.2", "--min-class-rows", "10", "--out", str(tmp_path / "s")]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=300, preexec_fn=lambda: os.close(2))
+    assert done.returncode == 0 and (tmp_path / "s" / "selection.json").exists()
+    assert "warning" not in done.stdout and "note" not in done.stdout and done.stdout.startswith("ppo: ")
+    done = subprocess.run(command[:4] + ["missing.csv"], stdout=subprocess.PIPE, text=True, timeout=300,
+                          preexec_fn=lambda: os.close(2))
+    assert done.returncode == 2 and done.stdout == ""

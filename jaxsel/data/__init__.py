@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from jaxsel import assets
-from jaxsel.errors import JaxselError, check_indices, check_labels, is_int, warn
+from jaxsel.errors import JaxselError, check_indices, check_labels, counted, is_int, warn
 
 log = logging.getLogger(__name__)
 
@@ -575,7 +575,7 @@ def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[R
     if not keep:
         raise JaxselError("dataset has no non-empty text")
     if relabelled:  # conflicting labels, resolved silently otherwise
-        warn(f"--dedup keeps each text's first row; {_count(relabelled, 'dropped row')} had another label "
+        warn(f"--dedup keeps each text's first row; {counted(relabelled, 'dropped row')} had another label "
              f"than the one kept")
     kept = raw.rows(keep)
     return replace(kept, texts=[t.strip() for t in kept.texts], labels=[v.strip() for v in kept.labels],
@@ -680,7 +680,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         small = len(raw.labels) - len(keep)
         if small:
             gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
-            log.info(f"dropped {_count(small, 'row')} of {_count(len(gone), 'class', 'classes')} with fewer than "
+            log.info(f"dropped {counted(small, 'row')} of {counted(len(gone), 'class', 'classes')} with fewer than "
                      f"{min_class_rows} rows: {', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
             raw = raw.rows(keep)
     names = sorted(set(raw.labels), key=_class_order)
@@ -952,18 +952,13 @@ def summary(dd) -> dict:
     return out
 
 
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    """"1 text", "2 texts" ("2 classes" with ``plural``)."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def summary_warnings(s: dict) -> list[str]:
     """What a user should know about a :func:`summary`: rows dropped when loading (but those of
     classes below ``min_class_rows``, which loading notes with the classes' names), and texts of
     validation/test that also sit in train (leakage: the split no longer measures unseen data)."""
     out = []
     d = s.get("dropped", {})
-    parts = [f"{_count(d[k], 'row')} {what}" for k, what in (("missing_label", "without a label"),
+    parts = [f"{counted(d[k], 'row')} {what}" for k, what in (("missing_label", "without a label"),
                                                     ("empty_text", "with an empty text"),
                                                     ("deduplicated", "repeating an earlier text (--dedup)")) if d.get(k)]
     if parts:
@@ -972,13 +967,13 @@ def summary_warnings(s: dict) -> list[str]:
     if shared:
         texts = s.get("shared_texts_with_train", {})
         out.append("rows whose text is also in train (leakage): " + ", ".join(
-            f"{v} of {s['splits'][k]['rows']} {k} rows ({_count(texts.get(k, v), 'distinct text')})"
+            f"{v} of {s['splits'][k]['rows']} {k} rows ({counted(texts.get(k, v), 'distinct text')})"
             for k, v in shared.items())
             + (" (--dedup keeps each text's first row, in whichever split the source puts it)"
                if s.get("split_column") else " (--dedup drops repeated texts before the split, so no text is shared)"))
     if s.get("conflicting_label_texts"):
         n = s["conflicting_label_texts"]
-        out.append(f"{_count(n, 'text')} {'appears' if n == 1 else 'appear'} with more than one label "
+        out.append(f"{counted(n, 'text')} {'appears' if n == 1 else 'appear'} with more than one label "
                    f"({s['conflicting_label_rows']} rows): label noise, or texts too short or ambiguous to label "
                    f"(--dedup keeps each text's first row)")
     return out

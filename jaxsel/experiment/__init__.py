@@ -27,7 +27,7 @@ from jaxsel.experiment import stages
 from jaxsel.checkpoint import CheckpointMismatch, Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
 from jaxsel.data import column, source_name
-from jaxsel.errors import JaxselError, warn
+from jaxsel.errors import JaxselError, counted, warn
 from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
                        write_json)
 from jaxsel.precision import in_32_bits
@@ -397,7 +397,8 @@ class Run:
         need = MIN_STEPS_PER_CLASS * classes
         if steps < need:
             cap = self.cfg.finetune.max_steps
-            warn(f"the {b:.4g} subsets' finetunes plan {steps} optimizer steps ({examples} examples, {epochs} epochs) "
+            warn(f"the {b:.4g} subsets' finetunes plan {counted(steps, 'optimizer step')} ({examples} examples, "
+                 f"{counted(epochs, 'epoch')}) "
                  f"for {classes} classes: trained that little their comparison is mostly noise; [finetune] min_steps = "
                  f"{max(100, need)} trains every subset at least that many (100: the whole-dataset protocol, "
                  f"bench/README.md)" + (f", with max_steps ({cap}) raised to match" if cap is not None and cap < need

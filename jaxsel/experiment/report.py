@@ -188,6 +188,10 @@ def summarize(rows: list[dict], timings: dict) -> list[dict]:
     return sorted(out, key=key)
 
 
+PART_KEYS = {"config": dict, "dataset": dict, "rows": list, "complete": bool, "timings": dict, "environment": dict,
+             "run_seconds": (int, float)}  # what merge reads of each part
+
+
 def merge(docs: list[dict]) -> dict:
     """One results document from several runs of the same config split by seed (each part ran
     some of the seeds, e.g. on different machines or sessions, or a stopped run and the rest):
@@ -203,12 +207,18 @@ def merge(docs: list[dict]) -> dict:
     them hold the same (variant, method, budget, seed) cell; the message names what differs."""
     if not docs:
         raise JaxselError("nothing to merge")
+    for i, d in enumerate(docs):
+        if not (isinstance(d, dict) and all(isinstance(d.get(k), t) for k, t in PART_KEYS.items())):
+            raise JaxselError(f"part {i + 1} is not a run's results document (a results.json with "
+                              f"{', '.join(PART_KEYS)})")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
     from jaxsel.config import describe_differences, recorded_settings
 
     def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
         cfg = recorded_settings(d["config"])
+        if "fingerprint" in d["dataset"]:  # the data's content, compared below: a file's path may differ by machine
+            cfg["data"] = {k: v for k, v in cfg["data"].items() if k != "name"}
         select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in AGENTS}
         return {**{k: v for k, v in cfg.items() if k not in ("seeds", "stages")}, "select": select,
                 "agents": recorded_agents(d), "revisions": d.get("revisions", {})}
@@ -334,7 +344,7 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
         if s.get("missing_classes"):
             train = "/".join(f"{100 * v:.0f}" for v in s["train_label_share"])
             gone = class_list(s["missing_classes"], labels or [str(c) for c in range(len(s["train_label_share"]))])
-            notes.append(f"note: {s['variant']} {s['method']} {budget} selected no example of {gone} in at least one "
+            notes.append(f"missing classes: {s['variant']} {s['method']} {budget} selected no example of {gone} in at least one "
                          f"seed (label mix % {'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; train {train})")
     return "\n".join(lines + ([""] + notes if notes else []))
 
