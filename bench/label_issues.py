@@ -43,12 +43,12 @@ DETECTORS = ("rows", "clusters", "peer")
 
 def peer_flags(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     """cleanlab's recipe: 5-fold out-of-sample LogisticRegression probabilities, then find_label_issues."""
-    from jaxsel.label_issues import cleanlab_find_label_issues
+    from jaxsel.label_issues import cleanlab_flags
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     probs = cross_val_predict(LogisticRegression(max_iter=1000), x, y, cv=folds, method="predict_proba")
-    return np.asarray(cleanlab_find_label_issues()(y, probs, n_jobs=1), bool)
+    return cleanlab_flags(y, probs)
 
 
 def pool_rows(config: str, pool: int, stages: Path) -> list[dict]:

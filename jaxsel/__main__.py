@@ -6,6 +6,7 @@ so this module imports nothing else until it is made; importing :mod:`jaxsel.cli
 ``jaxsel.cli.main`` from Python leaves malloc alone.
 """
 
+import os
 import sys
 
 from jaxsel import allocator
@@ -28,9 +29,21 @@ def configure(argv: list[str]) -> None:
         allocator.keep_freed_memory()
 
 
+def hold_standard_error() -> None:
+    """Where the process started with standard error closed (``2>&-``; ``sys.stderr`` is None), give
+    descriptor 2 to the null device: else the first file opened takes it, and what XLA and absl write
+    to standard error lands in that file (a results or checkpoint file being written)."""
+    if sys.stderr is None:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        if fd != 2:  # 2 is taken after all: leave it
+            os.close(fd)
+
+
 def entry() -> None:
-    """The ``jaxsel`` command: :func:`configure`, then :func:`jaxsel.cli.entry`. A Ctrl-C while
-    jaxsel.cli imports (numpy, datasets: the first ~0.2 s) ends with the same one line as later."""
+    """The ``jaxsel`` command: :func:`hold_standard_error`, :func:`configure`, then
+    :func:`jaxsel.cli.entry`. A Ctrl-C while jaxsel.cli imports (numpy, datasets: the first ~0.2 s)
+    ends with the same one line as later."""
+    hold_standard_error()
     configure(sys.argv[1:])
     try:
         from jaxsel import cli

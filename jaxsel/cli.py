@@ -34,7 +34,7 @@ from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFEREN
 from jaxsel.selection import (AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes,
                               no_example_of, parse_budget)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("jaxsel.cli")  # not __name__: "__main__" under python -m jaxsel.cli
 
 # the CLI's defaults are the config dataclasses' defaults (one config system)
 EMBED, CLUSTER, SELECT, FINETUNE, PROXY = EmbedSpec(), ClusterSpec(), SelectSpec(), FinetuneConfig(), RunConfig().proxy
@@ -850,7 +850,7 @@ def _dispatch(args) -> int:
         if _peer_failure(e):
             say(f"jaxsel: error: the multi-process run broke off ({str(e).splitlines()[0][:200]}): another process "
                 f"probably ended; start every process again, with --resume")
-        else:  # a fault of jaxsel: its traceback, then the exit without teardown (entry)
+        elif sys.stderr is not None:  # a fault of jaxsel: its traceback, then the exit without teardown (entry)
             traceback.print_exc()
         return 1
     return 0
@@ -956,8 +956,9 @@ def entry() -> None:
 
 def _exit_now(code: int) -> None:
     """Flush the output and end the process without the interpreter's teardown (:func:`entry`)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # none where the process started with it closed (errors.say)
+            stream.flush()
     os._exit(code)
 
 

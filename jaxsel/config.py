@@ -103,12 +103,13 @@ def differences(a, b, path: str = "") -> list[tuple[str, object, object]]:
 
 def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
     """:func:`differences` of ``a`` and ``b`` in words, the first ``limit`` with both values: "ppo.network
-    ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides; the others by their paths
+    ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides; the next ten by their paths
     (" and 2 more: select.filter, proxy.score_on")."""
     found = differences(a, b)
     said = [f"{p} ({x!r} {names[0]}, {y!r} {names[1]})" for p, x, y in found[:limit]]
     rest = [p for p, _, _ in found[limit:]]
-    return ", ".join(said) + (f" and {len(rest)} more: {', '.join(rest)}" if rest else "")
+    paths = ", ".join(rest[:10]) + (", ..." if len(rest) > 10 else "")
+    return ", ".join(said) + (f" and {len(rest)} more: {paths}" if rest else "")
 
 
 def recorded_settings(config: dict) -> dict:

@@ -83,7 +83,7 @@ def warnings_as_lines():
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, JaxselWarning):
-            say(f"warning: {message}")
+            say(f"warning: {message}", beside_bars=True)
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -96,26 +96,32 @@ def warnings_as_lines():
             warnings.showwarning = shown
 
 
-def say(line: str) -> None:
+def say(line: str, *, beside_bars: bool = False) -> None:
     """``line`` on the standard error of the moment, flushed; nothing where there is none (a process
     started with it closed, ``2>&-``, or by pythonw): ``print`` would put it on standard output, among
-    the results (``jaxsel data --json``)."""
-    if sys.stderr is not None:
+    the results (``jaxsel data --json``). ``beside_bars``: through ``tqdm.write``, so a progress bar
+    being drawn is not broken (notes and warnings; not an interrupt's line, said from a signal
+    handler or a timer thread, where tqdm's lock may be held)."""
+    if sys.stderr is None:
+        return
+    if beside_bars:
+        from tqdm import tqdm
+        tqdm.write(line, file=sys.stderr)
+        sys.stderr.flush()
+    else:
         print(line, file=sys.stderr, flush=True)
 
 
 class NoteLines(logging.Handler):
     """The ``jaxsel`` logger's display: each record one line on the standard error of the moment (a
-    notebook's, pytest's capture), "note: " + the message for INFO ("warning: ", "error: " above),
-    written through tqdm so a progress bar being drawn is not broken."""
+    notebook's, pytest's capture; none where there is none: :func:`say`), "note: " + the formatted
+    message for INFO ("warning: ", "error: " above; the handler's formatter, ``%(message)s`` unless
+    set), beside any progress bar being drawn."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if sys.stderr is None:  # nowhere to show it (see say)
-            return
         try:
-            from tqdm import tqdm
             kind = "note" if record.levelno < logging.WARNING else record.levelname.lower()
-            tqdm.write(f"{kind}: {record.getMessage()}", file=sys.stderr)
+            say(f"{kind}: {self.format(record)}", beside_bars=True)
         except Exception:  # logging's contract: a failing display reports itself, never stops the work
             self.handleError(record)
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
+import sys
 import warnings
 
 import jax
@@ -104,13 +106,17 @@ def cluster_agreement(labels: np.ndarray, probs: np.ndarray, assignment: np.ndar
     return np.stack([np.bincount(assignment, agree, k) / n, np.bincount(assignment, given, k) / n], 1).astype(np.float32)
 
 
-def cleanlab_find_label_issues():
-    """``cleanlab.filter.find_label_issues``, imported with the warning filters kept: cleanlab (2.7)
-    runs ``warnings.filterwarnings("ignore")`` when its ``datalab`` loads, which silenced every later
-    warning of the process (jaxsel's too: break-it round 41)."""
-    with warnings.catch_warnings():
-        from cleanlab.filter import find_label_issues
-    return find_label_issues
+def cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """(N,) bool: ``cleanlab.filter.find_label_issues(labels, probs, n_jobs=1)`` (labels (N,) class
+    ids, probs (N, C) out-of-sample probabilities). cleanlab is imported the first time with the
+    warning filters kept: cleanlab (2.9) runs ``warnings.filterwarnings("ignore")`` when its
+    ``datalab`` loads, which silenced every later warning of the process (jaxsel's too: break-it
+    round 41)."""
+    if "cleanlab.filter" not in sys.modules:
+        with warnings.catch_warnings():
+            importlib.import_module("cleanlab.filter")
+    from cleanlab.filter import find_label_issues
+    return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool)
 
 
 def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = "rows",
@@ -126,7 +132,6 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     :func:`class_names`, else their ids). Raises
     :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1, ``labels`` and
     ``assignment`` of different lengths, or either not the proxy's."""
-    find_label_issues = cleanlab_find_label_issues()
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
     labels, assignment = np.asarray(labels), np.asarray(assignment)
@@ -151,7 +156,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     def rows(keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         probs = out_of_cluster_probs(per_cluster, assignment, keep).astype(np.float64)
         # n_jobs=1: cleanlab's worker pool forks, and forking a process running JAX threads can deadlock
-        return np.asarray(find_label_issues(labels, probs, n_jobs=1), bool) & judged, probs
+        return cleanlab_flags(labels, probs) & judged, probs
 
     flagged, probs = rows(None)
     if by == "clusters":

@@ -287,8 +287,9 @@ def test_cleanlab_leaves_the_warning_filters():
     """Break-it round 41: cleanlab runs warnings.filterwarnings("ignore") when it loads, so a run with
     --filter cleanlab (the README's main job) showed no warning afterwards, jaxsel's included. A fresh
     process: the import is what changes the filters."""
-    program = ("import warnings\nfrom jaxsel import errors, label_issues\nbefore = list(warnings.filters)\n"
-               "label_issues.cleanlab_find_label_issues()\nimport cleanlab.filter\n"
+    program = ("import warnings\nimport numpy as np\nfrom jaxsel import errors, label_issues\n"
+               "before = list(warnings.filters)\n"
+               "label_issues.cleanlab_flags(np.array([0, 1, 0, 1]), np.full((4, 2), 0.5))\nimport cleanlab.filter\n"
                "assert warnings.filters == before, warnings.filters[:2]\nerrors.warn('still shown')")
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "JaxselWarning: still shown" in done.stderr, done.stderr[-2000:]

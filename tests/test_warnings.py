@@ -150,26 +150,17 @@ def test_a_notebook_can_silence_the_notes(noted, capsys):
     assert capsys.readouterr().err == f"note: {NOTE}\n"
 
 
-def test_the_applications_logging_settings_are_kept(noted, tmp_path, capsys):
+def test_the_applications_logging_settings_are_kept(tmp_path):
     """Break-it round 41: a level set before ``import jaxsel`` (a notebook's first cell) was reset to
     INFO, and reloading jaxsel gave the logger its display back after an application had routed the
-    notes into its own logging."""
-    program = ("import logging, sys\nlogging.getLogger('jaxsel').setLevel(logging.WARNING)\n"
-               "from jaxsel import data\ndata.load(sys.argv[1], min_class_rows=10)")
+    notes into its own logging. A fresh process: the display is made at the first import."""
+    program = ("import importlib, logging, sys\nlogger = logging.getLogger('jaxsel')\n"
+               "logger.setLevel(logging.WARNING)\nimport jaxsel\nfrom jaxsel import data\ndata.load(sys.argv[1], min_class_rows=10)\n"
+               "logger.handlers.clear()\nlogger.propagate = True\nimportlib.reload(jaxsel)\n"
+               "assert logger.handlers == [] and logger.propagate and logger.level == logging.WARNING")
     done = subprocess.run([sys.executable, "-c", program, _noted_file(tmp_path)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and "note:" not in done.stderr, done.stderr[-2000:]
-    import importlib
-    logger = logging.getLogger("jaxsel")
-    display = logger.handlers[:]
-    try:
-        logger.handlers.clear()
-        logger.propagate = True
-        importlib.reload(jaxsel)
-        assert logger.handlers == [] and logger.propagate
-    finally:
-        logger.handlers[:] = display
-        logger.propagate = False
 
 
 def test_no_line_reaches_standard_output_when_standard_error_is_closed(tmp_path):
@@ -189,3 +180,20 @@ def test_no_line_reaches_standard_output_when_standard_error_is_closed(tmp_path)
     done = subprocess.run(command[:4] + ["missing.csv"], stdout=subprocess.PIPE, text=True, timeout=300,
                           preexec_fn=lambda: os.close(2))
     assert done.returncode == 2 and done.stdout == ""
+    # descriptor 2 is the null device's, not the first file the command opens (XLA and absl write to it)
+    program = ("import os\nfrom jaxsel.__main__ import hold_standard_error\nhold_standard_error()\n"
+               "print(os.open(os.devnull, 0))")
+    done = subprocess.run([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, timeout=300,
+                          preexec_fn=lambda: os.close(2))
+    assert done.returncode == 0 and int(done.stdout) > 2
+
+
+def test_the_commands_notes_show_under_python_m_jaxsel_cli(tmp_path):
+    """Review of round 41: the command module's logger was named by ``__name__``, "__main__" under
+    ``python -m jaxsel.cli``, so its notes went to the root logger and were dropped."""
+    command = [sys.executable, "-m", "jaxsel.cli", "select", _noted_file(tmp_path), "--min-class-rows", "10", "--model",
+               "hash", "--k", "4", "--method", "random", "--filter", "cleanlab", "--budget", "0.2",
+               "--out", str(tmp_path / "s")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "note: --filter applies to RL and the cluster searches; random ignores it" in \
+        done.stderr, done.stderr[-2000:]

@@ -175,7 +175,7 @@ def numeric_names(labels: list[str]) -> list[str]:
 
 def decode(data: bytes, path: Path, encoding: str | None) -> str:
     """The text of a file's bytes: ``encoding`` if given, else UTF-8/UTF-16/UTF-32 by byte-order
-    mark, else UTF-8, else Windows-1252 (with a note on stderr). Raises JaxselError naming the
+    mark, else UTF-8, else Windows-1252 (with a warning). Raises JaxselError naming the
     encoding that failed and the option that chooses another."""
     import codecs
     if encoding is None:
@@ -439,13 +439,13 @@ def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
          markers: frozenset[str] = MISSING_LABELS) -> Raw:
     """The rows of a source's text and label cells (and split names): labels as class names
     (:func:`label_name` with ``markers``, :func:`numeric_names`), rows without one dropped and
-    counted, the marker words that matched named in a note."""
+    counted, the marker words that matched named in a warning."""
     _numbers(text_cells, text_col)
     labels = [label_name(v, markers) for v in label_cells]
     words = Counter(str(v).strip() for v, n in zip(label_cells, labels)
                     if n is None and isinstance(v, str) and v.strip())
     if words:  # "none" and "NA" are classes in some datasets (toxicity, regions): say what was read as missing
-        shown = ", ".join(f"{w!r} ({c} row{'s' * (c > 1)})" for w, c in words.most_common(5))
+        shown = ", ".join(f"{w!r} ({counted(c, 'row')})" for w, c in words.most_common(5))
         warn(f"label cells {shown}{' ...' if len(words) > 5 else ''} are read as missing labels "
              f"(--missing-labels keep, missing_labels = \"keep\" in a config's [data], makes them class names)")
     trimmed = {v: n for v, n in zip(label_cells, labels) if n is not None and isinstance(v, str) and v != n}
@@ -518,11 +518,11 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
     import datasets
     from huggingface_hub import constants
 
-    from jaxsel import progress  # the hub's retries can take a minute before a misspelt name fails: say what runs
-    progress.write(f"{name!r} is not a built-in dataset or a file here: loading it from the Hugging Face hub")
+    # the hub's retries can take a minute before a misspelt name fails: say what runs
+    log.info(f"{name!r} is not a built-in dataset or a file here: loading it from the Hugging Face hub")
     offline = not constants.HF_HUB_OFFLINE and not hub_reachable()  # its five retries print ten lines over ~25 s
     if offline:
-        progress.write(f"the hub ({constants.ENDPOINT}) cannot be reached: looking in the local datasets cache only")
+        log.info(f"the hub ({constants.ENDPOINT}) cannot be reached: looking in the local datasets cache only")
     try:
         with _hub_offline(offline):
             dd = datasets.load_dataset(name)

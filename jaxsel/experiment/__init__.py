@@ -397,7 +397,7 @@ class Run:
         need = MIN_STEPS_PER_CLASS * classes
         if steps < need:
             cap = self.cfg.finetune.max_steps
-            warn(f"the {b:.4g} subsets' finetunes plan {counted(steps, 'optimizer step')} ({examples} examples, "
+            warn(f"the {b:.4g} subsets' finetunes plan {counted(steps, 'optimizer step')} ({counted(examples, 'example')}, "
                  f"{counted(epochs, 'epoch')}) "
                  f"for {classes} classes: trained that little their comparison is mostly noise; [finetune] min_steps = "
                  f"{max(100, need)} trains every subset at least that many (100: the whole-dataset protocol, "

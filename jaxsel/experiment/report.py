@@ -215,9 +215,11 @@ def merge(docs: list[dict]) -> dict:
     first = docs[0]
     from jaxsel.config import describe_differences, recorded_settings
 
+    by_content = all("fingerprint" in d["dataset"] for d in docs)  # compared below: a path may differ by machine
+
     def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
         cfg = recorded_settings(d["config"])
-        if "fingerprint" in d["dataset"]:  # the data's content, compared below: a file's path may differ by machine
+        if by_content:
             cfg["data"] = {k: v for k, v in cfg["data"].items() if k != "name"}
         select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in AGENTS}
         return {**{k: v for k, v in cfg.items() if k not in ("seeds", "stages")}, "select": select,
