@@ -43,7 +43,7 @@ def indices(method: str, examples: int, seed: int, *, labels: np.ndarray, cluste
         return stratified_indices(labels, clustering.assignment, examples, seed)
     if method == "typical":
         if x is None:
-            raise JaxselError("the typical baseline needs the train embeddings")
+            raise JaxselError("the typical baseline needs the train embeddings: agents.select(..., train_x=) (N, d)")
         return typical_indices(x, clustering, examples, seed)
     if method == "cleanlab":
         if issues is None:

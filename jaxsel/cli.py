@@ -31,8 +31,7 @@ from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
                            ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
-from jaxsel.selection import (AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, missing_classes,
-                              no_example_of, parse_budget)
+from jaxsel.selection import AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, no_example_of, parse_budget
 
 log = logging.getLogger("jaxsel.cli")  # not __name__: "__main__" under python -m jaxsel.cli
 
@@ -543,11 +542,6 @@ def cmd_finetune(a) -> None:
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
-    if indices is not None:  # select warns of this; a selection handed to finetune (or a random one) said nothing
-        labels, names = np.asarray(column(dd["train"], "label")), dd["train"].features["label"].names
-        absent = missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels[indices], labels)))
-        if absent:
-            warn(f"the training subset ({counted(len(indices), 'example')}) holds {no_example_of(absent, names)}")
     _note_fresh_start(out / "checkpoints", a.resume)
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source,

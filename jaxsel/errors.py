@@ -33,12 +33,16 @@ def warn(message: str, once: bool = False) -> None:
     filtered, raised where the filters say "error"; the CLI prints it as "warning: " + ``message``),
     attributed to the first frame outside jaxsel and jax. With ``once``, not again when this process
     showed or recorded the same message (a property of the data that every seed's and method's pass
-    would repeat); one the filters ignored or raised is issued again next time."""
-    if once and message in _warned:
-        return
+    would repeat), unless the caller's filters say "always" or "error" (``catch_warnings(record=True)``
+    with ``simplefilter("always")``, ``-W error``); one the filters ignored or raised is issued again
+    next time."""
     frame, level = _caller()
+    where = (_module(frame), frame.f_lineno)
+    asked = filter_action(message, JaxselWarning, *where, own=False) if once and message in _warned else "always"
+    if asked not in ("always", "error"):
+        return  # shown already, and no filter of the caller's asks for every occurrence
     warnings.warn(message, JaxselWarning, stacklevel=level)
-    if once and filter_action(message, JaxselWarning, _module(frame), frame.f_lineno) != "ignore":
+    if once and filter_action(message, JaxselWarning, *where) != "ignore":
         _warned.add(message)
 
 
@@ -60,16 +64,22 @@ def _caller() -> tuple:
     return (frame, level) if frame is not None else (sys._getframe(2), 2)
 
 
-def filter_action(message: str, category: type, module: str, lineno: int = 0) -> str:
+def filter_action(message: str, category: type, module: str, lineno: int = 0, *, own: bool = True) -> str:
     """The action the warning filters in force (first match wins; a ``catch_warnings`` block's own
     on Python 3.14's context-aware warnings) take on ``message`` of ``category`` issued in
-    ``module`` at ``lineno``: "ignore", "error", "always", "default", ..."""
+    ``module`` at ``lineno``: "ignore", "error", "always", "default", ...; without ``own``, as if
+    :func:`warnings_as_lines` had not added its "always" (the user's filters only)."""
     filters = warnings._get_filters() if hasattr(warnings, "_get_filters") else warnings.filters
     for action, text, cat, mod, line in filters:
+        if not own and (action, text, cat, mod, line) == _LINES_FILTER:
+            continue
         if ((text is None or text.match(message)) and issubclass(category, cat)
                 and (mod is None or mod.match(module)) and line in (0, lineno)):
             return action
     return warnings.defaultaction
+
+
+_LINES_FILTER = ("always", None, JaxselWarning, None, 0)  # the entry warnings_as_lines appends to the filters
 
 
 @contextlib.contextmanager
@@ -88,7 +98,7 @@ def warnings_as_lines():
             shown(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("always", category=JaxselWarning, append=True)
+        warnings.filterwarnings("always", category=JaxselWarning, append=True)  # stored as _LINES_FILTER
         warnings.showwarning = show
         try:
             yield

@@ -28,9 +28,9 @@ from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
 from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig, settings
 from jaxsel.data import SPLITS, column
-from jaxsel.errors import JaxselError, check_indices, check_labels, is_int
+from jaxsel.errors import JaxselError, check_indices, check_labels, counted, is_int, warn
 from jaxsel.precision import in_32_bits
-from jaxsel.selection import digest
+from jaxsel.selection import digest, missing_classes, no_example_of
 
 T = TypeVar("T")
 MODELS = FINETUNE_MODELS
@@ -404,6 +404,9 @@ def mfu(flops_per_token: float, tokens_per_s: float) -> float | None:
     return None if peak is None else flops_per_token * tokens_per_s / (peak * jax.device_count())
 
 
+MISSES_CLASSES = r"the training subset \(.*\) holds no example of"  # the warning's start, for a filter
+
+
 @in_32_bits
 def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig = FinetuneConfig(), *,
                        ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
@@ -421,7 +424,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     ``stop_after_epochs`` ends the call (returning None) once that many epochs are checkpointed,
     as a preempted job would (it needs ``ckpt_dir``); ``resume=True`` then continues it. Raises
     JaxselError for an empty subset, indices out of range or repeated (a subset names each row
-    once), or a batch that does not divide over the devices."""
+    once), or a batch that does not divide over the devices; warns (:data:`MISSES_CLASSES`) where
+    the subset holds no row of a class the train split has."""
     import datasets
 
     if ckpt_dir is None and stop_after_epochs is not None:  # stopping had thrown the training away
@@ -450,6 +454,10 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True).tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
+    if train_indices is not None:  # as select warns of its selection: a class no row teaches cannot be predicted
+        counts = [np.bincount(column(d, "label"), minlength=len(names)) for d in (train, dd["train"])]
+        if absent := missing_classes(*counts):
+            warn(f"the training subset ({counted(len(train), 'example')}) holds {no_example_of(absent, names)}")
     for split in ("validation", "test"):
         if len(dd[split]) == 0:
             raise JaxselError(f"finetune: the {split} split has no rows (the best epoch is chosen on validation, the "

@@ -245,7 +245,8 @@ def quota_for(granularity: str, quota: int | None, horizon: int, budget: int) ->
 class Selection:
     """cluster_ids in pick order (a cluster recurs with quota picks; empty for example-level
     baselines); indices into the train split; scores from the proxy; metadata with the dataset
-    fingerprint, config, seed, method, granularity, quota and jaxsel version."""
+    fingerprint, config, seed, method, granularity, quota and jaxsel version. ``files``, once saved
+    or loaded: the JSON and array files at that path (an attribute, not a field: not compared)."""
 
     cluster_ids: list[int]
     indices: np.ndarray
@@ -276,6 +277,12 @@ class Selection:
         write_utf8(path, text)
         if clusters is None:  # a file from an earlier save at this path would be read as this one's
             self.clusters_path(path).unlink(missing_ok=True)
+        self.files = self._files_of(path)
+
+    @classmethod
+    def _files_of(cls, path: Path) -> tuple[Path, ...]:
+        """The files a selection saved at ``path`` consists of: what :func:`export` must not overwrite."""
+        return path, cls.indices_path(path), cls.clusters_path(path)
 
     @staticmethod
     def indices_path(path: Path) -> Path:
@@ -324,7 +331,9 @@ class Selection:
                     or (clusters is not None and digest(clusters) != digests["clusters"]):
                 raise JaxselError(f"{path}: its .npy files are not the ones saved with it (an interrupted or "
                                   f"mixed save?): make the selection again")
-        return cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"], clusters)
+        sel = cls(doc["cluster_ids"], indices, doc["scores"], doc["meta"], clusters)
+        sel.files = cls._files_of(path)
+        return sel
 
     def apply(self, dd):
         """The selected rows of ``dd['train']``. Refuses a dataset whose fingerprint differs from the
@@ -438,7 +447,8 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     (:func:`jaxsel.data.source_columns`); each row's values follow its own columns (empty for a row
     of unknown source), a name already taken prefixed with ``user_`` (until it is free). ``fmt`` None: from the
     path's suffix (:func:`export_format`). Raises JaxselError for an unknown format, one the suffix
-    contradicts, a ``path`` (or its sidecar) that cannot be written or would overwrite the source file,
+    contradicts, a ``path`` (or its sidecar) that cannot be written or would overwrite the source file
+    or the selection's own files (where it was saved or loaded),
     source columns with duplicate names, or a dataset whose fingerprint
     differs from the selection's."""
     import datasets  # lazily: the CLI imports this module first
@@ -452,7 +462,7 @@ def export(sel: Selection, dd, path: str | Path, fmt: str | None = None, *, comp
     from jaxsel import code_version
     from jaxsel.data import column, source_file
     fmt = export_format(path, fmt)
-    check_not_input(path, source, sel.meta.get("dataset"), source_file(dd))
+    check_not_input(path, source, sel.meta.get("dataset"), source_file(dd), *getattr(sel, "files", ()))
     full = Path(os.path.abspath(path))  # "." names the folder it is
     sidecar = full.with_name(full.name + ".jaxsel.json")
     check_target(sidecar, folder=False)  # before the data file: never one without the other

@@ -151,6 +151,18 @@ CASES = {
         lambda x, y, v, yv, c, p: selection.budget_examples(0.5, 0), r"fraction in \(0, 1\] of at least one row"),
     "an unknown embedding dtype for the hash model (ignored)": (
         lambda x, y, v, yv, c, p: embed.encode(["a"], "hash", dtype="foo"), "unknown embedding dtype 'foo'"),
+    # round 42 (the Python API as a notebook user): a tracer error, an AttributeError, an override ignored
+    "score_batch inside jax.jit": (lambda x, y, v, yv, c, p: jax.jit(lambda m: p.score_batch(m).accuracy)(
+        np.ones((2, 6), bool)), r"call it outside jax.jit \(inside a traced function, jax.vmap\(proxy.score\)"),
+    "a dict as PPO's config": (lambda x, y, v, yv, c, p: agents.ppo.make_train({"total_timesteps": 64},
+                                                                               agents.env.make_env(p, c, y, 0.1)),
+                               "make_train takes a PPOConfig as config, got dict"),
+    "a dict as DQN's config": (lambda x, y, v, yv, c, p: agents.dqn.make_train({"total_timesteps": 64},
+                                                                               agents.env.make_env(p, c, y, 0.1)),
+                               "make_train takes a DQNConfig as config, got dict"),
+    "an unknown data override of a RunConfig (ignored)": (
+        lambda x, y, v, yv, c, p: experiment.run(experiment.RunConfig(name="x"), "unused", bogus_option=1),
+        r"run\(\.\.\., \*\*data_overrides\) \[data\]: unknown key 'bogus_option'"),
 }
 
 TOKENS = {  # the transformer proxy's token ids: a negative id had scored NaN, the rest were IndexErrors
@@ -245,6 +257,13 @@ def test_wrong_rows_and_data_in_the_data_path_are_named(tmp_path, table_file):
     with pytest.raises(JaxselError, match="not an export format"):
         selection.export(sel, dd, tmp_path / "kept.xlsx")
     assert table_file.read_bytes() == before and not (tmp_path / "kept.xlsx").exists()
+    # nor the selection's own files, saved or loaded (round 42: the command refused them, the library wrote over them)
+    sel.save(tmp_path / "sel.json")
+    for kept in (sel, selection.Selection.load(tmp_path / "sel.json")):
+        for own in (tmp_path / "sel.json", tmp_path / "sel.indices.npy"):
+            with pytest.raises(JaxselError, match="refusing to write"):
+                selection.export(kept, dd, own, "jsonl")
+    assert len(selection.Selection.load(tmp_path / "sel.json").indices) == 3
 
 
 def test_label_ids_outside_the_classes_are_refused_everywhere():

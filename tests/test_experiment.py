@@ -100,6 +100,7 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
         gone = [i for i, (c, t) in enumerate(zip(r["label_counts"], r["train_label_counts"])) if t and not c]
         said = f"warning: {r['variant']} {r['method']} 10% seed {r['seed']}: the subset holds no example of class"
         assert (said in err) == bool(gone), (said, gone)
+    assert "the training subset (" not in err  # the finetune's own warning (round 42): said once, by the cell's name
     # every subset's selection file, the baselines' too (a validated pick of stratified could not be exported)
     from jaxsel.selection import Selection
     for r in doc["rows"]:
@@ -617,6 +618,21 @@ def test_data_override_names_the_columns_the_config_still_sets(tmp_path, capsys)
     cfg.write_text('[data]\ntext_col = "review"\n[cluster]\nk = -4\n')  # a mistake stays one line: the note comes after the checks
     assert cli.main(["run", "--config", str(cfg), "--data", str(tmp_path / "x.csv")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"jaxsel: error: {cfg} [cluster]: k must be at least 1, got -4"]
+
+
+def test_data_overrides_apply_to_a_runconfig_too(tmp_path, monkeypatch):
+    """Round 42: run(RunConfig, name=..., min_class_rows=...) named its folder after the overrides and ran
+    the config's own data, an unknown override accepted."""
+    ran = []
+    monkeypatch.setattr(experiment, "Run", lambda cfg, out, *a, **k: ran.append((cfg, out)) or pytest.fail("ran"))
+    cfg = experiment.RunConfig(name="ov", data={"name": "a.csv", "text_col": "review"})
+    with pytest.raises(pytest.fail.Exception):
+        experiment.run(cfg, progress=False, name=str(tmp_path / "b.csv"), min_class_rows=10, label_col=None)
+    (used, out), = ran
+    assert (used.data.name, used.data.min_class_rows, used.data.text_col, used.data.label_col) == \
+        (str(tmp_path / "b.csv"), 10, "review", "label")
+    assert str(out) == experiment.default_out("ov", {"name": str(tmp_path / "b.csv"), "min_class_rows": 10})
+    assert cfg.data.name == "a.csv"  # the caller's config is left as it was
 
 
 def test_budgets_that_cannot_run_are_refused_before_any_work(tmp_path, table_file, tmp_cache):

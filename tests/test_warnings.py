@@ -33,14 +33,26 @@ def test_a_notebook_can_silence_them(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_once_warnings_are_issued_once_a_process():
+def test_once_warnings_are_issued_once_a_process(capsys):
+    """Once under the default filters and the command's display; every time where the caller's own
+    filters say "always" or "error" (round 42: a notebook recording with simplefilter("always"), or
+    raising them, got nothing after the first time)."""
+    errors.warn("a property of the data", once=True)  # the suite's block: the command's display
+    errors.warn("a property of the data", once=True)
+    errors.warn("every time")
+    errors.warn("every time")
+    assert capsys.readouterr().err.splitlines() == ["warning: a property of the data"] + ["warning: every time"] * 2
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         errors.warn("a property of the data", once=True)
         errors.warn("a property of the data", once=True)
-        errors.warn("every time")
-        errors.warn("every time")
-    assert [str(w.message) for w in record] == ["a property of the data", "every time", "every time"]
+    assert [str(w.message) for w in record] == ["a property of the data"] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jaxsel.JaxselWarning)
+        with pytest.raises(jaxsel.JaxselWarning, match="a property of the data"):
+            errors.warn("a property of the data", once=True)
+    errors.warn("a property of the data", once=True)  # the command's display again: shown already
+    assert capsys.readouterr().err == ""
 
 
 def test_the_command_prints_one_line_each():

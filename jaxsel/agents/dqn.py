@@ -227,5 +227,7 @@ def make_chunks(config: DQNConfig, env: SelectionEnv) -> Chunks:
 def make_train(config: DQNConfig, env: SelectionEnv) -> Callable[[jax.Array, EnvParams], Runner]:
     """train(key, env_params) -> Runner after ``config.num_updates`` iterations; pure, so jit and
     vmap it."""
+    if not isinstance(config, DQNConfig):  # a dict's missing attributes were an AttributeError deep inside
+        raise JaxselError(f"make_train takes a DQNConfig as config, got {type(config).__name__}")
     fns = make_chunks(config, env)
     return lambda key, env_params: fns.update(fns.init(key, env_params), config.num_updates, env_params)

@@ -204,5 +204,7 @@ def make_chunks(config: PPOConfig, env: SelectionEnv) -> Chunks:
 def make_train(config: PPOConfig, env: SelectionEnv) -> Callable[[jax.Array, EnvParams], Runner]:
     """train(key, env_params) -> Runner after ``config.num_updates`` updates; pure, so jit and
     vmap it (over keys, or over params of the same shapes)."""
+    if not isinstance(config, PPOConfig):  # a dict's missing attributes were an AttributeError deep inside
+        raise JaxselError(f"make_train takes a PPOConfig as config, got {type(config).__name__}")
     fns = make_chunks(config, env)
     return lambda key, env_params: fns.update(fns.init(key, env_params), config.num_updates, env_params)

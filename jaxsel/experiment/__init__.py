@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,9 @@ import numpy as np
 from jaxsel import allocator, baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.checkpoint import CheckpointMismatch, Stopwatch, recorded_seconds
-from jaxsel.config import DataSpec, RunConfig, config_file, load_config, spelling
+from jaxsel.config import DataSpec, RunConfig, build, config_file, load_config, spelling
 from jaxsel.data import column, source_name
-from jaxsel.errors import JaxselError, counted, warn
+from jaxsel.errors import JaxselError, JaxselWarning, counted, warn
 from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
                        write_json)
 from jaxsel.precision import in_32_bits
@@ -226,8 +227,10 @@ class Run:
                 return kept
             n = len(dd["train"]) if idx is None else len(idx)
             ckpt = folder / "checkpoints" if n >= self.cfg.checkpoint_min_examples else None
-            m = resumed(lambda resume: finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=resume,
-                                                         progress=self.progress))
+            with warnings.catch_warnings():  # execute warned of a subset's missing classes by its cell's name
+                warnings.filterwarnings("ignore", finetune.MISSES_CLASSES, JaxselWarning)
+                m = resumed(lambda resume: finetune.finetune(dd, idx, cfg, ckpt_dir=ckpt, resume=resume,
+                                                             progress=self.progress))
             m["malloc"] = allocator.describe()  # a resumed run reuses this row's timing under another process's setting
             write_json(path, m)
             if ckpt is not None:
@@ -477,13 +480,18 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
     ``log_dir``: write step metrics there (:mod:`jaxsel.metrics`), each cell's under its
     ``variant/method/budget/seed`` stage.
 
+    ``data_overrides`` (name, text_col, label_col, ...) replace the config's ``[data]`` fields where not
+    None (:func:`jaxsel.config.load_config`'s, for a file); an unknown one raises JaxselError.
+
     Leaves jax's configuration alone: call :func:`jaxsel.assets.enable_compilation_cache` first to
     keep compiled programs on disk across runs, as ``jaxsel run`` does."""
     if not isinstance(config, (str, os.PathLike, RunConfig)):
         raise JaxselError(f"run takes a config file's path or a RunConfig, got {type(config).__name__}")
     source = where = None
-    if isinstance(config, RunConfig):
-        cfg = config
+    if isinstance(config, RunConfig):  # the overrides replace its [data] fields, checked as a file's would be
+        given = {k: v for k, v in data_overrides.items() if v is not None}
+        cfg = config if not given else dataclasses.replace(config, data=build(
+            DataSpec, {**dataclasses.asdict(config.data), **given}, "run(..., **data_overrides) [data]"))
     else:
         path = config_file(config)  # the shipped copy where the working folder has none (a note says so)
         cfg = load_config(path, **data_overrides)

@@ -359,7 +359,9 @@ class Proxy(struct.PyTreeNode):
     def score_batch(self, subsets) -> Scores:
         """Scores of a (B, K) batch of subsets: bool masks take whole clusters, integer arrays are
         takes (rows per cluster, so 0/1 integers take one row of a cluster, not all of it: pass
-        ``masks.astype(bool)``); jit + vmap, batch axis sharded over all devices."""
+        ``masks.astype(bool)``); checked on the host, then scored by one compiled program that vmaps
+        over the batch, its axis sharded over all devices. Raises JaxselError for masks it refuses,
+        and for traced ones (called inside ``jax.jit``: there, ``jax.vmap(proxy.score)``)."""
         return batch.score_batch(self, subsets)
 
     def score_picks(self, take, clusters, counts) -> Scores:

@@ -18,6 +18,9 @@ def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
     is not given), or, with ``sizes`` (K,), int takes holding whole chunks of ``quota`` rows
     (0: whole clusters) but for at most ``partials`` clusters, whose partial chunks hold at most
     ``partial_cap`` rows. Returns (B, K) bool or int32; raises JaxselError naming the fault."""
+    if isinstance(masks, jax.core.Tracer):
+        raise JaxselError("score_batch checks its subsets' values and compiles itself: call it outside jax.jit "
+                          "(inside a traced function, jax.vmap(proxy.score) scores a batch)")
     masks = np.asarray(masks)
     if masks.ndim == 1:
         masks = masks[None]
