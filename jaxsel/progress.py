@@ -39,8 +39,8 @@ def write(message: str) -> None:
     results only, e.g. ``jaxsel data --json``) that does not break a bar being drawn; none in a
     multi-process run's processes other than 0, as for :func:`bar`."""
     from jaxsel.io import writes_files
-    if writes_files() and sys.stderr is not None:
-        tqdm.write(message, file=sys.stderr)
+    if writes_files():
+        say(message, beside_bars=True)
 
 
 class Lines:

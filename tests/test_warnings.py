@@ -167,7 +167,8 @@ def test_the_applications_logging_settings_are_kept(tmp_path):
     INFO, and reloading jaxsel gave the logger its display back after an application had routed the
     notes into its own logging. A fresh process: the display is made at the first import."""
     program = ("import importlib, logging, sys\nlogger = logging.getLogger('jaxsel')\n"
-               "logger.setLevel(logging.WARNING)\nimport jaxsel\nfrom jaxsel import data\ndata.load(sys.argv[1], min_class_rows=10)\n"
+               "logger.setLevel(logging.WARNING)\nimport jaxsel\nfrom jaxsel import data\n"
+               "data.load(sys.argv[1], min_class_rows=10)\n"
                "logger.handlers.clear()\nlogger.propagate = True\nimportlib.reload(jaxsel)\n"
                "assert logger.handlers == [] and logger.propagate and logger.level == logging.WARNING")
     done = subprocess.run([sys.executable, "-c", program, _noted_file(tmp_path)], capture_output=True, text=True,

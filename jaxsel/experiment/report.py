@@ -346,8 +346,9 @@ def markdown(summary: list[dict], labels: list[str] | None = None) -> str:
         if s.get("missing_classes"):
             train = "/".join(f"{100 * v:.0f}" for v in s["train_label_share"])
             gone = class_list(s["missing_classes"], labels or [str(c) for c in range(len(s["train_label_share"]))])
-            notes.append(f"missing classes: {s['variant']} {s['method']} {budget} selected no example of {gone} in at least one "
-                         f"seed (label mix % {'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; train {train})")
+            notes.append(f"missing classes: {s['variant']} {s['method']} {budget} selected no example of {gone} in at "
+                         f"least one seed (label mix % {'/'.join(f'{100 * v:.0f}' for v in s['label_share'])}; "
+                         f"train {train})")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
