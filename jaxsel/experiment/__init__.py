@@ -401,7 +401,8 @@ class Run:
         if steps < need:
             cap = self.cfg.finetune.max_steps
             warn(f"the {b:.4g} subsets' finetunes plan {counted(steps, 'optimizer step')} "
-                 f"({counted(examples, 'example')}, {counted(epochs, 'epoch')}) for {classes} classes: trained that little their comparison is mostly noise; [finetune] min_steps = "
+                 f"({counted(examples, 'example')}, {counted(epochs, 'epoch')}) for {classes} classes: trained that "
+                 f"little their comparison is mostly noise; [finetune] min_steps = "
                  f"{max(100, need)} trains every subset at least that many (100: the whole-dataset protocol, "
                  f"bench/README.md)" + (f", with max_steps ({cap}) raised to match" if cap is not None and cap < need
                                         else ""), once=True)
