@@ -4,7 +4,8 @@ report and plots (:func:`jaxsel.experiment.report.merge`).
 
     python bench/merge.py bench/results/e2e-NAME bench/results/e2e-NAME/results.json runs/NAME-s4/results.json
 
-OUT may be one of the parts' folders; its mask map (the first seed's picks) is kept. Writes
+OUT may be one of the parts' folders (a committed result joined by a new part: the merged document lists
+its ``parts``, and git keeps the one it replaces); its mask map (the first seed's picks) is kept. Writes
 OUT/results.json, OUT/report.md and the plots, and prints the table.
 """
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="folder for the merged results.json, report.md and plots")
     ap.add_argument("parts", nargs="+", type=Path, help="results.json of each part")
     a = ap.parse_args(argv)
+    if a.out.exists() and not a.out.is_dir():
+        sys.exit(f"error: {a.out} is a file: the first argument is the folder the merged results go to")
     try:
         doc = report.merge([read_part(p) for p in a.parts])
     except (OSError, ValueError) as e:

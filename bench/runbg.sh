@@ -9,9 +9,22 @@
 #   bash bench/runbg.sh rotten_tomatoes-whole
 #   bash bench/runbg.sh rotten_tomatoes-whole 3,4
 set -euo pipefail
+usage="usage: bash bench/runbg.sh NAME [SEEDS]  (runs configs/NAME.toml; SEEDS: comma-separated, e.g. 3,4)"
+if [ $# -lt 1 ] || [ $# -gt 2 ] || [[ $1 == -* ]]; then
+  echo "$usage" >&2
+  [[ ${1:-} == -h || ${1:-} == --help ]] && exit 0 || exit 2
+fi
 name=$1
 seeds=${2:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
+if ! git -C "$root" cat-file -e "HEAD:configs/$name.toml" 2>/dev/null; then  # the run reads HEAD's copy
+  echo "bench/runbg.sh: error: no configs/$name.toml committed at HEAD" >&2
+  exit 2
+fi
+if [ -n "$seeds" ] && ! [[ $seeds =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+  echo "bench/runbg.sh: error: SEEDS must be comma-separated whole numbers, got '$seeds'" >&2
+  exit 2
+fi
 tree=/tmp/runtree-$name${seeds:+-s$seeds}
 out=$name${seeds:+-s${seeds//,/-}}
 rm -rf "$tree" && mkdir -p "$tree" "$root/runs"

@@ -84,3 +84,15 @@ def test_pools_pairs_each_method_by_pool_in_every_metric():
     for bad in ("a", "1,...", "1-b"):
         with pytest.raises(argparse.ArgumentTypeError, match="whole numbers like"):
             pools.ints(bad)
+
+
+def test_runbg_checks_its_arguments_before_starting_anything(tmp_path):
+    """Round 43: `bash bench/runbg.sh --help` started a background run of configs/--help.toml (it failed
+    in its log only) and no argument at all was bash's "unbound variable"."""
+    runbg = str(BENCH / "runbg.sh")
+    for args, code, says in (([], 2, "usage: bash bench/runbg.sh NAME [SEEDS]"),
+                             (["--help"], 0, "usage: bash bench/runbg.sh NAME [SEEDS]"),
+                             (["no-such-config"], 2, "error: no configs/no-such-config.toml committed at HEAD"),
+                             (["quick", "1,a"], 2, "error: SEEDS must be comma-separated whole numbers, got '1,a'")):
+        done = subprocess.run(["bash", runbg, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == code and says in done.stderr and done.stdout == "", (args, done.stderr)  # no "started"

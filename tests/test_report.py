@@ -255,6 +255,10 @@ def test_merge_names_what_is_not_a_part_and_every_difference(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "bad.json")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.startswith(f"error: {tmp_path / 'bad.json'}: not JSON (")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "bad.json"), str(tmp_path / "bad.json")],
+                          capture_output=True, text=True, timeout=300)  # round 43: OUT left out, a FileExistsError
+    assert done.returncode == 1 and done.stderr.strip() == \
+        f"error: {tmp_path / 'bad.json'} is a file: the first argument is the folder the merged results go to"
 
 
 def test_validated_picks_by_finetuned_validation_accuracy_and_pays_for_every_candidate():
