@@ -448,15 +448,17 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
             raise JaxselError(f"finetune: the {split} split's label names {getattr(other, 'names', None)} differ from "
                               f"train's {names}: encode every split with train's ClassLabel "
                               f"(dd[s].cast_column('label', dd['train'].features['label']))")
-    for split in SPLITS:  # before training: -1 ("no label") had trained silently, or failed only after
-        check_labels(column(dd[split], "label"), f"finetune: the {split} split's labels", num_classes=len(names))
-    train = dd["train"] if train_indices is None else \
-        dd["train"].select(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True).tolist())
+    labels = {split: check_labels(column(dd[split], "label"), f"finetune: the {split} split's labels",
+                                  num_classes=len(names))  # before training: -1 ("no label") had trained silently
+              for split in SPLITS}  # (N,) int64 each; train's becomes the subset's below
+    chosen = None if train_indices is None else \
+        check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True)
+    train = dd["train"] if chosen is None else dd["train"].select(chosen.tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
-    if train_indices is not None:  # as select warns of its selection: a class no row teaches cannot be predicted
-        counts = [np.bincount(column(d, "label"), minlength=len(names)) for d in (train, dd["train"])]
-        if absent := missing_classes(*counts):
+    if chosen is not None:  # as select warns of its selection: a class no row teaches cannot be predicted
+        y, labels["train"] = labels["train"], labels["train"][chosen]
+        if absent := missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels["train"], y))):
             warn(f"the training subset ({counted(len(train), 'example')}) holds {no_example_of(absent, names)}")
     for split in ("validation", "test"):
         if len(dd[split]) == 0:
@@ -468,7 +470,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     model, encode = build(cfg, names)
     if isinstance(model, classifier.BertClassifier):
         tokens.check_length(cfg.max_length, model.encoder.cfg.max_positions)
-    splits = {s: (encode(column(d, "text"), cfg.max_length), np.asarray(column(d, "label")))
+    splits = {s: (encode(column(d, "text"), cfg.max_length), labels[s])
               for s, d in (("train", train), ("validation", dd["validation"]), ("test", dd["test"]))}
     graphdef, params, rest = nnx.split(model, trainable(cfg), ...)
     packed = isinstance(model, classifier.BertClassifier)
