@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import write_data
 from jaxsel import allocator, cli, cluster, config, experiment
+from jaxsel.errors import JaxselWarning
 
 pytestmark = pytest.mark.assets  # the tiny BERT uses MiniLM's tokenizer
 ROOT = Path(__file__).resolve().parent.parent
@@ -559,7 +561,9 @@ def test_shipped_configs_load():
     names = sorted(p.stem for p in root.glob("*.toml"))
     assert {"quick", "tweets-cpu", "rotten_tomatoes-cpu"} <= set(names)
     for name in names:
-        cfg = experiment.load_config(root / name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", JaxselWarning)  # no shipped config sets what it does not use
+            cfg = experiment.load_config(root / name)
         assert cfg.name == name
 
 

@@ -223,6 +223,15 @@ def test_merge_refuses_different_configs_and_repeated_cells():
     assert report.merge([dict(old, revisions={"climb": 2}), revised])["revisions"] == {"climb": 2}
     with pytest.raises(JaxselError, match=r"differ in revisions.climb \(absent in the part of seeds \[0\], 2 in"):
         report.merge([old, revised])
+    # settings nothing read are no difference: [noise] without the noisy variant, rl_steps without an RL agent
+    # (shipped configs dropped such keys; their committed results still recorded them); read, they differ
+    clean = dict(variants=["clean"], methods=["greedy", "random"])
+    assert report.merge([_doc([0], rows[:3], **clean, noise={"flip_fraction": 0.2}, select={"rl_steps": 10_000}),
+                         _doc([1], rows[3:], **clean)])["complete"]
+    with pytest.raises(JaxselError, match=r"differ in noise.flip_fraction \(0.2 in the part of seeds \[0\], absent"):
+        report.merge([_doc([0], rows[:3], noise={"flip_fraction": 0.2}), _doc([1], rows[3:])])
+    with pytest.raises(JaxselError, match=r"differ in agents.ppo.total_timesteps \(10000 in the part of seeds \[0\], 20000"):
+        report.merge([_doc([0], rows[:3], select={"rl_steps": 10_000}), _doc([1], rows[3:])])
     from jaxsel.config import RunConfig
     assert report.revisions(RunConfig(methods=("climb", "greedy"))) == {"revisions": {"climb": 2}}
     assert report.revisions(RunConfig(methods=("ppo", "greedy"))) == {}

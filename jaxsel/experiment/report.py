@@ -201,7 +201,8 @@ def merge(docs: list[dict]) -> dict:
     ``complete`` says every seed of the parts' configs has the cells of a complete part.
 
     Raises JaxselError (a ``ValueError``) when the parts' configs differ in anything but ``seeds`` and ``stages``
-    (where the stage cache lives; fields added later that hold their defaults are no difference),
+    (where the stage cache lives; fields added later that hold their defaults, ``[noise]`` without the
+    noisy variant and ``rl_steps`` without an RL agent are no difference),
     or their RL agents' settings (:func:`recorded_agents`: a part written before they were
     recorded ran its tables over the defaults of then) differ, their datasets differ, or two of
     them hold the same (variant, method, budget, seed) cell; the message names what differs."""
@@ -213,15 +214,18 @@ def merge(docs: list[dict]) -> dict:
                               f"{', '.join(PART_KEYS)})")
     docs = sorted(docs, key=lambda d: min((r["seed"] for r in d["rows"]), default=float("inf")))
     first = docs[0]
-    from jaxsel.config import describe_differences, recorded_settings
+    from jaxsel.config import RunConfig, describe_differences, recorded_settings
 
     by_content = all("fingerprint" in d["dataset"] for d in docs)  # compared below: a path may differ by machine
 
-    def settings(d: dict) -> dict:  # the agents' tables are in their recorded settings
+    def settings(d: dict) -> dict:  # what ran: settings nothing read are no difference
         cfg = recorded_settings(d["config"])
         if by_content:
             cfg["data"] = {k: v for k, v in cfg["data"].items() if k != "name"}
-        select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in AGENTS}
+        if "noisy" not in cfg.get("variants", RunConfig.variants):  # [noise] is read by the noisy variant alone
+            cfg["noise"] = {}
+        # the agents' tables and rl_steps are compared as the agents ran them (their total_timesteps)
+        select = {k: v for k, v in (cfg.get("select") or {}).items() if k not in (*AGENTS, "rl_steps")}
         return {**{k: v for k, v in cfg.items() if k not in ("seeds", "stages")}, "select": select,
                 "agents": recorded_agents(d), "revisions": d.get("revisions", {})}
     ref = settings(first)
