@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +102,17 @@ def differences(a, b, path: str = "") -> list[tuple[str, object, object]]:
             for d in differences(a.get(k, ABSENT), b.get(k, ABSENT), f"{path}.{k}" if path else str(k))]
 
 
+_SHORT = reprlib.Repr()  # a value in a message: a table that one side lacks is not spelled out whole
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxstring = 2, 4, 6, 6, 80
+
+
 def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
     """:func:`differences` of ``a`` and ``b`` in words, the first ``limit`` with both values: "ppo.network
-    ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides; the next ten by their paths
+    ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides, long values shortened
+    (:mod:`reprlib`: "{'lr': 0.0003, 'network': 'late', ...}"); the next ten by their paths
     (" and 2 more: select.filter, proxy.score_on")."""
     found = differences(a, b)
-    said = [f"{p} ({x!r} {names[0]}, {y!r} {names[1]})" for p, x, y in found[:limit]]
+    said = [f"{p} ({_SHORT.repr(x)} {names[0]}, {_SHORT.repr(y)} {names[1]})" for p, x, y in found[:limit]]
     rest = [p for p, _, _ in found[limit:]]
     paths = ", ".join(rest[:10]) + (", ..." if len(rest) > 10 else "")
     return ", ".join(said) + (f" and {len(rest)} more: {paths}" if rest else "")

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,6 +260,12 @@ def test_merge_names_what_is_not_a_part_and_every_difference(tmp_path):
     many = dict(_doc([1], rows[3:], budgets=["0.1"], name="y", k=3, proxy={"kind": "mlp"}, finetune={"lr": 1}))
     with pytest.raises(JaxselError, match=r"\) and 2 more: name, proxy.kind\)$"):
         report.merge([_doc([0], rows[:3]), many])
+    # a table one side lacks is shortened, not spelled out whole (an agent's ~20 settings made a ~700-character line)
+    with pytest.raises(JaxselError) as refused:
+        report.merge([_doc([0], rows[:3]), _doc([1], rows[3:], methods=["random", "full"])])
+    said = str(refused.value)
+    assert re.search(r"agents.ppo \(\{'\w+': [^,]+, '\w+': [^,]+, '\w+': [^,]+, '\w+': [^,]+, \.\.\.\} in the part "
+                     r"of seeds \[0\], absent in that of \[1\]\)", said) and len(said) < 300, said
     (tmp_path / "bad.json").write_text("{'not': json}")
     script = Path(__file__).parent.parent / "bench" / "merge.py"
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "bad.json")],
