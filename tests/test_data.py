@@ -347,6 +347,30 @@ def test_a_tab_in_a_text_cannot_forge_a_row_of_the_fingerprint(tmp_path):
     assert data.fingerprint(clean) == h.hexdigest()[:16]
 
 
+def test_binary_cells_are_read_as_utf8_text_and_nested_ones_refused(tmp_path):
+    """Break-it round 44: Parquet ``binary`` and list cells (and a saved dataset's Sequence feature) were
+    read as their Python spelling ("b'hello'", "['neg']"), embedded and exported so, without a word."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    texts, labels = [f"téxt {i} ü" for i in range(40)], ["neg", "pos"] * 20
+    pq.write_table(pa.table({"text": texts, "label": labels}), tmp_path / "plain.parquet")
+    pq.write_table(pa.table({"text": pa.array([t.encode() for t in texts], pa.binary()),
+                             "label": pa.array([y.encode() for y in labels], pa.binary())}), tmp_path / "bytes.parquet")
+    plain, binary = data.load(str(tmp_path / "plain.parquet")), data.load(str(tmp_path / "bytes.parquet"))
+    assert data.fingerprint(binary) == data.fingerprint(plain) and binary["train"].features["label"].names == ["neg", "pos"]
+    pq.write_table(pa.table({"text": pa.array([b"\xff" + t.encode() for t in texts]), "label": labels}),
+                   tmp_path / "latin.parquet")
+    with pytest.raises(JaxselError, match=r"column 'text' holds bytes that are not UTF-8 text \(data row 1\)"):
+        data.load(str(tmp_path / "latin.parquet"))
+    pq.write_table(pa.table({"text": texts, "label": pa.array([[y] for y in labels])}), tmp_path / "lists.parquet")
+    with pytest.raises(JaxselError, match=r"column 'label' holds a list \(\['neg'\]\), not a label"):
+        data.load(str(tmp_path / "lists.parquet"))
+    datasets.Dataset.from_dict({"text": [[t] for t in texts], "label": labels}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(JaxselError, match=r"column 'text' holds a list \(\['téxt 0 ü'\]\), not a text"):
+        data.load(str(tmp_path / "saved"))
+
+
 def test_json_mistakes_name_the_line_or_the_column(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "label": "x"}\n\n{not json\n')
@@ -356,6 +380,14 @@ def test_json_mistakes_name_the_line_or_the_column(tmp_path):
     nested.write_text("".join(f'{{"text": "t{i}", "label": ["x"]}}\n' for i in range(30)))
     with pytest.raises(JaxselError, match="column 'label' holds a list"):
         data.load(str(nested))
+    # JSON that parses but holds no records (break-it round 44: a traceback, or pandas' words naming nothing)
+    for name, text, said in (("null.jsonl", '{"text": "a", "label": "x"}\nnull\n', "line 2 is not a JSON object"),
+                             ("list.jsonl", '{"text": "a", "label": "x"}\n[1, 2]\n', r"line 2 is not a JSON object, .* \(\[1, 2\]\)"),
+                             ("s.json", '[{"text": "a", "label": "x"}, "just"]', r'item 2 of its list is not a JSON object, .* \("just"\)'),
+                             ("one.json", '{"text": "a", "label": "x"}', "it holds one JSON object of single values: give a list")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(JaxselError, match=f"{name}: cannot be parsed: {said}"):
+            data.load(str(tmp_path / name))
     wide = tmp_path / "wide.csv"  # one huge header, as a wrong encoding or separator makes
     wide.write_text(";".join(f"column{i}" for i in range(100)) + "\n" + ";".join("x" * 100) + "\n")
     with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: .{100,130}: one column; the file seems separated by ';'") as e:

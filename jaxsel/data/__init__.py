@@ -376,11 +376,25 @@ def _json_frame(text: str, lines: bool):
                 raise
             lines = True
     if lines:
-        rows = [json.loads(line) for line in _json_lines(text) if line.strip()]
-    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) or \
-            isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values()):
+        numbered = [(n, json.loads(line)) for n, line in enumerate(_json_lines(text), 1) if line.strip()]
+        if bad := next(((n, r) for n, r in numbered if not isinstance(r, dict)), None):
+            raise ValueError(f"line {bad[0]} is not a JSON object, one row's {{column: value}} ({_json_start(bad[1])})")
+        rows = [r for _, r in numbered]
+    elif isinstance(rows, list) and (bad := next(((i, r) for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)):
+        raise ValueError(f"item {bad[0]} of its list is not a JSON object, one row's {{column: value}} "
+                         f"({_json_start(bad[1])})")
+    elif isinstance(rows, dict) and not any(isinstance(v, (list, dict)) for v in rows.values()):
+        raise ValueError("it holds one JSON object of single values: give a list of objects, or JSON lines, "
+                         "one {column: value} object per row")
+    if isinstance(rows, list) or isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values()):
         return pd.DataFrame(rows, dtype=object)
     return pd.read_json(io.StringIO(text), lines=lines, dtype=False, precise_float=True)
+
+
+def _json_start(value) -> str:
+    """The start of a JSON value for a message."""
+    said = json.dumps(value, ensure_ascii=False)
+    return said if len(said) <= 40 else said[:40] + "..."
 
 
 def _json_lines(text: str) -> list[str]:
@@ -419,13 +433,35 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
         if col not in df.columns:
             blank = " (a blank name; --split-col '' means no split column)" if not col.strip() else ""
             raise JaxselError(f"{path}: missing column {col!r}{blank} (columns: {_columns(df)})")
-    for col in (text_col, label_col):
-        nested = next((v for v in df[col] if isinstance(v, (list, dict))), None)
-        if nested is not None:
-            raise JaxselError(f"{path}: column {col!r} holds a {type(nested).__name__} ({str(nested)[:40]}), "
-                              f"not a {'text' if col == text_col else 'label'}")
-    return _raw(df[text_col], df[label_col], None if split_col is None else [str(s).strip() for s in df[split_col]],
-                text_col, missing_markers(missing_labels, label_col in df.attrs.get("class_label_columns", ())))
+    text, label = (_plain_cells(df[c], path, c, what) for c, what in ((text_col, "text"), (label_col, "label")))
+    split = None if split_col is None else [str(s).strip() for s in _plain_cells(df[split_col], path, split_col, "split name")]
+    return _raw(text, label, split, text_col,
+                missing_markers(missing_labels, label_col in df.attrs.get("class_label_columns", ())))
+
+
+def _plain_cells(cells, path: Path, col: str, what: str) -> list:
+    """The cells of column ``col`` as read, binary ones decoded as UTF-8 (a Parquet or Arrow
+    ``binary`` column of texts). Raises JaxselError for a nested cell (a list, array or mapping:
+    its Python spelling would be read as the ``what``) or bytes that are not UTF-8."""
+    cells = list(cells)
+    for v in cells:
+        if isinstance(v, (list, tuple, dict, np.ndarray)):
+            kind = "mapping" if isinstance(v, dict) else "list"
+            raise JaxselError(f"{path}: column {col!r} holds a {kind} ({str(v)[:40]}), not a {what}")
+    try:
+        return [bytes(v).decode("utf-8") if isinstance(v, (bytes, bytearray)) else v for v in cells]
+    except UnicodeDecodeError:
+        row = next(i for i, v in enumerate(cells) if isinstance(v, (bytes, bytearray)) and not _utf8(v))
+        raise JaxselError(f"{path}: column {col!r} holds bytes that are not UTF-8 text (data row {row + 1}): "
+                          f"decode them to text first") from None
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        bytes(b).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def missing_markers(missing_labels: str, declared: bool = False) -> frozenset[str]:
