@@ -728,7 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="micro-batches summed into each optimizer step: larger steps in one micro-batch's memory")
     p.add_argument("--lr", type=float, default=FINETUNE.lr, help="peak AdamW learning rate (linear warmup over 10%% of the steps, then cosine decay)")
     p.add_argument("--max-length", type=_at_least(2), default=FINETUNE.max_length, help="tokens per text when finetuning")
-    p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"), help="decoder classification")
+    p.add_argument("--head", default=FINETUNE.head, choices=("verbalizer", "linear"),
+                   help="decoder classification: the logit of each class name's first token, or a linear head")
     p.add_argument("--lora-rank", type=_at_least(0), default=FINETUNE.lora_rank,
                    help="decoders: train LoRA adapters of this rank only")
     p.add_argument("--length-buckets", default=FINETUNE.length_buckets, choices=LENGTH_BUCKETS,

@@ -59,11 +59,28 @@ def build(cfg: FinetuneConfig, label_names: list[str]):
         raise JaxselError(f"unknown model {cfg.model!r}: use one of {', '.join(MODELS)} or a local HF Llama folder")
     if cfg.lora_rank:
         llama.add_lora(dec, cfg.lora_rank, rngs=rngs)
-    words = [tok.encode(" " + n.replace("_", " "), add_special_tokens=False).ids[0] for n in label_names]  # not a BOS
-    if cfg.head == "verbalizer" and len(set(words)) < len(words):
-        raise JaxselError(f"label words {label_names} share a first token; use --head linear")
+    words = label_tokens(tok, label_names, distinct=cfg.head == "verbalizer")
     return (classifier.DecoderClassifier(dec, words, head=cfg.head, rngs=rngs),
             classifier.TextEncoder(tok, classifier.TEMPLATE))
+
+
+def label_tokens(tok, label_names: list[str], *, distinct: bool) -> list[int]:
+    """The verbalizer's token of each class, (C,) ids: the first token of " NAME" (underscores as
+    spaces, no BOS) that is not whitespace alone (a tokenizer that splits digits, as SmolLM2's,
+    spells " 0" as " ", "0": every number would begin with the space). Raises JaxselError, when
+    ``distinct``, naming two classes whose tokens are the same ("10" and "12" both begin with "1")."""
+    words = []
+    for name in label_names:
+        ids = tok.encode(" " + name.replace("_", " "), add_special_tokens=False).ids
+        words.append(next((i for i in ids if tok.decode([i]).strip()), ids[0]))
+    first = {}
+    for name, w in zip(label_names, words):
+        if distinct and w in first:
+            raise JaxselError(f"the classes {first[w]!r} and {name!r} begin with the same token "
+                              f"({tok.decode([w]).strip()!r}), and the verbalizer head scores one token a class: "
+                              "use the linear head (--head linear; head = \"linear\" in a config's [finetune])")
+        first.setdefault(w, name)
+    return words
 
 
 def trainable(cfg: FinetuneConfig):

@@ -251,3 +251,18 @@ def test_broken_model_folders_are_one_line_errors(tmp_path):
     (good / "config.json").write_text(json.dumps({"vocab_size": 20}))
     with pytest.raises(JaxselError, match=r"config.json: no 'hidden_size' \(not a BERT config\)"):
         bert.from_pretrained(good)
+
+
+@pytest.mark.assets
+def test_label_tokens_skip_the_space_a_digit_splitting_tokenizer_puts_before_numbers():
+    """Break-it round 44: SmolLM2 spells " 0" as " ", "0", so every numeric label began with the same
+    token and the default verbalizer head refused 0/1 labels ("share a first token")."""
+    import gguf
+    from jaxsel import finetune
+    tok = llama.gguf_tokenizer(gguf.GGUFReader(str(assets.path("smollm2", GGUF))))
+    words = finetune.label_tokens(tok, ["0", "1", "negative", "5_stars"], distinct=True)
+    assert [tok.decode([w]) for w in words] == ["0", "1", " negative", "5"]
+    assert words[2] == tok.encode(" negative", add_special_tokens=False).ids[0]  # words keep their first token
+    with pytest.raises(JaxselError, match=r"the classes '10' and '12' begin with the same token \('1'\).*\(--head linear"):
+        finetune.label_tokens(tok, ["0", "10", "12"], distinct=True)
+    assert len(finetune.label_tokens(tok, ["0", "10", "12"], distinct=False)) == 3  # the linear head reads none
