@@ -103,7 +103,7 @@ def test_split_column_reads_common_spellings(tmp_path, table_file, capsys):
     assert all(a[s]["text"] == b[s]["text"] and a[s]["label"] == b[s]["label"] for s in data.SPLITS)
     df["part"] = np.array(["train"] * 40 + ["holdout"] * 10 + ["test"] * 10)
     df.to_csv(tmp_path / "c.csv", index=False)
-    with pytest.raises(JaxselError, match=r"1 other value \('holdout'\).*val, valid, dev"):
+    with pytest.raises(JaxselError, match=r"1 other value \('holdout' \(10 rows\)\).*val, valid, dev"):
         data.load(str(tmp_path / "c.csv"), split_col="part")
 
 
@@ -119,7 +119,18 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text,label\n", {}, "no non-empty text"),
     ("text,y\na,1\n", {}, "missing column 'label'"),
     ("text,label\n" + "".join(f"t{i},same\n" for i in range(30)), {}, "at least 2 classes"),
-    ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 rows and none in the"),
+    ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 row and none in the"),
+    # round 44: a text column as the labels (one class a row) says so; the advice drops every class a split lacks
+    ("text,label\n" + "".join(f"t{i},words {i}\n" for i in range(60)), {}, r"too few .*\(60 distinct labels in 60 rows: "
+     r"is --label-col 'label' a text or id column\?\)$"),
+    ("text,label,s\n" + "".join(f"t{i},{'abc'[i % 3] if i < 50 else 'c'},{'train' if i < 40 else 'validation' if i < 50 else 'test'}\n"
+                                 for i in range(60)), {"split_col": "s"},
+     r"class 'a' has 17 rows and none in the test split of the split column \(1 other class also lacks rows in a split\);"
+     r" .*give it test rows, or leave out"),  # --min-class-rows 18 would leave 'b' (17 rows) lacking: not offered
+    ("text,label,s\n" + "".join(f"t{i},{'abcd'[i % 4] if i < 60 else 'cd'[i % 2] if i < 80 else 'b'},"
+                                 f"{'validation' if 48 <= i < 60 else 'test' if 60 <= i < 80 else 'train'}\n"
+                                 for i in range(85)), {"split_col": "s"},  # 'b' (20 rows) lacks test rows too
+     r"class 'a' has 15 rows .*\(1 other class also lacks .*--min-class-rows 21 .*; it also drops 1 other class\)"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},{'test' if i >= 24 and i % 2 == 0 else 'validation' if i >= 20 else 'train'}\n"
                                  for i in range(30)), {"split_col": "s"},

@@ -709,6 +709,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raise JaxselError(f"{name_or_path}: {e}") from None
     if merge_case:
         raw = replace(raw, labels=_merge_case(raw.labels))
+    distinct = len(set(raw.labels))  # a text or id column read as labels: most classes of one row
+    unlabelled = f" ({distinct} distinct labels in {len(raw.labels)} rows: is --label-col {label_col!r} a text or " \
+        f"id column?)" if distinct > 20 and 2 * distinct > len(raw.labels) else ""
     small = 0
     if min_class_rows:
         sizes = Counter(raw.labels)
@@ -721,7 +724,7 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             raw = raw.rows(keep)
     names = sorted(set(raw.labels), key=_class_order)
     if len(names) < 2:
-        raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}")
+        raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}{unlabelled}")
     folded = Counter(n.casefold() for n in names)
     for n in sorted(n for n in folded if folded[n] > 1):
         warn(f"labels {', '.join(repr(m) for m in names if m.casefold() == n)} differ only by case; "
@@ -732,7 +735,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         read = {v: SPLIT_NAMES.get(v.casefold()) for v in set(raw.split)}
         bad = sorted(v for v, s in read.items() if s is None)
         if bad:
-            shown = ", ".join(repr(v if len(v) <= 40 else v[:37] + "...") for v in bad[:5])  # not every text of a wrong column
+            rows_of = Counter(raw.split)
+            shown = ", ".join(f"{v if len(v) <= 40 else v[:37] + '...'!r} ({counted(rows_of[v], 'row')})"
+                              for v in bad[:5])  # not every text of a wrong column
             raise JaxselError(f"split column has {len(bad)} other value{'s' * (len(bad) > 1)} ({shown}"
                               f"{', ...' if len(bad) > 5 else ''}); expected only {', '.join(SPLITS)} (any case; "
                               f"also train: training; validation: val, valid, dev; test: testing)")
@@ -749,15 +754,19 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         if len(idx) == 0:
             raise JaxselError(f"split {s!r} is empty: {len(label_ids)} rows in {len(names)} classes are too few for "
                               f"a stratified {'/'.join(f'{f:g}' for f in fractions)} split "
-                              f"(--min-class-rows drops the smallest classes)")
+                              f"(--min-class-rows drops the smallest classes){unlabelled}")
         absent = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))  # not `missing`: the module's function
         if absent:
             c = absent[0]
-            rows = int((label_ids == c).sum())
+            sizes = np.bincount(label_ids, minlength=len(names))
+            rows = int(sizes[c])
             need = int(np.ceil(1 / min(fractions)))
+            lacking = [k for k in range(len(names)) if any(k not in label_ids[p] for p in parts)]  # in any split
+            worst = int(sizes[lacking].max())  # a threshold that drops one of them drops them all (round 44)
+            more = f" ({counted(len(lacking) - 1, 'other class', 'other classes')} also " \
+                   f"{'lacks' if len(lacking) == 2 else 'lack'} rows in a split)" if len(lacking) > 1 else ""
 
             def drop(at_least: int) -> str:  # advice only where it leaves two classes (round 31: it left none)
-                sizes = np.bincount(label_ids, minlength=len(names))
                 if (sizes >= at_least).sum() < 2:
                     return ""
                 others = int((sizes < at_least).sum()) - 1  # round 39: a large class in one split only drops more
@@ -765,13 +774,13 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                         + (f"; it also drops {others} other {'class' if others == 1 else 'classes'}" if others else "")
                         + ")")
             if raw.split is not None:  # the user's split
-                advice = [f"give it {s} rows", drop(rows + 1)] + \
+                advice = [f"give it {s} rows", drop(worst + 1)] + \
                     (["leave out the split column for a stratified split"] if rows >= need else [])
-                raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split of the split column; "
-                                  f"each class needs rows in train, validation and test: "
+                raise JaxselError(f"class {names[c]!r} has {counted(rows, 'row')} and none in the {s} split of the split column"
+                                  f"{more}; each class needs rows in train, validation and test: "
                                   + ", or ".join(a for a in advice if a))
-            advice = ["add rows", drop(max(need, rows + 1))]
-            raise JaxselError(f"class {names[c]!r} has {rows} rows and none in the {s} split; each class needs "
+            advice = ["add rows", drop(max(need, worst + 1))]
+            raise JaxselError(f"class {names[c]!r} has {counted(rows, 'row')} and none in the {s} split{more}; each class needs "
                               f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
                               f"split): " + ", or ".join(a for a in advice if a))
     counts = {"duplicates": dups, "deduplicated": dups if dedup else 0, "missing_label": raw.missing_labels,
