@@ -48,6 +48,26 @@ def test_stratified_split_is_proportional_and_seeded():
     assert any((a != b).any() for a, b in zip(parts, other))
 
 
+@pytest.mark.parametrize("sizes,fractions", [([15] * 37, (0.8, 0.1, 0.1)), ([5, 9, 13, 2, 7, 11, 3] * 6, (0.7, 0.2, 0.1)),
+                                             ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 4, (0.6, 0.25, 0.15))])
+def test_stratified_split_keeps_the_splits_shares_over_many_small_classes(sizes, fractions):
+    """Break-it round 44: 37 classes of 15 rows split 80/13/7, each class rounded alike. Each split's
+    size is now within one row of its share of all rows; each class's rows within one of its own share;
+    no class loses a split that rounding each class alone gave it rows in."""
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    parts = data.stratified_split(labels, fractions, seed=0)
+    n, cum = len(labels), np.cumsum(fractions)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(n))
+    shares = np.diff(np.round(np.concatenate([[0], cum[:2] * n, [n]])))
+    assert [len(p) for p in parts] == shares.tolist()
+    for c, size in enumerate(sizes):
+        counts = [int((labels[p] == c).sum()) for p in parts]
+        cuts = np.cumsum(counts)[:2]
+        assert all(abs(k - f * size) < 1 for k, f in zip(cuts, cum)), (c, counts)  # floor or ceiling of each cut
+        alone = np.diff(np.concatenate([[0], np.round(cum[:2] * size), [size]]))  # each class rounded by itself
+        assert all(k > 0 for k, a in zip(counts, alone) if a > 0), (c, counts, alone)
+
+
 def test_local_csv_and_fingerprint(table_file):
     dd = data.load(str(table_file))
     assert [len(dd[s]) for s in data.SPLITS] == [48, 6, 6]

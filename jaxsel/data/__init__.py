@@ -622,19 +622,41 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
     """Indices of train/validation/test, stratified by label, shuffled with ``seed``.
 
     Each class is cut by cumulative rounding of its size, so every split gets its share of each
-    class (when the class is large enough); the indices in each split are sorted.
+    class (when the class is large enough), then the cuts of the classes rounded furthest are
+    moved by one row where the splits' sizes would otherwise miss their share of all rows by one
+    or more (many small classes rounded alike: 37 classes of 15 rows split 80/13/7); the indices
+    in each split are sorted.
     """
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         raise JaxselError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
     rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
+    perms = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    sizes = np.array([len(p) for p in perms])
     cum = np.cumsum(fractions)[:2]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        cuts = np.round(cum * len(idx)).astype(int)
-        for p, chunk in zip(parts, np.split(idx, cuts)):
-            p.append(chunk)
-    return [np.sort(np.concatenate(p)) for p in parts]
+    rounded = [np.round(f * sizes).astype(int) for f in cum]
+    first = _total_kept(cum[0] * sizes, rounded[0], int(np.round(cum[0] * len(labels))), 0, rounded[1])
+    cuts = [first, _total_kept(cum[1] * sizes, rounded[1], int(np.round(cum[1] * len(labels))), first, sizes)]
+    parts = [np.concatenate([p[a:b] for p, a, b in zip(perms, lo, hi)]) for lo, hi in
+             zip([np.zeros_like(sizes), *cuts], [*cuts, sizes])]
+    return [np.sort(p) for p in parts]
+
+
+def _total_kept(ideal: np.ndarray, cut: np.ndarray, total: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``cut`` (per-class rounded ``ideal``) with the classes rounded furthest from ideal moved one
+    row toward it until the cuts sum to ``total`` (largest remainders, Hamilton's apportionment),
+    where that leaves a row on the side that gives one (the rows ``low``..``cut`` below a cut,
+    ``cut``..``high`` above: no class loses its last row of a split); as close as that allows."""
+    cut = cut.copy()
+    step = int(np.sign(total - cut.sum()))
+    if step == 0:
+        return cut
+    after = cut + step
+    giver = high - cut if step > 0 else cut - low  # the rows of the split that gives one
+    allowed = (giver >= 2) & (np.abs(after - ideal) < 1)  # and a floor or ceiling of the ideal
+    order = np.argsort(-(step * (ideal - cut)), kind="stable")  # furthest below ideal first when raising
+    for c in [c for c in order if allowed[c]][:abs(total - int(cut.sum()))]:
+        cut[c] += step
+    return cut
 
 
 def _merge_case(labels: list[str]) -> list[str]:
