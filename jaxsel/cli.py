@@ -187,6 +187,10 @@ def _recorded(a, meta: dict) -> None:
                               f"--{given.replace('_', '-')} cannot change that: leave it out")
         build(DataSpec, meta["data_spec"], "the selection's meta data_spec")  # a hand-edited one: one line
         a.data_spec = meta["data_spec"]
+    if a.data is None and a.data_spec is None and Path(meta.get("dataset") or "").is_absolute() \
+            and not Path(meta["dataset"]).exists():  # a file recorded as an absolute path
+        raise JaxselError(f"the selection's dataset {meta['dataset']} is no longer there: give the file with "
+                          f"--data (its content is checked against the selection's fingerprint)")
     a.data = a.data or meta.get("dataset")
     recorded = {opt: value for opt, value in meta.get("data_options", {}).items() if opt in _LOAD}
     changed = [f"--{opt.replace('_', '-')} {getattr(a, opt)!r} (the selection's: {value!r})"
@@ -504,8 +508,9 @@ def cmd_select(a) -> None:
              + ("the method takes classes about in proportion to their train rows: try a larger budget, or a search "
                 "with --stratified --balance equal" if a.method in BASELINE_METHODS else
                 f"try a larger budget{'' if a.stratified else ' or --stratified clusters'}"
-                + (f" or --granularity quota (a pick of whole clusters: {sel.meta['budget_examples']} examples are "
-                   f"about {counted(len(sel.cluster_ids), 'cluster')})" if whole else ""))
+                + (f" or --granularity quota (a pick of whole clusters: {counted(sel.meta['budget_examples'], 'example')} "
+                   f"{'is' if sel.meta['budget_examples'] == 1 else 'are'} about {counted(len(sel.cluster_ids), 'cluster')})"
+                   if whole else ""))
              + f"{' or a milder --filter' if sel.meta.get('excluded_rows') else ''})")
     print(f"wrote {out / 'selection.json'}")
 

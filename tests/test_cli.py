@@ -330,7 +330,7 @@ def test_selection_records_how_to_read_its_data(tmp_path, tmp_cache, monkeypatch
         data.dataset_fingerprint(data.load(str(work / "r.csv"), **opts)) == sel.meta["fingerprint"]
 
 
-def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, monkeypatch):
+def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, monkeypatch, capsys):
     """`source_row` is the kept row's position among the file's data rows, through dropped rows
     (empty text, missing label), --dedup and the stratified split, so the user's own columns join
     back; `row` alone (the train-split index) could not do that (a new user's test). The export
@@ -364,6 +364,15 @@ def test_exported_source_rows_join_back_to_the_users_file(tmp_path, tmp_cache, m
     assert (rest["id"] == [f"id{i}" for i in rest["source_row"]]).all()
     assert cli.main(["export", "sel/selection.json", "--no-source-columns", "--out", "bare.jsonl"]) == 0
     assert list(pd.read_json("bare.jsonl", lines=True).columns) == ["text", "label", "row", "source_row", "cluster", "kept"]
+    # the source file moved: said so, with the option that names it (round 44: "no such file" alone)
+    Path("d.csv").rename("moved.csv")
+    capsys.readouterr()
+    assert cli.main(["export", "sel/selection.json", "--out", "again.csv"]) == 2
+    assert capsys.readouterr().err.strip() == (f"jaxsel: error: the selection's dataset {tmp_path / 'd.csv'} is no longer "
+                                               "there: give the file with --data (its content is checked against the "
+                                               "selection's fingerprint)")
+    assert cli.main(["export", "sel/selection.json", "--data", "moved.csv", "--out", "again.csv"]) == 0
+    assert pd.read_csv("again.csv").equals(kept)
 
 
 def test_export_writes_source_columns_of_any_kind(tmp_path, tmp_cache, monkeypatch, capsys):

@@ -498,8 +498,8 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         source, where = str(path.resolve()), str(path)
         if out is None and path.stem != cfg.name:
             log.info(f"{path} names its run {cfg.name!r} (its `name`): the results go to "
-                     f"{default_out(cfg.name, data_overrides)}; give the file its own `name`, or an output folder "
-                     f"(out, --out)")
+                     f"{default_out(cfg.name, data_overrides)}; change `name`, or give an output folder (out, --out), "
+                     f"to put them elsewhere")
     if out is None:
         out = default_out(cfg.name, data_overrides)
     _note_other_config(Path(out), source)
