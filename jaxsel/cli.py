@@ -129,7 +129,8 @@ _LOAD = {"text_col": ("text_col", "text"), "label_col": ("label_col", "label"), 
 def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> None:
     """The dataset and how to read it. ``recorded`` ("option" for export, "positional" for finetune):
     every reading option defaults to None and, when not given, comes from the selection's record."""
-    where = "built-in name (tweets, rotten_tomatoes, bbc_news), a CSV/TSV/JSONL/Parquet file, or a hub dataset"
+    where = ("built-in name (tweets, rotten_tomatoes, bbc_news), a CSV/TSV(.gz), JSON/JSONL or Parquet file, a "
+             "datasets save_to_disk folder, or a hub dataset")
     given = (lambda default: None) if recorded else (lambda default: default)
     if recorded == "option":
         p.add_argument("--data", default=None, help=where + " (default: the one the selection records)")

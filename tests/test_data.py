@@ -633,6 +633,35 @@ def test_marker_labels_are_named_and_kept_on_request(tmp_path, monkeypatch, caps
     assert data.load(str(tmp_path / "saved"))["train"].features["label"].names == ["none", "toxic"]
 
 
+
+def test_a_saved_datasetdict_folder_keeps_its_splits_as_the_hub_does(tmp_path, capsys):
+    """Break-it round 44: a DatasetDict's ``save_to_disk`` folder was refused ("name one split's folder
+    in it"), and that folder alone was split 80/10/10 again: the user's validation and test were lost.
+    Its train/validation/test splits are kept (any spelling), others left out with one warning; with
+    fewer than all three its rows are split anew (a note). Exported rows join back by source_row."""
+    import datasets
+    part = lambda tag, n: datasets.Dataset.from_dict({"text": [f"{tag} text {i}" for i in range(n)],  # noqa: E731
+                                                      "label": ["ab"[i % 2] for i in range(n)], "id": [f"{tag}{i}" for i in range(n)]})
+    datasets.DatasetDict({"train": part("tr", 40), "dev": part("va", 10), "test": part("te", 12),
+                          "unlabeled": part("un", 5)}).save_to_disk(str(tmp_path / "dd"))
+    dd = data.load(str(tmp_path / "dd"))
+    assert {s: sorted(t[:2] for t in dd[s]["text"]) for s in data.SPLITS} == \
+        {"train": ["tr"] * 40, "validation": ["va"] * 10, "test": ["te"] * 12}
+    assert capsys.readouterr().err.count("left out its split 'unlabeled' (5 rows)") == 1
+    source = data.source_columns(str(tmp_path / "dd"))
+    assert list(source["id"]) == [f"tr{i}" for i in range(40)] + [f"va{i}" for i in range(10)] + [f"te{i}" for i in range(12)]
+    rows = data.split(str(tmp_path / "dd"))
+    assert [source["id"][r] for r in rows.source_rows[rows.parts[2]]] == [f"te{i}" for i in range(12)]
+    datasets.DatasetDict({"train": part("tr", 40), "test": part("te", 12)}).save_to_disk(str(tmp_path / "two"))
+    again = data.load(str(tmp_path / "two"))
+    assert sum(len(again[s]) for s in data.SPLITS) == 52 and len(again["test"]) == 5  # split anew, 80/10/10
+    assert "its splits (test, train) are not all of train, validation, test: its rows are split anew" in capsys.readouterr().err
+    datasets.DatasetDict({"unlabeled": part("un", 5)}).save_to_disk(str(tmp_path / "none"))
+    with pytest.raises(JaxselError, match=r"a DatasetDict's folder without a train, validation or test split "
+                                          r"\(it holds 'unlabeled'\)"):
+        data.load(str(tmp_path / "none"))
+
+
 def test_numbers_as_texts_and_dedup_relabelling_are_said(tmp_path, capsys):
     """Round 25: an id column named as the texts was embedded without a word ("174", "522"); with
     --dedup, repeats carrying another label were dropped silently (the first row's label kept)."""

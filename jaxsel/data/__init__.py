@@ -260,18 +260,62 @@ def _read_frame(path: Path, encoding: str | None):
 
 def _saved_frame(path: Path):
     """The table of a ``datasets`` ``save_to_disk`` folder (what ``jaxsel export --format arrow``
-    writes), class-label columns as their names."""
+    writes), class-label columns as their names. A DatasetDict's folder gives its train, validation
+    and test splits (any spelling of :data:`SPLIT_NAMES`) one after another, their names in
+    ``attrs["splits"]`` (one a row), its other splits ("unlabeled") left out with a warning."""
     import datasets
+    import pandas as pd
     try:
         ds = datasets.load_from_disk(str(path))
     except (OSError, ValueError, KeyError) as e:
         raise JaxselError(f"{path}: cannot be read as a saved datasets folder ({type(e).__name__})")
+    if not isinstance(ds, datasets.DatasetDict):
+        return _dataset_frame(ds, path)
+    kept = _labelled_splits(ds, path)
+    if not kept:
+        raise JaxselError(f"{path}: a DatasetDict's folder without a train, validation or test split "
+                          f"(it holds {', '.join(map(repr, ds))}): name one split's folder in it")
+    frames = [_dataset_frame(ds[s], path / s) for s in kept]
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs["class_label_columns"] = sorted(set.intersection(*(set(f.attrs["class_label_columns"]) for f in frames)))
+    df.attrs["splits"] = [s for s, f in zip(kept, frames) for _ in range(len(f))]
+    return df
+
+
+def _dataset_frame(ds, path: Path):
+    """One ``datasets.Dataset`` as a DataFrame, class-label columns as their names (listed in
+    ``attrs["class_label_columns"]``)."""
+    import datasets
     df = ds.to_pandas()
     for name, feature in ds.features.items():
         if isinstance(feature, datasets.ClassLabel):
             df[name] = class_names(feature.names, df[name], f"{path}: column {name!r}")
     df.attrs["class_label_columns"] = [n for n, f in ds.features.items() if isinstance(f, datasets.ClassLabel)]
     return df
+
+
+def _labelled_splits(dd, name) -> list[str]:
+    """The splits of a DatasetDict that are train, validation or test (:data:`SPLIT_NAMES`), in its
+    order; a warning names the others ("unlabeled", "unsupervised": not splits a selection is measured on)."""
+    other = [s for s in dd if SPLIT_NAMES.get(s.casefold()) is None]
+    if other:
+        warn(f"{name}: left out its split{'s' if len(other) > 1 else ''} "
+             f"{', '.join(f'{s!r} ({len(dd[s])} rows)' for s in other)}: neither train, validation nor test",
+             once=True)  # a folder is read again for an export's source columns
+    return [s for s in dd if s not in other]
+
+
+def _whole(split: list[str] | None, name) -> list[str] | None:
+    """The split names of a DatasetDict's rows where they name all of train, validation and test;
+    None otherwise: its rows are split anew (a note says so where it has splits)."""
+    if split is None:
+        return None
+    found = {SPLIT_NAMES[s.casefold()] for s in split}
+    if found >= set(SPLITS):
+        return split
+    log.info(f"{name}: its splits ({', '.join(sorted(set(split)))}) are not all of {', '.join(SPLITS)}: "
+             f"its rows are split anew")
+    return None
 
 
 def class_names(names: list[str], ids, where: str) -> list[str]:
@@ -295,8 +339,9 @@ def _parse_frame(path: Path, encoding: str | None):
     if path.is_dir():
         if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
             return _saved_frame(path)
-        whole = " (a DatasetDict's folder: name one split's folder in it)" if (path / "dataset_dict.json").is_file() else ""
-        raise JaxselError(f"{path}: is a folder, not a data file{whole}")
+        if (path / "dataset_dict.json").is_file():
+            return _saved_frame(path)
+        raise JaxselError(f"{path}: is a folder, not a data file")
     suffixes = "".join(path.suffixes[-2:]).lower()
     kind = path.suffix.lower()
     if kind not in (".csv", ".tsv", ".jsonl", ".json", ".parquet") and not suffixes.endswith((".csv.gz", ".tsv.gz")):
@@ -434,7 +479,8 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
             blank = " (a blank name; --split-col '' means no split column)" if not col.strip() else ""
             raise JaxselError(f"{path}: missing column {col!r}{blank} (columns: {_columns(df)})")
     text, label = (_plain_cells(df[c], path, c, what) for c, what in ((text_col, "text"), (label_col, "label")))
-    split = None if split_col is None else [str(s).strip() for s in _plain_cells(df[split_col], path, split_col, "split name")]
+    split = _whole(df.attrs.get("splits"), path) if split_col is None else \
+        [str(s).strip() for s in _plain_cells(df[split_col], path, split_col, "split name")]  # a DatasetDict's own
     return _raw(text, label, split, text_col,
                 missing_markers(missing_labels, label_col in df.attrs.get("class_label_columns", ())))
 
@@ -565,14 +611,9 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
     except Exception as e:  # the hub raises many types; the user needs the one line
         raise JaxselError(f"{name!r} is neither a built-in dataset ({', '.join(BUILTIN)}), a file, "
                           f"nor a loadable hub dataset: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    other = [s for s in dd if SPLIT_NAMES.get(s.casefold()) is None]
-    if other:  # "unlabeled", "unsupervised": not splits a selection is measured on
-        warn(f"{name}: left out its split{'s' if len(other) > 1 else ''} "
-             f"{', '.join(f'{s!r} ({len(dd[s])} rows)' for s in other)}: neither train, validation nor test")
     texts, labels, split, declared = [], [], [], True
-    for s, d in dd.items():
-        if s in other:
-            continue
+    for s in _labelled_splits(dd, name):
+        d = dd[s]
         for col in (text_col, label_col):
             if col not in d.column_names:
                 raise JaxselError(f"{name}: missing column {col!r} in split {s!r}")
@@ -582,8 +623,7 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
         labels += class_names(names, d[label_col], f"{name}: split {s!r}") if names else list(d[label_col])
         split += [s] * len(d)
         declared &= bool(names)
-    return _raw(texts, labels, split if {SPLIT_NAMES[s.casefold()] for s in split} >= set(SPLITS) else None,
-                text_col, missing_markers(missing_labels, declared))
+    return _raw(texts, labels, _whole(split, name), text_col, missing_markers(missing_labels, declared))
 
 
 def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[Raw, int]:
