@@ -155,9 +155,10 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text,label,s\n" + "".join(f"t{i},{i % 2},{'test' if i >= 24 and i % 2 == 0 else 'validation' if i >= 20 else 'train'}\n"
                                  for i in range(30)), {"split_col": "s"},
      "class '1' has 15 rows and none in the test split of the split column; .* give it test rows"),
-    ("text;label\n" + "".join(f"t{i};{i % 2}\n" for i in range(30)), {}, "separated by ';', not commas"),
-    ("text;label\n" + "".join(f"t{i}{', a, b' * (i > 1)};{i % 2}\n" for i in range(30)), {},
-     "saw 3 .the header seems separated by ';'"),  # texts with commas: a parse error, not one column
+    ("text;label\n" + "".join(f"t{i}|x;{i % 2}\n" for i in range(30)) + "a;b;c\n", {},
+     "saw 3$"),  # read with the header's separator: a row with one field more is named
+    ("text;label|x\n" + "".join(f"t{i};{i % 2}\n" for i in range(30)), {},  # two separators: read with commas
+     r"missing column 'text' \(columns: text;label\|x: one column; the file seems separated by ';', not commas\)"),
     ("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(30)), {"text_col": "label"}, "both 'label'"),
 ])
 def test_bad_input_one_line_errors(tmp_path, content, kwargs, message):
@@ -402,6 +403,16 @@ def test_binary_cells_are_read_as_utf8_text_and_nested_ones_refused(tmp_path):
         data.load(str(tmp_path / "saved"))
 
 
+def test_a_csv_separated_by_semicolons_is_read_so(tmp_path, capsys):
+    """Break-it round 44: Excel in many locales writes ``;``-separated CSVs (with a byte-order mark and
+    CRLF); they were refused with no way to read them. The header's separator is used, and noted."""
+    rows = [(f"text {i}; with a semicolon, and a comma", "ab"[i % 3 == 0]) for i in range(60)]
+    (tmp_path / "comma.csv").write_text("text,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
+    (tmp_path / "excel.csv").write_bytes(("\ufefftext;label\r\n" + "".join(f'"{t}";{y}\r\n' for t, y in rows)).encode())
+    assert data.fingerprint(data.load(str(tmp_path / "excel.csv"))) == data.fingerprint(data.load(str(tmp_path / "comma.csv")))
+    assert "excel.csv: its header is separated by ';', not commas: its rows are read so" in capsys.readouterr().err
+
+
 def test_json_mistakes_name_the_line_or_the_column(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "label": "x"}\n\n{not json\n')
@@ -421,7 +432,7 @@ def test_json_mistakes_name_the_line_or_the_column(tmp_path):
             data.load(str(tmp_path / name))
     wide = tmp_path / "wide.csv"  # one huge header, as a wrong encoding or separator makes
     wide.write_text(";".join(f"column{i}" for i in range(100)) + "\n" + ";".join("x" * 100) + "\n")
-    with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: .{100,130}: one column; the file seems separated by ';'") as e:
+    with pytest.raises(JaxselError, match=r"missing column 'text' \(columns: column0, .{100,130} \(a wrong --encoding or separator\?\)\)$") as e:
         data.load(str(wide))
     assert len(str(e.value)) < 300
 

@@ -362,7 +362,7 @@ def _parse_frame(path: Path, encoding: str | None):
         text = decode(data, path, encoding)
         if kind in (".jsonl", ".json"):
             return _json_frame(text, lines=kind == ".jsonl")
-        sep = "\t" if ".tsv" in suffixes else ","
+        sep = "\t" if ".tsv" in suffixes else _csv_separator(text, path)
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
         header = next(csv.reader(io.StringIO(text), delimiter=sep), [])  # pandas renames repeats NAME.1, ...
         df.attrs["repeated_columns"] = repeated_names(header)
@@ -377,10 +377,18 @@ def _parse_frame(path: Path, encoding: str | None):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if kind == ".jsonl" and text is not None:
             first = _bad_json_line(text) or first
-        header = text.lstrip().split("\n", 1)[0] if text is not None and kind == ".csv" else ","
-        if "," not in header and (sep := next((c for c in ";|\t" if c in header), None)):
-            first += f" (the header seems separated by {sep!r}, not commas)"
         raise JaxselError(f"{path}: cannot be parsed: {first}")
+
+
+def _csv_separator(text: str, path: Path) -> str:
+    """A CSV's field separator: a comma, or the one of ``;``, ``|`` and tab that its header holds
+    where it holds no comma and no other of them (Excel in many locales writes ``;``), noted."""
+    header = text.lstrip().split("\n", 1)[0]
+    found = [c for c in ";|\t" if c in header]
+    if "," in header or len(found) != 1:
+        return ","
+    log.info(f"{path}: its header is separated by {found[0]!r}, not commas: its rows are read so")
+    return found[0]
 
 
 def repeated_names(names) -> list[str]:
