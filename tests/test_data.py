@@ -138,6 +138,9 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
 @pytest.mark.parametrize("content,kwargs,message", [
     ("text,label\n", {}, "no non-empty text"),
     ("text,y\na,1\n", {}, "missing column 'label'"),
+    ("the first tweet of the file,neg\nanother one,pos\n", {},  # no header line (round 44)
+     r"missing column 'text' \(columns: the first tweet of the file, neg; its first line reads as data, a sentence: "
+     r"does the file lack a header line \(text,label\)\?\)$"),
     ("text,label\n" + "".join(f"t{i},same\n" for i in range(30)), {}, "at least 2 classes"),
     ("text,label\n" + "".join(f"t{i},{'a' if i else 'b'}\n" for i in range(30)), {}, "class .b. has 1 row and none in the"),
     # round 44: a text column as the labels (one class a row) says so; the advice drops every class a split lacks

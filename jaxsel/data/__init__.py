@@ -485,7 +485,9 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
             raise JaxselError(f"{path}: more than one column is named {col!r}; rename all but one")
         if col not in df.columns:
             blank = " (a blank name; --split-col '' means no split column)" if not col.strip() else ""
-            raise JaxselError(f"{path}: missing column {col!r}{blank} (columns: {_columns(df)})")
+            headless = "; its first line reads as data, a sentence: does the file lack a header line (text,label)?" \
+                if any(len(str(c).split()) >= 4 for c in df.columns) else ""
+            raise JaxselError(f"{path}: missing column {col!r}{blank} (columns: {_columns(df)}{headless})")
     text, label = (_plain_cells(df[c], path, c, what) for c, what in ((text_col, "text"), (label_col, "label")))
     split = _whole(df.attrs.get("splits"), path) if split_col is None else \
         [str(s).strip() for s in _plain_cells(df[split_col], path, split_col, "split name")]  # a DatasetDict's own
