@@ -106,13 +106,20 @@ _SHORT = reprlib.Repr()  # a value in a message: a table that one side lacks is 
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxstring = 2, 4, 6, 6, 80
 
 
+def _shown(x, y) -> tuple[str, str]:
+    """Two differing values for a message: shortened where that still shows them different."""
+    short = _SHORT.repr(x), _SHORT.repr(y)
+    return short if short[0] != short[1] else (repr(x), repr(y))
+
+
 def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
     """:func:`differences` of ``a`` and ``b`` in words, the first ``limit`` with both values: "ppo.network
     ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides, long values shortened
-    (:mod:`reprlib`: "{'lr': 0.0003, 'network': 'late', ...}"); the next ten by their paths
+    where that still shows them different (:mod:`reprlib`: "{'lr': 0.0003, 'network': 'late', ...}");
+    the next ten by their paths
     (" and 2 more: select.filter, proxy.score_on")."""
     found = differences(a, b)
-    said = [f"{p} ({_SHORT.repr(x)} {names[0]}, {_SHORT.repr(y)} {names[1]})" for p, x, y in found[:limit]]
+    said = [f"{p} ({x} {names[0]}, {y} {names[1]})" for p, x, y in ((p, *_shown(x, y)) for p, x, y in found[:limit])]
     rest = [p for p, _, _ in found[limit:]]
     paths = ", ".join(rest[:10]) + (", ..." if len(rest) > 10 else "")
     return ", ".join(said) + (f" and {len(rest)} more: {paths}" if rest else "")

@@ -52,8 +52,8 @@ def test_stratified_split_is_proportional_and_seeded():
                                              ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 4, (0.6, 0.25, 0.15))])
 def test_stratified_split_keeps_the_splits_shares_over_many_small_classes(sizes, fractions):
     """Break-it round 44: 37 classes of 15 rows split 80/13/7, each class rounded alike. Each split's
-    size is now within one row of its share of all rows; each class's rows within one of its own share;
-    no class loses a split that rounding each class alone gave it rows in."""
+    size is now its share of all rows, rounded; each class's two cuts a floor or ceiling of its own
+    share; no class loses a split that rounding each class alone gave it rows in."""
     labels = np.repeat(np.arange(len(sizes)), sizes)
     parts = data.stratified_split(labels, fractions, seed=0)
     n, cum = len(labels), np.cumsum(fractions)
@@ -161,7 +161,8 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
     ("text;label\n" + "".join(f"t{i}|x;{i % 2}\n" for i in range(30)) + "a;b;c\n", {},
      "saw 3$"),  # read with the header's separator: a row with one field more is named
     ("text;label|x\n" + "".join(f"t{i};{i % 2}\n" for i in range(30)), {},  # two separators: read with commas
-     r"missing column 'text' \(columns: text;label\|x: one column; the file seems separated by ';', not commas\)"),
+     r"missing column 'text' \(columns: text;label\|x: one column; its header holds ';' and '\|' but no comma: separate "
+     r"it by one\)$"),
     ("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(30)), {"text_col": "label"}, "both 'label'"),
 ])
 def test_bad_input_one_line_errors(tmp_path, content, kwargs, message):
@@ -492,8 +493,11 @@ def test_class_id_minus_one_is_a_missing_label(tmp_path, monkeypatch, capsys):
     hub = datasets.DatasetDict({"train": _labelled(labels), "validation": _labelled(labels[:30]),
                                 "test": _labelled([-1] * 30)})
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: hub)
-    with pytest.raises(JaxselError, match="split 'test' is empty"):  # every test row unlabelled: none invented
-        data.load("someorg/somedata")
+    capsys.readouterr()  # every test row unlabelled: none invented, the labelled rows split anew (round 44's review)
+    dd = data.load("someorg/somedata")
+    assert data.summary(dd)["dropped"]["missing_label"] == 30 and sum(len(dd[s]) for s in data.SPLITS) == 120
+    assert "its own splits with labelled rows (train, validation) are not all of train, validation, test: its " \
+        "labelled rows are split anew" in capsys.readouterr().err
     hub["test"] = _labelled([-1] * 10 + labels[:30])
     capsys.readouterr()
     dd = data.load("someorg/somedata")
@@ -647,7 +651,6 @@ def test_marker_labels_are_named_and_kept_on_request(tmp_path, monkeypatch, caps
     assert data.load(str(tmp_path / "saved"))["train"].features["label"].names == ["none", "toxic"]
 
 
-
 def test_a_saved_datasetdict_folder_keeps_its_splits_as_the_hub_does(tmp_path, capsys):
     """Break-it round 44: a DatasetDict's ``save_to_disk`` folder was refused ("name one split's folder
     in it"), and that folder alone was split 80/10/10 again: the user's validation and test were lost.
@@ -669,7 +672,19 @@ def test_a_saved_datasetdict_folder_keeps_its_splits_as_the_hub_does(tmp_path, c
     datasets.DatasetDict({"train": part("tr", 40), "test": part("te", 12)}).save_to_disk(str(tmp_path / "two"))
     again = data.load(str(tmp_path / "two"))
     assert sum(len(again[s]) for s in data.SPLITS) == 52 and len(again["test"]) == 5  # split anew, 80/10/10
-    assert "its splits (test, train) are not all of train, validation, test: its rows are split anew" in capsys.readouterr().err
+    assert "its own splits with labelled rows (test, train) are not all of train, validation, test: its labelled rows " \
+        "are split anew" in capsys.readouterr().err
+    # a split without the label column is named (round 44's review: its rows read as unlabelled, "split 'test' is
+    # empty: the split column has no 'test' rows"); a class one of its own splits lacks gets no split-column advice
+    datasets.DatasetDict({"train": part("tr", 40), "validation": part("va", 10),
+                          "test": part("te", 12).remove_columns("label")}).save_to_disk(str(tmp_path / "nolabel"))
+    with pytest.raises(JaxselError, match=r"nolabel: missing column 'label' in split 'test' \(its columns: text, id\)$"):
+        data.load(str(tmp_path / "nolabel"))
+    one = part("va", 10).map(lambda r: {"label": "a"})
+    datasets.DatasetDict({"train": part("tr", 40), "validation": one, "test": part("te", 12)}).save_to_disk(str(tmp_path / "onlya"))
+    with pytest.raises(JaxselError, match=r"class 'b' has 26 rows and none in the validation split of its own splits; "
+                                          r"each class needs rows in train, validation and test: give it validation rows$"):
+        data.load(str(tmp_path / "onlya"))
     datasets.DatasetDict({"unlabeled": part("un", 5)}).save_to_disk(str(tmp_path / "none"))
     with pytest.raises(JaxselError, match=r"a DatasetDict's folder without a train, validation or test split "
                                           r"\(it holds 'unlabeled'\)"):

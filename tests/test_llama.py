@@ -189,7 +189,7 @@ def test_a_bos_tokenizer_starts_each_prompt_with_one_bos(tmp_path):
     model, _ = finetune.build(finetune.FinetuneConfig(model=str(tmp_path)), ["good", "bad"])  # was refused
     assert [tok.id_to_token(int(i)) for i in np.asarray(model.label_ids[...])] == ["good", "bad"]
     finetune.build(finetune.FinetuneConfig(model=str(tmp_path), head="linear"), ["very_good", "very_bad"])  # was refused
-    with pytest.raises(JaxselError, match="share a first token; use --head linear"):
+    with pytest.raises(JaxselError, match=r"'very_good' and 'very_bad' begin with the same token \('very'\).*--head linear"):
         finetune.build(finetune.FinetuneConfig(model=str(tmp_path)), ["very_good", "very_bad"])
 
 

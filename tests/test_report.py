@@ -266,6 +266,10 @@ def test_merge_names_what_is_not_a_part_and_every_difference(tmp_path):
     said = str(refused.value)
     assert re.search(r"agents.ppo \(\{'\w+': [^,]+, '\w+': [^,]+, '\w+': [^,]+, '\w+': [^,]+, \.\.\.\} in the part "
                      r"of seeds \[0\], absent in that of \[1\]\)", said) and len(said) < 300, said
+    from jaxsel.config import describe_differences  # shortened alike, the values are shown whole (the review's case)
+    eight = [f"0.0{i}" for i in range(1, 9)]
+    assert describe_differences({"budgets": eight}, {"budgets": eight[:7] + ["0.5"]}, ("a", "b")) == \
+        f"budgets ({eight!r} a, {eight[:7] + ['0.5']!r} b)"
     (tmp_path / "bad.json").write_text("{'not': json}")
     script = Path(__file__).parent.parent / "bench" / "merge.py"
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(tmp_path / "bad.json")],

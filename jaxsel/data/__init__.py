@@ -65,6 +65,7 @@ class Raw:
     missing_labels: int = 0
     empty_texts: int = 0
     source_rows: list[int] | None = None  # each row's 0-based position in the source (None: 0, 1, 2, ...)
+    own_splits: bool = False  # ``split`` names a DatasetDict's own splits (a hub dataset's, a saved folder's)
 
     @property
     def sources(self) -> list[int] | range:
@@ -279,6 +280,7 @@ def _saved_frame(path: Path):
     df = pd.concat(frames, ignore_index=True)
     df.attrs["class_label_columns"] = sorted(set.intersection(*(set(f.attrs["class_label_columns"]) for f in frames)))
     df.attrs["splits"] = [s for s, f in zip(kept, frames) for _ in range(len(f))]
+    df.attrs["split_columns"] = {s: list(f.columns) for s, f in zip(kept, frames)}
     return df
 
 
@@ -303,19 +305,6 @@ def _labelled_splits(dd, name) -> list[str]:
              f"{', '.join(f'{s!r} ({len(dd[s])} rows)' for s in other)}: neither train, validation nor test",
              once=True)  # a folder is read again for an export's source columns
     return [s for s in dd if s not in other]
-
-
-def _whole(split: list[str] | None, name) -> list[str] | None:
-    """The split names of a DatasetDict's rows where they name all of train, validation and test;
-    None otherwise: its rows are split anew (a note says so where it has splits)."""
-    if split is None:
-        return None
-    found = {SPLIT_NAMES[s.casefold()] for s in split}
-    if found >= set(SPLITS):
-        return split
-    log.info(f"{name}: its splits ({', '.join(sorted(set(split)))}) are not all of {', '.join(SPLITS)}: "
-             f"its rows are split anew")
-    return None
 
 
 def class_names(names: list[str], ids, where: str) -> list[str]:
@@ -472,8 +461,8 @@ def _columns(df) -> str:
     """The column names for an error message, cut short (a wrong encoding makes one huge name)."""
     names = ", ".join(map(str, df.columns))
     short = names if len(names) <= 120 else names[:120] + "..."
-    if len(df.columns) == 1 and (sep := next((c for c in ";|\t" if c in names), None)):
-        return f"{short}: one column; the file seems separated by {sep!r}, not commas"
+    if len(df.columns) == 1 and (found := [c for c in ";|\t" if c in names]):  # several: _csv_separator kept commas
+        return f"{short}: one column; its header holds {' and '.join(map(repr, found))} but no comma: separate it by one"
     return short if len(names) <= 120 else short + " (a wrong --encoding or separator?)"
 
 
@@ -485,14 +474,20 @@ def _read_table(path: Path, text_col: str, label_col: str, split_col: str | None
             raise JaxselError(f"{path}: more than one column is named {col!r}; rename all but one")
         if col not in df.columns:
             blank = " (a blank name; --split-col '' means no split column)" if not col.strip() else ""
-            headless = "; its first line reads as data, a sentence: does the file lack a header line (text,label)?" \
-                if any(len(str(c).split()) >= 4 for c in df.columns) else ""
+            tabular = any(kind in "".join(path.suffixes).lower() for kind in (".csv", ".tsv"))
+            headless = f"; its first line reads as data, a sentence: does the file lack a header line " \
+                f"({text_col},{label_col})?" if tabular and not {text_col, label_col} & set(df.columns) and \
+                any(len(str(c).split()) >= 4 for c in df.columns) else ""
             raise JaxselError(f"{path}: missing column {col!r}{blank} (columns: {_columns(df)}{headless})")
+    for s, columns in df.attrs.get("split_columns", {}).items():  # a DatasetDict's splits, each with its own
+        if missing := [c for c in (text_col, label_col) if c not in columns]:
+            raise JaxselError(f"{path}: missing column {missing[0]!r} in split {s!r} (its columns: {', '.join(columns)})")
     text, label = (_plain_cells(df[c], path, c, what) for c, what in ((text_col, "text"), (label_col, "label")))
-    split = _whole(df.attrs.get("splits"), path) if split_col is None else \
-        [str(s).strip() for s in _plain_cells(df[split_col], path, split_col, "split name")]  # a DatasetDict's own
+    own = split_col is None and "splits" in df.attrs
+    split = df.attrs["splits"] if own else None if split_col is None else \
+        [str(s).strip() for s in _plain_cells(df[split_col], path, split_col, "split name")]
     return _raw(text, label, split, text_col,
-                missing_markers(missing_labels, label_col in df.attrs.get("class_label_columns", ())))
+                missing_markers(missing_labels, label_col in df.attrs.get("class_label_columns", ())), own_splits=own)
 
 
 def _plain_cells(cells, path: Path, col: str, what: str) -> list:
@@ -528,7 +523,7 @@ def missing_markers(missing_labels: str, declared: bool = False) -> frozenset[st
 
 
 def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
-         markers: frozenset[str] = MISSING_LABELS) -> Raw:
+         markers: frozenset[str] = MISSING_LABELS, own_splits: bool = False) -> Raw:
     """The rows of a source's text and label cells (and split names): labels as class names
     (:func:`label_name` with ``markers``, :func:`numeric_names`), rows without one dropped and
     counted, the marker words that matched named in a warning."""
@@ -548,7 +543,8 @@ def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
     keep = [i for i, v in enumerate(labels) if v is not None]
     texts = ["" if missing(t) else str(t) for t in text_cells]
     return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
-               None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep)
+               None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep,
+               own_splits=own_splits)
 
 
 def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str = "label",
@@ -633,7 +629,7 @@ def _read_hub(name: str, text_col: str, label_col: str, missing_labels: str = "d
         labels += class_names(names, d[label_col], f"{name}: split {s!r}") if names else list(d[label_col])
         split += [s] * len(d)
         declared &= bool(names)
-    return _raw(texts, labels, _whole(split, name), text_col, missing_markers(missing_labels, declared))
+    return _raw(texts, labels, split, text_col, missing_markers(missing_labels, declared), own_splits=True)
 
 
 def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[Raw, int]:
@@ -684,18 +680,20 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
     sizes = np.array([len(p) for p in perms])
     cum = np.cumsum(fractions)[:2]
     rounded = [np.round(f * sizes).astype(int) for f in cum]
-    first = _total_kept(cum[0] * sizes, rounded[0], int(np.round(cum[0] * len(labels))), 0, rounded[1])
-    cuts = [first, _total_kept(cum[1] * sizes, rounded[1], int(np.round(cum[1] * len(labels))), first, sizes)]
+    ties = np.random.default_rng([seed, 1]).random(len(sizes))  # equal remainders: not always the first classes
+    first = _total_kept(cum[0] * sizes, rounded[0], int(np.round(cum[0] * len(labels))), 0, rounded[1], ties)
+    cuts = [first, _total_kept(cum[1] * sizes, rounded[1], int(np.round(cum[1] * len(labels))), first, sizes, ties)]
     parts = [np.concatenate([p[a:b] for p, a, b in zip(perms, lo, hi)]) for lo, hi in
              zip([np.zeros_like(sizes), *cuts], [*cuts, sizes])]
     return [np.sort(p) for p in parts]
 
 
-def _total_kept(ideal: np.ndarray, cut: np.ndarray, total: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def _total_kept(ideal: np.ndarray, cut: np.ndarray, total: int, low, high, ties: np.ndarray) -> np.ndarray:
     """``cut`` (per-class rounded ``ideal``) with the classes rounded furthest from ideal moved one
     row toward it until the cuts sum to ``total`` (largest remainders, Hamilton's apportionment),
     where that leaves a row on the side that gives one (the rows ``low``..``cut`` below a cut,
-    ``cut``..``high`` above: no class loses its last row of a split); as close as that allows."""
+    ``cut``..``high`` above: no class loses its last row of a split); as close as that allows. Equal
+    remainders are taken in the order of ``ties`` (C,) (seeded)."""
     cut = cut.copy()
     step = int(np.sign(total - cut.sum()))
     if step == 0:
@@ -703,7 +701,7 @@ def _total_kept(ideal: np.ndarray, cut: np.ndarray, total: int, low: np.ndarray,
     after = cut + step
     giver = high - cut if step > 0 else cut - low  # the rows of the split that gives one
     allowed = (giver >= 2) & (np.abs(after - ideal) < 1)  # and a floor or ceiling of the ideal
-    order = np.argsort(-(step * (ideal - cut)), kind="stable")  # furthest below ideal first when raising
+    order = np.lexsort((ties, -(step * (ideal - cut))))  # furthest below ideal first when raising
     for c in [c for c in order if allowed[c]][:abs(total - int(cut.sum()))]:
         cut[c] += step
     return cut
@@ -794,6 +792,10 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             log.info(f"dropped {counted(small, 'row')} of {counted(len(gone), 'class', 'classes')} with fewer than "
                      f"{min_class_rows} rows: {', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
             raw = raw.rows(keep)
+    if raw.own_splits and not {SPLIT_NAMES[v.casefold()] for v in raw.split} >= set(SPLITS):
+        log.info(f"{name_or_path}: its own splits with labelled rows ({', '.join(sorted(set(raw.split)))}) are not "
+                 f"all of {', '.join(SPLITS)}: its labelled rows are split anew")  # e.g. GLUE's unlabelled test
+        raw = replace(raw, split=None, own_splits=False)
     names = sorted(set(raw.labels), key=_class_order)
     if len(names) < 2:
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}{unlabelled}")
@@ -833,7 +835,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             sizes = np.bincount(label_ids, minlength=len(names))
             rows = int(sizes[c])
             need = int(np.ceil(1 / min(fractions)))
-            lacking = [k for k in range(len(names)) if any(k not in label_ids[p] for p in parts)]  # in any split
+            held = np.stack([np.bincount(label_ids[p], minlength=len(names)) > 0 for p in parts])
+            lacking = np.flatnonzero(~held.all(axis=0))  # the classes some split lacks
             worst = int(sizes[lacking].max())  # a threshold that drops one of them drops them all (round 44)
             more = f" ({counted(len(lacking) - 1, 'other class', 'other classes')} also " \
                    f"{'lacks' if len(lacking) == 2 else 'lack'} rows in a split)" if len(lacking) > 1 else ""
@@ -845,16 +848,17 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
                 return (f"drop classes this small with --min-class-rows {at_least} (min_class_rows in a config's [data]"
                         + (f"; it also drops {others} other {'class' if others == 1 else 'classes'}" if others else "")
                         + ")")
-            if raw.split is not None:  # the user's split
+            if raw.split is not None:  # the user's split, or the dataset's own
                 advice = [f"give it {s} rows", drop(worst + 1)] + \
-                    (["leave out the split column for a stratified split"] if rows >= need else [])
-                raise JaxselError(f"class {names[c]!r} has {counted(rows, 'row')} and none in the {s} split of the split column"
-                                  f"{more}; each class needs rows in train, validation and test: "
-                                  + ", or ".join(a for a in advice if a))
+                    (["leave out the split column for a stratified split"] if rows >= need and not raw.own_splits else [])
+                raise JaxselError(f"class {names[c]!r} has {counted(rows, 'row')} and none in the {s} split of "
+                                  f"{'its own splits' if raw.own_splits else 'the split column'}{more}; each class needs "
+                                  f"rows in train, validation and test: " + ", or ".join(a for a in advice if a)
+                                  + unlabelled)
             advice = ["add rows", drop(max(need, worst + 1))]
             raise JaxselError(f"class {names[c]!r} has {counted(rows, 'row')} and none in the {s} split{more}; each class needs "
                               f"rows in train, validation and test ({need}+ for a {'/'.join(f'{f:g}' for f in fractions)} "
-                              f"split): " + ", or ".join(a for a in advice if a))
+                              f"split): " + ", or ".join(a for a in advice if a) + unlabelled)
     counts = {"duplicates": dups, "deduplicated": dups if dedup else 0, "missing_label": raw.missing_labels,
               "empty_text": raw.empty_texts,
               "small_class": small, **({"split_column": 1} if raw.split is not None else {})}
