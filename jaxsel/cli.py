@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, counted, filter_action, say, warn, warnings_as_lines
-from jaxsel.checkpoint import Stopwatch
+from jaxsel.checkpoint import MARKER, Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
@@ -414,8 +414,9 @@ def cmd_cluster(a) -> None:
 
 
 def _checkpoints_held(folder: Path) -> bool:
-    """Whether a checkpoint folder holds a checkpoint (its wall-clock file alone does not count)."""
-    return folder.is_dir() and any(p.name != "seconds.json" for p in folder.iterdir())
+    """Whether a checkpoint folder holds a checkpoint (its wall-clock file and its marker alone do not
+    count: a run stopped before its first checkpoint has nothing to resume)."""
+    return folder.is_dir() and any(p.name not in ("seconds.json", MARKER) for p in folder.iterdir())
 
 
 def _note_fresh_start(folder: Path, resume: bool) -> None:

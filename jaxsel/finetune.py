@@ -10,6 +10,7 @@ checkpoints after every epoch (``resume`` continues and ends with the same metri
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import time
@@ -136,6 +137,18 @@ def compile_tokens(cfg: FinetuneConfig) -> float:
     if cfg.length_buckets == "all" or (cfg.length_buckets == "auto" and jax.default_backend() == "cpu"):
         return 0.0
     return math.inf if cfg.length_buckets == "one" else float(ACCELERATOR_COMPILE_TOKENS)
+
+
+PLANNED_STEPS = 100_000  # the steps whose lengths choose the compiled lengths (a longer run's later needs compile theirs)
+
+
+def epoch_plans(lengths: np.ndarray, batch_size: int, seed: int):
+    """Each epoch's batches (:func:`batches`, shuffled) in turn, endlessly, from one generator seeded
+    ``seed``: the same sequence on every call, so a resumed run replays its epochs' draws; one epoch
+    held at a time (a plan of all epochs up front took gigabytes for a huge ``min_steps``)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield batches(lengths, batch_size, rng)
 
 
 def length_plan(needs, rows: int, price: float) -> tuple[int, ...]:
@@ -421,7 +434,7 @@ def mfu(flops_per_token: float, tokens_per_s: float) -> float | None:
     return None if peak is None else flops_per_token * tokens_per_s / (peak * jax.device_count())
 
 
-MISSES_CLASSES = r"the training subset \(.*\) holds no example of"  # the warning's start, for a filter
+MISSES_CLASSES = r"the training (subset|split) \(.*\) holds no example of"  # the warning's start, for a filter
 
 
 @in_32_bits
@@ -442,7 +455,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     as a preempted job would (it needs ``ckpt_dir``); ``resume=True`` then continues it. Raises
     JaxselError for an empty subset, indices out of range or repeated (a subset names each row
     once), or a batch that does not divide over the devices; warns (:data:`MISSES_CLASSES`) where
-    the subset holds no row of a class the train split has."""
+    the subset (or the train split) holds no row of a class some split has. The rows are a set:
+    their order does not change the training (it shuffles the sorted rows)."""
     import datasets
 
     if ckpt_dir is None and stop_after_epochs is not None:  # stopping had thrown the training away
@@ -469,14 +483,16 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
                                   num_classes=len(names))  # before training: -1 ("no label") had trained silently
               for split in SPLITS}  # (N,) int64 each; train's becomes the subset's below
     chosen = None if train_indices is None else \
-        check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True)
+        np.sort(check_indices(train_indices, len(dd["train"]), "train_indices", distinct=True))  # a set of rows
     train = dd["train"] if chosen is None else dd["train"].select(chosen.tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
-    if chosen is not None:  # as select warns of its selection: a class no row teaches cannot be predicted
-        y, labels["train"] = labels["train"], labels["train"][chosen]
-        if absent := missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels["train"], y))):
-            warn(f"the training subset ({counted(len(train), 'example')}) holds {no_example_of(absent, names)}")
+    if chosen is not None:
+        labels["train"] = labels["train"][chosen]
+    held = np.concatenate([labels[s] for s in SPLITS])  # as select warns of its selection: a class no row teaches
+    if absent := missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels["train"], held))):
+        warn(f"the training {'subset' if chosen is not None else 'split'} ({counted(len(train), 'example')}) holds "
+             f"{no_example_of(absent, names)}")  # cannot be predicted (validation or test may hold it)
     for split in ("validation", "test"):
         if len(dd[split]) == 0:
             raise JaxselError(f"finetune: the {split} split has no rows (the best epoch is chosen on validation, the "
@@ -502,7 +518,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         revision = llama.revision(cfg.model)  # reads the folder's config.json
         revised = {"model_revision": revision} if revision > 1 else {}
         signature = json.dumps({"config": settings(cfg), "examples": len(train), "dataset": _fingerprint(dd),
-                                "rows": None if train_indices is None else digest(train_indices), **revised},
+                                "rows": None if chosen is None else digest(chosen), **revised},
                                sort_keys=True)
         ck = Checkpoints(ckpt_dir, signature, resume=resume)
         if ck.step is not None:
@@ -514,19 +530,23 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     p_def, o_def = jax.tree.structure(state.params), jax.tree.structure(state.opt_state)
     rest_leaves, r_def = jax.tree.flatten(rest)
     step = flat_train_step(graphdef, tx, p_def, r_def, o_def)
-    rng = np.random.default_rng(cfg.seed)
-    plans = [batches(lengths, batch * cfg.grad_accum, rng) for _ in range(epochs)]  # a resumed run's too
-    padded = length_plan([needed_length(splits["train"][0], rows, cfg.max_length)
-                          for rows in [b for p in plans for b in p][:total]], batch * cfg.grad_accum, compile_tokens(cfg))
+    rows_per_step = batch * cfg.grad_accum
+    needs = [needed_length(splits["train"][0], rows, cfg.max_length)  # the lengths the first PLANNED_STEPS steps need
+             for rows in itertools.islice(itertools.chain.from_iterable(epoch_plans(lengths, rows_per_step, cfg.seed)),
+                                          min(total, PLANNED_STEPS))]
+    padded = length_plan(needs, rows_per_step, compile_tokens(cfg))
+    plans = epoch_plans(lengths, rows_per_step, cfg.seed)
+    for _ in range(prog.epoch):  # a resumed run's epochs: their draws replayed
+        next(plans)
     while prog.epoch < epochs and prog.step < total and (prog.bad_epochs < cfg.patience or prog.step < cfg.min_steps):
         if stop_after_epochs is not None and prog.epoch >= stop_after_epochs:
             return None
-        plan = plans[prog.epoch]
+        plan = next(plans)
         t0, ep_tokens, ep_loss, ep_steps = time.perf_counter(), 0, 0.0, 0
         params, opt_state = jax.tree.leaves(state.params), jax.tree.leaves(state.opt_state)
-        bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}", unit="step", disable=not progress,
-                            leave=False)
-        shown = None  # the epoch's loss sum after the previous step: reading it waits for that step, not this one
+        bar = progress_.bar(plan, desc=f"finetune {cfg.model} epoch {prog.epoch + 1}/{epochs}", unit="step",
+                            disable=not progress, leave=False)
+        shown = done = None  # the epoch's loss sum and tokens after the previous step: reading it waits for that step
         for rows in bar:
             if prog.step >= total:
                 break
@@ -542,9 +562,9 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
             prog.step += 1
             prog.examples += len(rows)
             if progress and shown is not None:
-                tok_s = ep_tokens / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{float(shown) / (ep_steps - 1):.4f}", tok_s=f"{tok_s:,.0f}")
-            shown = ep_loss
+                mean = float(shown) / (ep_steps - 1)  # the previous step done: its tokens over the time so far
+                bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f}")
+            shown, done = ep_loss, ep_tokens
         bar.close()  # the loop may stop at the step budget before the plan's end, which would close it
         jax.block_until_ready(params)
         ep_seconds = time.perf_counter() - t0

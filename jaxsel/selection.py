@@ -297,13 +297,17 @@ class Selection:
     @classmethod
     def load(cls, path: str | Path) -> "Selection":
         path = Path(path)
+        reading = path
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             ours = isinstance(doc, dict) and doc.get("format") == FORMAT
-            indices = np.load(cls.indices_path(path)) if ours else None  # another JSON has no .npy to look for
+            reading = cls.indices_path(path)
+            indices = np.load(reading) if ours else None  # another JSON has no .npy to look for
         except FileNotFoundError as e:
             raise JaxselError(f"selection file missing: {e.filename}")
         except (ValueError, OSError, EOFError) as e:  # JSONDecodeError is a ValueError
+            if reading != path:
+                raise JaxselError(f"{reading}: not a readable index file ({type(e).__name__}): make the selection again")
             raise JaxselError(f"{path}: not a readable selection file ({type(e).__name__})")
         if not ours:
             raise JaxselError(f"{path}: not a jaxsel selection file")

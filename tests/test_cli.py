@@ -606,6 +606,11 @@ def test_selection_files_that_do_not_belong_together_are_refused(tmp_path):
         Selection.load(path)
     Selection([0], np.arange(5), {}, {"method": "b"}).save(path)  # no clusters: the old file goes
     assert Selection.load(path).row_clusters is None and not Selection.clusters_path(path).exists()
+    index = Selection.indices_path(path)  # a truncated index file is named, not the JSON (round 45)
+    index.write_bytes(index.read_bytes()[:20])
+    with pytest.raises(cli.JaxselError, match=rf"^{re.escape(str(index))}: not a readable index file \(ValueError\): "
+                                              r"make the selection again$"):
+        Selection.load(path)
 
 
 def test_default_outputs_of_files_named_alike_do_not_collide(tmp_path, tmp_cache, monkeypatch):
