@@ -116,8 +116,7 @@ def describe_differences(a, b, names: tuple[str, str], limit: int = 3) -> str:
     """:func:`differences` of ``a`` and ``b`` in words, the first ``limit`` with both values: "ppo.network
     ('early' NAME_A, 'late' NAME_B)", with ``names`` naming the two sides, long values shortened
     where that still shows them different (:mod:`reprlib`: "{'lr': 0.0003, 'network': 'late', ...}");
-    the next ten by their paths
-    (" and 2 more: select.filter, proxy.score_on")."""
+    the next ten by their paths (" and 2 more: select.filter, proxy.score_on")."""
     found = differences(a, b)
     said = [f"{p} ({x} {names[0]}, {y} {names[1]})" for p, x, y in ((p, *_shown(x, y)) for p, x, y in found[:limit])]
     rest = [p for p, _, _ in found[limit:]]

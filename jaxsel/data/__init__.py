@@ -326,9 +326,8 @@ def _parse_frame(path: Path, encoding: str | None):
     import pandas as pd
 
     if path.is_dir():
-        if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
-            return _saved_frame(path)
-        if (path / "dataset_dict.json").is_file():
+        if (path / "state.json").is_file() and (path / "dataset_info.json").is_file() or \
+                (path / "dataset_dict.json").is_file():  # a saved Dataset, or DatasetDict
             return _saved_frame(path)
         raise JaxselError(f"{path}: is a folder, not a data file")
     suffixes = "".join(path.suffixes[-2:]).lower()
