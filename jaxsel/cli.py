@@ -30,7 +30,7 @@ from jaxsel.io import check_not_input, options_tag, short_name
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
-                           ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build)
+                           ClusterSpec, DataSpec, EmbedSpec, FinetuneConfig, RunConfig, SelectSpec, build, model_files)
 from jaxsel.selection import AGENTS, BALANCES, GRANULARITIES, METHODS, checked_examples, no_example_of, parse_budget
 
 log = logging.getLogger("jaxsel.cli")  # not __name__: "__main__" under python -m jaxsel.cli
@@ -469,8 +469,9 @@ def cmd_select(a) -> None:
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
                                          objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
                                          candidates=a.candidates))
-        meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model, "embed_max_length": a.max_length,
-                "embed_dtype": a.dtype, "k": a.k, "proxy_kind": a.proxy,
+        meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model,
+                **({"embed_model_files": files} if (files := model_files(a.model)) else {}),  # a folder's weights
+                "embed_max_length": a.max_length, "embed_dtype": a.dtype, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
                 "project": a.project, "stratified": a.stratified, "order": a.order,
                 **({"cluster_method": a.cluster_method} if a.cluster_method != CLUSTER.method else {})}

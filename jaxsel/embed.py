@@ -51,9 +51,16 @@ class Encoder:
 
 @functools.lru_cache(maxsize=4)
 def check_model(model: str) -> None:
-    """Raise JaxselError unless ``model`` is ``hash``, ``minilm`` or a folder holding tokenizer.json."""
-    if model not in MODELS and not (Path(model) / "tokenizer.json").exists():
-        raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
+    """Raise JaxselError unless ``model`` is ``hash``, ``minilm`` or a folder holding tokenizer.json
+    (a folder without it is named so)."""
+    if model in MODELS or (Path(model) / "tokenizer.json").exists():
+        return
+    if Path(model).is_dir():  # a folder, perhaps a BERT one, without the fast tokenizer's file
+        vocab = " (its vocab.txt is not read: save the tokenizer with a fast tokenizer's save_pretrained)" \
+            if (Path(model) / "vocab.txt").exists() else ""
+        raise JaxselError(f"{model}: no tokenizer.json in the folder{vocab}; a BERT folder needs config.json, "
+                          f"model.safetensors and tokenizer.json")
+    raise JaxselError(f"unknown embedding model {model!r}: use one of {MODELS} or a BERT folder")
 
 
 def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:

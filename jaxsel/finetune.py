@@ -27,7 +27,7 @@ from flax import nnx
 from jaxsel import assets, embed, metrics, progress as progress_
 from jaxsel.models import bert, classifier, llama, tokens
 from jaxsel.checkpoint import Checkpoints
-from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig, settings
+from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig, model_files, settings
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices, check_labels, counted, is_int, warn
 from jaxsel.precision import in_32_bits
@@ -517,6 +517,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     if ckpt_dir is not None:
         revision = llama.revision(cfg.model)  # reads the folder's config.json
         revised = {"model_revision": revision} if revision > 1 else {}
+        if files := model_files(cfg.model):  # a local folder's weights, as a run's stage keys hold them
+            revised["model_files"] = files
         signature = json.dumps({"config": settings(cfg), "examples": len(train), "dataset": _fingerprint(dd),
                                 "rows": None if chosen is None else digest(chosen), **revised},
                                sort_keys=True)

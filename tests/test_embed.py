@@ -311,3 +311,43 @@ def test_the_librarys_embedding_defaults_are_the_command_lines():
         params = inspect.signature(fn).parameters
         assert (params["max_length"].default, params["dtype"].default) == (args.max_length, args.dtype)
         assert params["model"].default == args.model
+
+
+@pytest.mark.assets
+def test_a_bert_folder_computing_otherwise_is_refused_not_run_as_bert(tmp_path):
+    """Break-it round 46: a local BERT folder's hidden_act "relu", position_embedding_type
+    "relative_key" or model_type "roberta" gave MiniLM's embeddings to the bit, and num_hidden_layers
+    3 on a 6-layer checkpoint ran 3 layers: all without a word. Each is now one line."""
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    from jaxsel import assets
+    from jaxsel.errors import JaxselError
+    from jaxsel.models import bert
+    source = assets.path("minilm", embed.MINILM_DIR)
+    config = json.loads((source / "config.json").read_text())
+
+    def folder(name, change=None, weights=None):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "config.json").write_text(json.dumps({**config, **(change or {})}))
+        if weights is None:
+            shutil.copy(source / "model.safetensors", out / "model.safetensors")
+        else:
+            save_file(weights, str(out / "model.safetensors"))
+        return out
+    assert len(bert.from_pretrained(folder("same")).layers) == 6
+    for key, value in (("hidden_act", "relu"), ("position_embedding_type", "relative_key"), ("model_type", "roberta")):
+        with pytest.raises(JaxselError, match=rf"config.json: {key} '{value}' \(jaxsel's BERT: '\w+'\): not supported$"):
+            bert.from_pretrained(folder(f"{key}-{value}", {key: value}))
+    for layers in (3, 8):
+        with pytest.raises(JaxselError, match=rf"^the BERT checkpoint holds 6 layers, its config's num_hidden_layers {layers}$"):
+            bert.from_pretrained(folder(f"layers{layers}", {"num_hidden_layers": layers}))
+    weights = load_file(str(source / "model.safetensors"))
+    with pytest.raises(JaxselError, match=r"has 1 tensors jaxsel's BERT does not use \(lm_head.weight\): another"):
+        bert.from_pretrained(folder("extra", weights={**weights, "lm_head.weight": np.zeros((2, 2), np.float32)}))
+    heads = {**weights, "cls.predictions.bias": np.zeros(3, np.float32)}  # a pretraining head: not read, not refused
+    assert len(bert.from_pretrained(folder("heads", weights=heads)).layers) == 6
+    (tmp_path / "heads" / "tokenizer.json").unlink(missing_ok=True)
+    (tmp_path / "heads" / "vocab.txt").write_text("[PAD]\n")
+    with pytest.raises(JaxselError, match=r"heads: no tokenizer.json in the folder \(its vocab.txt is not read"):
+        embed.check_model(str(tmp_path / "heads"))

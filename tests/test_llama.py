@@ -246,6 +246,9 @@ def test_broken_model_folders_are_one_line_errors(tmp_path):
             llama.from_hf_folder(broken(f"b{i}", change))
     with pytest.raises(JaxselError, match="kv_heads dividing heads"):
         llama.LlamaConfig(heads=4, kv_heads=3)
+    for rope in (dict(rope_theta=0.0), dict(rope_scaling=(("factor", -1.0), ("rope_type", "linear")))):  # round 46
+        with pytest.raises(JaxselError, match="rotary embedding needs positive finite values, got (rope_theta 0.0|factor -1.0)$"):
+            llama.LlamaConfig(**rope)  # trained to NaN: "diverged ... lower the learning rate"
     with pytest.raises(JaxselError, match="heads dividing hidden"):
         bert.BertConfig(hidden=30, heads=4)
     (good / "config.json").write_text(json.dumps({"vocab_size": 20}))
@@ -266,3 +269,23 @@ def test_label_tokens_skip_the_space_a_digit_splitting_tokenizer_puts_before_num
     with pytest.raises(JaxselError, match=r"the classes '10' and '12' begin with the same token \('1'\).*\(--head linear"):
         finetune.label_tokens(tok, ["0", "10", "12"], distinct=True)
     assert len(finetune.label_tokens(tok, ["0", "10", "12"], distinct=False)) == 3  # the linear head reads none
+
+
+def test_resume_is_refused_when_the_model_folders_weights_changed(tmp_path):
+    """Break-it round 46: --resume after a local model folder's weights changed continued (and
+    reported) the old run: its checkpoints were signed by the folder's path, not its files."""
+    from jaxsel import data, finetune
+    tok = bos_tokenizer()
+    cfg = llama.LlamaConfig(vocab_size=16, hidden=8, layers=1, heads=2, kv_heads=1, intermediate=8,
+                            rope_theta=10_000.0, eps=1e-6, tie_embeddings=True)
+    model = tmp_path / "model"
+    model.mkdir()
+    save_hf_folder(model, llama.Llama(cfg, rngs=nnx.Rngs(0)), tok)
+    rows = [("good fine" if i % 2 else "bad very", "good" if i % 2 else "bad") for i in range(60)]
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"{t} {i},{y}\n" for i, (t, y) in enumerate(rows)))
+    dd = data.load(str(tmp_path / "d.csv"))
+    ft = finetune.FinetuneConfig(model=str(model), epochs=3, min_steps=0, batch_size=8, max_length=12, patience=9)
+    assert finetune.finetune(dd, None, ft, ckpt_dir=tmp_path / "ck", progress=False, stop_after_epochs=1) is None
+    save_hf_folder(model, llama.Llama(cfg, rngs=nnx.Rngs(1)), tok)  # other weights in the same folder
+    with pytest.raises(JaxselError, match=r"another run configuration.*model_files"):
+        finetune.finetune(dd, None, ft, ckpt_dir=tmp_path / "ck", resume=True, progress=False)

@@ -7,6 +7,7 @@ target. Post-LayerNorm, exact GELU, absolute positions, as in the original BERT.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,12 +39,18 @@ class BertConfig:
     @classmethod
     def from_hf(cls, path: Path) -> "BertConfig":
         """The config of a Hugging Face ``config.json``; raises JaxselError naming the file for one
-        that is not JSON or lacks a key a BERT needs."""
+        that is not JSON, lacks a key a BERT needs, or sets a model type, activation or position
+        embedding other than BERT's (``bert``, exact ``gelu``, ``absolute``)."""
         try:
             c = json.loads(Path(path).read_text(encoding="utf-8"))
+            for key, ours in (("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
+                if c.get(key, ours) != ours:  # computed otherwise than jaxsel's BERT: refused, not run as one
+                    raise JaxselError(f"{path}: {key} {c[key]!r} (jaxsel's BERT: {ours!r}): not supported")
             return cls(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
                        int(c["num_attention_heads"]), int(c["intermediate_size"]), int(c["max_position_embeddings"]),
                        int(c.get("type_vocab_size", 2)), float(c.get("layer_norm_eps", 1e-12)))
+        except JaxselError:
+            raise
         except KeyError as e:
             raise JaxselError(f"{path}: no {e.args[0]!r} (not a BERT config)") from None
         except (TypeError, ValueError, AttributeError) as e:
@@ -154,14 +161,24 @@ def put_weight(param: nnx.Variable, value: np.ndarray, what: str = "checkpoint")
     param.set_value(jnp.asarray(value, dtype=param.dtype))
 
 
+UNUSED = ("pooler.", "cls.", "embeddings.position_ids")  # tensors of a BERT checkpoint an encoder does not read
+
+
 def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
-    """Copy Hugging Face BERT weights (optionally ``bert.``-prefixed) into ``model`` in place."""
+    """Copy Hugging Face BERT weights (optionally ``bert.``-prefixed) into ``model`` in place. Raises
+    JaxselError for a missing tensor, a layer count other than the checkpoint's, or tensors an
+    encoder does not read (but the pooler's and pretraining heads', :data:`UNUSED`)."""
     if any(k.startswith("bert.") for k in weights):
         weights = {k.removeprefix("bert."): v for k, v in weights.items()}
+    held = 1 + max((int(k.split(".")[2]) for k in weights if re.match(r"encoder\.layer\.\d+\.", k)), default=-1)
+    if held != len(model.layers):
+        raise JaxselError(f"the BERT checkpoint holds {held} layers, its config's num_hidden_layers {len(model.layers)}")
+    used = set()
 
     def get(key: str) -> np.ndarray:
         if key not in weights:
             raise JaxselError(f"BERT checkpoint has no tensor {key!r}: not a BERT-family checkpoint?")
+        used.add(key)
         return np.asarray(weights[key], dtype=np.float32)
 
     put = partial(put_weight, what="BERT checkpoint")
@@ -181,6 +198,9 @@ def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
     for i, layer in enumerate(model.layers):
         for attr, key in _LAYER_KEYS.items():
             (norm if attr.endswith("norm") else linear)(getattr(layer, attr), f"encoder.layer.{i}.{key}")
+    if extra := sorted(k for k in set(weights) - used if not k.startswith(UNUSED)):
+        raise JaxselError(f"the BERT checkpoint has {len(extra)} tensors jaxsel's BERT does not use "
+                          f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): another architecture")
 
 
 def from_pretrained(folder: Path, *, dtype=jnp.float32) -> Bert:

@@ -9,6 +9,7 @@ rebuilt from the GGUF's BPE vocabulary and merges.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,10 @@ class LlamaConfig:
         if self.heads < 1 or self.kv_heads < 1 or self.hidden % self.heads or self.heads % self.kv_heads:
             raise JaxselError(f"a Llama needs heads dividing hidden and kv_heads dividing heads, got hidden "
                               f"{self.hidden}, heads {self.heads}, kv_heads {self.kv_heads}")
+        bad = [f"{k} {v!r}" for k, v in (("rope_theta", self.rope_theta), *self.rope_scaling)
+               if k != "rope_type" and not (isinstance(v, numbers.Real) and 0 < v < float("inf"))]
+        if bad:  # a zero or negative frequency or factor trains to NaN ("diverged"), or to nonsense
+            raise JaxselError(f"a Llama's rotary embedding needs positive finite values, got {', '.join(bad)}")
 
     @property
     def head_dim(self) -> int:
@@ -349,7 +354,11 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
         unlike = [f"{key} {c[key]!r} (jaxsel's Llama: {ours!r})" for key, ours in
                   (("head_dim", cfg.head_dim), ("hidden_act", "silu")) if c.get(key) not in (None, ours)]
         if unlike:
-            raise JaxselError(f"{folder / 'config.json'}: {', '.join(unlike)}: not supported")
+            bert = " (a BERT folder? finetune trains decoders from folders; embed reads BERT ones)" \
+                if c.get("model_type") == "bert" else ""
+            raise JaxselError(f"{folder / 'config.json'}: {', '.join(unlike)}: not supported{bert}")
+    except JaxselError:
+        raise
     except KeyError as e:
         raise JaxselError(f"{folder / 'config.json'}: no {e.args[0]!r} (not a Llama/Qwen2 config)") from None
     except (TypeError, ValueError, AttributeError) as e:
