@@ -77,8 +77,10 @@ def load_encoder(model: str = "minilm", dtype: str = "float32") -> Encoder:
 def _load_encoder(model: str, files: str, dtype: str) -> Encoder:
     """:func:`load_encoder` for ``model`` whose folder's files have digest ``files``."""
     folder = assets.path("minilm", MINILM_DIR) if model == "minilm" else Path(model)
-    return encoder_of(bert.from_pretrained(folder, dtype=jnp.dtype(dtype)),
-                      loaded(folder / "tokenizer.json", "tokenizer file", tokens.load))
+    net, tok = bert.from_pretrained(folder, dtype=jnp.dtype(dtype)), loaded(folder / "tokenizer.json", "tokenizer file",
+                                                                           tokens.load)
+    tokens.check_vocab(tok, net.cfg.vocab_size, folder)
+    return encoder_of(net, tok)
 
 
 def encoder_of(net: bert.Bert, tokenizer: Tokenizer) -> Encoder:

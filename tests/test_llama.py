@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -251,6 +252,22 @@ def test_broken_model_folders_are_one_line_errors(tmp_path):
             llama.LlamaConfig(**rope)  # trained to NaN: "diverged ... lower the learning rate"
     with pytest.raises(JaxselError, match="heads dividing hidden"):
         bert.BertConfig(hidden=30, heads=4)
+    # round 46: a tied checkpoint that also stores its head (as some exports do) loads where the two are equal;
+    # a tokenizer with more tokens than the embedding table is named (its ids read past it: NaN, "diverged")
+    from safetensors.numpy import load_file, save_file
+    tied = tmp_path / "tied"
+    tied.mkdir()
+    save_hf_folder(tied, llama.Llama(dataclasses.replace(cfg, tie_embeddings=True), rngs=nnx.Rngs(0)),
+                   Tokenizer(models.BPE({"a": 0}, [])))
+    w = load_file(str(tied / "model.safetensors"))
+    save_file({**w, "lm_head.weight": w["model.embed_tokens.weight"]}, str(tied / "model.safetensors"))
+    assert llama.from_hf_folder(tied)[0].lm_head is None
+    save_file({**w, "lm_head.weight": w["model.embed_tokens.weight"] + 1}, str(tied / "model.safetensors"))
+    with pytest.raises(JaxselError, match="ties the embeddings .* lm_head.weight differs from model.embed_tokens.weight"):
+        llama.from_hf_folder(tied)
+    Tokenizer(models.BPE({chr(97 + i): i for i in range(21)}, [])).save(str(good / "tokenizer.json"))
+    with pytest.raises(JaxselError, match=r"its tokenizer.json has 21 tokens, its model's embedding table 20 rows"):
+        llama.from_hf_folder(good)
     (good / "config.json").write_text(json.dumps({"vocab_size": 20}))
     with pytest.raises(JaxselError, match=r"config.json: no 'hidden_size' \(not a BERT config\)"):
         bert.from_pretrained(good)

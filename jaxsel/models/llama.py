@@ -373,9 +373,16 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
 
     model = nnx.eval_shape(lambda: Llama(cfg, dtype=dtype))  # shapes only: load_tensors fills every parameter
     load_tensors(model, get)
+    if cfg.tie_embeddings and "lm_head.weight" in weights:  # some exports store the tied head too
+        if not np.array_equal(weights["lm_head.weight"], weights["model.embed_tokens.weight"]):
+            raise JaxselError(f"{folder}: config.json ties the embeddings (tie_word_embeddings) but the checkpoint's "
+                              f"lm_head.weight differs from model.embed_tokens.weight")
+        used.add("lm_head.weight")
     unused = sorted(n for n in set(weights) - used if not n.endswith("rotary_emb.inv_freq"))  # a recomputed buffer
     if unused:
         raise JaxselError(f"{folder}: the checkpoint has {len(unused)} tensors a Llama/Qwen2 model does not use "
                           f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): another architecture")
-    return model, loaded(folder / "tokenizer.json", "tokenizer file", tokens.load)
+    tok = loaded(folder / "tokenizer.json", "tokenizer file", tokens.load)
+    tokens.check_vocab(tok, cfg.vocab_size, folder)
+    return model, tok
 

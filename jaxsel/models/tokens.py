@@ -23,6 +23,15 @@ def load(path: str | Path):
     return tok
 
 
+def check_vocab(tok, rows: int, folder) -> None:
+    """Raise JaxselError where tokenizer ``tok`` gives ids beyond a model's ``rows`` embedding rows
+    (a tokenizer.json of another model: the ids past the table read garbage, NaN embeddings or a
+    finetune that "diverged"); a table larger than the tokenizer (padded vocabularies) is fine."""
+    if (n := tok.get_vocab_size(with_added_tokens=True)) > rows:
+        raise JaxselError(f"{folder}: its tokenizer.json has {n} tokens, its model's embedding table {rows} rows: "
+                          f"the tokenizer of another model?")
+
+
 def check_length(max_length: int, positions: int | None = None) -> None:
     """Raise JaxselError unless 2 <= ``max_length`` (a [CLS] and a [SEP]) and, for a model with a
     learned position table of ``positions`` rows (BERT: 512), ``max_length <= positions``."""
