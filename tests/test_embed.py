@@ -340,10 +340,12 @@ def test_a_bert_folder_computing_otherwise_is_refused_not_run_as_bert(tmp_path):
         with pytest.raises(JaxselError, match=rf"config.json: {key} '{value}' \(jaxsel's BERT: '\w+'\): not supported$"):
             bert.from_pretrained(folder(f"{key}-{value}", {key: value}))
     for layers in (3, 8):
-        with pytest.raises(JaxselError, match=rf"^the BERT checkpoint holds 6 layers, its config's num_hidden_layers {layers}$"):
+        with pytest.raises(JaxselError, match=rf"layers{layers}: the BERT checkpoint holds 6 layers, its config's "
+                                              rf"num_hidden_layers {layers}$"):
             bert.from_pretrained(folder(f"layers{layers}", {"num_hidden_layers": layers}))
     weights = load_file(str(source / "model.safetensors"))
-    with pytest.raises(JaxselError, match=r"has 1 tensors jaxsel's BERT does not use \(lm_head.weight\): another"):
+    with pytest.raises(JaxselError, match=r"extra: the BERT checkpoint has 1 tensor jaxsel's BERT does not use "
+                                          r"\(lm_head.weight\): another"):
         bert.from_pretrained(folder("extra", weights={**weights, "lm_head.weight": np.zeros((2, 2), np.float32)}))
     heads = {**weights, "cls.predictions.bias": np.zeros(3, np.float32)}  # a pretraining head: not read, not refused
     assert len(bert.from_pretrained(folder("heads", weights=heads)).layers) == 6

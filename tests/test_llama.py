@@ -214,7 +214,7 @@ def test_qwen2_biases_are_loaded_and_foreign_tensors_refused(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(ids)), np.asarray(src(ids)), atol=1e-5)
     w = load_file(str(tmp_path / "model.safetensors"))
     save_file({**w, "model.layers.0.self_attn.o_proj.bias": np.zeros(8, np.float32)}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(JaxselError, match="1 tensors a Llama/Qwen2 model does not use .model.layers.0.self_attn.o_proj"):
+    with pytest.raises(JaxselError, match="1 tensor a Llama/Qwen2 model does not use .model.layers.0.self_attn.o_proj"):
         llama.from_hf_folder(tmp_path)
 
 

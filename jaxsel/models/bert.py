@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, counted
 from jaxsel.io import loaded
 
 
@@ -199,7 +199,7 @@ def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
         for attr, key in _LAYER_KEYS.items():
             (norm if attr.endswith("norm") else linear)(getattr(layer, attr), f"encoder.layer.{i}.{key}")
     if extra := sorted(k for k in set(weights) - used if not k.startswith(UNUSED)):
-        raise JaxselError(f"the BERT checkpoint has {len(extra)} tensors jaxsel's BERT does not use "
+        raise JaxselError(f"the BERT checkpoint has {counted(len(extra), 'tensor')} jaxsel's BERT does not use "
                           f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): another architecture")
 
 
@@ -213,5 +213,9 @@ def from_pretrained(folder: Path, *, dtype=jnp.float32) -> Bert:
             raise JaxselError(f"{folder}: missing {f}")
     cfg = BertConfig.from_hf(folder / "config.json")
     model = nnx.eval_shape(lambda: Bert(cfg, dtype=dtype))  # shapes only: every parameter is loaded below
-    load_weights(model, loaded(folder / "model.safetensors", "safetensors file", lambda p: load_file(str(p))))
+    weights = loaded(folder / "model.safetensors", "safetensors file", lambda p: load_file(str(p)))
+    try:
+        load_weights(model, weights)
+    except JaxselError as e:  # named by the folder
+        raise JaxselError(f"{folder}: {e}") from None
     return model

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxsel.errors import JaxselError
+from jaxsel.errors import JaxselError, counted
 from jaxsel.io import loaded
 from jaxsel.models.bert import put_weight
 
@@ -380,8 +380,8 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
         used.add("lm_head.weight")
     unused = sorted(n for n in set(weights) - used if not n.endswith("rotary_emb.inv_freq"))  # a recomputed buffer
     if unused:
-        raise JaxselError(f"{folder}: the checkpoint has {len(unused)} tensors a Llama/Qwen2 model does not use "
-                          f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): another architecture")
+        raise JaxselError(f"{folder}: the checkpoint has {counted(len(unused), 'tensor')} a Llama/Qwen2 model does not "
+                          f"use ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): another architecture")
     tok = loaded(folder / "tokenizer.json", "tokenizer file", tokens.load)
     tokens.check_vocab(tok, cfg.vocab_size, folder)
     return model, tok
