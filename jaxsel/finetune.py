@@ -487,9 +487,9 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     train = dd["train"] if chosen is None else dd["train"].select(chosen.tolist())
     if len(train) == 0:
         raise JaxselError("the training subset is empty")
+    held = np.concatenate([labels[s] for s in SPLITS])  # as select warns of its selection: a class no row teaches
     if chosen is not None:
         labels["train"] = labels["train"][chosen]
-    held = np.concatenate([labels[s] for s in SPLITS])  # as select warns of its selection: a class no row teaches
     if absent := missing_classes(*(np.bincount(x, minlength=len(names)) for x in (labels["train"], held))):
         warn(f"the training {'subset' if chosen is not None else 'split'} ({counted(len(train), 'example')}) holds "
              f"{no_example_of(absent, names)}")  # cannot be predicted (validation or test may hold it)
@@ -536,6 +536,8 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     needs = [needed_length(splits["train"][0], rows, cfg.max_length)  # the lengths the first PLANNED_STEPS steps need
              for rows in itertools.islice(itertools.chain.from_iterable(epoch_plans(lengths, rows_per_step, cfg.seed)),
                                           min(total, PLANNED_STEPS))]
+    if total > PLANNED_STEPS:  # the longest row's length, met or not among the steps planned
+        needs.append(embed.bucket_length(int(lengths.max()), cfg.max_length))
     padded = length_plan(needs, rows_per_step, compile_tokens(cfg))
     plans = epoch_plans(lengths, rows_per_step, cfg.seed)
     for _ in range(prog.epoch):  # a resumed run's epochs: their draws replayed
@@ -552,7 +554,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         for rows in bar:
             if prog.step >= total:
                 break
-            tok, mask = pad(splits["train"][0], rows, batch * cfg.grad_accum, cfg.max_length, padded)
+            tok, mask = pad(splits["train"][0], rows, rows_per_step, cfg.max_length, padded)
             y = np.zeros(len(tok), np.int32)
             y[:len(rows)] = splits["train"][1][rows]
             w = (np.arange(len(tok)) < len(rows)).astype(np.float32)

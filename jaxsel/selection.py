@@ -390,10 +390,10 @@ def _beside(path: Path, suffix: str) -> Path:
     return path.with_name((path.stem if path.suffix.lower() == ".json" else path.name) + suffix)
 
 
-def missing_classes(label_counts, train_label_counts) -> list[int]:
-    """The classes the train split holds (``train_label_counts`` (C,) > 0) that a subset's
-    ``label_counts`` (C,) miss: a model finetuned on the subset cannot predict them."""
-    return np.flatnonzero((np.asarray(label_counts) == 0) & (np.asarray(train_label_counts) > 0)).tolist()
+def missing_classes(label_counts, held_counts) -> list[int]:
+    """The classes a reference holds (``held_counts`` (C,) > 0: the train split's, or every split's)
+    that a subset's ``label_counts`` (C,) miss: a model finetuned on the subset cannot predict them."""
+    return np.flatnonzero((np.asarray(label_counts) == 0) & (np.asarray(held_counts) > 0)).tolist()
 
 
 def class_list(ids, names) -> str:

@@ -344,11 +344,16 @@ def test_a_bert_folder_computing_otherwise_is_refused_not_run_as_bert(tmp_path):
                                               rf"num_hidden_layers {layers}$"):
             bert.from_pretrained(folder(f"layers{layers}", {"num_hidden_layers": layers}))
     weights = load_file(str(source / "model.safetensors"))
+    extra = {**weights, "encoder.layer.0.attention.self.distance_embedding.weight": np.zeros((2, 2), np.float32)}
     with pytest.raises(JaxselError, match=r"extra: the BERT checkpoint has 1 tensor jaxsel's BERT does not use "
-                                          r"\(lm_head.weight\): another"):
-        bert.from_pretrained(folder("extra", weights={**weights, "lm_head.weight": np.zeros((2, 2), np.float32)}))
-    heads = {**weights, "cls.predictions.bias": np.zeros(3, np.float32)}  # a pretraining head: not read, not refused
-    assert len(bert.from_pretrained(folder("heads", weights=heads)).layers) == 6
+                                          r"\(encoder.layer.0.attention.self.distance_embedding.weight\): another"):
+        bert.from_pretrained(folder("extra", weights=extra))
+    heads = {**{f"bert.{k}": v for k, v in weights.items()}, "cls.predictions.bias": np.zeros(3, np.float32),
+             "classifier.weight": np.zeros((2, 384), np.float32), "embeddings.token_type_ids": np.zeros((1, 512))}
+    assert len(bert.from_pretrained(folder("heads", weights=heads)).layers) == 6  # heads and buffers: not read, not refused
+    assert len(bert.from_pretrained(folder("gelu_python", {"hidden_act": "gelu_python"})).layers) == 6  # exact GELU too
+    with pytest.raises(JaxselError, match=r"has no tensor 'embeddings.word_embeddings.weight'"):  # another naming
+        bert.from_pretrained(folder("renamed", weights={f"model.{k}": v for k, v in weights.items()}))
     (tmp_path / "heads" / "tokenizer.json").unlink(missing_ok=True)
     (tmp_path / "heads" / "vocab.txt").write_text("[PAD]\n")
     with pytest.raises(JaxselError, match=r"heads: no tokenizer.json in the folder \(its vocab.txt is not read"):

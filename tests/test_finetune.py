@@ -379,6 +379,16 @@ def test_finetune_warns_of_classes_its_subset_misses(table_file, tmp_cache, caps
     assert [str(w.message) for w in seen if "holds no example" in str(w.message)] == \
         [f"the training split ({(y != y.max()).sum()} examples) holds no example of class {name!r}; a model finetuned "
          "on it cannot predict that class"]
+    with warnings.catch_warnings(record=True) as seen:  # a subset missing a class only the train split holds
+        warnings.simplefilter("always")
+        y_val, y_test = (np.asarray(no_last[s]["label"]) for s in ("validation", "test"))
+        finetune.finetune(data.derive(no_last, {"validation": np.flatnonzero(y_val != 0),
+                                                "test": np.flatnonzero(y_test != 0)}, tag="no first class"),
+                          np.flatnonzero(np.asarray(no_last["train"]["label"]) != 0),
+                          finetune.FinetuneConfig(**{**TINY, "min_steps": 0}), progress=False)
+    first = dd["train"].features["label"].names[0]
+    assert [str(w.message).split(" holds ")[1].split(";")[0] for w in seen if "holds no example" in str(w.message)] \
+        == [f"no example of classes {first!r}, {name!r}"]
 
 
 def test_a_head_is_refused_for_bert_targets(capsys):

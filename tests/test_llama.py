@@ -265,8 +265,16 @@ def test_broken_model_folders_are_one_line_errors(tmp_path):
     save_file({**w, "lm_head.weight": w["model.embed_tokens.weight"] + 1}, str(tied / "model.safetensors"))
     with pytest.raises(JaxselError, match="ties the embeddings .* lm_head.weight differs from model.embed_tokens.weight"):
         llama.from_hf_folder(tied)
-    Tokenizer(models.BPE({chr(97 + i): i for i in range(21)}, [])).save(str(good / "tokenizer.json"))
+    padded = Tokenizer(models.BPE({chr(97 + i): i for i in range(20)}, []))
+    padded.add_special_tokens(["<pad>"])  # an added special token past the table (a Llama's <pad>): loads
+    padded.save(str(good / "tokenizer.json"))
+    assert llama.from_hf_folder(good)[1].token_to_id("<pad>") == 20
+    wide = broken("wide", lambda f: Tokenizer(models.BPE({chr(97 + i): i for i in range(21)}, [])).save(
+        str(f / "tokenizer.json")))
     with pytest.raises(JaxselError, match=r"its tokenizer.json has 21 tokens, its model's embedding table 20 rows"):
+        llama.from_hf_folder(wide)
+    Tokenizer(models.BPE({chr(97 + i): i for i in range(21)}, [])).save(str(good / "tokenizer.json"))
+    with pytest.raises(JaxselError, match=r"its tokenizer.json has 21 tokens"):  # edited in place: read again
         llama.from_hf_folder(good)
     (good / "config.json").write_text(json.dumps({"vocab_size": 20}))
     with pytest.raises(JaxselError, match=r"config.json: no 'hidden_size' \(not a BERT config\)"):

@@ -218,7 +218,8 @@ class Run:
         from jaxsel import data, finetune
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         idx = None if indices is None else np.asarray(indices, np.int64)
-        key = stages.key("finetune", data.dataset_fingerprint(dd), cfg, None if idx is None else digest(idx))
+        key = stages.key("finetune", data.dataset_fingerprint(dd), cfg,
+                         None if idx is None else digest(np.sort(idx)))  # a set of rows, as finetune trains it
         folder = self.stage_dir / f"{name}-{key}"
         path = folder / "metrics.json"
         with computed_once(folder, path, read_json) as kept:  # as a selection's

@@ -44,7 +44,7 @@ class BertConfig:
         try:
             c = json.loads(Path(path).read_text(encoding="utf-8"))
             for key, ours in (("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
-                if c.get(key, ours) != ours:  # computed otherwise than jaxsel's BERT: refused, not run as one
+                if c.get(key, ours) not in (ours, "gelu_python"):  # computed otherwise than jaxsel's BERT: refused
                     raise JaxselError(f"{path}: {key} {c[key]!r} (jaxsel's BERT: {ours!r}): not supported")
             return cls(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
                        int(c["num_attention_heads"]), int(c["intermediate_size"]), int(c["max_position_embeddings"]),
@@ -161,17 +161,18 @@ def put_weight(param: nnx.Variable, value: np.ndarray, what: str = "checkpoint")
     param.set_value(jnp.asarray(value, dtype=param.dtype))
 
 
-UNUSED = ("pooler.", "cls.", "embeddings.position_ids")  # tensors of a BERT checkpoint an encoder does not read
+ENCODER = ("embeddings.", "encoder.")  # the tensors an encoder reads live here (after a ``bert.`` prefix)
+BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # saved by some exports, recomputed here
 
 
 def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
     """Copy Hugging Face BERT weights (optionally ``bert.``-prefixed) into ``model`` in place. Raises
-    JaxselError for a missing tensor, a layer count other than the checkpoint's, or tensors an
-    encoder does not read (but the pooler's and pretraining heads', :data:`UNUSED`)."""
+    JaxselError for a missing tensor, a layer count other than the checkpoint's, or tensors under
+    the encoder's names (:data:`ENCODER`) it does not read; heads (pooler, classifier, MLM) are left out."""
     if any(k.startswith("bert.") for k in weights):
         weights = {k.removeprefix("bert."): v for k, v in weights.items()}
     held = 1 + max((int(k.split(".")[2]) for k in weights if re.match(r"encoder\.layer\.\d+\.", k)), default=-1)
-    if held != len(model.layers):
+    if held and held != len(model.layers):  # none: another naming, said by the first missing tensor
         raise JaxselError(f"the BERT checkpoint holds {held} layers, its config's num_hidden_layers {len(model.layers)}")
     used = set()
 
@@ -198,7 +199,7 @@ def load_weights(model: Bert, weights: dict[str, np.ndarray]) -> None:
     for i, layer in enumerate(model.layers):
         for attr, key in _LAYER_KEYS.items():
             (norm if attr.endswith("norm") else linear)(getattr(layer, attr), f"encoder.layer.{i}.{key}")
-    if extra := sorted(k for k in set(weights) - used if not k.startswith(UNUSED)):
+    if extra := sorted(k for k in set(weights) - used if k.startswith(ENCODER) and k not in BUFFERS):
         raise JaxselError(f"the BERT checkpoint has {counted(len(extra), 'tensor')} jaxsel's BERT does not use "
                           f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): another architecture")
 

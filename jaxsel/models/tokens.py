@@ -13,11 +13,17 @@ from pathlib import Path
 from jaxsel.errors import JaxselError, is_int
 
 
-@functools.lru_cache(maxsize=8)
 def load(path: str | Path):
-    """The ``tokenizers.Tokenizer`` of a ``tokenizer.json``, without padding or truncation (cached)."""
+    """The ``tokenizers.Tokenizer`` of a ``tokenizer.json``, without padding or truncation (cached
+    for each state of the file: one edited in place is read again)."""
+    state = Path(path).stat()
+    return _load(str(Path(path).absolute()), state.st_size, state.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, size: int, mtime_ns: int):
     from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(str(path))
+    tok = Tokenizer.from_file(path)
     tok.no_padding()  # files such as MiniLM's pad everything to 128; callers bucket instead
     tok.no_truncation()
     return tok
@@ -26,8 +32,10 @@ def load(path: str | Path):
 def check_vocab(tok, rows: int, folder) -> None:
     """Raise JaxselError where tokenizer ``tok`` gives ids beyond a model's ``rows`` embedding rows
     (a tokenizer.json of another model: the ids past the table read garbage, NaN embeddings or a
-    finetune that "diverged"); a table larger than the tokenizer (padded vocabularies) is fine."""
-    if (n := tok.get_vocab_size(with_added_tokens=True)) > rows:
+    finetune that "diverged"); a table larger than the tokenizer (padded vocabularies) is fine, and
+    added special tokens past it (a Llama's ``<pad>``) are not counted: texts rarely spell them."""
+    n = 1 + max(tok.get_vocab(with_added_tokens=False).values(), default=-1)  # the largest id, added tokens aside
+    if n > rows:
         raise JaxselError(f"{folder}: its tokenizer.json has {n} tokens, its model's embedding table {rows} rows: "
                           f"the tokenizer of another model?")
 
