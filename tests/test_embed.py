@@ -54,7 +54,8 @@ def test_minilm_matches_sentence_transformers(batch_tokens):
 def test_gelu_is_the_exact_gelu():
     """bert.gelu (the erf form) against the closed form x Phi(x) in float64 (scipy's normal CDF): to
     float32 rounding, except 1 + erf's cancellation below x = -5: under 1e-6 (PyTorch's form too), under
-    3e-6 with jax < 0.10's float32 erf. The tanh approximation is off by up to 4.7e-4."""
+    3e-6 with jax < 0.10's float32 erf. The tanh approximation is off by up to 4.7e-4; ``tanh=True``
+    computes it (against its closed form)."""
     import jax.numpy as jnp
     from scipy.stats import norm
     from jaxsel.models import bert
@@ -62,6 +63,10 @@ def test_gelu_is_the_exact_gelu():
     want = x.astype(np.float64) * norm.cdf(x.astype(np.float64))
     np.testing.assert_allclose(np.asarray(bert.gelu(jnp.asarray(x))), want, rtol=1e-6, atol=3e-6)
     np.testing.assert_allclose(np.asarray(bert.gelu(jnp.asarray(x, jnp.bfloat16)), np.float64), want, rtol=1e-2, atol=1e-2)
+    x64 = x.astype(np.float64)  # the tanh form (gelu_new) against its own closed form
+    tanh = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64 ** 3)))
+    np.testing.assert_allclose(np.asarray(bert.gelu(jnp.asarray(x), tanh=True)), tanh, rtol=1e-6, atol=3e-6)
+    assert 1e-4 < np.abs(tanh - want).max() < 1e-3
 
 
 def test_packed_rows_embed_each_text_as_if_alone():
@@ -317,7 +322,8 @@ def test_the_librarys_embedding_defaults_are_the_command_lines():
 def test_a_bert_folder_computing_otherwise_is_refused_not_run_as_bert(tmp_path):
     """Break-it round 46: a local BERT folder's hidden_act "relu", position_embedding_type
     "relative_key" or model_type "roberta" gave MiniLM's embeddings to the bit, and num_hidden_layers
-    3 on a 6-layer checkpoint ran 3 layers: all without a word. Each is now one line."""
+    3 on a 6-layer checkpoint ran 3 layers: all without a word. Each is now one line. GELU's tanh
+    approximation (gelu_new, ...), refused then, runs as itself."""
     import shutil
     from safetensors.numpy import load_file, save_file
     from jaxsel import assets
@@ -352,6 +358,15 @@ def test_a_bert_folder_computing_otherwise_is_refused_not_run_as_bert(tmp_path):
              "classifier.weight": np.zeros((2, 384), np.float32), "embeddings.token_type_ids": np.zeros((1, 512))}
     assert len(bert.from_pretrained(folder("heads", weights=heads)).layers) == 6  # heads and buffers: not read, not refused
     assert len(bert.from_pretrained(folder("gelu_python", {"hidden_act": "gelu_python"})).layers) == 6  # exact GELU too
+    ids, mask = np.array([[101, 7592, 2088, 102]]), np.ones((1, 4), np.int32)
+    exact = np.asarray(bert.from_pretrained(tmp_path / "same")(ids, mask))
+    for act in bert.TANH_GELU:  # the tanh approximation runs as such: near exact GELU's output, not equal to it
+        tanh = bert.from_pretrained(folder(act, {"hidden_act": act}))
+        assert tanh.layers[0].tanh_gelu
+        assert 0 < np.abs(np.asarray(tanh(ids, mask)) - exact).max() < 0.05
+    with pytest.raises(JaxselError, match=r"model_type 'llama' \(jaxsel's BERT: 'bert'\): not supported \(a decoder's "
+                                          r"folder\? embed reads BERT folders; finetune trains decoders from folders\)$"):
+        bert.from_pretrained(folder("llama", {"model_type": "llama"}))
     with pytest.raises(JaxselError, match=r"has no tensor 'embeddings.word_embeddings.weight'"):  # another naming
         bert.from_pretrained(folder("renamed", weights={f"model.{k}": v for k, v in weights.items()}))
     (tmp_path / "heads" / "tokenizer.json").unlink(missing_ok=True)

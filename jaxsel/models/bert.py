@@ -21,6 +21,11 @@ from jaxsel.errors import JaxselError, counted
 from jaxsel.io import loaded
 
 
+EXACT_GELU = ("gelu", "gelu_python")  # Hugging Face's hidden_act names of x * Phi(x)
+TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # and of its tanh approximation
+DECODERS = ("llama", "qwen2", "mistral", "gemma", "phi3", "smollm3")
+
+
 @dataclass(frozen=True)
 class BertConfig:
     vocab_size: int = 30522
@@ -31,6 +36,7 @@ class BertConfig:
     max_positions: int = 512
     type_vocab: int = 2
     eps: float = 1e-12
+    tanh_gelu: bool = False  # GELU's tanh approximation (hidden_act gelu_new, gelu_pytorch_tanh, gelu_fast)
 
     def __post_init__(self):
         if self.heads < 1 or self.hidden % self.heads:
@@ -40,15 +46,22 @@ class BertConfig:
     def from_hf(cls, path: Path) -> "BertConfig":
         """The config of a Hugging Face ``config.json``; raises JaxselError naming the file for one
         that is not JSON, lacks a key a BERT needs, or sets a model type, activation or position
-        embedding other than BERT's (``bert``, exact ``gelu``, ``absolute``)."""
+        embedding other than BERT's (``bert``; exact GELU ``gelu``/``gelu_python`` or its tanh
+        approximation ``gelu_new``/``gelu_pytorch_tanh``/``gelu_fast``; ``absolute``)."""
         try:
             c = json.loads(Path(path).read_text(encoding="utf-8"))
-            for key, ours in (("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
-                if c.get(key, ours) not in (ours, "gelu_python"):  # computed otherwise than jaxsel's BERT: refused
-                    raise JaxselError(f"{path}: {key} {c[key]!r} (jaxsel's BERT: {ours!r}): not supported")
+            act = c.get("hidden_act", "gelu")
+            for key, value, ours in (("model_type", c.get("model_type", "bert"), ("bert",)),
+                                     ("hidden_act", act, EXACT_GELU + TANH_GELU),
+                                     ("position_embedding_type", c.get("position_embedding_type", "absolute"),
+                                      ("absolute",))):
+                if value not in ours:  # computed otherwise than jaxsel's BERT: refused
+                    decoder = " (a decoder's folder? embed reads BERT folders; finetune trains decoders from folders)" \
+                        if key == "model_type" and value in DECODERS else ""
+                    raise JaxselError(f"{path}: {key} {value!r} (jaxsel's BERT: {ours[0]!r}): not supported{decoder}")
             return cls(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
                        int(c["num_attention_heads"]), int(c["intermediate_size"]), int(c["max_position_embeddings"]),
-                       int(c.get("type_vocab_size", 2)), float(c.get("layer_norm_eps", 1e-12)))
+                       int(c.get("type_vocab_size", 2)), float(c.get("layer_norm_eps", 1e-12)), act in TANH_GELU)
         except JaxselError:
             raise
         except KeyError as e:
@@ -60,7 +73,7 @@ class BertConfig:
 class BertLayer(nnx.Module):
     def __init__(self, cfg: BertConfig, *, dtype, rngs: nnx.Rngs):
         h, kw = cfg.hidden, dict(dtype=dtype, rngs=rngs)
-        self.heads = cfg.heads
+        self.heads, self.tanh_gelu = cfg.heads, cfg.tanh_gelu
         self.query, self.key, self.value = (nnx.Linear(h, h, **kw) for _ in range(3))
         self.attn_out = nnx.Linear(h, h, **kw)
         self.attn_norm = nnx.LayerNorm(h, epsilon=cfg.eps, dtype=dtype, rngs=rngs)
@@ -82,13 +95,17 @@ class BertLayer(nnx.Module):
         attn = jax.nn.softmax(logits.astype(jnp.float32) + bias, axis=-1).astype(x.dtype)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b * t, h)
         x = self.attn_norm(x + self.attn_out(ctx))
-        return self.out_norm(x + self.down(gelu(self.up(x)))).reshape(b, t, h)
+        return self.out_norm(x + self.down(gelu(self.up(x), self.tanh_gelu))).reshape(b, t, h)
 
 
-def gelu(x: jax.Array) -> jax.Array:
+def gelu(x: jax.Array, tanh: bool = False) -> jax.Array:
     """Exact GELU, x * Phi(x), as BERT and PyTorch compute it: 0.5 x (1 + erf(x / sqrt 2)). The same
     function as ``jax.nn.gelu(x, approximate=False)`` to 1e-6 (1 + erf cancels near x = -5), without
-    its erfc, whose piecewise kernel and derivative cost the MiniLM training step ~2% on CPU."""
+    its erfc, whose piecewise kernel and derivative cost the MiniLM training step ~2% on CPU. With
+    ``tanh``: the tanh approximation 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) (Hendrycks &
+    Gimpel 2016; Hugging Face's ``gelu_new``), ``jax.nn.gelu(x, approximate=True)``."""
+    if tanh:
+        return jax.nn.gelu(x, approximate=True)
     return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
