@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, counted, filter_action, say, warn, warnings_as_lines
 from jaxsel.checkpoint import MARKER, Stopwatch
-from jaxsel.io import check_not_input, options_tag, short_name
+from jaxsel.io import check_not_input, options_tag, short_name, writes_files
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
 from jaxsel.config import (FILTERS, KMEANS_METHODS, LENGTH_BUCKETS, MAX_PREFERENCE_RATE, NETWORK, NETWORKS, SCORE_ON,
@@ -419,17 +419,26 @@ def _checkpoints_held(folder: Path) -> bool:
     return folder.is_dir() and any(p.name not in ("seconds.json", MARKER) for p in folder.iterdir())
 
 
-def _note_fresh_start(folder: Path, resume: bool) -> None:
-    """A note when a command without --resume is about to replace the checkpoints of an earlier,
-    perhaps stopped, run in ``folder``, or when --resume finds none there (a new user's rounds:
-    both went without a word; a --resume spelled with other options names another folder)."""
+def _start(out: Path, result: str, a) -> None:
+    """Before a command trains into ``out``: a note when a start without --resume is about to replace
+    the checkpoints of an earlier, perhaps stopped, run in OUT/checkpoints, or when --resume finds none
+    there (a new user's rounds: both went without a word; a --resume spelled with other options names
+    another folder). A fresh start removes the earlier run's ``result`` file (one that failed left it,
+    read as its own), and a --log-dir inside the checkpoints folder, which a fresh start clears, is
+    refused (JaxselError)."""
+    folder = out / "checkpoints"
+    if a.log_dir and Path(a.log_dir).resolve().is_relative_to(folder.resolve()):
+        raise JaxselError(f"--log-dir {a.log_dir} is inside the checkpoints folder {folder}, which a fresh start "
+                          f"clears: give the step metrics a folder outside it")
     held = _checkpoints_held(folder)
-    if not resume and held:
+    if not a.resume and held:
         log.info(f"{folder} holds an earlier run's checkpoints; starting afresh replaces them "
                  f"(--resume continues that run if it ran these settings with this jaxsel's algorithms)")
-    elif resume and not held:
+    elif a.resume and not held:
         log.info(f"no checkpoint to resume in {folder}: starting from the beginning (a run with other "
                  f"options has another default folder)")
+    if not a.resume and writes_files():
+        (out / result).unlink(missing_ok=True)
 
 
 def cmd_select(a) -> None:
@@ -462,7 +471,7 @@ def cmd_select(a) -> None:
     spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order, method=a.cluster_method)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
-    _note_fresh_start(out / "checkpoints", a.resume)
+    _start(out, "selection.json", a)
     with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock, \
             label_issues.class_names(dd["train"].features["label"].names):  # interrupted attempts too; warnings' classes
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
@@ -550,7 +559,7 @@ def cmd_finetune(a) -> None:
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
-    _note_fresh_start(out / "checkpoints", a.resume)
+    _start(out, "metrics.json", a)
     m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source,
              environment=report.environment())
