@@ -198,18 +198,20 @@ BERT_MODELS = ("minilm", "tiny-bert")  # the encoders finetune builds; other mod
 FINETUNE_MODELS = ("minilm", "smollm2-135m", "tiny-bert")  # built in; or a local HF Llama folder
 EMBED_MODELS = ("minilm", "hash")  # built in; or a local BERT folder
 BUILT_IN_MODELS = FINETUNE_MODELS + EMBED_MODELS  # names, never folders (a ./minilm folder leaves them alone)
+MODEL_FILES = ("config.json", "tokenizer.json", "*.safetensors")  # what jaxsel reads of a model folder
 
 
 def model_files(model: str, known: tuple[str, ...] = BUILT_IN_MODELS) -> str:
-    """The digest of a local model folder's files (:func:`jaxsel.io.folder_digest`), or "" for a
-    model named in ``known`` (a name, even where a folder of that name sits in the working folder)
-    or a path that is not a folder: what tells two local models apart in cache keys; past a folder's
+    """The digest of the files jaxsel reads of a local model folder (``MODEL_FILES``, by
+    :func:`jaxsel.io.folder_digest`: a README or a PyTorch copy of the weights beside them changes
+    nothing), or "" for a model named in ``known`` (a name, even where a folder of that name sits in
+    the working folder) or a path that is not a folder: what tells two local models apart in cache keys; past a folder's
     first revision (:func:`jaxsel.models.llama.revision`) also that ("-r2")."""
     if model in known or not Path(model).is_dir():
         return ""
     from jaxsel.models import llama
     revision = llama.revision(model)  # reads the folder's config.json
-    return folder_digest(model) + (f"-r{revision}" if revision > 1 else "")
+    return folder_digest(model, MODEL_FILES) + (f"-r{revision}" if revision > 1 else "")
 
 
 def check_model_name(owner: str, model: str, known: tuple[str, ...], folder: str) -> None:

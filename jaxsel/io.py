@@ -312,13 +312,15 @@ def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | No
         raise OutputError(path, "it is not a regular file (a device, a pipe or a socket)")
 
 
-def folder_digest(folder: str | Path) -> str:
-    """12 hex digits of SHA-256 over the names and bytes of ``folder``'s files (not its
-    subfolders): a local model's identity in cache keys, so two folders named alike (``a/model``,
-    ``b/model``), or one whose weights changed, never share cached embeddings or stages. Read once
-    per process for each state of the files (their sizes and modification times)."""
+def folder_digest(folder: str | Path, patterns: tuple[str, ...] = ("*",)) -> str:
+    """12 hex digits of SHA-256 over the names and bytes of ``folder``'s files matching one of
+    ``patterns`` (``fnmatch``; not its subfolders): a local model's identity in cache keys, so two
+    folders named alike (``a/model``, ``b/model``), or one whose weights changed, never share cached
+    embeddings or stages. Read once per process for each state of the files (their sizes and
+    modification times)."""
+    import fnmatch
     folder = Path(folder).absolute()
-    files = sorted(f for f in folder.iterdir() if f.is_file())
+    files = sorted(f for f in folder.iterdir() if f.is_file() and any(fnmatch.fnmatchcase(f.name, p) for p in patterns))
     return _folder_digest(folder, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 

@@ -292,7 +292,8 @@ def test_another_embedding_format_is_another_cache_file(tmp_cache, monkeypatch):
 def test_built_in_model_names_stay_names_beside_a_folder_of_that_name(tmp_path, tmp_cache, monkeypatch):
     """Cache files, stage keys and the encoder cache all ask ``config.model_files`` whether a model
     is a local folder: a built-in name is a name even where a folder called ``minilm`` sits in the
-    working folder (its keys and cached embeddings stay those of the packaged weights)."""
+    working folder (its keys and cached embeddings stay those of the packaged weights). A folder's key
+    changes with the files jaxsel reads of it, not with others beside them."""
     from jaxsel.config import EmbedSpec, model_files
     from jaxsel.experiment import stages
     key, file = stages.key("embedding", "fp", EmbedSpec(model="minilm")), embed.cache_file("fp", "minilm", 32)
@@ -303,6 +304,12 @@ def test_built_in_model_names_stay_names_beside_a_folder_of_that_name(tmp_path, 
     assert model_files("minilm") == "" and len(model_files("mine")) == 12
     assert stages.key("embedding", "fp", EmbedSpec(model="minilm")) == key and embed.cache_file("fp", "minilm", 32) == file
     assert embed.cache_file("fp", "mine", 32).name == f"fp-mine-{model_files('mine')}-32.npz"
+    digest = model_files("mine")  # the files jaxsel reads key it (break-it round 46: a README edit refused --resume)
+    (tmp_path / "mine" / "README.md").write_text("notes")
+    (tmp_path / "mine" / "pytorch_model.bin").write_bytes(b"\0")
+    assert model_files("mine") == digest
+    (tmp_path / "mine" / "model.safetensors").write_bytes(b"\0")
+    assert model_files("mine") != digest
 
 
 def test_the_librarys_embedding_defaults_are_the_command_lines():
