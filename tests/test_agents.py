@@ -222,6 +222,32 @@ def test_a_new_reward_model_rescores_the_episodes_under_way(truth):
     assert abs(float(stale) - float(reward)) > 1e-3  # the old model's score differs: what the step was rewarded by
 
 
+def test_a_new_reward_model_relabels_dqns_replay_buffer(truth):
+    """DQN's replay buffer kept the rewards of the models that wrote its transitions, so one round's
+    Q-targets mixed several models' (left alone in session 57's note). Relabelled (PEBBLE's way), every
+    transition's reward is one model's change: under the model that wrote them, relabelling gives the
+    rewards the environment gave (an ended episode's stored next take is its last, not the next
+    episode's first), and under a new model, a slow loop's recomputation row by row."""
+    p, cl, y = truth
+    env, params = make_env(p, cl, y, 0.25)
+    rng = np.random.default_rng(0)
+    masks = rng.random((64, cl.k), np.float32)
+    old, new = (params.replace(proxy=reward_model.Surrogate(reward_model.fit(jax.random.PRNGKey(i), masks,
+                                                                             rng.random(64, np.float32)),
+                                                            params.sizes, p.num_classes)) for i in (0, 1))
+    chunks = dqn.make_chunks(dqn.DQNConfig(num_envs=4, total_timesteps=120, learning_starts=8), env)
+    runner = jax.jit(chunks.update, static_argnums=1)(chunks.init(jax.random.PRNGKey(0), old), 30, old)
+    data, written = runner.buffer.data, int(dqn.buffer_filled(runner.buffer))
+    assert written == 120 and int(data.done[:written].sum()) >= 4  # episodes ended and were kept
+    same = dqn.relabelled(runner.buffer, old).data.reward[:written]
+    np.testing.assert_allclose(np.asarray(same), np.asarray(data.reward[:written]), atol=1e-4)
+    relabelled = np.asarray(agents._relabelled(runner.buffer, new).data.reward[:written])
+    value = lambda take: float(new.proxy.value(new.proxy.score(jnp.asarray(take))))  # noqa: E731
+    slow = [(value(data.next_taken[i]) - value(data.taken[i])) * params.reward_scale for i in range(written)]
+    np.testing.assert_allclose(relabelled, slow, atol=1e-4)
+    assert np.abs(relabelled - np.asarray(data.reward[:written])).max() > 1e-2  # the old model's rewards differ
+
+
 def test_reward_model_rollouts_beat_random(truth, monkeypatch):
     p, cl, y = truth
     cfg = agents.SelectConfig(method="ppo", budget=0.25, surrogate_rounds=2, warm_start=128, surrogate_eval=32,
@@ -326,11 +352,13 @@ def test_select_config_budget_text_and_the_settings_a_method_uses():
 def test_a_changed_algorithm_is_a_revision_of_its_own():
     """CLIMB's and the reward-model rounds' selections changed on 2026-12-06 (the fit's bootstrap, rescored
     episodes), as did DQN's with eps_fraction 0: a run reused an older jaxsel's CLIMB stage of the same key
-    (break-it round 37). Their keys and signatures carry revision 2; the others stay at 1 (keys unchanged)."""
+    (break-it round 37). Their keys and signatures carry revision 2 (DQN's rounds 3 since their relabelled
+    replay buffer); the others stay at 1 (keys unchanged)."""
     revised = [agents.SelectConfig(method="climb"), agents.SelectConfig(method="ppo", surrogate_rounds=2),
-               agents.SelectConfig(method="dqn", surrogate_rounds=2),
                agents.SelectConfig(method="dqn", dqn=dqn.DQNConfig(eps_fraction=0.0))]
-    assert [agents.revision(c.used()) for c in revised] == [2] * 4
+    assert [agents.revision(c.used()) for c in revised] == [2] * 3
+    # 2026-12-07: each round's model relabels DQN's replay buffer
+    assert agents.revision(agents.SelectConfig(method="dqn", surrogate_rounds=2).used()) == 3
     assert {agents.revision(agents.SelectConfig(method=m).used()) for m in METHODS if m != "climb"} == {1}
     assert agents.revision(agents.SelectConfig(method="greedy", surrogate_rounds=2).used()) == 1  # unread: reset
 

@@ -141,7 +141,10 @@ def revision(c: SelectConfig) -> int:
     past 1, so a stage or checkpoint of the earlier algorithm is computed anew, not reused or resumed.
     2 (2026-12-06): CLIMB and the agents' reward-model rounds (the reward model's bootstrap draws; each
     round's model rescores the episodes under way) and DQN with ``eps_fraction`` 0 (it explored at
-    random throughout)."""
+    random throughout). 3 (2026-12-07): DQN's reward-model rounds (each round's model relabels the
+    replay buffer)."""
+    if c.method == "dqn" and c.surrogate_rounds > 0:
+        return 3
     if c.method == "climb" or (c.method in AGENTS and c.surrogate_rounds > 0) or \
             (c.method == "dqn" and c.dqn.eps_fraction == 0):
         return 2
@@ -247,8 +250,8 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
 
     With ``ckpt_dir``, the agent and the search log are saved together after every round (one
     checkpoint step, so they never disagree); ``search.json`` mirrors the log for reports. Each
-    round's model rescores the episodes under way (:func:`_rescored`); DQN's replay buffer keeps the
-    rewards of the rounds that wrote its transitions."""
+    round's model rescores the episodes under way (:func:`_rescored`) and relabels DQN's replay buffer
+    (:func:`jaxsel.agents.dqn.relabelled`)."""
     sizes, budget, quota = np.asarray(params.sizes), int(params.budget), params.quota
     ck = None if ckpt_dir is None else Checkpoints(Path(ckpt_dir) / "agent", signature, resume=resume)
     log_path = None if ckpt_dir is None else Path(ckpt_dir).absolute() / "search.json"
@@ -275,6 +278,8 @@ def surrogate_train(module, cfg, c: SelectConfig, env, params, cache: RewardCach
                 runner, _ = ck.restore(runner)
         # episodes under way go on, their scores now the new model's: a step's reward is one model's change
         runner = runner._replace(best=empty_best(sur_params), env_state=_rescored(runner.env_state, sur_params))
+        if isinstance(runner, dqn.Runner):  # and the replay buffer's transitions are this model's rewards too
+            runner = runner._replace(buffer=_relabelled(runner.buffer, sur_params))
         runner = update(runner, per_round, sur_params)
         outs = rollouts(runner.params, sur_params, jax.random.split(jax.random.fold_in(key, 1000 + r), c.surrogate_eval))
         new = [[int(a) for a in row if a >= 0] for row in np.asarray(outs.order)]
@@ -295,6 +300,9 @@ def _rescored(states, params):
     model's score less the old one's."""
     score = jax.vmap(lambda p: params.proxy.value(params.proxy.score_state(p)))(states.pstate)
     return states._replace(score=score.astype(states.score.dtype))
+
+
+_relabelled = jax.jit(dqn.relabelled)
 
 
 @jax.jit

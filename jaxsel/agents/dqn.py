@@ -124,6 +124,18 @@ def buffer_sample(b: Buffer, key: jax.Array, batch_size: int) -> Transition:
     return jax.tree.map(lambda x: x[rows], b.data)
 
 
+def relabelled(b: Buffer, env_params: EnvParams) -> Buffer:
+    """The buffer's rewards recomputed by ``env_params.proxy`` from each transition's takes before
+    and after its action (x ``reward_scale``, as the environment rewards): a reward-model round's new
+    model relabels the experience earlier rounds' models rewarded, so every Q-target of a round asks
+    one model (PEBBLE, Lee et al., ICML 2021, relabels its replay buffer the same way). Rows never
+    written are relabelled too, harmlessly: they are never sampled."""
+    value = jax.vmap(lambda take: env_params.proxy.value(env_params.proxy.score(take)))
+    d = b.data
+    reward = (value(d.next_taken) - value(d.taken)) * env_params.reward_scale
+    return b._replace(data=d._replace(reward=reward.astype(d.reward.dtype)))
+
+
 class Runner(NamedTuple):
     params: dict
     target: dict
@@ -191,8 +203,10 @@ def make_chunks(config: DQNConfig, env: SelectionEnv) -> Chunks:
         action = jnp.where(jax.random.uniform(k_eps, (c.num_envs,), jnp.float32) < eps, rand, greedy)
         _, s2, reward, done, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             jax.random.split(k_env, c.num_envs), s, action, env_params)
+        # the state after the action, before an ended episode's reset (info's; s2 holds the next episode's
+        # first where done): relabelled() scores its take; its observation meets a discount of 0 there
         b = buffer_add(runner.buffer, Transition(s.taken, s.chosen, s.step, action, reward, done,
-                                                 s2.taken, s2.chosen, s2.step))
+                                                 info["final_take"], info["chosen"], s.step + 1))
         target_net = (runner.target, networks.encode(runner.target, env_params.features))  # once, not per chunk
         loss = lambda params, encoded, batch: _loss(params, encoded, target_net, batch, obs_of, valid_of,  # noqa: E731
                                                     env_params.features)
