@@ -318,7 +318,7 @@ def test_texts_with_conflicting_labels_are_counted(tmp_path, capsys):
 def test_numeric_labels_are_compared_exactly(capsys):
     """Numeric labels: one class per number, compared exactly (ids past 2**53 neither collide nor
     change, as float() made them), with a warning naming the spellings merged; a non-number anywhere
-    keeps every label as written."""
+    keeps every label as written, and so does an integer written one way only (a code such as "007")."""
     assert data.numeric_names(["1", "01", "1.0", "2", "1e1"]) == ["1", "1", "1", "2", "10"]
     assert "'01' = '1' = '1.0' -> '1'" in capsys.readouterr().err
     ids = ["9007199254740993", "9007199254740992", "12345678901234567891"]
@@ -326,6 +326,11 @@ def test_numeric_labels_are_compared_exactly(capsys):
     assert data.numeric_names(["0.5", "0.50", "0.1", "-3"]) == ["0.5", "0.5", "0.1", "-3"]
     assert data.numeric_names(["1", "x", "01"]) == ["1", "x", "01"]
     assert data.numeric_names(["1/2", "1"]) == ["1/2", "1"] and data.numeric_names(["1", "nan"]) == ["1", "nan"]
+    capsys.readouterr()
+    codes = ["001", "010", "002", "-07"]  # written one way each: kept as written (break-it round 44 left "03" read as "3")
+    assert data.numeric_names(codes) == codes and capsys.readouterr().err == ""
+    assert sorted(codes, key=data._class_order) == ["-07", "001", "002", "010"]  # in numeric order
+    assert data.numeric_names(["1.0", "2.0", "+3"]) == ["1", "2", "+3"]  # a float's spelling is not a code
 
 
 def test_typed_numeric_labels_keep_their_exact_values(tmp_path, capsys):

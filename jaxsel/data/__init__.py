@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -136,7 +137,8 @@ def numeric_names(labels: list[str]) -> list[str]:
     """When every label is a finite number, one spelling per number ("1", "1.0", "1e0" and "01" ->
     "1"; "0.50" -> "0.5"), the numbers compared exactly (``fractions.Fraction``: ids past 2**53
     neither collide nor change), with a warning naming the spellings merged, and one when some are not
-    integers; otherwise the labels unchanged. Raises JaxselError for labels that look like a
+    integers; an integer written one way only keeps its digits (codes "001", "010": exports write
+    them as read); otherwise the labels unchanged. Raises JaxselError for labels that look like a
     continuous (regression) target: more than 20 distinct numbers and more than half the rows, some
     not integers."""
     from fractions import Fraction
@@ -148,11 +150,14 @@ def numeric_names(labels: list[str]) -> list[str]:
     except (ValueError, ZeroDivisionError):
         return labels
 
-    def name(x: Fraction, spelling: str) -> str:
+    def name(x: Fraction, spellings: list[str]) -> str:
+        written = spellings[0].strip()
+        if len(spellings) == 1 and re.fullmatch(r"[+-]?[0-9]+", written):  # a code such as "007": as written
+            return written
         if x.denominator == 1:
             return str(x.numerator)
         short = repr(float(x))
-        return short if Fraction(short) == x else spelling.strip()
+        return short if Fraction(short) == x else written
 
     spellings: dict[Fraction, list[str]] = {}
     for v, x in exact.items():
@@ -166,7 +171,7 @@ def numeric_names(labels: list[str]) -> list[str]:
                               f"them into classes first (e.g. pandas.cut) or name the label column with --label-col")
         warn(f"{len(fractional)} of the {len(spellings)} numeric labels are not integers (e.g. {examples}): each "
              f"number is a class of its own, in numeric order")
-    names = {v: name(x, vs[0]) for x, vs in spellings.items() for v in vs}
+    names = {v: name(x, vs) for x, vs in spellings.items() for v in vs}
     merged = [f"{' = '.join(repr(v) for v in vs)} -> {names[vs[0]]!r}" for vs in spellings.values() if len(vs) > 1]
     if merged:
         warn(f"numeric labels that are the same number are one class: {'; '.join(merged[:5])}"
