@@ -752,3 +752,39 @@ def test_a_dataset_without_a_split_or_its_text_column_is_one_error(table_file):
         data.dataset_fingerprint(dd.rename_column("text", "body"))
     with pytest.raises(JaxselError, match="this one has no test"):
         data.dataset_fingerprint(datasets.DatasetDict(train=dd["train"], validation=dd["validation"]))
+
+
+def test_the_test_split_never_shapes_the_train_split(tmp_path, capsys):
+    """Science audit (break-it round 47): with a split column, --min-class-rows counted the test rows
+    (relabelling 10 test rows dropped a whole class from train), --merge-label-case spelled a class by
+    its majority over every split (test spellings reordered the classes and moved a stratified
+    selection), and --dedup kept each text's first row in file order (a test row above its train copy
+    dropped the train row). Each now decides from the rows outside the test split: changing only test
+    rows leaves the train and validation splits as they were."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    split = np.array(["train"] * 160 + ["validation"] * 40 + ["test"] * 40)
+    labels = np.array(["neg", "pos"])[rng.integers(0, 2, 240)].astype(object)
+    labels[[*range(12), *range(160, 164), *range(200, 203)]] = "mid"  # 16 rows outside test, 3 in it
+    base = pd.DataFrame({"text": [f"row {i} says {w}" for i, w in enumerate(rng.integers(0, 10**6, 240))],
+                         "label": labels, "split": split})
+    pos = np.flatnonzero((labels == "pos") & (split != "test"))
+    base.loc[pos[:len(pos) // 2 - 3], "label"] = "Pos"  # "pos" the majority spelling outside test
+    changed = base.copy()
+    changed.loc[203:219, "label"] = "mid"  # test rows only: more of the small class (36 rows in all) ...
+    changed.loc[(changed["split"] == "test") & (changed["label"] == "pos"), "label"] = "Pos"  # ... "Pos" the majority
+    changed.loc[220:223, "text"] = base["text"][[20, 22, 24, 26]].to_numpy()  # test copies of train texts ...
+    changed = pd.concat([changed.loc[220:223], changed.drop(index=range(220, 224))])  # ... above their train rows
+
+    def loaded(frame, name, **kw):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        s = data.split(str(tmp_path / f"{name}.csv"), split_col="split", merge_case=True, **kw)
+        return s, {p: ([s.texts[i] for i in idx], [s.names[j] for j in s.labels[idx]])
+                   for p, idx in zip(("train", "validation"), s.parts[:2])}
+    for kw in (dict(), dict(min_class_rows=17), dict(dedup=True), dict(min_class_rows=17, dedup=True)):
+        assert loaded(base, "base", **kw)[1] == loaded(changed, "changed", **kw)[1], kw
+    capsys.readouterr()
+    s, parts = loaded(changed, "changed", min_class_rows=17, dedup=True)
+    assert s.names == ["neg", "pos"] and len(parts["train"][0]) == 148  # "mid": 16 rows outside test, under 17
+    assert "dropped 36 rows of 1 class with fewer than 17 rows outside the test split: 'mid'" in capsys.readouterr().err
+    assert len(s.parts[2]) == 40 - 20 - 4  # its test rows and the test copies went, their train rows stayed

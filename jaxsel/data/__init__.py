@@ -73,6 +73,15 @@ class Raw:
         """Each row's 0-based position in the source."""
         return self.source_rows if self.source_rows is not None else range(len(self.texts))
 
+    @property
+    def held_out(self) -> list[bool]:
+        """Per row: whether its own split (``split``) is test. Decisions made from the labels or
+        texts while loading (a class's size, a label's spelling, which copy of a text --dedup keeps)
+        count the other rows only, so the test split never shapes the train split."""
+        if self.split is None:
+            return [False] * len(self.texts)
+        return [SPLIT_NAMES.get(str(v).casefold()) == "test" for v in self.split]
+
     def rows(self, keep: list[int]) -> "Raw":
         """The rows ``keep`` (texts, labels, split and source rows), with the same drop counts."""
         sources = self.sources
@@ -646,7 +655,9 @@ def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[R
     """
     same = str.casefold if merge_case else str
     keep, first, dups, empty, relabelled = [], {}, 0, 0, 0
-    for i, t in enumerate(raw.texts):
+    held_out = raw.held_out  # a text's first row outside test is kept: a test row never drops a train row
+    for i in sorted(range(len(raw.texts)), key=lambda i: held_out[i]):
+        t = raw.texts[i]
         t = t.strip()
         if not t or all(unicodedata.category(c) == "Cf" for c in t):  # e.g. only zero-width spaces
             empty += 1
@@ -661,9 +672,9 @@ def clean(raw: Raw, *, dedup: bool = False, merge_case: bool = False) -> tuple[R
     if not keep:
         raise JaxselError("dataset has no non-empty text")
     if relabelled:  # conflicting labels, resolved silently otherwise
-        warn(f"--dedup keeps each text's first row; {counted(relabelled, 'dropped row')} had another label "
-             f"than the one kept")
-    kept = raw.rows(keep)
+        warn(f"--dedup keeps each text's first row{' outside the test split' if any(held_out) else ''}; "
+             f"{counted(relabelled, 'dropped row')} had another label than the one kept")
+    kept = raw.rows(sorted(keep))
     return replace(kept, texts=[t.strip() for t in kept.texts], labels=[v.strip() for v in kept.labels],
                    empty_texts=empty), dups
 
@@ -711,12 +722,13 @@ def _total_kept(ideal: np.ndarray, cut: np.ndarray, total: int, low, high, ties:
     return cut
 
 
-def _merge_case(labels: list[str]) -> list[str]:
-    """Labels that differ only by case as one class, spelled as its most frequent spelling (the
-    lower-case one on ties)."""
-    spellings = Counter(labels)
+def _merge_case(labels: list[str], held_out: list[bool]) -> list[str]:
+    """Labels that differ only by case as one class, spelled as its most frequent spelling among the
+    rows not ``held_out`` (the lower-case one on ties; the held-out rows' where only they hold it)."""
+    spellings = Counter((held, v) for v, held in zip(labels, held_out))
     best = {}
-    for name, n in sorted(spellings.items(), key=lambda kv: (-kv[1], kv[0] != kv[0].lower(), kv[0])):
+    for (_, name), n in sorted(spellings.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1] != kv[0][1].lower(),
+                                                                  kv[0][1])):
         best.setdefault(name.casefold(), name)
     return [best[v.casefold()] for v in labels]
 
@@ -782,19 +794,20 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     except JaxselError as e:
         raise JaxselError(f"{name_or_path}: {e}") from None
     if merge_case:
-        raw = replace(raw, labels=_merge_case(raw.labels))
+        raw = replace(raw, labels=_merge_case(raw.labels, raw.held_out))
     distinct = len(set(raw.labels))  # a text or id column read as labels: most classes of one row
     unlabelled = f" ({distinct} distinct labels in {len(raw.labels)} rows: is --label-col {label_col!r} a text or " \
         f"id column?)" if distinct > 20 and 2 * distinct > len(raw.labels) else ""
     small = 0
+    own = "" if raw.split is None else " outside the test split"  # a split's own test rows: not counted
     if min_class_rows:
-        sizes = Counter(raw.labels)
+        sizes = Counter(v for v, held in zip(raw.labels, raw.held_out) if not held)
         keep = [i for i, v in enumerate(raw.labels) if sizes[v] >= min_class_rows]
         small = len(raw.labels) - len(keep)
         if small:
-            gone = sorted(v for v in sizes if sizes[v] < min_class_rows)
+            gone = sorted(v for v in set(raw.labels) if sizes[v] < min_class_rows)
             log.info(f"dropped {counted(small, 'row')} of {counted(len(gone), 'class', 'classes')} with fewer than "
-                     f"{min_class_rows} rows: {', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
+                     f"{min_class_rows} rows{own}: {', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
             raw = raw.rows(keep)
     if raw.own_splits and not {SPLIT_NAMES[v.casefold()] for v in raw.split} >= set(SPLITS):
         log.info(f"{name_or_path}: its own splits with labelled rows ({', '.join(sorted(set(raw.split)))}) are not "
@@ -836,8 +849,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         absent = sorted(set(range(len(names))) - set(label_ids[idx].tolist()))  # not `missing`: the module's function
         if absent:
             c = absent[0]
-            sizes = np.bincount(label_ids, minlength=len(names))
-            rows = int(sizes[c])
+            rows = int(np.bincount(label_ids, minlength=len(names))[c])
+            sizes = np.bincount(label_ids[~np.asarray(raw.held_out, bool)], minlength=len(names))  # what the option counts
             need = int(np.ceil(1 / min(fractions)))
             held = np.stack([np.bincount(label_ids[p], minlength=len(names)) > 0 for p in parts])
             lacking = np.flatnonzero(~held.all(axis=0))  # the classes some split lacks
