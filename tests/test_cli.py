@@ -1278,16 +1278,18 @@ def test_select_and_export_say_what_loading_dropped(tmp_path, tmp_cache, capsys)
                                                                    for i in range(60)) + "only,c,test\n")
     assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split"]) == 2
     err = capsys.readouterr().err
-    assert "drop classes this small with --min-class-rows 2 (min_class_rows in a config's [data])" in err
-    assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split", "--min-class-rows", "2"]) == 0
-    # round 39: a large class in the test split only: the same advice drops smaller classes too, and says so
+    # the option counts rows outside the test split (round 47): 0 for a class only there
+    assert "drop classes this small with --min-class-rows 1 (min_class_rows in a config's [data])" in err
+    assert cli.main(["data", str(tmp_path / "t.csv"), "--split-col", "split", "--min-class-rows", "1"]) == 0
+    # round 39: a large class without validation rows: the same advice drops smaller classes too, and says so
     (tmp_path / "t2.csv").write_text("text,label,split\n" + "".join(f"t {i},{'ab'[i % 2]},{split[i % 3]}\n"
                                                                     for i in range(300))
-                                     + "".join(f"only {i},c,test\n" for i in range(40))
+                                     + "".join(f"only {i},c,{('train', 'test')[i % 2]}\n" for i in range(40))
                                      + "".join(f"small {i},d,{split[i % 3]}\n" for i in range(6)))
     assert cli.main(["data", str(tmp_path / "t2.csv"), "--split-col", "split"]) == 2
-    assert "--min-class-rows 41 (min_class_rows in a config's [data]; it also drops 1 other class)" in \
+    assert "--min-class-rows 21 (min_class_rows in a config's [data]; it also drops 1 other class)" in \
         capsys.readouterr().err
+    assert cli.main(["data", str(tmp_path / "t2.csv"), "--split-col", "split", "--min-class-rows", "21"]) == 0
     # round 31: the advice is left out where it would leave fewer than two classes (it had suggested a
     # --min-class-rows that dropped every class, then "needs at least 2 classes, found 0")
     (tmp_path / "u.csv").write_text("text,label,split\n" + "".join(f"t {i},a,{split[i % 3]}\n" for i in range(12))
