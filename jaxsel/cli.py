@@ -468,14 +468,16 @@ def cmd_select(a) -> None:
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
     labels = np.asarray(column(dd["train"], "label"))
-    spec = ClusterSpec(k=a.k, seed=a.seed, stratified=a.stratified, order=a.order, method=a.cluster_method)
+    spec = ClusterSpec(k=a.k, seed=a.seed if a.cluster_seed is None else a.cluster_seed, stratified=a.stratified,
+                       order=a.order, method=a.cluster_method)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
     _start(out, "selection.json", a)
     with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock, \
             label_issues.class_names(dd["train"].features["label"].names):  # interrupted attempts too; warnings' classes
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
-                       proxy.ProxyConfig(kind=a.proxy, project=a.project or None, seed=a.seed, val_size=a.val_size,
+                       proxy.ProxyConfig(kind=a.proxy, project=a.project or None, val_size=a.val_size,
+                                         seed=a.seed if a.proxy_seed is None else a.proxy_seed,
                                          objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
                                          candidates=a.candidates))
         meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model,
@@ -720,7 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate-rounds", type=_at_least(0), default=0,
                    help="ppo/dqn: train on a learned reward model (WarmStart + this many refit rounds)")
     p.add_argument("--seed", type=_at_least(0), default=0,
-                   help="seeds the clustering, the proxy's sampling and the agent or baseline")
+                   help="seeds the agent or baseline, and the clustering and the proxy unless the two options below do")
+    p.add_argument("--cluster-seed", type=_at_least(0), default=None,
+                   help="seeds the k-means (default: --seed); a `jaxsel run` cell uses the config's [cluster] seed, 0 "
+                        "unless set, whatever its seed")
+    p.add_argument("--proxy-seed", type=_at_least(0), default=None,
+                   help="seeds the proxy's projection and sampling (default: --seed); a `jaxsel run` cell uses the "
+                        "config's [proxy] seed, 0 unless set")
     p.add_argument("--out", type=_out, default=None, help="output folder (default runs/DATA/METHOD, tagged with a short hash of the options "
                                                 "set away from their defaults, --budget and --seed included); the clustering is cached "
                                                 "beside it in OUT/../stages, shared by the methods selected there")

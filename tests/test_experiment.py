@@ -113,6 +113,15 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     chosen = rows[("clean", "stratified", 1)]
     assert cli.main(["export", chosen["selection"], "--out", str(tmp_path / "s.jsonl"), "--no-source-columns"]) == 0
     assert len((tmp_path / "s.jsonl").read_text().splitlines()) == chosen["examples"]
+    # a cell by hand (science audit, round 47: no select reproduced a run's cell of seed > 0): select's --seed
+    # seeds the clustering and the proxy too, a run's cells the config's [cluster] and [proxy] seeds (0 here)
+    cell = Selection.load(rows[("clean", "greedy", 1)]["selection"]).indices.tolist()
+    hand = ["select", str(data), "--split-col", "split", "--model", "hash", "--k", "12", "--project", "16", "--method",
+            "greedy", "--budget", "0.1", "--seed", "1"]
+    assert cli.main(hand + ["--cluster-seed", "0", "--proxy-seed", "0", "--out", str(tmp_path / "hand" / "a")]) == 0
+    assert Selection.load(tmp_path / "hand" / "a" / "selection.json").indices.tolist() == cell
+    assert cli.main(hand + ["--out", str(tmp_path / "hand" / "b")]) == 0
+    assert Selection.load(tmp_path / "hand" / "b" / "selection.json").indices.tolist() != cell
     assert list(doc["agents"]) == ["ppo"]  # the settings PPO ran with, recorded (DQN is not in methods)
     assert doc["config_file"] == str(cfg.resolve()) and doc["environment"]["versions"]["jaxsel"]  # provenance
     from jaxsel.agents.ppo import PPOConfig
