@@ -83,9 +83,15 @@ def pm(mean: float, half: float | None, spec: str = ".3f") -> str:
 
 def verdict(diff: float | None, half: float | None, pairs: int) -> str:
     """``wins`` / ``loses`` when the paired 95% interval of ``diff`` excludes zero, ``ties`` otherwise
-    ("-" for fewer than two pairs: no interval)."""
-    if diff is None or half is None or pairs < 2:
+    ("-" for fewer than two pairs or a difference that is not a number: no interval). Pairs that all
+    differ alike (accuracies are multiples of 1 / test rows) give a t-interval of width 0, no evidence
+    of its own: there the two-sided sign test decides (``scipy.stats.binomtest``; 6 pairs or more)."""
+    if diff is None or half is None or pairs < 2 or not np.isfinite(diff) or not np.isfinite(half):
         return "-"
+    if half < 1e-12 and diff != 0:  # (equal differences of float accuracies can leave a spread of ~1e-17)
+        from scipy import stats
+        if stats.binomtest(pairs, pairs).pvalue >= 0.05:
+            return "ties"
     return "wins" if diff - half > 0 else "loses" if diff + half < 0 else "ties"
 
 
