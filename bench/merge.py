@@ -5,14 +5,16 @@ report and plots (:func:`jaxsel.experiment.report.merge`).
     python bench/merge.py bench/results/e2e-NAME bench/results/e2e-NAME/results.json runs/NAME-s4/results.json
 
 OUT may be one of the parts' folders (a committed result joined by a new part: the merged document lists
-its ``parts``, and git keeps the one it replaces); its mask map (the first seed's picks) is kept. Writes
-OUT/results.json, OUT/report.md and the plots, and prints the table.
+its ``parts``, and git keeps the one it replaces). The mask map (the first seed's picks) is the part's
+that ran the first seed, copied where OUT is another folder. Writes OUT/report.md and the plots, then
+OUT/results.json (last, as a run does), and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 from common import entry  # noqa: E402
 from jaxsel.experiment import report  # noqa: E402
-from jaxsel.io import write_json  # noqa: E402
+from jaxsel.io import atomic_path, write_json  # noqa: E402
 
 
 def read_part(path: Path) -> dict:
@@ -41,12 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.out.exists() and not a.out.is_dir():
         sys.exit(f"error: {a.out} is a file: the first argument is the folder the merged results go to")
     try:
-        doc = report.merge([read_part(p) for p in a.parts])
+        parts = [read_part(p) for p in a.parts]
+        doc = report.merge(parts)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     a.out.mkdir(parents=True, exist_ok=True)
-    write_json(a.out / "results.json", doc)
+    first = doc["config"]["seeds"][0]  # the mask map shows the first seed's picks: the part that ran it drew it
+    drawn = [p.parent / "mask_map.png" for p, part in zip(a.parts, parts) if part["config"]["seeds"][0] == first]
+    if drawn and drawn[0].exists() and drawn[0].resolve() != (a.out / "mask_map.png").resolve():
+        with atomic_path(a.out / "mask_map.png", suffix=".png") as tmp:
+            shutil.copyfile(drawn[0], tmp)
     report.write(a.out, doc, maps={})
+    write_json(a.out / "results.json", doc)  # last, as a run writes it: complete means the report is there
     print(report.markdown(doc["summary"], doc["dataset"].get("labels")))
     n = len(doc["parts"])
     print(f"seeds {doc['config']['seeds']} from {n} part{'s' if n != 1 else ''}, complete: {doc['complete']}; "

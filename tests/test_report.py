@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -429,3 +430,32 @@ def test_verdicts_pairs_and_repeated_subsets_are_in_the_table():
     assert "| verdict vs stratified |" in table.splitlines()[0]
     assert "| clean | greedy | 5% | 3 (1 subset) | 0.750 ± 0.025 |" in table and "(2 pairs)" in table
     assert "| clean | random | 5% | 3 |" in table
+
+
+def test_bench_merge_into_another_folder_keeps_the_mask_map_and_writes_results_last(tmp_path, monkeypatch):
+    """Science audit (round 47): ``bench/merge.py`` into a new folder drew no mask map and its report
+    dropped the image (the map survived only in a part's own folder), and it wrote results.json
+    before report.md, where a run writes it last (complete: the report and plots are there)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import merge
+    run = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "e2e-tweets-cpu" /
+                      "results.json").read_text())  # a committed run of seeds 0-2, cut in two parts
+    parts = []
+    for name, seeds, done in (("a", [1, 2], [1, 2]), ("b", [0, 1, 2], [0])):  # b ran the first seed: its map
+        (tmp_path / name).mkdir()
+        parts.append(tmp_path / name / "results.json")
+        parts[-1].write_text(json.dumps(dict(run, config=dict(run["config"], seeds=seeds), complete=name == "a",
+                                             rows=[r for r in run["rows"] if r["seed"] in done])))
+    (tmp_path / "b" / "mask_map.png").write_bytes(b"\x89PNG\r\n\x1a\nb's map")
+    (tmp_path / "a" / "mask_map.png").write_bytes(b"\x89PNG\r\n\x1a\na's map")
+    assert merge.main([str(tmp_path / "out"), *map(str, parts)]) == 0
+    assert (tmp_path / "out" / "mask_map.png").read_bytes().endswith(b"b's map")
+    assert "![explored masks](mask_map.png)" in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"]
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while drawing")
+    monkeypatch.setattr(report, "write", killed)
+    with pytest.raises(RuntimeError):
+        merge.main([str(tmp_path / "again"), *map(str, parts)])
+    assert not (tmp_path / "again" / "results.json").exists()
