@@ -150,9 +150,10 @@ def test_cleaning_strips_drops_empty_and_counts_duplicates():
                                  for i in range(60)), {"split_col": "s"},
      r"class 'a' has 17 rows and none in the test split of the split column \(1 other class also lacks rows in a split\);"
      r" .*give it test rows, or leave out"),  # --min-class-rows 18 would leave 'b' (17 rows) lacking: not offered
-    ("text,label,s\n" + "".join(f"t{i},{'abcd'[i % 4] if i < 60 else 'cd'[i % 2] if i < 80 else 'b'},"
+    ("text,label,s\n" + "".join(f"t{i},{'abcd'[i % 4] if i < 60 else 'b' if 80 <= i < 85 else 'cd'[i % 2]},"
                                  f"{'validation' if 48 <= i < 60 else 'test' if 60 <= i < 80 else 'train'}\n"
-                                 for i in range(85)), {"split_col": "s"},  # 'b' (20 rows) lacks test rows too
+                                 for i in range(97)), {"split_col": "s"},  # 'b' (20 rows) lacks test rows too
+     # (the advice counts rows outside the test split, round 47: 'c' and 'd' hold 21 there, 10 in test)
      r"class 'a' has 15 rows .*\(1 other class also lacks .*--min-class-rows 21 .*; it also drops 1 other class\)"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},train\n" for i in range(30)), {"split_col": "s"}, "empty"),
     ("text,label,s\n" + "".join(f"t{i},{i % 2},{'test' if i >= 24 and i % 2 == 0 else 'validation' if i >= 20 else 'train'}\n"
