@@ -850,7 +850,8 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         if absent:
             c = absent[0]
             rows = int(np.bincount(label_ids, minlength=len(names))[c])
-            sizes = np.bincount(label_ids[~np.asarray(raw.held_out, bool)], minlength=len(names))  # what the option counts
+            outside = ~np.asarray(raw.held_out, bool)  # the rows --min-class-rows counts
+            sizes = np.bincount(label_ids[outside], minlength=len(names))
             need = int(np.ceil(1 / min(fractions)))
             held = np.stack([np.bincount(label_ids[p], minlength=len(names)) > 0 for p in parts])
             lacking = np.flatnonzero(~held.all(axis=0))  # the classes some split lacks
