@@ -23,8 +23,8 @@ from jaxsel import errors
 
 __version__ = "0.1.0"
 __all__ = ["agents", "allocator", "assets", "baselines", "checkpoint", "cli", "cluster", "config", "data", "distributed",
-           "embed", "errors", "experiment", "finetune", "io", "label_issues", "metrics", "models", "precision", "progress",
-           "proxy", "selection"]  # every module: `import jaxsel; jaxsel.allocator.keep_freed_memory()` as the README says
+           "embed", "errors", "experiment", "finetune", "io", "label_issues", "metrics", "models", "precision", "programs",
+           "progress", "proxy", "selection"]  # every module: `import jaxsel; jaxsel.allocator.keep_freed_memory()` as the README says
 MOVED = {**{m: "models" for m in ("bert", "llama", "classifier", "tokens")},
          **{m: "agents" for m in ("ppo", "dqn", "env", "episodes", "networks", "search", "reward_model")},
          "noise": "data", "report": "experiment", "stages": "experiment"}

@@ -22,6 +22,7 @@ from jaxsel import progress as progress_
 from jaxsel.config import KMEANS_METHODS
 from jaxsel.errors import MAX_INT, JaxselError, check_embeddings, check_labels, is_int
 from jaxsel.io import json_text, read_npz, write_npz
+from jaxsel.programs import make_room
 
 CHUNK = 4096  # rows per distance block: bounds memory at CHUNK x K floats
 
@@ -328,6 +329,7 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: i
     clustered separately with a share of k proportional to its number of distinct embeddings
     (:func:`allocate`), so every cluster is label-pure. Same seed, same result.
     """
+    make_room()  # a long process's compiled programs: jaxsel.programs
     x = np.asarray(x)
     x, scale = unit_float32(x, _check(x, k))  # float64 beyond float32's range comes into it
     for name, value, low in (("seed", seed, 0), ("n_init", n_init, 1), ("max_iter", max_iter, 1),

@@ -23,6 +23,7 @@ from jaxsel import assets, progress as progress_
 from jaxsel.models import bert, tokens
 from jaxsel.errors import JaxselError, warn
 from jaxsel.io import UNREADABLE, loaded, read_cached, read_npz, write_npz
+from jaxsel.programs import make_room
 from jaxsel.config import EMBED_MODELS, EmbedSpec, model_files
 
 if TYPE_CHECKING:
@@ -238,6 +239,7 @@ def encode(texts: list[str], model: str | Encoder = "minilm", *, max_length: int
     computes in bf16 (for accelerators). Raises JaxselError for an unknown model or dtype, a max_length
     beyond the model's positions or a ``batch_tokens`` that is no positive integer.
     """
+    make_room()  # a long process's compiled programs: jaxsel.programs
     if isinstance(texts, str):
         raise JaxselError("texts must be a list of strings, not one string")
     if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, (int, np.integer))

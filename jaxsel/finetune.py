@@ -31,6 +31,7 @@ from jaxsel.config import BERT_MODELS, FINETUNE_MODELS, FinetuneConfig, model_fi
 from jaxsel.data import SPLITS, column
 from jaxsel.errors import JaxselError, check_indices, check_labels, counted, is_int, warn
 from jaxsel.precision import in_32_bits
+from jaxsel.programs import make_room
 from jaxsel.selection import digest, missing_classes, no_example_of
 
 T = TypeVar("T")
@@ -457,6 +458,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     once), or a batch that does not divide over the devices; warns (:data:`MISSES_CLASSES`) where
     the subset (or the train split) holds no row of a class some split has. The rows are a set:
     their order does not change the training (it shuffles the sorted rows)."""
+    make_room()  # a long process's compiled programs: jaxsel.programs
     import datasets
 
     if ckpt_dir is None and stop_after_epochs is not None:  # stopping had thrown the training away

@@ -31,6 +31,7 @@ from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask
                            is_int, warn)
 from jaxsel.io import writes_files
 from jaxsel.precision import in_32_bits
+from jaxsel.programs import make_room
 from jaxsel.proxy import RewardCache
 from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, read_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
 
@@ -362,6 +363,7 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     ``issues`` (N,) bool: the rows the ``cleanlab`` baseline leaves out, when already found (None:
     :func:`jaxsel.label_issues.find`). Example-level baselines (:mod:`jaxsel.baselines`) have no
     cluster picks (``cluster_ids`` empty)."""
+    make_room()  # a long process's compiled programs: jaxsel.programs
     c = config
     train_labels = checked_parts("select(proxy, clustering, train_labels, config)", proxy, clustering, train_labels,
                                  (c, SelectConfig, "config"))

@@ -45,6 +45,7 @@ from jaxsel.cluster import Clustering
 from jaxsel.config import PROXY_KINDS as KINDS
 from jaxsel.config import SCORE_ON
 from jaxsel.errors import JaxselError, check_dense_ids, check_labels, warn
+from jaxsel.programs import make_room
 from jaxsel.proxy import knn, ridge
 from jaxsel.proxy.base import (HIGHEST, Proxy, ProxyConfig, Scores, chance, chunks, features,
                                max_picks, projector, scores_from_logits, stratified_subsample)
@@ -143,6 +144,7 @@ def make(train_x: np.ndarray, train_y: np.ndarray, clustering, val_x: np.ndarray
     inputs, validation labels of which none is a train class (a warning when some are not), and
     token ids outside the model's vocabulary or positions.
     """
+    make_room()  # a long process's compiled programs: jaxsel.programs
     train_x, train_y, val_x, val_y = _check(train_x, train_y, clustering, val_x, val_y, cfg)
     train_tokens, val_tokens = _check_tokens(cfg, train_tokens, val_tokens, len(train_y), len(val_y))
     c = int(max(train_y.max(), val_y.max())) + 1
