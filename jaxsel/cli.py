@@ -420,16 +420,17 @@ def _checkpoints_held(folder: Path) -> bool:
 
 
 def _start(out: Path, result: str, a) -> None:
-    """Before a command trains into ``out``: a note when a start without --resume is about to replace
-    the checkpoints of an earlier, perhaps stopped, run in OUT/checkpoints, or when --resume finds none
-    there (a new user's rounds: both went without a word; a --resume spelled with other options names
-    another folder). A fresh start removes the earlier run's ``result`` file (one that failed left it,
-    read as its own), and a --log-dir inside the checkpoints folder, which a fresh start clears, is
-    refused (JaxselError)."""
+    """As soon as a command that trains into ``out`` knows it, before any work: a note when a start
+    without --resume is about to replace the checkpoints of an earlier, perhaps stopped, run in
+    OUT/checkpoints, or when --resume finds none there (a new user's rounds: both went without a word;
+    a --resume spelled with other options names another folder). Such a start removes the earlier
+    run's ``result`` file (one that failed left it, read as its own), and a --log-dir inside the
+    checkpoints folder, whose contents a fresh start clears, is refused (JaxselError). The command
+    opens its --log-dir itself, after this."""
     folder = out / "checkpoints"
     if a.log_dir and Path(a.log_dir).resolve().is_relative_to(folder.resolve()):
-        raise JaxselError(f"--log-dir {a.log_dir} is inside the checkpoints folder {folder}, which a fresh start "
-                          f"clears: give the step metrics a folder outside it")
+        raise JaxselError(f"--log-dir {a.log_dir} is inside the checkpoints folder {folder}, whose contents a fresh "
+                          f"start clears: give the step metrics a folder outside it")
     held = _checkpoints_held(folder)
     if not a.resume and held:
         log.info(f"{folder} holds an earlier run's checkpoints; starting afresh replaces them "
@@ -437,12 +438,12 @@ def _start(out: Path, result: str, a) -> None:
     elif a.resume and not held:
         log.info(f"no checkpoint to resume in {folder}: starting from the beginning (a run with other "
                  f"options has another default folder)")
-    if not a.resume and writes_files():
+    if (not a.resume or not held) and writes_files():
         (out / result).unlink(missing_ok=True)
 
 
 def cmd_select(a) -> None:
-    from jaxsel import agents, data, label_issues, proxy
+    from jaxsel import agents, data, label_issues, metrics, proxy
     from jaxsel.experiment import stages
     if a.quota is not None and a.granularity != "quota":
         raise JaxselError("--quota sets the examples per pick of --granularity quota; add --granularity quota")
@@ -464,6 +465,7 @@ def cmd_select(a) -> None:
     a.tagged = {k: v for k, v in a.tagged.items() if k not in unread}  # the default folder: what the method reads
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"{a.method}{_options_tag(a)}"), folder=True))
     _resumable(out)
+    _start(out, "selection.json", a)
     dd = _load(a)
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
@@ -472,8 +474,7 @@ def cmd_select(a) -> None:
                        order=a.order, method=a.cluster_method)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
-    _start(out, "selection.json", a)
-    with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock, \
+    with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock, metrics.logging_to(a.log_dir), \
             label_issues.class_names(dd["train"].features["label"].names):  # interrupted attempts too; warnings' classes
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, val_size=a.val_size,
@@ -530,7 +531,7 @@ def cmd_select(a) -> None:
 
 
 def cmd_finetune(a) -> None:
-    from jaxsel import data, finetune
+    from jaxsel import data, finetune, metrics
     from jaxsel.experiment import report
     from jaxsel.io import write_json
     from jaxsel.selection import Selection
@@ -551,6 +552,7 @@ def cmd_finetune(a) -> None:
     out = _exclusive(_writable(Path(a.out or _data_folder(a.data) / f"finetune-{Path(a.model).name}-{kind}"
                                                                     f"{_options_tag(a)}"), folder=True))
     _resumable(out)
+    _start(out, "metrics.json", a)
     dd = _load(a)
     n = len(dd["train"])
     if sel:
@@ -561,8 +563,8 @@ def cmd_finetune(a) -> None:
         source = f"random {a.random_fraction:g} (seed {a.seed})"
     else:
         indices, source = None, "full train set"
-    _start(out, "metrics.json", a)
-    m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
+    with metrics.logging_to(a.log_dir):
+        m = finetune.finetune(dd, indices, cfg, ckpt_dir=out / "checkpoints", resume=a.resume)
     m.update(dataset=a.data, fingerprint=data.dataset_fingerprint(dd), train_source=source,
              environment=report.environment())
     write_json(out / "metrics.json", m)
@@ -842,7 +844,7 @@ def _dispatch(args) -> int:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
             if not distributed.primary():  # process 0 reports; the others only compute
                 sys.stdout = open(os.devnull, "w", encoding="utf-8")
-        if getattr(args, "log_dir", None):
+        if getattr(args, "log_dir", None) and args.command == "run":  # select and finetune open theirs (_start)
             from jaxsel import metrics
             with metrics.logging_to(args.log_dir):
                 args.func(args)

@@ -1098,33 +1098,38 @@ def test_exports_keep_values_and_each_selection_finetunes_into_its_own_folder(tm
 def test_a_fresh_start_over_checkpoints_says_so(tmp_path, capsys):
     """select and finetune without --resume replace an earlier run's checkpoints in OUT; a note says
     so (a new user's round: they went without a word), not for the stopwatch file alone or with --resume.
-    A fresh start removes the earlier run's result (break-it round 45: a failed rerun left it, read as
-    its own), --resume keeps it; a --log-dir inside the checkpoints folder (cleared by a fresh start,
-    logs and all) is one line."""
+    A start from the beginning removes the earlier run's result (break-it round 45: a failed rerun left
+    it, read as its own), a --resume that continues keeps it; a --log-dir inside the checkpoints folder
+    (cleared by a fresh start, logs and all) is one line, before anything is written there (the
+    session's review: the refused attempt left a log that broke the next run)."""
     import argparse
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     (folder / "seconds.json").write_text("{}")
-    (tmp_path / "metrics.json").write_text("{}")
 
     def start(resume, log_dir=None):
+        (tmp_path / "metrics.json").write_text("{}")
         cli._start(tmp_path, "metrics.json", argparse.Namespace(resume=resume, log_dir=log_dir))
-    start(resume=True)  # --resume with nothing to resume had started afresh silently
+        return (tmp_path / "metrics.json").exists()
+    assert not start(resume=True)  # --resume with nothing to resume had started afresh silently
     assert "no checkpoint to resume in" in capsys.readouterr().err
-    assert (tmp_path / "metrics.json").exists()
-    start(resume=False)
+    assert not start(resume=False)
     assert capsys.readouterr().err == ""
-    assert not (tmp_path / "metrics.json").exists()
     (folder / "agent").mkdir()
-    start(resume=True)
+    assert start(resume=True)  # continues: keeps it
     assert capsys.readouterr().err == ""
-    start(resume=False)
+    assert not start(resume=False)
     assert "holds an earlier run's checkpoints; starting afresh replaces them (--resume" in capsys.readouterr().err
-    start(resume=True, log_dir=str(tmp_path / "logs"))  # beside the checkpoints: fine
+    assert start(resume=True, log_dir=str(tmp_path / "logs"))  # beside the checkpoints: fine
     for inside in (folder, folder / "logs"):
-        with pytest.raises(cli.JaxselError, match=r"--log-dir .* is inside the checkpoints folder .*checkpoints, which a "
-                                              r"fresh start clears: give the step metrics a folder outside it$"):
+        with pytest.raises(cli.JaxselError, match=r"--log-dir .* is inside the checkpoints folder .*checkpoints, whose "
+                                                  r"contents a fresh start clears: give the step metrics a folder "
+                                                  r"outside it$"):
             start(resume=True, log_dir=str(inside))
+    out = tmp_path / "ft"
+    assert cli.main(["finetune", "--model", "tiny-bert", "--out", str(out), "--log-dir", str(out / "checkpoints" / "l"),
+                     "--random-fraction", "0.1"]) == 2
+    assert "is inside the checkpoints folder" in capsys.readouterr().err and not (out / "checkpoints" / "l").exists()
 
 
 def test_a_reader_leaving_the_pipe_early_does_not_fail_the_command(tmp_path):
