@@ -332,6 +332,10 @@ def test_numeric_labels_are_compared_exactly(capsys):
     assert data.numeric_names(codes) == codes and capsys.readouterr().err == ""
     assert sorted(codes, key=data._class_order) == ["-07", "001", "002", "010"]  # in numeric order
     assert data.numeric_names(["1.0", "2.0", "+3"]) == ["1", "2", "+3"]  # a float's spelling is not a code
+    # a split's own test rows decide nothing (the session's review): not whether labels are numbers, nor a spelling
+    assert data.numeric_names(["007", "1", "1.0", "7", "x"], [False, False, False, True, True]) == \
+        ["007", "1", "1", "007", "x"]
+    assert data.numeric_names(["007", "7"], [False, False]) == ["7", "7"]  # two spellings outside test: one number
 
 
 def test_typed_numeric_labels_keep_their_exact_values(tmp_path, capsys):

@@ -142,21 +142,26 @@ def _class_order(name: str) -> tuple:
         return (1, 0, name)
 
 
-def numeric_names(labels: list[str]) -> list[str]:
+def numeric_names(labels: list[str], held_out: list[bool] | None = None) -> list[str]:
     """When every label is a finite number, one spelling per number ("1", "1.0", "1e0" and "01" ->
     "1"; "0.50" -> "0.5"), the numbers compared exactly (``fractions.Fraction``: ids past 2**53
     neither collide nor change), with a warning naming the spellings merged, and one when some are not
     integers; an integer written one way only keeps its digits (codes "001", "010": exports write
     them as read); otherwise the labels unchanged. Raises JaxselError for labels that look like a
     continuous (regression) target: more than 20 distinct numbers and more than half the rows, some
-    not integers."""
+    not integers. The rows ``held_out`` (a split's own test rows) decide none of it (whether the
+    labels are numbers, a number's spelling, a continuous target): they follow the other rows."""
     from fractions import Fraction
-    distinct = sorted(set(labels))
-    try:
-        if not all(np.isfinite([float(v) for v in distinct])):  # float() decides what is a number ("1/2" is not)
-            return labels
-        exact = {v: Fraction(v.strip()) for v in distinct}
-    except (ValueError, ZeroDivisionError):
+    held_out = [False] * len(labels) if held_out is None else held_out
+    counted = [v for v, held in zip(labels, held_out) if not held] or labels
+
+    def number(v: str) -> Fraction | None:
+        try:  # float() decides what is a number ("1/2" is not)
+            return Fraction(v.strip()) if np.isfinite(float(v)) else None
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return None
+    exact = {v: x for v in sorted(set(labels)) if (x := number(v)) is not None}
+    if any(v not in exact for v in set(counted)):
         return labels
 
     def name(x: Fraction, spellings: list[str]) -> str:
@@ -168,24 +173,27 @@ def numeric_names(labels: list[str]) -> list[str]:
         short = repr(float(x))
         return short if Fraction(short) == x else written
 
-    spellings: dict[Fraction, list[str]] = {}
+    spellings: dict[Fraction, list[str]] = {}  # every spelling of each number, and those outside held_out
     for v, x in exact.items():
         spellings.setdefault(x, []).append(v)
-    fractional = sorted(x for x in spellings if x.denominator != 1)
+    outside: dict[Fraction, list[str]] = {}
+    for v in sorted(set(counted)):
+        outside.setdefault(exact[v], []).append(v)
+    fractional = sorted(x for x in outside if x.denominator != 1)
     if fractional:
         examples = ", ".join(str(float(x)) for x in fractional[:3])
-        if len(spellings) > max(20, len(labels) / 2):
-            raise JaxselError(f"the labels look like a continuous target ({len(spellings)} distinct numbers in "
-                              f"{len(labels)} rows, e.g. {examples}): jaxsel selects data for classification; bin "
+        if len(outside) > max(20, len(counted) / 2):
+            raise JaxselError(f"the labels look like a continuous target ({len(outside)} distinct numbers in "
+                              f"{len(counted)} rows, e.g. {examples}): jaxsel selects data for classification; bin "
                               f"them into classes first (e.g. pandas.cut) or name the label column with --label-col")
-        warn(f"{len(fractional)} of the {len(spellings)} numeric labels are not integers (e.g. {examples}): each "
+        warn(f"{len(fractional)} of the {len(outside)} numeric labels are not integers (e.g. {examples}): each "
              f"number is a class of its own, in numeric order")
-    names = {v: name(x, vs) for x, vs in spellings.items() for v in vs}
+    names = {v: name(x, outside.get(x, vs)) for x, vs in spellings.items() for v in vs}
     merged = [f"{' = '.join(repr(v) for v in vs)} -> {names[vs[0]]!r}" for vs in spellings.values() if len(vs) > 1]
     if merged:
         warn(f"numeric labels that are the same number are one class: {'; '.join(merged[:5])}"
              f"{f' (and {len(merged) - 5} more)' if len(merged) > 5 else ''}")
-    return [names[v] for v in labels]
+    return [names.get(v, v) for v in labels]
 
 
 def decode(data: bytes, path: Path, encoding: str | None) -> str:
@@ -538,7 +546,7 @@ def missing_markers(missing_labels: str, declared: bool = False) -> frozenset[st
 def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
          markers: frozenset[str] = MISSING_LABELS, own_splits: bool = False) -> Raw:
     """The rows of a source's text and label cells (and split names): labels as class names
-    (:func:`label_name` with ``markers``, :func:`numeric_names`), rows without one dropped and
+    (:func:`label_name` with ``markers``; :func:`split` applies :func:`numeric_names`), rows without one dropped and
     counted, the marker words that matched named in a warning."""
     _numbers(text_cells, text_col)
     labels = [label_name(v, markers) for v in label_cells]
@@ -555,7 +563,7 @@ def _raw(text_cells, label_cells, split: list[str] | None, text_col: str,
              f"{'; '.join(shown)}{f' (and {len(trimmed) - 5} more)' if len(trimmed) > 5 else ''}")
     keep = [i for i, v in enumerate(labels) if v is not None]
     texts = ["" if missing(t) else str(t) for t in text_cells]
-    return Raw([texts[i] for i in keep], numeric_names([labels[i] for i in keep]),
+    return Raw([texts[i] for i in keep], [labels[i] for i in keep],
                None if split is None else [split[i] for i in keep], len(labels) - len(keep), source_rows=keep,
                own_splits=own_splits)
 
@@ -789,6 +797,11 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
         raise JaxselError(f"{name_or_path}: all {raw.missing_labels} rows have no label (empty, NaN, null, N/A, ...); "
                           f"is --label-col {label_col!r} the right column? (--missing-labels keep reads marker words "
                           f"such as none and NA as classes)")
+    if raw.own_splits and not {SPLIT_NAMES[v.casefold()] for v in raw.split} >= set(SPLITS):
+        log.info(f"{name_or_path}: its own splits with labelled rows ({', '.join(sorted(set(raw.split)))}) are not "
+                 f"all of {', '.join(SPLITS)}: its labelled rows are split anew")  # e.g. GLUE's unlabelled test
+        raw = replace(raw, split=None, own_splits=False)  # before any decision by split
+    raw = replace(raw, labels=numeric_names(raw.labels, raw.held_out))
     try:
         raw, dups = clean(raw, dedup=dedup, merge_case=merge_case)
     except JaxselError as e:
@@ -809,10 +822,6 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
             log.info(f"dropped {counted(small, 'row')} of {counted(len(gone), 'class', 'classes')} with fewer than "
                      f"{min_class_rows} rows{own}: {', '.join(map(repr, gone[:5]))}{' ...' if len(gone) > 5 else ''}")
             raw = raw.rows(keep)
-    if raw.own_splits and not {SPLIT_NAMES[v.casefold()] for v in raw.split} >= set(SPLITS):
-        log.info(f"{name_or_path}: its own splits with labelled rows ({', '.join(sorted(set(raw.split)))}) are not "
-                 f"all of {', '.join(SPLITS)}: its labelled rows are split anew")  # e.g. GLUE's unlabelled test
-        raw = replace(raw, split=None, own_splits=False)
     names = sorted(set(raw.labels), key=_class_order)
     if len(names) < 2:
         raise JaxselError(f"dataset needs at least 2 classes, found {len(names)}: {names}{unlabelled}")
