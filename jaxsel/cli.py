@@ -470,15 +470,15 @@ def cmd_select(a) -> None:
     emb = _embed(a, dd)
     fp = data.dataset_fingerprint(dd)
     labels = np.asarray(column(dd["train"], "label"))
-    spec = ClusterSpec(k=a.k, seed=a.seed if a.cluster_seed is None else a.cluster_seed, stratified=a.stratified,
-                       order=a.order, method=a.cluster_method)
+    seeds = {part: a.seed if seed is None else seed for part, seed in (("cluster", a.cluster_seed), ("proxy", a.proxy_seed))}
+    spec = ClusterSpec(k=a.k, seed=seeds["cluster"], stratified=a.stratified, order=a.order, method=a.cluster_method)
     stage_dir = out.absolute().parent / "stages"  # OUT/../stages however OUT is spelled ("." too)
     c = stages.clustering(stage_dir, fp, emb["train"], spec, EmbedSpec(a.model, a.max_length, a.dtype), labels)
     with Stopwatch(out / "checkpoints" / "seconds.json", resume=a.resume) as clock, metrics.logging_to(a.log_dir), \
             label_issues.class_names(dd["train"].features["label"].names):  # interrupted attempts too; warnings' classes
         p = proxy.make(emb["train"], labels, c, emb["validation"], column(dd["validation"], "label"),
                        proxy.ProxyConfig(kind=a.proxy, project=a.project or None, val_size=a.val_size,
-                                         seed=a.seed if a.proxy_seed is None else a.proxy_seed,
+                                         seed=seeds["proxy"],
                                          objective=a.objective, score_on=a.score_on, neighbors=a.neighbors,
                                          candidates=a.candidates))
         meta = {**_data_record(a), "fingerprint": fp, "embed_model": a.model,
@@ -486,7 +486,9 @@ def cmd_select(a) -> None:
                 "embed_max_length": a.max_length, "embed_dtype": a.dtype, "k": a.k, "proxy_kind": a.proxy,
                 "objective": a.objective, "score_on": a.score_on, "filter": a.filter, "val_size": a.val_size,
                 "project": a.project, "stratified": a.stratified, "order": a.order,
-                **({"cluster_method": a.cluster_method} if a.cluster_method != CLUSTER.method else {})}
+                **({"cluster_method": a.cluster_method} if a.cluster_method != CLUSTER.method else {}),
+                **{f"{part}_seed": seed for part, seed in seeds.items() if seed != a.seed}}  # (where not --seed:
+        # the signatures of checkpoints from before the two options stay as they were)
         # (Lloyd's unrecorded, as before the option: checkpoints of then still resume; another method's are refused)
         kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
         if a.filter != "none":

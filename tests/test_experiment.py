@@ -122,6 +122,9 @@ def test_run_reports_every_cell_and_reuses_stages(tmp_path, tmp_cache, monkeypat
     assert Selection.load(tmp_path / "hand" / "a" / "selection.json").indices.tolist() == cell
     assert cli.main(hand + ["--out", str(tmp_path / "hand" / "b")]) == 0
     assert Selection.load(tmp_path / "hand" / "b" / "selection.json").indices.tolist() != cell
+    # recorded (and in the checkpoints' signature) where they differ from --seed
+    made = {f: Selection.load(tmp_path / "hand" / f / "selection.json").meta for f in ("a", "b")}
+    assert made["a"]["cluster_seed"] == made["a"]["proxy_seed"] == 0 and "cluster_seed" not in made["b"]
     assert list(doc["agents"]) == ["ppo"]  # the settings PPO ran with, recorded (DQN is not in methods)
     assert doc["config_file"] == str(cfg.resolve()) and doc["environment"]["versions"]["jaxsel"]  # provenance
     from jaxsel.agents.ppo import PPOConfig
