@@ -145,7 +145,8 @@ def test_rope_scaling_of_llama3_and_linear_configs(tmp_path):
     assert np.abs(np.asarray(plain(ids)) - np.asarray(src(ids))).max() > 1e-3  # the scaling matters at these positions
     for change, says in [({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling of type 'yarn' is not"),
                          ({"head_dim": 4}, "head_dim 4 .jaxsel's Llama: 8."),
-                         ({"hidden_act": "gelu"}, "hidden_act 'gelu'")]:
+                         ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+                         ({"model_type": "gemma"}, r"model_type 'gemma' \(jaxsel's Llama reads llama and qwen2\)")]:
         (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(JaxselError, match=says):
             llama.from_hf_folder(tmp_path)

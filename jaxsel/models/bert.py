@@ -23,7 +23,7 @@ from jaxsel.io import loaded
 
 EXACT_GELU = ("gelu", "gelu_python")  # Hugging Face's hidden_act names of x * Phi(x)
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # and of its tanh approximation
-DECODERS = ("llama", "qwen2", "mistral", "gemma", "phi3", "smollm3")
+DECODERS = ("llama", "qwen2")  # the model types of the decoders jaxsel.models.llama reads
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,10 @@ class BertConfig:
                                      ("position_embedding_type", c.get("position_embedding_type", "absolute"),
                                       ("absolute",))):
                 if value not in ours:  # computed otherwise than jaxsel's BERT: refused
-                    decoder = " (a decoder's folder? embed reads BERT folders; finetune trains decoders from folders)" \
+                    decoder = " (a decoder's folder? embed reads BERT folders; finetune trains Llama and Qwen2 ones)" \
                         if key == "model_type" and value in DECODERS else ""
-                    raise JaxselError(f"{path}: {key} {value!r} (jaxsel's BERT: {ours[0]!r}): not supported{decoder}")
+                    raise JaxselError(f"{path}: {key} {value!r} (jaxsel's BERT: {' or '.join(map(repr, ours))}): "
+                                      f"not supported{decoder}")
             return cls(int(c["vocab_size"]), int(c["hidden_size"]), int(c["num_hidden_layers"]),
                        int(c["num_attention_heads"]), int(c["intermediate_size"]), int(c["max_position_embeddings"]),
                        int(c.get("type_vocab_size", 2)), float(c.get("layer_norm_eps", 1e-12)), act in TANH_GELU)

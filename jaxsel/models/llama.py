@@ -20,7 +20,7 @@ from flax import nnx
 
 from jaxsel.errors import JaxselError, counted
 from jaxsel.io import loaded
-from jaxsel.models.bert import put_weight
+from jaxsel.models.bert import DECODERS, put_weight
 
 
 @dataclass(frozen=True)
@@ -353,6 +353,8 @@ def from_hf_folder(folder: str | Path, *, dtype=jnp.float32) -> tuple[Llama, obj
                           scaling)
         unlike = [f"{key} {c[key]!r} (jaxsel's Llama: {ours!r})" for key, ours in
                   (("head_dim", cfg.head_dim), ("hidden_act", "silu")) if c.get(key) not in (None, ours)]
+        if c.get("model_type") not in (None, *DECODERS):  # another architecture under Llama's tensor names
+            unlike.insert(0, f"model_type {c['model_type']!r} (jaxsel's Llama reads {' and '.join(DECODERS)})")
         if unlike:
             bert = " (a BERT folder? finetune trains decoders from folders; embed reads BERT ones)" \
                 if c.get("model_type") == "bert" else ""
