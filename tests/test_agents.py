@@ -222,7 +222,7 @@ def test_a_new_reward_model_rescores_the_episodes_under_way(truth):
     assert abs(float(stale) - float(reward)) > 1e-3  # the old model's score differs: what the step was rewarded by
 
 
-def test_a_new_reward_model_relabels_dqns_replay_buffer(truth):
+def test_a_new_reward_model_relabels_dqns_replay_buffer(truth, monkeypatch):
     """DQN's replay buffer kept the rewards of the models that wrote its transitions, so one round's
     Q-targets mixed several models' (left alone in session 57's note). Relabelled (PEBBLE's way), every
     transition's reward is one model's change: under the model that wrote them, relabelling gives the
@@ -246,6 +246,13 @@ def test_a_new_reward_model_relabels_dqns_replay_buffer(truth):
     slow = [(value(data.next_taken[i]) - value(data.taken[i])) * params.reward_scale for i in range(written)]
     np.testing.assert_allclose(relabelled, slow, atol=1e-4)
     assert np.abs(relabelled - np.asarray(data.reward[:written])).max() > 1e-2  # the old model's rewards differ
+    calls = []  # and select's reward-model rounds relabel: once a round
+    real = agents._relabelled
+    monkeypatch.setattr(agents, "_relabelled", lambda *args: calls.append(1) or real(*args))
+    agents.select(p, cl, y, agents.SelectConfig(method="dqn", budget=0.25, surrogate_rounds=2, warm_start=16,
+                                                surrogate_eval=4, dqn=dqn.DQNConfig(num_envs=4, total_timesteps=64,
+                                                                                    learning_starts=8)), progress=False)
+    assert len(calls) == 2
 
 
 def test_reward_model_rollouts_beat_random(truth, monkeypatch):
