@@ -6,7 +6,8 @@ search against stratified random, random and full data, from the whole-dataset r
 
 Each row: test accuracy (mean ± 95% Student-t half-width over seeds), the paired difference to
 stratified random, to the cleanlab-filtered random subset and to full data (same seeds), a verdict
-against stratified (``wins`` / ``loses`` when the paired interval excludes zero, else ``ties``),
+against stratified (``wins`` / ``loses`` when the paired interval excludes zero, else ``ties``; pairs that all
+differ alike: the sign test, :func:`jaxsel.experiment.report.verdict`),
 and the total wall-clock (embed + cluster + proxy + select + finetune) as a ratio to the full-data
 finetune. A noisy variant that two runs
 share with the same noise is listed once. Writes ``bench/results/headline.json`` and prints the

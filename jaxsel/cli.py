@@ -148,7 +148,8 @@ def _dataset_args(p: argparse.ArgumentParser, recorded: str | None = None) -> No
                         + (recorded_note or " (default: none)"))
     p.add_argument("--split-seed", type=_at_least(0), default=given(0),
                    help="seed of the stratified 80/10/10 split" + recorded_note)
-    p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts" + recorded_note)
+    p.add_argument("--dedup", action="store_true", default=given(False), help="drop exact duplicate texts (the first row of each stays, the first outside the "
+                                                                   "test split with a split column)" + recorded_note)
     p.add_argument("--encoding", default=None,
                    help="text encoding of a CSV/TSV/JSON file (default: UTF-8, UTF-16/32 by byte-order mark, else Windows-1252)")
     _label_args(p, overrides=recorded_note or None)
@@ -163,9 +164,11 @@ def _label_args(p: argparse.ArgumentParser, overrides: str | None = None) -> Non
                    help="rows without a label (empty, NaN, null, or a marker such as none, N/A, NA): drop and count "
                         "them, stop, or keep the markers as class names (only empty and null cells dropped)" + note)
     p.add_argument("--merge-label-case", action="store_true", default=None if overrides else d.merge_case,
-                   help="labels that differ only by case are one class" + note)
+                   help="labels that differ only by case are one class (spelled as most rows outside the test split "
+                        "spell it)" + note)
     p.add_argument("--min-class-rows", type=_at_least(0), default=None if overrides else d.min_class_rows,
-                   help="drop the classes with fewer rows than this (0: keep every class)" + note)
+                   help="drop the classes with fewer rows than this (0: keep every class; with a split column, rows "
+                        "outside the test split are counted)" + note)
 
 
 def _data_record(a) -> dict:

@@ -764,7 +764,9 @@ def split(name_or_path: str = DEFAULT, *, text_col: str = "text", label_col: str
     ``min_class_rows`` rows, the duplicate texts, and ``split_column`` 1 where the source's own
     split made the splits (a split column, a hub dataset's splits). ``missing_labels``: "drop" (counted),
     "error", or "keep" (marker words such as "none" and "NA" are class names; empty and null
-    cells are still dropped); ``merge_case``: labels differing only by case are one class.
+    cells are still dropped); ``merge_case``: labels differing only by case are one class. Where the
+    source's own split has a test split, the rows outside it decide what the labels and texts decide
+    (numeric names, ``merge_case``'s spelling, ``min_class_rows``' counts, the copy ``dedup`` keeps).
     """
     if missing_labels not in MISSING_CHOICES:
         raise JaxselError(f"missing_labels must be {', '.join(MISSING_CHOICES[:-1])} or {MISSING_CHOICES[-1]}, "
@@ -1117,7 +1119,7 @@ def summary_warnings(s: dict) -> list[str]:
         out.append("rows whose text is also in train (leakage): " + ", ".join(
             f"{v} of {s['splits'][k]['rows']} {k} rows ({counted(texts.get(k, v), 'distinct text')})"
             for k, v in shared.items())
-            + (" (--dedup keeps each text's first row, in whichever split the source puts it)"
+            + (" (--dedup keeps each text's first row outside the test split: a test row repeating a train text goes)"
                if s.get("split_column") else " (--dedup drops repeated texts before the split, so no text is shared)"))
     if s.get("conflicting_label_texts"):
         n = s["conflicting_label_texts"]

@@ -85,7 +85,9 @@ def verdict(diff: float | None, half: float | None, pairs: int) -> str:
     """``wins`` / ``loses`` when the paired 95% interval of ``diff`` excludes zero, ``ties`` otherwise
     ("-" for fewer than two pairs or a difference that is not a number: no interval). Pairs that all
     differ alike (accuracies are multiples of 1 / test rows) give a t-interval of width 0, no evidence
-    of its own: there the two-sided sign test decides (``scipy.stats.binomtest``; 6 pairs or more)."""
+    of its own: there the two-sided sign test decides (``scipy.stats.binomtest``; 6 pairs or more).
+    Accuracies on one test set differ by multiples of 1 / its rows, so their spread is 0 or at least
+    that: no interval of a hair's width lies between the two rules."""
     if diff is None or half is None or pairs < 2 or not np.isfinite(diff) or not np.isfinite(half):
         return "-"
     if half < 1e-12 and diff != 0:  # (equal differences of float accuracies can leave a spread of ~1e-17)
@@ -522,7 +524,8 @@ def write(out: Path, doc: dict, maps: dict) -> None:
             f"Test accuracy: mean over seeds ± half-width of the 95% Student-t interval"
             + (f"; {' and '.join(paired)}: mean and 95% interval of (method - that baseline's subset of the same "
                f"size) over seeds, paired by seed" if paired else "")
-            + ("; `verdict vs stratified`: wins or loses when that paired interval excludes zero, else ties"
+            + ("; `verdict vs stratified`: wins or loses when that paired interval excludes zero (pairs that all "
+               "differ alike: when the two-sided sign test does, from 6 pairs), else ties"
                if "stratified" in cfg["methods"] else "")
             + ". With few seeds a t-interval is wide and can reach past 0 or 1. `seeds` says `(1 subset)` where every "
               "seed chose the same examples (a search is deterministic given the clustering, whose seed is fixed): "
