@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsel.errors import JaxselError, check_labels, warn
+from jaxsel.programs import make_room
 from jaxsel.proxy import HIGHEST, Proxy, Ridge, ridge_weights
 
 
@@ -132,6 +133,7 @@ def find(proxy: Proxy, labels: np.ndarray, assignment: np.ndarray, *, by: str = 
     :func:`class_names`, else their ids). Raises
     :class:`JaxselError` for one class, an unknown ``by``, ``max_rounds`` < 1, ``labels`` and
     ``assignment`` of different lengths, or either not the proxy's."""
+    make_room()  # a long process's compiled programs: jaxsel.programs
     if by not in BY:
         raise JaxselError(f"unknown label-issue detector {by!r} (choose from {', '.join(BY)})")
     labels, assignment = np.asarray(labels), np.asarray(assignment)
