@@ -49,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: {e}")
     a.out.mkdir(parents=True, exist_ok=True)
     first = doc["config"]["seeds"][0]  # the mask map shows the first seed's picks: the part that ran it drew it
-    drawn = [p.parent / "mask_map.png" for p, part in zip(a.parts, parts) if part["config"]["seeds"][0] == first]
-    if drawn and drawn[0].exists() and drawn[0].resolve() != (a.out / "mask_map.png").resolve():
-        with atomic_path(a.out / "mask_map.png", suffix=".png") as tmp:
-            shutil.copyfile(drawn[0], tmp)
+    drawn = next((p.parent / "mask_map.png" for p, part in zip(a.parts, parts) if part["config"]["seeds"][0] == first
+                  and any(r["seed"] == first for r in part["rows"]) and (p.parent / "mask_map.png").exists()), None)
+    kept = a.out / "mask_map.png"
+    if drawn is None:
+        kept.unlink(missing_ok=True)  # another run's map: the report then shows none
+    elif drawn.resolve() != kept.resolve():
+        with atomic_path(kept, suffix=".png") as tmp:
+            shutil.copyfile(drawn, tmp)
     report.write(a.out, doc, maps={})
     write_json(a.out / "results.json", doc)  # last, as a run writes it: complete means the report is there
     print(report.markdown(doc["summary"], doc["dataset"].get("labels")))

@@ -453,6 +453,13 @@ def test_bench_merge_into_another_folder_keeps_the_mask_map_and_writes_results_l
     assert "![explored masks](mask_map.png)" in (tmp_path / "out" / "report.md").read_text()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"]
 
+    (tmp_path / "b" / "results.json").write_text(json.dumps(dict(json.loads(parts[1].read_text()), rows=[])))
+    assert merge.main([str(tmp_path / "out"), *map(str, parts)]) == 0  # b stopped before its first seed's rows:
+    assert not (tmp_path / "out" / "mask_map.png").exists()  # its folder's map is another run's, and so was out's
+    assert "mask_map.png" not in (tmp_path / "out" / "report.md").read_text()
+    parts[1].write_text(json.dumps(dict(run, config=dict(run["config"], seeds=[0, 1, 2]), complete=False,
+                                        rows=[r for r in run["rows"] if r["seed"] == 0])))
+
     def killed(*args, **kwargs):
         raise RuntimeError("killed while drawing")
     monkeypatch.setattr(report, "write", killed)
