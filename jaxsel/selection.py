@@ -347,11 +347,14 @@ class Selection:
         :func:`jaxsel.agents.select` records them) with a warning (other texts with the same labels
         pass: e.g. another stratified pool of data grouped by label), else with a warning only
         against the train split's size."""
-        from jaxsel import data
+        from jaxsel import code_version, data
         fp, want = data.dataset_fingerprint(dd), self.meta.get("fingerprint")
         if want is not None and fp != want:
             raise JaxselError(f"selection was made for another dataset ({self.meta.get('dataset', 'unnamed')}, fingerprint "
                               f"{want}; this one is {fp}): its texts, labels, columns or split options differ"
+                              + (f", or this jaxsel reads them otherwise than the one that made it ("
+                                 f"{self.meta['jaxsel_version']})" if self.meta.get("jaxsel_version") not in
+                                 (None, code_version()) else "")
                               + ("" if "dataset" in self.meta else "; a selection of a pool made in Python "
                                  "(jaxsel.data.derive) applies to that pool only: export it from Python"))
         if want is None:

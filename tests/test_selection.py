@@ -137,8 +137,12 @@ def test_save_load_apply(tmp_path, table_file, cl, capsys):
     assert back.scores == sel.scores and back.cluster_ids == [1, 2]
     assert back.apply(dd)["text"] == [dd["train"]["text"][i] for i in (0, 3, 5)]
     other = data.load(str(table_file), seed=5)
-    with pytest.raises(JaxselError, match="selection was made for another dataset"):
+    with pytest.raises(JaxselError, match="selection was made for another dataset .* split options differ; a sel"):
         back.apply(other)
+    older = Selection([1, 2], np.array([0, 3, 5]), {}, dict(back.meta, jaxsel_version="0.0.1"))  # another jaxsel's
+    with pytest.raises(JaxselError, match=r"options differ, or this jaxsel reads them otherwise than the one that made "
+                                          r"it \(0.0.1\); a selection of a pool"):
+        older.apply(other)
     unrecorded = Selection([1], np.array([0, 3]), {}, {})  # made by the library without meta
     assert unrecorded.apply(other)["text"] == [other["train"]["text"][i] for i in (0, 3)]
     assert "cannot be checked against this dataset" in capsys.readouterr().err
