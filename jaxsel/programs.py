@@ -32,7 +32,7 @@ def map_count(maps: Path | None = None, limit: Path | None = None) -> tuple[int,
     try:
         with open(maps or MAPS, "rb") as f:
             used = sum(1 for _ in f)
-        return used, int((limit or MAP_LIMIT).read_text())
+        return used, int((limit or MAP_LIMIT).read_text(encoding="ascii"))
     except (OSError, ValueError):
         return None
 
