@@ -285,7 +285,7 @@ def test_texts_shared_across_splits_are_counted(tmp_path):
     s = data.summary(data.load(str(p), split_col="split"))
     assert s["shared_with_train"] == {"validation": 0, "test": 9}
     assert s["shared_texts_with_train"] == {"validation": 0, "test": 3}
-    assert any("9 of 12 test rows (3 distinct texts)" in w and "in whichever split the source puts it" in w
+    assert any("9 of 12 test rows (3 distinct texts)" in w and "first row outside the test split: a test row repeating a train text goes" in w
                for w in data.summary_warnings(s))  # round 31: --dedup was advised as if no split column could be given
     assert s["conflicting_label_texts"] == 0 and s["split_column"]
     # round 39: without a split column the advice is the split's own (it had named a split column the file has)
