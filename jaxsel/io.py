@@ -312,7 +312,7 @@ def check_target(path: Path, folder: bool, replaces: Callable[[Path], bool] | No
         raise OutputError(path, "it is not a regular file (a device, a pipe or a socket)")
 
 
-def folder_digest(folder: str | Path, patterns: tuple[str, ...] = ("*",)) -> str:
+def folder_digest(folder: str | Path, patterns: tuple[str, ...]) -> str:
     """12 hex digits of SHA-256 over the names and bytes of ``folder``'s files matching one of
     ``patterns`` (``fnmatch``; not its subfolders): a local model's identity in cache keys, so two
     folders named alike (``a/model``, ``b/model``), or one whose weights changed, never share cached
