@@ -734,9 +734,12 @@ def _merge_case(labels: list[str], held_out: list[bool]) -> list[str]:
     """Labels that differ only by case as one class, spelled as its most frequent spelling among the
     rows not ``held_out`` (the lower-case one on ties; the held-out rows' where only they hold it)."""
     spellings = Counter((held, v) for v, held in zip(labels, held_out))
+
+    def rank(item):  # rows outside held_out first, then the most rows, lower case, the name
+        (held, name), n = item
+        return held, -n, name != name.lower(), name
     best = {}
-    for (_, name), n in sorted(spellings.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1] != kv[0][1].lower(),
-                                                                  kv[0][1])):
+    for (_, name), _ in sorted(spellings.items(), key=rank):
         best.setdefault(name.casefold(), name)
     return [best[v.casefold()] for v in labels]
 

@@ -23,7 +23,6 @@ from jaxsel.io import loaded
 
 EXACT_GELU = ("gelu", "gelu_python")  # Hugging Face's hidden_act names of x * Phi(x)
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # and of its tanh approximation
-DECODERS = ("llama", "qwen2")  # the model types of the decoders jaxsel.models.llama reads
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,7 @@ class BertConfig:
                                      ("position_embedding_type", c.get("position_embedding_type", "absolute"),
                                       ("absolute",))):
                 if value not in ours:  # computed otherwise than jaxsel's BERT: refused
+                    from jaxsel.models.llama import DECODERS  # (llama imports this module)
                     decoder = " (a decoder's folder? embed reads BERT folders; finetune trains Llama and Qwen2 ones)" \
                         if key == "model_type" and value in DECODERS else ""
                     raise JaxselError(f"{path}: {key} {value!r} (jaxsel's BERT: {' or '.join(map(repr, ours))}): "

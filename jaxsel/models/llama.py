@@ -20,7 +20,10 @@ from flax import nnx
 
 from jaxsel.errors import JaxselError, counted
 from jaxsel.io import loaded
-from jaxsel.models.bert import DECODERS, put_weight
+from jaxsel.models.bert import put_weight
+
+
+DECODERS = ("llama", "qwen2")  # the Hugging Face model types this module reads
 
 
 @dataclass(frozen=True)
