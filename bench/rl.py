@@ -92,7 +92,7 @@ def main() -> None:
         cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates)
         fns = ppo.make_chunks(cfg, env)
         runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
-        update = jax.jit(fns.update, static_argnums=1)
+        update = jax.jit(fns.update)
         step, learn = jax.jit(fns.env_step), jax.jit(fns.learn)
 
         def host(runner):
@@ -131,7 +131,7 @@ def main() -> None:
     cfg = dqn.DQNConfig(num_envs=n_envs, total_timesteps=n_envs * 50, learning_starts=256)
     fns = dqn.make_chunks(cfg, env)
     runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
-    update = jax.jit(fns.update, static_argnums=1)
+    update = jax.jit(fns.update)
     jax.block_until_ready(update(runner0, 50, params))
     dev = min(timed(lambda: update(runner0, 50, params)) for _ in range(2))
     rows.append({"agent": "dqn", "envs": n_envs, "env_steps": 50 * n_envs, "device_s": dev,
@@ -262,7 +262,7 @@ def scaling(quick: bool, project: int, network: str) -> None:
             cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, network=network)
             fns = ppo.make_chunks(cfg, env)
             runner0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
-            update = jax.jit(fns.update, static_argnums=1)
+            update = jax.jit(fns.update)
             compile_s = timed(lambda: update(runner0, n_updates, params))
             run_s = timed(lambda: update(runner0, n_updates, params))
             steps = n_updates * n_envs * cfg.num_steps
@@ -282,7 +282,7 @@ def jaxsel_ppo(params, env, n_updates: int, n_envs: int = 64, seed: int = 0, tim
     cfg = ppo.PPOConfig(num_envs=n_envs, num_steps=16, total_timesteps=n_envs * 16 * n_updates, **settings)
     fns = ppo.make_chunks(cfg, env)
     runner0 = jax.jit(fns.init)(jax.random.PRNGKey(seed), params)
-    update = jax.jit(fns.update, static_argnums=1)
+    update = jax.jit(fns.update)
     best = float(update(runner0, cfg.num_updates, params).best.score)  # compiles; float() waits for the run
     runs = [timed(lambda: update(runner0, cfg.num_updates, params)) for _ in range(timed_runs)]
     seconds = float(np.median(runs)) if runs else None  # the peer's one warm run is no best-of either

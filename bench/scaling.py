@@ -62,7 +62,7 @@ def ppo_seconds_per_100k(p, cl, y) -> float:
     cfg = ppo.PPOConfig(num_envs=64, num_steps=16, total_timesteps=64 * 16 * 2)
     fns = ppo.make_chunks(cfg, env)
     r0 = jax.jit(fns.init)(jax.random.PRNGKey(0), params)
-    update = jax.jit(fns.update, static_argnums=1)
+    update = jax.jit(fns.update)
     jax.block_until_ready(update(r0, 2, params))  # compile
     return seconds(lambda: update(r0, 2, params)) / (2 * 64 * 16) * 100_000
 

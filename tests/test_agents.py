@@ -99,21 +99,27 @@ def test_agent_settings_beat_random_on_known_truth(truth, method, setting):
 def test_seeds_share_one_compiled_agent(truth, module, monkeypatch, capsys):
     """A run's seeds reuse the agent compiled for the first (``agents.programs``: one build per
     config; the key and the environment's params are arguments, here another proxy of the same
-    shapes) and select what a fresh build does. A config's warning (PPO's steps rounded to whole
-    updates) is printed once, not per seed."""
+    shapes) and select what a fresh build does, in chunks of any length (``checkpoint_every`` 2 of 3
+    or 11 updates: the last, shorter chunk of PPO's compiled a second program when the count was
+    static). A config's warning (PPO's steps rounded to whole updates) is printed once, not per seed."""
     p, cl, y = truth
     x, _, _, xv, yv = known_truth()
     other = proxy.make(x, y, cl, xv, np.random.default_rng(1).permutation(yv), proxy.ProxyConfig(lam=1.0))
     name = module.__name__.split(".")[-1]
     cfg = (ppo.PPOConfig(num_envs=8, num_steps=4, total_timesteps=110) if module is ppo else
-           dqn.DQNConfig(num_envs=8, total_timesteps=96, learning_starts=16, target_every=4))
-    built, make_chunks = [], module.make_chunks
-    monkeypatch.setattr(module, "make_chunks", lambda *a: built.append(a) or make_chunks(*a))
+           dqn.DQNConfig(num_envs=8, total_timesteps=88, learning_starts=16, target_every=4))
+    built, traced, make_chunks = [], [], module.make_chunks
+
+    def counted(*args):  # each build, and each trace of its update
+        built.append(args)
+        fns = make_chunks(*args)
+        return fns._replace(update=lambda *a: traced.append(1) or fns.update(*a))
+    monkeypatch.setattr(module, "make_chunks", counted)
     agents.programs.cache_clear()
     run = lambda p_, seed: agents.select(p_, cl, y, agents.SelectConfig(method=name, budget=0.25, seed=seed,
-                                                                         **{name: cfg}), progress=False)
+                                                                         checkpoint_every=2, **{name: cfg}), progress=False)
     reused = [run(p, 0), run(other, 1)]
-    assert len(built) == 1
+    assert len(built) == 1 and len(traced) == 1 and cfg.num_updates in (3, 11)  # chunks 2 + 1, 5 x 2 + 1
     assert capsys.readouterr().err.count("environment steps instead of the 110 asked") == (module is ppo)
     agents.programs.cache_clear()
     fresh = run(other, 1)
@@ -236,7 +242,7 @@ def test_a_new_reward_model_relabels_dqns_replay_buffer(truth, monkeypatch):
                                                                              rng.random(64, np.float32)),
                                                             params.sizes, p.num_classes)) for i in (0, 1))
     chunks = dqn.make_chunks(dqn.DQNConfig(num_envs=4, total_timesteps=120, learning_starts=8), env)
-    runner = jax.jit(chunks.update, static_argnums=1)(chunks.init(jax.random.PRNGKey(0), old), 30, old)
+    runner = jax.jit(chunks.update)(chunks.init(jax.random.PRNGKey(0), old), 30, old)
     data, written = runner.buffer.data, int(dqn.buffer_filled(runner.buffer))
     assert written == 120 and int(data.done[:written].sum()) >= 4  # episodes ended and were kept
     same = dqn.relabelled(runner.buffer, old).data.reward[:written]

@@ -195,13 +195,15 @@ def min_steps(cfg: AgentConfig, max_steps: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def programs(module: ModuleType, cfg: AgentConfig, env: SelectionEnv) -> tuple[Callable, Callable]:
-    """``module.make_chunks(cfg, env)``'s ``init`` and ``update`` (``n`` static), built and jitted once
-    per process and config: the key and the environment's params are arguments, so every seed (and
-    a surrogate's every round) reuses one compiled program where the params have the same shapes and
-    static fields (the same budget, quota and proxy kind); other params compile anew into the same
-    jit, which keeps each program for the process: ``programs.cache_clear()`` frees them."""
+    """``module.make_chunks(cfg, env)``'s ``init`` and ``update``, built and jitted once per process
+    and config: the key, the environment's params and ``update``'s count of updates are arguments,
+    so every seed (and a surrogate's every round) reuses one compiled program where the params have
+    the same shapes and static fields (the same budget, quota and proxy kind), and so does a run's
+    last, shorter chunk (a static count compiled it again: ~4 s for PPO on 2 cores); other params
+    compile anew into the same jit, which keeps each program for the process:
+    ``programs.cache_clear()`` frees them."""
     fns = module.make_chunks(cfg, env)
-    return jax.jit(fns.init), jax.jit(fns.update, static_argnums=1)
+    return jax.jit(fns.init), jax.jit(fns.update)
 
 
 @functools.lru_cache(maxsize=4)

@@ -232,8 +232,9 @@ def make_chunks(config: DQNConfig, env: SelectionEnv) -> Chunks:
                               jnp.where(done, info["final_score"], 0.0).sum(), done.sum())
         return Runner(params, target, opt_state, b, s2, key, runner.update + 1, best, history), None
 
-    def update(runner: Runner, n: int, env_params: EnvParams) -> Runner:
-        return jax.lax.scan(partial(_update, env_params), runner, None, n)[0]
+    def update(runner: Runner, n: int | jax.Array, env_params: EnvParams) -> Runner:
+        step = lambda _, r: _update(env_params, r, None)[0]  # noqa: E731
+        return jax.lax.fori_loop(0, n, step, runner)  # a traced n: one program for chunks of any length
 
     return Chunks(init, update)
 

@@ -191,12 +191,12 @@ def make_chunks(config: PPOConfig, env: SelectionEnv) -> Chunks:
     def rollout_start(runner: Runner):
         return (runner.params, runner.env_state, runner.obs, runner.key, runner.best, 0.0, 0)
 
-    def update(runner: Runner, n: int, env_params: EnvParams) -> Runner:
-        def _update(runner: Runner, _):
+    def update(runner: Runner, n: int | jax.Array, env_params: EnvParams) -> Runner:
+        def _update(_, runner: Runner) -> Runner:
             carry, traj = jax.lax.scan(partial(_env_step, env_params), rollout_start(runner), None, c.num_steps)
-            return _learn(env_params, runner, carry, traj), None
+            return _learn(env_params, runner, carry, traj)
 
-        return jax.lax.scan(_update, runner, None, n)[0]
+        return jax.lax.fori_loop(0, n, _update, runner)  # a traced n: one program for chunks of any length
 
     return Chunks(init, update, rollout_start, _env_step, _learn)
 
