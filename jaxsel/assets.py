@@ -229,8 +229,15 @@ def path(name: str, member: str) -> Path:
     return fetch(name) / member
 
 
+def programs_dir() -> Path:
+    """Where compiled XLA programs are kept: jax's own ``JAX_COMPILATION_CACHE_DIR`` where the
+    environment sets it (one folder for several jaxsel caches, or for jaxsel and other jax code),
+    else ``$JAXSEL_CACHE/xla``."""
+    return Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or cache_dir() / "xla").expanduser()
+
+
 def enable_compilation_cache() -> None:
-    """Keep XLA executables in ``$JAXSEL_CACHE/xla`` so repeated runs (and the many short finetunes of
+    """Keep XLA executables in :func:`programs_dir` so repeated runs (and the many short finetunes of
     ``jaxsel run``) skip recompiling the same shapes. Before jax is imported, through the
     environment jax reads its settings from when it is (so a command that never needs jax, e.g.
     ``jaxsel data``, does not import it: ~1 s); after, through ``jax.config``. A folder that exists
@@ -238,7 +245,7 @@ def enable_compilation_cache() -> None:
     made leaves the cache off, each with one warning (jax warned at every program it compiled). A
     program saved there that cannot be read is removed and saved again (:func:`damaged_program`, a
     ``warnings.showwarning`` hook from then on in this process; a ``jaxsel`` command's for the command)."""
-    folder, min_seconds = cache_dir() / "xla", 0.5
+    folder, min_seconds = programs_dir(), 0.5
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -76,8 +76,11 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The suite builds the same small programs many times (agents, proxies, finetune steps): keep
-    # compiled executables on disk as `jaxsel run` does (the library itself leaves this to callers).
+    # compiled executables on disk as `jaxsel run` does (the library itself leaves this to callers),
+    # in one folder for every test, the commands and scripts they start included (a test's own
+    # JAXSEL_CACHE compiled everything again: tests of the cache's own folder unset the variable).
     from jaxsel import assets
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(assets.programs_dir()))
     assets.enable_compilation_cache()
 
 

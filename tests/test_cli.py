@@ -1217,6 +1217,7 @@ def test_every_command_keeps_its_compiled_programs(tmp_path):
     from conftest import write_data
     csv = write_data(tmp_path / "d.csv")
     env = {**os.environ, "JAXSEL_CACHE": str(tmp_path / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the suite's shared folder
     subprocess.run([sys.executable, "-m", "jaxsel", "select", str(csv), "--split-col", "split", "--model", "hash",
                     "--method", "ppo", "--steps", "1024", "--k", "6", "--out", str(tmp_path / "p")],
                    env=env, check=True, capture_output=True)
@@ -1335,7 +1336,7 @@ def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
                "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
                "def damaged_probe(x):\n    return jnp.sin(x) * 3 + 1\n"
                "print(float(jax.jit(damaged_probe)(jnp.float32(2))))")
-    env = {**os.environ, "JAXSEL_CACHE": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"JAXSEL_CACHE": str(tmp_path)}
     run_it = lambda: subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True)  # noqa: E731
     first = run_it()
     [saved] = (tmp_path / "xla").glob("jit_damaged_probe-*-cache")
@@ -1357,12 +1358,17 @@ def test_a_damaged_compiled_program_is_saved_again_with_one_line(tmp_path):
 def test_an_unwritable_compilation_cache_is_one_warning(tmp_path, monkeypatch, capsys):
     """Round 25: a read-only JAXSEL_CACHE printed jax's multi-line warning at every program compiled.
     A cache folder that cannot be made leaves the cache off (unset, whatever an earlier call set);
-    one that cannot be written is still read, jax writing nothing to it; each with one line."""
+    one that cannot be written is still read, jax writing nothing to it; each with one line. Where
+    the environment sets jax's own JAX_COMPILATION_CACHE_DIR, that folder is the cache."""
     import jax
 
     from jaxsel import assets
     before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
     try:
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax's own"))  # jax's variable, where set
+        assets.enable_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax's own") and not capsys.readouterr().err
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
         (tmp_path / "file").write_text("not a folder")
         monkeypatch.setenv("JAXSEL_CACHE", str(tmp_path / "file"))
         assets.enable_compilation_cache()
