@@ -117,7 +117,8 @@ def test_seeds_share_one_compiled_agent(truth, module, monkeypatch, capsys):
     monkeypatch.setattr(module, "make_chunks", counted)
     agents.programs.cache_clear()
     run = lambda p_, seed: agents.select(p_, cl, y, agents.SelectConfig(method=name, budget=0.25, seed=seed,
-                                                                         checkpoint_every=2, **{name: cfg}), progress=False)
+                                                                         checkpoint_every=2, **{name: cfg}),
+                                         progress=False)
     reused = [run(p, 0), run(other, 1)]
     assert len(built) == 1 and len(traced) == 1 and cfg.num_updates in (3, 11)  # chunks 2 + 1, 5 x 2 + 1
     assert capsys.readouterr().err.count("environment steps instead of the 110 asked") == (module is ppo)

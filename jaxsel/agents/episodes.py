@@ -16,8 +16,8 @@ HISTORY = 64  # mean episode scores an agent keeps, sampled evenly over its upda
 
 class Chunks(NamedTuple):
     """An agent's training run in pieces: ``init(key, env_params) -> runner``, ``update(runner, n,
-    env_params) -> runner`` (n updates, a Python int or a traced int32: one program for any n); PPO also exposes its rollout step and learner for
-    host-driven loops."""
+    env_params) -> runner`` (n updates, a Python int or a traced int32: one program for any n); PPO
+    also exposes its rollout step and learner for host-driven loops."""
 
     init: Callable
     update: Callable
