@@ -31,6 +31,23 @@ def test_state_and_record_round_trip_and_only_the_newest_step_is_kept(tmp_path):
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "2"]
 
 
+def test_a_restored_state_runs_the_fresh_states_compiled_step(tmp_path):
+    """A resumed PPO selection compiled its update again (7-9 s on CPU, and a miss in the persistent
+    cache): orbax restored the arrays committed to their device, a fresh run's are not. Restored
+    arrays are committed where the target's are."""
+    import jax
+    step = jax.jit(lambda t: jax.tree.map(lambda a: a + 1, t))
+    fresh = step({"w": jnp.ones(3, jnp.float32), "n": jnp.int32(1)})  # (not weakly typed: restored arrays are not)
+    committed = jax.device_put(jnp.zeros(2), jax.devices()[0])
+    ck = Checkpoints(tmp_path / "c", "sig", resume=False)
+    ck.save(1, {**fresh, "c": committed})
+    state, _ = Checkpoints(tmp_path / "c", "sig", resume=True).restore({**tree(0.0), "c": committed})
+    assert [a.committed for a in jax.tree.leaves(state)] == [True, False, False]  # c, n, w
+    step({k: state[k] for k in fresh})
+    assert step._cache_size() == 1
+    np.testing.assert_array_equal(state["w"], np.full(3, 2.0))
+
+
 def test_a_save_that_fails_midway_leaves_the_previous_step(tmp_path):
     ck = Checkpoints(tmp_path / "c", "sig", resume=False)
     ck.save(1, tree(1.0), {"epoch": 1})
