@@ -338,7 +338,7 @@ def test_labels_that_are_not_class_ids_are_refused(problem):
 
 SHARDED = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     os.environ["JAX_PLATFORMS"] = "cpu"  # forced host devices; on a GPU machine too
     import jax, numpy as np
     sys.path.insert(0, "tests")
