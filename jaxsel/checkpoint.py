@@ -211,8 +211,9 @@ def _as_target(tree, target):
     import numpy as np
     if jax.process_count() > 1:
         return tree
-    return jax.tree.map(lambda a, t: jax.device_put(np.asarray(a))
-                        if isinstance(a, jax.Array) and isinstance(t, jax.Array) and not t.committed else a, tree, target)
+    plain = lambda a, t: isinstance(a, jax.Array) and isinstance(t, jax.Array) and not t.committed and \
+        not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)  # (typed keys have no numpy form)
+    return jax.tree.map(lambda a, t: jax.device_put(np.asarray(a)) if plain(a, t) else a, tree, target)
 
 
 MARKER = ".jaxsel-checkpoints"  # written into every checkpoints folder: what a fresh start may delete
