@@ -204,16 +204,24 @@ def _global(tree):
 
 def _as_target(tree, target):
     """With one process, each restored array that ``target`` holds uncommitted (a fresh run's state)
-    uncommitted too: orbax restores them committed to their device, and a jitted step compiles again
-    for committed arguments (a resumed PPO update: 7-9 s of XLA on CPU, and a miss in the persistent
-    cache of the run it resumes). Unchanged with several processes (global arrays: :func:`_global`)."""
+    uncommitted too, through the host: orbax restores them committed to their device, and a jitted
+    step compiles again for committed arguments (a resumed PPO update: 7-9 s of XLA on CPU, and a
+    miss in the persistent cache of the run it resumes). Weak types are not restored (a target's
+    weakly typed leaf still compiles anew). Unchanged with several processes (global arrays:
+    :func:`_global`)."""
     import jax
     import numpy as np
     if jax.process_count() > 1:
         return tree
-    plain = lambda a, t: isinstance(a, jax.Array) and isinstance(t, jax.Array) and not t.committed and \
-        not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)  # (typed keys have no numpy form)
-    return jax.tree.map(lambda a, t: jax.device_put(np.asarray(a)) if plain(a, t) else a, tree, target)
+
+    def uncommitted(a, t):
+        if not (isinstance(a, jax.Array) and isinstance(t, jax.Array)) or t.committed:
+            return a
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys have no numpy form: their data has
+            return jax.random.wrap_key_data(jax.device_put(np.asarray(jax.random.key_data(a))),
+                                            impl=jax.random.key_impl(a))
+        return jax.device_put(np.asarray(a))
+    return jax.tree.map(uncommitted, tree, target)
 
 
 MARKER = ".jaxsel-checkpoints"  # written into every checkpoints folder: what a fresh start may delete

@@ -513,8 +513,11 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
     total, epochs = planned_steps(cfg, len(train))
     lrs = learning_rates(cfg, total)
     tx = optimizer(cfg.clip, cfg.weight_decay)
-    state, prog = TrainState(params, jax.jit(tx.init)(params), params), Progress()
     batch_sh, replicated = data_sharding()
+    # placed as train_step places its outputs: uncommitted arrays would make the first step's shape
+    # compile twice (once uncommitted, once for every later step), in every finetune of a run; and
+    # a committed target restores committed, without a trip through the host (Checkpoints.restore)
+    state, prog = jax.device_put(TrainState(params, jax.jit(tx.init)(params), params), replicated), Progress()
     ck = None
     if ckpt_dir is not None:
         revision = llama.revision(cfg.model)  # reads the folder's config.json
@@ -528,9 +531,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         if ck.step is not None:
             state, record = ck.restore(state)
             state, prog = TrainState(*state), Progress(**record["progress"])
-    # placed as train_step places its outputs: uncommitted arrays would make the first step's shape
-    # compile twice (once uncommitted, once for every later step), in every finetune of a run
-    state = jax.device_put(state, replicated)
+    state = jax.device_put(state, replicated)  # (a restored state: as orbax placed it)
     p_def, o_def = jax.tree.structure(state.params), jax.tree.structure(state.opt_state)
     rest_leaves, r_def = jax.tree.flatten(rest)
     step = flat_train_step(graphdef, tx, p_def, r_def, o_def)

@@ -23,16 +23,9 @@ log = logging.getLogger(__name__)
 MAPS, MAP_LIMIT = Path("/proc/self/maps"), Path("/proc/sys/vm/max_map_count")
 SHARE = 0.75  # of the allowance: room left for a call's own programs (a whole selection needs ~2%)
 REGROWTH = 0.05  # of the allowance: new maps since the last clearing that make another worth it
-
-
-class _Floor:
-    """The fewest maps this process held since :func:`make_room` last cleared (None before any
-    clearing): maps that are not programs (memory-mapped Arrow files, libraries) stay after a clearing,
-    and a count that falls below it (such files closed) lowers it."""
-    count: int | None = None
-
-
-_floor = _Floor()
+# The fewest maps make_room saw since it last cleared (None before): maps that are not programs
+# (memory-mapped Arrow files, libraries) stay after a clearing; a count below it (files closed) lowers it.
+_floor: int | None = None
 
 
 def map_count(maps: Path | None = None, limit: Path | None = None) -> tuple[int, int] | None:
@@ -49,21 +42,21 @@ def map_count(maps: Path | None = None, limit: Path | None = None) -> tuple[int,
 def make_room(maps: Path | None = None, limit: Path | None = None) -> bool:
     """Clear JAX's in-memory caches of compiled programs (``jax.clear_caches``) when this process
     holds more than ``SHARE`` of the memory maps the kernel allows it, and ``REGROWTH`` of it more
-    than the fewest it held since the last clearing (maps that are not programs, such as
+    than the fewest it saw since the last clearing (maps that are not programs, such as
     memory-mapped Arrow files, are not cleared again and again), with a note; whether it did. Only
     between calls, never inside a trace: the entry points call it before they compile."""
+    global _floor
     counted = map_count(maps, limit)
     if counted is None:
         return False
-    if _floor.count is not None:
-        _floor.count = min(_floor.count, counted[0])
-    if counted[0] < SHARE * counted[1] or \
-            (_floor.count is not None and counted[0] < _floor.count + REGROWTH * counted[1]):
+    if _floor is not None:
+        _floor = min(_floor, counted[0])
+    if counted[0] < SHARE * counted[1] or (_floor is not None and counted[0] < _floor + REGROWTH * counted[1]):
         return False
     import jax
     jax.clear_caches()
     gc.collect()
-    _floor.count = (map_count(maps, limit) or counted)[0]
+    _floor = (map_count(maps, limit) or counted)[0]
     log.info(f"this process held {counted[0]:,} of the {counted[1]:,} memory maps the kernel allows it "
              f"(vm.max_map_count), most of them compiled programs of earlier shapes: JAX's in-memory caches of "
              f"compiled programs were cleared (later calls compile again), not run out of")

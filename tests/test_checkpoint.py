@@ -36,16 +36,17 @@ def test_a_restored_state_runs_the_fresh_states_compiled_step(tmp_path):
     cache): orbax restored the arrays committed to their device, a fresh run's are not. Restored
     arrays are committed where the target's are."""
     import jax
-    step = jax.jit(lambda t: jax.tree.map(lambda a: a + 1, t))
-    fresh = step({"w": jnp.ones(3, jnp.float32), "n": jnp.int32(1)})  # (not weakly typed: restored arrays are not)
-    committed = jax.device_put(jnp.zeros(2), jax.devices()[0])
+    step = jax.jit(lambda t: {**t, "w": t["w"] + 1, "n": t["n"] + 1})
+    fresh = step({"w": jnp.ones(3, jnp.float32), "n": jnp.int32(1), "k": jax.random.key(0)})  # (not weakly typed:
+    committed = jax.device_put(jnp.zeros(2), jax.devices()[0])                                # restored arrays are not)
     ck = Checkpoints(tmp_path / "c", "sig", resume=False)
     ck.save(1, {**fresh, "c": committed})
-    state, _ = Checkpoints(tmp_path / "c", "sig", resume=True).restore({**tree(0.0), "c": committed})
-    assert [a.committed for a in jax.tree.leaves(state)] == [True, False, False]  # c, n, w
+    state, _ = Checkpoints(tmp_path / "c", "sig", resume=True).restore({**fresh, "c": committed})
+    assert [a.committed for a in jax.tree.leaves(state)] == [True, False, False, False]  # c, k, n, w
     step({k: state[k] for k in fresh})
     assert step._cache_size() == 1
     np.testing.assert_array_equal(state["w"], np.full(3, 2.0))
+    np.testing.assert_array_equal(jax.random.key_data(state["k"]), jax.random.key_data(fresh["k"]))
 
 
 def test_a_save_that_fails_midway_leaves_the_previous_step(tmp_path):

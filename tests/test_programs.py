@@ -15,7 +15,7 @@ def test_near_the_memory_map_limit_jaxs_compiled_programs_are_cleared(tmp_path, 
     memory maps, JAX keeps every program, and the kernel allows a process vm.max_map_count maps. Past
     SHARE of them, the entry points' make_room clears JAX's caches (with a note), which frees the maps:
     a jitted function then compiles again."""
-    monkeypatch.setattr(programs, "_floor", programs._Floor())  # not what an earlier test's real clearing left (CI)
+    monkeypatch.setattr(programs, "_floor", None)  # not what an earlier test's real clearing left (CI)
     traced = []
     f = jax.jit(lambda x: traced.append(1) or x + 1)
     f(jnp.ones(3))
@@ -35,10 +35,10 @@ def test_near_the_memory_map_limit_jaxs_compiled_programs_are_cleared(tmp_path, 
     maps.write_text("mapping\n" * 11)
     assert programs.make_room(maps, limit)  # ... until the count grows past them by REGROWTH of the allowance
     maps.write_text("mapping\n" * 9)
-    assert not programs.make_room(maps, limit) and programs._floor.count == 9  # maps closed: the floor falls ...
+    assert not programs.make_room(maps, limit) and programs._floor == 9  # maps closed: the floor falls ...
     maps.write_text("mapping\n" * 10)
     assert programs.make_room(maps, limit)  # ... and growth counts from it (10 of 12 again, 1 past the floor)
-    monkeypatch.setattr(programs, "_floor", programs._Floor())
+    monkeypatch.setattr(programs, "_floor", None)
     assert programs.map_count(tmp_path / "no-such-file", limit) is None  # a system that does not say: nothing done
     if sys.platform == "linux" and jax.default_backend() == "cpu":  # the real counts: XLA:CPU programs of new shapes
         # add maps, clearing gives them back (a GPU's programs live on the device)
