@@ -106,8 +106,8 @@ def _fast_compile() -> None:
         if not flags:
             return
         try:
-            probe = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
-                                   capture_output=True, text=True, timeout=60, env={**os.environ, "XLA_FLAGS": with_flags(*flags)})
+            probe = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"], timeout=60,
+                                   capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": with_flags(*flags)})
         except (subprocess.TimeoutExpired, OSError):
             return
         if probe.returncode == 0:
