@@ -531,7 +531,7 @@ def train_and_evaluate(dd, train_indices: np.ndarray | None, cfg: FinetuneConfig
         if ck.step is not None:
             state, record = ck.restore(state)
             state, prog = TrainState(*state), Progress(**record["progress"])
-    state = jax.device_put(state, replicated)  # a restored state as the fresh one (orbax may place it otherwise)
+            state = jax.device_put(state, replicated)  # as the fresh one (orbax may place it otherwise)
     p_def, o_def = jax.tree.structure(state.params), jax.tree.structure(state.opt_state)
     rest_leaves, r_def = jax.tree.flatten(rest)
     step = flat_train_step(graphdef, tx, p_def, r_def, o_def)

@@ -39,9 +39,9 @@ def map_count(maps: Path | None = None, limit: Path | None = None) -> tuple[int,
         return None
 
 
-def make_room(maps: Path | None = None, limit: Path | None = None) -> bool:
+def make_room(maps: Path | None = None, limit: Path | None = None, share: float = SHARE) -> bool:
     """Clear JAX's in-memory caches of compiled programs (``jax.clear_caches``) when this process
-    holds more than ``SHARE`` of the memory maps the kernel allows it, and ``REGROWTH`` of it more
+    holds more than ``share`` of the memory maps the kernel allows it, and ``REGROWTH`` of it more
     than the fewest it saw since the last clearing (maps that are not programs, such as
     memory-mapped Arrow files, are not cleared again and again), with a note; whether it did. Only
     between calls, never inside a trace: the entry points call it before they compile."""
@@ -51,7 +51,7 @@ def make_room(maps: Path | None = None, limit: Path | None = None) -> bool:
         return False
     if _floor is not None:
         _floor = min(_floor, counted[0])
-    if counted[0] < SHARE * counted[1] or (_floor is not None and counted[0] < _floor + REGROWTH * counted[1]):
+    if counted[0] < share * counted[1] or (_floor is not None and counted[0] < _floor + REGROWTH * counted[1]):
         return False
     import jax
     jax.clear_caches()

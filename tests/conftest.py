@@ -141,13 +141,11 @@ def _warnings_anew():
 
 
 @pytest.fixture(autouse=True)
-def _room_between_tests(monkeypatch):
+def _room_between_tests():
     """A worker runs hundreds of tests in one process and JAX keeps every program they compiled
     (~22,000 memory maps after 25 agent tests): ``jaxsel.programs.make_room`` runs before each test
     at half of the kernel's allowance, so that it never clears inside a test that counts its traces,
     where the library's own calls run it at three quarters (CI's worker crossed three quarters)."""
     from jaxsel import programs
-    with monkeypatch.context() as m:
-        m.setattr(programs, "SHARE", programs.SHARE / 1.5)
-        programs.make_room()
+    programs.make_room(share=programs.SHARE / 1.5)
     yield
