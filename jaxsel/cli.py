@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsel.errors import MAX_INT, JaxselError, JaxselWarning, counted, filter_action, say, warn, warnings_as_lines
-from jaxsel.checkpoint import MARKER, Stopwatch
+from jaxsel.checkpoint import MARKER, STEP, Stopwatch
 from jaxsel.io import check_not_input, options_tag, short_name, writes_files
 from jaxsel.baselines import METHODS as BASELINE_METHODS, random_indices
 from jaxsel.data import BUILTIN, DEFAULT as DEFAULT_DATA, MISSING_CHOICES, column, source_name
@@ -422,6 +422,28 @@ def _checkpoints_held(folder: Path) -> bool:
     return folder.is_dir() and any(p.name not in ("seconds.json", MARKER) for p in folder.iterdir())
 
 
+def _own_folder(out: Path, result: str) -> None:
+    """Refuse (JaxselError) an output folder for the command whose result file is ``result`` that
+    another command's output holds, or that lies inside a checkpoints folder: a finetune given a
+    selection's folder had cleared the selection's agent checkpoints (another start there replaces
+    OUT/checkpoints), and one given ``OUT/checkpoints`` trained afresh beside the checkpoints it was
+    meant to resume (break-it round 50)."""
+    held = [p for p in (out, *out.parents) if (p / MARKER).is_file()]  # a selection's agent/ lies in its checkpoints/
+    if held:
+        inside = held[-1]
+        where = "" if inside == out else f"inside {inside}, "
+        raise JaxselError(f"--out {out} is {where}an earlier run's checkpoints folder: give that run's own folder "
+                          f"({inside.parent}) to resume it, or a new one")
+    ck = out / "checkpoints"
+    owned = {"selection.json": ("jaxsel select", (ck / "agent").is_dir() or (ck / "search.json").is_file()),
+             "metrics.json": ("jaxsel finetune", ck.is_dir() and any(STEP.fullmatch(p.name) for p in ck.iterdir())),
+             "results.json": ("jaxsel run", (out / "stages").is_dir())}
+    for name, (command, held) in owned.items():
+        if name != result and ((out / name).is_file() or held):
+            raise JaxselError(f"--out {out} holds the output of {command} ({name} or its checkpoints), which this "
+                              f"command would replace: give it a folder of its own")
+
+
 def _start(out: Path, result: str, a) -> None:
     """As soon as a command that trains into ``out`` knows it, before any work: a note when a start
     without --resume is about to replace the checkpoints of an earlier, perhaps stopped, run in
@@ -430,6 +452,7 @@ def _start(out: Path, result: str, a) -> None:
     run's ``result`` file (one that failed left it, read as its own), and a --log-dir inside the
     checkpoints folder, whose contents a fresh start clears, is refused (JaxselError). The command
     opens its --log-dir itself, after this."""
+    _own_folder(out, result)
     folder = out / "checkpoints"
     if a.log_dir and Path(a.log_dir).resolve().is_relative_to(folder.resolve()):
         raise JaxselError(f"--log-dir {a.log_dir} is inside the checkpoints folder {folder}, whose contents a fresh "

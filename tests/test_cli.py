@@ -1115,7 +1115,7 @@ def test_a_fresh_start_over_checkpoints_says_so(tmp_path, capsys):
     assert "no checkpoint to resume in" in capsys.readouterr().err
     assert not start(resume=False)
     assert capsys.readouterr().err == ""
-    (folder / "agent").mkdir()
+    (folder / "3").mkdir()  # a finetune's checkpoint of step 3
     assert start(resume=True)  # continues: keeps it
     assert capsys.readouterr().err == ""
     assert not start(resume=False)
@@ -1130,6 +1130,43 @@ def test_a_fresh_start_over_checkpoints_says_so(tmp_path, capsys):
     assert cli.main(["finetune", "--model", "tiny-bert", "--out", str(out), "--log-dir", str(out / "checkpoints" / "l"),
                      "--random-fraction", "0.1"]) == 2
     assert "is inside the checkpoints folder" in capsys.readouterr().err and not (out / "checkpoints" / "l").exists()
+
+
+def test_an_output_folder_another_command_holds_is_refused(tmp_path, capsys):
+    """Break-it round 50: ``jaxsel finetune --out`` a selection's folder started afresh there and
+    cleared the selection's agent checkpoints (``select --resume`` then recomputed it), and ``--out
+    OUT/checkpoints`` trained afresh beside the checkpoints it was meant to resume. Each command's
+    output folder is its own: another's result file or checkpoints there, or a checkpoints folder
+    above it, is one line, before any work."""
+    from jaxsel.checkpoint import MARKER
+    sel, ft, run = tmp_path / "sel", tmp_path / "ft", tmp_path / "run"
+    (sel / "checkpoints" / "agent").mkdir(parents=True)
+    (ft / "checkpoints" / "40").mkdir(parents=True)
+    (run / "stages").mkdir(parents=True)
+    for folder in (sel / "checkpoints", sel / "checkpoints" / "agent", ft / "checkpoints"):
+        (folder / MARKER).touch()
+    cli._own_folder(sel, "selection.json")  # its own: a resume or a fresh start of the same command
+    cli._own_folder(ft, "metrics.json")
+    for out, result, owner in ((sel, "metrics.json", "jaxsel select"), (ft, "selection.json", "jaxsel finetune"),
+                               (run, "metrics.json", "jaxsel run"), (run, "selection.json", "jaxsel run")):
+        with pytest.raises(cli.JaxselError, match=f"--out {out} holds the output of {owner} "):
+            cli._own_folder(out, result)
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "selection.json").write_text("{}")  # a finished selection: its result file alone
+    with pytest.raises(cli.JaxselError, match="holds the output of jaxsel select"):
+        cli._own_folder(tmp_path / "done", "metrics.json")
+    for inside, where in ((ft / "checkpoints", ""), (ft / "checkpoints" / "new", f"inside {ft / 'checkpoints'}, "),
+                          (sel / "checkpoints" / "agent", f"inside {sel / 'checkpoints'}, ")):
+        with pytest.raises(cli.JaxselError) as e:
+            cli._own_folder(inside, "metrics.json")
+        own = ft if inside.is_relative_to(ft) else sel
+        assert str(e.value) == (f"--out {inside} is {where}an earlier run's checkpoints folder: give that run's own "
+                                f"folder ({own}) to resume it, or a new one")
+    # the command: one line, exit 2, the selection's checkpoints kept
+    assert cli.main(["finetune", "--model", "tiny-bert", "--random-fraction", "0.1", "--out", str(sel)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxsel: error: --out {sel} holds the output of jaxsel select") and err.count("\n") == 1
+    assert (sel / "checkpoints" / "agent" / MARKER).exists()
 
 
 def test_a_reader_leaving_the_pipe_early_does_not_fail_the_command(tmp_path):
