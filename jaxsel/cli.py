@@ -428,10 +428,11 @@ def _own_folder(out: Path, result: str) -> None:
     selection's folder had cleared the selection's agent checkpoints (another start there replaces
     OUT/checkpoints), and one given ``OUT/checkpoints`` trained afresh beside the checkpoints it was
     meant to resume (break-it round 50)."""
-    held = [p for p in (out, *out.parents) if (p / MARKER).is_file()]  # a selection's agent/ lies in its checkpoints/
-    if held:
-        inside = held[-1]
-        where = "" if inside == out else f"inside {inside}, "
+    full = out.absolute()  # a relative --out's parents stop at the working folder
+    marked = [p for p in (full, *full.parents) if (p / MARKER).is_file()]  # a selection's agent/ is in its checkpoints/
+    if marked:
+        inside = marked[-1]
+        where = "" if inside == full else f"inside {inside}, "
         raise JaxselError(f"--out {out} is {where}an earlier run's checkpoints folder: give that run's own folder "
                           f"({inside.parent}) to resume it, or a new one")
     ck = out / "checkpoints"
@@ -450,8 +451,8 @@ def _start(out: Path, result: str, a) -> None:
     OUT/checkpoints, or when --resume finds none there (a new user's rounds: both went without a word;
     a --resume spelled with other options names another folder). Such a start removes the earlier
     run's ``result`` file (one that failed left it, read as its own), and a --log-dir inside the
-    checkpoints folder, whose contents a fresh start clears, is refused (JaxselError). The command
-    opens its --log-dir itself, after this."""
+    checkpoints folder, whose contents a fresh start clears, is refused (JaxselError), as is an OUT
+    another command's output holds (:func:`_own_folder`). The command opens its --log-dir itself, after this."""
     _own_folder(out, result)
     folder = out / "checkpoints"
     if a.log_dir and Path(a.log_dir).resolve().is_relative_to(folder.resolve()):
