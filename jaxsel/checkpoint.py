@@ -184,7 +184,21 @@ def _quiet_abandoned_reads() -> None:
 
 def _ocp():
     import orbax.checkpoint as ocp  # lazily: slow to import
+    if not any(isinstance(f, _OwnMetadataNotes) for f in logging.getLogger("absl").filters):
+        logging.getLogger("absl").addFilter(_OwnMetadataNotes())
     return ocp
+
+
+class _OwnMetadataNotes(logging.Filter):
+    """Drops orbax's notes (through absl's logger) that a step's ``_CHECKPOINT_METADATA``, orbax's own
+    optional record of it, is missing or cannot be parsed: orbax reads the step without it and
+    jaxsel checks a step by its own record, so a resume that went right printed "WARNING:absl:Metadata
+    file does not exist" or a two-line "ERROR:absl:Failed to json parse" (break-it round 50)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said = record.getMessage()
+        return not ("_CHECKPOINT_METADATA" in said and said.startswith(("Metadata file does not exist",
+                                                                         "Failed to json parse Metadata file")))
 
 
 def _global(tree):

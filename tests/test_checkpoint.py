@@ -31,6 +31,28 @@ def test_state_and_record_round_trip_and_only_the_newest_step_is_kept(tmp_path):
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".jaxsel-checkpoints", "2"]
 
 
+def test_orbax_notes_on_its_own_metadata_file_stay_off_the_terminal(tmp_path, caplog):
+    """Break-it round 50: a step whose ``_CHECKPOINT_METADATA`` (orbax's own record of it) was gone or
+    damaged resumed to the right result, with "WARNING:absl:Metadata file does not exist" or a two-line
+    "ERROR:absl:Failed to json parse Metadata file" around jaxsel's output. jaxsel checks a step by its
+    own record: those notes are dropped, other absl records are not."""
+    import logging
+    ck = Checkpoints(tmp_path / "c", "sig", resume=False)
+    ck.save(1, tree(1.0), {"epoch": 1})
+    metadata = tmp_path / "c" / "1" / "_CHECKPOINT_METADATA"
+    assert metadata.exists()
+    for damage in ("{garbage", None):
+        if damage is None:
+            metadata.unlink()
+        else:
+            metadata.write_text(damage)
+        state, record = Checkpoints(tmp_path / "c", "sig", resume=True).restore(tree(0.0))
+        assert record["epoch"] == 1 and int(state["n"]) == 1
+        assert [r.getMessage() for r in caplog.records if r.name == "absl"] == [], damage
+    logging.getLogger("absl").warning("another note")
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == ["another note"]
+
+
 def test_a_restored_state_runs_the_fresh_states_compiled_step(tmp_path):
     """A resumed PPO selection compiled its update again (7-9 s on CPU, and a miss in the persistent
     cache): orbax restored the arrays committed to their device, a fresh run's are not. Restored
