@@ -517,7 +517,8 @@ def cmd_select(a) -> None:
                 **{f"{part}_seed": seed for part, seed in seeds.items() if seed != a.seed}}  # (where not --seed:
         # the signatures of checkpoints from before the two options stay as they were)
         # (Lloyd's unrecorded, as before the option: checkpoints of then still resume; another method's are refused)
-        kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"])
+        kw = dict(meta=meta, ckpt_dir=out / "checkpoints", resume=a.resume, train_x=emb["train"],
+                  warn_missing=False)  # said below, in the command's words
         if a.filter != "none":
             flagged = label_issues.find(p, labels, c.assignment, by=label_issues.FILTER_BY[a.filter])
             validation = (emb["validation"], column(dd["validation"], "label"))

@@ -448,6 +448,32 @@ def test_the_settings_a_method_does_not_read_change_nothing_it_selects(truth, mo
         ["final='greedy': the reward-model rounds choose the result"]
 
 
+def test_a_selection_missing_a_class_is_a_warning_of_the_library(capsys):
+    """Break-it round 51: with clusters larger than the budget, greedy (and PPO, DQN, random-search)
+    took part of one label-pure cluster, at the empty subset's score, and only the ``jaxsel``
+    commands said so: ``select`` warns itself (the commands pass ``warn_missing=False`` and word
+    their own), naming the classes and what to change; quota picks that reach every class do not."""
+    rng = np.random.default_rng(0)
+    a = np.repeat(np.arange(3), 40)  # three label-pure clusters of 40 rows
+    centres = rng.standard_normal((3, D)) * 3
+    x = (centres[a] + rng.standard_normal((120, D))).astype(np.float32)
+    av = rng.integers(0, 3, 60)
+    xv = (centres[av] + rng.standard_normal((60, D))).astype(np.float32)
+    cl = Clustering(a.astype(np.int32), centres.astype(np.float32), np.full(3, 40, np.int32), index_table(a, 3, 16),
+                    0.0, {})
+    p = proxy.make(x, a, cl, xv, av)
+    sel = agents.select(p, cl, a, agents.SelectConfig(method="greedy", budget=0.25), progress=False)
+    assert len(sel.meta["missing_classes"]) == 2 and np.count_nonzero(sel.meta["label_counts"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("warning: the greedy selection holds no example of classes ") == 1, err
+    assert "try a larger budget, more clusters" in err and "granularity='quota'" in err
+    agents.select(p, cl, a, agents.SelectConfig(method="greedy", budget=0.25), progress=False, warn_missing=False)
+    assert "warning" not in capsys.readouterr().err
+    quota = agents.select(p, cl, a, agents.SelectConfig(method="greedy", budget=0.25, granularity="quota", quota=5),
+                          progress=False)
+    assert quota.meta["missing_classes"] == [] and "warning" not in capsys.readouterr().err
+
+
 def test_a_quota_of_the_whole_budget_picks_whole_clusters_and_says_so(truth, capsys):
     """Quota picks of at least the budget take whole clusters (or the budget's rest): greedy selects
     the same rows as with granularity "cluster", and a warning says so, once (a new user's round:

@@ -33,7 +33,7 @@ from jaxsel.io import writes_files
 from jaxsel.precision import in_32_bits
 from jaxsel.programs import make_room
 from jaxsel.proxy import RewardCache
-from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, read_budget, budget_examples, checked_examples, digest, missing_classes, quota_for, rows_for, take_for
+from jaxsel.selection import AGENTS, BALANCES, FINALS, GRANULARITIES, METHODS, Selection, balance_caps, read_budget, budget_examples, checked_examples, digest, missing_classes, no_example_of, quota_for, rows_for, take_for
 
 
 CONFIGS = MappingProxyType({"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig})
@@ -353,7 +353,7 @@ def _trained(module, cfg, c: SelectConfig, env, params, progress: bool, *, ckpt_
 def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(), *, meta: dict | None = None,
            ckpt_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
            stop_after: int | None = None, train_x: np.ndarray | None = None,
-           issues: np.ndarray | None = None) -> Selection:
+           issues: np.ndarray | None = None, warn_missing: bool = True) -> Selection:
     """Choose ``config.budget`` of the train set with ``config.method``; returns a :class:`Selection`.
     Runs with, and records, ``config.used()``: the settings the method does not read (:func:`reads`)
     at their defaults, with one warning naming those given otherwise (:func:`ignored`).
@@ -364,7 +364,9 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
     the train embeddings the clustering was fitted on, needed by the ``typical`` baseline.
     ``issues`` (N,) bool: the rows the ``cleanlab`` baseline leaves out, when already found (None:
     :func:`jaxsel.label_issues.find`). Example-level baselines (:mod:`jaxsel.baselines`) have no
-    cluster picks (``cluster_ids`` empty)."""
+    cluster picks (``cluster_ids`` empty). A selection without any example of a class the train rows
+    hold (``meta["missing_classes"]``) is a JaxselWarning unless ``warn_missing`` is False (the
+    ``jaxsel`` commands word their own)."""
     make_room()  # a long process's compiled programs: jaxsel.programs
     c = config
     train_labels = checked_parts("select(proxy, clustering, train_labels, config)", proxy, clustering, train_labels,
@@ -467,7 +469,22 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         info["stopped_after"] = int(stop_after)
         warn(f"{c.method} stopped after {stop_after} of {planned[0]} {planned[1]} (stop_after): a partial selection; "
              f"select again with resume=True to finish")
+    if warn_missing:
+        said_missing(info, c)
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
+
+
+def said_missing(meta: dict, c: SelectConfig) -> None:
+    """Warn when a selection's ``meta`` names classes it holds no example of (``missing_classes``):
+    a model finetuned on it cannot predict them (break-it round 51: greedy, PPO and DQN each took one
+    whole cluster of one class, at the empty subset's score, without a word from the library)."""
+    if gone := meta["missing_classes"]:
+        names = [str(i) for i in range(len(meta["label_counts"]))]
+        whole = c.method not in BASELINES and c.granularity == "cluster"
+        warn(f"the {c.method} selection holds {no_example_of(gone, names)} (meta['missing_classes']): try a larger "
+             f"budget" + (f", more clusters, clusters of one class each (cluster.kmeans(..., labels=train_labels)) or "
+                          f"granularity='quota' (the budget's {meta['budget_examples']} examples hold few whole "
+                          f"clusters)" if whole else ""))
 
 
 _WHY = {"balance": "class caps apply to the RL agents and the cluster searches",
@@ -556,7 +573,8 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
         kwargs["train_x"] = np.asarray(kwargs["train_x"])[rows]
     # the same example count over the kept rows: round(examples / n * n) == examples
     inner = replace(config, budget=examples / len(rows))
-    sel = select(make_proxy(rows, sub), sub, labels[rows], inner, **kwargs)
+    warn_missing = kwargs.pop("warn_missing", True)  # of all rows' classes, below
+    sel = select(make_proxy(rows, sub), sub, labels[rows], inner, warn_missing=False, **kwargs)
     indices = rows[sel.indices]
     meta = dict(sel.meta, budget=config.budget, config=asdict(config.used()), excluded_rows=int(len(labels) - len(rows)),
                 train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist(),
@@ -570,6 +588,8 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
         mine = ("proxy_accuracy", "proxy_loglik", "proxy_score", "proxy_accuracy_whole_clusters")
         scores = {**scores, **{f"{k}_among_kept": scores[k] for k in mine},
                   **dict(zip(mine, map(float, (final.accuracy, final.loglik, score_with.value(final), whole.accuracy))))}
+    if warn_missing:
+        said_missing(meta, config.used())
     return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, scores, meta,
                      np.asarray(clustering.assignment)[indices])
 

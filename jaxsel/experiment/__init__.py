@@ -200,7 +200,7 @@ class Run:
                 return kept, path
             self.selections_made.append(f"{variant} {method} {stages.budget_tag(budget)} seed {seed}")
             kw = dict(meta={"fingerprint": fp, "variant": variant}, ckpt_dir=folder / "checkpoints",
-                      progress=self.progress, train_x=train_x)
+                      progress=self.progress, train_x=train_x, warn_missing=False)  # the cell's warning says it
             with Stopwatch(folder / "checkpoints" / "seconds.json", resume=True) as clock:  # interrupted attempts too
                 if flagged is None:
                     sel = resumed(lambda resume: agents.select(p, c, labels, cfg, issues=issues, resume=resume, **kw),
