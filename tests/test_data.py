@@ -560,6 +560,17 @@ def test_a_hub_dataset_keeps_its_named_splits_and_an_unreachable_hub_fails_at_on
         assert not data.hub_reachable()
 
 
+def test_source_columns_of_a_file_without_the_named_columns_is_an_error(tmp_path):
+    """Break-it round 51: ``source_columns`` of a file whose columns are body/topic, called with the
+    default text/label, returned body and topic as "other" columns, and an export repeated the text
+    and the label beside its own; ``load`` refuses the same mistake."""
+    f = tmp_path / "t.csv"
+    f.write_text("body,topic,id\n" + "".join(f"text {i},{'ab'[i % 2]},{i}\n" for i in range(30)))
+    with pytest.raises(JaxselError, match=r"t.csv: missing column 'text' \(columns: body, topic, id\): give text_col"):
+        data.source_columns(str(f))
+    assert list(data.source_columns(str(f), text_col="body", label_col="topic").columns) == ["id"]
+
+
 def test_rows_with_one_field_more_than_the_header_are_row_names_or_an_error(tmp_path, capsys):
     """Round 24: a CSV whose data rows hold one field more than the header (R's write.table row
     names) lost that field silently (pandas made it the index), and one whose FIRST data row had an

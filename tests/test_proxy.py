@@ -415,8 +415,11 @@ def test_partial_take_equals_a_fit_on_its_rows(problem):
     assert float(p.score_batch(take[None]).accuracy[0]) == pytest.approx(acc, abs=1e-6)
     bad = take.copy()
     bad[3] -= 1
-    with pytest.raises(JaxselError, match=r"at most one cluster in part \(integer subsets are takes, rows per cluster; a bool mask takes whole"):
+    with pytest.raises(JaxselError, match=r"at most one cluster in part \(integer subsets are takes, rows per cluster; a bool mask takes whole clusters\)$"):
         p.score_batch(bad[None])
+    ones = (np.arange(cl.k) % 2).astype(int)  # 0/1 ints, e.g. from randint(0, 2): takes of one row (break-it round 51)
+    with pytest.raises(JaxselError, match=r"whole clusters; for 0/1 masks pass masks.astype\(bool\)\)$"):
+        p.score_batch(ones[None])
     # class caps leave one cluster in part per class: with_partials scores every partial chunk
     rows = rows_for(cl, bad)
     want = (ridge_reference(x[rows], y[rows], xv, cfg, mean, proj).argmax(1) == yv).mean()

@@ -135,6 +135,8 @@ def test_save_load_apply(tmp_path, table_file, cl, capsys):
     back = Selection.load(out / "s.json")
     np.testing.assert_array_equal(back.indices, sel.indices)
     assert back.scores == sel.scores and back.cluster_ids == [1, 2]
+    assert back == sel and back != Selection([1, 2], np.array([0, 3, 6]), sel.scores, sel.meta)  # ==: a ValueError (round 51)
+    assert back != Selection([1, 2], sel.indices, sel.scores, sel.meta, np.array([1, 1, 2])) and back != "sel.json"
     assert back.apply(dd)["text"] == [dd["train"]["text"][i] for i in (0, 3, 5)]
     other = data.load(str(table_file), seed=5)
     with pytest.raises(JaxselError, match="selection was made for another dataset .* split options differ; a sel"):

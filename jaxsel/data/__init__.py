@@ -574,11 +574,16 @@ def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str 
     one row per data row of the file (row i is the ``source_row`` i of the loaded dataset), read as
     :func:`load` reads the file; None for a built-in or hub dataset or a file with no other columns.
     Its ``attrs["header"]``: {column: (its name in the file, its 0-based place there)} (a CSV's
-    repeated and empty names are not pandas' column names). Raises JaxselError for an unreadable file."""
+    repeated and empty names are not pandas' column names). Raises JaxselError for an unreadable file,
+    or one without ``text_col`` or ``label_col`` (they had been kept as "other" columns, repeating the
+    text and the label beside an export's own: break-it round 51)."""
     path = Path(name_or_path)
     if name_or_path in _READERS or not path.exists():
         return None
     df = _read_frame(path, encoding)
+    if missing := [c for c in (text_col, label_col) if c not in df.columns]:
+        raise JaxselError(f"{path}: missing column {missing[0]!r} (columns: {_columns(df)}): give text_col and label_col "
+                          f"as the dataset was loaded with")
     df.attrs.setdefault("header", {c: (str(c), i) for i, c in enumerate(df.columns)})  # a CSV's: the file's names
     df = df.drop(columns=[c for c in (text_col, label_col) if c in df.columns])
     return df if len(df.columns) else None

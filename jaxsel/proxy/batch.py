@@ -42,7 +42,9 @@ def check_masks(masks, k: int, max_clusters: int | None = None, *, sizes=None,
             unit = "cluster" if quota == 0 else f"chunk of {quota} rows"
             raise JaxselError(f"a take may hold at most {'one' if partials == 1 else partials} {unit}"
                               f"{'' if partials == 1 else 's'} in part (integer subsets are takes, rows per "
-                              f"cluster; a bool mask takes whole clusters)")
+                              f"cluster; a bool mask takes whole clusters"
+                              + ("; for 0/1 masks pass masks.astype(bool)" if np.isin(masks, (0, 1)).all() else "")
+                              + ")")
         if partial_cap is not None and (rest > partial_cap).any():
             raise JaxselError(f"a partly taken chunk holds {rest.max()} rows, more than this proxy's "
                               f"partial_cap={partial_cap}")
