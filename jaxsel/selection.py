@@ -241,6 +241,13 @@ def quota_for(granularity: str, quota: int | None, horizon: int, budget: int) ->
     return max(1, -(-int(budget) // int(horizon)))
 
 
+def _equal(a, b) -> bool:
+    """``a == b``, for numpy arrays (or None in place of one) element by element."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is not None and b is not None and np.array_equal(a, b)
+    return a == b
+
+
 @dataclass
 class Selection:
     """cluster_ids in pick order (a cluster recurs with quota picks; empty for example-level
@@ -259,9 +266,7 @@ class Selection:
         for the truth value of a whole array, a ValueError: break-it round 51)."""
         if not isinstance(other, Selection):
             return NotImplemented
-        same = lambda a, b: (a is None) == (b is None) and (a is None or np.array_equal(a, b))  # noqa: E731
-        return all(same(x, y) if isinstance(x, np.ndarray) or isinstance(y, np.ndarray) else x == y
-                   for x, y in ((getattr(self, f.name), getattr(other, f.name)) for f in fields(self)))
+        return all(_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
 
     def save(self, path: str | Path) -> None:
         """Write ``path`` (JSON) and ``path`` with suffix ``.indices.npy`` (and ``.clusters.npy``
