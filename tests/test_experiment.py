@@ -722,7 +722,9 @@ def test_run_notes_a_copy_named_like_another_run(tmp_path, capsys, monkeypatch):
     cfg = write_config(tmp_path / "mine.toml")  # name = "tiny"
     with pytest.raises(JaxselError, match="no such file: missing.csv"):  # stops after the notes
         experiment.run(cfg, progress=False, name="missing.csv")
-    assert "mine.toml names its run 'tiny' (its `name`): the results go to runs/tiny-missing" in capsys.readouterr().err
+    # the advice names what exists: break-it round 52 added `out = ...` to the config, an unknown key
+    assert "mine.toml names its run 'tiny' (its `name`; 'run' where it gives none): the results go to runs/tiny-missing; " \
+        "set `name`, or give an output folder (--out; run(..., out=) from Python)" in capsys.readouterr().err
     write_json(tmp_path / "o" / "results.json", {"config_file": "/elsewhere/quick.toml"})
     with pytest.raises(JaxselError, match="no such file: missing.csv"):
         experiment.run(cfg, tmp_path / "o", progress=False, name="missing.csv")

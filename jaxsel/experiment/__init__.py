@@ -498,9 +498,9 @@ def run(config: str | Path | RunConfig, out: str | Path | None = None, *, progre
         cfg = load_config(path, **data_overrides)
         source, where = str(path.resolve()), str(path)
         if out is None and path.stem != cfg.name:
-            log.info(f"{path} names its run {cfg.name!r} (its `name`): the results go to "
-                     f"{default_out(cfg.name, data_overrides)}; change `name`, or give an output folder (out, --out), "
-                     f"to put them elsewhere")
+            log.info(f"{path} names its run {cfg.name!r} (its `name`; {RunConfig.name!r} where it gives none): the "
+                     f"results go to {default_out(cfg.name, data_overrides)}; set `name`, or give an output folder "
+                     f"(--out; run(..., out=) from Python), to put them elsewhere")
     if out is None:
         out = default_out(cfg.name, data_overrides)
     _note_other_config(Path(out), source)
