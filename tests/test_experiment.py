@@ -735,6 +735,23 @@ def test_run_notes_a_copy_named_like_another_run(tmp_path, capsys, monkeypatch):
     assert "another config file" not in capsys.readouterr().err
 
 
+def test_a_rerun_on_changed_data_says_its_stages_are_computed_anew(tmp_path, capsys):
+    """Break-it round 52: after one label of the data file changed, a rerun into the same folder
+    recomputed every stage (the stage keys hold the data's fingerprint) without saying why, where a
+    changed setting says what it reused."""
+    from jaxsel import data
+    from jaxsel.io import write_json
+    dd = data.load(str(write_data(tmp_path / "d.csv")), split_col="split")
+    write_json(tmp_path / "o" / "results.json", {"dataset": {"fingerprint": data.dataset_fingerprint(dd)}})
+    experiment._note_other_data(tmp_path / "o", dd)
+    assert capsys.readouterr().err == ""  # the same data: no note
+    edited = data.load(str(write_data(tmp_path / "e.csv", test_labels_seed=1)), split_col="split")
+    experiment._note_other_data(tmp_path / "o", edited)
+    assert f"note: {tmp_path / 'o'} holds the results of other data (dataset fingerprint " in capsys.readouterr().err
+    experiment._note_other_data(tmp_path / "none", edited)  # no results yet
+    assert capsys.readouterr().err == ""
+
+
 def test_a_cell_another_run_computes_in_a_shared_stage_folder_is_waited_for_then_reused(tmp_path, tmp_cache,
                                                                                           monkeypatch):
     """Two runs sharing a stage folder (``stages = ...``, as bench/runbg.sh's seed parts) that reach one

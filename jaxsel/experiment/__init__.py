@@ -27,7 +27,7 @@ from jaxsel import allocator, baselines, metrics, progress as progress_
 from jaxsel.experiment import stages
 from jaxsel.checkpoint import CheckpointMismatch, Stopwatch, recorded_seconds
 from jaxsel.config import DataSpec, RunConfig, build, config_file, load_config, spelling
-from jaxsel.data import column, source_name
+from jaxsel.data import column, dataset_fingerprint, source_name
 from jaxsel.errors import JaxselError, JaxselWarning, counted, warn
 from jaxsel.io import (computed_once, exclusive, options_tag, read_cached, read_json, remove_stale_temporaries, short_name,
                        write_json)
@@ -384,6 +384,7 @@ class Run:
         from jaxsel import label_issues
         t_start = time.perf_counter()
         dd = self.dataset()
+        _note_other_data(self.out, dd)
         with label_issues.class_names(dd["train"].features["label"].names):  # what its warnings call the classes
             return self._stages(dd, t_start)
 
@@ -460,6 +461,19 @@ def _note_other_config(out: Path, source: str | None) -> None:
     if before and source and before != source:
         log.info(f"{out} holds the results of another config file ({before}); its report and results.json "
                  f"are replaced by {source}'s (stages whose settings match are reused)")
+
+
+def _note_other_data(out: Path, dd) -> None:
+    """A note when ``out`` holds the results of other data than ``dd`` (its results.json's dataset
+    fingerprint): the stages keyed by the data are computed anew and the results replaced, which a
+    rerun after an edit of the data file had done without a word (break-it round 52)."""
+    try:
+        before = read_json(out / "results.json")["dataset"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if before != (now := dataset_fingerprint(dd)):
+        log.info(f"{out} holds the results of other data (dataset fingerprint {before[:12]}, now {now[:12]}: the file "
+                 f"changed, or is read otherwise): its stages are computed anew and its results replaced")
 
 
 def default_out(name: str, data_overrides: dict) -> str:
