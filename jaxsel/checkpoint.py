@@ -193,7 +193,9 @@ class _OwnMetadataNotes(logging.Filter):
     """Drops orbax's notes (through absl's logger) that a step's ``_CHECKPOINT_METADATA``, orbax's own
     optional record of it, is missing or cannot be parsed: orbax reads the step without it and
     jaxsel checks a step by its own record, so a resume that went right printed "WARNING:absl:Metadata
-    file does not exist" or a two-line "ERROR:absl:Failed to json parse" (break-it round 50)."""
+    file does not exist" or a two-line "ERROR:absl:Failed to json parse" (break-it round 50). It sits on
+    absl's logger, so in a process that uses jaxsel's checkpoints it drops these two notes of any
+    orbax checkpoint, the caller's own too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         said = record.getMessage()

@@ -422,27 +422,36 @@ def _checkpoints_held(folder: Path) -> bool:
     return folder.is_dir() and any(p.name not in ("seconds.json", MARKER) for p in folder.iterdir())
 
 
+def _checkpoints_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a jaxsel command's checkpoints folder: orbax steps under its marker (a
+    finetune's), or a selection's ``checkpoints/`` holding its agent's (marked) or its search log."""
+    return (folder / MARKER).is_file() or folder.name == "checkpoints" and (
+        (folder / "agent" / MARKER).is_file() or (folder / "search.json").is_file())
+
+
 def _own_folder(out: Path, result: str) -> None:
     """Refuse (JaxselError) an output folder for the command whose result file is ``result`` that
     another command's output holds, or that lies inside a checkpoints folder: a finetune given a
     selection's folder had cleared the selection's agent checkpoints (another start there replaces
     OUT/checkpoints), and one given ``OUT/checkpoints`` trained afresh beside the checkpoints it was
     meant to resume (break-it round 50)."""
-    full = out.absolute()  # a relative --out's parents stop at the working folder
-    marked = [p for p in (full, *full.parents) if (p / MARKER).is_file()]  # a selection's agent/ is in its checkpoints/
+    full = out.absolute()  # every parent folder, not only those a relative --out names
+    marked = [p for p in (full, *full.parents) if _checkpoints_folder(p)]
     if marked:
-        inside = marked[-1]
+        inside = marked[-1]  # the outermost: a selection's agent/ lies in its checkpoints/
         where = "" if inside == full else f"inside {inside}, "
         raise JaxselError(f"--out {out} is {where}an earlier run's checkpoints folder: give that run's own folder "
                           f"({inside.parent}) to resume it, or a new one")
     ck = out / "checkpoints"
-    owned = {"selection.json": ("jaxsel select", (ck / "agent").is_dir() or (ck / "search.json").is_file()),
-             "metrics.json": ("jaxsel finetune", ck.is_dir() and any(STEP.fullmatch(p.name) for p in ck.iterdir())),
-             "results.json": ("jaxsel run", (out / "stages").is_dir())}
-    for name, (command, held) in owned.items():
+    owned = {"selection.json": ("jaxsel select", "selection.json or its checkpoints",
+                                (ck / "agent").is_dir() or (ck / "search.json").is_file()),
+             "metrics.json": ("jaxsel finetune", "metrics.json or its checkpoints",
+                              ck.is_dir() and any(STEP.fullmatch(p.name) for p in ck.iterdir())),
+             "results.json": ("jaxsel run", "results.json", False)}  # a run keeps its stages apart
+    for name, (command, what, held) in owned.items():
         if name != result and ((out / name).is_file() or held):
-            raise JaxselError(f"--out {out} holds the output of {command} ({name} or its checkpoints), which this "
-                              f"command would replace: give it a folder of its own")
+            raise JaxselError(f"--out {out} holds the output of {command} ({what}): give this command a folder "
+                              f"of its own")
 
 
 def _start(out: Path, result: str, a) -> None:

@@ -466,7 +466,8 @@ def test_a_selection_missing_a_class_is_a_warning_of_the_library(capsys):
     assert len(sel.meta["missing_classes"]) == 2 and np.count_nonzero(sel.meta["label_counts"]) == 1
     err = capsys.readouterr().err
     assert err.count("warning: the greedy selection holds no example of classes ") == 1, err
-    assert "try a larger budget, more clusters" in err and "granularity='quota'" in err
+    assert "try a larger budget, granularity='quota', or balance='equal' over clusters of one class each" in err
+    assert err.rstrip().endswith("its 30 examples are 1 cluster")
     agents.select(p, cl, a, agents.SelectConfig(method="greedy", budget=0.25), progress=False, warn_missing=False)
     assert "warning" not in capsys.readouterr().err
     quota = agents.select(p, cl, a, agents.SelectConfig(method="greedy", budget=0.25, granularity="quota", quota=5),

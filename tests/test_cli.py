@@ -1140,13 +1140,16 @@ def test_an_output_folder_another_command_holds_is_refused(tmp_path, capsys):
     above it, is one line, before any work."""
     from jaxsel.checkpoint import MARKER
     sel, ft, run = tmp_path / "sel", tmp_path / "ft", tmp_path / "run"
-    (sel / "checkpoints" / "agent").mkdir(parents=True)
-    (ft / "checkpoints" / "40").mkdir(parents=True)
-    (run / "stages").mkdir(parents=True)
-    for folder in (sel / "checkpoints", sel / "checkpoints" / "agent", ft / "checkpoints"):
-        (folder / MARKER).touch()
+    (sel / "checkpoints" / "agent").mkdir(parents=True)  # as select leaves them: the agent's marked, not checkpoints/
+    (sel / "checkpoints" / "agent" / MARKER).touch()
+    (ft / "checkpoints" / "40").mkdir(parents=True)  # a finetune's: steps under the marker
+    (ft / "checkpoints" / MARKER).touch()
+    run.mkdir()
+    (run / "results.json").write_text("{}")
     cli._own_folder(sel, "selection.json")  # its own: a resume or a fresh start of the same command
     cli._own_folder(ft, "metrics.json")
+    (tmp_path / "stages").mkdir()  # select's clustering cache beside its --out, not a run's
+    cli._own_folder(tmp_path, "selection.json")
     for out, result, owner in ((sel, "metrics.json", "jaxsel select"), (ft, "selection.json", "jaxsel finetune"),
                                (run, "metrics.json", "jaxsel run"), (run, "selection.json", "jaxsel run")):
         with pytest.raises(cli.JaxselError, match=f"--out {out} holds the output of {owner} "):
@@ -1155,13 +1158,13 @@ def test_an_output_folder_another_command_holds_is_refused(tmp_path, capsys):
     (tmp_path / "done" / "selection.json").write_text("{}")  # a finished selection: its result file alone
     with pytest.raises(cli.JaxselError, match="holds the output of jaxsel select"):
         cli._own_folder(tmp_path / "done", "metrics.json")
-    for inside, where in ((ft / "checkpoints", ""), (ft / "checkpoints" / "new", f"inside {ft / 'checkpoints'}, "),
-                          (sel / "checkpoints" / "agent", f"inside {sel / 'checkpoints'}, ")):
-        with pytest.raises(cli.JaxselError) as e:
-            cli._own_folder(inside, "metrics.json")
-        own = ft if inside.is_relative_to(ft) else sel
-        assert str(e.value) == (f"--out {inside} is {where}an earlier run's checkpoints folder: give that run's own "
-                                f"folder ({own}) to resume it, or a new one")
+    for own in (ft, sel):
+        for inside in (own / "checkpoints", own / "checkpoints" / ("new" if own == ft else "agent")):
+            where = "" if inside.name == "checkpoints" else f"inside {own / 'checkpoints'}, "
+            with pytest.raises(cli.JaxselError) as e:
+                cli._own_folder(inside, "metrics.json")
+            assert str(e.value) == (f"--out {inside} is {where}an earlier run's checkpoints folder: give that run's "
+                                    f"own folder ({own}) to resume it, or a new one")
     # the command: one line, exit 2, the selection's checkpoints kept
     assert cli.main(["finetune", "--model", "tiny-bert", "--random-fraction", "0.1", "--out", str(sel)]) == 2
     err = capsys.readouterr().err

@@ -566,7 +566,7 @@ def test_source_columns_of_a_file_without_the_named_columns_is_an_error(tmp_path
     and the label beside its own; ``load`` refuses the same mistake."""
     f = tmp_path / "t.csv"
     f.write_text("body,topic,id\n" + "".join(f"text {i},{'ab'[i % 2]},{i}\n" for i in range(30)))
-    with pytest.raises(JaxselError, match=r"t.csv: missing column 'text' \(columns: body, topic, id\): give text_col"):
+    with pytest.raises(JaxselError, match=r"t.csv: missing column 'text' \(columns: body, topic, id\): name the text and label"):
         data.source_columns(str(f))
     assert list(data.source_columns(str(f), text_col="body", label_col="topic").columns) == ["id"]
 

@@ -28,7 +28,7 @@ from jaxsel.config import BASELINES, build, keyless, later, settings
 from jaxsel.agents.env import EnvParams, SelectionEnv, checked_parts, make_env
 from jaxsel.agents.episodes import empty_best, greedy_rollout
 from jaxsel.errors import (JaxselError, check_at_least, check_choice, check_mask, check_range, check_seed, check_types,
-                           is_int, warn)
+                           counted, is_int, warn)
 from jaxsel.io import writes_files
 from jaxsel.precision import in_32_bits
 from jaxsel.programs import make_room
@@ -470,21 +470,22 @@ def select(proxy, clustering, train_labels, config: SelectConfig = SelectConfig(
         warn(f"{c.method} stopped after {stop_after} of {planned[0]} {planned[1]} (stop_after): a partial selection; "
              f"select again with resume=True to finish")
     if warn_missing:
-        said_missing(info, c)
+        warn_missing_classes(info, c, len(order))
     return Selection(order, indices, scores, info, np.asarray(clustering.assignment)[indices])
 
 
-def said_missing(meta: dict, c: SelectConfig) -> None:
-    """Warn when a selection's ``meta`` names classes it holds no example of (``missing_classes``):
-    a model finetuned on it cannot predict them (break-it round 51: greedy, PPO and DQN each took one
-    whole cluster of one class, at the empty subset's score, without a word from the library)."""
+def warn_missing_classes(meta: dict, c: SelectConfig, picks: int) -> None:
+    """Warn when a selection's ``meta`` names classes it holds no example of (``missing_classes``;
+    ``picks``: its cluster picks): a model finetuned on it cannot predict them (break-it round 51:
+    greedy, PPO and DQN each took one whole cluster of one class, at the empty subset's score,
+    without a word from the library)."""
     if gone := meta["missing_classes"]:
         names = [str(i) for i in range(len(meta["label_counts"]))]
         whole = c.method not in BASELINES and c.granularity == "cluster"
         warn(f"the {c.method} selection holds {no_example_of(gone, names)} (meta['missing_classes']): try a larger "
-             f"budget" + (f", more clusters, clusters of one class each (cluster.kmeans(..., labels=train_labels)) or "
-                          f"granularity='quota' (the budget's {meta['budget_examples']} examples hold few whole "
-                          f"clusters)" if whole else ""))
+             f"budget" + (f", granularity='quota', or balance='equal' over clusters of one class each "
+                          f"(cluster.kmeans(..., labels=train_labels)): its {meta['budget_examples']} examples are "
+                          f"{counted(picks, 'cluster')}" if whole else ""))
 
 
 _WHY = {"balance": "class caps apply to the RL agents and the cluster searches",
@@ -589,7 +590,7 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
         scores = {**scores, **{f"{k}_among_kept": scores[k] for k in mine},
                   **dict(zip(mine, map(float, (final.accuracy, final.loglik, score_with.value(final), whole.accuracy))))}
     if warn_missing:
-        said_missing(meta, config.used())
+        warn_missing_classes(meta, config.used(), len(sel.cluster_ids))
     return Selection([int(clusters[j]) for j in sel.cluster_ids], indices, scores, meta,
                      np.asarray(clustering.assignment)[indices])
 

@@ -582,8 +582,8 @@ def source_columns(name_or_path: str, *, text_col: str = "text", label_col: str 
         return None
     df = _read_frame(path, encoding)
     if missing := [c for c in (text_col, label_col) if c not in df.columns]:
-        raise JaxselError(f"{path}: missing column {missing[0]!r} (columns: {_columns(df)}): give text_col and label_col "
-                          f"as the dataset was loaded with")
+        raise JaxselError(f"{path}: missing column {missing[0]!r} (columns: {_columns(df)}): name the text and label "
+                          f"columns the dataset was loaded with (text_col, label_col; --text-col, --label-col)")
     df.attrs.setdefault("header", {c: (str(c), i) for i, c in enumerate(df.columns)})  # a CSV's: the file's names
     df = df.drop(columns=[c for c in (text_col, label_col) if c in df.columns])
     return df if len(df.columns) else None

@@ -465,7 +465,7 @@ def _note_other_config(out: Path, source: str | None) -> None:
 
 def _note_other_data(out: Path, dd) -> None:
     """A note when ``out`` holds the results of other data than ``dd`` (its results.json's dataset
-    fingerprint): the stages keyed by the data are computed anew and the results replaced, which a
+    fingerprint): the stages keyed by other data are not reused and the results are replaced, which a
     rerun after an edit of the data file had done without a word (break-it round 52)."""
     try:
         before = read_json(out / "results.json")["dataset"]["fingerprint"]
@@ -473,7 +473,7 @@ def _note_other_data(out: Path, dd) -> None:
         return
     if before != (now := dataset_fingerprint(dd)):
         log.info(f"{out} holds the results of other data (dataset fingerprint {before[:12]}, now {now[:12]}: the file "
-                 f"changed, or is read otherwise): its stages are computed anew and its results replaced")
+                 f"changed, or is read otherwise): stages not yet computed for this data are computed, its results replaced")
 
 
 def default_out(name: str, data_overrides: dict) -> str:
