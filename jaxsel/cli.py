@@ -422,11 +422,15 @@ def _checkpoints_held(folder: Path) -> bool:
     return folder.is_dir() and any(p.name not in ("seconds.json", MARKER) for p in folder.iterdir())
 
 
+def _selection_checkpoints(folder: Path) -> bool:
+    """Whether ``folder`` holds a selection's checkpoints: its agent's (marked) or its search log."""
+    return (folder / "agent" / MARKER).is_file() or (folder / "search.json").is_file()
+
+
 def _checkpoints_folder(folder: Path) -> bool:
     """Whether ``folder`` is a jaxsel command's checkpoints folder: orbax steps under its marker (a
-    finetune's), or a selection's ``checkpoints/`` holding its agent's (marked) or its search log."""
-    return (folder / MARKER).is_file() or folder.name == "checkpoints" and (
-        (folder / "agent" / MARKER).is_file() or (folder / "search.json").is_file())
+    finetune's), or a selection's ``checkpoints/`` (:func:`_selection_checkpoints`)."""
+    return (folder / MARKER).is_file() or folder.name == "checkpoints" and _selection_checkpoints(folder)
 
 
 def _own_folder(out: Path, result: str) -> None:
@@ -443,8 +447,7 @@ def _own_folder(out: Path, result: str) -> None:
         raise JaxselError(f"--out {out} is {where}an earlier run's checkpoints folder: give that run's own folder "
                           f"({inside.parent}) to resume it, or a new one")
     ck = out / "checkpoints"
-    owned = {"selection.json": ("jaxsel select", "selection.json or its checkpoints",
-                                (ck / "agent").is_dir() or (ck / "search.json").is_file()),
+    owned = {"selection.json": ("jaxsel select", "selection.json or its checkpoints", _selection_checkpoints(ck)),
              "metrics.json": ("jaxsel finetune", "metrics.json or its checkpoints",
                               ck.is_dir() and any(STEP.fullmatch(p.name) for p in ck.iterdir())),
              "results.json": ("jaxsel run", "results.json", False)}  # a run keeps its stages apart

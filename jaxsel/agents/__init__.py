@@ -555,7 +555,7 @@ def check_kept(kept: int, n: int, examples: int) -> None:
 
 
 def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config: SelectConfig = SelectConfig(),
-                 *, score_with=None, **kwargs) -> Selection:
+                 *, score_with=None, warn_missing: bool = True, **kwargs) -> Selection:
     """:func:`select` over the train rows ``rows`` only (e.g. the rows no label-issue filter flags),
     with the budget still a fraction of all N train rows; the selection's indices, picks and label
     counts refer to all rows and the full clustering. ``make_proxy(rows, clustering)`` builds the
@@ -564,7 +564,8 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
     proxy of all N rows, the recorded ``proxy_accuracy``, ``proxy_loglik``, ``proxy_score`` and
     ``proxy_accuracy_whole_clusters`` are its scores of the rows (``score_with.score_rows``), as
     every other method's, and the restricted proxy's, which the search maximised, are kept with the
-    suffix ``_among_kept``. Raises JaxselError when fewer rows are left than the budget."""
+    suffix ``_among_kept``. ``warn_missing``: :func:`select`'s, of the classes of all N rows. Raises
+    JaxselError when fewer rows are left than the budget."""
     from jaxsel.cluster import restrict
     rows, labels = np.asarray(rows, np.int64), np.asarray(train_labels)
     examples = budget_examples(config.budget, len(labels))
@@ -574,8 +575,7 @@ def select_among(rows: np.ndarray, make_proxy, clustering, train_labels, config:
         kwargs["train_x"] = np.asarray(kwargs["train_x"])[rows]
     # the same example count over the kept rows: round(examples / n * n) == examples
     inner = replace(config, budget=examples / len(rows))
-    warn_missing = kwargs.pop("warn_missing", True)  # of all rows' classes, below
-    sel = select(make_proxy(rows, sub), sub, labels[rows], inner, warn_missing=False, **kwargs)
+    sel = select(make_proxy(rows, sub), sub, labels[rows], inner, warn_missing=False, **kwargs)  # all rows': below
     indices = rows[sel.indices]
     meta = dict(sel.meta, budget=config.budget, config=asdict(config.used()), excluded_rows=int(len(labels) - len(rows)),
                 train_label_counts=np.bincount(labels, minlength=len(sel.meta["label_counts"])).tolist(),
